@@ -1,0 +1,40 @@
+# co2scan: the two commands are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PYX := $(wildcard controller/*.pyx)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench fuzz soak clean
+
+setup: $(STAMP)
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+# Editable install; rebuilt whenever a .pyx, setup.py or pyproject.toml changes.
+$(STAMP): $(VPY) pyproject.toml setup.py $(PYX)
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/co2scan demo --out out/demo
+
+test: setup
+	$(VPY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(VPY) -m bench
+
+fuzz: setup
+	CO2SCAN_FUZZ=long $(VPY) -m pytest tests -k fuzz -p no:cacheprovider
+
+soak: setup
+	CO2SCAN_SOAK=long $(VPY) -m pytest tests -k soak -s
+
+clean:
+	rm -rf build $(VENV) controller/*.c controller/*.so out

@@ -1,0 +1,19 @@
+"""Build the Cython kernels; everything else is declared in pyproject.toml."""
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KERNELS = ["controller/_scanpath.pyx"]
+
+extensions = [
+    Extension(
+        path[:-4].replace("/", "."),
+        [path],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3"],
+    )
+    for path in KERNELS
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}))
