@@ -28,7 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(VPY) -m bench
+	$(VPY) -m bench $(BENCH)
 
 fuzz: setup
 	CO2SCAN_FUZZ=long $(VPY) -m pytest tests -k fuzz -p no:cacheprovider

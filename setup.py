@@ -1,10 +1,12 @@
 """Build the Cython kernels; everything else is declared in pyproject.toml."""
 
+from glob import glob
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["controller/_scanpath.pyx"]
+KERNELS = sorted(glob("controller/_*.pyx"))
 
 extensions = [
     Extension(

@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench/bench_*.py`` module has ``main() -> None`` printing its own table."""
