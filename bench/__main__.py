@@ -15,7 +15,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     names = sorted(
         m.name[len("bench_"):]
-        for m in pkgutil.iter_modules([str(Path(__file__).parent])
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
     chosen = argv or names

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="co2scan",
-        description="Control software for a fractional CO2 laser (galvo scanner + pulse generator).",
+        description="Control software for a fractional CO2 laser (galvo scanner, pulse generator).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

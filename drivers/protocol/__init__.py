@@ -1,0 +1,21 @@
+"""co2scan wire protocol v1: definitions (messages), framing and the message codec."""
+
+from drivers.protocol.codec import Message, decode, decode_payload, encode, encode_payload, message
+from drivers.protocol.errors import FrameError, MessageError, ProtocolError
+from drivers.protocol.framing import FrameDecoder, RawFrame, decode_frame, encode_frame
+
+__all__ = [
+    "FrameDecoder",
+    "FrameError",
+    "Message",
+    "MessageError",
+    "ProtocolError",
+    "RawFrame",
+    "decode",
+    "decode_frame",
+    "decode_payload",
+    "encode",
+    "encode_frame",
+    "encode_payload",
+    "message",
+]
