@@ -35,6 +35,11 @@ NONCE_SIZE = 16
 MAC_SIZE = 32
 KEY_SIZE = 32
 SERIAL_SIZE = 16
+#: USB identity of the device: vendor/product id and its bulk endpoints (interface 0).
+USB_VENDOR_ID = 0x1209
+USB_PRODUCT_ID = 0xC025
+USB_EP_OUT = 0x01
+USB_EP_IN = 0x81
 #: A galvo position is an unsigned 16-bit offset-binary value; the field centre is 0x8000.
 GALVO_CENTRE_LSB = 0x8000
 GALVO_FULL_SCALE_LSB = 0x10000

@@ -18,6 +18,8 @@ import numpy as np
 from drivers.protocol import messages as m
 from drivers.protocol.codec import Message, encode, message
 
+HEX_CONSTANTS = {"NO_INDEX", "GALVO_CENTRE_LSB", "USB_VENDOR_ID", "USB_PRODUCT_ID", "USB_EP_OUT",
+                 "USB_EP_IN"}
 TYPE_NAMES = {"B": "u8", "H": "u16", "I": "u32", "h": "i16", "i": "i32"}
 
 BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- end:\2 -->)", re.S)
@@ -115,11 +117,15 @@ def render_constants() -> str:
         ("NO_INDEX", "u32 index meaning none"),
         ("GALVO_CENTRE_LSB", "galvo field centre"),
         ("NONCE_SIZE", "authentication nonce, bytes"),
+        ("USB_VENDOR_ID", "USB idVendor"),
+        ("USB_PRODUCT_ID", "USB idProduct"),
+        ("USB_EP_OUT", "bulk OUT endpoint (host -> device), interface 0"),
+        ("USB_EP_IN", "bulk IN endpoint (device -> host), interface 0"),
         ("MAC_SIZE", "HMAC-SHA256 output, bytes"),
         ("KEY_SIZE", "device key, bytes"),
     ):
         value = getattr(m, name)
-        shown = f"0x{value:X}" if name in ("NO_INDEX", "GALVO_CENTRE_LSB") else str(value)
+        shown = f"0x{value:X}" if name in HEX_CONSTANTS else str(value)
         rows.append(f"| `{name}` | {shown} | {meaning} |")
     rows.append(f"| `AUTH_CONTEXT` | `{m.AUTH_CONTEXT.decode()}` | HMAC message prefix (ASCII) |")
     return "\n".join(rows) + "\n"
