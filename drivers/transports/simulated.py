@@ -1,0 +1,56 @@
+"""In-process transport to the simulated device (``sim://?door=open&seed=3``).
+
+The simulator is loaded lazily by name so that ``drivers`` does not import ``sim_hw`` except
+through this registry entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from drivers.errors import DeviceLost
+from drivers.transports.base import Transport
+
+SIM_LINK = "sim_hw.link:open_link"
+
+
+def load(target: str) -> Any:
+    """Import ``module:attribute``."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class SimTransport(Transport):
+    """Bytes to and from an in-process :class:`sim_hw.device.SimDevice`."""
+
+    def __init__(self, url: str, options: dict[str, str]) -> None:
+        self.url = url
+        self.link = load(SIM_LINK)(options)
+        self._closed = False
+
+    @property
+    def simulator(self) -> Any:
+        """The simulated device (ground truth, inputs); for tests and demos."""
+        return self.link.device
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise DeviceLost(f"{self.url} is closed")
+        try:
+            self.link.write(data)
+        except (OSError, EOFError) as exc:
+            raise DeviceLost(f"{self.url}: {exc}") from exc
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        if self._closed:
+            raise DeviceLost(f"{self.url} is closed")
+        try:
+            return self.link.read(max_bytes, timeout_s)
+        except (OSError, EOFError) as exc:
+            raise DeviceLost(f"{self.url}: {exc}") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.link.close()
