@@ -1,1 +1,49 @@
-"""co2scan drivers: transports, the framed protocol codec and the device abstraction."""
+"""co2scan drivers: transports, the framed protocol codec and the device abstraction.
+
+Scripting entry point::
+
+    from drivers import open_device
+    with open_device("sim://") as dev:
+        print(dev.info)
+"""
+
+from drivers.device import Device
+from drivers.errors import (
+    DeviceError,
+    DeviceLost,
+    DeviceNack,
+    DeviceTimeout,
+    LimitError,
+    TransportURLError,
+)
+from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus
+from drivers.spots import PassSpots
+from drivers.stream import Progress
+from drivers.transports.registry import open_transport
+
+
+def open_device(url: str, request_timeout_s: float = 1.0) -> Device:
+    """Open and identify the device at ``url`` (see drivers.transports.registry for forms)."""
+    transport = open_transport(url)
+    try:
+        return Device(transport, request_timeout_s=request_timeout_s)
+    except BaseException:
+        transport.close()
+        raise
+
+
+__all__ = [
+    "Device",
+    "DeviceError",
+    "DeviceInfo",
+    "DeviceLimits",
+    "DeviceLost",
+    "DeviceNack",
+    "DeviceStatus",
+    "DeviceTimeout",
+    "LimitError",
+    "PassSpots",
+    "Progress",
+    "TransportURLError",
+    "open_device",
+]

@@ -1,0 +1,216 @@
+"""The hardware abstraction the controller uses: one ``Device``, whatever the transport."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from drivers.errors import (
+    DeviceError,
+    DeviceTimeout,
+    IndicatorDelay,
+    LimitError,
+    PlanMismatch,
+)
+from drivers.galvo import GalvoScanner
+from drivers.info import DeviceInfo, DeviceStatus
+from drivers.link import Item, Link
+from drivers.protocol import Message
+from drivers.protocol.messages import (
+    AUTH_CONTEXT,
+    HOST_FAULTS,
+    KEY_SIZE,
+    PROTOCOL_VERSION,
+    SPOT_DTYPE,
+    ErrorCode,
+    FaultCode,
+    State,
+)
+from drivers.pulse import PulseGenerator
+from drivers.spots import PassSpots
+from drivers.stream import PassStreamer, Progress
+from drivers.transports.base import Transport
+
+
+class Device:
+    """A connected laser device: identity, scanner, pulse generator, arming and streaming.
+
+    Use as a context manager (``with open_device(url) as dev:``); closing stops the link's
+    threads and closes the transport. Every value is checked against the limits the device
+    reported before it is sent; the device checks them again.
+    """
+
+    def __init__(self, transport: Transport, request_timeout_s: float = 1.0) -> None:
+        self.transport = transport
+        self.link = Link(transport, request_timeout_s=request_timeout_s)
+        try:
+            self.info = self.identify()
+        except BaseException:
+            self.link.close()
+            raise
+        limits = self.info.limits
+        self.link.heartbeat_s = limits.heartbeat_ms / 1000.0
+        self.scanner = GalvoScanner(self.link, limits)
+        self.laser = PulseGenerator(self.link, limits)
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    @property
+    def simulator(self) -> Any:
+        """The simulated device behind an in-process transport (None for real hardware)."""
+        return getattr(self.transport, "simulator", None)
+
+    # -- queries ----------------------------------------------------------------------------
+    def identify(self) -> DeviceInfo:
+        """Identity, capabilities and limits; refuses a device of another protocol version."""
+        info = DeviceInfo.from_message(self.link.request("IDENTIFY"))
+        if info.protocol_version != PROTOCOL_VERSION:
+            raise DeviceError(f"device speaks protocol {info.protocol_version}, "
+                              f"co2scan speaks {PROTOCOL_VERSION}")
+        return info
+
+    def status(self) -> DeviceStatus:
+        return DeviceStatus.from_message(self.link.request("STATUS_REQUEST"))
+
+    def subscribe(self, callback: Callable[[Item], None]) -> Callable[[], None]:
+        """Receive every asynchronous event (and DeviceLost); returns an unsubscribe function."""
+        return self.link.subscribe(callback)
+
+    # -- a pass -----------------------------------------------------------------------------
+    def prepare_pass(self, pass_index: int, x_um: ArrayLike, y_um: ArrayLike,
+                     energy_uj: ArrayLike, pulse_us: ArrayLike, stack: ArrayLike,
+                     rep_rate_hz: int | None = None) -> PassSpots:
+        """Convert and check one pass's spots; raises LimitError naming the bad field."""
+        x = np.asarray(x_um, dtype=np.float64)
+        n = x.size
+        if n == 0:
+            raise LimitError("spot count", 0, "at least 1")
+        energy = np.broadcast_to(np.asarray(energy_uj), (n,))
+        pulse = np.broadcast_to(np.asarray(pulse_us), (n,))
+        stacks = np.broadcast_to(np.asarray(stack), (n,))
+        for name, values in (("energy_uj", energy), ("pulse_us", pulse), ("stack", stacks)):
+            if not np.all(np.isfinite(values)) or np.any(values != np.rint(values)):
+                raise LimitError(name, "a non-integer value", "whole numbers")
+        self.laser.check(energy, pulse, stacks, rep_rate_hz)
+        x_lsb, y_lsb = self.scanner.to_lsb(x, y_um)
+        records = np.zeros(n, SPOT_DTYPE)
+        records["index"] = np.arange(n)
+        records["x_lsb"], records["y_lsb"] = x_lsb, y_lsb
+        records["energy_uj"], records["pulse_us"], records["stack"] = energy, pulse, stacks
+        return PassSpots.from_records(pass_index, records)
+
+    def load_plan(self, spots: PassSpots, first_index: int = 0) -> Message:
+        """Announce the pass; the device's echo must match the spot count and checksum."""
+        if not 0 <= first_index < spots.count:
+            raise LimitError("first_index", first_index, f"0..{spots.count - 1}")
+        reply = self.link.request("LOAD_PLAN", pass_index=spots.pass_index,
+                                  spot_count=spots.count, plan_checksum=spots.checksum,
+                                  first_index=first_index)
+        echo = (int(reply["spot_count"]), int(reply["plan_checksum"]), int(reply["next_index"]))
+        if echo != (spots.count, spots.checksum, first_index):
+            raise PlanMismatch("LOAD_PLAN", int(ErrorCode.PLAN_MISMATCH), echo[1],
+                               int(State.READY), f"device echoed {echo}, host sent "
+                               f"{(spots.count, spots.checksum, first_index)}")
+        return reply
+
+    def arm(self, spots: PassSpots) -> None:
+        """Arm for ``spots`` (checksum confirmed by the device); emission indicator on."""
+        self._reconciled("ARM", State.ARMED, plan_checksum=spots.checksum)
+
+    def start(self, wait_indicator: bool = True) -> None:
+        """Start emission; waits out the pre-emission delay when ``wait_indicator``."""
+        deadline = time.monotonic() + self.info.limits.pre_emission_ms / 1000.0 + 1.0
+        while True:
+            try:
+                self._reconciled("START", State.EMITTING)
+                return
+            except IndicatorDelay as exc:
+                if not wait_indicator or time.monotonic() > deadline:
+                    raise
+                time.sleep(min(exc.detail, 1000) / 1000.0 + 0.001)
+
+    def pause(self) -> None:
+        self.link.request("PAUSE")
+
+    def resume(self) -> None:
+        self._reconciled("RESUME", State.EMITTING)
+
+    def disarm(self) -> None:
+        self.link.request("DISARM")
+
+    def abort(self) -> None:
+        """End the pass at once: emission off, buffer cleared, plan unloaded."""
+        self.link.request("ABORT")
+
+    def reset_fault(self) -> None:
+        """Operator reset of a fault (needs every safety interlock closed)."""
+        self.link.request("RESET_FAULT")
+
+    def raise_fault(self, code: FaultCode) -> None:
+        """Put the device into FAULT for a host-detected reason (e.g. energy deviation)."""
+        if code not in HOST_FAULTS:
+            raise LimitError("fault_code", code.name, ", ".join(c.name for c in HOST_FAULTS))
+        self.link.request("RAISE_FAULT", fault_code=int(code))
+
+    def stream(self, spots: PassSpots) -> Iterator[Progress]:
+        """Send the pass from the device's ``next_index`` under credit flow control.
+
+        Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the
+        pass completes, pauses, faults or is aborted (the last Progress has ``done``).
+        """
+        return PassStreamer(self, spots).run()
+
+    # -- service mode -----------------------------------------------------------------------
+    def authenticate(self, key: bytes) -> None:
+        """Enter service mode by HMAC-SHA256 challenge-response; the key never leaves here."""
+        if len(key) != KEY_SIZE:
+            raise LimitError("service key length", len(key), f"{KEY_SIZE} bytes")
+        nonce = bytes(self.link.request("AUTH_BEGIN")["nonce"])  # type: ignore[arg-type]
+        mac = hmac.new(key, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
+        self.link.request("AUTH_RESPONSE", mac=mac)
+
+    def end_service(self) -> None:
+        self.link.request("AUTH_END")
+
+    def set_limits(self, energy_max_uj: int, rep_rate_max_hz: int,
+                   avg_power_max_mw: int) -> None:
+        """Lower the device's working limits (service mode)."""
+        self.link.request("SET_LIMITS", energy_max_uj=energy_max_uj,
+                          rep_rate_max_hz=rep_rate_max_hz, avg_power_max_mw=avg_power_max_mw)
+        self.info = self.identify()
+        self.scanner.limits = self.laser.limits = self.info.limits
+
+    def set_device_key(self, key: bytes) -> None:
+        """Replace the service key (service mode)."""
+        if len(key) != KEY_SIZE:
+            raise LimitError("service key length", len(key), f"{KEY_SIZE} bytes")
+        self.link.request("SET_DEVICE_KEY", key=key)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _reconciled(self, name: str, expected: State, **values: int) -> None:
+        """Send a state-changing request; after a timeout, ask instead of re-sending."""
+        try:
+            self.link.request(name, **values)
+        except DeviceTimeout:
+            state = self.status().state
+            if state is not expected:
+                raise DeviceTimeout(f"{name}: no reply; device is {state.name}, "
+                                    f"not {expected.name}") from None
+
+    def close(self) -> None:
+        self.link.close()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

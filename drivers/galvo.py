@@ -1,0 +1,107 @@
+"""Galvo scanner driver: µm on the skin <-> galvo LSB, distortion correction, jumps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from drivers.errors import LimitError
+from drivers.info import DeviceLimits
+from drivers.link import Link
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
+
+
+@dataclass(frozen=True)
+class DistortionTable:
+    """Lens distortion correction: offsets (µm) to add at grid nodes spanning the field.
+
+    ``dx_um``/``dy_um`` have shape (ny, nx); nodes are evenly spaced from -field/2 to
+    +field/2 on both axes. Between nodes the offset is interpolated bilinearly.
+    """
+
+    dx_um: NDArray[np.float64]
+    dy_um: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        dx, dy = np.asarray(self.dx_um, float), np.asarray(self.dy_um, float)
+        if dx.shape != dy.shape or dx.ndim != 2 or min(dx.shape) < 2:
+            raise LimitError("distortion table shape", f"{dx.shape} and {dy.shape}",
+                             "two equal (ny, nx) grids with nx, ny >= 2")
+        if not (np.isfinite(dx).all() and np.isfinite(dy).all()):
+            raise LimitError("distortion table", "non-finite entries", "finite µm offsets")
+        object.__setattr__(self, "dx_um", dx)
+        object.__setattr__(self, "dy_um", dy)
+
+    def offsets(self, x_um: NDArray[np.float64], y_um: NDArray[np.float64],
+                field_size_um: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        ny, nx = self.dx_um.shape
+        fx = np.clip((x_um / field_size_um + 0.5) * (nx - 1), 0, nx - 1 - 1e-9)
+        fy = np.clip((y_um / field_size_um + 0.5) * (ny - 1), 0, ny - 1 - 1e-9)
+        ix, iy = fx.astype(int), fy.astype(int)
+        tx, ty = fx - ix, fy - iy
+
+        def interp(grid: NDArray[np.float64]) -> NDArray[np.float64]:
+            top = grid[iy, ix] * (1 - tx) + grid[iy, ix + 1] * tx
+            bottom = grid[iy + 1, ix] * (1 - tx) + grid[iy + 1, ix + 1] * tx
+            return np.asarray(top * (1 - ty) + bottom * ty)
+
+        return interp(self.dx_um), interp(self.dy_um)
+
+
+class GalvoScanner:
+    """Converts skin coordinates to galvo positions within the device's usable field."""
+
+    def __init__(self, link: Link, limits: DeviceLimits) -> None:
+        self._link = link
+        self.limits = limits
+        self.correction: DistortionTable | None = None
+
+    @property
+    def lsb_per_um(self) -> float:
+        return GALVO_FULL_SCALE_LSB / self.limits.field_size_um
+
+    def usable_range_um(self) -> tuple[float, float]:
+        """Lowest and highest reachable coordinate (µm from the field centre), both axes."""
+        lo = (self.limits.usable_lsb_min - GALVO_CENTRE_LSB) / self.lsb_per_um
+        hi = (self.limits.usable_lsb_max - GALVO_CENTRE_LSB) / self.lsb_per_um
+        return lo, hi
+
+    def to_lsb(self, x_um: ArrayLike, y_um: ArrayLike) -> tuple[NDArray[np.uint16],
+                                                               NDArray[np.uint16]]:
+        """Galvo positions for skin coordinates; refuses any point outside the usable field."""
+        x = np.asarray(x_um, dtype=np.float64)
+        y = np.asarray(y_um, dtype=np.float64)
+        if self.correction is not None:
+            dx, dy = self.correction.offsets(x, y, self.limits.field_size_um)
+            x, y = x + dx, y + dy
+        lo, hi = self.usable_range_um()
+        for name, values in (("x_um", x), ("y_um", y)):
+            bad = ~np.isfinite(values) | (values < lo) | (values > hi)
+            if bad.any():
+                raise LimitError(name, float(values[bad].flat[0]), f"{lo:.1f}..{hi:.1f} µm")
+        x_lsb = np.rint(GALVO_CENTRE_LSB + x * self.lsb_per_um)
+        y_lsb = np.rint(GALVO_CENTRE_LSB + y * self.lsb_per_um)
+        return x_lsb.astype(np.uint16), y_lsb.astype(np.uint16)
+
+    def to_um(self, x_lsb: ArrayLike, y_lsb: ArrayLike) -> tuple[NDArray[np.float64],
+                                                                NDArray[np.float64]]:
+        """Nominal skin coordinates of galvo positions (no distortion correction)."""
+        x = (np.asarray(x_lsb, dtype=np.float64) - GALVO_CENTRE_LSB) / self.lsb_per_um
+        y = (np.asarray(y_lsb, dtype=np.float64) - GALVO_CENTRE_LSB) / self.lsb_per_um
+        return x, y
+
+    def jump(self, x_um: float, y_um: float) -> int:
+        """Move the mirrors (no emission); returns the device's jump time in µs."""
+        x_lsb, y_lsb = self.to_lsb([x_um], [y_um])
+        reply = self._link.request("GALVO_JUMP", x_lsb=int(x_lsb[0]), y_lsb=int(y_lsb[0]),
+                                   timeout_s=self._link.request_timeout_s + 1.0)
+        return int(reply["value"])
+
+    def set_calibration(self, field_size_um: int, x_gain_ppm: int = 0, y_gain_ppm: int = 0,
+                        x_offset_lsb: int = 0, y_offset_lsb: int = 0) -> None:
+        """Store the field calibration on the device (service mode required)."""
+        self._link.request("SET_CALIBRATION", field_size_um=field_size_um,
+                           x_gain_ppm=x_gain_ppm, y_gain_ppm=y_gain_ppm,
+                           x_offset_lsb=x_offset_lsb, y_offset_lsb=y_offset_lsb)

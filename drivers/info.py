@@ -1,0 +1,90 @@
+"""What the device says about itself: identity, limits and status, as typed values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.protocol import Message
+from drivers.protocol.messages import (
+    NO_INDEX,
+    Capability,
+    DeviceFlag,
+    FaultCode,
+    Interlock,
+    State,
+)
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """Limits from IDENTIFY_REPLY; the drivers check every value against them before sending."""
+
+    field_size_um: int
+    usable_lsb_min: int
+    usable_lsb_max: int
+    energy_min_uj: int
+    energy_max_uj: int
+    pulse_min_us: int
+    pulse_max_us: int
+    rep_rate_max_hz: int
+    avg_power_max_mw: int
+    buffer_spots: int
+    max_stack: int
+    watchdog_ms: int
+    heartbeat_ms: int
+    pre_emission_ms: int
+    jump_speed_um_per_ms: int
+    settle_us: int
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Identity, capabilities and limits of a connected device."""
+
+    serial: str
+    firmware: str
+    protocol_version: int
+    capabilities: Capability
+    limits: DeviceLimits
+
+    @classmethod
+    def from_message(cls, msg: Message) -> DeviceInfo:
+        v = msg.values
+        limits = DeviceLimits(**{k: int(v[k]) for k in DeviceLimits.__dataclass_fields__})
+        serial = bytes(v["serial"]).rstrip(b"\0").decode("ascii", "replace")  # type: ignore[arg-type]
+        return cls(serial, f"{v['fw_major']}.{v['fw_minor']}.{v['fw_patch']}",
+                   int(v["protocol_version"]), Capability(int(v["capabilities"])), limits)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A STATUS_REPORT: state, interlocks and pass progress."""
+
+    state: State
+    interlocks: Interlock
+    flags: DeviceFlag
+    fault_code: FaultCode
+    pass_index: int
+    credits: int
+    plan_checksum: int
+    spot_count: int
+    next_index: int
+    delivered_count: int
+    last_delivered: int | None
+    uptime_ms: int
+    temperature_c: float
+    rep_rate_hz: int
+
+    @classmethod
+    def from_message(cls, msg: Message) -> DeviceStatus:
+        v = {k: int(x) for k, x in msg.values.items()}  # type: ignore[arg-type]
+        return cls(
+            state=State(v["state"]), interlocks=Interlock(v["interlocks"]),
+            flags=DeviceFlag(v["flags"]), fault_code=FaultCode(v["fault_code"]),
+            pass_index=v["pass_index"], credits=v["credits"], plan_checksum=v["plan_checksum"],
+            spot_count=v["spot_count"], next_index=v["next_index"],
+            delivered_count=v["delivered_count"],
+            last_delivered=None if v["last_delivered"] == NO_INDEX else v["last_delivered"],
+            uptime_ms=v["uptime_ms"], temperature_c=v["temperature_dc"] / 10.0,
+            rep_rate_hz=v["rep_rate_hz"],
+        )

@@ -1,0 +1,250 @@
+"""Link layer: sequence numbers, request/reply matching, timeouts, events and heartbeat.
+
+One reader thread decodes frames from the transport. Replies complete the request with the
+same sequence number; events go, in wire order, to every event queue (``queue_events``) and to
+the callbacks registered with ``subscribe``, which a separate dispatcher thread runs so that a
+slow subscriber never blocks the reader. A broken link fails every waiter with ``DeviceLost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers.errors import DeviceLost, DeviceTimeout, nack_error
+from drivers.protocol import FrameDecoder, Message, ProtocolError, decode_payload, encode, message
+from drivers.protocol.messages import Direction
+
+log = logging.getLogger(__name__)
+
+#: Requests that may be re-sent after a timeout: they change nothing, or nothing twice.
+IDEMPOTENT = frozenset({"IDENTIFY", "HEARTBEAT", "STATUS_REQUEST", "GALVO_JUMP", "AIMING_BEAM",
+                        "PULSE_SETTINGS"})
+
+READ_CHUNK = 65536
+POLL_S = 0.05
+
+Item = Message | DeviceLost
+Subscriber = Callable[[Item], None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request awaiting its reply; ``reply`` is set by the reader thread."""
+
+    request: Message
+    sent_at: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: Item | None = None
+    target: queue.SimpleQueue[Item | Pending] | None = None
+
+    def wait(self, timeout_s: float) -> Message:
+        """The reply (ACK or specific reply); raises typed errors for NACK, loss and timeout."""
+        if not self.done.wait(timeout_s):
+            raise DeviceTimeout(f"{self.request.name} (seq {self.request.seq}): "
+                                f"no reply within {timeout_s:.3f} s")
+        return self.result()
+
+    def result(self) -> Message:
+        reply = self.reply
+        if isinstance(reply, DeviceLost):
+            raise reply
+        assert reply is not None
+        if reply.name == "NACK":
+            raise nack_error(self.request.name, int(reply["error"]), int(reply["detail"]),
+                             int(reply["state"]), reply.text)
+        return reply
+
+
+class Link:
+    """Frames over a transport, with requests matched to replies by sequence number."""
+
+    def __init__(self, transport: object, request_timeout_s: float = 1.0,
+                 heartbeat_s: float = 0.1) -> None:
+        self.transport = transport
+        self.request_timeout_s = request_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.lost: DeviceLost | None = None
+        self.decoder = FrameDecoder()
+        self.bad_messages = 0
+        self._seq = 0
+        self._lock = threading.Lock()  # seq, pending, writes
+        self._pending: dict[int, Pending] = {}
+        self._last_write = time.monotonic()
+        self._event_queues: list[queue.SimpleQueue[Item | Pending]] = []
+        self._subscribers: list[Subscriber] = []
+        self._dispatch: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read_loop, name="co2scan-reader", daemon=True),
+            threading.Thread(target=self._dispatch_loop, name="co2scan-events", daemon=True),
+            threading.Thread(target=self._heartbeat_loop, name="co2scan-heartbeat", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, requests: list[Message],
+             target: queue.SimpleQueue[Item | Pending] | None = None) -> list[Pending]:
+        """Number and send ``requests`` in one write; their replies complete the handles.
+
+        With ``target``, each completed handle is also put on that queue, in wire order with
+        the events of ``queue_events``.
+        """
+        if self.lost is not None:
+            raise self.lost
+        handles = []
+        with self._lock:
+            now = time.monotonic()
+            for request in requests:
+                request.seq = self._seq
+                self._seq = (self._seq + 1) & 0xFFFF
+                handle = Pending(request, now, target=target)
+                self._pending[request.seq] = handle
+                handles.append(handle)
+            wire = b"".join(encode(r) for r in requests)
+            try:
+                self.transport.write(wire)  # type: ignore[attr-defined]
+            except DeviceLost as exc:
+                self._fail(exc)
+                raise
+            self._last_write = now
+        return handles
+
+    def forget(self, handles: list[Pending]) -> None:
+        """Stop waiting for ``handles``; a late reply to them is ignored."""
+        with self._lock:
+            for handle in handles:
+                self._pending.pop(handle.request.seq, None)
+
+    def request(self, name: str, timeout_s: float | None = None, retries: int | None = None,
+                **values: int | bytes) -> Message:
+        """Send one request and wait for its reply.
+
+        Idempotent requests are retried (up to ``retries``, default 2) after a timeout; any
+        other request raises ``DeviceTimeout`` at once so the caller can reconcile.
+        """
+        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + ((2 if retries is None else retries) if name in IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            (handle,) = self.send([message(name, **values)])
+            try:
+                return handle.wait(timeout_s)
+            except DeviceTimeout:
+                self.forget([handle])
+                if attempt == attempts - 1:
+                    raise
+                log.warning("%s timed out, retrying (%d/%d)", name, attempt + 1, attempts - 1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- events -----------------------------------------------------------------------------
+    def queue_events(self) -> queue.SimpleQueue[Item | Pending]:
+        """A queue receiving every event (and DeviceLost) in wire order, from now on."""
+        q: queue.SimpleQueue[Item | Pending] = queue.SimpleQueue()
+        with self._lock:
+            self._event_queues = [*self._event_queues, q]
+        return q
+
+    def unqueue_events(self, q: queue.SimpleQueue[Item | Pending]) -> None:
+        with self._lock:
+            self._event_queues = [x for x in self._event_queues if x is not q]
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` (on the dispatcher thread) for every event; returns unsubscribe."""
+        self._subscribers = [*self._subscribers, callback]
+
+        def unsubscribe() -> None:
+            self._subscribers = [s for s in self._subscribers if s is not callback]
+
+        return unsubscribe
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the threads and close the transport; idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._dispatch.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+        self.transport.close()  # type: ignore[attr-defined]
+        self._fail(DeviceLost("link closed"))
+
+    # -- threads ----------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.transport.read(READ_CHUNK, POLL_S)  # type: ignore[attr-defined]
+            except DeviceLost as exc:
+                if not self._stop.is_set():
+                    self._fail(exc)
+                return
+            if data:
+                for frame in self.decoder.feed(data):
+                    try:
+                        self._handle(decode_payload(frame))
+                    except ProtocolError as exc:
+                        self.bad_messages += 1
+                        log.warning("ignored bad message from device: %s", exc)
+
+    def _handle(self, msg: Message) -> None:
+        definition = msg.definition
+        if definition.direction is Direction.EVENT:
+            for q in self._event_queues:
+                q.put(msg)
+            self._dispatch.put(msg)
+            return
+        if definition.direction is not Direction.DEVICE:
+            self.bad_messages += 1
+            return
+        with self._lock:
+            handle = self._pending.pop(msg.seq, None)
+        if handle is None:
+            return  # a late reply to a forgotten request, or a heartbeat's ACK
+        handle.reply = msg
+        handle.done.set()
+        if handle.target is not None:
+            handle.target.put(handle)
+
+    def _fail(self, exc: DeviceLost) -> None:
+        if self.lost is None:
+            self.lost = exc
+            log.error("device lost: %s", exc)
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            queues = list(self._event_queues)
+        for handle in pending.values():
+            handle.reply = exc
+            handle.done.set()
+            if handle.target is not None:
+                handle.target.put(handle)
+        for q in queues:
+            q.put(exc)
+        self._dispatch.put(exc)
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._dispatch.get()
+            if item is None:
+                return
+            for callback in self._subscribers:
+                try:
+                    callback(item)
+                except Exception:  # a subscriber's bug must not stop event delivery
+                    log.exception("event subscriber %r failed", callback)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_s / 2):
+            if self.lost is not None:
+                return
+            if time.monotonic() - self._last_write >= self.heartbeat_s:
+                try:
+                    handles = self.send([message("HEARTBEAT")])
+                except DeviceLost:
+                    return
+                self.forget(handles)

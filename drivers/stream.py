@@ -1,0 +1,225 @@
+"""Streaming a pass: credit-based flow control, delivered reports, reconciliation.
+
+The device fires spots strictly in index order, so delivered indices are contiguous: a gap
+between two EVT_DELIVERED reports means a report was lost, and those spots are reported as
+delivered with an unknown measured energy (-1) instead of being skipped silently.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from drivers.errors import DeviceError, DeviceLost, DeviceTimeout, PlanMismatch
+from drivers.info import DeviceStatus
+from drivers.link import Item, Pending
+from drivers.protocol import Message, message
+from drivers.protocol.messages import (
+    MAX_BATCH_SPOTS,
+    Cause,
+    ErrorCode,
+    FaultCode,
+    Interlock,
+    State,
+)
+from drivers.spots import PassSpots
+
+if TYPE_CHECKING:
+    from drivers.device import Device
+
+UNKNOWN_ENERGY = -1
+IDLE_TICK_S = 0.1
+BATCHES_PER_WRITE = 16
+
+SENDING_STATES = (State.READY, State.ARMED, State.EMITTING, State.PAUSED)
+ENDING_STATES = (State.PAUSED, State.FAULT, State.STANDBY)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What happened since the previous Progress of the same stream.
+
+    ``index``/``measured_uj`` are the spots newly confirmed as fired (measured -1 = the report
+    was lost, the spot did fire). ``done`` is set on the last Progress, with ``reason`` one of
+    ``complete``, ``paused``, ``fault``, ``aborted``.
+    """
+
+    index: np.ndarray
+    measured_uj: np.ndarray
+    state: State
+    interlocks: Interlock
+    sent: int
+    last_delivered: int | None
+    done: bool = False
+    reason: str = ""
+    fault_code: FaultCode = FaultCode.NONE
+
+
+def _reason(state: State, cause: int) -> str:
+    if state is State.PAUSED:
+        return "paused"
+    if state is State.FAULT:
+        return "fault"
+    return "complete" if cause == Cause.PLAN_COMPLETE else "aborted"
+
+
+class PassStreamer:
+    """State of one streaming run; see :meth:`Device.stream`."""
+
+    def __init__(self, device: Device, spots: PassSpots) -> None:
+        self.device = device
+        self.link = device.link
+        self.spots = spots
+        self.queue: queue.SimpleQueue[Item | Pending] = self.link.queue_events()
+        self.unacked: deque[tuple[Pending, int]] = deque()
+        self.status_handle: Pending | None = None
+        self.index: list[np.ndarray] = []
+        self.measured: list[np.ndarray] = []
+        self.state = State.STANDBY
+        self.interlocks = Interlock(0)
+        self.fault_code = FaultCode.NONE
+        self.cause = 0
+        self.ending = False
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def apply_status(self, st: DeviceStatus) -> None:
+        if st.plan_checksum != self.spots.checksum or st.spot_count != self.spots.count:
+            raise PlanMismatch(
+                "stream", int(ErrorCode.PLAN_MISMATCH), st.plan_checksum, int(st.state),
+                f"device has plan {st.plan_checksum:#010x} with {st.spot_count} spots, "
+                f"host streams {self.spots.checksum:#010x} with {self.spots.count}")
+        self.next_send = st.next_index
+        self.credits = st.credits
+        self.state, self.interlocks, self.fault_code = st.state, st.interlocks, st.fault_code
+        buffered = self.device.info.limits.buffer_spots - st.credits
+        confirmed = st.last_delivered if st.last_delivered is not None else -1
+        if hasattr(self, "last_seen"):
+            self.record_delivered(np.arange(self.last_seen + 1, confirmed + 1), None)
+        else:
+            self.last_seen = max(confirmed, st.next_index - buffered - 1)
+        self.ending = self.state in ENDING_STATES
+
+    def record_delivered(self, index: np.ndarray, measured: np.ndarray | None) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        keep = index > self.last_seen  # a duplicated report must not count twice
+        index = index[keep]
+        if not index.size:
+            return
+        if index[0] > self.last_seen + 1:
+            self.record_delivered(np.arange(self.last_seen + 1, index[0]), None)
+        values = (np.full(index.size, UNKNOWN_ENERGY, np.int64) if measured is None
+                  else np.asarray(measured, np.int64)[keep])
+        self.index.append(index)
+        self.measured.append(values)
+        self.last_seen = int(index[-1])
+
+    def handle(self, item: Item | Pending) -> None:
+        if isinstance(item, DeviceLost):
+            raise item
+        if isinstance(item, Pending):
+            self.handle_reply(item)
+            return
+        self.handle_event(item)
+
+    def handle_reply(self, handle: Pending) -> None:
+        if handle is self.status_handle:
+            self.status_handle = None
+            self.apply_status(DeviceStatus.from_message(handle.result()))
+            return
+        if not self.unacked or self.unacked[0][0] is not handle:
+            return  # reply to a batch forgotten by a reconciliation
+        self.unacked.popleft()
+        reply = handle.reply
+        if isinstance(reply, Message) and reply.name == "ACK":
+            self.credits = int(reply["credits"])
+        else:
+            self.reconcile()
+
+    def handle_event(self, msg: Message) -> None:
+        if msg.name == "EVT_DELIVERED":
+            assert msg.records is not None
+            self.credits = int(msg["credits"])
+            self.record_delivered(msg.records["index"], msg.records["measured_uj"])
+        elif msg.name == "EVT_STATE":
+            self.state = State(int(msg["new_state"]))
+            self.cause = int(msg["cause"])
+            self.fault_code = FaultCode(int(msg["fault_code"]))
+            if self.state in ENDING_STATES:
+                self.ending = True
+                self.reconcile()
+        elif msg.name == "EVT_INTERLOCK":
+            self.interlocks = Interlock(int(msg["new"]))
+
+    def reconcile(self) -> None:
+        """Ask for the device's status, in order with the events; forget unacked batches."""
+        self.link.forget([h for h, _ in self.unacked])
+        self.unacked.clear()
+        if self.status_handle is None:
+            (self.status_handle,) = self.link.send([message("STATUS_REQUEST")], self.queue)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def send_batches(self) -> None:
+        if self.state not in SENDING_STATES or self.status_handle is not None or self.ending:
+            return
+        records = self.spots.records
+        batches: list[tuple[Message, int]] = []
+        available = self.credits - sum(n for _, n in self.unacked)
+        start = self.next_send
+        while len(batches) < BATCHES_PER_WRITE and start < self.spots.count:
+            n = min(available, MAX_BATCH_SPOTS, self.spots.count - start)
+            if n <= 0:
+                break
+            batches.append((message("SPOT_BATCH", records=records[start:start + n]), n))
+            start += n
+            available -= n
+        if batches:
+            handles = self.link.send([b for b, _ in batches], self.queue)
+            self.unacked.extend(zip(handles, (n for _, n in batches), strict=True))
+            self.next_send = start
+
+    def progress(self, done: bool = False) -> Progress:
+        index = np.concatenate(self.index) if self.index else np.empty(0, np.int64)
+        measured = np.concatenate(self.measured) if self.measured else np.empty(0, np.int64)
+        self.index, self.measured = [], []
+        return Progress(index, measured, self.state, self.interlocks, self.next_send,
+                        self.last_seen if self.last_seen >= 0 else None, done,
+                        _reason(self.state, self.cause) if done else "", self.fault_code)
+
+    def run(self) -> Iterator[Progress]:
+        timeout_s = self.link.request_timeout_s
+        try:
+            self.apply_status(self.device.status())
+            if self.ending and self.state is not State.PAUSED:
+                raise DeviceError(f"cannot stream: device is {self.state.name}"
+                                  f" (fault {self.fault_code.name})")
+            self.ending = False
+            last_tick = time.monotonic()
+            while True:
+                self.send_batches()
+                try:
+                    self.handle(self.queue.get(timeout=IDLE_TICK_S))
+                    while True:
+                        self.handle(self.queue.get_nowait())
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                oldest = self.unacked[0][0] if self.unacked else self.status_handle
+                if oldest is not None and now - oldest.sent_at > timeout_s:
+                    if oldest is self.status_handle:
+                        raise DeviceTimeout(f"STATUS_REQUEST: no reply within {timeout_s} s")
+                    self.reconcile()
+                if self.ending and self.status_handle is None and not self.unacked:
+                    yield self.progress(done=True)
+                    return
+                if self.index or now - last_tick >= IDLE_TICK_S:
+                    last_tick = now
+                    yield self.progress()
+        finally:
+            self.link.unqueue_events(self.queue)
+            self.link.forget([h for h, _ in self.unacked])
