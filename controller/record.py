@@ -1,0 +1,216 @@
+"""The treatment record: an append-only, hash-chained SQLite log that survives a killed host.
+
+Every entry (session start, plan, state transition, delivered spots, pass end...) is one row of
+``entries``; its hash covers the previous row's hash, so editing, removing or reordering a row
+breaks the chain. The chain head (last sequence number and hash) is also written to a sidecar
+file ``<record>.head`` after every commit, which catches a deleted last row. SQLite runs in WAL
+mode with ``synchronous=FULL``: a committed entry survives SIGKILL and power loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GENESIS = "0" * 64
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    session INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_session ON entries(session, kind);
+"""
+
+
+class RecordError(Exception):
+    """The treatment record cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    session: int
+    at: float
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Result of :meth:`TreatmentRecord.verify`: ``problems`` is empty when the chain holds."""
+
+    entries: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _canonical(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _hash(prev: str, seq: int, session: int, at: float, kind: str, body: str) -> str:
+    text = f"{prev}|{seq}|{session}|{at!r}|{kind}|{body}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TreatmentRecord:
+    """Append-only record of treatment sessions in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
+        row = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        self._seq, self._head = row if row else (0, GENESIS)
+
+    # -- writing ----------------------------------------------------------------------------
+    def append(self, session: int, kind: str, **body: Any) -> int:
+        """Commit one entry durably (and update the sidecar head); returns its sequence."""
+        seq = self._seq + 1
+        at = time.time()
+        text = _canonical(body)
+        digest = _hash(self._head, seq, session, at, kind, text)
+        try:
+            self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (seq, session, at, kind, text, self._head, digest))
+        except sqlite3.Error as exc:
+            raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+        self._seq, self._head = seq, digest
+        self._write_head()
+        return seq
+
+    def _write_head(self) -> None:
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{self._seq} {self._head}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.head_path)
+
+    def new_session(self, **body: Any) -> int:
+        """Start a session; returns its id (the sequence number of its first entry)."""
+        session = self._seq + 1
+        self.append(session, "session", **body)
+        return session
+
+    def delivered(self, session: int, pass_index: int, index: np.ndarray,
+                  measured_uj: np.ndarray) -> None:
+        """Record spots the device confirmed as fired (contiguous ascending indices)."""
+        index = np.asarray(index, np.int64)
+        if not index.size:
+            return
+        if np.any(np.diff(index) != 1):
+            raise RecordError(f"delivered indices of pass {pass_index} are not contiguous")
+        self.append(session, "delivered", pass_index=pass_index, first=int(index[0]),
+                    count=int(index.size), measured_uj=[int(v) for v in measured_uj])
+
+    # -- reading ----------------------------------------------------------------------------
+    def entries(self, session: int | None = None, kind: str | None = None) -> Iterator[Entry]:
+        query = "SELECT seq, session, at, kind, body FROM entries"
+        clauses, args = [], []
+        if session is not None:
+            clauses.append("session = ?")
+            args.append(session)
+        if kind is not None:
+            clauses.append("kind = ?")
+            args.append(kind)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        for seq, sess, at, k, body in self._db.execute(query + " ORDER BY seq", args):
+            yield Entry(seq, sess, at, k, json.loads(body))
+
+    def sessions(self) -> list[Entry]:
+        return list(self.entries(kind="session"))
+
+    def delivered_spots(self, session: int, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and measured energies (µJ, -1 unknown) of the spots delivered in a pass."""
+        index: list[np.ndarray] = []
+        measured: list[np.ndarray] = []
+        for e in self.entries(session, "delivered"):
+            if e.body["pass_index"] == pass_index:
+                index.append(np.arange(e.body["first"], e.body["first"] + e.body["count"]))
+                measured.append(np.asarray(e.body["measured_uj"], np.int64))
+        if not index:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(index), np.concatenate(measured)
+
+    def verify(self) -> Verification:
+        """Recompute the chain; name every edited, removed or reordered row."""
+        problems: list[str] = []
+        prev, expected_seq, count = GENESIS, 1, 0
+        rows = self._db.execute(
+            "SELECT seq, session, at, kind, body, prev, hash FROM entries ORDER BY seq")
+        for seq, session, at, kind, body, stored_prev, stored_hash in rows:
+            count += 1
+            if seq != expected_seq:
+                problems.append(f"rows {expected_seq}..{seq - 1} are missing")
+            if stored_prev != prev:
+                problems.append(f"row {seq}: does not follow the row before it "
+                                "(removed or reordered rows)")
+            if _hash(stored_prev, seq, session, at, kind, body) != stored_hash:
+                problems.append(f"row {seq} ({kind}): content was edited")
+            prev, expected_seq = stored_hash, seq + 1
+        last_seq = expected_seq - 1
+        try:
+            head_seq, head_hash = self.head_path.read_text(encoding="ascii").split()
+        except (OSError, ValueError):
+            problems.append(f"chain head file {self.head_path.name} is missing or unreadable")
+        else:
+            if int(head_seq) != last_seq or head_hash != prev:
+                problems.append(f"chain head says row {head_seq} is last, the record ends at "
+                                f"row {last_seq}: rows were removed from the end or replaced")
+        return Verification(count, problems)
+
+    # -- export -----------------------------------------------------------------------------
+    def export(self, session: int, fmt: str, out: Path) -> Path:
+        """Write one session as ``json`` (every entry) or ``csv`` (one row per spot)."""
+        entries = list(self.entries(session))
+        if not entries:
+            raise RecordError(f"no session {session} in {self.path}")
+        if fmt == "json":
+            out.write_text(json.dumps([e.__dict__ for e in entries], indent=1), encoding="utf-8")
+        elif fmt == "csv":
+            with open(out, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["pass_index", "index", "measured_uj"])
+                for e in entries:
+                    if e.kind == "delivered":
+                        for i, value in enumerate(e.body["measured_uj"]):
+                            writer.writerow([e.body["pass_index"], e.body["first"] + i, value])
+        else:
+            raise RecordError(f"export format {fmt!r} is not one of json, csv")
+        return out
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> TreatmentRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

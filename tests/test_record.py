@@ -1,0 +1,105 @@
+"""The treatment record: durable, hash-chained, tamper-evident, exportable."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.record import RecordError, TreatmentRecord
+
+
+def filled(path: Path) -> TreatmentRecord:
+    rec = TreatmentRecord(path)
+    sid = rec.new_session(operator="dr a", patient_ref="p1")
+    rec.append(sid, "transition", old="READY", new="ARMED", cause="operator")
+    rec.delivered(sid, 0, np.arange(0, 5), np.array([100, 101, 99, 100, -1]))
+    rec.delivered(sid, 0, np.arange(5, 8), np.array([98, 97, 102]))
+    rec.append(sid, "pass_end", pass_index=0, status="complete")
+    return rec
+
+
+def test_delivered_spots_come_back_exactly(tmp_path: Path) -> None:
+    rec = filled(tmp_path / "r.db")
+    index, measured = rec.delivered_spots(1, 0)
+    assert index.tolist() == list(range(8))
+    assert measured.tolist() == [100, 101, 99, 100, -1, 98, 97, 102]
+    assert rec.verify().ok and rec.verify().entries == 5
+
+
+def test_record_survives_reopen(tmp_path: Path) -> None:
+    filled(tmp_path / "r.db").close()
+    rec = TreatmentRecord(tmp_path / "r.db")
+    rec.append(1, "note", text="reopened")
+    assert rec.verify().ok
+    assert [e.kind for e in rec.entries(1)][-1] == "note"
+
+
+def _tamper(path: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "args", "expected"),
+    [
+        ("UPDATE entries SET body = replace(body, '100', '150') WHERE seq = ?", (3,),
+         "row 3 (delivered): content was edited"),
+        ("DELETE FROM entries WHERE seq = ?", (2,), "rows 2..2 are missing"),
+        ("DELETE FROM entries WHERE seq = ?", (5,), "rows were removed from the end"),
+        ("UPDATE entries SET seq = -seq WHERE seq IN (3, 4)", (), "does not follow"),
+    ],
+    ids=["edited", "removed", "last-removed", "reordered"],
+)
+def test_verify_names_the_tampering(tmp_path: Path, sql: str, args: tuple, expected: str) -> None:
+    filled(tmp_path / "r.db").close()
+    if "seq = -seq" in sql:  # swap rows 3 and 4
+        _tamper(tmp_path / "r.db", sql)
+        _tamper(tmp_path / "r.db", "UPDATE entries SET seq = 7 - seq WHERE seq < 0")
+    else:
+        _tamper(tmp_path / "r.db", sql, *args)
+    result = TreatmentRecord(tmp_path / "r.db").verify()
+    assert not result.ok
+    assert any(expected in p for p in result.problems), result.problems
+
+
+def test_missing_head_file_is_reported(tmp_path: Path) -> None:
+    filled(tmp_path / "r.db").close()
+    (tmp_path / "r.db.head").unlink()
+    assert "missing" in TreatmentRecord(tmp_path / "r.db").verify().problems[0]
+
+
+def test_non_contiguous_delivery_is_refused(tmp_path: Path) -> None:
+    rec = TreatmentRecord(tmp_path / "r.db")
+    with pytest.raises(RecordError, match="not contiguous"):
+        rec.delivered(1, 0, np.array([1, 3]), np.array([1, 1]))
+
+
+def test_export_json_and_csv(tmp_path: Path) -> None:
+    rec = filled(tmp_path / "r.db")
+    data = json.loads(rec.export(1, "json", tmp_path / "s.json").read_text())
+    assert [d["kind"] for d in data] == ["session", "transition", "delivered", "delivered",
+                                        "pass_end"]
+    lines = rec.export(1, "csv", tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "pass_index,index,measured_uj" and lines[5] == "0,4,-1" and len(lines) == 9
+    with pytest.raises(RecordError, match="not one of json, csv"):
+        rec.export(1, "xml", tmp_path / "s.xml")
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_any_batching_reassembles_to_the_same_spots(tmp_path_factory, sizes: list[int]) -> None:
+    rec = TreatmentRecord(tmp_path_factory.mktemp("rec") / "r.db")
+    start = 0
+    for n in sizes:
+        rec.delivered(1, 2, np.arange(start, start + n), np.arange(start, start + n) * 3)
+        start += n
+    index, measured = rec.delivered_spots(1, 2)
+    assert index.tolist() == list(range(start)) and measured.tolist() == [3 * i for i in index]
+    assert rec.verify().ok
