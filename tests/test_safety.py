@@ -1,0 +1,101 @@
+"""The host's safety mirror and the energy-monitor check."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from controller.safety import SafetyMirror, check_energy
+from drivers.protocol import message
+from drivers.protocol.messages import SAFETY_INTERLOCKS, Cause, FaultCode, Interlock, State
+
+ALL_OK = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def state_event(old: State, new: State, cause: Cause = Cause.HOST_COMMAND,
+                fault: FaultCode = FaultCode.NONE):
+    return message("EVT_STATE", old_state=int(old), new_state=int(new), cause=int(cause),
+                   fault_code=int(fault))
+
+
+def test_emission_needs_armed_interlocks_footswitch_and_delay() -> None:
+    clock = FakeClock()
+    seen = []
+    mirror = SafetyMirror(2.0, seen.append, clock)
+    mirror.on_event(message("EVT_INTERLOCK", old=0, new=ALL_OK))
+    assert "not ARMED" in mirror.refusals()[0]
+    mirror.on_event(state_event(State.READY, State.ARMED))
+    assert mirror.refusals() == [
+        "emission indicator on for 2.00 s more (pre-emission delay 2.00 s)"
+    ]
+    clock.now += 2.0
+    assert mirror.refusals() == []
+    mirror.on_event(message("EVT_INTERLOCK", old=ALL_OK, new=ALL_OK & ~int(Interlock.DOOR_CLOSED)))
+    assert mirror.refusals() == ["door (remote interlock) open"]
+    assert [t.new for t in seen] == [State.ARMED] and seen[0].cause == "host_command"
+
+
+def test_fault_is_recorded_with_its_code() -> None:
+    seen = []
+    mirror = SafetyMirror(0.0, seen.append, FakeClock())
+    mirror.on_event(state_event(State.EMITTING, State.FAULT, Cause.INTERLOCK, FaultCode.ESTOP))
+    assert seen[-1].fault is FaultCode.ESTOP and mirror.indicator_since is None
+
+
+class MirrorMachine(RuleBasedStateMachine):
+    """Whatever the device reports, the mirror never permits emission unsafely."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.mirror = SafetyMirror(1.0, clock=self.clock)
+
+    @rule(new=st.sampled_from(list(State)))
+    def state(self, new: State) -> None:
+        self.mirror.on_event(state_event(self.mirror.state or State.STANDBY, new))
+
+    @rule(bits=st.integers(0, 15))
+    def interlocks(self, bits: int) -> None:
+        self.mirror.on_event(message("EVT_INTERLOCK", old=0, new=bits))
+
+    @rule(dt=st.floats(0, 3))
+    def wait(self, dt: float) -> None:
+        self.clock.now += dt
+
+    @invariant()
+    def permitted_only_when_safe(self) -> None:
+        if not self.mirror.refusals():
+            assert self.mirror.state is State.ARMED
+            assert self.mirror.interlocks == ALL_OK
+            assert self.clock.now - self.mirror.indicator_since >= 1.0
+
+
+TestMirrorMachine = MirrorMachine.TestCase
+
+
+def test_energy_within_20_percent_passes_and_beyond_fails() -> None:
+    index = np.arange(10, 14)
+    verdict = check_energy(index, np.full(4, 1000), np.array([1190, 810, -1, 1000]))
+    assert verdict.ok and verdict.checked == 3 and verdict.unknown == 1
+    verdict = check_energy(index, np.full(4, 1000), np.array([1000, 1000, 1201, 700]))
+    assert not verdict.ok and verdict.first_violation == 12
+    assert abs(verdict.worst_deviation - 0.3) < 1e-9
+
+
+@given(st.lists(st.integers(1, 10**6), min_size=1, max_size=50), st.floats(0, 0.5))
+def test_energy_verdict_matches_definition(set_values: list[int], skew: float) -> None:
+    set_uj = np.array(set_values)
+    measured = np.rint(set_uj * (1 + skew)).astype(np.int64)
+    verdict = check_energy(np.arange(len(set_uj)), set_uj, measured)
+    deviations = np.abs(measured / set_uj - 1)
+    assert verdict.ok == bool((deviations <= 0.2).all())
