@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from drivers.errors import DeviceLost
+from drivers.errors import DeviceLost, TransportURLError
 from drivers.transports.base import Transport
 
 SIM_LINK = "sim_hw.link:open_link"
@@ -26,7 +26,10 @@ class SimTransport(Transport):
 
     def __init__(self, url: str, options: dict[str, str]) -> None:
         self.url = url
-        self.link = load(SIM_LINK)(options)
+        try:
+            self.link = load(SIM_LINK)(options)
+        except ValueError as exc:  # a bad simulator option in the URL's query
+            raise TransportURLError(f"cannot open {url!r}: {exc}") from exc
         self._closed = False
 
     @property

@@ -66,6 +66,11 @@ class UsbTransport(Transport):
             raise DeviceLost(f"cannot open {url}: {exc}") from exc
         self._buffer = array.array("B", bytes(16384))
 
+    @property
+    def simulator(self) -> Any:
+        """The simulated device behind the ``sim`` backend (None for real hardware)."""
+        return getattr(self._owner, "device", None)
+
     def write(self, data: bytes) -> None:
         try:
             self._dev.write(USB_EP_OUT, data, timeout=2000)
