@@ -1,0 +1,103 @@
+"""Driver pieces that need no device: URL registry, unit conversion, limit checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.errors import LimitError, TransportURLError
+from drivers.galvo import DistortionTable, GalvoScanner
+from drivers.info import DeviceLimits
+from drivers.pulse import PulseGenerator
+from drivers.spots import PassSpots, plan_checksum
+from drivers.transports.registry import open_transport
+
+LIMITS = DeviceLimits(
+    field_size_um=20000, usable_lsb_min=1024, usable_lsb_max=64511, energy_min_uj=1000,
+    energy_max_uj=200000, pulse_min_us=10, pulse_max_us=2000, rep_rate_max_hz=1000,
+    avg_power_max_mw=30000, buffer_spots=4096, max_stack=5, watchdog_ms=500, heartbeat_ms=100,
+    pre_emission_ms=2000, jump_speed_um_per_ms=5000, settle_us=150,
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://host", "unknown scheme 'ftp'"),
+        ("", "empty URL"),
+        ("usb://12:zz", "expected usb://VID:PID with hex ids"),
+        ("usb://1209:C025?backend=magic", "unknown USB backend 'magic'"),
+        ("usb://1209:C025?speed=1", "unknown option(s) ['speed']"),
+        ("socket://localhost", "expected socket://HOST:PORT"),
+        ("serial://?baudrate=9600", "no device path"),
+        ("serial:///dev/ttyS0?baudrate=fast", "baudrate 'fast' is not an integer"),
+        ("serial:///dev/ttyS0?parity=E", "unknown option(s) ['parity']"),
+    ],
+)
+def test_bad_urls_name_the_problem_and_list_accepted_forms(url: str, message: str) -> None:
+    with pytest.raises(TransportURLError) as info:
+        open_transport(url)
+    assert message in str(info.value)
+    assert "sim://" in str(info.value) and "usb://VID:PID" in str(info.value)
+
+
+def test_centre_and_edges_convert_to_lsb() -> None:
+    scanner = GalvoScanner(None, LIMITS)  # type: ignore[arg-type]
+    x, y = scanner.to_lsb([0.0, 1000.0], [0.0, -1000.0])
+    assert x.tolist() == [0x8000, 0x8000 + round(1000 * 65536 / 20000)]
+    assert y.tolist() == [0x8000, 0x8000 - round(1000 * 65536 / 20000)]
+
+
+def test_point_outside_usable_field_is_refused_with_the_range() -> None:
+    scanner = GalvoScanner(None, LIMITS)  # type: ignore[arg-type]
+    with pytest.raises(LimitError, match=r"y_um = 9900.0 is outside the allowed range "
+                                         r"-9687.5..9687.2 µm"):
+        scanner.to_lsb([0.0], [9900.0])
+    with pytest.raises(LimitError, match="x_um = nan"):
+        scanner.to_lsb([float("nan")], [0.0])
+
+
+@given(st.floats(-9000, 9000), st.floats(-9000, 9000))
+def test_lsb_round_trip_within_half_lsb(x_um: float, y_um: float) -> None:
+    scanner = GalvoScanner(None, LIMITS)  # type: ignore[arg-type]
+    x, y = scanner.to_um(*scanner.to_lsb([x_um], [y_um]))
+    half_lsb_um = 0.5 * 20000 / 65536
+    assert abs(x[0] - x_um) <= half_lsb_um + 1e-9 and abs(y[0] - y_um) <= half_lsb_um + 1e-9
+
+
+def test_distortion_table_shifts_by_interpolated_offsets() -> None:
+    scanner = GalvoScanner(None, LIMITS)  # type: ignore[arg-type]
+    dx = np.array([[0.0, 100.0], [0.0, 100.0]])
+    scanner.correction = DistortionTable(dx, np.zeros((2, 2)))
+    x, _ = scanner.to_um(*scanner.to_lsb([0.0], [0.0]))
+    assert abs(x[0] - 50.0) < 0.2  # half-way between nodes: half the offset
+    with pytest.raises(LimitError, match="distortion table shape"):
+        DistortionTable(np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_pulse_limits_name_field_value_and_range() -> None:
+    laser = PulseGenerator(None, LIMITS)  # type: ignore[arg-type]
+    laser.check([5000], [100], [1], rep_rate_hz=100)
+    with pytest.raises(LimitError, match=r"energy_uj = 250000 .* 1000..200000 µJ"):
+        laser.check([250000], [100], [1])
+    with pytest.raises(LimitError, match=r"stack = 6 .* 1..5"):
+        laser.check([5000], [100], [6])
+    with pytest.raises(LimitError, match=r"average power .* = 40000.0 .* 0..30000 mW"):
+        laser.check([200000], [100], [1], rep_rate_hz=200)
+    with pytest.raises(LimitError, match=r"rep_rate_hz = 5000 .* 1..1000 Hz"):
+        laser.set_rep_rate(5000)
+
+
+def test_plan_checksum_covers_every_record_byte() -> None:
+    from drivers.protocol.messages import SPOT_DTYPE
+
+    records = np.zeros(3, SPOT_DTYPE)
+    records["index"] = np.arange(3)
+    spots = PassSpots.from_records(0, records)
+    changed = records.copy()
+    changed["energy_uj"][2] = 1
+    assert plan_checksum(changed) != spots.checksum
+    with pytest.raises(ValueError, match=r"indexed 0\.\.n-1"):
+        PassSpots.from_records(0, records[::-1])
