@@ -7,6 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller import __version__
+from controller.commands import devices
+
+COMMANDS = (devices,)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -25,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"co2scan {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""One module per ``co2scan`` sub-command; each exposes ``register(subparsers)``."""
