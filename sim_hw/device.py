@@ -1,0 +1,730 @@
+"""The simulated device: firmware_protocol.md's device side, pure and single-threaded.
+
+``SimDevice`` does no I/O and reads no clock: bytes go in with :meth:`SimDevice.receive`,
+come out with :meth:`SimDevice.transmit`, and time moves only with :meth:`SimDevice.advance`.
+Everything a cautious firmware checks is checked here: every request is validated against its
+layout, the state machine, the service-mode rule and the device limits before anything changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, decode_payload
+from drivers.protocol import encode as encode_message
+from drivers.protocol import message as make_message
+from drivers.protocol.messages import (
+    ACTIVE,
+    AUTH_CONTEXT,
+    BY_ID,
+    DELIVERED_DTYPE,
+    NO_INDEX,
+    NONCE_SIZE,
+    PROTOCOL_VERSION,
+    SAFETY_INTERLOCKS,
+    Capability,
+    Cause,
+    DeviceFlag,
+    Direction,
+    ErrorCode,
+    FaultCode,
+    Interlock,
+    MessageDef,
+    State,
+)
+from sim_hw.config import SimConfig, parse_input
+from sim_hw.galvo import Calibration, Galvo
+from sim_hw.laser import Laser
+from sim_hw.truth import GroundTruth
+
+#: EVT_DELIVERED goes out after this many fired spots ...
+DELIVERED_MAX_SPOTS = 64
+#: ... or this long after the first unreported spot, whichever comes first.
+DELIVERED_MAX_AGE_S = 0.010
+CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
+_INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
+               "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
+#: Spot tuple positions (SPOT_BATCH record order).
+_INDEX, _X, _Y, _ENERGY, _PULSE, _STACK = range(6)
+
+
+class Refused(Exception):
+    """A request the device answers with NACK; raised before anything changed."""
+
+    def __init__(self, error: ErrorCode, detail: int = 0, text: str = "") -> None:
+        super().__init__(text)
+        self.error = error
+        self.detail = detail & 0xFFFFFFFF
+        self.text = text
+
+
+@dataclass
+class Plan:
+    """The loaded pass and its progress (the part rule 9 keeps in non-volatile memory)."""
+
+    pass_index: int
+    spot_count: int
+    plan_checksum: int
+    first_index: int
+    next_index: int
+    delivered_count: int = 0
+    last_delivered: int = NO_INDEX
+    #: Highest index fired under this checksum, kept across reloads of the same plan, so a
+    #: reload can never move the resume point back over a delivered spot.
+    fired_floor: int = NO_INDEX
+    loaded: bool = True
+
+    def resume_index(self) -> int:
+        return self.first_index if self.last_delivered == NO_INDEX else self.last_delivered + 1
+
+
+class SimDevice:
+    """A co2scan device: state machine, spot buffer, galvo, laser, interlocks and watchdog."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        cfg = self.config
+        self._rng = random.Random(cfg.seed)
+        self.galvo = Galvo(cfg)
+        self.laser = Laser(cfg, random.Random(cfg.seed + 1))
+        self.truth = GroundTruth()
+        self._device_key = cfg.device_key
+        self._inputs = Interlock(0)
+        for name, bit in _INPUT_BITS.items():
+            if getattr(cfg, name):
+                self._inputs |= bit
+        self._nv_plan: Plan | None = None
+        self._now_s = 0.0
+        self._host_now_s = 0.0
+        self._frames_dropped_before = 0
+        self.counters = {"frames_received": 0, "nacks_sent": 0, "replies_sent": 0,
+                         "events_sent": 0, "resets": 0}
+        self._boot(State.STANDBY, FaultCode.NONE, plan=None)
+        self._announce_power_on = False
+
+    # -- power-on and reset ------------------------------------------------------------------
+
+    def _boot(self, state: State, fault_code: FaultCode, plan: Plan | None) -> None:
+        """Volatile state after power-on: nothing buffered, nothing pending, counters at 0."""
+        self.state = state
+        self.fault_code = fault_code
+        self.plan = plan
+        self._buffer: deque[tuple[int, ...]] = deque()
+        self._decoder = FrameDecoder()
+        self._out = bytearray()
+        self._event_seq = 0
+        self._service = False
+        self._nonce: bytes | None = None
+        self._boot_s = self._now_s
+        self._last_rx_host_s = self._host_now_s
+        self._armed_at_s = 0.0
+        self._next_fire_s: float | None = None
+        self._period_ready_s = 0.0
+        self._galvo_free_s = 0.0
+        self._delivered: list[tuple[int, int]] = []
+        self._flush_at_s: float | None = None
+        self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
+        self._inbox: deque[RawFrame] = deque()
+        self._deferred_events: list[bytes] | None = None
+        self.laser.shutter_open = False
+        self.laser.aiming_beam = False
+
+    def reset(self) -> None:
+        """Device reset / power cycle (rule 9): FAULT with DEVICE_RESET, plan restored from
+        non-volatile memory, buffer empty; EVT_STATE (POWER_ON) once a host talks to it."""
+        self._frames_dropped_before += self._decoder.errors
+        nv = self._nv_plan
+        plan = None if nv is None else dataclasses.replace(nv, next_index=nv.resume_index())
+        self._boot(State.FAULT, FaultCode.DEVICE_RESET, plan)
+        self.counters["resets"] += 1
+        self._announce_power_on = True
+
+    def disconnect(self) -> None:
+        """The host went away: drop unsent bytes and any partial frame."""
+        self._frames_dropped_before += self._decoder.errors
+        self._decoder = FrameDecoder()
+        self._out.clear()
+
+    # -- I/O ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the host, in any chunking; frames are handled at the current device time."""
+        for frame in self._decoder.feed(bytes(data)):
+            self.counters["frames_received"] += 1
+            self._last_rx_host_s = self._host_now_s
+            if self._announce_power_on:
+                self._announce_power_on = False
+                self._event("EVT_STATE", old_state=State.FAULT, new_state=State.FAULT,
+                            cause=Cause.POWER_ON, fault_code=self.fault_code)
+            if self._jump is not None:
+                self._inbox.append(frame)  # requests are handled in order, after the jump
+            else:
+                self._handle(frame)
+
+    def transmit(self) -> bytes:
+        """Drain the bytes waiting for the host."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def ground_truth(self) -> np.ndarray:
+        """Every spot actually fired, in firing order (see :data:`sim_hw.truth.TRUTH_DTYPE`)."""
+        return self.truth.array
+
+    @property
+    def fired_count(self) -> int:
+        return len(self.truth)
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._frames_dropped_before + self._decoder.errors
+
+    # -- time --------------------------------------------------------------------------------
+
+    def advance(self, now_s: float, host_now_s: float | None = None) -> None:
+        """Run the device up to ``now_s`` on its clock.
+
+        ``host_now_s`` is the time on which host silence is measured (the watchdog); it
+        defaults to ``now_s`` and differs only under the virtual clock, which skips machine
+        waits without letting the host's time run.
+        """
+        host_now_s = now_s if host_now_s is None else host_now_s
+        self._host_now_s = host_now_s
+        offset_s = now_s - host_now_s
+        while True:
+            due = self._next_due(offset_s)
+            if due is None or due[0] > now_s:
+                break
+            t_s, action = due
+            self._now_s = max(self._now_s, t_s)
+            action()
+        self._now_s = max(self._now_s, now_s)
+
+    def _next_due(self, offset_s: float) -> tuple[float, object] | None:
+        candidates = []
+        if self._flush_at_s is not None:
+            candidates.append((self._flush_at_s, self._flush_delivered))
+        if self._jump is not None:
+            candidates.append((self._jump[0], self._finish_jump))
+        if self._next_fire_s is not None:
+            candidates.append((self._next_fire_s, self._fire_next))
+        watchdog_s = self._watchdog_deadline_host_s()
+        if watchdog_s is not None:
+            candidates.append((watchdog_s + offset_s, self._watchdog_expired))
+        return min(candidates, key=lambda c: c[0]) if candidates else None
+
+    def next_deadline(self) -> float | None:
+        """Device time at which :meth:`advance` next has something to do, if any."""
+        due = self._next_due(self._now_s - self._host_now_s)
+        return None if due is None else due[0]
+
+    def skippable_deadline(self) -> float | None:
+        """Earliest machine wait (spot, galvo move, delivered report) a virtual clock may skip
+        to, or None when the device waits for the host or for real time."""
+        machine = [t for t in (self._flush_at_s, self._next_fire_s,
+                               None if self._jump is None else self._jump[0]) if t is not None]
+        return min(machine) if machine else None
+
+    def _watchdog_deadline_host_s(self) -> float | None:
+        if self.state in ACTIVE or self._service:
+            return self._last_rx_host_s + self.config.watchdog_ms / 1000
+        return None
+
+    def _watchdog_expired(self) -> None:
+        self._service = False
+        if self.state in ACTIVE:
+            self._fault(FaultCode.WATCHDOG, Cause.WATCHDOG)
+
+    # -- inputs and injected conditions ------------------------------------------------------
+
+    @property
+    def interlocks(self) -> Interlock:
+        return self._inputs
+
+    def set_input(self, **inputs: bool | str) -> None:
+        """Change interlock inputs (``key``, ``door``/``interlock``, ``estop``, ``footswitch``):
+        True or ``on``/``closed``/``released``/``down`` permit emission."""
+        new = self._inputs
+        for name, value in inputs.items():
+            input_name, permits = parse_input(name, value)
+            bit = _INPUT_BITS[input_name]
+            new = (new | bit) if permits else (new & ~bit)
+        old, self._inputs = self._inputs, Interlock(new)
+        if old != new:
+            self._event("EVT_INTERLOCK", old=int(old), new=int(new))
+        self._check_interlocks()
+
+    def _check_interlocks(self) -> None:
+        bits = self._inputs
+        if not bits & Interlock.ESTOP_RELEASED:
+            self._fault(FaultCode.ESTOP, Cause.INTERLOCK)
+        elif self.state in ACTIVE and not bits & Interlock.KEY_ON:
+            self._fault(FaultCode.KEY_OFF, Cause.INTERLOCK)
+        elif self.state in ACTIVE and not bits & Interlock.DOOR_CLOSED:
+            self._fault(FaultCode.INTERLOCK_OPEN, Cause.INTERLOCK)
+        elif self.state == State.EMITTING and not bits & Interlock.FOOTSWITCH_DOWN:
+            self._set_state(State.PAUSED, Cause.FOOTSWITCH)
+
+    def set_temperature(self, temperature_dc: int) -> None:
+        """Laser head temperature (0.1 °C); at or above the limit the device faults."""
+        self.laser.temperature_dc = temperature_dc
+        if self.laser.over_temperature:
+            self._fault(FaultCode.OVER_TEMPERATURE, Cause.DEVICE_FAULT)
+
+    def set_galvo_stuck(self, stuck: bool) -> None:
+        """A stuck galvo never reaches its next target; the device faults when it notices."""
+        self.galvo.stuck = stuck
+
+    def set_drift(self, drift_percent: float) -> None:
+        """Energy monitor reading off by ``drift_percent`` from the delivered energy."""
+        self.laser.drift_percent = drift_percent
+
+    # -- state changes -----------------------------------------------------------------------
+
+    def _set_state(self, new: State, cause: Cause) -> None:
+        old = self.state
+        if old == new:
+            return
+        if old == State.EMITTING:
+            self._flush_delivered()
+            self._next_fire_s = None
+        if old == State.STANDBY:
+            self._service = False
+            self._nonce = None
+        self.state = new
+        self.laser.shutter_open = new == State.EMITTING
+        if new == State.ARMED:
+            self._armed_at_s = self._now_s
+        self._event("EVT_STATE", old_state=old, new_state=new, cause=cause,
+                    fault_code=self.fault_code if new == State.FAULT else FaultCode.NONE)
+        if new == State.EMITTING:
+            self._period_ready_s = max(self._period_ready_s, self._now_s)
+            self._galvo_free_s = max(self._galvo_free_s, self._now_s)
+            self._schedule_next()
+
+    def _fault(self, code: FaultCode, cause: Cause) -> None:
+        """Rule 8: emission off before the next spot, buffer cleared, no automatic restart."""
+        if self.state == State.FAULT:
+            return
+        self.fault_code = code
+        self._clear_buffer()
+        if self.plan is not None and self.plan.loaded:
+            self.plan.next_index = self.plan.resume_index()
+        self._set_state(State.FAULT, cause)
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._next_fire_s = None
+
+    def _unload_plan(self) -> None:
+        if self.plan is not None:
+            self.plan.loaded = False
+        self._nv_plan = None
+        self._clear_buffer()
+
+    @property
+    def credits(self) -> int:
+        return self.config.buffer_spots - len(self._buffer)
+
+    @property
+    def plan_loaded(self) -> bool:
+        return self.plan is not None and self.plan.loaded
+
+    @property
+    def flags(self) -> DeviceFlag:
+        flags = DeviceFlag(0)
+        if self.state in ACTIVE:
+            flags |= DeviceFlag.EMISSION_INDICATOR
+        if self.laser.aiming_beam:
+            flags |= DeviceFlag.AIMING_BEAM
+        if self.laser.shutter_open:
+            flags |= DeviceFlag.SHUTTER_OPEN | DeviceFlag.LASER_ON
+        if self._service:
+            flags |= DeviceFlag.SERVICE_MODE
+        if self.plan_loaded:
+            flags |= DeviceFlag.PLAN_LOADED
+        if self.laser.over_temperature:
+            flags |= DeviceFlag.OVER_TEMPERATURE
+        return flags
+
+    # -- emission ----------------------------------------------------------------------------
+
+    def _schedule_next(self) -> None:
+        """When the next buffered spot fires: after the rep-rate period and the galvo jump."""
+        if self.state != State.EMITTING or not self._buffer:
+            self._next_fire_s = None
+            return
+        spot = self._buffer[0]
+        self._galvo_free_s = max(self._galvo_free_s, self._now_s)
+        jump_s = self.galvo.jump_time_us(spot[_X], spot[_Y]) / 1e6
+        self._next_fire_s = max(self._period_ready_s, self._galvo_free_s + jump_s)
+
+    def _fire_next(self) -> None:
+        """Fire the spot at the head of the buffer, re-checking everything first (rule 4)."""
+        self._check_interlocks()
+        if self.state != State.EMITTING:
+            return
+        spot = self._buffer[0]
+        plan = self.plan
+        assert plan is not None
+        if self.laser.over_temperature:
+            self._fault(FaultCode.OVER_TEMPERATURE, Cause.DEVICE_FAULT)
+            return
+        if not self.galvo.move(spot[_X], spot[_Y]):
+            self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
+            return
+        self._buffer.popleft()
+        t_s = self._now_s
+        index = spot[_INDEX]
+        measured_uj = self.laser.fire(spot[_ENERGY], spot[_STACK])
+        self.truth.append(index, spot[_X], spot[_Y], spot[_ENERGY], spot[_PULSE], spot[_STACK],
+                          measured_uj, t_s, plan.pass_index)
+        plan.delivered_count += 1
+        plan.last_delivered = index
+        plan.fired_floor = index if plan.fired_floor == NO_INDEX else max(plan.fired_floor, index)
+        self._nv_plan = dataclasses.replace(plan)  # written before the delivery is reported
+        self._delivered.append((index, measured_uj))
+        if self._flush_at_s is None:
+            self._flush_at_s = t_s + DELIVERED_MAX_AGE_S
+        self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
+        self._galvo_free_s = t_s + Laser.spot_duration_s(spot[_PULSE], spot[_STACK])
+        if len(self._delivered) >= DELIVERED_MAX_SPOTS:
+            self._flush_delivered()
+        if index == plan.spot_count - 1:
+            self._unload_plan()
+            self._set_state(State.STANDBY, Cause.PLAN_COMPLETE)
+        else:
+            self._schedule_next()
+
+    def _flush_delivered(self) -> None:
+        self._flush_at_s = None
+        if self._delivered:
+            records = np.array(self._delivered, DELIVERED_DTYPE)
+            self._delivered = []
+            self._event("EVT_DELIVERED", records=records, credits=self.credits)
+
+    def _finish_jump(self) -> None:
+        assert self._jump is not None
+        _, request, jump_us = self._jump
+        self._jump = None
+        if self.galvo.move(int(request["x_lsb"]), int(request["y_lsb"])):
+            self._reply(request, self._ack(request, jump_us))
+        else:
+            self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
+            self._nack(request.definition.type_id, request.seq, Refused(
+                ErrorCode.FAULT_ACTIVE, FaultCode.GALVO_STUCK, "galvo did not reach target"))
+        while self._inbox and self._jump is None:
+            self._handle(self._inbox.popleft())
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _write(self, msg: Message) -> None:
+        self._out += encode_message(msg)
+
+    def _event(self, name: str, records: np.ndarray | None = None, **values: int) -> None:
+        msg = make_message(name, self._event_seq, records=records, **values)
+        self._event_seq = (self._event_seq + 1) & 0xFFFF
+        self.counters["events_sent"] += 1
+        if self._deferred_events is not None:
+            self._deferred_events.append(encode_message(msg))
+        else:
+            self._write(msg)
+
+    def _ack(self, request: Message, value: int = 0) -> Message:
+        return make_message("ACK", request.seq, acked_type=request.definition.type_id,
+                            state=self.state, credits=self.credits, value=value)
+
+    def _reply(self, request: Message, reply: Message) -> None:
+        reply.seq = request.seq
+        self.counters["replies_sent"] += 1
+        self._write(reply)
+
+    def _nack(self, type_id: int, seq: int, refusal: Refused) -> None:
+        self.counters["nacks_sent"] += 1
+        self.counters["replies_sent"] += 1
+        self._write(make_message("NACK", seq, text=refusal.text[:64], refused_type=type_id,
+                                 error=refusal.error, state=self.state, detail=refusal.detail))
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _handle(self, frame: RawFrame) -> None:
+        """Validate and execute one request; its reply goes out before the events it caused."""
+        self._deferred_events = []
+        try:
+            request = self._validate(frame)
+            reply = getattr(self, f"_on_{request.name.lower()}")(request)
+        except Refused as refusal:
+            self._nack(frame.type_id, frame.seq, refusal)
+        else:
+            if reply is not None:
+                self._reply(request, reply)
+        finally:
+            events, self._deferred_events = self._deferred_events, None
+            for event in events:
+                self._out += event
+
+    def _validate(self, frame: RawFrame) -> Message:
+        """Section 2.1 checks in order: version, type, length, ranges, state, service mode."""
+        if frame.version != PROTOCOL_VERSION:
+            raise Refused(ErrorCode.BAD_VERSION, PROTOCOL_VERSION,
+                          f"version {frame.version}, device speaks {PROTOCOL_VERSION}")
+        definition = BY_ID.get(frame.type_id)
+        if definition is None or definition.direction != Direction.HOST:
+            raise Refused(ErrorCode.UNKNOWN_MESSAGE, frame.type_id,
+                          f"type 0x{frame.type_id:02X} is not a host request")
+        _check_layout(definition, frame.payload)
+        try:
+            request = decode_payload(frame)
+        except MessageError as exc:  # every cause was checked above; refuse anything left
+            raise Refused(ErrorCode.OUT_OF_RANGE, 0, str(exc)[:64]) from None
+        if self.state not in definition.legal_in:
+            raise Refused(ErrorCode.ILLEGAL_STATE, self.state,
+                          f"{definition.name} not legal in {self.state.name}")
+        if definition.service and not self._service:
+            raise Refused(ErrorCode.NOT_AUTHENTICATED, 0, f"{definition.name} needs service mode")
+        return request
+
+    def _on_identify(self, request: Message) -> Message:
+        cfg, limits = self.config, self.laser.limits
+        major, minor, patch = cfg.fw_version
+        return make_message(
+            "IDENTIFY_REPLY", protocol_version=PROTOCOL_VERSION, fw_major=major, fw_minor=minor,
+            fw_patch=patch, serial=cfg.serial.encode("ascii")[:16].ljust(16, b"\0"),
+            capabilities=int(CAPABILITIES),
+            field_size_um=self.galvo.calibration.field_size_um,
+            usable_lsb_min=cfg.usable_lsb_min, usable_lsb_max=cfg.usable_lsb_max,
+            energy_min_uj=cfg.energy_min_uj, energy_max_uj=limits.energy_max_uj,
+            pulse_min_us=cfg.pulse_min_us, pulse_max_us=cfg.pulse_max_us,
+            rep_rate_max_hz=limits.rep_rate_max_hz, avg_power_max_mw=limits.avg_power_max_mw,
+            buffer_spots=cfg.buffer_spots, max_stack=cfg.max_stack, watchdog_ms=cfg.watchdog_ms,
+            heartbeat_ms=cfg.heartbeat_ms, pre_emission_ms=cfg.pre_emission_ms,
+            jump_speed_um_per_ms=cfg.jump_speed_um_per_ms, settle_us=cfg.settle_us)
+
+    def _on_heartbeat(self, request: Message) -> Message:
+        return self._ack(request)
+
+    def status_values(self) -> dict[str, int]:
+        """The fields of a STATUS_REPORT as of now."""
+        plan = self.plan
+        return {
+            "state": self.state, "interlocks": int(self._inputs), "flags": int(self.flags),
+            "fault_code": self.fault_code, "pass_index": plan.pass_index if plan else 0,
+            "credits": self.credits, "plan_checksum": plan.plan_checksum if plan else 0,
+            "spot_count": plan.spot_count if plan else 0,
+            "next_index": plan.next_index if plan else 0,
+            "delivered_count": plan.delivered_count if plan else 0,
+            "last_delivered": plan.last_delivered if plan else NO_INDEX,
+            "uptime_ms": int((self._now_s - self._boot_s) * 1000) & 0xFFFFFFFF,
+            "temperature_dc": self.laser.temperature_dc,
+            "rep_rate_hz": min(self.laser.rep_rate_hz, 0xFFFF),
+        }
+
+    def _on_status_request(self, request: Message) -> Message:
+        return make_message("STATUS_REPORT", **self.status_values())
+
+    def _on_auth_begin(self, request: Message) -> Message:
+        self._nonce = self._rng.randbytes(NONCE_SIZE)
+        return make_message("AUTH_CHALLENGE", nonce=self._nonce)
+
+    def _on_auth_response(self, request: Message) -> Message:
+        nonce, self._nonce = self._nonce, None  # consumed by the first response, right or wrong
+        if nonce is None:
+            raise Refused(ErrorCode.AUTH_FAILED, 0, "no challenge outstanding")
+        expected = hmac.new(self._device_key, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, bytes(request["mac"])):
+            raise Refused(ErrorCode.AUTH_FAILED, 0, "wrong response")
+        self._service = True
+        return self._ack(request)
+
+    def _on_auth_end(self, request: Message) -> Message:
+        self._service = False
+        self._nonce = None
+        return self._ack(request)
+
+    def _on_set_calibration(self, request: Message) -> Message:
+        self.galvo.calibration = Calibration(**{k: int(v) for k, v in request.values.items()})
+        return self._ack(request)
+
+    def _on_set_limits(self, request: Message) -> Message:
+        factory = self.laser.factory
+        for name in ("energy_max_uj", "rep_rate_max_hz", "avg_power_max_mw"):
+            if int(request[name]) > getattr(factory, name):
+                raise Refused(ErrorCode.OUT_OF_RANGE, getattr(factory, name),
+                              f"{name} {request[name]} above factory limit")
+        if int(request["energy_max_uj"]) < self.config.energy_min_uj:
+            raise Refused(ErrorCode.OUT_OF_RANGE, int(request["energy_max_uj"]),
+                          f"energy_max_uj below energy_min_uj {self.config.energy_min_uj}")
+        for name in ("energy_max_uj", "rep_rate_max_hz", "avg_power_max_mw"):
+            setattr(self.laser.limits, name, int(request[name]))
+        self.laser.rep_rate_hz = min(self.laser.rep_rate_hz, self.laser.limits.rep_rate_max_hz)
+        return self._ack(request)
+
+    def _on_set_device_key(self, request: Message) -> Message:
+        self._device_key = bytes(request["key"])
+        return self._ack(request)
+
+    def _on_galvo_jump(self, request: Message) -> None:
+        x, y = int(request["x_lsb"]), int(request["y_lsb"])
+        for axis, value in (("x", x), ("y", y)):
+            if not self.galvo.reachable_axis(value, axis):
+                raise Refused(ErrorCode.OUT_OF_RANGE, value, f"{axis}_lsb outside the field")
+        jump_us = self.galvo.jump_time_us(x, y)
+        self._jump = (self._now_s + jump_us / 1e6, request, jump_us)  # ACK once settled
+
+    def _on_aiming_beam(self, request: Message) -> Message:
+        self.laser.aiming_beam = bool(request["on"])
+        return self._ack(request)
+
+    def _on_pulse_settings(self, request: Message) -> Message:
+        rate_hz = int(request["rep_rate_hz"])
+        limits = self.laser.limits
+        if rate_hz > limits.rep_rate_max_hz:
+            raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
+                          f"rep rate above {limits.rep_rate_max_hz} Hz")
+        if self._buffer:
+            peak_uj = max(s[_ENERGY] * s[_STACK] for s in self._buffer)
+            if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
+                raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
+                              "buffered spots would exceed the average power limit")
+        self.laser.rep_rate_hz = rate_hz
+        return self._ack(request)
+
+    def _on_load_plan(self, request: Message) -> Message:
+        spot_count, first = int(request["spot_count"]), int(request["first_index"])
+        checksum = int(request["plan_checksum"])
+        if first >= spot_count:
+            raise Refused(ErrorCode.OUT_OF_RANGE, first, f"first_index >= spot_count {spot_count}")
+        old = self.plan
+        floor = (old.fired_floor if old is not None and old.loaded
+                 and old.plan_checksum == checksum else NO_INDEX)
+        if floor != NO_INDEX and first <= floor:
+            raise Refused(ErrorCode.BAD_INDEX, floor + 1, f"spot {floor} already delivered")
+        self._clear_buffer()
+        self.plan = Plan(int(request["pass_index"]), spot_count, checksum, first, first,
+                         fired_floor=floor)
+        self._nv_plan = dataclasses.replace(self.plan)
+        self._set_state(State.READY, Cause.HOST_COMMAND)
+        return make_message("PLAN_LOADED", pass_index=self.plan.pass_index,
+                            spot_count=spot_count, plan_checksum=checksum, next_index=first,
+                            credits=self.credits)
+
+    def _on_spot_batch(self, request: Message) -> Message:
+        plan = self.plan
+        assert plan is not None and plan.loaded
+        spots = request.records
+        assert spots is not None
+        indices = spots["index"].astype(np.int64)
+        expected = plan.next_index + np.arange(len(spots), dtype=np.int64)
+        wrong = np.flatnonzero(indices != expected)
+        if wrong.size:
+            raise Refused(ErrorCode.BAD_INDEX, int(expected[wrong[0]]),
+                          f"batch must continue at {plan.next_index}")
+        if len(spots) > self.credits:
+            raise Refused(ErrorCode.BUFFER_FULL, self.credits,
+                          f"{len(spots)} spots, {self.credits} credits")
+        ok = ((indices < plan.spot_count)
+              & self.galvo.reachable(spots["x_lsb"], spots["y_lsb"])
+              & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"], spots["stack"],
+                                         self.laser.rep_rate_hz))
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            raise Refused(ErrorCode.OUT_OF_RANGE, int(indices[bad[0]]),
+                          f"spot {indices[bad[0]]} outside the device limits")
+        self._buffer.extend(spots.tolist())
+        plan.next_index += len(spots)
+        if self._next_fire_s is None:
+            self._schedule_next()
+        return self._ack(request, plan.next_index)
+
+    def _on_arm(self, request: Message) -> Message:
+        assert self.plan is not None
+        if int(request["plan_checksum"]) != self.plan.plan_checksum:
+            raise Refused(ErrorCode.PLAN_MISMATCH, self.plan.plan_checksum,
+                          "checksum differs from LOAD_PLAN")
+        if self._inputs & SAFETY_INTERLOCKS != SAFETY_INTERLOCKS:
+            raise Refused(ErrorCode.INTERLOCK_OPEN, int(self._inputs), "safety interlock open")
+        self._set_state(State.ARMED, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_disarm(self, request: Message) -> Message:
+        self._set_state(State.READY, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _require_footswitch(self) -> None:
+        if not self._inputs & Interlock.FOOTSWITCH_DOWN:
+            raise Refused(ErrorCode.FOOTSWITCH_UP, int(self._inputs), "footswitch up")
+
+    def _on_start(self, request: Message) -> Message:
+        left_ms = math.ceil(self.config.pre_emission_ms - (self._now_s - self._armed_at_s) * 1000)
+        if left_ms > 0:
+            raise Refused(ErrorCode.INDICATOR_DELAY, left_ms, f"indicator on for {left_ms} ms more")
+        self._require_footswitch()
+        self._set_state(State.EMITTING, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_pause(self, request: Message) -> Message:
+        self._set_state(State.PAUSED, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_resume(self, request: Message) -> Message:
+        self._require_footswitch()
+        self._set_state(State.EMITTING, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_abort(self, request: Message) -> Message:
+        self._unload_plan()
+        self._set_state(State.STANDBY, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_reset_fault(self, request: Message) -> Message:
+        if self._inputs & SAFETY_INTERLOCKS != SAFETY_INTERLOCKS:
+            raise Refused(ErrorCode.INTERLOCK_OPEN, int(self._inputs), "safety interlock open")
+        if self.laser.over_temperature:
+            raise Refused(ErrorCode.FAULT_ACTIVE, FaultCode.OVER_TEMPERATURE, "still too hot")
+        if self.galvo.stuck:
+            raise Refused(ErrorCode.FAULT_ACTIVE, FaultCode.GALVO_STUCK, "galvo still stuck")
+        self._set_state(State.READY if self.plan_loaded else State.STANDBY, Cause.HOST_COMMAND)
+        return self._ack(request)
+
+    def _on_raise_fault(self, request: Message) -> Message:
+        self._fault(FaultCode(int(request["fault_code"])), Cause.HOST_COMMAND)
+        return self._ack(request)
+
+
+def _check_layout(definition: MessageDef, payload: bytes) -> None:
+    """BAD_LENGTH (detail = expected length) and OUT_OF_RANGE (detail = value, or the spot
+    index for a record) against the message's layout, before the payload is decoded."""
+    fixed = definition.struct.size
+    expected = fixed
+    if definition.record_dtype is not None and len(payload) >= fixed:
+        values = dict(zip((f.name for f in definition.fields),
+                          definition.struct.unpack_from(payload), strict=True))
+        expected += int(values[definition.count]) * definition.record_dtype.itemsize
+    if len(payload) != expected:
+        raise Refused(ErrorCode.BAD_LENGTH, expected,
+                      f"{definition.name} payload {len(payload)} bytes, expected {expected}")
+    for f, value in zip(definition.fields, definition.struct.unpack_from(payload), strict=True):
+        bounds = f.bounds()
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise Refused(ErrorCode.OUT_OF_RANGE, value,
+                          f"{f.name}={value} outside {bounds[0]}..{bounds[1]}")
+    if definition.record_dtype is None:
+        return
+    records = np.frombuffer(payload, definition.record_dtype, offset=fixed)
+    bad = np.zeros(len(records), bool)
+    for f in definition.record:
+        lo, hi = f.bounds() or (0, 0)
+        bad |= (records[f.name] < lo) | (records[f.name] > hi)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise Refused(ErrorCode.OUT_OF_RANGE, int(records["index"][first]),
+                      f"spot {records['index'][first]} has a field outside its range")

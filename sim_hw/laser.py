@@ -1,0 +1,73 @@
+"""Pulse generator, shutter, aiming beam and energy monitor of the simulated device."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim_hw.config import SimConfig
+
+
+@dataclass
+class WorkingLimits:
+    """Limits in force; SET_LIMITS may lower them below the factory limits."""
+
+    energy_max_uj: int
+    rep_rate_max_hz: int
+    avg_power_max_mw: int
+
+
+class Laser:
+    """CO2 pulse generator with an energy monitor.
+
+    The monitor reads ``energy_uj * stack * (1 + drift) * (1 + noise)``, noise uniform within
+    ``noise_percent`` (seeded), drift a fixed calibration error (fault injection).
+    """
+
+    def __init__(self, config: SimConfig, rng: random.Random) -> None:
+        self.factory = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
+                                     config.avg_power_max_mw)
+        self.limits = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
+                                    config.avg_power_max_mw)
+        self.energy_min_uj = config.energy_min_uj
+        self.pulse_us_range = (config.pulse_min_us, config.pulse_max_us)
+        self.max_stack = config.max_stack
+        self.rep_rate_hz = config.rep_rate_hz
+        self.noise_percent = config.noise_percent
+        self.drift_percent = config.drift_percent
+        self.temperature_dc = config.temperature_dc
+        self.over_temperature_dc = config.over_temperature_dc
+        self.shutter_open = False
+        self.aiming_beam = False
+        self._rng = rng
+
+    @property
+    def over_temperature(self) -> bool:
+        return self.temperature_dc >= self.over_temperature_dc
+
+    def spots_allowed(self, energy_uj: np.ndarray, pulse_us: np.ndarray, stack: np.ndarray,
+                      rep_rate_hz: int) -> np.ndarray:
+        """Per spot: energy, pulse, stack and average power are within the working limits."""
+        energy = np.asarray(energy_uj, np.int64)
+        stack = np.asarray(stack, np.int64)
+        pulse = np.asarray(pulse_us)
+        power_uw = energy * stack * rep_rate_hz
+        return ((energy >= self.energy_min_uj) & (energy <= self.limits.energy_max_uj)
+                & (pulse >= self.pulse_us_range[0]) & (pulse <= self.pulse_us_range[1])
+                & (stack >= 1) & (stack <= self.max_stack)
+                & (power_uw <= self.limits.avg_power_max_mw * 1000))
+
+    @staticmethod
+    def spot_duration_s(pulse_us: int, stack: int) -> float:
+        """Time the stacked pulses of one spot take."""
+        return pulse_us * stack / 1e6
+
+    def fire(self, energy_uj: int, stack: int) -> int:
+        """Fire one spot; returns the monitor's reading (µJ, sum over the stack)."""
+        if not self.shutter_open:
+            raise RuntimeError("laser fired with the shutter closed")
+        noise = self._rng.uniform(-self.noise_percent, self.noise_percent) / 100
+        reading = energy_uj * stack * (1 + self.drift_percent / 100) * (1 + noise)
+        return max(0, min(0xFFFFFFFF, round(reading)))

@@ -1,0 +1,73 @@
+"""Socket-pair transport: the device end of an in-process link (used by sim:// and USB)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+
+from sim_hw.server import PendingOutput
+
+log = logging.getLogger("sim_hw")
+
+
+class PairTransport:
+    """Serves the device over one end of a ``socket.socketpair``; :meth:`connect` makes a fresh
+    pair (a new host connection) and returns the host's end."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._sock: socket.socket | None = None
+        self._out = PendingOutput(name)
+
+    def connect(self) -> socket.socket:
+        """Drop any current host and return the host end of a new connection."""
+        self.drop_host()
+        host_end, device_end = socket.socketpair()
+        device_end.setblocking(False)
+        self._sock = device_end
+        log.info("%s: host connected", self.name)
+        return host_end
+
+    def read_fds(self) -> list[int]:
+        return [] if self._sock is None else [self._sock.fileno()]
+
+    def write_fds(self) -> list[int]:
+        return [self._sock.fileno()] if self._sock is not None and self._out.pending else []
+
+    def on_readable(self, fd: int) -> bytes | None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            data = b""
+        if not data:
+            log.info("%s: host disconnected", self.name)
+            self.drop_host()
+            return None
+        return data
+
+    def on_writable(self, fd: int) -> None:
+        if self._sock is not None:
+            try:
+                self._out.flush(self._sock.send)
+            except OSError:
+                self.drop_host()
+
+    def send(self, data: bytes) -> None:
+        if self._sock is None:
+            return  # nobody listening: the bytes are lost, as on an unplugged cable
+        self._out.add(data)
+        self.on_writable(self._sock.fileno())
+
+    def drop_host(self) -> None:
+        self._out.clear()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        self.drop_host()

@@ -1,0 +1,60 @@
+"""Ground truth: the record of every spot the simulated laser actually fired."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRUTH_DTYPE = np.dtype([
+    ("index", "<u4"), ("x_lsb", "<u2"), ("y_lsb", "<u2"), ("energy_uj", "<u4"),
+    ("pulse_us", "<u2"), ("stack", "u1"), ("measured_uj", "<u4"), ("time_s", "<f8"),
+    ("pass_index", "u1"),
+])
+
+_CHUNK = 65_536
+
+
+class GroundTruth:
+    """Append-only record of fired spots, kept as numpy chunks so a million spots stay cheap."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._rows: list[tuple] = []
+        self._cached: np.ndarray | None = None
+
+    def append(self, index: int, x_lsb: int, y_lsb: int, energy_uj: int, pulse_us: int,
+               stack: int, measured_uj: int, time_s: float, pass_index: int) -> None:
+        self._rows.append((index, x_lsb, y_lsb, energy_uj, pulse_us, stack, measured_uj, time_s,
+                           pass_index))
+        self._cached = None
+        if len(self._rows) >= _CHUNK:
+            self._chunks.append(np.array(self._rows, TRUTH_DTYPE))
+            self._rows = []
+
+    def __len__(self) -> int:
+        return len(self._rows) + sum(len(c) for c in self._chunks)
+
+    @property
+    def array(self) -> np.ndarray:
+        """All fired spots in firing order (structured array of :data:`TRUTH_DTYPE`)."""
+        if self._cached is None:
+            tail = np.array(self._rows, TRUTH_DTYPE)
+            self._cached = np.concatenate([*self._chunks, tail]) if self._chunks else tail
+        return self._cached
+
+    def indices(self, pass_index: int | None = None) -> np.ndarray:
+        """Indices fired, optionally only those of one pass."""
+        spots = self.array
+        return spots["index"] if pass_index is None else spots["index"][
+            spots["pass_index"] == pass_index]
+
+    def summary(self) -> str:
+        """One line: count, passes, index span, energy ratio measured/set."""
+        spots = self.array
+        if not len(spots):
+            return "fired=0"
+        set_uj = spots["energy_uj"].astype(np.float64) * spots["stack"]
+        ratio = spots["measured_uj"] / set_uj
+        passes = ",".join(str(p) for p in np.unique(spots["pass_index"]))
+        return (f"fired={len(spots)} passes={passes} index={spots['index'].min()}.."
+                f"{spots['index'].max()} measured/set={ratio.mean():.4f} "
+                f"(min {ratio.min():.4f} max {ratio.max():.4f}) last_t_s={spots['time_s'][-1]:.6f}")
