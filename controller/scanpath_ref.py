@@ -1,23 +1,196 @@
-"""Plain numpy reference implementations of the Cython scan-path kernels (for tests and bench)."""
+"""Plain numpy reference implementations of the Cython kernels in ``controller._scanpath``.
+
+Same names, arguments and results; written for clarity with whole-array operations (no
+spatial hash tricks beyond sorting), used by the tests as the oracle and by the benchmark
+as the baseline. Floating-point expressions are evaluated in the kernels' order so results
+are bit-identical.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
 
+F64 = NDArray[np.float64]
+I32 = NDArray[np.int32]
 
-def grid(
-    width_um: float, height_um: float, pitch_um: float, hexagonal: bool
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Reference for :func:`controller._scanpath.grid`."""
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_PAIR_CHUNK = 1 << 16
+
+
+def _mix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _ragged_arange(first: NDArray[np.int64], counts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Concatenation of arange(first[r], first[r] + counts[r]) over r."""
+    total = int(counts.sum())
+    run_start = np.cumsum(counts) - counts
+    return np.repeat(first - run_start, counts) + np.arange(total)
+
+
+def lattice(
+    xmin: float, xmax: float, ymin: float, ymax: float, pitch_um: float, hexagonal: bool,
+    offset_x_um: float, offset_y_um: float,
+) -> tuple[F64, F64, I32, I32]:
+    """Reference for :func:`controller._scanpath.lattice`."""
     if not pitch_um > 0:
         raise ValueError(f"pitch_um must be > 0, got {pitch_um}")
     row_um = pitch_um * np.sqrt(3.0) / 2.0 if hexagonal else pitch_um
-    nx = int(width_um / pitch_um) + 1
-    ny = int(height_um / row_um) + 1
-    i, j = np.meshgrid(np.arange(nx), np.arange(ny))
-    shift = np.where(j & 1, pitch_um / 2.0, 0.0) if hexagonal else 0.0
-    centre = pitch_um / 4.0 if hexagonal else 0.0
-    x = -(nx - 1) * pitch_um / 2.0 + i * pitch_um + shift - centre
-    y = -(ny - 1) * row_um / 2.0 + j * row_um
-    return x.ravel().astype(np.float64), y.ravel().astype(np.float64)
+    jmin = int(np.ceil((ymin - offset_y_um) / row_um))
+    jmax = int(np.floor((ymax - offset_y_um) / row_um))
+    rows = np.arange(jmin, jmax + 1, dtype=np.int64)
+    shift = np.where((rows & 1).astype(bool) & hexagonal, pitch_um / 2.0, 0.0)
+    imin = np.ceil((xmin - offset_x_um - shift) / pitch_um).astype(np.int64)
+    imax = np.floor((xmax - offset_x_um - shift) / pitch_um).astype(np.int64)
+    counts = np.maximum(imax - imin + 1, 0)
+    i = _ragged_arange(imin, counts)
+    j = np.repeat(rows, counts)
+    x = i.astype(np.float64) * pitch_um + np.repeat(shift, counts) + offset_x_um
+    y = np.repeat(rows.astype(np.float64) * row_um + offset_y_um, counts)
+    return x, y, i.astype(np.int32), j.astype(np.int32)
+
+
+def uniform(key: int, n: int) -> F64:
+    """Reference for :func:`controller._scanpath.uniform`."""
+    k = np.arange(1, n + 1, dtype=np.uint64)
+    z = _mix64(np.uint64(key) + k * GOLDEN)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def jitter(x: F64, y: F64, half_side_um: float, key: int) -> tuple[F64, F64]:
+    """Reference for :func:`controller._scanpath.jitter`."""
+    u = uniform(key, 2 * len(x))
+    return (x + (2.0 * u[0::2] - 1.0) * half_side_um,
+            y + (2.0 * u[1::2] - 1.0) * half_side_um)
+
+
+def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
+    """Reference for :func:`controller._scanpath.inside_polygon` (crossing number)."""
+    inside = np.zeros(len(x), dtype=bool)
+    for e in range(len(vx)):
+        xi, yi = vx[e], vy[e]
+        xj, yj = vx[(e + 1) % len(vx)], vy[(e + 1) % len(vx)]
+        spans = (yi > y) != (yj > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            left = x < (xj - xi) * (y - yi) / (yj - yi) + xi
+        inside ^= spans & left
+    return inside
+
+
+def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
+    """Reference for :func:`controller._scanpath.edge_distance`."""
+    best = np.full(len(x), 1e308)
+    for e in range(len(vx)):
+        ex = vx[(e + 1) % len(vx)] - vx[e]
+        ey = vy[(e + 1) % len(vy)] - vy[e]
+        t = np.clip(((x - vx[e]) * ex + (y - vy[e]) * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+        dx = vx[e] + t * ex - x
+        dy = vy[e] + t * ey - y
+        best = np.minimum(best, dx * dx + dy * dy)
+    return np.sqrt(best)
+
+
+def interlaced_order(i: I32, j: I32, x: F64, y: F64, ki: int, kj: int) -> I32:
+    """Reference for :func:`controller._scanpath.interlaced_order`."""
+    group = (j.astype(np.int64) % kj) * ki + i.astype(np.int64) % ki
+    seq = np.argsort(group, kind="stable")
+    g, row = group[seq], j[seq]
+    new_row = np.r_[True, (g[1:] != g[:-1]) | (row[1:] != row[:-1])]
+    row_id = np.cumsum(new_row) - 1
+    row_start = np.flatnonzero(new_row)
+    row_end = np.r_[row_start[1:], len(seq)]
+    row_group = g[row_start]
+    # parity of each row within its sub-grid, and each sub-grid's first-row direction
+    first_row_of_group = np.r_[True, row_group[1:] != row_group[:-1]]
+    group_first = np.flatnonzero(first_row_of_group)
+    rank_in_group = np.arange(len(row_start)) - np.repeat(
+        group_first, np.diff(np.r_[group_first, len(row_start)]))
+    start_forward = np.ones(len(group_first), dtype=bool)
+    for q in range(1, len(group_first)):
+        prev_rows = slice(group_first[q - 1], group_first[q])
+        n_prev = prev_rows.stop - prev_rows.start
+        last_row = prev_rows.stop - 1
+        last_forward = start_forward[q - 1] == (n_prev % 2 == 1)
+        last = seq[row_end[last_row] - 1] if last_forward else seq[row_start[last_row]]
+        r = group_first[q]
+        left, right = seq[row_start[r]], seq[row_end[r] - 1]
+        dl = (x[left] - x[last]) * (x[left] - x[last]) + (y[left] - y[last]) * (y[left] - y[last])
+        dr = (x[right] - x[last]) * (x[right] - x[last]) + (
+            y[right] - y[last]) * (y[right] - y[last])
+        start_forward[q] = dl >= dr
+    forward = np.repeat(start_forward, np.diff(np.r_[group_first, len(row_start)])) == (
+        rank_in_group % 2 == 0)
+    pos = np.arange(len(seq))
+    rs, re = row_start[row_id], row_end[row_id]
+    src = np.where(forward[row_id], pos, rs + re - 1 - pos)
+    return seq[src].astype(np.int32)
+
+
+def _pairs_within(x: F64, y: F64, radius_um: float) -> tuple[NDArray[np.int64], ...]:
+    """All index pairs (a, b), a < b, of points strictly closer than ``radius_um``."""
+    n = len(x)
+    if n < 2 or not radius_um > 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    cx = np.floor((x - x.min()) / radius_um).astype(np.int64)
+    cy = np.floor((y - y.min()) / radius_um).astype(np.int64)
+    width = int(cx.max()) + 3
+    key = (cy + 1) * width + (cx + 1)
+    by_key = np.argsort(key, kind="stable")
+    sorted_key = key[by_key]
+    found_a, found_b = [], []
+    for lo in range(0, n, _PAIR_CHUNK):
+        a_all = np.arange(lo, min(lo + _PAIR_CHUNK, n))
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                target = key[a_all] + dy * width + dx
+                first = np.searchsorted(sorted_key, target, "left")
+                counts = np.searchsorted(sorted_key, target, "right") - first
+                a = np.repeat(a_all, counts)
+                b = by_key[_ragged_arange(first, counts)]
+                keep = (b > a) & ((x[b] - x[a]) ** 2 + (y[b] - y[a]) ** 2 < radius_um**2)
+                found_a.append(a[keep])
+                found_b.append(b[keep])
+    return np.concatenate(found_a), np.concatenate(found_b)
+
+
+def min_neighbour_gap(x: F64, y: F64, radius_um: float, cap: int) -> int:
+    """Reference for :func:`controller._scanpath.min_neighbour_gap`."""
+    a, b = _pairs_within(x, y, radius_um)
+    return int(min([len(x), max(cap, 0), *(b - a).min(initial=len(x), keepdims=True)]))
+
+
+def fire_times(
+    x: F64, y: F64, pulse_us: I32, stack: I32, period_us: float, speed_um_per_us: float,
+    accel_um_per_us2: float, settle_us: float,
+) -> tuple[F64, float, float]:
+    """Reference for :func:`controller._scanpath.fire_times`."""
+    if len(x) == 0:
+        return np.empty(0), 0.0, 0.0
+    dx = np.diff(x, prepend=0.0)
+    dy = np.diff(y, prepend=0.0)
+    d = np.sqrt(dx * dx + dy * dy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jump = np.where(
+            d == 0.0, 0.0,
+            np.where(d < speed_um_per_us * speed_um_per_us / accel_um_per_us2,
+                     2.0 * np.sqrt(d / accel_um_per_us2),
+                     d / speed_um_per_us + speed_um_per_us / accel_um_per_us2))
+    q = np.maximum(period_us, pulse_us.astype(np.float64))
+    step = (stack[:-1] - 1) * q[:-1] + np.maximum(pulse_us[:-1] + jump[1:] + settle_us, q[:-1])
+    t = np.cumsum(np.r_[jump[0] + settle_us, step])
+    end = t[-1] + (stack[-1] - 1) * q[-1] + pulse_us[-1]
+    return t, float(end), float(d.sum())
+
+
+def uncovered_samples(x: F64, y: F64, radius_um: float, sx: F64, sy: F64) -> int:
+    """Reference for :func:`controller._scanpath.uncovered_samples`."""
+    a, b = _pairs_within(x, y, 2.0 * radius_um)
+    covered = np.zeros((len(x), len(sx)), dtype=bool)
+    for s in range(len(sx)):
+        px, py = x[b] + sx[s], y[b] + sy[s]
+        hit = (px - x[a]) * (px - x[a]) + (py - y[a]) * (py - y[a]) < radius_um * radius_um
+        covered[b[hit], s] = True
+    return int(covered.size - covered.sum())

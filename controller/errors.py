@@ -1,0 +1,19 @@
+"""Typed errors of the controller layer: each says what was wrong, the value, what is allowed."""
+
+from __future__ import annotations
+
+
+class SettingsError(ValueError):
+    """A treatment setting (or a handpiece data field) is invalid; nothing was planned.
+
+    ``field`` is the dotted setting name (e.g. ``density.pitch_um``), ``value`` the rejected
+    value and ``allowed`` a human-readable description of the allowed range.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str, reason: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{field} = {value!r} rejected{why}; allowed: {allowed}")

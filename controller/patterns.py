@@ -1,0 +1,102 @@
+"""Plane geometry of scan patterns: outlines as polygons (µm), their area and simplicity.
+
+Every pattern, the circle included, is handled as a polygon so one masking kernel serves all;
+a circle becomes its inscribed polygon with at most ``CIRCLE_MAX_ERROR_UM`` of radial error, so
+spots inside the polygon are inside the circle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+Polygon = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+CIRCLE_MAX_ERROR_UM = 1.0
+CIRCLE_MIN_SIDES = 32
+
+
+def regular_polygon_um(sides: int, radius_um: float) -> Polygon:
+    """Counter-clockwise regular polygon centred on the origin, first vertex on +x."""
+    angle = 2.0 * np.pi * np.arange(sides) / sides
+    return radius_um * np.cos(angle), radius_um * np.sin(angle)
+
+
+def circle_sides(radius_um: float) -> int:
+    """Sides of the inscribed polygon whose sagitta stays within ``CIRCLE_MAX_ERROR_UM``."""
+    if radius_um <= CIRCLE_MAX_ERROR_UM:
+        return CIRCLE_MIN_SIDES
+    sides = math.ceil(math.pi / math.acos(1.0 - CIRCLE_MAX_ERROR_UM / radius_um))
+    return max(CIRCLE_MIN_SIDES, sides)
+
+
+def rectangle_um(width_um: float, height_um: float) -> Polygon:
+    """Counter-clockwise axis-aligned rectangle centred on the origin."""
+    hw, hh = width_um / 2.0, height_um / 2.0
+    return np.array([-hw, hw, hw, -hw]), np.array([-hh, -hh, hh, hh])
+
+
+def signed_area_um2(vx: NDArray[np.float64], vy: NDArray[np.float64]) -> float:
+    """Shoelace area: positive for a counter-clockwise polygon."""
+    return 0.5 * float(np.dot(vx, np.roll(vy, -1)) - np.dot(np.roll(vx, -1), vy))
+
+
+def rotate(
+    x: NDArray[np.float64], y: NDArray[np.float64], angle_rad: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Points rotated counter-clockwise about the origin."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return c * x - s * y, s * x + c * y
+
+
+def _orientation(ax: float, ay: float, bx: float, by: float, cx: float, cy: float) -> float:
+    return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+
+def _on_segment(ax: float, ay: float, bx: float, by: float, px: float, py: float) -> bool:
+    return min(ax, bx) <= px <= max(ax, bx) and min(ay, by) <= py <= max(ay, by)
+
+
+def _segments_touch(p: tuple[float, ...], q: tuple[float, ...]) -> bool:
+    """Closed segments p=(ax,ay,bx,by) and q intersect (collinear overlap included)."""
+    ax, ay, bx, by = p
+    cx, cy, dx, dy = q
+    o1 = _orientation(ax, ay, bx, by, cx, cy)
+    o2 = _orientation(ax, ay, bx, by, dx, dy)
+    o3 = _orientation(cx, cy, dx, dy, ax, ay)
+    o4 = _orientation(cx, cy, dx, dy, bx, by)
+    if ((o1 > 0) != (o2 > 0)) and ((o3 > 0) != (o4 > 0)) and 0 not in (o1, o2, o3, o4):
+        return True
+    return (
+        (o1 == 0 and _on_segment(ax, ay, bx, by, cx, cy))
+        or (o2 == 0 and _on_segment(ax, ay, bx, by, dx, dy))
+        or (o3 == 0 and _on_segment(cx, cy, dx, dy, ax, ay))
+        or (o4 == 0 and _on_segment(cx, cy, dx, dy, bx, by))
+    )
+
+
+def self_intersection(vx: NDArray[np.float64], vy: NDArray[np.float64]) -> tuple[int, int] | None:
+    """First pair of edges (edge k joins vertex k to k+1) that touch, or None if simple.
+
+    Adjacent edges may share their common vertex only: a zero-length edge or a fold back
+    along the previous edge counts as touching. O(V^2): outlines have few vertices.
+    """
+    n = len(vx)
+    pts = [(float(vx[k]), float(vy[k])) for k in range(n)]
+    for k in range(n):
+        if pts[k] == pts[(k + 1) % n]:
+            return k, (k + 1) % n
+    for a in range(n):
+        for b in range(a + 1, n):
+            if b == a + 1 or (a == 0 and b == n - 1):
+                # shared vertex s between outer vertices p and q: touching means a fold back
+                p, s, q = (pts[a], pts[b], pts[(b + 1) % n]) if b == a + 1 else (
+                    pts[b], pts[0], pts[1])
+                if _orientation(*p, *s, *q) == 0 and (
+                        _on_segment(*p, *s, *q) or _on_segment(*s, *q, *p)):
+                    return a, b
+            elif _segments_touch((*pts[a], *pts[(a + 1) % n]), (*pts[b], *pts[(b + 1) % n])):
+                return a, b
+    return None
