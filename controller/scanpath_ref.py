@@ -95,6 +95,8 @@ def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
 
 def interlaced_order(i: I32, j: I32, x: F64, y: F64, ki: int, kj: int) -> I32:
     """Reference for :func:`controller._scanpath.interlaced_order`."""
+    if len(i) == 0:
+        return np.empty(0, dtype=np.int32)
     group = (j.astype(np.int64) % kj) * ki + i.astype(np.int64) % ki
     seq = np.argsort(group, kind="stable")
     g, row = group[seq], j[seq]
@@ -134,8 +136,9 @@ def _pairs_within(x: F64, y: F64, radius_um: float) -> tuple[NDArray[np.int64], 
     n = len(x)
     if n < 2 or not radius_um > 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    cx = np.floor((x - x.min()) / radius_um).astype(np.int64)
-    cy = np.floor((y - y.min()) / radius_um).astype(np.int64)
+    cell_um = max(radius_um, (np.ptp(x) + np.ptp(y)) * 1e-6)  # at most ~1e6 cells a side
+    cx = np.floor((x - x.min()) / cell_um).astype(np.int64)
+    cy = np.floor((y - y.min()) / cell_um).astype(np.int64)
     width = int(cx.max()) + 3
     key = (cy + 1) * width + (cx + 1)
     by_key = np.argsort(key, kind="stable")

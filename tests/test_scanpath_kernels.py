@@ -1,0 +1,218 @@
+"""Each Cython kernel equals its numpy reference on random inputs (edge cases included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller import _scanpath as cy
+from controller import scanpath_ref as ref
+
+coord = st.floats(-5000, 5000, allow_nan=False)
+pitch = st.floats(20, 800, allow_nan=False)
+seeds = st.integers(0, 2**64 - 1)
+
+
+@st.composite
+def points(draw: st.DrawFn, max_n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Random points, some of them on a coarse lattice so that duplicates and exact
+    distances occur."""
+    n = draw(st.integers(0, max_n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1.0, 100.0, 3000.0]))
+    x, y = rng.uniform(-scale, scale, n), rng.uniform(-scale, scale, n)
+    snap = rng.random(n) < draw(st.floats(0, 1))
+    x[snap] = np.round(x[snap] / 50.0) * 50.0
+    y[snap] = np.round(y[snap] / 50.0) * 50.0
+    return x, y
+
+
+@st.composite
+def polygons(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """Random polygons (possibly self-intersecting: the crossing rule is still defined)."""
+    nv = draw(st.integers(3, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        angle = np.sort(rng.uniform(0, 2 * np.pi, nv))
+        radius = rng.uniform(500, 3000, nv)
+        vx, vy = radius * np.cos(angle), radius * np.sin(angle)
+    else:
+        vx, vy = rng.uniform(-3000, 3000, nv), rng.uniform(-3000, 3000, nv)
+    return np.round(vx, draw(st.sampled_from([0, 6]))), np.round(vy, 0)
+
+
+def lattice_points(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    box = sorted([draw(coord), draw(coord)]), sorted([draw(coord), draw(coord)])
+    return cy.lattice(box[0][0], box[0][1], box[1][0], box[1][1], draw(pitch), draw(st.booleans()),
+                      draw(coord), draw(coord))
+
+
+def assert_same(a: object, b: object) -> None:
+    if isinstance(a, tuple):
+        assert isinstance(b, tuple) and len(a) == len(b)
+        for p, q in zip(a, b, strict=True):
+            assert_same(p, q)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_lattice(data: st.DataObject) -> None:
+    args = (*sorted([data.draw(coord), data.draw(coord)]),
+            *sorted([data.draw(coord), data.draw(coord)]),
+            data.draw(pitch), data.draw(st.booleans()), data.draw(coord), data.draw(coord))
+    got = cy.lattice(*args)
+    assert_same(got, ref.lattice(*args))
+    x, y, _, _ = got
+    tol = 1e-9  # the box test is done in floating point: within rounding of the box
+    assert np.all((x >= args[0] - tol) & (x <= args[1] + tol))
+    assert np.all((y >= args[2] - tol) & (y <= args[3] + tol))
+
+
+def test_lattice_is_row_major_and_anchored_at_the_offset() -> None:
+    x, y, i, j = cy.lattice(-250, 250, -100, 300, 100, True, 10, 0)
+    assert np.all(np.diff(j) >= 0)
+    assert np.all(np.diff(i)[np.diff(j) == 0] == 1)
+    np.testing.assert_allclose(x, i * 100 + np.where(j % 2, 50, 0) + 10)
+    np.testing.assert_allclose(y, j * 100 * np.sqrt(3) / 2)
+
+
+@settings(max_examples=40)
+@given(seeds, st.integers(0, 2000), st.floats(0, 500))
+def test_uniform_and_jitter(key: int, n: int, half_side_um: float) -> None:
+    u = cy.uniform(key, n)
+    assert_same(u, ref.uniform(key, n))
+    assert np.all((u >= 0) & (u < 1))
+    x = np.linspace(-1000, 1000, n)
+    got = cy.jitter(x, -x, half_side_um, key)
+    assert_same(got, ref.jitter(x, -x, half_side_um, key))
+    assert np.all(np.abs(got[0] - x) <= half_side_um)
+    assert np.all(np.abs(got[1] + x) <= half_side_um)
+
+
+@settings(max_examples=80)
+@given(points(600), polygons())
+def test_inside_polygon(pts: tuple[np.ndarray, np.ndarray], poly: tuple[np.ndarray, ...]) -> None:
+    x, y = pts
+    vx, vy = poly
+    # the vertices themselves and the midpoints of edges are the hardest cases
+    x = np.r_[x, vx, (vx + np.roll(vx, -1)) / 2]
+    y = np.r_[y, vy, (vy + np.roll(vy, -1)) / 2]
+    assert_same(cy.inside_polygon(x, y, vx, vy), ref.inside_polygon(x, y, vx, vy))
+
+
+def test_inside_polygon_is_half_open_on_a_square() -> None:
+    vx, vy = np.array([-1.0, 1, 1, -1]), np.array([-1.0, -1, 1, 1])
+    x = np.array([-1.0, 1.0, 0.0, 0.0, 0.0])
+    y = np.array([0.0, 0.0, -1.0, 1.0, 0.0])
+    assert cy.inside_polygon(x, y, vx, vy).tolist() == [True, False, True, False, True]
+
+
+@settings(max_examples=40)
+@given(points(300), polygons())
+def test_edge_distance(pts: tuple[np.ndarray, np.ndarray], poly: tuple[np.ndarray, ...]) -> None:
+    vx, vy = poly
+    keep = np.hypot(np.diff(np.r_[vx, vx[0]]), np.diff(np.r_[vy, vy[0]])) > 0
+    if keep.sum() < 3:
+        return
+    vx, vy = vx[keep], vy[keep]
+    got = cy.edge_distance(*pts, vx, vy)
+    assert_same(got, ref.edge_distance(*pts, vx, vy))
+    assert np.allclose(cy.edge_distance(vx, vy, vx, vy), 0.0)
+
+
+@settings(max_examples=60)
+@given(st.data(), st.integers(1, 5), st.integers(1, 5))
+def test_interlaced_order(data: st.DataObject, ki: int, kj: int) -> None:
+    x, y, i, j = lattice_points(data.draw)
+    keep = np.random.default_rng(data.draw(st.integers(0, 99))).random(len(x)) < data.draw(
+        st.floats(0.2, 1.0))
+    x, y, i, j = x[keep], y[keep], i[keep], j[keep]
+    got = cy.interlaced_order(i, j, x, y, ki, kj)
+    assert_same(got, ref.interlaced_order(i, j, x, y, ki, kj))
+    np.testing.assert_array_equal(np.sort(got), np.arange(len(x)))
+
+
+def test_serpentine_reverses_every_other_row() -> None:
+    x, y, i, j = cy.lattice(0, 200, 0, 200, 100, False, 0, 0)
+    order = cy.interlaced_order(i, j, x, y, 1, 1)
+    assert order.tolist() == [0, 1, 2, 5, 4, 3, 6, 7, 8]
+
+
+def test_interlaced_fires_sub_grids_one_after_another() -> None:
+    x, y, i, j = cy.lattice(0, 300, 0, 100, 100, False, 0, 0)
+    order = cy.interlaced_order(i, j, x, y, 2, 1)
+    # sub-grid i even: 0, 2 (row 0) then 6, 4 (row 1); sub-grid i odd starts at the end
+    # of its first row farther from spot 4
+    assert order.tolist() == [0, 2, 6, 4, 3, 1, 5, 7]
+
+
+@settings(max_examples=60)
+@given(points(400), st.just(0.0) | st.floats(1e-3, 800), st.integers(-5, 500))
+def test_min_neighbour_gap(pts: tuple[np.ndarray, np.ndarray], radius_um: float, cap: int) -> None:
+    got = cy.min_neighbour_gap(*pts, radius_um, cap)
+    assert got == ref.min_neighbour_gap(*pts, radius_um, cap)
+    x, y = pts
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    k = np.arange(len(x))
+    gaps = np.abs(k[:, None] - k[None, :])[(d < radius_um) & (k[:, None] < k[None, :])]
+    assert got == min(len(x), max(cap, 0), *gaps)
+
+
+@settings(max_examples=40)
+@given(points(300), st.floats(1, 5000), st.floats(0.1, 50), st.floats(1e-3, 1), st.floats(0, 500))
+def test_fire_times(pts: tuple[np.ndarray, np.ndarray], period_us: float, speed: float,
+                    accel: float, settle_us: float) -> None:
+    x, y = pts
+    rng = np.random.default_rng(len(x))
+    pulse = rng.integers(1, 3000, len(x)).astype(np.int32)
+    stack = rng.integers(1, 4, len(x)).astype(np.int32)
+    t, end, travel = cy.fire_times(x, y, pulse, stack, period_us, speed, accel, settle_us)
+    rt, rend, rtravel = ref.fire_times(x, y, pulse, stack, period_us, speed, accel, settle_us)
+    assert_same(t, rt)
+    assert end == rend
+    assert travel == pytest.approx(rtravel, rel=1e-12, abs=1e-9)
+    # consecutive pulses never closer than one period nor overlapping
+    if len(x) > 1:
+        assert np.all(np.diff(t) >= (stack[:-1] - 1) * np.maximum(period_us, pulse[:-1])
+                      + np.maximum(period_us, pulse[:-1]) - 1e-6)
+
+
+def test_jump_time_model() -> None:
+    # accel 0.01 µm/µs^2, speed 2 µm/µs: cruise from 400 µm; settle 10 µs, pulse 5 µs
+    x = np.array([0.0, 100.0, 1100.0])
+    t, end, travel = cy.fire_times(x, np.zeros(3), np.full(3, 5, np.int32),
+                                   np.ones(3, np.int32), 1.0, 2.0, 0.01, 10.0)
+    short_jump, long_jump = 2 * np.sqrt(100 / 0.01), 1000 / 2.0 + 2.0 / 0.01
+    # first spot: jump 0, settle; then pulse + jump + settle (period 1 µs never binds)
+    assert t.tolist() == pytest.approx([10.0, 10 + 5 + short_jump + 10,
+                                        10 + 5 + short_jump + 10 + 5 + long_jump + 10])
+    assert end == pytest.approx(t[-1] + 5)
+    assert travel == pytest.approx(1100.0)
+
+
+@settings(max_examples=40)
+@given(points(250), st.floats(1, 400))
+def test_uncovered_samples(pts: tuple[np.ndarray, np.ndarray], radius_um: float) -> None:
+    x, y = pts
+    s = np.arange(32)
+    sx = radius_um * np.sqrt((s + 0.5) / 32) * np.cos(s * 2.4)
+    sy = radius_um * np.sqrt((s + 0.5) / 32) * np.sin(s * 2.4)
+    got = cy.uncovered_samples(x, y, radius_um, sx, sy)
+    assert got == ref.uncovered_samples(x, y, radius_um, sx, sy)
+    assert 0 <= got <= len(x) * 32
+    # a repeated disc adds nothing
+    assert cy.uncovered_samples(np.r_[x, x], np.r_[y, y], radius_um, sx, sy) == got
+
+
+def test_kernels_reject_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="lengths differ"):
+        cy.inside_polygon(np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="pitch_um"):
+        cy.lattice(0, 1, 0, 1, 0.0, False, 0, 0)
