@@ -52,8 +52,10 @@ DELIVERED_MAX_AGE_S = 0.010
 CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
 _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
                "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
-#: Spot tuple positions (SPOT_BATCH record order).
-_INDEX, _X, _Y, _ENERGY, _PULSE, _STACK = range(6)
+#: Inputs that must all be set for a spot to fire.
+_EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
+#: Buffered spot tuple: the SPOT_BATCH record fields, then the calibrated mirror position.
+_INDEX, _X, _Y, _ENERGY, _PULSE, _STACK, _MIRROR_X, _MIRROR_Y = range(8)
 
 
 class Refused(Exception):
@@ -97,10 +99,7 @@ class SimDevice:
         self.laser = Laser(cfg, random.Random(cfg.seed + 1))
         self.truth = GroundTruth()
         self._device_key = cfg.device_key
-        self._inputs = Interlock(0)
-        for name, bit in _INPUT_BITS.items():
-            if getattr(cfg, name):
-                self._inputs |= bit
+        self._inputs = sum(int(bit) for name, bit in _INPUT_BITS.items() if getattr(cfg, name))
         self._nv_plan: Plan | None = None
         self._now_s = 0.0
         self._host_now_s = 0.0
@@ -176,6 +175,11 @@ class SimDevice:
         return out
 
     @property
+    def now_s(self) -> float:
+        """Device time reached by the last :meth:`advance`."""
+        return self._now_s
+
+    @property
     def ground_truth(self) -> np.ndarray:
         """Every spot actually fired, in firing order (see :data:`sim_hw.truth.TRUTH_DTYPE`)."""
         return self.truth.array
@@ -248,7 +252,7 @@ class SimDevice:
 
     @property
     def interlocks(self) -> Interlock:
-        return self._inputs
+        return Interlock(self._inputs)
 
     def set_input(self, **inputs: bool | str) -> None:
         """Change interlock inputs (``key``, ``door``/``interlock``, ``estop``, ``footswitch``):
@@ -257,8 +261,8 @@ class SimDevice:
         for name, value in inputs.items():
             input_name, permits = parse_input(name, value)
             bit = _INPUT_BITS[input_name]
-            new = (new | bit) if permits else (new & ~bit)
-        old, self._inputs = self._inputs, Interlock(new)
+            new = (new | bit) if permits else (new & ~bit & 0xF)
+        old, self._inputs = self._inputs, int(new)
         if old != new:
             self._event("EVT_INTERLOCK", old=int(old), new=int(new))
         self._check_interlocks()
@@ -321,6 +325,16 @@ class SimDevice:
             self.plan.next_index = self.plan.resume_index()
         self._set_state(State.FAULT, cause)
 
+    def _persist(self, plan: Plan) -> None:
+        """Write the plan's progress to non-volatile memory (rule 9)."""
+        nv = self._nv_plan
+        if nv is None:
+            self._nv_plan = dataclasses.replace(plan)
+        else:
+            nv.delivered_count = plan.delivered_count
+            nv.last_delivered = plan.last_delivered
+            nv.fired_floor = plan.fired_floor
+
     def _clear_buffer(self) -> None:
         self._buffer.clear()
         self._next_fire_s = None
@@ -365,13 +379,13 @@ class SimDevice:
             return
         spot = self._buffer[0]
         self._galvo_free_s = max(self._galvo_free_s, self._now_s)
-        jump_s = self.galvo.jump_time_us(spot[_X], spot[_Y]) / 1e6
+        jump_s = self.galvo.jump_time_us(spot[_MIRROR_X], spot[_MIRROR_Y]) / 1e6
         self._next_fire_s = max(self._period_ready_s, self._galvo_free_s + jump_s)
 
     def _fire_next(self) -> None:
         """Fire the spot at the head of the buffer, re-checking everything first (rule 4)."""
-        self._check_interlocks()
-        if self.state != State.EMITTING:
+        if self._inputs & _EMIT_BITS != _EMIT_BITS:  # rule 4: re-checked before every spot
+            self._check_interlocks()
             return
         spot = self._buffer[0]
         plan = self.plan
@@ -379,7 +393,7 @@ class SimDevice:
         if self.laser.over_temperature:
             self._fault(FaultCode.OVER_TEMPERATURE, Cause.DEVICE_FAULT)
             return
-        if not self.galvo.move(spot[_X], spot[_Y]):
+        if not self.galvo.move(spot[_MIRROR_X], spot[_MIRROR_Y]):
             self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
             return
         self._buffer.popleft()
@@ -391,7 +405,7 @@ class SimDevice:
         plan.delivered_count += 1
         plan.last_delivered = index
         plan.fired_floor = index if plan.fired_floor == NO_INDEX else max(plan.fired_floor, index)
-        self._nv_plan = dataclasses.replace(plan)  # written before the delivery is reported
+        self._persist(plan)  # written before the delivery is reported
         self._delivered.append((index, measured_uj))
         if self._flush_at_s is None:
             self._flush_at_s = t_s + DELIVERED_MAX_AGE_S
@@ -416,7 +430,9 @@ class SimDevice:
         assert self._jump is not None
         _, request, jump_us = self._jump
         self._jump = None
-        if self.galvo.move(int(request["x_lsb"]), int(request["y_lsb"])):
+        mirror_x, mirror_y = (int(v) for v in self.galvo.corrected(request["x_lsb"],
+                                                                   request["y_lsb"]))
+        if self.galvo.move(mirror_x, mirror_y):
             self._reply(request, self._ack(request, jump_us))
         else:
             self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
@@ -577,7 +593,7 @@ class SimDevice:
         for axis, value in (("x", x), ("y", y)):
             if not self.galvo.reachable_axis(value, axis):
                 raise Refused(ErrorCode.OUT_OF_RANGE, value, f"{axis}_lsb outside the field")
-        jump_us = self.galvo.jump_time_us(x, y)
+        jump_us = self.galvo.jump_time_us(*(int(v) for v in self.galvo.corrected(x, y)))
         self._jump = (self._now_s + jump_us / 1e6, request, jump_us)  # ACK once settled
 
     def _on_aiming_beam(self, request: Message) -> Message:
@@ -639,7 +655,11 @@ class SimDevice:
         if bad.size:
             raise Refused(ErrorCode.OUT_OF_RANGE, int(indices[bad[0]]),
                           f"spot {indices[bad[0]]} outside the device limits")
-        self._buffer.extend(spots.tolist())
+        mirror_x, mirror_y = self.galvo.corrected(spots["x_lsb"], spots["y_lsb"])
+        self._buffer.extend(
+            (*spot[:_MIRROR_X], mx, my)
+            for spot, mx, my in zip(spots.tolist(), mirror_x.tolist(), mirror_y.tolist(),
+                                    strict=True))
         plan.next_index += len(spots)
         if self._next_fire_s is None:
             self._schedule_next()
@@ -664,7 +684,8 @@ class SimDevice:
             raise Refused(ErrorCode.FOOTSWITCH_UP, int(self._inputs), "footswitch up")
 
     def _on_start(self, request: Message) -> Message:
-        left_ms = math.ceil(self.config.pre_emission_ms - (self._now_s - self._armed_at_s) * 1000)
+        on_us = round((self._now_s - self._armed_at_s) * 1e6)
+        left_ms = math.ceil((self.config.pre_emission_ms * 1000 - on_us) / 1000)
         if left_ms > 0:
             raise Refused(ErrorCode.INDICATOR_DELAY, left_ms, f"indicator on for {left_ms} ms more")
         self._require_footswitch()

@@ -46,7 +46,7 @@ class Galvo:
 
     def corrected(self, x_lsb: np.ndarray | int, y_lsb: np.ndarray | int) -> tuple[
             np.ndarray, np.ndarray]:
-        """Mirror positions for host positions, after the device's calibration."""
+        """Mirror positions for host positions, after the device's calibration (vectorised)."""
         cal = self.calibration
         return (_correct(x_lsb, cal.x_gain_ppm, cal.x_offset_lsb),
                 _correct(y_lsb, cal.y_gain_ppm, cal.y_offset_lsb))
@@ -66,19 +66,17 @@ class Galvo:
         """Per target: both axes reachable."""
         return self.reachable_axis(x_lsb, "x") & self.reachable_axis(y_lsb, "y")
 
-    def jump_time_us(self, x_lsb: int, y_lsb: int) -> int:
-        """Time to reach and settle on a host position from where the mirrors are now."""
-        cx, cy = (int(v) for v in self.corrected(x_lsb, y_lsb))
-        move_lsb = max(abs(cx - self.x_lsb), abs(cy - self.y_lsb))
+    def jump_time_us(self, mirror_x_lsb: int, mirror_y_lsb: int) -> int:
+        """Time to reach and settle on a mirror position from where the mirrors are now."""
+        move_lsb = max(abs(mirror_x_lsb - self.x_lsb), abs(mirror_y_lsb - self.y_lsb))
         if move_lsb == 0:
             return 0
         move_um = move_lsb * self.calibration.field_size_um / GALVO_FULL_SCALE_LSB
         return math.ceil(move_um * 1000 / self.speed_um_per_ms) + self.settle_us
 
-    def move(self, x_lsb: int, y_lsb: int) -> bool:
-        """Drive the mirrors to a host position; False when they did not get there (stuck)."""
+    def move(self, mirror_x_lsb: int, mirror_y_lsb: int) -> bool:
+        """Drive the mirrors to a (corrected) position; False when they did not get there."""
         if self.stuck:
             return False
-        cx, cy = self.corrected(x_lsb, y_lsb)
-        self.x_lsb, self.y_lsb = int(cx), int(cy)
+        self.x_lsb, self.y_lsb = mirror_x_lsb, mirror_y_lsb
         return True

@@ -14,6 +14,7 @@ import numpy as np
 
 from drivers.protocol import FrameDecoder, Message, decode_payload, encode, message
 from drivers.protocol.messages import SPOT_DTYPE, Direction
+from sim_hw.device import SimDevice
 
 
 class RawHost:
@@ -97,3 +98,8 @@ def make_spots(count: int, first_index: int = 0, energy_uj: int = 10_000, pulse_
 def plan_checksum(spots: np.ndarray) -> int:
     """CRC-32 over the records of a whole pass (section 9)."""
     return zlib.crc32(np.ascontiguousarray(spots, SPOT_DTYPE).tobytes())
+
+
+def attach(device: SimDevice) -> RawHost:
+    """A RawHost wired straight to a pure SimDevice (no thread, no clock: tests advance it)."""
+    return RawHost(device.receive, lambda max_bytes, timeout_s: device.transmit())
