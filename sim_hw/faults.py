@@ -220,4 +220,5 @@ class Faults:
                 self.galvo_stuck(value == "stuck")
             else:
                 raise ValueError(f"unknown fault {word!r}; see Faults.command")
-        return "ok " + " ".join(f"{d}:{self.applied(d)}" for d in DIRECTIONS)
+        return "ok applied " + " ".join(
+            f"{d}:" + ",".join(f"{k}={v}" for k, v in self.applied(d).items()) for d in DIRECTIONS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import select
 
 from sim_hw.config import SimConfig
-from sim_hw.pair import PairTransport
 from sim_hw.server import Served, SyncedDevice
+from sim_hw.sockets import PairTransport
 
 
 class SimLink:
@@ -17,8 +17,8 @@ class SimLink:
     """
 
     def __init__(self, config: SimConfig) -> None:
-        self._served = Served(config, lambda s: PairTransport("sim link"), "sim link")
-        self._transport: PairTransport = self._served.transport  # type: ignore[assignment]
+        self._transport = PairTransport("sim link")
+        self._served = Served(config, self._transport, "sim link")
         self._sock = self._transport.connect()
         self._served.start()
         self.device: SyncedDevice = self._served.device

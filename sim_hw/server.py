@@ -14,10 +14,11 @@ import os
 import select
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sim_hw.clock import SimClock
 from sim_hw.config import SimConfig
+from sim_hw.control import ControlChannel, execute
 from sim_hw.device import SimDevice
 from sim_hw.faults import Faults
 
@@ -99,12 +100,13 @@ class SyncedDevice:
 class Served:
     """One device served over one transport by one thread; a context manager.
 
-    ``device`` (thread-safe view) and ``faults`` are for tests and the control channel;
+    ``device`` (thread-safe view) and ``faults`` are for tests; ``control_port`` (when a
+    control channel was asked for) takes text commands, see :mod:`sim_hw.control`.
     ``stop()`` is idempotent and joins the thread.
     """
 
-    def __init__(self, config: SimConfig, transport_factory: Callable[[Served], Transport],
-                 name: str) -> None:
+    def __init__(self, config: SimConfig, transport: Transport, name: str,
+                 control_port: int | None = None) -> None:
         self.config = config
         self.name = name
         self.lock = threading.RLock()
@@ -115,13 +117,18 @@ class Served:
         os.set_blocking(self._wake_w, False)
         self.device = SyncedDevice(self._device, self.lock, self.wake)
         self.faults = Faults(self._device, config.seed, self.lock, self.wake)
-        self.transport = transport_factory(self)
-        self.control: Any = None  # a ControlChannel, attached by the pty/tcp servers
+        self.transport = transport
+        self.control = None if control_port is None else ControlChannel(
+            control_port, lambda line: execute(self._device, self.faults, line), name)
         self._stopping = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"sim_hw-{name}", daemon=True)
 
-    def start(self) -> Served:
+    @property
+    def control_port(self) -> int | None:
+        return None if self.control is None else self.control.port
+
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -145,7 +152,7 @@ class Served:
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def __enter__(self) -> Served:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

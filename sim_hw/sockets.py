@@ -1,4 +1,4 @@
-"""Socket-pair transport: the device end of an in-process link (used by sim:// and USB)."""
+"""Socket transports: one connected host socket, and the in-process socket pair."""
 
 from __future__ import annotations
 
@@ -11,23 +11,19 @@ from sim_hw.server import PendingOutput
 log = logging.getLogger("sim_hw")
 
 
-class PairTransport:
-    """Serves the device over one end of a ``socket.socketpair``; :meth:`connect` makes a fresh
-    pair (a new host connection) and returns the host's end."""
+class SocketTransport:
+    """Serves the device to one connected, non-blocking socket at a time."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._sock: socket.socket | None = None
         self._out = PendingOutput(name)
 
-    def connect(self) -> socket.socket:
-        """Drop any current host and return the host end of a new connection."""
+    def _adopt(self, sock: socket.socket, peer: str) -> None:
         self.drop_host()
-        host_end, device_end = socket.socketpair()
-        device_end.setblocking(False)
-        self._sock = device_end
-        log.info("%s: host connected", self.name)
-        return host_end
+        sock.setblocking(False)
+        self._sock = sock
+        log.info("%s: host connected (%s)", self.name, peer)
 
     def read_fds(self) -> list[int]:
         return [] if self._sock is None else [self._sock.fileno()]
@@ -50,11 +46,13 @@ class PairTransport:
         return data
 
     def on_writable(self, fd: int) -> None:
-        if self._sock is not None:
-            try:
-                self._out.flush(self._sock.send)
-            except OSError:
-                self.drop_host()
+        if self._sock is None:
+            return
+        try:
+            self._out.flush(self._sock.send)
+        except OSError:
+            log.info("%s: host disconnected", self.name)
+            self.drop_host()
 
     def send(self, data: bytes) -> None:
         if self._sock is None:
@@ -71,3 +69,13 @@ class PairTransport:
 
     def close(self) -> None:
         self.drop_host()
+
+
+class PairTransport(SocketTransport):
+    """The device end of an in-process ``socket.socketpair`` (``sim://`` links and USB)."""
+
+    def connect(self) -> socket.socket:
+        """Drop any current host and return the host end of a new connection."""
+        host_end, device_end = socket.socketpair()
+        self._adopt(device_end, "in-process")
+        return host_end

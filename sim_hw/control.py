@@ -1,0 +1,113 @@
+"""Control channel of a running simulator: one text line in, one line out, on 127.0.0.1.
+
+Commands::
+
+    set footswitch=down door=closed key=on estop=released   change interlock inputs
+    fault drop=0.01 | corrupt_next=3 | reset | drift=25 ...  inject faults (see Faults.command)
+    status                                                   state, fault, inputs, progress
+    truth                                                    summary of the spots fired
+    help
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+
+from drivers.protocol.messages import FaultCode, State
+from sim_hw.device import SimDevice
+from sim_hw.faults import Faults
+
+log = logging.getLogger("sim_hw")
+
+MAX_LINE_BYTES = 4096
+
+
+def execute(device: SimDevice, faults: Faults, line: str) -> str:
+    """Run one command line against a device (caller holds the device's lock)."""
+    command, *words = line.split()
+    try:
+        if command == "set":
+            device.set_input(**dict(word.split("=", 1) for word in words))
+            return "ok " + describe(device)
+        if command == "fault":
+            return faults.command(words)
+        if command == "status" and not words:
+            return describe(device)
+        if command == "truth" and not words:
+            return device.truth.summary()
+        if command == "help":
+            return "commands: set INPUT=VALUE..., fault WHAT..., status, truth"
+        return f"error: unknown command {line.strip()!r}; try help"
+    except ValueError as exc:
+        return f"error: {exc}"
+
+
+def describe(device: SimDevice) -> str:
+    values = device.status_values()
+    return (f"state={State(values['state']).name} fault={FaultCode(values['fault_code']).name} "
+            f"interlocks=0x{values['interlocks']:X} flags=0x{values['flags']:X} "
+            f"next_index={values['next_index']} last_delivered={values['last_delivered']} "
+            f"credits={values['credits']} fired={device.fired_count}")
+
+
+class ControlChannel:
+    """Listening socket plus short-lived clients, served by the simulator's loop."""
+
+    def __init__(self, port: int, run: Callable[[str], str], name: str) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self._run = run
+        self._name = name
+        self._clients: dict[int, tuple[socket.socket, bytearray]] = {}
+        log.info("%s: control channel on 127.0.0.1:%d", name, self.port)
+
+    def read_fds(self) -> list[int]:
+        return [self._listener.fileno(), *self._clients]
+
+    def on_readable(self, fd: int) -> None:
+        if fd == self._listener.fileno():
+            with contextlib.suppress(BlockingIOError):
+                client, _ = self._listener.accept()
+                client.setblocking(True)
+                client.settimeout(1.0)
+                self._clients[client.fileno()] = (client, bytearray())
+            return
+        client, pending = self._clients[fd]
+        try:
+            data = client.recv(MAX_LINE_BYTES)
+        except OSError:
+            data = b""
+        pending += data
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            reply = self._run(line.decode("utf-8", "replace")) if line.strip() else ""
+            log.info("%s: control %r -> %s", self._name, line.decode(errors="replace"), reply)
+            with contextlib.suppress(OSError):
+                client.sendall(reply.encode() + b"\n")
+        if not data or len(pending) > MAX_LINE_BYTES:
+            del self._clients[fd]
+            client.close()
+
+    def close(self) -> None:
+        for client, _ in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self._listener.close()
+
+
+def send(port: int, line: str, timeout_s: float = 5.0) -> str:
+    """Send one command to a running simulator's control port; returns its one-line reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(line.strip().encode() + b"\n")
+        reply = bytearray()
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.decode().strip()
