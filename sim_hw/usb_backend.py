@@ -64,7 +64,7 @@ class SimUsbBackend(usb.backend.IBackend):
                         bSynchAddress=0)
             for address in (EP_OUT, EP_IN)]
         self._strings = {**STRINGS, 3: cfg.serial}
-        self._configuration = 0
+        self._configuration = 1  # the OS configures it on enumeration, as Linux does
 
     # -- enumeration and descriptors ---------------------------------------------------------
 
@@ -185,8 +185,9 @@ def _no_device() -> usb.core.USBError:
                              _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
 
 
-def get_backend(config: SimConfig | None = None) -> tuple[SimUsbBackend, Served]:
+def get_backend(config: SimConfig | None = None,
+                control_port: int | None = None) -> tuple[SimUsbBackend, Served]:
     """A pyusb backend for a freshly served simulator, and the served handle (stop it)."""
     transport = PairTransport("usb")
-    served = Served(config or SimConfig(), transport, "usb").start()
+    served = Served(config or SimConfig(), transport, "usb", control_port).start()
     return SimUsbBackend(served, transport), served

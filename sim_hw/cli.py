@@ -1,0 +1,137 @@
+"""Command line of the simulator: ``serve`` a device, and talk to a running one's control port.
+
+``add_sim_arguments(subparsers)`` and ``run(args)`` let another CLI mount these commands
+(``co2scan sim ...``); ``python -m sim_hw`` mounts them on its own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from sim_hw.config import INPUT_WORDS, SimConfig
+from sim_hw.control import send
+from sim_hw.server import Served
+
+CONTROL_COMMANDS = {"set": "change interlock inputs, e.g. footswitch=down door=closed",
+                    "fault": "inject faults, e.g. drop=0.01, reset, drift=25, overtemp=on",
+                    "status": "print the device state", "truth": "summarise the spots fired"}
+
+
+def add_sim_arguments(subparsers: Any) -> None:
+    """Add ``serve`` and the control-channel commands to an argparse subparsers object."""
+    serve = subparsers.add_parser("serve", help="run a simulated device until Ctrl-C")
+    where = serve.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal")
+    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT")
+    where.add_argument("--usb", action="store_true",
+                       help="pyusb backend, in this process only (a demo)")
+    serve.add_argument("--control-port", type=int, default=0,
+                       help="control channel port on 127.0.0.1 (default: any free port)")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--clock", choices=("virtual", "realtime"), default="virtual")
+    for name, (permit, block) in INPUT_WORDS.items():
+        serve.add_argument(f"--{name}", choices=(permit, block), help=f"initial {name} input")
+    serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any SimConfig option, e.g. pre_emission_ms=0 (repeatable)")
+    serve.add_argument("--fault", action="append", default=[], metavar="FAULT",
+                       help="fault to inject at start, e.g. drop=0.01 (repeatable)")
+    serve.set_defaults(sim_command="serve")
+    for command, text in CONTROL_COMMANDS.items():
+        sub = subparsers.add_parser(command, help=text)
+        sub.add_argument("--control", type=int, required=True, metavar="PORT",
+                         help="control port printed by serve")
+        sub.add_argument("words", nargs="*")
+        sub.set_defaults(sim_command=command)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    query = {"seed": str(args.seed), "clock": args.clock}
+    query.update({name: getattr(args, name) for name in INPUT_WORDS if getattr(args, name)})
+    for option in args.option:
+        key, sep, value = option.partition("=")
+        if not sep:
+            raise ValueError(f"--option {option!r}: expected KEY=VALUE")
+        query[key] = value
+    return SimConfig.from_query(query)
+
+
+def _start(args: argparse.Namespace, config: SimConfig) -> Served:
+    if args.pty:
+        from sim_hw.pty_server import serve_pty
+
+        served = serve_pty(config, args.control_port)
+        print(f"pty: {served.path}")
+    elif args.tcp is not None:
+        from sim_hw.tcp_server import serve_tcp
+
+        served = serve_tcp(config, args.tcp, args.control_port)
+        print(f"url: {served.url}")
+    else:
+        served = _start_usb(config, args.control_port)
+    print(f"control: 127.0.0.1:{served.control_port}")
+    return served
+
+
+def _start_usb(config: SimConfig, control_port: int) -> Served:
+    import usb.core
+
+    from sim_hw.probe import RawHost
+    from sim_hw.usb_backend import PRODUCT_ID, VENDOR_ID, get_backend
+
+    backend, served = get_backend(config, control_port)
+    dev = usb.core.find(idVendor=VENDOR_ID, idProduct=PRODUCT_ID, backend=backend)
+
+    def read(max_bytes: int, timeout_s: float) -> bytes:
+        try:
+            return bytes(dev.read(0x81, max_bytes, max(1, int(timeout_s * 1000))))
+        except usb.core.USBTimeoutError:
+            return b""
+
+    reply = RawHost(lambda data: dev.write(0x01, data), read).request("IDENTIFY")
+    serial_number = bytes(reply["serial"]).rstrip(b"\0").decode()
+    print(f"usb: {VENDOR_ID:04x}:{PRODUCT_ID:04x} serial {serial_number} - demo only: the "
+          "backend lives in this process; other processes cannot reach it")
+    return served
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with _start(args, config) as served:
+        if args.fault:
+            print(f"faults: {served.faults.command(args.fault)}")
+        sys.stdout.flush()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute a parsed sim command; returns the exit status."""
+    if args.sim_command == "serve":
+        try:
+            return serve(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    reply = send(args.control, " ".join([args.sim_command, *args.words]))
+    print(reply)
+    return 1 if reply.startswith("error") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim_hw", description=__doc__)
+    add_sim_arguments(parser.add_subparsers(required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    return run(args)
