@@ -412,9 +412,12 @@ class TreatmentSettings:
         self.handpiece.dose_for_depth([self.depth_um], "depth_um")
         if self.feathering is not None:
             shallow_um = self.handpiece.single_pulse_depth_um[0]
-            number("feathering.edge_depth_fraction", self.feathering.edge_depth_fraction,
-                   min(1.0, shallow_um / self.depth_um), 1,
-                   unit=f"(the edge depth must reach {shallow_um:.0f} µm)")
+            fraction = self.feathering.edge_depth_fraction
+            # the planner's own product, so rounding cannot pass here and fail there
+            if self.depth_um * fraction < shallow_um:
+                raise SettingsError("feathering.edge_depth_fraction", fraction,
+                                    f"{shallow_um / self.depth_um:.4g}..1 (the edge depth must "
+                                    f"reach {shallow_um:.0f} µm)")
 
     @cached_property
     def resolved_density(self) -> Density:

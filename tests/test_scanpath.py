@@ -1,0 +1,340 @@
+"""Plan-level properties of the scan-path planner on random settings, and worked examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+from controller import patterns, scanpath_ref, timing
+from controller import scanpath as sp
+from controller.errors import SettingsError
+from controller.handpiece import get_handpiece
+from controller.settings import (
+    DensitySpec,
+    Feathering,
+    PassSettings,
+    Pattern,
+    ScanOrder,
+    TreatmentSettings,
+)
+
+HANDPIECES = {name: get_handpiece(name) for name in ("spot120", "spot300")}
+FIELD = timing.GalvoTiming(field_um=400_000.0)
+CONVEX = ("square", "rectangle", "circle", "hexagon")
+
+
+@st.composite
+def polygon_mm(draw: st.DrawFn, radius_mm: float) -> tuple[tuple[float, float], ...]:
+    """A star-shaped (hence simple) polygon: vertices at increasing angles."""
+    n = draw(st.integers(3, 12))
+    angles = np.sort(draw(st.lists(st.floats(0, 2 * np.pi, exclude_max=True), min_size=n,
+                                   max_size=n, unique=True)))
+    assume(np.all(np.diff(np.r_[angles, angles[0] + 2 * np.pi]) < np.pi * 0.9))
+    radii = [draw(st.floats(0.5, 1.0)) * radius_mm for _ in range(n)]
+    return tuple((float(r * np.cos(a)), float(r * np.sin(a)))
+                 for r, a in zip(radii, angles, strict=True))
+
+
+@st.composite
+def treatments(draw: st.DrawFn, shapes: tuple[str, ...] = (*CONVEX, "line", "polygon"),
+               min_pitches: float = 6, max_pitches: float = 25, features: bool = True,
+               kinds: tuple[str, ...] = ("raster", "serpentine", "random", "interlaced",
+                                         "thermal-spread")) -> TreatmentSettings:
+    hp = HANDPIECES[draw(st.sampled_from(sorted(HANDPIECES)))]
+    d_um = hp.spot_diameter_um
+    pitch_um = d_um * draw(st.floats(1.0, 4.0))
+    shape = draw(st.sampled_from(shapes))
+    grid = "square" if shape == "line" else draw(st.sampled_from(["square", "hex"]))
+    size_mm = pitch_um * draw(st.floats(min_pitches, max_pitches)) / 1000.0
+    rotation = draw(st.floats(-180, 180))
+    if shape == "polygon":
+        pattern = Pattern("polygon", vertices_mm=draw(polygon_mm(size_mm / 2)),
+                          rotation_deg=rotation)
+    else:
+        height = size_mm * draw(st.floats(0.5, 1.5)) if shape == "rectangle" else None
+        pattern = Pattern(shape, size_mm, height, rotation_deg=rotation)  # type: ignore[arg-type]
+    shallow_um, deep_um = hp.single_pulse_depth_um
+    depth_um = draw(st.floats(shallow_um * 1.5, deep_um * hp.max_stack))
+    jitter_um = draw(st.sampled_from([0.0, 1.0])) * draw(st.floats(0, 1)) * (pitch_um - d_um) / 2
+    feathering = None
+    if features and draw(st.booleans()):
+        edge_depth = draw(st.floats(shallow_um / depth_um, 1.0))
+        assume(depth_um * edge_depth >= shallow_um)
+        feathering = Feathering(pitch_um * draw(st.floats(0.5, 4)), draw(st.floats(0.2, 1.0)),
+                                edge_depth)
+    mode = draw(st.sampled_from(["offset", "stack"]))
+    turn = draw(st.floats(-90, 90)) if mode == "offset" and shape != "line" else 0.0
+    passes = PassSettings(draw(st.integers(1, 3)), mode, turn) if features else PassSettings()
+    kind = draw(st.sampled_from(kinds))
+    order = ScanOrder(kind, draw(st.integers(2, 4)),
+                      min_step_um=pitch_um * draw(st.floats(0, 2)),
+                      neighbour_um=pitch_um * draw(st.floats(0, 2.5)),
+                      relax_ms=draw(st.floats(0, 30)))
+    return TreatmentSettings(hp, pattern, DensitySpec(pitch_um=pitch_um), depth_um, grid,
+                             jitter_um, feathering, passes, order)
+
+
+def plan_or_reject(s: TreatmentSettings, seed: int = 0) -> sp.Plan:
+    """Build the plan; a pattern too small for its thermal-spread step is a legitimate
+    refusal (checked in its own test), not a property failure."""
+    try:
+        return sp.build_plan(s, FIELD, seed)
+    except SettingsError as err:
+        assume(err.field != "order.min_step_um")
+        raise
+
+
+def skin_outline(s: TreatmentSettings) -> patterns.Polygon:
+    vx, vy = s.pattern.outline_um(s.resolved_density.pitch_um)
+    return patterns.rotate(vx, vy, math.radians(s.pattern.rotation_deg))
+
+
+def pairs_closer(x: np.ndarray, y: np.ndarray, radius_um: float) -> tuple[np.ndarray, ...]:
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    return np.nonzero(np.triu(d < radius_um, 1))
+
+
+def assert_thermal_rules(s: TreatmentSettings, x: np.ndarray, y: np.ndarray, t_us: np.ndarray,
+                         rate_hz: float) -> None:
+    """Consecutive spots >= min_step_um apart; spots closer than neighbour_um fired >=
+    relax_ms apart, both counted at the pass's spot rate and in the timing model."""
+    event(f"thermal-spread, rate lowered: {rate_hz < FIELD.max_spot_rate_hz}")
+    assert np.all(np.hypot(np.diff(x), np.diff(y)) >= s.order.min_step_um)
+    a, b = pairs_closer(x, y, s.order.neighbour_um)
+    assert np.all(np.abs(t_us[b] - t_us[a]) >= s.order.relax_ms * 1000 * (1 - 1e-9))
+    assert np.all(np.abs(b - a) * 1000 / rate_hz >= s.order.relax_ms * (1 - 1e-9))
+
+
+PROPERTY = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@PROPERTY
+@given(treatments(), st.integers(0, 2**64 - 1))
+def test_plan_invariants(s: TreatmentSettings, seed: int) -> None:
+    plan = plan_or_reject(s, seed)
+    hp = s.handpiece
+    vx, vy = skin_outline(s)
+    assert plan.checksum == sp.plan_checksum({n: getattr(plan, n) for n in plan.CHECKSUM_FIELDS})
+    for k, m in enumerate(plan.metrics.passes):
+        sl = plan.pass_slice(k)
+        x, y, n = plan.x_um[sl], plan.y_um[sl], m.spot_count
+        assert n == len(x) > 0
+        # every order is a permutation of the pass's grid
+        np.testing.assert_array_equal(np.sort(plan.order[sl]), np.arange(n))
+        # every spot inside the shape (or on its edge, within rounding of the rotation)
+        inside = scanpath_ref.inside_polygon(x, y, vx, vy)
+        assert np.all(inside | (scanpath_ref.edge_distance(x, y, vx, vy) < 1e-6))
+        # no two spots of a pass closer than pitch - 2 * jitter
+        assert scanpath_ref.min_neighbour_gap(x, y, s.min_spacing_um * (1 - 1e-9), n) == n
+        # doses within the handpiece's limits
+        assert np.all((plan.energy_uj[sl] >= round(hp.energy_min_mj * 1000))
+                      & (plan.energy_uj[sl] <= round(hp.energy_max_mj * 1000)))
+        assert np.all((plan.pulse_us[sl] >= hp.pulse_min_us)
+                      & (plan.pulse_us[sl] <= hp.pulse_max_us))
+        assert np.all((plan.stack[sl] >= 1) & (plan.stack[sl] <= hp.max_stack))
+        # metrics agree with the arrays
+        area_um2 = plan.metrics.pattern_area_mm2 * 1e6
+        assert m.coverage_pct == pytest.approx(100 * n * hp.spot_area_um2 / area_um2)
+        assert m.pulse_count == plan.stack[sl].sum()
+        t = plan.fire_time_us[sl]
+        assert np.all(np.diff(t) >= 1e6 / m.spot_rate_hz * (1 - 1e-12))
+        assert m.duration_s * 1e6 >= t[-1]
+        if s.order.kind == "thermal-spread":
+            assert_thermal_rules(s, x, y, t, m.spot_rate_hz)
+    assert plan.metrics.combined_reservoir_fraction == pytest.approx(
+        1 - plan.metrics.combined_coverage_pct / 100)
+    if s.passes.mode == "stack":
+        first = plan.pass_slice(0)
+        for k in range(1, s.passes.count):
+            sl = plan.pass_slice(k)
+            assert sorted(zip(plan.x_um[sl], plan.y_um[sl], strict=True)) == sorted(
+                zip(plan.x_um[first], plan.y_um[first], strict=True))
+
+
+@PROPERTY
+@given(treatments(kinds=("thermal-spread",), max_pitches=15), st.integers(0, 2**64 - 1))
+def test_thermal_spread_rules_hold_on_every_output(s: TreatmentSettings, seed: int) -> None:
+    plan = plan_or_reject(s, seed)
+    for k, m in enumerate(plan.metrics.passes):
+        sl = plan.pass_slice(k)
+        assert_thermal_rules(s, plan.x_um[sl], plan.y_um[sl], plan.fire_time_us[sl],
+                             m.spot_rate_hz)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.filter_too_much])
+@given(treatments(), st.integers(0, 2**64 - 1))
+def test_cython_plan_equals_numpy_reference_plan(s: TreatmentSettings, seed: int) -> None:
+    plan = plan_or_reject(s, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sp, "_scanpath", scanpath_ref)
+        mp.setattr(timing, "_scanpath", scanpath_ref)
+        ref = sp.build_plan(s, FIELD, seed)
+    for name in (*sp.Plan.CHECKSUM_FIELDS, "fire_time_us"):
+        np.testing.assert_array_equal(getattr(plan, name), getattr(ref, name), err_msg=name)
+    assert plan.checksum == ref.checksum
+    for a, b in zip(plan.metrics.passes, ref.metrics.passes, strict=True):
+        assert a.travel_mm == pytest.approx(b.travel_mm, rel=1e-12)
+        assert a.duration_s == b.duration_s and a.spot_rate_hz == b.spot_rate_hz
+    assert plan.metrics.combined_coverage_pct == ref.metrics.combined_coverage_pct
+
+
+@settings(max_examples=40, deadline=None)
+@given(treatments(features=False), st.integers(0, 2**64 - 1))
+def test_same_seed_same_plan(s: TreatmentSettings, seed: int) -> None:
+    a, b = plan_or_reject(s, seed), plan_or_reject(s, seed)
+    assert a.checksum == b.checksum
+    for name in sp.Plan.CHECKSUM_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    if s.jitter_um > 0 or s.order.kind == "random":
+        other = plan_or_reject(s, seed ^ 1)
+        assert other.checksum != a.checksum
+
+
+def lattice_error_bound(s: TreatmentSettings) -> float:
+    """Relative coverage error a rigid lattice can have on a convex shape of perimeter P and
+    area A: each spot's cell (circumradius r) lies within r of the shape, so
+    |N * cell - A| <= P * r + pi * r^2, with r grown by the jitter."""
+    p = s.resolved_density.pitch_um
+    r = (p / math.sqrt(3) if s.grid == "hex" else p / math.sqrt(2)) + s.jitter_um
+    vx, vy = skin_outline(s)
+    perimeter = float(np.sum(np.hypot(np.diff(np.r_[vx, vx[0]]), np.diff(np.r_[vy, vy[0]]))))
+    area = patterns.signed_area_um2(vx, vy)
+    return (perimeter * r + math.pi * r * r) / area
+
+
+@settings(max_examples=100, deadline=None)
+@given(treatments(CONVEX, min_pitches=10, max_pitches=40, features=False),
+       st.integers(0, 2**64 - 1))
+def test_coverage_within_the_lattice_bound_of_the_target(s: TreatmentSettings, seed: int) -> None:
+    plan = plan_or_reject(s, seed)
+    got, target = plan.metrics.passes[0].coverage_pct, s.resolved_density.coverage_pct
+    assert abs(got - target) / target <= lattice_error_bound(s)
+
+
+@settings(max_examples=15, deadline=None)
+@given(treatments(CONVEX, min_pitches=200, max_pitches=220, features=False),
+       st.integers(0, 2**64 - 1))
+def test_coverage_within_2_percent_for_wide_shapes(s: TreatmentSettings, seed: int) -> None:
+    assume(lattice_error_bound(s) <= 0.02)
+    plan = plan_or_reject(s, seed)
+    got, target = plan.metrics.passes[0].coverage_pct, s.resolved_density.coverage_pct
+    assert abs(got - target) / target <= 0.02
+
+
+def square(pitch_um: float, **kw: object) -> TreatmentSettings:
+    return TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 10.0),
+                             DensitySpec(pitch_um=pitch_um), 300.0, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("pitch_um", "spots", "coverage_pct"),
+                         [(500, 400, 4.52), (200, 2500, 28.27)])
+def test_domain_worked_example_plans(pitch_um: float, spots: int, coverage_pct: float) -> None:
+    m = sp.build_plan(square(pitch_um)).metrics
+    assert m.passes[0].spot_count == spots
+    assert m.passes[0].coverage_pct == pytest.approx(coverage_pct, abs=0.01)
+    assert m.passes[0].spots_per_cm2 == pytest.approx(1e8 / pitch_um**2)
+    assert m.passes[0].reservoir_fraction == pytest.approx(1 - coverage_pct / 100, abs=1e-4)
+    # depth 300 µm is the 40 mJ calibration point: 40 mJ on a 120 µm spot = 354 J/cm^2
+    assert m.passes[0].peak_fluence_j_cm2 == pytest.approx(0.040 / (math.pi * 0.006**2))
+
+
+def test_offset_passes_land_in_the_reservoirs() -> None:
+    plan = sp.build_plan(square(500, passes=PassSettings(2)))
+    a, b = plan.pass_slice(0), plan.pass_slice(1)
+    d = np.hypot(plan.x_um[a][:, None] - plan.x_um[b][None, :],
+                 plan.y_um[a][:, None] - plan.y_um[b][None, :])
+    assert d.min() == pytest.approx(500 / math.sqrt(2))  # the cell centres
+    m = plan.metrics
+    assert m.combined_coverage_pct == pytest.approx(
+        m.passes[0].coverage_pct + m.passes[1].coverage_pct, rel=1e-9)
+    stacked = sp.build_plan(square(500, passes=PassSettings(2, "stack"))).metrics
+    assert stacked.combined_coverage_pct == pytest.approx(stacked.passes[0].coverage_pct)
+
+
+def test_overlapping_passes_report_the_union() -> None:
+    # pitch 150 µm: the cell centre is 106 µm from four spots of 120 µm, so passes overlap
+    m = sp.build_plan(square(150, passes=PassSettings(2))).metrics
+    assert m.combined_coverage_pct < m.passes[0].coverage_pct + m.passes[1].coverage_pct - 1
+
+
+def test_per_pass_rotation_turns_the_grid_not_the_shape() -> None:
+    plan = sp.build_plan(square(500, passes=PassSettings(2, rotation_deg=30.0)))
+    b = plan.pass_slice(1)
+    x, y = plan.x_um[b], plan.y_um[b]
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) + np.eye(len(x)) * 1e9
+    k = np.argmin(d[0])
+    angle = math.degrees(math.atan2(y[k] - y[0], x[k] - x[0])) % 90
+    assert angle == pytest.approx(30.0)
+    assert np.all(np.abs(x) < 5000) and np.all(np.abs(y) < 5000)
+
+
+def test_feathering_thins_and_shallows_the_border() -> None:
+    s = square(200, feathering=Feathering(1500.0, 0.3, 0.5))
+    plan = sp.build_plan(s, seed=7)
+    edge = np.maximum(np.abs(plan.x_um), np.abs(plan.y_um))
+    border, core = edge > 3500, edge < 3400
+    plain = sp.build_plan(square(200))
+    plain_edge = np.maximum(np.abs(plain.x_um), np.abs(plain.y_um))
+    assert border.sum() < 0.8 * (plain_edge > 3500).sum()
+    assert core.sum() == (plain_edge < 3400).sum()
+    assert plan.energy_uj[border].mean() < plan.energy_uj[core].min()
+    assert np.all(plan.energy_uj[core] == plain.energy_uj[0])
+
+
+def test_line_pattern_is_one_row() -> None:
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("line", 5.0),
+                          DensitySpec(pitch_um=500.0), 300.0, passes=PassSettings(2))
+    plan = sp.build_plan(s)
+    assert np.all(plan.y_um == 0.0)
+    assert plan.metrics.passes[0].spot_count == 10
+    np.testing.assert_allclose(np.sort(plan.x_um[plan.pass_slice(1)]),
+                               np.arange(-2250, 2500, 500))
+
+
+def test_thermal_spread_slows_a_small_pattern_rather_than_break_its_rule() -> None:
+    order = ScanOrder("thermal-spread", min_step_um=600, neighbour_um=800, relax_ms=30)
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 4.0),
+                          DensitySpec(pitch_um=500.0), 300.0, order=order)
+    plan = sp.build_plan(s)  # 64 spots in 4 sub-grids: neighbours ~16 spots apart, 30 needed
+    m = plan.metrics.passes[0]
+    assert m.spot_rate_hz < plan.timing.max_spot_rate_hz
+    a, b = pairs_closer(plan.x_um, plan.y_um, 800)
+    assert np.min(np.abs(plan.fire_time_us[b] - plan.fire_time_us[a])) >= 30_000 * (1 - 1e-9)
+
+
+def test_thermal_spread_refuses_a_pattern_smaller_than_its_step() -> None:
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 1.0),
+                          DensitySpec(pitch_um=250.0), 300.0,
+                          order=ScanOrder("thermal-spread", min_step_um=2000, neighbour_um=0))
+    with pytest.raises(SettingsError) as err:
+        sp.build_plan(s)
+    assert err.value.field == "order.min_step_um" and err.value.value == 2000
+
+
+def test_pattern_outside_the_galvo_field_is_refused() -> None:
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 30.0),
+                          DensitySpec(pitch_um=500.0), 300.0)
+    with pytest.raises(SettingsError) as err:
+        sp.build_plan(s, timing.GalvoTiming(field_um=20_000))
+    assert err.value.field == "pattern.width_mm" and "±10 mm" in err.value.allowed
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5])
+def test_bad_seed_is_refused(seed: object) -> None:
+    with pytest.raises(SettingsError, match="seed"):
+        sp.build_plan(square(500), seed=seed)  # type: ignore[arg-type]
+
+
+def test_checksum_covers_every_array() -> None:
+    plan = sp.build_plan(square(500, jitter_um=20.0))
+    arrays = {n: getattr(plan, n).copy() for n in plan.CHECKSUM_FIELDS}
+    for name in plan.CHECKSUM_FIELDS:
+        changed = {**arrays, name: arrays[name].copy()}
+        changed[name][-1] += 1
+        assert sp.plan_checksum(changed) != plan.checksum, name
