@@ -214,7 +214,8 @@ class Link:
     def _fail(self, exc: DeviceLost) -> None:
         if self.lost is None:
             self.lost = exc
-            log.error("device lost: %s", exc)
+            if not self._stop.is_set():
+                log.error("device lost: %s", exc)
         with self._lock:
             pending, self._pending = self._pending, {}
             queues = list(self._event_queues)

@@ -27,7 +27,8 @@ ACCEPTED_FORMS = __doc__.split("::", 1)[1].rstrip()  # type: ignore[union-attr]
 #: Named pyusb backends for usb:// URLs; values make ``(backend, owner-with-stop-or-None)``.
 USB_BACKENDS: dict[str, Callable[[dict[str, str]], tuple[Any, Any]]] = {
     "libusb": lambda options: (libusb_backend(), None),
-    "sim": lambda options: load("sim_hw.usb_backend:get_backend")(options),
+    "sim": lambda options: load("sim_hw.usb_backend:get_backend")(
+        load("sim_hw.config:SimConfig").from_query(options)),
 }
 
 
