@@ -191,7 +191,7 @@ def edge_distance(const double[::1] x, const double[::1] y,
     out = np.empty(n, dtype=np.float64)
     cdef double[::1] ov = out
     cdef Py_ssize_t k, e, e1
-    cdef double best, t, ex, ey, dx, dy, d2
+    cdef double best, t, ex, ey, dx, dy, d2, length2
     with nogil:
         for k in range(n):
             best = 1e308
@@ -199,8 +199,11 @@ def edge_distance(const double[::1] x, const double[::1] y,
                 e1 = e + 1 if e + 1 < nv else 0
                 ex = vx[e1] - vx[e]
                 ey = vy[e1] - vy[e]
-                t = ((x[k] - vx[e]) * ex + (y[k] - vy[e]) * ey) / (ex * ex + ey * ey)
-                t = min(max(t, 0.0), 1.0)
+                length2 = ex * ex + ey * ey
+                t = 0.0
+                if length2 > 0.0:  # a zero-length edge is its start vertex
+                    t = ((x[k] - vx[e]) * ex + (y[k] - vy[e]) * ey) / length2
+                    t = min(max(t, 0.0), 1.0)
                 dx = vx[e] + t * ex - x[k]
                 dy = vy[e] + t * ey - y[k]
                 d2 = dx * dx + dy * dy

@@ -193,7 +193,7 @@ def _size_field(settings: TreatmentSettings) -> tuple[str, object]:
         "pattern.width_mm", p.width_mm)
 
 
-def _pass_geometry(
+def pass_geometry(
     settings: TreatmentSettings, geom_pass: int, seed: int
 ) -> tuple[NDArray[np.float64], ...]:
     """Spots of one pass before ordering: (x_um, y_um on the skin, i, j, depth_scale)."""
@@ -226,7 +226,7 @@ def _pass_geometry(
     return x, y, i, j, scale
 
 
-def _firing_order(
+def firing_order(
     settings: TreatmentSettings, x: NDArray[np.float64], y: NDArray[np.float64],
     i: NDArray[np.int32], j: NDArray[np.int32], key: int, timing: GalvoTiming,
 ) -> tuple[NDArray[np.int32], float]:
@@ -265,8 +265,8 @@ def plan_pass(
     integer("seed", seed, 0, 2**64 - 1)
     integer("pass_index", pass_index, 0, settings.passes.count - 1)
     geom_pass = 0 if settings.passes.mode == "stack" else pass_index
-    x, y, i, j, scale = _pass_geometry(settings, geom_pass, seed)
-    order, rate_hz = _firing_order(settings, x, y, i, j,
+    x, y, i, j, scale = pass_geometry(settings, geom_pass, seed)
+    order, rate_hz = firing_order(settings, x, y, i, j,
                                    stream_key(seed, pass_index, Stream.ORDER), timing)
     x, y = x[order], y[order]
     hp = settings.handpiece

@@ -86,7 +86,10 @@ def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
     for e in range(len(vx)):
         ex = vx[(e + 1) % len(vx)] - vx[e]
         ey = vy[(e + 1) % len(vy)] - vy[e]
-        t = np.clip(((x - vx[e]) * ex + (y - vy[e]) * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+        length2 = ex * ex + ey * ey
+        t = np.zeros(len(x))
+        if length2 > 0.0:  # a zero-length edge is its start vertex
+            t = np.clip(((x - vx[e]) * ex + (y - vy[e]) * ey) / length2, 0.0, 1.0)
         dx = vx[e] + t * ex - x
         dy = vy[e] + t * ey - y
         best = np.minimum(best, dx * dx + dy * dy)
