@@ -213,7 +213,11 @@ def pass_geometry(
     scale = np.ones(len(x))
     feather = settings.feathering
     if feather is not None:
-        ramp = np.minimum(_scanpath.edge_distance(x, y, gx, gy) / feather.width_um, 1.0)
+        if settings.pattern.shape == "line":  # feather towards the line's two ends only
+            edge_um = gx.max() - np.abs(x)
+        else:
+            edge_um = _scanpath.edge_distance(x, y, gx, gy)
+        ramp = np.minimum(edge_um / feather.width_um, 1.0)
         u = _scanpath.uniform(stream_key(seed, geom_pass, Stream.FEATHER), len(x))
         keep = u < feather.edge_density_fraction + (1.0 - feather.edge_density_fraction) * ramp
         x, y, i, j, ramp = x[keep], y[keep], i[keep], j[keep], ramp[keep]

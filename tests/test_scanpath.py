@@ -79,12 +79,12 @@ def treatments(draw: st.DrawFn, shapes: tuple[str, ...] = (*CONVEX, "line", "pol
 
 
 def plan_or_reject(s: TreatmentSettings, seed: int = 0) -> sp.Plan:
-    """Build the plan; a pattern too small for its thermal-spread step is a legitimate
-    refusal (checked in its own test), not a property failure."""
+    """Build the plan; a pattern too small for its thermal-spread step, or feathered down to
+    no spot at all, is a legitimate refusal (each checked in its own test), not a failure."""
     try:
         return sp.build_plan(s, FIELD, seed)
     except SettingsError as err:
-        assume(err.field != "order.min_step_um")
+        assume(err.field != "order.min_step_um" and "has no spot" not in err.reason)
         raise
 
 
@@ -285,6 +285,24 @@ def test_feathering_thins_and_shallows_the_border() -> None:
     assert core.sum() == (plain_edge < 3400).sum()
     assert plan.energy_uj[border].mean() < plan.energy_uj[core].min()
     assert np.all(plan.energy_uj[core] == plain.energy_uj[0])
+
+
+def test_a_pass_feathered_to_nothing_is_refused() -> None:
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 1.0),
+                          DensitySpec(pitch_um=500.0), 300.0,
+                          feathering=Feathering(5000.0, edge_density_fraction=1e-9))
+    with pytest.raises(SettingsError, match="pass 0 has no spot") as err:
+        sp.build_plan(s)
+    assert err.value.field == "pattern.width_mm"
+
+
+def test_line_feathers_towards_its_ends() -> None:
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("line", 10.0),
+                          DensitySpec(pitch_um=250.0), 300.0, feathering=Feathering(1000.0))
+    plan = sp.build_plan(s)
+    middle = np.abs(plan.x_um) < 4000
+    assert middle.sum() == 31 and np.all(plan.energy_uj[middle] == plan.energy_uj.max())
+    assert np.all(plan.energy_uj[np.abs(plan.x_um) > 4600] < plan.energy_uj.max())
 
 
 def test_line_pattern_is_one_row() -> None:
