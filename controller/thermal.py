@@ -1,0 +1,383 @@
+"""Tissue thermal screening model: peak temperature rise of the healing reservoir per pass.
+
+Each fired spot leaves its residual heat as a Gaussian (1/e radius = lesion radius) in a slab of
+tissue; heat conducts in the plane (depth-averaged, adiabatic). The peak rise of every grid cell
+outside all lesions is compared with a damage threshold. A screening model for comparing plans
+and catching bulk heating, not a histology prediction: see docs/thermal_model.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from types import ModuleType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from controller import _thermal
+from controller.errors import SettingsError
+
+F64 = NDArray[np.float64]
+
+#: Taylor (smooth) treatment of a near spot once its Gaussian width s >= this x window_um^2.
+SMOOTH_WINDOW_RATIO = 8.0
+
+
+def _check(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
+    if not ok:
+        bracket = "(" if lo_open else "["
+        raise SettingsError(name, value, f"{bracket}{lo:g}, {hi:g}]")
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Tissue constants, the damage criterion and the numerical resolution of the model.
+
+    diffusivity_m2_s, heat_capacity_j_m3_k: skin literature values (docs/thermal_model.md).
+    thickness_um: slab over which the residual heat is depth-averaged (e.g. column depth).
+    damage_rise_k: screening criterion, a peak rise above this in reservoir tissue is damage.
+    grid_um: output map cell; window_um: half-width of the fine window sampled around each
+    spot; far_grid_um: node spacing of the coarse grid that carries heat older than the
+    hand-over age; time_sample_ratio: ratio between successive sampled Gaussian widths after
+    a firing (sqrt(2): peak under-read at most 1.5 %); cutoff_rel: Gaussians are cut where they
+    fall below this fraction of their centre value.
+    """
+
+    diffusivity_m2_s: float = 1.3e-7
+    heat_capacity_j_m3_k: float = 3.7e6
+    thickness_um: float = 500.0
+    damage_rise_k: float = 20.0
+    grid_um: float = 25.0
+    window_um: float = 150.0
+    far_grid_um: float = 300.0
+    time_sample_ratio: float = math.sqrt(2.0)
+    cutoff_rel: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check("diffusivity_m2_s", self.diffusivity_m2_s, 5e-8, 5e-7)
+        _check("heat_capacity_j_m3_k", self.heat_capacity_j_m3_k, 2e6, 5e6)
+        _check("thickness_um", self.thickness_um, 10.0, 5000.0)
+        _check("damage_rise_k", self.damage_rise_k, 0.0, 200.0, lo_open=True)
+        _check("grid_um", self.grid_um, 2.0, 200.0)
+        _check("window_um", self.window_um, 2.0 * self.grid_um, 2000.0)
+        _check("far_grid_um", self.far_grid_um, 2.0 * self.grid_um, 5000.0)
+        _check("time_sample_ratio", self.time_sample_ratio, 1.0, 4.0, lo_open=True)
+        _check("cutoff_rel", self.cutoff_rel, 1e-6, 0.1)
+        # All samples of a window must fall inside the block of the firing or the next one.
+        limit = math.sqrt(1.125 / self.time_sample_ratio) * self.far_grid_um
+        if self.window_um >= limit:
+            raise SettingsError("window_um", self.window_um,
+                                f"< sqrt(1.125 / time_sample_ratio) * far_grid_um = {limit:.1f}")
+
+    @property
+    def kappa_um2_s(self) -> float:
+        return self.diffusivity_m2_s * 1e12
+
+    @property
+    def handover_s(self) -> float:
+        """Age at which a spot's Gaussian (std >= 1.5 far cells) moves to the far grid."""
+        return 4.5 * self.far_grid_um**2 / (4.0 * self.kappa_um2_s)
+
+    @property
+    def block_s(self) -> float:
+        """Time step of the far grid: half the hand-over age."""
+        return self.handover_s / 2.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Grids and time scales of one evaluation, shared by the Cython and numpy kernels.
+
+    Fine cell (r, c) has its centre at (x0 + (c + 0.5) cell, y0 + (r + 0.5) cell); far node
+    (r, c) sits at (fx0 + c far, fy0 + r far). Block b of the far grid starts at t0 + b block.
+    """
+
+    x0_um: float
+    y0_um: float
+    cell_um: float
+    nx: int
+    ny: int
+    fx0_um: float
+    fy0_um: float
+    far_um: float
+    nfx: int
+    nfy: int
+    window_um: float
+    kappa_um2_s: float
+    t0_s: float
+    block_s: float
+    handover_s: float
+    n_blocks: int
+    sample_ratio: float
+    smooth_s_um2: float
+    snap_s_um2: float
+    reach_log: float
+
+    @classmethod
+    def for_spots(cls, x_um: F64, y_um: F64, t_s: F64, params: TissueParams) -> Layout:
+        """Fine grid over the spots plus one window (every cell centre inside the window of an
+        outermost spot); far grid ten far cells beyond it."""
+        cell, far, win = params.grid_um, params.far_grid_um, params.window_um
+        x0, y0 = x_um.min() - win, y_um.min() - win
+        nx = max(math.floor((x_um.max() - x_um.min() + 2.0 * win) / cell), 1)
+        ny = max(math.floor((y_um.max() - y_um.min() + 2.0 * win) / cell), 1)
+        margin = 10.0 * far
+        nfx = math.ceil((nx * cell + 2.0 * margin) / far) + 1
+        nfy = math.ceil((ny * cell + 2.0 * margin) / far) + 1
+        t0 = float(t_s.min())
+        n_blocks = math.floor((float(t_s.max()) - t0 + params.handover_s) / params.block_s) + 1
+        return cls(
+            x0_um=float(x0), y0_um=float(y0), cell_um=cell, nx=nx, ny=ny,
+            fx0_um=float(x0 - margin), fy0_um=float(y0 - margin), far_um=far, nfx=nfx, nfy=nfy,
+            window_um=win, kappa_um2_s=params.kappa_um2_s, t0_s=t0, block_s=params.block_s,
+            handover_s=params.handover_s, n_blocks=n_blocks,
+            sample_ratio=params.time_sample_ratio,
+            smooth_s_um2=SMOOTH_WINDOW_RATIO * win * win, snap_s_um2=2.0 * far * far,
+            reach_log=-math.log(params.cutoff_rel),
+        )
+
+    @property
+    def extent_um(self) -> tuple[float, float, float, float]:
+        return (self.x0_um, self.x0_um + self.nx * self.cell_um,
+                self.y0_um, self.y0_um + self.ny * self.cell_um)
+
+
+@dataclass(frozen=True)
+class ThermalResult:
+    """Peak temperature rise of one evaluated pass (or passes) and its reservoir damage.
+
+    Maps are (rows = y, columns = x) with ``extent_um`` = (xmin, xmax, ymin, ymax) for
+    ``imshow(..., origin="lower", extent=extent_um)``. ``heat_content_j`` is the heat the model
+    holds at the end; it equals the deposited heat (an energy-conservation check). ``params``
+    are the parameters used (window_um/far_grid_um possibly widened to cover every cell).
+    """
+
+    peak_rise_k: F64
+    damaged: NDArray[np.bool_]
+    reservoir: NDArray[np.bool_]
+    extent_um: tuple[float, float, float, float]
+    peak_reservoir_rise_k: float
+    damaged_reservoir_fraction: float
+    heat_content_j: float
+    params: TissueParams
+
+    def within_limit(self, max_damaged_fraction: float) -> bool:
+        """True when the damaged share of the reservoir does not exceed the limit."""
+        return self.damaged_reservoir_fraction <= max_damaged_fraction
+
+
+def _as_spots(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64,
+              lesion_radius_um: F64, params: TissueParams) -> tuple[F64, ...]:
+    """Validated float64 copies, sorted by firing time (stable)."""
+    names = ("x_um", "y_um", "t_s", "heat_uj", "lesion_radius_um")
+    arrays = [np.ascontiguousarray(a, dtype=np.float64)
+              for a in (x_um, y_um, t_s, heat_uj, lesion_radius_um)]
+    n = arrays[0].shape
+    for name, a in zip(names, arrays, strict=True):
+        if a.ndim != 1 or a.shape != n:
+            raise SettingsError(name, f"shape {a.shape}", f"1-D, same length as x_um {n}")
+        if not np.isfinite(a).all():
+            raise SettingsError(name, "non-finite entries", "finite numbers")
+    if n[0] == 0:
+        raise SettingsError("x_um", "empty", "at least one spot")
+    if arrays[3].min() < 0.0:
+        raise SettingsError("heat_uj", float(arrays[3].min()), ">= 0")
+    radius = arrays[4]
+    if radius.min() < params.grid_um or radius.max() > 5000.0:
+        bad = radius.min() if radius.min() < params.grid_um else radius.max()
+        raise SettingsError("lesion_radius_um", float(bad), f"[grid_um = {params.grid_um:g}, 5000]")
+    order = np.argsort(arrays[2], kind="stable")
+    return tuple(a[order] for a in arrays)
+
+
+def _widened(params: TissueParams) -> TissueParams:
+    """Window 1.5x wider, far grid coarsened just enough to keep the block constraint."""
+    window = 1.5 * params.window_um
+    far = max(params.far_grid_um, 1.01 * window * math.sqrt(params.time_sample_ratio / 1.125))
+    return replace(params, window_um=window, far_grid_um=far)
+
+
+def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
+              params: TissueParams, kernel: ModuleType) -> ThermalResult:
+    """Evaluate with the given kernel module (controller._thermal or controller.thermal_ref).
+
+    The window is widened until every map cell lies in some spot's window, so that no cell
+    relies on the coarse far-grid snapshots alone.
+    """
+    x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
+    thickness_m = params.thickness_um * 1e-6
+    e_k_um2 = heat * 1e-6 / (params.heat_capacity_j_m3_k * thickness_m) * 1e12
+    while True:
+        lay = Layout.for_spots(x, y, t, params)
+        peak, far_end, uncovered = kernel.peak_rise(x, y, t, e_k_um2, radius * radius, lay)
+        if uncovered == 0:
+            break
+        params = _widened(params)
+    reservoir = ~kernel.lesion_mask(x, y, radius, lay)
+    damaged = reservoir & (peak >= params.damage_rise_k)
+    n_res = int(reservoir.sum())
+    far_m = lay.far_um * 1e-6
+    return ThermalResult(
+        peak_rise_k=peak,
+        damaged=damaged,
+        reservoir=reservoir,
+        extent_um=lay.extent_um,
+        peak_reservoir_rise_k=float(peak[reservoir].max()) if n_res else 0.0,
+        damaged_reservoir_fraction=float(damaged.sum()) / n_res if n_res else 0.0,
+        heat_content_j=float(far_end.sum()) * far_m * far_m * params.heat_capacity_j_m3_k
+        * thickness_m,
+        params=params,
+    )
+
+
+def simulate_pass(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
+                  params: TissueParams) -> ThermalResult:
+    """Peak reservoir temperature rise and damage of the spots fired at times ``t_s``.
+
+    Arrays are 1-D float64 of equal length: spot centres (µm), firing time (s from the pass
+    start; any order), residual heat left in the tissue (µJ) and lesion radius (column +
+    coagulation rim, µm; tissue within it is not reservoir). Several passes are evaluated
+    together by concatenating them with their real firing times.
+    """
+    return _simulate(x_um, y_um, t_s, heat_uj, lesion_radius_um, params, _thermal)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated variant of a plan: what was tried and how the reservoir fared."""
+
+    name: str
+    peak_reservoir_rise_k: float
+    damaged_reservoir_fraction: float
+    passes: bool
+
+
+@dataclass(frozen=True)
+class FixSuggestion:
+    """What would bring a plan within the reservoir damage limit, found by running the model.
+
+    ``wait_s``: shortest tried wait between passes that passes (None: none up to max_wait_s, or
+    a single pass already fails, so no wait can help). ``heat_scale``: largest factor on every
+    spot's residual heat (energy, or density to first order) that passes with no wait; exact,
+    the model being linear in heat. ``trials`` lists every evaluated variant.
+    """
+
+    passes_as_is: bool
+    max_damaged_fraction: float
+    wait_s: float | None
+    heat_scale: float
+    trials: tuple[Trial, ...]
+    message: str
+
+
+def _repeat(t_s: F64, passes: int, wait_s: float) -> F64:
+    """Firing times of ``passes`` repeats, each starting wait_s after the previous one's last."""
+    period = float(t_s.max() - t_s.min()) + wait_s
+    return np.concatenate([t_s - t_s.min() + k * period for k in range(passes)])
+
+
+def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
+                params: TissueParams, *, max_damaged_fraction: float, passes: int = 1,
+                orderings: Mapping[str, NDArray[np.intp]] | None = None,
+                max_wait_s: float = 300.0, wait_tolerance_s: float = 0.5) -> FixSuggestion:
+    """Evaluate ``passes`` repeats of one pass and, if they exceed the limit, what would not.
+
+    Tries, each by running the model: the inter-pass wait (doubling from 0.5 s to
+    ``max_wait_s``, then bisected to ``wait_tolerance_s``; the returned wait was evaluated and
+    passes), each named reordering (a permutation of spot indices fired in the original time
+    slots) with no wait, and the residual-heat scale that would pass.
+    """
+    _check("max_damaged_fraction", max_damaged_fraction, 0.0, 1.0)
+    if not (isinstance(passes, int) and 1 <= passes <= 20):
+        raise SettingsError("passes", passes, "an integer in [1, 20]")
+    _check("max_wait_s", max_wait_s, 0.0, 3600.0, lo_open=True)
+    _check("wait_tolerance_s", wait_tolerance_s, 0.01, max_wait_s)
+    x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
+    n = len(x)
+
+    def run(name: str, order: NDArray[np.intp], wait_s: float) -> tuple[Trial, ThermalResult]:
+        res = simulate_pass(np.tile(x[order], passes), np.tile(y[order], passes),
+                            _repeat(t, passes, wait_s), np.tile(heat[order], passes),
+                            np.tile(radius[order], passes), params)
+        trial = Trial(name, res.peak_reservoir_rise_k, res.damaged_reservoir_fraction,
+                      res.within_limit(max_damaged_fraction))
+        return trial, res
+
+    identity = np.arange(n)
+    base, base_res = run("as planned", identity, 0.0)
+    trials = [base]
+    reservoir_peaks = np.sort(base_res.peak_rise_k[base_res.reservoir])
+    allowed_cells = math.floor(max_damaged_fraction * len(reservoir_peaks))
+    # The (allowed_cells + 1)-th hottest reservoir cell must stay below the threshold.
+    hottest_kept = reservoir_peaks[len(reservoir_peaks) - 1 - allowed_cells] \
+        if allowed_cells < len(reservoir_peaks) else 0.0
+    heat_scale = params.damage_rise_k / hottest_kept if hottest_kept > 0.0 else math.inf
+    heat_scale = math.nextafter(heat_scale, 0.0)
+    if base.passes:
+        return FixSuggestion(True, max_damaged_fraction, 0.0, heat_scale, tuple(trials),
+                             f"passes as planned: {_describe(base)}")
+    single, _ = run("one pass", identity, 0.0) if passes > 1 else (base, base_res)
+    wait_s: float | None = None
+    if passes > 1:
+        trials.append(single)
+        if single.passes:
+            wait_s = _search_wait(lambda w: run(f"wait {w:.2f} s", identity, w)[0], trials,
+                                  max_wait_s, wait_tolerance_s)
+    for name, order in (orderings or {}).items():
+        order = np.asarray(order, dtype=np.intp)
+        if not np.array_equal(np.sort(order), identity):
+            raise SettingsError(f"orderings[{name!r}]", "not a permutation",
+                                f"a permutation of 0..{n - 1}")
+        trials.append(run(f"order {name}", order, 0.0)[0])
+    return FixSuggestion(False, max_damaged_fraction, wait_s, heat_scale, tuple(trials),
+                         _fix_message(base, single, wait_s, heat_scale, trials, passes,
+                                      max_wait_s))
+
+
+def _search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wait_s: float,
+                 tolerance_s: float) -> float | None:
+    """Shortest wait that passes: doubling from 0.5 s, then bisection; None if none does."""
+    failing, wait = 0.0, min(0.5, max_wait_s)
+    while True:
+        trial = evaluate(wait)
+        trials.append(trial)
+        if trial.passes:
+            break
+        if wait >= max_wait_s:
+            return None
+        failing, wait = wait, min(2.0 * wait, max_wait_s)
+    passing = wait
+    while passing - failing > tolerance_s:
+        middle = 0.5 * (failing + passing)
+        trial = evaluate(middle)
+        trials.append(trial)
+        if trial.passes:
+            passing = middle
+        else:
+            failing = middle
+    return passing
+
+
+def _describe(trial: Trial) -> str:
+    return (f"peak reservoir rise {trial.peak_reservoir_rise_k:.1f} K, "
+            f"{100.0 * trial.damaged_reservoir_fraction:.2f} % of the reservoir damaged")
+
+
+def _fix_message(base: Trial, single: Trial, wait_s: float | None, heat_scale: float,
+                 trials: list[Trial], passes: int, max_wait_s: float) -> str:
+    lines = [f"exceeds the reservoir damage limit: {_describe(base)}"]
+    if passes > 1 and not single.passes:
+        lines.append(f"a single pass already exceeds it ({_describe(single)}): "
+                     "no wait between passes can help")
+    elif passes > 1 and wait_s is None:
+        lines.append(f"no wait up to {max_wait_s:g} s between passes passes")
+    elif wait_s is not None:
+        lines.append(f"wait {wait_s:.1f} s between passes (evaluated: passes)")
+    lines.append(f"or lower the residual heat per area to {100.0 * heat_scale:.0f} % "
+                 "(pulse energy or density)")
+    lines += [f"tried {t.name}: {_describe(t)}, {'passes' if t.passes else 'fails'}"
+              for t in trials if t.name.startswith("order ")]
+    return "; ".join(lines)
