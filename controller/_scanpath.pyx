@@ -46,21 +46,91 @@ def _same_length(*arrays):
     return n
 
 
-def lattice(double xmin, double xmax, double ymin, double ymax, double pitch_um,
-            bint hexagonal, double offset_x_um, double offset_y_um):
-    """Lattice points in the closed box [xmin, xmax] x [ymin, ymax], row-major.
+cdef class EdgeBands:
+    """A polygon's edges bucketed into horizontal bands, for the crossing-number test: a
+    point tests only the edges spanning its band, with the reference's exact arithmetic."""
 
-    Point (i, j) is at x = i*pitch + shift + offset_x, y = j*row + offset_y with row = pitch
-    (square) or pitch*sqrt(3)/2 (hexagonal, odd rows shifted by pitch/2). The lattice is
-    anchored at the offset, not at the box, so boxes of any size share one lattice.
-    Returns (x_um, y_um, i, j).
+    cdef const double[::1] vx
+    cdef const double[::1] vy
+    cdef Py_ssize_t nv, bands
+    cdef double y0, y1, inv_band
+    cdef Py_ssize_t[::1] start
+    cdef Py_ssize_t[::1] edges
+
+    def __init__(self, const double[::1] vx, const double[::1] vy):
+        self.nv = _same_length(vx, vy)
+        if self.nv < 3:
+            raise ValueError(f"a polygon needs at least 3 vertices, got {self.nv}")
+        self.vx = vx
+        self.vy = vy
+        self.y0 = np.min(vy)
+        self.y1 = np.max(vy)
+        self.bands = min(2 * self.nv, MAX_BANDS)
+        self.inv_band = self.bands / (self.y1 - self.y0) if self.y1 > self.y0 else 0.0
+        self.start = np.zeros(self.bands + 1, dtype=np.intp)
+        cdef Py_ssize_t e, b, total
+        for e in range(self.nv):
+            for b in range(self.band(min(vy[e], vy[self.next(e)])),
+                           self.band(max(vy[e], vy[self.next(e)])) + 1):
+                self.start[b + 1] += 1
+        for b in range(self.bands):
+            self.start[b + 1] += self.start[b]
+        total = self.start[self.bands]
+        self.edges = np.empty(total, dtype=np.intp)
+        fill = np.asarray(self.start[:self.bands]).copy()
+        cdef Py_ssize_t[::1] fv = fill
+        for e in range(self.nv):
+            for b in range(self.band(min(vy[e], vy[self.next(e)])),
+                           self.band(max(vy[e], vy[self.next(e)])) + 1):
+                self.edges[fv[b]] = e
+                fv[b] += 1
+
+    cdef inline Py_ssize_t next(self, Py_ssize_t e) noexcept nogil:
+        return e + 1 if e + 1 < self.nv else 0
+
+    cdef inline Py_ssize_t band(self, double py) noexcept nogil:
+        return min(<Py_ssize_t>((py - self.y0) * self.inv_band), self.bands - 1)
+
+    cdef bint contains(self, double px, double py) noexcept nogil:
+        # outside [y0, y1) no edge spans py, so the crossing count is 0 anyway
+        if not (py >= self.y0 and py < self.y1):
+            return False
+        cdef Py_ssize_t b = self.band(py), it, e, e1
+        cdef bint c = False
+        cdef double xi, yi, xj, yj
+        for it in range(self.start[b], self.start[b + 1]):
+            e = self.edges[it]
+            e1 = self.next(e)
+            xi = self.vx[e]
+            yi = self.vy[e]
+            xj = self.vx[e1]
+            yj = self.vy[e1]
+            if ((yi > py) != (yj > py)) and (px < (xj - xi) * (py - yi) / (yj - yi) + xi):
+                c = not c
+        return c
+
+
+def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bint hexagonal,
+                double offset_x_um, double offset_y_um, double jitter_half_um, uint64_t key,
+                double cos_turn, double sin_turn):
+    """One pass's spots: lattice, jitter and polygon mask fused, then a rotation.
+
+    Lattice point (i, j) of the polygon's bounding box sits at x = i*pitch + shift +
+    offset_x, y = j*row + offset_y with row = pitch (square) or pitch*sqrt(3)/2 (hexagonal,
+    odd rows shifted by pitch/2): anchored at the offset, not at the box. The k-th box point
+    (row-major) moves by (2u-1) * jitter_half_um per axis, u being uniforms 2k and 2k+1 of
+    stream ``key`` (no move if jitter_half_um is 0); it is kept if inside the polygon
+    (crossing number), then turned by the angle whose cosine and sine are given.
+    Returns (x_um, y_um, i, j) in row-major order.
     """
     if not pitch_um > 0:
         raise ValueError(f"pitch_um must be > 0, got {pitch_um}")
+    cdef EdgeBands poly = EdgeBands(vx, vy)
     cdef double row_um = pitch_um * sqrt(3.0) / 2.0 if hexagonal else pitch_um
     cdef double half_um = pitch_um / 2.0
-    cdef int64_t jmin = <int64_t>ceil((ymin - offset_y_um) / row_um)
-    cdef int64_t jmax = <int64_t>floor((ymax - offset_y_um) / row_um)
+    cdef double xmin = np.min(vx), xmax = np.max(vx)
+    cdef int64_t jmin = <int64_t>ceil((poly.y0 - offset_y_um) / row_um)
+    cdef int64_t jmax = <int64_t>floor((poly.y1 - offset_y_um) / row_um)
     cdef int64_t jj, ii, imin, imax, total = 0
     cdef double shift
     for jj in range(jmin, jmax + 1):
@@ -75,8 +145,9 @@ def lattice(double xmin, double xmax, double ymin, double ymax, double pitch_um,
     j = np.empty(total, dtype=np.int32)
     cdef double[::1] xv = x, yv = y
     cdef int32_t[::1] iv = i, jv = j
-    cdef Py_ssize_t k = 0
-    cdef double yrow
+    cdef uint64_t k = 0
+    cdef Py_ssize_t kept = 0
+    cdef double px, py, yrow
     with nogil:
         for jj in range(jmin, jmax + 1):
             shift = half_um if (hexagonal and (jj & 1)) else 0.0
@@ -84,12 +155,19 @@ def lattice(double xmin, double xmax, double ymin, double ymax, double pitch_um,
             imax = <int64_t>floor((xmax - offset_x_um - shift) / pitch_um)
             yrow = (<double>jj) * row_um + offset_y_um
             for ii in range(imin, imax + 1):
-                xv[k] = (<double>ii) * pitch_um + shift + offset_x_um
-                yv[k] = yrow
-                iv[k] = <int32_t>ii
-                jv[k] = <int32_t>jj
+                px = (<double>ii) * pitch_um + shift + offset_x_um
+                py = yrow
+                if jitter_half_um > 0.0:
+                    px = px + (2.0 * unit(key, 2 * k) - 1.0) * jitter_half_um
+                    py = py + (2.0 * unit(key, 2 * k + 1) - 1.0) * jitter_half_um
                 k += 1
-    return x, y, i, j
+                if poly.contains(px, py):
+                    xv[kept] = cos_turn * px - sin_turn * py
+                    yv[kept] = sin_turn * px + cos_turn * py
+                    iv[kept] = <int32_t>ii
+                    jv[kept] = <int32_t>jj
+                    kept += 1
+    return x[:kept], y[:kept], i[:kept], j[:kept]
 
 
 def uniform(uint64_t key, Py_ssize_t n):
@@ -101,85 +179,6 @@ def uniform(uint64_t key, Py_ssize_t n):
         for k in range(n):
             ov[k] = unit(key, k)
     return out
-
-
-def jitter(const double[::1] x, const double[::1] y, double half_side_um, uint64_t key):
-    """Points displaced uniformly within a square of half-side ``half_side_um``.
-
-    Point k uses uniforms 2k (x) and 2k+1 (y) of the stream ``key``.
-    """
-    cdef Py_ssize_t n = _same_length(x, y), k
-    xo = np.empty(n, dtype=np.float64)
-    yo = np.empty(n, dtype=np.float64)
-    cdef double[::1] xv = xo, yv = yo
-    with nogil:
-        for k in range(n):
-            xv[k] = x[k] + (2.0 * unit(key, 2 * k) - 1.0) * half_side_um
-            yv[k] = y[k] + (2.0 * unit(key, 2 * k + 1) - 1.0) * half_side_um
-    return xo, yo
-
-
-def inside_polygon(const double[::1] x, const double[::1] y,
-                   const double[::1] vx, const double[::1] vy):
-    """Crossing-number point-in-polygon test, one bool per point.
-
-    Edges are bucketed into horizontal bands so each point tests only the edges spanning its
-    band; the crossing test itself is the reference's, so results are identical.
-    """
-    cdef Py_ssize_t n = _same_length(x, y), nv = _same_length(vx, vy)
-    mask = np.zeros(n, dtype=np.uint8)
-    if n == 0 or nv < 3:
-        return mask.view(bool)
-    cdef uint8_t[::1] mv = mask
-    cdef double y0 = np.min(vy), y1 = np.max(vy)
-    if not y1 > y0:
-        return mask.view(bool)
-    cdef Py_ssize_t bands = min(max(2 * nv, 1), MAX_BANDS)
-    cdef double inv_band = bands / (y1 - y0)
-    starts = np.zeros(bands + 1, dtype=np.intp)
-    cdef Py_ssize_t[::1] sv = starts
-    cdef Py_ssize_t e, e1, b, b0, b1, k, c, total
-    cdef double ylo, yhi
-    for e in range(nv):
-        e1 = e + 1 if e + 1 < nv else 0
-        ylo, yhi = min(vy[e], vy[e1]), max(vy[e], vy[e1])
-        b0 = min(<Py_ssize_t>((ylo - y0) * inv_band), bands - 1)
-        b1 = min(<Py_ssize_t>((yhi - y0) * inv_band), bands - 1)
-        for b in range(b0, b1 + 1):
-            sv[b + 1] += 1
-    for b in range(bands):
-        sv[b + 1] += sv[b]
-    total = sv[bands]
-    edges = np.empty(total, dtype=np.intp)
-    fill = starts[:bands].copy()
-    cdef Py_ssize_t[::1] ev = edges, fv = fill
-    for e in range(nv):
-        e1 = e + 1 if e + 1 < nv else 0
-        ylo, yhi = min(vy[e], vy[e1]), max(vy[e], vy[e1])
-        b0 = min(<Py_ssize_t>((ylo - y0) * inv_band), bands - 1)
-        b1 = min(<Py_ssize_t>((yhi - y0) * inv_band), bands - 1)
-        for b in range(b0, b1 + 1):
-            ev[fv[b]] = e
-            fv[b] += 1
-    cdef double px, py, xi, yi, xj, yj
-    with nogil:
-        for k in range(n):
-            px = x[k]
-            py = y[k]
-            if not (py >= y0 and py < y1):
-                continue
-            b = min(<Py_ssize_t>((py - y0) * inv_band), bands - 1)
-            c = 0
-            for e in range(sv[b], sv[b + 1]):
-                e1 = ev[e] + 1 if ev[e] + 1 < nv else 0
-                xi = vx[ev[e]]
-                yi = vy[ev[e]]
-                xj = vx[e1]
-                yj = vy[e1]
-                if ((yi > py) != (yj > py)) and (px < (xj - xi) * (py - yi) / (yj - yi) + xi):
-                    c ^= 1
-            mv[k] = <uint8_t>c
-    return mask.view(bool)
 
 
 def edge_distance(const double[::1] x, const double[::1] y,

@@ -200,23 +200,22 @@ def pass_geometry(
     density = settings.resolved_density
     hexagonal = settings.grid == "hex"
     turn_rad = math.radians(settings.passes.rotation_deg * geom_pass)
+    skin_rad = math.radians(settings.pattern.rotation_deg) + turn_rad
     gx, gy = patterns.rotate(*settings.pattern.outline_um(density.pitch_um), -turn_rad)
     offsets = pass_offsets_um(geom_pass + 1, density.pitch_um, hexagonal,
                               along_x_only=settings.pattern.shape == "line")
-    x, y, i, j = _scanpath.lattice(gx.min(), gx.max(), gy.min(), gy.max(), density.pitch_um,
-                                   hexagonal, *offsets[geom_pass])
-    if settings.jitter_um > 0:
-        x, y = _scanpath.jitter(x, y, settings.jitter_um / math.sqrt(2.0),
-                                stream_key(seed, geom_pass, Stream.JITTER))
-    inside = _scanpath.inside_polygon(x, y, gx, gy)
-    x, y, i, j = x[inside], y[inside], i[inside], j[inside]
+    x, y, i, j = _scanpath.grid_points(
+        gx, gy, density.pitch_um, hexagonal, *offsets[geom_pass],
+        settings.jitter_um / math.sqrt(2.0), stream_key(seed, geom_pass, Stream.JITTER),
+        math.cos(skin_rad), math.sin(skin_rad))
     scale = np.ones(len(x))
     feather = settings.feathering
     if feather is not None:
         if settings.pattern.shape == "line":  # feather towards the line's two ends only
-            edge_um = gx.max() - np.abs(x)
+            along_um = x * math.cos(skin_rad) + y * math.sin(skin_rad)
+            edge_um = float(gx.max()) - np.abs(along_um)
         else:
-            edge_um = _scanpath.edge_distance(x, y, gx, gy)
+            edge_um = _scanpath.edge_distance(x, y, *_skin_outline(settings))
         ramp = np.minimum(edge_um / feather.width_um, 1.0)
         u = _scanpath.uniform(stream_key(seed, geom_pass, Stream.FEATHER), len(x))
         keep = u < feather.edge_density_fraction + (1.0 - feather.edge_density_fraction) * ramp
@@ -226,7 +225,6 @@ def pass_geometry(
         name, value = _size_field(settings)
         raise SettingsError(name, value, f"a pattern holding at least one spot at pitch "
                             f"{density.pitch_um:.0f} µm", f"pass {geom_pass} has no spot")
-    x, y = patterns.rotate(x, y, math.radians(settings.pattern.rotation_deg) + turn_rad)
     return x, y, i, j, scale
 
 

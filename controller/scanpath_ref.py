@@ -35,7 +35,7 @@ def lattice(
     xmin: float, xmax: float, ymin: float, ymax: float, pitch_um: float, hexagonal: bool,
     offset_x_um: float, offset_y_um: float,
 ) -> tuple[F64, F64, I32, I32]:
-    """Reference for :func:`controller._scanpath.lattice`."""
+    """Lattice points (x_um, y_um, i, j) in the closed box, row-major (see grid_points)."""
     if not pitch_um > 0:
         raise ValueError(f"pitch_um must be > 0, got {pitch_um}")
     row_um = pitch_um * np.sqrt(3.0) / 2.0 if hexagonal else pitch_um
@@ -61,14 +61,14 @@ def uniform(key: int, n: int) -> F64:
 
 
 def jitter(x: F64, y: F64, half_side_um: float, key: int) -> tuple[F64, F64]:
-    """Reference for :func:`controller._scanpath.jitter`."""
+    """Point k moved by (2u-1) * half_side_um per axis, u = uniforms 2k and 2k+1."""
     u = uniform(key, 2 * len(x))
     return (x + (2.0 * u[0::2] - 1.0) * half_side_um,
             y + (2.0 * u[1::2] - 1.0) * half_side_um)
 
 
 def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
-    """Reference for :func:`controller._scanpath.inside_polygon` (crossing number)."""
+    """Crossing-number point-in-polygon test (boundary: left and bottom edges inside)."""
     inside = np.zeros(len(x), dtype=bool)
     for e in range(len(vx)):
         xi, yi = vx[e], vy[e]
@@ -78,6 +78,23 @@ def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
             left = x < (xj - xi) * (y - yi) / (yj - yi) + xi
         inside ^= spans & left
     return inside
+
+
+def grid_points(
+    vx: F64, vy: F64, pitch_um: float, hexagonal: bool, offset_x_um: float, offset_y_um: float,
+    jitter_half_um: float, key: int, cos_turn: float, sin_turn: float,
+) -> tuple[F64, F64, I32, I32]:
+    """Reference for :func:`controller._scanpath.grid_points`: lattice over the polygon's
+    bounding box, jitter, mask, rotation, one step after the other."""
+    if len(vx) < 3:
+        raise ValueError(f"a polygon needs at least 3 vertices, got {len(vx)}")
+    x, y, i, j = lattice(vx.min(), vx.max(), vy.min(), vy.max(), pitch_um, hexagonal,
+                         offset_x_um, offset_y_um)
+    if jitter_half_um > 0:
+        x, y = jitter(x, y, jitter_half_um, key)
+    inside = inside_polygon(x, y, vx, vy)
+    x, y = x[inside], y[inside]
+    return cos_turn * x - sin_turn * y, sin_turn * x + cos_turn * y, i[inside], j[inside]
 
 
 def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:

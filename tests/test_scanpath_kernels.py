@@ -34,7 +34,11 @@ def polygons(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     """Random polygons (possibly self-intersecting: the crossing rule is still defined)."""
     nv = draw(st.integers(3, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["star", "random", "rectilinear"]))
+    if kind == "rectilinear":  # an L shape on a 50 µm raster: lattice points land on edges
+        a, b, c, d = sorted(rng.integers(-60, 60, 4) * 50.0)
+        return np.array([a, d, d, c, c, a]), np.array([a, a, b, b, d, d])
+    if kind == "star":
         angle = np.sort(rng.uniform(0, 2 * np.pi, nv))
         radius = rng.uniform(500, 3000, nv)
         vx, vy = radius * np.cos(angle), radius * np.sin(angle)
@@ -44,9 +48,12 @@ def polygons(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lattice_points(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    """Row-major lattice points over a random box (input shape of the orderings)."""
     box = sorted([draw(coord), draw(coord)]), sorted([draw(coord), draw(coord)])
-    return cy.lattice(box[0][0], box[0][1], box[1][0], box[1][1], draw(pitch), draw(st.booleans()),
-                      draw(coord), draw(coord))
+    vx = np.array([box[0][0], box[0][1], box[0][1], box[0][0]])
+    vy = np.array([box[1][0], box[1][0], box[1][1], box[1][1]])
+    return cy.grid_points(vx, vy, draw(pitch), draw(st.booleans()), draw(coord), draw(coord),
+                          0.0, 0, 1.0, 0.0)
 
 
 def assert_same(a: object, b: object) -> None:
@@ -61,57 +68,55 @@ def assert_same(a: object, b: object) -> None:
         assert a == b
 
 
-@settings(max_examples=60)
-@given(st.data())
-def test_lattice(data: st.DataObject) -> None:
-    args = (*sorted([data.draw(coord), data.draw(coord)]),
-            *sorted([data.draw(coord), data.draw(coord)]),
-            data.draw(pitch), data.draw(st.booleans()), data.draw(coord), data.draw(coord))
-    got = cy.lattice(*args)
-    assert_same(got, ref.lattice(*args))
-    x, y, _, _ = got
-    tol = 1e-9  # the box test is done in floating point: within rounding of the box
-    assert np.all((x >= args[0] - tol) & (x <= args[1] + tol))
-    assert np.all((y >= args[2] - tol) & (y <= args[3] + tol))
+@settings(max_examples=150)
+@given(polygons(), pitch | st.sampled_from([50.0, 100.0, 250.0]), st.booleans(),
+       coord | st.integers(-20, 20).map(lambda k: k * 50.0),
+       coord | st.integers(-20, 20).map(lambda k: k * 50.0),
+       st.just(0.0) | st.floats(0, 300), seeds, st.floats(-np.pi, np.pi))
+def test_grid_points(poly: tuple[np.ndarray, ...], pitch_um: float, hexagonal: bool,
+                     ox: float, oy: float, half_um: float, key: int, angle: float) -> None:
+    # pitches and offsets on the 50 µm raster put lattice points exactly on edges and vertices
+    args = (*poly, pitch_um, hexagonal, ox, oy, half_um, key, np.cos(angle),
+            np.sin(angle))
+    got = cy.grid_points(*args)
+    assert_same(got, ref.grid_points(*args))
+    _, _, i, j = got
+    assert np.all(np.diff(j) >= 0) and np.all(np.diff(i)[np.diff(j) == 0] > 0)
 
 
-def test_lattice_is_row_major_and_anchored_at_the_offset() -> None:
-    x, y, i, j = cy.lattice(-250, 250, -100, 300, 100, True, 10, 0)
+def test_grid_points_is_anchored_at_the_offset_and_row_major() -> None:
+    vx, vy = np.array([-250.0, 250, 250, -250]), np.array([-100.0, -100, 300, 300])
+    x, y, i, j = cy.grid_points(vx, vy, 100, True, 10, 0, 0.0, 0, 1.0, 0.0)
     assert np.all(np.diff(j) >= 0)
     assert np.all(np.diff(i)[np.diff(j) == 0] == 1)
     np.testing.assert_allclose(x, i * 100 + np.where(j % 2, 50, 0) + 10)
     np.testing.assert_allclose(y, j * 100 * np.sqrt(3) / 2)
 
 
+def test_grid_points_mask_is_half_open() -> None:
+    vx, vy = np.array([-1000.0, 1000, 1000, -1000]), np.array([-1000.0, -1000, 1000, 1000])
+    x, y, _, _ = cy.grid_points(vx, vy, 500, False, 0, 0, 0.0, 0, 1.0, 0.0)
+    # left and bottom edges inside, right and top outside: 4 x 4 spots, not 5 x 5
+    assert len(x) == 16 and x.min() == y.min() == -1000 and x.max() == y.max() == 500
+
+
+def test_grid_points_jitter_stays_within_the_square() -> None:
+    # lattice points 250 µm inside the edges: a 40 µm jitter keeps every one of them
+    vx, vy = np.array([-5250.0, 5250, 5250, -5250]), np.array([-5250.0, -5250, 5250, 5250])
+    plain = cy.grid_points(vx, vy, 500, False, 0, 0, 0.0, 7, 1.0, 0.0)
+    moved = cy.grid_points(vx, vy, 500, False, 0, 0, 40.0, 7, 1.0, 0.0)
+    assert len(moved[0]) == len(plain[0]) == 21 * 21
+    dx, dy = moved[0] - plain[0], moved[1] - plain[1]
+    assert np.all(np.abs(dx) <= 40) and np.all(np.abs(dy) <= 40)
+    assert np.std(dx) > 15 and np.std(dy) > 15  # uniform on [-40, 40]: std 23
+
+
 @settings(max_examples=40)
-@given(seeds, st.integers(0, 2000), st.floats(0, 500))
-def test_uniform_and_jitter(key: int, n: int, half_side_um: float) -> None:
+@given(seeds, st.integers(0, 2000))
+def test_uniform(key: int, n: int) -> None:
     u = cy.uniform(key, n)
     assert_same(u, ref.uniform(key, n))
     assert np.all((u >= 0) & (u < 1))
-    x = np.linspace(-1000, 1000, n)
-    got = cy.jitter(x, -x, half_side_um, key)
-    assert_same(got, ref.jitter(x, -x, half_side_um, key))
-    assert np.all(np.abs(got[0] - x) <= half_side_um)
-    assert np.all(np.abs(got[1] + x) <= half_side_um)
-
-
-@settings(max_examples=80)
-@given(points(600), polygons())
-def test_inside_polygon(pts: tuple[np.ndarray, np.ndarray], poly: tuple[np.ndarray, ...]) -> None:
-    x, y = pts
-    vx, vy = poly
-    # the vertices themselves and the midpoints of edges are the hardest cases
-    x = np.r_[x, vx, (vx + np.roll(vx, -1)) / 2]
-    y = np.r_[y, vy, (vy + np.roll(vy, -1)) / 2]
-    assert_same(cy.inside_polygon(x, y, vx, vy), ref.inside_polygon(x, y, vx, vy))
-
-
-def test_inside_polygon_is_half_open_on_a_square() -> None:
-    vx, vy = np.array([-1.0, 1, 1, -1]), np.array([-1.0, -1, 1, 1])
-    x = np.array([-1.0, 1.0, 0.0, 0.0, 0.0])
-    y = np.array([0.0, 0.0, -1.0, 1.0, 0.0])
-    assert cy.inside_polygon(x, y, vx, vy).tolist() == [True, False, True, False, True]
 
 
 @settings(max_examples=40)
@@ -136,13 +141,13 @@ def test_interlaced_order(data: st.DataObject, ki: int, kj: int) -> None:
 
 
 def test_serpentine_reverses_every_other_row() -> None:
-    x, y, i, j = cy.lattice(0, 200, 0, 200, 100, False, 0, 0)
+    x, y, i, j = ref.lattice(0, 200, 0, 200, 100, False, 0, 0)
     order = cy.interlaced_order(i, j, x, y, 1, 1)
     assert order.tolist() == [0, 1, 2, 5, 4, 3, 6, 7, 8]
 
 
 def test_interlaced_fires_sub_grids_one_after_another() -> None:
-    x, y, i, j = cy.lattice(0, 300, 0, 100, 100, False, 0, 0)
+    x, y, i, j = ref.lattice(0, 300, 0, 100, 100, False, 0, 0)
     order = cy.interlaced_order(i, j, x, y, 2, 1)
     # sub-grid i even: 0, 2 (row 0) then 6, 4 (row 1); sub-grid i odd starts at the end
     # of its first row farther from spot 4
@@ -207,8 +212,10 @@ def test_uncovered_samples(pts: tuple[np.ndarray, np.ndarray], radius_um: float)
     assert cy.uncovered_samples(np.r_[x, x], np.r_[y, y], radius_um, sx, sy) == got
 
 
-def test_kernels_reject_mismatched_lengths() -> None:
+def test_kernels_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="lengths differ"):
-        cy.inside_polygon(np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(3))
+        cy.edge_distance(np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="pitch_um"):
-        cy.lattice(0, 1, 0, 1, 0.0, False, 0, 0)
+        cy.grid_points(np.zeros(3), np.ones(3), 0.0, False, 0, 0, 0.0, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="3 vertices"):
+        cy.grid_points(np.zeros(2), np.ones(2), 10.0, False, 0, 0, 0.0, 0, 1.0, 0.0)
