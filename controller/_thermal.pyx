@@ -330,21 +330,19 @@ cdef void _window(const Geo* g, Py_ssize_t i, Py_ssize_t b, const double[:, ::1]
         s_i = s_i * g.ratio
 
 
-cdef Py_ssize_t _combine(const Geo* g, double[:, ::1] fine,
-                         const double[:, ::1] far_peak) noexcept nogil:
+cdef void _combine(const Geo* g, double[:, ::1] fine, const double[:, ::1] far_peak,
+                   unsigned char[:, ::1] sampled) noexcept nogil:
     """Peak map: the larger of the window samples and the interpolated far snapshots.
 
-    Returns the number of cells no window sampled (they start at -1).
+    Marks the cells some window sampled (the others start at -1).
     """
-    cdef Py_ssize_t r, c, uncovered = 0
+    cdef Py_ssize_t r, c
     cdef double v
     for r in range(g.ny):
         for c in range(g.nx):
-            if fine[r, c] < 0.0:
-                uncovered += 1
+            sampled[r, c] = fine[r, c] >= 0.0
             v = _bilinear(g, far_peak, g.x0 + (c + 0.5) * g.cell, g.y0 + (r + 0.5) * g.cell)
             fine[r, c] = fmax(fine[r, c], v)
-    return uncovered
 
 
 def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
@@ -352,7 +350,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     """Windowed superposition plus far grid; spots sorted by ``t``.
 
     Returns (peak rise map on the fine grid, far grid at the end holding every spot's heat,
-    number of cells outside every window); see controller.thermal_ref.peak_rise.
+    map of the cells some window sampled); see controller.thermal_ref.peak_rise.
     """
     cdef Geo g = _geo(layout)
     sigma2 = 2.0 * layout.kappa_um2_s * layout.block_s
@@ -371,7 +369,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[::1] ex = np.zeros(longest), ey = np.zeros(longest)
     cdef Py_ssize_t[::1] cand = np.zeros(x.shape[0], dtype=np.intp)
-    cdef Py_ssize_t b, i, uncovered
+    sampled_np = np.zeros((g.ny, g.nx), dtype=np.bool_)
+    cdef unsigned char[:, ::1] sampled = sampled_np.view(np.uint8)
+    cdef Py_ssize_t b, i
     with nogil:
         _blur(cur, cur_blur, tmp, taps)
         nxt[:, :] = cur_blur
@@ -392,5 +392,5 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
             _deposit(&g, nxt, b + 1, x, y, t, e, s0, ex, ey)
             _blur(nxt, nxt_blur, tmp, taps)
         _snapshot(&g, cur, total, far_peak, g.n_blocks, x, y, t, e, s0, ex)
-        uncovered = _combine(&g, fine, far_peak)
-    return fine_np, np.asarray(cur), uncovered
+        _combine(&g, fine, far_peak, sampled)
+    return fine_np, np.asarray(cur), sampled_np

@@ -150,7 +150,8 @@ class ThermalResult:
     """Peak temperature rise of one evaluated pass (or passes) and its reservoir damage.
 
     Maps are (rows = y, columns = x) with ``extent_um`` = (xmin, xmax, ymin, ymax) for
-    ``imshow(..., origin="lower", extent=extent_um)``. ``heat_content_j`` is the heat the model
+    ``imshow(..., origin="lower", extent=extent_um)``. ``reservoir``: cells outside every
+    lesion that some spot's window sampled. ``heat_content_j`` is the heat the model
     holds at the end; it equals the deposited heat (an energy-conservation check). ``params``
     are the parameters used (window_um/far_grid_um possibly widened to cover every cell).
     """
@@ -200,23 +201,50 @@ def _widened(params: TissueParams) -> TissueParams:
     return replace(params, window_um=window, far_grid_um=far)
 
 
+def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions_um: F64,
+                         half_width_um: float) -> NDArray[np.bool_]:
+    """[band, position]: do spots within half_width of the band centre lie on both sides?
+
+    ``band_um`` and ``along_um`` are the spot coordinates across and along the bands.
+    """
+    order = np.argsort(band_um, kind="stable")
+    band, along = band_um[order], along_um[order]
+    lo = np.searchsorted(band, centres_um - half_width_um, "left")
+    hi = np.searchsorted(band, centres_um + half_width_um, "right")
+    least = np.array([along[a:b].min() if b > a else np.inf for a, b in zip(lo, hi, strict=True)])
+    most = np.array([along[a:b].max() if b > a else -np.inf for a, b in zip(lo, hi, strict=True)])
+    return (least[:, None] < positions_um[None, :]) & (positions_um[None, :] < most[:, None])
+
+
+def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Unsampled cells with spots on both sides along their row band or their column band."""
+    if sampled.all():
+        return ~sampled
+    xc = lay.x0_um + (np.arange(lay.nx) + 0.5) * lay.cell_um
+    yc = lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um
+    in_row = _spots_on_both_sides(yc, y, x, xc, lay.window_um)
+    in_col = _spots_on_both_sides(xc, x, y, yc, lay.window_um).T
+    return ~sampled & (in_row | in_col)
+
+
 def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
               params: TissueParams, kernel: ModuleType) -> ThermalResult:
     """Evaluate with the given kernel module (controller._thermal or controller.thermal_ref).
 
-    The window is widened until every map cell lies in some spot's window, so that no cell
-    relies on the coarse far-grid snapshots alone.
+    The window is widened until no map cell between spots (spots on both sides along its row
+    or its column) is outside every window. Cells outside every window (beyond the edge of a
+    concave pattern) keep the coarse far-grid value and are left out of the reservoir.
     """
     x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
     thickness_m = params.thickness_um * 1e-6
     e_k_um2 = heat * 1e-6 / (params.heat_capacity_j_m3_k * thickness_m) * 1e12
     while True:
         lay = Layout.for_spots(x, y, t, params)
-        peak, far_end, uncovered = kernel.peak_rise(x, y, t, e_k_um2, radius * radius, lay)
-        if uncovered == 0:
+        peak, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius, lay)
+        if not _holes(x, y, lay, sampled).any():
             break
         params = _widened(params)
-    reservoir = ~kernel.lesion_mask(x, y, radius, lay)
+    reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
     damaged = reservoir & (peak >= params.damage_rise_k)
     n_res = int(reservoir.sum())
     far_m = lay.far_um * 1e-6
@@ -298,10 +326,11 @@ def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: 
     x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
     n = len(x)
 
-    def run(name: str, order: NDArray[np.intp], wait_s: float) -> tuple[Trial, ThermalResult]:
-        res = simulate_pass(np.tile(x[order], passes), np.tile(y[order], passes),
-                            _repeat(t, passes, wait_s), np.tile(heat[order], passes),
-                            np.tile(radius[order], passes), params)
+    def run(name: str, order: NDArray[np.intp], wait_s: float,
+            repeats: int = passes) -> tuple[Trial, ThermalResult]:
+        res = simulate_pass(np.tile(x[order], repeats), np.tile(y[order], repeats),
+                            _repeat(t, repeats, wait_s), np.tile(heat[order], repeats),
+                            np.tile(radius[order], repeats), params)
         trial = Trial(name, res.peak_reservoir_rise_k, res.damaged_reservoir_fraction,
                       res.within_limit(max_damaged_fraction))
         return trial, res
@@ -314,12 +343,13 @@ def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: 
     # The (allowed_cells + 1)-th hottest reservoir cell must stay below the threshold.
     hottest_kept = reservoir_peaks[len(reservoir_peaks) - 1 - allowed_cells] \
         if allowed_cells < len(reservoir_peaks) else 0.0
-    heat_scale = params.damage_rise_k / hottest_kept if hottest_kept > 0.0 else math.inf
-    heat_scale = math.nextafter(heat_scale, 0.0)
+    # 1e-9 below: cells tied with it (symmetric patterns) must not round up past the threshold.
+    heat_scale = (float(params.damage_rise_k / hottest_kept) * (1.0 - 1e-9)
+                  if hottest_kept > 0.0 else math.inf)
     if base.passes:
         return FixSuggestion(True, max_damaged_fraction, 0.0, heat_scale, tuple(trials),
                              f"passes as planned: {_describe(base)}")
-    single, _ = run("one pass", identity, 0.0) if passes > 1 else (base, base_res)
+    single = run("one pass", identity, 0.0, 1)[0] if passes > 1 else base
     wait_s: float | None = None
     if passes > 1:
         trials.append(single)

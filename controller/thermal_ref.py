@@ -43,13 +43,13 @@ def lesion_mask(x_um: F64, y_um: F64, radius_um: F64, layout: Layout) -> NDArray
 
 
 def peak_rise(x_um: F64, y_um: F64, t_s: F64, e_k_um2: F64, s0_um2: F64,
-              layout: Layout) -> tuple[F64, F64, int]:
+              layout: Layout) -> tuple[F64, F64, NDArray[np.bool_]]:
     """Windowed superposition plus far grid; spots sorted by ``t_s``.
 
     ``e_k_um2`` is each spot's heat over (heat capacity x thickness), ``s0_um2`` its initial
     Gaussian width (lesion radius squared). Returns the peak rise map on the fine grid (the
     larger of the window samples and the interpolated far snapshots), the far grid at the
-    end (holding every spot's heat) and the number of cells outside every window.
+    end (holding every spot's heat) and the map of the cells some window sampled.
     """
     return _Run(x_um, y_um, t_s, e_k_um2, s0_um2, layout).run()
 
@@ -74,7 +74,7 @@ class _Run:
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
 
-    def run(self) -> tuple[F64, F64, int]:
+    def run(self) -> tuple[F64, F64, NDArray[np.bool_]]:
         lay = self.lay
         cur = np.zeros((lay.nfy, lay.nfx))
         cur_blur = self.blur(cur)
@@ -94,7 +94,7 @@ class _Run:
         fy, ky = np.modf((self.yc - lay.fy0_um) / lay.far_um)
         fx, kx = np.modf((self.xc - lay.fx0_um) / lay.far_um)
         far = _bilinear(self.far_peak, ky.astype(np.intp), fy, kx.astype(np.intp), fx)
-        return np.maximum(self.fine, far), cur, int((self.fine < 0.0).sum())
+        return np.maximum(self.fine, far), cur, self.fine >= 0.0
 
     def blur(self, grid: F64) -> F64:
         """Exact heat-kernel step of one block on the far grid, reflecting (heat-keeping) edges."""

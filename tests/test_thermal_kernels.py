@@ -1,0 +1,55 @@
+"""Cython thermal kernels agree with the numpy reference on random small inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller import _thermal, thermal_ref
+from controller.thermal import Layout, TissueParams
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple:
+    n = draw(st.integers(1, 25))
+    seed = draw(st.integers(0, 2**32 - 1))
+    grid_um = draw(st.sampled_from([20.0, 25.0, 40.0]))
+    params = TissueParams(
+        grid_um=grid_um,
+        window_um=draw(st.sampled_from([100.0, 150.0])),
+        far_grid_um=draw(st.sampled_from([250.0, 300.0, 400.0])),
+        time_sample_ratio=draw(st.sampled_from([1.3, 1.5, 2.0])),
+        cutoff_rel=draw(st.sampled_from([1e-2, 1e-3, 1e-5])),
+    )
+    rng = np.random.default_rng(seed)
+    span_um = draw(st.sampled_from([300.0, 1500.0]))
+    x, y = rng.uniform(-span_um, span_um, n), rng.uniform(-span_um, span_um, n)
+    t = np.sort(rng.choice([0.0, 0.001, 0.2, 0.5, 1.0, 3.0], n) + rng.uniform(0.0, 1.5, n))
+    heat_uj = rng.uniform(0.0, 5000.0, n)
+    radius_um = rng.uniform(grid_um, 200.0, n)
+    return x, y, t, heat_uj, radius_um, params
+
+
+@settings(max_examples=40)
+@given(problems())
+def test_cython_equals_reference(problem: tuple) -> None:
+    x, y, t, heat_uj, radius_um, params = problem
+    lay = Layout.for_spots(x, y, t, params)
+    e = heat_uj * 1e-6 / (params.heat_capacity_j_m3_k * params.thickness_um * 1e-6) * 1e12
+    fast = _thermal.peak_rise(x, y, t, e, radius_um**2, lay)
+    slow = thermal_ref.peak_rise(x, y, t, e, radius_um**2, lay)
+    scale = max(float(slow[0].max()), 1e-12)
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-9, atol=1e-12 * float(slow[1].max()))
+    np.testing.assert_array_equal(fast[2], slow[2])
+    np.testing.assert_array_equal(_thermal.lesion_mask(x, y, radius_um, lay),
+                                  thermal_ref.lesion_mask(x, y, radius_um, lay))
+
+
+def test_kernels_reject_wrong_dtype() -> None:
+    lay = Layout.for_spots(np.zeros(1), np.zeros(1), np.zeros(1), TissueParams())
+    ints = np.zeros(1, dtype=np.int64)
+    with pytest.raises(ValueError, match="dtype"):
+        _thermal.lesion_mask(ints, ints, ints, lay)
