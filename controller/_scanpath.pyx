@@ -9,10 +9,13 @@ inputs, including empty and single-point ones.
 
 import numpy as np
 
+cimport cython
 from libc.math cimport ceil, floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15
+cdef double TWO_POW_M32 = 1.0 / 4294967296.0
+cdef uint64_t LOW32 = 0xFFFFFFFF
 cdef enum:
     MAX_BANDS = 4096
 
@@ -46,6 +49,7 @@ def _same_length(*arrays):
     return n
 
 
+@cython.final
 cdef class EdgeBands:
     """A polygon's edges bucketed into horizontal bands, for the crossing-number test: a
     point tests only the edges spanning its band, with the reference's exact arithmetic."""
@@ -56,6 +60,7 @@ cdef class EdgeBands:
     cdef double y0, y1, inv_band
     cdef Py_ssize_t[::1] start
     cdef Py_ssize_t[::1] edges
+    cdef double[::1] slope
 
     def __init__(self, const double[::1] vx, const double[::1] vy):
         self.nv = _same_length(vx, vy)
@@ -68,6 +73,9 @@ cdef class EdgeBands:
         self.bands = min(2 * self.nv, MAX_BANDS)
         self.inv_band = self.bands / (self.y1 - self.y0) if self.y1 > self.y0 else 0.0
         self.start = np.zeros(self.bands + 1, dtype=np.intp)
+        # dx/dy of each edge (horizontal edges never reach the crossing test)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.slope = (np.roll(vx, -1) - vx) / (np.roll(vy, -1) - vy)
         cdef Py_ssize_t e, b, total
         for e in range(self.nv):
             for b in range(self.band(min(vy[e], vy[self.next(e)])),
@@ -91,21 +99,20 @@ cdef class EdgeBands:
     cdef inline Py_ssize_t band(self, double py) noexcept nogil:
         return min(<Py_ssize_t>((py - self.y0) * self.inv_band), self.bands - 1)
 
-    cdef bint contains(self, double px, double py) noexcept nogil:
+    cdef inline bint contains(self, double px, double py) noexcept nogil:
         # outside [y0, y1) no edge spans py, so the crossing count is 0 anyway
         if not (py >= self.y0 and py < self.y1):
             return False
         cdef Py_ssize_t b = self.band(py), it, e, e1
         cdef bint c = False
-        cdef double xi, yi, xj, yj
+        cdef double xi, yi, yj
         for it in range(self.start[b], self.start[b + 1]):
             e = self.edges[it]
             e1 = self.next(e)
             xi = self.vx[e]
             yi = self.vy[e]
-            xj = self.vx[e1]
             yj = self.vy[e1]
-            if ((yi > py) != (yj > py)) and (px < (xj - xi) * (py - yi) / (yj - yi) + xi):
+            if ((yi > py) != (yj > py)) and (px < (py - yi) * self.slope[e] + xi):
                 c = not c
         return c
 
@@ -118,8 +125,9 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
     Lattice point (i, j) of the polygon's bounding box sits at x = i*pitch + shift +
     offset_x, y = j*row + offset_y with row = pitch (square) or pitch*sqrt(3)/2 (hexagonal,
     odd rows shifted by pitch/2): anchored at the offset, not at the box. The k-th box point
-    (row-major) moves by (2u-1) * jitter_half_um per axis, u being uniforms 2k and 2k+1 of
-    stream ``key`` (no move if jitter_half_um is 0); it is kept if inside the polygon
+    (row-major) moves by (2u-1) * jitter_half_um per axis, u being the high (x) and low (y)
+    32 bits of hash k of stream ``key`` over 2^32 (no move if jitter_half_um is 0); it is
+    kept if inside the polygon
     (crossing number), then turned by the angle whose cosine and sine are given.
     Returns (x_um, y_um, i, j) in row-major order.
     """
@@ -145,7 +153,7 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
     j = np.empty(total, dtype=np.int32)
     cdef double[::1] xv = x, yv = y
     cdef int32_t[::1] iv = i, jv = j
-    cdef uint64_t k = 0
+    cdef uint64_t k = 0, bits
     cdef Py_ssize_t kept = 0
     cdef double px, py, yrow
     with nogil:
@@ -158,8 +166,10 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
                 px = (<double>ii) * pitch_um + shift + offset_x_um
                 py = yrow
                 if jitter_half_um > 0.0:
-                    px = px + (2.0 * unit(key, 2 * k) - 1.0) * jitter_half_um
-                    py = py + (2.0 * unit(key, 2 * k + 1) - 1.0) * jitter_half_um
+                    bits = mix64(key + (k + 1) * GOLDEN)
+                    px = px + (2.0 * <double>(bits >> 32) * TWO_POW_M32 - 1.0) * jitter_half_um
+                    py = py + (2.0 * <double>(bits & LOW32) * TWO_POW_M32 - 1.0) \
+                        * jitter_half_um
                 k += 1
                 if poly.contains(px, py):
                     xv[kept] = cos_turn * px - sin_turn * py
@@ -274,6 +284,7 @@ def interlaced_order(const int32_t[::1] i, const int32_t[::1] j,
     return order
 
 
+@cython.final
 cdef class CellHash:
     """Points bucketed into square cells no smaller than ``radius_um``: every point closer
     than the radius to a point lies in the 3 x 3 cells around it. Cells never outnumber

@@ -61,10 +61,12 @@ def uniform(key: int, n: int) -> F64:
 
 
 def jitter(x: F64, y: F64, half_side_um: float, key: int) -> tuple[F64, F64]:
-    """Point k moved by (2u-1) * half_side_um per axis, u = uniforms 2k and 2k+1."""
-    u = uniform(key, 2 * len(x))
-    return (x + (2.0 * u[0::2] - 1.0) * half_side_um,
-            y + (2.0 * u[1::2] - 1.0) * half_side_um)
+    """Point k moved by (2u-1) * half_side_um per axis, u = the high (x) and low (y) 32 bits
+    of hash k of the stream over 2^32."""
+    bits = _mix64(np.uint64(key) + np.arange(1, len(x) + 1, dtype=np.uint64) * GOLDEN)
+    ux = (bits >> np.uint64(32)).astype(np.float64) * (1.0 / 4294967296.0)
+    uy = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * (1.0 / 4294967296.0)
+    return x + (2.0 * ux - 1.0) * half_side_um, y + (2.0 * uy - 1.0) * half_side_um
 
 
 def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
@@ -75,7 +77,7 @@ def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
         xj, yj = vx[(e + 1) % len(vx)], vy[(e + 1) % len(vx)]
         spans = (yi > y) != (yj > y)
         with np.errstate(divide="ignore", invalid="ignore"):
-            left = x < (xj - xi) * (y - yi) / (yj - yi) + xi
+            left = x < (y - yi) * ((xj - xi) / (yj - yi)) + xi
         inside ^= spans & left
     return inside
 
