@@ -1,13 +1,19 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# distutils: extra_compile_args = -fopenmp
+# distutils: extra_link_args = -fopenmp
 """Cython kernels of the thermal screening model (numpy reference: controller.thermal_ref).
 
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
-grid fields in controller.thermal.Layout.
+grid fields in controller.thermal.Layout. The windows of one block and the far-grid rows run
+on OpenMP threads (OMP_NUM_THREADS); each thread keeps its own peak map, merged by max.
 """
 
 import numpy as np
 
-from libc.math cimport M_PI, ceil, exp, fabs, floor, fmax, sqrt
+cimport openmp
+from cython.parallel cimport prange, threadid
+
+from libc.math cimport M_PI, ceil, exp, fabs, floor, sqrt
 
 
 cdef struct Geo:
@@ -28,6 +34,11 @@ cdef Geo _geo(layout):
     g.ratio, g.smooth_s = layout.sample_ratio, layout.smooth_s_um2
     g.snap_s, g.reach_log = layout.snap_s_um2, layout.reach_log
     return g
+
+
+cdef inline double _max(double a, double b) noexcept nogil:
+    """Inline max (libm fmax is an out-of-line call without -ffast-math)."""
+    return a if a > b else b
 
 
 cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
@@ -116,10 +127,10 @@ cdef void _blur(const double[:, ::1] src, double[:, ::1] dst, double[:, ::1] tmp
     """Separable heat-kernel step with reflecting (heat-keeping) edges."""
     cdef Py_ssize_t ny = src.shape[0], nx = src.shape[1], r, c, k, src_row
     cdef Py_ssize_t half = taps.shape[0] // 2
-    for r in range(ny):
+    for r in prange(ny, schedule="static"):
         for c in range(nx):
             tmp[r, c] = _tap_sum(&src[r, 0], c, nx, taps)
-    for r in range(ny):
+    for r in prange(ny, schedule="static"):
         for c in range(nx):
             dst[r, c] = 0.0
         for k in range(taps.shape[0]):
@@ -224,6 +235,19 @@ cdef void _far_cache(const Geo* g, const Window* w, const double[:, ::1] start,
             at_end[r - w.r0, c - w.c0] = _bilinear(g, end, xc, yc)
 
 
+cdef inline void _gaussian_row(double d0, double step, double s, double scale, Py_ssize_t n,
+                              double[::1] out) noexcept nogil:
+    """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (3 exp calls)."""
+    cdef Py_ssize_t k
+    cdef double value = scale * exp(-(d0 * d0) / s)
+    cdef double ratio = exp(-(2.0 * d0 * step + step * step) / s)
+    cdef double ratio_step = exp(-2.0 * step * step / s)
+    for k in range(n):
+        out[k] = value
+        value = value * ratio
+        ratio = ratio * ratio_step
+
+
 cdef void _near_part(const Geo* g, const Window* w, double ts, double lo_t,
                      const Py_ssize_t[::1] cand, Py_ssize_t n_cand, const double[::1] x,
                      const double[::1] y, const double[::1] t, const double[::1] e,
@@ -245,12 +269,10 @@ cdef void _near_part(const Geo* g, const Window* w, double ts, double lo_t,
             continue
         amp = e[j] / (M_PI * s)
         if s < g.smooth_s:
-            for c in range(nc):
-                d = g.x0 + (w.c0 + c + 0.5) * g.cell - x[j]
-                ex[c] = exp(-(d * d) / s)
+            _gaussian_row(g.x0 + (w.c0 + 0.5) * g.cell - x[j], g.cell, s, 1.0, nc, ex)
+            _gaussian_row(g.y0 + (w.r0 + 0.5) * g.cell - y[j], g.cell, s, amp, w.r1 - w.r0, ey)
             for r in range(w.r1 - w.r0):
-                d = g.y0 + (w.r0 + r + 0.5) * g.cell - y[j]
-                gy = amp * exp(-(d * d) / s)
+                gy = ey[r]
                 for c in range(nc):
                     acc[r, c] += gy * ex[c]
         else:
@@ -324,25 +346,27 @@ cdef void _window(const Geo* g, Py_ssize_t i, Py_ssize_t b, const double[:, ::1]
         for r in range(w.r1 - w.r0):
             row = &fine[w.r0 + r, w.c0]
             for c in range(w.c1 - w.c0):
-                row[c] = fmax(row[c], acc[r, c])
+                row[c] = _max(row[c], acc[r, c])
         if s_i >= s_max:
             return
         s_i = s_i * g.ratio
 
 
-cdef void _combine(const Geo* g, double[:, ::1] fine, const double[:, ::1] far_peak,
+cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] far_peak,
                    unsigned char[:, ::1] sampled) noexcept nogil:
-    """Peak map: the larger of the window samples and the interpolated far snapshots.
-
-    Marks the cells some window sampled (the others start at -1).
+    """Peak map into fine[0]: the larger of every thread's window samples and the
+    interpolated far snapshots. Marks the cells some window sampled (the others stay -1).
     """
-    cdef Py_ssize_t r, c
+    cdef Py_ssize_t r, c, k
     cdef double v
-    for r in range(g.ny):
+    for r in prange(g.ny, schedule="static"):
         for c in range(g.nx):
-            sampled[r, c] = fine[r, c] >= 0.0
-            v = _bilinear(g, far_peak, g.x0 + (c + 0.5) * g.cell, g.y0 + (r + 0.5) * g.cell)
-            fine[r, c] = fmax(fine[r, c], v)
+            v = fine[0, r, c]
+            for k in range(1, fine.shape[0]):
+                v = _max(v, fine[k, r, c])
+            sampled[r, c] = v >= 0.0
+            fine[0, r, c] = _max(v, _bilinear(g, far_peak, g.x0 + (c + 0.5) * g.cell,
+                                              g.y0 + (r + 0.5) * g.cell))
 
 
 def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
@@ -357,31 +381,36 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     half = int(np.ceil(4.0 * np.sqrt(sigma2) / layout.far_um))
     taps_np = np.exp(-((np.arange(-half, half + 1) * layout.far_um) ** 2) / (2.0 * sigma2))
     cdef const double[::1] taps = taps_np / taps_np.sum()
+    cdef int n_threads = openmp.omp_get_max_threads()
     shape = (g.nfy, g.nfx)
-    fine_np = np.full((g.ny, g.nx), -1.0)
+    fine_np = np.full((n_threads, g.ny, g.nx), -1.0)
     far_peak_np = np.zeros(shape)
-    cdef double[:, ::1] fine = fine_np, far_peak = far_peak_np
+    cdef double[:, :, ::1] fine = fine_np
+    cdef double[:, ::1] far_peak = far_peak_np
     cdef double[:, ::1] cur = np.zeros(shape), cur_blur = np.zeros(shape)
     cdef double[:, ::1] nxt = np.zeros(shape), nxt_blur = np.zeros(shape)
     cdef double[:, ::1] tmp = np.zeros(shape), total = np.zeros(shape), swap
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, ::1] scratch = np.zeros((5, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 5, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
-    cdef double[::1] ex = np.zeros(longest), ey = np.zeros(longest)
-    cdef Py_ssize_t[::1] cand = np.zeros(x.shape[0], dtype=np.intp)
+    cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
+    cdef Py_ssize_t[:, ::1] cand = np.zeros((n_threads, x.shape[0]), dtype=np.intp)
     sampled_np = np.zeros((g.ny, g.nx), dtype=np.bool_)
     cdef unsigned char[:, ::1] sampled = sampled_np.view(np.uint8)
     cdef Py_ssize_t b, i
+    cdef int tid
     with nogil:
         _blur(cur, cur_blur, tmp, taps)
         nxt[:, :] = cur_blur
-        _deposit(&g, nxt, 0, x, y, t, e, s0, ex, ey)
+        _deposit(&g, nxt, 0, x, y, t, e, s0, ex[0], ey[0])
         _blur(nxt, nxt_blur, tmp, taps)
         for b in range(g.n_blocks):
-            _snapshot(&g, cur, total, far_peak, b, x, y, t, e, s0, ex)
-            for i in range(_first_ge(t, _boundary(&g, b)), _first_ge(t, _boundary(&g, b + 1))):
-                _window(&g, i, b, cur, cur_blur, nxt, nxt_blur, x, y, t, e, s0, fine,
-                        scratch, cand, ex, ey)
+            _snapshot(&g, cur, total, far_peak, b, x, y, t, e, s0, ex[0])
+            for i in prange(_first_ge(t, _boundary(&g, b)), _first_ge(t, _boundary(&g, b + 1)),
+                            schedule="dynamic", chunksize=8):
+                tid = threadid()
+                _window(&g, i, b, cur, cur_blur, nxt, nxt_blur, x, y, t, e, s0, fine[tid],
+                        scratch[tid], cand[tid], ex[tid], ey[tid])
             swap = cur
             cur = nxt
             nxt = swap
@@ -389,8 +418,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
             cur_blur = nxt_blur
             nxt_blur = swap
             nxt[:, :] = cur_blur
-            _deposit(&g, nxt, b + 1, x, y, t, e, s0, ex, ey)
+            _deposit(&g, nxt, b + 1, x, y, t, e, s0, ex[0], ey[0])
             _blur(nxt, nxt_blur, tmp, taps)
-        _snapshot(&g, cur, total, far_peak, g.n_blocks, x, y, t, e, s0, ex)
+        _snapshot(&g, cur, total, far_peak, g.n_blocks, x, y, t, e, s0, ex[0])
         _combine(&g, fine, far_peak, sampled)
-    return fine_np, np.asarray(cur), sampled_np
+    return fine_np[0], np.asarray(cur), sampled_np
