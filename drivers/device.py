@@ -65,7 +65,8 @@ class Device:
 
     @property
     def simulator(self) -> Any:
-        """The simulated device behind an in-process transport (None for real hardware)."""
+        """The simulator's handle (``.device``, ``.faults``) behind ``sim://`` or the simulated
+        USB backend; None for real hardware."""
         return getattr(self.transport, "simulator", None)
 
     # -- queries ----------------------------------------------------------------------------

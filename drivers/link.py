@@ -109,10 +109,13 @@ class Link:
             wire = b"".join(encode(r) for r in requests)
             try:
                 self.transport.write(wire)  # type: ignore[attr-defined]
+                self._last_write = now
+                failure = None
             except DeviceLost as exc:
-                self._fail(exc)
-                raise
-            self._last_write = now
+                failure = exc
+        if failure is not None:
+            self._fail(failure)  # takes the lock itself
+            raise failure
         return handles
 
     def forget(self, handles: list[Pending]) -> None:

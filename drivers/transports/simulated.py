@@ -34,8 +34,8 @@ class SimTransport(Transport):
 
     @property
     def simulator(self) -> Any:
-        """The simulated device (ground truth, inputs); for tests and demos."""
-        return self.link.device
+        """The simulator's handle (``.device`` ground truth and inputs, ``.faults``)."""
+        return self.link
 
     def write(self, data: bytes) -> None:
         if self._closed:

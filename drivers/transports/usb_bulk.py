@@ -68,8 +68,8 @@ class UsbTransport(Transport):
 
     @property
     def simulator(self) -> Any:
-        """The simulated device behind the ``sim`` backend (None for real hardware)."""
-        return getattr(self._owner, "device", None)
+        """The simulator's handle behind the ``sim`` backend (None for real hardware)."""
+        return self._owner
 
     def write(self, data: bytes) -> None:
         try:
