@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,23 +86,25 @@ class TreatmentRecord:
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
         row = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         self._seq, self._head = row if row else (0, GENESIS)
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, session: int, kind: str, **body: Any) -> int:
         """Commit one entry durably (and update the sidecar head); returns its sequence."""
-        seq = self._seq + 1
-        at = time.time()
         text = _canonical(body)
-        digest = _hash(self._head, seq, session, at, kind, text)
-        try:
-            self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (seq, session, at, kind, text, self._head, digest))
-        except sqlite3.Error as exc:
-            raise RecordError(f"cannot write to {self.path}: {exc}") from exc
-        self._seq, self._head = seq, digest
-        self._write_head()
+        with self._lock:  # events arrive on the driver's dispatcher thread too
+            seq = self._seq + 1
+            at = time.time()
+            digest = _hash(self._head, seq, session, at, kind, text)
+            try:
+                self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (seq, session, at, kind, text, self._head, digest))
+            except sqlite3.Error as exc:
+                raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+            self._seq, self._head = seq, digest
+            self._write_head()
         return seq
 
     def _write_head(self) -> None:
@@ -114,8 +117,9 @@ class TreatmentRecord:
 
     def new_session(self, **body: Any) -> int:
         """Start a session; returns its id (the sequence number of its first entry)."""
-        session = self._seq + 1
-        self.append(session, "session", **body)
+        with self._lock:
+            session = self._seq + 1
+            self.append(session, "session", **body)
         return session
 
     def delivered(self, session: int, pass_index: int, index: np.ndarray,

@@ -1,0 +1,399 @@
+"""Treatment sessions: take validated plans to the device and deliver them safely.
+
+A session flattens its plans into passes (pass g of the session is pass ``g`` on the device),
+then for each pass: load and confirm the plan checksum, arm, wait for the emission indicator
+and the operator's footswitch, start, and stream under credit flow control. Every batch of
+spots the device confirms is committed to the treatment record before it is reported upward.
+
+Faults are never cleared automatically: ``run`` returns ``fault`` and only an explicit
+``operator_reset`` (key on, interlocks closed) lets a later ``run`` resume. Resume continues at
+the first spot the device has not confirmed, after reconciling the record with the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controller.record import TreatmentRecord
+from controller.safety import SafetyMirror, Transition, check_energy
+from controller.scanpath import Plan, build_plan
+from controller.settings import TreatmentSettings
+from controller.timing import GalvoTiming
+from controller.validation import ClinicalEnvelope, Finding, validate_plans
+from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
+from drivers.errors import DeviceError, FootswitchUp, IllegalState
+from drivers.info import DeviceLimits, DeviceStatus
+from drivers.link import Item
+from drivers.protocol import Message
+from drivers.protocol.messages import FaultCode, Interlock, State
+
+POLL_S = 0.05
+
+
+def timing_for(limits: DeviceLimits, settings: TreatmentSettings) -> GalvoTiming:
+    """Galvo timing from the device's limits, with the spot rate kept under average power."""
+    energy_uj, _, stack = settings.handpiece.dose_for_depth([settings.depth_um])
+    per_spot_uj = float(energy_uj[0]) * float(stack[0])
+    power_rate_hz = math.floor(limits.avg_power_max_mw * 1000.0 / per_spot_uj)
+    return GalvoTiming(
+        max_spot_rate_hz=float(max(1, min(limits.rep_rate_max_hz, power_rate_hz))),
+        jump_speed_um_per_us=limits.jump_speed_um_per_ms / 1000.0,
+        settle_us=float(limits.settle_us),
+        field_um=float(limits.field_size_um),
+    )
+
+
+def plan_for_device(settings: TreatmentSettings, limits: DeviceLimits, seed: int = 0) -> Plan:
+    """Plan ``settings`` with the device's own timing and power limits."""
+    return build_plan(settings, timing_for(limits, settings), seed)
+
+
+@dataclass(frozen=True)
+class PassJob:
+    """One pass of the session: its plan, the pass within the plan, and device spots."""
+
+    number: int
+    plan: Plan
+    plan_pass: int
+    spots: PassSpots
+    set_energy_uj: np.ndarray  # per spot, whole stack
+    rep_rate_hz: int
+
+
+@dataclass(frozen=True)
+class SessionProgress:
+    """What the operator's display shows."""
+
+    pass_number: int
+    passes: int
+    delivered: int
+    total: int
+    rate_spots_s: float
+    eta_s: float
+    state: State | None
+    interlocks: Interlock
+    waiting_for: str = ""
+
+
+@dataclass
+class SessionOutcome:
+    """Result of :meth:`TreatmentSession.run`: ``completed``, ``paused``, ``aborted``,
+    ``fault`` or ``waiting`` (emission not permitted before the wait ran out)."""
+
+    status: str
+    session_id: int
+    detail: str = ""
+    delivered: dict[int, int] = field(default_factory=dict)
+
+
+class SessionStop(Exception):
+    """Internal: the pass ended for a reason that ends ``run``."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class TreatmentSession:
+    """Deliver validated plans to one device, with a durable record.
+
+    ``reconnect`` (optional) returns a fresh Device for the same URL after the link was lost.
+    ``on_progress`` is called after every committed batch and while waiting.
+    """
+
+    def __init__(self, device: Device, plans: list[Plan], record: TreatmentRecord, *,
+                 operator: str, patient_ref: str, envelope: ClinicalEnvelope | None = None,
+                 on_progress: Callable[[SessionProgress], None] | None = None,
+                 reconnect: Callable[[], Device] | None = None,
+                 session_id: int | None = None, start_wait_s: float = 30.0) -> None:
+        self.device = device
+        self.plans = plans
+        self.record = record
+        self.envelope = envelope or ClinicalEnvelope.load()
+        self.on_progress = on_progress or (lambda p: None)
+        self.reconnect = reconnect
+        self.start_wait_s = start_wait_s
+        self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits)
+        self.jobs = self._jobs()
+        self._pause = threading.Event()
+        self._abort = threading.Event()
+        self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
+                                   self._on_transition)
+        self._unsubscribe = device.subscribe(self._on_event)
+        if session_id is None:
+            session_id = record.new_session(
+                operator=operator, patient_ref=patient_ref, device_url=device.url,
+                device_serial=device.info.serial, firmware=device.info.firmware,
+                handpieces=sorted({p.settings.handpiece.name for p in plans}),
+                passes=[{"pass": j.number, "spots": j.spots.count,
+                         "device_checksum": j.spots.checksum, "plan_checksum": j.plan.checksum,
+                         "rep_rate_hz": j.rep_rate_hz} for j in self.jobs],
+                warnings=[str(w) for w in self.warnings])
+        self.session_id = session_id
+
+    # -- construction -----------------------------------------------------------------------
+    def _jobs(self) -> list[PassJob]:
+        jobs = []
+        for plan in self.plans:
+            for k, metrics in enumerate(plan.metrics.passes):
+                part = plan.pass_slice(k)
+                rate = max(1, math.floor(metrics.spot_rate_hz))
+                spots = self.device.prepare_pass(
+                    len(jobs), plan.x_um[part], plan.y_um[part], plan.energy_uj[part],
+                    plan.pulse_us[part], plan.stack[part], rep_rate_hz=rate)
+                set_uj = plan.energy_uj[part].astype(np.int64) * plan.stack[part]
+                jobs.append(PassJob(len(jobs), plan, k, spots, set_uj, rate))
+        return jobs
+
+    # -- operator actions (any thread) ------------------------------------------------------
+    def request_pause(self) -> None:
+        """Pause after the current spot (Ctrl-C, or the operator's pause button)."""
+        self._pause.set()
+
+    def request_abort(self) -> None:
+        """End the current pass at once; it is closed as aborted."""
+        self._abort.set()
+
+    def acknowledge_warnings(self, by: str) -> None:
+        """The operator accepts the borderline warnings; recorded with who accepted them."""
+        self.record.append(self.session_id, "warnings_acknowledged", by=by,
+                           warnings=[str(w) for w in self.warnings])
+        self.warnings = []
+
+    def abort(self) -> SessionOutcome:
+        """End the session now (e.g. after an operator pause): emission off, pass aborted."""
+        status = self._status()
+        if status.state in (State.READY, State.ARMED, State.EMITTING, State.PAUSED):
+            self.device.abort()
+        for job in self.jobs:
+            if self.delivered_count(job) < job.spots.count:
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="aborted")
+                break
+        self.record.append(self.session_id, "session_end", status="aborted")
+        return SessionOutcome("aborted", self.session_id, "aborted by the operator",
+                              {j.number: self.delivered_count(j) for j in self.jobs})
+
+    def operator_reset(self) -> None:
+        """Explicit operator reset of a device fault (needs key on and interlocks closed)."""
+        self.record.append(self.session_id, "operator_reset")
+        self.device.reset_fault()
+        self.mirror.on_status(self.device.status())
+
+    # -- events -----------------------------------------------------------------------------
+    def _on_event(self, item: Item) -> None:
+        if isinstance(item, Message):
+            self.mirror.on_event(item)
+
+    def _on_transition(self, t: Transition) -> None:
+        self.record.append(self.session_id, "transition",
+                           old=t.old.name if t.old is not None else None, new=t.new.name,
+                           cause=t.cause, fault=t.fault.name)
+
+    # -- running ----------------------------------------------------------------------------
+    def delivered_count(self, job: PassJob) -> int:
+        index, _ = self.record.delivered_spots(self.session_id, job.number)
+        return int(index.size)
+
+    def run(self) -> SessionOutcome:
+        """Deliver every pass not yet complete; returns why it stopped."""
+        if self.warnings:
+            raise DeviceError("borderline warnings must be acknowledged first: "
+                              + "; ".join(str(w) for w in self.warnings))
+        self._pause.clear()
+        status = "completed"
+        detail = ""
+        try:
+            for job in self.jobs:
+                if self.delivered_count(job) < job.spots.count:
+                    self._run_pass(job)
+        except SessionStop as stop:
+            status, detail = stop.status, stop.detail
+        delivered = {j.number: self.delivered_count(j) for j in self.jobs}
+        if status in ("completed", "aborted"):
+            self.record.append(self.session_id, "session_end", status=status)
+        return SessionOutcome(status, self.session_id, detail, delivered)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _status(self) -> DeviceStatus:
+        status = self.device.status()
+        self.mirror.on_status(status)
+        return status
+
+    def _reconcile(self, job: PassJob) -> int:
+        """Align the record with the device; returns the first spot still to fire."""
+        status = self._status()
+        index, _ = self.record.delivered_spots(self.session_id, job.number)
+        recorded = int(index[-1]) if index.size else -1
+        if status.plan_checksum == job.spots.checksum and status.last_delivered is not None:
+            confirmed = status.last_delivered
+            if confirmed > recorded:  # fired, but the reports were lost with the link
+                missing = np.arange(recorded + 1, confirmed + 1)
+                self.record.append(self.session_id, "reconciled", pass_index=job.number,
+                                   first=int(missing[0]), count=int(missing.size))
+                self.record.delivered(self.session_id, job.number, missing,
+                                      np.full(missing.size, -1))
+                recorded = confirmed
+            elif confirmed < recorded:
+                raise SessionStop("fault", f"device reports spot {confirmed} as last fired but "
+                                  f"the record holds {recorded}: refusing to continue")
+        return recorded + 1
+
+    def _run_pass(self, job: PassJob) -> None:
+        while True:
+            try:
+                self._attempt_pass(job)
+                return
+            except DeviceLost as exc:
+                self.record.append(self.session_id, "link_lost", pass_index=job.number,
+                                   error=str(exc))
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        if self.reconnect is None:
+            raise SessionStop("fault", "link to the device lost; no reconnect configured")
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                self._unsubscribe()
+                self.device.close()
+                self.device = self.reconnect()
+                self._unsubscribe = self.device.subscribe(self._on_event)
+                self.record.append(self.session_id, "reconnected", device_url=self.device.url)
+                return
+            except DeviceError as exc:
+                if time.monotonic() > deadline:
+                    raise SessionStop("fault", f"cannot reconnect: {exc}") from exc
+                time.sleep(0.2)
+
+    def _attempt_pass(self, job: PassJob) -> None:
+        dev = self.device
+        first = self._reconcile(job)
+        if first >= job.spots.count:
+            return
+        status = self._status()
+        if status.state is State.FAULT:
+            raise SessionStop("fault", f"device in FAULT ({status.fault_code.name}): "
+                              "operator reset needed")
+        if status.state in (State.ARMED, State.PAUSED):
+            dev.disarm()
+        elif status.state is State.EMITTING:  # driven by someone else: stop it first
+            dev.abort()
+        status = self._status()
+        loaded = (status.state is State.READY and status.plan_checksum == job.spots.checksum
+                  and status.next_index == first)
+        dev.laser.set_rep_rate(job.rep_rate_hz)
+        if not loaded:
+            dev.load_plan(job.spots, first)
+        self.record.append(self.session_id, "pass_start", pass_index=job.number,
+                           first_index=first, device_checksum=job.spots.checksum)
+        dev.arm(job.spots)
+        self._status()
+        self._start_when_permitted(job, first)
+        while True:
+            ending = self._stream(job, first)
+            if ending == "complete":
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="complete")
+                return
+            if ending == "aborted":
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="aborted")
+                raise SessionStop("aborted", f"pass {job.number} aborted")
+            if ending == "fault":
+                status = self._status()
+                raise SessionStop("fault", f"device fault {status.fault_code.name} in pass "
+                                  f"{job.number}")
+            # paused: by the operator (Ctrl-C), for an abort, or by the footswitch
+            if self._abort.is_set():
+                dev.abort()
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="aborted")
+                raise SessionStop("aborted", f"pass {job.number} aborted")
+            if self._pause.is_set():
+                raise SessionStop("paused", f"paused by the operator in pass {job.number}")
+            self._wait_for(job, first, lambda: bool(self.mirror.interlocks
+                                                    & Interlock.FOOTSWITCH_DOWN),
+                           "footswitch (press to resume)")
+            dev.resume()
+
+    def _wait_for(self, job: PassJob, first: int, ready: Callable[[], bool],
+                  what: str) -> None:
+        deadline = time.monotonic() + self.start_wait_s
+        while not ready():
+            if self._abort.is_set():
+                self.device.abort()
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="aborted")
+                raise SessionStop("aborted", f"pass {job.number} aborted while waiting")
+            if self._pause.is_set() or time.monotonic() > deadline:
+                self.device.disarm()
+                raise SessionStop("waiting", f"emission not started: waiting for {what}")
+            self._report(job, first, 0.0, waiting_for=what)
+            time.sleep(POLL_S)
+            self._status()
+
+    def _start_when_permitted(self, job: PassJob, first: int) -> None:
+        while True:
+            self._wait_for(job, first, lambda: not self.mirror.refusals(),
+                           "; ".join(self.mirror.refusals()) or "emission permission")
+            try:
+                self.device.start()
+                return
+            except FootswitchUp:
+                self._status()  # released between our check and START: wait again
+            except DeviceTimeout as exc:
+                raise SessionStop("fault", f"START not confirmed: {exc}") from exc
+
+    def _stream(self, job: PassJob, first: int) -> str:
+        started = time.monotonic()
+        done_before = self.delivered_count(job)
+        delivered_now = 0
+        stop_sent = False
+        for progress in self.device.stream(job.spots):
+            if len(progress.index):
+                self._commit(job, progress)
+                delivered_now += len(progress.index)
+            wanted = self._abort.is_set() or self._pause.is_set()
+            if wanted and not stop_sent and progress.state is State.EMITTING:
+                stop_sent = True  # pause first; an abort follows once the device is paused
+                with contextlib.suppress(IllegalState):  # the footswitch got there first
+                    self.device.pause()
+            elapsed = max(time.monotonic() - started, 1e-6)
+            self._report(job, first, delivered_now / elapsed, done=done_before + delivered_now)
+            if progress.done:
+                return progress.reason
+        return "aborted"  # pragma: no cover - the stream always ends with a done Progress
+
+    def _commit(self, job: PassJob, progress: Progress) -> None:
+        """Record confirmed spots (durably) and check the energy monitor."""
+        self.record.delivered(self.session_id, job.number, progress.index, progress.measured_uj)
+        set_uj = job.set_energy_uj[progress.index]
+        verdict = check_energy(progress.index, set_uj, progress.measured_uj)
+        if not verdict.ok:
+            self.record.append(self.session_id, "energy_fault", pass_index=job.number,
+                               spot=verdict.first_violation,
+                               worst_deviation=round(verdict.worst_deviation, 4))
+            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
+        elif verdict.checked and verdict.worst_deviation > 0.1:
+            self.record.append(self.session_id, "energy_drift", pass_index=job.number,
+                               worst_deviation=round(verdict.worst_deviation, 4))
+
+    def _report(self, job: PassJob, first: int, rate: float, done: int | None = None,
+                waiting_for: str = "") -> None:
+        delivered = self.delivered_count(job) if done is None else done
+        remaining = job.spots.count - delivered
+        self.on_progress(SessionProgress(
+            job.number, len(self.jobs), delivered, job.spots.count, rate,
+            remaining / rate if rate > 0 else math.inf, self.mirror.state,
+            self.mirror.interlocks, waiting_for))

@@ -1,0 +1,153 @@
+"""Plan validation: device limits, handpiece limits and the clinical envelope.
+
+``validate_plans`` collects every violated rule (field, value, limit) and raises
+``PlanRejected`` listing all of them; values above ``borderline_fraction`` of a limit come back
+as warnings that the caller must acknowledge before emission.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controller.errors import SettingsError
+from controller.scanpath import Plan
+from drivers.info import DeviceLimits
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
+
+ENVELOPE_FILE = Path(__file__).parent / "data" / "envelope.toml"
+
+
+@dataclass(frozen=True)
+class ClinicalEnvelope:
+    """The most one session may deliver to one area (a data file, never code)."""
+
+    name: str
+    max_coverage_percent: float
+    max_combined_coverage_percent: float
+    max_passes: int
+    max_energy_mj: float
+    max_cumulative_fluence_j_cm2: float
+    borderline_fraction: float = 0.9
+
+    @classmethod
+    def load(cls, path: Path = ENVELOPE_FILE) -> ClinicalEnvelope:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError("envelope file", str(path), "a readable TOML file",
+                                str(exc)) from exc
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(data) - fields
+        if unknown or not fields - {"borderline_fraction"} <= set(data):
+            raise SettingsError("envelope keys", sorted(data), f"exactly {sorted(fields)}")
+        envelope = cls(**data)
+        for name in fields - {"name"}:
+            value = getattr(envelope, name)
+            if not isinstance(value, int | float) or not value > 0:
+                raise SettingsError(f"envelope.{name}", value, "a number > 0")
+        return envelope
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule checked against a plan: a violation or a borderline warning."""
+
+    rule: str
+    field: str
+    value: float
+    limit: float
+    unit: str
+    bound: str = "at most"
+
+    def __str__(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return (f"{self.field} = {self.value:.4g}{unit}; {self.rule} allows {self.bound} "
+                f"{self.limit:.4g}{unit}")
+
+
+class PlanRejected(Exception):
+    """The plan breaks one or more rules; ``violations`` lists every one of them."""
+
+    def __init__(self, violations: list[Finding], extra: list[str] | None = None) -> None:
+        self.violations = violations
+        self.extra = extra or []
+        lines = [str(v) for v in violations] + self.extra
+        super().__init__("plan rejected:\n  " + "\n  ".join(lines))
+
+
+def _check(findings: list[Finding], warnings: list[Finding], rule: str, field: str,
+           value: float, limit: float, unit: str, borderline: float) -> None:
+    finding = Finding(rule, field, float(value), float(limit), unit)
+    if value > limit:
+        findings.append(finding)
+    elif value > borderline * limit:
+        warnings.append(finding)
+
+
+def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
+                     findings: list[Finding]) -> None:
+    part = plan.pass_slice(p)
+    energy = plan.energy_uj[part].astype(np.float64)
+    stack = plan.stack[part].astype(np.float64)
+    pulse = plan.pulse_us[part]
+    rate = plan.metrics.passes[p].spot_rate_hz
+    half_field = (min(limits.usable_lsb_max - GALVO_CENTRE_LSB,
+                      GALVO_CENTRE_LSB - limits.usable_lsb_min)
+                  * limits.field_size_um / GALVO_FULL_SCALE_LSB)
+    reach = float(max(np.abs(plan.x_um[part]).max(), np.abs(plan.y_um[part]).max()))
+    pre = f"pass[{p}]."
+    for rule, field, value, limit, unit in (
+        ("device", "energy_uj", energy.max(), limits.energy_max_uj, "µJ"),
+        ("device", "pulse_us", float(pulse.max()), limits.pulse_max_us, "µs"),
+        ("device", "stack", stack.max(), limits.max_stack, ""),
+        ("device", "spot_rate_hz", rate, limits.rep_rate_max_hz, "Hz"),
+        ("device", "average_power_mw", float((energy * stack).max() * rate / 1000.0),
+         limits.avg_power_max_mw, "mW"),
+        ("device field", "pattern reach from centre (µm)", reach, half_field, "µm"),
+    ):
+        if value > limit:
+            findings.append(Finding(rule, pre + field, float(value), float(limit), unit))
+
+    for field, value, low, unit in (("energy_uj", energy.min(), limits.energy_min_uj, "µJ"),
+                                    ("pulse_us", float(pulse.min()), limits.pulse_min_us, "µs")):
+        if value < low:
+            findings.append(Finding("device", pre + field, float(value), float(low), unit,
+                                    "at least"))
+
+
+def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
+                   limits: DeviceLimits | None = None,
+                   extra_rejections: list[str] | None = None) -> list[Finding]:
+    """Check every pass of every plan; raise PlanRejected or return the warnings.
+
+    The plans of one session are assumed to treat the same area, so passes and fluence add up.
+    """
+    findings: list[Finding] = []
+    warnings: list[Finding] = []
+    bl = envelope.borderline_fraction
+    passes = [(plan, p) for plan in plans for p in range(len(plan.metrics.passes))]
+    _check(findings, warnings, "envelope", "passes", len(passes), envelope.max_passes, "", bl)
+    fluence = 0.0
+    for g, (plan, p) in enumerate(passes):
+        m = plan.metrics.passes[p]
+        energy_mj = float(plan.energy_uj[plan.pass_slice(p)].max()) / 1000.0
+        _check(findings, warnings, "envelope", f"pass[{g}].coverage_percent", m.coverage_pct,
+               envelope.max_coverage_percent, "%", bl)
+        _check(findings, warnings, "envelope", f"pass[{g}].energy_mj", energy_mj,
+               envelope.max_energy_mj, "mJ", bl)
+        fluence += m.area_fluence_j_cm2
+        if limits is not None:
+            _device_findings(plan, p, limits, findings)
+    for plan in plans:
+        _check(findings, warnings, "envelope", "combined_coverage_percent",
+               plan.metrics.combined_coverage_pct, envelope.max_combined_coverage_percent, "%",
+               bl)
+    _check(findings, warnings, "envelope", "cumulative_fluence_j_cm2", fluence,
+           envelope.max_cumulative_fluence_j_cm2, "J/cm²", bl)
+    if findings or extra_rejections:
+        raise PlanRejected(findings, extra_rejections)
+    return warnings
