@@ -230,6 +230,19 @@ class TreatmentSession:
         self.mirror.on_status(status)
         return status
 
+    def _quiesce(self) -> None:
+        """Stop emission left running (e.g. across a lost link) and come back to READY."""
+        status = self._status()
+        if status.state is State.FAULT:
+            raise SessionStop("fault", f"device in FAULT ({status.fault_code.name}): "
+                              "operator reset needed")
+        if status.state is State.EMITTING:
+            with contextlib.suppress(IllegalState):  # it may stop by itself meanwhile
+                self.device.pause()
+            status = self._status()
+        if status.state in (State.ARMED, State.PAUSED):
+            self.device.disarm()
+
     def _reconcile(self, job: PassJob) -> int:
         """Align the record with the device; returns the first spot still to fire."""
         status = self._status()
@@ -278,17 +291,10 @@ class TreatmentSession:
 
     def _attempt_pass(self, job: PassJob) -> None:
         dev = self.device
-        first = self._reconcile(job)
+        self._quiesce()
+        first = self._reconcile(job)  # emission is off: the device's count is final
         if first >= job.spots.count:
             return
-        status = self._status()
-        if status.state is State.FAULT:
-            raise SessionStop("fault", f"device in FAULT ({status.fault_code.name}): "
-                              "operator reset needed")
-        if status.state in (State.ARMED, State.PAUSED):
-            dev.disarm()
-        elif status.state is State.EMITTING:  # driven by someone else: stop it first
-            dev.abort()
         status = self._status()
         loaded = (status.state is State.READY and status.plan_checksum == job.spots.checksum
                   and status.next_index == first)
@@ -357,10 +363,12 @@ class TreatmentSession:
 
     def _stream(self, job: PassJob, first: int) -> str:
         started = time.monotonic()
-        done_before = self.delivered_count(job)
+        recorded, _ = self.record.delivered_spots(self.session_id, job.number)
+        done_before = int(recorded.size)
+        known_through = int(recorded[-1]) if recorded.size else -1
         delivered_now = 0
         stop_sent = False
-        for progress in self.device.stream(job.spots):
+        for progress in self.device.stream(job.spots, known_through):
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)

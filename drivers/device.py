@@ -161,13 +161,17 @@ class Device:
             raise LimitError("fault_code", code.name, ", ".join(c.name for c in HOST_FAULTS))
         self.link.request("RAISE_FAULT", fault_code=int(code))
 
-    def stream(self, spots: PassSpots) -> Iterator[Progress]:
+    def stream(self, spots: PassSpots, known_through: int | None = None
+               ) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
         Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the
         pass completes, pauses, faults or is aborted (the last Progress has ``done``).
+        ``known_through`` is the last index the caller already holds as delivered; every
+        later index the device confirms is reported exactly once (None: trust the device's
+        count at the start).
         """
-        return PassStreamer(self, spots).run()
+        return PassStreamer(self, spots, known_through).run()
 
     # -- service mode -----------------------------------------------------------------------
     def authenticate(self, key: bytes) -> None:

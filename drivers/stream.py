@@ -72,7 +72,7 @@ def _reason(state: State, cause: int) -> str:
 class PassStreamer:
     """State of one streaming run; see :meth:`Device.stream`."""
 
-    def __init__(self, device: Device, spots: PassSpots) -> None:
+    def __init__(self, device: Device, spots: PassSpots, known_through: int | None) -> None:
         self.device = device
         self.link = device.link
         self.spots = spots
@@ -86,6 +86,8 @@ class PassStreamer:
         self.fault_code = FaultCode.NONE
         self.cause = 0
         self.ending = False
+        self.last_seen = -1 if known_through is None else known_through
+        self.known = known_through is not None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def apply_status(self, st: DeviceStatus) -> None:
@@ -99,10 +101,10 @@ class PassStreamer:
         self.state, self.interlocks, self.fault_code = st.state, st.interlocks, st.fault_code
         buffered = self.device.info.limits.buffer_spots - st.credits
         confirmed = st.last_delivered if st.last_delivered is not None else -1
-        if hasattr(self, "last_seen"):
-            self.record_delivered(np.arange(self.last_seen + 1, confirmed + 1), None)
-        else:
+        if not self.known:  # the caller knows nothing: start from the device's count
             self.last_seen = max(confirmed, st.next_index - buffered - 1)
+            self.known = True
+        self.record_delivered(np.arange(self.last_seen + 1, confirmed + 1), None)
         self.ending = self.state in ENDING_STATES
 
     def record_delivered(self, index: np.ndarray, measured: np.ndarray | None) -> None:
@@ -194,7 +196,12 @@ class PassStreamer:
     def run(self) -> Iterator[Progress]:
         timeout_s = self.link.request_timeout_s
         try:
-            self.apply_status(self.device.status())
+            self.reconcile()  # the first status, in order with the events already queued
+            while self.status_handle is not None:
+                try:
+                    self.handle(self.queue.get(timeout=timeout_s))
+                except queue.Empty:
+                    raise DeviceTimeout(f"STATUS_REQUEST: no reply within {timeout_s} s") from None
             if self.ending and self.state is not State.PAUSED:
                 raise DeviceError(f"cannot stream: device is {self.state.name}"
                                   f" (fault {self.fault_code.name})")

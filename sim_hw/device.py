@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import math
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,8 @@ from sim_hw.truth import GroundTruth
 DELIVERED_MAX_SPOTS = 64
 #: ... or this long after the first unreported spot, whichever comes first.
 DELIVERED_MAX_AGE_S = 0.010
+#: Recent plan checksums whose highest fired index the device keeps in non-volatile memory.
+NV_FIRED_PLANS = 16
 CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
 _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
                "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
@@ -79,9 +81,6 @@ class Plan:
     next_index: int
     delivered_count: int = 0
     last_delivered: int = NO_INDEX
-    #: Highest index fired under this checksum, kept across reloads of the same plan, so a
-    #: reload can never move the resume point back over a delivered spot.
-    fired_floor: int = NO_INDEX
     loaded: bool = True
 
     def resume_index(self) -> int:
@@ -101,6 +100,9 @@ class SimDevice:
         self._device_key = cfg.device_key
         self._inputs = sum(int(bit) for name, bit in _INPUT_BITS.items() if getattr(cfg, name))
         self._nv_plan: Plan | None = None
+        #: Non-volatile: highest index fired per recent plan checksum (spec rule 1); survives
+        #: ABORT, completion, reload and reset, so no path can re-fire a delivered spot.
+        self._nv_fired: OrderedDict[int, int] = OrderedDict()
         self._now_s = 0.0
         self._host_now_s = 0.0
         self._frames_dropped_before = 0
@@ -333,7 +335,13 @@ class SimDevice:
         else:
             nv.delivered_count = plan.delivered_count
             nv.last_delivered = plan.last_delivered
-            nv.fired_floor = plan.fired_floor
+
+    def _remember_fired(self, checksum: int, index: int) -> None:
+        fired = self._nv_fired
+        fired[checksum] = max(fired.get(checksum, index), index)
+        fired.move_to_end(checksum)
+        while len(fired) > NV_FIRED_PLANS:
+            fired.popitem(last=False)
 
     def _clear_buffer(self) -> None:
         self._buffer.clear()
@@ -404,7 +412,7 @@ class SimDevice:
                           measured_uj, t_s, plan.pass_index)
         plan.delivered_count += 1
         plan.last_delivered = index
-        plan.fired_floor = index if plan.fired_floor == NO_INDEX else max(plan.fired_floor, index)
+        self._remember_fired(plan.plan_checksum, index)
         self._persist(plan)  # written before the delivery is reported
         self._delivered.append((index, measured_uj))
         if self._flush_at_s is None:
@@ -619,14 +627,11 @@ class SimDevice:
         checksum = int(request["plan_checksum"])
         if first >= spot_count:
             raise Refused(ErrorCode.OUT_OF_RANGE, first, f"first_index >= spot_count {spot_count}")
-        old = self.plan
-        floor = (old.fired_floor if old is not None and old.loaded
-                 and old.plan_checksum == checksum else NO_INDEX)
+        floor = self._nv_fired.get(checksum, NO_INDEX)
         if floor != NO_INDEX and first <= floor:
             raise Refused(ErrorCode.BAD_INDEX, floor + 1, f"spot {floor} already delivered")
         self._clear_buffer()
-        self.plan = Plan(int(request["pass_index"]), spot_count, checksum, first, first,
-                         fired_floor=floor)
+        self.plan = Plan(int(request["pass_index"]), spot_count, checksum, first, first)
         self._nv_plan = dataclasses.replace(self.plan)
         self._set_state(State.READY, Cause.HOST_COMMAND)
         return make_message("PLAN_LOADED", pass_index=self.plan.pass_index,

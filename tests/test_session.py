@@ -1,0 +1,223 @@
+"""Treatment sessions against the simulator: the record always equals the ground truth."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.handpiece import get_handpiece
+from controller.record import TreatmentRecord
+from controller.session import SessionProgress, TreatmentSession, plan_for_device
+from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
+from controller.validation import ClinicalEnvelope, PlanRejected
+from drivers import Device, open_device
+from drivers.errors import DeviceError, InterlockOpen
+from drivers.protocol.messages import FaultCode, State
+from sim_hw.config import SimConfig
+from sim_hw.pty_server import serve_pty
+
+FAST = "pre_emission_ms=30&footswitch=down&seed=5"
+
+
+def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
+             depth_um: float = 200.0) -> TreatmentSettings:
+    return TreatmentSettings(get_handpiece(), Pattern("square", size_mm),
+                             DensitySpec(coverage_pct=coverage), depth_um=depth_um,
+                             passes=PassSettings(passes))
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
+    rec = TreatmentRecord(tmp_path / "treatments.db")
+    yield rec
+    rec.close()
+
+
+def session_for(dev: Device, rec: TreatmentRecord, **kwargs) -> TreatmentSession:
+    plan = plan_for_device(settings(**kwargs.pop("plan", {})), dev.info.limits)
+    return TreatmentSession(dev, [plan], rec, operator="tester", patient_ref="P-1", **kwargs)
+
+
+def assert_record_equals_truth(session: TreatmentSession, truth: np.ndarray) -> None:
+    """Every confirmed spot is in the record, none twice, energies as measured."""
+    for job in session.jobs:
+        fired = truth[truth["pass_index"] == job.number]
+        assert len(np.unique(fired["index"])) == len(fired), "a spot fired twice"
+        index, measured = session.record.delivered_spots(session.session_id, job.number)
+        assert index.tolist() == fired["index"].tolist()
+        known = measured >= 0
+        assert np.array_equal(measured[known], fired["measured_uj"][known])
+    assert session.record.verify().ok
+
+
+def test_two_pass_session_completes_and_record_equals_truth(record: TreatmentRecord) -> None:
+    seen: list[SessionProgress] = []
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, on_progress=seen.append)
+        outcome = session.run()
+        truth = dev.simulator.device.ground_truth
+    assert outcome.status == "completed"
+    assert outcome.delivered == {j.number: j.spots.count for j in session.jobs}
+    assert_record_equals_truth(session, truth)
+    assert seen[-1].delivered == seen[-1].total and seen[-1].pass_number == 1
+    kinds = [e.kind for e in record.entries(session.session_id)]
+    assert kinds[0] == "session" and kinds[-1] == "session_end"
+    assert kinds.count("pass_end") == 2 and "transition" in kinds
+
+
+def test_rejected_plan_lists_every_rule(record: TreatmentRecord) -> None:
+    strict = ClinicalEnvelope("strict", 5.0, 8.0, 1, 10.0, 1.0)
+    with open_device(f"sim://?{FAST}") as dev, pytest.raises(PlanRejected) as info:
+        session_for(dev, record, envelope=strict)
+    text = str(info.value)
+    for rule in ("passes = 2; envelope allows at most 1", "pass[0].coverage_percent",
+                 "pass[1].energy_mj", "cumulative_fluence_j_cm2"):
+        assert rule in text
+    assert len(list(record.entries())) == 0  # nothing recorded for a rejected plan
+
+
+def test_borderline_warnings_must_be_acknowledged(record: TreatmentRecord) -> None:
+    envelope = ClinicalEnvelope("tight", 9.5, 60.0, 4, 150.0, 100.0)
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, envelope=envelope)
+        assert any("coverage_percent" in str(w) for w in session.warnings)
+        with pytest.raises(DeviceError, match="must be acknowledged"):
+            session.run()
+        assert len(dev.simulator.device.ground_truth) == 0
+        session.acknowledge_warnings(by="dr tester")
+        assert session.run().status == "completed"
+
+
+def test_interlock_mid_pass_faults_and_needs_an_operator_reset(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}&clock=realtime") as dev:
+        sim = dev.simulator.device
+
+        def open_door(p: SessionProgress) -> None:
+            if p.delivered >= 50 and p.state is State.EMITTING:
+                sim.set_input(door="open")
+
+        session = session_for(dev, record, on_progress=open_door, plan={"passes": 1})
+        outcome = session.run()
+        assert outcome.status == "fault" and "INTERLOCK_OPEN" in outcome.detail
+        fired = len(sim.ground_truth)
+        assert 50 <= fired < session.jobs[0].spots.count
+        with pytest.raises(InterlockOpen):
+            session.operator_reset()
+        session.on_progress = lambda p: None
+        sim.set_input(door="closed")
+        session.operator_reset()
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, sim.ground_truth)
+    transitions = [e.body for e in record.entries(kind="transition")]
+    assert any(t["new"] == "FAULT" and t["fault"] == "INTERLOCK_OPEN" for t in transitions)
+
+
+def test_footswitch_release_pauses_and_press_resumes(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}&clock=realtime") as dev:
+        sim = dev.simulator.device
+        released = threading.Event()
+
+        def release(p: SessionProgress) -> None:
+            if p.delivered >= 40 and not released.is_set():
+                released.set()
+                sim.set_input(footswitch="up")
+                threading.Timer(0.2, lambda: sim.set_input(footswitch="down")).start()
+
+        session = session_for(dev, record, on_progress=release, plan={"passes": 1})
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, sim.ground_truth)
+    causes = [e.body["cause"] for e in record.entries(kind="transition")]
+    assert "footswitch" in causes
+
+
+def test_operator_pause_then_resume_and_abort(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}&clock=realtime") as dev:
+        session = session_for(dev, record, plan={"passes": 2})
+        session.on_progress = lambda p: session.request_pause() if p.delivered >= 30 else None
+        outcome = session.run()
+        assert outcome.status == "paused"
+        assert dev.status().state is State.PAUSED
+        session.on_progress = lambda p: session.request_abort() if p.pass_number == 1 else None
+        outcome = session.run()
+        assert outcome.status == "aborted"
+        assert dev.status().state is State.STANDBY
+        assert outcome.delivered[0] == session.jobs[0].spots.count
+        assert outcome.delivered[1] < session.jobs[1].spots.count
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+    ends = [e.body for e in record.entries(kind="pass_end")]
+    assert ends[-1] == {"pass_index": 1, "status": "aborted"}
+
+
+@pytest.mark.parametrize(("drift", "status"), [(12.0, "completed"), (30.0, "fault")])
+def test_energy_monitor_drift(record: TreatmentRecord, drift: float, status: str) -> None:
+    with open_device(f"sim://?{FAST}&noise_percent=0.5&drift_percent={drift}") as dev:
+        session = session_for(dev, record, plan={"passes": 1})
+        outcome = session.run()
+        assert outcome.status == status
+        kinds = {e.kind for e in record.entries(session.session_id)}
+        if status == "fault":
+            assert "ENERGY_DEVIATION" in outcome.detail and "energy_fault" in kinds
+            assert dev.status().fault_code is FaultCode.ENERGY_DEVIATION
+        else:
+            assert "energy_drift" in kinds
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+
+
+def test_device_reset_mid_pass_resumes_without_repeats(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}&clock=realtime") as dev:
+        sim = dev.simulator
+
+        def reset(p: SessionProgress) -> None:
+            if p.delivered >= 60 and sim.device.state is State.EMITTING:
+                sim.faults.reset_device()
+
+        session = session_for(dev, record, on_progress=reset, plan={"passes": 1})
+        outcome = session.run()
+        assert outcome.status == "fault" and "DEVICE_RESET" in outcome.detail
+        session.on_progress = lambda p: None
+        session.operator_reset()
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, sim.device.ground_truth)
+
+
+def test_lost_link_reconnects_reconciles_and_resumes(record: TreatmentRecord) -> None:
+    config = SimConfig.from_query(dict(kv.split("=") for kv in f"{FAST}&clock=realtime"
+                                       .split("&")))
+    with serve_pty(config) as served:
+        dev = open_device(served.path)
+
+        def unplug(p: SessionProgress) -> None:
+            if p.delivered >= 60 and not unplugged.is_set():
+                unplugged.set()
+                served.faults.disconnect()
+
+        unplugged = threading.Event()
+        session = session_for(dev, record, on_progress=unplug, plan={"passes": 1},
+                              reconnect=lambda: open_device(served.path))
+        outcome = session.run()
+        for _ in range(3):  # the watchdog may fault the device while the link is down
+            if outcome.status != "fault":
+                break
+            session.operator_reset()
+            outcome = session.run()
+        assert outcome.status == "completed"
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        assert "link_lost" in kinds and "reconnected" in kinds
+        assert_record_equals_truth(session, served.device.ground_truth)
+        session.device.close()
+
+
+def test_waiting_for_the_footswitch_times_out_without_emission(record: TreatmentRecord) -> None:
+    with open_device("sim://?pre_emission_ms=30&footswitch=up") as dev:
+        session = session_for(dev, record, start_wait_s=0.3, plan={"passes": 1})
+        started = time.monotonic()
+        outcome = session.run()
+        assert outcome.status == "waiting" and "footswitch not pressed" in outcome.detail
+        assert time.monotonic() - started >= 0.3
+        assert len(dev.simulator.device.ground_truth) == 0
+        assert dev.status().state is State.READY
