@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller import __version__
-from controller.commands import devices
+from controller.commands import devices, plan
 
-COMMANDS = (devices,)
+COMMANDS = (devices, plan)
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -179,18 +179,23 @@ class TreatmentScript:
                 groups.append([p])
         return [tuple(g) for g in groups]
 
-    def plans(self, timing: GalvoTiming | None = None) -> list[Plan]:
+    def plans(self, timing: GalvoTiming | Callable[[TreatmentSettings], GalvoTiming] | None = None
+              ) -> list[Plan]:
         """One Plan per group of passes (see :meth:`groups`), in firing order.
 
-        Raises ScriptError for settings the device geometry cannot honour (pattern outside
-        the galvo field, a pass without spots, thermal-spread rules that cannot hold).
+        ``timing`` is one GalvoTiming for every plan, or a function of each plan's settings
+        (e.g. the device's limits with the spot rate kept under its average power); None
+        plans with the default timing. Raises ScriptError for settings the device geometry
+        cannot honour (pattern outside the galvo field, a pass without spots, thermal-spread
+        rules that cannot hold).
         """
         plans = []
         for group in self.groups():
             first = group[0]
             settings = replace(first.settings, passes=PassSettings(count=len(group)))
             try:
-                plans.append(build_plan(settings, timing, first.seed))
+                limits = timing(settings) if callable(timing) else timing
+                plans.append(build_plan(settings, limits, first.seed))
             except SettingsError as exc:
                 raise first.source.blame(self.path, exc) from exc
         return plans
@@ -462,3 +467,15 @@ def load_script(path: str | Path) -> TreatmentScript:
         raise ScriptError(path, None, "script", str(path), "a readable UTF-8 TOML file",
                           str(exc)) from exc
     return parse_script(text, path)
+
+
+def describe_pattern(pattern: Pattern) -> str:
+    """Short text of a pattern's shape and size, e.g. ``rectangle 12×8 mm``."""
+    if pattern.shape == "polygon":
+        assert pattern.vertices_mm is not None
+        text = f"polygon {len(pattern.vertices_mm)} pts"
+    elif pattern.shape == "rectangle":
+        text = f"rectangle {pattern.width_mm:g}×{pattern.height_mm:g} mm"
+    else:
+        text = f"{pattern.shape} {pattern.width_mm:g} mm"
+    return text + (f" {pattern.rotation_deg:g}°" if pattern.rotation_deg else "")

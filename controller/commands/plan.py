@@ -1,0 +1,218 @@
+"""``co2scan plan SCRIPT``: the validated plan of a treatment script, one row per pass."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from controller.errors import SettingsError
+from controller.scanpath import Plan
+from controller.script import TreatmentScript, describe_pattern, load_script
+from controller.timing import GalvoTiming
+from controller.validation import ClinicalEnvelope, Finding, PlanRejected, validate_plans
+
+EXIT_OK = 0
+EXIT_REJECTED = 3
+
+HELP = """show the validated plan of a treatment script, one row per [[pass]]
+
+Plans every pass with the default galvo timing (run re-plans with the device's own limits)
+and checks the plan against the clinical envelope. Exit status: 0 plan accepted, 3 script
+invalid or plan rejected (the reason on stderr; with --json the plan is still printed).
+
+examples:
+  co2scan plan examples/deep_scar.toml
+  co2scan plan examples/deep_scar.toml --json > deep_scar.plan.json
+"""
+
+#: SGR codes for terminal colour.
+BOLD, RED, YELLOW, GREEN = "1", "31", "33", "32"
+
+
+def paint(text: str, sgr: str, stream: TextIO) -> str:
+    """``text`` in colour when ``stream`` is a terminal and NO_COLOR is unset, else as is."""
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return text
+    return f"\033[{sgr}m{text}\033[0m"
+
+
+@dataclass(frozen=True)
+class PassRow:
+    """What one pass delivers, as the summary shows it (metrics plus per-spot ranges)."""
+
+    index: int
+    plan: int
+    pattern: str
+    grid: str
+    order: str
+    spot_count: int
+    pitch_um: float
+    coverage_pct: float
+    reservoir_pct: float
+    peak_fluence_j_cm2: float
+    area_fluence_j_cm2: float
+    energy_mj: tuple[float, float]
+    stack: tuple[int, int]
+    depth_um: tuple[float, float]
+    spot_rate_hz: float
+    duration_s: float
+
+
+def pass_rows(plans: list[Plan]) -> list[PassRow]:
+    """One row per pass of the plans, numbered across plans like the script's passes."""
+    rows = []
+    for k, plan in enumerate(plans):
+        s, hp = plan.settings, plan.settings.handpiece
+        for p, m in enumerate(plan.metrics.passes):
+            part = plan.pass_slice(p)
+            energy_mj = plan.energy_uj[part] / 1000.0
+            depth_um = hp.depth_for_energy_um(energy_mj) * plan.stack[part]
+            rows.append(PassRow(
+                index=len(rows), plan=k, pattern=describe_pattern(s.pattern), grid=s.grid,
+                order=s.order.kind, spot_count=m.spot_count, pitch_um=m.pitch_um,
+                coverage_pct=m.coverage_pct, reservoir_pct=100.0 * m.reservoir_fraction,
+                peak_fluence_j_cm2=m.peak_fluence_j_cm2,
+                area_fluence_j_cm2=m.area_fluence_j_cm2,
+                energy_mj=(float(energy_mj.min()), float(energy_mj.max())),
+                stack=(int(plan.stack[part].min()), int(plan.stack[part].max())),
+                depth_um=(float(depth_um.min()), float(depth_um.max())),
+                spot_rate_hz=m.spot_rate_hz, duration_s=m.duration_s))
+    return rows
+
+
+def _span(lo: float, hi: float, fmt: str) -> str:
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+#: (heading, unit, cell) per column; the first TEXT_COLUMNS are left-aligned text. A pass's
+#: reservoir is 100 % - its coverage; the plan lines give the reservoir all passes leave.
+COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
+    ("pass", "", lambda r: str(r.index)),
+    ("pattern", "", lambda r: r.pattern + (" hex" if r.grid == "hex" else "")),
+    ("order", "", lambda r: r.order),
+    ("spots", "", lambda r: str(r.spot_count)),
+    ("pitch", "µm", lambda r: f"{r.pitch_um:.0f}"),
+    ("cover", "%", lambda r: f"{r.coverage_pct:.1f}"),
+    ("fluence", "J/cm²", lambda r: f"{r.peak_fluence_j_cm2:.0f}"),
+    ("energy", "mJ", lambda r: _span(*r.energy_mj, ".1f")),
+    ("stack", "", lambda r: _span(*r.stack, "d")),
+    ("depth", "µm", lambda r: _span(*r.depth_um, ".0f")),
+    ("time", "s", lambda r: f"{r.duration_s:.1f}"),
+)
+TEXT_COLUMNS = 3
+PATTERN_COLUMN = 1
+WIDTH = 100
+
+
+def format_table(rows: list[PassRow], stream: TextIO) -> str:
+    """The pass table within WIDTH columns (a long pattern text is cut), headings bold on a
+    terminal."""
+    table = [[c[0] for c in COLUMNS], [c[1] for c in COLUMNS]]
+    table += [[c[2](r) for c in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    excess = sum(widths) + len(widths) - 1 - WIDTH
+    if excess > 0:
+        widths[PATTERN_COLUMN] -= excess
+        for row in table[2:]:
+            cell = row[PATTERN_COLUMN]
+            row[PATTERN_COLUMN] = cell if len(cell) <= widths[PATTERN_COLUMN] else \
+                cell[:widths[PATTERN_COLUMN] - 1] + "…"
+    lines = [" ".join(v.ljust(w) if i < TEXT_COLUMNS else v.rjust(w)
+                      for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+             for row in table]
+    return "\n".join([paint(line, BOLD, stream) for line in lines[:2]] + lines[2:])
+
+
+def load_and_plan(path: str, timing: GalvoTiming | None = None
+                  ) -> tuple[TreatmentScript, list[Plan]]:
+    """Load a script and plan it; raises ScriptError (a SettingsError) when it is invalid."""
+    script = load_script(path)
+    return script, script.plans(timing)
+
+
+def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTiming,
+                  warnings: list[Finding], violations: list[str]) -> dict[str, Any]:
+    """Everything the summary shows, as JSON-ready data (plan metrics as ``build_plan`` gave)."""
+    rows = pass_rows(plans)
+    first = 0
+    plan_docs = []
+    for plan in plans:
+        count = len(plan.metrics.passes)
+        plan_docs.append({"passes": list(range(first, first + count)), "seed": plan.seed,
+                          "checksum": plan.checksum, "metrics": asdict(plan.metrics)})
+        first += count
+    return {
+        "script": str(script.path), "device_url": script.device_url,
+        "handpiece": script.handpiece.name,
+        "spot_diameter_um": script.handpiece.spot_diameter_um,
+        "operator": script.operator, "patient_ref": script.patient_ref,
+        "timing": asdict(timing), "accepted": not violations,
+        "violations": violations, "warnings": [str(w) for w in warnings],
+        "passes": [asdict(r) for r in rows], "plans": plan_docs,
+        "total_spots": sum(r.spot_count for r in rows),
+        "total_duration_s": sum(r.duration_s for r in rows),
+    }
+
+
+def wrap(text: str) -> str:
+    """``text`` folded to WIDTH columns, continuation lines indented."""
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ")
+                     for line in text.splitlines())
+
+
+def _summary(doc: dict[str, Any], plans: list[Plan], stream: TextIO) -> str:
+    who = "".join(f", {k} {doc[k]}" for k in ("operator", "patient_ref") if doc[k])
+    lines = [wrap(f"{doc['script']}: handpiece {doc['handpiece']} ({doc['spot_diameter_um']:g}"
+                  f" µm spot), device {doc['device_url']}{who}"), "",
+             format_table(pass_rows(plans), stream), ""]
+    for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True)):
+        passes = plan_doc["passes"]
+        names = f"pass {passes[0]}" if len(passes) == 1 else f"passes {passes[0]}-{passes[-1]}"
+        m = plan.metrics
+        lines.append(wrap(f"plan {k} = {names} (seed {plan.seed}, checksum {plan.checksum:08x}):"
+                          f" {m.pattern_area_mm2:.1f} mm², coverage {m.combined_coverage_pct:.1f}"
+                          f" %, reservoir {100 * m.combined_reservoir_fraction:.1f} %"))
+    lines.append(wrap(f"total: {doc['total_spots']} spots, {doc['total_duration_s']:.1f} s of "
+                      "scanning at the default galvo timing; fluence per spot"))
+    lines += [paint(wrap(f"borderline: {w}"), YELLOW, stream) for w in doc["warnings"]]
+    if doc["accepted"]:
+        lines.append(paint("plan accepted by the clinical envelope", GREEN, stream))
+    return "\n".join(lines)
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as an error on stderr; returns EXIT_REJECTED."""
+    print(paint(wrap(f"error: {message}"), RED, sys.stderr), file=sys.stderr)
+    return EXIT_REJECTED
+
+
+def run(args: argparse.Namespace) -> int:
+    timing = GalvoTiming()
+    try:
+        script, plans = load_and_plan(args.script, timing)
+    except SettingsError as exc:
+        return fail(str(exc))
+    warnings: list[Finding] = []
+    violations: list[str] = []
+    try:
+        warnings = validate_plans(plans, ClinicalEnvelope.load())
+    except PlanRejected as exc:
+        violations = [str(v) for v in exc.violations] + exc.extra
+    doc = plan_document(script, plans, timing, warnings, violations)
+    print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, sys.stdout))
+    return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plan", help="show and check the plan of a treatment script",
+                                   description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.set_defaults(handler=run)
