@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ CREATE TABLE IF NOT EXISTS entries (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_session ON entries(session, kind);
+CREATE TABLE IF NOT EXISTS pass_spots (
+    session INTEGER NOT NULL,
+    pass_index INTEGER NOT NULL,
+    checksum INTEGER NOT NULL,
+    records BLOB NOT NULL,
+    PRIMARY KEY (session, pass_index)
+);
 """
 
 
@@ -122,6 +130,25 @@ class TreatmentRecord:
             self.append(session, "session", **body)
         return session
 
+    def store_pass_spots(self, session: int, pass_index: int, records: np.ndarray) -> int:
+        """Keep the SPOT records sent for a pass (for reports); returns their CRC-32.
+
+        Not part of the hash chain (too large); :meth:`verify` checks each blob against the
+        CRC-32 that the session's chained entries name.
+        """
+        blob = np.ascontiguousarray(records).tobytes()
+        checksum = zlib.crc32(blob)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)",
+                             (session, pass_index, checksum, blob))
+        return checksum
+
+    def pass_spots(self, session: int, pass_index: int, dtype: np.dtype) -> np.ndarray | None:
+        """The SPOT records stored for a pass, or None."""
+        row = self._db.execute("SELECT records FROM pass_spots WHERE session = ? AND "
+                               "pass_index = ?", (session, pass_index)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype)
+
     def delivered(self, session: int, pass_index: int, index: np.ndarray,
                   measured_uj: np.ndarray) -> None:
         """Record spots the device confirmed as fired (contiguous ascending indices)."""
@@ -180,6 +207,7 @@ class TreatmentRecord:
                 problems.append(f"row {seq} ({kind}): content was edited")
             prev, expected_seq = stored_hash, seq + 1
         last_seq = expected_seq - 1
+        problems += self._verify_pass_spots()
         try:
             head_seq, head_hash = self.head_path.read_text(encoding="ascii").split()
         except (OSError, ValueError):
@@ -189,6 +217,17 @@ class TreatmentRecord:
                 problems.append(f"chain head says row {head_seq} is last, the record ends at "
                                 f"row {last_seq}: rows were removed from the end or replaced")
         return Verification(count, problems)
+
+    def _verify_pass_spots(self) -> list[str]:
+        named = {(e.session, p["pass"]): p["device_checksum"]
+                 for e in self.entries(kind="session") for p in e.body.get("passes", [])}
+        problems = []
+        for session, pass_index, checksum, blob in self._db.execute(
+                "SELECT session, pass_index, checksum, records FROM pass_spots"):
+            if zlib.crc32(blob) != checksum or named.get((session, pass_index)) != checksum:
+                problems.append(f"stored spots of session {session} pass {pass_index} do not "
+                                "match the checksum the record names")
+        return problems
 
     # -- export -----------------------------------------------------------------------------
     def export(self, session: int, fmt: str, out: Path) -> Path:

@@ -138,6 +138,8 @@ class TreatmentSession:
                          "rep_rate_hz": j.rep_rate_hz} for j in self.jobs],
                 warnings=[str(w) for w in self.warnings])
         self.session_id = session_id
+        for job in self.jobs:
+            record.store_pass_spots(session_id, job.number, job.spots.records)
 
     # -- construction -----------------------------------------------------------------------
     def _jobs(self) -> list[PassJob]:
