@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller import __version__
-from controller.commands import devices, plan, sim
+from controller.commands import devices, plan, preview, sim
 
-COMMANDS = (devices, plan, sim)
+COMMANDS = (devices, plan, preview, sim)
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -479,3 +479,8 @@ def describe_pattern(pattern: Pattern) -> str:
     else:
         text = f"{pattern.shape} {pattern.width_mm:g} mm"
     return text + (f" {pattern.rotation_deg:g}°" if pattern.rotation_deg else "")
+
+
+def span(lo: float, hi: float, fmt: str) -> str:
+    """``lo-hi`` formatted with ``fmt``, or one value when both print the same."""
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"

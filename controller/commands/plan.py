@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from controller.errors import SettingsError
 from controller.scanpath import Plan
-from controller.script import TreatmentScript, describe_pattern, load_script
+from controller.script import TreatmentScript, describe_pattern, load_script, span
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, PlanRejected, validate_plans
 
@@ -86,10 +86,6 @@ def pass_rows(plans: list[Plan]) -> list[PassRow]:
     return rows
 
 
-def _span(lo: float, hi: float, fmt: str) -> str:
-    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
-
-
 #: (heading, unit, cell) per column; the first TEXT_COLUMNS are left-aligned text. A pass's
 #: reservoir is 100 % - its coverage; the plan lines give the reservoir all passes leave.
 COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
@@ -100,9 +96,9 @@ COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
     ("pitch", "µm", lambda r: f"{r.pitch_um:.0f}"),
     ("cover", "%", lambda r: f"{r.coverage_pct:.1f}"),
     ("fluence", "J/cm²", lambda r: f"{r.peak_fluence_j_cm2:.0f}"),
-    ("energy", "mJ", lambda r: _span(*r.energy_mj, ".1f")),
-    ("stack", "", lambda r: _span(*r.stack, "d")),
-    ("depth", "µm", lambda r: _span(*r.depth_um, ".0f")),
+    ("energy", "mJ", lambda r: span(*r.energy_mj, ".1f")),
+    ("stack", "", lambda r: span(*r.stack, "d")),
+    ("depth", "µm", lambda r: span(*r.depth_um, ".0f")),
     ("time", "s", lambda r: f"{r.duration_s:.1f}"),
 )
 TEXT_COLUMNS = 3
@@ -134,6 +130,14 @@ def load_and_plan(path: str, timing: GalvoTiming | None = None
     """Load a script and plan it; raises ScriptError (a SettingsError) when it is invalid."""
     script = load_script(path)
     return script, script.plans(timing)
+
+
+def check(plans: list[Plan]) -> tuple[list[Finding], list[str]]:
+    """Borderline warnings and violations of the plans against the clinical envelope."""
+    try:
+        return validate_plans(plans, ClinicalEnvelope.load()), []
+    except PlanRejected as exc:
+        return [], [str(v) for v in exc.violations] + exc.extra
 
 
 def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTiming,
@@ -186,10 +190,10 @@ def _summary(doc: dict[str, Any], plans: list[Plan], stream: TextIO) -> str:
     return "\n".join(lines)
 
 
-def fail(message: str) -> int:
-    """Print ``message`` as an error on stderr; returns EXIT_REJECTED."""
+def fail(message: str, status: int = EXIT_REJECTED) -> int:
+    """Print ``message`` as an error on stderr; returns ``status``."""
     print(paint(wrap(f"error: {message}"), RED, sys.stderr), file=sys.stderr)
-    return EXIT_REJECTED
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,12 +202,7 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script, timing)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings: list[Finding] = []
-    violations: list[str] = []
-    try:
-        warnings = validate_plans(plans, ClinicalEnvelope.load())
-    except PlanRejected as exc:
-        violations = [str(v) for v in exc.violations] + exc.extra
+    warnings, violations = check(plans)
     doc = plan_document(script, plans, timing, warnings, violations)
     print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK

@@ -1,0 +1,270 @@
+"""Pictures of plans and treatments for clinicians (PNG through matplotlib, the extra ``plot``).
+
+Everything is drawn in millimetres on the skin with equal axes, spots at their true diameter
+(the handpiece's definition), so a picture can be held against a ruler. matplotlib is imported
+only when a picture is drawn; without it :class:`PlottingUnavailable` says how to install it.
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so drawing is safe in
+threads and tests.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from controller import patterns
+from controller.scanpath import Plan
+from controller.script import describe_pattern, span
+from controller.settings import TreatmentSettings
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 150
+PANEL_W_IN = 5.4
+AXES_W_IN = 3.7
+COLUMNS_MAX = 3
+TITLE_H_IN = 0.7
+CAPTION_LINE_IN = 0.2
+CAPTION_CHARS_PER_IN = 12.5  # 9 pt monospace
+SCALE_BAND = 0.14  # extra room below the pattern (fraction of its extent) for the scale bar
+CMAP = "viridis"
+EARLIER_COLOUR = "#c8c8c8"
+MISSING_COLOUR = "#d62728"
+DELIVERED_COLOUR = "#1f77b4"
+BAND_PERCENT = 20.0
+
+
+class PlottingUnavailable(RuntimeError):
+    """matplotlib (the ``plot`` extra) is not installed."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Where one panel's axes landed in the image, and the data range (mm) it shows."""
+
+    name: str
+    box_px: tuple[float, float, float, float]  # left, top, right, bottom; origin top-left
+    xlim_mm: tuple[float, float]
+    ylim_mm: tuple[float, float]
+
+    def to_px(self, x_mm: ArrayLike, y_mm: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Image (column, row) of skin positions in mm."""
+        left, top, right, bottom = self.box_px
+        (x0, x1), (y0, y1) = self.xlim_mm, self.ylim_mm
+        col = left + (np.asarray(x_mm) - x0) / (x1 - x0) * (right - left)
+        row = bottom - (np.asarray(y_mm) - y0) / (y1 - y0) * (bottom - top)
+        return col, row
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A written PNG: its path, size in pixels (width, height) and panels."""
+
+    path: Path
+    size_px: tuple[int, int]
+    panels: tuple[Panel, ...]
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise PlottingUnavailable("pictures need matplotlib: pip install 'co2scan[plot]'"
+                                  ) from exc
+    return Figure(figsize=(width_in, height_in), dpi=DPI)
+
+
+def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
+    from PIL import Image  # a matplotlib dependency
+
+    path = Path(out_path)
+    fig.savefig(path, dpi=DPI)
+    with Image.open(path) as image:
+        width, height = image.size
+    panels = []
+    for name, ax in axes.items():
+        box = ax.get_window_extent()
+        panels.append(Panel(name, (box.x0, height - box.y1, box.x1, height - box.y0),
+                            tuple(ax.get_xlim()), tuple(ax.get_ylim())))
+    return Picture(path, (width, height), tuple(panels))
+
+
+def _scale_bar(ax: Axes, extent_mm: float) -> None:
+    """A labelled bar of a round length (about a fifth of the view) in the lower left."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    length_mm = max(v for v in (0.2, 0.5, 1, 2, 5, 10) if v <= max(0.2, extent_mm / 5))
+    ax.add_artist(AnchoredSizeBar(ax.transData, length_mm, f"{length_mm:g} mm", "lower left",
+                                  pad=0.4, sep=3, frameon=False, size_vertical=extent_mm / 150))
+
+
+def _view(ax: Axes, half_mm: float) -> None:
+    """Equal axes around the field centre, with a band at the bottom for the scale bar."""
+    ax.set_xlim(-half_mm, half_mm)
+    ax.set_ylim(-half_mm * (1 + 2 * SCALE_BAND), half_mm)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    ax.tick_params(labelsize=8)
+
+
+def _circles(ax: Axes, x_mm: np.ndarray, y_mm: np.ndarray, diameter_mm: float,
+             **style: Any) -> Any:
+    """Spots as circles of their true diameter in data units."""
+    from matplotlib.collections import EllipseCollection
+
+    d = np.full(len(x_mm), diameter_mm)
+    spots = EllipseCollection(d, d, np.zeros(len(x_mm)), units="xy",
+                              offsets=np.column_stack([x_mm, y_mm]),
+                              offset_transform=ax.transData, **style)
+    ax.add_collection(spots)
+    return spots
+
+
+def skin_outline_mm(settings: TreatmentSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The pattern's outline on the skin (closed, in mm)."""
+    vx, vy = patterns.rotate(*settings.pattern.outline_um(settings.resolved_density.pitch_um),
+                             math.radians(settings.pattern.rotation_deg))
+    return np.append(vx, vx[0]) / 1000.0, np.append(vy, vy[0]) / 1000.0
+
+
+def describe_pass(plan: Plan, plan_pass: int) -> str:
+    """One line of a pass's settings and results, for captions."""
+    s, hp, m = plan.settings, plan.settings.handpiece, plan.metrics.passes[plan_pass]
+    part = plan.pass_slice(plan_pass)
+    energy_mj = plan.energy_uj[part] / 1000.0
+    stack = plan.stack[part]
+    order = s.order.kind + (f" k={s.order.interlace_k}" if s.order.kind == "interlaced" else "")
+    feather = f", feathered {s.feathering.width_um / 1000:g} mm" if s.feathering else ""
+    dose = f"{span(energy_mj.min(), energy_mj.max(), '.1f')} mJ × " \
+           f"{span(stack.min(), stack.max(), 'd')}"
+    return (f"{describe_pattern(s.pattern)}, {s.grid} grid, {order}{feather}; density "
+            f"{m.coverage_pct:.1f} % (pitch {m.pitch_um:.0f} µm, {m.spots_per_cm2:.0f}/cm²); "
+            f"depth {s.depth_um:g} µm = {dose}; {hp.name} {hp.spot_diameter_um:g} µm spot; "
+            f"{m.spot_count} spots in {m.duration_s:.1f} s; seed {plan.seed}")
+
+
+def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> Picture:
+    """Draw every pass of ``plans`` (one panel each, same scale) to a PNG.
+
+    Spots are drawn to scale and coloured by firing order (colour bar: first to last); the
+    spots of earlier passes show in grey, so offsets into the reservoirs are visible; the
+    outline is dashed; a scale bar sits in the lower left; the caption lists each pass's
+    settings.
+    """
+    passes = [(plan, p) for plan in plans for p in range(len(plan.metrics.passes))]
+    ncols = min(COLUMNS_MAX, len(passes))
+    nrows = math.ceil(len(passes) / ncols)
+    width_in = ncols * PANEL_W_IN
+    wrap_chars = int(width_in * CAPTION_CHARS_PER_IN)
+    caption = [textwrap.fill(f"pass {g}: {describe_pass(plan, p)}", wrap_chars,
+                             subsequent_indent="    ") for g, (plan, p) in enumerate(passes)]
+    caption_in = CAPTION_LINE_IN * (sum(c.count("\n") + 1 for c in caption) + 1)
+    axes_h_in = AXES_W_IN * (1 + SCALE_BAND)
+    row_h_in = axes_h_in + 1.0
+    height_in = TITLE_H_IN + nrows * row_h_in + caption_in
+    fig = _figure(width_in, height_in)
+    if title:
+        fig.suptitle(title, y=1 - 0.3 / height_in, fontsize=13)
+    half_mm = max(max(np.abs(plan.x_um).max(), np.abs(plan.y_um).max())
+                  + plan.settings.handpiece.spot_diameter_um for plan in plans) / 1000 * 1.08
+    axes: dict[str, Axes] = {}
+    for g, (plan, p) in enumerate(passes):
+        row, col = divmod(g, ncols)
+        left_in = col * PANEL_W_IN + 0.65
+        bottom_in = height_in - TITLE_H_IN - (row + 1) * row_h_in + 0.55
+        ax = fig.add_axes((left_in / width_in, bottom_in / height_in, AXES_W_IN / width_in,
+                           axes_h_in / height_in))
+        cax = fig.add_axes(((left_in + AXES_W_IN + 0.1) / width_in, bottom_in / height_in,
+                            0.12 / width_in, axes_h_in / height_in))
+        _draw_pass(ax, cax, plans, plan, p, g, half_mm)
+        axes[f"pass {g}"] = ax
+    fig.text(0.01, (caption_in - CAPTION_LINE_IN * 0.5) / height_in, "\n".join(caption),
+             va="top", ha="left", fontsize=9, family="monospace")
+    return _save(fig, out_path, axes)
+
+
+def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g: int,
+               half_mm: float) -> None:
+    d_mm = plan.settings.handpiece.spot_diameter_um / 1000.0
+    _view(ax, half_mm)
+    earlier = [(q.x_um[q.pass_slice(k)], q.y_um[q.pass_slice(k)])
+               for q in plans for k in range(len(q.metrics.passes))][:g]
+    for ex, ey in earlier:
+        _circles(ax, ex / 1000, ey / 1000, d_mm, facecolors=EARLIER_COLOUR, edgecolors="none")
+    part = plan.pass_slice(p)
+    x_mm, y_mm = plan.x_um[part] / 1000, plan.y_um[part] / 1000
+    spots = _circles(ax, x_mm, y_mm, d_mm, cmap=CMAP, edgecolors="none")
+    spots.set_array(np.arange(1, len(x_mm) + 1))
+    spots.set_clim(1, max(2, len(x_mm)))
+    ax.plot(*skin_outline_mm(plan.settings), color="0.25", lw=0.8, ls="--")
+    ax.plot(x_mm[0], y_mm[0], marker="o", ms=9, mfc="none", mec="black", mew=1.2)
+    ax.annotate("first", (x_mm[0], y_mm[0]), xytext=(6, 6), textcoords="offset points",
+                fontsize=8)
+    _scale_bar(ax, 2 * half_mm)
+    m = plan.metrics.passes[p]
+    ax.set_title(f"pass {g}: {m.spot_count} spots, {m.coverage_pct:.1f} % cover"
+                 + (", grey: earlier passes" if earlier else ""), fontsize=10)
+    bar = ax.figure.colorbar(spots, cax=cax, ticks=[1, len(x_mm)])
+    bar.set_label("firing order (first to last)", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+
+
+def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: ArrayLike,
+                set_uj: ArrayLike, out_path: str | Path, title: str, *,
+                spot_diameter_um: float | None = None) -> Picture:
+    """Delivered against planned spots, and the measured energy against the set value.
+
+    ``planned_xy`` (N, 2) spot positions in µm; ``delivered_mask`` (N,) True for spots the
+    device confirmed; ``measured_uj`` the measured energies and ``set_uj`` their set values
+    (one number, or one per measurement). Missing spots are marked with red crosses; the
+    histogram shows measured / set in percent with the +/-20 % band. Spots are drawn at
+    ``spot_diameter_um`` when given, else as markers.
+    """
+    xy_mm = np.asarray(planned_xy, dtype=np.float64).reshape(-1, 2) / 1000.0
+    done = np.asarray(delivered_mask, dtype=bool)
+    measured = np.asarray(measured_uj, dtype=np.float64)
+    ratio_pct = 100.0 * measured / np.broadcast_to(np.asarray(set_uj, np.float64), measured.shape)
+    fig = _figure(2 * PANEL_W_IN + 0.6, PANEL_W_IN + 0.9)
+    fig.suptitle(title, fontsize=13)
+    left = fig.add_axes((0.07, 0.12, 0.38, 0.72))
+    right = fig.add_axes((0.57, 0.12, 0.40, 0.72))
+    half_mm = float(np.abs(xy_mm).max()) * 1.08 + (spot_diameter_um or 0) / 1000
+    _view(left, half_mm)
+    missing = xy_mm[~done]
+    if spot_diameter_um is None:
+        left.plot(*xy_mm[done].T, "o", ms=3, color=DELIVERED_COLOUR, ls="none")
+    else:
+        _circles(left, *xy_mm[done].T, spot_diameter_um / 1000, facecolors=DELIVERED_COLOUR,
+                 edgecolors="none")
+    left.plot(*missing.T, "x", ms=7, mew=1.8, color=MISSING_COLOUR, ls="none")
+    left.set_title(f"delivered {done.sum()} of {len(done)} planned spots; "
+                   f"missing {len(missing)} (red ×)", fontsize=10)
+    _scale_bar(left, 2 * half_mm)
+    _energy_histogram(right, ratio_pct, set_uj)
+    return _save(fig, out_path, {"spots": left, "energy": right})
+
+
+def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:
+    lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
+    inside = int(((ratio_pct >= lo) & (ratio_pct <= hi)).sum())
+    span = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
+    edges = np.linspace(100 - 1.1 * span, 100 + 1.1 * span, 45)
+    ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label=f"set ±{BAND_PERCENT:g} %")
+    ax.hist(ratio_pct, bins=edges, color=DELIVERED_COLOUR)
+    ax.axvline(100, color="black", lw=1, label="set value")
+    set_mj = np.asarray(set_uj, dtype=np.float64) / 1000.0
+    ax.set_xlabel(f"measured / set energy (%), set {span(set_mj.min(), set_mj.max(), '.1f')} mJ")
+    ax.set_ylabel("pulses")
+    ax.set_title(f"{inside} of {len(ratio_pct)} within ±{BAND_PERCENT:g} %, "
+                 f"{len(ratio_pct) - inside} outside", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
