@@ -257,8 +257,8 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:
     lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
     inside = int(((ratio_pct >= lo) & (ratio_pct <= hi)).sum())
-    span = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
-    edges = np.linspace(100 - 1.1 * span, 100 + 1.1 * span, 45)
+    reach = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
+    edges = np.linspace(100 - 1.1 * reach, 100 + 1.1 * reach, 45)
     ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label=f"set ±{BAND_PERCENT:g} %")
     ax.hist(ratio_pct, bins=edges, color=DELIVERED_COLOUR)
     ax.axvline(100, color="black", lw=1, label="set value")
