@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller import __version__
-from controller.commands import devices, plan, preview, sim
+from controller.commands import demo, devices, log, plan, preview, report, run, sim
 
-COMMANDS = (devices, plan, preview, sim)
+COMMANDS = (devices, plan, preview, run, log, report, demo, sim)
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -132,6 +132,7 @@ class TreatmentSession:
             session_id = record.new_session(
                 operator=operator, patient_ref=patient_ref, device_url=device.url,
                 device_serial=device.info.serial, firmware=device.info.firmware,
+                field_size_um=device.info.limits.field_size_um,
                 handpieces=sorted({p.settings.handpiece.name for p in plans}),
                 passes=[{"pass": j.number, "spots": j.spots.count,
                          "device_checksum": j.spots.checksum, "plan_checksum": j.plan.checksum,

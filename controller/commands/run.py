@@ -1,0 +1,161 @@
+"""``co2scan run SCRIPT --device URL``: plan, confirm, and deliver a treatment with progress."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from controller.commands.plan import fail, format_table, pass_rows, wrap
+from controller.errors import SettingsError
+from controller.progress import ProgressDisplay
+from controller.record import RecordError, TreatmentRecord
+from controller.script import load_script
+from controller.session import SessionOutcome, TreatmentSession, timing_for
+from controller.validation import PlanRejected
+from drivers import DeviceError, open_device
+
+EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
+        "device": 6}
+
+HELP = """plan a treatment script, confirm it, and deliver it with a live progress bar
+
+Against the simulator (sim://...) its footswitch option stands in for the operator's foot
+(sim://?footswitch=down); against a device only the real footswitch releases emission.
+Ctrl-C pauses after the current spot and offers resume or abort. Exit status: 0 completed,
+1 aborted, 3 script invalid or plan rejected, 4 device fault, 5 paused or not started,
+6 device unreachable.
+
+examples:
+  co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
+  co2scan run deep_scar.toml --device /dev/ttyACM0 --record clinic.db --operator "Dr A"
+  co2scan run deep_scar.toml --device /dev/ttyACM0 --resume 12   # after a host crash
+"""
+
+
+def default_record() -> str:
+    return os.environ.get("CO2SCAN_RECORD", "treatments.db")
+
+
+def add_record_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--record", default=default_record(), metavar="PATH",
+                        help="treatment record (SQLite; default $CO2SCAN_RECORD or "
+                             "treatments.db)")
+
+
+def ask(question: str, choices: tuple[str, ...]) -> str:
+    """Ask on the terminal until one of ``choices`` (first letters accepted) is given."""
+    while True:
+        try:
+            answer = input(f"{question} [{'/'.join(choices)}] ").strip().lower()
+        except EOFError:
+            return choices[-1]
+        for choice in choices:
+            if answer and choice.startswith(answer):
+                return choice
+
+
+@contextmanager
+def ctrl_c_pauses(session: TreatmentSession) -> Iterator[None]:
+    """Ctrl-C asks the session to pause after the current spot instead of killing the host."""
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        session.request_pause()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def deliver(session: TreatmentSession, interactive: bool) -> SessionOutcome:
+    """Run the session; on an operator pause ask resume/abort (abort when not interactive)."""
+    with ctrl_c_pauses(session):
+        outcome = session.run()
+        while outcome.status == "paused":
+            print(f"\npaused: {outcome.detail}", file=sys.stderr)
+            if not interactive or ask("resume or abort?", ("resume", "abort")) == "abort":
+                return session.abort()
+            outcome = session.run()
+    return outcome
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        script = load_script(args.script)
+    except SettingsError as exc:
+        return fail(str(exc))
+    url = args.device or script.device_url
+    try:
+        device = open_device(url)
+    except DeviceError as exc:
+        print(f"error: cannot reach the device at {url}: {exc}", file=sys.stderr)
+        return EXIT["device"]
+    with device:
+        limits = device.info.limits
+        try:
+            plans = script.plans(lambda s: timing_for(limits, s))
+            record = TreatmentRecord(Path(args.record))
+        except (SettingsError, RecordError) as exc:
+            return fail(str(exc))
+        display = ProgressDisplay(sys.stderr)
+        try:
+            session = TreatmentSession(
+                device, plans, record, operator=args.operator or script.operator,
+                patient_ref=script.patient_ref, on_progress=display.update,
+                reconnect=lambda: open_device(url), session_id=args.resume,
+                start_wait_s=args.start_wait)
+        except PlanRejected as exc:
+            return fail(str(exc))
+        print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
+        print(format_table(pass_rows(plans), sys.stdout))
+        for warning in session.warnings:
+            print(wrap(f"borderline: {warning}"))
+        interactive = sys.stdin.isatty() and not args.yes
+        if not args.yes and (not interactive or ask("deliver this treatment?", ("yes", "no"))
+                             != "yes"):
+            print("not confirmed: nothing was fired (use --yes to confirm without asking)",
+                  file=sys.stderr)
+            session.close()
+            return EXIT["aborted"]
+        if session.warnings:
+            session.acknowledge_warnings(by=args.operator or script.operator or "operator")
+        try:
+            outcome = deliver(session, interactive)
+        except DeviceError as exc:
+            outcome = SessionOutcome("fault", session.session_id, str(exc))
+        finally:
+            display.close()
+            session.close()
+        print(wrap(f"session {outcome.session_id}: {outcome.status}"
+                   + (f" ({outcome.detail})" if outcome.detail else "")
+                   + "; delivered " + ", ".join(f"pass {k}: {n}"
+                                                for k, n in outcome.delivered.items())))
+        verification = record.verify()
+        print(f"record {args.record}: {verification.entries} entries, "
+              + ("chain verified" if verification.ok else "PROBLEMS: "
+                 + "; ".join(verification.problems)))
+        return EXIT[outcome.status]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="deliver a treatment script to a device",
+                                   description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
+    parser.add_argument("--device", metavar="URL",
+                        help="device URL (default: the script's [device] url)")
+    parser.add_argument("--yes", action="store_true",
+                        help="confirm without asking (and acknowledge borderline warnings)")
+    parser.add_argument("--operator", default="", help="operator name for the record")
+    parser.add_argument("--resume", type=int, metavar="SESSION",
+                        help="continue an interrupted session of the record")
+    parser.add_argument("--start-wait", type=float, default=60.0, metavar="S",
+                        help="how long to wait for the footswitch and interlocks (default 60)")
+    add_record_argument(parser)
+    parser.set_defaults(handler=run)
