@@ -31,8 +31,12 @@ if TYPE_CHECKING:
 DPI = 150
 PANEL_W_IN = 5.4
 AXES_W_IN = 3.7
+AXES_MAX_H_IN = 4.6
 COLUMNS_MAX = 3
-TITLE_H_IN = 0.7
+MIN_WIDTH_IN = 7.5
+TITLE_LINE_IN = 0.25
+TITLE_CHARS_PER_IN = 9.5  # 13 pt text
+HISTOGRAM_W_IN = 4.2
 CAPTION_LINE_IN = 0.2
 CAPTION_CHARS_PER_IN = 12.5  # 9 pt monospace
 SCALE_BAND = 0.14  # extra room below the pattern (fraction of its extent) for the scale bar
@@ -98,23 +102,42 @@ def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
     return Picture(path, (width, height), tuple(panels))
 
 
-def _scale_bar(ax: Axes, extent_mm: float) -> None:
-    """A labelled bar of a round length (about a fifth of the view) in the lower left."""
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+@dataclass(frozen=True)
+class View:
+    """The skin area a panel shows (mm), with a band at the bottom for the scale bar."""
 
-    length_mm = max(v for v in (0.2, 0.5, 1, 2, 5, 10) if v <= max(0.2, extent_mm / 5))
-    ax.add_artist(AnchoredSizeBar(ax.transData, length_mm, f"{length_mm:g} mm", "lower left",
-                                  pad=0.4, sep=3, frameon=False, size_vertical=extent_mm / 150))
+    xlim_mm: tuple[float, float]
+    ylim_mm: tuple[float, float]
 
+    @classmethod
+    def around(cls, x_mm: np.ndarray, y_mm: np.ndarray, margin_mm: float) -> View:
+        """Centred on the field centre, holding every point plus ``margin_mm``."""
+        half_x = float(np.abs(x_mm).max()) + margin_mm
+        half_y = float(np.abs(y_mm).max()) + margin_mm
+        band = SCALE_BAND * 2 * max(half_x, half_y)
+        return cls((-half_x, half_x), (-half_y - band, half_y))
 
-def _view(ax: Axes, half_mm: float) -> None:
-    """Equal axes around the field centre, with a band at the bottom for the scale bar."""
-    ax.set_xlim(-half_mm, half_mm)
-    ax.set_ylim(-half_mm * (1 + 2 * SCALE_BAND), half_mm)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (mm)")
-    ax.set_ylabel("y (mm)")
-    ax.tick_params(labelsize=8)
+    def axes_size_in(self) -> tuple[float, float]:
+        """Axes width and height (inches) showing this view at equal scale."""
+        aspect = (self.ylim_mm[1] - self.ylim_mm[0]) / (self.xlim_mm[1] - self.xlim_mm[0])
+        scale = min(1.0, AXES_MAX_H_IN / (AXES_W_IN * aspect))
+        return AXES_W_IN * scale, AXES_W_IN * scale * aspect
+
+    def apply(self, ax: Axes) -> None:
+        """Set the limits, equal scale, mm labels and a scale bar in the lower left."""
+        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+        ax.set_xlim(*self.xlim_mm)
+        ax.set_ylim(*self.ylim_mm)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (mm)")
+        ax.set_ylabel("y (mm)")
+        ax.tick_params(labelsize=8)
+        width_mm = self.xlim_mm[1] - self.xlim_mm[0]
+        length_mm = max(v for v in (0.2, 0.5, 1, 2, 5, 10) if v <= max(0.2, width_mm / 5))
+        ax.add_artist(AnchoredSizeBar(ax.transData, length_mm, f"{length_mm:g} mm",
+                                      "lower left", pad=0.4, sep=3, frameon=False,
+                                      size_vertical=width_mm / 150))
 
 
 def _circles(ax: Axes, x_mm: np.ndarray, y_mm: np.ndarray, diameter_mm: float,
@@ -153,6 +176,15 @@ def describe_pass(plan: Plan, plan_pass: int) -> str:
             f"{m.spot_count} spots in {m.duration_s:.1f} s; seed {plan.seed}")
 
 
+def _title(fig: Figure, title: str, width_in: float) -> float:
+    """Put the wrapped title at the top; returns the height (inches) it takes."""
+    text = textwrap.fill(title, int(width_in * TITLE_CHARS_PER_IN))
+    height_in = 0.35 + TITLE_LINE_IN * (text.count("\n") + 1)
+    fig.text(0.5, 1 - 0.2 / fig.get_size_inches()[1], text, ha="center", va="top",
+             fontsize=13)
+    return height_in
+
+
 def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> Picture:
     """Draw every pass of ``plans`` (one panel each, same scale) to a PNG.
 
@@ -164,29 +196,34 @@ def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> P
     passes = [(plan, p) for plan in plans for p in range(len(plan.metrics.passes))]
     ncols = min(COLUMNS_MAX, len(passes))
     nrows = math.ceil(len(passes) / ncols)
-    width_in = ncols * PANEL_W_IN
-    wrap_chars = int(width_in * CAPTION_CHARS_PER_IN)
-    caption = [textwrap.fill(f"pass {g}: {describe_pass(plan, p)}", wrap_chars,
-                             subsequent_indent="    ") for g, (plan, p) in enumerate(passes)]
+    width_in = max(MIN_WIDTH_IN, ncols * PANEL_W_IN)
+    outlines = [skin_outline_mm(plan.settings) for plan in plans]
+    view = View.around(
+        np.concatenate([plan.x_um / 1000 for plan in plans] + [o[0] for o in outlines]),
+        np.concatenate([plan.y_um / 1000 for plan in plans] + [o[1] for o in outlines]),
+        max(plan.settings.handpiece.spot_diameter_um for plan in plans) / 1000 + 0.3)
+    axes_w_in, axes_h_in = view.axes_size_in()
+    caption = [textwrap.fill(f"pass {g}: {describe_pass(plan, p)}",
+                             int(width_in * CAPTION_CHARS_PER_IN), subsequent_indent="    ")
+               for g, (plan, p) in enumerate(passes)]
     caption_in = CAPTION_LINE_IN * (sum(c.count("\n") + 1 for c in caption) + 1)
-    axes_h_in = AXES_W_IN * (1 + SCALE_BAND)
+    title_in = 0.35 + TITLE_LINE_IN * (textwrap.fill(title, int(width_in * TITLE_CHARS_PER_IN))
+                                       .count("\n") + 1)
     row_h_in = axes_h_in + 1.0
-    height_in = TITLE_H_IN + nrows * row_h_in + caption_in
+    height_in = title_in + nrows * row_h_in + caption_in
     fig = _figure(width_in, height_in)
-    if title:
-        fig.suptitle(title, y=1 - 0.3 / height_in, fontsize=13)
-    half_mm = max(max(np.abs(plan.x_um).max(), np.abs(plan.y_um).max())
-                  + plan.settings.handpiece.spot_diameter_um for plan in plans) / 1000 * 1.08
+    _title(fig, title, width_in)
+    margin_in = (width_in - ncols * PANEL_W_IN) / 2
     axes: dict[str, Axes] = {}
     for g, (plan, p) in enumerate(passes):
         row, col = divmod(g, ncols)
-        left_in = col * PANEL_W_IN + 0.65
-        bottom_in = height_in - TITLE_H_IN - (row + 1) * row_h_in + 0.55
-        ax = fig.add_axes((left_in / width_in, bottom_in / height_in, AXES_W_IN / width_in,
+        left_in = margin_in + col * PANEL_W_IN + 0.65 + (AXES_W_IN - axes_w_in) / 2
+        bottom_in = height_in - title_in - (row + 1) * row_h_in + 0.55
+        ax = fig.add_axes((left_in / width_in, bottom_in / height_in, axes_w_in / width_in,
                            axes_h_in / height_in))
-        cax = fig.add_axes(((left_in + AXES_W_IN + 0.1) / width_in, bottom_in / height_in,
+        cax = fig.add_axes(((left_in + axes_w_in + 0.1) / width_in, bottom_in / height_in,
                             0.12 / width_in, axes_h_in / height_in))
-        _draw_pass(ax, cax, plans, plan, p, g, half_mm)
+        _draw_pass(ax, cax, plans, plan, p, g, view)
         axes[f"pass {g}"] = ax
     fig.text(0.01, (caption_in - CAPTION_LINE_IN * 0.5) / height_in, "\n".join(caption),
              va="top", ha="left", fontsize=9, family="monospace")
@@ -194,9 +231,9 @@ def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> P
 
 
 def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g: int,
-               half_mm: float) -> None:
+               view: View) -> None:
     d_mm = plan.settings.handpiece.spot_diameter_um / 1000.0
-    _view(ax, half_mm)
+    view.apply(ax)
     earlier = [(q.x_um[q.pass_slice(k)], q.y_um[q.pass_slice(k)])
                for q in plans for k in range(len(q.metrics.passes))][:g]
     for ex, ey in earlier:
@@ -210,7 +247,6 @@ def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g
     ax.plot(x_mm[0], y_mm[0], marker="o", ms=9, mfc="none", mec="black", mew=1.2)
     ax.annotate("first", (x_mm[0], y_mm[0]), xytext=(6, 6), textcoords="offset points",
                 fontsize=8)
-    _scale_bar(ax, 2 * half_mm)
     m = plan.metrics.passes[p]
     ax.set_title(f"pass {g}: {m.spot_count} spots, {m.coverage_pct:.1f} % cover"
                  + (", grey: earlier passes" if earlier else ""), fontsize=10)
@@ -234,12 +270,19 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     done = np.asarray(delivered_mask, dtype=bool)
     measured = np.asarray(measured_uj, dtype=np.float64)
     ratio_pct = 100.0 * measured / np.broadcast_to(np.asarray(set_uj, np.float64), measured.shape)
-    fig = _figure(2 * PANEL_W_IN + 0.6, PANEL_W_IN + 0.9)
-    fig.suptitle(title, fontsize=13)
-    left = fig.add_axes((0.07, 0.12, 0.38, 0.72))
-    right = fig.add_axes((0.57, 0.12, 0.40, 0.72))
-    half_mm = float(np.abs(xy_mm).max()) * 1.08 + (spot_diameter_um or 0) / 1000
-    _view(left, half_mm)
+    view = View.around(xy_mm[:, 0], xy_mm[:, 1], (spot_diameter_um or 100.0) / 1000 + 0.3)
+    axes_w_in, axes_h_in = view.axes_size_in()
+    width_in = 0.7 + axes_w_in + 1.0 + HISTOGRAM_W_IN + 0.3
+    title_in = 0.35 + TITLE_LINE_IN * (textwrap.fill(title, int(width_in * TITLE_CHARS_PER_IN))
+                                       .count("\n") + 1)
+    height_in = title_in + axes_h_in + 0.9
+    fig = _figure(width_in, height_in)
+    _title(fig, title, width_in)
+    bottom, height = 0.6 / height_in, axes_h_in / height_in
+    left = fig.add_axes((0.7 / width_in, bottom, axes_w_in / width_in, height))
+    right = fig.add_axes(((width_in - 0.3 - HISTOGRAM_W_IN) / width_in, bottom,
+                          HISTOGRAM_W_IN / width_in, height))
+    view.apply(left)
     missing = xy_mm[~done]
     if spot_diameter_um is None:
         left.plot(*xy_mm[done].T, "o", ms=3, color=DELIVERED_COLOUR, ls="none")
@@ -247,24 +290,26 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
         _circles(left, *xy_mm[done].T, spot_diameter_um / 1000, facecolors=DELIVERED_COLOUR,
                  edgecolors="none")
     left.plot(*missing.T, "x", ms=7, mew=1.8, color=MISSING_COLOUR, ls="none")
-    left.set_title(f"delivered {done.sum()} of {len(done)} planned spots; "
+    left.set_title(f"delivered {done.sum()} of {len(done)} planned spots, "
                    f"missing {len(missing)} (red ×)", fontsize=10)
-    _scale_bar(left, 2 * half_mm)
     _energy_histogram(right, ratio_pct, set_uj)
     return _save(fig, out_path, {"spots": left, "energy": right})
 
 
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:
     lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
-    inside = int(((ratio_pct >= lo) & (ratio_pct <= hi)).sum())
     reach = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
     edges = np.linspace(100 - 1.1 * reach, 100 + 1.1 * reach, 45)
     ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label=f"set ±{BAND_PERCENT:g} %")
-    ax.hist(ratio_pct, bins=edges, color=DELIVERED_COLOUR)
+    within = (ratio_pct >= lo) & (ratio_pct <= hi)
+    ax.hist([ratio_pct[within], ratio_pct[~within]], bins=edges, stacked=True,
+            color=[DELIVERED_COLOUR, MISSING_COLOUR])
     ax.axvline(100, color="black", lw=1, label="set value")
-    set_mj = np.asarray(set_uj, dtype=np.float64) / 1000.0
-    ax.set_xlabel(f"measured / set energy (%), set {span(set_mj.min(), set_mj.max(), '.1f')} mJ")
+    set_mj = np.atleast_1d(np.asarray(set_uj, dtype=np.float64)) / 1000.0
+    set_text = span(set_mj.min(), set_mj.max(), ".1f") if set_mj.size else "-"
+    ax.set_xlabel(f"measured / set energy (%), set {set_text} mJ")
     ax.set_ylabel("pulses")
-    ax.set_title(f"{inside} of {len(ratio_pct)} within ±{BAND_PERCENT:g} %, "
-                 f"{len(ratio_pct) - inside} outside", fontsize=10)
+    ax.set_title(f"{within.sum()} of {len(ratio_pct)} within ±{BAND_PERCENT:g} %, "
+                 f"{(~within).sum()} outside (red)", fontsize=10)
+    ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, loc="upper right")

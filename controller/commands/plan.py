@@ -171,9 +171,10 @@ def wrap(text: str) -> str:
 
 
 def _summary(doc: dict[str, Any], plans: list[Plan], stream: TextIO) -> str:
-    who = "".join(f", {k} {doc[k]}" for k in ("operator", "patient_ref") if doc[k])
+    who = ", ".join(f"{label} {doc[k]}" for k, label in (("operator", "operator"),
+                                                          ("patient_ref", "patient")) if doc[k])
     lines = [wrap(f"{doc['script']}: handpiece {doc['handpiece']} ({doc['spot_diameter_um']:g}"
-                  f" µm spot), device {doc['device_url']}{who}"), "",
+                  f" µm spot), device {doc['device_url']}"), *([wrap(who)] if who else []), "",
              format_table(pass_rows(plans), stream), ""]
     for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True)):
         passes = plan_doc["passes"]

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     except PlottingUnavailable as exc:
         return fail(str(exc), EXIT_NO_PLOTTING)
     width, height = picture.size_px
-    print(f"wrote {picture.path} ({width}x{height} px, {len(picture.panels)} passes)")
+    print(f"wrote {picture.path} ({width}x{height} px, one panel per pass)")
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
 
 
