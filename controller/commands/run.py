@@ -34,7 +34,7 @@ Ctrl-C pauses after the current spot and offers resume or abort. Exit status: 0 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
   co2scan run deep_scar.toml --device /dev/ttyACM0 --record clinic.db --operator "Dr A"
-  co2scan run deep_scar.toml --device /dev/ttyACM0 --resume 12   # after a host crash
+  co2scan run deep_scar.toml --device /dev/ttyACM0 --resume 12 --reset-fault 1  # after a crash
 """
 
 
@@ -73,13 +73,25 @@ def ctrl_c_pauses(session: TreatmentSession) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def deliver(session: TreatmentSession, interactive: bool) -> SessionOutcome:
-    """Run the session; on an operator pause ask resume/abort (abort when not interactive)."""
+def deliver(session: TreatmentSession, interactive: bool, resets: int) -> SessionOutcome:
+    """Run the session. On an operator pause ask resume/abort (abort when not interactive);
+    on a device fault ask for an operator reset (or use up to ``resets`` given by flag)."""
     with ctrl_c_pauses(session):
         outcome = session.run()
-        while outcome.status == "paused":
-            print(f"\npaused: {outcome.detail}", file=sys.stderr)
-            if not interactive or ask("resume or abort?", ("resume", "abort")) == "abort":
+        while outcome.status in ("paused", "fault"):
+            print(f"\n{outcome.status}: {outcome.detail}", file=sys.stderr)
+            if outcome.status == "fault":
+                if resets > 0:
+                    resets -= 1
+                elif not interactive or ask("reset the fault and resume?", ("reset", "stop")
+                                            ) == "stop":
+                    return outcome
+                try:
+                    session.operator_reset()
+                except DeviceError as exc:
+                    print(f"reset refused: {exc}", file=sys.stderr)
+                    return outcome
+            elif not interactive or ask("resume or abort?", ("resume", "abort")) == "abort":
                 return session.abort()
             outcome = session.run()
     return outcome
@@ -126,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         if session.warnings:
             session.acknowledge_warnings(by=args.operator or script.operator or "operator")
         try:
-            outcome = deliver(session, interactive)
+            outcome = deliver(session, interactive, args.reset_fault)
         except DeviceError as exc:
             outcome = SessionOutcome("fault", session.session_id, str(exc))
         finally:
@@ -155,6 +167,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--operator", default="", help="operator name for the record")
     parser.add_argument("--resume", type=int, metavar="SESSION",
                         help="continue an interrupted session of the record")
+    parser.add_argument("--reset-fault", type=int, default=0, metavar="N",
+                        help="operator reset of up to N device faults without asking (the "
+                             "operator has checked the cause); default 0")
     parser.add_argument("--start-wait", type=float, default=60.0, metavar="S",
                         help="how long to wait for the footswitch and interlocks (default 60)")
     add_record_argument(parser)
