@@ -1,0 +1,217 @@
+"""Treatment scripts: defaults, pass groups, and errors naming key, line, value and range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller import script as script_module
+from controller.errors import SettingsError
+from controller.handpiece import get_handpiece
+from controller.script import ScriptError, load_script, parse_script
+from controller.validation import ClinicalEnvelope, validate_plans
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+PASS = '[[pass]]\nsize_mm = 6\ndensity_percent = 5\ndepth_um = 300\n'
+
+
+def parse(text: str) -> script_module.TreatmentScript:
+    return parse_script(text, Path("t.toml"))
+
+
+def rejected(text: str) -> ScriptError:
+    with pytest.raises(ScriptError) as info:
+        parse(text).plans()
+    return info.value
+
+
+def test_a_script_of_passes_only_runs_on_the_default_handpiece_and_the_simulator() -> None:
+    s = parse("[[pass]]\n")
+    assert s.device_url == "sim://" and s.handpiece == get_handpiece()
+    assert (s.operator, s.patient_ref) == ("", "")
+    settings = s.passes[0].settings  # everything from the handpiece's pass defaults
+    assert settings.pattern.shape == "square" and settings.pattern.width_mm == 10.0
+    assert settings.density.coverage_pct == 5.0 and settings.depth_um == 300.0
+    assert settings.order.kind == "interlaced"
+
+
+def test_a_pass_key_replaces_its_whole_default_group() -> None:
+    settings = parse("[[pass]]\npitch_um = 800\nenergy_mj = 20\n").passes[0].settings
+    assert settings.density.pitch_um == 800 and settings.density.coverage_pct is None
+    assert settings.depth_um == pytest.approx(174.0)  # one 20 mJ pulse, spot120 calibration
+
+
+def test_header_keys_are_read() -> None:
+    s = parse('operator = "Dr B"\npatient_ref = "P-7"\n[device]\nurl = "socket://127.0.0.1:9"\n'
+              '[handpiece]\nname = "spot300"\n' + PASS)
+    assert (s.operator, s.patient_ref, s.device_url) == ("Dr B", "P-7", "socket://127.0.0.1:9")
+    assert s.handpiece.name == "spot300"
+
+
+def test_error_names_pass_key_line_value_and_range() -> None:
+    exc = rejected(PASS + PASS.replace("density_percent = 5", "density_percent = 90"))
+    assert exc.field == "pass[1].density_percent" and exc.value == 90 and exc.line == 7
+    assert "78.54" in exc.allowed  # densest: spots touching (pitch = spot diameter)
+    assert str(exc).startswith("t.toml:7: pass[1].density_percent = 90 rejected")
+
+
+@pytest.mark.parametrize(("text", "field", "allowed"), [
+    ('[[pass]]\ndesnity_percent = 5\n', "pass[0].desnity_percent", "density_percent"),
+    ('[[pass]]\ninclude = "/etc/passwd"\n', "pass[0].include", "keys pattern"),
+    ('speed = 3\n[[pass]]\n', "speed", "keys operator"),
+    ('[device]\nurl = "sim://"\nfile = "x"\n[[pass]]\n', "device.file", "keys url"),
+])
+def test_unknown_keys_are_refused_listing_the_allowed_keys(text: str, field: str,
+                                                           allowed: str) -> None:
+    exc = rejected(text)
+    assert exc.field == field and allowed in exc.allowed and exc.line is not None
+    assert exc.reason.startswith("unknown key")
+
+
+def test_a_misspelt_key_gets_a_suggestion() -> None:
+    assert "did you mean 'density_percent'" in rejected("[[pass]]\ndesnity_percent = 5\n").reason
+
+
+def test_syntax_error_gives_tomls_line_and_the_line_text() -> None:
+    exc = rejected("[[pass]]\ndepth_um = 300 %\n")
+    assert exc.line == 2 and exc.value == "depth_um = 300 %" and exc.field == "toml"
+
+
+@pytest.mark.parametrize(("body", "field", "value", "allowed"), [
+    ("density_percent = 5\npitch_um = 300", "pitch_um", 300, "exactly one of"),
+    ("energy_mj = 400", "energy_mj", 400.0, "5..160 mJ"),
+    ("energy_mj = 20\nstack = 2", "stack", 2, "1 for 348 µm"),
+    ("size_mm = [3, 4]", "size_mm", [3, 4], "[width, height] only for a rectangle"),
+    ('pattern = "rectangle"\nsize_mm = 5', "size_mm", 5, "[width, height]"),
+    ('pattern = "circle"', "size_mm", None, "a size in mm for a circle"),
+    ('order = "random"\ninterlace_k = 4', "interlace_k", 4, "only with order = 'interlaced'"),
+    ("feather_edge_depth = 0.5", "feather_edge_depth", 0.5, "only with feather_mm"),
+    ("feather_mm = 0", "feather_mm", 0, "0 < feather_mm"),
+    ('grid = "hexx"', "grid", "hexx", "one of square, hex"),
+    ("seed = -1", "seed", -1, "0 <= seed"),
+    ("offset = 1", "offset", 1, "true or false"),
+    ("size_mm = 30", "size_mm", 30.0, "within the galvo field"),  # refused by the planner
+])
+def test_bad_pass_values(body: str, field: str, value: object, allowed: str) -> None:
+    exc = rejected(f"\n[[pass]]\n{body}\n")
+    assert exc.field == f"pass[0].{field}" and exc.value == value and allowed in exc.allowed
+    rows = [k for k, row in enumerate(body.splitlines()) if row.startswith(f"{field} =")]
+    assert exc.line == (3 + rows[0] if rows else 2)  # the key's line, else the [[pass]] line
+
+
+def use_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    path = tmp_path / "pass_defaults.toml"
+    path.write_text(text)
+    monkeypatch.setattr(script_module, "PASS_DEFAULTS_FILE", path)
+
+
+def test_a_default_that_does_not_fit_says_where_it_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_defaults(tmp_path, monkeypatch, "[spot120]\nsize_mm = 5\ndensity_percent = 5\n"
+                                        "depth_um = 5\n")
+    exc = rejected("\n[[pass]]\n")
+    assert exc.field == "pass[0].depth_um" and exc.value == 5 and exc.line == 2
+    assert "from the spot120 defaults in pass_defaults.toml" in exc.reason
+    assert parse("[[pass]]\ndepth_um = 300\n").passes[0].settings.depth_um == 300
+
+
+def test_pass_defaults_may_not_hold_a_seed(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    use_defaults(tmp_path, monkeypatch, "[spot120]\nseed = 3\n")
+    with pytest.raises(SettingsError, match=r"\[spot120\]\.seed"):
+        parse("[[pass]]\n")
+
+
+def test_missing_settings_without_handpiece_defaults(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    use_defaults(tmp_path, monkeypatch, "")
+    exc = rejected("[[pass]]\nsize_mm = 5\ndepth_um = 300\n")
+    assert exc.field == "pass[0].density_percent" and "no default" in exc.reason
+
+
+def test_identical_passes_form_one_plan_with_offset_passes() -> None:
+    s = parse(PASS + PASS)
+    plans = s.plans()
+    assert len(plans) == 1 and len(plans[0].metrics.passes) == 2
+    first, second = (plans[0].pass_slice(k) for k in range(2))
+    gap_um = np.hypot(plans[0].x_um[second, None] - plans[0].x_um[None, first],
+                      plans[0].y_um[second, None] - plans[0].y_um[None, first]).min()
+    assert gap_um > 200  # the second pass lands in the reservoirs between the first's spots
+
+
+def test_offset_false_fires_the_same_positions_again_as_a_new_plan() -> None:
+    plans = parse(PASS + PASS + "offset = false\n").plans()
+    assert len(plans) == 2
+    assert np.array_equal(np.sort(plans[0].x_um), np.sort(plans[1].x_um))
+
+
+def test_offset_true_is_refused_when_the_settings_differ() -> None:
+    exc = rejected(PASS + PASS.replace("300", "250") + "offset = true\n")
+    assert exc.field == "pass[1].offset" and exc.line == 9
+    assert "depth_um differs from pass[0]" in exc.reason
+    assert rejected(PASS + "offset = true\n").reason == "the first pass has no pass before it"
+
+
+def test_different_passes_are_separate_plans_in_order() -> None:
+    s = parse(PASS + PASS.replace("300", "250") + PASS.replace("300", "250"))
+    assert [[p.index for p in g] for g in s.groups()] == [[0], [1, 2]]
+    assert [len(p.metrics.passes) for p in s.plans()] == [1, 2]
+
+
+def test_stack_with_energy_sets_pulses_per_spot() -> None:
+    plan = parse("[[pass]]\nsize_mm = 4\nenergy_mj = 140\nstack = 2\n").plans()[0]
+    assert set(plan.stack) == {2} and set(plan.energy_uj) == {140_000}
+
+
+@pytest.mark.parametrize("url", ["/etc/passwd", "serial:///dev/sda", "spy:///dev/ttyS0",
+                                 "loop://", "/dev/../etc/shadow", "file:///tmp/x"])
+def test_a_script_cannot_name_a_file_as_its_device(url: str) -> None:
+    exc = rejected(f'[device]\nurl = "{url}"\n[[pass]]\n')
+    assert exc.field == "device.url" and exc.line == 2 and "--device" in exc.allowed
+
+
+@pytest.mark.parametrize("url", ["sim://?door=open", "socket://127.0.0.1:5555", "/dev/ttyUSB0",
+                                 "serial:///dev/ttyACM0?baudrate=921600", "usb://1209:C025",
+                                 "/dev/serial/by-id/usb-co2scan_SIM-0001-if00", "COM3"])
+def test_device_urls_a_script_may_name(url: str) -> None:
+    assert parse(f'[device]\nurl = "{url}"\n[[pass]]\n').device_url == url
+
+
+def test_unknown_handpiece_lists_the_known_ones() -> None:
+    exc = rejected('[handpiece]\nname = "spot999"\n[[pass]]\n')
+    assert exc.field == "handpiece.name" and exc.line == 2 and "spot120" in exc.allowed
+
+
+def test_passes_must_be_an_array_of_tables() -> None:
+    assert rejected("[pass]\nsize_mm = 5\n").field == "pass"
+    assert rejected('operator = "x"\n').field == "pass"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ScriptError, match="a readable UTF-8 TOML file"):
+        load_script(tmp_path / "missing.toml")
+
+
+def test_key_lines_skip_multiline_strings() -> None:
+    text = 'operator = """\n[[pass]]\nsize_mm = 1\n"""\n[[pass]]\nsize_mm = 4\n'
+    assert script_module.key_lines(text)[("pass", 0, "size_mm")] == 6
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_plans_within_the_clinical_envelope(path: Path) -> None:
+    s = load_script(path)
+    plans = s.plans()
+    assert sum(len(p.metrics.passes) for p in plans) == len(s.passes)
+    validate_plans(plans, ClinicalEnvelope.load())
+
+
+def test_the_examples_cover_the_clinical_goals() -> None:
+    assert [p.stem for p in EXAMPLES] == ["deep_scar", "rapid_recovery", "surface_texture"]
+    deep = load_script(EXAMPLES[0])
+    assert len(deep.plans()[0].metrics.passes) == 2  # multi-pass with offsets
+    surface = load_script(EXAMPLES[2]).passes[0].settings
+    assert surface.feathering is not None and surface.depth_um <= 200
+    rapid = load_script(EXAMPLES[1]).plans()[0]
+    assert rapid.metrics.combined_reservoir_fraction > 0.95
