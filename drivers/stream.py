@@ -174,9 +174,11 @@ class PassStreamer:
         available = self.credits - sum(n for _, n in self.unacked)
         start = self.next_send
         while len(batches) < BATCHES_PER_WRITE and start < self.spots.count:
-            n = min(available, MAX_BATCH_SPOTS, self.spots.count - start)
-            if n <= 0:
-                break
+            wanted = min(MAX_BATCH_SPOTS, self.spots.count - start)
+            n = min(available, wanted)
+            buffered = self.device.info.limits.buffer_spots - available
+            if n <= 0 or (n < wanted and buffered >= 2 * MAX_BATCH_SPOTS):
+                break  # the device has plenty queued: wait for room for a full batch
             batches.append((message("SPOT_BATCH", records=records[start:start + n]), n))
             start += n
             available -= n
