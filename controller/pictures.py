@@ -173,7 +173,7 @@ def describe_pass(plan: Plan, plan_pass: int) -> str:
     return (f"{describe_pattern(s.pattern)}, {s.grid} grid, {order}{feather}; density "
             f"{m.coverage_pct:.1f} % (pitch {m.pitch_um:.0f} µm, {m.spots_per_cm2:.0f}/cm²); "
             f"depth {s.depth_um:g} µm = {dose}; {hp.name} {hp.spot_diameter_um:g} µm spot; "
-            f"{m.spot_count} spots in {m.duration_s:.1f} s; seed {plan.seed}")
+            f"{m.spot_count} spots in {m.duration_s:.2f} s; seed {plan.seed}")
 
 
 def _title(fig: Figure, title: str, width_in: float) -> float:
@@ -243,7 +243,7 @@ def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g
     spots = _circles(ax, x_mm, y_mm, d_mm, cmap=CMAP, edgecolors="none")
     spots.set_array(np.arange(1, len(x_mm) + 1))
     spots.set_clim(1, max(2, len(x_mm)))
-    ax.plot(*skin_outline_mm(plan.settings), color="0.25", lw=0.8, ls="--")
+    ax.plot(*skin_outline_mm(plan.settings), color="0.25", lw=0.8, ls="--", zorder=0.9)
     ax.plot(x_mm[0], y_mm[0], marker="o", ms=9, mfc="none", mec="black", mew=1.2)
     ax.annotate("first", (x_mm[0], y_mm[0]), xytext=(6, 6), textcoords="offset points",
                 fontsize=8)

@@ -1,0 +1,128 @@
+"""Pictures: announced size, spots at their place, at true size, coloured by firing order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+from matplotlib import colormaps
+from matplotlib.image import imread
+
+from controller.pictures import (
+    CMAP,
+    DPI,
+    EARLIER_COLOUR,
+    MISSING_COLOUR,
+    PANEL_W_IN,
+    Picture,
+    draw_plan,
+    draw_report,
+)
+from controller.scanpath import Plan
+from controller.script import parse_script
+
+PASS = '[[pass]]\nsize_mm = 6.5\npitch_um = 1000\ndepth_um = 300\norder = "raster"\n'
+TWO_PASSES = '[handpiece]\nname = "spot300"\n' + PASS + PASS  # 300 µm spots, offset passes
+
+
+def rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[k:k + 2], 16) / 255 for k in (1, 3, 5)])
+
+
+def pixel(image: np.ndarray, col: float, row: float) -> np.ndarray:
+    return image[round(row), round(col), :3]
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Plan, Picture, np.ndarray]:
+    plan = parse_script(TWO_PASSES, Path("two.toml")).plans()[0]
+    picture = draw_plan([plan], tmp_path_factory.mktemp("pics") / "plan.png", "two passes")
+    return plan, picture, imread(picture.path)
+
+
+def test_plan_picture_has_the_announced_size_and_one_panel_per_pass(drawn) -> None:
+    _, picture, image = drawn
+    assert image.shape[:2] == picture.size_px[::-1]
+    assert picture.size_px[0] == round(max(7.5, 2 * PANEL_W_IN) * DPI)
+    assert [p.name for p in picture.panels] == ["pass 0", "pass 1"]
+
+
+def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
+    plan, picture, image = drawn
+    cmap = colormaps[CMAP]
+    for k, panel in enumerate(picture.panels):
+        part = plan.pass_slice(k)
+        col, row = panel.to_px(plan.x_um[part] / 1000, plan.y_um[part] / 1000)
+        assert np.allclose(pixel(image, col[0], row[0]), cmap(0.0)[:3], atol=0.08)
+        assert np.allclose(pixel(image, col[-1], row[-1]), cmap(1.0)[:3], atol=0.08)
+
+
+def test_spots_have_their_true_diameter(drawn) -> None:
+    plan, picture, image = drawn
+    panel = picture.panels[0]
+    part = plan.pass_slice(0)
+    col, row = panel.to_px(plan.x_um[part][5] / 1000, plan.y_um[part][5] / 1000)
+    line = image[round(row), :, :3]
+    inked = np.flatnonzero(np.abs(line - 1.0).max(axis=1) > 0.3)
+    run = inked[np.abs(inked - col) <= 20]
+    px_per_mm = (panel.box_px[2] - panel.box_px[0]) / (panel.xlim_mm[1] - panel.xlim_mm[0])
+    assert run.max() - run.min() + 1 == pytest.approx(0.300 * px_per_mm, abs=2.5)
+
+
+def test_reservoirs_are_blank_and_earlier_passes_grey(drawn) -> None:
+    plan, picture, image = drawn
+    first = plan.pass_slice(0)
+    x0, y0 = plan.x_um[first] / 1000, plan.y_um[first] / 1000
+    col, row = picture.panels[0].to_px(x0[:3] + 0.5, y0[:3] + 0.5)  # half a pitch away
+    for c, r in zip(col, row, strict=True):
+        assert np.allclose(pixel(image, c, r), 1.0, atol=0.02)
+    col, row = picture.panels[1].to_px(x0[3], y0[3])  # pass 0's spot in pass 1's panel
+    assert np.allclose(pixel(image, col, row), rgb(EARLIER_COLOUR), atol=0.05)
+
+
+def test_caption_and_title_are_written(drawn) -> None:
+    _, picture, image = drawn
+    top = min(p.box_px[1] for p in picture.panels)
+    bottom = max(p.box_px[3] for p in picture.panels)
+    assert (image[: int(top) - 30, :, :3] < 0.5).any()  # title
+    assert (image[int(bottom) + 60:, :, :3] < 0.5).any()  # caption below the x labels
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Picture, np.ndarray]:
+    xy_um = np.array([(x, y) for x in range(-3000, 3001, 1000) for y in range(-3000, 3001, 1000)],
+                     dtype=float)
+    delivered = np.ones(len(xy_um), dtype=bool)
+    delivered[[3, 20]] = False
+    rng = np.random.default_rng(0)
+    measured = 40_000 * rng.normal(1.0, 0.05, delivered.sum())
+    measured[0] = 40_000 * 1.35  # outside the band
+    picture = draw_report(xy_um, delivered, measured, 40_000,
+                          tmp_path_factory.mktemp("pics") / "report.png", "report",
+                          spot_diameter_um=300)
+    return xy_um[~delivered], picture, imread(picture.path)
+
+
+def test_report_marks_missing_spots_in_red(report) -> None:
+    missing_um, picture, image = report
+    spots = picture.panels[0]
+    assert image.shape[:2] == picture.size_px[::-1]
+    for x_um, y_um in missing_um:
+        col, row = spots.to_px(x_um / 1000, y_um / 1000)
+        assert np.allclose(pixel(image, col, row), rgb(MISSING_COLOUR), atol=0.1)
+
+
+def test_report_histogram_shows_the_band_and_the_outlier(report) -> None:
+    _, picture, image = report
+    energy = picture.panels[1]
+    (x0, x1), (y0, _) = energy.xlim_mm, energy.ylim_mm  # the histogram's data range: % / count
+    assert x0 < 80 and x1 > 135
+    col, row = energy.to_px(np.array([100.0, 135.0, 90.0]), np.array([0.5, 0.5, 0.5]) + y0)
+    assert np.abs(pixel(image, col[0], row[0]) - 1).max() > 0.3  # pulses near the set value
+    assert np.allclose(pixel(image, col[1], row[1]), rgb(MISSING_COLOUR), atol=0.1)
+    band_col, band_row = energy.to_px(82.0, energy.ylim_mm[1] * 0.95)
+    band = pixel(image, band_col, band_row)
+    assert band[1] > band[0] and band[1] > band[2]  # green band
