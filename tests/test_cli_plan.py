@@ -1,0 +1,145 @@
+"""``co2scan plan``, ``preview`` and ``sim``: output, exit codes, help examples, colour."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from controller.cli import build_parser, main
+from controller.commands.plan import EXIT_REJECTED, WIDTH, paint
+from controller.scanpath import build_plan
+from controller.script import load_script
+from controller.settings import PassSettings
+from controller.timing import GalvoTiming
+from sim_hw.config import SimConfig
+from sim_hw.tcp_server import serve_tcp
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+DEEP = str(EXAMPLES / "deep_scar.toml")
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_plan_json_matches_build_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", DEEP, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    script = load_script(DEEP)
+    groups = script.groups()
+    assert [d["passes"] for d in doc["plans"]] == [[p.index for p in g] for g in groups]
+    for group, plan_doc in zip(groups, doc["plans"], strict=True):
+        settings = replace(group[0].settings, passes=PassSettings(count=len(group)))
+        plan = build_plan(settings, GalvoTiming(), group[0].seed)
+        assert plan_doc["metrics"] == json.loads(json.dumps(asdict(plan.metrics)))
+        assert plan_doc["checksum"] == plan.checksum
+    assert doc["accepted"] and doc["violations"] == []
+    assert doc["total_spots"] == sum(p["spot_count"] for p in doc["passes"])
+    assert [p["stack"] for p in doc["passes"]] == [[2, 2], [2, 2], [1, 1]]
+
+
+def test_plan_table_has_a_row_per_pass_within_100_columns(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", DEEP]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= WIDTH
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1", "2"]
+    assert [r[-2] for r in rows] == ["1000", "1000", "120"]  # the depth column
+    assert "\033[" not in out  # no colour when not on a terminal
+    assert "plan accepted" in out
+
+
+def test_a_long_pattern_text_is_cut_to_fit(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    vertices = ", ".join(f"[{x}, {y}]" for x, y in ((0, 0), (3, 0), (3, 3), (0, 3)))
+    path = write(tmp_path, f'[[pass]]\npattern = "polygon"\nvertices_mm = [{vertices}]\n'
+                           'rotation_deg = 12.5\ngrid = "hex"\norder = "thermal-spread"\n'
+                           'depth_um = 1600\nfeather_mm = 0.5\nmin_step_um = 400\n'
+                           'neighbour_um = 400\n')
+    assert main(["plan", path]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= WIDTH
+
+
+def test_invalid_script_exits_3_with_the_reason_on_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[[pass]]\ndensity_percent = 90\n")
+    assert main(["plan", path, "--json"]) == EXIT_REJECTED
+    out, err = capsys.readouterr()
+    assert out == "" and f"{path}:2: pass[0].density_percent = 90 rejected" in " ".join(
+        err.split())
+    assert max(len(line) for line in err.splitlines()) <= WIDTH
+
+
+def test_a_plan_the_envelope_rejects_exits_3_and_still_prints(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[[pass]]\ndensity_percent = 40\n")
+    assert main(["plan", path, "--json"]) == EXIT_REJECTED
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert not doc["accepted"] and "coverage_percent" in doc["violations"][0]
+    assert "plan rejected" in err
+
+
+def test_preview_writes_the_picture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.png"
+    assert main(["preview", str(EXAMPLES / "rapid_recovery.toml"), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_preview_without_matplotlib_says_how_to_install_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["preview", DEEP, "-o", str(tmp_path / "x.png")]) == 1
+    assert "co2scan[plot]" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def command_parsers(parser: argparse.ArgumentParser, name: str = "co2scan"
+                    ) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(name, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                found += command_parsers(sub, f"{name} {sub_name}")
+    return found
+
+
+def test_every_command_has_an_example_in_its_help() -> None:
+    parsers = command_parsers(build_parser())
+    names = [name for name, _ in parsers]
+    assert {"co2scan plan", "co2scan preview", "co2scan sim serve", "co2scan sim set"} <= set(
+        names)
+    for name, parser in parsers:
+        text = parser.format_help()
+        assert "example" in text and f"\n  {name}" in text, name
+
+
+def test_sim_set_talks_to_a_running_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve_tcp(SimConfig()) as served:
+        closed = served.device.interlocks
+        assert main(["sim", "set", "--control", str(served.control_port), "door=open"]) == 0
+        assert capsys.readouterr().out.startswith("ok")
+        assert served.device.interlocks != closed
+
+
+def test_paint_colours_only_terminals(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert paint("x", "31", Tty()) == "\033[31mx\033[0m"
+    assert paint("x", "31", io.StringIO()) == "x"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert paint("x", "31", Tty()) == "x"
