@@ -299,7 +299,7 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:
     lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
     reach = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
-    edges = np.linspace(100 - 1.1 * reach, 100 + 1.1 * reach, 45)
+    edges = np.arange(100 - 1.1 * reach, 100 + 1.1 * reach + 1.0, 1.0)  # 1 % bins
     ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label=f"set ±{BAND_PERCENT:g} %")
     within = (ratio_pct >= lo) & (ratio_pct <= hi)
     ax.hist([ratio_pct[within], ratio_pct[~within]], bins=edges, stacked=True,
