@@ -422,7 +422,7 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
     """Validate a script's text (``path`` only names it in errors)."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
         found = _TOML_LINE.search(str(exc))
         line = int(found.group(1)) if found else None
         rows = text.splitlines()
