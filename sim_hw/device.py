@@ -14,6 +14,7 @@ import hmac
 import math
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ from drivers.protocol.messages import (
 from sim_hw.config import SimConfig, parse_input
 from sim_hw.galvo import Calibration, Galvo
 from sim_hw.laser import Laser
-from sim_hw.truth import GroundTruth
+from sim_hw.truth import TRUTH_DTYPE, GroundTruth
 
 #: EVT_DELIVERED goes out after this many fired spots ...
 DELIVERED_MAX_SPOTS = 64
@@ -56,8 +57,14 @@ _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
                "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
 #: Inputs that must all be set for a spot to fire.
 _EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
-#: Buffered spot tuple: the SPOT_BATCH record fields, then the calibrated mirror position.
-_INDEX, _X, _Y, _ENERGY, _PULSE, _STACK, _MIRROR_X, _MIRROR_Y = range(8)
+#: Under a virtual clock, emission skips ahead at most this many spots at a time, so that
+#: host requests still arrive between chunks of emission.
+VIRTUAL_SKIP_SPOTS = 1024
+#: A buffered spot: the SPOT_BATCH record fields used, then the calibrated mirror position.
+_BUFFER_DTYPE = np.dtype([("index", "<i8"), ("x_lsb", "<u2"), ("y_lsb", "<u2"),
+                          ("energy_uj", "<i8"), ("pulse_us", "<i8"), ("stack", "<i8"),
+                          ("mirror_x", "<i8"), ("mirror_y", "<i8")])
+_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
 
 
 class Refused(Exception):
@@ -95,7 +102,7 @@ class SimDevice:
         cfg = self.config
         self._rng = random.Random(cfg.seed)
         self.galvo = Galvo(cfg)
-        self.laser = Laser(cfg, random.Random(cfg.seed + 1))
+        self.laser = Laser(cfg, np.random.default_rng(cfg.seed + 1))
         self.truth = GroundTruth()
         self._device_key = cfg.device_key
         self._inputs = sum(int(bit) for name, bit in _INPUT_BITS.items() if getattr(cfg, name))
@@ -118,7 +125,8 @@ class SimDevice:
         self.state = state
         self.fault_code = fault_code
         self.plan = plan
-        self._buffer: deque[tuple[int, ...]] = deque()
+        self._buffer = np.empty(0, _BUFFER_DTYPE)
+        self._head = 0  # spots before it in _buffer have fired
         self._decoder = FrameDecoder()
         self._out = bytearray()
         self._event_seq = 0
@@ -130,7 +138,8 @@ class SimDevice:
         self._next_fire_s: float | None = None
         self._period_ready_s = 0.0
         self._galvo_free_s = 0.0
-        self._delivered: list[tuple[int, int]] = []
+        self._delivered: list[np.ndarray] = []  # DELIVERED_DTYPE chunks not yet reported
+        self._delivered_count = 0
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
         self._inbox: deque[RawFrame] = deque()
@@ -207,7 +216,7 @@ class SimDevice:
         self._host_now_s = host_now_s
         offset_s = now_s - host_now_s
         while True:
-            due = self._next_due(offset_s)
+            due = self._next_due(offset_s, now_s)
             if due is None or due[0] > now_s:
                 break
             t_s, action = due
@@ -215,15 +224,26 @@ class SimDevice:
             action()
         self._now_s = max(self._now_s, now_s)
 
-    def _next_due(self, offset_s: float) -> tuple[float, object] | None:
-        candidates = []
+    def _next_due(self, offset_s: float, now_s: float = math.inf
+                  ) -> tuple[float, Callable[[], None]] | None:
+        """The next action and its time; on a tie the earlier candidate goes first.
+
+        Emission fires, in one chunk, every spot due by ``now_s`` and before the next other
+        action (a galvo move completing, the watchdog; delivered reports are sent within the
+        chunk): nothing else can happen in between.
+        """
+        candidates: list[tuple[float, Callable[[], None]]] = []
         if self._flush_at_s is not None:
             candidates.append((self._flush_at_s, self._flush_delivered))
+        limit_s = now_s
         if self._jump is not None:
             candidates.append((self._jump[0], self._finish_jump))
-        if self._next_fire_s is not None:
-            candidates.append((self._next_fire_s, self._fire_next))
+            limit_s = min(limit_s, math.nextafter(self._jump[0], -math.inf))
         watchdog_s = self._watchdog_deadline_host_s()
+        if watchdog_s is not None:
+            limit_s = min(limit_s, watchdog_s + offset_s)
+        if self._next_fire_s is not None:
+            candidates.append((self._next_fire_s, lambda: self._fire_chunk(limit_s)))
         if watchdog_s is not None:
             candidates.append((watchdog_s + offset_s, self._watchdog_expired))
         return min(candidates, key=lambda c: c[0]) if candidates else None
@@ -234,11 +254,15 @@ class SimDevice:
         return None if due is None else due[0]
 
     def skippable_deadline(self) -> float | None:
-        """Earliest machine wait (spot, galvo move, delivered report) a virtual clock may skip
-        to, or None when the device waits for the host or for real time."""
-        machine = [t for t in (self._flush_at_s, self._next_fire_s,
+        """Device time a virtual clock may skip to, or None when the device waits for the host
+        or for real time: until then the device only waits for itself (spots, a galvo move,
+        delivered reports). Emission is skipped over at most :data:`VIRTUAL_SKIP_SPOTS` spots
+        ahead, so that host requests still interleave with it."""
+        machine = [t for t in (self._flush_at_s,
                                None if self._jump is None else self._jump[0]) if t is not None]
-        return min(machine) if machine else None
+        if self._next_fire_s is not None:
+            machine.append(float(self._fire_times(VIRTUAL_SKIP_SPOTS)[-1]))
+        return max(machine) if machine else None
 
     def _watchdog_deadline_host_s(self) -> float | None:
         if self.state in ACTIVE or self._service:
@@ -344,7 +368,8 @@ class SimDevice:
             fired.popitem(last=False)
 
     def _clear_buffer(self) -> None:
-        self._buffer.clear()
+        self._buffer = np.empty(0, _BUFFER_DTYPE)
+        self._head = 0
         self._next_fire_s = None
 
     def _unload_plan(self) -> None:
@@ -355,7 +380,7 @@ class SimDevice:
 
     @property
     def credits(self) -> int:
-        return self.config.buffer_spots - len(self._buffer)
+        return self.config.buffer_spots - (len(self._buffer) - self._head)
 
     @property
     def plan_loaded(self) -> bool:
@@ -382,56 +407,98 @@ class SimDevice:
 
     def _schedule_next(self) -> None:
         """When the next buffered spot fires: after the rep-rate period and the galvo jump."""
-        if self.state != State.EMITTING or not self._buffer:
+        if self.state != State.EMITTING or self._head == len(self._buffer):
             self._next_fire_s = None
             return
-        spot = self._buffer[0]
+        spot = self._buffer[self._head]
         self._galvo_free_s = max(self._galvo_free_s, self._now_s)
-        jump_s = self.galvo.jump_time_us(spot[_MIRROR_X], spot[_MIRROR_Y]) / 1e6
+        jump_s = self.galvo.jump_time_us(int(spot["mirror_x"]), int(spot["mirror_y"])) / 1e6
         self._next_fire_s = max(self._period_ready_s, self._galvo_free_s + jump_s)
 
-    def _fire_next(self) -> None:
-        """Fire the spot at the head of the buffer, re-checking everything first (rule 4)."""
+    def _fire_times(self, count: int) -> np.ndarray:
+        """Fire times of the next ``count`` (at most) buffered spots, the first at
+        ``_next_fire_s``: each after the rep-rate period and after the previous spot's pulses
+        plus the galvo jump to it, as :meth:`_schedule_next` would schedule them one by one."""
+        assert self._next_fire_s is not None
+        spots = self._buffer[self._head:self._head + count]
+        jump_s = self.galvo.path_times_us(spots["mirror_x"], spots["mirror_y"]) / 1e6
+        busy_s = Laser.spot_duration_s(spots["pulse_us"][:-1], spots["stack"][:-1]) + jump_s
+        steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
+        return np.cumsum(np.concatenate(([self._next_fire_s], steps_s)))
+
+    def _fire_chunk(self, limit_s: float) -> None:
+        """Fire, in order, every buffered spot due by ``limit_s`` (rule 4).
+
+        The inputs, the temperature and the galvo change only between :meth:`advance` calls
+        (and act at once when they do), so checking them before the chunk checks them before
+        every spot of it: an interlock that opens is seen before the next spot fires.
+        """
         if self._inputs & _EMIT_BITS != _EMIT_BITS:  # rule 4: re-checked before every spot
             self._check_interlocks()
             return
-        spot = self._buffer[0]
         plan = self.plan
-        assert plan is not None
+        assert plan is not None and self._next_fire_s is not None
         if self.laser.over_temperature:
             self._fault(FaultCode.OVER_TEMPERATURE, Cause.DEVICE_FAULT)
             return
-        if not self.galvo.move(spot[_MIRROR_X], spot[_MIRROR_Y]):
+        if self.galvo.stuck:  # the mirrors do not reach the first spot
             self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
             return
-        self._buffer.popleft()
-        t_s = self._now_s
-        index = spot[_INDEX]
-        measured_uj = self.laser.fire(spot[_ENERGY], spot[_STACK])
-        self.truth.append(index, spot[_X], spot[_Y], spot[_ENERGY], spot[_PULSE], spot[_STACK],
-                          measured_uj, t_s, plan.pass_index)
-        plan.delivered_count += 1
+        # every spot takes at least the rep-rate period: no more than this many can be due
+        bound = int((limit_s - self._next_fire_s) * self.laser.rep_rate_hz) + 2
+        times_s = self._fire_times(bound)
+        count = int(np.searchsorted(times_s, limit_s, side="right"))
+        times_s = times_s[:count]
+        spots = self._buffer[self._head:self._head + count]
+        last = spots[-1]
+        self.galvo.move(int(last["mirror_x"]), int(last["mirror_y"]))
+        fired = np.empty(count, TRUTH_DTYPE)
+        for name in _SPOT_FIELDS:
+            fired[name] = spots[name]
+        fired["measured_uj"] = self.laser.fire(spots["energy_uj"], spots["stack"])
+        fired["time_s"] = times_s
+        fired["pass_index"] = plan.pass_index
+        self.truth.extend(fired)
+        index = int(last["index"])
+        plan.delivered_count += count
         plan.last_delivered = index
         self._remember_fired(plan.plan_checksum, index)
-        self._persist(plan)  # written before the delivery is reported
-        self._delivered.append((index, measured_uj))
-        if self._flush_at_s is None:
-            self._flush_at_s = t_s + DELIVERED_MAX_AGE_S
+        self._persist(plan)  # written before the deliveries are reported
+        self._report(fired[["index", "measured_uj"]].astype(DELIVERED_DTYPE), times_s)
+        t_s = float(times_s[-1])
+        self._now_s = max(self._now_s, t_s)
         self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
-        self._galvo_free_s = t_s + Laser.spot_duration_s(spot[_PULSE], spot[_STACK])
-        if len(self._delivered) >= DELIVERED_MAX_SPOTS:
-            self._flush_delivered()
+        self._galvo_free_s = t_s + Laser.spot_duration_s(int(last["pulse_us"]),
+                                                         int(last["stack"]))
         if index == plan.spot_count - 1:
             self._unload_plan()
             self._set_state(State.STANDBY, Cause.PLAN_COMPLETE)
         else:
             self._schedule_next()
 
+    def _report(self, records: np.ndarray, times_s: np.ndarray) -> None:
+        """Take fired spots off the buffer and into delivered reports (section 6.1): a report
+        goes out at its 64th spot, or when its first spot is 10 ms old (before a spot fired
+        at that very time)."""
+        start = 0
+        while start < len(records):
+            if self._flush_at_s is None:
+                self._flush_at_s = float(times_s[start]) + DELIVERED_MAX_AGE_S
+            end = min(start + DELIVERED_MAX_SPOTS - self._delivered_count,
+                      int(np.searchsorted(times_s, self._flush_at_s, side="left")))
+            self._head += end - start
+            self._delivered.append(records[start:end])
+            self._delivered_count += end - start
+            if end < len(records) or self._delivered_count >= DELIVERED_MAX_SPOTS:
+                self._flush_delivered()
+            start = end
+
     def _flush_delivered(self) -> None:
         self._flush_at_s = None
         if self._delivered:
-            records = np.array(self._delivered, DELIVERED_DTYPE)
+            records = np.concatenate(self._delivered)
             self._delivered = []
+            self._delivered_count = 0
             self._event("EVT_DELIVERED", records=records, credits=self.credits)
 
     def _finish_jump(self) -> None:
@@ -614,8 +681,9 @@ class SimDevice:
         if rate_hz > limits.rep_rate_max_hz:
             raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                           f"rep rate above {limits.rep_rate_max_hz} Hz")
-        if self._buffer:
-            peak_uj = max(s[_ENERGY] * s[_STACK] for s in self._buffer)
+        if self._head < len(self._buffer):
+            buffered = self._buffer[self._head:]
+            peak_uj = int((buffered["energy_uj"] * buffered["stack"]).max())
             if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
                 raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                               "buffered spots would exceed the average power limit")
@@ -660,11 +728,13 @@ class SimDevice:
         if bad.size:
             raise Refused(ErrorCode.OUT_OF_RANGE, int(indices[bad[0]]),
                           f"spot {indices[bad[0]]} outside the device limits")
-        mirror_x, mirror_y = self.galvo.corrected(spots["x_lsb"], spots["y_lsb"])
-        self._buffer.extend(
-            (*spot[:_MIRROR_X], mx, my)
-            for spot, mx, my in zip(spots.tolist(), mirror_x.tolist(), mirror_y.tolist(),
-                                    strict=True))
+        added = np.empty(len(spots), _BUFFER_DTYPE)
+        for name in _SPOT_FIELDS:
+            added[name] = spots[name]
+        added["mirror_x"], added["mirror_y"] = self.galvo.corrected(spots["x_lsb"],
+                                                                    spots["y_lsb"])
+        self._buffer = np.concatenate((self._buffer[self._head:], added))
+        self._head = 0
         plan.next_index += len(spots)
         if self._next_fire_s is None:
             self._schedule_next()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,10 +68,18 @@ class Galvo:
     def jump_time_us(self, mirror_x_lsb: int, mirror_y_lsb: int) -> int:
         """Time to reach and settle on a mirror position from where the mirrors are now."""
         move_lsb = max(abs(mirror_x_lsb - self.x_lsb), abs(mirror_y_lsb - self.y_lsb))
-        if move_lsb == 0:
-            return 0
+        return int(self._travel_us(np.asarray(move_lsb, np.int64)))
+
+    def path_times_us(self, mirror_x_lsb: np.ndarray, mirror_y_lsb: np.ndarray) -> np.ndarray:
+        """Per consecutive pair of mirror positions: time to jump from one to the next and
+        settle (``len - 1`` values), as :meth:`jump_time_us` would give it."""
+        move_lsb = np.maximum(np.abs(np.diff(mirror_x_lsb)), np.abs(np.diff(mirror_y_lsb)))
+        return self._travel_us(move_lsb)
+
+    def _travel_us(self, move_lsb: np.ndarray) -> np.ndarray:
         move_um = move_lsb * self.calibration.field_size_um / GALVO_FULL_SCALE_LSB
-        return math.ceil(move_um * 1000 / self.speed_um_per_ms) + self.settle_us
+        travel_us = np.ceil(move_um * 1000 / self.speed_um_per_ms).astype(np.int64)
+        return np.where(move_lsb == 0, 0, travel_us + self.settle_us)
 
     def move(self, mirror_x_lsb: int, mirror_y_lsb: int) -> bool:
         """Drive the mirrors to a (corrected) position; False when they did not get there."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,7 @@ class Laser:
     ``noise_percent`` (seeded), drift a fixed calibration error (fault injection).
     """
 
-    def __init__(self, config: SimConfig, rng: random.Random) -> None:
+    def __init__(self, config: SimConfig, rng: np.random.Generator) -> None:
         self.factory = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
                                      config.avg_power_max_mw)
         self.limits = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
@@ -60,14 +59,14 @@ class Laser:
                 & (power_uw <= self.limits.avg_power_max_mw * 1000))
 
     @staticmethod
-    def spot_duration_s(pulse_us: int, stack: int) -> float:
-        """Time the stacked pulses of one spot take."""
+    def spot_duration_s(pulse_us: np.ndarray | int, stack: np.ndarray | int) -> np.ndarray | float:
+        """Time the stacked pulses of a spot take (per spot for arrays)."""
         return pulse_us * stack / 1e6
 
-    def fire(self, energy_uj: int, stack: int) -> int:
-        """Fire one spot; returns the monitor's reading (µJ, sum over the stack)."""
+    def fire(self, energy_uj: np.ndarray, stack: np.ndarray) -> np.ndarray:
+        """Fire spots in order; returns the monitor's readings (µJ, sum over each stack)."""
         if not self.shutter_open:
             raise RuntimeError("laser fired with the shutter closed")
-        noise = self._rng.uniform(-self.noise_percent, self.noise_percent) / 100
+        noise = self._rng.uniform(-self.noise_percent, self.noise_percent, len(energy_uj)) / 100
         reading = energy_uj * stack * (1 + self.drift_percent / 100) * (1 + noise)
-        return max(0, min(0xFFFFFFFF, round(reading)))
+        return np.clip(np.rint(reading), 0, 0xFFFFFFFF).astype(np.int64)

@@ -18,27 +18,42 @@ class GroundTruth:
 
     def __init__(self) -> None:
         self._chunks: list[np.ndarray] = []
-        self._rows: list[tuple] = []
+        self._rows: list[tuple] = []  # appended one by one after the last chunk
+        self._count = 0
         self._cached: np.ndarray | None = None
 
     def append(self, index: int, x_lsb: int, y_lsb: int, energy_uj: int, pulse_us: int,
                stack: int, measured_uj: int, time_s: float, pass_index: int) -> None:
         self._rows.append((index, x_lsb, y_lsb, energy_uj, pulse_us, stack, measured_uj, time_s,
                            pass_index))
+        self._count += 1
         self._cached = None
         if len(self._rows) >= _CHUNK:
+            self._seal_rows()
+
+    def extend(self, spots: np.ndarray) -> None:
+        """Record fired spots (a :data:`TRUTH_DTYPE` array, in firing order) in one go."""
+        self._seal_rows()
+        self._chunks.append(spots)
+        self._count += len(spots)
+        self._cached = None
+
+    def _seal_rows(self) -> None:
+        if self._rows:
             self._chunks.append(np.array(self._rows, TRUTH_DTYPE))
             self._rows = []
 
     def __len__(self) -> int:
-        return len(self._rows) + sum(len(c) for c in self._chunks)
+        return self._count
 
     @property
     def array(self) -> np.ndarray:
         """All fired spots in firing order (structured array of :data:`TRUTH_DTYPE`)."""
         if self._cached is None:
-            tail = np.array(self._rows, TRUTH_DTYPE)
-            self._cached = np.concatenate([*self._chunks, tail]) if self._chunks else tail
+            self._seal_rows()
+            self._cached = (np.concatenate(self._chunks) if self._chunks
+                            else np.empty(0, TRUTH_DTYPE))
+            self._chunks = [self._cached]
         return self._cached
 
     def indices(self, pass_index: int | None = None) -> np.ndarray:
