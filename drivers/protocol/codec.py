@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,59 @@ class Message:
         ) and same_records
 
 
+_FieldCheck = tuple[Field, int | None, int, int, dict[int, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """What checking a message's values takes, worked out once per message type.
+
+    ``encode`` holds every field, in order (any value may be given); ``decode`` only the
+    fields an unpacked value can fail (bounds narrower than the type, or an enum); each as
+    (field, byte size for a byte string else None, lo, hi, enum members). ``records`` holds
+    the record fields whose bounds are narrower than their type, None for a side that cannot
+    fail. Enum membership is looked up live, as :func:`_check_value` does.
+    """
+
+    names: tuple[str, ...]
+    name_set: frozenset[str]
+    reserved: bool
+    encode: tuple[_FieldCheck, ...]
+    decode: tuple[_FieldCheck, ...]
+    records: tuple[tuple[str, int | None, int | None], ...]
+
+    @classmethod
+    def of(cls, definition: MessageDef) -> _Checks:
+        encode: list[_FieldCheck] = []
+        decode: list[_FieldCheck] = []
+        records = []
+        for f in definition.fields:
+            bounds = f.bounds()
+            if bounds is None:
+                encode.append((f, f.size, 0, 0, None))
+                continue
+            members = None if f.enum is None else f.enum._value2member_map_
+            encode.append((f, None, *bounds, members))
+            if bounds != _type_range(f) or members is not None:
+                decode.append((f, None, *bounds, members))
+        for f in definition.record:
+            (lo, hi), (type_lo, type_hi) = f.bounds() or (0, 0), _type_range(f)
+            if (lo, hi) != (type_lo, type_hi):
+                records.append((f.name, None if lo == type_lo else lo,
+                                None if hi == type_hi else hi))
+        names = tuple(f.name for f in definition.fields)
+        return cls(names, frozenset(names), "reserved" in names, tuple(encode), tuple(decode),
+                   tuple(records))
+
+
+def _type_range(f: Field) -> tuple[int, int]:
+    """The range of the field's wire type (what unpacking can give)."""
+    return dataclasses.replace(f, lo=None, hi=None).bounds() or (0, 0)
+
+
+_CHECKS = {name: _Checks.of(definition) for name, definition in BY_NAME.items()}
+
+
 def message(
     name: str, seq: int = 0, records: Any = None, text: str = "", **values: Value
 ) -> Message:
@@ -69,9 +123,8 @@ def message(
         raise MessageError(f"unknown message name {name!r}")
     if definition.count:
         values[definition.count] = 0 if records is None else len(records)
-    for f in definition.fields:
-        if f.name == "reserved":
-            values.setdefault("reserved", 0)
+    if _CHECKS[name].reserved:
+        values.setdefault("reserved", 0)
     return Message(name, seq, values, records, text)
 
 
@@ -92,28 +145,46 @@ def _check_value(where: str, f: Field, value: Value) -> None:
 
 
 def _check_records(where: str, definition: MessageDef, records: np.ndarray) -> None:
-    for f in definition.record:
-        lo, hi = f.bounds() or (0, 0)
-        column = records[f.name]
-        if column.size and (column.min() < lo or column.max() > hi):
+    """Every record field within its bounds; ``records`` already has the record dtype, so
+    only bounds narrower than a field's type are compared."""
+    if not len(records):
+        return
+    for name, lo, hi in _CHECKS[definition.name].records:
+        column = records[name]
+        if (lo is not None and column.min() < lo) or (hi is not None and column.max() > hi):
+            f = next(f for f in definition.record if f.name == name)
+            lo, hi = f.bounds() or (0, 0)
             bad = int(column[(column < lo) | (column > hi)][0])
-            raise MessageError(f"{where} record {f.name} = {bad} outside {lo}..{hi}")
+            raise MessageError(f"{where} record {name} = {bad} outside {lo}..{hi}")
+
+
+def _check_values(where: str, values: dict[str, Value], checks: tuple[_FieldCheck, ...]) -> None:
+    """:func:`_check_value` over ``checks`` in order, with a fast path for plain values."""
+    for f, size, lo, hi, members in checks:
+        value = values[f.name]
+        if size is not None:
+            if type(value) is not bytes or len(value) != size:
+                _check_value(where, f, value)
+        elif type(value) is not int or not lo <= value <= hi or (
+                members is not None and value not in members):
+            _check_value(where, f, value)
 
 
 def encode_payload(msg: Message) -> bytes:
     """Payload bytes of ``msg`` after checking every field."""
     definition = msg.definition
-    missing = [f.name for f in definition.fields if f.name not in msg.values]
-    extra = sorted(set(msg.values) - {f.name for f in definition.fields})
-    if missing or extra:
+    checks = _CHECKS[msg.name]
+    values = msg.values
+    if values.keys() != checks.name_set:
+        missing = [name for name in checks.names if name not in values]
+        extra = sorted(set(values) - checks.name_set)
         raise MessageError(f"{msg.name}: missing fields {missing}, unknown fields {extra}")
-    for f in definition.fields:
-        _check_value(msg.name, f, msg.values[f.name])
-    payload = definition.struct.pack(*(msg.values[f.name] for f in definition.fields))
+    _check_values(msg.name, values, checks.encode)
+    payload = definition.struct.pack(*[values[name] for name in checks.names])
     if definition.record_dtype is not None:
         given = msg.records if msg.records is not None else []
         records = np.asarray(given, definition.record_dtype)
-        if len(records) != msg.values[definition.count]:
+        if len(records) != values[definition.count]:
             raise MessageError(f"{msg.name}: count field disagrees with {len(records)} records")
         _check_records(msg.name, definition, records)
         payload += records.tobytes()
@@ -145,10 +216,9 @@ def decode_payload(frame: RawFrame) -> Message:
         raw_values = definition.struct.unpack_from(payload)
     except struct.error as exc:  # pragma: no cover - length checked above
         raise MessageError(f"{definition.name}: {exc}") from None
-    values: dict[str, Value] = {}
-    for f, value in zip(definition.fields, raw_values, strict=True):
-        _check_value(definition.name, f, value)
-        values[f.name] = value
+    checks = _CHECKS[definition.name]
+    values: dict[str, Value] = dict(zip(checks.names, raw_values, strict=True))
+    _check_values(definition.name, values, checks.decode)
     tail = payload[fixed:]
     records = None
     text = ""
