@@ -192,6 +192,10 @@ class TreatmentRecord:
 
     def verify(self) -> Verification:
         """Recompute the chain; name every edited, removed or reordered row."""
+        with self._lock:  # not between a row's insert and its head update
+            return self._verify()
+
+    def _verify(self) -> Verification:
         problems: list[str] = []
         prev, expected_seq, count = GENESIS, 1, 0
         rows = self._db.execute(

@@ -220,6 +220,9 @@ class TreatmentSession:
                     self._run_pass(job)
         except SessionStop as stop:
             status, detail = stop.status, stop.detail
+        except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
+            status, detail = "fault", f"device error: {exc}"
+            self.record.append(self.session_id, "device_error", error=str(exc))
         delivered = {j.number: self.delivered_count(j) for j in self.jobs}
         if status in ("completed", "aborted"):
             self.record.append(self.session_id, "session_end", status=status)
