@@ -11,15 +11,20 @@ on OpenMP threads (OMP_NUM_THREADS); each thread keeps its own peak map, merged 
 import numpy as np
 
 cimport openmp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 
 from libc.math cimport M_PI, ceil, exp, fabs, floor, sqrt
 
 
+#: Blocks per chunk: far-grid states are produced one chunk ahead of the windows.
+DEF CHUNK_BLOCKS = 8
+
+
 cdef struct Geo:
     double x0, y0, cell, fx0, fy0, far, window, kappa4, t0, block, handover
-    double ratio, smooth_s, snap_s, reach_log
-    Py_ssize_t nx, ny, nfx, nfy, n_blocks
+    double ratio, smooth_s, snap_s, reach_log, bg_ratio, loss_scale
+    Py_ssize_t nx, ny, nfx, nfy, n_blocks, n_table
+    const double* table
 
 
 cdef Geo _geo(layout):
@@ -33,7 +38,20 @@ cdef Geo _geo(layout):
     g.n_blocks = layout.n_blocks
     g.ratio, g.smooth_s = layout.sample_ratio, layout.smooth_s_um2
     g.snap_s, g.reach_log = layout.snap_s_um2, layout.reach_log
+    g.bg_ratio, g.loss_scale = layout.background_ratio, layout.loss_per_sqrt_s
+    cdef const double[::1] table = layout.loss_table
+    g.table, g.n_table = &table[0], table.shape[0]
     return g
+
+
+cdef inline double _depth(const Geo* g, double age) noexcept nogil:
+    """Share of a spot's heat still in the slab at this age (table, as thermal_ref)."""
+    cdef double v = sqrt(age if age > 0.0 else 0.0) * g.loss_scale
+    cdef double pos = (v / (1.0 + v)) * (g.n_table - 1)
+    cdef Py_ssize_t k = <Py_ssize_t>pos
+    if k > g.n_table - 2:
+        k = g.n_table - 2
+    return g.table[k] + (pos - k) * (g.table[k + 1] - g.table[k])
 
 
 cdef inline double _max(double a, double b) noexcept nogil:
@@ -108,35 +126,58 @@ def lesion_mask(const double[::1] x, const double[::1] y, const double[::1] radi
     return mask
 
 
-cdef inline double _tap_sum(const double* row, Py_ssize_t i, Py_ssize_t n,
-                          const double[::1] taps) noexcept nogil:
-    """One output of the 1-D heat-kernel convolution along a row; reflect only at the edges."""
-    cdef Py_ssize_t half = taps.shape[0] // 2, k
-    cdef double acc = 0.0
-    if i >= half and i + half < n:
+cdef void _blur_row(const double* src, double* dst, Py_ssize_t n, Py_ssize_t k_modes,
+                    const double[::1] taps) noexcept nogil:
+    """1-D heat-kernel convolution of one row of nodes (k_modes values each, interleaved);
+    reflect only at the edges. The interior is one contiguous loop per tap (vectorised)."""
+    cdef Py_ssize_t half = taps.shape[0] // 2, k, q, c, m, lo, hi
+    cdef double tap
+    for q in range(n * k_modes):
+        dst[q] = 0.0
+    lo, hi = half, n - half
+    if hi < lo:
+        hi = lo
+    for k in range(taps.shape[0]):
+        tap = taps[k]
+        for q in range(lo * k_modes, hi * k_modes):
+            dst[q] += tap * src[q + (k - half) * k_modes]
+    for c in range(n):
+        if lo <= c < hi:
+            continue
         for k in range(taps.shape[0]):
-            acc = acc + row[i + k - half] * taps[k]
-    else:
-        for k in range(taps.shape[0]):
-            acc = acc + row[_reflect(i + k - half, n)] * taps[k]
-    return acc
+            for m in range(k_modes):
+                dst[c * k_modes + m] += taps[k] * src[_reflect(c + k - half, n) * k_modes + m]
 
 
-cdef void _blur(const double[:, ::1] src, double[:, ::1] dst, double[:, ::1] tmp,
-                const double[::1] taps) noexcept nogil:
-    """Separable heat-kernel step with reflecting (heat-keeping) edges."""
-    cdef Py_ssize_t ny = src.shape[0], nx = src.shape[1], r, c, k, src_row
-    cdef Py_ssize_t half = taps.shape[0] // 2
-    for r in prange(ny, schedule="static"):
+cdef void _blur(const double[:, :, ::1] src, double[:, :, ::1] dst, double[:, :, ::1] tmp,
+                double[:, ::1] total, const double[::1] taps,
+                const double[::1] decay) noexcept nogil:
+    """One block of every far-grid mode: separable heat-kernel step with reflecting
+    (heat-keeping) edges, then each mode's depth decay; ``total`` gets the sum of the modes."""
+    cdef Py_ssize_t ny = src.shape[0], nx = src.shape[1], km = src.shape[2], r, q, k, c, m
+    cdef Py_ssize_t half = taps.shape[0] // 2, width = nx * km
+    cdef double tap, acc
+    cdef const double* above
+    cdef double* out
+    for r in range(ny):
+        _blur_row(&src[r, 0, 0], &tmp[r, 0, 0], nx, km, taps)
+    for r in range(ny):
+        out = &dst[r, 0, 0]
+        above = &tmp[_reflect(r - half, ny), 0, 0]
+        tap = taps[0]
+        for q in range(width):
+            out[q] = tap * above[q]
+        for k in range(1, taps.shape[0]):
+            tap = taps[k]
+            above = &tmp[_reflect(r + k - half, ny), 0, 0]
+            for q in range(width):
+                out[q] += tap * above[q]
         for c in range(nx):
-            tmp[r, c] = _tap_sum(&src[r, 0], c, nx, taps)
-    for r in prange(ny, schedule="static"):
-        for c in range(nx):
-            dst[r, c] = 0.0
-        for k in range(taps.shape[0]):
-            src_row = _reflect(r + k - half, ny)
-            for c in range(nx):
-                dst[r, c] += tmp[src_row, c] * taps[k]
+            acc = 0.0
+            for m in range(km):
+                out[c * km + m] *= decay[m]
+                acc = acc + out[c * km + m]
+            total[r, c] = acc
 
 
 cdef void _weights(double centre, double reach, double s, double origin, double step,
@@ -154,22 +195,35 @@ cdef void _weights(double centre, double reach, double s, double origin, double 
         w[k] = w[k] / total
 
 
-cdef void _deposit(const Geo* g, double[:, ::1] far, Py_ssize_t b, const double[::1] x,
+cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py_ssize_t b,
+                   const double[::1] x,
                    const double[::1] y, const double[::1] t, const double[::1] e,
-                   const double[::1] s0, double[::1] wx, double[::1] wy) noexcept nogil:
-    """Add the spots that age past the hand-over during block b, at t_{b+1}."""
-    cdef double t1 = _boundary(g, b + 1), s, reach, amount
-    cdef Py_ssize_t j, a, q, fx, nxw, fy, nyw, row
+                   const double[::1] s0, const double[::1] mode_weight,
+                   const double[::1] mode_decay, double[::1] wx, double[::1] wy,
+                   double[::1] mw) noexcept nogil:
+    """Add the spots that age past the hand-over during block b, at t_{b+1}, split over the
+    modes by their weights at that age (and to ``total``, the sum of the modes)."""
+    cdef double t1 = _boundary(g, b + 1), s, reach, amount, age, wyx, mode_sum
+    cdef Py_ssize_t j, a, q, m, fx, nxw, fy, nyw, row, col, km = mode_weight.shape[0]
     for j in range(_first_ge(t, _boundary(g, b) - g.handover), _first_ge(t, t1 - g.handover)):
-        s = s0[j] + g.kappa4 * (t1 - t[j])
+        age = t1 - t[j]
+        s = s0[j] + g.kappa4 * age
         reach = sqrt(s * g.reach_log)
         _weights(x[j], reach, s, g.fx0, g.far, &fx, &nxw, wx)
         _weights(y[j], reach, s, g.fy0, g.far, &fy, &nyw, wy)
         amount = e[j] / (g.far * g.far)
+        mode_sum = 0.0
+        for m in range(km):
+            mw[m] = mode_weight[m] * exp(-mode_decay[m] * age)
+            mode_sum = mode_sum + mw[m]
         for a in range(nyw):
             row = _reflect(fy + a, g.nfy)
             for q in range(nxw):
-                far[row, _reflect(fx + q, g.nfx)] += amount * wy[a] * wx[q]
+                col = _reflect(fx + q, g.nfx)
+                wyx = amount * wy[a] * wx[q]
+                for m in range(km):
+                    far[row, col, m] += wyx * mw[m]
+                total[row, col] += wyx * mode_sum
 
 
 cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total,
@@ -191,7 +245,7 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total
         r1 = <Py_ssize_t>floor((y[j] + reach - g.fy0) / g.far) + 1
         c0, r0 = max(c0, 0), max(r0, 0)
         c1, r1 = min(c1, g.nfx), min(r1, g.nfy)
-        amp = e[j] / (M_PI * s)
+        amp = e[j] / (M_PI * s) * _depth(g, tb - t[j])
         for c in range(c0, c1):
             d = g.fx0 + c * g.far - x[j]
             ex[c - c0] = exp(-(d * d) / s)
@@ -221,20 +275,6 @@ cdef inline double _bilinear(const Geo* g, const double[:, ::1] grid, double x,
             + fy * ((1.0 - fx) * grid[ky + 1, kx] + fx * grid[ky + 1, kx + 1]))
 
 
-cdef void _far_cache(const Geo* g, const Window* w, const double[:, ::1] start,
-                     const double[:, ::1] end, double[:, ::1] at_start,
-                     double[:, ::1] at_end) noexcept nogil:
-    """Far grid at the window cells at the start and the end of a block."""
-    cdef Py_ssize_t r, c
-    cdef double xc, yc
-    for r in range(w.r0, w.r1):
-        yc = g.y0 + (r + 0.5) * g.cell
-        for c in range(w.c0, w.c1):
-            xc = g.x0 + (c + 0.5) * g.cell
-            at_start[r - w.r0, c - w.c0] = _bilinear(g, start, xc, yc)
-            at_end[r - w.r0, c - w.c0] = _bilinear(g, end, xc, yc)
-
-
 cdef inline void _gaussian_row(double d0, double step, double s, double scale, Py_ssize_t n,
                               double[::1] out) noexcept nogil:
     """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (3 exp calls)."""
@@ -248,36 +288,79 @@ cdef inline void _gaussian_row(double d0, double step, double s, double scale, P
         ratio = ratio * ratio_step
 
 
-cdef void _near_part(const Geo* g, const Window* w, double ts, double lo_t,
-                     const Py_ssize_t[::1] cand, Py_ssize_t n_cand, const double[::1] x,
-                     const double[::1] y, const double[::1] t, const double[::1] e,
-                     const double[::1] s0, double[:, ::1] acc, double[::1] ex,
-                     double[::1] ey) noexcept nogil:
-    """Exact Gaussians of sharp near spots plus the 2nd-order Taylor sum of smooth ones."""
-    cdef Py_ssize_t q, j, r, c, nc = w.c1 - w.c0
-    cdef double s, reach2, ax, ay, amp, dx, dy, g0, d, u, v, gy
+cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
+                           double s) noexcept nogil:
+    """Does a Gaussian of width s centred (dx, dy) from the window centre reach the window
+    above the cut-off?"""
+    cdef double reach2 = s * g.reach_log
+    cdef double ax = fabs(dx) - g.window, ay = fabs(dy) - g.window
+    return not ((ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2))
+
+
+cdef inline void _add_gaussian(const Geo* g, const Window* w, double dx, double dy, double s,
+                               double amp, double[:, ::1] acc, double[::1] ex,
+                               double[::1] ey) noexcept nogil:
+    """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre."""
+    cdef Py_ssize_t r, c, nc = w.c1 - w.c0
+    cdef double gy
+    _gaussian_row(g.x0 + (w.c0 + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, nc, ex)
+    _gaussian_row(g.y0 + (w.r0 + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, w.r1 - w.r0, ey)
+    for r in range(w.r1 - w.r0):
+        gy = ey[r]
+        for c in range(nc):
+            acc[r, c] += gy * ex[c]
+
+
+cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
+                      const double[:, ::1] cur, const double[:, ::1] cur_blur,
+                      const double[:, ::1] nxt, const double[:, ::1] nxt_blur,
+                      const Py_ssize_t* cand, Py_ssize_t n_cand, const double[::1] x,
+                      const double[::1] y, const double[::1] t, const double[::1] e,
+                      const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
+                      Py_ssize_t* kx, double[::1] ex, double[::1] ey) noexcept nogil:
+    """Far grid (linear in time within its block) plus the background near spots at ts: exact
+    Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth."""
+    cdef Py_ssize_t q, j, r, c, nc = w.c1 - w.c0, bs = b if ts < _boundary(g, b + 1) else b + 1
+    cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
+    cdef double s, amp, dx, dy, g0, u, v, px, fy
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
+    cdef const double[:, ::1] start = cur if bs == b else nxt
+    cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
+    cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
+    # Far nodes around the window at ts, then bilinear per cell (row and column fractions).
+    kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + 0.5) * g.cell - g.fx0) / g.far)
+    ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + 0.5) * g.cell - g.fy0) / g.far)
+    n_kx = <Py_ssize_t>floor((g.x0 + (w.c1 - 0.5) * g.cell - g.fx0) / g.far) - kx0 + 2
+    n_ky = <Py_ssize_t>floor((g.y0 + (w.r1 - 0.5) * g.cell - g.fy0) / g.far) - ky0 + 2
+    for a in range(n_ky):
+        for k in range(n_kx):
+            nodes[a, k] = ((1.0 - frac) * start[ky0 + a, kx0 + k]
+                           + frac * end[ky0 + a, kx0 + k])
+    for c in range(nc):
+        px = (g.x0 + (w.c0 + c + 0.5) * g.cell - g.fx0) / g.far
+        kx[c] = <Py_ssize_t>floor(px)
+        ex[c] = px - kx[c]
+        kx[c] -= kx0
+    for r in range(w.r1 - w.r0):
+        px = (g.y0 + (w.r0 + r + 0.5) * g.cell - g.fy0) / g.far
+        a = <Py_ssize_t>floor(px)
+        fy = px - a
+        a -= ky0
+        for c in range(nc):
+            k = kx[c]
+            acc[r, c] = ((1.0 - fy) * ((1.0 - ex[c]) * nodes[a, k] + ex[c] * nodes[a, k + 1])
+                         + fy * ((1.0 - ex[c]) * nodes[a + 1, k] + ex[c] * nodes[a + 1, k + 1]))
     for q in range(n_cand):
         j = cand[q]
-        if t[j] < lo_t or t[j] > ts:
+        if t[j] < lo_t:
             continue
         s = s0[j] + g.kappa4 * (ts - t[j])
-        reach2 = s * g.reach_log
-        ax = fabs(x[j] - w.xi) - g.window
-        ay = fabs(y[j] - w.yi) - g.window
-        if (ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2):
-            continue
-        amp = e[j] / (M_PI * s)
+        amp = e[j] / (M_PI * s) * _depth(g, ts - t[j])
+        dx = w.xi - x[j]
+        dy = w.yi - y[j]
         if s < g.smooth_s:
-            _gaussian_row(g.x0 + (w.c0 + 0.5) * g.cell - x[j], g.cell, s, 1.0, nc, ex)
-            _gaussian_row(g.y0 + (w.r0 + 0.5) * g.cell - y[j], g.cell, s, amp, w.r1 - w.r0, ey)
-            for r in range(w.r1 - w.r0):
-                gy = ey[r]
-                for c in range(nc):
-                    acc[r, c] += gy * ex[c]
+            _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey)
         else:
-            dx = w.xi - x[j]
-            dy = w.yi - y[j]
             g0 = amp * exp(-(dx * dx + dy * dy) / s)
             c00 = c00 + g0
             cx = cx - 2.0 * g0 * dx / s
@@ -294,62 +377,112 @@ cdef void _near_part(const Geo* g, const Window* w, double ts, double lo_t,
             acc[r, c] += c00 + cy * v + cyy * v * v + cx * u + cxx * u * u + cxy * v * u
 
 
-cdef void _window(const Geo* g, Py_ssize_t i, Py_ssize_t b, const double[:, ::1] cur,
-                  const double[:, ::1] cur_blur, const double[:, ::1] nxt,
-                  const double[:, ::1] nxt_blur, const double[::1] x, const double[::1] y,
-                  const double[::1] t, const double[::1] e, const double[::1] s0,
-                  double[:, ::1] fine, double[:, :, ::1] scratch, Py_ssize_t[::1] cand,
-                  double[::1] ex, double[::1] ey) noexcept nogil:
-    """Sample the temperature around spot i at its log-spaced times after firing."""
+cdef struct Buckets:
+    double x0, y0, size, max_s0
+    Py_ssize_t nbx, nby
+    const Py_ssize_t* start
+    const Py_ssize_t* items
+
+
+cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
+                  const double[:, ::1] cur, const double[:, ::1] cur_blur,
+                  const double[:, ::1] nxt, const double[:, ::1] nxt_blur, const double[::1] x,
+                  const double[::1] y, const double[::1] t, const double[::1] e,
+                  const double[::1] s0, double[:, ::1] fine, double[:, :, ::1] scratch,
+                  Py_ssize_t[:, ::1] cand, double[::1] ex, double[::1] ey) noexcept nogil:
+    """Sample the temperature around spot i at its log-spaced times after firing.
+
+    The young near spots (sharp) are exact at every sample; the far grid and the older near
+    spots (background) are evaluated at the first and last sample and interpolated in time.
+    """
     cdef Window w
-    cdef double s_max = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, s, reach2, ax, ay
-    cdef double t_next = _boundary(g, b + 1)
-    cdef Py_ssize_t j, r, c, n_cand = 0, bs
-    cdef bint cached[2]
-    cdef double frac
+    cdef double s_max = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
+    cdef double bg_s, lo_t = _boundary(g, b) - g.handover, lo_next = lo_t + g.block, reach
+    cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef double* row
-    cdef double[:, ::1] acc = scratch[0]
-    cached[0] = cached[1] = False
+    cdef double[:, ::1] acc = scratch[0], first = scratch[1], last = scratch[2]
+    cdef double[:, ::1] nodes = scratch[3]
+    cdef Py_ssize_t* kx = &cand[2, 0]
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
-    # Candidates: near spots of any sample, kept if within reach at the last (widest) sample.
+    nr, nc = w.r1 - w.r0, w.c1 - w.c0
     s_last = s_i
     while s_last < s_max:
         s_last = s_last * g.ratio
-    ts = t[i] + (s_last - s0[i]) / g.kappa4
-    for j in range(_first_ge(t, _boundary(g, b) - g.handover), _first_gt(t, ts)):
-        s = s0[j] + g.kappa4 * (ts - t[j])
-        reach2 = s * g.reach_log
-        ax = fabs(x[j] - w.xi) - g.window
-        ay = fabs(y[j] - w.yi) - g.window
-        if (ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2):
-            continue
-        cand[n_cand] = j
-        n_cand += 1
+    t_last = t[i] + (s_last - s0[i]) / g.kappa4
+    bg_s = g.bg_ratio * (s_last - s0[i])
+    # Near spots within reach at the last (widest) sample, from the buckets within the widest
+    # reach; background if old, else sharp.
+    reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_last - lo_t)) * g.reach_log)
+    bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
+    bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
+    by0 = max(<Py_ssize_t>floor((w.yi - reach - bk.y0) / bk.size), 0)
+    by1 = min(<Py_ssize_t>floor((w.yi + reach - bk.y0) / bk.size) + 1, bk.nby)
+    for by in range(by0, by1):
+        for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
+            j = bk.items[bx]
+            if t[j] > t_last or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
+                                              s0[j] + g.kappa4 * (t_last - t[j])):
+                continue
+            if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
+                cand[1, n_bg] = j
+                n_bg += 1
+            else:
+                cand[0, n_sharp] = j
+                n_sharp += 1
+    _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
+                s0, first, nodes, kx, ex, ey)
+    if t_last > t[i]:
+        _background(g, &w, t_last, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
+                    t, e, s0, last, nodes, kx, ex, ey)
     while True:
         ts = t[i] + (s_i - s0[i]) / g.kappa4
-        bs = b if ts < t_next else b + 1
-        if not cached[bs - b]:
-            if bs == b:
-                _far_cache(g, &w, cur, cur_blur, scratch[1], scratch[2])
-            else:
-                _far_cache(g, &w, nxt, nxt_blur, scratch[3], scratch[4])
-            cached[bs - b] = True
-        frac = (ts - _boundary(g, bs)) / g.block
-        for r in range(w.r1 - w.r0):
-            for c in range(w.c1 - w.c0):
-                acc[r, c] = ((1.0 - frac) * scratch[1 + 2 * (bs - b), r, c]
-                             + frac * scratch[2 + 2 * (bs - b), r, c])
-        _near_part(g, &w, ts, _boundary(g, bs) - g.handover, cand, n_cand, x, y, t, e, s0,
-                   acc, ex, ey)
-        for r in range(w.r1 - w.r0):
+        frac = (ts - t[i]) / (t_last - t[i]) if t_last > t[i] else 0.0
+        for r in range(nr):
+            for c in range(nc):
+                acc[r, c] = first[r, c] + frac * (last[r, c] - first[r, c])
+        for q in range(n_sharp):
+            j = cand[0, q]
+            if t[j] > ts:
+                continue
+            s = s0[j] + g.kappa4 * (ts - t[j])
+            if _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                _add_gaussian(g, &w, x[j] - w.xi, y[j] - w.yi, s,
+                              e[j] / (M_PI * s) * _depth(g, ts - t[j]), acc, ex, ey)
+        for r in range(nr):
             row = &fine[w.r0 + r, w.c0]
-            for c in range(w.c1 - w.c0):
+            for c in range(nc):
                 row[c] = _max(row[c], acc[r, c])
         if s_i >= s_max:
             return
         s_i = s_i * g.ratio
+
+
+cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
+                        const double[::1] y, Py_ssize_t[::1] start,
+                        Py_ssize_t[::1] items) noexcept nogil:
+    """Counting sort of spots lo..hi-1 into square buckets (row-major, CSR in start/items)."""
+    cdef Py_ssize_t j, k, n = bk.nbx * bk.nby
+    for k in range(n + 1):
+        start[k] = 0
+    for j in range(lo, hi):
+        start[_bucket(bk, x[j], y[j]) + 1] += 1
+    for k in range(n):
+        start[k + 1] += start[k]
+    for j in range(lo, hi):
+        k = _bucket(bk, x[j], y[j])
+        items[start[k]] = j
+        start[k] += 1
+    for k in range(n, 0, -1):
+        start[k] = start[k - 1]
+    start[0] = 0
+
+
+cdef inline Py_ssize_t _bucket(const Buckets* bk, double x, double y) noexcept nogil:
+    cdef Py_ssize_t bx = <Py_ssize_t>floor((x - bk.x0) / bk.size)
+    cdef Py_ssize_t by = <Py_ssize_t>floor((y - bk.y0) / bk.size)
+    return min(max(by, 0), bk.nby - 1) * bk.nbx + min(max(bx, 0), bk.nbx - 1)
 
 
 cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] far_peak,
@@ -369,57 +502,127 @@ cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] fa
                                               g.y0 + (r + 0.5) * g.cell))
 
 
+cdef struct Chunk:
+    Py_ssize_t blocks, n_buckets, aged
+    double horizon
+
+
+cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_block,
+                   double[:, :, :, ::1] modes, double[:, :, ::1] tmp,
+                   double[:, :, ::1] slot_cur, double[:, :, ::1] slot_blur,
+                   Py_ssize_t[:, ::1] slot_start, Py_ssize_t[:, ::1] slot_items,
+                   double[:, ::1] far_peak, double[:, ::1] total, const double[::1] taps,
+                   const double[::1] block_decay, const double[::1] mode_weight,
+                   const double[::1] mode_decay, double[::1] wx, double[::1] wy,
+                   double[::1] mw, const double[::1] x, const double[::1] y,
+                   const double[::1] t, const double[::1] e, const double[::1] s0) noexcept nogil:
+    """Far-grid states (sums of the modes at each block boundary, with its deposits, and one
+    block later, before the next deposits), snapshots and near-spot buckets of a chunk of
+    blocks. Slot k holds block first_block + k; the caller fills slot 0 (zero at the start,
+    else the previous chunk's last slot)."""
+    cdef Py_ssize_t k, b
+    cdef Buckets local = bk[0]
+    for k in range(ch.blocks + 1):
+        b = first_block + k
+        if k > 0:
+            # modes[aged] is one block past b - 1: add the spots handed over then, and age it.
+            slot_cur[k, :, :] = slot_blur[k - 1]
+            _deposit(g, modes[ch.aged], slot_cur[k], b - 1, x, y, t, e, s0, mode_weight,
+                     mode_decay, wx, wy, mw)
+            _blur(modes[ch.aged], modes[1 - ch.aged], tmp, slot_blur[k], taps, block_decay)
+            ch.aged = 1 - ch.aged
+        if k < ch.blocks and b < g.n_blocks:
+            _snapshot(g, slot_cur[k], total, far_peak, b, x, y, t, e, s0, wx)
+            local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
+            _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
+                          _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y,
+                          slot_start[k], slot_items[k])
+
+
 def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
               const double[::1] e, const double[::1] s0, layout):
     """Windowed superposition plus far grid; spots sorted by ``t``.
 
-    Returns (peak rise map on the fine grid, far grid at the end holding every spot's heat,
-    map of the cells some window sampled); see controller.thermal_ref.peak_rise.
+    Returns (peak rise map on the fine grid, far grid at the end holding the heat still in
+    the slab, map of the cells some window sampled); see controller.thermal_ref.peak_rise.
+    Blocks run in chunks: thread 0 produces the far-grid states of the next chunk while the
+    other threads sample the windows of this one, then joins them (one barrier per chunk).
     """
     cdef Geo g = _geo(layout)
-    sigma2 = 2.0 * layout.kappa_um2_s * layout.block_s
-    half = int(np.ceil(4.0 * np.sqrt(sigma2) / layout.far_um))
-    taps_np = np.exp(-((np.arange(-half, half + 1) * layout.far_um) ** 2) / (2.0 * sigma2))
-    cdef const double[::1] taps = taps_np / taps_np.sum()
+    cdef const double[::1] taps = layout.taps
+    cdef const double[::1] mode_weight = layout.mode_weight
+    cdef const double[::1] mode_decay = layout.mode_decay_per_s
+    cdef const double[::1] block_decay = np.exp(-np.asarray(mode_decay) * layout.block_s)
+    cdef const double[::1] table = layout.loss_table  # keeps g.table alive
     cdef int n_threads = openmp.omp_get_max_threads()
+    cdef Py_ssize_t n = x.shape[0], km = mode_weight.shape[0]
+    cdef Chunk ch
+    ch.blocks = min(CHUNK_BLOCKS, g.n_blocks)
+    ch.aged = 0
+    ch.horizon = g.ratio * 2.0 * g.window * g.window / g.kappa4
     shape = (g.nfy, g.nfx)
     fine_np = np.full((n_threads, g.ny, g.nx), -1.0)
     far_peak_np = np.zeros(shape)
     cdef double[:, :, ::1] fine = fine_np
-    cdef double[:, ::1] far_peak = far_peak_np
-    cdef double[:, ::1] cur = np.zeros(shape), cur_blur = np.zeros(shape)
-    cdef double[:, ::1] nxt = np.zeros(shape), nxt_blur = np.zeros(shape)
-    cdef double[:, ::1] tmp = np.zeros(shape), total = np.zeros(shape), swap
+    cdef double[:, ::1] far_peak = far_peak_np, total = np.zeros(shape)
+    cdef double[:, :, :, ::1] modes = np.zeros((2, g.nfy, g.nfx, km))
+    cdef double[:, :, ::1] tmp = np.zeros((g.nfy, g.nfx, km))
+    cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
+    cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 5, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 4, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
-    cdef Py_ssize_t[:, ::1] cand = np.zeros((n_threads, x.shape[0]), dtype=np.intp)
+    cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)
+    cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 3, max(n, width)), dtype=np.intp)
+    # Buckets of the spots that can be near spots of one block's windows.
+    cdef Buckets bk
+    bk.size = max(4.0 * g.window, g.far)
+    bk.x0, bk.y0, bk.max_s0 = np.min(x), np.min(y), np.max(s0)
+    bk.nbx = int((np.max(x) - bk.x0) / bk.size) + 1
+    bk.nby = int((np.max(y) - bk.y0) / bk.size) + 1
+    cdef Py_ssize_t[:, :, ::1] b_start = np.zeros((2, ch.blocks, bk.nbx * bk.nby + 1),
+                                                  dtype=np.intp)
+    cdef Py_ssize_t[:, :, ::1] b_items = np.zeros((2, ch.blocks, n), dtype=np.intp)
+    cdef Py_ssize_t[::1] block_first = np.zeros(g.n_blocks + 2, dtype=np.intp)
     sampled_np = np.zeros((g.ny, g.nx), dtype=np.bool_)
     cdef unsigned char[:, ::1] sampled = sampled_np.view(np.uint8)
-    cdef Py_ssize_t b, i
-    cdef int tid
+    cdef Py_ssize_t c, i, b, k, lo, hi, slot, n_chunks = (g.n_blocks + ch.blocks - 1) // ch.blocks
+    cdef Buckets mine
+    cdef int tid, worker
     with nogil:
-        _blur(cur, cur_blur, tmp, taps)
-        nxt[:, :] = cur_blur
-        _deposit(&g, nxt, 0, x, y, t, e, s0, ex[0], ey[0])
-        _blur(nxt, nxt_blur, tmp, taps)
-        for b in range(g.n_blocks):
-            _snapshot(&g, cur, total, far_peak, b, x, y, t, e, s0, ex[0])
-            for i in prange(_first_ge(t, _boundary(&g, b)), _first_ge(t, _boundary(&g, b + 1)),
-                            schedule="dynamic", chunksize=8):
+        for b in range(g.n_blocks + 2):
+            block_first[b] = _first_ge(t, _boundary(&g, b))
+        _produce(&g, &ch, &bk, 0, modes, tmp, cur[0], blur[0], b_start[0], b_items[0],
+                 far_peak, total, taps, block_decay, mode_weight, mode_decay, pwx, pwy, mw,
+                 x, y, t, e, s0)
+        for c in range(n_chunks):
+            slot = c % 2
+            lo = block_first[c * ch.blocks]
+            hi = block_first[min((c + 1) * ch.blocks, g.n_blocks)]
+            with parallel():
                 tid = threadid()
-                _window(&g, i, b, cur, cur_blur, nxt, nxt_blur, x, y, t, e, s0, fine[tid],
-                        scratch[tid], cand[tid], ex[tid], ey[tid])
-            swap = cur
-            cur = nxt
-            nxt = swap
-            swap = cur_blur
-            cur_blur = nxt_blur
-            nxt_blur = swap
-            nxt[:, :] = cur_blur
-            _deposit(&g, nxt, b + 1, x, y, t, e, s0, ex[0], ey[0])
-            _blur(nxt, nxt_blur, tmp, taps)
-        _snapshot(&g, cur, total, far_peak, g.n_blocks, x, y, t, e, s0, ex[0])
+                if tid == 0 and c + 1 < n_chunks:
+                    cur[1 - slot, 0] = cur[slot, ch.blocks]
+                    blur[1 - slot, 0] = blur[slot, ch.blocks]
+                    _produce(&g, &ch, &bk, (c + 1) * ch.blocks, modes, tmp, cur[1 - slot],
+                             blur[1 - slot], b_start[1 - slot], b_items[1 - slot], far_peak,
+                             total, taps, block_decay, mode_weight, mode_decay, pwx, pwy, mw,
+                             x, y, t, e, s0)
+                for i in prange(lo, hi, schedule="dynamic", chunksize=8):
+                    worker = threadid()
+                    b = c * ch.blocks
+                    while block_first[b + 1] <= i:
+                        b = b + 1
+                    k = b - c * ch.blocks
+                    mine = bk
+                    mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
+                    _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
+                            blur[slot, k + 1], x, y, t, e, s0, fine[worker],
+                            scratch[worker], cand[worker], ex[worker], ey[worker])
+        # The last snapshot, at the end of the last block, and the heat left at the end.
+        k = g.n_blocks - (n_chunks - 1) * ch.blocks
+        slot = (n_chunks - 1) % 2
+        _snapshot(&g, cur[slot, k], total, far_peak, g.n_blocks, x, y, t, e, s0, pwx)
         _combine(&g, fine, far_peak, sampled)
-    return fine_np[0], np.asarray(cur), sampled_np
+    return fine_np[0], np.array(cur[slot, k]), sampled_np

@@ -1,16 +1,19 @@
 """Tissue thermal screening model: peak temperature rise of the healing reservoir per pass.
 
-Each fired spot leaves its residual heat as a Gaussian (1/e radius = lesion radius) in a slab of
-tissue; heat conducts in the plane (depth-averaged, adiabatic). The peak rise of every grid cell
-outside all lesions is compared with a damage threshold. A screening model for comparing plans
-and catching bulk heating, not a histology prediction: see docs/thermal_model.md.
+Each fired spot leaves its residual heat as a Gaussian (1/e radius = lesion radius) spread evenly
+over the depth of a slab of tissue; heat conducts in the plane and, optionally, down into the
+tissue below (exact half-space factor, depth-averaged over the slab). The peak rise of every
+grid cell outside all lesions is compared with a damage threshold. A screening model for
+comparing plans and catching bulk heating, not a histology prediction: see
+docs/thermal_model.md.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
@@ -23,6 +26,82 @@ F64 = NDArray[np.float64]
 
 #: Taylor (smooth) treatment of a near spot once its Gaussian width s >= this x window_um^2.
 SMOOTH_WINDOW_RATIO = 8.0
+#: A near spot is window background (evaluated at the first and last sample of a window and
+#: interpolated in time) once its Gaussian width is at least this x the window's width span.
+BACKGROUND_SPAN_RATIO = 2.0
+#: Nodes of the depth-factor table (linear in w = v / (1 + v), v = sqrt(kappa age) / h).
+LOSS_TABLE_NODES = 4097
+#: Largest overestimate of the depth factor by the far grid's sum of exponential modes.
+MODE_FIT_TOLERANCE = 0.02
+
+
+def depth_factor(v: F64) -> F64:
+    """Share of a slab's heat still in the slab, v = sqrt(kappa age) / thickness (exact).
+
+    Heat spread evenly over depth [0, h] of a half-space with an insulated surface, at age t:
+    F = erf(1/v) - v (1 - exp(-1/v^2)) / sqrt(pi)  (docs/thermal_model.md, "Depth loss").
+    """
+    v = np.asarray(v, dtype=np.float64)
+    out = np.ones(v.shape)
+    pos = v > 0.0
+    u = 1.0 / v[pos]
+    erf_u = np.array([math.erf(x) for x in u.ravel()]).reshape(u.shape)
+    out[pos] = erf_u + np.expm1(-u * u) / (u * math.sqrt(math.pi))
+    return out
+
+
+def _loss_table() -> F64:
+    """depth_factor at w = i / (nodes - 1), w = v / (1 + v); the last node (v = inf) is 0."""
+    w = np.linspace(0.0, 1.0, LOSS_TABLE_NODES)
+    table = np.zeros(LOSS_TABLE_NODES)
+    table[:-1] = depth_factor(w[:-1] / (1.0 - w[:-1]))
+    return table
+
+
+#: Depth factor tabulated for both kernels (linear interpolation error < 1e-6, tested).
+LOSS_TABLE = _loss_table()
+
+
+def table_depth_factor(age_s: F64, loss_per_sqrt_s: float) -> F64:
+    """Depth factor by LOSS_TABLE, exactly as the kernels compute it (v = sqrt(age) x scale)."""
+    v = np.sqrt(np.maximum(age_s, 0.0)) * loss_per_sqrt_s
+    pos = (v / (1.0 + v)) * (LOSS_TABLE_NODES - 1)
+    k = np.minimum(pos.astype(np.intp), LOSS_TABLE_NODES - 2)
+    return LOSS_TABLE[k] + (pos - k) * (LOSS_TABLE[k + 1] - LOSS_TABLE[k])
+
+
+@lru_cache(maxsize=64)
+def fit_modes(theta_min: float, theta_max: float) -> tuple[F64, F64, float]:
+    """Exponential modes sum_k w_k exp(-theta / tau_k) >= depth_factor(sqrt(theta)) on
+    [theta_min, theta_max] (theta = kappa age / h^2), overestimating by at most
+    MODE_FIT_TOLERANCE: (tau_k, w_k, largest relative overestimate). Fewest modes that do.
+
+    F is completely monotone (a positive mixture of exponentials), so positive weights exist;
+    the weights come from iteratively reweighted least squares on the relative error, then
+    are scaled up until the sum is nowhere below F.
+    """
+    theta = np.geomspace(theta_min, max(theta_max, 1.001 * theta_min), 1000)
+    target = depth_factor(np.sqrt(theta))
+    for n_modes in range(1, 16):
+        for low, high in ((0.5, 2.5), (0.5, 1.0), (1.0, 1.0), (0.25, 4.0), (2.0, 0.5)):
+            tau = np.geomspace(low * theta[0], high * theta[-1], n_modes)
+            if n_modes == 1:  # the chord of ln F (its exact slope for a narrow range)
+                tau = np.array([(theta[-1] - theta[0]) / math.log(target[0] / target[-1])])
+            basis = np.exp(-theta[:, None] / tau[None, :]) / target[:, None]
+            weight = np.ones(len(theta))
+            for _ in range(20):
+                coef = np.linalg.lstsq(basis * weight[:, None], weight, rcond=None)[0]
+                err = np.abs(basis @ coef - 1.0)
+                weight *= 1.0 + 5.0 * err / max(float(err.max()), 1e-300)
+                weight /= weight.mean()
+            ratio = basis @ coef
+            if (coef <= 0.0).any() or ratio.min() <= 0.0:
+                continue
+            coef = coef / ratio.min()
+            over = float((basis @ coef).max()) - 1.0
+            if over <= MODE_FIT_TOLERANCE:
+                return tau, coef, over
+    raise AssertionError(f"no exponential fit of the depth factor on [{theta_min}, {theta_max}]")
 
 
 def _check(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
@@ -37,7 +116,10 @@ class TissueParams:
     """Tissue constants, the damage criterion and the numerical resolution of the model.
 
     diffusivity_m2_s, heat_capacity_j_m3_k: skin literature values (docs/thermal_model.md).
-    thickness_um: slab over which the residual heat is depth-averaged (e.g. column depth).
+    thickness_um: slab over which the residual heat is spread and the rise depth-averaged
+    (the column depth). depth_loss: heat also conducts down into the tissue below the slab
+    (exact homogeneous half-space factor, time scale thickness^2 / diffusivity); False keeps
+    every joule in the slab, an upper bound on bulk heating.
     damage_rise_k: screening criterion, a peak rise above this in reservoir tissue is damage.
     grid_um: output map cell; window_um: half-width of the fine window sampled around each
     spot; far_grid_um: node spacing of the coarse grid that carries heat older than the
@@ -52,9 +134,10 @@ class TissueParams:
     damage_rise_k: float = 20.0
     grid_um: float = 25.0
     window_um: float = 150.0
-    far_grid_um: float = 300.0
+    far_grid_um: float = 400.0
     time_sample_ratio: float = math.sqrt(2.0)
     cutoff_rel: float = 1e-3
+    depth_loss: bool = True
 
     def __post_init__(self) -> None:
         _check("diffusivity_m2_s", self.diffusivity_m2_s, 5e-8, 5e-7)
@@ -66,6 +149,8 @@ class TissueParams:
         _check("far_grid_um", self.far_grid_um, 2.0 * self.grid_um, 5000.0)
         _check("time_sample_ratio", self.time_sample_ratio, 1.0, 4.0, lo_open=True)
         _check("cutoff_rel", self.cutoff_rel, 1e-6, 0.1)
+        if not isinstance(self.depth_loss, bool):
+            raise SettingsError("depth_loss", self.depth_loss, "True or False")
         # All samples of a window must fall inside the block of the firing or the next one.
         limit = math.sqrt(1.125 / self.time_sample_ratio) * self.far_grid_um
         if self.window_um >= limit:
@@ -75,6 +160,16 @@ class TissueParams:
     @property
     def kappa_um2_s(self) -> float:
         return self.diffusivity_m2_s * 1e12
+
+    @property
+    def depth_time_s(self) -> float:
+        """h^2 / kappa: the slab keeps 49 % of its heat at this age (docs/thermal_model.md)."""
+        return self.thickness_um**2 / self.kappa_um2_s
+
+    @property
+    def loss_per_sqrt_s(self) -> float:
+        """sqrt(kappa) / h, so that v = sqrt(age) x this; 0 without depth loss (F = 1)."""
+        return math.sqrt(self.kappa_um2_s) / self.thickness_um if self.depth_loss else 0.0
 
     @property
     def handover_s(self) -> float:
@@ -87,7 +182,20 @@ class TissueParams:
         return self.handover_s / 2.0
 
 
-@dataclass(frozen=True)
+def block_taps(step_um: float, variance_um2: float) -> F64:
+    """Normalised 1-D kernel on nodes step_um apart, cut at 3 sigma, whose variance is exactly
+    ``variance_um2`` (so that repeated blocks diffuse at the true rate)."""
+    half = math.ceil(3.0 * math.sqrt(variance_um2) / step_um)
+    d2 = (np.arange(-half, half + 1) * step_um) ** 2
+    sigma2 = variance_um2
+    for _ in range(50):  # fixed point: the cut lowers the variance, widen the Gaussian to match
+        taps = np.exp(-d2 / (2.0 * sigma2))
+        taps /= taps.sum()
+        sigma2 *= variance_um2 / float(taps @ d2)
+    return taps
+
+
+@dataclass(frozen=True, eq=False)
 class Layout:
     """Grids and time scales of one evaluation, shared by the Cython and numpy kernels.
 
@@ -115,6 +223,13 @@ class Layout:
     smooth_s_um2: float
     snap_s_um2: float
     reach_log: float
+    background_ratio: float
+    loss_per_sqrt_s: float
+    loss_table: F64 = field(repr=False)
+    mode_decay_per_s: F64 = field(repr=False)
+    mode_weight: F64 = field(repr=False)
+    mode_fit_over: float
+    taps: F64 = field(repr=False)
 
     @classmethod
     def for_spots(cls, x_um: F64, y_um: F64, t_s: F64, params: TissueParams) -> Layout:
@@ -129,6 +244,13 @@ class Layout:
         nfy = math.ceil((ny * cell + 2.0 * margin) / far) + 1
         t0 = float(t_s.min())
         n_blocks = math.floor((float(t_s.max()) - t0 + params.handover_s) / params.block_s) + 1
+        if params.depth_loss:
+            theta_per_s = params.kappa_um2_s / params.thickness_um**2
+            tau, weight, over = fit_modes(params.handover_s * theta_per_s,
+                                          (n_blocks + 1) * params.block_s * theta_per_s)
+            decay = theta_per_s / tau
+        else:
+            decay, weight, over = np.zeros(1), np.ones(1), 0.0
         return cls(
             x0_um=float(x0), y0_um=float(y0), cell_um=cell, nx=nx, ny=ny,
             fx0_um=float(x0 - margin), fy0_um=float(y0 - margin), far_um=far, nfx=nfx, nfy=nfy,
@@ -136,7 +258,10 @@ class Layout:
             handover_s=params.handover_s, n_blocks=n_blocks,
             sample_ratio=params.time_sample_ratio,
             smooth_s_um2=SMOOTH_WINDOW_RATIO * win * win, snap_s_um2=2.0 * far * far,
-            reach_log=-math.log(params.cutoff_rel),
+            reach_log=-math.log(params.cutoff_rel), background_ratio=BACKGROUND_SPAN_RATIO,
+            loss_per_sqrt_s=params.loss_per_sqrt_s, loss_table=LOSS_TABLE,
+            mode_decay_per_s=np.ascontiguousarray(decay), mode_weight=np.ascontiguousarray(weight),
+            mode_fit_over=over, taps=block_taps(far, 2.0 * params.kappa_um2_s * params.block_s),
         )
 
     @property
@@ -151,9 +276,11 @@ class ThermalResult:
 
     Maps are (rows = y, columns = x) with ``extent_um`` = (xmin, xmax, ymin, ymax) for
     ``imshow(..., origin="lower", extent=extent_um)``. ``reservoir``: cells outside every
-    lesion that some spot's window sampled. ``heat_content_j`` is the heat the model
-    holds at the end; it equals the deposited heat (an energy-conservation check). ``params``
-    are the parameters used (window_um/far_grid_um possibly widened to cover every cell).
+    lesion that some spot's window sampled. ``heat_content_j`` is the heat still in the slab
+    at ``heat_time_s`` (the end of the model's last far-grid block), ``heat_lost_j`` what has
+    gone down into the tissue below by then (zero without depth loss), together the
+    ``heat_deposited_j`` (a heat-conservation check). ``params`` are the parameters used
+    (window_um/far_grid_um possibly widened to cover every cell).
     """
 
     peak_rise_k: F64
@@ -162,8 +289,15 @@ class ThermalResult:
     extent_um: tuple[float, float, float, float]
     peak_reservoir_rise_k: float
     damaged_reservoir_fraction: float
+    heat_deposited_j: float
     heat_content_j: float
+    heat_time_s: float
     params: TissueParams
+
+    @property
+    def heat_lost_j(self) -> float:
+        """Heat conducted down out of the slab by ``heat_time_s``."""
+        return self.heat_deposited_j - self.heat_content_j
 
     def within_limit(self, max_damaged_fraction: float) -> bool:
         """True when the damaged share of the reservoir does not exceed the limit."""
@@ -255,8 +389,10 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         extent_um=lay.extent_um,
         peak_reservoir_rise_k=float(peak[reservoir].max()) if n_res else 0.0,
         damaged_reservoir_fraction=float(damaged.sum()) / n_res if n_res else 0.0,
+        heat_deposited_j=float(heat.sum()) * 1e-6,
         heat_content_j=float(far_end.sum()) * far_m * far_m * params.heat_capacity_j_m3_k
         * thickness_m,
+        heat_time_s=lay.t0_s + lay.n_blocks * lay.block_s,
         params=params,
     )
 

@@ -42,6 +42,15 @@ def lesion_mask(x_um: F64, y_um: F64, radius_um: F64, layout: Layout) -> NDArray
     return mask
 
 
+def depth_factor(age_s: F64, layout: Layout) -> F64:
+    """Share of a spot's heat still in the slab at ``age_s`` (table lookup, as the kernel)."""
+    v = np.sqrt(np.maximum(age_s, 0.0)) * layout.loss_per_sqrt_s
+    table = layout.loss_table
+    pos = (v / (1.0 + v)) * (len(table) - 1)
+    k = np.minimum(pos.astype(np.intp), len(table) - 2)
+    return table[k] + (pos - k) * (table[k + 1] - table[k])
+
+
 def peak_rise(x_um: F64, y_um: F64, t_s: F64, e_k_um2: F64, s0_um2: F64,
               layout: Layout) -> tuple[F64, F64, NDArray[np.bool_]]:
     """Windowed superposition plus far grid; spots sorted by ``t_s``.
@@ -49,7 +58,7 @@ def peak_rise(x_um: F64, y_um: F64, t_s: F64, e_k_um2: F64, s0_um2: F64,
     ``e_k_um2`` is each spot's heat over (heat capacity x thickness), ``s0_um2`` its initial
     Gaussian width (lesion radius squared). Returns the peak rise map on the fine grid (the
     larger of the window samples and the interpolated far snapshots), the far grid at the
-    end (holding every spot's heat) and the map of the cells some window sampled.
+    end (the heat still in the slab) and the map of the cells some window sampled.
     """
     return _Run(x_um, y_um, t_s, e_k_um2, s0_um2, layout).run()
 
@@ -64,62 +73,67 @@ class _Run:
         self.yc = lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um
         self.xn = lay.fx0_um + np.arange(lay.nfx) * lay.far_um
         self.yn = lay.fy0_um + np.arange(lay.nfy) * lay.far_um
-        sigma2 = 2.0 * lay.kappa_um2_s * lay.block_s
-        half = math.ceil(4.0 * math.sqrt(sigma2) / lay.far_um)
-        taps = np.exp(-((np.arange(-half, half + 1) * lay.far_um) ** 2) / (2.0 * sigma2))
-        self.taps = taps / taps.sum()
+        self.taps = lay.taps
+        self.block_decay = np.exp(-lay.mode_decay_per_s * lay.block_s)
         self.fine = np.full((lay.ny, lay.nx), -1.0)
         self.far_peak = np.zeros((lay.nfy, lay.nfx))
 
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
 
+    def first_ge(self, value: float) -> int:
+        return int(np.searchsorted(self.t, value, "left"))
+
     def run(self) -> tuple[F64, F64, NDArray[np.bool_]]:
         lay = self.lay
-        cur = np.zeros((lay.nfy, lay.nfx))
+        cur = np.zeros((lay.nfy, lay.nfx, len(self.block_decay)))
         cur_blur = self.blur(cur)
         nxt = self.deposit(cur_blur, 0)
         nxt_blur = self.blur(nxt)
         for b in range(lay.n_blocks):
-            self.snapshot(cur, b)
-            lo = np.searchsorted(self.t, self.boundary(b), "left")
-            hi = np.searchsorted(self.t, self.boundary(b + 1), "left")
-            grids = {b: (cur, cur_blur), b + 1: (nxt, nxt_blur)}
-            for i in range(lo, hi):
+            self.snapshot(cur.sum(axis=2), b)
+            grids = {b: (cur.sum(axis=2), cur_blur.sum(axis=2)),
+                     b + 1: (nxt.sum(axis=2), nxt_blur.sum(axis=2))}
+            for i in range(self.first_ge(self.boundary(b)), self.first_ge(self.boundary(b + 1))):
                 self.window(i, b, grids)
             cur, cur_blur = nxt, nxt_blur
             nxt = self.deposit(cur_blur, b + 1)
             nxt_blur = self.blur(nxt)
-        self.snapshot(cur, lay.n_blocks)
+        end = cur.sum(axis=2)
+        self.snapshot(end, lay.n_blocks)
         fy, ky = np.modf((self.yc - lay.fy0_um) / lay.far_um)
         fx, kx = np.modf((self.xc - lay.fx0_um) / lay.far_um)
         far = _bilinear(self.far_peak, ky.astype(np.intp), fy, kx.astype(np.intp), fx)
-        return np.maximum(self.fine, far), cur, self.fine >= 0.0
+        return np.maximum(self.fine, far), end, self.fine >= 0.0
 
     def blur(self, grid: F64) -> F64:
-        """Exact heat-kernel step of one block on the far grid, reflecting (heat-keeping) edges."""
+        """One block of every far-grid mode: exact heat-kernel step with reflecting
+        (heat-keeping) edges, then the mode's depth decay."""
         half = len(self.taps) // 2
-        padded = np.pad(grid, half, mode="symmetric")
+        padded = np.pad(grid, ((0, 0), (half, half), (0, 0)), mode="symmetric")
         rows = np.lib.stride_tricks.sliding_window_view(padded, len(self.taps), axis=1)
-        grid = rows[half:-half] @ self.taps
-        cols = np.lib.stride_tricks.sliding_window_view(
-            np.pad(grid, ((half, half), (0, 0)), mode="symmetric"), len(self.taps), axis=0)
-        return cols @ self.taps
+        grid = rows @ self.taps
+        padded = np.pad(grid, ((half, half), (0, 0), (0, 0)), mode="symmetric")
+        cols = np.lib.stride_tricks.sliding_window_view(padded, len(self.taps), axis=0)
+        return (cols @ self.taps) * self.block_decay
 
     def deposit(self, grid: F64, b: int) -> F64:
-        """Add the spots that age past the hand-over during block b to the far grid at t_{b+1}."""
+        """Add the spots that age past the hand-over during block b to the far grid at t_{b+1},
+        split over the modes by their weights at that age."""
         lay = self.lay
         out = grid.copy()
         t1 = self.boundary(b + 1)
-        lo = np.searchsorted(self.t, self.boundary(b) - lay.handover_s, "left")
-        hi = np.searchsorted(self.t, t1 - lay.handover_s, "left")
-        for j in range(lo, hi):
-            s = self.s0[j] + 4.0 * lay.kappa_um2_s * (t1 - self.t[j])
+        for j in range(self.first_ge(self.boundary(b) - lay.handover_s),
+                       self.first_ge(t1 - lay.handover_s)):
+            age = t1 - self.t[j]
+            s = self.s0[j] + 4.0 * lay.kappa_um2_s * age
             reach = math.sqrt(s * lay.reach_log)
             ix, wx = _normalised_weights(self.x[j], reach, s, lay.fx0_um, lay.far_um, lay.nfx)
             iy, wy = _normalised_weights(self.y[j], reach, s, lay.fy0_um, lay.far_um, lay.nfy)
+            modes = lay.mode_weight * np.exp(-lay.mode_decay_per_s * age)
             amount = self.e[j] / (lay.far_um * lay.far_um)
-            np.add.at(out, (iy[:, None], ix[None, :]), amount * wy[:, None] * wx[None, :])
+            np.add.at(out, (iy[:, None], ix[None, :]),
+                      amount * (wy[:, None] * wx[None, :])[:, :, None] * modes)
         return out
 
     def snapshot(self, far: F64, b: int) -> None:
@@ -127,9 +141,7 @@ class _Run:
         lay = self.lay
         tb = self.boundary(b)
         total = far.copy()
-        lo = np.searchsorted(self.t, tb - lay.handover_s, "left")
-        hi = np.searchsorted(self.t, tb, "left")
-        for j in range(lo, hi):
+        for j in range(self.first_ge(tb - lay.handover_s), self.first_ge(tb)):
             s = self.s0[j] + 4.0 * lay.kappa_um2_s * (tb - self.t[j])
             if s < lay.snap_s_um2:
                 continue
@@ -138,58 +150,84 @@ class _Run:
             r0, r1 = _node_span(self.y[j], reach, lay.fy0_um, lay.far_um, lay.nfy)
             ex = np.exp(-((self.xn[c0:c1] - self.x[j]) ** 2) / s)
             ey = np.exp(-((self.yn[r0:r1] - self.y[j]) ** 2) / s)
-            total[r0:r1, c0:c1] += self.e[j] / (math.pi * s) * ey[:, None] * ex[None, :]
+            amp = self.e[j] / (math.pi * s) * depth_factor(np.array(tb - self.t[j]), lay)
+            total[r0:r1, c0:c1] += amp * ey[:, None] * ex[None, :]
         np.maximum(self.far_peak, total, out=self.far_peak)
 
     def window(self, i: int, b: int, grids: dict[int, tuple[F64, F64]]) -> None:
-        """Sample the temperature around spot i at its log-spaced times after firing."""
+        """Sample the temperature around spot i at its log-spaced times after firing.
+
+        The young near spots (``sharp``) are exact at every sample; the far grid and the older
+        near spots (background) are evaluated at the first and last sample and interpolated.
+        """
         lay = self.lay
-        xi, yi = self.x[i], self.y[i]
+        xi, yi, kappa4 = self.x[i], self.y[i], 4.0 * lay.kappa_um2_s
         c0, c1 = cell_span(xi - lay.window_um, xi + lay.window_um, lay.x0_um, lay.cell_um, lay.nx)
         r0, r1 = cell_span(yi - lay.window_um, yi + lay.window_um, lay.y0_um, lay.cell_um, lay.ny)
         u = self.xc[c0:c1] - xi
         v = self.yc[r0:r1] - yi
-        px = (self.xc[c0:c1] - lay.fx0_um) / lay.far_um
-        py = (self.yc[r0:r1] - lay.fy0_um) / lay.far_um
-        kx = np.floor(px).astype(np.intp)
-        ky = np.floor(py).astype(np.intp)
-        fx, fy = px - kx, py - ky
         s_max = 2.0 * lay.window_um * lay.window_um
-        s_i = self.s0[i]
-        while True:
-            ts = self.t[i] + (s_i - self.s0[i]) / (4.0 * lay.kappa_um2_s)
-            bs = b if ts < self.boundary(b + 1) else b + 1
-            start, end = grids[bs]
-            w = (ts - self.boundary(bs)) / lay.block_s
-            acc = (1.0 - w) * _bilinear(start, ky, fy, kx, fx) + w * _bilinear(end, ky, fy, kx, fx)
-            lo = np.searchsorted(self.t, self.boundary(bs) - lay.handover_s, "left")
-            hi = np.searchsorted(self.t, ts, "right")
-            self.add_near(acc, slice(lo, hi), ts, xi, yi, u, v)
-            view = self.fine[r0:r1, c0:c1]
+        widths = [self.s0[i]]
+        while widths[-1] < s_max:
+            widths.append(widths[-1] * lay.sample_ratio)
+        times = [self.t[i] + (s - self.s0[i]) / kappa4 for s in widths]
+        js = np.arange(self.first_ge(self.boundary(b) - lay.handover_s),
+                       int(np.searchsorted(self.t, times[-1], "right")))
+        js = js[self.in_reach(js, times[-1], xi, yi)]
+        age_i = self.t[i] - self.t[js]
+        old = (age_i > 0.0) & (self.s0[js] + kappa4 * age_i
+                               >= lay.background_ratio * (widths[-1] - widths[0]))
+        bg = old | (self.t[js] < self.boundary(b + 1) - lay.handover_s)
+        ends = [self.background(t_end, js[bg], xi, yi, u, v, grids, b)
+                for t_end in (times[0], times[-1])]
+        view = self.fine[r0:r1, c0:c1]
+        for ts in times:
+            frac = (ts - times[0]) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0
+            acc = ends[0] + frac * (ends[1] - ends[0])
+            sharp = js[~bg]
+            sharp = sharp[self.t[sharp] <= ts]
+            sharp = sharp[self.in_reach(sharp, ts, xi, yi)]
+            s = self.s0[sharp] + kappa4 * (ts - self.t[sharp])
+            amp = self.e[sharp] / (math.pi * s) * depth_factor(ts - self.t[sharp], lay)
+            ex = np.exp(-((u[None, :] + (xi - self.x[sharp])[:, None]) ** 2) / s[:, None])
+            ey = np.exp(-((v[None, :] + (yi - self.y[sharp])[:, None]) ** 2) / s[:, None])
+            acc += np.einsum("j,jr,jc->rc", amp, ey, ex)
             np.maximum(view, acc, out=view)
-            if s_i >= s_max:
-                return
-            s_i *= lay.sample_ratio
 
-    def add_near(self, acc: F64, js: slice, ts: float, xi: float, yi: float,
-                 u: F64, v: F64) -> None:
-        """Exact Gaussians of sharp near spots plus the 2nd-order Taylor sum of smooth ones."""
+    def in_reach(self, js: NDArray[np.intp], ts: float, xi: float, yi: float
+                 ) -> NDArray[np.bool_]:
+        """Spots whose Gaussian at ts reaches the window around (xi, yi) above the cut-off."""
         lay = self.lay
+        reach2 = (self.s0[js] + 4.0 * lay.kappa_um2_s * (ts - self.t[js])) * lay.reach_log
+        ax = np.abs(self.x[js] - xi) - lay.window_um
+        ay = np.abs(self.y[js] - yi) - lay.window_um
+        return ~(((ax > 0.0) & (ax * ax > reach2)) | ((ay > 0.0) & (ay * ay > reach2)))
+
+    def background(self, ts: float, js: NDArray[np.intp], xi: float, yi: float, u: F64,
+                   v: F64, grids: dict[int, tuple[F64, F64]], b: int) -> F64:
+        """Far grid (linear in time within its block) plus the background near spots at ts:
+        exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
+        smooth."""
+        lay = self.lay
+        bs = b if ts < self.boundary(b + 1) else b + 1
+        start, end = grids[bs]
+        px = (u + xi - lay.fx0_um) / lay.far_um
+        py = (v + yi - lay.fy0_um) / lay.far_um
+        kx, ky = np.floor(px).astype(np.intp), np.floor(py).astype(np.intp)
+        fx, fy = px - kx, py - ky
+        w = (ts - self.boundary(bs)) / lay.block_s
+        acc = (1.0 - w) * _bilinear(start, ky, fy, kx, fx) + w * _bilinear(end, ky, fy, kx, fx)
+        js = js[self.t[js] >= self.boundary(bs) - lay.handover_s]
         x, y = self.x[js], self.y[js]
         s = self.s0[js] + 4.0 * lay.kappa_um2_s * (ts - self.t[js])
-        reach2 = s * lay.reach_log
-        ax = np.abs(x - xi) - lay.window_um
-        ay = np.abs(y - yi) - lay.window_um
-        keep = ~(((ax > 0.0) & (ax * ax > reach2)) | ((ay > 0.0) & (ay * ay > reach2)))
-        amp = self.e[js] / (math.pi * s)
-        sharp = keep & (s < lay.smooth_s_um2)
-        smooth = keep & ~sharp
+        amp = self.e[js] / (math.pi * s) * depth_factor(ts - self.t[js], lay)
+        sharp = s < lay.smooth_s_um2
         ss = s[sharp]
         ex = np.exp(-((u[None, :] + (xi - x[sharp])[:, None]) ** 2) / ss[:, None])
         ey = np.exp(-((v[None, :] + (yi - y[sharp])[:, None]) ** 2) / ss[:, None])
         acc += np.einsum("j,jr,jc->rc", amp[sharp], ey, ex)
-        dx, dy, sm = xi - x[smooth], yi - y[smooth], s[smooth]
-        g0 = amp[smooth] * np.exp(-(dx * dx + dy * dy) / sm)
+        dx, dy, sm = xi - x[~sharp], yi - y[~sharp], s[~sharp]
+        g0 = amp[~sharp] * np.exp(-(dx * dx + dy * dy) / sm)
         c0 = g0.sum()
         cx = (-2.0 * g0 * dx / sm).sum()
         cy = (-2.0 * g0 * dy / sm).sum()
@@ -198,6 +236,7 @@ class _Run:
         cxy = (4.0 * g0 * dx * dy / (sm * sm)).sum()
         acc += (c0 + cy * v + cyy * v * v)[:, None] + (cx * u + cxx * u * u)[None, :]
         acc += cxy * v[:, None] * u[None, :]
+        return acc
 
 
 def _bilinear(grid: F64, ky: NDArray[np.intp], fy: F64, kx: NDArray[np.intp], fx: F64) -> F64:
