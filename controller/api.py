@@ -1,0 +1,71 @@
+"""The scripting API for service scripts: everything a treatment needs, from one module.
+
+Example (runs against the in-process simulator)::
+
+    from controller.api import (DensitySpec, Pattern, PassSettings, TreatmentSettings,
+                                get_handpiece, open_device, plan_for_device, treat)
+
+    with open_device("sim://?footswitch=down") as dev:
+        settings = TreatmentSettings(get_handpiece("spot120"), Pattern("square", 5.0),
+                                     DensitySpec(coverage_pct=8.0), depth_um=200.0,
+                                     passes=PassSettings(count=2))
+        plan = plan_for_device(settings, dev.info.limits)
+        outcome = treat(dev, [plan], "service.db", operator="service", patient_ref="bench",
+                        on_progress=lambda p: print(p.pass_number, p.delivered, p.total))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.handpiece import available_handpieces, get_handpiece, load_handpiece
+from controller.record import TreatmentRecord
+from controller.scanpath import Plan, build_plan
+from controller.script import load_script
+from controller.session import (
+    SessionOutcome,
+    SessionProgress,
+    TreatmentSession,
+    plan_for_device,
+    timing_for,
+)
+from controller.settings import (
+    DensitySpec,
+    Feathering,
+    PassSettings,
+    Pattern,
+    ScanOrder,
+    TreatmentSettings,
+)
+from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
+from drivers import Device, DeviceError, open_device
+
+
+def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operator: str,
+          patient_ref: str, on_progress: Callable[[SessionProgress], None] | None = None,
+          acknowledge_warnings: bool = False) -> SessionOutcome:
+    """Validate ``plans`` and deliver them, recording everything in ``record_path``.
+
+    Raises PlanRejected for a plan outside the limits; borderline warnings raise DeviceError
+    unless ``acknowledge_warnings`` (recorded with the operator's name). Faults are not reset
+    here: inspect the outcome and call ``TreatmentSession.operator_reset`` deliberately.
+    """
+    with TreatmentRecord(record_path) as record:
+        session = TreatmentSession(device, plans, record, operator=operator,
+                                   patient_ref=patient_ref, on_progress=on_progress)
+        try:
+            if acknowledge_warnings and session.warnings:
+                session.acknowledge_warnings(by=operator)
+            return session.run()
+        finally:
+            session.close()
+
+
+__all__ = [
+    "ClinicalEnvelope", "DensitySpec", "Device", "DeviceError", "Feathering", "PassSettings",
+    "Pattern", "Plan", "PlanRejected", "ScanOrder", "SessionOutcome", "SessionProgress",
+    "TreatmentRecord", "TreatmentSession", "TreatmentSettings", "available_handpieces",
+    "build_plan", "get_handpiece", "load_handpiece", "load_script", "open_device",
+    "plan_for_device", "timing_for", "treat", "validate_plans",
+]
