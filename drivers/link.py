@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from drivers.errors import DeviceLost, DeviceTimeout, nack_error
-from drivers.protocol import FrameDecoder, Message, ProtocolError, decode_payload, encode, message
+from drivers.protocol import (
+    FrameDecoder,
+    Message,
+    MessageError,
+    ProtocolError,
+    decode_payload,
+    encode,
+    message,
+)
 from drivers.protocol.messages import Direction
 
 log = logging.getLogger(__name__)
@@ -72,7 +80,8 @@ class Link:
         self.decoder = FrameDecoder()
         self.bad_messages = 0
         self._seq = 0
-        self._lock = threading.Lock()  # seq, pending, writes
+        self._lock = threading.Lock()  # seq and pending; never held while writing
+        self._write_lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
         self._last_write = time.monotonic()
         self._event_queues: list[queue.SimpleQueue[Item | Pending]] = []
@@ -98,15 +107,20 @@ class Link:
         if self.lost is not None:
             raise self.lost
         handles = []
-        with self._lock:
-            now = time.monotonic()
-            for request in requests:
-                request.seq = self._seq
-                self._seq = (self._seq + 1) & 0xFFFF
-                handle = Pending(request, now, target=target)
-                self._pending[request.seq] = handle
-                handles.append(handle)
-            wire = b"".join(encode(r) for r in requests)
+        with self._write_lock:  # frames leave in seq order; the reader never needs this lock
+            with self._lock:
+                now = time.monotonic()
+                for request in requests:
+                    request.seq = self._seq
+                    self._seq = (self._seq + 1) & 0xFFFF
+                    handle = Pending(request, now, target=target)
+                    self._pending[request.seq] = handle
+                    handles.append(handle)
+            try:
+                wire = b"".join(encode(r) for r in requests)
+            except MessageError:
+                self.forget(handles)
+                raise
             try:
                 self.transport.write(wire)  # type: ignore[attr-defined]
                 self._last_write = now
