@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -356,3 +359,21 @@ def test_checksum_covers_every_array() -> None:
         changed = {**arrays, name: arrays[name].copy()}
         changed[name][-1] += 1
         assert sp.plan_checksum(changed) != plan.checksum, name
+
+
+THREADED_KERNEL = """
+import zlib
+import numpy as np
+from controller import _scanpath
+t = np.linspace(0, 2 * np.pi, 1001)[:-1]
+x, y = np.random.default_rng(0).uniform(-9e4, 9e4, (2, 20_000))
+print(zlib.crc32(_scanpath.edge_distance(x, y, 1e5 * np.cos(t), 1e5 * np.sin(t))))
+"""
+
+
+def test_edge_distance_does_not_depend_on_the_thread_count() -> None:
+    # 20 M point-edge pairs: enough for edge_distance to use every OpenMP thread
+    sums = {subprocess.run([sys.executable, "-c", THREADED_KERNEL], check=True, text=True,
+                           capture_output=True, env={**os.environ, "OMP_NUM_THREADS": n}
+                           ).stdout for n in ("1", "2", "5")}
+    assert len(sums) == 1

@@ -34,10 +34,19 @@ def polygons(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     """Random polygons (possibly self-intersecting: the crossing rule is still defined)."""
     nv = draw(st.integers(3, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["star", "random", "rectilinear"]))
+    kind = draw(st.sampled_from(["star", "random", "rectilinear", "turned", "sliver"]))
     if kind == "rectilinear":  # an L shape on a 50 µm raster: lattice points land on edges
         a, b, c, d = sorted(rng.integers(-60, 60, 4) * 50.0)
         return np.array([a, d, d, c, c, a]), np.array([a, a, b, b, d, d])
+    if kind == "turned":  # a rectangle at any angle: long slanted edges across many rows
+        w, h = rng.uniform(100, 3000, 2)
+        c, s = np.cos(rng.uniform(0, np.pi)), np.sin(rng.uniform(0, np.pi))
+        ux, uy = np.array([-w, w, w, -w]), np.array([-h, -h, h, h])
+        return c * ux - s * uy, s * ux + c * uy
+    if kind == "sliver":  # nearly horizontal edges: whole rows near an edge
+        x = np.sort(rng.uniform(-3000, 3000, 2))
+        y0 = rng.uniform(-3000, 3000)
+        return np.array([x[0], x[1], x[0]]), np.array([y0, y0 + rng.uniform(-1, 1), y0 + 80.0])
     if kind == "star":
         angle = np.sort(rng.uniform(0, 2 * np.pi, nv))
         radius = rng.uniform(500, 3000, nv)
