@@ -257,10 +257,13 @@ def _device_url(url: object) -> str:
                "device (/dev/ttyUSB0-like, /dev/cu.*, /dev/serial/by-id/*, COMn; serial:// too); "
                "other paths only through the operator's --device option")
     url = _text("device.url", url)
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise SettingsError("device.url", url, allowed, str(exc)) from None
+    scheme = parts.scheme.lower() if "://" in url else ""
     if scheme in SCRIPT_SCHEMES:
         return url
-    parts = urlsplit(url)
     path = parts.netloc + parts.path if scheme == "serial" else url
     if scheme not in ("", "serial") or not SERIAL_PATH.fullmatch(path):
         raise SettingsError("device.url", url, allowed)

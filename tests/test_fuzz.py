@@ -493,17 +493,12 @@ def test_fuzz_script_loader_deep_nesting_is_a_script_error(value: str) -> None:
         parse_script(f"x = {value}\n", SCRIPT_PATH)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: controller/script.py _device_url calls urlsplit unguarded")
 @pytest.mark.parametrize("url", ["socket://127.0.].1:9", "socket://[::1", "usb://[:1"])
 def test_fuzz_device_url_with_a_bracket_is_a_script_error(url: str) -> None:
     with pytest.raises(ScriptError, match=r"device\.url"):
         parse_script(f'[device]\nurl = "{url}"\n[[pass]]\n', SCRIPT_PATH)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: drivers/transports/registry.py open_transport calls urlsplit "
-                          "unguarded")
 @pytest.mark.parametrize("url", ["socket://[::1", "usb://[:1", "sim://[?door=open"])
 def test_fuzz_operator_device_url_with_a_bracket_is_a_url_error(url: str) -> None:
     with pytest.raises(TransportURLError):

@@ -116,7 +116,10 @@ def open_transport(url: str) -> Transport:
         raise _bad(str(url), "empty URL")
     if "://" not in url:  # a plain device path such as /dev/ttyACM0 or COM3
         return _serial_path(url, url, "")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise _bad(url, str(exc)) from None
     factory = TRANSPORTS.get(parts.scheme.lower())
     if factory is None:
         raise _bad(url, f"unknown scheme {parts.scheme!r}")
