@@ -474,14 +474,7 @@ def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: 
     identity = np.arange(n)
     base, base_res = run("as planned", identity, 0.0)
     trials = [base]
-    reservoir_peaks = np.sort(base_res.peak_rise_k[base_res.reservoir])
-    allowed_cells = math.floor(max_damaged_fraction * len(reservoir_peaks))
-    # The (allowed_cells + 1)-th hottest reservoir cell must stay below the threshold.
-    hottest_kept = reservoir_peaks[len(reservoir_peaks) - 1 - allowed_cells] \
-        if allowed_cells < len(reservoir_peaks) else 0.0
-    # 1e-9 below: cells tied with it (symmetric patterns) must not round up past the threshold.
-    heat_scale = (float(params.damage_rise_k / hottest_kept) * (1.0 - 1e-9)
-                  if hottest_kept > 0.0 else math.inf)
+    heat_scale = passing_heat_scale(base_res, max_damaged_fraction)
     if base.passes:
         return FixSuggestion(True, max_damaged_fraction, 0.0, heat_scale, tuple(trials),
                              f"passes as planned: {_describe(base)}")
@@ -490,7 +483,7 @@ def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: 
     if passes > 1:
         trials.append(single)
         if single.passes:
-            wait_s = _search_wait(lambda w: run(f"wait {w:.2f} s", identity, w)[0], trials,
+            wait_s = search_wait(lambda w: run(f"wait {w:.2f} s", identity, w)[0], trials,
                                   max_wait_s, wait_tolerance_s)
     for name, order in (orderings or {}).items():
         order = np.asarray(order, dtype=np.intp)
@@ -503,7 +496,22 @@ def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: 
                                       max_wait_s))
 
 
-def _search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wait_s: float,
+def passing_heat_scale(result: ThermalResult, max_damaged_fraction: float) -> float:
+    """Largest factor on every spot's heat with which ``result`` stays within the limit.
+
+    Exact: the rise is linear in heat, so the (allowed + 1)-th hottest reservoir cell must
+    stay below the damage threshold.
+    """
+    reservoir_peaks = np.sort(result.peak_rise_k[result.reservoir])
+    allowed_cells = math.floor(max_damaged_fraction * len(reservoir_peaks))
+    hottest_kept = reservoir_peaks[len(reservoir_peaks) - 1 - allowed_cells] \
+        if allowed_cells < len(reservoir_peaks) else 0.0
+    # 1e-9 below: cells tied with it (symmetric patterns) must not round up past the threshold.
+    return (float(result.params.damage_rise_k / hottest_kept) * (1.0 - 1e-9)
+            if hottest_kept > 0.0 else math.inf)
+
+
+def search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wait_s: float,
                  tolerance_s: float) -> float | None:
     """Shortest wait that passes: doubling from 0.5 s, then bisection; None if none does."""
     failing, wait = 0.0, min(0.5, max_wait_s)

@@ -1,0 +1,232 @@
+"""Thermal screen of a whole plan: reservoir heating after every pass, and what would fix it.
+
+The planner runs :func:`screen_plan` on every plan. Each spot leaves residual heat =
+``residual_heat_fraction`` x pulse energy x stacked pulses; its lesion (tissue that is not
+reservoir) is the spot radius plus the coagulation rim of its pulse energy, both from the
+handpiece calibration. Passes run one after another with ``inter_pass_gap_s`` between the end
+of one and the start of the next, spot times from the plan's ``fire_time_us``. The result
+after pass k includes the heat and lesions of passes 0..k. A plan is within the limit when no
+pass damages more than the handpiece's ``max_reservoir_damage_fraction`` of the reservoir.
+Model and limits: docs/thermal_model.md (a screening model, not a histology prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from controller.errors import SettingsError
+from controller.scanpath import Plan, build_plan
+from controller.settings import DensitySpec, Handpiece, ScanOrder, number
+from controller.thermal import (
+    F64,
+    ThermalResult,
+    TissueParams,
+    Trial,
+    passing_heat_scale,
+    search_wait,
+    simulate_pass,
+)
+
+#: Longest wait between passes that a suggestion may ask for.
+MAX_WAIT_S = 300.0
+#: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion.
+DENSITY_TRIES = 4
+
+
+@dataclass(frozen=True)
+class SpotHeat:
+    """Model inputs of a plan's spots, in plan order, with times on one sequence clock."""
+
+    x_um: F64
+    y_um: F64
+    t_s: F64
+    heat_uj: F64
+    lesion_radius_um: F64
+    column_depth_um: F64
+    pass_start_s: F64
+
+
+@dataclass(frozen=True)
+class PassThermal:
+    """Reservoir heating up to the end of one pass (earlier passes' heat and lesions included:
+    the maps hold the peak over all of them, so damage accumulates over passes).
+
+    ``start_s`` is the pass start on the sequence clock; ``result`` holds the maps (peak rise,
+    damage, reservoir) for pictures.
+    """
+
+    pass_index: int
+    start_s: float
+    result: ThermalResult
+    ok: bool
+
+    @property
+    def peak_reservoir_rise_k(self) -> float:
+        return self.result.peak_reservoir_rise_k
+
+    @property
+    def damaged_reservoir_fraction(self) -> float:
+        return self.result.damaged_reservoir_fraction
+
+
+@dataclass(frozen=True)
+class PlanThermal:
+    """Thermal screen of a plan: one entry per pass, and the limit it was held to."""
+
+    plan: Plan
+    handpiece: Handpiece
+    params: TissueParams
+    inter_pass_gap_s: float
+    max_damaged_fraction: float
+    passes: tuple[PassThermal, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.passes)
+
+    @property
+    def peak_reservoir_rise_k(self) -> float:
+        return max(p.peak_reservoir_rise_k for p in self.passes)
+
+    def rejection_reasons(self) -> list[str]:
+        """Why the plan exceeds the limit, with the numbers, and what would bring it within:
+        each suggestion was evaluated by the model. Empty when the plan is within the limit."""
+        if self.ok:
+            return []
+        first_bad = next(p for p in self.passes if not p.ok)
+        reasons = [
+            f"pass {first_bad.pass_index + 1}: {100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
+            f" of the reservoir reaches a rise of {self.params.damage_rise_k:g} K (peak "
+            f"{first_bad.peak_reservoir_rise_k:.1f} K); the handpiece allows "
+            f"{100.0 * self.max_damaged_fraction:.1f} %"
+        ]
+        return reasons + _suggestions(self)
+
+
+def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0) -> SpotHeat:
+    """Residual heat, lesion radius, column depth and sequence time of every spot of a plan."""
+    number("inter_pass_gap_s", inter_pass_gap_s, 0.0, 3600.0, unit="s")
+    energy_mj = plan.energy_uj.astype(np.float64) * 1e-3
+    stack = plan.stack.astype(np.float64)
+    durations_s = [p.duration_s for p in plan.metrics.passes]
+    starts_s = np.concatenate([[0.0], np.cumsum(np.add(durations_s, inter_pass_gap_s))])
+    return SpotHeat(
+        x_um=plan.x_um.astype(np.float64),
+        y_um=plan.y_um.astype(np.float64),
+        t_s=plan.fire_time_us * 1e-6 + starts_s[plan.pass_index],
+        heat_uj=handpiece.residual_heat_fraction * plan.energy_uj * stack,
+        lesion_radius_um=handpiece.spot_diameter_um / 2.0
+        + handpiece.coag_for_energy_um(energy_mj, "plan.energy_uj"),
+        column_depth_um=handpiece.depth_for_energy_um(energy_mj, "plan.energy_uj") * stack,
+        pass_start_s=starts_s[:-1],
+    )
+
+
+def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:
+    """Default tissue parameters: the slab is the heat-weighted mean column depth, and the
+    window reaches the middle of a lattice cell (so that it need not be widened in steps)."""
+    depth_um = float(np.average(spots.column_depth_um, weights=spots.heat_uj))
+    base = TissueParams()
+    window_um = min(max(base.window_um, 0.75 * pitch_um + base.grid_um), 2000.0)
+    far_um = max(base.far_grid_um, 1.01 * window_um * math.sqrt(base.time_sample_ratio / 1.125))
+    return replace(base, thickness_um=min(max(depth_um, 10.0), 5000.0), window_um=window_um,
+                   far_grid_um=far_um)
+
+
+def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = None,
+                inter_pass_gap_s: float = 0.0) -> PlanThermal:
+    """Run the thermal model on every pass of ``plan`` (see the module docstring)."""
+    spots = spot_heat(plan, handpiece, inter_pass_gap_s)
+    params = params or default_params(spots, plan.settings.resolved_density.pitch_um)
+    limit = handpiece.max_reservoir_damage_fraction
+    passes = []
+    for k in range(len(plan.metrics.passes)):
+        upto = plan.pass_slice(k).stop
+        res = simulate_pass(spots.x_um[:upto], spots.y_um[:upto], spots.t_s[:upto],
+                            spots.heat_uj[:upto], spots.lesion_radius_um[:upto], params)
+        passes.append(PassThermal(k, float(spots.pass_start_s[k]), res,
+                                  res.within_limit(limit)))
+    return PlanThermal(plan, handpiece, params, inter_pass_gap_s, limit, tuple(passes))
+
+
+def _trial(name: str, screen: PlanThermal) -> Trial:
+    worst = max(screen.passes, key=lambda p: p.damaged_reservoir_fraction)
+    return Trial(name, screen.peak_reservoir_rise_k, worst.damaged_reservoir_fraction,
+                 screen.ok)
+
+
+def _rescreen(screen: PlanThermal, plan: Plan, gap_s: float | None = None) -> PlanThermal:
+    return screen_plan(plan, screen.handpiece, screen.params,
+                       screen.inter_pass_gap_s if gap_s is None else gap_s)
+
+
+def _suggestions(screen: PlanThermal) -> list[str]:
+    """Concrete changes that pass, each checked by screening the changed plan."""
+    plan, out = screen.plan, []
+    settings = plan.settings
+    passing = [p for p in screen.passes if p.ok]
+    n_passes = len(screen.passes)
+    if n_passes > 1 and screen.passes[0].ok:
+        out.append(f"fewer passes: {len(passing)} of {n_passes} stay within the limit")
+        alone = all(_single_pass_ok(screen, k) for k in range(n_passes))
+        if alone:
+            trials: list[Trial] = []
+            wait_s = search_wait(lambda w: _trial(f"wait {w:.1f} s",
+                                                  _rescreen(screen, plan, w)),
+                                 trials, MAX_WAIT_S, 0.5)
+            if wait_s is not None:
+                out.append(f"or wait {wait_s:.1f} s between passes (evaluated: within the "
+                           "limit)")
+            else:
+                out.append(f"no wait up to {MAX_WAIT_S:g} s between passes is enough")
+    if settings.order.kind != "thermal-spread":
+        try:
+            spread = build_plan(replace(settings, order=ScanOrder(kind="thermal-spread")),
+                                plan.timing, plan.seed)
+        except SettingsError as exc:
+            out.append(f"thermal-spread order is not possible here ({exc})")
+        else:
+            trial = _trial("thermal-spread", _rescreen(screen, spread))
+            verdict = "within the limit" if trial.passes else "still exceeds it"
+            out.append(f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
+                       f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
+    out.append(_density_suggestion(screen))
+    return out
+
+
+def _single_pass_ok(screen: PlanThermal, k: int) -> bool:
+    """Does pass k alone (no earlier heat) stay within the limit?"""
+    if k == 0:
+        return screen.passes[0].ok
+    spots = spot_heat(screen.plan, screen.handpiece, screen.inter_pass_gap_s)
+    sl = screen.plan.pass_slice(k)
+    res = simulate_pass(spots.x_um[sl], spots.y_um[sl], spots.t_s[sl], spots.heat_uj[sl],
+                        spots.lesion_radius_um[sl], screen.params)
+    return res.within_limit(screen.max_damaged_fraction)
+
+
+def _density_suggestion(screen: PlanThermal) -> str:
+    """Lower density: the heat scale that passes (exact, the model is linear in heat) as a
+    coverage cut, then the rebuilt plan screened, cutting further if it still fails."""
+    settings = screen.plan.settings
+    worst = min(passing_heat_scale(p.result, screen.max_damaged_fraction)
+                for p in screen.passes)
+    coverage = settings.resolved_density.coverage_pct
+    scale = worst
+    for _ in range(DENSITY_TRIES):
+        target = coverage * scale
+        try:
+            plan = build_plan(replace(settings, density=DensitySpec(coverage_pct=target)),
+                              screen.plan.timing, screen.plan.seed)
+        except SettingsError as exc:
+            return f"lowering the density far enough is not possible ({exc})"
+        if _rescreen(screen, plan).ok:
+            return (f"or lower the density by {100.0 * (1.0 - scale):.0f} % (coverage "
+                    f"{coverage:.1f} % -> {target:.1f} %, evaluated: within the limit)")
+        scale *= 0.85
+    return (f"lowering the density by {100.0 * (1.0 - scale / 0.85):.0f} % is not enough; "
+            "lower the energy or split the area")
+

@@ -1,0 +1,118 @@
+"""Plan thermal screen: inputs from the handpiece, passes in sequence, checked suggestions,
+and the injury-map picture."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from controller.handpiece import get_handpiece
+from controller.scanpath import Plan, build_plan
+from controller.settings import DensitySpec, Handpiece, PassSettings, Pattern, TreatmentSettings
+from controller.thermal import TissueParams
+from controller.thermal_screen import default_params, screen_plan, spot_heat
+
+
+@pytest.fixture(scope="module")
+def handpiece() -> Handpiece:
+    return get_handpiece("spot120")
+
+
+def small_plan(handpiece: Handpiece, passes: int = 2, kind: str = "raster") -> Plan:
+    from controller.settings import ScanOrder
+
+    return build_plan(TreatmentSettings(
+        handpiece=handpiece, pattern=Pattern("square", width_mm=3.0),
+        density=DensitySpec(coverage_pct=10.0), depth_um=300.0,
+        passes=PassSettings(count=passes), order=ScanOrder(kind=kind)))
+
+
+def test_spot_inputs_come_from_the_handpiece_and_the_pass_sequence(handpiece: Handpiece) -> None:
+    plan = small_plan(handpiece)
+    spots = spot_heat(plan, handpiece, inter_pass_gap_s=2.5)
+    energy_mj = plan.energy_uj * 1e-3
+    np.testing.assert_allclose(spots.heat_uj, 0.3 * plan.energy_uj * plan.stack)
+    np.testing.assert_allclose(spots.lesion_radius_um,
+                               60.0 + np.interp(energy_mj, handpiece.energy_mj,
+                                                handpiece.coag_um))
+    second = plan.pass_slice(1)
+    start_s = plan.metrics.passes[0].duration_s + 2.5
+    np.testing.assert_allclose(spots.t_s[second], start_s + plan.fire_time_us[second] * 1e-6)
+    params = default_params(spots, plan.settings.resolved_density.pitch_um)
+    assert params.thickness_um == pytest.approx(300.0, rel=0.02)  # the column depth
+    assert params.depth_loss
+
+
+def test_later_passes_carry_earlier_heat_and_lesions(handpiece: Handpiece) -> None:
+    plan = small_plan(handpiece)
+    screen = screen_plan(plan, handpiece)
+    first, second = screen.passes
+    assert second.start_s == pytest.approx(plan.metrics.passes[0].duration_s)
+    assert second.result.reservoir.sum() < first.result.reservoir.sum()
+    assert second.peak_reservoir_rise_k > first.peak_reservoir_rise_k
+    assert second.result.heat_deposited_j == pytest.approx(
+        1e-6 * float((0.3 * plan.energy_uj * plan.stack).sum()))
+    later = screen_plan(plan, handpiece, inter_pass_gap_s=60.0).passes[1]
+    assert later.peak_reservoir_rise_k < second.peak_reservoir_rise_k
+
+
+@pytest.fixture(scope="module")
+def strict(handpiece: Handpiece) -> tuple[Plan, Handpiece, TissueParams]:
+    """A 2-pass plan whose first pass passes and whose back-to-back second fails (damage
+    threshold: the 99th percentile of the first pass's reservoir peaks)."""
+    plan = small_plan(handpiece)
+    loose = screen_plan(plan, handpiece)
+    one = loose.passes[0].result
+    threshold = float(np.quantile(one.peak_rise_k[one.reservoir], 0.99))
+    params = replace(loose.params, damage_rise_k=threshold)
+    return plan, replace(handpiece, max_reservoir_damage_fraction=0.05), params
+
+
+def test_failing_plan_gets_numbers_and_checked_suggestions(
+        strict: tuple[Plan, Handpiece, TissueParams]) -> None:
+    plan, handpiece, params = strict
+    screen = screen_plan(plan, handpiece, params)
+    assert screen.passes[0].ok and not screen.passes[1].ok and not screen.ok
+    reasons = screen.rejection_reasons()
+    assert reasons[0].startswith("pass 2: ")
+    assert f"{100 * screen.passes[1].damaged_reservoir_fraction:.1f} %" in reasons[0]
+    assert "the handpiece allows 5.0 %" in reasons[0]
+    assert any(r.startswith("fewer passes: 1 of 2") for r in reasons)
+    wait = [r for r in reasons if r.startswith("or wait ")]
+    assert len(wait) == 1
+    wait_s = float(wait[0].split()[2])
+    assert screen_plan(plan, handpiece, params, inter_pass_gap_s=wait_s).ok
+    assert not screen_plan(plan, handpiece, params, inter_pass_gap_s=wait_s - 0.5).ok
+    assert any("thermal-spread order" in r for r in reasons)
+    density = [r for r in reasons if "density" in r]
+    assert len(density) == 1 and "evaluated: within the limit" in density[0]
+
+
+def test_plan_within_limit_has_no_reasons(handpiece: Handpiece) -> None:
+    plan = small_plan(handpiece, passes=1)
+    params = replace(screen_plan(plan, handpiece).params, damage_rise_k=199.0)
+    screen = screen_plan(plan, handpiece, params)
+    assert screen.ok and screen.rejection_reasons() == []
+
+
+def test_injury_map_renders(handpiece: Handpiece, tmp_path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from controller.thermal_plot import draw_injury_map
+
+    result = screen_plan(small_plan(handpiece, passes=1), handpiece).passes[0].result
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+    draw_injury_map(ax, result, "pass 1")
+    fig.colorbar(ax.images[-1], ax=ax, label="peak rise (K)")
+    path = tmp_path / "injury.png"
+    fig.savefig(path)
+    plt.close(fig)
+    pixels = matplotlib.image.imread(path)[..., :3]
+    assert ax.get_xlabel() == "x (mm)"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # an image, not a blank frame
+    xmin, xmax, _, _ = ax.images[-1].get_extent()
+    assert xmax - xmin == pytest.approx((result.extent_um[1] - result.extent_um[0]) * 1e-3)
