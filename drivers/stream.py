@@ -108,17 +108,24 @@ class PassStreamer:
         self.ending = self.state in ENDING_STATES
 
     def record_delivered(self, index: np.ndarray, measured: np.ndarray | None) -> None:
-        index = np.asarray(index, dtype=np.int64)
-        keep = index > self.last_seen  # a duplicated report must not count twice
-        index = index[keep]
+        index = np.asarray(index)
         if not index.size:
             return
-        if index[0] > self.last_seen + 1:
-            self.record_delivered(np.arange(self.last_seen + 1, index[0]), None)
-        values = (np.full(index.size, UNKNOWN_ENERGY, np.int64) if measured is None
-                  else np.asarray(measured, np.int64)[keep])
+        if int(index.min()) > self.last_seen:  # the usual case: every index is new
+            values = None if measured is None else np.asarray(measured)
+        else:
+            index = np.asarray(index, dtype=np.int64)
+            keep = index > self.last_seen  # a duplicated report must not count twice
+            index = index[keep]
+            if not index.size:
+                return
+            values = None if measured is None else np.asarray(measured, np.int64)[keep]
+        first = int(index[0])
+        if first > self.last_seen + 1:
+            self.record_delivered(np.arange(self.last_seen + 1, first), None)
         self.index.append(index)
-        self.measured.append(values)
+        self.measured.append(np.full(index.size, UNKNOWN_ENERGY, np.int64) if values is None
+                             else values)
         self.last_seen = int(index[-1])
 
     def handle(self, item: Item | Pending) -> None:
@@ -188,8 +195,10 @@ class PassStreamer:
             self.next_send = start
 
     def progress(self, done: bool = False) -> Progress:
-        index = np.concatenate(self.index) if self.index else np.empty(0, np.int64)
-        measured = np.concatenate(self.measured) if self.measured else np.empty(0, np.int64)
+        index = (np.concatenate(self.index, dtype=np.int64) if self.index
+                 else np.empty(0, np.int64))
+        measured = (np.concatenate(self.measured, dtype=np.int64) if self.measured
+                    else np.empty(0, np.int64))
         self.index, self.measured = [], []
         return Progress(index, measured, self.state, self.interlocks, self.next_send,
                         self.last_seen if self.last_seen >= 0 else None, done,

@@ -8,6 +8,7 @@ layout, the state machine, the service-mode rule and the device limits before an
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import hmac
@@ -22,6 +23,7 @@ import numpy as np
 from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, decode_payload
 from drivers.protocol import encode as encode_message
 from drivers.protocol import message as make_message
+from drivers.protocol.codec import narrow_record_bounds
 from drivers.protocol.messages import (
     ACTIVE,
     AUTH_CONTEXT,
@@ -65,6 +67,43 @@ _BUFFER_DTYPE = np.dtype([("index", "<i8"), ("x_lsb", "<u2"), ("y_lsb", "<u2"),
                           ("energy_uj", "<i8"), ("pulse_us", "<i8"), ("stack", "<i8"),
                           ("mirror_x", "<i8"), ("mirror_y", "<i8")])
 _SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
+
+
+class SpotBuffer:
+    """The device's spot buffer: buffered spots in firing order, in one preallocated array."""
+
+    def __init__(self, capacity: int) -> None:
+        self._store = np.empty(2 * capacity, _BUFFER_DTYPE)  # room to append before compacting
+        self._head = self._tail = 0  # spots before _head have fired
+
+    def __len__(self) -> int:
+        return self._tail - self._head
+
+    def extend(self, spots: np.ndarray, mirror_x: np.ndarray, mirror_y: np.ndarray) -> None:
+        """Append SPOT records with their calibrated mirror positions (the caller keeps the
+        buffer within its capacity)."""
+        count = len(spots)
+        if self._tail + count > len(self._store):
+            live = len(self)
+            self._store[:live] = self._store[self._head:self._tail]
+            self._head, self._tail = 0, live
+        added = self._store[self._tail:self._tail + count]
+        for name in _SPOT_FIELDS:
+            added[name] = spots[name]
+        added["mirror_x"], added["mirror_y"] = mirror_x, mirror_y
+        self._tail += count
+
+    def ahead(self, count: int | None = None) -> np.ndarray:
+        """The next ``count`` spots to fire (all when None), a view."""
+        end = self._tail if count is None else min(self._tail, self._head + count)
+        return self._store[self._head:end]
+
+    def pop(self, count: int) -> None:
+        """Take ``count`` fired spots off the front."""
+        self._head += count
+
+    def clear(self) -> None:
+        self._head = self._tail = 0
 
 
 class Refused(Exception):
@@ -125,8 +164,7 @@ class SimDevice:
         self.state = state
         self.fault_code = fault_code
         self.plan = plan
-        self._buffer = np.empty(0, _BUFFER_DTYPE)
-        self._head = 0  # spots before it in _buffer have fired
+        self._buffer = SpotBuffer(self.config.buffer_spots)
         self._decoder = FrameDecoder()
         self._out = bytearray()
         self._event_seq = 0
@@ -136,6 +174,7 @@ class SimDevice:
         self._last_rx_host_s = self._host_now_s
         self._armed_at_s = 0.0
         self._next_fire_s: float | None = None
+        self._fire_times_s: np.ndarray | None = None  # of buffered spots, from _next_fire_s
         self._period_ready_s = 0.0
         self._galvo_free_s = 0.0
         self._delivered: list[np.ndarray] = []  # DELIVERED_DTYPE chunks not yet reported
@@ -368,8 +407,8 @@ class SimDevice:
             fired.popitem(last=False)
 
     def _clear_buffer(self) -> None:
-        self._buffer = np.empty(0, _BUFFER_DTYPE)
-        self._head = 0
+        self._buffer.clear()
+        self._fire_times_s = None
         self._next_fire_s = None
 
     def _unload_plan(self) -> None:
@@ -380,7 +419,7 @@ class SimDevice:
 
     @property
     def credits(self) -> int:
-        return self.config.buffer_spots - (len(self._buffer) - self._head)
+        return self.config.buffer_spots - len(self._buffer)
 
     @property
     def plan_loaded(self) -> bool:
@@ -407,24 +446,32 @@ class SimDevice:
 
     def _schedule_next(self) -> None:
         """When the next buffered spot fires: after the rep-rate period and the galvo jump."""
-        if self.state != State.EMITTING or self._head == len(self._buffer):
+        if self.state != State.EMITTING or not len(self._buffer):
             self._next_fire_s = None
             return
-        spot = self._buffer[self._head]
+        spot = self._buffer.ahead(1)[0]
         self._galvo_free_s = max(self._galvo_free_s, self._now_s)
         jump_s = self.galvo.jump_time_us(int(spot["mirror_x"]), int(spot["mirror_y"])) / 1e6
         self._next_fire_s = max(self._period_ready_s, self._galvo_free_s + jump_s)
+        self._fire_times_s = None
 
     def _fire_times(self, count: int) -> np.ndarray:
         """Fire times of the next ``count`` (at most) buffered spots, the first at
         ``_next_fire_s``: each after the rep-rate period and after the previous spot's pulses
         plus the galvo jump to it, as :meth:`_schedule_next` would schedule them one by one."""
         assert self._next_fire_s is not None
-        spots = self._buffer[self._head:self._head + count]
-        jump_s = self.galvo.path_times_us(spots["mirror_x"], spots["mirror_y"]) / 1e6
-        busy_s = Laser.spot_duration_s(spots["pulse_us"][:-1], spots["stack"][:-1]) + jump_s
-        steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
-        return np.cumsum(np.concatenate(([self._next_fire_s], steps_s)))
+        count = min(count, len(self._buffer))
+        known = self._fire_times_s  # valid until the next _schedule_next or _clear_buffer
+        if known is None:
+            known = np.array([self._next_fire_s])
+        if len(known) < count:  # continue the sum from the last time known
+            spots = self._buffer.ahead(count)[len(known) - 1:]
+            jump_s = self.galvo.path_times_us(spots["mirror_x"], spots["mirror_y"]) / 1e6
+            busy_s = Laser.spot_duration_s(spots["pulse_us"][:-1], spots["stack"][:-1]) + jump_s
+            steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
+            known = np.concatenate((known[:-1], np.cumsum(np.concatenate((known[-1:], steps_s)))))
+        self._fire_times_s = known
+        return known[:count]
 
     def _fire_chunk(self, limit_s: float) -> None:
         """Fire, in order, every buffered spot due by ``limit_s`` (rule 4).
@@ -444,12 +491,13 @@ class SimDevice:
         if self.galvo.stuck:  # the mirrors do not reach the first spot
             self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
             return
-        # every spot takes at least the rep-rate period: no more than this many can be due
-        bound = int((limit_s - self._next_fire_s) * self.laser.rep_rate_hz) + 2
-        times_s = self._fire_times(bound)
+        times_s = self._fire_times(VIRTUAL_SKIP_SPOTS)  # usually known already
+        if times_s[-1] <= limit_s:  # more may be due: each takes at least the rep-rate period
+            times_s = self._fire_times(
+                int((limit_s - self._next_fire_s) * self.laser.rep_rate_hz) + 2)
         count = int(np.searchsorted(times_s, limit_s, side="right"))
         times_s = times_s[:count]
-        spots = self._buffer[self._head:self._head + count]
+        spots = self._buffer.ahead(count)
         last = spots[-1]
         self.galvo.move(int(last["mirror_x"]), int(last["mirror_y"]))
         fired = np.empty(count, TRUTH_DTYPE)
@@ -464,15 +512,22 @@ class SimDevice:
         plan.last_delivered = index
         self._remember_fired(plan.plan_checksum, index)
         self._persist(plan)  # written before the deliveries are reported
-        self._report(fired[["index", "measured_uj"]].astype(DELIVERED_DTYPE), times_s)
+        delivered = np.empty(count, DELIVERED_DTYPE)
+        delivered["index"], delivered["measured_uj"] = fired["index"], fired["measured_uj"]
+        self._report(delivered, times_s)
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)
         self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
         self._galvo_free_s = t_s + Laser.spot_duration_s(int(last["pulse_us"]),
                                                          int(last["stack"]))
+        known = self._fire_times_s
+        assert known is not None
         if index == plan.spot_count - 1:
             self._unload_plan()
             self._set_state(State.STANDBY, Cause.PLAN_COMPLETE)
+        elif len(known) > count:  # the next spot's time is known: as _schedule_next gives it
+            self._next_fire_s = float(known[count])
+            self._fire_times_s = known[count:]
         else:
             self._schedule_next()
 
@@ -480,13 +535,14 @@ class SimDevice:
         """Take fired spots off the buffer and into delivered reports (section 6.1): a report
         goes out at its 64th spot, or when its first spot is 10 ms old (before a spot fired
         at that very time)."""
+        times = times_s.tolist()
         start = 0
-        while start < len(records):
+        while start < len(times):
             if self._flush_at_s is None:
-                self._flush_at_s = float(times_s[start]) + DELIVERED_MAX_AGE_S
+                self._flush_at_s = times[start] + DELIVERED_MAX_AGE_S
             end = min(start + DELIVERED_MAX_SPOTS - self._delivered_count,
-                      int(np.searchsorted(times_s, self._flush_at_s, side="left")))
-            self._head += end - start
+                      bisect.bisect_left(times, self._flush_at_s, lo=start))
+            self._buffer.pop(end - start)
             self._delivered.append(records[start:end])
             self._delivered_count += end - start
             if end < len(records) or self._delivered_count >= DELIVERED_MAX_SPOTS:
@@ -496,7 +552,8 @@ class SimDevice:
     def _flush_delivered(self) -> None:
         self._flush_at_s = None
         if self._delivered:
-            records = np.concatenate(self._delivered)
+            records = (self._delivered[0] if len(self._delivered) == 1
+                       else np.concatenate(self._delivered))
             self._delivered = []
             self._delivered_count = 0
             self._event("EVT_DELIVERED", records=records, credits=self.credits)
@@ -574,7 +631,7 @@ class SimDevice:
                           f"type 0x{frame.type_id:02X} is not a host request")
         _check_layout(definition, frame.payload)
         try:
-            request = decode_payload(frame)
+            request = decode_payload(frame, records_checked=True)  # by _check_layout
         except MessageError as exc:  # every cause was checked above; refuse anything left
             raise Refused(ErrorCode.OUT_OF_RANGE, 0, str(exc)[:64]) from None
         if self.state not in definition.legal_in:
@@ -681,8 +738,8 @@ class SimDevice:
         if rate_hz > limits.rep_rate_max_hz:
             raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                           f"rep rate above {limits.rep_rate_max_hz} Hz")
-        if self._head < len(self._buffer):
-            buffered = self._buffer[self._head:]
+        if len(self._buffer):
+            buffered = self._buffer.ahead()
             peak_uj = int((buffered["energy_uj"] * buffered["stack"]).max())
             if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
                 raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
@@ -712,29 +769,29 @@ class SimDevice:
         spots = request.records
         assert spots is not None
         indices = spots["index"].astype(np.int64)
-        expected = plan.next_index + np.arange(len(spots), dtype=np.int64)
-        wrong = np.flatnonzero(indices != expected)
-        if wrong.size:
+        expected = np.arange(plan.next_index, plan.next_index + len(spots), dtype=np.int64)
+        if (indices != expected).any():
+            wrong = np.flatnonzero(indices != expected)
             raise Refused(ErrorCode.BAD_INDEX, int(expected[wrong[0]]),
                           f"batch must continue at {plan.next_index}")
         if len(spots) > self.credits:
             raise Refused(ErrorCode.BUFFER_FULL, self.credits,
                           f"{len(spots)} spots, {self.credits} credits")
-        ok = ((indices < plan.spot_count)
-              & self.galvo.reachable(spots["x_lsb"], spots["y_lsb"])
-              & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"], spots["stack"],
-                                         self.laser.rep_rate_hz))
-        bad = np.flatnonzero(~ok)
-        if bad.size:
+        x, y = spots["x_lsb"], spots["y_lsb"]
+        mirror_x, mirror_y = self.galvo.corrected(x, y)
+        rate_hz = self.laser.rep_rate_hz
+        # indices are consecutive here: the last is the largest
+        if not (int(indices[-1]) < plan.spot_count
+                and self.galvo.all_reachable(x, y, mirror_x, mirror_y)
+                and self.laser.all_allowed(spots["energy_uj"], spots["pulse_us"], spots["stack"],
+                                           rate_hz)):
+            ok = ((indices < plan.spot_count) & self.galvo.reachable(x, y)
+                  & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"],
+                                             spots["stack"], rate_hz))
+            bad = np.flatnonzero(~ok)
             raise Refused(ErrorCode.OUT_OF_RANGE, int(indices[bad[0]]),
                           f"spot {indices[bad[0]]} outside the device limits")
-        added = np.empty(len(spots), _BUFFER_DTYPE)
-        for name in _SPOT_FIELDS:
-            added[name] = spots[name]
-        added["mirror_x"], added["mirror_y"] = self.galvo.corrected(spots["x_lsb"],
-                                                                    spots["y_lsb"])
-        self._buffer = np.concatenate((self._buffer[self._head:], added))
-        self._head = 0
+        self._buffer.extend(spots, mirror_x, mirror_y)
         plan.next_index += len(spots)
         if self._next_fire_s is None:
             self._schedule_next()
@@ -816,6 +873,10 @@ def _check_layout(definition: MessageDef, payload: bytes) -> None:
     if definition.record_dtype is None:
         return
     records = np.frombuffer(payload, definition.record_dtype, offset=fixed)
+    if not len(records) or all(
+            (lo is None or records[name].min() >= lo) and (hi is None or records[name].max() <= hi)
+            for name, lo, hi in narrow_record_bounds(definition)):
+        return
     bad = np.zeros(len(records), bool)
     for f in definition.record:
         lo, hi = f.bounds() or (0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,10 @@ class Calibration:
 
 
 def _correct(lsb: np.ndarray | int, gain_ppm: int, offset_lsb: int) -> np.ndarray:
-    centred = np.asarray(lsb, np.int64) - GALVO_CENTRE_LSB
+    host = np.asarray(lsb, np.int64)
+    if gain_ppm == 0:  # the scaling below would give the host position back exactly
+        return host + offset_lsb
+    centred = host - GALVO_CENTRE_LSB
     return np.rint(centred * (1 + gain_ppm / 1e6)).astype(np.int64) + GALVO_CENTRE_LSB + offset_lsb
 
 
@@ -65,18 +69,30 @@ class Galvo:
         """Per target: both axes reachable."""
         return self.reachable_axis(x_lsb, "x") & self.reachable_axis(y_lsb, "y")
 
+    def all_reachable(self, x_lsb: np.ndarray, y_lsb: np.ndarray, mirror_x_lsb: np.ndarray,
+                      mirror_y_lsb: np.ndarray) -> bool:
+        """``reachable(x_lsb, y_lsb).all()``, given the corrected (mirror) positions."""
+        lo, hi = self.usable_lsb
+        return all(lo <= int(v.min()) and int(v.max()) <= hi
+                   for v in (x_lsb, y_lsb, mirror_x_lsb, mirror_y_lsb))
+
     def jump_time_us(self, mirror_x_lsb: int, mirror_y_lsb: int) -> int:
         """Time to reach and settle on a mirror position from where the mirrors are now."""
         move_lsb = max(abs(mirror_x_lsb - self.x_lsb), abs(mirror_y_lsb - self.y_lsb))
-        return int(self._travel_us(np.asarray(move_lsb, np.int64)))
+        if move_lsb == 0:
+            return 0
+        move_um = move_lsb * self.calibration.field_size_um / GALVO_FULL_SCALE_LSB
+        return math.ceil(move_um * 1000 / self.speed_um_per_ms) + self.settle_us
 
     def path_times_us(self, mirror_x_lsb: np.ndarray, mirror_y_lsb: np.ndarray) -> np.ndarray:
         """Per consecutive pair of mirror positions: time to jump from one to the next and
         settle (``len - 1`` values), as :meth:`jump_time_us` would give it."""
-        move_lsb = np.maximum(np.abs(np.diff(mirror_x_lsb)), np.abs(np.diff(mirror_y_lsb)))
+        move_lsb = np.maximum(np.abs(mirror_x_lsb[1:] - mirror_x_lsb[:-1]),
+                              np.abs(mirror_y_lsb[1:] - mirror_y_lsb[:-1]))
         return self._travel_us(move_lsb)
 
     def _travel_us(self, move_lsb: np.ndarray) -> np.ndarray:
+        """:meth:`jump_time_us` for many moves: the same operations, element by element."""
         move_um = move_lsb * self.calibration.field_size_um / GALVO_FULL_SCALE_LSB
         travel_us = np.ceil(move_um * 1000 / self.speed_um_per_ms).astype(np.int64)
         return np.where(move_lsb == 0, 0, travel_us + self.settle_us)

@@ -58,6 +58,20 @@ class Laser:
                 & (stack >= 1) & (stack <= self.max_stack)
                 & (power_uw <= self.limits.avg_power_max_mw * 1000))
 
+    def all_allowed(self, energy_uj: np.ndarray, pulse_us: np.ndarray, stack: np.ndarray,
+                    rep_rate_hz: int) -> bool:
+        """``spots_allowed(...).all()`` for a non-empty batch, by extremes."""
+        energy = np.asarray(energy_uj, np.int64)
+        stack = np.asarray(stack, np.int64)
+        pulse = np.asarray(pulse_us)
+        return (self.energy_min_uj <= int(energy.min())
+                and int(energy.max()) <= self.limits.energy_max_uj
+                and self.pulse_us_range[0] <= int(pulse.min())
+                and int(pulse.max()) <= self.pulse_us_range[1]
+                and int(stack.min()) >= 1 and int(stack.max()) <= self.max_stack
+                and int((energy * stack * rep_rate_hz).max())
+                <= self.limits.avg_power_max_mw * 1000)
+
     @staticmethod
     def spot_duration_s(pulse_us: np.ndarray | int, stack: np.ndarray | int) -> np.ndarray | float:
         """Time the stacked pulses of a spot take (per spot for arrays)."""

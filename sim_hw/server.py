@@ -164,19 +164,19 @@ class Served:
         try:
             while not self._stopping.is_set():
                 with self.lock:
-                    timeout_s, skip_to_s = self._step()
+                    timeout_s = self._step()
                     rfds = [self._wake_r, *self.transport.read_fds()]
                     if self.control is not None:
                         rfds += self.control.read_fds()
                     wfds = self.transport.write_fds()
                 readable, writable, _ = select.select(rfds, wfds, [], timeout_s)
                 with self.lock:
-                    self._handle_ready(readable, writable, skip_to_s)
+                    self._handle_ready(readable, writable)
         except Exception:
             log.exception("%s: serving loop failed; device no longer served", self.name)
 
-    def _step(self) -> tuple[float | None, float | None]:
-        """Run the device to now, move bytes; return (select timeout, virtual skip target)."""
+    def _step(self) -> float | None:
+        """Run the device to now, move bytes; return the select timeout."""
         device, faults = self._device, self.faults
         now_s, real_s = self.clock.now_s(), self.clock.real_s()
         device.advance(now_s, real_s)
@@ -193,11 +193,11 @@ class Served:
         deadlines = [t - now_s for t in (device.next_deadline(),) if t is not None]
         deadlines += [t - real_s for t in (faults.next_release_s(),) if t is not None]
         timeout_s = max(0.0, min(deadlines)) if deadlines else None
-        skip_to_s = device.skippable_deadline() if self.clock.virtual else None
-        return (0.0 if skip_to_s is not None else timeout_s), skip_to_s
+        if self.clock.virtual and device.skippable_deadline() is not None:
+            return 0.0  # only look for host bytes, then skip
+        return timeout_s
 
-    def _handle_ready(self, readable: list[int], writable: list[int],
-                      skip_to_s: float | None) -> None:
+    def _handle_ready(self, readable: list[int], writable: list[int]) -> None:
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 4096)
@@ -216,5 +216,7 @@ class Served:
                 real_s = self.clock.real_s()
                 self._device.advance(self.clock.now_s(), real_s)
                 self._device.receive(self.faults.carry("in", data, real_s))
-        if not readable and skip_to_s is not None:
-            self.clock.skip_to(skip_to_s)
+        if self.clock.virtual:  # after what just came in: the device may wait for the host now
+            skip_to_s = self._device.skippable_deadline()
+            if skip_to_s is not None:
+                self.clock.skip_to(skip_to_s)

@@ -128,6 +128,12 @@ def message(
     return Message(name, seq, values, records, text)
 
 
+def narrow_record_bounds(definition: MessageDef) -> tuple[tuple[str, int | None, int | None], ...]:
+    """The record fields whose bounds are narrower than their wire type, as (name, lo, hi)
+    with None for a side that records of the record dtype cannot exceed."""
+    return _CHECKS[definition.name].records
+
+
 def _check_value(where: str, f: Field, value: Value) -> None:
     bounds = f.bounds()
     if bounds is None:
@@ -201,8 +207,12 @@ def encode(msg: Message) -> bytes:
     return encode_frame(msg.definition.type_id, msg.seq, encode_payload(msg))
 
 
-def decode_payload(frame: RawFrame) -> Message:
-    """Interpret a checked frame; raises :class:`MessageError` on anything unexpected."""
+def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
+    """Interpret a checked frame; raises :class:`MessageError` on anything unexpected.
+
+    ``records_checked``: the caller has already checked every record against its bounds
+    (:func:`narrow_record_bounds`), so that is not done again.
+    """
     if frame.version != PROTOCOL_VERSION:
         raise MessageError(f"protocol version {frame.version}, expected {PROTOCOL_VERSION}")
     definition = BY_ID.get(frame.type_id)
@@ -230,7 +240,8 @@ def decode_payload(frame: RawFrame) -> Message:
                 f"{definition.name}: {count} records need {expected} bytes, got {len(tail)}"
             )
         records = np.frombuffer(tail, definition.record_dtype)
-        _check_records(definition.name, definition, records)
+        if not records_checked:
+            _check_records(definition.name, definition, records)
     elif definition.text:
         if len(tail) > MAX_NACK_TEXT or any(b < 0x20 or b > 0x7E for b in tail):
             raise MessageError(
