@@ -4,8 +4,9 @@
 """Cython kernels of the thermal screening model (numpy reference: controller.thermal_ref).
 
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
-grid fields in controller.thermal.Layout. The windows of one block and the far-grid rows run
-on OpenMP threads (OMP_NUM_THREADS); each thread keeps its own peak map, merged by max.
+grid fields in controller.thermal.Layout. Blocks run in chunks on OpenMP threads
+(OMP_NUM_THREADS): thread 0 produces the next chunk's far grid while the others sample this
+chunk's windows; each thread keeps its own peak map, merged by max.
 """
 
 import numpy as np

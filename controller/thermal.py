@@ -201,6 +201,9 @@ class Layout:
 
     Fine cell (r, c) has its centre at (x0 + (c + 0.5) cell, y0 + (r + 0.5) cell); far node
     (r, c) sits at (fx0 + c far, fy0 + r far). Block b of the far grid starts at t0 + b block.
+    The depth factor is ``loss_table`` at v = sqrt(age) x ``loss_per_sqrt_s``; on the far grid
+    it is the sum of modes ``mode_weight`` x exp(-``mode_decay_per_s`` x age), at most
+    ``mode_fit_over`` above it. ``taps``: the far grid's one-block kernel.
     """
 
     x0_um: float
