@@ -4,27 +4,33 @@ For each transport: request round trip (STATUS_REQUEST through the whole driver 
 codec, link, reader thread) p50/p99, and sustained spots/s streamed into the simulator with
 the simulator consuming them (virtual clock: the device fires as fast as the CPU allows, so
 the figure is the whole stack's, host and simulated device together).
+
+Over the pty and the socket the simulator runs in its own process (``python -m sim_hw
+serve``), as real hardware runs beside the host; in-process (``sim://``) and USB (the
+simulated pyusb backend lives in the host's process by nature) it is a thread of this
+process and shares its interpreter lock.
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
 from drivers import Device, open_device
-from sim_hw.config import SimConfig
-from sim_hw.pty_server import serve_pty
-from sim_hw.tcp_server import serve_tcp
 
 OPTIONS = {"footswitch": "down", "pre_emission_ms": "0", "rep_rate_max_hz": "1000000",
            "avg_power_max_mw": "1000000000", "noise_percent": "0"}
 RTT_REQUESTS = 2000
-SPOTS = {"inproc": 40_000, "pty": 20_000, "socket": 20_000, "usb": 20_000}
+SPOTS = {"inproc": 400_000, "pty": 200_000, "socket": 200_000, "usb": 200_000}
 TARGETS = {"inproc": 1_000_000, "pty": 250_000}
+#: Where the simulator runs, per transport.
+SIMULATOR = {"inproc": "thread", "pty": "process", "socket": "process", "usb": "thread"}
 
 
 def _query() -> str:
@@ -32,8 +38,29 @@ def _query() -> str:
 
 
 @contextmanager
+def simulator_process(kind: str) -> Iterator[str]:
+    """Run ``python -m sim_hw serve`` for ``kind`` (pty or socket); yields what to open."""
+    where = ["--pty"] if kind == "pty" else ["--tcp", "0"]
+    options = [f"--{k}={v}" if k == "footswitch" else f"--option={k}={v}"
+               for k, v in OPTIONS.items()]
+    prefix = "pty: " if kind == "pty" else "url: "
+    with subprocess.Popen([sys.executable, "-m", "sim_hw", "serve", *where, *options],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(prefix):
+                    yield line[len(prefix):].strip()
+                    break
+            else:
+                raise RuntimeError(f"simulator exited with {proc.wait()} before serving")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@contextmanager
 def connect(kind: str) -> Iterator[Device]:
-    config = SimConfig.from_query(OPTIONS)
     if kind == "inproc":
         with open_device(f"sim://?{_query()}") as dev:
             yield dev
@@ -41,9 +68,7 @@ def connect(kind: str) -> Iterator[Device]:
         with open_device(f"usb://1209:C025?backend=sim&{_query()}") as dev:
             yield dev
     else:
-        serve: Callable = serve_pty if kind == "pty" else serve_tcp
-        with serve(config) as served, open_device(
-                served.path if kind == "pty" else served.url) as dev:
+        with simulator_process(kind) as target, open_device(target) as dev:
             yield dev
 
 
@@ -74,8 +99,8 @@ def stream_rate(dev: Device, n: int) -> float:
 
 
 def main() -> None:
-    print(f"{'transport':<10} {'RTT p50 ms':>10} {'RTT p99 ms':>10} {'spots':>8} "
-          f"{'spots/s':>10}  target")
+    print(f"{'transport':<10} {'simulator':<9} {'RTT p50 ms':>10} {'RTT p99 ms':>10} "
+          f"{'spots':>8} {'spots/s':>10}  target")
     for kind in ("inproc", "pty", "socket", "usb"):
         with connect(kind) as dev:
             p50, p99 = round_trips(dev)
@@ -85,7 +110,8 @@ def main() -> None:
             f">= {target:,} spots/s: {'yes' if rate >= target else 'NO'}")
         if kind == "pty":
             verdict += f"; p99 <= 1 ms: {'yes' if p99 <= 1.0 else 'NO'}"
-        print(f"{kind:<10} {p50:>10.3f} {p99:>10.3f} {SPOTS[kind]:>8} {rate:>10,.0f}  {verdict}")
+        print(f"{kind:<10} {SIMULATOR[kind]:<9} {p50:>10.3f} {p99:>10.3f} {SPOTS[kind]:>8} "
+              f"{rate:>10,.0f}  {verdict}")
 
 
 if __name__ == "__main__":
