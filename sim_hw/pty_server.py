@@ -71,16 +71,19 @@ class PtyTransport:
         self._out.add(data)
         self.on_writable(self._master)
 
-    def _close_pty(self) -> None:
+    def _close_pty(self, fds: tuple[int, int] | None = None) -> None:
         self._out.clear()
-        for fd in (self._master, self._slave):
+        for fd in fds or (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def drop_host(self) -> None:
-        """Unplug: the host's port fails; ``path`` then leads to a fresh pty."""
-        self._close_pty()
+        """Unplug: the host's port fails; ``path`` then leads to a fresh pty.
+
+        The new pty is linked before the old one closes, so ``path`` never dangles."""
+        old = (self._master, self._slave)
         self._open()
+        self._close_pty(old)
 
     def close(self) -> None:
         self._close_pty()
