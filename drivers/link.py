@@ -214,7 +214,8 @@ class Link:
         if definition.direction is Direction.EVENT:
             for q in self._event_queues:
                 q.put(msg)
-            self._dispatch.put(msg)
+            if self._subscribers:  # the dispatcher would call no one: do not wake it
+                self._dispatch.put(msg)
             return
         if definition.direction is not Direction.DEVICE:
             self.bad_messages += 1

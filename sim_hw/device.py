@@ -33,6 +33,7 @@ from drivers.protocol.messages import (
     NONCE_SIZE,
     PROTOCOL_VERSION,
     SAFETY_INTERLOCKS,
+    SPOT_DTYPE,
     Capability,
     Cause,
     DeviceFlag,
@@ -62,11 +63,10 @@ _EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
 #: Under a virtual clock, emission skips ahead at most this many spots at a time, so that
 #: host requests still arrive between chunks of emission.
 VIRTUAL_SKIP_SPOTS = 1024
-#: A buffered spot: the SPOT_BATCH record fields used, then the calibrated mirror position.
-_BUFFER_DTYPE = np.dtype([("index", "<i8"), ("x_lsb", "<u2"), ("y_lsb", "<u2"),
-                          ("energy_uj", "<i8"), ("pulse_us", "<i8"), ("stack", "<i8"),
-                          ("mirror_x", "<i8"), ("mirror_y", "<i8")])
-_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
+#: A buffered spot: the SPOT_BATCH record, then the calibrated mirror position.
+_BUFFER_DTYPE = np.dtype([("spot", SPOT_DTYPE), ("mirror_x", "<i8"), ("mirror_y", "<i8")])
+#: The SPOT record fields the ground truth keeps.
+_TRUTH_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
 
 
 class SpotBuffer:
@@ -88,8 +88,7 @@ class SpotBuffer:
             self._store[:live] = self._store[self._head:self._tail]
             self._head, self._tail = 0, live
         added = self._store[self._tail:self._tail + count]
-        for name in _SPOT_FIELDS:
-            added[name] = spots[name]
+        added["spot"] = spots
         added["mirror_x"], added["mirror_y"] = mirror_x, mirror_y
         self._tail += count
 
@@ -467,7 +466,8 @@ class SimDevice:
         if len(known) < count:  # continue the sum from the last time known
             spots = self._buffer.ahead(count)[len(known) - 1:]
             jump_s = self.galvo.path_times_us(spots["mirror_x"], spots["mirror_y"]) / 1e6
-            busy_s = Laser.spot_duration_s(spots["pulse_us"][:-1], spots["stack"][:-1]) + jump_s
+            record = spots["spot"][:-1]
+            busy_s = Laser.spot_duration_s(record["pulse_us"], record["stack"]) + jump_s
             steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
             known = np.concatenate((known[:-1], np.cumsum(np.concatenate((known[-1:], steps_s)))))
         self._fire_times_s = known
@@ -497,11 +497,12 @@ class SimDevice:
                 int((limit_s - self._next_fire_s) * self.laser.rep_rate_hz) + 2)
         count = int(np.searchsorted(times_s, limit_s, side="right"))
         times_s = times_s[:count]
-        spots = self._buffer.ahead(count)
+        buffered = self._buffer.ahead(count)
+        spots = buffered["spot"]
+        self.galvo.move(int(buffered["mirror_x"][-1]), int(buffered["mirror_y"][-1]))
         last = spots[-1]
-        self.galvo.move(int(last["mirror_x"]), int(last["mirror_y"]))
         fired = np.empty(count, TRUTH_DTYPE)
-        for name in _SPOT_FIELDS:
+        for name in _TRUTH_SPOT_FIELDS:
             fired[name] = spots[name]
         fired["measured_uj"] = self.laser.fire(spots["energy_uj"], spots["stack"])
         fired["time_s"] = times_s
@@ -518,8 +519,8 @@ class SimDevice:
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)
         self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
-        self._galvo_free_s = t_s + Laser.spot_duration_s(int(last["pulse_us"]),
-                                                         int(last["stack"]))
+        self._galvo_free_s = t_s + float(Laser.spot_duration_s(int(last["pulse_us"]),
+                                                               int(last["stack"])))
         known = self._fire_times_s
         assert known is not None
         if index == plan.spot_count - 1:
@@ -739,8 +740,9 @@ class SimDevice:
             raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                           f"rep rate above {limits.rep_rate_max_hz} Hz")
         if len(self._buffer):
-            buffered = self._buffer.ahead()
-            peak_uj = int((buffered["energy_uj"] * buffered["stack"]).max())
+            buffered = self._buffer.ahead()["spot"]
+            peak_uj = int(np.multiply(buffered["energy_uj"], buffered["stack"],
+                                      dtype=np.int64).max())
             if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
                 raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                               "buffered spots would exceed the average power limit")

@@ -25,7 +25,7 @@ class Calibration:
 def _correct(lsb: np.ndarray | int, gain_ppm: int, offset_lsb: int) -> np.ndarray:
     host = np.asarray(lsb, np.int64)
     if gain_ppm == 0:  # the scaling below would give the host position back exactly
-        return host + offset_lsb
+        return host + offset_lsb if offset_lsb else host
     centred = host - GALVO_CENTRE_LSB
     return np.rint(centred * (1 + gain_ppm / 1e6)).astype(np.int64) + GALVO_CENTRE_LSB + offset_lsb
 
@@ -73,8 +73,10 @@ class Galvo:
                       mirror_y_lsb: np.ndarray) -> bool:
         """``reachable(x_lsb, y_lsb).all()``, given the corrected (mirror) positions."""
         lo, hi = self.usable_lsb
-        return all(lo <= int(v.min()) and int(v.max()) <= hi
-                   for v in (x_lsb, y_lsb, mirror_x_lsb, mirror_y_lsb))
+        cal = self.calibration
+        identity = not (cal.x_gain_ppm or cal.y_gain_ppm or cal.x_offset_lsb or cal.y_offset_lsb)
+        positions = (x_lsb, y_lsb) if identity else (x_lsb, y_lsb, mirror_x_lsb, mirror_y_lsb)
+        return all(lo <= int(v.min()) and int(v.max()) <= hi for v in positions)
 
     def jump_time_us(self, mirror_x_lsb: int, mirror_y_lsb: int) -> int:
         """Time to reach and settle on a mirror position from where the mirrors are now."""

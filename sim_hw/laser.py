@@ -61,26 +61,25 @@ class Laser:
     def all_allowed(self, energy_uj: np.ndarray, pulse_us: np.ndarray, stack: np.ndarray,
                     rep_rate_hz: int) -> bool:
         """``spots_allowed(...).all()`` for a non-empty batch, by extremes."""
-        energy = np.asarray(energy_uj, np.int64)
-        stack = np.asarray(stack, np.int64)
-        pulse = np.asarray(pulse_us)
-        return (self.energy_min_uj <= int(energy.min())
-                and int(energy.max()) <= self.limits.energy_max_uj
-                and self.pulse_us_range[0] <= int(pulse.min())
-                and int(pulse.max()) <= self.pulse_us_range[1]
+        power_uw = np.multiply(energy_uj, stack, dtype=np.int64)
+        power_uw *= rep_rate_hz
+        return (self.energy_min_uj <= int(energy_uj.min())
+                and int(energy_uj.max()) <= self.limits.energy_max_uj
+                and self.pulse_us_range[0] <= int(pulse_us.min())
+                and int(pulse_us.max()) <= self.pulse_us_range[1]
                 and int(stack.min()) >= 1 and int(stack.max()) <= self.max_stack
-                and int((energy * stack * rep_rate_hz).max())
-                <= self.limits.avg_power_max_mw * 1000)
+                and int(power_uw.max()) <= self.limits.avg_power_max_mw * 1000)
 
     @staticmethod
     def spot_duration_s(pulse_us: np.ndarray | int, stack: np.ndarray | int) -> np.ndarray | float:
         """Time the stacked pulses of a spot take (per spot for arrays)."""
-        return pulse_us * stack / 1e6
+        return np.multiply(pulse_us, stack, dtype=np.int64) / 1e6
 
     def fire(self, energy_uj: np.ndarray, stack: np.ndarray) -> np.ndarray:
         """Fire spots in order; returns the monitor's readings (µJ, sum over each stack)."""
         if not self.shutter_open:
             raise RuntimeError("laser fired with the shutter closed")
         noise = self._rng.uniform(-self.noise_percent, self.noise_percent, len(energy_uj)) / 100
-        reading = energy_uj * stack * (1 + self.drift_percent / 100) * (1 + noise)
+        reading = (np.multiply(energy_uj, stack, dtype=np.int64) * (1 + self.drift_percent / 100)
+                   * (1 + noise))
         return np.clip(np.rint(reading), 0, 0xFFFFFFFF).astype(np.int64)
