@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cobs import cobs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import controller.script
@@ -67,6 +67,9 @@ from sim_hw.probe import make_spots, plan_checksum
 from tests.strategies import messages
 
 LONG = os.environ.get("CO2SCAN_FUZZ") == "long"
+#: Hypothesis examples for the slow properties in the long campaign (the mutation campaigns
+#: carry the bulk count; 20,000 examples of these would take most of an hour).
+SLOW_EXAMPLES = settings(max_examples=3000 if LONG else 100)
 CAMPAIGN_INPUTS = int(os.environ.get("CO2SCAN_FUZZ_INPUTS", 1_000_000 if LONG else 10_000))
 SEED = 20240917
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -101,7 +104,7 @@ def report(capsys: pytest.CaptureFixture[str], target: str, stats: Stats, elapse
     with capsys.disabled():
         print(f"\nfuzz {target}: {count:,} inputs in {elapsed_s:.1f} s "
               f"({count / max(elapsed_s, 1e-9):,.0f} inputs/s, {WORKERS if count >= 100_000 else 1}"
-              f" process(es)); {detail.format(**stats)}")
+              f" process(es)); {detail.format_map(Counter(stats))}")
 
 
 # -- the mutation engine -------------------------------------------------------------------------
@@ -343,6 +346,7 @@ def status_request(seq: int) -> bytes:
     return encode(message("STATUS_REQUEST", seq))
 
 
+@SLOW_EXAMPLES
 @given(name=st.sampled_from(sorted(NO_EMISSION)), prime=st.integers(0, 1),
        chunks=st.lists(st.one_of(st.binary(max_size=120),
                                  messages([d.name for d in HOST_DEFS]).map(encode)),
@@ -505,16 +509,19 @@ def test_fuzz_operator_device_url_with_a_bracket_is_a_url_error(url: str) -> Non
         open_transport(url)
 
 
+@SLOW_EXAMPLES
 @given(st.text(max_size=400))
 def test_fuzz_script_loader_arbitrary_text(text: str) -> None:
     ScriptLoaderCheck().feed(text)
 
 
+@SLOW_EXAMPLES
 @given(st.sampled_from(SCRIPT_SEEDS), st.integers(0, 2**32))
 def test_fuzz_script_loader_mutated_scripts(seed_text: str, seed: int) -> None:
     ScriptLoaderCheck().feed(mutate_script(random.Random(seed), seed_text))
 
 
+@SLOW_EXAMPLES
 @given(st.sampled_from(SCRIPT_SEEDS), st.sampled_from(PASS_KEYS), st.sampled_from(SCRIPT_VALUES))
 def test_fuzz_script_loader_every_key_every_value(seed_text: str, key: str, value: str) -> None:
     ScriptLoaderCheck().feed(seed_text + f"\n[[pass]]\n{key} = {value}\n")
