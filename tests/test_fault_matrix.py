@@ -100,6 +100,7 @@ BUG_TEXT = {
     "B3": "START/RESUME reply lost, device already past EMITTING: reported as a fault",
     "B4": "reports between RESUME and the next stream are lost (energy unchecked); if the "
           "pass ends there, the stream raises 'cannot stream: device is STANDBY'",
+    "B5": "a pass identical to the previous one is recorded as delivered, never fired",
 }
 
 
@@ -465,6 +466,26 @@ def test_fault_cell_footswitch_pause_with_the_rest_of_the_pass_buffered(tmp_path
         assert statuses[0][0] == "completed", statuses
         session.close()
         assert np.all(measured >= 0), f"{np.sum(measured < 0)} spots lost their energy reading"
+
+
+@pytest.mark.xfail(strict=True, reason=f"B5: {BUG_TEXT['B5']}")
+def test_a_repeated_identical_pass_is_recorded_only_as_fired(tmp_path: Path) -> None:
+    """Two passes with the same spots (what a script gives with the same [[pass]] twice and
+    ``offset = false``: "same settings then fire the same positions again") have the same
+    device checksum. Whatever the host does with the second one, the record must hold only
+    spots the laser fired."""
+    with open_device_in_process() as dev, TreatmentRecord(tmp_path / "t.db") as record:
+        plans = [plan_for_device(settings(size_mm=3.0), dev.info.limits) for _ in range(2)]
+        session = TreatmentSession(dev, plans, record, operator="b5", patient_ref="B5")
+        assert session.jobs[0].spots.checksum == session.jobs[1].spots.checksum
+        run_once(session)
+        truth = dev.simulator.device.ground_truth
+        for job in session.jobs:
+            index, _ = record.delivered_spots(session.session_id, job.number)
+            fired = truth["index"][truth["pass_index"] == job.number]
+            assert index.tolist() == fired.tolist(), \
+                f"pass {job.number}: record holds {index.size} spots, the laser fired {fired.size}"
+        session.close()
 
 
 @contextlib.contextmanager
