@@ -465,27 +465,16 @@ def mutate_script(rng: random.Random, text: str) -> str:
     return "\n".join(lines) + rng.choice(("\n", ""))
 
 
-def known_bug(exc: Exception) -> bool:
-    """The one finding not fixed yet (see test_device_url_with_a_bracket_is_a_script_error):
-    ``urlsplit`` raises ValueError for a ``[`` in the netloc of a script's device URL."""
-    return type(exc) is ValueError and str(exc) == "Invalid IPv6 URL"
-
-
 class ScriptLoaderCheck:
     def __init__(self) -> None:
         self.valid = 0
         self.refused = 0
-        self.known_bug = 0
 
     def feed(self, text: str) -> None:
         try:
             parse_script(text, SCRIPT_PATH)
         except (ScriptError, SettingsError):
             self.refused += 1
-        except ValueError as exc:
-            if not known_bug(exc):
-                raise
-            self.known_bug += 1
         else:
             self.valid += 1
 
@@ -545,8 +534,7 @@ def script_loader_campaign(seed: int, count: int) -> Stats:
         else:
             text = mutate(rng, rng.choice(raw_seeds), raw_seeds).decode("utf-8", "replace")
         check.feed(text)
-    return Counter(inputs=count, valid=check.valid, refused=check.refused,
-                   known_bug=check.known_bug)
+    return Counter(inputs=count, valid=check.valid, refused=check.refused)
 
 
 def test_fuzz_campaign_script_loader(capsys: pytest.CaptureFixture[str],
@@ -554,8 +542,7 @@ def test_fuzz_campaign_script_loader(capsys: pytest.CaptureFixture[str],
     for name in ("get_handpiece", "_pass_defaults"):  # undo the worker's caching in-process
         monkeypatch.setattr(controller.script, name, getattr(controller.script, name))
     stats, elapsed = campaign(script_loader_campaign, CAMPAIGN_INPUTS)
-    assert stats["inputs"] == stats["valid"] + stats["refused"] + stats["known_bug"]
+    assert stats["inputs"] == stats["valid"] + stats["refused"] == CAMPAIGN_INPUTS
     assert stats["valid"] > 0 and stats["refused"] > 0
     report(capsys, "treatment-script loader", stats, elapsed,
-           "{valid:,} accepted, {refused:,} refused with ScriptError/SettingsError, "
-           "{known_bug} hit the known device-URL bug")
+           "{valid:,} accepted, {refused:,} refused with ScriptError/SettingsError")
