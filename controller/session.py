@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +31,9 @@ from controller.validation import ClinicalEnvelope, Finding, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
 from drivers.errors import DeviceError, FootswitchUp, IllegalState
 from drivers.info import DeviceLimits, DeviceStatus
-from drivers.link import Item
+from drivers.link import Item, Pending
 from drivers.protocol import Message
-from drivers.protocol.messages import FaultCode, Interlock, State
+from drivers.protocol.messages import DeviceFlag, FaultCode, Interlock, State
 
 POLL_S = 0.05
 
@@ -249,12 +250,18 @@ class TreatmentSession:
         if status.state in (State.ARMED, State.PAUSED):
             self.device.disarm()
 
+    @staticmethod
+    def _is_this_pass(status: DeviceStatus, job: PassJob) -> bool:
+        """The device's pass data are this pass's (identical passes differ by number)."""
+        return (status.plan_checksum == job.spots.checksum
+                and status.pass_index == job.number % 256)
+
     def _reconcile(self, job: PassJob) -> int:
         """Align the record with the device; returns the first spot still to fire."""
         status = self._status()
         index, _ = self.record.delivered_spots(self.session_id, job.number)
         recorded = int(index[-1]) if index.size else -1
-        if status.plan_checksum == job.spots.checksum and status.last_delivered is not None:
+        if self._is_this_pass(status, job) and status.last_delivered is not None:
             confirmed = status.last_delivered
             if confirmed > recorded:  # fired, but the reports were lost with the link
                 missing = np.arange(recorded + 1, confirmed + 1)
@@ -302,8 +309,8 @@ class TreatmentSession:
         if first >= job.spots.count:
             return
         status = self._status()
-        loaded = (status.state is State.READY and status.plan_checksum == job.spots.checksum
-                  and status.next_index == first)
+        loaded = (status.state is State.READY and self._is_this_pass(status, job)
+                  and status.flags & DeviceFlag.PLAN_LOADED and status.next_index == first)
         dev.laser.set_rep_rate(job.rep_rate_hz)
         if not loaded:
             dev.load_plan(job.spots, first)
@@ -311,9 +318,11 @@ class TreatmentSession:
                            first_index=first, device_checksum=job.spots.checksum)
         dev.arm(job.spots)
         self._status()
-        self._start_when_permitted(job, first)
+        events = self._emit_when_ready(job, first, self.device.start,
+                                       lambda: not self.mirror.refusals(),
+                                       lambda: "; ".join(self.mirror.refusals()))
         while True:
-            ending = self._stream(job, first)
+            ending = self._stream(job, first, events)
             if ending == "complete":
                 self.record.append(self.session_id, "pass_end", pass_index=job.number,
                                    status="complete")
@@ -334,10 +343,10 @@ class TreatmentSession:
                 raise SessionStop("aborted", f"pass {job.number} aborted")
             if self._pause.is_set():
                 raise SessionStop("paused", f"paused by the operator in pass {job.number}")
-            self._wait_for(job, first, lambda: bool(self.mirror.interlocks
-                                                    & Interlock.FOOTSWITCH_DOWN),
-                           "footswitch (press to resume)")
-            dev.resume()
+            events = self._emit_when_ready(
+                job, first, dev.resume,
+                lambda: bool(self.mirror.interlocks & Interlock.FOOTSWITCH_DOWN),
+                lambda: "footswitch (press to resume)")
 
     def _wait_for(self, job: PassJob, first: int, ready: Callable[[], bool],
                   what: str) -> None:
@@ -353,28 +362,38 @@ class TreatmentSession:
                 raise SessionStop("waiting", f"emission not started: waiting for {what}")
             self._report(job, first, 0.0, waiting_for=what)
             time.sleep(POLL_S)
-            self._status()
+            status = self._status()
+            if status.state is State.FAULT:
+                raise SessionStop("fault", f"device fault {status.fault_code.name} while "
+                                  f"waiting for {what}")
 
-    def _start_when_permitted(self, job: PassJob, first: int) -> None:
+    def _emit_when_ready(self, job: PassJob, first: int, command: Callable[[], None],
+                         ready: Callable[[], bool], what: Callable[[], str]
+                         ) -> queue.SimpleQueue[Item | Pending]:
+        """Wait until ``ready``, then START or RESUME; returns the event queue opened just
+        before the command, so the stream misses no report sent after it."""
         while True:
-            self._wait_for(job, first, lambda: not self.mirror.refusals(),
-                           "; ".join(self.mirror.refusals()) or "emission permission")
+            self._wait_for(job, first, ready, what() or "emission permission")
+            events = self.device.link.queue_events()
             try:
-                self.device.start()
-                return
-            except FootswitchUp:
-                self._status()  # released between our check and START: wait again
+                command()
+                return events
+            except FootswitchUp:  # released between our check and the command: wait again
+                self.device.link.unqueue_events(events)
+                self._status()
             except DeviceTimeout as exc:
-                raise SessionStop("fault", f"START not confirmed: {exc}") from exc
+                self.device.link.unqueue_events(events)
+                raise SessionStop("fault", f"emission not confirmed: {exc}") from exc
 
-    def _stream(self, job: PassJob, first: int) -> str:
+    def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Item | Pending]
+                ) -> str:
         started = time.monotonic()
         recorded, _ = self.record.delivered_spots(self.session_id, job.number)
         done_before = int(recorded.size)
         known_through = int(recorded[-1]) if recorded.size else -1
         delivered_now = 0
         stop_sent = False
-        for progress in self.device.stream(job.spots, known_through):
+        for progress in self.device.stream(job.spots, known_through, events):
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import queue
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -124,14 +125,14 @@ class Device:
 
     def arm(self, spots: PassSpots) -> None:
         """Arm for ``spots`` (checksum confirmed by the device); emission indicator on."""
-        self._reconciled("ARM", State.ARMED, plan_checksum=spots.checksum)
+        self._reconciled("ARM", State.READY, plan_checksum=spots.checksum)
 
     def start(self, wait_indicator: bool = True) -> None:
         """Start emission; waits out the pre-emission delay when ``wait_indicator``."""
         deadline = time.monotonic() + self.info.limits.pre_emission_ms / 1000.0 + 1.0
         while True:
             try:
-                self._reconciled("START", State.EMITTING)
+                self._reconciled("START", State.ARMED)
                 return
             except IndicatorDelay as exc:
                 if not wait_indicator or time.monotonic() > deadline:
@@ -142,7 +143,7 @@ class Device:
         self.link.request("PAUSE")
 
     def resume(self) -> None:
-        self._reconciled("RESUME", State.EMITTING)
+        self._reconciled("RESUME", State.PAUSED)
 
     def disarm(self) -> None:
         self.link.request("DISARM")
@@ -161,17 +162,18 @@ class Device:
             raise LimitError("fault_code", code.name, ", ".join(c.name for c in HOST_FAULTS))
         self.link.request("RAISE_FAULT", fault_code=int(code))
 
-    def stream(self, spots: PassSpots, known_through: int | None = None
-               ) -> Iterator[Progress]:
+    def stream(self, spots: PassSpots, known_through: int | None = None,
+               events: queue.SimpleQueue | None = None) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
         Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the
         pass completes, pauses, faults or is aborted (the last Progress has ``done``).
         ``known_through`` is the last index the caller already holds as delivered; every
         later index the device confirms is reported exactly once (None: trust the device's
-        count at the start).
+        count at the start). ``events`` is a queue from ``link.queue_events()`` opened before
+        a RESUME or START, so no report sent in between is missed.
         """
-        return PassStreamer(self, spots, known_through).run()
+        return PassStreamer(self, spots, known_through, events).run()
 
     # -- service mode -----------------------------------------------------------------------
     def authenticate(self, key: bytes) -> None:
@@ -200,15 +202,17 @@ class Device:
         self.link.request("SET_DEVICE_KEY", key=key)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _reconciled(self, name: str, expected: State, **values: int) -> None:
-        """Send a state-changing request; after a timeout, ask instead of re-sending."""
+    def _reconciled(self, name: str, before: State, **values: int) -> None:
+        """Send a request that moves the device out of ``before``; after a timeout, ask
+        instead of re-sending. Still in ``before``: it did not arrive (DeviceTimeout). Any
+        other state: it took effect (and what followed, e.g. a completed pass, is the
+        stream's to report)."""
         try:
             self.link.request(name, **values)
         except DeviceTimeout:
             state = self.status().state
-            if state is not expected:
-                raise DeviceTimeout(f"{name}: no reply; device is {state.name}, "
-                                    f"not {expected.name}") from None
+            if state is before:
+                raise DeviceTimeout(f"{name}: no reply; device is still {state.name}") from None
 
     def close(self) -> None:
         self.link.close()

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from drivers.errors import DeviceError, DeviceLost, DeviceTimeout, PlanMismatch
+from drivers.errors import DeviceLost, DeviceTimeout, PlanMismatch
 from drivers.info import DeviceStatus
 from drivers.link import Item, Pending
 from drivers.protocol import Message, message
 from drivers.protocol.messages import (
     MAX_BATCH_SPOTS,
-    Cause,
     ErrorCode,
     FaultCode,
     Interlock,
@@ -61,22 +60,15 @@ class Progress:
     fault_code: FaultCode = FaultCode.NONE
 
 
-def _reason(state: State, cause: int) -> str:
-    if state is State.PAUSED:
-        return "paused"
-    if state is State.FAULT:
-        return "fault"
-    return "complete" if cause == Cause.PLAN_COMPLETE else "aborted"
-
-
 class PassStreamer:
     """State of one streaming run; see :meth:`Device.stream`."""
 
-    def __init__(self, device: Device, spots: PassSpots, known_through: int | None) -> None:
+    def __init__(self, device: Device, spots: PassSpots, known_through: int | None,
+                 events: queue.SimpleQueue[Item | Pending] | None = None) -> None:
         self.device = device
         self.link = device.link
         self.spots = spots
-        self.queue: queue.SimpleQueue[Item | Pending] = self.link.queue_events()
+        self.queue: queue.SimpleQueue[Item | Pending] = events or self.link.queue_events()
         self.unacked: deque[tuple[Pending, int]] = deque()
         self.status_handle: Pending | None = None
         self.index: list[np.ndarray] = []
@@ -84,7 +76,6 @@ class PassStreamer:
         self.state = State.STANDBY
         self.interlocks = Interlock(0)
         self.fault_code = FaultCode.NONE
-        self.cause = 0
         self.ending = False
         self.last_seen = -1 if known_through is None else known_through
         self.known = known_through is not None
@@ -157,7 +148,6 @@ class PassStreamer:
             self.record_delivered(msg.records["index"], msg.records["measured_uj"])
         elif msg.name == "EVT_STATE":
             self.state = State(int(msg["new_state"]))
-            self.cause = int(msg["cause"])
             self.fault_code = FaultCode(int(msg["fault_code"]))
             if self.state in ENDING_STATES:
                 self.ending = True
@@ -194,6 +184,14 @@ class PassStreamer:
             self.unacked.extend(zip(handles, (n for _, n in batches), strict=True))
             self.next_send = start
 
+    def reason(self) -> str:
+        """Why the stream ended: paused, fault, complete (every spot fired) or aborted."""
+        if self.state is State.PAUSED:
+            return "paused"
+        if self.state is State.FAULT:
+            return "fault"
+        return "complete" if self.last_seen >= self.spots.count - 1 else "aborted"
+
     def progress(self, done: bool = False) -> Progress:
         index = (np.concatenate(self.index, dtype=np.int64) if self.index
                  else np.empty(0, np.int64))
@@ -202,7 +200,7 @@ class PassStreamer:
         self.index, self.measured = [], []
         return Progress(index, measured, self.state, self.interlocks, self.next_send,
                         self.last_seen if self.last_seen >= 0 else None, done,
-                        _reason(self.state, self.cause) if done else "", self.fault_code)
+                        self.reason() if done else "", self.fault_code)
 
     def run(self) -> Iterator[Progress]:
         timeout_s = self.link.request_timeout_s
@@ -214,8 +212,8 @@ class PassStreamer:
                 except queue.Empty:
                     raise DeviceTimeout(f"STATUS_REQUEST: no reply within {timeout_s} s") from None
             if self.ending and self.state is not State.PAUSED:
-                raise DeviceError(f"cannot stream: device is {self.state.name}"
-                                  f" (fault {self.fault_code.name})")
+                yield self.progress(done=True)  # it ended before we looked: say how
+                return
             self.ending = False
             last_tick = time.monotonic()
             while True:

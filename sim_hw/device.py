@@ -145,9 +145,10 @@ class SimDevice:
         self._device_key = cfg.device_key
         self._inputs = sum(int(bit) for name, bit in _INPUT_BITS.items() if getattr(cfg, name))
         self._nv_plan: Plan | None = None
-        #: Non-volatile: highest index fired per recent plan checksum (spec rule 1); survives
+        #: Non-volatile: highest index fired per recent (plan checksum, pass index) (spec
+        #: rule 1); survives
         #: ABORT, completion, reload and reset, so no path can re-fire a delivered spot.
-        self._nv_fired: OrderedDict[int, int] = OrderedDict()
+        self._nv_fired: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._now_s = 0.0
         self._host_now_s = 0.0
         self._frames_dropped_before = 0
@@ -398,10 +399,10 @@ class SimDevice:
             nv.delivered_count = plan.delivered_count
             nv.last_delivered = plan.last_delivered
 
-    def _remember_fired(self, checksum: int, index: int) -> None:
+    def _remember_fired(self, key: tuple[int, int], index: int) -> None:
         fired = self._nv_fired
-        fired[checksum] = max(fired.get(checksum, index), index)
-        fired.move_to_end(checksum)
+        fired[key] = max(fired.get(key, index), index)
+        fired.move_to_end(key)
         while len(fired) > NV_FIRED_PLANS:
             fired.popitem(last=False)
 
@@ -511,7 +512,7 @@ class SimDevice:
         index = int(last["index"])
         plan.delivered_count += count
         plan.last_delivered = index
-        self._remember_fired(plan.plan_checksum, index)
+        self._remember_fired((plan.plan_checksum, plan.pass_index), index)
         self._persist(plan)  # written before the deliveries are reported
         delivered = np.empty(count, DELIVERED_DTYPE)
         delivered["index"], delivered["measured_uj"] = fired["index"], fired["measured_uj"]
@@ -754,7 +755,7 @@ class SimDevice:
         checksum = int(request["plan_checksum"])
         if first >= spot_count:
             raise Refused(ErrorCode.OUT_OF_RANGE, first, f"first_index >= spot_count {spot_count}")
-        floor = self._nv_fired.get(checksum, NO_INDEX)
+        floor = self._nv_fired.get((checksum, int(request["pass_index"])), NO_INDEX)
         if floor != NO_INDEX and first <= floor:
             raise Refused(ErrorCode.BAD_INDEX, floor + 1, f"spot {floor} already delivered")
         self._clear_buffer()

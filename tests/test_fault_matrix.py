@@ -67,7 +67,7 @@ FOOTSWITCH_BACK_S = 0.25  # the operator's foot returns after this long
 
 #: Expected first outcome of ``run`` per cell (before any operator action); "fault" includes
 #: a DeviceError the session raised or reported (the CLI's exit 4); "completed" means the fault
-#: was absorbed without the operator. Cells marked with a bug number fail today (see BUGS).
+#: was absorbed without the operator. Bugs B1-B5 that the matrix found are fixed (see the doc).
 EXPECTED: dict[tuple[str, str], set[str]] = {}
 for _phase in PHASES:
     for _fault in ("byte_dropped", "byte_corrupted", "frame_duplicated", "response_delayed",
@@ -87,21 +87,6 @@ EXPECTED["identify", "link_disconnected"] = {"completed"}  # the open fails; the
 EXPECTED["paused", "footswitch_released"] = {"completed"}  # already released: no change
 EXPECTED["paused", "energy_drift"] = {"fault"}  # found in the first report after resuming
 
-#: Cells that fail today, with the bug they show (reported to the lead; strict xfail).
-BUGS = {
-    **{("arm", f): "B1" for f in ("device_reset", "interlock_opened", "estop",
-                                  "watchdog_expiry")},
-    **{("paused", f): "B1" for f in ("device_reset", "interlock_opened", "estop")},
-    ("resume", "footswitch_released"): "B2",
-}
-BUG_TEXT = {
-    "B1": "session waits for the footswitch/indicator while the device is in FAULT",
-    "B2": "RESUME refused with FOOTSWITCH_UP ends the run instead of waiting again",
-    "B3": "START/RESUME reply lost, device already past EMITTING: reported as a fault",
-    "B4": "reports between RESUME and the next stream are lost (energy unchecked); if the "
-          "pass ends there, the stream raises 'cannot stream: device is STANDBY'",
-    "B5": "a pass identical to the previous one is recorded as delivered, never fired",
-}
 
 
 def settings(size_mm: float = 8.0) -> TreatmentSettings:
@@ -378,11 +363,7 @@ def cell_params() -> list:
         for fault in FAULTS:
             if fault == "host_sigkill":
                 continue
-            marks = []
-            if (phase, fault) in BUGS:
-                bug = BUGS[phase, fault]
-                marks.append(pytest.mark.xfail(strict=True, reason=f"{bug}: {BUG_TEXT[bug]}"))
-            params.append(pytest.param(phase, fault, marks=marks, id=f"{phase}-{fault}"))
+            params.append(pytest.param(phase, fault, id=f"{phase}-{fault}"))
     return params
 
 
@@ -409,7 +390,6 @@ def test_fault_cell(bench_factory: Callable[[str, str], Bench], phase: str, faul
             session.device.close()
 
 
-@pytest.mark.xfail(strict=True, reason=f"B3: {BUG_TEXT['B3']}")
 def test_fault_cell_resume_reply_delayed_at_the_end_of_the_pass(
         bench_factory: Callable[[str, str], Bench]) -> None:
     """The resume cell's delayed reply, with so few spots left that the pass completes before
@@ -425,7 +405,6 @@ def test_fault_cell_resume_reply_delayed_at_the_end_of_the_pass(
         session.device.close()
 
 
-@pytest.mark.xfail(strict=True, reason=f"B4: {BUG_TEXT['B4']}")
 def test_fault_cell_footswitch_pause_with_the_rest_of_the_pass_buffered(tmp_path: Path) -> None:
     """Paused with every remaining spot already in the device's buffer. After RESUME the
     session starts a new stream; the EVT_DELIVERED reports that arrive before it subscribes are
@@ -468,7 +447,6 @@ def test_fault_cell_footswitch_pause_with_the_rest_of_the_pass_buffered(tmp_path
         assert np.all(measured >= 0), f"{np.sum(measured < 0)} spots lost their energy reading"
 
 
-@pytest.mark.xfail(strict=True, reason=f"B5: {BUG_TEXT['B5']}")
 def test_a_repeated_identical_pass_is_recorded_only_as_fired(tmp_path: Path) -> None:
     """Two passes with the same spots (what a script gives with the same [[pass]] twice and
     ``offset = false``: "same settings then fire the same positions again") have the same
