@@ -28,6 +28,7 @@ from drivers.protocol.messages import (
     ACTIVE,
     AUTH_CONTEXT,
     BY_ID,
+    BY_NAME,
     DELIVERED_DTYPE,
     NO_INDEX,
     NONCE_SIZE,
@@ -55,6 +56,7 @@ DELIVERED_MAX_SPOTS = 64
 DELIVERED_MAX_AGE_S = 0.010
 #: Recent plan checksums whose highest fired index the device keeps in non-volatile memory.
 NV_FIRED_PLANS = 16
+_STATUS_REQUEST = BY_NAME["STATUS_REQUEST"].type_id
 CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
 _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
                "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
@@ -607,7 +609,12 @@ class SimDevice:
     # -- request handling --------------------------------------------------------------------
 
     def _handle(self, frame: RawFrame) -> None:
-        """Validate and execute one request; its reply goes out before the events it caused."""
+        """Validate and execute one request; its reply goes out before the events it caused.
+
+        Delivered records still pending go out before a STATUS_REPORT (spec section 6.1), so
+        every spot the report counts has been reported first."""
+        if frame.type_id == _STATUS_REQUEST:
+            self._flush_delivered()
         self._deferred_events = []
         try:
             request = self._validate(frame)
