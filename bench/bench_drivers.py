@@ -99,6 +99,9 @@ def stream_rate(dev: Device, n: int) -> float:
 
 
 def main() -> None:
+    print("simulator: 'process' = python -m sim_hw serve in its own process, as real hardware "
+          "runs beside the host;\n           'thread' = in this process, sharing its interpreter "
+          "lock (sim://, and the simulated USB backend by nature)")
     print(f"{'transport':<10} {'simulator':<9} {'RTT p50 ms':>10} {'RTT p99 ms':>10} "
           f"{'spots':>8} {'spots/s':>10}  target")
     for kind in ("inproc", "pty", "socket", "usb"):
