@@ -178,6 +178,15 @@ class TreatmentRecord:
     def sessions(self) -> list[Entry]:
         return list(self.entries(kind="session"))
 
+    def delivered_summary(self, session: int, pass_index: int) -> tuple[int, int]:
+        """(spots delivered, last index delivered or -1) of a pass, without reading energies."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(json_extract(body, '$.count')), 0), "
+            "COALESCE(MAX(json_extract(body, '$.first') + json_extract(body, '$.count')), 0) - 1"
+            " FROM entries WHERE session = ? AND kind = 'delivered' "
+            "AND json_extract(body, '$.pass_index') = ?", (session, pass_index)).fetchone()
+        return int(row[0]), int(row[1])
+
     def delivered_spots(self, session: int, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and measured energies (µJ, -1 unknown) of the spots delivered in a pass."""
         index: list[np.ndarray] = []

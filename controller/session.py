@@ -204,8 +204,7 @@ class TreatmentSession:
 
     # -- running ----------------------------------------------------------------------------
     def delivered_count(self, job: PassJob) -> int:
-        index, _ = self.record.delivered_spots(self.session_id, job.number)
-        return int(index.size)
+        return self.record.delivered_summary(self.session_id, job.number)[0]
 
     def run(self) -> SessionOutcome:
         """Deliver every pass not yet complete; returns why it stopped."""
@@ -259,8 +258,7 @@ class TreatmentSession:
     def _reconcile(self, job: PassJob) -> int:
         """Align the record with the device; returns the first spot still to fire."""
         status = self._status()
-        index, _ = self.record.delivered_spots(self.session_id, job.number)
-        recorded = int(index[-1]) if index.size else -1
+        recorded = self.record.delivered_summary(self.session_id, job.number)[1]
         if self._is_this_pass(status, job) and status.last_delivered is not None:
             confirmed = status.last_delivered
             if confirmed > recorded:  # fired, but the reports were lost with the link
@@ -388,9 +386,7 @@ class TreatmentSession:
     def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Item | Pending]
                 ) -> str:
         started = time.monotonic()
-        recorded, _ = self.record.delivered_spots(self.session_id, job.number)
-        done_before = int(recorded.size)
-        known_through = int(recorded[-1]) if recorded.size else -1
+        done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
         stop_sent = False
         for progress in self.device.stream(job.spots, known_through, events):

@@ -103,3 +103,9 @@ def test_any_batching_reassembles_to_the_same_spots(tmp_path_factory, sizes: lis
     index, measured = rec.delivered_spots(1, 2)
     assert index.tolist() == list(range(start)) and measured.tolist() == [3 * i for i in index]
     assert rec.verify().ok
+
+
+def test_delivered_summary_counts_without_reading_energies(tmp_path: Path) -> None:
+    rec = filled(tmp_path / "r.db")
+    assert rec.delivered_summary(1, 0) == (8, 7)
+    assert rec.delivered_summary(1, 3) == (0, -1)
