@@ -72,11 +72,16 @@ def line_pass(dev: Device, n: int, pass_index: int = 0, energy_uj: int = 10_000)
 
 def run_to_end(dev: Device, spots: PassSpots, first_index: int = 0):
     """Load, arm, start and stream; returns (indices, measured, final progress)."""
+    begin(dev, spots, first_index)
+    return collect(dev, spots)
+
+
+def begin(dev: Device, spots: PassSpots, first_index: int = 0) -> None:
+    """Load, arm and start a pass at 1 kHz."""
     dev.laser.set_rep_rate(1000)
     dev.load_plan(spots, first_index)
     dev.arm(spots)
     dev.start()
-    return collect(dev, spots)
 
 
 def quiet_link(dev: Device) -> None:
@@ -163,10 +168,7 @@ def test_service_commands_need_the_handshake(rig: Rig) -> None:
 def test_lost_delivered_report_is_filled_not_skipped(rig: Rig) -> None:
     spots = line_pass(rig.dev, 800)
     rig.sim.faults.next_frames("drop", 2, direction="out")  # replies or reports vanish
-    rig.dev.laser.set_rep_rate(1000)
-    rig.dev.load_plan(spots)
-    rig.dev.arm(spots)
-    rig.dev.start()
+    begin(rig.dev, spots)
     index, measured, last = collect(rig.dev, spots)
     assert last.reason == "complete"
     assert index.tolist() == rig.truth["index"].tolist() == list(range(800))
@@ -201,10 +203,7 @@ def test_start_that_never_arrived_raises_timeout_with_the_state(rig: Rig) -> Non
 @pytest.mark.sim_options(clock="realtime")
 def test_interlock_mid_stream_faults_and_resume_continues_without_repeats(rig: Rig) -> None:
     spots = line_pass(rig.dev, 600)
-    rig.dev.laser.set_rep_rate(1000)
-    rig.dev.load_plan(spots)
-    rig.dev.arm(spots)
-    rig.dev.start()
+    begin(rig.dev, spots)
     delivered: list[np.ndarray] = []
     for progress in rig.dev.stream(spots):
         delivered.append(progress.index)
@@ -227,10 +226,7 @@ def test_interlock_mid_stream_faults_and_resume_continues_without_repeats(rig: R
 @pytest.mark.sim_options(clock="realtime")
 def test_mid_stream_disconnect_raises_device_lost_and_never_hangs(rig: Rig) -> None:
     spots = line_pass(rig.dev, 5000)
-    rig.dev.laser.set_rep_rate(1000)
-    rig.dev.load_plan(spots)
-    rig.dev.arm(spots)
-    rig.dev.start()
+    begin(rig.dev, spots)
     outcome: list[BaseException | None] = []
 
     def consume() -> None:
