@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from controller.commands import add_command
 from controller.commands.plan import format_table, pass_rows
 from controller.commands.report import session_arrays
 from controller.progress import ProgressDisplay
@@ -75,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the whole story on the embedded simulator",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "demo", "the whole story on the embedded simulator", HELP)
     parser.add_argument("--out", default="out/demo", metavar="DIR",
                         help="where to write pictures and the record (default out/demo)")
     parser.add_argument("--script", default=str(DEMO_SCRIPT), metavar="SCRIPT",

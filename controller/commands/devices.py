@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller.commands import add_command
 from drivers.discovery import serial_ports, usb_devices
 
 HELP = """list serial ports and co2scan USB devices, and how to reach the simulator
@@ -37,7 +38,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("devices", help="list devices and how to reach the simulator",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "devices", "list devices and how to reach the simulator", HELP)
     parser.set_defaults(handler=run)

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller.commands import add_command
 from controller.commands.run import add_record_argument
 from controller.record import RecordError, TreatmentRecord
 
@@ -72,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("log", help="list, show, verify or export the record",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "log", "list, show, verify or export the record", HELP)
     parser.add_argument("action", choices=("list", "show", "verify", "export"))
     parser.add_argument("session", nargs="?", type=int, metavar="ID", help="session id")
     parser.add_argument("--format", choices=("json", "csv"), default="json",

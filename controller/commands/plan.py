@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
+from controller.commands import add_command
 from controller.errors import SettingsError
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, describe_pattern, load_script, span
@@ -210,9 +211,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plan", help="show and check the plan of a treatment script",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "plan", "show and check the plan of a treatment script", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(handler=run)

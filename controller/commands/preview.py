@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller.commands import add_command
 from controller.commands.plan import EXIT_OK, check, fail, load_and_plan
 from controller.errors import SettingsError
 from controller.pictures import PlottingUnavailable, draw_plan
@@ -44,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("preview", help="draw the plan of a treatment script (PNG)",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "preview", "draw the plan of a treatment script (PNG)", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("-o", "--out", required=True, metavar="PNG", help="picture to write")
     parser.set_defaults(handler=run)

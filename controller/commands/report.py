@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.commands import add_command
 from controller.commands.log import _open
 from controller.commands.run import add_record_argument
 from controller.record import RecordError, TreatmentRecord
@@ -68,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="draw what a session delivered",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "report", "draw what a session delivered", HELP)
     parser.add_argument("session", type=int, metavar="ID", help="session id")
     parser.add_argument("-o", "--output", default="report.png", metavar="PNG",
                         help="picture to write (default report.png)")

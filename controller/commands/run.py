@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from controller.commands import add_command
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay
@@ -156,9 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="deliver a treatment script to a device",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "run", "deliver a treatment script to a device", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--device", metavar="URL",
                         help="device URL (default: the script's [device] url)")

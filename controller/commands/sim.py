@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from controller.commands import add_command
 from sim_hw.cli import CONTROL_COMMANDS, add_sim_arguments
 from sim_hw.cli import run as run_sim
 
@@ -34,9 +35,7 @@ EXAMPLES = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sim", help="run or control a simulated device",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "sim", "run or control a simulated device", HELP)
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     add_sim_arguments(commands)
     for name, sub in commands.choices.items():
