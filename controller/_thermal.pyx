@@ -6,7 +6,8 @@
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
 grid fields in controller.thermal.Layout. Blocks run in chunks on OpenMP threads
 (OMP_NUM_THREADS): thread 0 produces the next chunk's far grid while the others sample this
-chunk's windows; each thread keeps its own peak map, merged by max.
+chunk's windows; each thread keeps its own peak map, merged by max, and its own damage-integral
+map, merged by sum.
 """
 
 import numpy as np
@@ -24,6 +25,7 @@ DEF CHUNK_BLOCKS = 8
 cdef struct Geo:
     double x0, y0, cell, fx0, fy0, far, window, kappa4, t0, block, handover
     double ratio, smooth_s, snap_s, reach_log, bg_ratio, loss_scale
+    double ln_a, ea_r, base_k, floor_k
     Py_ssize_t nx, ny, nfx, nfy, n_blocks, n_table
     const double* table
 
@@ -40,6 +42,8 @@ cdef Geo _geo(layout):
     g.ratio, g.smooth_s = layout.sample_ratio, layout.smooth_s_um2
     g.snap_s, g.reach_log = layout.snap_s_um2, layout.reach_log
     g.bg_ratio, g.loss_scale = layout.background_ratio, layout.loss_per_sqrt_s
+    g.ln_a, g.ea_r = layout.rate_ln_a, layout.rate_ea_r_k
+    g.base_k, g.floor_k = layout.rate_base_k, layout.rate_floor_k
     cdef const double[::1] table = layout.loss_table
     g.table, g.n_table = &table[0], table.shape[0]
     return g
@@ -58,6 +62,13 @@ cdef inline double _depth(const Geo* g, double age) noexcept nogil:
 cdef inline double _max(double a, double b) noexcept nogil:
     """Inline max (libm fmax is an out-of-line call without -ffast-math)."""
     return a if a > b else b
+
+
+cdef inline double _rate(const Geo* g, double rise) noexcept nogil:
+    """Arrhenius damage rate (1/s) at this rise; 0 at or below the floor rise."""
+    if rise <= g.floor_k:
+        return 0.0
+    return exp(g.ln_a - g.ea_r / (g.base_k + rise))
 
 
 cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
@@ -228,10 +239,12 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
 
 
 cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total,
-                    double[:, ::1] far_peak, Py_ssize_t b, const double[::1] x,
-                    const double[::1] y, const double[::1] t, const double[::1] e,
-                    const double[::1] s0, double[::1] ex) noexcept nogil:
-    """Far grid plus the near spots it resolves, at block boundary b, into the far peak map."""
+                    double[:, ::1] far_peak, double[:, ::1] far_dose, double[:, ::1] far_prev,
+                    Py_ssize_t b, const double[::1] x, const double[::1] y,
+                    const double[::1] t, const double[::1] e, const double[::1] s0,
+                    double[::1] ex) noexcept nogil:
+    """Far grid plus the near spots it resolves, at block boundary b, into the far peak map;
+    the damage integral over the block before it, at the larger of its two ends' rises."""
     cdef double tb = _boundary(g, b), s, reach, amp, gy, d
     cdef Py_ssize_t j, r, c, c0, c1, r0, r1
     total[:, :] = far
@@ -259,6 +272,9 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total
         for c in range(g.nfx):
             if total[r, c] > far_peak[r, c]:
                 far_peak[r, c] = total[r, c]
+            if b > 0:
+                far_dose[r, c] += _rate(g, _max(total[r, c], far_prev[r, c])) * g.block
+            far_prev[r, c] = total[r, c]
 
 
 cdef struct Window:
@@ -389,9 +405,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[:, ::1] cur, const double[:, ::1] cur_blur,
                   const double[:, ::1] nxt, const double[:, ::1] nxt_blur, const double[::1] x,
                   const double[::1] y, const double[::1] t, const double[::1] e,
-                  const double[::1] s0, double[:, ::1] fine, double[:, :, ::1] scratch,
-                  Py_ssize_t[:, ::1] cand, double[::1] ex, double[::1] ey) noexcept nogil:
-    """Sample the temperature around spot i at its log-spaced times after firing.
+                  const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
+                  double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[::1] ex,
+                  double[::1] ey) noexcept nogil:
+    """Sample the temperature around spot i at its log-spaced times after firing: the peak,
+    and the damage integral between successive samples at the larger of their two rises.
 
     The young near spots (sharp) are exact at every sample; the far grid and the older near
     spots (background) are evaluated at the first and last sample and interpolated in time.
@@ -399,10 +417,13 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Window w
     cdef double s_max = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
     cdef double bg_s, lo_t = _boundary(g, b) - g.handover, lo_next = lo_t + g.block, reach
+    cdef double t_prev = 0.0, v
+    cdef bint started = False
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef double* row
+    cdef double* drow
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], last = scratch[2]
-    cdef double[:, ::1] nodes = scratch[3]
+    cdef double[:, ::1] nodes = scratch[3], prev = scratch[4]
     cdef Py_ssize_t* kx = &cand[2, 0]
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
@@ -453,8 +474,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                               e[j] / (M_PI * s) * _depth(g, ts - t[j]), acc, ex, ey)
         for r in range(nr):
             row = &fine[w.r0 + r, w.c0]
+            drow = &dose[w.r0 + r, w.c0]
             for c in range(nc):
-                row[c] = _max(row[c], acc[r, c])
+                v = acc[r, c]
+                row[c] = _max(row[c], v)
+                if started:
+                    drow[c] += _rate(g, _max(v, prev[r, c])) * (ts - t_prev)
+                prev[r, c] = v
+        t_prev, started = ts, True
         if s_i >= s_max:
             return
         s_i = s_i * g.ratio
@@ -487,20 +514,26 @@ cdef inline Py_ssize_t _bucket(const Buckets* bk, double x, double y) noexcept n
 
 
 cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] far_peak,
+                   double[:, :, ::1] dose, const double[:, ::1] far_dose,
                    unsigned char[:, ::1] sampled) noexcept nogil:
     """Peak map into fine[0]: the larger of every thread's window samples and the
-    interpolated far snapshots. Marks the cells some window sampled (the others stay -1).
+    interpolated far snapshots; damage map into dose[0]: the sum of every thread's window
+    integrals and the interpolated far integral. Marks the cells some window sampled (the
+    others stay -1).
     """
     cdef Py_ssize_t r, c, k
-    cdef double v
+    cdef double v, d, xc, yc
     for r in prange(g.ny, schedule="static"):
         for c in range(g.nx):
             v = fine[0, r, c]
+            d = dose[0, r, c]
             for k in range(1, fine.shape[0]):
                 v = _max(v, fine[k, r, c])
+                d = d + dose[k, r, c]
             sampled[r, c] = v >= 0.0
-            fine[0, r, c] = _max(v, _bilinear(g, far_peak, g.x0 + (c + 0.5) * g.cell,
-                                              g.y0 + (r + 0.5) * g.cell))
+            xc, yc = g.x0 + (c + 0.5) * g.cell, g.y0 + (r + 0.5) * g.cell
+            fine[0, r, c] = _max(v, _bilinear(g, far_peak, xc, yc))
+            dose[0, r, c] = d + _bilinear(g, far_dose, xc, yc)
 
 
 cdef struct Chunk:
@@ -512,7 +545,8 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                    double[:, :, :, ::1] modes, double[:, :, ::1] tmp,
                    double[:, :, ::1] slot_cur, double[:, :, ::1] slot_blur,
                    Py_ssize_t[:, ::1] slot_start, Py_ssize_t[:, ::1] slot_items,
-                   double[:, ::1] far_peak, double[:, ::1] total, const double[::1] taps,
+                   double[:, ::1] far_peak, double[:, ::1] far_dose, double[:, ::1] far_prev,
+                   double[:, ::1] total, const double[::1] taps,
                    const double[::1] block_decay, const double[::1] mode_weight,
                    const double[::1] mode_decay, double[::1] wx, double[::1] wy,
                    double[::1] mw, const double[::1] x, const double[::1] y,
@@ -533,7 +567,8 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
             _blur(modes[ch.aged], modes[1 - ch.aged], tmp, slot_blur[k], taps, block_decay)
             ch.aged = 1 - ch.aged
         if k < ch.blocks and b < g.n_blocks:
-            _snapshot(g, slot_cur[k], total, far_peak, b, x, y, t, e, s0, wx)
+            _snapshot(g, slot_cur[k], total, far_peak, far_dose, far_prev, b, x, y, t, e, s0,
+                      wx)
             local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
             _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
                           _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y,
@@ -544,8 +579,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
               const double[::1] e, const double[::1] s0, layout):
     """Windowed superposition plus far grid; spots sorted by ``t``.
 
-    Returns (peak rise map on the fine grid, far grid at the end holding the heat still in
-    the slab, map of the cells some window sampled); see controller.thermal_ref.peak_rise.
+    Returns (peak rise map on the fine grid, damage-integral map on the fine grid, far grid
+    at the end holding the heat still in the slab, map of the cells some window sampled);
+    see controller.thermal_ref.peak_rise.
     Blocks run in chunks: thread 0 produces the far-grid states of the next chunk while the
     other threads sample the windows of this one, then joins them (one barrier per chunk).
     """
@@ -563,15 +599,16 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     ch.horizon = g.ratio * 2.0 * g.window * g.window / g.kappa4
     shape = (g.nfy, g.nfx)
     fine_np = np.full((n_threads, g.ny, g.nx), -1.0)
-    far_peak_np = np.zeros(shape)
-    cdef double[:, :, ::1] fine = fine_np
-    cdef double[:, ::1] far_peak = far_peak_np, total = np.zeros(shape)
+    dose_np = np.zeros((n_threads, g.ny, g.nx))
+    cdef double[:, :, ::1] fine = fine_np, dose = dose_np
+    cdef double[:, ::1] far_peak = np.zeros(shape), total = np.zeros(shape)
+    cdef double[:, ::1] far_dose = np.zeros(shape), far_prev = np.zeros(shape)
     cdef double[:, :, :, ::1] modes = np.zeros((2, g.nfy, g.nfx, km))
     cdef double[:, :, ::1] tmp = np.zeros((g.nfy, g.nfx, km))
     cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 4, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 5, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)
@@ -595,8 +632,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
         for b in range(g.n_blocks + 2):
             block_first[b] = _first_ge(t, _boundary(&g, b))
         _produce(&g, &ch, &bk, 0, modes, tmp, cur[0], blur[0], b_start[0], b_items[0],
-                 far_peak, total, taps, block_decay, mode_weight, mode_decay, pwx, pwy, mw,
-                 x, y, t, e, s0)
+                 far_peak, far_dose, far_prev, total, taps, block_decay, mode_weight,
+                 mode_decay, pwx, pwy, mw, x, y, t, e, s0)
         for c in range(n_chunks):
             slot = c % 2
             lo = block_first[c * ch.blocks]
@@ -608,8 +645,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     blur[1 - slot, 0] = blur[slot, ch.blocks]
                     _produce(&g, &ch, &bk, (c + 1) * ch.blocks, modes, tmp, cur[1 - slot],
                              blur[1 - slot], b_start[1 - slot], b_items[1 - slot], far_peak,
-                             total, taps, block_decay, mode_weight, mode_decay, pwx, pwy, mw,
-                             x, y, t, e, s0)
+                             far_dose, far_prev, total, taps, block_decay, mode_weight,
+                             mode_decay, pwx, pwy, mw, x, y, t, e, s0)
                 for i in prange(lo, hi, schedule="dynamic", chunksize=8):
                     worker = threadid()
                     b = c * ch.blocks
@@ -619,11 +656,12 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     mine = bk
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
                     _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
-                            blur[slot, k + 1], x, y, t, e, s0, fine[worker],
+                            blur[slot, k + 1], x, y, t, e, s0, fine[worker], dose[worker],
                             scratch[worker], cand[worker], ex[worker], ey[worker])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 2
-        _snapshot(&g, cur[slot, k], total, far_peak, g.n_blocks, x, y, t, e, s0, pwx)
-        _combine(&g, fine, far_peak, sampled)
-    return fine_np[0], np.array(cur[slot, k]), sampled_np
+        _snapshot(&g, cur[slot, k], total, far_peak, far_dose, far_prev, g.n_blocks, x, y, t,
+                  e, s0, pwx)
+        _combine(&g, fine, far_peak, dose, far_dose, sampled)
+    return fine_np[0], dose_np[0], np.array(cur[slot, k]), sampled_np

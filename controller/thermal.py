@@ -1,17 +1,18 @@
-"""Tissue thermal screening model: peak temperature rise of the healing reservoir per pass.
+"""Tissue thermal screening model: temperature rise and thermal damage of the healing reservoir.
 
 Each fired spot leaves its residual heat as a Gaussian (1/e radius = lesion radius) spread evenly
 over the depth of a slab of tissue; heat conducts in the plane and, optionally, down into the
-tissue below (exact half-space factor, depth-averaged over the slab). The peak rise of every
-grid cell outside all lesions is compared with a damage threshold. A screening model for
-comparing plans and catching bulk heating, not a histology prediction: see
+tissue below (exact half-space factor, depth-averaged over the slab). Every grid cell outside
+all lesions gets its peak rise and its Arrhenius damage integral (Henriques & Moritz skin
+constants); a cell whose integral reaches the damage threshold is damaged reservoir. A screening
+model for comparing plans and catching bulk heating, not a histology prediction: see
 docs/thermal_model.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from types import ModuleType
@@ -33,6 +34,11 @@ BACKGROUND_SPAN_RATIO = 2.0
 LOSS_TABLE_NODES = 4097
 #: Largest overestimate of the depth factor by the far grid's sum of exponential modes.
 MODE_FIT_TOLERANCE = 0.02
+#: Molar gas constant, J/(mol K).
+GAS_CONSTANT = 8.314462618
+#: Rises below the floor are not integrated; the floor is set so that a cell held just below
+#: it for the whole evaluated time would gather at most this share of the damage threshold.
+NEGLECTED_DAMAGE_SHARE = 1e-3
 
 
 def depth_factor(v: F64) -> F64:
@@ -120,7 +126,9 @@ class TissueParams:
     (the column depth). depth_loss: heat also conducts down into the tissue below the slab
     (exact homogeneous half-space factor, time scale thickness^2 / diffusivity); False keeps
     every joule in the slab, an upper bound on bulk heating.
-    damage_rise_k: screening criterion, a peak rise above this in reservoir tissue is damage.
+    baseline_c: tissue temperature before treatment. arrhenius_a_per_s, arrhenius_ea_j_mol:
+    damage rate A exp(-Ea / (R T)) (Henriques & Moritz 1947, skin); damage_omega: a reservoir
+    cell whose damage integral reaches this is damaged (1: irreversible).
     grid_um: output map cell; window_um: half-width of the fine window sampled around each
     spot; far_grid_um: node spacing of the coarse grid that carries heat older than the
     hand-over age; time_sample_ratio: ratio between successive sampled Gaussian widths after
@@ -131,7 +139,10 @@ class TissueParams:
     diffusivity_m2_s: float = 1.3e-7
     heat_capacity_j_m3_k: float = 3.7e6
     thickness_um: float = 500.0
-    damage_rise_k: float = 20.0
+    baseline_c: float = 37.0
+    arrhenius_a_per_s: float = 3.1e98
+    arrhenius_ea_j_mol: float = 6.28e5
+    damage_omega: float = 1.0
     grid_um: float = 25.0
     window_um: float = 150.0
     far_grid_um: float = 400.0
@@ -143,7 +154,10 @@ class TissueParams:
         _check("diffusivity_m2_s", self.diffusivity_m2_s, 5e-8, 5e-7)
         _check("heat_capacity_j_m3_k", self.heat_capacity_j_m3_k, 2e6, 5e6)
         _check("thickness_um", self.thickness_um, 10.0, 5000.0)
-        _check("damage_rise_k", self.damage_rise_k, 0.0, 200.0, lo_open=True)
+        _check("baseline_c", self.baseline_c, 20.0, 42.0)
+        _check("arrhenius_a_per_s", self.arrhenius_a_per_s, 1e30, 1e200)
+        _check("arrhenius_ea_j_mol", self.arrhenius_ea_j_mol, 1e5, 2e6)
+        _check("damage_omega", self.damage_omega, 0.0, 1e9, lo_open=True)
         _check("grid_um", self.grid_um, 2.0, 200.0)
         _check("window_um", self.window_um, 2.0 * self.grid_um, 2000.0)
         _check("far_grid_um", self.far_grid_um, 2.0 * self.grid_um, 5000.0)
@@ -156,6 +170,25 @@ class TissueParams:
         if self.window_um >= limit:
             raise SettingsError("window_um", self.window_um,
                                 f"< sqrt(1.125 / time_sample_ratio) * far_grid_um = {limit:.1f}")
+
+    @property
+    def base_k(self) -> float:
+        return self.baseline_c + 273.15
+
+    @property
+    def ea_r_k(self) -> float:
+        """Ea / R (K)."""
+        return self.arrhenius_ea_j_mol / GAS_CONSTANT
+
+    def damage_rate(self, rise_k: F64 | float) -> F64:
+        """Arrhenius damage rate (1/s) at a temperature rise above the baseline."""
+        rise = np.maximum(np.asarray(rise_k, dtype=np.float64), 0.0)
+        return np.exp(math.log(self.arrhenius_a_per_s) - self.ea_r_k / (self.base_k + rise))
+
+    def rise_for_rate(self, rate_per_s: float) -> float:
+        """The rise (K) at which the damage rate is ``rate_per_s`` (may be negative)."""
+        return self.ea_r_k / (math.log(self.arrhenius_a_per_s) - math.log(rate_per_s)) \
+            - self.base_k
 
     @property
     def kappa_um2_s(self) -> float:
@@ -203,7 +236,9 @@ class Layout:
     (r, c) sits at (fx0 + c far, fy0 + r far). Block b of the far grid starts at t0 + b block.
     The depth factor is ``loss_table`` at v = sqrt(age) x ``loss_per_sqrt_s``; on the far grid
     it is the sum of modes ``mode_weight`` x exp(-``mode_decay_per_s`` x age), at most
-    ``mode_fit_over`` above it. ``taps``: the far grid's one-block kernel.
+    ``mode_fit_over`` above it. ``taps``: the far grid's one-block kernel. The damage rate is
+    exp(``rate_ln_a`` - ``rate_ea_r_k`` / (``rate_base_k`` + rise)), integrated only above
+    ``rate_floor_k`` (see NEGLECTED_DAMAGE_SHARE).
     """
 
     x0_um: float
@@ -233,6 +268,10 @@ class Layout:
     mode_weight: F64 = field(repr=False)
     mode_fit_over: float
     taps: F64 = field(repr=False)
+    rate_ln_a: float
+    rate_ea_r_k: float
+    rate_base_k: float
+    rate_floor_k: float
 
     @classmethod
     def for_spots(cls, x_um: F64, y_um: F64, t_s: F64, params: TissueParams) -> Layout:
@@ -265,6 +304,10 @@ class Layout:
             loss_per_sqrt_s=params.loss_per_sqrt_s, loss_table=LOSS_TABLE,
             mode_decay_per_s=np.ascontiguousarray(decay), mode_weight=np.ascontiguousarray(weight),
             mode_fit_over=over, taps=block_taps(far, 2.0 * params.kappa_um2_s * params.block_s),
+            rate_ln_a=math.log(params.arrhenius_a_per_s), rate_ea_r_k=params.ea_r_k,
+            rate_base_k=params.base_k, rate_floor_k=max(params.rise_for_rate(
+                NEGLECTED_DAMAGE_SHARE * params.damage_omega / ((n_blocks + 1) * params.block_s)),
+                0.0),
         )
 
     @property
@@ -275,8 +318,10 @@ class Layout:
 
 @dataclass(frozen=True)
 class ThermalResult:
-    """Peak temperature rise of one evaluated pass (or passes) and its reservoir damage.
+    """Peak temperature rise and thermal damage of one evaluated pass (or passes).
 
+    ``peak_rise_k``: peak rise over time (K); ``damage``: Arrhenius damage integral (Ω,
+    dimensionless); ``damaged``: reservoir cells with Ω >= params.damage_omega.
     Maps are (rows = y, columns = x) with ``extent_um`` = (xmin, xmax, ymin, ymax) for
     ``imshow(..., origin="lower", extent=extent_um)``. ``reservoir``: cells outside every
     lesion that some spot's window sampled. ``heat_content_j`` is the heat still in the slab
@@ -287,6 +332,7 @@ class ThermalResult:
     """
 
     peak_rise_k: F64
+    damage: F64
     damaged: NDArray[np.bool_]
     reservoir: NDArray[np.bool_]
     extent_um: tuple[float, float, float, float]
@@ -354,14 +400,16 @@ def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions
 
 
 def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Unsampled cells with spots on both sides along their row band or their column band."""
+    """Unsampled cells inside the spots' bounding box with spots on both sides along their row
+    band or their column band (a cell beyond the outermost, jittered row is not a hole)."""
     if sampled.all():
         return ~sampled
     xc = lay.x0_um + (np.arange(lay.nx) + 0.5) * lay.cell_um
     yc = lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um
     in_row = _spots_on_both_sides(yc, y, x, xc, lay.window_um)
     in_col = _spots_on_both_sides(xc, x, y, yc, lay.window_um).T
-    return ~sampled & (in_row | in_col)
+    inside = ((yc >= y.min()) & (yc <= y.max()))[:, None] & ((xc >= x.min()) & (xc <= x.max()))
+    return ~sampled & inside & (in_row | in_col)
 
 
 def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
@@ -377,16 +425,18 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
     e_k_um2 = heat * 1e-6 / (params.heat_capacity_j_m3_k * thickness_m) * 1e12
     while True:
         lay = Layout.for_spots(x, y, t, params)
-        peak, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius, lay)
+        peak, damage, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius,
+                                                          lay)
         if not _holes(x, y, lay, sampled).any():
             break
         params = _widened(params)
     reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
-    damaged = reservoir & (peak >= params.damage_rise_k)
+    damaged = reservoir & (damage >= params.damage_omega)
     n_res = int(reservoir.sum())
     far_m = lay.far_um * 1e-6
     return ThermalResult(
         peak_rise_k=peak,
+        damage=damage,
         damaged=damaged,
         reservoir=reservoir,
         extent_um=lay.extent_um,
@@ -422,96 +472,28 @@ class Trial:
     passes: bool
 
 
-@dataclass(frozen=True)
-class FixSuggestion:
-    """What would bring a plan within the reservoir damage limit, found by running the model.
-
-    ``wait_s``: shortest tried wait between passes that passes (None: none up to max_wait_s, or
-    a single pass already fails, so no wait can help). ``heat_scale``: largest factor on every
-    spot's residual heat (energy, or density to first order) that passes with no wait; exact,
-    the model being linear in heat. ``trials`` lists every evaluated variant.
-    """
-
-    passes_as_is: bool
-    max_damaged_fraction: float
-    wait_s: float | None
-    heat_scale: float
-    trials: tuple[Trial, ...]
-    message: str
-
-
-def _repeat(t_s: F64, passes: int, wait_s: float) -> F64:
-    """Firing times of ``passes`` repeats, each starting wait_s after the previous one's last."""
-    period = float(t_s.max() - t_s.min()) + wait_s
-    return np.concatenate([t_s - t_s.min() + k * period for k in range(passes)])
-
-
-def suggest_fix(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
-                params: TissueParams, *, max_damaged_fraction: float, passes: int = 1,
-                orderings: Mapping[str, NDArray[np.intp]] | None = None,
-                max_wait_s: float = 300.0, wait_tolerance_s: float = 0.5) -> FixSuggestion:
-    """Evaluate ``passes`` repeats of one pass and, if they exceed the limit, what would not.
-
-    Tries, each by running the model: the inter-pass wait (doubling from 0.5 s to
-    ``max_wait_s``, then bisected to ``wait_tolerance_s``; the returned wait was evaluated and
-    passes), each named reordering (a permutation of spot indices fired in the original time
-    slots) with no wait, and the residual-heat scale that would pass.
-    """
-    _check("max_damaged_fraction", max_damaged_fraction, 0.0, 1.0)
-    if not (isinstance(passes, int) and 1 <= passes <= 20):
-        raise SettingsError("passes", passes, "an integer in [1, 20]")
-    _check("max_wait_s", max_wait_s, 0.0, 3600.0, lo_open=True)
-    _check("wait_tolerance_s", wait_tolerance_s, 0.01, max_wait_s)
-    x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
-    n = len(x)
-
-    def run(name: str, order: NDArray[np.intp], wait_s: float,
-            repeats: int = passes) -> tuple[Trial, ThermalResult]:
-        res = simulate_pass(np.tile(x[order], repeats), np.tile(y[order], repeats),
-                            _repeat(t, repeats, wait_s), np.tile(heat[order], repeats),
-                            np.tile(radius[order], repeats), params)
-        trial = Trial(name, res.peak_reservoir_rise_k, res.damaged_reservoir_fraction,
-                      res.within_limit(max_damaged_fraction))
-        return trial, res
-
-    identity = np.arange(n)
-    base, base_res = run("as planned", identity, 0.0)
-    trials = [base]
-    heat_scale = passing_heat_scale(base_res, max_damaged_fraction)
-    if base.passes:
-        return FixSuggestion(True, max_damaged_fraction, 0.0, heat_scale, tuple(trials),
-                             f"passes as planned: {_describe(base)}")
-    single = run("one pass", identity, 0.0, 1)[0] if passes > 1 else base
-    wait_s: float | None = None
-    if passes > 1:
-        trials.append(single)
-        if single.passes:
-            wait_s = search_wait(lambda w: run(f"wait {w:.2f} s", identity, w)[0], trials,
-                                  max_wait_s, wait_tolerance_s)
-    for name, order in (orderings or {}).items():
-        order = np.asarray(order, dtype=np.intp)
-        if not np.array_equal(np.sort(order), identity):
-            raise SettingsError(f"orderings[{name!r}]", "not a permutation",
-                                f"a permutation of 0..{n - 1}")
-        trials.append(run(f"order {name}", order, 0.0)[0])
-    return FixSuggestion(False, max_damaged_fraction, wait_s, heat_scale, tuple(trials),
-                         _fix_message(base, single, wait_s, heat_scale, trials, passes,
-                                      max_wait_s))
-
-
 def passing_heat_scale(result: ThermalResult, max_damaged_fraction: float) -> float:
-    """Largest factor on every spot's heat with which ``result`` stays within the limit.
+    """Estimated largest factor on every spot's heat with which ``result`` stays within the
+    limit (callers verify it by running the model again).
 
-    Exact: the rise is linear in heat, so the (allowed + 1)-th hottest reservoir cell must
-    stay below the damage threshold.
+    The rise is linear in heat and the damage integral is dominated by the time near a cell's
+    peak, so scaling the heat by f multiplies a cell's integral by about
+    rate(f x peak) / rate(peak). The estimate brings the (allowed + 1)-th most damaged
+    reservoir cell just below the threshold.
     """
-    reservoir_peaks = np.sort(result.peak_rise_k[result.reservoir])
-    allowed_cells = math.floor(max_damaged_fraction * len(reservoir_peaks))
-    hottest_kept = reservoir_peaks[len(reservoir_peaks) - 1 - allowed_cells] \
-        if allowed_cells < len(reservoir_peaks) else 0.0
-    # 1e-9 below: cells tied with it (symmetric patterns) must not round up past the threshold.
-    return (float(result.params.damage_rise_k / hottest_kept) * (1.0 - 1e-9)
-            if hottest_kept > 0.0 else math.inf)
+    params = result.params
+    omega = result.damage[result.reservoir]
+    peak = result.peak_rise_k[result.reservoir]
+    order = np.argsort(omega)
+    allowed_cells = math.floor(max_damaged_fraction * len(order))
+    if allowed_cells >= len(order):
+        return math.inf
+    kept = order[len(order) - 1 - allowed_cells]
+    if omega[kept] <= 0.0 or peak[kept] <= 0.0:
+        return math.inf
+    # rate(f peak) = rate(peak) x threshold / omega, solved for f.
+    target_rate = float(params.damage_rate(peak[kept])) * params.damage_omega / omega[kept]
+    return params.rise_for_rate(target_rate) / float(peak[kept])
 
 
 def search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wait_s: float,
@@ -536,25 +518,3 @@ def search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wai
         else:
             failing = middle
     return passing
-
-
-def _describe(trial: Trial) -> str:
-    return (f"peak reservoir rise {trial.peak_reservoir_rise_k:.1f} K, "
-            f"{100.0 * trial.damaged_reservoir_fraction:.2f} % of the reservoir damaged")
-
-
-def _fix_message(base: Trial, single: Trial, wait_s: float | None, heat_scale: float,
-                 trials: list[Trial], passes: int, max_wait_s: float) -> str:
-    lines = [f"exceeds the reservoir damage limit: {_describe(base)}"]
-    if passes > 1 and not single.passes:
-        lines.append(f"a single pass already exceeds it ({_describe(single)}): "
-                     "no wait between passes can help")
-    elif passes > 1 and wait_s is None:
-        lines.append(f"no wait up to {max_wait_s:g} s between passes passes")
-    elif wait_s is not None:
-        lines.append(f"wait {wait_s:.1f} s between passes (evaluated: passes)")
-    lines.append(f"or lower the residual heat per area to {100.0 * heat_scale:.0f} % "
-                 "(pulse energy or density)")
-    lines += [f"tried {t.name}: {_describe(t)}, {'passes' if t.passes else 'fails'}"
-              for t in trials if t.name.startswith("order ")]
-    return "; ".join(lines)

@@ -36,4 +36,5 @@ def draw_injury_map(ax: Axes, result: ThermalResult, title: str) -> None:
     ax.set_aspect("equal")
     pct = 100.0 * result.damaged_reservoir_fraction
     ax.set_title(f"{title}\npeak reservoir rise {result.peak_reservoir_rise_k:.1f} K, "
-                 f"{pct:.1f} % of reservoir ≥ {result.params.damage_rise_k:g} K", fontsize=9)
+                 f"{pct:.1f} % of reservoir damaged (Ω ≥ {result.params.damage_omega:g})",
+                 fontsize=9)

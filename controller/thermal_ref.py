@@ -51,14 +51,24 @@ def depth_factor(age_s: F64, layout: Layout) -> F64:
     return table[k] + (pos - k) * (table[k + 1] - table[k])
 
 
+def damage_rate(rise_k: F64, layout: Layout) -> F64:
+    """Arrhenius damage rate (1/s) at these rises; 0 at or below the floor rise."""
+    rise = np.asarray(rise_k, dtype=np.float64)
+    lay = layout
+    rate = np.exp(lay.rate_ln_a - lay.rate_ea_r_k / (lay.rate_base_k + np.maximum(rise, 0.0)))
+    return np.where(rise > lay.rate_floor_k, rate, 0.0)
+
+
 def peak_rise(x_um: F64, y_um: F64, t_s: F64, e_k_um2: F64, s0_um2: F64,
-              layout: Layout) -> tuple[F64, F64, NDArray[np.bool_]]:
+              layout: Layout) -> tuple[F64, F64, F64, NDArray[np.bool_]]:
     """Windowed superposition plus far grid; spots sorted by ``t_s``.
 
     ``e_k_um2`` is each spot's heat over (heat capacity x thickness), ``s0_um2`` its initial
     Gaussian width (lesion radius squared). Returns the peak rise map on the fine grid (the
-    larger of the window samples and the interpolated far snapshots), the far grid at the
-    end (the heat still in the slab) and the map of the cells some window sampled.
+    larger of the window samples and the interpolated far snapshots), the damage-integral map
+    (the sum of the window integrals and the interpolated far integral; each interval between
+    two samples at the larger of their rises), the far grid at the end (the heat still in the
+    slab) and the map of the cells some window sampled.
     """
     return _Run(x_um, y_um, t_s, e_k_um2, s0_um2, layout).run()
 
@@ -76,7 +86,10 @@ class _Run:
         self.taps = lay.taps
         self.block_decay = np.exp(-lay.mode_decay_per_s * lay.block_s)
         self.fine = np.full((lay.ny, lay.nx), -1.0)
+        self.dose = np.zeros((lay.ny, lay.nx))
         self.far_peak = np.zeros((lay.nfy, lay.nfx))
+        self.far_dose = np.zeros((lay.nfy, lay.nfx))
+        self.far_prev = np.zeros((lay.nfy, lay.nfx))
 
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
@@ -84,7 +97,7 @@ class _Run:
     def first_ge(self, value: float) -> int:
         return int(np.searchsorted(self.t, value, "left"))
 
-    def run(self) -> tuple[F64, F64, NDArray[np.bool_]]:
+    def run(self) -> tuple[F64, F64, F64, NDArray[np.bool_]]:
         lay = self.lay
         cur = np.zeros((lay.nfy, lay.nfx, len(self.block_decay)))
         cur_blur = self.blur(cur)
@@ -103,8 +116,10 @@ class _Run:
         self.snapshot(end, lay.n_blocks)
         fy, ky = np.modf((self.yc - lay.fy0_um) / lay.far_um)
         fx, kx = np.modf((self.xc - lay.fx0_um) / lay.far_um)
-        far = _bilinear(self.far_peak, ky.astype(np.intp), fy, kx.astype(np.intp), fx)
-        return np.maximum(self.fine, far), end, self.fine >= 0.0
+        ky, kx = ky.astype(np.intp), kx.astype(np.intp)
+        far = _bilinear(self.far_peak, ky, fy, kx, fx)
+        dose = self.dose + _bilinear(self.far_dose, ky, fy, kx, fx)
+        return np.maximum(self.fine, far), dose, end, self.fine >= 0.0
 
     def blur(self, grid: F64) -> F64:
         """One block of every far-grid mode: exact heat-kernel step with reflecting
@@ -137,7 +152,8 @@ class _Run:
         return out
 
     def snapshot(self, far: F64, b: int) -> None:
-        """Far grid plus the near spots it resolves, at block boundary b, into the far peak map."""
+        """Far grid plus the near spots it resolves, at block boundary b, into the far peak map;
+        the damage integral over the block before it, at the larger of its two ends' rises."""
         lay = self.lay
         tb = self.boundary(b)
         total = far.copy()
@@ -153,6 +169,9 @@ class _Run:
             amp = self.e[j] / (math.pi * s) * depth_factor(np.array(tb - self.t[j]), lay)
             total[r0:r1, c0:c1] += amp * ey[:, None] * ex[None, :]
         np.maximum(self.far_peak, total, out=self.far_peak)
+        if b > 0:
+            self.far_dose += damage_rate(np.maximum(total, self.far_prev), lay) * lay.block_s
+        self.far_prev = total
 
     def window(self, i: int, b: int, grids: dict[int, tuple[F64, F64]]) -> None:
         """Sample the temperature around spot i at its log-spaced times after firing.
@@ -181,7 +200,9 @@ class _Run:
         ends = [self.background(t_end, js[bg], xi, yi, u, v, grids, b)
                 for t_end in (times[0], times[-1])]
         view = self.fine[r0:r1, c0:c1]
-        for ts in times:
+        dose = self.dose[r0:r1, c0:c1]
+        prev: F64 | None = None
+        for k, ts in enumerate(times):
             frac = (ts - times[0]) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0
             acc = ends[0] + frac * (ends[1] - ends[0])
             sharp = js[~bg]
@@ -193,6 +214,9 @@ class _Run:
             ey = np.exp(-((v[None, :] + (yi - self.y[sharp])[:, None]) ** 2) / s[:, None])
             acc += np.einsum("j,jr,jc->rc", amp, ey, ex)
             np.maximum(view, acc, out=view)
+            if prev is not None:
+                dose += damage_rate(np.maximum(acc, prev), lay) * (ts - times[k - 1])
+            prev = acc
 
     def in_reach(self, js: NDArray[np.intp], ts: float, xi: float, yi: float
                  ) -> NDArray[np.bool_]:

@@ -99,9 +99,9 @@ class PlanThermal:
         first_bad = next(p for p in self.passes if not p.ok)
         reasons = [
             f"pass {first_bad.pass_index + 1}: {100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
-            f" of the reservoir reaches a rise of {self.params.damage_rise_k:g} K (peak "
-            f"{first_bad.peak_reservoir_rise_k:.1f} K); the handpiece allows "
-            f"{100.0 * self.max_damaged_fraction:.1f} %"
+            f" of the reservoir reaches thermal damage (Arrhenius Ω ≥ "
+            f"{self.params.damage_omega:g}; peak rise {first_bad.peak_reservoir_rise_k:.1f} K);"
+            f" the handpiece allows {100.0 * self.max_damaged_fraction:.1f} %"
         ]
         return reasons + _suggestions(self)
 
