@@ -5,14 +5,17 @@ The planner runs :func:`screen_plan` on every plan. Each spot leaves residual he
 reservoir) is the spot radius plus the coagulation rim of its pulse energy, both from the
 handpiece calibration. Passes run one after another with ``inter_pass_gap_s`` between the end
 of one and the start of the next, spot times from the plan's ``fire_time_us``. The result
-after pass k includes the heat and lesions of passes 0..k. A plan is within the limit when no
-pass damages more than the handpiece's ``max_reservoir_damage_fraction`` of the reservoir.
+after pass k includes the heat and lesions of passes 0..k, and of every pass of the
+``earlier`` plans of the same session (fired before this plan, on the same area). A plan is
+within the limit when no pass damages more than the handpiece's
+``max_reservoir_damage_fraction`` of the reservoir.
 Model and limits: docs/thermal_model.md (a screening model, not a histology prediction).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,8 +41,11 @@ DENSITY_TRIES = 4
 
 @dataclass(frozen=True)
 class SpotHeat:
-    """Model inputs of a plan's spots, in plan order, with times on one sequence clock."""
+    """Model inputs of a session's spots (earlier plans first, then this plan, each in plan
+    order) with times on one sequence clock. ``pass_start_s`` has one entry per pass of the
+    sequence; this plan's spots start at index ``first``."""
 
+    first: int
     x_um: F64
     y_um: F64
     t_s: F64
@@ -82,6 +88,7 @@ class PlanThermal:
     inter_pass_gap_s: float
     max_damaged_fraction: float
     passes: tuple[PassThermal, ...]
+    earlier: tuple[Plan, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -106,18 +113,24 @@ class PlanThermal:
         return reasons + _suggestions(self)
 
 
-def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0) -> SpotHeat:
-    """Residual heat, lesion radius, column depth and sequence time of every spot of a plan."""
+def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0,
+              earlier: Sequence[Plan] = ()) -> SpotHeat:
+    """Residual heat, lesion radius, column depth and sequence time of every spot of the
+    ``earlier`` plans and then ``plan``, all passes ``inter_pass_gap_s`` apart."""
     number("inter_pass_gap_s", inter_pass_gap_s, 0.0, 3600.0, unit="s")
-    energy_mj = plan.energy_uj.astype(np.float64) * 1e-3
-    stack = plan.stack.astype(np.float64)
-    durations_s = [p.duration_s for p in plan.metrics.passes]
+    plans = [*earlier, plan]
+    durations_s = [p.duration_s for q in plans for p in q.metrics.passes]
     starts_s = np.concatenate([[0.0], np.cumsum(np.add(durations_s, inter_pass_gap_s))])
+    first_pass = np.cumsum([0] + [len(q.metrics.passes) for q in plans])
+    energy_mj = np.concatenate([q.energy_uj for q in plans]).astype(np.float64) * 1e-3
+    stack = np.concatenate([q.stack for q in plans]).astype(np.float64)
     return SpotHeat(
-        x_um=plan.x_um.astype(np.float64),
-        y_um=plan.y_um.astype(np.float64),
-        t_s=plan.fire_time_us * 1e-6 + starts_s[plan.pass_index],
-        heat_uj=handpiece.residual_heat_fraction * plan.energy_uj * stack,
+        first=sum(len(q.x_um) for q in earlier),
+        x_um=np.concatenate([q.x_um for q in plans]).astype(np.float64),
+        y_um=np.concatenate([q.y_um for q in plans]).astype(np.float64),
+        t_s=np.concatenate([q.fire_time_us * 1e-6 + starts_s[first_pass[k] + q.pass_index]
+                            for k, q in enumerate(plans)]),
+        heat_uj=handpiece.residual_heat_fraction * energy_mj * 1e3 * stack,
         lesion_radius_um=handpiece.spot_diameter_um / 2.0
         + handpiece.coag_for_energy_um(energy_mj, "plan.energy_uj"),
         column_depth_um=handpiece.depth_for_energy_um(energy_mj, "plan.energy_uj") * stack,
@@ -137,19 +150,21 @@ def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:
 
 
 def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = None,
-                inter_pass_gap_s: float = 0.0) -> PlanThermal:
-    """Run the thermal model on every pass of ``plan`` (see the module docstring)."""
-    spots = spot_heat(plan, handpiece, inter_pass_gap_s)
+                inter_pass_gap_s: float = 0.0, earlier: Sequence[Plan] = ()) -> PlanThermal:
+    """Run the thermal model after every pass of ``plan`` (see the module docstring)."""
+    spots = spot_heat(plan, handpiece, inter_pass_gap_s, earlier)
     params = params or default_params(spots, plan.settings.resolved_density.pitch_um)
     limit = handpiece.max_reservoir_damage_fraction
+    first_pass = sum(len(q.metrics.passes) for q in earlier)
     passes = []
     for k in range(len(plan.metrics.passes)):
-        upto = plan.pass_slice(k).stop
+        upto = spots.first + plan.pass_slice(k).stop
         res = simulate_pass(spots.x_um[:upto], spots.y_um[:upto], spots.t_s[:upto],
                             spots.heat_uj[:upto], spots.lesion_radius_um[:upto], params)
-        passes.append(PassThermal(k, float(spots.pass_start_s[k]), res,
+        passes.append(PassThermal(k, float(spots.pass_start_s[first_pass + k]), res,
                                   res.within_limit(limit)))
-    return PlanThermal(plan, handpiece, params, inter_pass_gap_s, limit, tuple(passes))
+    return PlanThermal(plan, handpiece, params, inter_pass_gap_s, limit, tuple(passes),
+                       tuple(earlier))
 
 
 def _trial(name: str, screen: PlanThermal) -> Trial:
@@ -160,7 +175,7 @@ def _trial(name: str, screen: PlanThermal) -> Trial:
 
 def _rescreen(screen: PlanThermal, plan: Plan, gap_s: float | None = None) -> PlanThermal:
     return screen_plan(plan, screen.handpiece, screen.params,
-                       screen.inter_pass_gap_s if gap_s is None else gap_s)
+                       screen.inter_pass_gap_s if gap_s is None else gap_s, screen.earlier)
 
 
 def _suggestions(screen: PlanThermal) -> list[str]:
@@ -199,7 +214,7 @@ def _suggestions(screen: PlanThermal) -> list[str]:
 
 def _single_pass_ok(screen: PlanThermal, k: int) -> bool:
     """Does pass k alone (no earlier heat) stay within the limit?"""
-    if k == 0:
+    if k == 0 and not screen.earlier:
         return screen.passes[0].ok
     spots = spot_heat(screen.plan, screen.handpiece, screen.inter_pass_gap_s)
     sl = screen.plan.pass_slice(k)

@@ -59,6 +59,18 @@ def test_later_passes_carry_earlier_heat_and_lesions(handpiece: Handpiece) -> No
     assert later.peak_reservoir_rise_k < second.peak_reservoir_rise_k
 
 
+def test_earlier_plans_of_the_session_count(handpiece: Handpiece) -> None:
+    """A plan fired right after another on the same area carries that plan's heat."""
+    before, plan = small_plan(handpiece, passes=1), small_plan(handpiece, passes=1)
+    alone = screen_plan(plan, handpiece).passes[0]
+    after = screen_plan(plan, handpiece, earlier=[before]).passes[0]
+    assert after.start_s == pytest.approx(before.metrics.passes[0].duration_s)
+    assert after.peak_reservoir_rise_k > alone.peak_reservoir_rise_k
+    assert after.result.heat_deposited_j == pytest.approx(2.0 * alone.result.heat_deposited_j)
+    cooled = screen_plan(plan, handpiece, inter_pass_gap_s=600.0, earlier=[before]).passes[0]
+    assert cooled.peak_reservoir_rise_k < after.peak_reservoir_rise_k
+
+
 @pytest.fixture(scope="module")
 def strict(handpiece: Handpiece) -> tuple[Plan, Handpiece, TissueParams]:
     """A 2-pass plan whose first pass passes and whose back-to-back second fails (damage
