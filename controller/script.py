@@ -4,6 +4,7 @@ Format (``tomllib``); every key is optional except at least one ``[[pass]]`` tab
 
     operator = "Dr A. Example"      # top-level keys come before the first table
     patient_ref = "2024-0117"
+    pass_wait_s = 20                # cooling wait between passes (default 0)
     [device]
     url = "sim://"                  # default: the embedded simulator
     [handpiece]
@@ -70,7 +71,9 @@ from controller.timing import GalvoTiming
 PASS_DEFAULTS_FILE = Path(__file__).parent / "data" / "pass_defaults.toml"
 DEFAULT_DEVICE_URL = "sim://"
 
-TOP_KEYS = ("operator", "patient_ref", "device", "handpiece", "pass")
+TOP_KEYS = ("operator", "patient_ref", "pass_wait_s", "device", "handpiece", "pass")
+#: Longest cooling wait between passes a script may ask for (s).
+MAX_PASS_WAIT_S = 600.0
 DEVICE_KEYS = ("url",)
 HANDPIECE_KEYS = ("name",)
 INTERLACE_KEYS = ("interlace_k",)
@@ -167,6 +170,7 @@ class TreatmentScript:
     operator: str
     patient_ref: str
     passes: tuple[ScriptPass, ...]
+    pass_wait_s: float = 0.0
 
     def groups(self) -> list[tuple[ScriptPass, ...]]:
         """The passes split into plans: a pass joins the previous one's plan when it repeats
@@ -403,22 +407,25 @@ def _table(path: Path, lines: dict, data: dict, name: str, keys: tuple[str, ...]
     return table
 
 
-def _header(path: Path, lines: dict, data: dict) -> tuple[str, Handpiece, str, str]:
-    """Device URL, handpiece, operator and patient reference of a parsed script."""
+def _header(path: Path, lines: dict, data: dict) -> tuple[str, Handpiece, str, str, float]:
+    """Device URL, handpiece, operator, patient reference and pass wait of a parsed script."""
     device = _table(path, lines, data, "device", DEVICE_KEYS)
     handpiece = _table(path, lines, data, "handpiece", HANDPIECE_KEYS)
     where = {"device.url": ("device", 0, "url"), "handpiece.name": ("handpiece", 0, "name"),
-             "operator": ("", 0, "operator"), "patient_ref": ("", 0, "patient_ref")}
+             "operator": ("", 0, "operator"), "patient_ref": ("", 0, "patient_ref"),
+             "pass_wait_s": ("", 0, "pass_wait_s")}
     try:
         url = _device_url(device.get("url", DEFAULT_DEVICE_URL))
         hp = get_handpiece(_text("handpiece.name", handpiece["name"])
                            if "name" in handpiece else None)
         operator = _text("operator", data.get("operator", ""))
         patient_ref = _text("patient_ref", data.get("patient_ref", ""))
+        wait_s = number("pass_wait_s", data.get("pass_wait_s", 0.0), 0.0, MAX_PASS_WAIT_S,
+                        unit="s")
     except SettingsError as exc:
         raise ScriptError(path, lines.get(where.get(exc.field, ("", 0, ""))), exc.field,
                           exc.value, exc.allowed, exc.reason) from exc
-    return url, hp, operator, patient_ref
+    return url, hp, operator, patient_ref, wait_s
 
 
 def parse_script(text: str, path: Path) -> TreatmentScript:
@@ -434,7 +441,7 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
                           str(exc)) from exc
     lines = key_lines(text)
     _check_keys(path, lines, ("", 0), "", data, TOP_KEYS)
-    url, hp, operator, patient_ref = _header(path, lines, data)
+    url, hp, operator, patient_ref, wait_s = _header(path, lines, data)
     tables = data.get("pass")
     if not isinstance(tables, list) or not 1 <= len(tables) <= MAX_PASSES or not all(
             isinstance(t, dict) for t in tables):
@@ -458,7 +465,7 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
         except SettingsError as exc:
             raise source.blame(path, exc) from exc
         passes.append(p)
-    return TreatmentScript(path, url, hp, operator, patient_ref, tuple(passes))
+    return TreatmentScript(path, url, hp, operator, patient_ref, tuple(passes), wait_s)
 
 
 def load_script(path: str | Path) -> TreatmentScript:

@@ -48,6 +48,17 @@ def test_header_keys_are_read() -> None:
               '[handpiece]\nname = "spot300"\n' + PASS)
     assert (s.operator, s.patient_ref, s.device_url) == ("Dr B", "P-7", "socket://127.0.0.1:9")
     assert s.handpiece.name == "spot300"
+    assert s.pass_wait_s == 0.0
+    assert parse("pass_wait_s = 12.5\n" + PASS).pass_wait_s == 12.5
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("-1", None), ("601", None), ('"20"', "not a number"), ("nan", "not finite")])
+def test_pass_wait_is_checked(value: str, reason: str | None) -> None:
+    exc = rejected(f"operator = \"x\"\npass_wait_s = {value}\n" + PASS)
+    assert exc.field == "pass_wait_s" and exc.line == 2
+    assert "0 <= pass_wait_s <= 600 s" in exc.allowed
+    assert reason is None or reason in str(exc)
 
 
 def test_error_names_pass_key_line_value_and_range() -> None:
