@@ -34,6 +34,10 @@ BACKGROUND_SPAN_RATIO = 2.0
 LOSS_TABLE_NODES = 4097
 #: Largest overestimate of the depth factor by the far grid's sum of exponential modes.
 MODE_FIT_TOLERANCE = 0.02
+#: Hole search (cells x spots distances) above which the window is widened 1.5x blindly.
+HOLE_SEARCH_LIMIT = 200_000_000
+#: Distances computed per numpy call in the hole search.
+HOLE_SEARCH_CHUNK = 4_000_000
 #: Molar gas constant, J/(mol K).
 GAS_CONSTANT = 8.314462618
 #: Rises below the floor are not integrated; the floor is set so that a cell held just below
@@ -377,11 +381,29 @@ def _as_spots(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64,
     return tuple(a[order] for a in arrays)
 
 
-def _widened(params: TissueParams) -> TissueParams:
-    """Window 1.5x wider, far grid coarsened just enough to keep the block constraint."""
-    window = 1.5 * params.window_um
+def _widened(params: TissueParams, window_um: float) -> TissueParams:
+    """Window ``window_um`` (capped at 2000 µm, the largest allowed), far grid coarsened just
+    enough to keep the block constraint."""
+    window = min(window_um, 2000.0)
     far = max(params.far_grid_um, 1.01 * window * math.sqrt(params.time_sample_ratio / 1.125))
     return replace(params, window_um=window, far_grid_um=far)
+
+
+def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> float:
+    """The window half-width that samples every hole: the largest distance (max-norm, the
+    windows being squares) from a hole cell to its nearest spot, 1 % over; 1.5x the current
+    window if that would take too long to compute (very many holes and spots)."""
+    rows, cols = np.nonzero(holes)
+    if len(rows) * len(x) > HOLE_SEARCH_LIMIT:
+        return 1.5 * lay.window_um
+    xc = lay.x0_um + (cols + 0.5) * lay.cell_um
+    yc = lay.y0_um + (rows + 0.5) * lay.cell_um
+    chunk = max(1, HOLE_SEARCH_CHUNK // len(x))
+    nearest = max(float(np.max(np.min(np.maximum(np.abs(xc[k:k + chunk, None] - x[None, :]),
+                                                 np.abs(yc[k:k + chunk, None] - y[None, :])),
+                                      axis=1)))
+                  for k in range(0, len(xc), chunk))
+    return max(1.01 * nearest, lay.window_um + lay.cell_um)
 
 
 def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions_um: F64,
@@ -416,9 +438,11 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
               params: TissueParams, kernel: ModuleType) -> ThermalResult:
     """Evaluate with the given kernel module (controller._thermal or controller.thermal_ref).
 
-    The window is widened until no map cell between spots (spots on both sides along its row
-    or its column) is outside every window. Cells outside every window (beyond the edge of a
-    concave pattern) keep the coarse far-grid value and are left out of the reservoir.
+    The window is widened (to the distance from the farthest such cell to its nearest spot)
+    until no map cell between spots (spots on both sides along its row or its column) is
+    outside every window, or the window reaches its 2000 µm limit. Cells outside every window
+    (beyond the edge of a concave pattern) keep the coarse far-grid value and are left out of
+    the reservoir.
     """
     x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
     thickness_m = params.thickness_um * 1e-6
@@ -427,9 +451,10 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         lay = Layout.for_spots(x, y, t, params)
         peak, damage, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius,
                                                           lay)
-        if not _holes(x, y, lay, sampled).any():
+        holes = _holes(x, y, lay, sampled)
+        if not holes.any() or params.window_um >= 2000.0:
             break
-        params = _widened(params)
+        params = _widened(params, _window_reaching(x, y, lay, holes))
     reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
     damaged = reservoir & (damage >= params.damage_omega)
     n_res = int(reservoir.sum())
