@@ -1,0 +1,144 @@
+"""The heat a session actually delivered, rebuilt from the treatment record, for the report's
+injury map.
+
+Per delivered spot: its position from the stored SPOT records; residual heat = the handpiece's
+``residual_heat_fraction`` x the measured energy (µJ, whole stack; -1 = not measured: the set
+energy x stack); lesion radius and column depth from the set pulse energy (the calibration's
+domain). Times: each ``delivered`` entry's host time ``at`` is taken as the firing of its
+batch's last spot, and the batch's earlier spots are placed before it by their relative fire
+times in the plan's timing model (the pass's recorded spot rate; the record holds no galvo
+jump speed or settle time, so :class:`GalvoTiming` defaults stand in unless given). Pauses
+and resumes therefore show as gaps. Spots never delivered contribute nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.handpiece import get_handpiece
+from controller.record import RecordError, TreatmentRecord
+from controller.settings import Handpiece
+from controller.thermal import ThermalResult, TissueParams, simulate_pass
+from controller.thermal_screen import SpotHeat, default_params
+from controller.timing import GalvoTiming, fire_times_us
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+
+
+def spot_positions_um(spots: np.ndarray, field_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Skin positions (µm from the field centre) of SPOT records."""
+    to_um = field_um / GALVO_FULL_SCALE_LSB
+    return ((spots["x_lsb"].astype(np.float64) - GALVO_CENTRE_LSB) * to_um,
+            (spots["y_lsb"].astype(np.float64) - GALVO_CENTRE_LSB) * to_um)
+
+
+@dataclass(frozen=True)
+class DeliveredPass:
+    """One recorded pass: its SPOT records and spot rate, and per delivered spot its index,
+    measured energy (µJ, -1 unknown), and the host time and last index of its batch."""
+
+    spots: np.ndarray
+    rep_rate_hz: float
+    index: np.ndarray
+    measured_uj: np.ndarray
+    batch_at_s: np.ndarray
+    batch_last: np.ndarray
+
+    @property
+    def set_uj(self) -> np.ndarray:
+        """Set energy of each delivered spot, whole stack (µJ)."""
+        return (self.spots["energy_uj"][self.index].astype(np.int64)
+                * self.spots["stack"][self.index])
+
+
+def recorded_passes(record: TreatmentRecord, session: int) -> Iterator[DeliveredPass]:
+    """Every pass of ``session`` with its delivered spots, in pass order."""
+    head = next(record.entries(session, "session"), None)
+    if head is None:
+        raise RecordError(f"no session {session} in {record.path}")
+    batches: dict[int, list[tuple[np.ndarray, np.ndarray, float]]] = {}
+    for e in record.entries(session, "delivered"):
+        first, count = e.body["first"], e.body["count"]
+        batches.setdefault(e.body["pass_index"], []).append(
+            (np.arange(first, first + count), np.asarray(e.body["measured_uj"], np.int64), e.at))
+    for p in head.body["passes"]:
+        spots = record.pass_spots(session, p["pass"], SPOT_DTYPE)
+        if spots is None:
+            raise RecordError(f"session {session} pass {p['pass']}: planned spots not stored")
+        found = batches.get(p["pass"], [])
+        sizes = [len(i) for i, _, _ in found]
+        none = [np.empty(0, np.int64)]
+        yield DeliveredPass(spots, float(p["rep_rate_hz"]),
+                            np.concatenate([i for i, _, _ in found] + none),
+                            np.concatenate([m for _, m, _ in found] + none),
+                            np.repeat([at for _, _, at in found], sizes).astype(np.float64),
+                            np.repeat([i[-1] for i, _, _ in found], sizes).astype(np.int64))
+
+
+def session_handpiece(record: TreatmentRecord, session: int) -> Handpiece:
+    """The one handpiece the session names (the record does not say which pass used which
+    when a session names several)."""
+    head = next(record.entries(session, "session"))
+    names = head.body.get("handpieces", [])
+    if len(names) != 1:
+        raise RecordError(f"session {session} names handpieces {names}; the delivered heat "
+                          "needs exactly one")
+    return get_handpiece(names[0])
+
+
+@dataclass(frozen=True)
+class DeliveredHeat:
+    """Model inputs of a session's delivered spots, and the lattice pitch that sizes the
+    model's window (the largest of the passes' mean spacings)."""
+
+    spots: SpotHeat
+    pitch_um: float
+
+
+def delivered_heat(record: TreatmentRecord, session: int, handpiece: Handpiece,
+                   timing: GalvoTiming | None = None) -> DeliveredHeat:
+    """Model inputs of every delivered spot of ``session`` (see the module docstring), times
+    in seconds from the first delivered spot; ``pass_start_s`` is each pass's first delivered
+    spot (NaN for a pass with none). Raises RecordError when nothing was delivered."""
+    field_um = float(next(record.entries(session, "session")).body["field_size_um"])
+    timing = timing or GalvoTiming(field_um=field_um)
+    columns: list[tuple[np.ndarray, ...]] = []
+    pitch_um = 0.0
+    for recorded in recorded_passes(record, session):
+        spots, index = recorded.spots, recorded.index
+        x_um, y_um = spot_positions_um(spots, field_um)
+        area_um2 = np.ptp(x_um) * np.ptp(y_um) if len(spots) else 0.0
+        pitch_um = max(pitch_um, float(np.sqrt(area_um2 / max(len(spots), 1))))
+        rel_s = fire_times_us(x_um, y_um, spots["pulse_us"].astype(np.int32),
+                              spots["stack"].astype(np.int32), recorded.rep_rate_hz,
+                              timing)[0] * 1e-6
+        energy_uj = np.where(recorded.measured_uj >= 0, recorded.measured_uj, recorded.set_uj)
+        columns.append((x_um[index], y_um[index],
+                        recorded.batch_at_s - (rel_s[recorded.batch_last] - rel_s[index]),
+                        energy_uj.astype(np.float64), spots["energy_uj"][index] * 1e-3,
+                        spots["stack"][index].astype(np.float64)))
+    x_um, y_um, t_s, energy_uj, pulse_mj, stack = (np.concatenate(c) for c in zip(*columns,
+                                                                                   strict=True))
+    if not len(t_s):
+        raise RecordError(f"session {session}: no spot was delivered")
+    t0_s = t_s.min()
+    return DeliveredHeat(SpotHeat(
+        first=0, x_um=x_um, y_um=y_um, t_s=t_s - t0_s,
+        heat_uj=handpiece.residual_heat_fraction * energy_uj,
+        lesion_radius_um=handpiece.spot_diameter_um / 2.0
+        + handpiece.coag_for_energy_um(pulse_mj, "recorded energy_uj"),
+        column_depth_um=handpiece.depth_for_energy_um(pulse_mj, "recorded energy_uj") * stack,
+        pass_start_s=np.array([c[2].min() - t0_s if len(c[2]) else np.nan for c in columns])),
+        pitch_um)
+
+
+def simulate_delivered(record: TreatmentRecord, session: int,
+                       params: TissueParams | None = None) -> ThermalResult:
+    """The thermal model run on what ``session`` delivered (all its passes together), with
+    the session's handpiece; ``params=None``: the plan screen's defaults for these spots."""
+    heat = delivered_heat(record, session, session_handpiece(record, session))
+    s = heat.spots
+    return simulate_pass(s.x_um, s.y_um, s.t_s, s.heat_uj, s.lesion_radius_um,
+                         params or default_params(s, heat.pitch_um))
