@@ -1,7 +1,9 @@
 """Pictures of plans and treatments for clinicians (PNG through matplotlib, the extra ``plot``).
 
 Everything is drawn in millimetres on the skin with equal axes, spots at their true diameter
-(the handpiece's definition), so a picture can be held against a ruler. matplotlib is imported
+(the handpiece's definition), so a picture can be held against a ruler. Injury maps (the
+thermal model's peak temperature rise with the damage contour) share their pattern panel's
+view and one colour scale per picture. matplotlib is imported
 only when a picture is drawn; without it :class:`PlottingUnavailable` says how to install it.
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so drawing is safe in
 threads and tests.
@@ -23,6 +25,9 @@ from controller import patterns
 from controller.scanpath import Plan
 from controller.script import describe_pattern, span
 from controller.settings import TreatmentSettings
+from controller.thermal import ThermalResult
+from controller.thermal_plot import draw_injury_map
+from controller.thermal_screen import PlanThermal
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -34,6 +39,8 @@ AXES_W_IN = 3.7
 AXES_MAX_H_IN = 4.6
 COLUMNS_MAX = 3
 MIN_WIDTH_IN = 7.5
+PANEL_GAP_IN = 1.0  # below an axes for its x labels, above it for a one-line title
+INJURY_TITLE_IN = 0.2  # the injury map's title has a second line (its numbers)
 TITLE_LINE_IN = 0.25
 TITLE_CHARS_PER_IN = 9.5  # 13 pt text
 HISTOGRAM_W_IN = 4.2
@@ -76,6 +83,10 @@ class Picture:
     path: Path
     size_px: tuple[int, int]
     panels: tuple[Panel, ...]
+
+    def panel(self, name: str) -> Panel:
+        """The panel called ``name`` (e.g. "pass 0", "injury 0", "spots")."""
+        return next(p for p in self.panels if p.name == name)
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
@@ -185,15 +196,20 @@ def _title(fig: Figure, title: str, width_in: float) -> float:
     return height_in
 
 
-def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> Picture:
-    """Draw every pass of ``plans`` (one panel each, same scale) to a PNG.
+def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
+              out_path: str | Path, title: str = "") -> Picture:
+    """Draw every pass of ``plans`` (one panel each, same scale) and its injury map below it
+    to a PNG.
 
     Spots are drawn to scale and coloured by firing order (colour bar: first to last); the
     spots of earlier passes show in grey, so offsets into the reservoirs are visible; the
     outline is dashed; a scale bar sits in the lower left; the caption lists each pass's
-    settings.
+    settings. ``screens``: the thermal screen of each plan as validation.check_thermal gives
+    it (plan k carries plans 0..k-1, so the injury map under pass g holds passes 0..g; None:
+    the model could not evaluate the plan).
     """
-    passes = [(plan, p) for plan in plans for p in range(len(plan.metrics.passes))]
+    passes = [(plan, p, screen) for plan, screen in zip(plans, screens, strict=True)
+              for p in range(len(plan.metrics.passes))]
     ncols = min(COLUMNS_MAX, len(passes))
     nrows = math.ceil(len(passes) / ncols)
     width_in = max(MIN_WIDTH_IN, ncols * PANEL_W_IN)
@@ -205,29 +221,75 @@ def draw_plan(plans: Sequence[Plan], out_path: str | Path, title: str = "") -> P
     axes_w_in, axes_h_in = view.axes_size_in()
     caption = [textwrap.fill(f"pass {g}: {describe_pass(plan, p)}",
                              int(width_in * CAPTION_CHARS_PER_IN), subsequent_indent="    ")
-               for g, (plan, p) in enumerate(passes)]
+               for g, (plan, p, _) in enumerate(passes)]
     caption_in = CAPTION_LINE_IN * (sum(c.count("\n") + 1 for c in caption) + 1)
     title_in = 0.35 + TITLE_LINE_IN * (textwrap.fill(title, int(width_in * TITLE_CHARS_PER_IN))
                                        .count("\n") + 1)
-    row_h_in = axes_h_in + 1.0
+    injury_h_in = axes_h_in + PANEL_GAP_IN + INJURY_TITLE_IN
+    row_h_in = axes_h_in + PANEL_GAP_IN + injury_h_in
     height_in = title_in + nrows * row_h_in + caption_in
     fig = _figure(width_in, height_in)
     _title(fig, title, width_in)
     margin_in = (width_in - ncols * PANEL_W_IN) / 2
+    rise_max_k = _rise_scale_k([s.passes[p].result for _, p, s in passes if s is not None])
     axes: dict[str, Axes] = {}
-    for g, (plan, p) in enumerate(passes):
+    for g, (plan, p, screen) in enumerate(passes):
         row, col = divmod(g, ncols)
         left_in = margin_in + col * PANEL_W_IN + 0.65 + (AXES_W_IN - axes_w_in) / 2
-        bottom_in = height_in - title_in - (row + 1) * row_h_in + 0.55
-        ax = fig.add_axes((left_in / width_in, bottom_in / height_in, axes_w_in / width_in,
-                           axes_h_in / height_in))
-        cax = fig.add_axes(((left_in + axes_w_in + 0.1) / width_in, bottom_in / height_in,
-                            0.12 / width_in, axes_h_in / height_in))
+        bottom_in = height_in - title_in - row * row_h_in - axes_h_in - 0.45
+        ax, cax = _axes_with_bar(fig, left_in, bottom_in, axes_w_in, axes_h_in)
         _draw_pass(ax, cax, plans, plan, p, g, view)
         axes[f"pass {g}"] = ax
+        ax, cax = _axes_with_bar(fig, left_in, bottom_in - injury_h_in, axes_w_in, axes_h_in)
+        _draw_injury(ax, cax, screen.passes[p].result if screen else None,
+                     f"pass {g}: predicted injury{_scope(g)}", view, rise_max_k)
+        axes[f"injury {g}"] = ax
     fig.text(0.01, (caption_in - CAPTION_LINE_IN * 0.5) / height_in, "\n".join(caption),
              va="top", ha="left", fontsize=9, family="monospace")
     return _save(fig, out_path, axes)
+
+
+def _scope(g: int) -> str:
+    """Which passes the injury map under pass g holds: all of the session up to it."""
+    return f" (passes 0-{g} together)" if g else ""
+
+
+def _axes_with_bar(fig: Figure, left_in: float, bottom_in: float, width_in: float,
+                   height_in: float) -> tuple[Axes, Axes]:
+    """An axes placed in inches, with a thin colour-bar axes just right of it."""
+    fig_w_in, fig_h_in = fig.get_size_inches()
+    ax = fig.add_axes((left_in / fig_w_in, bottom_in / fig_h_in, width_in / fig_w_in,
+                       height_in / fig_h_in))
+    cax = fig.add_axes(((left_in + width_in + 0.1) / fig_w_in, bottom_in / fig_h_in,
+                        0.12 / fig_w_in, height_in / fig_h_in))
+    return ax, cax
+
+
+def _rise_scale_k(results: Sequence[ThermalResult]) -> float:
+    """Top of the shared colour scale of injury maps: the highest peak rise drawn."""
+    peaks = [float(np.max(r.peak_rise_k, initial=0.0)) for r in results]
+    return max(peaks, default=0.0) or 1.0
+
+
+def _draw_injury(ax: Axes, cax: Axes, result: ThermalResult | str | None, title: str,
+                 view: View, rise_max_k: float) -> None:
+    """An injury map in ``view`` on the shared colour scale, or a note when there is none
+    (``result``: the reason as text, or None when the model could not evaluate the plan)."""
+    if not isinstance(result, ThermalResult):
+        view.apply(ax)
+        note = result or "the thermal model could not\nevaluate this plan (see co2scan plan)"
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center",
+                fontsize=9, wrap=True)
+        ax.set_title(title, fontsize=10)
+        cax.set_axis_off()
+        return
+    draw_injury_map(ax, result, title)
+    view.apply(ax)
+    image = ax.images[-1]
+    image.set_clim(0.0, rise_max_k)
+    bar = ax.figure.colorbar(image, cax=cax)
+    bar.set_label("peak temperature rise (K)", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
 
 
 def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g: int,
@@ -257,14 +319,16 @@ def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g
 
 def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: ArrayLike,
                 set_uj: ArrayLike, out_path: str | Path, title: str, *,
-                spot_diameter_um: float | None = None) -> Picture:
-    """Delivered against planned spots, and the measured energy against the set value.
+                injury: ThermalResult | str, spot_diameter_um: float | None = None) -> Picture:
+    """Delivered against planned spots, the injury map of what was delivered, and the
+    measured energy against the set value.
 
     ``planned_xy`` (N, 2) spot positions in µm; ``delivered_mask`` (N,) True for spots the
     device confirmed; ``measured_uj`` the measured energies and ``set_uj`` their set values
     (one number, or one per measurement). Missing spots are marked with red crosses; the
     histogram shows measured / set in percent with the +/-20 % band. Spots are drawn at
-    ``spot_diameter_um`` when given, else as markers.
+    ``spot_diameter_um`` when given, else as markers. ``injury``: the thermal model run on
+    the delivered spots (controller.thermal_delivered), or why there is no map.
     """
     xy_mm = np.asarray(planned_xy, dtype=np.float64).reshape(-1, 2) / 1000.0
     done = np.asarray(delivered_mask, dtype=bool)
@@ -272,14 +336,16 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     ratio_pct = 100.0 * measured / np.broadcast_to(np.asarray(set_uj, np.float64), measured.shape)
     view = View.around(xy_mm[:, 0], xy_mm[:, 1], (spot_diameter_um or 100.0) / 1000 + 0.3)
     axes_w_in, axes_h_in = view.axes_size_in()
-    width_in = 0.7 + axes_w_in + 1.0 + HISTOGRAM_W_IN + 0.3
+    injury_left_in = 0.7 + axes_w_in + 0.9
+    width_in = injury_left_in + axes_w_in + 1.3 + HISTOGRAM_W_IN + 0.3
     title_in = 0.35 + TITLE_LINE_IN * (textwrap.fill(title, int(width_in * TITLE_CHARS_PER_IN))
                                        .count("\n") + 1)
-    height_in = title_in + axes_h_in + 0.9
+    height_in = title_in + axes_h_in + 0.9 + INJURY_TITLE_IN
     fig = _figure(width_in, height_in)
     _title(fig, title, width_in)
     bottom, height = 0.6 / height_in, axes_h_in / height_in
     left = fig.add_axes((0.7 / width_in, bottom, axes_w_in / width_in, height))
+    middle, cax = _axes_with_bar(fig, injury_left_in, 0.6, axes_w_in, axes_h_in)
     right = fig.add_axes(((width_in - 0.3 - HISTOGRAM_W_IN) / width_in, bottom,
                           HISTOGRAM_W_IN / width_in, height))
     view.apply(left)
@@ -292,8 +358,10 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     left.plot(*missing.T, "x", ms=7, mew=1.8, color=MISSING_COLOUR, ls="none")
     left.set_title(f"delivered {done.sum()} of {len(done)} planned spots, "
                    f"missing {len(missing)} (red ×)", fontsize=10)
+    rise_max_k = _rise_scale_k([injury] if isinstance(injury, ThermalResult) else [])
+    _draw_injury(middle, cax, injury, "injury map of the delivered spots", view, rise_max_k)
     _energy_histogram(right, ratio_pct, set_uj)
-    return _save(fig, out_path, {"spots": left, "energy": right})
+    return _save(fig, out_path, {"spots": left, "injury": middle, "energy": right})
 
 
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:

@@ -27,7 +27,7 @@ from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
 from controller.settings import TreatmentSettings
 from controller.timing import GalvoTiming
-from controller.validation import ClinicalEnvelope, Finding, validate_plans
+from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
 from drivers.errors import DeviceError, FootswitchUp, IllegalState
 from drivers.info import DeviceLimits, DeviceStatus
@@ -122,7 +122,9 @@ class TreatmentSession:
         self.on_progress = on_progress or (lambda p: None)
         self.reconnect = reconnect
         self.start_wait_s = start_wait_s
-        self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits)
+        self.thermal = check_thermal(plans)  # kept for the plan table and pictures
+        self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
+                                                      thermal=self.thermal)
         self.jobs = self._jobs()
         self._pause = threading.Event()
         self._abort = threading.Event()

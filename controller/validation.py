@@ -1,20 +1,24 @@
-"""Plan validation: device limits, handpiece limits and the clinical envelope.
+"""Plan validation: device limits, handpiece limits, the clinical envelope and the thermal screen.
 
-``validate_plans`` collects every violated rule (field, value, limit) and raises
-``PlanRejected`` listing all of them; values above ``borderline_fraction`` of a limit come back
-as warnings that the caller must acknowledge before emission.
+``validate_plans`` collects every violated rule (field, value, limit) and every failing thermal
+screen (the model's numbers and its evaluated suggestions) and raises ``PlanRejected`` listing
+all of them; values above ``borderline_fraction`` of a limit come back as warnings that the
+caller must acknowledge before emission.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from controller.errors import SettingsError
 from controller.scanpath import Plan
+from controller.thermal_screen import PlanThermal, screen_plan
 from drivers.info import DeviceLimits
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
 
@@ -70,11 +74,14 @@ class Finding:
 
 
 class PlanRejected(Exception):
-    """The plan breaks one or more rules; ``violations`` lists every one of them."""
+    """The plan breaks one or more rules; ``violations`` lists every one of them, ``extra``
+    the other reasons (thermal screen); ``thermal`` holds the plans' thermal checks."""
 
-    def __init__(self, violations: list[Finding], extra: list[str] | None = None) -> None:
+    def __init__(self, violations: list[Finding], extra: list[str] | None = None,
+                 thermal: Sequence[ThermalCheck] = ()) -> None:
         self.violations = violations
         self.extra = extra or []
+        self.thermal = list(thermal)
         lines = [str(v) for v in violations] + self.extra
         super().__init__("plan rejected:\n  " + "\n  ".join(lines))
 
@@ -119,12 +126,61 @@ def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
                                     "at least"))
 
 
+@dataclass(frozen=True)
+class ThermalCheck:
+    """The thermal screen of one plan (``screen``), or why the model could not evaluate it
+    (``error``). A plan the model cannot evaluate is rejected: the laser stays off."""
+
+    plan_index: int
+    screen: PlanThermal | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.screen is not None and self.screen.ok
+
+    @cached_property
+    def rejections(self) -> tuple[str, ...]:
+        """Why the plan is rejected: the model's numbers and its evaluated suggestions (the
+        suggestions screen changed plans, seconds; computed once). Empty when within limits."""
+        head = f"thermal screen of plan {self.plan_index}: "
+        if self.screen is None:
+            return (f"{head}the model could not evaluate it ({self.error})",)
+        try:
+            reasons = self.screen.rejection_reasons()
+        except SettingsError as exc:  # a suggestion's variant is beyond the model's range
+            worst = max(self.screen.passes, key=lambda p: p.damaged_reservoir_fraction)
+            reasons = [f"{100.0 * worst.damaged_reservoir_fraction:.1f} % of the reservoir "
+                       f"damaged (peak rise {worst.peak_reservoir_rise_k:.1f} K); the handpiece "
+                       f"allows {100.0 * self.screen.max_damaged_fraction:.1f} %; no "
+                       f"suggestion could be evaluated ({exc})"]
+        return tuple(("  " if k else head) + r for k, r in enumerate(reasons))
+
+
+def check_thermal(plans: Sequence[Plan]) -> list[ThermalCheck]:
+    """Screen every plan with its handpiece (``plan.settings.handpiece``) as part of the
+    session's sequence: plan k carries the heat and lesions of plans 0..k-1, all passes back
+    to back (no cooling wait is assumed, since none is enforced between passes)."""
+    checks = []
+    for k, plan in enumerate(plans):
+        try:
+            checks.append(ThermalCheck(k, screen_plan(plan, plan.settings.handpiece,
+                                                      earlier=plans[:k])))
+        except SettingsError as exc:
+            checks.append(ThermalCheck(k, None, str(exc)))
+    return checks
+
+
 def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                    limits: DeviceLimits | None = None,
-                   extra_rejections: list[str] | None = None) -> list[Finding]:
-    """Check every pass of every plan; raise PlanRejected or return the warnings.
+                   extra_rejections: list[str] | None = None,
+                   thermal: Sequence[ThermalCheck] | None = None) -> list[Finding]:
+    """Check every pass of every plan and screen every plan thermally; raise PlanRejected or
+    return the warnings.
 
     The plans of one session are assumed to treat the same area, so passes and fluence add up.
+    ``thermal``: the plans' :func:`check_thermal` when the caller already has it (it is
+    computed here otherwise).
     """
     findings: list[Finding] = []
     warnings: list[Finding] = []
@@ -148,6 +204,9 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                bl)
     _check(findings, warnings, "envelope", "cumulative_fluence_j_cm2", fluence,
            envelope.max_cumulative_fluence_j_cm2, "J/cm²", bl)
-    if findings or extra_rejections:
-        raise PlanRejected(findings, extra_rejections)
+    if thermal is None:
+        thermal = check_thermal(plans)
+    rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
+    if findings or rejections:
+        raise PlanRejected(findings, rejections, thermal)
     return warnings

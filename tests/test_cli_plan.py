@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,7 +52,10 @@ def test_plan_table_has_a_row_per_pass_within_100_columns(
     assert main(["plan", DEEP]) == 0
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= WIDTH
-    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    lines = [line for line in out.splitlines() if line[:1].isdigit()]
+    thermal = [re.search(r" (ok \d+ K|FAIL \S+ %)$", line) for line in lines]
+    assert all(thermal)  # the thermal check column, last
+    rows = [line[:m.start()].split() for line, m in zip(lines, thermal, strict=True)]
     assert [r[0] for r in rows] == ["0", "1", "2"]
     assert [r[-2] for r in rows] == ["1000", "1000", "120"]  # the depth column
     assert "\033[" not in out  # no colour when not on a terminal

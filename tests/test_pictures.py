@@ -1,4 +1,5 @@
-"""Pictures: announced size, spots at their place, at true size, coloured by firing order."""
+"""Pictures: announced size, spots at their place, at true size, coloured by firing order;
+injury maps under every pass and in the report."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from controller.pictures import (
     EARLIER_COLOUR,
     MISSING_COLOUR,
     PANEL_W_IN,
+    Panel,
     Picture,
     draw_plan,
     draw_report,
 )
 from controller.scanpath import Plan
 from controller.script import parse_script
+from controller.thermal import TissueParams, simulate_pass
+from controller.thermal_screen import screen_plan
 
 PASS = '[[pass]]\nsize_mm = 6.5\npitch_um = 1000\ndepth_um = 300\norder = "raster"\n'
 TWO_PASSES = '[handpiece]\nname = "spot300"\n' + PASS + PASS  # 300 µm spots, offset passes
@@ -39,21 +43,52 @@ def pixel(image: np.ndarray, col: float, row: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Plan, Picture, np.ndarray]:
     plan = parse_script(TWO_PASSES, Path("two.toml")).plans()[0]
-    picture = draw_plan([plan], tmp_path_factory.mktemp("pics") / "plan.png", "two passes")
+    picture = draw_plan([plan], [screen_plan(plan, plan.settings.handpiece)],
+                        tmp_path_factory.mktemp("pics") / "plan.png", "two passes")
     return plan, picture, imread(picture.path)
+
+
+def inked(image: np.ndarray, panel: Panel) -> float:
+    """Share of the pixels inside a panel's axes that are not white."""
+    left, top, right, bottom = (round(v) for v in panel.box_px)
+    box = image[top + 2:bottom - 2, left + 2:right - 2, :3]
+    return float((np.abs(box - 1.0).max(axis=2) > 0.1).mean())
 
 
 def test_plan_picture_has_the_announced_size_and_one_panel_per_pass(drawn) -> None:
     _, picture, image = drawn
     assert image.shape[:2] == picture.size_px[::-1]
     assert picture.size_px[0] == round(max(7.5, 2 * PANEL_W_IN) * DPI)
-    assert [p.name for p in picture.panels] == ["pass 0", "pass 1"]
+    assert [p.name for p in picture.panels] == ["pass 0", "injury 0", "pass 1", "injury 1"]
+
+
+def test_each_pass_has_its_injury_map_below_it(drawn) -> None:
+    plan, picture, image = drawn
+    for k in range(2):
+        spots, injury = picture.panel(f"pass {k}"), picture.panel(f"injury {k}")
+        assert injury.box_px[1] > spots.box_px[3]  # below
+        assert injury.box_px[0] == pytest.approx(spots.box_px[0], abs=1)
+        assert injury.xlim_mm == spots.xlim_mm and injury.ylim_mm == spots.ylim_mm
+        assert inked(image, injury) > 0.3  # the map fills most of the pattern's view
+        part = plan.pass_slice(k)
+        col, row = injury.to_px(plan.x_um[part] / 1000, plan.y_um[part] / 1000)
+        assert all(np.abs(pixel(image, c, r) - 1.0).max() > 0.3 for c, r in zip(col, row,
+                                                                             strict=True))
+
+
+def test_a_plan_the_model_could_not_evaluate_gets_a_note(tmp_path: Path) -> None:
+    plan = parse_script(PASS, Path("one.toml")).plans()[0]
+    picture = draw_plan([plan], [None], tmp_path / "plan.png", "one pass")
+    image = imread(picture.path)
+    assert [p.name for p in picture.panels] == ["pass 0", "injury 0"]
+    assert 0.0 < inked(image, picture.panel("injury 0")) < 0.1  # the note, no map
 
 
 def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
     plan, picture, image = drawn
     cmap = colormaps[CMAP]
-    for k, panel in enumerate(picture.panels):
+    for k in range(2):
+        panel = picture.panel(f"pass {k}")
         part = plan.pass_slice(k)
         col, row = panel.to_px(plan.x_um[part] / 1000, plan.y_um[part] / 1000)
         assert np.allclose(pixel(image, col[0], row[0]), cmap(0.0)[:3], atol=0.08)
@@ -62,7 +97,7 @@ def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
 
 def test_spots_have_their_true_diameter(drawn) -> None:
     plan, picture, image = drawn
-    panel = picture.panels[0]
+    panel = picture.panel("pass 0")
     part = plan.pass_slice(0)
     col, row = panel.to_px(plan.x_um[part][5] / 1000, plan.y_um[part][5] / 1000)
     line = image[round(row), :, :3]
@@ -76,10 +111,10 @@ def test_reservoirs_are_blank_and_earlier_passes_grey(drawn) -> None:
     plan, picture, image = drawn
     first = plan.pass_slice(0)
     x0, y0 = plan.x_um[first] / 1000, plan.y_um[first] / 1000
-    col, row = picture.panels[0].to_px(x0[:3] + 0.5, y0[:3] + 0.5)  # half a pitch away
+    col, row = picture.panel("pass 0").to_px(x0[:3] + 0.5, y0[:3] + 0.5)  # half a pitch away
     for c, r in zip(col, row, strict=True):
         assert np.allclose(pixel(image, c, r), 1.0, atol=0.02)
-    col, row = picture.panels[1].to_px(x0[3], y0[3])  # pass 0's spot in pass 1's panel
+    col, row = picture.panel("pass 1").to_px(x0[3], y0[3])  # pass 0's spot in pass 1's panel
     assert np.allclose(pixel(image, col, row), rgb(EARLIER_COLOUR), atol=0.05)
 
 
@@ -100,15 +135,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Pictur
     rng = np.random.default_rng(0)
     measured = 40_000 * rng.normal(1.0, 0.05, delivered.sum())
     measured[0] = 40_000 * 1.35  # outside the band
+    x_um, y_um = xy_um[delivered].T
+    n = len(x_um)
+    injury = simulate_pass(x_um, y_um, np.arange(n) * 2e-3, np.full(n, 3000.0),
+                           np.full(n, 200.0), TissueParams(thickness_um=300.0))
     picture = draw_report(xy_um, delivered, measured, 40_000,
                           tmp_path_factory.mktemp("pics") / "report.png", "report",
-                          spot_diameter_um=300)
+                          injury=injury, spot_diameter_um=300)
     return xy_um[~delivered], picture, imread(picture.path)
 
 
 def test_report_marks_missing_spots_in_red(report) -> None:
     missing_um, picture, image = report
-    spots = picture.panels[0]
+    spots = picture.panel("spots")
     assert image.shape[:2] == picture.size_px[::-1]
     for x_um, y_um in missing_um:
         col, row = spots.to_px(x_um / 1000, y_um / 1000)
@@ -117,7 +156,7 @@ def test_report_marks_missing_spots_in_red(report) -> None:
 
 def test_report_histogram_shows_the_band_and_the_outlier(report) -> None:
     _, picture, image = report
-    energy = picture.panels[1]
+    energy = picture.panel("energy")
     (x0, x1), (y0, _) = energy.xlim_mm, energy.ylim_mm  # the histogram's data range: % / count
     assert x0 < 80 and x1 > 135
     col, row = energy.to_px(np.array([100.0, 135.0, 90.0]), np.array([0.5, 0.5, 0.5]) + y0)
@@ -126,3 +165,21 @@ def test_report_histogram_shows_the_band_and_the_outlier(report) -> None:
     band_col, band_row = energy.to_px(82.0, energy.ylim_mm[1] * 0.95)
     band = pixel(image, band_col, band_row)
     assert band[1] > band[0] and band[1] > band[2]  # green band
+
+
+def test_report_has_the_injury_map_beside_the_spots(report) -> None:
+    _, picture, image = report
+    spots, injury = picture.panel("spots"), picture.panel("injury")
+    assert [p.name for p in picture.panels] == ["spots", "injury", "energy"]
+    assert spots.box_px[2] < injury.box_px[0] < picture.panel("energy").box_px[0]
+    assert injury.xlim_mm == spots.xlim_mm
+    assert inked(image, injury) > 0.3
+    col, row = injury.to_px(0.0, 0.0)  # a delivered spot: heated
+    assert np.abs(pixel(image, col, row) - 1.0).max() > 0.3
+
+
+def test_report_without_a_map_says_why(tmp_path: Path) -> None:
+    picture = draw_report(np.zeros((1, 2)), np.zeros(1, bool), np.zeros(0), 40_000,
+                          tmp_path / "r.png", "nothing", injury="no injury map: none delivered")
+    image = imread(picture.path)
+    assert 0.0 < inked(image, picture.panel("injury")) < 0.1

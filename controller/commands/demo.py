@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from controller.commands import add_command
-from controller.commands.plan import format_table, pass_rows
-from controller.commands.report import session_arrays
+from controller.commands.plan import EXIT_REJECTED, fail, format_table, pass_rows
+from controller.commands.report import draw_session_report
 from controller.progress import ProgressDisplay
 from controller.record import TreatmentRecord
 from controller.script import load_script
 from controller.session import TreatmentSession, timing_for
+from controller.validation import PlanRejected
 from drivers import open_device
 
 DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "data" / "demo.toml"
@@ -29,7 +30,7 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.pictures import draw_plan, draw_report
+    from controller.pictures import draw_plan
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,16 +44,25 @@ def run(args: argparse.Namespace) -> int:
               f"energy {info.limits.energy_min_uj}-{info.limits.energy_max_uj} µJ, "
               f"{info.limits.rep_rate_max_hz} Hz max, buffer {info.limits.buffer_spots} spots")
         plans = script.plans(lambda s: timing_for(info.limits, s))
-        print("3. plan, with this device's timing and power limits:")
-        print(format_table(pass_rows(plans), sys.stdout))
-        preview = draw_plan(plans, out / "plan.png", title=f"co2scan demo: {script.path.name}")
-        print(f"4. preview: {preview.path}")
         record_path = out / "treatments.db"
         with TreatmentRecord(record_path) as record:
             display = ProgressDisplay(sys.stderr)
-            session = TreatmentSession(device, plans, record, operator=script.operator,
-                                       patient_ref=script.patient_ref,
-                                       on_progress=display.update)
+            try:
+                session = TreatmentSession(device, plans, record, operator=script.operator,
+                                           patient_ref=script.patient_ref,
+                                           on_progress=display.update)
+            except PlanRejected as exc:
+                thermal, rejected = exc.thermal, exc
+            else:
+                thermal, rejected = session.thermal, None
+            print("3. plan, with this device's timing and power limits, thermally screened:")
+            print(format_table(pass_rows(plans, thermal), sys.stdout))
+            preview = draw_plan(plans, [c.screen for c in thermal], out / "plan.png",
+                                title=f"co2scan demo: {script.path.name}")
+            print(f"4. preview: {preview.path}")
+            if rejected is not None:
+                display.close()
+                return fail(f"{rejected}\nnothing was delivered", EXIT_REJECTED)
             if session.warnings:
                 session.acknowledge_warnings(by="co2scan demo")
             print("5. delivering (the simulator's footswitch is held down):")
@@ -66,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
             check = record.verify()
             print(f"6. record {record_path}: {check.entries} entries, "
                   + ("hash chain verified" if check.ok else f"PROBLEMS {check.problems}"))
-            xy, mask, measured, set_uj, _ = session_arrays(record, outcome.session_id)
-        report = draw_report(xy, mask, measured, set_uj, out / "report.png",
-                             f"demo session {outcome.session_id}: {int(mask.sum())} of "
-                             f"{mask.size} spots delivered")
+            report = draw_session_report(record, outcome.session_id, out / "report.png",
+                                         f"demo session {outcome.session_id}: "
+                                         f"{sum(outcome.delivered.values())} of "
+                                         f"{sum(j.spots.count for j in session.jobs)} spots "
+                                         "delivered")
         print(f"7. report: {report.path}")
     (out / "demo.toml").write_text(script.path.read_text(encoding="utf-8"), encoding="utf-8")
     return 0 if outcome.status == "completed" and check.ok else 4

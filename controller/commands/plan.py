@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
@@ -16,16 +16,26 @@ from controller.errors import SettingsError
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, describe_pattern, load_script, span
 from controller.timing import GalvoTiming
-from controller.validation import ClinicalEnvelope, Finding, PlanRejected, validate_plans
+from controller.validation import (
+    ClinicalEnvelope,
+    Finding,
+    PlanRejected,
+    ThermalCheck,
+    check_thermal,
+    validate_plans,
+)
 
 EXIT_OK = 0
 EXIT_REJECTED = 3
 
 HELP = """show the validated plan of a treatment script, one row per [[pass]]
 
-Plans every pass with the default galvo timing (run re-plans with the device's own limits)
-and checks the plan against the clinical envelope. Exit status: 0 plan accepted, 3 script
-invalid or plan rejected (the reason on stderr; with --json the plan is still printed).
+Plans every pass with the default galvo timing (run re-plans with the device's own limits),
+checks the plan against the clinical envelope and screens it with the thermal model: the
+"thermal check" column shows each pass's peak reservoir rise ("ok 12 K") or, when too much
+of the reservoir is damaged, the damaged share ("FAIL 3.1 %"). Exit status: 0 plan accepted,
+3 script invalid or plan rejected (the reasons, with the thermal model's numbers and
+suggestions, on stderr; with --json the plan is still printed).
 
 examples:
   co2scan plan examples/deep_scar.toml
@@ -63,14 +73,19 @@ class PassRow:
     depth_um: tuple[float, float]
     spot_rate_hz: float
     duration_s: float
+    thermal_ok: bool
+    peak_reservoir_rise_k: float | None  # None: the model could not evaluate the plan
+    damaged_reservoir_pct: float | None
 
 
-def pass_rows(plans: list[Plan]) -> list[PassRow]:
-    """One row per pass of the plans, numbered across plans like the script's passes."""
+def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRow]:
+    """One row per pass of the plans, numbered across plans like the script's passes, with
+    the thermal screen of each pass (``thermal``: one check per plan, see check_thermal)."""
     rows = []
-    for k, plan in enumerate(plans):
+    for k, (plan, check) in enumerate(zip(plans, thermal, strict=True)):
         s, hp = plan.settings, plan.settings.handpiece
         for p, m in enumerate(plan.metrics.passes):
+            screened = check.screen.passes[p] if check.screen else None
             part = plan.pass_slice(p)
             energy_mj = plan.energy_uj[part] / 1000.0
             depth_um = hp.depth_for_energy_um(energy_mj) * plan.stack[part]
@@ -83,8 +98,23 @@ def pass_rows(plans: list[Plan]) -> list[PassRow]:
                 energy_mj=(float(energy_mj.min()), float(energy_mj.max())),
                 stack=(int(plan.stack[part].min()), int(plan.stack[part].max())),
                 depth_um=(float(depth_um.min()), float(depth_um.max())),
-                spot_rate_hz=m.spot_rate_hz, duration_s=m.duration_s))
+                spot_rate_hz=m.spot_rate_hz, duration_s=m.duration_s,
+                thermal_ok=screened is not None and screened.ok,
+                peak_reservoir_rise_k=None if screened is None else
+                screened.peak_reservoir_rise_k,
+                damaged_reservoir_pct=None if screened is None else
+                100.0 * screened.damaged_reservoir_fraction))
     return rows
+
+
+def thermal_cell(row: PassRow) -> str:
+    """The thermal check of a pass: peak reservoir rise when within the limit, else the
+    damaged share of the reservoir; "n/a" when the model could not evaluate it."""
+    if row.peak_reservoir_rise_k is None or row.damaged_reservoir_pct is None:
+        return "n/a"
+    if row.thermal_ok:
+        return f"ok {row.peak_reservoir_rise_k:.0f} K"
+    return f"FAIL {row.damaged_reservoir_pct:.1f} %"
 
 
 #: (heading, unit, cell) per column; the first TEXT_COLUMNS are left-aligned text. A pass's
@@ -101,6 +131,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
     ("stack", "", lambda r: span(*r.stack, "d")),
     ("depth", "µm", lambda r: span(*r.depth_um, ".0f")),
     ("time", "s", lambda r: f"{r.duration_s:.1f}"),
+    ("thermal", "check", thermal_cell),
 )
 TEXT_COLUMNS = 3
 PATTERN_COLUMN = 1
@@ -133,18 +164,21 @@ def load_and_plan(path: str, timing: GalvoTiming | None = None
     return script, script.plans(timing)
 
 
-def check(plans: list[Plan]) -> tuple[list[Finding], list[str]]:
-    """Borderline warnings and violations of the plans against the clinical envelope."""
+def check(plans: list[Plan]) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
+    """Borderline warnings and violations of the plans against the clinical envelope and the
+    thermal screen, and the thermal check of each plan."""
+    thermal = check_thermal(plans)
     try:
-        return validate_plans(plans, ClinicalEnvelope.load()), []
+        return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
     except PlanRejected as exc:
-        return [], [str(v) for v in exc.violations] + exc.extra
+        return [], [str(v) for v in exc.violations] + exc.extra, thermal
 
 
 def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTiming,
-                  warnings: list[Finding], violations: list[str]) -> dict[str, Any]:
+                  warnings: list[Finding], violations: list[str],
+                  thermal: Sequence[ThermalCheck]) -> dict[str, Any]:
     """Everything the summary shows, as JSON-ready data (plan metrics as ``build_plan`` gave)."""
-    rows = pass_rows(plans)
+    rows = pass_rows(plans, thermal)
     first = 0
     plan_docs = []
     for plan in plans:
@@ -171,12 +205,13 @@ def wrap(text: str) -> str:
                      for line in text.splitlines())
 
 
-def _summary(doc: dict[str, Any], plans: list[Plan], stream: TextIO) -> str:
+def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCheck],
+             stream: TextIO) -> str:
     who = ", ".join(f"{label} {doc[k]}" for k, label in (("operator", "operator"),
                                                           ("patient_ref", "patient")) if doc[k])
     lines = [wrap(f"{doc['script']}: handpiece {doc['handpiece']} ({doc['spot_diameter_um']:g}"
                   f" µm spot), device {doc['device_url']}"), *([wrap(who)] if who else []), "",
-             format_table(pass_rows(plans), stream), ""]
+             format_table(pass_rows(plans, thermal), stream), ""]
     for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True)):
         passes = plan_doc["passes"]
         names = f"pass {passes[0]}" if len(passes) == 1 else f"passes {passes[0]}-{passes[-1]}"
@@ -188,7 +223,8 @@ def _summary(doc: dict[str, Any], plans: list[Plan], stream: TextIO) -> str:
                       "scanning at the default galvo timing; fluence per spot"))
     lines += [paint(wrap(f"borderline: {w}"), YELLOW, stream) for w in doc["warnings"]]
     if doc["accepted"]:
-        lines.append(paint("plan accepted by the clinical envelope", GREEN, stream))
+        lines.append(paint("plan accepted by the clinical envelope and the thermal screen",
+                           GREEN, stream))
     return "\n".join(lines)
 
 
@@ -204,9 +240,9 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script, timing)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings, violations = check(plans)
-    doc = plan_document(script, plans, timing, warnings, violations)
-    print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, sys.stdout))
+    warnings, violations, thermal = check(plans)
+    doc = plan_document(script, plans, timing, warnings, violations, thermal)
+    print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, thermal, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
 
 

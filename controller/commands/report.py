@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from controller.commands import add_command
 from controller.commands.log import _open
 from controller.commands.run import add_record_argument
+from controller.errors import SettingsError
 from controller.record import RecordError, TreatmentRecord
-from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+from controller.thermal_delivered import recorded_passes, simulate_delivered, spot_positions_um
 
-HELP = """draw a session's report: delivered vs planned spots (missing ones marked) and the
-measured-energy histogram against the set value with the +/-20 % band
+if TYPE_CHECKING:
+    from controller.pictures import Picture
+
+HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
+map of what was delivered (the thermal model run on the measured energies and the recorded
+timing) and the measured-energy histogram against the set value with the +/-20 % band
 
 examples:
   co2scan report 1 -o report.png
@@ -29,38 +35,45 @@ def session_arrays(record: TreatmentRecord, session: int
     head = next(e for e in record.entries(session, "session"))
     field_um = float(head.body["field_size_um"])
     xy, mask, measured, set_uj = [], [], [], []
-    for p in head.body["passes"]:
-        spots = record.pass_spots(session, p["pass"], SPOT_DTYPE)
-        if spots is None:
-            raise RecordError(f"session {session} pass {p['pass']}: planned spots not stored")
-        to_um = field_um / GALVO_FULL_SCALE_LSB
-        xy.append(np.column_stack([(spots["x_lsb"].astype(float) - GALVO_CENTRE_LSB) * to_um,
-                                   (spots["y_lsb"].astype(float) - GALVO_CENTRE_LSB) * to_um]))
-        index, energy = record.delivered_spots(session, p["pass"])
-        delivered = np.zeros(len(spots), bool)
-        delivered[index] = True
+    for recorded in recorded_passes(record, session):
+        xy.append(np.column_stack(spot_positions_um(recorded.spots, field_um)))
+        delivered = np.zeros(len(recorded.spots), bool)
+        delivered[recorded.index] = True
         mask.append(delivered)
-        known = energy >= 0
-        measured.append(energy[known])
-        set_uj.append(spots["energy_uj"][index][known].astype(np.int64)
-                      * spots["stack"][index][known])
+        known = recorded.measured_uj >= 0
+        measured.append(recorded.measured_uj[known])
+        set_uj.append(recorded.set_uj[known])
     return (np.concatenate(xy), np.concatenate(mask), np.concatenate(measured),
             np.concatenate(set_uj), head.body)
 
 
+def draw_session_report(record: TreatmentRecord, session: int, out_path: str | Path,
+                        title: str = "") -> Picture:
+    """The report picture of ``session``; ``title`` defaults to the delivered count, operator
+    and patient. A session whose delivered heat cannot be modelled (nothing delivered, an
+    unknown handpiece) gets the reason in place of the injury map."""
+    from controller.pictures import draw_report
+
+    xy, mask, measured, set_uj, head = session_arrays(record, session)
+    try:
+        injury = simulate_delivered(record, session)
+    except (RecordError, SettingsError) as exc:
+        injury = f"no injury map:\n{exc}"
+    title = title or (f"session {session}: {int(mask.sum())} of {mask.size} spots delivered; "
+                      f"operator {head.get('operator', '?')}, patient "
+                      f"{head.get('patient_ref', '?')}")
+    return draw_report(xy, mask, measured, set_uj, out_path, title, injury=injury)
+
+
 def run(args: argparse.Namespace) -> int:
-    from controller.pictures import PlottingUnavailable, draw_report
+    from controller.pictures import PlottingUnavailable
 
     try:
         with _open(args.record) as record:
-            xy, mask, measured, set_uj, head = session_arrays(record, args.session)
+            picture = draw_session_report(record, args.session, Path(args.output))
     except (RecordError, StopIteration) as exc:
         print(f"error: session {args.session}: {exc or 'not in the record'}", file=sys.stderr)
         return 3
-    title = (f"session {args.session}: {int(mask.sum())} of {mask.size} spots delivered; "
-             f"operator {head.get('operator', '?')}, patient {head.get('patient_ref', '?')}")
-    try:
-        picture = draw_report(xy, mask, measured, set_uj, Path(args.output), title)
     except PlottingUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

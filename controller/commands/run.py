@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         except PlanRejected as exc:
             return fail(str(exc))
         print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
-        print(format_table(pass_rows(plans), sys.stdout))
+        print(format_table(pass_rows(plans, session.thermal), sys.stdout))
         for warning in session.warnings:
             print(wrap(f"borderline: {warning}"))
         interactive = sys.stdin.isatty() and not args.yes

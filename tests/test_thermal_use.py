@@ -1,0 +1,275 @@
+"""The thermal screen in use: hot plans rejected with the model's numbers (validation, session,
+``co2scan plan``), injury maps in previews and reports, and the heat a session delivered."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller import record as record_module
+from controller import validation
+from controller.cli import main
+from controller.commands.plan import EXIT_REJECTED, WIDTH
+from controller.errors import SettingsError
+from controller.handpiece import get_handpiece
+from controller.record import RecordError, TreatmentRecord
+from controller.scanpath import Plan
+from controller.script import parse_script
+from controller.session import TreatmentSession, timing_for
+from controller.settings import Handpiece
+from controller.thermal_delivered import delivered_heat, simulate_delivered
+from controller.thermal_screen import PlanThermal, screen_plan
+from controller.timing import GalvoTiming, fire_times_us
+from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
+from drivers import open_device
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+
+#: Two back-to-back raster passes at 30 % coverage and 600 µm on 2 mm: bulk heating.
+HOT = '[[pass]]\nsize_mm = 2\ndensity_percent = 30\ndepth_um = 600\norder = "raster"\n' * 2
+#: A few sparse spots.
+SMALL = '[[pass]]\nsize_mm = 2\npitch_um = 500\ndepth_um = 200\n' * 2
+FAST = "sim://?footswitch=down&pre_emission_ms=20&seed=3"
+FIELD_UM = 20_000
+
+
+def plans_of(text: str) -> list[Plan]:
+    return parse_script(text, Path("t.toml")).plans()
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def cool_tissue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner screens with a thousandth of the handpiece's residual heat, so every plan
+    passes the thermal screen whatever its damage criterion."""
+    real = validation.screen_plan
+
+    def screen(plan: Plan, handpiece: Handpiece, **kwargs: Any) -> PlanThermal:
+        cool = replace(handpiece, residual_heat_fraction=handpiece.residual_heat_fraction * 1e-3)
+        return real(plan, cool, **kwargs)
+
+    monkeypatch.setattr(validation, "screen_plan", screen)
+
+
+# -- rejection ---------------------------------------------------------------------------------
+
+def test_a_hot_plan_is_rejected_with_the_models_numbers_and_suggestions() -> None:
+    plans = plans_of(HOT)
+    screen = screen_plan(plans[0], plans[0].settings.handpiece)
+    assert not screen.ok  # the extreme plan heats the reservoir beyond any sane limit
+    with pytest.raises(PlanRejected) as info:
+        validate_plans(plans, ClinicalEnvelope.load())
+    text = str(info.value)
+    reasons = screen.rejection_reasons()
+    assert len(reasons) >= 2  # the numbers, then at least one evaluated suggestion
+    for reason in reasons:
+        assert reason in text
+    first = next(line for line in info.value.extra if "thermal screen of plan 0" in line)
+    assert re.search(r"\d %", first) and re.search(r"\d K", first)
+    assert not info.value.thermal[0].ok
+
+
+def test_a_plan_the_model_cannot_evaluate_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(plan: Plan, handpiece: Handpiece, **kwargs: Any) -> PlanThermal:
+        raise SettingsError("window_um", 2500.0, "[50, 2000]")
+
+    monkeypatch.setattr(validation, "screen_plan", fail)
+    with pytest.raises(PlanRejected, match=r"could not evaluate it.*window_um = 2500"):
+        validate_plans(plans_of(SMALL), ClinicalEnvelope.load())
+
+
+def test_a_suggestion_beyond_the_model_still_leaves_the_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_suggestions(self: PlanThermal) -> list[str]:
+        raise SettingsError("window_um", 2331.0, "[50, 2000]")
+
+    monkeypatch.setattr(PlanThermal, "rejection_reasons", no_suggestions)
+    with pytest.raises(PlanRejected) as info:
+        validate_plans(plans_of(HOT), ClinicalEnvelope.load())
+    screen = info.value.thermal[0].screen
+    worst = max(p.damaged_reservoir_fraction for p in screen.passes)
+    assert f"{100 * worst:.1f} % of the reservoir damaged" in str(info.value)
+    assert "no suggestion could be evaluated" in str(info.value)
+
+
+def test_a_session_refuses_a_hot_plan_and_fires_nothing(tmp_path: Path) -> None:
+    with open_device(FAST) as dev, TreatmentRecord(tmp_path / "t.db") as rec:
+        plans = parse_script(HOT, Path("t.toml")).plans(lambda s: timing_for(dev.info.limits, s))
+        with pytest.raises(PlanRejected, match="thermal screen of plan 0"):
+            TreatmentSession(dev, plans, rec, operator="t", patient_ref="p")
+        assert len(dev.simulator.device.ground_truth) == 0
+        assert list(rec.entries()) == []
+
+
+# -- co2scan plan / preview --------------------------------------------------------------------
+
+def table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line[:1].isdigit()]
+
+
+def test_plan_shows_the_failing_check_and_exits_3(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, HOT)
+    assert main(["plan", path]) == EXIT_REJECTED
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert "thermal" in lines[3] and "check" in lines[4]
+    assert any(re.search(r"FAIL \d+\.\d %$", row) for row in table_rows(out))
+    assert "thermal screen of plan 0" in err
+    assert max(len(line) for line in out.splitlines() + err.splitlines()) <= WIDTH
+    assert main(["plan", path, "--json"]) == EXIT_REJECTED
+    doc = json.loads(capsys.readouterr().out)
+    assert not doc["accepted"] and any("thermal screen" in v for v in doc["violations"])
+    assert not all(p["thermal_ok"] for p in doc["passes"])
+    assert all(0 <= p["damaged_reservoir_pct"] <= 100 for p in doc["passes"])
+
+
+def test_plan_shows_the_peak_rise_of_passing_passes(tmp_path: Path, cool_tissue: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", write(tmp_path, SMALL)]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert len(rows) == 2 and all(re.search(r"ok \d+ K$", row) for row in rows)
+    assert max(len(line) for line in out.splitlines()) <= WIDTH
+
+
+def test_preview_draws_a_rejected_plan_with_its_injury_maps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from matplotlib.image import imread
+
+    png = tmp_path / "plan.png"
+    assert main(["preview", write(tmp_path, HOT), "-o", str(png)]) == EXIT_REJECTED
+    out, err = capsys.readouterr()
+    width, height = map(int, re.search(r"\((\d+)x(\d+) px, one panel and injury map", out)
+                        .groups())
+    assert imread(png).shape[:2] == (height, width)
+    assert height > width  # pattern panels above, injury maps below
+    assert "thermal screen of plan 0" in err
+
+
+# -- the heat a session delivered --------------------------------------------------------------
+
+SPOTS_XY_UM = [(x, y) for y in (-500.0, 0.0, 500.0) for x in (-500.0, 0.0, 500.0)]
+SET_UJ = 30_000
+
+
+def make_record(path: Path, monkeypatch: pytest.MonkeyPatch,
+                batches: list[tuple[int, list[int], float]]) -> TreatmentRecord:
+    """One session, one pass of nine spots (stack 1, 500 Hz); ``batches`` = (first index,
+    measured µJ, host time of the entry)."""
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(record_module, "time", SimpleNamespace(time=lambda: clock.now))
+    spots = np.zeros(len(SPOTS_XY_UM), SPOT_DTYPE)
+    to_lsb = GALVO_FULL_SCALE_LSB / FIELD_UM
+    spots["index"] = np.arange(len(spots))
+    spots["x_lsb"] = [round(GALVO_CENTRE_LSB + x * to_lsb) for x, _ in SPOTS_XY_UM]
+    spots["y_lsb"] = [round(GALVO_CENTRE_LSB + y * to_lsb) for _, y in SPOTS_XY_UM]
+    spots["energy_uj"], spots["pulse_us"], spots["stack"] = SET_UJ, 300, 1
+    rec = TreatmentRecord(path)
+    session = rec.new_session(field_size_um=FIELD_UM, handpieces=["spot120"], operator="t",
+                              patient_ref="p", passes=[{"pass": 0, "spots": len(spots),
+                                                        "device_checksum": 0,
+                                                        "rep_rate_hz": 500}])
+    rec.store_pass_spots(session, 0, spots)
+    for first, measured, at in batches:
+        clock.now = at
+        rec.delivered(session, 0, np.arange(first, first + len(measured)), np.array(measured))
+    return rec
+
+
+def relative_fire_s() -> np.ndarray:
+    x, y = (np.array(v) for v in zip(*SPOTS_XY_UM, strict=True))
+    n = len(x)
+    return fire_times_us(x, y, np.full(n, 300, np.int32), np.ones(n, np.int32), 500.0,
+                         GalvoTiming(field_um=FIELD_UM))[0] * 1e-6
+
+
+def test_delivered_heat_follows_the_measured_energy(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    hp = get_handpiece("spot120")
+    measured = np.array([29_000, 31_000, 30_500, 30_000, 28_000, 32_000, 30_000, 29_500, 30_100])
+    found = []
+    for factor in (1, 2):
+        with make_record(tmp_path / f"{factor}.db", monkeypatch,
+                         [(0, list(factor * measured), 100.0)]) as rec:
+            found.append((delivered_heat(rec, 1, hp).spots.heat_uj, simulate_delivered(rec, 1)))
+    (heat, result), (heat_doubled, result_doubled) = found
+    assert heat == pytest.approx(hp.residual_heat_fraction * measured)
+    assert heat_doubled == pytest.approx(2 * heat)
+    sampled = result.peak_rise_k >= 0
+    assert result.peak_rise_k.max() > 0
+    assert result_doubled.peak_rise_k[sampled] == pytest.approx(2 * result.peak_rise_k[sampled])
+
+
+def test_an_unmeasured_energy_counts_as_the_set_energy(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    hp = get_handpiece("spot120")
+    with make_record(tmp_path / "a.db", monkeypatch, [(0, [-1, 31_000], 5.0)]) as rec:
+        heat = delivered_heat(rec, 1, hp).spots.heat_uj
+    assert heat == pytest.approx(hp.residual_heat_fraction * np.array([SET_UJ, 31_000]))
+
+
+def test_delivered_times_anchor_batches_and_show_pauses(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    hp = get_handpiece("spot120")
+    rel = relative_fire_s()
+    end_first = 100.0
+    back_to_back = end_first + rel[8] - rel[3]
+    times = []
+    for name, second_at in (("a.db", back_to_back), ("b.db", back_to_back + 5.0)):
+        batches = [(0, [SET_UJ] * 4, end_first), (4, [SET_UJ] * 5, second_at)]
+        with make_record(tmp_path / name, monkeypatch, batches) as rec:
+            times.append(delivered_heat(rec, 1, hp).spots.t_s)
+    steady, paused = times
+    # the plan's fire times when nothing paused; a pause shifts the later batch by its length
+    assert steady == pytest.approx(rel - rel[0], abs=1e-6)
+    assert paused[:4] == pytest.approx(steady[:4], abs=1e-6)
+    assert paused[4:] == pytest.approx(steady[4:] + 5.0, abs=1e-6)
+
+
+def test_undelivered_spots_contribute_nothing(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with make_record(tmp_path / "a.db", monkeypatch, [(0, [SET_UJ] * 4, 10.0)]) as rec:
+        spots = delivered_heat(rec, 1, get_handpiece("spot120")).spots
+    assert len(spots.x_um) == 4
+    assert np.column_stack([spots.x_um, spots.y_um]) == pytest.approx(
+        np.array(SPOTS_XY_UM[:4]), abs=1.0)
+    with make_record(tmp_path / "b.db", monkeypatch, []) as rec, \
+            pytest.raises(RecordError, match="no spot was delivered"):
+        delivered_heat(rec, 1, get_handpiece("spot120"))
+
+
+def test_report_draws_the_injury_map_of_the_delivered_spots(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from matplotlib.image import imread
+
+    from controller.commands.report import draw_session_report
+
+    db = tmp_path / "t.db"
+    make_record(db, monkeypatch, [(0, [SET_UJ] * 6, 10.0)]).close()
+    with TreatmentRecord(db) as rec:
+        picture = draw_session_report(rec, 1, tmp_path / "r.png")
+    image = imread(picture.path)
+    assert image.shape[:2] == picture.size_px[::-1]
+    injury, spots = picture.panel("injury"), picture.panel("spots")
+    assert injury.box_px[0] > spots.box_px[2]  # beside the spots panel, same height
+    assert injury.box_px[3] - injury.box_px[1] == pytest.approx(
+        spots.box_px[3] - spots.box_px[1], abs=1)
+    for k, (x_um, y_um) in enumerate(SPOTS_XY_UM):
+        col, row = injury.to_px(x_um / 1000, y_um / 1000)
+        colour = image[round(row), round(col), :3]
+        assert (np.abs(colour - 1.0).max() > 0.3) == (k < 6)  # heat only where delivered
+    assert main(["report", "1", "-o", str(tmp_path / "r2.png"), "--record", str(db)]) == 0
+    assert "wrote" in capsys.readouterr().out
