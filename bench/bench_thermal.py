@@ -100,7 +100,8 @@ def order_table() -> None:
                   f"{last_kept.peak_reservoir_rise_k:16.1f} "
                   f"{np.median(last_kept.peak_rise_k[last_kept.reservoir]):9.1f} {took_s:9.2f}")
     print("after the last pass (earlier passes' heat included, passes back to back); damaged: "
-          "reservoir share whose peak rise >= 20 K; slab = column depth from the handpiece")
+          "reservoir share whose Arrhenius damage integral reaches 1; slab = column depth from "
+          "the handpiece")
 
 
 def main() -> None:
