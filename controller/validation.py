@@ -135,10 +135,6 @@ class ThermalCheck:
     screen: PlanThermal | None
     error: str = ""
 
-    @property
-    def ok(self) -> bool:
-        return self.screen is not None and self.screen.ok
-
     @cached_property
     def rejections(self) -> tuple[str, ...]:
         """Why the plan is rejected: the model's numbers and its evaluated suggestions (the

@@ -77,7 +77,7 @@ def test_a_hot_plan_is_rejected_with_the_models_numbers_and_suggestions() -> Non
         assert reason in text
     first = next(line for line in info.value.extra if "thermal screen of plan 0" in line)
     assert re.search(r"\d %", first) and re.search(r"\d K", first)
-    assert not info.value.thermal[0].ok
+    assert not info.value.thermal[0].screen.ok
 
 
 def test_a_plan_the_model_cannot_evaluate_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
