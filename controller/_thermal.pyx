@@ -20,11 +20,14 @@ from libc.math cimport M_PI, ceil, exp, fabs, floor, sqrt
 
 #: Blocks per chunk: far-grid states are produced one chunk ahead of the windows.
 DEF CHUNK_BLOCKS = 8
+#: A later spot takes over a cell's damage integral only if the cell lies this many cells
+#: inside its window (as controller.thermal_ref.COVER_MARGIN).
+DEF COVER_MARGIN = 1e-6
 
 
 cdef struct Geo:
     double x0, y0, cell, fx0, fy0, far, window, kappa4, t0, block, handover
-    double ratio, smooth_s, snap_s, reach_log, bg_ratio, loss_scale
+    double ratio, smooth_s, snap_s, damage_s, reach_log, bg_ratio, loss_scale
     double ln_a, ea_r, base_k, floor_k
     Py_ssize_t nx, ny, nfx, nfy, n_blocks, n_table
     const double* table
@@ -41,6 +44,7 @@ cdef Geo _geo(layout):
     g.n_blocks = layout.n_blocks
     g.ratio, g.smooth_s = layout.sample_ratio, layout.smooth_s_um2
     g.snap_s, g.reach_log = layout.snap_s_um2, layout.reach_log
+    g.damage_s = layout.damage_s_um2
     g.bg_ratio, g.loss_scale = layout.background_ratio, layout.loss_per_sqrt_s
     g.ln_a, g.ea_r = layout.rate_ln_a, layout.rate_ea_r_k
     g.base_k, g.floor_k = layout.rate_base_k, layout.rate_floor_k
@@ -409,28 +413,32 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[::1] ex,
                   double[::1] ey) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
-    and the damage integral between successive samples at the larger of their two rises.
+    and the damage integral of each cell until a later window takes the cell over (see
+    controller.thermal_ref._Run.window, which this mirrors loop for loop).
 
     The young near spots (sharp) are exact at every sample; the far grid and the older near
     spots (background) are evaluated at the first and last sample and interpolated in time.
     """
     cdef Window w
-    cdef double s_max = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
-    cdef double bg_s, lo_t = _boundary(g, b) - g.handover, lo_next = lo_t + g.block, reach
-    cdef double t_prev = 0.0, v
-    cdef bint started = False
+    cdef double s_peak = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
+    cdef double s_prev = 0.0, inner = g.window - COVER_MARGIN * g.cell, until_max, xc, yc, tj
+    cdef double bg_s, lo_t = _boundary(g, b) - g.handover, reach
+    cdef double lo_next = _boundary(g, b + 1) - g.handover  # exactly as thermal_ref
+    cdef double t_prev = 0.0, v, span
+    cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef double* row
     cdef double* drow
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], last = scratch[2]
-    cdef double[:, ::1] nodes = scratch[3], prev = scratch[4]
+    cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
+    cdef double[:, ::1] fresh = scratch[6]
     cdef Py_ssize_t* kx = &cand[2, 0]
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
     nr, nc = w.r1 - w.r0, w.c1 - w.c0
     s_last = s_i
-    while s_last < s_max:
+    while s_last < _max(s_peak, g.damage_s):
         s_last = s_last * g.ratio
     t_last = t[i] + (s_last - s0[i]) / g.kappa4
     bg_s = g.bg_ratio * (s_last - s0[i])
@@ -458,31 +466,67 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     if t_last > t[i]:
         _background(g, &w, t_last, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
                     t, e, s0, last, nodes, kx, ex, ey)
+    # Each cell's damage integral ends where the first later spot whose window covers it
+    # fires (that window takes over), else at the last sample.
+    for r in range(nr):
+        for c in range(nc):
+            until[r, c] = t_last
+    for q in range(n_sharp):
+        j = cand[0, q]
+        tj = t[j]
+        if not (tj > t[i] or (tj == t[i] and j > i)):
+            continue
+        for r in range(nr):
+            yc = g.y0 + (w.r0 + r + 0.5) * g.cell
+            if fabs(yc - y[j]) > inner:
+                continue
+            for c in range(nc):
+                xc = g.x0 + (w.c0 + c + 0.5) * g.cell
+                if fabs(xc - x[j]) <= inner and tj < until[r, c]:
+                    until[r, c] = tj
+    until_max = t[i]
+    for r in range(nr):
+        for c in range(nc):
+            until_max = _max(until_max, until[r, c])
     while True:
+        if started and s_prev >= s_peak and t_prev >= until_max:
+            return
         ts = t[i] + (s_i - s0[i]) / g.kappa4
         frac = (ts - t[i]) / (t_last - t[i]) if t_last > t[i] else 0.0
         for r in range(nr):
             for c in range(nc):
                 acc[r, c] = first[r, c] + frac * (last[r, c] - first[r, c])
+        any_fresh = False
         for q in range(n_sharp):
             j = cand[0, q]
             if t[j] > ts:
                 continue
             s = s0[j] + g.kappa4 * (ts - t[j])
             if _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                fresh_j = started and t[j] > t_prev  # fired within this interval
+                if fresh_j and not any_fresh:
+                    any_fresh = True
+                    for r in range(nr):
+                        for c in range(nc):
+                            fresh[r, c] = 0.0
                 _add_gaussian(g, &w, x[j] - w.xi, y[j] - w.yi, s,
-                              e[j] / (M_PI * s) * _depth(g, ts - t[j]), acc, ex, ey)
+                              e[j] / (M_PI * s) * _depth(g, ts - t[j]),
+                              fresh if fresh_j else acc, ex, ey)
         for r in range(nr):
             row = &fine[w.r0 + r, w.c0]
             drow = &dose[w.r0 + r, w.c0]
             for c in range(nc):
                 v = acc[r, c]
-                row[c] = _max(row[c], v)
                 if started:
-                    drow[c] += _rate(g, _max(v, prev[r, c])) * (ts - t_prev)
+                    span = (ts if ts < until[r, c] else until[r, c]) - t_prev
+                    if span > 0.0:
+                        drow[c] += _rate(g, _max(v, prev[r, c])) * span
+                if any_fresh:
+                    v = v + fresh[r, c]
+                row[c] = _max(row[c], v)
                 prev[r, c] = v
-        t_prev, started = ts, True
-        if s_i >= s_max:
+        t_prev, s_prev, started = ts, s_i, True
+        if s_i >= s_last:
             return
         s_i = s_i * g.ratio
 
@@ -596,7 +640,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Chunk ch
     ch.blocks = min(CHUNK_BLOCKS, g.n_blocks)
     ch.aged = 0
-    ch.horizon = g.ratio * 2.0 * g.window * g.window / g.kappa4
+    ch.horizon = g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4
     shape = (g.nfy, g.nfx)
     fine_np = np.full((n_threads, g.ny, g.nx), -1.0)
     dose_np = np.zeros((n_threads, g.ny, g.nx))
@@ -608,7 +652,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 5, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 7, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)

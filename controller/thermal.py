@@ -240,7 +240,9 @@ class Layout:
     (r, c) sits at (fx0 + c far, fy0 + r far). Block b of the far grid starts at t0 + b block.
     The depth factor is ``loss_table`` at v = sqrt(age) x ``loss_per_sqrt_s``; on the far grid
     it is the sum of modes ``mode_weight`` x exp(-``mode_decay_per_s`` x age), at most
-    ``mode_fit_over`` above it. ``taps``: the far grid's one-block kernel. The damage rate is
+    ``mode_fit_over`` above it. ``taps``: the far grid's one-block kernel. Windows sample to
+    width 2 window^2 for the peak and on to ``damage_s_um2`` (one ratio short of the
+    snapshots' ``snap_s_um2``) for the damage integral. The damage rate is
     exp(``rate_ln_a`` - ``rate_ea_r_k`` / (``rate_base_k`` + rise)), integrated only above
     ``rate_floor_k`` (see NEGLECTED_DAMAGE_SHARE).
     """
@@ -264,6 +266,7 @@ class Layout:
     sample_ratio: float
     smooth_s_um2: float
     snap_s_um2: float
+    damage_s_um2: float
     reach_log: float
     background_ratio: float
     loss_per_sqrt_s: float
@@ -304,6 +307,7 @@ class Layout:
             handover_s=params.handover_s, n_blocks=n_blocks,
             sample_ratio=params.time_sample_ratio,
             smooth_s_um2=SMOOTH_WINDOW_RATIO * win * win, snap_s_um2=2.0 * far * far,
+            damage_s_um2=2.0 * far * far / params.time_sample_ratio,
             reach_log=-math.log(params.cutoff_rel), background_ratio=BACKGROUND_SPAN_RATIO,
             loss_per_sqrt_s=params.loss_per_sqrt_s, loss_table=LOSS_TABLE,
             mode_decay_per_s=np.ascontiguousarray(decay), mode_weight=np.ascontiguousarray(weight),

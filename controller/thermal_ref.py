@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 F64 = NDArray[np.float64]
 
+#: A later spot takes over a cell's damage integral only if the cell lies this many cells
+#: inside its window (rounding must never leave a cell to no window).
+COVER_MARGIN = 1e-6
+
 
 def cell_span(lo_um: float, hi_um: float, origin_um: float, cell_um: float,
               n: int) -> tuple[int, int]:
@@ -178,16 +182,21 @@ class _Run:
 
         The young near spots (``sharp``) are exact at every sample; the far grid and the older
         near spots (background) are evaluated at the first and last sample and interpolated.
+        Peak samples run to the window corner (s = 2 window^2). The damage integral of a
+        cell runs from the firing to the next firing whose window covers the cell (that
+        window takes over) or to the snapshot width (``damage_s_um2``); sampling stops when
+        every cell is handed on. Each interval counts at the larger of its two ends' rises,
+        the end leaving out spots fired within the interval (their own windows count them).
         """
         lay = self.lay
-        xi, yi, kappa4 = self.x[i], self.y[i], 4.0 * lay.kappa_um2_s
-        c0, c1 = cell_span(xi - lay.window_um, xi + lay.window_um, lay.x0_um, lay.cell_um, lay.nx)
-        r0, r1 = cell_span(yi - lay.window_um, yi + lay.window_um, lay.y0_um, lay.cell_um, lay.ny)
+        xi, yi, kappa4, w = self.x[i], self.y[i], 4.0 * lay.kappa_um2_s, lay.window_um
+        c0, c1 = cell_span(xi - w, xi + w, lay.x0_um, lay.cell_um, lay.nx)
+        r0, r1 = cell_span(yi - w, yi + w, lay.y0_um, lay.cell_um, lay.ny)
         u = self.xc[c0:c1] - xi
         v = self.yc[r0:r1] - yi
-        s_max = 2.0 * lay.window_um * lay.window_um
+        s_peak = 2.0 * w * w
         widths = [self.s0[i]]
-        while widths[-1] < s_max:
+        while widths[-1] < max(s_peak, lay.damage_s_um2):
             widths.append(widths[-1] * lay.sample_ratio)
         times = [self.t[i] + (s - self.s0[i]) / kappa4 for s in widths]
         js = np.arange(self.first_ge(self.boundary(b) - lay.handover_s),
@@ -199,10 +208,18 @@ class _Run:
         bg = old | (self.t[js] < self.boundary(b + 1) - lay.handover_s)
         ends = [self.background(t_end, js[bg], xi, yi, u, v, grids, b)
                 for t_end in (times[0], times[-1])]
+        later = js[~bg & ((self.t[js] > self.t[i]) | ((self.t[js] == self.t[i]) & (js > i)))]
+        inner = w - COVER_MARGIN * lay.cell_um
+        covers = ((np.abs(v[None, :] + yi - self.y[later][:, None]) <= inner)[:, :, None]
+                  & (np.abs(u[None, :] + xi - self.x[later][:, None]) <= inner)[:, None, :])
+        until = np.where(covers, self.t[later][:, None, None], times[-1]).min(
+            axis=0, initial=times[-1])
         view = self.fine[r0:r1, c0:c1]
         dose = self.dose[r0:r1, c0:c1]
-        prev: F64 | None = None
+        prev = np.zeros(0)
         for k, ts in enumerate(times):
+            if k > 0 and widths[k - 1] >= s_peak and times[k - 1] >= until.max():
+                return
             frac = (ts - times[0]) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0
             acc = ends[0] + frac * (ends[1] - ends[0])
             sharp = js[~bg]
@@ -212,11 +229,14 @@ class _Run:
             amp = self.e[sharp] / (math.pi * s) * depth_factor(ts - self.t[sharp], lay)
             ex = np.exp(-((u[None, :] + (xi - self.x[sharp])[:, None]) ** 2) / s[:, None])
             ey = np.exp(-((v[None, :] + (yi - self.y[sharp])[:, None]) ** 2) / s[:, None])
-            acc += np.einsum("j,jr,jc->rc", amp, ey, ex)
-            np.maximum(view, acc, out=view)
-            if prev is not None:
-                dose += damage_rate(np.maximum(acc, prev), lay) * (ts - times[k - 1])
-            prev = acc
+            fresh = (self.t[sharp] > times[k - 1]) if k > 0 else np.zeros(len(sharp), bool)
+            acc += np.einsum("j,jr,jc->rc", amp[~fresh], ey[~fresh], ex[~fresh])
+            full = acc + np.einsum("j,jr,jc->rc", amp[fresh], ey[fresh], ex[fresh])
+            np.maximum(view, full, out=view)
+            if k > 0:
+                span = np.maximum(np.minimum(ts, until) - times[k - 1], 0.0)
+                dose += damage_rate(np.maximum(acc, prev), lay) * span
+            prev = full
 
     def in_reach(self, js: NDArray[np.intp], ts: float, xi: float, yi: float
                  ) -> NDArray[np.bool_]:
