@@ -17,19 +17,21 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, decode_payload
 from drivers.protocol import encode as encode_message
 from drivers.protocol import message as make_message
-from drivers.protocol.codec import narrow_record_bounds
+from drivers.protocol.codec import narrow_record_bounds, record_extremes
 from drivers.protocol.messages import (
     ACTIVE,
     AUTH_CONTEXT,
     BY_ID,
     BY_NAME,
     DELIVERED_DTYPE,
+    MESSAGES,
     NO_INDEX,
     NONCE_SIZE,
     PROTOCOL_VERSION,
@@ -65,17 +67,27 @@ _EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
 #: Under a virtual clock, emission skips ahead at most this many spots at a time, so that
 #: host requests still arrive between chunks of emission.
 VIRTUAL_SKIP_SPOTS = 1024
-#: A buffered spot: the SPOT_BATCH record, then the calibrated mirror position.
-_BUFFER_DTYPE = np.dtype([("spot", SPOT_DTYPE), ("mirror_x", "<i8"), ("mirror_y", "<i8")])
 #: The SPOT record fields the ground truth keeps.
 _TRUTH_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
 
 
+class Buffered(NamedTuple):
+    """Buffered spots (views): the SPOT_BATCH records and their calibrated mirror positions."""
+
+    spot: np.ndarray
+    mirror_x: np.ndarray
+    mirror_y: np.ndarray
+
+
 class SpotBuffer:
-    """The device's spot buffer: buffered spots in firing order, in one preallocated array."""
+    """The device's spot buffer: buffered spots in firing order, in preallocated arrays (the
+    records in one, each mirror axis in another, so that appending copies whole rows)."""
 
     def __init__(self, capacity: int) -> None:
-        self._store = np.empty(2 * capacity, _BUFFER_DTYPE)  # room to append before compacting
+        size = 2 * capacity  # room to append before compacting
+        self._spots = np.empty(size, SPOT_DTYPE)
+        self._mirror_x = np.empty(size, np.int64)
+        self._mirror_y = np.empty(size, np.int64)
         self._head = self._tail = 0  # spots before _head have fired
 
     def __len__(self) -> int:
@@ -85,19 +97,22 @@ class SpotBuffer:
         """Append SPOT records with their calibrated mirror positions (the caller keeps the
         buffer within its capacity)."""
         count = len(spots)
-        if self._tail + count > len(self._store):
-            live = len(self)
-            self._store[:live] = self._store[self._head:self._tail]
-            self._head, self._tail = 0, live
-        added = self._store[self._tail:self._tail + count]
-        added["spot"] = spots
-        added["mirror_x"], added["mirror_y"] = mirror_x, mirror_y
-        self._tail += count
+        head, tail = self._head, self._tail
+        stores = (self._spots, self._mirror_x, self._mirror_y)
+        if tail + count > len(self._spots):
+            for store in stores:
+                store[:tail - head] = store[head:tail]
+            head, tail = self._head, self._tail = 0, tail - head
+        for store, values in zip(stores, (spots, mirror_x, mirror_y), strict=True):
+            store[tail:tail + count] = values
+        self._tail = tail + count
 
-    def ahead(self, count: int | None = None) -> np.ndarray:
-        """The next ``count`` spots to fire (all when None), a view."""
+    def ahead(self, count: int | None = None) -> Buffered:
+        """The next ``count`` spots to fire (all when None), as views."""
         end = self._tail if count is None else min(self._tail, self._head + count)
-        return self._store[self._head:end]
+        head = self._head
+        return Buffered(self._spots[head:end], self._mirror_x[head:end],
+                        self._mirror_y[head:end])
 
     def pop(self, count: int) -> None:
         """Take ``count`` fired spots off the front."""
@@ -184,6 +199,8 @@ class SimDevice:
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
         self._inbox: deque[RawFrame] = deque()
+        #: (lowest, highest) per record field of the request being handled (_validate)
+        self._record_extremes: dict[str, tuple[int, int]] = {}
         self._deferred_events: list[bytes] | None = None
         self.laser.shutter_open = False
         self.laser.aiming_beam = False
@@ -451,9 +468,9 @@ class SimDevice:
         if self.state != State.EMITTING or not len(self._buffer):
             self._next_fire_s = None
             return
-        spot = self._buffer.ahead(1)[0]
+        spot = self._buffer.ahead(1)
         self._galvo_free_s = max(self._galvo_free_s, self._now_s)
-        jump_s = self.galvo.jump_time_us(int(spot["mirror_x"]), int(spot["mirror_y"])) / 1e6
+        jump_s = self.galvo.jump_time_us(int(spot.mirror_x[0]), int(spot.mirror_y[0])) / 1e6
         self._next_fire_s = max(self._period_ready_s, self._galvo_free_s + jump_s)
         self._fire_times_s = None
 
@@ -467,9 +484,10 @@ class SimDevice:
         if known is None:
             known = np.array([self._next_fire_s])
         if len(known) < count:  # continue the sum from the last time known
-            spots = self._buffer.ahead(count)[len(known) - 1:]
-            jump_s = self.galvo.path_times_us(spots["mirror_x"], spots["mirror_y"]) / 1e6
-            record = spots["spot"][:-1]
+            spots = self._buffer.ahead(count)
+            skip = len(known) - 1
+            jump_s = self.galvo.path_times_us(spots.mirror_x[skip:], spots.mirror_y[skip:]) / 1e6
+            record = spots.spot[skip:-1]
             busy_s = Laser.spot_duration_s(record["pulse_us"], record["stack"]) + jump_s
             steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
             known = np.concatenate((known[:-1], np.cumsum(np.concatenate((known[-1:], steps_s)))))
@@ -501,8 +519,8 @@ class SimDevice:
         count = int(np.searchsorted(times_s, limit_s, side="right"))
         times_s = times_s[:count]
         buffered = self._buffer.ahead(count)
-        spots = buffered["spot"]
-        self.galvo.move(int(buffered["mirror_x"][-1]), int(buffered["mirror_y"][-1]))
+        spots = buffered.spot
+        self.galvo.move(int(buffered.mirror_x[-1]), int(buffered.mirror_y[-1]))
         last = spots[-1]
         fired = np.empty(count, TRUTH_DTYPE)
         for name in _TRUTH_SPOT_FIELDS:
@@ -638,7 +656,7 @@ class SimDevice:
         if definition is None or definition.direction != Direction.HOST:
             raise Refused(ErrorCode.UNKNOWN_MESSAGE, frame.type_id,
                           f"type 0x{frame.type_id:02X} is not a host request")
-        _check_layout(definition, frame.payload)
+        self._record_extremes = _check_layout(definition, frame.payload)
         try:
             request = decode_payload(frame, records_checked=True)  # by _check_layout
         except MessageError as exc:  # every cause was checked above; refuse anything left
@@ -748,7 +766,7 @@ class SimDevice:
             raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                           f"rep rate above {limits.rep_rate_max_hz} Hz")
         if len(self._buffer):
-            buffered = self._buffer.ahead()["spot"]
+            buffered = self._buffer.ahead().spot
             peak_uj = int(np.multiply(buffered["energy_uj"], buffered["stack"],
                                       dtype=np.int64).max())
             if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
@@ -778,6 +796,7 @@ class SimDevice:
         assert plan is not None and plan.loaded
         spots = request.records
         assert spots is not None
+        extremes = self._record_extremes  # of these records, by _check_layout in _validate
         indices = spots["index"].astype(np.int64)
         expected = np.arange(plan.next_index, plan.next_index + len(spots), dtype=np.int64)
         if (indices != expected).any():
@@ -792,8 +811,9 @@ class SimDevice:
         rate_hz = self.laser.rep_rate_hz
         # indices are consecutive here: the last is the largest
         if not (int(indices[-1]) < plan.spot_count
-                and self.galvo.all_reachable(x, y, mirror_x, mirror_y)
-                and self.laser.all_allowed(spots["energy_uj"], spots["pulse_us"], spots["stack"],
+                and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
+                                             mirror_x, mirror_y)
+                and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
                                            rate_hz)):
             ok = ((indices < plan.spot_count) & self.galvo.reachable(x, y)
                   & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"],
@@ -863,30 +883,52 @@ class SimDevice:
         return self._ack(request)
 
 
-def _check_layout(definition: MessageDef, payload: bytes) -> None:
+def _narrow_field_bounds(definition: MessageDef) -> tuple[tuple[int, str, int, int], ...]:
+    """(position, name, lo, hi) of the fixed fields whose bounds are narrower than their wire
+    type: the only ones an unpacked value can fail."""
+    narrow = []
+    for position, f in enumerate(definition.fields):
+        bounds = f.bounds()
+        if bounds is not None and bounds != dataclasses.replace(f, lo=None, hi=None).bounds():
+            narrow.append((position, f.name, *bounds))
+    return tuple(narrow)
+
+
+_NARROW_FIELDS = {definition.name: _narrow_field_bounds(definition) for definition in MESSAGES}
+#: The record fields whose extremes the device compares (layout bounds, then its limits).
+_EXTREME_FIELDS = {"SPOT_BATCH": ("x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack", "flags")}
+_COUNT_POSITION = {definition.name: [f.name for f in definition.fields].index(definition.count)
+                   for definition in MESSAGES if definition.count}
+
+
+def _check_layout(definition: MessageDef, payload: bytes) -> dict[str, tuple[int, int]]:
     """BAD_LENGTH (detail = expected length) and OUT_OF_RANGE (detail = value, or the spot
-    index for a record) against the message's layout, before the payload is decoded."""
+    index for a record) against the message's layout, before the payload is decoded.
+
+    Returns the (lowest, highest) of every record field (empty without records), which the
+    device's limit checks use instead of scanning the records again."""
     fixed = definition.struct.size
     expected = fixed
-    if definition.record_dtype is not None and len(payload) >= fixed:
-        values = dict(zip((f.name for f in definition.fields),
-                          definition.struct.unpack_from(payload), strict=True))
-        expected += int(values[definition.count]) * definition.record_dtype.itemsize
+    values = definition.struct.unpack_from(payload) if len(payload) >= fixed else ()
+    if definition.record_dtype is not None and values:
+        count = values[_COUNT_POSITION[definition.name]]
+        expected += int(count) * definition.record_dtype.itemsize
     if len(payload) != expected:
         raise Refused(ErrorCode.BAD_LENGTH, expected,
                       f"{definition.name} payload {len(payload)} bytes, expected {expected}")
-    for f, value in zip(definition.fields, definition.struct.unpack_from(payload), strict=True):
-        bounds = f.bounds()
-        if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            raise Refused(ErrorCode.OUT_OF_RANGE, value,
-                          f"{f.name}={value} outside {bounds[0]}..{bounds[1]}")
+    for position, name, lo, hi in _NARROW_FIELDS[definition.name]:
+        value = values[position]
+        if not lo <= value <= hi:
+            raise Refused(ErrorCode.OUT_OF_RANGE, value, f"{name}={value} outside {lo}..{hi}")
     if definition.record_dtype is None:
-        return
+        return {}
     records = np.frombuffer(payload, definition.record_dtype, offset=fixed)
-    if not len(records) or all(
-            (lo is None or records[name].min() >= lo) and (hi is None or records[name].max() <= hi)
-            for name, lo, hi in narrow_record_bounds(definition)):
-        return
+    if not len(records):
+        return {}
+    extremes = record_extremes(definition, records, _EXTREME_FIELDS.get(definition.name))
+    if all((lo is None or extremes[name][0] >= lo) and (hi is None or extremes[name][1] <= hi)
+           for name, lo, hi in narrow_record_bounds(definition)):
+        return extremes
     bad = np.zeros(len(records), bool)
     for f in definition.record:
         lo, hi = f.bounds() or (0, 0)
@@ -895,3 +937,4 @@ def _check_layout(definition: MessageDef, payload: bytes) -> None:
         first = int(np.flatnonzero(bad)[0])
         raise Refused(ErrorCode.OUT_OF_RANGE, int(records["index"][first]),
                       f"spot {records['index'][first]} has a field outside its range")
+    return extremes

@@ -69,14 +69,16 @@ class Galvo:
         """Per target: both axes reachable."""
         return self.reachable_axis(x_lsb, "x") & self.reachable_axis(y_lsb, "y")
 
-    def all_reachable(self, x_lsb: np.ndarray, y_lsb: np.ndarray, mirror_x_lsb: np.ndarray,
-                      mirror_y_lsb: np.ndarray) -> bool:
-        """``reachable(x_lsb, y_lsb).all()``, given the corrected (mirror) positions."""
+    def all_reachable(self, x_range: tuple[int, int], y_range: tuple[int, int],
+                      mirror_x_lsb: np.ndarray, mirror_y_lsb: np.ndarray) -> bool:
+        """``reachable(x_lsb, y_lsb).all()`` from the host positions' (lowest, highest) per
+        axis, given the corrected (mirror) positions."""
         lo, hi = self.usable_lsb
         cal = self.calibration
-        identity = not (cal.x_gain_ppm or cal.y_gain_ppm or cal.x_offset_lsb or cal.y_offset_lsb)
-        positions = (x_lsb, y_lsb) if identity else (x_lsb, y_lsb, mirror_x_lsb, mirror_y_lsb)
-        return all(lo <= int(v.min()) and int(v.max()) <= hi for v in positions)
+        ranges = [x_range, y_range]
+        if cal.x_gain_ppm or cal.y_gain_ppm or cal.x_offset_lsb or cal.y_offset_lsb:
+            ranges += [(int(v.min()), int(v.max())) for v in (mirror_x_lsb, mirror_y_lsb)]
+        return all(lo <= low and high <= hi for low, high in ranges)
 
     def jump_time_us(self, mirror_x_lsb: int, mirror_y_lsb: int) -> int:
         """Time to reach and settle on a mirror position from where the mirrors are now."""

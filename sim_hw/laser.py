@@ -58,17 +58,22 @@ class Laser:
                 & (stack >= 1) & (stack <= self.max_stack)
                 & (power_uw <= self.limits.avg_power_max_mw * 1000))
 
-    def all_allowed(self, energy_uj: np.ndarray, pulse_us: np.ndarray, stack: np.ndarray,
-                    rep_rate_hz: int) -> bool:
-        """``spots_allowed(...).all()`` for a non-empty batch, by extremes."""
-        power_uw = np.multiply(energy_uj, stack, dtype=np.int64)
-        power_uw *= rep_rate_hz
-        return (self.energy_min_uj <= int(energy_uj.min())
-                and int(energy_uj.max()) <= self.limits.energy_max_uj
-                and self.pulse_us_range[0] <= int(pulse_us.min())
-                and int(pulse_us.max()) <= self.pulse_us_range[1]
-                and int(stack.min()) >= 1 and int(stack.max()) <= self.max_stack
-                and int(power_uw.max()) <= self.limits.avg_power_max_mw * 1000)
+    def all_allowed(self, extremes: dict[str, tuple[int, int]], energy_uj: np.ndarray,
+                    stack: np.ndarray, rep_rate_hz: int) -> bool:
+        """``spots_allowed(...).all()`` for a non-empty batch, from the (lowest, highest) of
+        its ``energy_uj``, ``pulse_us`` and ``stack``; the average power needs the highest
+        product only when the highest energy times the highest stack would exceed it."""
+        (energy_lo, energy_hi), (pulse_lo, pulse_hi) = extremes["energy_uj"], extremes["pulse_us"]
+        stack_lo, stack_hi = extremes["stack"]
+        limit_uw = self.limits.avg_power_max_mw * 1000
+        if not (self.energy_min_uj <= energy_lo and energy_hi <= self.limits.energy_max_uj
+                and self.pulse_us_range[0] <= pulse_lo and pulse_hi <= self.pulse_us_range[1]
+                and stack_lo >= 1 and stack_hi <= self.max_stack):
+            return False
+        if energy_hi * stack_hi * rep_rate_hz <= limit_uw:
+            return True
+        peak_uj = int(np.multiply(energy_uj, stack, dtype=np.int64).max())
+        return peak_uj * rep_rate_hz <= limit_uw
 
     @staticmethod
     def spot_duration_s(pulse_us: np.ndarray | int, stack: np.ndarray | int) -> np.ndarray | float:

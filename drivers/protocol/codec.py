@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cobs import cobs
 
 from drivers.protocol.errors import MessageError
-from drivers.protocol.framing import RawFrame, decode_frame, encode_frame
+from drivers.protocol.framing import RawFrame, decode_frame
 from drivers.protocol.messages import (
     BY_ID,
     BY_NAME,
+    CRC,
+    HEADER,
     MAX_NACK_TEXT,
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
@@ -37,6 +41,9 @@ class Message:
     values: dict[str, Value] = field(default_factory=dict)
     records: np.ndarray | None = None
     text: str = ""
+    #: Set by a sender whose records were checked already (:func:`check_records`) and cannot
+    #: have changed since (a read-only array): encoding then does not check them again.
+    records_checked: bool = False
 
     @property
     def definition(self) -> MessageDef:
@@ -75,6 +82,7 @@ class _Checks:
     fail. Enum membership is looked up live, as :func:`_check_value` does.
     """
 
+    definition: MessageDef
     names: tuple[str, ...]
     name_set: frozenset[str]
     reserved: bool
@@ -102,8 +110,8 @@ class _Checks:
                 records.append((f.name, None if lo == type_lo else lo,
                                 None if hi == type_hi else hi))
         names = tuple(f.name for f in definition.fields)
-        return cls(names, frozenset(names), "reserved" in names, tuple(encode), tuple(decode),
-                   tuple(records))
+        return cls(definition, names, frozenset(names), "reserved" in names, tuple(encode),
+                   tuple(decode), tuple(records))
 
 
 def _type_range(f: Field) -> tuple[int, int]:
@@ -112,6 +120,7 @@ def _type_range(f: Field) -> tuple[int, int]:
 
 
 _CHECKS = {name: _Checks.of(definition) for name, definition in BY_NAME.items()}
+_CHECKS_BY_ID = {definition.type_id: _CHECKS[definition.name] for definition in BY_ID.values()}
 
 
 def message(
@@ -150,18 +159,36 @@ def _check_value(where: str, f: Field, value: Value) -> None:
         raise MessageError(f"{where}.{f.name} = {value} is not one of {allowed}")
 
 
+def record_extremes(definition: MessageDef, records: np.ndarray,
+                    names: tuple[str, ...] | None = None) -> dict[str, tuple[int, int]]:
+    """(lowest, highest) of the record fields ``names`` (default: every field) of a non-empty
+    array of the record dtype, for checks that compare only extremes. (One reduction per
+    field and side: viewing the records as rows of words and reducing across rows is slower.)
+    """
+    return {name: (int(records[name].min()), int(records[name].max()))
+            for name in (names or definition.record_dtype.names)}
+
+
 def _check_records(where: str, definition: MessageDef, records: np.ndarray) -> None:
     """Every record field within its bounds; ``records`` already has the record dtype, so
     only bounds narrower than a field's type are compared."""
-    if not len(records):
+    narrow = _CHECKS[definition.name].records
+    if not len(records) or not narrow:
         return
-    for name, lo, hi in _CHECKS[definition.name].records:
+    for name, lo, hi in narrow:
         column = records[name]
         if (lo is not None and column.min() < lo) or (hi is not None and column.max() > hi):
             f = next(f for f in definition.record if f.name == name)
             lo, hi = f.bounds() or (0, 0)
             bad = int(column[(column < lo) | (column > hi)][0])
             raise MessageError(f"{where} record {name} = {bad} outside {lo}..{hi}")
+
+
+def check_records(name: str, records: np.ndarray) -> None:
+    """Check records of message ``name`` (already of its record dtype) against their bounds,
+    as encoding does; raises :class:`MessageError`. A sender that checked a read-only array
+    once may mark messages carrying slices of it ``records_checked``."""
+    _check_records(name, BY_NAME[name], records)
 
 
 def _check_values(where: str, values: dict[str, Value], checks: tuple[_FieldCheck, ...]) -> None:
@@ -178,33 +205,47 @@ def _check_values(where: str, values: dict[str, Value], checks: tuple[_FieldChec
 
 def encode_payload(msg: Message) -> bytes:
     """Payload bytes of ``msg`` after checking every field."""
-    definition = msg.definition
+    return b"".join(_payload_parts(msg))
+
+
+def _payload_parts(msg: Message) -> tuple[bytes, ...]:
+    """The payload of ``msg`` in pieces (fixed fields, then records or text), checked."""
     checks = _CHECKS[msg.name]
+    definition = checks.definition
     values = msg.values
     if values.keys() != checks.name_set:
         missing = [name for name in checks.names if name not in values]
         extra = sorted(set(values) - checks.name_set)
         raise MessageError(f"{msg.name}: missing fields {missing}, unknown fields {extra}")
     _check_values(msg.name, values, checks.encode)
-    payload = definition.struct.pack(*[values[name] for name in checks.names])
+    fixed = definition.struct.pack(*map(values.__getitem__, checks.names))
     if definition.record_dtype is not None:
         given = msg.records if msg.records is not None else []
         records = np.asarray(given, definition.record_dtype)
         if len(records) != values[definition.count]:
             raise MessageError(f"{msg.name}: count field disagrees with {len(records)} records")
-        _check_records(msg.name, definition, records)
-        payload += records.tobytes()
+        if not (msg.records_checked and records is given):  # a conversion is checked anew
+            _check_records(msg.name, definition, records)
+        parts: tuple[bytes, ...] = (fixed, records.tobytes())
+        size = len(fixed) + records.nbytes
     elif definition.text:
         raw = msg.text.encode("ascii", "replace")[:MAX_NACK_TEXT]
-        payload += bytes(b if 0x20 <= b <= 0x7E else 0x3F for b in raw)
-    if len(payload) > MAX_PAYLOAD:
-        raise MessageError(f"{msg.name}: payload {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    return payload
+        parts = (fixed, bytes(b if 0x20 <= b <= 0x7E else 0x3F for b in raw))
+        size = len(fixed) + len(parts[1])
+    else:
+        parts, size = (fixed,), len(fixed)
+    if size > MAX_PAYLOAD:
+        raise MessageError(f"{msg.name}: payload {size} bytes exceeds {MAX_PAYLOAD}")
+    return parts
 
 
 def encode(msg: Message) -> bytes:
     """Wire bytes (COBS frame with delimiter) of ``msg``."""
-    return encode_frame(msg.definition.type_id, msg.seq, encode_payload(msg))
+    parts = _payload_parts(msg)
+    size = sum(map(len, parts))  # <= MAX_PAYLOAD, checked above
+    body = b"".join((HEADER.pack(PROTOCOL_VERSION, _CHECKS[msg.name].definition.type_id,
+                                 msg.seq & 0xFFFF, size), *parts))
+    return b"\0%b\0" % cobs.encode(body + CRC.pack(zlib.crc32(body)))
 
 
 def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
@@ -215,9 +256,10 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
     """
     if frame.version != PROTOCOL_VERSION:
         raise MessageError(f"protocol version {frame.version}, expected {PROTOCOL_VERSION}")
-    definition = BY_ID.get(frame.type_id)
-    if definition is None:
+    checks = _CHECKS_BY_ID.get(frame.type_id)
+    if checks is None:
         raise MessageError(f"unknown message type 0x{frame.type_id:02X}")
+    definition = checks.definition
     fixed = definition.struct.size
     payload = frame.payload
     if len(payload) < fixed:
@@ -226,30 +268,31 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
         raw_values = definition.struct.unpack_from(payload)
     except struct.error as exc:  # pragma: no cover - length checked above
         raise MessageError(f"{definition.name}: {exc}") from None
-    checks = _CHECKS[definition.name]
     values: dict[str, Value] = dict(zip(checks.names, raw_values, strict=True))
-    _check_values(definition.name, values, checks.decode)
-    tail = payload[fixed:]
+    if checks.decode:
+        _check_values(definition.name, values, checks.decode)
     records = None
     text = ""
+    tail_size = len(payload) - fixed
     if definition.record_dtype is not None:
         count = int(values[definition.count])
         expected = count * definition.record_dtype.itemsize
-        if len(tail) != expected:
+        if tail_size != expected:
             raise MessageError(
-                f"{definition.name}: {count} records need {expected} bytes, got {len(tail)}"
+                f"{definition.name}: {count} records need {expected} bytes, got {tail_size}"
             )
-        records = np.frombuffer(tail, definition.record_dtype)
-        if not records_checked:
+        records = np.frombuffer(payload, definition.record_dtype, count, fixed)
+        if not records_checked and checks.records:
             _check_records(definition.name, definition, records)
     elif definition.text:
+        tail = payload[fixed:]
         if len(tail) > MAX_NACK_TEXT or any(b < 0x20 or b > 0x7E for b in tail):
             raise MessageError(
                 f"{definition.name}: text must be <= {MAX_NACK_TEXT} printable ASCII bytes"
             )
         text = tail.decode("ascii")
-    elif tail:
-        raise MessageError(f"{definition.name}: {len(tail)} unexpected trailing bytes")
+    elif tail_size:
+        raise MessageError(f"{definition.name}: {tail_size} unexpected trailing bytes")
     return Message(definition.name, frame.seq, values, records, text)
 
 

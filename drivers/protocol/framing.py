@@ -16,7 +16,7 @@ Raw frame (before COBS)::
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cobs import cobs
 
@@ -24,11 +24,15 @@ from drivers.protocol.errors import FrameError
 from drivers.protocol.messages import CRC, HEADER, MAX_FRAME, MAX_PAYLOAD, MAX_WIRE_FRAME
 
 DELIMITER = b"\x00"
+_MIN_FRAME = HEADER.size + CRC.size
 
 
-@dataclass(frozen=True, slots=True)
-class RawFrame:
-    """A frame whose COBS, length and CRC checks passed; the payload is not interpreted yet."""
+class RawFrame(NamedTuple):
+    """A frame whose COBS, length and CRC checks passed; the payload is not interpreted yet.
+
+    (A named tuple: immutable like a frozen dataclass, and about three times cheaper to make,
+    which counts at one per received frame.)
+    """
 
     version: int
     type_id: int
@@ -41,7 +45,7 @@ def encode_frame(type_id: int, seq: int, payload: bytes, version: int = 1) -> by
     if len(payload) > MAX_PAYLOAD:
         raise FrameError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD {MAX_PAYLOAD}")
     body = HEADER.pack(version, type_id, seq & 0xFFFF, len(payload)) + payload
-    return DELIMITER + cobs.encode(body + CRC.pack(zlib.crc32(body))) + DELIMITER
+    return b"\0%b\0" % cobs.encode(body + CRC.pack(zlib.crc32(body)))
 
 
 def decode_frame(encoded: bytes) -> RawFrame:
@@ -54,15 +58,16 @@ def decode_frame(encoded: bytes) -> RawFrame:
         raise FrameError(f"COBS: {exc}") from None
     if cobs.encode(raw) != encoded:
         raise FrameError("non-canonical COBS encoding")
-    if not HEADER.size + CRC.size <= len(raw) <= MAX_FRAME:
-        raise FrameError(f"frame length {len(raw)} outside {HEADER.size + CRC.size}..{MAX_FRAME}")
-    body, (crc,) = raw[: -CRC.size], CRC.unpack_from(raw, len(raw) - CRC.size)
-    if zlib.crc32(body) != crc:
+    size = len(raw)
+    if not _MIN_FRAME <= size <= MAX_FRAME:
+        raise FrameError(f"frame length {size} outside {_MIN_FRAME}..{MAX_FRAME}")
+    end = size - CRC.size
+    if zlib.crc32(memoryview(raw)[:end]) != CRC.unpack_from(raw, end)[0]:
         raise FrameError("CRC mismatch")
-    version, type_id, seq, length = HEADER.unpack_from(body)
-    if length != len(body) - HEADER.size:
-        raise FrameError(f"length field {length} but {len(body) - HEADER.size} payload bytes")
-    return RawFrame(version, type_id, seq, body[HEADER.size :])
+    version, type_id, seq, length = HEADER.unpack_from(raw)
+    if length != end - HEADER.size:
+        raise FrameError(f"length field {length} but {end - HEADER.size} payload bytes")
+    return RawFrame(version, type_id, seq, raw[HEADER.size:end])
 
 
 class FrameDecoder:
