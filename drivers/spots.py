@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from drivers.protocol.codec import check_records
 from drivers.protocol.messages import SPOT_DTYPE
 
 
@@ -27,9 +29,22 @@ class PassSpots:
     def count(self) -> int:
         return len(self.records)
 
+    @cached_property
+    def records_checked(self) -> bool:
+        """True when every record passed the SPOT record checks of the codec (once, for the
+        whole pass) and cannot change since (a read-only array): batches sliced from it are
+        then not checked again. Raises MessageError for a bad record, as sending its batch
+        would, but before any batch is sent."""
+        if self.records.flags.writeable:
+            return False
+        check_records("SPOT_BATCH", self.records)
+        return True
+
     @classmethod
     def from_records(cls, pass_index: int, records: np.ndarray) -> PassSpots:
-        records = np.ascontiguousarray(records, SPOT_DTYPE)
+        """The pass with a read-only copy of ``records``: what was checksummed cannot change."""
+        records = np.array(records, SPOT_DTYPE, order="C")
+        records.flags.writeable = False
         if not np.array_equal(records["index"], np.arange(len(records))):
             raise ValueError("spot records must be indexed 0..n-1 in order")
         return cls(pass_index, records, plan_checksum(records))

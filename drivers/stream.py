@@ -79,6 +79,7 @@ class PassStreamer:
         self.ending = False
         self.last_seen = -1 if known_through is None else known_through
         self.known = known_through is not None
+        self.records_checked = spots.records_checked  # a bad record fails here, before sending
 
     # -- bookkeeping ------------------------------------------------------------------------
     def apply_status(self, st: DeviceStatus) -> None:
@@ -118,6 +119,35 @@ class PassStreamer:
         self.measured.append(np.full(index.size, UNKNOWN_ENERGY, np.int64) if values is None
                              else values)
         self.last_seen = int(index[-1])
+
+    def handle_all(self, items: list[Item | Pending]) -> None:
+        """:meth:`handle` each item in order; a run of consecutive EVT_DELIVERED whose indices
+        continue one another is recorded in one go, as one by one would record it."""
+        start = 0
+        count = len(items)
+        while start < count:
+            end = start
+            while (end < count and isinstance(items[end], Message)
+                   and items[end].name == "EVT_DELIVERED"):  # type: ignore[union-attr]
+                end += 1
+            if end - start > 1 and self.record_run(items[start:end]):  # type: ignore[arg-type]
+                start = end
+                continue
+            self.handle(items[start])
+            start += 1
+
+    def record_run(self, run: list[Message]) -> bool:
+        """Record consecutive EVT_DELIVERED reports at once when their indices, together, are
+        new and contiguous (the usual case); False, recording nothing, otherwise."""
+        records = np.concatenate([msg.records for msg in run])  # type: ignore[misc]
+        index = records["index"].astype(np.int64)
+        first = int(index[0])
+        if first <= self.last_seen or int(index[-1]) - first != len(index) - 1 or (
+                np.diff(index) != 1).any():
+            return False
+        self.credits = int(run[-1]["credits"])
+        self.record_delivered(index, records["measured_uj"])
+        return True
 
     def handle(self, item: Item | Pending) -> None:
         if isinstance(item, DeviceLost):
@@ -176,7 +206,9 @@ class PassStreamer:
             buffered = self.device.info.limits.buffer_spots - available
             if n <= 0 or (n < wanted and buffered >= 2 * MAX_BATCH_SPOTS):
                 break  # the device has plenty queued: wait for room for a full batch
-            batches.append((message("SPOT_BATCH", records=records[start:start + n]), n))
+            batch = message("SPOT_BATCH", records=records[start:start + n])
+            batch.records_checked = self.records_checked
+            batches.append((batch, n))
             start += n
             available -= n
         if batches:
@@ -218,12 +250,14 @@ class PassStreamer:
             last_tick = time.monotonic()
             while True:
                 self.send_batches()
+                items: list[Item | Pending] = []
                 try:
-                    self.handle(self.queue.get(timeout=IDLE_TICK_S))
+                    items.append(self.queue.get(timeout=IDLE_TICK_S))
                     while True:
-                        self.handle(self.queue.get_nowait())
+                        items.append(self.queue.get_nowait())
                 except queue.Empty:
                     pass
+                self.handle_all(items)
                 now = time.monotonic()
                 oldest = self.unacked[0][0] if self.unacked else self.status_handle
                 if oldest is not None and now - oldest.sent_at > timeout_s:
