@@ -44,8 +44,10 @@ from drivers import Device, DeviceError, open_device
 
 def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operator: str,
           patient_ref: str, on_progress: Callable[[SessionProgress], None] | None = None,
-          acknowledge_warnings: bool = False) -> SessionOutcome:
-    """Validate ``plans`` and deliver them, recording everything in ``record_path``.
+          acknowledge_warnings: bool = False, pass_wait_s: float = 0.0) -> SessionOutcome:
+    """Validate ``plans`` and deliver them, recording everything in ``record_path``, every
+    pass starting at least ``pass_wait_s`` after the previous one ended (the thermal screen
+    assumes that cooling wait).
 
     Raises PlanRejected for a plan outside the limits; borderline warnings raise DeviceError
     unless ``acknowledge_warnings`` (recorded with the operator's name). Faults are not reset
@@ -53,7 +55,8 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
     """
     with TreatmentRecord(record_path) as record:
         session = TreatmentSession(device, plans, record, operator=operator,
-                                   patient_ref=patient_ref, on_progress=on_progress)
+                                   patient_ref=patient_ref, on_progress=on_progress,
+                                   pass_wait_s=pass_wait_s)
         try:
             if acknowledge_warnings and session.warnings:
                 session.acknowledge_warnings(by=operator)

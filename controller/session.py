@@ -25,7 +25,8 @@ import numpy as np
 from controller.record import TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
-from controller.settings import TreatmentSettings
+from controller.script import MAX_PASS_WAIT_S
+from controller.settings import TreatmentSettings, number
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
@@ -114,7 +115,8 @@ class TreatmentSession:
                  operator: str, patient_ref: str, envelope: ClinicalEnvelope | None = None,
                  on_progress: Callable[[SessionProgress], None] | None = None,
                  reconnect: Callable[[], Device] | None = None,
-                 session_id: int | None = None, start_wait_s: float = 30.0) -> None:
+                 session_id: int | None = None, start_wait_s: float = 30.0,
+                 pass_wait_s: float = 0.0) -> None:
         self.device = device
         self.plans = plans
         self.record = record
@@ -122,7 +124,8 @@ class TreatmentSession:
         self.on_progress = on_progress or (lambda p: None)
         self.reconnect = reconnect
         self.start_wait_s = start_wait_s
-        self.thermal = check_thermal(plans)  # kept for the plan table and pictures
+        self.pass_wait_s = number("pass_wait_s", pass_wait_s, 0.0, MAX_PASS_WAIT_S, unit="s")
+        self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)
         self.jobs = self._jobs()
@@ -219,6 +222,7 @@ class TreatmentSession:
         try:
             for job in self.jobs:
                 if self.delivered_count(job) < job.spots.count:
+                    self._cool_down(job)
                     self._run_pass(job)
         except SessionStop as stop:
             status, detail = stop.status, stop.detail
@@ -274,6 +278,29 @@ class TreatmentSession:
                 raise SessionStop("fault", f"device reports spot {confirmed} as last fired but "
                                   f"the record holds {recorded}: refusing to continue")
         return recorded + 1
+
+    def _cool_down(self, job: PassJob) -> None:
+        """Before a pass not yet begun, wait until ``pass_wait_s`` have passed since the
+        previous pass ended (recorded time, so a resumed session waits too): the tissue cools
+        as the thermal screen assumed. Pause or abort end the wait without emission."""
+        if self.pass_wait_s <= 0.0 or job.number == 0 or self.delivered_count(job) > 0:
+            return
+        ended = [e.at for e in self.record.entries(self.session_id, "pass_end")
+                 if e.body["pass_index"] == job.number - 1]
+        if not ended:
+            return
+        until = max(ended) + self.pass_wait_s
+        while (left := until - time.time()) > 0.0:
+            if self._abort.is_set():
+                self.record.append(self.session_id, "pass_end", pass_index=job.number,
+                                   status="aborted")
+                raise SessionStop("aborted", f"pass {job.number} aborted while cooling")
+            if self._pause.is_set():
+                raise SessionStop("paused", f"paused by the operator before pass {job.number}")
+            self._report(job, 0, 0.0, waiting_for=f"cooling wait, {left:.0f} s left")
+            time.sleep(min(POLL_S, left))
+        self.record.append(self.session_id, "cooling_wait", pass_index=job.number,
+                           wait_s=self.pass_wait_s)
 
     def _run_pass(self, job: PassJob) -> None:
         while True:

@@ -132,8 +132,8 @@ class Handpiece:
                     f"{self.peak_power_w:g} W", f"needs {pulse_us:.0f} µs")
         integer(f + "max_stack", self.max_stack, 1, 16)
         number(f + "residual_heat_fraction", self.residual_heat_fraction, 0, 1, lo_open=True)
-        number(f + "max_reservoir_damage_fraction", self.max_reservoir_damage_fraction, 0, 1,
-               hi_open=True)
+        # 1: the whole reservoir may be damaged, i.e. no thermal limit (bench handpieces).
+        number(f + "max_reservoir_damage_fraction", self.max_reservoir_damage_fraction, 0, 1)
 
     @property
     def spot_area_um2(self) -> float:

@@ -100,12 +100,15 @@ class PlanThermal:
 
     def rejection_reasons(self) -> list[str]:
         """Why the plan exceeds the limit, with the numbers, and what would bring it within:
-        each suggestion was evaluated by the model. Empty when the plan is within the limit."""
+        each suggestion was evaluated by the model. Empty when the plan is within the limit.
+        Passes are numbered across the session from 0, as ``co2scan plan`` and the record
+        number them."""
         if self.ok:
             return []
         first_bad = next(p for p in self.passes if not p.ok)
+        number = sum(len(q.metrics.passes) for q in self.earlier) + first_bad.pass_index
         reasons = [
-            f"pass {first_bad.pass_index + 1}: {100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
+            f"pass {number}: {100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
             f" of the reservoir reaches thermal damage (Arrhenius Ω ≥ "
             f"{self.params.damage_omega:g}; peak rise {first_bad.peak_reservoir_rise_k:.1f} K);"
             f" the handpiece allows {100.0 * self.max_damaged_fraction:.1f} %"
@@ -193,8 +196,8 @@ def _suggestions(screen: PlanThermal) -> list[str]:
                                                   _rescreen(screen, plan, w)),
                                  trials, MAX_WAIT_S, 0.5)
             if wait_s is not None:
-                out.append(f"or wait {wait_s:.1f} s between passes (evaluated: within the "
-                           "limit)")
+                out.append(f"or wait {wait_s:.1f} s between passes (pass_wait_s = {wait_s:.1f}"
+                           " in the script; evaluated: within the limit)")
             else:
                 out.append(f"no wait up to {MAX_WAIT_S:g} s between passes is enough")
     if settings.order.kind != "thermal-spread":

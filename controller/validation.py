@@ -129,17 +129,22 @@ def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
 @dataclass(frozen=True)
 class ThermalCheck:
     """The thermal screen of one plan (``screen``), or why the model could not evaluate it
-    (``error``). A plan the model cannot evaluate is rejected: the laser stays off."""
+    (``error``). A plan the model cannot evaluate is rejected: the laser stays off.
+    ``unlimited``: the handpiece allows the whole reservoir to be damaged (limit 1), so no
+    screen can fail and none is run (bench and service handpieces)."""
 
     plan_index: int
     screen: PlanThermal | None
     error: str = ""
+    unlimited: bool = False
 
     @cached_property
     def rejections(self) -> tuple[str, ...]:
         """Why the plan is rejected: the model's numbers and its evaluated suggestions (the
         suggestions screen changed plans, seconds; computed once). Empty when within limits."""
         head = f"thermal screen of plan {self.plan_index}: "
+        if self.unlimited:
+            return ()
         if self.screen is None:
             return (f"{head}the model could not evaluate it ({self.error})",)
         try:
@@ -153,14 +158,19 @@ class ThermalCheck:
         return tuple(("  " if k else head) + r for k, r in enumerate(reasons))
 
 
-def check_thermal(plans: Sequence[Plan]) -> list[ThermalCheck]:
+def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[ThermalCheck]:
     """Screen every plan with its handpiece (``plan.settings.handpiece``) as part of the
-    session's sequence: plan k carries the heat and lesions of plans 0..k-1, all passes back
-    to back (no cooling wait is assumed, since none is enforced between passes)."""
+    session's sequence: plan k carries the heat and lesions of plans 0..k-1, every pass
+    starting ``pass_wait_s`` after the previous one ended (the cooling wait the session
+    enforces; 0: back to back)."""
     checks = []
     for k, plan in enumerate(plans):
+        if plan.settings.handpiece.max_reservoir_damage_fraction >= 1.0:
+            checks.append(ThermalCheck(k, None, unlimited=True))
+            continue
         try:
             checks.append(ThermalCheck(k, screen_plan(plan, plan.settings.handpiece,
+                                                      inter_pass_gap_s=pass_wait_s,
                                                       earlier=plans[:k])))
         except SettingsError as exc:
             checks.append(ThermalCheck(k, None, str(exc)))
@@ -170,13 +180,14 @@ def check_thermal(plans: Sequence[Plan]) -> list[ThermalCheck]:
 def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                    limits: DeviceLimits | None = None,
                    extra_rejections: list[str] | None = None,
-                   thermal: Sequence[ThermalCheck] | None = None) -> list[Finding]:
+                   thermal: Sequence[ThermalCheck] | None = None,
+                   pass_wait_s: float = 0.0) -> list[Finding]:
     """Check every pass of every plan and screen every plan thermally; raise PlanRejected or
     return the warnings.
 
     The plans of one session are assumed to treat the same area, so passes and fluence add up.
     ``thermal``: the plans' :func:`check_thermal` when the caller already has it (it is
-    computed here otherwise).
+    computed here otherwise, with ``pass_wait_s`` between passes).
     """
     findings: list[Finding] = []
     warnings: list[Finding] = []
@@ -201,7 +212,7 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
     _check(findings, warnings, "envelope", "cumulative_fluence_j_cm2", fluence,
            envelope.max_cumulative_fluence_j_cm2, "J/cm²", bl)
     if thermal is None:
-        thermal = check_thermal(plans)
+        thermal = check_thermal(plans, pass_wait_s)
     rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
     if findings or rejections:
         raise PlanRejected(findings, rejections, thermal)

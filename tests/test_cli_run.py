@@ -23,12 +23,12 @@ patient_ref = "T-1"
 [[pass]]
 pattern = "square"
 size_mm = 4.0
-density_percent = 8.0
+density_percent = 5.0
 depth_um = 200.0
 [[pass]]
 pattern = "square"
 size_mm = 4.0
-density_percent = 8.0
+density_percent = 5.0
 depth_um = 200.0
 """
 FAST = "sim://?footswitch=down&pre_emission_ms=20&seed=2"
@@ -67,7 +67,7 @@ def test_run_log_export_report(tmp_path: Path, script: Path, capsys) -> None:
 
 def test_rejected_plan_exits_3_and_fires_nothing(tmp_path: Path, capsys) -> None:
     path = tmp_path / "dense.toml"
-    path.write_text(SCRIPT.replace("density_percent = 8.0", "density_percent = 45.0"))
+    path.write_text(SCRIPT.replace("density_percent = 5.0", "density_percent = 45.0"))
     assert co2scan("run", str(path), "--device", FAST, "--yes",
                    "--record", str(tmp_path / "t.db")) == 3
     assert "coverage_percent" in capsys.readouterr().err

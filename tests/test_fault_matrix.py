@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.handpiece import get_handpiece
 from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
@@ -46,6 +45,7 @@ from drivers.transports.registry import open_transport
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import PtyServer, serve_pty
 from sim_hw.server import SyncedDevice
+from tests.handpieces import unscreened
 
 PHASES = ("identify", "load_plan", "arm", "streaming", "paused", "resume")
 FAULTS = ("byte_dropped", "byte_corrupted", "frame_duplicated", "response_delayed",
@@ -90,7 +90,7 @@ EXPECTED["paused", "energy_drift"] = {"fault"}  # found in the first report afte
 
 
 def settings(size_mm: float = 8.0) -> TreatmentSettings:
-    return TreatmentSettings(get_handpiece(), Pattern("square", size_mm),
+    return TreatmentSettings(unscreened(), Pattern("square", size_mm),
                              DensitySpec(coverage_pct=8.0), depth_um=200.0,
                              passes=PassSettings(1))
 
@@ -414,7 +414,7 @@ def test_fault_cell_footswitch_pause_with_the_rest_of_the_pass_buffered(tmp_path
     with open_device_in_process() as dev, TreatmentRecord(tmp_path / "t.db") as record:
         sim = dev.simulator.device
         lifted = threading.Event()
-        dense = TreatmentSettings(get_handpiece(), Pattern("square", 10.0),
+        dense = TreatmentSettings(unscreened(), Pattern("square", 10.0),
                                   DensitySpec(pitch_um=200.0), depth_um=200.0,
                                   passes=PassSettings(1))  # 2,500 spots: all fit the buffer
         plan = plan_for_device(dense, dev.info.limits)

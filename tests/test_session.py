@@ -13,20 +13,27 @@ import pytest
 from controller.handpiece import get_handpiece
 from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
-from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
+from controller.settings import (
+    DensitySpec,
+    PassSettings,
+    Pattern,
+    ScanOrder,
+    TreatmentSettings,
+)
 from controller.validation import ClinicalEnvelope, PlanRejected
 from drivers import Device, open_device
 from drivers.errors import DeviceError, InterlockOpen
 from drivers.protocol.messages import FaultCode, State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
+from tests.handpieces import unscreened
 
 FAST = "pre_emission_ms=30&footswitch=down&seed=5"
 
 
 def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
              depth_um: float = 200.0) -> TreatmentSettings:
-    return TreatmentSettings(get_handpiece(), Pattern("square", size_mm),
+    return TreatmentSettings(unscreened(), Pattern("square", size_mm),
                              DensitySpec(coverage_pct=coverage), depth_um=depth_um,
                              passes=PassSettings(passes))
 
@@ -79,6 +86,59 @@ def test_rejected_plan_lists_every_rule(record: TreatmentRecord) -> None:
                  "pass[1].energy_mj", "cumulative_fluence_j_cm2"):
         assert rule in text
     assert len(list(record.entries())) == 0  # nothing recorded for a rejected plan
+
+
+def demo_like(passes: int = 2) -> TreatmentSettings:
+    """6 mm, 6 %, 250 µm on spot120: the thermal screen rejects two such passes back to back
+    and accepts them 5 s apart (controller/data/demo.toml)."""
+    return TreatmentSettings(get_handpiece("spot120"), Pattern("square", 6.0),
+                             DensitySpec(coverage_pct=6.0), depth_um=250.0,
+                             passes=PassSettings(passes),
+                             order=ScanOrder(kind="thermal-spread"))
+
+
+def test_the_thermal_screen_gates_the_session_and_the_wait_counts(
+        record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        plan = plan_for_device(demo_like(), dev.info.limits)
+        with pytest.raises(PlanRejected) as info:
+            TreatmentSession(dev, [plan], record, operator="t", patient_ref="p")
+        assert "thermal screen of plan 0: pass 1: " in str(info.value)
+        assert "pass_wait_s = " in str(info.value)  # the evaluated wait is suggested
+        assert len(list(record.entries())) == 0
+        session = TreatmentSession(dev, [plan], record, operator="t", patient_ref="p",
+                                   pass_wait_s=5.0)
+        assert session.thermal[0].screen is not None and session.thermal[0].screen.ok
+        assert len(dev.simulator.device.ground_truth) == 0
+
+
+def test_cooling_wait_between_passes_is_enforced_and_recorded(record: TreatmentRecord) -> None:
+    seen: list[SessionProgress] = []
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, on_progress=seen.append, pass_wait_s=0.6)
+        assert session.run().status == "completed"
+    sid = session.session_id
+    ends = {e.body["pass_index"]: e.at for e in record.entries(sid, "pass_end")}
+    starts = {e.body["pass_index"]: e.at for e in record.entries(sid, "pass_start")}
+    assert starts[1] - ends[0] >= 0.6
+    assert [e.body for e in record.entries(sid, "cooling_wait")] == [
+        {"pass_index": 1, "wait_s": 0.6}]
+    assert any(p.pass_number == 1 and p.waiting_for.startswith("cooling wait") for p in seen)
+    assert not any(p.pass_number == 0 and p.waiting_for.startswith("cooling") for p in seen)
+
+
+def test_abort_while_cooling_fires_nothing_more(record: TreatmentRecord) -> None:
+    def abort_when_cooling(p: SessionProgress) -> None:
+        if p.waiting_for.startswith("cooling wait"):
+            session.request_abort()
+
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, on_progress=abort_when_cooling, pass_wait_s=60.0)
+        outcome = session.run()
+        truth = dev.simulator.device.ground_truth
+    assert outcome.status == "aborted" and "cooling" in outcome.detail
+    assert set(truth["pass_index"].tolist()) == {0}
+    assert outcome.delivered[1] == 0
 
 
 def test_borderline_warnings_must_be_acknowledged(record: TreatmentRecord) -> None:

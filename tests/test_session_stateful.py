@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.handpiece import get_handpiece
 from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
 from drivers import DeviceError, open_device
+from tests.handpieces import unscreened
 
 INPUTS = {"door": ("closed", "open"), "key": ("on", "off"), "estop": ("released", "pressed"),
           "footswitch": ("down", "up")}
@@ -30,7 +30,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.sim = self.dev.simulator
         self.record = TreatmentRecord(Path(self.tmp.name) / "r.db")
         plan = plan_for_device(
-            TreatmentSettings(get_handpiece(), Pattern("square", 3.0),
+            TreatmentSettings(unscreened(), Pattern("square", 3.0),
                               DensitySpec(coverage_pct=8.0), depth_um=200.0,
                               passes=PassSettings(2)), self.dev.info.limits)
         self.session = TreatmentSession(self.dev, [plan], self.record, operator="fuzz",

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.handpiece import get_handpiece
 from controller.record import TreatmentRecord
 from controller.scanpath import Plan
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
@@ -39,6 +38,7 @@ from drivers.info import DeviceLimits
 from drivers.protocol.messages import State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import PtyServer, serve_pty
+from tests.handpieces import unscreened
 
 LONG = os.environ.get("CO2SCAN_SOAK") == "long"
 SOAK_SPOTS = int(os.environ.get("CO2SCAN_SOAK_SPOTS", 1_000_000 if LONG else 50_000))
@@ -70,7 +70,7 @@ def soak_plans(limits: DeviceLimits, spots: int) -> list[Plan]:
     plans = []
     for seed, start in enumerate(range(0, passes, PASSES_PER_PLAN)):
         count = min(PASSES_PER_PLAN, passes - start)
-        settings = TreatmentSettings(get_handpiece(), Pattern("square", size_mm),
+        settings = TreatmentSettings(unscreened(), Pattern("square", size_mm),
                                      DensitySpec(pitch_um=PITCH_UM), depth_um=200.0,
                                      passes=PassSettings(count), jitter_um=5.0)
         plans.append(plan_for_device(settings, limits, seed=seed))

@@ -20,16 +20,17 @@ from controller.commands.plan import EXIT_REJECTED, WIDTH
 from controller.errors import SettingsError
 from controller.handpiece import get_handpiece
 from controller.record import RecordError, TreatmentRecord
-from controller.scanpath import Plan
+from controller.scanpath import Plan, build_plan
 from controller.script import parse_script
 from controller.session import TreatmentSession, timing_for
-from controller.settings import Handpiece
+from controller.settings import DensitySpec, Handpiece, Pattern, TreatmentSettings
 from controller.thermal_delivered import delivered_heat, simulate_delivered
 from controller.thermal_screen import PlanThermal, screen_plan
 from controller.timing import GalvoTiming, fire_times_us
 from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
 from drivers import open_device
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+from tests.handpieces import unscreened
 
 #: Two back-to-back raster passes at 30 % coverage and 600 µm on 2 mm: bulk heating.
 HOT = '[[pass]]\nsize_mm = 2\ndensity_percent = 30\ndepth_um = 600\norder = "raster"\n' * 2
@@ -273,3 +274,11 @@ def test_report_draws_the_injury_map_of_the_delivered_spots(
         assert (np.abs(colour - 1.0).max() > 0.3) == (k < 6)  # heat only where delivered
     assert main(["report", "1", "-o", str(tmp_path / "r2.png"), "--record", str(db)]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_a_handpiece_without_a_thermal_limit_is_not_screened() -> None:
+    """Limit 1 (the whole reservoir may be damaged): no screen can fail, none is run."""
+    plan = build_plan(TreatmentSettings(unscreened(), Pattern("square", 3.0),
+                                        DensitySpec(pitch_um=130.0), depth_um=300.0))
+    (check,) = validation.check_thermal([plan])
+    assert check.unlimited and check.screen is None and check.rejections == ()

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 session = TreatmentSession(device, plans, record, operator=script.operator,
                                            patient_ref=script.patient_ref,
-                                           on_progress=display.update)
+                                           on_progress=display.update,
+                                           pass_wait_s=script.pass_wait_s)
             except PlanRejected as exc:
                 thermal, rejected = exc.thermal, exc
             else:

@@ -99,7 +99,7 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
                 stack=(int(plan.stack[part].min()), int(plan.stack[part].max())),
                 depth_um=(float(depth_um.min()), float(depth_um.max())),
                 spot_rate_hz=m.spot_rate_hz, duration_s=m.duration_s,
-                thermal_ok=screened is not None and screened.ok,
+                thermal_ok=check.unlimited or (screened is not None and screened.ok),
                 peak_reservoir_rise_k=None if screened is None else
                 screened.peak_reservoir_rise_k,
                 damaged_reservoir_pct=None if screened is None else
@@ -109,9 +109,10 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
 
 def thermal_cell(row: PassRow) -> str:
     """The thermal check of a pass: peak reservoir rise when within the limit, else the
-    damaged share of the reservoir; "n/a" when the model could not evaluate it."""
+    damaged share of the reservoir; "n/a" when the model could not evaluate it, "no limit"
+    for a handpiece without a thermal limit."""
     if row.peak_reservoir_rise_k is None or row.damaged_reservoir_pct is None:
-        return "n/a"
+        return "no limit" if row.thermal_ok else "n/a"
     if row.thermal_ok:
         return f"ok {row.peak_reservoir_rise_k:.0f} K"
     return f"FAIL {row.damaged_reservoir_pct:.1f} %"
@@ -164,10 +165,11 @@ def load_and_plan(path: str, timing: GalvoTiming | None = None
     return script, script.plans(timing)
 
 
-def check(plans: list[Plan]) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
+def check(plans: list[Plan], pass_wait_s: float = 0.0
+          ) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
     """Borderline warnings and violations of the plans against the clinical envelope and the
-    thermal screen, and the thermal check of each plan."""
-    thermal = check_thermal(plans)
+    thermal screen (passes ``pass_wait_s`` apart), and the thermal check of each plan."""
+    thermal = check_thermal(plans, pass_wait_s)
     try:
         return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
     except PlanRejected as exc:
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script, timing)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings, violations, thermal = check(plans)
+    warnings, violations, thermal = check(plans, script.pass_wait_s)
     doc = plan_document(script, plans, timing, warnings, violations, thermal)
     print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, thermal, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK

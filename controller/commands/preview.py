@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings, violations, thermal = check(plans)
+    warnings, violations, thermal = check(plans, script.pass_wait_s)
     verdict = ("REJECTED (see co2scan plan)" if violations else
                f"accepted, {len(warnings)} borderline" if warnings else "accepted")
     who = "".join(f", {k.replace('_', ' ')} {v}" for k, v in

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 device, plans, record, operator=args.operator or script.operator,
                 patient_ref=script.patient_ref, on_progress=display.update,
                 reconnect=lambda: open_device(url), session_id=args.resume,
-                start_wait_s=args.start_wait)
+                start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
         except PlanRejected as exc:
             return fail(str(exc))
         print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
