@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from drivers.protocol import encode, encode_frame, message
+from drivers.protocol import decode, encode, encode_frame, message
 from drivers.protocol import messages as m
 from drivers.protocol.messages import Cause, DeviceFlag, ErrorCode, FaultCode, Interlock, State
 from sim_hw.config import DEV_KEY, SimConfig
@@ -405,6 +405,19 @@ def test_emission_timing_reports_and_completion() -> None:
     assert final.name == "EVT_STATE" and final["cause"] == Cause.PLAN_COMPLETE
     assert device.state == State.STANDBY and device.flags == DeviceFlag(0)
     assert status(host)["last_delivered"] == 299
+
+
+def test_delivered_reports_are_the_codec_bytes() -> None:
+    """The device packs EVT_DELIVERED straight from its layout: the same bytes as the codec."""
+    device, host = new_device(rep_rate_hz=1000)
+    spots = make_spots(300)
+    emitting(host, spots, buffered=0)
+    stream(host, spots)
+    device.advance(1.0)
+    frames = [part for part in device.transmit().split(b"\0") if part]
+    delivered = [f for f in frames if decode(f).name == "EVT_DELIVERED"]
+    assert sum(decode(f)["count"] for f in delivered) == 300
+    assert all(encode(decode(f)) == b"\0" + f + b"\0" for f in delivered)
 
 
 def test_pause_resume_disarm_abort() -> None:
