@@ -31,6 +31,17 @@ def write(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+def test_the_cooling_wait_is_shown_and_screened(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    demo = Path(__file__).parent.parent / "controller" / "data" / "demo.toml"
+    assert main(["plan", str(demo)]) == 0  # 5 s apart: accepted
+    assert "passes 5 s apart (pass_wait_s)" in capsys.readouterr().out
+    back_to_back = demo.read_text().replace("pass_wait_s = 5", "pass_wait_s = 0")
+    assert main(["plan", write(tmp_path, back_to_back)]) == 3
+    captured = capsys.readouterr()
+    assert "passes back to back" in captured.out and "pass_wait_s = " in captured.err
+
+
 def test_plan_json_matches_build_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", DEEP, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -43,6 +54,7 @@ def test_plan_json_matches_build_plan(capsys: pytest.CaptureFixture[str]) -> Non
         assert plan_doc["metrics"] == json.loads(json.dumps(asdict(plan.metrics)))
         assert plan_doc["checksum"] == plan.checksum
     assert doc["accepted"] and doc["violations"] == []
+    assert doc["pass_wait_s"] == script.pass_wait_s == 0.0
     assert doc["total_spots"] == sum(p["spot_count"] for p in doc["passes"])
     assert [p["stack"] for p in doc["passes"]] == [[2, 2], [2, 2], [1, 1]]
 

@@ -193,7 +193,8 @@ def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTimin
         "handpiece": script.handpiece.name,
         "spot_diameter_um": script.handpiece.spot_diameter_um,
         "operator": script.operator, "patient_ref": script.patient_ref,
-        "timing": asdict(timing), "accepted": not violations,
+        "timing": asdict(timing), "pass_wait_s": script.pass_wait_s,
+        "accepted": not violations,
         "violations": violations, "warnings": [str(w) for w in warnings],
         "passes": [asdict(r) for r in rows], "plans": plan_docs,
         "total_spots": sum(r.spot_count for r in rows),
@@ -221,8 +222,10 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
         lines.append(wrap(f"plan {k} = {names} (seed {plan.seed}, checksum {plan.checksum:08x}):"
                           f" {m.pattern_area_mm2:.1f} mm², coverage {m.combined_coverage_pct:.1f}"
                           f" %, reservoir {100 * m.combined_reservoir_fraction:.1f} %"))
+    wait = (f"passes {doc['pass_wait_s']:g} s apart (pass_wait_s)" if doc["pass_wait_s"]
+            else "passes back to back")
     lines.append(wrap(f"total: {doc['total_spots']} spots, {doc['total_duration_s']:.1f} s of "
-                      "scanning at the default galvo timing; fluence per spot"))
+                      f"scanning at the default galvo timing, {wait}; fluence column: per spot"))
     lines += [paint(wrap(f"borderline: {w}"), YELLOW, stream) for w in doc["warnings"]]
     if doc["accepted"]:
         lines.append(paint("plan accepted by the clinical envelope and the thermal screen",
