@@ -139,14 +139,16 @@ class PassStreamer:
     def record_run(self, run: list[Message]) -> bool:
         """Record consecutive EVT_DELIVERED reports at once when their indices, together, are
         new and contiguous (the usual case); False, recording nothing, otherwise."""
-        records = np.concatenate([msg.records for msg in run])  # type: ignore[misc]
-        index = records["index"].astype(np.int64)
+        # field by field: concatenating structured arrays promotes their dtype in Python
+        index = np.concatenate([msg.records["index"] for msg in run],  # type: ignore[index]
+                               dtype=np.int64)
         first = int(index[0])
         if first <= self.last_seen or int(index[-1]) - first != len(index) - 1 or (
                 np.diff(index) != 1).any():
             return False
         self.credits = int(run[-1]["credits"])
-        self.record_delivered(index, records["measured_uj"])
+        self.record_delivered(index, np.concatenate(
+            [msg.records["measured_uj"] for msg in run], dtype=np.int64))  # type: ignore[index]
         return True
 
     def handle(self, item: Item | Pending) -> None:

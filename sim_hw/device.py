@@ -542,8 +542,8 @@ class SimDevice:
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)
         self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
-        self._galvo_free_s = t_s + float(Laser.spot_duration_s(int(last["pulse_us"]),
-                                                               int(last["stack"])))
+        self._galvo_free_s = t_s + int(last["pulse_us"]) * int(last["stack"]) / 1e6  # as
+        # Laser.spot_duration_s gives it, without numpy for one spot
         known = self._fire_times_s
         assert known is not None
         if index == plan.spot_count - 1:
@@ -576,14 +576,14 @@ class SimDevice:
     def _flush_delivered(self) -> None:
         self._flush_at_s = None
         if self._delivered:
-            records = (self._delivered[0] if len(self._delivered) == 1
-                       else np.concatenate(self._delivered))
+            count = self._delivered_count
+            records = b"".join([chunk.tobytes() for chunk in self._delivered])
             self._delivered = []
             self._delivered_count = 0
             # The most frequent message, packed straight from its layout rather than through
             # make_message and encode's checks: the count is 1..64 by construction and the
             # credits fit their u16 (struct.pack would raise otherwise). Same bytes.
-            payload = _DELIVERED.struct.pack(len(records), self.credits) + records.tobytes()
+            payload = _DELIVERED.struct.pack(count, self.credits) + records
             self._send_event(encode_frame(_DELIVERED.type_id, self._event_seq, payload))
 
     def _finish_jump(self) -> None:

@@ -84,7 +84,9 @@ class Laser:
         """Fire spots in order; returns the monitor's readings (µJ, sum over each stack)."""
         if not self.shutter_open:
             raise RuntimeError("laser fired with the shutter closed")
+        set_uj = np.multiply(energy_uj, stack, dtype=np.int64)
+        if not (self.noise_percent or self.drift_percent):  # an exact monitor: the same values
+            return np.minimum(set_uj, 0xFFFFFFFF)  # as below, without the float round trip
         noise = self._rng.uniform(-self.noise_percent, self.noise_percent, len(energy_uj)) / 100
-        reading = (np.multiply(energy_uj, stack, dtype=np.int64) * (1 + self.drift_percent / 100)
-                   * (1 + noise))
+        reading = set_uj * (1 + self.drift_percent / 100) * (1 + noise)
         return np.clip(np.rint(reading), 0, 0xFFFFFFFF).astype(np.int64)
