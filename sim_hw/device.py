@@ -51,7 +51,7 @@ from drivers.protocol.messages import (
 from sim_hw.config import SimConfig, parse_input
 from sim_hw.galvo import Calibration, Galvo
 from sim_hw.laser import Laser
-from sim_hw.truth import TRUTH_DTYPE, GroundTruth
+from sim_hw.truth import GroundTruth
 
 #: EVT_DELIVERED goes out after this many fired spots ...
 DELIVERED_MAX_SPOTS = 64
@@ -69,8 +69,6 @@ _EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
 #: Under a virtual clock, emission skips ahead at most this many spots at a time, so that
 #: host requests still arrive between chunks of emission.
 VIRTUAL_SKIP_SPOTS = 1024
-#: The SPOT record fields the ground truth keeps.
-_TRUTH_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
 
 
 class Buffered(NamedTuple):
@@ -524,20 +522,15 @@ class SimDevice:
         spots = buffered.spot
         self.galvo.move(int(buffered.mirror_x[-1]), int(buffered.mirror_y[-1]))
         last = spots[-1]
-        fired = np.empty(count, TRUTH_DTYPE)
-        for name in _TRUTH_SPOT_FIELDS:
-            fired[name] = spots[name]
-        fired["measured_uj"] = self.laser.fire(spots["energy_uj"], spots["stack"])
-        fired["time_s"] = times_s
-        fired["pass_index"] = plan.pass_index
-        self.truth.extend(fired)
+        measured_uj = self.laser.fire(spots["energy_uj"], spots["stack"])
+        self.truth.extend_fired(spots, measured_uj, times_s, plan.pass_index)
         index = int(last["index"])
         plan.delivered_count += count
         plan.last_delivered = index
         self._remember_fired((plan.plan_checksum, plan.pass_index), index)
         self._persist(plan)  # written before the deliveries are reported
         delivered = np.empty(count, DELIVERED_DTYPE)
-        delivered["index"], delivered["measured_uj"] = fired["index"], fired["measured_uj"]
+        delivered["index"], delivered["measured_uj"] = spots["index"], measured_uj
         self._report(delivered, times_s)
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)

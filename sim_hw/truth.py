@@ -19,11 +19,16 @@ class GroundTruth:
     def __init__(self) -> None:
         self._chunks: list[np.ndarray] = []
         self._rows: list[tuple] = []  # appended one by one after the last chunk
+        #: fired chunks after the last chunk, as given to extend_fired: (SPOT records,
+        #: measured_uj, time_s, pass_index, count); made into TRUTH_DTYPE rows when read
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+        self._parts_count = 0
         self._count = 0
         self._cached: np.ndarray | None = None
 
     def append(self, index: int, x_lsb: int, y_lsb: int, energy_uj: int, pulse_us: int,
                stack: int, measured_uj: int, time_s: float, pass_index: int) -> None:
+        self._seal_parts()
         self._rows.append((index, x_lsb, y_lsb, energy_uj, pulse_us, stack, measured_uj, time_s,
                            pass_index))
         self._count += 1
@@ -33,15 +38,42 @@ class GroundTruth:
 
     def extend(self, spots: np.ndarray) -> None:
         """Record fired spots (a :data:`TRUTH_DTYPE` array, in firing order) in one go."""
+        self._seal_parts()
         self._seal_rows()
         self._chunks.append(spots)
         self._count += len(spots)
         self._cached = None
 
+    def extend_fired(self, records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,
+                     pass_index: int) -> None:
+        """Record fired spots given as their SPOT records (copied), monitor readings and fire
+        times; the :data:`TRUTH_DTYPE` rows are assembled when read, many chunks at once."""
+        self._seal_rows()
+        count = len(records)
+        self._parts.append((records.copy(), measured_uj, time_s.copy(), pass_index, count))
+        self._parts_count += count
+        self._count += count
+        self._cached = None
+        if self._parts_count >= _CHUNK:
+            self._seal_parts()
+
     def _seal_rows(self) -> None:
         if self._rows:
             self._chunks.append(np.array(self._rows, TRUTH_DTYPE))
             self._rows = []
+
+    def _seal_parts(self) -> None:
+        if not self._parts:
+            return
+        parts, self._parts, self._parts_count = self._parts, [], 0
+        records = np.concatenate([part[0] for part in parts])
+        rows = np.empty(len(records), TRUTH_DTYPE)
+        for name in ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack"):
+            rows[name] = records[name]
+        rows["measured_uj"] = np.concatenate([part[1] for part in parts])
+        rows["time_s"] = np.concatenate([part[2] for part in parts])
+        rows["pass_index"] = np.repeat([part[3] for part in parts], [part[4] for part in parts])
+        self._chunks.append(rows)
 
     def __len__(self) -> int:
         return self._count
@@ -50,6 +82,7 @@ class GroundTruth:
     def array(self) -> np.ndarray:
         """All fired spots in firing order (structured array of :data:`TRUTH_DTYPE`)."""
         if self._cached is None:
+            self._seal_parts()
             self._seal_rows()
             self._cached = (np.concatenate(self._chunks) if self._chunks
                             else np.empty(0, TRUTH_DTYPE))

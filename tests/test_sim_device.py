@@ -420,6 +420,21 @@ def test_delivered_reports_are_the_codec_bytes() -> None:
     assert all(encode(decode(f)) == b"\0" + f + b"\0" for f in delivered)
 
 
+def test_ground_truth_keeps_firing_order_across_its_ways_of_recording() -> None:
+    truth = GroundTruth()
+    spots = make_spots(6)
+    truth.append(*(int(spots[0][f]) for f in ("index", "x_lsb", "y_lsb", "energy_uj",
+                                                "pulse_us", "stack")), 11, 0.1, 0)
+    truth.extend_fired(spots[1:4], np.array([12, 13, 14]), np.array([0.2, 0.3, 0.4]), 1)
+    assert len(truth) == 4 and truth.array["index"].tolist() == [0, 1, 2, 3]
+    truth.extend_fired(spots[4:], np.array([15, 16]), np.array([0.5, 0.6]), 2)
+    rows = truth.array
+    assert rows["measured_uj"].tolist() == [11, 12, 13, 14, 15, 16]
+    assert rows["pass_index"].tolist() == [0, 1, 1, 1, 2, 2]
+    assert rows["time_s"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    np.testing.assert_array_equal(rows["x_lsb"], spots["x_lsb"])
+
+
 def test_pause_resume_disarm_abort() -> None:
     device, host = new_device()
     emitting(host)
