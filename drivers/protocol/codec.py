@@ -162,11 +162,17 @@ def _check_value(where: str, f: Field, value: Value) -> None:
 def record_extremes(definition: MessageDef, records: np.ndarray,
                     names: tuple[str, ...] | None = None) -> dict[str, tuple[int, int]]:
     """(lowest, highest) of the record fields ``names`` (default: every field) of a non-empty
-    array of the record dtype, for checks that compare only extremes. (One reduction per
-    field and side: viewing the records as rows of words and reducing across rows is slower.)
-    """
-    return {name: (int(records[name].min()), int(records[name].max()))
-            for name in (names or definition.record_dtype.names)}
+    array of the record dtype, for checks that compare only extremes.
+
+    The fields (integers of at most 32 bits) are copied into the rows of one int64 array and
+    reduced along the rows, two reductions in all: about twice as fast as two per field for a
+    batch, and much faster than reducing across a view of the records as rows of words."""
+    names = names or definition.record_dtype.names
+    columns = np.empty((len(names), len(records)), np.int64)
+    for row, name in zip(columns, names, strict=True):
+        row[...] = records[name]
+    lows, highs = columns.min(axis=1).tolist(), columns.max(axis=1).tolist()
+    return dict(zip(names, zip(lows, highs, strict=True), strict=True))
 
 
 def _check_records(where: str, definition: MessageDef, records: np.ndarray) -> None:
