@@ -217,7 +217,8 @@ def pass_geometry(
             edge_um = float(gx.max()) - np.abs(along_um)
         else:
             edge_um = _scanpath.edge_distance(x, y, *_skin_outline(settings))
-        ramp = np.minimum(edge_um / feather.width_um, 1.0)
+        # clipped at 0 too: rounding puts a rotated line's end spot a hair past its end
+        ramp = np.clip(edge_um / feather.width_um, 0.0, 1.0)
         u = _scanpath.uniform(stream_key(seed, geom_pass, Stream.FEATHER), len(x))
         keep = u < feather.edge_density_fraction + (1.0 - feather.edge_density_fraction) * ramp
         x, y, i, j, ramp = x[keep], y[keep], i[keep], j[keep], ramp[keep]

@@ -308,6 +308,20 @@ def test_line_feathers_towards_its_ends() -> None:
     assert np.all(plan.energy_uj[np.abs(plan.x_um) > 4600] < plan.energy_uj.max())
 
 
+def test_rotated_line_end_spot_gets_exactly_the_edge_depth() -> None:
+    """Regression (hypothesis): rounding put a rotated line's end spot a hair past its end,
+    its ramp went negative and its depth fell below the shallowest pulse the settings check
+    had allowed (87 µm x 2/3 = 58 µm, the handpiece's shallowest)."""
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("line", 0.9, rotation_deg=2.0),
+                          DensitySpec(pitch_um=150.0), 87.0,
+                          feathering=Feathering(150.0, edge_density_fraction=1.0,
+                                                edge_depth_fraction=2.0 / 3.0),
+                          order=ScanOrder("thermal-spread", 2, min_step_um=0.0,
+                                          neighbour_um=0.0, relax_ms=0.0))
+    plan = sp.build_plan(s, FIELD, 0)
+    assert plan.energy_uj.min() == HANDPIECES["spot120"].dose_for_depth([58.0])[0][0]
+
+
 def test_line_pattern_is_one_row() -> None:
     s = TreatmentSettings(HANDPIECES["spot120"], Pattern("line", 5.0),
                           DensitySpec(pitch_um=500.0), 300.0, passes=PassSettings(2))
