@@ -319,17 +319,21 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
 
 
 cdef inline void _add_gaussian(const Geo* g, const Window* w, double dx, double dy, double s,
-                               double amp, double[:, ::1] acc, double[::1] ex,
-                               double[::1] ey) noexcept nogil:
-    """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre."""
-    cdef Py_ssize_t r, c, nc = w.c1 - w.c0
+                               double amp, double[:, ::1] acc, double[::1] ex, double[::1] ey,
+                               Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
+                               Py_ssize_t cb) noexcept nogil:
+    """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, on the
+    window's rows ra..rb-1 and columns ca..cb-1 (indices within the window)."""
+    cdef Py_ssize_t r, c, nc = cb - ca
     cdef double gy
-    _gaussian_row(g.x0 + (w.c0 + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, nc, ex)
-    _gaussian_row(g.y0 + (w.r0 + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, w.r1 - w.r0, ey)
-    for r in range(w.r1 - w.r0):
+    cdef double* out
+    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, nc, ex)
+    _gaussian_row(g.y0 + (w.r0 + ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, rb - ra, ey)
+    for r in range(rb - ra):
         gy = ey[r]
+        out = &acc[ra + r, ca]
         for c in range(nc):
-            acc[r, c] += gy * ex[c]
+            out[c] += gy * ex[c]
 
 
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
@@ -338,36 +342,38 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const Py_ssize_t* cand, Py_ssize_t n_cand, const double[::1] x,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
-                      Py_ssize_t* kx, double[::1] ex, double[::1] ey) noexcept nogil:
+                      Py_ssize_t* kx, double[::1] ex, double[::1] ey, Py_ssize_t ra,
+                      Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
     """Far grid (linear in time within its block) plus the background near spots at ts: exact
-    Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth."""
-    cdef Py_ssize_t q, j, r, c, nc = w.c1 - w.c0, bs = b if ts < _boundary(g, b + 1) else b + 1
+    Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
+    acc on the window's rows ra..rb-1 and columns ca..cb-1."""
+    cdef Py_ssize_t q, j, r, c, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, amp, dx, dy, g0, u, v, px, fy
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
     cdef const double[:, ::1] start = cur if bs == b else nxt
     cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
-    # Far nodes around the window at ts, then bilinear per cell (row and column fractions).
-    kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + 0.5) * g.cell - g.fx0) / g.far)
-    ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + 0.5) * g.cell - g.fy0) / g.far)
-    n_kx = <Py_ssize_t>floor((g.x0 + (w.c1 - 0.5) * g.cell - g.fx0) / g.far) - kx0 + 2
-    n_ky = <Py_ssize_t>floor((g.y0 + (w.r1 - 0.5) * g.cell - g.fy0) / g.far) - ky0 + 2
+    # Far nodes around the box at ts, then bilinear per cell (row and column fractions).
+    kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
+    ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + ra + 0.5) * g.cell - g.fy0) / g.far)
+    n_kx = <Py_ssize_t>floor((g.x0 + (w.c0 + cb - 0.5) * g.cell - g.fx0) / g.far) - kx0 + 2
+    n_ky = <Py_ssize_t>floor((g.y0 + (w.r0 + rb - 0.5) * g.cell - g.fy0) / g.far) - ky0 + 2
     for a in range(n_ky):
         for k in range(n_kx):
             nodes[a, k] = ((1.0 - frac) * start[ky0 + a, kx0 + k]
                            + frac * end[ky0 + a, kx0 + k])
-    for c in range(nc):
+    for c in range(ca, cb):
         px = (g.x0 + (w.c0 + c + 0.5) * g.cell - g.fx0) / g.far
         kx[c] = <Py_ssize_t>floor(px)
         ex[c] = px - kx[c]
         kx[c] -= kx0
-    for r in range(w.r1 - w.r0):
+    for r in range(ra, rb):
         px = (g.y0 + (w.r0 + r + 0.5) * g.cell - g.fy0) / g.far
         a = <Py_ssize_t>floor(px)
         fy = px - a
         a -= ky0
-        for c in range(nc):
+        for c in range(ca, cb):
             k = kx[c]
             acc[r, c] = ((1.0 - fy) * ((1.0 - ex[c]) * nodes[a, k] + ex[c] * nodes[a, k + 1])
                          + fy * ((1.0 - ex[c]) * nodes[a + 1, k] + ex[c] * nodes[a + 1, k + 1]))
@@ -380,7 +386,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         dx = w.xi - x[j]
         dy = w.yi - y[j]
         if s < g.smooth_s:
-            _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey)
+            _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey, ra, rb, ca, cb)
         else:
             g0 = amp * exp(-(dx * dx + dy * dy) / s)
             c00 = c00 + g0
@@ -391,9 +397,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             cxy = cxy + 4.0 * g0 * dx * dy / (s * s)
     if c00 == 0.0:
         return
-    for r in range(w.r1 - w.r0):
+    for r in range(ra, rb):
         v = g.y0 + (w.r0 + r + 0.5) * g.cell - w.yi
-        for c in range(nc):
+        for c in range(ca, cb):
             u = g.x0 + (w.c0 + c + 0.5) * g.cell - w.xi
             acc[r, c] += c00 + cy * v + cyy * v * v + cx * u + cxx * u * u + cxy * v * u
 
@@ -416,34 +422,44 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
 
-    The young near spots (sharp) are exact at every sample; the far grid and the older near
-    spots (background) are evaluated at the first and last sample and interpolated in time.
+    Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
+    every sample; the far grid and the older near spots (background) are evaluated at the
+    first and the last peak sample and interpolated in time. Damage samples beyond: the far
+    grid and every spot fired before i are evaluated at each sample (background routine), the
+    spots fired since exactly, on the box of the cells still integrating.
     """
     cdef Window w
     cdef double s_peak = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
     cdef double s_prev = 0.0, inner = g.window - COVER_MARGIN * g.cell, until_max, xc, yc, tj
-    cdef double bg_s, lo_t = _boundary(g, b) - g.handover, reach
+    cdef double bg_s, lo_t = _boundary(g, b) - g.handover, reach, s_mid, t_mid
     cdef double lo_next = _boundary(g, b + 1) - g.handover  # exactly as thermal_ref
     cdef double t_prev = 0.0, v, span
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
+    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use
     cdef double* row
     cdef double* drow
-    cdef double[:, ::1] acc = scratch[0], first = scratch[1], last = scratch[2]
+    cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6]
     cdef Py_ssize_t* kx = &cand[2, 0]
+    cdef Py_ssize_t* use
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
     nr, nc = w.r1 - w.r0, w.c1 - w.c0
-    s_last = s_i
+    s_mid = s_i
+    while s_mid < s_peak:
+        s_mid = s_mid * g.ratio
+    s_last = s_mid
     while s_last < _max(s_peak, g.damage_s):
         s_last = s_last * g.ratio
+    t_mid = t[i] + (s_mid - s0[i]) / g.kappa4
     t_last = t[i] + (s_last - s0[i]) / g.kappa4
-    bg_s = g.bg_ratio * (s_last - s0[i])
+    bg_s = g.bg_ratio * (s_mid - s0[i])
     # Near spots within reach at the last (widest) sample, from the buckets within the widest
-    # reach; background if old, else sharp.
+    # reach. Peak samples: background if old, else sharp. Damage samples: background if fired
+    # before i, else late.
     reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_last - lo_t)) * g.reach_log)
     bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
     bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
@@ -455,6 +471,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             if t[j] > t_last or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
                                               s0[j] + g.kappa4 * (t_last - t[j])):
                 continue
+            if t[j] < lo_next or t[j] < t[i]:
+                cand[4, n_old] = j
+                n_old += 1
+            else:
+                cand[3, n_late] = j
+                n_late += 1
             if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
                 cand[1, n_bg] = j
                 n_bg += 1
@@ -462,17 +484,17 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey)
-    if t_last > t[i]:
-        _background(g, &w, t_last, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
-                    t, e, s0, last, nodes, kx, ex, ey)
+                s0, first, nodes, kx, ex, ey, 0, nr, 0, nc)
+    if t_mid > t[i]:
+        _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
+                    t, e, s0, mid, nodes, kx, ex, ey, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
         for c in range(nc):
             until[r, c] = t_last
-    for q in range(n_sharp):
-        j = cand[0, q]
+    for q in range(n_late):
+        j = cand[3, q]
         tj = t[j]
         if not (tj > t[i] or (tj == t[i] and j > i)):
             continue
@@ -488,17 +510,31 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     for r in range(nr):
         for c in range(nc):
             until_max = _max(until_max, until[r, c])
+    ra, rb, ca, cb = 0, nr, 0, nc
     while True:
-        if started and s_prev >= s_peak and t_prev >= until_max:
-            return
         ts = t[i] + (s_i - s0[i]) / g.kappa4
-        frac = (ts - t[i]) / (t_last - t[i]) if t_last > t[i] else 0.0
-        for r in range(nr):
-            for c in range(nc):
-                acc[r, c] = first[r, c] + frac * (last[r, c] - first[r, c])
+        if started and s_prev >= s_peak:
+            if t_prev >= until_max:
+                return
+            # Damage sample: only the cells still integrating (until > t_prev), their box.
+            ra, rb, ca, cb = nr, 0, nc, 0
+            for r in range(nr):
+                for c in range(nc):
+                    if until[r, c] > t_prev:
+                        ra, rb = min(ra, r), max(rb, r + 1)
+                        ca, cb = min(ca, c), max(cb, c + 1)
+            _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
+                        t, e, s0, acc, nodes, kx, ex, ey, ra, rb, ca, cb)
+            use, n_use = &cand[3, 0], n_late
+        else:
+            frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
+            for r in range(nr):
+                for c in range(nc):
+                    acc[r, c] = first[r, c] + frac * (mid[r, c] - first[r, c])
+            use, n_use = &cand[0, 0], n_sharp
         any_fresh = False
-        for q in range(n_sharp):
-            j = cand[0, q]
+        for q in range(n_use):
+            j = use[q]
             if t[j] > ts:
                 continue
             s = s0[j] + g.kappa4 * (ts - t[j])
@@ -506,16 +542,16 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 fresh_j = started and t[j] > t_prev  # fired within this interval
                 if fresh_j and not any_fresh:
                     any_fresh = True
-                    for r in range(nr):
-                        for c in range(nc):
+                    for r in range(ra, rb):
+                        for c in range(ca, cb):
                             fresh[r, c] = 0.0
                 _add_gaussian(g, &w, x[j] - w.xi, y[j] - w.yi, s,
                               e[j] / (M_PI * s) * _depth(g, ts - t[j]),
-                              fresh if fresh_j else acc, ex, ey)
-        for r in range(nr):
+                              fresh if fresh_j else acc, ex, ey, ra, rb, ca, cb)
+        for r in range(ra, rb):
             row = &fine[w.r0 + r, w.c0]
             drow = &dose[w.r0 + r, w.c0]
-            for c in range(nc):
+            for c in range(ca, cb):
                 v = acc[r, c]
                 if started:
                     span = (ts if ts < until[r, c] else until[r, c]) - t_prev
@@ -656,7 +692,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)
-    cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 3, max(n, width)), dtype=np.intp)
+    cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
+                                                dtype=np.intp)
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
     bk.size = max(4.0 * g.window, g.far)

@@ -180,13 +180,16 @@ class _Run:
     def window(self, i: int, b: int, grids: dict[int, tuple[F64, F64]]) -> None:
         """Sample the temperature around spot i at its log-spaced times after firing.
 
-        The young near spots (``sharp``) are exact at every sample; the far grid and the older
-        near spots (background) are evaluated at the first and last sample and interpolated.
-        Peak samples run to the window corner (s = 2 window^2). The damage integral of a
-        cell runs from the firing to the next firing whose window covers the cell (that
-        window takes over) or to the snapshot width (``damage_s_um2``); sampling stops when
-        every cell is handed on. Each interval counts at the larger of its two ends' rises,
-        the end leaving out spots fired within the interval (their own windows count them).
+        Peak samples run to the first width >= 2 window^2 (index ``kp``): the young near spots
+        (``sharp``) are exact at every sample; the far grid and the older near spots
+        (background) are evaluated at the first and the last peak sample and interpolated.
+        The damage integral of a cell runs from the firing to the next firing whose window
+        covers the cell (that window takes over) or to the snapshot width (``damage_s_um2``);
+        sampling stops when every cell is handed on. Damage samples (beyond the peak samples)
+        evaluate the far grid and every spot fired before i with the background routine at
+        each sample, the later spots exactly, on the bounding box of the cells still
+        integrating. Each interval counts at the larger of its two ends' rises, the end
+        leaving out spots fired within the interval (their own windows count them).
         """
         lay = self.lay
         xi, yi, kappa4, w = self.x[i], self.y[i], 4.0 * lay.kappa_um2_s, lay.window_um
@@ -196,6 +199,9 @@ class _Run:
         v = self.yc[r0:r1] - yi
         s_peak = 2.0 * w * w
         widths = [self.s0[i]]
+        while widths[-1] < s_peak:
+            widths.append(widths[-1] * lay.sample_ratio)
+        kp = len(widths) - 1
         while widths[-1] < max(s_peak, lay.damage_s_um2):
             widths.append(widths[-1] * lay.sample_ratio)
         times = [self.t[i] + (s - self.s0[i]) / kappa4 for s in widths]
@@ -203,40 +209,52 @@ class _Run:
                        int(np.searchsorted(self.t, times[-1], "right")))
         js = js[self.in_reach(js, times[-1], xi, yi)]
         age_i = self.t[i] - self.t[js]
+        handed = self.t[js] < self.boundary(b + 1) - lay.handover_s
         old = (age_i > 0.0) & (self.s0[js] + kappa4 * age_i
-                               >= lay.background_ratio * (widths[-1] - widths[0]))
-        bg = old | (self.t[js] < self.boundary(b + 1) - lay.handover_s)
+                               >= lay.background_ratio * (widths[kp] - widths[0]))
+        bg = old | handed
+        earlier = (age_i > 0.0) | handed
         ends = [self.background(t_end, js[bg], xi, yi, u, v, grids, b)
-                for t_end in (times[0], times[-1])]
-        later = js[~bg & ((self.t[js] > self.t[i]) | ((self.t[js] == self.t[i]) & (js > i)))]
+                for t_end in (times[0], times[kp])]
+        later = js[~earlier & ((self.t[js] > self.t[i])
+                               | ((self.t[js] == self.t[i]) & (js > i)))]
         inner = w - COVER_MARGIN * lay.cell_um
         covers = ((np.abs(v[None, :] + yi - self.y[later][:, None]) <= inner)[:, :, None]
                   & (np.abs(u[None, :] + xi - self.x[later][:, None]) <= inner)[:, None, :])
         until = np.where(covers, self.t[later][:, None, None], times[-1]).min(
             axis=0, initial=times[-1])
-        view = self.fine[r0:r1, c0:c1]
-        dose = self.dose[r0:r1, c0:c1]
-        prev = np.zeros(0)
+        prev = np.zeros((len(v), len(u)))
         for k, ts in enumerate(times):
-            if k > 0 and widths[k - 1] >= s_peak and times[k - 1] >= until.max():
-                return
-            frac = (ts - times[0]) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0
-            acc = ends[0] + frac * (ends[1] - ends[0])
-            sharp = js[~bg]
+            if k > kp:
+                if times[k - 1] >= until.max():
+                    return
+                # Damage sample: only the cells still integrating, their bounding box.
+                live = until > times[k - 1]
+                rows, cols = np.nonzero(live.any(axis=1))[0], np.nonzero(live.any(axis=0))[0]
+                ra, rb, ca, cb = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                acc = self.background(ts, js[earlier], xi, yi, u[ca:cb], v[ra:rb], grids, b)
+                sharp = js[~earlier]
+            else:
+                ra, rb, ca, cb = 0, len(v), 0, len(u)
+                frac = (ts - times[0]) / (times[kp] - times[0]) if times[kp] > times[0] else 0.0
+                acc = ends[0] + frac * (ends[1] - ends[0])
+                sharp = js[~bg]
             sharp = sharp[self.t[sharp] <= ts]
             sharp = sharp[self.in_reach(sharp, ts, xi, yi)]
             s = self.s0[sharp] + kappa4 * (ts - self.t[sharp])
             amp = self.e[sharp] / (math.pi * s) * depth_factor(ts - self.t[sharp], lay)
-            ex = np.exp(-((u[None, :] + (xi - self.x[sharp])[:, None]) ** 2) / s[:, None])
-            ey = np.exp(-((v[None, :] + (yi - self.y[sharp])[:, None]) ** 2) / s[:, None])
+            ex = np.exp(-((u[None, ca:cb] + (xi - self.x[sharp])[:, None]) ** 2) / s[:, None])
+            ey = np.exp(-((v[None, ra:rb] + (yi - self.y[sharp])[:, None]) ** 2) / s[:, None])
             fresh = (self.t[sharp] > times[k - 1]) if k > 0 else np.zeros(len(sharp), bool)
             acc += np.einsum("j,jr,jc->rc", amp[~fresh], ey[~fresh], ex[~fresh])
             full = acc + np.einsum("j,jr,jc->rc", amp[fresh], ey[fresh], ex[fresh])
+            view = self.fine[r0 + ra:r0 + rb, c0 + ca:c0 + cb]
             np.maximum(view, full, out=view)
             if k > 0:
-                span = np.maximum(np.minimum(ts, until) - times[k - 1], 0.0)
-                dose += damage_rate(np.maximum(acc, prev), lay) * span
-            prev = full
+                span = np.maximum(np.minimum(ts, until[ra:rb, ca:cb]) - times[k - 1], 0.0)
+                self.dose[r0 + ra:r0 + rb, c0 + ca:c0 + cb] += damage_rate(
+                    np.maximum(acc, prev[ra:rb, ca:cb]), lay) * span
+            prev[ra:rb, ca:cb] = full
 
     def in_reach(self, js: NDArray[np.intp], ts: float, xi: float, yi: float
                  ) -> NDArray[np.bool_]:
