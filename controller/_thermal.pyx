@@ -18,6 +18,10 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport M_PI, ceil, exp, fabs, floor, sqrt
 
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr, int rw, int locality) nogil
+
+
 #: Blocks per chunk: far-grid states are produced one chunk ahead of the windows.
 DEF CHUNK_BLOCKS = 8
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
@@ -68,11 +72,58 @@ cdef inline double _max(double a, double b) noexcept nogil:
     return a if a > b else b
 
 
+cdef double _EXP2[128]
+
+
+def _fill_exp2():
+    """_EXP2[j] = 2^(j/128), correctly rounded."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 40
+        for j in range(128):
+            _EXP2[j] = float(Decimal(2) ** (Decimal(j) / 128))
+
+
+_fill_exp2()
+
+
+cdef union _Bits:
+    double d
+    unsigned long long u
+
+
+cdef inline double _exp(double x) noexcept nogil:
+    """exp(x) inline, for the hot loops: x = k ln2/128 + r, exp(x) = 2^(k/128) exp(r) with
+    2^(j/128) from a table and exp(r), |r| <= ln2/256, by its degree-5 Taylor polynomial
+    (truncation below 1e-18; a few ulp in all). libm's exp outside [-708, 709]."""
+    cdef double kd, r, p
+    cdef long long k
+    cdef _Bits scale
+    if not (-708.0 <= x <= 709.0):
+        return exp(x)
+    kd = (x * 184.6649652337873 + 6755399441055744.0) - 6755399441055744.0  # round(128 x/ln2)
+    k = <long long>kd
+    r = (x - kd * 0.0054152123475432745) - kd * 5.812982117197185e-13  # ln2/128 in two parts
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))))
+    scale.u = <unsigned long long>((k >> 7) + 1023) << 52
+    return _EXP2[k & 127] * scale.d * p
+
+
+def fast_exp(const double[::1] x):
+    """The kernels' inline exp on an array (tests compare it with numpy)."""
+    out = np.empty(x.shape[0])
+    cdef double[::1] o = out
+    cdef Py_ssize_t k
+    for k in range(x.shape[0]):
+        o[k] = _exp(x[k])
+    return out
+
+
 cdef inline double _rate(const Geo* g, double rise) noexcept nogil:
     """Arrhenius damage rate (1/s) at this rise; 0 at or below the floor rise."""
     if rise <= g.floor_k:
         return 0.0
-    return exp(g.ln_a - g.ea_r / (g.base_k + rise))
+    return _exp(g.ln_a - g.ea_r / (g.base_k + rise))
 
 
 cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
@@ -300,9 +351,9 @@ cdef inline void _gaussian_row(double d0, double step, double s, double scale, P
                               double[::1] out) noexcept nogil:
     """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (3 exp calls)."""
     cdef Py_ssize_t k
-    cdef double value = scale * exp(-(d0 * d0) / s)
-    cdef double ratio = exp(-(2.0 * d0 * step + step * step) / s)
-    cdef double ratio_step = exp(-2.0 * step * step / s)
+    cdef double value = scale * _exp(-(d0 * d0) / s)
+    cdef double ratio = _exp(-(2.0 * d0 * step + step * step) / s)
+    cdef double ratio_step = _exp(-2.0 * step * step / s)
     for k in range(n):
         out[k] = value
         value = value * ratio
@@ -349,7 +400,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     acc on the window's rows ra..rb-1 and columns ca..cb-1."""
     cdef Py_ssize_t q, j, r, c, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s, amp, dx, dy, g0, u, v, px, fy
+    cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
     cdef const double[:, ::1] start = cur if bs == b else nxt
     cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
@@ -388,13 +439,15 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         if s < g.smooth_s:
             _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey, ra, rb, ca, cb)
         else:
-            g0 = amp * exp(-(dx * dx + dy * dy) / s)
+            inv = 1.0 / s
+            g0 = amp * _exp(-(dx * dx + dy * dy) * inv)
+            gs = g0 * inv
             c00 = c00 + g0
-            cx = cx - 2.0 * g0 * dx / s
-            cy = cy - 2.0 * g0 * dy / s
-            cxx = cxx + g0 * (2.0 * dx * dx / (s * s) - 1.0 / s)
-            cyy = cyy + g0 * (2.0 * dy * dy / (s * s) - 1.0 / s)
-            cxy = cxy + 4.0 * g0 * dx * dy / (s * s)
+            cx = cx - 2.0 * gs * dx
+            cy = cy - 2.0 * gs * dy
+            cxx = cxx + gs * (2.0 * dx * dx * inv - 1.0)
+            cyy = cyy + gs * (2.0 * dy * dy * inv - 1.0)
+            cxy = cxy + 4.0 * gs * dx * dy * inv
     if c00 == 0.0:
         return
     for r in range(ra, rb):
@@ -448,6 +501,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
     nr, nc = w.r1 - w.r0, w.c1 - w.c0
+    # The window's rows of the thread's maps are far apart in memory: fetch them now, while
+    # the near spots and the background are computed.
+    for r in range(nr):
+        for c in range(0, nc, 8):
+            __builtin_prefetch(&fine[w.r0 + r, w.c0 + c], 1, 3)
+            __builtin_prefetch(&dose[w.r0 + r, w.c0 + c], 1, 3)
+        __builtin_prefetch(&fine[w.r0 + r, w.c1 - 1], 1, 3)
+        __builtin_prefetch(&dose[w.r0 + r, w.c1 - 1], 1, 3)
     s_mid = s_i
     while s_mid < s_peak:
         s_mid = s_mid * g.ratio

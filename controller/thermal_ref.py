@@ -288,14 +288,15 @@ class _Run:
         ex = np.exp(-((u[None, :] + (xi - x[sharp])[:, None]) ** 2) / ss[:, None])
         ey = np.exp(-((v[None, :] + (yi - y[sharp])[:, None]) ** 2) / ss[:, None])
         acc += np.einsum("j,jr,jc->rc", amp[sharp], ey, ex)
-        dx, dy, sm = xi - x[~sharp], yi - y[~sharp], s[~sharp]
-        g0 = amp[~sharp] * np.exp(-(dx * dx + dy * dy) / sm)
+        dx, dy, inv = xi - x[~sharp], yi - y[~sharp], 1.0 / s[~sharp]
+        g0 = amp[~sharp] * np.exp(-(dx * dx + dy * dy) * inv)
+        gs = g0 * inv
         c0 = g0.sum()
-        cx = (-2.0 * g0 * dx / sm).sum()
-        cy = (-2.0 * g0 * dy / sm).sum()
-        cxx = (g0 * (2.0 * dx * dx / (sm * sm) - 1.0 / sm)).sum()
-        cyy = (g0 * (2.0 * dy * dy / (sm * sm) - 1.0 / sm)).sum()
-        cxy = (4.0 * g0 * dx * dy / (sm * sm)).sum()
+        cx = (-2.0 * gs * dx).sum()
+        cy = (-2.0 * gs * dy).sum()
+        cxx = (gs * (2.0 * dx * dx * inv - 1.0)).sum()
+        cyy = (gs * (2.0 * dy * dy * inv - 1.0)).sum()
+        cxy = (4.0 * gs * dx * dy * inv).sum()
         acc += (c0 + cy * v + cyy * v * v)[:, None] + (cx * u + cxx * u * u)[None, :]
         acc += cxy * v[:, None] * u[None, :]
         return acc

@@ -75,3 +75,18 @@ def test_kernels_agree_on_damage_integral_of_hot_band() -> None:
     assert (fast[1] < 0.01 * params.damage_omega).any()
     np.testing.assert_allclose(fast[1], slow[1], rtol=1e-7,
                                atol=NEGLECTED_DAMAGE_SHARE * params.damage_omega)
+
+
+def test_inline_exp_matches_numpy() -> None:
+    """The kernels' inline exp (damage rate, Gaussian rows, Taylor sums) is exp to a few ulp,
+    and libm's exp outside [-708, 709] (subnormal, overflow, inf, nan)."""
+    x = np.concatenate([np.linspace(-708.0, 709.0, 200_001),
+                        np.random.default_rng(2).uniform(-60.0, 5.0, 100_000),
+                        [0.0, -1e-300, 1e-300, -708.5, 709.5, -np.inf, np.inf]])
+    fast = _thermal.fast_exp(x)
+    with np.errstate(over="ignore"):
+        exact = np.exp(x)
+    inside = (x >= -708.0) & (x <= 709.0)
+    np.testing.assert_allclose(fast[inside], exact[inside], rtol=1e-15, atol=0.0)
+    np.testing.assert_array_equal(fast[~inside], exact[~inside])
+    assert np.isnan(_thermal.fast_exp(np.array([np.nan])))[0]
