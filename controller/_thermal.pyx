@@ -15,7 +15,7 @@ import numpy as np
 cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
-from libc.math cimport M_PI, ceil, exp, fabs, floor, sqrt
+from libc.math cimport M_PI, ceil, exp, fabs, floor, log, pow, sqrt
 
 
 cdef extern from *:
@@ -489,7 +489,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double t_prev = 0.0, v, span
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
-    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use
+    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use, n_ext
+    cdef double ext_ratio
     cdef double* row
     cdef double* drow
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
@@ -512,9 +513,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     s_mid = s_i
     while s_mid < s_peak:
         s_mid = s_mid * g.ratio
+    # Damage samples: the fewest that reach damage_s at ratio at most q^2, evenly spaced.
+    n_ext, ext_ratio = 0, g.ratio
+    if s_mid < g.damage_s:
+        n_ext = <Py_ssize_t>ceil(log(g.damage_s / s_mid) / log(g.ratio * g.ratio))
+        ext_ratio = pow(g.damage_s / s_mid, 1.0 / n_ext)
     s_last = s_mid
-    while s_last < _max(s_peak, g.damage_s):
-        s_last = s_last * g.ratio
+    for q in range(n_ext):
+        s_last = s_last * ext_ratio
     t_mid = t[i] + (s_mid - s0[i]) / g.kappa4
     t_last = t[i] + (s_last - s0[i]) / g.kappa4
     bg_s = g.bg_ratio * (s_mid - s0[i])
@@ -625,7 +631,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
             return
-        s_i = s_i * g.ratio
+        s_i = s_i * (g.ratio if s_i < s_peak else ext_ratio)
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,

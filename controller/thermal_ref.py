@@ -202,8 +202,13 @@ class _Run:
         while widths[-1] < s_peak:
             widths.append(widths[-1] * lay.sample_ratio)
         kp = len(widths) - 1
-        while widths[-1] < max(s_peak, lay.damage_s_um2):
-            widths.append(widths[-1] * lay.sample_ratio)
+        if widths[kp] < lay.damage_s_um2:
+            # Damage samples: the fewest that reach damage_s at ratio at most q^2, evenly spaced.
+            n_ext = math.ceil(math.log(lay.damage_s_um2 / widths[kp])
+                              / math.log(lay.sample_ratio * lay.sample_ratio))
+            ext_ratio = (lay.damage_s_um2 / widths[kp]) ** (1.0 / n_ext)
+            for _ in range(n_ext):
+                widths.append(widths[-1] * ext_ratio)
         times = [self.t[i] + (s - self.s0[i]) / kappa4 for s in widths]
         js = np.arange(self.first_ge(self.boundary(b) - lay.handover_s),
                        int(np.searchsorted(self.t, times[-1], "right")))
