@@ -513,10 +513,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     s_mid = s_i
     while s_mid < s_peak:
         s_mid = s_mid * g.ratio
-    # Damage samples: the fewest that reach damage_s at ratio at most q^2, evenly spaced.
+    # Damage samples: the fewest that reach damage_s at ratio at most q^3, evenly spaced.
     n_ext, ext_ratio = 0, g.ratio
     if s_mid < g.damage_s:
-        n_ext = <Py_ssize_t>ceil(log(g.damage_s / s_mid) / log(g.ratio * g.ratio))
+        n_ext = <Py_ssize_t>ceil(log(g.damage_s / s_mid) / log(g.ratio * g.ratio * g.ratio))
         ext_ratio = pow(g.damage_s / s_mid, 1.0 / n_ext)
     s_last = s_mid
     for q in range(n_ext):

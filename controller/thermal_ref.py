@@ -203,9 +203,9 @@ class _Run:
             widths.append(widths[-1] * lay.sample_ratio)
         kp = len(widths) - 1
         if widths[kp] < lay.damage_s_um2:
-            # Damage samples: the fewest that reach damage_s at ratio at most q^2, evenly spaced.
+            # Damage samples: the fewest that reach damage_s at ratio at most q^3, evenly spaced.
             n_ext = math.ceil(math.log(lay.damage_s_um2 / widths[kp])
-                              / math.log(lay.sample_ratio * lay.sample_ratio))
+                              / math.log(lay.sample_ratio * lay.sample_ratio * lay.sample_ratio))
             ext_ratio = (lay.damage_s_um2 / widths[kp]) ** (1.0 / n_ext)
             for _ in range(n_ext):
                 widths.append(widths[-1] * ext_ratio)
