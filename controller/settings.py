@@ -250,6 +250,9 @@ class DensitySpec:
         return from_pitch(pitch_um)
 
 
+#: Polygon vertices are rounded to this many decimals of a millimetre (1 nm).
+VERTEX_DECIMALS = 6
+
 @dataclass(frozen=True)
 class Pattern:
     """Shape of the scanned area, centred on the galvo field centre (sizes in mm).
@@ -291,6 +294,11 @@ class Pattern:
         for p in v:
             for c in p:
                 number("pattern.vertices_mm", c, -math.inf, math.inf, unit="mm")
+        # Vertices on a 1 nm grid: a subnormal coordinate (e.g. 4e-312 mm) made an edge's
+        # slope overflow and the planner put spots outside the polygon (found by hypothesis).
+        v = tuple((round(float(px), VERTEX_DECIMALS), round(float(py), VERTEX_DECIMALS))
+                  for px, py in v)
+        object.__setattr__(self, "vertices_mm", v)
         vx, vy = np.array(v, dtype=np.float64).T
         touching = patterns.self_intersection(vx, vy)
         if touching is not None:

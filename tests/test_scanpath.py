@@ -36,7 +36,9 @@ def polygon_mm(draw: st.DrawFn, radius_mm: float) -> tuple[tuple[float, float], 
     n = draw(st.integers(3, 12))
     angles = np.sort(draw(st.lists(st.floats(0, 2 * np.pi, exclude_max=True), min_size=n,
                                    max_size=n, unique=True)))
-    assume(np.all(np.diff(np.r_[angles, angles[0] + 2 * np.pi]) < np.pi * 0.9))
+    gaps = np.diff(np.r_[angles, angles[0] + 2 * np.pi])
+    # vertices are kept to 1 nm (settings.VERTEX_DECIMALS): no two may round together
+    assume(np.all(gaps < np.pi * 0.9) and np.all(gaps > 1e-3))
     radii = [draw(st.floats(0.5, 1.0)) * radius_mm for _ in range(n)]
     return tuple((float(r * np.cos(a)), float(r * np.sin(a)))
                  for r, a in zip(radii, angles, strict=True))
@@ -306,6 +308,23 @@ def test_line_feathers_towards_its_ends() -> None:
     middle = np.abs(plan.x_um) < 4000
     assert middle.sum() == 31 and np.all(plan.energy_uj[middle] == plan.energy_uj.max())
     assert np.all(plan.energy_uj[np.abs(plan.x_um) > 4600] < plan.energy_uj.max())
+
+
+def test_polygon_vertices_are_kept_to_a_nanometre() -> None:
+    """Regression (hypothesis): a subnormal vertex coordinate made an edge slope overflow and
+    the planner placed spots outside the polygon."""
+    p = Pattern("polygon", vertices_mm=((0.36, 0.0), (0.18, 4.005132945314e-312),
+                                        (0.11351605046229672, 0.34163446296801103),
+                                        (-0.23531170351090028, -0.2724488983108541)),
+                rotation_deg=1.0)
+    assert p.vertices_mm is not None and p.vertices_mm[1] == (0.18, 0.0)
+    assert p.vertices_mm[2] == (0.113516, 0.341634)
+    s = TreatmentSettings(HANDPIECES["spot120"], p, DensitySpec(pitch_um=120.0), 87.0)
+    plan = sp.build_plan(s, FIELD, 0)
+    vx, vy = skin_outline(s)
+    x, y = plan.x_um.astype(np.float64), plan.y_um.astype(np.float64)
+    inside = scanpath_ref.inside_polygon(x, y, vx, vy)
+    assert len(x) > 0 and np.all(inside | (scanpath_ref.edge_distance(x, y, vx, vy) < 1e-6))
 
 
 def test_rotated_line_end_spot_gets_exactly_the_edge_depth() -> None:
