@@ -200,7 +200,7 @@ class SimDevice:
         self._fire_times_s: np.ndarray | None = None  # of buffered spots, from _next_fire_s
         self._period_ready_s = 0.0
         self._galvo_free_s = 0.0
-        self._delivered: list[np.ndarray] = []  # DELIVERED_DTYPE chunks not yet reported
+        self._delivered: list[bytes] = []  # DELIVERED_DTYPE records not yet reported
         self._delivered_count = 0
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
@@ -557,33 +557,46 @@ class SimDevice:
     def _report(self, records: np.ndarray, times_s: np.ndarray) -> None:
         """Take fired spots off the buffer and into delivered reports (section 6.1): a report
         goes out at its 64th spot, or when its first spot is 10 ms old (before a spot fired
-        at that very time)."""
+        at that very time). Each report carries the credits as of its last spot leaving the
+        buffer; the records are sliced from one copy of the chunk's bytes."""
         times = times_s.tolist()
+        total = len(times)
+        credits = self.credits  # before any of these spots leave the buffer
+        self._buffer.pop(total)
+        data = records.tobytes()
+        size = records.itemsize
+        pending, count, flush_at_s = self._delivered, self._delivered_count, self._flush_at_s
+        bisect_left = bisect.bisect_left
         start = 0
-        while start < len(times):
-            if self._flush_at_s is None:
-                self._flush_at_s = times[start] + DELIVERED_MAX_AGE_S
-            end = min(start + DELIVERED_MAX_SPOTS - self._delivered_count,
-                      bisect.bisect_left(times, self._flush_at_s, lo=start))
-            self._buffer.pop(end - start)
-            self._delivered.append(records[start:end])
-            self._delivered_count += end - start
-            if end < len(records) or self._delivered_count >= DELIVERED_MAX_SPOTS:
-                self._flush_delivered()
+        while start < total:
+            if flush_at_s is None:
+                flush_at_s = times[start] + DELIVERED_MAX_AGE_S
+            end = min(start + DELIVERED_MAX_SPOTS - count, bisect_left(times, flush_at_s, start))
+            pending.append(data[start * size:end * size])
+            count += end - start
+            credits += end - start
+            if end < total or count >= DELIVERED_MAX_SPOTS:
+                self._send_delivered(count, credits, pending)
+                pending, count, flush_at_s = [], 0, None
             start = end
+        self._delivered, self._delivered_count, self._flush_at_s = pending, count, flush_at_s
 
     def _flush_delivered(self) -> None:
         self._flush_at_s = None
         if self._delivered:
-            count = self._delivered_count
-            records = b"".join([chunk.tobytes() for chunk in self._delivered])
+            pending, count = self._delivered, self._delivered_count
             self._delivered = []
             self._delivered_count = 0
-            # The most frequent message, packed straight from its layout rather than through
-            # make_message and encode's checks: the count is 1..64 by construction and the
-            # credits fit their u16 (struct.pack would raise otherwise). Same bytes.
-            payload = _DELIVERED.struct.pack(count, self.credits) + records
-            self._send_event(encode_frame(_DELIVERED.type_id, self._event_seq, payload))
+            self._send_delivered(count, self.credits, pending)
+
+    def _send_delivered(self, count: int, credits: int, records: list[bytes]) -> None:
+        """One EVT_DELIVERED of ``count`` records (their bytes, in pieces). The most frequent
+        message, packed straight from its layout rather than through make_message and
+        encode's checks: the count is 1..64 by construction and the credits fit their u16
+        (struct.pack would raise otherwise). Same bytes."""
+        payload = _DELIVERED.struct.pack(count, credits) + (
+            records[0] if len(records) == 1 else b"".join(records))
+        self._send_event(encode_frame(_DELIVERED.type_id, self._event_seq, payload))
 
     def _finish_jump(self) -> None:
         assert self._jump is not None
