@@ -32,9 +32,10 @@ DEF COVER_MARGIN = 1e-6
 cdef struct Geo:
     double x0, y0, cell, fx0, fy0, far, window, kappa4, t0, block, handover
     double ratio, smooth_s, snap_s, damage_s, reach_log, bg_ratio, loss_scale
-    double ln_a, ea_r, base_k, floor_k
-    Py_ssize_t nx, ny, nfx, nfy, n_blocks, n_table
+    double ln_a, ea_r, base_k, floor_k, rate_per_k
+    Py_ssize_t nx, ny, nfx, nfy, n_blocks, n_table, n_rate
     const double* table
+    const double* rate_table
 
 
 cdef Geo _geo(layout):
@@ -54,6 +55,9 @@ cdef Geo _geo(layout):
     g.base_k, g.floor_k = layout.rate_base_k, layout.rate_floor_k
     cdef const double[::1] table = layout.loss_table
     g.table, g.n_table = &table[0], table.shape[0]
+    cdef const double[::1] rate_table = layout.rate_table
+    g.rate_table, g.n_rate = &rate_table[0], rate_table.shape[0]
+    g.rate_per_k = layout.rate_per_k
     return g
 
 
@@ -120,10 +124,29 @@ def fast_exp(const double[::1] x):
 
 
 cdef inline double _rate(const Geo* g, double rise) noexcept nogil:
-    """Arrhenius damage rate (1/s) at this rise; 0 at or below the floor rise."""
-    if rise <= g.floor_k:
+    """Arrhenius damage rate (1/s) at this rise; 0 at or below the floor rise; from the floor
+    on linear between the nodes of the rate table, exact above it (as thermal_ref)."""
+    cdef double pos
+    cdef Py_ssize_t k
+    if not (rise > g.floor_k):
         return 0.0
+    pos = (rise - g.floor_k) * g.rate_per_k
+    if pos < g.n_rate - 1:
+        k = <Py_ssize_t>pos
+        return g.rate_table[k] + (pos - k) * (g.rate_table[k + 1] - g.rate_table[k])
     return _exp(g.ln_a - g.ea_r / (g.base_k + rise))
+
+
+def damage_rate(const double[::1] rise, layout):
+    """The kernels' damage rate on an array (tests compare it with thermal_ref)."""
+    cdef Geo g = _geo(layout)
+    cdef const double[::1] rate_table = layout.rate_table  # keeps g.rate_table alive
+    out = np.empty(rise.shape[0])
+    cdef double[::1] o = out
+    cdef Py_ssize_t k
+    for k in range(rise.shape[0]):
+        o[k] = _rate(&g, rise[k])
+    return out
 
 
 cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
@@ -738,6 +761,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef const double[::1] mode_decay = layout.mode_decay_per_s
     cdef const double[::1] block_decay = np.exp(-np.asarray(mode_decay) * layout.block_s)
     cdef const double[::1] table = layout.loss_table  # keeps g.table alive
+    cdef const double[::1] rate_table = layout.rate_table  # and g.rate_table
     cdef int n_threads = openmp.omp_get_max_threads()
     cdef Py_ssize_t n = x.shape[0], km = mode_weight.shape[0]
     cdef Chunk ch

@@ -43,6 +43,11 @@ GAS_CONSTANT = 8.314462618
 #: Rises below the floor are not integrated; the floor is set so that a cell held just below
 #: it for the whole evaluated time would gather at most this share of the damage threshold.
 NEGLECTED_DAMAGE_SHARE = 1e-3
+#: Damage-rate table: the exact rate every RATE_TABLE_STEP_K from the floor rise, over
+#: RATE_TABLE_SPAN_K; between nodes linear (the rate is convex in the rise, so the chord lies
+#: above it: over-read at most (step x Ea/(R T^2))^2 / 8 < 1e-4), exact above the table.
+RATE_TABLE_STEP_K = 1.0 / 32.0
+RATE_TABLE_SPAN_K = 256.0
 
 
 def depth_factor(v: F64) -> F64:
@@ -244,7 +249,9 @@ class Layout:
     width 2 window^2 for the peak and on to ``damage_s_um2`` (one ratio short of the
     snapshots' ``snap_s_um2``) for the damage integral. The damage rate is
     exp(``rate_ln_a`` - ``rate_ea_r_k`` / (``rate_base_k`` + rise)), integrated only above
-    ``rate_floor_k`` (see NEGLECTED_DAMAGE_SHARE).
+    ``rate_floor_k`` (see NEGLECTED_DAMAGE_SHARE); from the floor on it is read from
+    ``rate_table`` (the exact rate at floor + k / ``rate_per_k``, linear between nodes) while
+    the rise is inside the table, exact above it.
     """
 
     x0_um: float
@@ -279,6 +286,8 @@ class Layout:
     rate_ea_r_k: float
     rate_base_k: float
     rate_floor_k: float
+    rate_per_k: float
+    rate_table: F64 = field(repr=False)
 
     @classmethod
     def for_spots(cls, x_um: F64, y_um: F64, t_s: F64, params: TissueParams) -> Layout:
@@ -300,6 +309,8 @@ class Layout:
             decay = theta_per_s / tau
         else:
             decay, weight, over = np.zeros(1), np.ones(1), 0.0
+        floor_k = max(params.rise_for_rate(
+            NEGLECTED_DAMAGE_SHARE * params.damage_omega / ((n_blocks + 1) * params.block_s)), 0.0)
         return cls(
             x0_um=float(x0), y0_um=float(y0), cell_um=cell, nx=nx, ny=ny,
             fx0_um=float(x0 - margin), fy0_um=float(y0 - margin), far_um=far, nfx=nfx, nfy=nfy,
@@ -313,9 +324,10 @@ class Layout:
             mode_decay_per_s=np.ascontiguousarray(decay), mode_weight=np.ascontiguousarray(weight),
             mode_fit_over=over, taps=block_taps(far, 2.0 * params.kappa_um2_s * params.block_s),
             rate_ln_a=math.log(params.arrhenius_a_per_s), rate_ea_r_k=params.ea_r_k,
-            rate_base_k=params.base_k, rate_floor_k=max(params.rise_for_rate(
-                NEGLECTED_DAMAGE_SHARE * params.damage_omega / ((n_blocks + 1) * params.block_s)),
-                0.0),
+            rate_base_k=params.base_k, rate_floor_k=floor_k, rate_per_k=1.0 / RATE_TABLE_STEP_K,
+            rate_table=np.exp(math.log(params.arrhenius_a_per_s) - params.ea_r_k / (
+                params.base_k + floor_k + RATE_TABLE_STEP_K * np.arange(
+                    round(RATE_TABLE_SPAN_K / RATE_TABLE_STEP_K) + 1))),
         )
 
     @property

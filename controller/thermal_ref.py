@@ -56,11 +56,17 @@ def depth_factor(age_s: F64, layout: Layout) -> F64:
 
 
 def damage_rate(rise_k: F64, layout: Layout) -> F64:
-    """Arrhenius damage rate (1/s) at these rises; 0 at or below the floor rise."""
+    """Arrhenius damage rate (1/s) at these rises; 0 at or below the floor rise; from the floor
+    on linear between the nodes of the layout's rate table, exact above it (as the kernel)."""
     rise = np.asarray(rise_k, dtype=np.float64)
     lay = layout
+    table = lay.rate_table
     rate = np.exp(lay.rate_ln_a - lay.rate_ea_r_k / (lay.rate_base_k + np.maximum(rise, 0.0)))
-    return np.where(rise > lay.rate_floor_k, rate, 0.0)
+    pos = (rise - lay.rate_floor_k) * lay.rate_per_k
+    inside = (rise > lay.rate_floor_k) & (pos < len(table) - 1)
+    k = np.where(inside, pos, 0.0).astype(np.intp)
+    lin = table[k] + (pos - k) * (table[k + 1] - table[k])
+    return np.where(rise > lay.rate_floor_k, np.where(inside, lin, rate), 0.0)
 
 
 def peak_rise(x_um: F64, y_um: F64, t_s: F64, e_k_um2: F64, s0_um2: F64,

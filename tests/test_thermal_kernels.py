@@ -90,3 +90,25 @@ def test_inline_exp_matches_numpy() -> None:
     np.testing.assert_allclose(fast[inside], exact[inside], rtol=1e-15, atol=0.0)
     np.testing.assert_array_equal(fast[~inside], exact[~inside])
     assert np.isnan(_thermal.fast_exp(np.array([np.nan])))[0]
+
+
+@pytest.mark.parametrize("damage_omega", [1.0, 1e-3, 1e4])
+def test_damage_rate_table_bounds_the_exact_rate(damage_omega: float) -> None:
+    """The tabulated damage rate: the same in both kernels; 0 at or below the floor; above it
+    never below the exact Arrhenius rate and at most 1e-4 over it (linear between nodes of a
+    convex function); exact beyond the table."""
+    params = TissueParams(damage_omega=damage_omega)
+    lay = Layout.for_spots(np.zeros(1), np.zeros(1), np.array([0.0]), params)
+    rise = np.concatenate([np.linspace(-5.0, 400.0, 400_001),
+                           lay.rate_floor_k + np.arange(len(lay.rate_table)) / lay.rate_per_k])
+    fast = _thermal.damage_rate(rise, lay)
+    slow = thermal_ref.damage_rate(rise, lay)
+    np.testing.assert_allclose(fast, slow, rtol=1e-14, atol=0.0)
+    above = rise > lay.rate_floor_k
+    assert (fast[~above] == 0.0).all()
+    exact = params.damage_rate(rise[above])
+    assert (fast[above] >= exact * (1.0 - 1e-14)).all()
+    assert (fast[above] <= exact * (1.0 + 1e-4)).all()
+    beyond = rise[above] > lay.rate_floor_k + (len(lay.rate_table) - 1) / lay.rate_per_k
+    assert beyond.any()
+    np.testing.assert_allclose(fast[above][beyond], exact[beyond], rtol=1e-14)
