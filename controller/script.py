@@ -55,6 +55,7 @@ from controller.errors import SettingsError
 from controller.handpiece import get_handpiece
 from controller.scanpath import Plan, build_plan
 from controller.settings import (
+    MAX_PASS_WAIT_S,
     MAX_PASSES,
     DensitySpec,
     Feathering,
@@ -72,8 +73,6 @@ PASS_DEFAULTS_FILE = Path(__file__).parent / "data" / "pass_defaults.toml"
 DEFAULT_DEVICE_URL = "sim://"
 
 TOP_KEYS = ("operator", "patient_ref", "pass_wait_s", "device", "handpiece", "pass")
-#: Longest cooling wait between passes a script may ask for (s).
-MAX_PASS_WAIT_S = 600.0
 DEVICE_KEYS = ("url",)
 HANDPIECE_KEYS = ("name",)
 INTERLACE_KEYS = ("interlace_k",)

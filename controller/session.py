@@ -25,8 +25,7 @@ import numpy as np
 from controller.record import TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
-from controller.script import MAX_PASS_WAIT_S
-from controller.settings import TreatmentSettings, number
+from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress

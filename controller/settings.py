@@ -250,6 +250,8 @@ class DensitySpec:
         return from_pitch(pitch_um)
 
 
+#: Longest cooling wait between passes (s): scripts and sessions accept 0..this.
+MAX_PASS_WAIT_S = 600.0
 #: Polygon vertices are rounded to this many decimals of a millimetre (1 nm).
 VERTEX_DECIMALS = 6
 

@@ -325,9 +325,8 @@ class Layout:
             mode_fit_over=over, taps=block_taps(far, 2.0 * params.kappa_um2_s * params.block_s),
             rate_ln_a=math.log(params.arrhenius_a_per_s), rate_ea_r_k=params.ea_r_k,
             rate_base_k=params.base_k, rate_floor_k=floor_k, rate_per_k=1.0 / RATE_TABLE_STEP_K,
-            rate_table=np.exp(math.log(params.arrhenius_a_per_s) - params.ea_r_k / (
-                params.base_k + floor_k + RATE_TABLE_STEP_K * np.arange(
-                    round(RATE_TABLE_SPAN_K / RATE_TABLE_STEP_K) + 1))),
+            rate_table=params.damage_rate(floor_k + RATE_TABLE_STEP_K * np.arange(
+                round(RATE_TABLE_SPAN_K / RATE_TABLE_STEP_K) + 1)),
         )
 
     @property

@@ -124,14 +124,10 @@ def delivered_heat(record: TreatmentRecord, session: int, handpiece: Handpiece,
     if not len(t_s):
         raise RecordError(f"session {session}: no spot was delivered")
     t0_s = t_s.min()
-    return DeliveredHeat(SpotHeat(
-        first=0, x_um=x_um, y_um=y_um, t_s=t_s - t0_s,
-        heat_uj=handpiece.residual_heat_fraction * energy_uj,
-        lesion_radius_um=handpiece.spot_diameter_um / 2.0
-        + handpiece.coag_for_energy_um(pulse_mj, "recorded energy_uj"),
-        column_depth_um=handpiece.depth_for_energy_um(pulse_mj, "recorded energy_uj") * stack,
-        pass_start_s=np.array([c[2].min() - t0_s if len(c[2]) else np.nan for c in columns])),
-        pitch_um)
+    return DeliveredHeat(SpotHeat.of_pulses(
+        handpiece, x_um, y_um, t_s - t0_s, energy_uj, pulse_mj, stack,
+        np.array([c[2].min() - t0_s if len(c[2]) else np.nan for c in columns]),
+        source="recorded energy_uj"), pitch_um)
 
 
 def simulate_delivered(record: TreatmentRecord, session: int,

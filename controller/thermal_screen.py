@@ -54,6 +54,21 @@ class SpotHeat:
     column_depth_um: F64
     pass_start_s: F64
 
+    @classmethod
+    def of_pulses(cls, handpiece: Handpiece, x_um: F64, y_um: F64, t_s: F64, energy_uj: F64,
+                  pulse_mj: F64, stack: F64, pass_start_s: F64, first: int = 0,
+                  source: str = "plan.energy_uj") -> SpotHeat:
+        """Spots from their energy (µJ, whole stack), one pulse's energy (mJ) and stack, by
+        the handpiece calibration: heat = residual fraction x energy, lesion = spot radius +
+        the pulse's coagulation rim, column depth = the pulse's depth x stack."""
+        return cls(
+            first=first, x_um=x_um, y_um=y_um, t_s=t_s,
+            heat_uj=handpiece.residual_heat_fraction * energy_uj,
+            lesion_radius_um=handpiece.spot_diameter_um / 2.0
+            + handpiece.coag_for_energy_um(pulse_mj, source),
+            column_depth_um=handpiece.depth_for_energy_um(pulse_mj, source) * stack,
+            pass_start_s=pass_start_s)
+
 
 @dataclass(frozen=True)
 class PassThermal:
@@ -127,18 +142,14 @@ def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0,
     first_pass = np.cumsum([0] + [len(q.metrics.passes) for q in plans])
     energy_mj = np.concatenate([q.energy_uj for q in plans]).astype(np.float64) * 1e-3
     stack = np.concatenate([q.stack for q in plans]).astype(np.float64)
-    return SpotHeat(
-        first=sum(len(q.x_um) for q in earlier),
+    return SpotHeat.of_pulses(
+        handpiece,
         x_um=np.concatenate([q.x_um for q in plans]).astype(np.float64),
         y_um=np.concatenate([q.y_um for q in plans]).astype(np.float64),
         t_s=np.concatenate([q.fire_time_us * 1e-6 + starts_s[first_pass[k] + q.pass_index]
                             for k, q in enumerate(plans)]),
-        heat_uj=handpiece.residual_heat_fraction * energy_mj * 1e3 * stack,
-        lesion_radius_um=handpiece.spot_diameter_um / 2.0
-        + handpiece.coag_for_energy_um(energy_mj, "plan.energy_uj"),
-        column_depth_um=handpiece.depth_for_energy_um(energy_mj, "plan.energy_uj") * stack,
-        pass_start_s=starts_s[:-1],
-    )
+        energy_uj=energy_mj * 1e3 * stack, pulse_mj=energy_mj, stack=stack,
+        pass_start_s=starts_s[:-1], first=sum(len(q.x_um) for q in earlier))
 
 
 def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:
