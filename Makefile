@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-PYX := $(wildcard controller/*.pyx)
+PYX := $(wildcard controller/*.pyx drivers/*.pyx drivers/*/*.pyx sim_hw/*.pyx)
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench fuzz soak clean
@@ -37,4 +37,5 @@ soak: setup
 	CO2SCAN_SOAK=long $(VPY) -m pytest tests -k soak -s
 
 clean:
-	rm -rf build $(VENV) controller/*.c controller/*.so out
+	rm -rf build $(VENV) out
+	find controller drivers sim_hw \( -name "_*.c" -o -name "_*.so" \) -delete

@@ -6,7 +6,10 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = sorted(glob("controller/_*.pyx"))
+#: Compiled modules: controller kernels, and compiled hot paths of drivers and sim_hw (each
+#: beside its pure-Python reference).
+KERNELS = sorted(glob("controller/_*.pyx") + glob("drivers/**/_*.pyx", recursive=True)
+                 + glob("sim_hw/_*.pyx"))
 
 extensions = [
     Extension(
