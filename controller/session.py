@@ -141,7 +141,9 @@ class TreatmentSession:
                 handpieces=sorted({p.settings.handpiece.name for p in plans}),
                 passes=[{"pass": j.number, "spots": j.spots.count,
                          "device_checksum": j.spots.checksum, "plan_checksum": j.plan.checksum,
-                         "rep_rate_hz": j.rep_rate_hz} for j in self.jobs],
+                         "rep_rate_hz": j.rep_rate_hz,
+                         "handpiece": j.plan.settings.handpiece.name,
+                         "galvo": j.plan.timing.to_record()} for j in self.jobs],
                 warnings=[str(w) for w in self.warnings])
         self.session_id = session_id
         for job in self.jobs:

@@ -1,20 +1,22 @@
 """The heat a session actually delivered, rebuilt from the treatment record, for the report's
 injury map.
 
-Per delivered spot: its position from the stored SPOT records; residual heat = the handpiece's
-``residual_heat_fraction`` x the measured energy (µJ, whole stack; -1 = not measured: the set
-energy x stack); lesion radius and column depth from the set pulse energy (the calibration's
-domain). Times: each ``delivered`` entry's host time ``at`` is taken as the firing of its
-batch's last spot, and the batch's earlier spots are placed before it by their relative fire
-times in the plan's timing model (the pass's recorded spot rate; the record holds no galvo
-jump speed or settle time, so :class:`GalvoTiming` defaults stand in unless given). Pauses
-and resumes therefore show as gaps. Spots never delivered contribute nothing.
+Per delivered spot: its position from the stored SPOT records; residual heat = its pass's
+handpiece's ``residual_heat_fraction`` x the measured energy (µJ, whole stack; -1 = not
+measured: the set energy x stack); lesion radius and column depth from the set pulse energy
+(the calibration's domain). Times: each ``delivered`` entry's host time ``at`` is taken as the
+firing of its batch's last spot, and the batch's earlier spots are placed before it by their
+relative fire times in the pass's timing model (its recorded spot rate and galvo timing).
+Pauses, resumes and cooling waits therefore show as gaps. Spots never delivered contribute
+nothing. Records written before passes stored their handpiece and galvo timing fall back to
+the session's one handpiece and to :class:`GalvoTiming` defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +38,11 @@ def spot_positions_um(spots: np.ndarray, field_um: float) -> tuple[np.ndarray, n
 
 @dataclass(frozen=True)
 class DeliveredPass:
-    """One recorded pass: its SPOT records and spot rate, and per delivered spot its index,
-    measured energy (µJ, -1 unknown), and the host time and last index of its batch."""
+    """One recorded pass: its entry in the session head (``stored``), its SPOT records and
+    spot rate, and per delivered spot its index, measured energy (µJ, -1 unknown), and the
+    host time and last index of its batch."""
 
+    stored: dict[str, Any]
     spots: np.ndarray
     rep_rate_hz: float
     index: np.ndarray
@@ -70,21 +74,22 @@ def recorded_passes(record: TreatmentRecord, session: int) -> Iterator[Delivered
         found = batches.get(p["pass"], [])
         sizes = [len(i) for i, _, _ in found]
         none = [np.empty(0, np.int64)]
-        yield DeliveredPass(spots, float(p["rep_rate_hz"]),
+        yield DeliveredPass(p, spots, float(p["rep_rate_hz"]),
                             np.concatenate([i for i, _, _ in found] + none),
                             np.concatenate([m for _, m, _ in found] + none),
                             np.repeat([at for _, _, at in found], sizes).astype(np.float64),
                             np.repeat([i[-1] for i, _, _ in found], sizes).astype(np.int64))
 
 
-def session_handpiece(record: TreatmentRecord, session: int) -> Handpiece:
-    """The one handpiece the session names (the record does not say which pass used which
-    when a session names several)."""
-    head = next(record.entries(session, "session"))
-    names = head.body.get("handpieces", [])
+def pass_handpiece(record: TreatmentRecord, session: int, stored: dict[str, Any]) -> Handpiece:
+    """The handpiece a recorded pass used: its own entry, or in older records the one
+    handpiece the session names (they do not say which pass used which of several)."""
+    if "handpiece" in stored:
+        return get_handpiece(stored["handpiece"])
+    names = next(record.entries(session, "session")).body.get("handpieces", [])
     if len(names) != 1:
-        raise RecordError(f"session {session} names handpieces {names}; the delivered heat "
-                          "needs exactly one")
+        raise RecordError(f"session {session} pass {stored.get('pass')}: no handpiece recorded "
+                          f"and the session names {names}")
     return get_handpiece(names[0])
 
 
@@ -97,44 +102,44 @@ class DeliveredHeat:
     pitch_um: float
 
 
-def delivered_heat(record: TreatmentRecord, session: int, handpiece: Handpiece,
-                   timing: GalvoTiming | None = None) -> DeliveredHeat:
+def delivered_heat(record: TreatmentRecord, session: int) -> DeliveredHeat:
     """Model inputs of every delivered spot of ``session`` (see the module docstring), times
     in seconds from the first delivered spot; ``pass_start_s`` is each pass's first delivered
-    spot (NaN for a pass with none). Raises RecordError when nothing was delivered."""
+    spot (NaN for a pass with none). Raises RecordError when nothing was delivered, and
+    SettingsError for a recorded handpiece or timing that is unknown or out of range."""
     field_um = float(next(record.entries(session, "session")).body["field_size_um"])
-    timing = timing or GalvoTiming(field_um=field_um)
-    columns: list[tuple[np.ndarray, ...]] = []
+    parts: list[SpotHeat] = []
     pitch_um = 0.0
     for recorded in recorded_passes(record, session):
         spots, index = recorded.spots, recorded.index
         x_um, y_um = spot_positions_um(spots, field_um)
         area_um2 = np.ptp(x_um) * np.ptp(y_um) if len(spots) else 0.0
         pitch_um = max(pitch_um, float(np.sqrt(area_um2 / max(len(spots), 1))))
+        stored_timing = recorded.stored.get("galvo")
+        timing = (GalvoTiming(field_um=field_um) if stored_timing is None
+                  else GalvoTiming.from_record(stored_timing))
         rel_s = fire_times_us(x_um, y_um, spots["pulse_us"].astype(np.int32),
                               spots["stack"].astype(np.int32), recorded.rep_rate_hz,
                               timing)[0] * 1e-6
         energy_uj = np.where(recorded.measured_uj >= 0, recorded.measured_uj, recorded.set_uj)
-        columns.append((x_um[index], y_um[index],
-                        recorded.batch_at_s - (rel_s[recorded.batch_last] - rel_s[index]),
-                        energy_uj.astype(np.float64), spots["energy_uj"][index] * 1e-3,
-                        spots["stack"][index].astype(np.float64)))
-    x_um, y_um, t_s, energy_uj, pulse_mj, stack = (np.concatenate(c) for c in zip(*columns,
-                                                                                   strict=True))
-    if not len(t_s):
+        parts.append(SpotHeat.of_pulses(
+            pass_handpiece(record, session, recorded.stored), x_um[index], y_um[index],
+            recorded.batch_at_s - (rel_s[recorded.batch_last] - rel_s[index]),
+            energy_uj.astype(np.float64), spots["energy_uj"][index] * 1e-3,
+            spots["stack"][index].astype(np.float64), source="recorded energy_uj"))
+    starts_s = np.array([p.t_s.min() if len(p.t_s) else np.nan for p in parts])
+    if np.isnan(starts_s).all():
         raise RecordError(f"session {session}: no spot was delivered")
-    t0_s = t_s.min()
-    return DeliveredHeat(SpotHeat.of_pulses(
-        handpiece, x_um, y_um, t_s - t0_s, energy_uj, pulse_mj, stack,
-        np.array([c[2].min() - t0_s if len(c[2]) else np.nan for c in columns]),
-        source="recorded energy_uj"), pitch_um)
+    t0_s = np.nanmin(starts_s)
+    heat = SpotHeat.joined(parts, starts_s - t0_s)
+    return DeliveredHeat(replace(heat, t_s=heat.t_s - t0_s), pitch_um)
 
 
 def simulate_delivered(record: TreatmentRecord, session: int,
                        params: TissueParams | None = None) -> ThermalResult:
-    """The thermal model run on what ``session`` delivered (all its passes together), with
-    the session's handpiece; ``params=None``: the plan screen's defaults for these spots."""
-    heat = delivered_heat(record, session, session_handpiece(record, session))
+    """The thermal model run on what ``session`` delivered (all its passes together, each
+    with its own handpiece); ``params=None``: the plan screen's defaults for these spots."""
+    heat = delivered_heat(record, session)
     s = heat.spots
     return simulate_pass(s.x_um, s.y_um, s.t_s, s.heat_uj, s.lesion_radius_um,
                          params or default_params(s, heat.pitch_um))

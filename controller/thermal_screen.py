@@ -6,9 +6,9 @@ reservoir) is the spot radius plus the coagulation rim of its pulse energy, both
 handpiece calibration. Passes run one after another with ``inter_pass_gap_s`` between the end
 of one and the start of the next, spot times from the plan's ``fire_time_us``. The result
 after pass k includes the heat and lesions of passes 0..k, and of every pass of the
-``earlier`` plans of the same session (fired before this plan, on the same area). A plan is
-within the limit when no pass damages more than the handpiece's
-``max_reservoir_damage_fraction`` of the reservoir.
+``earlier`` plans of the same session (fired before this plan, on the same area, each with
+its own handpiece's calibration). A plan is within the limit when no pass damages more than
+the handpiece's ``max_reservoir_damage_fraction`` of the reservoir.
 Model and limits: docs/thermal_model.md (a screening model, not a histology prediction).
 """
 
@@ -56,18 +56,29 @@ class SpotHeat:
 
     @classmethod
     def of_pulses(cls, handpiece: Handpiece, x_um: F64, y_um: F64, t_s: F64, energy_uj: F64,
-                  pulse_mj: F64, stack: F64, pass_start_s: F64, first: int = 0,
-                  source: str = "plan.energy_uj") -> SpotHeat:
-        """Spots from their energy (µJ, whole stack), one pulse's energy (mJ) and stack, by
-        the handpiece calibration: heat = residual fraction x energy, lesion = spot radius +
-        the pulse's coagulation rim, column depth = the pulse's depth x stack."""
+                  pulse_mj: F64, stack: F64, source: str = "plan.energy_uj") -> SpotHeat:
+        """Spots fired with ``handpiece``, from their energy (µJ, whole stack), one pulse's
+        energy (mJ) and stack, by its calibration: heat = residual fraction x energy, lesion =
+        spot radius + the pulse's coagulation rim, column depth = the pulse's depth x stack.
+        No pass starts: :meth:`joined` gives them to the whole sequence."""
         return cls(
-            first=first, x_um=x_um, y_um=y_um, t_s=t_s,
+            first=0, x_um=x_um, y_um=y_um, t_s=t_s,
             heat_uj=handpiece.residual_heat_fraction * energy_uj,
             lesion_radius_um=handpiece.spot_diameter_um / 2.0
             + handpiece.coag_for_energy_um(pulse_mj, source),
             column_depth_um=handpiece.depth_for_energy_um(pulse_mj, source) * stack,
-            pass_start_s=pass_start_s)
+            pass_start_s=np.empty(0))
+
+    @classmethod
+    def joined(cls, parts: Sequence[SpotHeat], pass_start_s: F64, first: int = 0) -> SpotHeat:
+        """The spots of ``parts`` (each with its own handpiece's calibration) one after
+        another, with the sequence's pass starts; this plan's spots start at ``first``."""
+        def cat(field: str) -> F64:
+            return np.concatenate([getattr(p, field) for p in parts])
+
+        return cls(first=first, x_um=cat("x_um"), y_um=cat("y_um"), t_s=cat("t_s"),
+                   heat_uj=cat("heat_uj"), lesion_radius_um=cat("lesion_radius_um"),
+                   column_depth_um=cat("column_depth_um"), pass_start_s=pass_start_s)
 
 
 @dataclass(frozen=True)
@@ -134,22 +145,23 @@ class PlanThermal:
 def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0,
               earlier: Sequence[Plan] = ()) -> SpotHeat:
     """Residual heat, lesion radius, column depth and sequence time of every spot of the
-    ``earlier`` plans and then ``plan``, all passes ``inter_pass_gap_s`` apart."""
+    ``earlier`` plans (each with its own handpiece) and then ``plan`` (with ``handpiece``),
+    all passes ``inter_pass_gap_s`` apart."""
     number("inter_pass_gap_s", inter_pass_gap_s, 0.0, 3600.0, unit="s")
     plans = [*earlier, plan]
     durations_s = [p.duration_s for q in plans for p in q.metrics.passes]
     starts_s = np.concatenate([[0.0], np.cumsum(np.add(durations_s, inter_pass_gap_s))])
     first_pass = np.cumsum([0] + [len(q.metrics.passes) for q in plans])
-    energy_mj = np.concatenate([q.energy_uj for q in plans]).astype(np.float64) * 1e-3
-    stack = np.concatenate([q.stack for q in plans]).astype(np.float64)
-    return SpotHeat.of_pulses(
-        handpiece,
-        x_um=np.concatenate([q.x_um for q in plans]).astype(np.float64),
-        y_um=np.concatenate([q.y_um for q in plans]).astype(np.float64),
-        t_s=np.concatenate([q.fire_time_us * 1e-6 + starts_s[first_pass[k] + q.pass_index]
-                            for k, q in enumerate(plans)]),
-        energy_uj=energy_mj * 1e3 * stack, pulse_mj=energy_mj, stack=stack,
-        pass_start_s=starts_s[:-1], first=sum(len(q.x_um) for q in earlier))
+    parts = []
+    for k, q in enumerate(plans):
+        energy_mj = q.energy_uj.astype(np.float64) * 1e-3
+        stack = q.stack.astype(np.float64)
+        parts.append(SpotHeat.of_pulses(
+            q.settings.handpiece if k < len(earlier) else handpiece,
+            x_um=q.x_um.astype(np.float64), y_um=q.y_um.astype(np.float64),
+            t_s=q.fire_time_us * 1e-6 + starts_s[first_pass[k] + q.pass_index],
+            energy_uj=energy_mj * 1e3 * stack, pulse_mj=energy_mj, stack=stack))
+    return SpotHeat.joined(parts, starts_s[:-1], first=sum(len(q.x_um) for q in earlier))
 
 
 def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:

@@ -11,12 +11,13 @@ the device's identify reply.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from numpy.typing import NDArray
 
 from controller import _scanpath
+from controller.errors import SettingsError
 from controller.settings import number
 
 
@@ -39,6 +40,19 @@ class GalvoTiming:
                lo_open=True, unit="µm/µs^2")
         number("timing.settle_us", self.settle_us, 0, 1e6, unit="µs")
         number("timing.field_um", self.field_um, 0, math.inf, lo_open=True, unit="µm")
+
+    def to_record(self) -> dict[str, float]:
+        """The timing as the treatment record stores it (see :meth:`from_record`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, stored: object) -> GalvoTiming:
+        """The timing a treatment record stored; anything else (not a mapping, unknown or
+        missing keys, values out of range) raises SettingsError naming it."""
+        expected = {f.name for f in fields(cls)}
+        if not isinstance(stored, dict) or set(stored) != expected:
+            raise SettingsError("galvo", stored, f"a mapping of {', '.join(sorted(expected))}")
+        return cls(**stored)
 
 
 def fire_times_us(

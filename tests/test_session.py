@@ -20,6 +20,7 @@ from controller.settings import (
     ScanOrder,
     TreatmentSettings,
 )
+from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, PlanRejected
 from drivers import Device, open_device
 from drivers.errors import DeviceError, InterlockOpen
@@ -75,6 +76,10 @@ def test_two_pass_session_completes_and_record_equals_truth(record: TreatmentRec
     kinds = [e.kind for e in record.entries(session.session_id)]
     assert kinds[0] == "session" and kinds[-1] == "session_end"
     assert kinds.count("pass_end") == 2 and "transition" in kinds
+    stored = next(record.entries(session.session_id, "session")).body["passes"]
+    for job, entry in zip(session.jobs, stored, strict=True):
+        assert entry["handpiece"] == job.plan.settings.handpiece.name
+        assert GalvoTiming.from_record(entry["galvo"]) == job.plan.timing
 
 
 def test_rejected_plan_lists_every_rule(record: TreatmentRecord) -> None:

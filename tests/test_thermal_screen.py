@@ -71,6 +71,26 @@ def test_earlier_plans_of_the_session_count(handpiece: Handpiece) -> None:
     assert cooled.peak_reservoir_rise_k < after.peak_reservoir_rise_k
 
 
+def test_earlier_plans_keep_their_own_handpiece(handpiece: Handpiece) -> None:
+    """In a session that changes handpiece, an earlier plan's heat and lesions come from the
+    handpiece it is fired with, not from the later plan's."""
+    wide = get_handpiece("spot300")
+    assert wide.residual_heat_fraction != handpiece.residual_heat_fraction
+    before = build_plan(TreatmentSettings(
+        handpiece=wide, pattern=Pattern("square", width_mm=3.0),
+        density=DensitySpec(coverage_pct=10.0), depth_um=300.0))
+    plan = small_plan(handpiece, passes=1)
+    spots = spot_heat(plan, handpiece, earlier=[before])
+    n = len(before.x_um)
+    assert spots.first == n
+    np.testing.assert_allclose(spots.heat_uj[:n], wide.residual_heat_fraction
+                               * before.energy_uj * before.stack)
+    np.testing.assert_allclose(spots.lesion_radius_um[:n], wide.spot_diameter_um / 2.0
+                               + wide.coag_for_energy_um(before.energy_uj * 1e-3, "t"))
+    np.testing.assert_allclose(spots.heat_uj[n:], handpiece.residual_heat_fraction
+                               * plan.energy_uj * plan.stack)
+
+
 @pytest.fixture(scope="module")
 def strict(handpiece: Handpiece) -> tuple[Plan, Handpiece, TissueParams]:
     """A 2-pass plan whose first pass passes and whose back-to-back second fails (damage

@@ -166,9 +166,14 @@ SET_UJ = 30_000
 
 
 def make_record(path: Path, monkeypatch: pytest.MonkeyPatch,
-                batches: list[tuple[int, list[int], float]]) -> TreatmentRecord:
-    """One session, one pass of nine spots (stack 1, 500 Hz); ``batches`` = (first index,
-    measured µJ, host time of the entry)."""
+                batches: list[tuple[Any, ...]], stored: tuple[dict[str, Any], ...] = ({},),
+                handpieces: tuple[str, ...] = ("spot120",),
+                set_uj: tuple[int, ...] | None = None) -> TreatmentRecord:
+    """One session, one pass of nine spots (stack 1, 500 Hz, ``set_uj`` per pass, default
+    SET_UJ) per entry of ``stored`` (keys added to that pass's entry in the session head;
+    none: a record from before passes stored their handpiece and galvo timing); ``batches`` =
+    (first index, measured µJ, host time of the entry), all in pass 0 unless given as (pass,
+    first, measured, at)."""
     clock = SimpleNamespace(now=0.0)
     monkeypatch.setattr(record_module, "time", SimpleNamespace(time=lambda: clock.now))
     spots = np.zeros(len(SPOTS_XY_UM), SPOT_DTYPE)
@@ -176,24 +181,30 @@ def make_record(path: Path, monkeypatch: pytest.MonkeyPatch,
     spots["index"] = np.arange(len(spots))
     spots["x_lsb"] = [round(GALVO_CENTRE_LSB + x * to_lsb) for x, _ in SPOTS_XY_UM]
     spots["y_lsb"] = [round(GALVO_CENTRE_LSB + y * to_lsb) for _, y in SPOTS_XY_UM]
-    spots["energy_uj"], spots["pulse_us"], spots["stack"] = SET_UJ, 300, 1
+    spots["pulse_us"], spots["stack"] = 300, 1
     rec = TreatmentRecord(path)
-    session = rec.new_session(field_size_um=FIELD_UM, handpieces=["spot120"], operator="t",
-                              patient_ref="p", passes=[{"pass": 0, "spots": len(spots),
-                                                        "device_checksum": 0,
-                                                        "rep_rate_hz": 500}])
-    rec.store_pass_spots(session, 0, spots)
-    for first, measured, at in batches:
+    session = rec.new_session(field_size_um=FIELD_UM, handpieces=list(handpieces), operator="t",
+                              patient_ref="p",
+                              passes=[{"pass": k, "spots": len(spots), "device_checksum": 0,
+                                       "rep_rate_hz": 500, **extra}
+                                      for k, extra in enumerate(stored)])
+    for k, energy_uj in enumerate(set_uj or (SET_UJ,) * len(stored)):
+        spots["energy_uj"] = energy_uj
+        rec.store_pass_spots(session, k, spots)
+    for batch in batches:
+        pass_index, first, measured, at = batch if len(batch) == 4 else (0, *batch)
         clock.now = at
-        rec.delivered(session, 0, np.arange(first, first + len(measured)), np.array(measured))
+        rec.delivered(session, pass_index, np.arange(first, first + len(measured)),
+                      np.array(measured))
     return rec
 
 
-def relative_fire_s() -> np.ndarray:
+def relative_fire_s(timing: GalvoTiming | None = None) -> np.ndarray:
+    timing = timing or GalvoTiming(field_um=FIELD_UM)
     x, y = (np.array(v) for v in zip(*SPOTS_XY_UM, strict=True))
     n = len(x)
     return fire_times_us(x, y, np.full(n, 300, np.int32), np.ones(n, np.int32), 500.0,
-                         GalvoTiming(field_um=FIELD_UM))[0] * 1e-6
+                         timing)[0] * 1e-6
 
 
 def test_delivered_heat_follows_the_measured_energy(tmp_path: Path,
@@ -204,7 +215,7 @@ def test_delivered_heat_follows_the_measured_energy(tmp_path: Path,
     for factor in (1, 2):
         with make_record(tmp_path / f"{factor}.db", monkeypatch,
                          [(0, list(factor * measured), 100.0)]) as rec:
-            found.append((delivered_heat(rec, 1, hp).spots.heat_uj, simulate_delivered(rec, 1)))
+            found.append((delivered_heat(rec, 1).spots.heat_uj, simulate_delivered(rec, 1)))
     (heat, result), (heat_doubled, result_doubled) = found
     assert heat == pytest.approx(hp.residual_heat_fraction * measured)
     assert heat_doubled == pytest.approx(2 * heat)
@@ -217,13 +228,12 @@ def test_an_unmeasured_energy_counts_as_the_set_energy(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     hp = get_handpiece("spot120")
     with make_record(tmp_path / "a.db", monkeypatch, [(0, [-1, 31_000], 5.0)]) as rec:
-        heat = delivered_heat(rec, 1, hp).spots.heat_uj
+        heat = delivered_heat(rec, 1).spots.heat_uj
     assert heat == pytest.approx(hp.residual_heat_fraction * np.array([SET_UJ, 31_000]))
 
 
 def test_delivered_times_anchor_batches_and_show_pauses(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    hp = get_handpiece("spot120")
     rel = relative_fire_s()
     end_first = 100.0
     back_to_back = end_first + rel[8] - rel[3]
@@ -231,7 +241,7 @@ def test_delivered_times_anchor_batches_and_show_pauses(tmp_path: Path,
     for name, second_at in (("a.db", back_to_back), ("b.db", back_to_back + 5.0)):
         batches = [(0, [SET_UJ] * 4, end_first), (4, [SET_UJ] * 5, second_at)]
         with make_record(tmp_path / name, monkeypatch, batches) as rec:
-            times.append(delivered_heat(rec, 1, hp).spots.t_s)
+            times.append(delivered_heat(rec, 1).spots.t_s)
     steady, paused = times
     # the plan's fire times when nothing paused; a pause shifts the later batch by its length
     assert steady == pytest.approx(rel - rel[0], abs=1e-6)
@@ -239,16 +249,60 @@ def test_delivered_times_anchor_batches_and_show_pauses(tmp_path: Path,
     assert paused[4:] == pytest.approx(steady[4:] + 5.0, abs=1e-6)
 
 
+def test_delivered_times_follow_the_recorded_galvo_timing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = GalvoTiming(jump_speed_um_per_us=0.5, settle_us=3000.0, field_um=FIELD_UM)
+    rel = relative_fire_s(slow)
+    assert np.ptp(rel) > 1.5 * np.ptp(relative_fire_s())  # the timing matters here
+    with make_record(tmp_path / "a.db", monkeypatch, [(0, [SET_UJ] * 9, 100.0)],
+                     ({"galvo": slow.to_record()},)) as rec:
+        times = delivered_heat(rec, 1).spots.t_s
+    # to 10 µs: the record's positions are whole galvo LSBs (0.3 µm), jumps at 0.5 µm/µs
+    assert times == pytest.approx(rel - rel[0], abs=1e-5)
+
+
+@pytest.mark.parametrize("galvo", [{"settle_us": 5.0}, [1, 2], {
+    **GalvoTiming().to_record(), "settle_us": -1.0}])
+def test_a_bad_recorded_galvo_timing_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 galvo: object) -> None:
+    with make_record(tmp_path / "a.db", monkeypatch, [(0, [SET_UJ] * 9, 100.0)],
+                     ({"galvo": galvo},)) as rec, \
+            pytest.raises(SettingsError, match=r"galvo|settle"):
+        delivered_heat(rec, 1)
+
+
+def test_each_pass_heats_with_its_recorded_handpiece(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session that changed handpiece: each pass's heat by its own residual fraction (older
+    records, which name several handpieces but not which pass used which, have no map)."""
+    wide, narrow = get_handpiece("spot300"), get_handpiece("spot120")
+    wide_uj = 120_000
+    batches = [(0, 0, [wide_uj] * 9, 10.0), (1, 0, [SET_UJ] * 9, 20.0)]
+    with make_record(tmp_path / "a.db", monkeypatch, batches,
+                     ({"handpiece": "spot300"}, {"handpiece": "spot120"}),
+                     set_uj=(wide_uj, SET_UJ)) as rec:
+        spots = delivered_heat(rec, 1).spots
+    assert spots.heat_uj[:9] == pytest.approx(wide.residual_heat_fraction * np.full(9, wide_uj))
+    assert spots.heat_uj[9:] == pytest.approx(narrow.residual_heat_fraction * np.full(9, SET_UJ))
+    assert spots.lesion_radius_um[:9] == pytest.approx(
+        wide.spot_diameter_um / 2 + wide.coag_for_energy_um(np.full(9, wide_uj * 1e-3), "t"))
+    assert spots.pass_start_s == pytest.approx([0.0, 10.0], abs=0.1)
+    with make_record(tmp_path / "b.db", monkeypatch, batches, ({}, {}),
+                     handpieces=("spot120", "spot300"), set_uj=(wide_uj, SET_UJ)) as rec, \
+            pytest.raises(RecordError, match="no handpiece recorded"):
+        delivered_heat(rec, 1)
+
+
 def test_undelivered_spots_contribute_nothing(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     with make_record(tmp_path / "a.db", monkeypatch, [(0, [SET_UJ] * 4, 10.0)]) as rec:
-        spots = delivered_heat(rec, 1, get_handpiece("spot120")).spots
+        spots = delivered_heat(rec, 1).spots
     assert len(spots.x_um) == 4
     assert np.column_stack([spots.x_um, spots.y_um]) == pytest.approx(
         np.array(SPOTS_XY_UM[:4]), abs=1.0)
     with make_record(tmp_path / "b.db", monkeypatch, []) as rec, \
             pytest.raises(RecordError, match="no spot was delivered"):
-        delivered_heat(rec, 1, get_handpiece("spot120"))
+        delivered_heat(rec, 1)
 
 
 def test_report_draws_the_injury_map_of_the_delivered_spots(
