@@ -1,0 +1,225 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: annotation_typing=False
+"""Compiled frame encoding and checking; the pure-Python reference is
+:mod:`drivers.protocol.framing_ref`.
+
+Same bytes and frames as the reference (tests/test_protocol_framing_kernels.py compares them
+on random and malformed input). A frame that fails any check here is handed to the reference,
+which raises its own error: untrusted input gets exactly the reference's ``FrameError``.
+Frames of at least :data:`NOGIL_MIN_BYTES` are checked and encoded without the interpreter
+lock, so the other side of an in-process link runs meanwhile.
+
+Bounds checks are off: every index stays below a length checked on entry (``MAX_WIRE_FRAME``,
+``MAX_PAYLOAD``) and the buffers are sized for the largest legal frame.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memcmp, memcpy
+
+from drivers.protocol import framing_ref
+from drivers.protocol.framing_ref import MIN_FRAME, RawFrame
+from drivers.protocol.messages import MAX_FRAME, MAX_PAYLOAD, MAX_WIRE_FRAME
+
+cdef enum:
+    HEADER_SIZE = 6
+    CRC_SIZE = 4
+    # buffers: one raw frame, one wire frame (COBS with both delimiters)
+    RAW_CAPACITY = 4106
+    WIRE_CAPACITY = 4126
+    # frames from this size on are worked on without the interpreter lock
+    NOGIL_MIN_BYTES = 1024
+    MIN_FRAME_SIZE = HEADER_SIZE + CRC_SIZE
+
+assert RAW_CAPACITY == MAX_FRAME and WIRE_CAPACITY >= MAX_WIRE_FRAME  # with delimiters
+assert MIN_FRAME_SIZE == MIN_FRAME
+
+cdef uint32_t CRC_TABLE[8][256]
+
+
+cdef void _crc_tables() noexcept:
+    """Slice-by-8 tables of the reflected CRC-32 (ISO-HDLC, polynomial 0xEDB88320)."""
+    cdef uint32_t c
+    cdef int i, k
+    for i in range(256):
+        c = i
+        for k in range(8):
+            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
+        CRC_TABLE[0][i] = c
+    for i in range(256):
+        for k in range(1, 8):
+            CRC_TABLE[k][i] = (CRC_TABLE[k - 1][i] >> 8) ^ CRC_TABLE[0][CRC_TABLE[k - 1][i] & 0xFF]
+
+
+_crc_tables()
+
+
+cdef inline uint32_t _word(const uint8_t* p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef uint32_t _crc_update(uint32_t crc, const uint8_t* data, Py_ssize_t size) noexcept nogil:
+    cdef uint32_t one, two
+    while size >= 8:
+        one = _word(data) ^ crc
+        two = _word(data + 4)
+        crc = (CRC_TABLE[7][one & 0xFF] ^ CRC_TABLE[6][(one >> 8) & 0xFF]
+               ^ CRC_TABLE[5][(one >> 16) & 0xFF] ^ CRC_TABLE[4][one >> 24]
+               ^ CRC_TABLE[3][two & 0xFF] ^ CRC_TABLE[2][(two >> 8) & 0xFF]
+               ^ CRC_TABLE[1][(two >> 16) & 0xFF] ^ CRC_TABLE[0][two >> 24])
+        data += 8
+        size -= 8
+    while size > 0:
+        crc = (crc >> 8) ^ CRC_TABLE[0][(crc ^ data[0]) & 0xFF]
+        data += 1
+        size -= 1
+    return crc
+
+
+cdef uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
+    """``zlib.crc32(data)``."""
+    cdef uint32_t ones = 0xFFFFFFFFu
+    return _crc_update(ones, data, size) ^ ones
+
+
+cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
+    """``cobs.encode`` (PyPI cobs: no empty block after a full one at the end) into ``dst``
+    (room for ``size + size // 254 + 1`` bytes); returns the length."""
+    cdef Py_ssize_t code_at = 0, out = 1, i
+    cdef uint8_t code = 1, byte
+    for i in range(size):
+        byte = src[i]
+        if byte == 0:
+            dst[code_at] = code
+            code_at = out
+            out += 1
+            code = 1
+        else:
+            dst[out] = byte
+            out += 1
+            code += 1
+            if code == 0xFF:
+                dst[code_at] = code
+                if i + 1 == size:
+                    return out
+                code_at = out
+                out += 1
+                code = 1
+    dst[code_at] = code
+    return out
+
+
+cdef Py_ssize_t _cobs_decode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
+    """``cobs.decode`` into ``dst`` (room for ``size`` bytes); the length, or -1 where
+    ``cobs.decode`` raises (a zero byte, a block running past the end)."""
+    cdef Py_ssize_t i = 0, out = 0, j, end
+    cdef uint8_t code
+    while i < size:
+        code = src[i]
+        end = i + code
+        if code == 0 or end > size:
+            return -1
+        for j in range(i + 1, end):
+            if src[j] == 0:
+                return -1
+            dst[out] = src[j]
+            out += 1
+        i = end
+        if i < size and code < 0xFF:
+            dst[out] = 0
+            out += 1
+    return out
+
+
+cdef Py_ssize_t frame_into(uint8_t version, uint8_t type_id, Py_ssize_t seq,
+                           const uint8_t* head, Py_ssize_t head_size,
+                           const uint8_t* tail, Py_ssize_t tail_size,
+                           uint8_t* out) noexcept nogil:
+    """Write the wire bytes of one frame whose payload is ``head`` then ``tail`` (together
+    at most MAX_PAYLOAD bytes) to ``out`` (room for MAX_WIRE_FRAME + 2); returns the length."""
+    cdef uint8_t raw[RAW_CAPACITY]
+    cdef Py_ssize_t size = head_size + tail_size, end = HEADER_SIZE + size
+    cdef uint32_t crc
+    raw[0] = version
+    raw[1] = type_id
+    raw[2] = seq & 0xFF
+    raw[3] = (seq >> 8) & 0xFF
+    raw[4] = size & 0xFF
+    raw[5] = size >> 8
+    memcpy(raw + HEADER_SIZE, head, head_size)
+    memcpy(raw + HEADER_SIZE + head_size, tail, tail_size)
+    crc = crc32(raw, end)
+    raw[end] = crc & 0xFF
+    raw[end + 1] = (crc >> 8) & 0xFF
+    raw[end + 2] = (crc >> 16) & 0xFF
+    raw[end + 3] = crc >> 24
+    out[0] = 0
+    size = 1 + _cobs_encode(raw, end + CRC_SIZE, out + 1)
+    out[size] = 0
+    return size + 1
+
+
+cdef bint _check_frame(const uint8_t* encoded, Py_ssize_t length, uint8_t* raw,
+                       uint8_t* again) noexcept nogil:
+    """Decode ``encoded`` (1..MAX_WIRE_FRAME bytes) into ``raw`` (as large): True when the reference would
+    accept it (COBS decodes, canonically; length within bounds; CRC and length field agree)."""
+    cdef Py_ssize_t size = _cobs_decode(encoded, length, raw), end
+    if not MIN_FRAME_SIZE <= size <= RAW_CAPACITY:
+        return False
+    end = size - CRC_SIZE
+    return (_cobs_encode(raw, size, again) == length
+            and memcmp(again, encoded, length) == 0
+            and crc32(raw, end) == _word(raw + end)
+            and (raw[4] | (raw[5] << 8)) == end - HEADER_SIZE)
+
+
+def encode_frame(type_id: int, seq: int, payload: bytes, version: int = 1) -> bytes:
+    """Wire bytes of one frame: 0x00, COBS(raw frame), 0x00 (as the reference)."""
+    cdef const uint8_t[::1] view
+    cdef uint8_t out[WIRE_CAPACITY]
+    cdef Py_ssize_t size, length
+    cdef uint8_t c_version, c_type
+    cdef Py_ssize_t c_seq
+    cdef const uint8_t* start
+    if (not isinstance(type_id, int) or not isinstance(version, int) or not isinstance(seq, int)
+            or not 0 <= type_id <= 0xFF or not 0 <= version <= 0xFF):
+        return framing_ref.encode_frame(type_id, seq, payload, version)  # or its error
+    try:
+        view = payload
+    except (TypeError, ValueError, BufferError):  # not a contiguous byte buffer
+        return framing_ref.encode_frame(type_id, seq, payload, version)
+    length = view.shape[0]
+    if length > MAX_PAYLOAD:
+        return framing_ref.encode_frame(type_id, seq, payload, version)  # raises FrameError
+    c_version, c_type, c_seq = version, type_id, seq & 0xFFFF
+    start = &view[0] if length else NULL
+    if length >= NOGIL_MIN_BYTES:
+        with nogil:
+            size = frame_into(c_version, c_type, c_seq, start, length, NULL, 0, out)
+    else:
+        size = frame_into(c_version, c_type, c_seq, start, length, NULL, 0, out)
+    return PyBytes_FromStringAndSize(<char*>out, size)
+
+
+def decode_frame(encoded: bytes) -> RawFrame:
+    """Check and unpack one COBS-encoded frame (without its delimiter), as the reference."""
+    cdef const uint8_t[::1] view
+    cdef uint8_t raw[WIRE_CAPACITY]  # COBS decodes to at most its input's length
+    cdef uint8_t again[WIRE_CAPACITY]
+    cdef Py_ssize_t length, end
+    cdef bint ok = False
+    try:
+        view = encoded
+    except (TypeError, ValueError, BufferError):
+        return framing_ref.decode_frame(encoded)
+    length = view.shape[0]
+    if length >= NOGIL_MIN_BYTES and length <= MAX_WIRE_FRAME:
+        with nogil:
+            ok = _check_frame(&view[0], length, raw, again)
+    elif 0 < length < NOGIL_MIN_BYTES:
+        ok = _check_frame(&view[0], length, raw, again)
+    if not ok:
+        return framing_ref.decode_frame(encoded)  # raises the reference's FrameError
+    end = raw[4] | (raw[5] << 8)
+    return RawFrame(raw[0], raw[1], raw[2] | (raw[3] << 8),
+                    PyBytes_FromStringAndSize(<char*>raw + HEADER_SIZE, end))
