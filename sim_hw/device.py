@@ -8,7 +8,6 @@ layout, the state machine, the service-mode rule and the device limits before an
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
 import hmac
@@ -48,15 +47,12 @@ from drivers.protocol.messages import (
     MessageDef,
     State,
 )
+from sim_hw._reports import delivered_reports
 from sim_hw.config import SimConfig, parse_input
 from sim_hw.galvo import Calibration, Galvo
 from sim_hw.laser import Laser
 from sim_hw.truth import GroundTruth
 
-#: EVT_DELIVERED goes out after this many fired spots ...
-DELIVERED_MAX_SPOTS = 64
-#: ... or this long after the first unreported spot, whichever comes first.
-DELIVERED_MAX_AGE_S = 0.010
 #: Recent plan checksums whose highest fired index the device keeps in non-volatile memory.
 NV_FIRED_PLANS = 16
 _STATUS_REQUEST = BY_NAME["STATUS_REQUEST"].type_id
@@ -200,8 +196,7 @@ class SimDevice:
         self._fire_times_s: np.ndarray | None = None  # of buffered spots, from _next_fire_s
         self._period_ready_s = 0.0
         self._galvo_free_s = 0.0
-        self._delivered: list[bytes] = []  # DELIVERED_DTYPE records not yet reported
-        self._delivered_count = 0
+        self._delivered = b""  # DELIVERED_DTYPE records not yet reported
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
         self._inbox: deque[RawFrame] = deque()
@@ -555,48 +550,26 @@ class SimDevice:
             self._schedule_next()
 
     def _report(self, records: np.ndarray, times_s: np.ndarray) -> None:
-        """Take fired spots off the buffer and into delivered reports (section 6.1): a report
-        goes out at its 64th spot, or when its first spot is 10 ms old (before a spot fired
-        at that very time). Each report carries the credits as of its last spot leaving the
-        buffer; the records are sliced from one copy of the chunk's bytes."""
-        times = times_s.tolist()
-        total = len(times)
+        """Take fired spots off the buffer and into delivered reports (section 6.1, see
+        :func:`sim_hw.reports_ref.delivered_reports`; built by its compiled twin)."""
         credits = self.credits  # before any of these spots leave the buffer
-        self._buffer.pop(total)
-        data = records.tobytes()
-        size = records.itemsize
-        pending, count, flush_at_s = self._delivered, self._delivered_count, self._flush_at_s
-        bisect_left = bisect.bisect_left
-        start = 0
-        while start < total:
-            if flush_at_s is None:
-                flush_at_s = times[start] + DELIVERED_MAX_AGE_S
-            end = min(start + DELIVERED_MAX_SPOTS - count, bisect_left(times, flush_at_s, start))
-            pending.append(data[start * size:end * size])
-            count += end - start
-            credits += end - start
-            if end < total or count >= DELIVERED_MAX_SPOTS:
-                self._send_delivered(count, credits, pending)
-                pending, count, flush_at_s = [], 0, None
-            start = end
-        self._delivered, self._delivered_count, self._flush_at_s = pending, count, flush_at_s
+        self._buffer.pop(len(records))
+        size = DELIVERED_DTYPE.itemsize
+        data = self._delivered + records.tobytes()
+        wire, reports, unsent, self._flush_at_s = delivered_reports(
+            data, times_s, len(self._delivered) // size, self._flush_at_s, credits,
+            self._event_seq)
+        if reports:
+            self._send_events(wire, reports)
+        self._delivered = data[unsent * size:]
 
     def _flush_delivered(self) -> None:
         self._flush_at_s = None
         if self._delivered:
-            pending, count = self._delivered, self._delivered_count
-            self._delivered = []
-            self._delivered_count = 0
-            self._send_delivered(count, self.credits, pending)
-
-    def _send_delivered(self, count: int, credits: int, records: list[bytes]) -> None:
-        """One EVT_DELIVERED of ``count`` records (their bytes, in pieces). The most frequent
-        message, packed straight from its layout rather than through make_message and
-        encode's checks: the count is 1..64 by construction and the credits fit their u16
-        (struct.pack would raise otherwise). Same bytes."""
-        payload = _DELIVERED.struct.pack(count, credits) + (
-            records[0] if len(records) == 1 else b"".join(records))
-        self._send_event(encode_frame(_DELIVERED.type_id, self._event_seq, payload))
+            records, self._delivered = self._delivered, b""
+            payload = _DELIVERED.struct.pack(len(records) // DELIVERED_DTYPE.itemsize,
+                                             self.credits) + records
+            self._send_events(encode_frame(_DELIVERED.type_id, self._event_seq, payload))
 
     def _finish_jump(self) -> None:
         assert self._jump is not None
@@ -620,13 +593,13 @@ class SimDevice:
 
     def _event(self, name: str, records: np.ndarray | None = None, **values: int) -> None:
         msg = make_message(name, self._event_seq, records=records, **values)
-        self._send_event(encode_message(msg))
+        self._send_events(encode_message(msg))
 
-    def _send_event(self, wire: bytes) -> None:
-        """Send an event's frame, numbered with the current event sequence; while a request is
-        handled, after its reply."""
-        self._event_seq = (self._event_seq + 1) & 0xFFFF
-        self.counters["events_sent"] += 1
+    def _send_events(self, wire: bytes, count: int = 1) -> None:
+        """Send the frames of ``count`` events, numbered from the current event sequence on;
+        while a request is handled, after its reply."""
+        self._event_seq = (self._event_seq + count) & 0xFFFF
+        self.counters["events_sent"] += count
         if self._deferred_events is not None:
             self._deferred_events.append(wire)
         else:

@@ -13,8 +13,9 @@ from drivers.protocol import decode, encode, encode_frame, message
 from drivers.protocol import messages as m
 from drivers.protocol.messages import Cause, DeviceFlag, ErrorCode, FaultCode, Interlock, State
 from sim_hw.config import DEV_KEY, SimConfig
-from sim_hw.device import DELIVERED_MAX_SPOTS, SimDevice
+from sim_hw.device import SimDevice
 from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
+from sim_hw.reports_ref import DELIVERED_MAX_SPOTS
 from sim_hw.truth import GroundTruth
 
 SPOTS = make_spots(1000)
