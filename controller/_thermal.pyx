@@ -22,6 +22,94 @@ cdef extern from *:
     void __builtin_prefetch(const void* addr, int rw, int locality) nogil
 
 
+# Hot loops in C: restrict pointers (no run-time overlap checks) and an AVX2 clone chosen at
+# load time (GCC function multiversioning), so the module still runs on any x86-64. Plain
+# IEEE multiplies and adds in the same order in every clone (no FMA, no reassociation): the
+# same results on every machine.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    #define CO2SCAN_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define CO2SCAN_CLONES
+    #endif
+
+    /* acc[r * stride + c] += ey[r] * ex[c] for r < nr, c < nc. */
+    CO2SCAN_CLONES static void co2scan_outer_add(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey, Py_ssize_t nr,
+            const double *restrict ex, Py_ssize_t nc) {
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            double gy = ey[r];
+            double *restrict out = acc + r * stride;
+            for (Py_ssize_t c = 0; c < nc; c++)
+                out[c] += gy * ex[c];
+        }
+    }
+
+    /* out[q] += a x[q] */
+    CO2SCAN_CLONES static void co2scan_axpy(
+            double *restrict out, const double *restrict x, Py_ssize_t n, double a) {
+        for (Py_ssize_t q = 0; q < n; q++)
+            out[q] += a * x[q];
+    }
+
+    /* out[c] = a[c] + frac (b[c] - a[c]) */
+    CO2SCAN_CLONES static void co2scan_lerp(
+            double *restrict out, const double *restrict a, const double *restrict b,
+            Py_ssize_t n, double frac) {
+        for (Py_ssize_t c = 0; c < n; c++)
+            out[c] = a[c] + frac * (b[c] - a[c]);
+    }
+
+    /* out[c] = (1 - f[c]) lo + f[c] hi */
+    CO2SCAN_CLONES static void co2scan_between(
+            double *restrict out, const double *restrict f, Py_ssize_t n, double lo,
+            double hi) {
+        for (Py_ssize_t c = 0; c < n; c++)
+            out[c] = (1.0 - f[c]) * lo + f[c] * hi;
+    }
+
+    /* A Taylor sum on one row: acc[c] += (row + col[c]) + slope u[c]. */
+    CO2SCAN_CLONES static void co2scan_taylor_row(
+            double *restrict acc, const double *restrict u, const double *restrict col,
+            Py_ssize_t n, double row, double slope) {
+        for (Py_ssize_t c = 0; c < n; c++)
+            acc[c] = (acc[c] + (row + col[c])) + slope * u[c];
+    }
+
+    /* One sample on one row: the peak (acc plus fresh, if given) into peak, the sample into
+       prev; the larger of the interval's two ends into hot and its span (to until, the
+       cell's hand-over) into span, for the damage integral. */
+    CO2SCAN_CLONES static void co2scan_sample_row(
+            double *restrict peak, const double *restrict acc, const double *restrict fresh,
+            double *restrict prev, const double *restrict until, double *restrict hot,
+            double *restrict span, Py_ssize_t n, double ts, double t_prev) {
+        for (Py_ssize_t c = 0; c < n; c++) {
+            double v = acc[c];
+            hot[c] = v > prev[c] ? v : prev[c];
+            span[c] = (ts < until[c] ? ts : until[c]) - t_prev;
+            if (fresh)
+                v = v + fresh[c];
+            peak[c] = peak[c] > v ? peak[c] : v;
+            prev[c] = v;
+        }
+    }
+    """
+    void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
+                                         Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
+    void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
+    void _lerp "co2scan_lerp"(double* out, const double* a, const double* b, Py_ssize_t n,
+                              double frac) nogil
+    void _between "co2scan_between"(double* out, const double* f, Py_ssize_t n, double lo,
+                                    double hi) nogil
+    void _taylor_row "co2scan_taylor_row"(double* acc, const double* u, const double* col,
+                                          Py_ssize_t n, double row, double slope) nogil
+    void _sample_row "co2scan_sample_row"(double* peak, const double* acc, const double* fresh,
+                                          double* prev, const double* until, double* hot,
+                                          double* span, Py_ssize_t n, double ts,
+                                          double t_prev) nogil
+
+
 #: Blocks per chunk: far-grid states are produced one chunk ahead of the windows.
 DEF CHUNK_BLOCKS = 8
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
@@ -221,16 +309,13 @@ cdef void _blur_row(const double* src, double* dst, Py_ssize_t n, Py_ssize_t k_m
     """1-D heat-kernel convolution of one row of nodes (k_modes values each, interleaved);
     reflect only at the edges. The interior is one contiguous loop per tap (vectorised)."""
     cdef Py_ssize_t half = taps.shape[0] // 2, k, q, c, m, lo, hi
-    cdef double tap
     for q in range(n * k_modes):
         dst[q] = 0.0
     lo, hi = half, n - half
     if hi < lo:
         hi = lo
     for k in range(taps.shape[0]):
-        tap = taps[k]
-        for q in range(lo * k_modes, hi * k_modes):
-            dst[q] += tap * src[q + (k - half) * k_modes]
+        _axpy(&dst[lo * k_modes], &src[(lo + k - half) * k_modes], (hi - lo) * k_modes, taps[k])
     for c in range(n):
         if lo <= c < hi:
             continue
@@ -258,10 +343,7 @@ cdef void _blur(const double[:, :, ::1] src, double[:, :, ::1] dst, double[:, :,
         for q in range(width):
             out[q] = tap * above[q]
         for k in range(1, taps.shape[0]):
-            tap = taps[k]
-            above = &tmp[_reflect(r + k - half, ny), 0, 0]
-            for q in range(width):
-                out[q] += tap * above[q]
+            _axpy(out, &tmp[_reflect(r + k - half, ny), 0, 0], width, taps[k])
         for c in range(nx):
             acc = 0.0
             for m in range(km):
@@ -360,16 +442,6 @@ cdef struct Window:
     Py_ssize_t c0, c1, r0, r1
 
 
-cdef inline double _bilinear(const Geo* g, const double[:, ::1] grid, double x,
-                             double y) noexcept nogil:
-    """Far grid bilinearly interpolated at a point."""
-    cdef double px = (x - g.fx0) / g.far, py = (y - g.fy0) / g.far
-    cdef Py_ssize_t kx = <Py_ssize_t>floor(px), ky = <Py_ssize_t>floor(py)
-    cdef double fx = px - kx, fy = py - ky
-    return ((1.0 - fy) * ((1.0 - fx) * grid[ky, kx] + fx * grid[ky, kx + 1])
-            + fy * ((1.0 - fx) * grid[ky + 1, kx] + fx * grid[ky + 1, kx + 1]))
-
-
 cdef inline void _gaussian_row(double d0, double step, double s, double scale, Py_ssize_t n,
                               double[::1] out) noexcept nogil:
     """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (3 exp calls)."""
@@ -398,16 +470,9 @@ cdef inline void _add_gaussian(const Geo* g, const Window* w, double dx, double 
                                Py_ssize_t cb) noexcept nogil:
     """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, on the
     window's rows ra..rb-1 and columns ca..cb-1 (indices within the window)."""
-    cdef Py_ssize_t r, c, nc = cb - ca
-    cdef double gy
-    cdef double* out
-    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, nc, ex)
+    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, cb - ca, ex)
     _gaussian_row(g.y0 + (w.r0 + ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, rb - ra, ey)
-    for r in range(rb - ra):
-        gy = ey[r]
-        out = &acc[ra + r, ca]
-        for c in range(nc):
-            out[c] += gy * ex[c]
+    _outer_add(&acc[ra, ca], acc.shape[1], &ey[0], rb - ra, &ex[0], cb - ca)
 
 
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
@@ -416,18 +481,19 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const Py_ssize_t* cand, Py_ssize_t n_cand, const double[::1] x,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
-                      Py_ssize_t* kx, double[::1] ex, double[::1] ey, Py_ssize_t ra,
-                      Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
+                      Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
+                      Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
+                      Py_ssize_t cb) noexcept nogil:
     """Far grid (linear in time within its block) plus the background near spots at ts: exact
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
-    acc on the window's rows ra..rb-1 and columns ca..cb-1."""
+    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``: scratch, one row)."""
     cdef Py_ssize_t q, j, r, c, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
     cdef const double[:, ::1] start = cur if bs == b else nxt
     cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
-    cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
+    cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k, c_end
     # Far nodes around the box at ts, then bilinear per cell (row and column fractions).
     kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
     ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + ra + 0.5) * g.cell - g.fy0) / g.far)
@@ -447,10 +513,15 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         a = <Py_ssize_t>floor(px)
         fy = px - a
         a -= ky0
-        for c in range(ca, cb):
-            k = kx[c]
-            acc[r, c] = ((1.0 - fy) * ((1.0 - ex[c]) * nodes[a, k] + ex[c] * nodes[a, k + 1])
-                         + fy * ((1.0 - ex[c]) * nodes[a + 1, k] + ex[c] * nodes[a + 1, k + 1]))
+        for k in range(n_kx):
+            line[k] = (1.0 - fy) * nodes[a, k] + fy * nodes[a + 1, k]
+        c = ca
+        while c < cb:  # the columns between the same two nodes
+            k, c_end = kx[c], c + 1
+            while c_end < cb and kx[c_end] == k:
+                c_end += 1
+            _between(&acc[r, c], &ex[c], c_end - c, line[k], line[k + 1])
+            c = c_end
     for q in range(n_cand):
         j = cand[q]
         if t[j] < lo_t:
@@ -473,11 +544,13 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             cxy = cxy + 4.0 * gs * dx * dy * inv
     if c00 == 0.0:
         return
+    for c in range(ca, cb):
+        u = g.x0 + (w.c0 + c + 0.5) * g.cell - w.xi
+        ex[c] = u
+        ey[c] = cx * u + cxx * u * u
     for r in range(ra, rb):
         v = g.y0 + (w.r0 + r + 0.5) * g.cell - w.yi
-        for c in range(ca, cb):
-            u = g.x0 + (w.c0 + c + 0.5) * g.cell - w.xi
-            acc[r, c] += c00 + cy * v + cyy * v * v + cx * u + cxx * u * u + cxy * v * u
+        _taylor_row(&acc[r, ca], &ex[ca], &ey[ca], cb - ca, c00 + cy * v + cyy * v * v, cxy * v)
 
 
 cdef struct Buckets:
@@ -509,16 +582,17 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double s_prev = 0.0, inner = g.window - COVER_MARGIN * g.cell, until_max, xc, yc, tj
     cdef double bg_s, lo_t = _boundary(g, b) - g.handover, reach, s_mid, t_mid
     cdef double lo_next = _boundary(g, b + 1) - g.handover  # exactly as thermal_ref
-    cdef double t_prev = 0.0, v, span
+    cdef double t_prev = 0.0
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use, n_ext
     cdef double ext_ratio
-    cdef double* row
     cdef double* drow
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
-    cdef double[:, ::1] fresh = scratch[6]
+    cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
+    cdef double* hot = &spare[0, 0]  # a row's larger ends of the interval, and its spans
+    cdef double* span = &spare[1, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
     cdef Py_ssize_t* use
     w.xi, w.yi = x[i], y[i]
@@ -574,10 +648,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey, 0, nr, 0, nc)
+                s0, first, nodes, kx, ex, ey, &spare[2, 0], 0, nr, 0, nc)
     if t_mid > t[i]:
         _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
-                    t, e, s0, mid, nodes, kx, ex, ey, 0, nr, 0, nc)
+                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
@@ -588,13 +662,18 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         tj = t[j]
         if not (tj > t[i] or (tj == t[i] and j > i)):
             continue
+        # The covered cells form a box: its columns, then its rows.
+        ca, cb = nc, 0
+        for c in range(nc):
+            xc = g.x0 + (w.c0 + c + 0.5) * g.cell
+            if fabs(xc - x[j]) <= inner:
+                ca, cb = min(ca, c), c + 1
         for r in range(nr):
             yc = g.y0 + (w.r0 + r + 0.5) * g.cell
             if fabs(yc - y[j]) > inner:
                 continue
-            for c in range(nc):
-                xc = g.x0 + (w.c0 + c + 0.5) * g.cell
-                if fabs(xc - x[j]) <= inner and tj < until[r, c]:
+            for c in range(ca, cb):
+                if tj < until[r, c]:
                     until[r, c] = tj
     until_max = t[i]
     for r in range(nr):
@@ -614,13 +693,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                         ra, rb = min(ra, r), max(rb, r + 1)
                         ca, cb = min(ca, c), max(cb, c + 1)
             _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
-                        t, e, s0, acc, nodes, kx, ex, ey, ra, rb, ca, cb)
+                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], ra, rb, ca, cb)
             use, n_use = &cand[3, 0], n_late
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
-            for r in range(nr):
-                for c in range(nc):
-                    acc[r, c] = first[r, c] + frac * (mid[r, c] - first[r, c])
+            _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
             use, n_use = &cand[0, 0], n_sharp
         any_fresh = False
         for q in range(n_use):
@@ -639,18 +716,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                               e[j] / (M_PI * s) * _depth(g, ts - t[j]),
                               fresh if fresh_j else acc, ex, ey, ra, rb, ca, cb)
         for r in range(ra, rb):
-            row = &fine[w.r0 + r, w.c0]
-            drow = &dose[w.r0 + r, w.c0]
-            for c in range(ca, cb):
-                v = acc[r, c]
-                if started:
-                    span = (ts if ts < until[r, c] else until[r, c]) - t_prev
-                    if span > 0.0:
-                        drow[c] += _rate(g, _max(v, prev[r, c])) * span
-                if any_fresh:
-                    v = v + fresh[r, c]
-                row[c] = _max(row[c], v)
-                prev[r, c] = v
+            _sample_row(&fine[w.r0 + r, w.c0 + ca], &acc[r, ca],
+                        &fresh[r, ca] if any_fresh else NULL, &prev[r, ca], &until[r, ca],
+                        hot, span, cb - ca, ts, t_prev)
+            if started:
+                drow = &dose[w.r0 + r, w.c0 + ca]
+                for c in range(cb - ca):
+                    if span[c] > 0.0 and hot[c] > g.floor_k:
+                        drow[c] += _rate(g, hot[c]) * span[c]
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
             return
@@ -685,15 +758,32 @@ cdef inline Py_ssize_t _bucket(const Buckets* bk, double x, double y) noexcept n
 
 cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] far_peak,
                    double[:, :, ::1] dose, const double[:, ::1] far_dose,
-                   unsigned char[:, ::1] sampled) noexcept nogil:
+                   unsigned char[:, ::1] sampled, Py_ssize_t[::1] col_node,
+                   double[::1] col_frac, double[:, :, ::1] lines) noexcept nogil:
     """Peak map into fine[0]: the larger of every thread's window samples and the
     interpolated far snapshots; damage map into dose[0]: the sum of every thread's window
     integrals and the interpolated far integral. Marks the cells some window sampled (the
-    others stay -1).
+    others stay -1). The far grids are interpolated bilinearly: to the row first (``lines``:
+    a row of far nodes per thread and grid), then along it.
     """
-    cdef Py_ssize_t r, c, k
-    cdef double v, d, xc, yc
+    cdef Py_ssize_t r, c, k, ky, k0, k1
+    cdef double v, d, py, fy, fx
+    cdef double* line_peak
+    cdef double* line_dose
+    for c in range(g.nx):
+        fx = (g.x0 + (c + 0.5) * g.cell - g.fx0) / g.far
+        col_node[c] = <Py_ssize_t>floor(fx)
+        col_frac[c] = fx - col_node[c]
+    k0, k1 = col_node[0], col_node[g.nx - 1] + 2
     for r in prange(g.ny, schedule="static"):
+        line_peak = &lines[threadid(), 0, 0]
+        line_dose = &lines[threadid(), 1, 0]
+        py = (g.y0 + (r + 0.5) * g.cell - g.fy0) / g.far
+        ky = <Py_ssize_t>floor(py)
+        fy = py - ky
+        for k in range(k0, k1):
+            line_peak[k] = (1.0 - fy) * far_peak[ky, k] + fy * far_peak[ky + 1, k]
+            line_dose[k] = (1.0 - fy) * far_dose[ky, k] + fy * far_dose[ky + 1, k]
         for c in range(g.nx):
             v = fine[0, r, c]
             d = dose[0, r, c]
@@ -701,9 +791,9 @@ cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] fa
                 v = _max(v, fine[k, r, c])
                 d = d + dose[k, r, c]
             sampled[r, c] = v >= 0.0
-            xc, yc = g.x0 + (c + 0.5) * g.cell, g.y0 + (r + 0.5) * g.cell
-            fine[0, r, c] = _max(v, _bilinear(g, far_peak, xc, yc))
-            dose[0, r, c] = d + _bilinear(g, far_dose, xc, yc)
+            k, fx = col_node[c], col_frac[c]
+            fine[0, r, c] = _max(v, (1.0 - fx) * line_peak[k] + fx * line_peak[k + 1])
+            dose[0, r, c] = d + ((1.0 - fx) * line_dose[k] + fx * line_dose[k + 1])
 
 
 cdef struct Chunk:
@@ -779,7 +869,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 7, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 8, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)
@@ -795,6 +885,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                                                   dtype=np.intp)
     cdef Py_ssize_t[:, :, ::1] b_items = np.zeros((2, ch.blocks, n), dtype=np.intp)
     cdef Py_ssize_t[::1] block_first = np.zeros(g.n_blocks + 2, dtype=np.intp)
+    cdef Py_ssize_t[::1] col_node = np.zeros(g.nx, dtype=np.intp)
+    cdef double[::1] col_frac = np.zeros(g.nx)
+    cdef double[:, :, ::1] lines = np.zeros((n_threads, 2, g.nfx))
     sampled_np = np.zeros((g.ny, g.nx), dtype=np.bool_)
     cdef unsigned char[:, ::1] sampled = sampled_np.view(np.uint8)
     cdef Py_ssize_t c, i, b, k, lo, hi, slot, n_chunks = (g.n_blocks + ch.blocks - 1) // ch.blocks
@@ -835,5 +928,5 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
         slot = (n_chunks - 1) % 2
         _snapshot(&g, cur[slot, k], total, far_peak, far_dose, far_prev, g.n_blocks, x, y, t,
                   e, s0, pwx)
-        _combine(&g, fine, far_peak, dose, far_dose, sampled)
+        _combine(&g, fine, far_peak, dose, far_dose, sampled, col_node, col_frac, lines)
     return fine_np[0], dose_np[0], np.array(cur[slot, k]), sampled_np
