@@ -53,6 +53,29 @@ cdef extern from *:
             out[q] += a * x[q];
     }
 
+    /* The damage integral of one row: dose[c] += rate(hot[c]) span[c] where span[c] > 0 and
+       hot[c] > floor, the rate linear between the nodes of its table (node k at floor +
+       k / per_k). Branch-free; returns the first cell whose rise lies beyond the table (left
+       to the caller, with the exact rate), or n. */
+    CO2SCAN_CLONES static Py_ssize_t co2scan_dose_row(
+            double *restrict dose, const double *restrict hot, const double *restrict span,
+            Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
+            Py_ssize_t n_table) {
+        Py_ssize_t beyond = n;
+        for (Py_ssize_t c = 0; c < n; c++) {
+            double pos = (hot[c] - floor_k) * per_k;
+            int on = span[c] > 0.0 && hot[c] > floor_k;
+            int inside = pos < (double)(n_table - 1);
+            double p = on && inside ? pos : 0.0;
+            Py_ssize_t k = (Py_ssize_t)p;
+            double rate = table[k] + (p - k) * (table[k + 1] - table[k]);
+            dose[c] += on && inside ? rate * span[c] : 0.0;
+            if (on && !inside && beyond == n)
+                beyond = c;
+        }
+        return beyond;
+    }
+
     /* out[c] = a[c] + frac (b[c] - a[c]) */
     CO2SCAN_CLONES static void co2scan_lerp(
             double *restrict out, const double *restrict a, const double *restrict b,
@@ -98,6 +121,10 @@ cdef extern from *:
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
+    Py_ssize_t _dose_row "co2scan_dose_row"(double* dose, const double* hot,
+                                            const double* span, Py_ssize_t n, double floor_k,
+                                            double per_k, const double* table,
+                                            Py_ssize_t n_table) nogil
     void _lerp "co2scan_lerp"(double* out, const double* a, const double* b, Py_ssize_t n,
                               double frac) nogil
     void _between "co2scan_between"(double* out, const double* f, Py_ssize_t n, double lo,
@@ -372,11 +399,12 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
                    const double[::1] y, const double[::1] t, const double[::1] e,
                    const double[::1] s0, const double[::1] mode_weight,
                    const double[::1] mode_decay, double[::1] wx, double[::1] wy,
-                   double[::1] mw) noexcept nogil:
+                   double[::1] wq, double[::1] mw) noexcept nogil:
     """Add the spots that age past the hand-over during block b, at t_{b+1}, split over the
     modes by their weights at that age (and to ``total``, the sum of the modes)."""
     cdef double t1 = _boundary(g, b + 1), s, reach, amount, age, wyx, mode_sum
     cdef Py_ssize_t j, a, q, m, fx, nxw, fy, nyw, row, col, km = mode_weight.shape[0]
+    cdef bint inside
     for j in range(_first_ge(t, _boundary(g, b) - g.handover), _first_ge(t, t1 - g.handover)):
         age = t1 - t[j]
         s = s0[j] + g.kappa4 * age
@@ -388,8 +416,15 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
         for m in range(km):
             mw[m] = mode_weight[m] * exp(-mode_decay[m] * age)
             mode_sum = mode_sum + mw[m]
+        inside = fx >= 0 and fx + nxw <= g.nfx  # no column folded back at an edge
         for a in range(nyw):
             row = _reflect(fy + a, g.nfy)
+            if inside:
+                for q in range(nxw):
+                    wq[q] = amount * wy[a] * wx[q]
+                _outer_add(&far[row, fx, 0], km, &wq[0], nxw, &mw[0], km)
+                _axpy(&total[row, fx], &wq[0], nxw, mode_sum)
+                continue
             for q in range(nxw):
                 col = _reflect(fx + q, g.nfx)
                 wyx = amount * wy[a] * wx[q]
@@ -442,13 +477,13 @@ cdef struct Window:
     Py_ssize_t c0, c1, r0, r1
 
 
-cdef inline void _gaussian_row(double d0, double step, double s, double scale, Py_ssize_t n,
-                              double[::1] out) noexcept nogil:
-    """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (3 exp calls)."""
+cdef inline void _gaussian_row(double d0, double step, double s, double scale,
+                               double ratio_step, Py_ssize_t n, double[::1] out) noexcept nogil:
+    """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (2 exp calls;
+    ratio_step = exp(-2 step^2 / s))."""
     cdef Py_ssize_t k
     cdef double value = scale * _exp(-(d0 * d0) / s)
     cdef double ratio = _exp(-(2.0 * d0 * step + step * step) / s)
-    cdef double ratio_step = _exp(-2.0 * step * step / s)
     for k in range(n):
         out[k] = value
         value = value * ratio
@@ -470,8 +505,11 @@ cdef inline void _add_gaussian(const Geo* g, const Window* w, double dx, double 
                                Py_ssize_t cb) noexcept nogil:
     """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, on the
     window's rows ra..rb-1 and columns ca..cb-1 (indices within the window)."""
-    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, cb - ca, ex)
-    _gaussian_row(g.y0 + (w.r0 + ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, rb - ra, ey)
+    cdef double ratio_step = _exp(-2.0 * g.cell * g.cell / s)
+    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, ratio_step,
+                  cb - ca, ex)
+    _gaussian_row(g.y0 + (w.r0 + ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, ratio_step,
+                  rb - ra, ey)
     _outer_add(&acc[ra, ca], acc.shape[1], &ey[0], rb - ra, &ex[0], cb - ca)
 
 
@@ -593,6 +631,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
     cdef double* hot = &spare[0, 0]  # a row's larger ends of the interval, and its spans
     cdef double* span = &spare[1, 0]
+    cdef double* row_until = &spare[3, 0]
+    cdef double* col_until = &spare[4, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
     cdef Py_ssize_t* use
     w.xi, w.yi = x[i], y[i]
@@ -675,10 +715,17 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             for c in range(ca, cb):
                 if tj < until[r, c]:
                     until[r, c] = tj
+    # The latest hand-over of each row and of each column: the box of the cells still
+    # integrating after a time is the span of the rows and of the columns whose latest is after it.
+    for c in range(nc):
+        col_until[c] = t[i]
     until_max = t[i]
     for r in range(nr):
+        row_until[r] = t[i]
         for c in range(nc):
-            until_max = _max(until_max, until[r, c])
+            row_until[r] = _max(row_until[r], until[r, c])
+            col_until[c] = _max(col_until[c], until[r, c])
+        until_max = _max(until_max, row_until[r])
     ra, rb, ca, cb = 0, nr, 0, nc
     while True:
         ts = t[i] + (s_i - s0[i]) / g.kappa4
@@ -688,10 +735,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # Damage sample: only the cells still integrating (until > t_prev), their box.
             ra, rb, ca, cb = nr, 0, nc, 0
             for r in range(nr):
-                for c in range(nc):
-                    if until[r, c] > t_prev:
-                        ra, rb = min(ra, r), max(rb, r + 1)
-                        ca, cb = min(ca, c), max(cb, c + 1)
+                if row_until[r] > t_prev:
+                    ra, rb = min(ra, r), r + 1
+            for c in range(nc):
+                if col_until[c] > t_prev:
+                    ca, cb = min(ca, c), c + 1
             _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
                         t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], ra, rb, ca, cb)
             use, n_use = &cand[3, 0], n_late
@@ -721,9 +769,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                         hot, span, cb - ca, ts, t_prev)
             if started:
                 drow = &dose[w.r0 + r, w.c0 + ca]
-                for c in range(cb - ca):
-                    if span[c] > 0.0 and hot[c] > g.floor_k:
+                c = _dose_row(drow, hot, span, cb - ca, g.floor_k, g.rate_per_k, g.rate_table,
+                              g.n_rate)
+                while c < cb - ca:  # beyond the table (rare): the exact rate
+                    if span[c] > 0.0 and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1:
                         drow[c] += _rate(g, hot[c]) * span[c]
+                    c += 1
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
             return
@@ -809,7 +860,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                    double[:, ::1] total, const double[::1] taps,
                    const double[::1] block_decay, const double[::1] mode_weight,
                    const double[::1] mode_decay, double[::1] wx, double[::1] wy,
-                   double[::1] mw, const double[::1] x, const double[::1] y,
+                   double[::1] wq, double[::1] mw, const double[::1] x, const double[::1] y,
                    const double[::1] t, const double[::1] e, const double[::1] s0) noexcept nogil:
     """Far-grid states (sums of the modes at each block boundary, with its deposits, and one
     block later, before the next deposits), snapshots and near-spot buckets of a chunk of
@@ -823,7 +874,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
             # modes[aged] is one block past b - 1: add the spots handed over then, and age it.
             slot_cur[k, :, :] = slot_blur[k - 1]
             _deposit(g, modes[ch.aged], slot_cur[k], b - 1, x, y, t, e, s0, mode_weight,
-                     mode_decay, wx, wy, mw)
+                     mode_decay, wx, wy, wq, mw)
             _blur(modes[ch.aged], modes[1 - ch.aged], tmp, slot_blur[k], taps, block_decay)
             ch.aged = 1 - ch.aged
         if k < ch.blocks and b < g.n_blocks:
@@ -872,7 +923,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 8, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
-    cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), mw = np.zeros(km)
+    cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
+    cdef double[::1] mw = np.zeros(km)
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
     # Buckets of the spots that can be near spots of one block's windows.
@@ -898,7 +950,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
             block_first[b] = _first_ge(t, _boundary(&g, b))
         _produce(&g, &ch, &bk, 0, modes, tmp, cur[0], blur[0], b_start[0], b_items[0],
                  far_peak, far_dose, far_prev, total, taps, block_decay, mode_weight,
-                 mode_decay, pwx, pwy, mw, x, y, t, e, s0)
+                 mode_decay, pwx, pwy, pwq, mw, x, y, t, e, s0)
         for c in range(n_chunks):
             slot = c % 2
             lo = block_first[c * ch.blocks]
@@ -911,7 +963,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     _produce(&g, &ch, &bk, (c + 1) * ch.blocks, modes, tmp, cur[1 - slot],
                              blur[1 - slot], b_start[1 - slot], b_items[1 - slot], far_peak,
                              far_dose, far_prev, total, taps, block_decay, mode_weight,
-                             mode_decay, pwx, pwy, mw, x, y, t, e, s0)
+                             mode_decay, pwx, pwy, pwq, mw, x, y, t, e, s0)
                 for i in prange(lo, hi, schedule="dynamic", chunksize=8):
                     worker = threadid()
                     b = c * ch.blocks

@@ -77,6 +77,23 @@ def test_kernels_agree_on_damage_integral_of_hot_band() -> None:
                                atol=NEGLECTED_DAMAGE_SHARE * params.damage_omega)
 
 
+def test_kernels_agree_on_damage_beyond_the_rate_table() -> None:
+    """Rises beyond the damage-rate table (the windows' exact-rate fallback), both kernels
+    alike."""
+    x, y = np.array([0.0, 60.0, -40.0]), np.array([0.0, 30.0, 50.0])
+    t = np.array([0.0, 0.002, 0.004])
+    params = TissueParams()
+    lay = Layout.for_spots(x, y, t, params)
+    e = np.full(3, 4e5) * 1e-6 / (params.heat_capacity_j_m3_k * params.thickness_um * 1e-6) \
+        * 1e12
+    fast = _thermal.peak_rise(x, y, t, e, np.full(3, 30.0**2), lay)
+    slow = thermal_ref.peak_rise(x, y, t, e, np.full(3, 30.0**2), lay)
+    assert fast[0].max() > lay.rate_floor_k + (len(lay.rate_table) - 1) / lay.rate_per_k
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-9)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-7,
+                               atol=NEGLECTED_DAMAGE_SHARE * params.damage_omega)
+
+
 def test_inline_exp_matches_numpy() -> None:
     """The kernels' inline exp (damage rate, Gaussian rows, Taylor sums) is exp to a few ulp,
     and libm's exp outside [-708, 709] (subnormal, overflow, inf, nan)."""
