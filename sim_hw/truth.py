@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from drivers.protocol.messages import SPOT_DTYPE
+from sim_hw._truth import fill_fired_rows
+
 TRUTH_DTYPE = np.dtype([
     ("index", "<u4"), ("x_lsb", "<u2"), ("y_lsb", "<u2"), ("energy_uj", "<u4"),
     ("pulse_us", "<u2"), ("stack", "u1"), ("measured_uj", "<u4"), ("time_s", "<f8"),
@@ -11,6 +14,35 @@ TRUTH_DTYPE = np.dtype([
 ])
 
 _CHUNK = 65_536
+#: The fields a fired spot's row copies from its SPOT record.
+_SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
+# the compiled kernel's byte layout: the SPOT fields first, at the same offsets
+assert all(TRUTH_DTYPE.fields[name] == SPOT_DTYPE.fields[name] for name in _SPOT_FIELDS)
+assert (TRUTH_DTYPE.itemsize, SPOT_DTYPE.itemsize) == (28, 16) and [
+    TRUTH_DTYPE.fields[name][1] for name in ("measured_uj", "time_s", "pass_index")] == [15, 19, 27]
+
+
+def fired_rows_reference(records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,
+                         pass_index: int) -> np.ndarray:
+    """:data:`TRUTH_DTYPE` rows of fired SPOT records with their monitor readings and fire
+    times (numpy; the reference of :func:`fired_rows`)."""
+    rows = np.empty(len(records), TRUTH_DTYPE)
+    for name in _SPOT_FIELDS:
+        rows[name] = records[name]
+    rows["measured_uj"] = measured_uj
+    rows["time_s"] = time_s
+    rows["pass_index"] = pass_index
+    return rows
+
+
+def fired_rows(records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,
+               pass_index: int) -> np.ndarray:
+    """:func:`fired_rows_reference`, compiled (one pass over the spots, without the GIL)."""
+    rows = np.empty(len(records), TRUTH_DTYPE)
+    fill_fired_rows(rows.view(np.uint8), np.ascontiguousarray(records, SPOT_DTYPE).view(np.uint8),
+                    np.ascontiguousarray(measured_uj, np.int64),
+                    np.ascontiguousarray(time_s, np.float64), pass_index)
+    return rows
 
 
 class GroundTruth:
@@ -19,9 +51,7 @@ class GroundTruth:
     def __init__(self) -> None:
         self._chunks: list[np.ndarray] = []
         self._rows: list[tuple] = []  # appended one by one after the last chunk
-        #: fired chunks after the last chunk, as given to extend_fired: (SPOT records,
-        #: measured_uj, time_s, pass_index, count); made into TRUTH_DTYPE rows when read
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+        self._parts: list[np.ndarray] = []  # rows of fired chunks after the last chunk
         self._parts_count = 0
         self._count = 0
         self._cached: np.ndarray | None = None
@@ -46,34 +76,25 @@ class GroundTruth:
 
     def extend_fired(self, records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,
                      pass_index: int) -> None:
-        """Record fired spots given as their SPOT records (copied), monitor readings and fire
-        times; the :data:`TRUTH_DTYPE` rows are assembled when read, many chunks at once."""
+        """Record fired spots given as their SPOT records, monitor readings and fire times
+        (kept as rows, joined into one chunk per :data:`_CHUNK` spots or when read)."""
         self._seal_rows()
-        count = len(records)
-        self._parts.append((records.copy(), measured_uj, time_s.copy(), pass_index, count))
-        self._parts_count += count
-        self._count += count
+        self._parts.append(fired_rows(records, measured_uj, time_s, pass_index))
+        self._parts_count += len(records)
+        self._count += len(records)
         self._cached = None
         if self._parts_count >= _CHUNK:
             self._seal_parts()
+
+    def _seal_parts(self) -> None:
+        if self._parts:
+            self._chunks.append(np.concatenate(self._parts))
+            self._parts, self._parts_count = [], 0
 
     def _seal_rows(self) -> None:
         if self._rows:
             self._chunks.append(np.array(self._rows, TRUTH_DTYPE))
             self._rows = []
-
-    def _seal_parts(self) -> None:
-        if not self._parts:
-            return
-        parts, self._parts, self._parts_count = self._parts, [], 0
-        records = np.concatenate([part[0] for part in parts])
-        rows = np.empty(len(records), TRUTH_DTYPE)
-        for name in ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack"):
-            rows[name] = records[name]
-        rows["measured_uj"] = np.concatenate([part[1] for part in parts])
-        rows["time_s"] = np.concatenate([part[2] for part in parts])
-        rows["pass_index"] = np.repeat([part[3] for part in parts], [part[4] for part in parts])
-        self._chunks.append(rows)
 
     def __len__(self) -> int:
         return self._count

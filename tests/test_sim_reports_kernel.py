@@ -38,7 +38,7 @@ def test_compiled_reports_equal_reference(chunk: tuple) -> None:
 
 @given(chunks())
 def test_reports_follow_section_6_1(chunk: tuple) -> None:
-    records, times, pending, _, credits, seq = chunk
+    records, _, pending, _, credits, seq = chunk
     wire, reports, unsent, _ = cy.delivered_reports(*chunk)
     frames = FrameDecoder().feed(wire)
     assert len(frames) == reports
