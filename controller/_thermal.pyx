@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -fopenmp
+# distutils: extra_compile_args = -fopenmp -fno-trapping-math
 # distutils: extra_link_args = -fopenmp
 """Cython kernels of the thermal screening model (numpy reference: controller.thermal_ref).
 
@@ -25,7 +25,8 @@ cdef extern from *:
 # Hot loops in C: restrict pointers (no run-time overlap checks) and an AVX2 clone chosen at
 # load time (GCC function multiversioning), so the module still runs on any x86-64. Plain
 # IEEE multiplies and adds in the same order in every clone (no FMA, no reassociation): the
-# same results on every machine.
+# same results on every machine. -fno-trapping-math (no floating-point traps are enabled)
+# lets comparisons become selects, so that loops with them vectorise; values are unchanged.
 cdef extern from *:
     """
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -55,23 +56,25 @@ cdef extern from *:
 
     /* The damage integral of one row: dose[c] += rate(hot[c]) span[c] where span[c] > 0 and
        hot[c] > floor, the rate linear between the nodes of its table (node k at floor +
-       k / per_k). Branch-free; returns the first cell whose rise lies beyond the table (left
-       to the caller, with the exact rate), or n. */
-    CO2SCAN_CLONES static Py_ssize_t co2scan_dose_row(
+       k / per_k; fewer than 2^31 nodes). Selects, not branches, so that it vectorises;
+       returns whether some cell's rise lies beyond the table (left to the caller: the exact
+       rate). */
+    CO2SCAN_CLONES static int co2scan_dose_row(
             double *restrict dose, const double *restrict hot, const double *restrict span,
             Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
             Py_ssize_t n_table) {
-        Py_ssize_t beyond = n;
+        const double last = (double)(n_table - 1);
+        int beyond = 0;
         for (Py_ssize_t c = 0; c < n; c++) {
-            double pos = (hot[c] - floor_k) * per_k;
-            int on = span[c] > 0.0 && hot[c] > floor_k;
-            int inside = pos < (double)(n_table - 1);
-            double p = on && inside ? pos : 0.0;
-            Py_ssize_t k = (Py_ssize_t)p;
+            double pos = (hot[c] - floor_k) * per_k;  /* > 0 exactly when hot[c] > floor */
+            double p = pos > 0.0 ? pos : 0.0;
+            p = p < last ? p : 0.0;
+            p = span[c] > 0.0 ? p : 0.0;
+            int k = (int)p;
+            k = k > 0 ? k : 0;
             double rate = table[k] + (p - k) * (table[k + 1] - table[k]);
-            dose[c] += on && inside ? rate * span[c] : 0.0;
-            if (on && !inside && beyond == n)
-                beyond = c;
+            dose[c] += p > 0.0 ? rate * span[c] : 0.0;
+            beyond |= (span[c] > 0.0) & (pos >= last);
         }
         return beyond;
     }
@@ -121,10 +124,9 @@ cdef extern from *:
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
-    Py_ssize_t _dose_row "co2scan_dose_row"(double* dose, const double* hot,
-                                            const double* span, Py_ssize_t n, double floor_k,
-                                            double per_k, const double* table,
-                                            Py_ssize_t n_table) nogil
+    bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
+                                      Py_ssize_t n, double floor_k, double per_k,
+                                      const double* table, Py_ssize_t n_table) nogil
     void _lerp "co2scan_lerp"(double* out, const double* a, const double* b, Py_ssize_t n,
                               double frac) nogil
     void _between "co2scan_between"(double* out, const double* f, Py_ssize_t n, double lo,
@@ -388,7 +390,7 @@ cdef void _weights(double centre, double reach, double s, double origin, double 
     count[0] = <Py_ssize_t>floor((centre + reach - origin) / step) - first[0] + 1
     for k in range(count[0]):
         d = origin + (first[0] + k) * step - centre
-        w[k] = exp(-(d * d) / s)
+        w[k] = _exp(-(d * d) / s)
         total = total + w[k]
     for k in range(count[0]):
         w[k] = w[k] / total
@@ -414,7 +416,7 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
         amount = e[j] / (g.far * g.far)
         mode_sum = 0.0
         for m in range(km):
-            mw[m] = mode_weight[m] * exp(-mode_decay[m] * age)
+            mw[m] = mode_weight[m] * _exp(-mode_decay[m] * age)
             mode_sum = mode_sum + mw[m]
         inside = fx >= 0 and fx + nxw <= g.nfx  # no column folded back at an edge
         for a in range(nyw):
@@ -457,10 +459,10 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total
         amp = e[j] / (M_PI * s) * _depth(g, tb - t[j])
         for c in range(c0, c1):
             d = g.fx0 + c * g.far - x[j]
-            ex[c - c0] = exp(-(d * d) / s)
+            ex[c - c0] = _exp(-(d * d) / s)
         for r in range(r0, r1):
             d = g.fy0 + r * g.far - y[j]
-            gy = amp * exp(-(d * d) / s)
+            gy = amp * _exp(-(d * d) / s)
             for c in range(c0, c1):
                 total[r, c] += gy * ex[c - c0]
     for r in range(g.nfy):
@@ -769,12 +771,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                         hot, span, cb - ca, ts, t_prev)
             if started:
                 drow = &dose[w.r0 + r, w.c0 + ca]
-                c = _dose_row(drow, hot, span, cb - ca, g.floor_k, g.rate_per_k, g.rate_table,
-                              g.n_rate)
-                while c < cb - ca:  # beyond the table (rare): the exact rate
-                    if span[c] > 0.0 and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1:
-                        drow[c] += _rate(g, hot[c]) * span[c]
-                    c += 1
+                if _dose_row(drow, hot, span, cb - ca, g.floor_k, g.rate_per_k, g.rate_table,
+                             g.n_rate):
+                    for c in range(cb - ca):  # beyond the table (rare): the exact rate
+                        if (span[c] > 0.0 and hot[c] > g.floor_k
+                                and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
+                            drow[c] += _rate(g, hot[c]) * span[c]
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
             return
