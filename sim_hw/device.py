@@ -20,10 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, decode_payload
+from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, _records, decode_payload
 from drivers.protocol import encode as encode_message
 from drivers.protocol import message as make_message
-from drivers.protocol.codec import narrow_record_bounds, record_extremes
+from drivers.protocol.codec import narrow_record_bounds
 from drivers.protocol.framing import encode_frame
 from drivers.protocol.messages import (
     ACTIVE,
@@ -793,11 +793,9 @@ class SimDevice:
         spots = request.records
         assert spots is not None
         extremes = self._record_extremes  # of these records, by _check_layout in _validate
-        indices = spots["index"].astype(np.int64)
-        expected = np.arange(plan.next_index, plan.next_index + len(spots), dtype=np.int64)
-        if (indices != expected).any():
-            wrong = np.flatnonzero(indices != expected)
-            raise Refused(ErrorCode.BAD_INDEX, int(expected[wrong[0]]),
+        wrong = _records.first_out_of_sequence(spots, plan.next_index)
+        if wrong >= 0:
+            raise Refused(ErrorCode.BAD_INDEX, plan.next_index + wrong,
                           f"batch must continue at {plan.next_index}")
         if len(spots) > self.credits:
             raise Refused(ErrorCode.BUFFER_FULL, self.credits,
@@ -806,11 +804,12 @@ class SimDevice:
         mirror_x, mirror_y = self.galvo.corrected(x, y)
         rate_hz = self.laser.rep_rate_hz
         # indices are consecutive here: the last is the largest
-        if not (int(indices[-1]) < plan.spot_count
+        if not (plan.next_index + len(spots) - 1 < plan.spot_count
                 and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
                                              mirror_x, mirror_y)
                 and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
                                            rate_hz)):
+            indices = spots["index"].astype(np.int64)
             ok = ((indices < plan.spot_count) & self.galvo.reachable(x, y)
                   & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"],
                                              spots["stack"], rate_hz))
@@ -921,7 +920,7 @@ def _check_layout(definition: MessageDef, payload: bytes) -> dict[str, tuple[int
     records = np.frombuffer(payload, definition.record_dtype, offset=fixed)
     if not len(records):
         return {}
-    extremes = record_extremes(definition, records, _EXTREME_FIELDS.get(definition.name))
+    extremes = _records.record_extremes(definition, records, _EXTREME_FIELDS.get(definition.name))
     if all((lo is None or extremes[name][0] >= lo) and (hi is None or extremes[name][1] <= hi)
            for name, lo, hi in narrow_record_bounds(definition)):
         return extremes

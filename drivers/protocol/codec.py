@@ -175,6 +175,14 @@ def record_extremes(definition: MessageDef, records: np.ndarray,
     return dict(zip(names, zip(lows, highs, strict=True), strict=True))
 
 
+def first_out_of_sequence(records: np.ndarray, first: int) -> int:
+    """Position of the first record whose ``index`` is not ``first`` plus its position (the
+    rule for SPOT_BATCH: indices consecutive from the device's next_index), or -1."""
+    indices = records["index"].astype(np.int64)
+    wrong = np.flatnonzero(indices != np.arange(first, first + len(records), dtype=np.int64))
+    return int(wrong[0]) if wrong.size else -1
+
+
 def _check_records(where: str, definition: MessageDef, records: np.ndarray) -> None:
     """Every record field within its bounds; ``records`` already has the record dtype, so
     only bounds narrower than a field's type are compared."""
