@@ -87,8 +87,9 @@ class GroundTruth:
             self._seal_parts()
 
     def _seal_parts(self) -> None:
-        if self._parts:
-            self._chunks.append(np.concatenate(self._parts))
+        if self._parts:  # as bytes: a structured concatenate promotes its dtype in Python
+            self._chunks.append(np.concatenate([part.view(np.uint8) for part in self._parts])
+                                .view(TRUTH_DTYPE))
             self._parts, self._parts_count = [], 0
 
     def _seal_rows(self) -> None:
