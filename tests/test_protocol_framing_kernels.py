@@ -11,10 +11,12 @@ from cobs import cobs
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.protocol import Message, encode, encode_payload
 from drivers.protocol import _framing as cy
 from drivers.protocol import framing_ref as ref
 from drivers.protocol.errors import FrameError
-from drivers.protocol.messages import MAX_PAYLOAD, MAX_WIRE_FRAME
+from drivers.protocol.messages import MAX_PAYLOAD, MAX_WIRE_FRAME, PROTOCOL_VERSION
+from tests.strategies import messages
 
 # payloads with long zero-free runs (COBS blocks of 254), zero runs, and random bytes
 payloads = st.one_of(
@@ -87,3 +89,10 @@ def test_decode_frame_edge_lengths() -> None:
     for encoded in [b"", b"\x01", b"\x00", bytes(MAX_WIRE_FRAME), b"\x01" * (MAX_WIRE_FRAME + 1),
                     b"\xff" * MAX_WIRE_FRAME, ref.encode_frame(1, 0, bytes(MAX_PAYLOAD))[1:-1]]:
         assert outcome(cy.decode_frame, encoded) == outcome(ref.decode_frame, encoded)
+
+
+@given(messages())
+def test_encode_frames_messages_as_the_reference(msg: Message) -> None:
+    """codec.encode (compiled framing) gives the reference frame of the message's payload."""
+    assert encode(msg) == ref.encode_frame(msg.definition.type_id, msg.seq, encode_payload(msg),
+                                           PROTOCOL_VERSION)

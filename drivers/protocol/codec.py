@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cobs import cobs
 
 from drivers.protocol.errors import MessageError
-from drivers.protocol.framing import RawFrame, decode_frame
+from drivers.protocol.framing import RawFrame, decode_frame, encode_frame
 from drivers.protocol.messages import (
     BY_ID,
     BY_NAME,
-    CRC,
-    HEADER,
     MAX_NACK_TEXT,
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
@@ -255,11 +251,9 @@ def _payload_parts(msg: Message) -> tuple[bytes, ...]:
 
 def encode(msg: Message) -> bytes:
     """Wire bytes (COBS frame with delimiter) of ``msg``."""
-    parts = _payload_parts(msg)
-    size = sum(map(len, parts))  # <= MAX_PAYLOAD, checked above
-    body = b"".join((HEADER.pack(PROTOCOL_VERSION, _CHECKS[msg.name].definition.type_id,
-                                 msg.seq & 0xFFFF, size), *parts))
-    return b"\0%b\0" % cobs.encode(body + CRC.pack(zlib.crc32(body)))
+    parts = _payload_parts(msg)  # at most MAX_PAYLOAD bytes, checked there
+    return encode_frame(_CHECKS[msg.name].definition.type_id, msg.seq,
+                        parts[0] if len(parts) == 1 else b"".join(parts), PROTOCOL_VERSION)
 
 
 def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
