@@ -29,6 +29,9 @@ cdef extern from *:
 # lets comparisons become selects, so that loops with them vectorise; values are unchanged.
 cdef extern from *:
     """
+    #include <stdint.h>
+    #include <string.h>
+
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
     #define CO2SCAN_CLONES __attribute__((target_clones("avx2", "default")))
     #else
@@ -44,6 +47,37 @@ cdef extern from *:
             double *restrict out = acc + r * stride;
             for (Py_ssize_t c = 0; c < nc; c++)
                 out[c] += gy * ex[c];
+        }
+    }
+
+    /* The exponential factors of a Taylor sum's terms, vectorisable: on entry s[q] and
+       amp[q] are each term's width and amplitude, on exit inv[q] = 1 / s[q] and
+       g0[q] = amp[q] exp(-(dx[q]^2 + dy[q]^2) / s[q]) (in place). The exp is the kernels'
+       inline exp (_exp, the same bits) for arguments in [-708, 0], clamped at -708 (a
+       term's share below 1e-307 of its amplitude, never less). */
+    CO2SCAN_CLONES static void co2scan_taylor_factors(
+            const double *restrict dx, const double *restrict dy, double *restrict s,
+            double *restrict amp, Py_ssize_t n, const double *restrict exp2) {
+        const double shift = 6755399441055744.0;  /* 1.5 2^52: kd + shift holds kd's bits */
+        uint64_t shift_bits;
+        memcpy(&shift_bits, &shift, sizeof shift_bits);
+        for (Py_ssize_t q = 0; q < n; q++) {
+            double inv = 1.0 / s[q];
+            double x = -(dx[q] * dx[q] + dy[q] * dy[q]) * inv;
+            x = x > -708.0 ? x : -708.0;
+            double kt = x * 184.6649652337873 + shift;
+            double kd = kt - shift;
+            uint64_t kbits;
+            memcpy(&kbits, &kt, sizeof kbits);
+            uint64_t k = kbits - shift_bits;  /* round(128 x / ln2), two's complement */
+            double r = (x - kd * 0.0054152123475432745) - kd * 5.812982117197185e-13;
+            double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0
+                                                                       + r * (1.0 / 120.0)))));
+            uint64_t scale_bits = ((k - (k & 127)) << 45) + ((uint64_t)1023 << 52);
+            double scale;
+            memcpy(&scale, &scale_bits, sizeof scale);
+            s[q] = inv;
+            amp[q] = amp[q] * (exp2[k & 127] * scale * p);
         }
     }
 
@@ -123,6 +157,9 @@ cdef extern from *:
     """
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
+    void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
+                                                  double* amp, Py_ssize_t n,
+                                                  const double* exp2) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -522,12 +559,12 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
                       Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
-                      Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
+                      double[:, ::1] terms, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
                       Py_ssize_t cb) noexcept nogil:
     """Far grid (linear in time within its block) plus the background near spots at ts: exact
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
-    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``: scratch, one row)."""
-    cdef Py_ssize_t q, j, r, c, bs = b if ts < _boundary(g, b + 1) else b + 1
+    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``: scratch)."""
+    cdef Py_ssize_t q, j, r, c, n_smooth, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
@@ -562,6 +599,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                 c_end += 1
             _between(&acc[r, c], &ex[c], c_end - c, line[k], line[k + 1])
             c = c_end
+    # Sharp spots exactly; the smooth ones' offsets, widths and amplitudes into ``terms``,
+    # their exponential factors in one vectorised pass, then the Taylor coefficients.
+    n_smooth = 0
     for q in range(n_cand):
         j = cand[q]
         if t[j] < lo_t:
@@ -573,15 +613,19 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         if s < g.smooth_s:
             _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey, ra, rb, ca, cb)
         else:
-            inv = 1.0 / s
-            g0 = amp * _exp(-(dx * dx + dy * dy) * inv)
-            gs = g0 * inv
-            c00 = c00 + g0
-            cx = cx - 2.0 * gs * dx
-            cy = cy - 2.0 * gs * dy
-            cxx = cxx + gs * (2.0 * dx * dx * inv - 1.0)
-            cyy = cyy + gs * (2.0 * dy * dy * inv - 1.0)
-            cxy = cxy + 4.0 * gs * dx * dy * inv
+            terms[0, n_smooth], terms[1, n_smooth] = dx, dy
+            terms[2, n_smooth], terms[3, n_smooth] = s, amp
+            n_smooth += 1
+    _taylor_factors(&terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth, &_EXP2[0])
+    for q in range(n_smooth):
+        dx, dy, inv, g0 = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
+        gs = g0 * inv
+        c00 = c00 + g0
+        cx = cx - 2.0 * gs * dx
+        cy = cy - 2.0 * gs * dy
+        cxx = cxx + gs * (2.0 * dx * dx * inv - 1.0)
+        cyy = cyy + gs * (2.0 * dy * dy * inv - 1.0)
+        cxy = cxy + 4.0 * gs * dx * dy * inv
     if c00 == 0.0:
         return
     for c in range(ca, cb):
@@ -605,8 +649,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[:, ::1] nxt, const double[:, ::1] nxt_blur, const double[::1] x,
                   const double[::1] y, const double[::1] t, const double[::1] e,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
-                  double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[::1] ex,
-                  double[::1] ey) noexcept nogil:
+                  double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[:, ::1] terms,
+                  double[::1] ex, double[::1] ey) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
@@ -690,10 +734,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey, &spare[2, 0], 0, nr, 0, nc)
+                s0, first, nodes, kx, ex, ey, &spare[2, 0], terms, 0, nr, 0, nc)
     if t_mid > t[i]:
         _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
-                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], 0, nr, 0, nc)
+                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], terms, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
@@ -743,7 +787,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if col_until[c] > t_prev:
                     ca, cb = min(ca, c), c + 1
             _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
-                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], ra, rb, ca, cb)
+                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], terms, ra, rb, ca, cb)
             use, n_use = &cand[3, 0], n_late
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
@@ -929,6 +973,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[::1] mw = np.zeros(km)
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
+    cdef double[:, :, ::1] terms = np.zeros((n_threads, 4, max(n, width)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
     bk.size = max(4.0 * g.window, g.far)
@@ -976,7 +1021,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
                     _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
                             blur[slot, k + 1], x, y, t, e, s0, fine[worker], dose[worker],
-                            scratch[worker], cand[worker], ex[worker], ey[worker])
+                            scratch[worker], cand[worker], terms[worker], ex[worker],
+                            ey[worker])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 2
