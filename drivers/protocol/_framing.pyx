@@ -13,6 +13,7 @@ Bounds checks are off: every index stays below a length checked on entry (``MAX_
 ``MAX_PAYLOAD``) and the buffers are sized for the largest legal frame.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy
@@ -173,53 +174,66 @@ cdef bint _check_frame(const uint8_t* encoded, Py_ssize_t length, uint8_t* raw,
             and (raw[4] | (raw[5] << 8)) == end - HEADER_SIZE)
 
 
+cdef object _new_tuple = tuple.__new__  # RawFrame(...) without its Python-level __new__
+
+
+cdef inline bint _get_bytes(object data, Py_buffer* buffer):
+    """The bytes of ``data`` (a contiguous buffer); False for anything else."""
+    try:
+        PyObject_GetBuffer(data, buffer, PyBUF_SIMPLE)
+    except (TypeError, ValueError, BufferError):
+        return False
+    return True
+
+
 def encode_frame(type_id: int, seq: int, payload: bytes, version: int = 1) -> bytes:
     """Wire bytes of one frame: 0x00, COBS(raw frame), 0x00 (as the reference)."""
-    cdef const uint8_t[::1] view
+    cdef Py_buffer buffer
     cdef uint8_t out[WIRE_CAPACITY]
     cdef Py_ssize_t size, length
     cdef uint8_t c_version, c_type
     cdef Py_ssize_t c_seq
-    cdef const uint8_t* start
     if (not isinstance(type_id, int) or not isinstance(version, int) or not isinstance(seq, int)
-            or not 0 <= type_id <= 0xFF or not 0 <= version <= 0xFF):
+            or not 0 <= type_id <= 0xFF or not 0 <= version <= 0xFF
+            or not _get_bytes(payload, &buffer)):
         return framing_ref.encode_frame(type_id, seq, payload, version)  # or its error
     try:
-        view = payload
-    except (TypeError, ValueError, BufferError):  # not a contiguous byte buffer
-        return framing_ref.encode_frame(type_id, seq, payload, version)
-    length = view.shape[0]
-    if length > MAX_PAYLOAD:
-        return framing_ref.encode_frame(type_id, seq, payload, version)  # raises FrameError
-    c_version, c_type, c_seq = version, type_id, seq & 0xFFFF
-    start = &view[0] if length else NULL
-    if length >= NOGIL_MIN_BYTES:
-        with nogil:
-            size = frame_into(c_version, c_type, c_seq, start, length, NULL, 0, out)
-    else:
-        size = frame_into(c_version, c_type, c_seq, start, length, NULL, 0, out)
+        length = buffer.len
+        if length > MAX_PAYLOAD:
+            return framing_ref.encode_frame(type_id, seq, payload, version)  # FrameError
+        c_version, c_type, c_seq = version, type_id, seq & 0xFFFF
+        if length >= NOGIL_MIN_BYTES:
+            with nogil:
+                size = frame_into(c_version, c_type, c_seq, <const uint8_t*>buffer.buf, length,
+                                  NULL, 0, out)
+        else:
+            size = frame_into(c_version, c_type, c_seq, <const uint8_t*>buffer.buf, length,
+                              NULL, 0, out)
+    finally:
+        PyBuffer_Release(&buffer)
     return PyBytes_FromStringAndSize(<char*>out, size)
 
 
 def decode_frame(encoded: bytes) -> RawFrame:
     """Check and unpack one COBS-encoded frame (without its delimiter), as the reference."""
-    cdef const uint8_t[::1] view
+    cdef Py_buffer buffer
     cdef uint8_t raw[WIRE_CAPACITY]  # COBS decodes to at most its input's length
     cdef uint8_t again[WIRE_CAPACITY]
     cdef Py_ssize_t length, end
     cdef bint ok = False
-    try:
-        view = encoded
-    except (TypeError, ValueError, BufferError):
+    if not _get_bytes(encoded, &buffer):
         return framing_ref.decode_frame(encoded)
-    length = view.shape[0]
-    if length >= NOGIL_MIN_BYTES and length <= MAX_WIRE_FRAME:
-        with nogil:
-            ok = _check_frame(&view[0], length, raw, again)
-    elif 0 < length < NOGIL_MIN_BYTES:
-        ok = _check_frame(&view[0], length, raw, again)
+    try:
+        length = buffer.len
+        if length >= NOGIL_MIN_BYTES and length <= MAX_WIRE_FRAME:
+            with nogil:
+                ok = _check_frame(<const uint8_t*>buffer.buf, length, raw, again)
+        elif 0 < length < NOGIL_MIN_BYTES:
+            ok = _check_frame(<const uint8_t*>buffer.buf, length, raw, again)
+    finally:
+        PyBuffer_Release(&buffer)
     if not ok:
         return framing_ref.decode_frame(encoded)  # raises the reference's FrameError
     end = raw[4] | (raw[5] << 8)
-    return RawFrame(raw[0], raw[1], raw[2] | (raw[3] << 8),
-                    PyBytes_FromStringAndSize(<char*>raw + HEADER_SIZE, end))
+    return _new_tuple(RawFrame, (raw[0], raw[1], raw[2] | (raw[3] << 8),
+                                 PyBytes_FromStringAndSize(<char*>raw + HEADER_SIZE, end)))
