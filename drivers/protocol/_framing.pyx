@@ -16,7 +16,7 @@ Bounds checks are off: every index stays below a length checked on entry (``MAX_
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcpy
 
 from drivers.protocol import framing_ref
 from drivers.protocol.framing_ref import MIN_FRAME, RawFrame
@@ -86,49 +86,50 @@ cdef uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
 cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
     """``cobs.encode`` (PyPI cobs: no empty block after a full one at the end) into ``dst``
     (room for ``size + size // 254 + 1`` bytes); returns the length."""
-    cdef Py_ssize_t code_at = 0, out = 1, i
-    cdef uint8_t code = 1, byte
-    for i in range(size):
-        byte = src[i]
-        if byte == 0:
-            dst[code_at] = code
-            code_at = out
-            out += 1
-            code = 1
-        else:
-            dst[out] = byte
-            out += 1
-            code += 1
-            if code == 0xFF:
-                dst[code_at] = code
-                if i + 1 == size:
-                    return out
-                code_at = out
-                out += 1
-                code = 1
-    dst[code_at] = code
-    return out
+    cdef Py_ssize_t code_at = 0, out = 1, i = 0, run, limit
+    cdef const uint8_t* zero
+    while True:
+        limit = size - i if size - i < 254 else 254
+        zero = <const uint8_t*>memchr(src + i, 0, limit)
+        run = limit if zero == NULL else zero - (src + i)
+        memcpy(dst + out, src + i, run)
+        out += run
+        i += run
+        if run == 254:  # a full block: no zero follows it
+            dst[code_at] = 0xFF
+            if i == size:
+                return out
+        else:  # a zero follows, or the input ends
+            dst[code_at] = run + 1
+            if i == size:
+                return out
+            i += 1
+        code_at = out
+        out += 1
 
 
 cdef Py_ssize_t _cobs_decode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
-    """``cobs.decode`` into ``dst`` (room for ``size`` bytes); the length, or -1 where
-    ``cobs.decode`` raises (a zero byte, a block running past the end)."""
-    cdef Py_ssize_t i = 0, out = 0, j, end
-    cdef uint8_t code
+    """``cobs.decode`` into ``dst`` (room for ``size`` bytes) of an input that ``cobs.encode``
+    gives back unchanged; the length, or -1 where ``cobs.decode`` raises (a zero byte, a block
+    running past the end) or the encoding is not canonical. The one decodable non-canonical
+    form is an empty last block after a full one: the encoder never writes it."""
+    cdef Py_ssize_t i = 0, out = 0, data
+    cdef uint8_t code, previous = 0
     while i < size:
         code = src[i]
-        end = i + code
-        if code == 0 or end > size:
+        data = code - 1
+        if code == 0 or i + code > size or memchr(src + i + 1, 0, data) != NULL:
             return -1
-        for j in range(i + 1, end):
-            if src[j] == 0:
-                return -1
-            dst[out] = src[j]
-            out += 1
-        i = end
-        if i < size and code < 0xFF:
-            dst[out] = 0
-            out += 1
+        memcpy(dst + out, src + i + 1, data)
+        out += data
+        i += code
+        if i < size:
+            if code < 0xFF:
+                dst[out] = 0
+                out += 1
+        elif code == 1 and previous == 0xFF:
+            return -1
+        previous = code
     return out
 
 
@@ -160,18 +161,15 @@ cdef Py_ssize_t frame_into(uint8_t version, uint8_t type_id, Py_ssize_t seq,
     return size + 1
 
 
-cdef bint _check_frame(const uint8_t* encoded, Py_ssize_t length, uint8_t* raw,
-                       uint8_t* again) noexcept nogil:
-    """Decode ``encoded`` (1..MAX_WIRE_FRAME bytes) into ``raw`` (as large): True when the reference would
-    accept it (COBS decodes, canonically; length within bounds; CRC and length field agree)."""
+cdef bint _check_frame(const uint8_t* encoded, Py_ssize_t length, uint8_t* raw) noexcept nogil:
+    """Decode ``encoded`` (1..MAX_WIRE_FRAME bytes) into ``raw`` (as large): True when the
+    reference would accept it (COBS decodes, canonically; length within bounds; CRC and
+    length field agree)."""
     cdef Py_ssize_t size = _cobs_decode(encoded, length, raw), end
     if not MIN_FRAME_SIZE <= size <= RAW_CAPACITY:
         return False
     end = size - CRC_SIZE
-    return (_cobs_encode(raw, size, again) == length
-            and memcmp(again, encoded, length) == 0
-            and crc32(raw, end) == _word(raw + end)
-            and (raw[4] | (raw[5] << 8)) == end - HEADER_SIZE)
+    return crc32(raw, end) == _word(raw + end) and (raw[4] | (raw[5] << 8)) == end - HEADER_SIZE
 
 
 cdef object _new_tuple = tuple.__new__  # RawFrame(...) without its Python-level __new__
@@ -218,7 +216,6 @@ def decode_frame(encoded: bytes) -> RawFrame:
     """Check and unpack one COBS-encoded frame (without its delimiter), as the reference."""
     cdef Py_buffer buffer
     cdef uint8_t raw[WIRE_CAPACITY]  # COBS decodes to at most its input's length
-    cdef uint8_t again[WIRE_CAPACITY]
     cdef Py_ssize_t length, end
     cdef bint ok = False
     if not _get_bytes(encoded, &buffer):
@@ -227,9 +224,9 @@ def decode_frame(encoded: bytes) -> RawFrame:
         length = buffer.len
         if length >= NOGIL_MIN_BYTES and length <= MAX_WIRE_FRAME:
             with nogil:
-                ok = _check_frame(<const uint8_t*>buffer.buf, length, raw, again)
+                ok = _check_frame(<const uint8_t*>buffer.buf, length, raw)
         elif 0 < length < NOGIL_MIN_BYTES:
-            ok = _check_frame(<const uint8_t*>buffer.buf, length, raw, again)
+            ok = _check_frame(<const uint8_t*>buffer.buf, length, raw)
     finally:
         PyBuffer_Release(&buffer)
     if not ok:
