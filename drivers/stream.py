@@ -19,7 +19,7 @@ import numpy as np
 from drivers.errors import DeviceLost, DeviceTimeout, PlanMismatch
 from drivers.info import DeviceStatus
 from drivers.link import Item, Pending
-from drivers.protocol import Message, message
+from drivers.protocol import Message, _records, message
 from drivers.protocol.messages import (
     MAX_BATCH_SPOTS,
     ErrorCode,
@@ -139,15 +139,17 @@ class PassStreamer:
     def record_run(self, run: list[Message]) -> bool:
         """Record consecutive EVT_DELIVERED reports at once when their indices, together, are
         new and contiguous (the usual case); False, recording nothing, otherwise."""
-        # field by field: concatenating structured arrays promotes their dtype in Python
-        index = np.concatenate([msg.records["index"] for msg in run],  # type: ignore[index]
-                               dtype=np.int64)
-        first = int(index[0])
-        if first <= self.last_seen or int(index[-1]) - first != len(index) - 1 or (
-                np.diff(index) != 1).any():
+        first = int(run[0].records["index"][0])  # type: ignore[index] - count >= 1
+        end = first
+        if first <= self.last_seen:
             return False
+        for msg in run:  # each report's indices continue the previous one's
+            if _records.first_out_of_sequence(msg.records, end) >= 0:
+                return False
+            end += len(msg.records)  # type: ignore[arg-type]
         self.credits = int(run[-1]["credits"])
-        self.record_delivered(index, np.concatenate(
+        # field by field: concatenating structured arrays promotes their dtype in Python
+        self.record_delivered(np.arange(first, end, dtype=np.int64), np.concatenate(
             [msg.records["measured_uj"] for msg in run], dtype=np.int64))  # type: ignore[index]
         return True
 
