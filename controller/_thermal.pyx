@@ -32,8 +32,8 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-    #define CO2SCAN_CLONES __attribute__((target_clones("avx2", "default")))
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+    #define CO2SCAN_CLONES __attribute__((target_clones("avx2", "default")))  /* needs ifunc */
     #else
     #define CO2SCAN_CLONES
     #endif
