@@ -15,7 +15,7 @@ from sim_hw import reports_ref as ref
 @st.composite
 def chunks(draw: st.DrawFn) -> tuple[bytes, np.ndarray, int, float | None, int, int]:
     """Fired chunks: steps between fire times from 1 µs to 30 ms (reports by count and by
-    age, ties with the flush time), records pending before, a report already open or not."""
+    age, ties with the flush time), with or without records pending in an open report."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = draw(st.integers(0, 400))
     pending = draw(st.integers(0, 63))
@@ -23,8 +23,9 @@ def chunks(draw: st.DrawFn) -> tuple[bytes, np.ndarray, int, float | None, int, 
     steps = rng.choice([0.0, step_s, step_s * rng.random()], n)
     start_s = draw(st.floats(0, 100))
     times = start_s + np.cumsum(steps)
-    flush_at_s = (None if not pending and draw(st.booleans())
-                  else start_s + draw(st.sampled_from([0.0, 0.005, 0.01, -0.001])))
+    # a report is open (with its flush time) exactly when records are pending
+    flush_at_s = None if not pending else start_s + draw(st.sampled_from([0.0, 0.005, 0.01,
+                                                                          -0.001]))
     records = rng.integers(0, 256, (pending + n) * 8, dtype=np.uint8).tobytes()
     credits = draw(st.integers(0, 0xFFFF - n))
     seq = draw(st.integers(0, 0xFFFF))

@@ -1,6 +1,5 @@
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t
 
-cdef uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil
 cdef Py_ssize_t frame_into(uint8_t version, uint8_t type_id, Py_ssize_t seq,
                            const uint8_t* head, Py_ssize_t head_size,
                            const uint8_t* tail, Py_ssize_t tail_size,
