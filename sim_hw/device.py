@@ -47,6 +47,7 @@ from drivers.protocol.messages import (
     MessageDef,
     State,
 )
+from sim_hw._firing import fire_times
 from sim_hw._reports import delivered_reports
 from sim_hw.config import SimConfig, parse_input
 from sim_hw.galvo import Calibration, Galvo
@@ -487,11 +488,10 @@ class SimDevice:
         if len(known) < count:  # continue the sum from the last time known
             spots = self._buffer.ahead(count)
             skip = len(known) - 1
-            jump_s = self.galvo.path_times_us(spots.mirror_x[skip:], spots.mirror_y[skip:]) / 1e6
             record = spots.spot[skip:-1]
-            busy_s = Laser.spot_duration_s(record["pulse_us"], record["stack"]) + jump_s
-            steps_s = np.maximum(1 / self.laser.rep_rate_hz, busy_s)
-            known = np.concatenate((known[:-1], np.cumsum(np.concatenate((known[-1:], steps_s)))))
+            known = np.concatenate((known[:-1], fire_times(
+                float(known[-1]), spots.mirror_x[skip:], spots.mirror_y[skip:],
+                record["pulse_us"], record["stack"], 1 / self.laser.rep_rate_hz, self.galvo)))
         self._fire_times_s = known
         return known[:count]
 
