@@ -50,34 +50,37 @@ cdef extern from *:
         }
     }
 
-    /* The exponential factors of a Taylor sum's terms, vectorisable: on entry s[q] and
-       amp[q] are each term's width and amplitude, on exit inv[q] = 1 / s[q] and
-       g0[q] = amp[q] exp(-(dx[q]^2 + dy[q]^2) / s[q]) (in place). The exp is the kernels'
-       inline exp (_exp, the same bits) for arguments in [-708, 0], clamped at -708 (a
-       term's share below 1e-307 of its amplitude, never less). */
+    /* exp(x) for x in [-708, 709] (the caller checks): x = k ln2/128 + r, exp(x) =
+       2^(k/128) exp(r) with 2^(j/128) from exp2[j] and exp(r), |r| <= ln2/256, by its
+       degree-5 Taylor polynomial (truncation below 1e-18; a few ulp in all). Integer work on
+       the bits only, so that loops calling it vectorise. */
+    static inline double co2scan_exp(double x, const double *restrict exp2) {
+        const double shift = 6755399441055744.0;  /* 1.5 2^52: kd + shift holds kd's bits */
+        double kt = x * 184.6649652337873 + shift, kd = kt - shift, scale;
+        uint64_t shift_bits, kbits, scale_bits;
+        memcpy(&shift_bits, &shift, sizeof shift_bits);
+        memcpy(&kbits, &kt, sizeof kbits);
+        uint64_t k = kbits - shift_bits;  /* kd = round(128 x / ln2), two's complement */
+        double r = (x - kd * 0.0054152123475432745) - kd * 5.812982117197185e-13;  /* ln2/128 */
+        double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0
+                                                                   + r * (1.0 / 120.0)))));
+        scale_bits = ((k - (k & 127)) << 45) + ((uint64_t)1023 << 52);  /* 2^floor(k/128) */
+        memcpy(&scale, &scale_bits, sizeof scale);
+        return exp2[k & 127] * scale * p;
+    }
+
+    /* The exponential factors of a Taylor sum's terms, vectorised: on entry s[q] and amp[q]
+       are each term's width and amplitude, on exit inv[q] = 1 / s[q] and
+       g0[q] = amp[q] exp(-(dx[q]^2 + dy[q]^2) / s[q]) (in place); the exponent is clamped
+       at -708 (a term's share below 1e-307 of its amplitude, never less). */
     CO2SCAN_CLONES static void co2scan_taylor_factors(
             const double *restrict dx, const double *restrict dy, double *restrict s,
             double *restrict amp, Py_ssize_t n, const double *restrict exp2) {
-        const double shift = 6755399441055744.0;  /* 1.5 2^52: kd + shift holds kd's bits */
-        uint64_t shift_bits;
-        memcpy(&shift_bits, &shift, sizeof shift_bits);
         for (Py_ssize_t q = 0; q < n; q++) {
             double inv = 1.0 / s[q];
             double x = -(dx[q] * dx[q] + dy[q] * dy[q]) * inv;
-            x = x > -708.0 ? x : -708.0;
-            double kt = x * 184.6649652337873 + shift;
-            double kd = kt - shift;
-            uint64_t kbits;
-            memcpy(&kbits, &kt, sizeof kbits);
-            uint64_t k = kbits - shift_bits;  /* round(128 x / ln2), two's complement */
-            double r = (x - kd * 0.0054152123475432745) - kd * 5.812982117197185e-13;
-            double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0
-                                                                       + r * (1.0 / 120.0)))));
-            uint64_t scale_bits = ((k - (k & 127)) << 45) + ((uint64_t)1023 << 52);
-            double scale;
-            memcpy(&scale, &scale_bits, sizeof scale);
             s[q] = inv;
-            amp[q] = amp[q] * (exp2[k & 127] * scale * p);
+            amp[q] = amp[q] * co2scan_exp(x > -708.0 ? x : -708.0, exp2);
         }
     }
 
@@ -157,6 +160,7 @@ cdef extern from *:
     """
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
+    double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
     void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
                                                   double* amp, Py_ssize_t n,
                                                   const double* exp2) nogil
@@ -245,26 +249,12 @@ def _fill_exp2():
 _fill_exp2()
 
 
-cdef union _Bits:
-    double d
-    unsigned long long u
-
-
 cdef inline double _exp(double x) noexcept nogil:
-    """exp(x) inline, for the hot loops: x = k ln2/128 + r, exp(x) = 2^(k/128) exp(r) with
-    2^(j/128) from a table and exp(r), |r| <= ln2/256, by its degree-5 Taylor polynomial
-    (truncation below 1e-18; a few ulp in all). libm's exp outside [-708, 709]."""
-    cdef double kd, r, p
-    cdef long long k
-    cdef _Bits scale
+    """exp(x) inline, for the hot loops: co2scan_exp (a table of 2^(j/128) and a degree-5
+    polynomial, a few ulp) in [-708, 709], libm's exp outside."""
     if not (-708.0 <= x <= 709.0):
         return exp(x)
-    kd = (x * 184.6649652337873 + 6755399441055744.0) - 6755399441055744.0  # round(128 x/ln2)
-    k = <long long>kd
-    r = (x - kd * 0.0054152123475432745) - kd * 5.812982117197185e-13  # ln2/128 in two parts
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))))
-    scale.u = <unsigned long long>((k >> 7) + 1023) << 52
-    return _EXP2[k & 127] * scale.d * p
+    return _exp_in_range(x, &_EXP2[0])
 
 
 def fast_exp(const double[::1] x):
