@@ -2,7 +2,10 @@
 
 The device fires spots strictly in index order, so delivered indices are contiguous: a gap
 between two EVT_DELIVERED reports means a report was lost, and those spots are reported as
-delivered with an unknown measured energy (-1) instead of being skipped silently.
+delivered with an unknown measured energy (-1) instead of being skipped silently. A lost
+reply, or silence for the link's request timeout with nothing outstanding (a lost EVT_STATE,
+say), makes the stream ask for the device's status and go on from it; a status request that
+goes unanswered raises DeviceTimeout, so a stream never waits forever.
 """
 
 from __future__ import annotations
@@ -251,7 +254,7 @@ class PassStreamer:
                 yield self.progress(done=True)  # it ended before we looked: say how
                 return
             self.ending = False
-            last_tick = time.monotonic()
+            last_tick = last_heard = time.monotonic()
             while True:
                 self.send_batches()
                 items: list[Item | Pending] = []
@@ -264,7 +267,14 @@ class PassStreamer:
                 self.handle_all(items)
                 now = time.monotonic()
                 oldest = self.unacked[0][0] if self.unacked else self.status_handle
-                if oldest is not None and now - oldest.sent_at > timeout_s:
+                if items:
+                    last_heard = now
+                elif oldest is None and now - last_heard > timeout_s:
+                    # Silence with nothing outstanding: an emitting device reports every
+                    # 10 ms, so a state change (PAUSED, FAULT) may have been lost: ask.
+                    self.reconcile()
+                    last_heard = now
+                elif oldest is not None and now - oldest.sent_at > timeout_s:
                     if oldest is self.status_handle:
                         raise DeviceTimeout(f"STATUS_REQUEST: no reply within {timeout_s} s")
                     self.reconcile()

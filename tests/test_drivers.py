@@ -20,6 +20,7 @@ from drivers.device import Device
 from drivers.errors import AuthFailed, InterlockOpen, NotAuthenticated
 from drivers.protocol.messages import FaultCode, Interlock, State
 from drivers.spots import PassSpots
+from drivers.stream import Progress
 from sim_hw.config import DEV_KEY, SimConfig
 from sim_hw.pty_server import serve_pty
 from sim_hw.tcp_server import serve_tcp
@@ -221,6 +222,47 @@ def test_interlock_mid_stream_faults_and_resume_continues_without_repeats(rig: R
     assert last.reason == "complete"
     all_delivered = np.concatenate([*delivered, index])
     assert all_delivered.tolist() == list(range(600)) == rig.truth["index"].tolist()
+
+
+@pytest.mark.sim_options(clock="realtime")
+def test_a_lost_pause_event_ends_the_stream_by_asking_for_status(rig: Rig) -> None:
+    """The device pauses but its EVT_STATE (PAUSED) is lost on the link: after a request
+    timeout of silence the stream asks for the status and ends, paused, instead of waiting
+    forever."""
+    spots = line_pass(rig.dev, 5000)
+    begin(rig.dev, spots)
+    rig.dev.link.request_timeout_s = 0.3
+    device = rig.sim.device._device
+    send_event = device._event
+
+    def lose_pause(name: str, records: Any = None, **values: int) -> None:
+        if name == "EVT_STATE" and values["new_state"] == State.PAUSED:
+            device._send_events(b"")  # numbered and sent, then lost on the link
+        else:
+            send_event(name, records, **values)
+
+    device._event = lose_pause
+    outcome: list[Any] = []
+
+    def consume() -> None:
+        try:
+            for progress in rig.dev.stream(spots):
+                if progress.last_delivered is not None and not outcome:
+                    outcome.append("pausing")
+                    rig.dev.pause()
+                last = progress
+            outcome.append(last)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "stream hung after the PAUSED event was lost"
+    last = outcome[-1]
+    assert isinstance(last, Progress) and last.done and last.reason == "paused"
+    assert rig.dev.status().state is State.PAUSED
+    assert last.last_delivered == len(rig.truth) - 1 < 4999
 
 
 @pytest.mark.sim_options(clock="realtime")
