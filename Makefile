@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-PYX := $(wildcard controller/*.pyx drivers/*.pyx drivers/*/*.pyx sim_hw/*.pyx)
+CYTHON := $(wildcard $(foreach d,controller drivers drivers/* sim_hw,$(d)/*.pyx $(d)/*.pxd))
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench fuzz soak clean
@@ -13,8 +13,8 @@ $(VPY):
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 
-# Editable install; rebuilt whenever a .pyx, setup.py or pyproject.toml changes.
-$(STAMP): $(VPY) pyproject.toml setup.py $(PYX)
+# Editable install; rebuilt whenever a .pyx, .pxd, setup.py or pyproject.toml changes.
+$(STAMP): $(VPY) pyproject.toml setup.py $(CYTHON)
 	$(VPY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

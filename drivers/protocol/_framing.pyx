@@ -1,5 +1,6 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # cython: annotation_typing=False
+# distutils: libraries = z
 """Compiled frame encoding and checking; the pure-Python reference is
 :mod:`drivers.protocol.framing_ref`.
 
@@ -35,52 +36,19 @@ cdef enum:
 assert RAW_CAPACITY == MAX_FRAME and WIRE_CAPACITY >= MAX_WIRE_FRAME  # with delimiters
 assert MIN_FRAME_SIZE == MIN_FRAME
 
-cdef uint32_t CRC_TABLE[8][256]
-
-
-cdef void _crc_tables() noexcept:
-    """Slice-by-8 tables of the reflected CRC-32 (ISO-HDLC, polynomial 0xEDB88320)."""
-    cdef uint32_t c
-    cdef int i, k
-    for i in range(256):
-        c = i
-        for k in range(8):
-            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
-        CRC_TABLE[0][i] = c
-    for i in range(256):
-        for k in range(1, 8):
-            CRC_TABLE[k][i] = (CRC_TABLE[k - 1][i] >> 8) ^ CRC_TABLE[0][CRC_TABLE[k - 1][i] & 0xFF]
-
-
-_crc_tables()
+cdef extern from "zlib.h" nogil:
+    unsigned long zlib_crc32 "crc32"(unsigned long crc, const unsigned char* buf,
+                                      unsigned int size)
 
 
 cdef inline uint32_t _word(const uint8_t* p) noexcept nogil:
     return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 
 
-cdef uint32_t _crc_update(uint32_t crc, const uint8_t* data, Py_ssize_t size) noexcept nogil:
-    cdef uint32_t one, two
-    while size >= 8:
-        one = _word(data) ^ crc
-        two = _word(data + 4)
-        crc = (CRC_TABLE[7][one & 0xFF] ^ CRC_TABLE[6][(one >> 8) & 0xFF]
-               ^ CRC_TABLE[5][(one >> 16) & 0xFF] ^ CRC_TABLE[4][one >> 24]
-               ^ CRC_TABLE[3][two & 0xFF] ^ CRC_TABLE[2][(two >> 8) & 0xFF]
-               ^ CRC_TABLE[1][(two >> 16) & 0xFF] ^ CRC_TABLE[0][two >> 24])
-        data += 8
-        size -= 8
-    while size > 0:
-        crc = (crc >> 8) ^ CRC_TABLE[0][(crc ^ data[0]) & 0xFF]
-        data += 1
-        size -= 1
-    return crc
-
-
-cdef uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
-    """``zlib.crc32(data)``."""
-    cdef uint32_t ones = 0xFFFFFFFFu
-    return _crc_update(ones, data, size) ^ ones
+cdef inline uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
+    """``zlib.crc32(data)``: the same zlib routine, called without the interpreter lock
+    (``size`` is at most a raw frame, RAW_CAPACITY bytes)."""
+    return <uint32_t>zlib_crc32(0, data, <unsigned int>size)
 
 
 cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
