@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +224,28 @@ def test_interlock_mid_stream_faults_and_resume_continues_without_repeats(rig: R
     assert all_delivered.tolist() == list(range(600)) == rig.truth["index"].tolist()
 
 
+def stream_in_thread(dev: Device, spots: PassSpots, on_progress: Callable[[Progress], None],
+                     timeout_s: float, hang: str) -> Progress | BaseException:
+    """Stream on a worker thread, calling ``on_progress`` for each Progress; the last Progress
+    or the exception it ended with. Fails with ``hang`` if it has not ended by the timeout."""
+    outcome: list[Progress | BaseException] = []
+
+    def consume() -> None:
+        try:
+            for progress in dev.stream(spots):
+                on_progress(progress)
+                last = progress
+            outcome.append(last)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(timeout=timeout_s)
+    assert not worker.is_alive(), hang
+    return outcome[0]
+
+
 @pytest.mark.sim_options(clock="realtime")
 def test_a_lost_pause_event_ends_the_stream_by_asking_for_status(rig: Rig) -> None:
     """The device pauses but its EVT_STATE (PAUSED) is lost on the link: after a request
@@ -242,24 +264,15 @@ def test_a_lost_pause_event_ends_the_stream_by_asking_for_status(rig: Rig) -> No
             send_event(name, records, **values)
 
     device._event = lose_pause
-    outcome: list[Any] = []
+    paused: list[bool] = []
 
-    def consume() -> None:
-        try:
-            for progress in rig.dev.stream(spots):
-                if progress.last_delivered is not None and not outcome:
-                    outcome.append("pausing")
-                    rig.dev.pause()
-                last = progress
-            outcome.append(last)
-        except BaseException as exc:
-            outcome.append(exc)
+    def pause_once(progress: Progress) -> None:
+        if progress.last_delivered is not None and not paused:
+            paused.append(True)
+            rig.dev.pause()
 
-    worker = threading.Thread(target=consume, daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-    assert not worker.is_alive(), "stream hung after the PAUSED event was lost"
-    last = outcome[-1]
+    last = stream_in_thread(rig.dev, spots, pause_once, 20,
+                            "stream hung after the PAUSED event was lost")
     assert isinstance(last, Progress) and last.done and last.reason == "paused"
     assert rig.dev.status().state is State.PAUSED
     assert last.last_delivered == len(rig.truth) - 1 < 4999
@@ -269,21 +282,13 @@ def test_a_lost_pause_event_ends_the_stream_by_asking_for_status(rig: Rig) -> No
 def test_mid_stream_disconnect_raises_device_lost_and_never_hangs(rig: Rig) -> None:
     spots = line_pass(rig.dev, 5000)
     begin(rig.dev, spots)
-    outcome: list[BaseException | None] = []
 
-    def consume() -> None:
-        try:
-            for progress in rig.dev.stream(spots):
-                if len(progress.index):
-                    rig.sim.faults.disconnect()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
+    def disconnect(progress: Progress) -> None:
+        if len(progress.index):
+            rig.sim.faults.disconnect()
 
-    worker = threading.Thread(target=consume, daemon=True)
-    worker.start()
-    worker.join(timeout=30)
-    assert not worker.is_alive(), "stream hung after the device vanished"
-    assert isinstance(outcome[0], DeviceLost)
+    outcome = stream_in_thread(rig.dev, spots, disconnect, 30,
+                               "stream hung after the device vanished")
+    assert isinstance(outcome, DeviceLost)
     with pytest.raises(DeviceLost):
         rig.dev.status()
