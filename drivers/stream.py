@@ -22,7 +22,7 @@ import numpy as np
 from drivers.errors import DeviceLost, DeviceTimeout, PlanMismatch
 from drivers.info import DeviceStatus
 from drivers.link import Item, Pending
-from drivers.protocol import Message, _records, message
+from drivers.protocol import Message, first_out_of_sequence, message
 from drivers.protocol.messages import (
     MAX_BATCH_SPOTS,
     ErrorCode,
@@ -147,7 +147,7 @@ class PassStreamer:
         if first <= self.last_seen:
             return False
         for msg in run:  # each report's indices continue the previous one's
-            if _records.first_out_of_sequence(msg.records, end) >= 0:
+            if first_out_of_sequence(msg.records, end) >= 0:
                 return False
             end += len(msg.records)  # type: ignore[arg-type]
         self.credits = int(run[-1]["credits"])

@@ -20,7 +20,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drivers.protocol import FrameDecoder, Message, MessageError, RawFrame, _records, decode_payload
+from drivers.protocol import (
+    FrameDecoder,
+    Message,
+    MessageError,
+    RawFrame,
+    decode_payload,
+    first_out_of_sequence,
+    record_extremes,
+)
 from drivers.protocol import encode as encode_message
 from drivers.protocol import message as make_message
 from drivers.protocol.codec import narrow_record_bounds
@@ -793,7 +801,7 @@ class SimDevice:
         spots = request.records
         assert spots is not None
         extremes = self._record_extremes  # of these records, by _check_layout in _validate
-        wrong = _records.first_out_of_sequence(spots, plan.next_index)
+        wrong = first_out_of_sequence(spots, plan.next_index)
         if wrong >= 0:
             raise Refused(ErrorCode.BAD_INDEX, plan.next_index + wrong,
                           f"batch must continue at {plan.next_index}")
@@ -920,7 +928,7 @@ def _check_layout(definition: MessageDef, payload: bytes) -> dict[str, tuple[int
     records = np.frombuffer(payload, definition.record_dtype, offset=fixed)
     if not len(records):
         return {}
-    extremes = _records.record_extremes(definition, records, _EXTREME_FIELDS.get(definition.name))
+    extremes = record_extremes(definition, records, _EXTREME_FIELDS.get(definition.name))
     if all((lo is None or extremes[name][0] >= lo) and (hi is None or extremes[name][1] <= hi)
            for name, lo, hi in narrow_record_bounds(definition)):
         return extremes

@@ -1,4 +1,4 @@
-"""The compiled record scans equal their numpy references in drivers.protocol.codec."""
+"""The compiled record scans equal their numpy references in drivers.protocol.records_ref."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.protocol import _records as cy
-from drivers.protocol import codec as ref
+from drivers.protocol import records_ref as ref
 from drivers.protocol.messages import BY_NAME, MESSAGES
 
 RECORD_MESSAGES = [m for m in MESSAGES if m.record_dtype is not None]

@@ -374,12 +374,18 @@ def test_arm_and_start_checks() -> None:
     assert device.flags & DeviceFlag.SHUTTER_OPEN
 
 
-def test_emission_timing_reports_and_completion() -> None:
+def fired_pass(count: int = 300) -> tuple[SimDevice, RawHost, np.ndarray]:
+    """A device at 1 kHz that was sent ``count`` spots and has had a second to fire them."""
     device, host = new_device(rep_rate_hz=1000)
-    spots = make_spots(300)
+    spots = make_spots(count)
     emitting(host, spots, buffered=0)
     stream(host, spots)
     device.advance(1.0)
+    return device, host, spots
+
+
+def test_emission_timing_reports_and_completion() -> None:
+    device, host, spots = fired_pass()
     truth = device.ground_truth
     np.testing.assert_array_equal(truth["index"], np.arange(300))
     np.testing.assert_array_equal(truth[["x_lsb", "y_lsb", "energy_uj"]],
@@ -410,11 +416,7 @@ def test_emission_timing_reports_and_completion() -> None:
 
 def test_delivered_reports_are_the_codec_bytes() -> None:
     """The device packs EVT_DELIVERED straight from its layout: the same bytes as the codec."""
-    device, host = new_device(rep_rate_hz=1000)
-    spots = make_spots(300)
-    emitting(host, spots, buffered=0)
-    stream(host, spots)
-    device.advance(1.0)
+    device, _, _ = fired_pass()
     frames = [part for part in device.transmit().split(b"\0") if part]
     delivered = [f for f in frames if decode(f).name == "EVT_DELIVERED"]
     assert sum(decode(f)["count"] for f in delivered) == 300

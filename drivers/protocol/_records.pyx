@@ -1,9 +1,8 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # cython: annotation_typing=False
 """Compiled scans of a message's records; the numpy references are
-:func:`drivers.protocol.codec.record_extremes` and
-:func:`drivers.protocol.codec.first_out_of_sequence` (tests/test_protocol_records_kernels.py
-compares them). Records that are not a contiguous array of their definition's dtype go to the
+:mod:`drivers.protocol.records_ref` (tests/test_protocol_records_kernels.py compares
+them). Records that are not a contiguous array of their definition's dtype go to the
 reference. Bounds checks are off: offsets come from the dtype, rows from the array's length.
 """
 
@@ -12,7 +11,7 @@ import numpy as np
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t, uint8_t
 
-from drivers.protocol import codec
+from drivers.protocol import records_ref
 
 cdef enum:
     MAX_FIELDS = 16
@@ -61,11 +60,11 @@ cdef void _extremes(const uint8_t* data, Py_ssize_t count, Py_ssize_t itemsize, 
 
 
 def record_extremes(definition, records, names=None):
-    """As :func:`drivers.protocol.codec.record_extremes`, one pass per field."""
+    """As :func:`drivers.protocol.records_ref.record_extremes`, one pass per field."""
     layout = _layout(definition, names)
     if (layout is False or not len(records) or records.dtype != definition.record_dtype
             or not records.flags.c_contiguous):
-        return codec.record_extremes(definition, records, names)
+        return records_ref.record_extremes(definition, records, names)
     names, offsets, sizes, signs = layout
     cdef Py_buffer buffer
     cdef const uint8_t* data
@@ -95,11 +94,11 @@ def record_extremes(definition, records, names=None):
 
 
 def first_out_of_sequence(records, first):
-    """As :func:`drivers.protocol.codec.first_out_of_sequence`, for u32 indices at offset 0."""
+    """As :func:`drivers.protocol.records_ref.first_out_of_sequence`, for u32 indices at offset 0."""
     dtype = records.dtype
     if (dtype.names is None or dtype.fields["index"][1] != 0 or dtype["index"] != np.dtype("<u4")
             or not records.flags.c_contiguous or not 0 <= first < 1 << 62):
-        return codec.first_out_of_sequence(records, first)
+        return records_ref.first_out_of_sequence(records, first)
     cdef Py_buffer buffer
     cdef const uint8_t* p
     cdef Py_ssize_t count = len(records), itemsize = dtype.itemsize, i, wrong = -1
