@@ -112,3 +112,44 @@ def test_encode_frames_messages_as_the_reference(msg: Message) -> None:
     """codec.encode (compiled framing) gives the reference frame of the message's payload."""
     assert encode(msg) == ref.encode_frame(msg.definition.type_id, msg.seq, encode_payload(msg),
                                            PROTOCOL_VERSION)
+
+
+@st.composite
+def chunked_streams(draw: st.DrawFn) -> list[bytes]:
+    """A byte stream of good, damaged and overlong frames, idle fill and garbage, cut into
+    chunks at random places (chunks large enough to be checked without the GIL, too)."""
+    pieces = draw(st.lists(st.one_of(
+        st.builds(lambda t, s, p: ref.encode_frame(t, s, p), st.integers(0, 255),
+                  st.integers(0, 0xFFFF), payloads),
+        damaged_frames().map(lambda f: f + b"\0"),
+        st.binary(max_size=64),
+        st.just(b"\0\0"),
+        st.integers(MAX_WIRE_FRAME - 2, MAX_WIRE_FRAME + 300).map(lambda n: b"\x01" * n),
+    ), max_size=12))
+    stream = b"".join(pieces)
+    delimiters = [i for i, byte in enumerate(stream) if byte == 0]
+    cuts = draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    if delimiters:  # chunks that end just before, or begin just after, a delimiter
+        cuts += draw(st.lists(st.tuples(st.sampled_from(delimiters), st.integers(0, 1)).map(sum),
+                              max_size=4))
+    cuts.sort()
+    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
+def decoded(decoder: cy.FrameDecoder | ref.FrameDecoder, chunks: list[bytes]) -> list[object]:
+    """Frames of every feed, then the counters and the last error."""
+    out: list[object] = [decoder.feed(chunk) for chunk in chunks]
+    error = decoder.last_error
+    return [*out, decoder.frames, decoder.errors, None if error is None else str(error)]
+
+
+@given(chunked_streams())
+def test_frame_decoder_same_frames_counts_and_errors(chunks: list[bytes]) -> None:
+    assert decoded(cy.FrameDecoder(), chunks) == decoded(ref.FrameDecoder(), chunks)
+    assert decoded(cy.FrameDecoder(), [bytearray(c) for c in chunks]) == decoded(
+        ref.FrameDecoder(), chunks)
+
+
+def test_frame_decoder_refuses_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        cy.FrameDecoder().feed("text")  # type: ignore[arg-type]

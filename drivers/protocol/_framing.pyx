@@ -16,10 +16,12 @@ Bounds checks are off: every index stays below a length checked on entry (``MAX_
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memchr, memcpy
 
 from drivers.protocol import framing_ref
+from drivers.protocol.errors import FrameError
 from drivers.protocol.framing_ref import MIN_FRAME, RawFrame
 from drivers.protocol.messages import MAX_FRAME, MAX_PAYLOAD, MAX_WIRE_FRAME
 
@@ -32,9 +34,10 @@ cdef enum:
     # frames from this size on are worked on without the interpreter lock
     NOGIL_MIN_BYTES = 1024
     MIN_FRAME_SIZE = HEADER_SIZE + CRC_SIZE
+    MAX_WIRE_FRAME_SIZE = 4126  # MAX_WIRE_FRAME: longest legal part between delimiters
 
 assert RAW_CAPACITY == MAX_FRAME and WIRE_CAPACITY >= MAX_WIRE_FRAME  # with delimiters
-assert MIN_FRAME_SIZE == MIN_FRAME
+assert MIN_FRAME_SIZE == MIN_FRAME and MAX_WIRE_FRAME_SIZE == MAX_WIRE_FRAME
 
 cdef extern from "zlib.h" nogil:
     unsigned long zlib_crc32 "crc32"(unsigned long crc, const unsigned char* buf,
@@ -53,51 +56,76 @@ cdef inline uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
 
 cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
     """``cobs.encode`` (PyPI cobs: no empty block after a full one at the end) into ``dst``
-    (room for ``size + size // 254 + 1`` bytes); returns the length."""
-    cdef Py_ssize_t code_at = 0, out = 1, i = 0, run, limit
-    cdef const uint8_t* zero
-    while True:
-        limit = size - i if size - i < 254 else 254
-        zero = <const uint8_t*>memchr(src + i, 0, limit)
-        run = limit if zero == NULL else zero - (src + i)
-        memcpy(dst + out, src + i, run)
-        out += run
-        i += run
-        if run == 254:  # a full block: no zero follows it
-            dst[code_at] = 0xFF
-            if i == size:
-                return out
-        else:  # a zero follows, or the input ends
-            dst[code_at] = run + 1
-            if i == size:
-                return out
-            i += 1
-        code_at = out
-        out += 1
+    (room for ``size + size // 254 + 1`` bytes); returns the length.
+
+    One pass over the bytes: frames carry many short runs between zeros (spot records), where
+    a library call per run would cost more than the run."""
+    cdef Py_ssize_t code_at = 0, out = 1, i
+    cdef uint8_t byte, code = 1
+    cdef bint after_full = False
+    for i in range(size):
+        byte = src[i]
+        if byte == 0:
+            dst[code_at] = code
+            code_at = out
+            out += 1
+            code = 1
+            after_full = False
+        else:
+            dst[out] = byte
+            out += 1
+            code += 1
+            after_full = False
+            if code == 0xFF:  # a full block: no zero follows it
+                dst[code_at] = 0xFF
+                code_at = out
+                out += 1
+                code = 1
+                after_full = True
+    if after_full:  # the input ended with a full block: no empty block after it
+        return out - 1
+    dst[code_at] = code
+    return out
 
 
 cdef Py_ssize_t _cobs_decode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
     """``cobs.decode`` into ``dst`` (room for ``size`` bytes) of an input that ``cobs.encode``
     gives back unchanged; the length, or -1 where ``cobs.decode`` raises (a zero byte, a block
     running past the end) or the encoding is not canonical. The one decodable non-canonical
-    form is an empty last block after a full one: the encoder never writes it."""
+    form is an empty last block after a full one: the encoder never writes it.
+
+    Without full blocks (runs of 254 non-zero bytes) the output is the input after its first
+    byte with a zero at every later code byte: one copy, then one step per block."""
     cdef Py_ssize_t i = 0, out = 0, data
-    cdef uint8_t code, previous = 0
+    cdef uint8_t code = 0, previous = 0
+    cdef bint full = False
+    if size == 0:
+        return 0
+    if memchr(src, 0, size) != NULL:
+        return -1
+    memcpy(dst, src + 1, size - 1)
+    while True:  # zeros at the code bytes, as if no block were full
+        previous = code
+        code = src[i]
+        full |= code == 0xFF
+        i += code
+        if i >= size:
+            break
+        dst[i - 1] = 0
+    if i != size or (code == 1 and previous == 0xFF):
+        return -1  # the last block runs past the end, or is the non-canonical empty one
+    if not full:
+        return size - 1
+    i = 0  # full blocks add no zero: block by block
     while i < size:
         code = src[i]
         data = code - 1
-        if code == 0 or i + code > size or memchr(src + i + 1, 0, data) != NULL:
-            return -1
         memcpy(dst + out, src + i + 1, data)
         out += data
         i += code
-        if i < size:
-            if code < 0xFF:
-                dst[out] = 0
-                out += 1
-        elif code == 1 and previous == 0xFF:
-            return -1
-        previous = code
+        if i < size and code < 0xFF:
+            dst[out] = 0
+            out += 1
     return out
 
 
@@ -180,11 +208,18 @@ def encode_frame(type_id: int, seq: int, payload: bytes, version: int = 1) -> by
     return PyBytes_FromStringAndSize(<char*>out, size)
 
 
+cdef object _frame_of(const uint8_t* raw):
+    """The RawFrame of a raw frame that passed :func:`_check_frame`."""
+    cdef Py_ssize_t end = raw[4] | (raw[5] << 8)
+    return _new_tuple(RawFrame, (raw[0], raw[1], raw[2] | (raw[3] << 8),
+                                 PyBytes_FromStringAndSize(<char*>raw + HEADER_SIZE, end)))
+
+
 def decode_frame(encoded: bytes) -> RawFrame:
     """Check and unpack one COBS-encoded frame (without its delimiter), as the reference."""
     cdef Py_buffer buffer
     cdef uint8_t raw[WIRE_CAPACITY]  # COBS decodes to at most its input's length
-    cdef Py_ssize_t length, end
+    cdef Py_ssize_t length
     cdef bint ok = False
     if not _get_bytes(encoded, &buffer):
         return framing_ref.decode_frame(encoded)
@@ -199,6 +234,125 @@ def decode_frame(encoded: bytes) -> RawFrame:
         PyBuffer_Release(&buffer)
     if not ok:
         return framing_ref.decode_frame(encoded)  # raises the reference's FrameError
-    end = raw[4] | (raw[5] << 8)
-    return _new_tuple(RawFrame, (raw[0], raw[1], raw[2] | (raw[3] << 8),
-                                 PyBytes_FromStringAndSize(<char*>raw + HEADER_SIZE, end)))
+    return _frame_of(raw)
+
+
+cdef struct Part:
+    Py_ssize_t start   # in the chunk
+    Py_ssize_t length  # without the delimiter
+    Py_ssize_t raw     # offset of the checked raw frame in the scratch buffer; -1: failed
+
+
+cdef Py_ssize_t _scan(const uint8_t* data, Py_ssize_t size, Py_ssize_t* pos, Part* parts,
+                      uint8_t* scratch) noexcept nogil:
+    """Check every non-empty part of ``data`` from ``pos[0]`` up to its last delimiter into
+    ``scratch`` (room for ``size`` bytes); sets ``pos[0]`` past that delimiter and returns
+    the number of parts."""
+    cdef Py_ssize_t count = 0, used = 0, start = pos[0], length
+    cdef const uint8_t* zero
+    while start < size:
+        zero = <const uint8_t*>memchr(data + start, 0, size - start)
+        if zero == NULL:
+            break
+        length = zero - (data + start)
+        if length:
+            parts[count].start = start
+            parts[count].length = length
+            parts[count].raw = -1
+            if length <= MAX_WIRE_FRAME_SIZE and _check_frame(data + start, length,
+                                                             scratch + used):
+                parts[count].raw = used
+                used += length
+            count += 1
+        start += length + 1
+    pos[0] = start
+    return count
+
+
+cdef class FrameDecoder:
+    """Streaming decoder: feed arbitrary chunks, get whole valid frames back.
+
+    Bad frames are dropped and counted; the decoder resynchronises on the next 0x00.
+    A run longer than the largest legal frame is discarded up to the next delimiter.
+    The same frames, counts and errors as :class:`drivers.protocol.framing_ref.FrameDecoder`;
+    a chunk of :data:`NOGIL_MIN_BYTES` or more is checked without the interpreter lock.
+    """
+
+    cdef bytearray _buffer
+    cdef bint _overflow
+    cdef public Py_ssize_t frames
+    cdef public Py_ssize_t errors
+    cdef public object last_error
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._overflow = False
+        self.frames = 0
+        self.errors = 0
+        self.last_error = None
+
+    def feed(self, chunk: bytes) -> list:
+        """Decode every complete frame in ``chunk`` (plus what was buffered before)."""
+        cdef Py_buffer buffer
+        cdef const uint8_t* data
+        cdef const uint8_t* zero
+        cdef Py_ssize_t size, first, pos, count = 0, i
+        cdef Part* parts = NULL
+        cdef uint8_t* scratch = NULL
+        frames = []
+        if not _get_bytes(chunk, &buffer):
+            self._buffer += chunk  # raises the reference's TypeError
+            raise TypeError(f"a bytes-like chunk is needed, not {type(chunk).__name__}")
+        try:
+            data = <const uint8_t*>buffer.buf
+            size = buffer.len
+            zero = <const uint8_t*>memchr(data, 0, size) if size else NULL
+            if zero == NULL:
+                self._buffer += chunk
+                self._check_overflow()
+                return frames
+            first = zero - data
+            if self._overflow:  # the end of a run too long to be a frame
+                self._overflow = False
+            elif self._buffer or first:
+                self._decode_into(frames, bytes(self._buffer) + data[:first])
+            pos = first + 1
+            parts = <Part*>PyMem_Malloc(((size - pos) // 2 + 1) * sizeof(Part))
+            scratch = <uint8_t*>PyMem_Malloc(size - pos + 1)
+            if parts == NULL or scratch == NULL:
+                raise MemoryError()
+            if size - pos >= NOGIL_MIN_BYTES:
+                with nogil:
+                    count = _scan(data, size, &pos, parts, scratch)
+            else:
+                count = _scan(data, size, &pos, parts, scratch)
+            for i in range(count):
+                if parts[i].raw >= 0:
+                    frames.append(_frame_of(scratch + parts[i].raw))
+                else:
+                    self._decode_into(frames, data[parts[i].start:parts[i].start
+                                                   + parts[i].length])
+            self._buffer = bytearray(data[pos:size])
+        finally:
+            PyMem_Free(parts)
+            PyMem_Free(scratch)
+            PyBuffer_Release(&buffer)
+        self.frames += len(frames)
+        self._check_overflow()
+        return frames
+
+    cdef void _decode_into(self, list frames, bytes part) except *:
+        """Append the frame of ``part``, or count its error."""
+        try:
+            frames.append(decode_frame(part))
+        except FrameError as exc:
+            self.errors += 1
+            self.last_error = exc
+
+    cdef void _check_overflow(self) except *:
+        if len(self._buffer) > MAX_WIRE_FRAME_SIZE:
+            self._buffer.clear()
+            if not self._overflow:
+                self.errors += 1
+                self.last_error = FrameError(f"no delimiter within {MAX_WIRE_FRAME} bytes")
+            self._overflow = True

@@ -10,7 +10,8 @@ Raw frame (before COBS)::
     offset 6+n u32 CRC-32 (zlib.crc32, ISO-HDLC) over bytes 0 .. 6+n-1
 
 The compiled kernels give the same bytes and frames, and hand every frame that fails a check
-to :func:`decode_frame` here, so malformed input raises exactly these errors.
+to :func:`decode_frame` here, so malformed input raises exactly these errors. The compiled
+``FrameDecoder`` gives the same frames, counts and errors as :class:`FrameDecoder` here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from cobs import cobs
 
 from drivers.protocol.errors import FrameError
 from drivers.protocol.messages import CRC, HEADER, MAX_FRAME, MAX_PAYLOAD, MAX_WIRE_FRAME
+
+DELIMITER = b"\x00"
 
 MIN_FRAME = HEADER.size + CRC.size
 
@@ -67,3 +70,50 @@ def decode_frame(encoded: bytes) -> RawFrame:
     if length != end - HEADER.size:
         raise FrameError(f"length field {length} but {end - HEADER.size} payload bytes")
     return RawFrame(version, type_id, seq, raw[HEADER.size:end])
+
+
+class FrameDecoder:
+    """Streaming decoder: feed arbitrary chunks, get whole valid frames back.
+
+    Bad frames are dropped and counted; the decoder resynchronises on the next 0x00.
+    A run longer than the largest legal frame is discarded up to the next delimiter.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._overflow = False
+        self.frames = 0
+        self.errors = 0
+        self.last_error: FrameError | None = None
+
+    def feed(self, chunk: bytes) -> list[RawFrame]:
+        """Decode every complete frame in ``chunk`` (plus what was buffered before)."""
+        frames: list[RawFrame] = []
+        self._buffer += chunk
+        if DELIMITER[0] not in chunk:
+            self._check_overflow()
+            return frames
+        *parts, rest = bytes(self._buffer).split(DELIMITER)
+        self._buffer = bytearray(rest)
+        for part in parts:
+            if self._overflow:
+                self._overflow = False
+                continue
+            if not part:
+                continue  # back-to-back delimiters are legal idle fill
+            try:
+                frames.append(decode_frame(part))
+            except FrameError as exc:
+                self.errors += 1
+                self.last_error = exc
+        self.frames += len(frames)
+        self._check_overflow()
+        return frames
+
+    def _check_overflow(self) -> None:
+        if len(self._buffer) > MAX_WIRE_FRAME:
+            self._buffer.clear()
+            if not self._overflow:
+                self.errors += 1
+                self.last_error = FrameError(f"no delimiter within {MAX_WIRE_FRAME} bytes")
+            self._overflow = True
