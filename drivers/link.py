@@ -40,21 +40,36 @@ Item = Message | DeviceLost
 Subscriber = Callable[[Item], None]
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(slots=True)
 class Pending:
-    """A request awaiting its reply; ``reply`` is set by the reader thread."""
+    """A request awaiting its reply; the reader thread calls :meth:`complete` once."""
 
     request: Message
     sent_at: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)
     reply: Item | None = None
     target: queue.SimpleQueue[Item | Pending] | None = None
+    #: held until the reply is in (a bare lock: a handle is made per request sent)
+    _arrived: threading.Lock = field(default_factory=_held_lock)
+
+    def complete(self, reply: Item) -> None:
+        """Hand over the reply (or the loss of the link): wakes the waiter, queues the handle."""
+        self.reply = reply
+        self._arrived.release()
+        if self.target is not None:
+            self.target.put(self)
 
     def wait(self, timeout_s: float) -> Message:
         """The reply (ACK or specific reply); raises typed errors for NACK, loss and timeout."""
-        if not self.done.wait(timeout_s):
+        if not self._arrived.acquire(timeout=timeout_s):
             raise DeviceTimeout(f"{self.request.name} (seq {self.request.seq}): "
                                 f"no reply within {timeout_s:.3f} s")
+        self._arrived.release()  # arrived for good: a later wait returns at once
         return self.result()
 
     def result(self) -> Message:
@@ -224,10 +239,7 @@ class Link:
             handle = self._pending.pop(msg.seq, None)
         if handle is None:
             return  # a late reply to a forgotten request, or a heartbeat's ACK
-        handle.reply = msg
-        handle.done.set()
-        if handle.target is not None:
-            handle.target.put(handle)
+        handle.complete(msg)
 
     def _fail(self, exc: DeviceLost) -> None:
         if self.lost is None:
@@ -238,10 +250,7 @@ class Link:
             pending, self._pending = self._pending, {}
             queues = list(self._event_queues)
         for handle in pending.values():
-            handle.reply = exc
-            handle.done.set()
-            if handle.target is not None:
-                handle.target.put(handle)
+            handle.complete(exc)
         for q in queues:
             q.put(exc)
         self._dispatch.put(exc)

@@ -4,6 +4,9 @@
 :mod:`drivers.protocol.records_ref` (tests/test_protocol_records_kernels.py compares
 them). Records that are not a contiguous array of their definition's dtype go to the
 reference. Bounds checks are off: offsets come from the dtype, rows from the array's length.
+
+The scans keep the interpreter lock: a message holds at most 255 records, a few microseconds'
+work, and handing the lock to another thread for that would cost more than it frees.
 """
 
 import numpy as np
@@ -80,37 +83,47 @@ def record_extremes(definition, records, names=None):
     PyObject_GetBuffer(records, &buffer, PyBUF_SIMPLE)
     try:
         data = <const uint8_t*>buffer.buf
-        with nogil:
-            for k in range(nfields):  # one loop per field, its size and sign fixed
-                if size[k] == 1:
-                    _extremes(data + offset[k], count, itemsize, 1, signed[k], &low[k], &high[k])
-                elif size[k] == 2:
-                    _extremes(data + offset[k], count, itemsize, 2, signed[k], &low[k], &high[k])
-                else:
-                    _extremes(data + offset[k], count, itemsize, 4, signed[k], &low[k], &high[k])
+        for k in range(nfields):  # one loop per field, its size and sign fixed
+            if size[k] == 1:
+                _extremes(data + offset[k], count, itemsize, 1, signed[k], &low[k], &high[k])
+            elif size[k] == 2:
+                _extremes(data + offset[k], count, itemsize, 2, signed[k], &low[k], &high[k])
+            else:
+                _extremes(data + offset[k], count, itemsize, 4, signed[k], &low[k], &high[k])
     finally:
         PyBuffer_Release(&buffer)
     return {names[k]: (low[k], high[k]) for k in range(nfields)}
 
 
+#: record dtype -> whether it starts with a little-endian u32 ``index`` (the compiled scan)
+_INDEX_FIRST = {}
+
+
+def _index_first(dtype):
+    known = _INDEX_FIRST.get(dtype)
+    if known is None:
+        known = _INDEX_FIRST[dtype] = (
+            dtype.names is not None and "index" in dtype.names
+            and dtype.fields["index"][1] == 0 and dtype["index"] == np.dtype("<u4"))
+    return known
+
+
 def first_out_of_sequence(records, first):
     """As :func:`drivers.protocol.records_ref.first_out_of_sequence`, for u32 indices at offset 0."""
-    dtype = records.dtype
-    if (dtype.names is None or dtype.fields["index"][1] != 0 or dtype["index"] != np.dtype("<u4")
-            or not records.flags.c_contiguous or not 0 <= first < 1 << 62):
+    if (not _index_first(records.dtype) or not records.flags.c_contiguous
+            or not 0 <= first < 1 << 62):
         return records_ref.first_out_of_sequence(records, first)
     cdef Py_buffer buffer
     cdef const uint8_t* p
-    cdef Py_ssize_t count = len(records), itemsize = dtype.itemsize, i, wrong = -1
+    cdef Py_ssize_t count = len(records), itemsize = records.dtype.itemsize, i, wrong = -1
     cdef int64_t expected = first
     PyObject_GetBuffer(records, &buffer, PyBUF_SIMPLE)
     try:
-        with nogil:
-            for i in range(count):
-                p = <const uint8_t*>buffer.buf + i * itemsize
-                if (p[0] | (p[1] << 8) | (p[2] << 16) | (<int64_t>p[3] << 24)) != expected + i:
-                    wrong = i
-                    break
+        for i in range(count):
+            p = <const uint8_t*>buffer.buf + i * itemsize
+            if (p[0] | (p[1] << 8) | (p[2] << 16) | (<int64_t>p[3] << 24)) != expected + i:
+                wrong = i
+                break
     finally:
         PyBuffer_Release(&buffer)
     return wrong
