@@ -96,7 +96,7 @@ cdef extern from *:
        k / per_k; fewer than 2^31 nodes). Selects, not branches, so that it vectorises;
        returns whether some cell's rise lies beyond the table (left to the caller: the exact
        rate). */
-    CO2SCAN_CLONES static int co2scan_dose_row(
+    CO2SCAN_CLONES static int co2scan_dose_row_any(
             double *restrict dose, const double *restrict hot, const double *restrict span,
             Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
             Py_ssize_t n_table) {
@@ -114,6 +114,56 @@ cdef extern from *:
             beyond |= (span[c] > 0.0) & (pos >= last);
         }
         return beyond;
+    }
+
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #define CO2SCAN_GATHER 1
+    #include <immintrin.h>
+    /* co2scan_dose_row_any four cells at a time with the AVX2 gather instruction (GCC
+       emulates the loop's two table reads with scalar loads, about twice as slow), the rest
+       by co2scan_dose_row_any. The same operations in the same order: the same bits. */
+    __attribute__((target("avx2"))) static int co2scan_dose_row_avx2(
+            double *restrict dose, const double *restrict hot, const double *restrict span,
+            Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
+            Py_ssize_t n_table) {
+        const __m256d zero = _mm256_setzero_pd(), floor4 = _mm256_set1_pd(floor_k);
+        const __m256d per4 = _mm256_set1_pd(per_k);
+        const __m256d last = _mm256_set1_pd((double)(n_table - 1));
+        __m256d beyond = zero;
+        Py_ssize_t c = 0;
+        for (; c + 4 <= n; c += 4) {
+            __m256d s = _mm256_loadu_pd(span + c);
+            __m256d pos = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(hot + c), floor4), per4);
+            __m256d counted = _mm256_cmp_pd(s, zero, _CMP_GT_OQ);
+            __m256d p = _mm256_max_pd(pos, zero);  /* pos > 0 ? pos : 0 */
+            p = _mm256_and_pd(p, _mm256_cmp_pd(p, last, _CMP_LT_OQ));
+            p = _mm256_and_pd(p, counted);
+            __m128i k = _mm256_cvttpd_epi32(p);  /* p >= 0 */
+            __m256d lo = _mm256_i32gather_pd(table, k, 8);
+            __m256d hi = _mm256_i32gather_pd(table + 1, k, 8);
+            __m256d rate = _mm256_add_pd(lo, _mm256_mul_pd(
+                _mm256_sub_pd(p, _mm256_cvtepi32_pd(k)), _mm256_sub_pd(hi, lo)));
+            __m256d add = _mm256_and_pd(_mm256_mul_pd(rate, s),
+                                        _mm256_cmp_pd(p, zero, _CMP_GT_OQ));
+            _mm256_storeu_pd(dose + c, _mm256_add_pd(_mm256_loadu_pd(dose + c), add));
+            beyond = _mm256_or_pd(beyond, _mm256_and_pd(
+                counted, _mm256_cmp_pd(pos, last, _CMP_GE_OQ)));
+        }
+        return (_mm256_movemask_pd(beyond) != 0)
+            | co2scan_dose_row_any(dose + c, hot + c, span + c, n - c, floor_k, per_k, table,
+                                   n_table);
+    }
+    #endif
+
+    static int co2scan_dose_row(
+            double *restrict dose, const double *restrict hot, const double *restrict span,
+            Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
+            Py_ssize_t n_table) {
+    #ifdef CO2SCAN_GATHER
+        if (__builtin_cpu_supports("avx2"))
+            return co2scan_dose_row_avx2(dose, hot, span, n, floor_k, per_k, table, n_table);
+    #endif
+        return co2scan_dose_row_any(dose, hot, span, n, floor_k, per_k, table, n_table);
     }
 
     /* out[c] = a[c] + frac (b[c] - a[c]) */
