@@ -33,11 +33,10 @@ def fill_fired_rows(uint8_t[::1] out, const uint8_t[::1] spots, const int64_t[::
             or out.shape[0] != count * TRUTH_SIZE):
         raise ValueError(f"{count} readings, {time_s.shape[0]} times, "
                          f"{spots.shape[0]} record bytes, {out.shape[0]} row bytes")
-    with nogil:
-        for i in range(count):
-            row = &out[i * TRUTH_SIZE]
-            memcpy(row, &spots[i * SPOT_SIZE], COMMON)
-            measured = <uint32_t>measured_uj[i]
-            memcpy(row + MEASURED_AT, &measured, 4)
-            memcpy(row + TIME_AT, &time_s[i], 8)
-            row[PASS_AT] = pass_index
+    for i in range(count):
+        row = &out[i * TRUTH_SIZE]
+        memcpy(row, &spots[i * SPOT_SIZE], COMMON)
+        measured = <uint32_t>measured_uj[i]
+        memcpy(row + MEASURED_AT, &measured, 4)
+        memcpy(row + TIME_AT, &time_s[i], 8)
+        row[PASS_AT] = pass_index

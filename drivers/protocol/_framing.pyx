@@ -7,8 +7,9 @@
 Same bytes and frames as the reference (tests/test_protocol_framing_kernels.py compares them
 on random and malformed input). A frame that fails any check here is handed to the reference,
 which raises its own error: untrusted input gets exactly the reference's ``FrameError``.
-Frames of at least :data:`NOGIL_MIN_BYTES` are checked and encoded without the interpreter
-lock, so the other side of an in-process link runs meanwhile.
+A chunk of at least :data:`NOGIL_MIN_BYTES` fed to :class:`FrameDecoder` is checked without
+the interpreter lock, so the other side of an in-process link runs meanwhile; a single frame
+(at most 4 KiB, a few microseconds) is not: handing the lock over would cost more than that.
 
 Bounds checks are off: every index stays below a length checked on entry (``MAX_WIRE_FRAME``,
 ``MAX_PAYLOAD``) and the buffers are sized for the largest legal frame.
@@ -31,8 +32,8 @@ cdef enum:
     # buffers: one raw frame, one wire frame (COBS with both delimiters)
     RAW_CAPACITY = 4106
     WIRE_CAPACITY = 4126
-    # frames from this size on are worked on without the interpreter lock
-    NOGIL_MIN_BYTES = 1024
+    # FrameDecoder chunks from this size on are checked without the interpreter lock
+    NOGIL_MIN_BYTES = 16384
     MIN_FRAME_SIZE = HEADER_SIZE + CRC_SIZE
     MAX_WIRE_FRAME_SIZE = 4126  # MAX_WIRE_FRAME: longest legal part between delimiters
 
@@ -196,13 +197,8 @@ def encode_frame(type_id: int, seq: int, payload: bytes, version: int = 1) -> by
         if length > MAX_PAYLOAD:
             return framing_ref.encode_frame(type_id, seq, payload, version)  # FrameError
         c_version, c_type, c_seq = version, type_id, seq & 0xFFFF
-        if length >= NOGIL_MIN_BYTES:
-            with nogil:
-                size = frame_into(c_version, c_type, c_seq, <const uint8_t*>buffer.buf, length,
-                                  NULL, 0, out)
-        else:
-            size = frame_into(c_version, c_type, c_seq, <const uint8_t*>buffer.buf, length,
-                              NULL, 0, out)
+        size = frame_into(c_version, c_type, c_seq, <const uint8_t*>buffer.buf, length, NULL, 0,
+                          out)
     finally:
         PyBuffer_Release(&buffer)
     return PyBytes_FromStringAndSize(<char*>out, size)
@@ -225,10 +221,7 @@ def decode_frame(encoded: bytes) -> RawFrame:
         return framing_ref.decode_frame(encoded)
     try:
         length = buffer.len
-        if length >= NOGIL_MIN_BYTES and length <= MAX_WIRE_FRAME:
-            with nogil:
-                ok = _check_frame(<const uint8_t*>buffer.buf, length, raw)
-        elif 0 < length < NOGIL_MIN_BYTES:
+        if 0 < length <= MAX_WIRE_FRAME:
             ok = _check_frame(<const uint8_t*>buffer.buf, length, raw)
     finally:
         PyBuffer_Release(&buffer)
