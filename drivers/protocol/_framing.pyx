@@ -55,12 +55,9 @@ cdef inline uint32_t crc32(const uint8_t* data, Py_ssize_t size) noexcept nogil:
     return <uint32_t>zlib_crc32(0, data, <unsigned int>size)
 
 
-cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
-    """``cobs.encode`` (PyPI cobs: no empty block after a full one at the end) into ``dst``
-    (room for ``size + size // 254 + 1`` bytes); returns the length.
-
-    One pass over the bytes: frames carry many short runs between zeros (spot records), where
-    a library call per run would cost more than the run."""
+cdef Py_ssize_t _cobs_encode_blocks(const uint8_t* src, Py_ssize_t size,
+                                    uint8_t* dst) noexcept nogil:
+    """:func:`_cobs_encode` byte by byte, full blocks included."""
     cdef Py_ssize_t code_at = 0, out = 1, i
     cdef uint8_t byte, code = 1
     cdef bint after_full = False
@@ -87,6 +84,30 @@ cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) 
         return out - 1
     dst[code_at] = code
     return out
+
+
+cdef Py_ssize_t _cobs_encode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
+    """``cobs.encode`` (PyPI cobs: no empty block after a full one at the end) into ``dst``
+    (room for ``size + size // 254 + 1`` bytes); returns the length.
+
+    Without a run of 254 non-zero bytes (a full block) the output is a code byte, then the
+    input with each zero replaced by the distance to the next zero (or past the end): one
+    copy, then one look at each byte. Frames carry many short runs (spot records), where a
+    library call per run would cost more than the run."""
+    cdef Py_ssize_t last = 0, i, run, longest = 0
+    memcpy(dst + 1, src, size)
+    for i in range(size):
+        if src[i] == 0:
+            run = i + 1 - last
+            longest = run if run > longest else longest
+            dst[last] = <uint8_t>run
+            last = i + 1
+    run = size + 1 - last
+    longest = run if run > longest else longest
+    if longest >= 0xFF:
+        return _cobs_encode_blocks(src, size, dst)
+    dst[last] = <uint8_t>run
+    return size + 1
 
 
 cdef Py_ssize_t _cobs_decode(const uint8_t* src, Py_ssize_t size, uint8_t* dst) noexcept nogil:
