@@ -31,7 +31,7 @@ from controller.validation import ClinicalEnvelope, Finding, check_thermal, vali
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
 from drivers.errors import DeviceError, FootswitchUp, IllegalState
 from drivers.info import DeviceLimits, DeviceStatus
-from drivers.link import Item, Pending
+from drivers.link import Item, Queued
 from drivers.protocol import Message
 from drivers.protocol.messages import DeviceFlag, FaultCode, Interlock, State
 
@@ -397,7 +397,7 @@ class TreatmentSession:
 
     def _emit_when_ready(self, job: PassJob, first: int, command: Callable[[], None],
                          ready: Callable[[], bool], what: Callable[[], str]
-                         ) -> queue.SimpleQueue[Item | Pending]:
+                         ) -> queue.SimpleQueue[Queued]:
         """Wait until ``ready``, then START or RESUME; returns the event queue opened just
         before the command, so the stream misses no report sent after it."""
         while True:
@@ -413,7 +413,7 @@ class TreatmentSession:
                 self.device.link.unqueue_events(events)
                 raise SessionStop("fault", f"emission not confirmed: {exc}") from exc
 
-    def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Item | Pending]
+    def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Queued]
                 ) -> str:
         started = time.monotonic()
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)

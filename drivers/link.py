@@ -3,7 +3,10 @@
 One reader thread decodes frames from the transport. Replies complete the request with the
 same sequence number; events go, in wire order, to every event queue (``queue_events``) and to
 the callbacks registered with ``subscribe``, which a separate dispatcher thread runs so that a
-slow subscriber never blocks the reader. A broken link fails every waiter with ``DeviceLost``.
+slow subscriber never blocks the reader. Consecutive EVT_DELIVERED reports read together reach
+the event queues as one :class:`DeliveredRun` (an emitting device sends one every 64 spots or
+10 ms: one item per read instead of one per report), and the callbacks one by one. A broken
+link fails every waiter with ``DeviceLost``.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from drivers.errors import DeviceLost, DeviceTimeout, nack_error
 from drivers.protocol import (
     FrameDecoder,
     Message,
     MessageError,
     ProtocolError,
+    RawFrame,
     decode_payload,
     encode,
+    joined_records,
     message,
 )
-from drivers.protocol.messages import Direction
+from drivers.protocol.messages import BY_NAME, Direction
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,29 @@ IDEMPOTENT = frozenset({"IDENTIFY", "HEARTBEAT", "STATUS_REQUEST", "GALVO_JUMP",
 
 READ_CHUNK = 65536
 POLL_S = 0.05
+
+_DELIVERED = BY_NAME["EVT_DELIVERED"].type_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredRun:
+    """Consecutive EVT_DELIVERED reports (two or more, each checked as decoding would), in wire
+    order: their records joined, and the last report (its credits are the latest)."""
+
+    frames: tuple[RawFrame, ...]
+    records: np.ndarray
+    last: Message
+
+    @classmethod
+    def of(cls, frames: list[RawFrame]) -> DeliveredRun | None:
+        """The run of ``frames``, or None when one of them would not decode."""
+        joined = joined_records(frames)
+        return None if joined is None else cls(tuple(frames), *joined)
+
+    def messages(self) -> list[Message]:
+        """Each report as its own message."""
+        return [decode_payload(frame) for frame in self.frames]
+
 
 Item = Message | DeviceLost
 Subscriber = Callable[[Item], None]
@@ -53,7 +83,7 @@ class Pending:
     request: Message
     sent_at: float = 0.0
     reply: Item | None = None
-    target: queue.SimpleQueue[Item | Pending] | None = None
+    target: queue.SimpleQueue[Queued] | None = None
     #: held until the reply is in (a bare lock: a handle is made per request sent)
     _arrived: threading.Lock = field(default_factory=_held_lock)
 
@@ -83,6 +113,11 @@ class Pending:
         return reply
 
 
+#: What an event queue holds: events (reports joined into runs), the link's loss, and the
+#: handles of requests sent with that queue as their target.
+Queued = Item | DeliveredRun | Pending
+
+
 class Link:
     """Frames over a transport, with requests matched to replies by sequence number."""
 
@@ -99,9 +134,9 @@ class Link:
         self._write_lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
         self._last_write = time.monotonic()
-        self._event_queues: list[queue.SimpleQueue[Item | Pending]] = []
+        self._event_queues: list[queue.SimpleQueue[Queued]] = []
         self._subscribers: list[Subscriber] = []
-        self._dispatch: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._dispatch: queue.SimpleQueue[Item | DeliveredRun | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_loop, name="co2scan-reader", daemon=True),
@@ -113,7 +148,7 @@ class Link:
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, requests: list[Message],
-             target: queue.SimpleQueue[Item | Pending] | None = None) -> list[Pending]:
+             target: queue.SimpleQueue[Queued] | None = None) -> list[Pending]:
         """Number and send ``requests`` in one write; their replies complete the handles.
 
         With ``target``, each completed handle is also put on that queue, in wire order with
@@ -174,14 +209,15 @@ class Link:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- events -----------------------------------------------------------------------------
-    def queue_events(self) -> queue.SimpleQueue[Item | Pending]:
-        """A queue receiving every event (and DeviceLost) in wire order, from now on."""
-        q: queue.SimpleQueue[Item | Pending] = queue.SimpleQueue()
+    def queue_events(self) -> queue.SimpleQueue[Queued]:
+        """A queue receiving every event (and DeviceLost) in wire order, from now on;
+        consecutive EVT_DELIVERED reports come as one :class:`DeliveredRun`."""
+        q: queue.SimpleQueue[Queued] = queue.SimpleQueue()
         with self._lock:
             self._event_queues = [*self._event_queues, q]
         return q
 
-    def unqueue_events(self, q: queue.SimpleQueue[Item | Pending]) -> None:
+    def unqueue_events(self, q: queue.SimpleQueue[Queued]) -> None:
         with self._lock:
             self._event_queues = [x for x in self._event_queues if x is not q]
 
@@ -217,20 +253,38 @@ class Link:
                     self._fail(exc)
                 return
             if data:
-                for frame in self.decoder.feed(data):
-                    try:
-                        self._handle(decode_payload(frame))
-                    except ProtocolError as exc:
-                        self.bad_messages += 1
-                        log.warning("ignored bad message from device: %s", exc)
+                self._handle_frames(self.decoder.feed(data))
+
+    def _handle_frames(self, frames: list[RawFrame]) -> None:
+        """Each frame in order; a run of EVT_DELIVERED frames as one :class:`DeliveredRun`."""
+        start, count = 0, len(frames)
+        while start < count:
+            end = start
+            while end < count and frames[end].type_id == _DELIVERED:
+                end += 1
+            run = DeliveredRun.of(frames[start:end]) if end - start > 1 else None
+            if run is not None:
+                self._event(run)
+                start = end
+                continue
+            for frame in frames[start:max(end, start + 1)]:
+                try:
+                    self._handle(decode_payload(frame))
+                except ProtocolError as exc:
+                    self.bad_messages += 1
+                    log.warning("ignored bad message from device: %s", exc)
+            start = max(end, start + 1)
+
+    def _event(self, event: Message | DeliveredRun) -> None:
+        for q in self._event_queues:
+            q.put(event)
+        if self._subscribers:  # the dispatcher would call no one: do not wake it
+            self._dispatch.put(event)
 
     def _handle(self, msg: Message) -> None:
         definition = msg.definition
         if definition.direction is Direction.EVENT:
-            for q in self._event_queues:
-                q.put(msg)
-            if self._subscribers:  # the dispatcher would call no one: do not wake it
-                self._dispatch.put(msg)
+            self._event(msg)
             return
         if definition.direction is not Direction.DEVICE:
             self.bad_messages += 1
@@ -260,11 +314,12 @@ class Link:
             item = self._dispatch.get()
             if item is None:
                 return
-            for callback in self._subscribers:
-                try:
-                    callback(item)
-                except Exception:  # a subscriber's bug must not stop event delivery
-                    log.exception("event subscriber %r failed", callback)
+            for event in item.messages() if isinstance(item, DeliveredRun) else (item,):
+                for callback in self._subscribers:
+                    try:
+                        callback(event)
+                    except Exception:  # a subscriber's bug must not stop event delivery
+                        log.exception("event subscriber %r failed", callback)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s / 2):

@@ -21,7 +21,7 @@ import numpy as np
 
 from drivers.errors import DeviceLost, DeviceTimeout, PlanMismatch
 from drivers.info import DeviceStatus
-from drivers.link import Item, Pending
+from drivers.link import DeliveredRun, Pending, Queued
 from drivers.protocol import Message, first_out_of_sequence, message
 from drivers.protocol.messages import (
     MAX_BATCH_SPOTS,
@@ -63,15 +63,25 @@ class Progress:
     fault_code: FaultCode = FaultCode.NONE
 
 
+def _delivered(item: Queued) -> tuple[np.ndarray, Message] | None:
+    """(records, the report with the latest credits) of delivered reports, else None."""
+    if isinstance(item, DeliveredRun):
+        return item.records, item.last
+    if isinstance(item, Message) and item.name == "EVT_DELIVERED":
+        assert item.records is not None
+        return item.records, item
+    return None
+
+
 class PassStreamer:
     """State of one streaming run; see :meth:`Device.stream`."""
 
     def __init__(self, device: Device, spots: PassSpots, known_through: int | None,
-                 events: queue.SimpleQueue[Item | Pending] | None = None) -> None:
+                 events: queue.SimpleQueue[Queued] | None = None) -> None:
         self.device = device
         self.link = device.link
         self.spots = spots
-        self.queue: queue.SimpleQueue[Item | Pending] = events or self.link.queue_events()
+        self.queue: queue.SimpleQueue[Queued] = events or self.link.queue_events()
         self.unacked: deque[tuple[Pending, int]] = deque()
         self.status_handle: Pending | None = None
         self.index: list[np.ndarray] = []
@@ -123,44 +133,51 @@ class PassStreamer:
                              else values)
         self.last_seen = int(index[-1])
 
-    def handle_all(self, items: list[Item | Pending]) -> None:
-        """:meth:`handle` each item in order; a run of consecutive EVT_DELIVERED whose indices
-        continue one another is recorded in one go, as one by one would record it."""
+    def handle_all(self, items: list[Queued]) -> None:
+        """:meth:`handle` each item in order; consecutive delivered reports (runs and single
+        EVT_DELIVERED) whose indices continue one another are recorded in one go, as one by
+        one would record them."""
         start = 0
         count = len(items)
         while start < count:
+            pieces = []
             end = start
-            while (end < count and isinstance(items[end], Message)
-                   and items[end].name == "EVT_DELIVERED"):  # type: ignore[union-attr]
+            while end < count and (piece := _delivered(items[end])) is not None:
+                pieces.append(piece)
                 end += 1
-            if end - start > 1 and self.record_run(items[start:end]):  # type: ignore[arg-type]
+            if pieces and self.record_run(pieces):
                 start = end
                 continue
             self.handle(items[start])
             start += 1
 
-    def record_run(self, run: list[Message]) -> bool:
-        """Record consecutive EVT_DELIVERED reports at once when their indices, together, are
-        new and contiguous (the usual case); False, recording nothing, otherwise."""
-        first = int(run[0].records["index"][0])  # type: ignore[index] - count >= 1
+    def record_run(self, pieces: list[tuple[np.ndarray, Message]]) -> bool:
+        """Record consecutive delivered records (each piece: records, the report with the
+        latest credits) at once when their indices, together, are new and contiguous (the
+        usual case); False, recording nothing, otherwise."""
+        first = int(pieces[0][0]["index"][0])  # a report carries at least one record
         end = first
         if first <= self.last_seen:
             return False
-        for msg in run:  # each report's indices continue the previous one's
-            if first_out_of_sequence(msg.records, end) >= 0:
+        for records, _ in pieces:  # each piece's indices continue the previous one's
+            if first_out_of_sequence(records, end) >= 0:
                 return False
-            end += len(msg.records)  # type: ignore[arg-type]
-        self.credits = int(run[-1]["credits"])
+            end += len(records)
+        self.credits = int(pieces[-1][1]["credits"])
         # field by field: concatenating structured arrays promotes their dtype in Python
         self.record_delivered(np.arange(first, end, dtype=np.int64), np.concatenate(
-            [msg.records["measured_uj"] for msg in run], dtype=np.int64))  # type: ignore[index]
+            [records["measured_uj"] for records, _ in pieces], dtype=np.int64))
         return True
 
-    def handle(self, item: Item | Pending) -> None:
+    def handle(self, item: Queued) -> None:
         if isinstance(item, DeviceLost):
             raise item
         if isinstance(item, Pending):
             self.handle_reply(item)
+            return
+        if isinstance(item, DeliveredRun):
+            for msg in item.messages():
+                self.handle_event(msg)
             return
         self.handle_event(item)
 
@@ -257,7 +274,7 @@ class PassStreamer:
             last_tick = last_heard = time.monotonic()
             while True:
                 self.send_batches()
-                items: list[Item | Pending] = []
+                items: list[Queued] = []
                 try:
                     items.append(self.queue.get(timeout=IDLE_TICK_S))
                     while True:

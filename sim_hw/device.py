@@ -235,7 +235,7 @@ class SimDevice:
 
     def receive(self, data: bytes) -> None:
         """Bytes from the host, in any chunking; frames are handled at the current device time."""
-        for frame in self._decoder.feed(bytes(data)):
+        for frame in self._decoder.feed(data):
             self.counters["frames_received"] += 1
             self._last_rx_host_s = self._host_now_s
             if self._announce_power_on:
@@ -640,7 +640,7 @@ class SimDevice:
         self._deferred_events = []
         try:
             request = self._validate(frame)
-            reply = getattr(self, f"_on_{request.name.lower()}")(request)
+            reply = getattr(self, _HANDLERS[request.name])(request)
         except Refused as refusal:
             self._nack(frame.type_id, frame.seq, refusal)
         else:
@@ -898,6 +898,9 @@ def _narrow_field_bounds(definition: MessageDef) -> tuple[tuple[int, str, int, i
 
 
 _NARROW_FIELDS = {definition.name: _narrow_field_bounds(definition) for definition in MESSAGES}
+#: The SimDevice method that handles each request.
+_HANDLERS = {definition.name: f"_on_{definition.name.lower()}" for definition in MESSAGES
+             if definition.direction == Direction.HOST}
 #: The record fields whose extremes the device compares (layout bounds, then its limits).
 _EXTREME_FIELDS = {"SPOT_BATCH": ("x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack", "flags")}
 _COUNT_POSITION = {definition.name: [f.name for f in definition.fields].index(definition.count)

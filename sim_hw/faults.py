@@ -88,6 +88,9 @@ class _Direction:
         return bytes(damaged)
 
     def release(self, real_s: float) -> bytes:
+        queue = self._queue
+        if len(queue) == 1 and queue[0][0] <= real_s:  # the usual case: pass the bytes on
+            return queue.popleft()[1]
         out = bytearray()
         while self._queue and self._queue[0][0] <= real_s:
             out += self._queue.popleft()[1]

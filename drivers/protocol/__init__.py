@@ -2,7 +2,15 @@
 
 # compiled record scans (numpy references: records_ref)
 from drivers.protocol._records import first_out_of_sequence, record_extremes
-from drivers.protocol.codec import Message, decode, decode_payload, encode, encode_payload, message
+from drivers.protocol.codec import (
+    Message,
+    decode,
+    decode_payload,
+    encode,
+    encode_payload,
+    joined_records,
+    message,
+)
 from drivers.protocol.errors import FrameError, MessageError, ProtocolError
 from drivers.protocol.framing import FrameDecoder, RawFrame, decode_frame, encode_frame
 
@@ -20,6 +28,7 @@ __all__ = [
     "encode_frame",
     "encode_payload",
     "first_out_of_sequence",
+    "joined_records",
     "message",
     "record_extremes",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,11 @@ class _Checks:
     encode: tuple[_FieldCheck, ...]
     decode: tuple[_FieldCheck, ...]
     records: tuple[tuple[str, int | None, int | None], ...]
+    #: ``decode`` as (position among the fixed fields, lo, hi, enum members): an unpacked
+    #: value is always of its type, so only its range and membership are compared
+    unpacked: tuple[tuple[int, int, int, dict[int, Any] | None], ...]
+    #: position of the record count among the fixed fields (-1: no records)
+    count_at: int
 
     @classmethod
     def of(cls, definition: MessageDef) -> _Checks:
@@ -106,8 +111,11 @@ class _Checks:
                 records.append((f.name, None if lo == type_lo else lo,
                                 None if hi == type_hi else hi))
         names = tuple(f.name for f in definition.fields)
+        unpacked = tuple((names.index(f.name), lo, hi, members)
+                         for f, _, lo, hi, members in decode)
+        count_at = names.index(definition.count) if definition.count else -1
         return cls(definition, names, frozenset(names), "reserved" in names, tuple(encode),
-                   tuple(decode), tuple(records))
+                   tuple(decode), tuple(records), unpacked, count_at)
 
 
 def _type_range(f: Field) -> tuple[int, int]:
@@ -248,24 +256,23 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
     payload = frame.payload
     if len(payload) < fixed:
         raise MessageError(f"{definition.name}: payload {len(payload)} bytes, needs {fixed}")
-    try:
-        raw_values = definition.struct.unpack_from(payload)
-    except struct.error as exc:  # pragma: no cover - length checked above
-        raise MessageError(f"{definition.name}: {exc}") from None
+    raw_values = definition.struct.unpack_from(payload)
+    for position, lo, hi, members in checks.unpacked:
+        value = raw_values[position]
+        if not lo <= value <= hi or (members is not None and value not in members):
+            _check_value(definition.name, definition.fields[position], value)  # raises
     values: dict[str, Value] = dict(zip(checks.names, raw_values, strict=True))
-    if checks.decode:
-        _check_values(definition.name, values, checks.decode)
     records = None
     text = ""
     tail_size = len(payload) - fixed
-    if definition.record_dtype is not None:
-        count = int(values[definition.count])
-        expected = count * definition.record_dtype.itemsize
-        if tail_size != expected:
-            raise MessageError(
-                f"{definition.name}: {count} records need {expected} bytes, got {tail_size}"
-            )
-        records = np.frombuffer(payload, definition.record_dtype, count, fixed)
+    if checks.count_at >= 0:
+        count = raw_values[checks.count_at]
+        dtype = definition.record_dtype
+        assert dtype is not None
+        if tail_size != count * dtype.itemsize:
+            raise MessageError(f"{definition.name}: {count} records need "
+                               f"{count * dtype.itemsize} bytes, got {tail_size}")
+        records = np.frombuffer(payload, dtype, count, fixed)
         if not records_checked and checks.records:
             _check_records(definition.name, definition, records)
     elif definition.text:
@@ -278,6 +285,40 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
     elif tail_size:
         raise MessageError(f"{definition.name}: {tail_size} unexpected trailing bytes")
     return Message(definition.name, frame.seq, values, records, text)
+
+
+def joined_records(frames: Sequence[RawFrame]) -> tuple[np.ndarray, Message] | None:
+    """The records of consecutive frames of one record-carrying message type, joined in order,
+    and the last frame decoded; None when any frame would not decode (decode them one by one
+    then, to learn why). What :func:`decode_payload` checks of each frame is checked here,
+    without making a message of each."""
+    checks = _CHECKS_BY_ID.get(frames[0].type_id)
+    if checks is None or checks.count_at < 0:
+        return None
+    definition = checks.definition
+    dtype = definition.record_dtype
+    assert dtype is not None
+    unpack, fixed, itemsize = definition.struct.unpack_from, definition.struct.size, dtype.itemsize
+    tails = []
+    for frame in frames:
+        payload = frame.payload
+        if (frame.version != PROTOCOL_VERSION or frame.type_id != definition.type_id
+                or len(payload) < fixed):
+            return None
+        raw_values = unpack(payload)
+        for position, lo, hi, members in checks.unpacked:
+            value = raw_values[position]
+            if not lo <= value <= hi or (members is not None and value not in members):
+                return None
+        if len(payload) - fixed != raw_values[checks.count_at] * itemsize:
+            return None
+        tails.append(payload[fixed:])
+    records = np.frombuffer(b"".join(tails), dtype)
+    if checks.records and any(
+            (lo is not None and records[name].min() < lo)
+            or (hi is not None and records[name].max() > hi) for name, lo, hi in checks.records):
+        return None
+    return records, decode_payload(frames[-1])
 
 
 def decode(encoded: bytes) -> Message:

@@ -1,0 +1,155 @@
+"""Events on the link: runs of delivered reports joined for the event queues, one by one for
+subscribers, and the same records, credits and errors as decoding each report."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.link import DeliveredRun, Link, Queued
+from drivers.protocol import (
+    Message,
+    MessageError,
+    decode_payload,
+    encode,
+    encode_frame,
+    joined_records,
+    message,
+)
+from drivers.protocol.framing import FrameDecoder
+from drivers.protocol.messages import BY_NAME, DELIVERED_DTYPE, Cause, FaultCode, State
+
+DELIVERED = BY_NAME["EVT_DELIVERED"]
+
+
+class ScriptedTransport:
+    """Hands the link the chunks it is given, one per read."""
+
+    def __init__(self) -> None:
+        self.chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        try:
+            return self.chunks.get(timeout=timeout_s)
+        except queue.Empty:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def report(first: int, count: int, credits: int, seq: int) -> bytes:
+    records = np.zeros(count, DELIVERED_DTYPE)
+    records["index"] = np.arange(first, first + count)
+    records["measured_uj"] = 1000 + records["index"]
+    return encode(message("EVT_DELIVERED", seq, records=records, credits=credits))
+
+
+def state_event(seq: int) -> bytes:
+    return encode(message("EVT_STATE", seq, old_state=State.EMITTING, new_state=State.PAUSED,
+                          cause=Cause.HOST_COMMAND, fault_code=FaultCode.NONE))
+
+
+def damaged_count(wire: bytes, count: int) -> bytes:
+    """The report re-framed with its count field set to ``count`` (records unchanged)."""
+    (frame,) = FrameDecoder().feed(wire)
+    payload = DELIVERED.struct.pack(count, 7) + frame.payload[DELIVERED.struct.size:]
+    return encode_frame(frame.type_id, frame.seq, payload)
+
+
+def read_through_link(chunks: list[bytes], expected: int) -> tuple[list[Queued], list[Message],
+                                                                   int]:
+    """What an event queue and a subscriber get from ``chunks``, and the bad message count."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    try:
+        events = link.queue_events()
+        heard: list[Message] = []
+        done = threading.Event()
+
+        def on_event(item: object) -> None:
+            assert isinstance(item, Message)
+            heard.append(item)
+            if len(heard) == expected:
+                done.set()
+
+        link.subscribe(on_event)
+        for chunk in chunks:
+            transport.chunks.put(chunk)
+        assert done.wait(5.0), f"subscriber heard {len(heard)} of {expected}"
+        got: list[Queued] = []
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and sum(
+                len(g.frames) if isinstance(g, DeliveredRun) else 1 for g in got) < expected:
+            with contextlib.suppress(queue.Empty):
+                got.append(events.get(timeout=0.1))
+        return got, heard, link.bad_messages
+    finally:
+        link.close()
+
+
+def test_reports_read_together_reach_queues_as_one_run_and_subscribers_one_by_one() -> None:
+    wires = [report(0, 40, 100, 1), report(40, 40, 90, 2), report(80, 5, 80, 3), state_event(4)]
+    got, heard, bad = read_through_link([b"".join(wires)], expected=4)
+    assert bad == 0
+    assert [type(g) for g in got] == [DeliveredRun, Message]
+    run = got[0]
+    assert isinstance(run, DeliveredRun)
+    singles = [decode_payload(frame) for wire in wires for frame in FrameDecoder().feed(wire)]
+    assert run.messages() == singles[:3] and run.last == singles[2]
+    np.testing.assert_array_equal(run.records, np.concatenate([m.records for m in singles[:3]]))
+    assert got[1] == singles[3]
+    assert heard == singles  # subscribers: every event, one by one, in wire order
+
+
+def test_a_report_that_would_not_decode_splits_the_run_into_single_messages() -> None:
+    good = [report(0, 10, 100, 1), report(10, 10, 90, 3)]
+    bad_wire = damaged_count(report(99, 4, 0, 2), 5)  # says 5 records, carries 4
+    got, heard, bad = read_through_link([good[0] + bad_wire + good[1]], expected=2)
+    assert bad == 1
+    assert all(isinstance(g, Message) for g in got)
+    assert [g.records["index"][0] for g in got] == [0, 10]  # type: ignore[union-attr]
+    assert heard == got
+
+
+reports = st.lists(st.tuples(st.integers(1, 64), st.integers(0, 0xFFFF)), min_size=1,
+                   max_size=8)
+
+
+@given(reports, st.integers(0, 2**31), st.data())
+def test_joined_records_are_the_decoded_reports_joined(sizes: list[tuple[int, int]], first: int,
+                                                       data: st.DataObject) -> None:
+    wires, start = [], first
+    for seq, (count, credits) in enumerate(sizes):
+        wires.append(report(start, count, credits, seq))
+        start += count
+    damage = data.draw(st.sampled_from(["none", "count", "zero", "version"]))
+    if damage != "none":
+        at = data.draw(st.integers(0, len(wires) - 1))
+        count = sizes[at][0]
+        wires[at] = damaged_count(wires[at], {"count": count + 1, "zero": 0,
+                                              "version": count}[damage])
+    frames = [frame for wire in wires for frame in FrameDecoder().feed(wire)]
+    if damage == "version":
+        frames[at] = frames[at]._replace(version=2)
+    joined = joined_records(frames)
+    if damage == "none":
+        assert joined is not None
+        records, last = joined
+        decoded = [decode_payload(frame) for frame in frames]
+        np.testing.assert_array_equal(records, np.concatenate([m.records for m in decoded]))
+        assert last == decoded[-1]
+    else:
+        assert joined is None
+        with pytest.raises(MessageError):
+            decode_payload(frames[at])
