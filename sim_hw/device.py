@@ -72,8 +72,9 @@ _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
 #: Inputs that must all be set for a spot to fire.
 _EMIT_BITS = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
 #: Under a virtual clock, emission skips ahead at most this many spots at a time, so that
-#: host requests still arrive between chunks of emission.
-VIRTUAL_SKIP_SPOTS = 1024
+#: host requests still arrive between chunks of emission: the default buffer, one chunk per
+#: buffer a host streaming at full rate refills (a smaller step only adds simulator work).
+VIRTUAL_SKIP_SPOTS = 4096
 
 
 class Buffered(NamedTuple):
