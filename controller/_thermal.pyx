@@ -232,6 +232,8 @@ cdef extern from *:
 
 #: Blocks per chunk: far-grid states are produced one chunk ahead of the windows.
 DEF CHUNK_BLOCKS = 8
+#: The same, for the tests that compare the kernels across chunk boundaries.
+chunk_blocks = CHUNK_BLOCKS
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
 #: inside its window (as controller.thermal_ref.COVER_MARGIN).
 DEF COVER_MARGIN = 1e-6

@@ -330,7 +330,19 @@ def test_params_rejected_with_field_and_range(field: str, value: float) -> None:
 
 def test_window_too_wide_for_far_grid_rejected() -> None:
     with pytest.raises(SettingsError, match="window_um"):
-        TissueParams(window_um=300.0, far_grid_um=300.0)
+        TissueParams(window_um=400.0, far_grid_um=400.0)
+
+
+@pytest.mark.parametrize("far_grid_um", [399.0, 300.0, 250.0])
+def test_far_grid_finer_than_the_validated_one_refused(far_grid_um: float) -> None:
+    """Far grids finer than 400 um under-read the damage integral (docs/thermal_model.md,
+    "Limits"): refused, with the field, the value and the allowed range."""
+    with pytest.raises(SettingsError) as info:
+        TissueParams(far_grid_um=far_grid_um)
+    assert info.value.field == "far_grid_um"
+    assert info.value.value == far_grid_um
+    assert "[400, 5000]" in str(info.value)
+    assert TissueParams(far_grid_um=400.0).far_grid_um == 400.0
 
 
 @pytest.mark.parametrize(("index", "field", "bad"), [
