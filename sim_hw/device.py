@@ -27,6 +27,7 @@ from drivers.protocol import (
     RawFrame,
     decode_payload,
     first_out_of_sequence,
+    joined_records,
     record_extremes,
 )
 from drivers.protocol import encode as encode_message
@@ -66,6 +67,11 @@ from sim_hw.truth import GroundTruth
 NV_FIRED_PLANS = 16
 _STATUS_REQUEST = BY_NAME["STATUS_REQUEST"].type_id
 _DELIVERED = BY_NAME["EVT_DELIVERED"]
+_SPOT_BATCH_DEF = BY_NAME["SPOT_BATCH"]
+_SPOT_BATCH = _SPOT_BATCH_DEF.type_id
+_ACK = BY_NAME["ACK"]
+# the ACK of a batch, packed in _accept_batches, holds these fields in this order
+assert [f.name for f in _ACK.fields] == ["acked_type", "state", "credits", "value"]
 CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
 _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
                "estop": Interlock.ESTOP_RELEASED, "footswitch": Interlock.FOOTSWITCH_DOWN}
@@ -235,18 +241,30 @@ class SimDevice:
     # -- I/O ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> None:
-        """Bytes from the host, in any chunking; frames are handled at the current device time."""
-        for frame in self._decoder.feed(data):
-            self.counters["frames_received"] += 1
+        """Bytes from the host, in any chunking; frames are handled at the current device time.
+
+        Consecutive SPOT_BATCH requests that all pass every check are taken in one go
+        (:meth:`_accept_batches`), with the replies one by one would give; otherwise, and for
+        every other request, one at a time."""
+        frames = self._decoder.feed(data)
+        start, count = 0, len(frames)
+        while start < count:
+            end = start + 1
+            while end < count and frames[end].type_id == _SPOT_BATCH == frames[start].type_id:
+                end += 1
+            self.counters["frames_received"] += end - start
             self._last_rx_host_s = self._host_now_s
             if self._announce_power_on:
                 self._announce_power_on = False
                 self._event("EVT_STATE", old_state=State.FAULT, new_state=State.FAULT,
                             cause=Cause.POWER_ON, fault_code=self.fault_code)
-            if self._jump is not None:
-                self._inbox.append(frame)  # requests are handled in order, after the jump
-            else:
-                self._handle(frame)
+            if end - start == 1 or not self._accept_batches(frames[start:end]):
+                for frame in frames[start:end]:
+                    if self._jump is not None:
+                        self._inbox.append(frame)  # requests are handled in order, after the jump
+                    else:
+                        self._handle(frame)
+            start = end
 
     def transmit(self) -> bytes:
         """Drain the bytes waiting for the host."""
@@ -830,6 +848,47 @@ class SimDevice:
         if self._next_fire_s is None:
             self._schedule_next()
         return self._ack(request, plan.next_index)
+
+    def _accept_batches(self, frames: list[RawFrame]) -> bool:
+        """Take consecutive SPOT_BATCH requests at once when every one of them would be
+        acknowledged (their records together continue the plan, fit the credits and the
+        device limits): the same buffer, plan and replies as :meth:`_on_spot_batch` one by
+        one. False, changing nothing, when any check would refuse one (or a galvo jump is
+        under way): then they are handled one by one, for the refusal's exact reply."""
+        plan = self.plan
+        if (self._jump is not None or self.state not in _SPOT_BATCH_DEF.legal_in
+                or (_SPOT_BATCH_DEF.service and not self._service)
+                or plan is None or not plan.loaded):
+            return False
+        joined = joined_records(frames)
+        if joined is None:
+            return False
+        spots = joined[0]
+        total = len(spots)
+        if total > self.credits or first_out_of_sequence(spots, plan.next_index) >= 0:
+            return False
+        extremes = record_extremes(_SPOT_BATCH_DEF, spots, _EXTREME_FIELDS["SPOT_BATCH"])
+        mirror_x, mirror_y = self.galvo.corrected(spots["x_lsb"], spots["y_lsb"])
+        if not (plan.next_index + total - 1 < plan.spot_count
+                and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
+                                             mirror_x, mirror_y)
+                and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
+                                           self.laser.rep_rate_hz)):
+            return False
+        credits, next_index = self.credits, plan.next_index
+        self._buffer.extend(spots, mirror_x, mirror_y)
+        plan.next_index += total
+        if self._next_fire_s is None:
+            self._schedule_next()
+        record_size = SPOT_DTYPE.itemsize
+        for frame in frames:
+            taken = (len(frame.payload) - _SPOT_BATCH_DEF.struct.size) // record_size
+            credits -= taken
+            next_index += taken
+            self._out += encode_frame(_ACK.type_id, frame.seq, _ACK.struct.pack(
+                _SPOT_BATCH, self.state, credits, next_index))
+        self.counters["replies_sent"] += len(frames)
+        return True
 
     def _on_arm(self, request: Message) -> Message:
         assert self.plan is not None
