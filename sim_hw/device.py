@@ -830,12 +830,7 @@ class SimDevice:
         x, y = spots["x_lsb"], spots["y_lsb"]
         mirror_x, mirror_y = self.galvo.corrected(x, y)
         rate_hz = self.laser.rep_rate_hz
-        # indices are consecutive here: the last is the largest
-        if not (plan.next_index + len(spots) - 1 < plan.spot_count
-                and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
-                                             mirror_x, mirror_y)
-                and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
-                                           rate_hz)):
+        if not self._all_within_limits(spots, extremes, mirror_x, mirror_y):
             indices = spots["index"].astype(np.int64)
             ok = ((indices < plan.spot_count) & self.galvo.reachable(x, y)
                   & self.laser.spots_allowed(spots["energy_uj"], spots["pulse_us"],
@@ -848,6 +843,19 @@ class SimDevice:
         if self._next_fire_s is None:
             self._schedule_next()
         return self._ack(request, plan.next_index)
+
+    def _all_within_limits(self, spots: np.ndarray, extremes: dict[str, tuple[int, int]],
+                           mirror_x: np.ndarray, mirror_y: np.ndarray) -> bool:
+        """Every spot of a batch continuing the plan lies within it, and within the galvo's
+        and the laser's limits (from the records' extremes)."""
+        plan = self.plan
+        assert plan is not None
+        # indices are consecutive here: the last is the largest
+        return (plan.next_index + len(spots) - 1 < plan.spot_count
+                and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
+                                             mirror_x, mirror_y)
+                and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
+                                           self.laser.rep_rate_hz))
 
     def _accept_batches(self, frames: list[RawFrame]) -> bool:
         """Take consecutive SPOT_BATCH requests at once when every one of them would be
@@ -869,11 +877,7 @@ class SimDevice:
             return False
         extremes = record_extremes(_SPOT_BATCH_DEF, spots, _EXTREME_FIELDS["SPOT_BATCH"])
         mirror_x, mirror_y = self.galvo.corrected(spots["x_lsb"], spots["y_lsb"])
-        if not (plan.next_index + total - 1 < plan.spot_count
-                and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
-                                             mirror_x, mirror_y)
-                and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
-                                           self.laser.rep_rate_hz)):
+        if not self._all_within_limits(spots, extremes, mirror_x, mirror_y):
             return False
         credits, next_index = self.credits, plan.next_index
         self._buffer.extend(spots, mirror_x, mirror_y)
