@@ -884,7 +884,7 @@ class SimDevice:
         plan.next_index += total
         if self._next_fire_s is None:
             self._schedule_next()
-        record_size = SPOT_DTYPE.itemsize
+        record_size = spots.dtype.itemsize
         for frame in frames:
             taken = (len(frame.payload) - _SPOT_BATCH_DEF.struct.size) // record_size
             credits -= taken
