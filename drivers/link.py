@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 
@@ -257,23 +258,18 @@ class Link:
 
     def _handle_frames(self, frames: list[RawFrame]) -> None:
         """Each frame in order; a run of EVT_DELIVERED frames as one :class:`DeliveredRun`."""
-        start, count = 0, len(frames)
-        while start < count:
-            end = start
-            while end < count and frames[end].type_id == _DELIVERED:
-                end += 1
-            run = DeliveredRun.of(frames[start:end]) if end - start > 1 else None
+        for delivered, grouped in groupby(frames, key=lambda f: f.type_id == _DELIVERED):
+            group = list(grouped)
+            run = DeliveredRun.of(group) if delivered and len(group) > 1 else None
             if run is not None:
                 self._event(run)
-                start = end
                 continue
-            for frame in frames[start:max(end, start + 1)]:
+            for frame in group:
                 try:
                     self._handle(decode_payload(frame))
                 except ProtocolError as exc:
                     self.bad_messages += 1
                     log.warning("ignored bad message from device: %s", exc)
-            start = max(end, start + 1)
 
     def _event(self, event: Message | DeliveredRun) -> None:
         for q in self._event_queues:

@@ -16,6 +16,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import NamedTuple
 
 import numpy as np
@@ -70,7 +71,6 @@ _DELIVERED = BY_NAME["EVT_DELIVERED"]
 _SPOT_BATCH_DEF = BY_NAME["SPOT_BATCH"]
 _SPOT_BATCH = _SPOT_BATCH_DEF.type_id
 _ACK = BY_NAME["ACK"]
-# the ACK of a batch, packed in _accept_batches, holds these fields in this order
 assert [f.name for f in _ACK.fields] == ["acked_type", "state", "credits", "value"]
 CAPABILITIES = Capability.AIMING_BEAM | Capability.ENERGY_MONITOR | Capability.SERVICE_AUTH
 _INPUT_BITS = {"key": Interlock.KEY_ON, "door": Interlock.DOOR_CLOSED,
@@ -246,25 +246,22 @@ class SimDevice:
         Consecutive SPOT_BATCH requests that all pass every check are taken in one go
         (:meth:`_accept_batches`), with the replies one by one would give; otherwise, and for
         every other request, one at a time."""
-        frames = self._decoder.feed(data)
-        start, count = 0, len(frames)
-        while start < count:
-            end = start + 1
-            while end < count and frames[end].type_id == _SPOT_BATCH == frames[start].type_id:
-                end += 1
-            self.counters["frames_received"] += end - start
+        for batches, grouped in groupby(self._decoder.feed(data),
+                                        key=lambda f: f.type_id == _SPOT_BATCH):
+            frames = list(grouped)
+            self.counters["frames_received"] += len(frames)
             self._last_rx_host_s = self._host_now_s
             if self._announce_power_on:
                 self._announce_power_on = False
                 self._event("EVT_STATE", old_state=State.FAULT, new_state=State.FAULT,
                             cause=Cause.POWER_ON, fault_code=self.fault_code)
-            if end - start == 1 or not self._accept_batches(frames[start:end]):
-                for frame in frames[start:end]:
-                    if self._jump is not None:
-                        self._inbox.append(frame)  # requests are handled in order, after the jump
-                    else:
-                        self._handle(frame)
-            start = end
+            if batches and len(frames) > 1 and self._accept_batches(frames):
+                continue
+            for frame in frames:
+                if self._jump is not None:
+                    self._inbox.append(frame)  # requests are handled in order, after the jump
+                else:
+                    self._handle(frame)
 
     def transmit(self) -> bytes:
         """Drain the bytes waiting for the host."""
@@ -889,6 +886,8 @@ class SimDevice:
             taken = (len(frame.payload) - _SPOT_BATCH_DEF.struct.size) // record_size
             credits -= taken
             next_index += taken
+            # packed straight from its layout, as _ack would give it (the batch intake test
+            # compares these bytes with one request at a time): the most frequent reply
             self._out += encode_frame(_ACK.type_id, frame.seq, _ACK.struct.pack(
                 _SPOT_BATCH, self.state, credits, next_index))
         self.counters["replies_sent"] += len(frames)

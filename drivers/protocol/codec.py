@@ -90,6 +90,8 @@ class _Checks:
     unpacked: tuple[tuple[int, int, int, dict[int, Any] | None], ...]
     #: position of the record count among the fixed fields (-1: no records)
     count_at: int
+    #: bytes per record (0: no records)
+    itemsize: int
 
     @classmethod
     def of(cls, definition: MessageDef) -> _Checks:
@@ -114,8 +116,9 @@ class _Checks:
         unpacked = tuple((names.index(f.name), lo, hi, members)
                          for f, _, lo, hi, members in decode)
         count_at = names.index(definition.count) if definition.count else -1
+        itemsize = 0 if definition.record_dtype is None else definition.record_dtype.itemsize
         return cls(definition, names, frozenset(names), "reserved" in names, tuple(encode),
-                   tuple(decode), tuple(records), unpacked, count_at)
+                   tuple(decode), tuple(records), unpacked, count_at, itemsize)
 
 
 def _type_range(f: Field) -> tuple[int, int]:
@@ -240,20 +243,18 @@ def encode(msg: Message) -> bytes:
                         parts[0] if len(parts) == 1 else b"".join(parts), PROTOCOL_VERSION)
 
 
-def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
-    """Interpret a checked frame; raises :class:`MessageError` on anything unexpected.
-
-    ``records_checked``: the caller has already checked every record against its bounds
-    (:func:`narrow_record_bounds`), so that is not done again.
-    """
+def _checked_layout(frame: RawFrame) -> tuple[_Checks, tuple[Any, ...], int]:
+    """The checks of ``frame``'s message type, its fixed values and its record count (-1:
+    none), after the version, type, length, fixed-value and record-length checks
+    (:class:`MessageError` otherwise)."""
     if frame.version != PROTOCOL_VERSION:
         raise MessageError(f"protocol version {frame.version}, expected {PROTOCOL_VERSION}")
     checks = _CHECKS_BY_ID.get(frame.type_id)
     if checks is None:
         raise MessageError(f"unknown message type 0x{frame.type_id:02X}")
     definition = checks.definition
-    fixed = definition.struct.size
     payload = frame.payload
+    fixed = definition.struct.size
     if len(payload) < fixed:
         raise MessageError(f"{definition.name}: payload {len(payload)} bytes, needs {fixed}")
     raw_values = definition.struct.unpack_from(payload)
@@ -261,18 +262,31 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
         value = raw_values[position]
         if not lo <= value <= hi or (members is not None and value not in members):
             _check_value(definition.name, definition.fields[position], value)  # raises
+    if checks.count_at < 0:
+        return checks, raw_values, -1
+    count = int(raw_values[checks.count_at])
+    itemsize = checks.itemsize
+    if len(payload) - fixed != count * itemsize:
+        raise MessageError(f"{definition.name}: {count} records need {count * itemsize} "
+                           f"bytes, got {len(payload) - fixed}")
+    return checks, raw_values, count
+
+
+def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
+    """Interpret a checked frame; raises :class:`MessageError` on anything unexpected.
+
+    ``records_checked``: the caller has already checked every record against its bounds
+    (:func:`narrow_record_bounds`), so that is not done again.
+    """
+    checks, raw_values, count = _checked_layout(frame)
+    definition = checks.definition
+    fixed = definition.struct.size
+    payload = frame.payload
     values: dict[str, Value] = dict(zip(checks.names, raw_values, strict=True))
     records = None
     text = ""
-    tail_size = len(payload) - fixed
-    if checks.count_at >= 0:
-        count = raw_values[checks.count_at]
-        dtype = definition.record_dtype
-        assert dtype is not None
-        if tail_size != count * dtype.itemsize:
-            raise MessageError(f"{definition.name}: {count} records need "
-                               f"{count * dtype.itemsize} bytes, got {tail_size}")
-        records = np.frombuffer(payload, dtype, count, fixed)
+    if count >= 0:
+        records = np.frombuffer(payload, definition.record_dtype, count, fixed)
         if not records_checked and checks.records:
             _check_records(definition.name, definition, records)
     elif definition.text:
@@ -282,43 +296,33 @@ def decode_payload(frame: RawFrame, records_checked: bool = False) -> Message:
                 f"{definition.name}: text must be <= {MAX_NACK_TEXT} printable ASCII bytes"
             )
         text = tail.decode("ascii")
-    elif tail_size:
-        raise MessageError(f"{definition.name}: {tail_size} unexpected trailing bytes")
+    elif len(payload) > fixed:
+        raise MessageError(f"{definition.name}: {len(payload) - fixed} unexpected trailing bytes")
     return Message(definition.name, frame.seq, values, records, text)
 
 
 def joined_records(frames: Sequence[RawFrame]) -> tuple[np.ndarray, Message] | None:
-    """The records of consecutive frames of one record-carrying message type, joined in order,
-    and the last frame decoded; None when any frame would not decode (decode them one by one
-    then, to learn why). What :func:`decode_payload` checks of each frame is checked here,
-    without making a message of each."""
-    checks = _CHECKS_BY_ID.get(frames[0].type_id)
-    if checks is None or checks.count_at < 0:
+    """The records of consecutive frames (at least one) of one record-carrying message type,
+    joined in order, and the last frame decoded; None when any frame would not decode (decode
+    them one by one then, to learn why). The checks are :func:`decode_payload`'s, without
+    making a message of each frame."""
+    kind = _CHECKS_BY_ID.get(frames[0].type_id)
+    if kind is None or kind.count_at < 0:
         return None
-    definition = checks.definition
-    dtype = definition.record_dtype
-    assert dtype is not None
-    unpack, fixed, itemsize = definition.struct.unpack_from, definition.struct.size, dtype.itemsize
     tails = []
-    for frame in frames:
-        payload = frame.payload
-        if (frame.version != PROTOCOL_VERSION or frame.type_id != definition.type_id
-                or len(payload) < fixed):
-            return None
-        raw_values = unpack(payload)
-        for position, lo, hi, members in checks.unpacked:
-            value = raw_values[position]
-            if not lo <= value <= hi or (members is not None and value not in members):
+    try:
+        for frame in frames:
+            checks, _, _ = _checked_layout(frame)
+            if checks is not kind:
                 return None
-        if len(payload) - fixed != raw_values[checks.count_at] * itemsize:
-            return None
-        tails.append(payload[fixed:])
-    records = np.frombuffer(b"".join(tails), dtype)
-    if checks.records and any(
-            (lo is not None and records[name].min() < lo)
-            or (hi is not None and records[name].max() > hi) for name, lo, hi in checks.records):
+            tails.append(frame.payload[kind.definition.struct.size:])
+        definition = kind.definition
+        records = np.frombuffer(b"".join(tails), definition.record_dtype)
+        if kind.records:
+            _check_records(definition.name, definition, records)
+        return records, decode_payload(frames[-1])
+    except MessageError:
         return None
-    return records, decode_payload(frames[-1])
 
 
 def decode(encoded: bytes) -> Message:
