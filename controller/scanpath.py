@@ -125,7 +125,7 @@ def plan_checksum(arrays: dict[str, np.ndarray]) -> int:
     crc = 0
     for name in Plan.CHECKSUM_FIELDS:
         a = arrays[name]
-        crc = zlib.crc32(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")), crc)
+        crc = zlib.crc32(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data, crc)
     return crc
 
 
@@ -195,7 +195,8 @@ def _size_field(settings: TreatmentSettings) -> tuple[str, object]:
 
 def pass_geometry(
     settings: TreatmentSettings, geom_pass: int, seed: int
-) -> tuple[NDArray[np.float64], ...]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int32], NDArray[np.int32],
+           NDArray[np.float64]]:
     """Spots of one pass before ordering: (x_um, y_um on the skin, i, j, depth_scale);
     depth_scale is a read-only view of ones when the pattern is not feathered."""
     density = settings.resolved_density
