@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from types import ModuleType
 
 from controller import _scanpath, scanpath_ref, timing
@@ -64,7 +65,7 @@ def kernel_rows() -> list[tuple[str, float, float, str, bool]]:
         times = {}
         for module, runs in ((_scanpath, 5), (scanpath_ref, REF_RUNS[shape])):
             with kernels(module):
-                times[module] = best_s(lambda s=s: sp.pass_geometry(s, 0, 1), runs)
+                times[module] = best_s(partial(sp.pass_geometry, s, 0, 1), runs)
         ratio = times[scanpath_ref] / times[_scanpath]
         rows.append((f"generation, {shape} (lattice+jitter+mask)", times[_scanpath],
                      times[scanpath_ref], ">= 10x", ratio >= 10))
@@ -100,8 +101,8 @@ def main() -> None:
              ("10 x 10 mm, pitch 200 µm", "square", 2500, 200.0, 0.0),
              ("circle 20 mm, pitch 300 µm, jitter", "circle", 3491, 300.0, JITTER_UM),
              (f"circle, {SPOTS:,} spots", "circle", SPOTS, PITCH_UM, JITTER_UM)]
-    fast = timing.GalvoTiming(max_spot_rate_hz=5000.0, field_um=BIG_FIELD.field_um)
-    for limits, why in ((BIG_FIELD, "spot-rate bound"), (fast, "galvo bound")):
+    galvo_bound = timing.GalvoTiming(max_spot_rate_hz=5000.0, field_um=BIG_FIELD.field_um)
+    for limits, why in ((BIG_FIELD, "spot-rate bound"), (galvo_bound, "galvo bound")):
         print(f"\nestimated treatment time per pass (timing model: {limits.max_spot_rate_hz:g} Hz,"
               f" settle {limits.settle_us:g} µs, {limits.jump_speed_um_per_us:g} µm/µs, "
               f"{limits.jump_accel_um_per_us2:g} µm/µs^2; {why})")
