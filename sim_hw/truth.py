@@ -17,9 +17,11 @@ _CHUNK = 65_536
 #: The fields a fired spot's row copies from its SPOT record.
 _SPOT_FIELDS = ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack")
 # the compiled kernel's byte layout: the SPOT fields first, at the same offsets
-assert all(TRUTH_DTYPE.fields[name] == SPOT_DTYPE.fields[name] for name in _SPOT_FIELDS)
+_TRUTH_LAYOUT, _SPOT_LAYOUT = TRUTH_DTYPE.fields, SPOT_DTYPE.fields
+assert _TRUTH_LAYOUT is not None and _SPOT_LAYOUT is not None  # structured dtypes
+assert all(_TRUTH_LAYOUT[name] == _SPOT_LAYOUT[name] for name in _SPOT_FIELDS)
 assert (TRUTH_DTYPE.itemsize, SPOT_DTYPE.itemsize) == (28, 16) and [
-    TRUTH_DTYPE.fields[name][1] for name in ("measured_uj", "time_s", "pass_index")] == [15, 19, 27]
+    _TRUTH_LAYOUT[name][1] for name in ("measured_uj", "time_s", "pass_index")] == [15, 19, 27]
 
 
 def fired_rows_reference(records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,

@@ -217,7 +217,7 @@ def _payload_parts(msg: Message) -> tuple[bytes, ...]:
     _check_values(msg.name, values, checks.encode)
     fixed = definition.struct.pack(*map(values.__getitem__, checks.names))
     if definition.record_dtype is not None:
-        given = msg.records if msg.records is not None else []
+        given: np.ndarray | list[object] = msg.records if msg.records is not None else []
         records = np.asarray(given, definition.record_dtype)
         if len(records) != values[definition.count]:
             raise MessageError(f"{msg.name}: count field disagrees with {len(records)} records")

@@ -414,6 +414,14 @@ BY_NAME: dict[str, MessageDef] = {m.name: m for m in MESSAGES}
 BY_ID: dict[int, MessageDef] = {m.type_id: m for m in MESSAGES}
 assert len(BY_ID) == len(MESSAGES), "duplicate message type id"
 
-SPOT_DTYPE = BY_NAME["SPOT_BATCH"].record_dtype
-DELIVERED_DTYPE = BY_NAME["EVT_DELIVERED"].record_dtype
+
+def _records_of(name: str) -> np.dtype:
+    """The record dtype of a message that carries records."""
+    dtype = BY_NAME[name].record_dtype
+    assert dtype is not None, f"{name} carries records"
+    return dtype
+
+
+SPOT_DTYPE = _records_of("SPOT_BATCH")
+DELIVERED_DTYPE = _records_of("EVT_DELIVERED")
 MAX_BATCH_SPOTS = BY_NAME["SPOT_BATCH"].max_records

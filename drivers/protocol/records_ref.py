@@ -17,7 +17,10 @@ def record_extremes(definition: MessageDef, records: np.ndarray,
     The fields (integers of at most 32 bits) are copied into the rows of one int64 array and
     reduced along the rows, two reductions in all: about twice as fast as two per field for a
     batch, and much faster than reducing across a view of the records as rows of words."""
-    names = names or definition.record_dtype.names
+    if not names:
+        dtype = definition.record_dtype
+        assert dtype is not None and dtype.names is not None, f"{definition.name}: no records"
+        names = dtype.names
     columns = np.empty((len(names), len(records)), np.int64)
     for row, name in zip(columns, names, strict=True):
         row[...] = records[name]

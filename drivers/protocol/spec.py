@@ -76,7 +76,7 @@ def render_messages() -> str:
             out += _field_rows(d.fields)
         else:
             out.append("Empty payload.")
-        if d.record:
+        if d.record_dtype is not None:  # the dtype of d.record, None when it is empty
             out += ["", f"Then `{d.count}` records of {d.record_dtype.itemsize} bytes each "
                     f"(at most {d.max_records}):", ""]
             out += _field_rows(d.record)
@@ -207,7 +207,9 @@ def render_vector(msg: Message) -> str:
     fixed = {k: _jsonable(v) for k, v in msg.values.items()}
     lines.append(f"fields: {json.dumps(fixed)}")
     if msg.records is not None:
-        rows = [{k: int(r[k]) for k in msg.records.dtype.names} for r in msg.records]
+        names = msg.records.dtype.names
+        assert names is not None, "records are a structured array"
+        rows = [{k: int(r[k]) for k in names} for r in msg.records]
         lines.append(f"records: {json.dumps(rows)}")
     if msg.text:
         lines.append(f"text: {msg.text}")
