@@ -77,7 +77,7 @@ class SafetyMirror:
             try:
                 cause = Cause(int(msg["cause"])).name.lower()
             except ValueError:
-                cause = f"cause {msg['cause']}"
+                cause = f"cause {int(msg['cause'])}"
             self._set_state(State(int(msg["new_state"])), cause,
                             FaultCode(int(msg["fault_code"])))
         elif msg.name == "EVT_INTERLOCK":

@@ -52,7 +52,7 @@ class DeviceInfo:
         v = msg.values
         limits = DeviceLimits(**{k: int(v[k]) for k in DeviceLimits.__dataclass_fields__})
         serial = bytes(v["serial"]).rstrip(b"\0").decode("ascii", "replace")  # type: ignore[arg-type]
-        return cls(serial, f"{v['fw_major']}.{v['fw_minor']}.{v['fw_patch']}",
+        return cls(serial, f"{int(v['fw_major'])}.{int(v['fw_minor'])}.{int(v['fw_patch'])}",
                    int(v["protocol_version"]), Capability(int(v["capabilities"])), limits)
 
 

@@ -199,7 +199,7 @@ class Link:
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         attempts = 1 + ((2 if retries is None else retries) if name in IDEMPOTENT else 0)
         for attempt in range(attempts):
-            (handle,) = self.send([message(name, **values)])
+            (handle,) = self.send([message(name, seq=0, text="", **values)])
             try:
                 return handle.wait(timeout_s)
             except DeviceTimeout:

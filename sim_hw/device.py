@@ -599,8 +599,8 @@ class SimDevice:
         assert self._jump is not None
         _, request, jump_us = self._jump
         self._jump = None
-        mirror_x, mirror_y = (int(v) for v in self.galvo.corrected(request["x_lsb"],
-                                                                   request["y_lsb"]))
+        mirror_x, mirror_y = (int(v) for v in self.galvo.corrected(int(request["x_lsb"]),
+                                                                   int(request["y_lsb"])))
         if self.galvo.move(mirror_x, mirror_y):
             self._reply(request, self._ack(request, jump_us))
         else:
@@ -616,7 +616,7 @@ class SimDevice:
         self._out += encode_message(msg)
 
     def _event(self, name: str, records: np.ndarray | None = None, **values: int) -> None:
-        msg = make_message(name, self._event_seq, records=records, **values)
+        msg = make_message(name, self._event_seq, records=records, text="", **values)
         self._send_events(encode_message(msg))
 
     def _send_events(self, wire: bytes, count: int = 1) -> None:
@@ -724,7 +724,7 @@ class SimDevice:
         }
 
     def _on_status_request(self, request: Message) -> Message:
-        return make_message("STATUS_REPORT", **self.status_values())
+        return make_message("STATUS_REPORT", text="", **self.status_values())
 
     def _on_auth_begin(self, request: Message) -> Message:
         self._nonce = self._rng.randbytes(NONCE_SIZE)
@@ -754,7 +754,7 @@ class SimDevice:
         for name in ("energy_max_uj", "rep_rate_max_hz", "avg_power_max_mw"):
             if int(request[name]) > getattr(factory, name):
                 raise Refused(ErrorCode.OUT_OF_RANGE, getattr(factory, name),
-                              f"{name} {request[name]} above factory limit")
+                              f"{name} {int(request[name])} above factory limit")
         if int(request["energy_max_uj"]) < self.config.energy_min_uj:
             raise Refused(ErrorCode.OUT_OF_RANGE, int(request["energy_max_uj"]),
                           f"energy_max_uj below energy_min_uj {self.config.energy_min_uj}")

@@ -34,7 +34,7 @@ class RawHost:
         """Send one request; returns its sequence number."""
         if seq is None:
             seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
-        self._write(encode(message(name, seq, records=records, **values)))
+        self._write(encode(message(name, seq, records=records, text="", **values)))
         return seq
 
     def poll(self, timeout_s: float = 0.0) -> list[Message]:
@@ -65,7 +65,7 @@ class RawHost:
     def request(self, name: str, records: np.ndarray | None = None, timeout_s: float = 2.0,
                 **values: int | bytes) -> Message:
         """Send a request and wait for its reply."""
-        return self.reply(self.send(name, records, **values), timeout_s)
+        return self.reply(self.send(name, records, None, **values), timeout_s)
 
     def wait_event(self, predicate: Callable[[Message], bool], timeout_s: float = 2.0) -> Message:
         """First event so far or to come that satisfies ``predicate`` (removed from events)."""
