@@ -64,13 +64,15 @@ def _start(args: argparse.Namespace, config: SimConfig) -> Served:
     if args.pty:
         from sim_hw.pty_server import serve_pty
 
-        served = serve_pty(config, args.control_port)
-        print(f"pty: {served.path}")
+        pty = serve_pty(config, args.control_port)
+        print(f"pty: {pty.path}")
+        served: Served = pty
     elif args.tcp is not None:
         from sim_hw.tcp_server import serve_tcp
 
-        served = serve_tcp(config, args.tcp, args.control_port)
-        print(f"url: {served.url}")
+        tcp = serve_tcp(config, args.tcp, args.control_port)
+        print(f"url: {tcp.url}")
+        served = tcp
     else:
         served = _start_usb(config, args.control_port)
     print(f"control: 127.0.0.1:{served.control_port}")
