@@ -96,6 +96,8 @@ class TreatmentRecord:
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         row = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        self._seq: int
+        self._head: str
         self._seq, self._head = row if row else (0, GENESIS)
 
     # -- writing ----------------------------------------------------------------------------
@@ -163,7 +165,8 @@ class TreatmentRecord:
     # -- reading ----------------------------------------------------------------------------
     def entries(self, session: int | None = None, kind: str | None = None) -> Iterator[Entry]:
         query = "SELECT seq, session, at, kind, body FROM entries"
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[int | str] = []
         if session is not None:
             clauses.append("session = ?")
             args.append(session)

@@ -151,7 +151,7 @@ class TreatmentSession:
 
     # -- construction -----------------------------------------------------------------------
     def _jobs(self) -> list[PassJob]:
-        jobs = []
+        jobs: list[PassJob] = []
         for plan in self.plans:
             for k, metrics in enumerate(plan.metrics.passes):
                 part = plan.pass_slice(k)

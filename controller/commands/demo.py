@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         record_path = out / "treatments.db"
         with TreatmentRecord(record_path) as record:
             display = ProgressDisplay(sys.stderr)
+            rejected: PlanRejected | None
             try:
                 session = TreatmentSession(device, plans, record, operator=script.operator,
                                            patient_ref=script.patient_ref,

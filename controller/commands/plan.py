@@ -81,7 +81,7 @@ class PassRow:
 def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRow]:
     """One row per pass of the plans, numbered across plans like the script's passes, with
     the thermal screen of each pass (``thermal``: one check per plan, see check_thermal)."""
-    rows = []
+    rows: list[PassRow] = []
     for k, (plan, check) in enumerate(zip(plans, thermal, strict=True)):
         s, hp = plan.settings, plan.settings.handpiece
         for p, m in enumerate(plan.metrics.passes):

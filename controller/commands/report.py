@@ -18,6 +18,7 @@ from controller.thermal_delivered import recorded_passes, simulate_delivered, sp
 
 if TYPE_CHECKING:
     from controller.pictures import Picture
+    from controller.thermal import ThermalResult
 
 HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
 map of what was delivered (the thermal model run on the measured energies and the recorded
@@ -55,6 +56,7 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
     from controller.pictures import draw_report
 
     xy, mask, measured, set_uj, head = session_arrays(record, session)
+    injury: ThermalResult | str
     try:
         injury = simulate_delivered(record, session)
     except (RecordError, SettingsError) as exc:
