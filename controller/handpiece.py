@@ -48,7 +48,8 @@ def load_handpiece(path: Path) -> Handpiece:
     for col in CALIBRATION_COLUMNS:
         if not isinstance(calibration[col], list):
             raise SettingsError(where + col, calibration[col], "a list of numbers")
-    return Handpiece(**data, **{c: tuple(calibration[c]) for c in CALIBRATION_COLUMNS})
+    return Handpiece(**data, energy_mj=tuple(calibration["energy_mj"]),
+                     depth_um=tuple(calibration["depth_um"]), coag_um=tuple(calibration["coag_um"]))
 
 
 def available_handpieces(directory: Path = HANDPIECE_DIR) -> dict[str, Path]:

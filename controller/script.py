@@ -451,18 +451,18 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
     for i, table in enumerate(tables):
         _check_keys(path, lines, ("pass", i), f"pass[{i}].", table, PASS_KEYS)
         values, defaulted = _with_defaults(table, defaults)
-        source = PassSource(
+        pass_source = PassSource(
             i, lines.get(("pass", i, "")),
             {k: n for (t, j, k), n in lines.items() if t == "pass" and j == i and k},
             values, defaulted, hp.name)
         try:
-            p = ScriptPass(*pass_settings(values, hp), source)
+            p = ScriptPass(*pass_settings(values, hp), pass_source)
             differ = _same(p, passes[-1]) if passes else "the first pass has no pass before it"
             if p.offset and differ is not None:
                 raise SettingsError("offset", True, "true only on a pass with the same settings"
                                     " as the pass before", differ)
         except SettingsError as exc:
-            raise source.blame(path, exc) from exc
+            raise pass_source.blame(path, exc) from exc
         passes.append(p)
     return TreatmentScript(path, url, hp, operator, patient_ref, tuple(passes), wait_s)
 
