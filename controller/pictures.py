@@ -108,8 +108,9 @@ def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
     panels = []
     for name, ax in axes.items():
         box = ax.get_window_extent()
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
         panels.append(Panel(name, (box.x0, height - box.y1, box.x1, height - box.y0),
-                            tuple(ax.get_xlim()), tuple(ax.get_ylim())))
+                            (x0, x1), (y0, y1)))
     return Picture(path, (width, height), tuple(panels))
 
 
@@ -353,7 +354,8 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     if spot_diameter_um is None:
         left.plot(*xy_mm[done].T, "o", ms=3, color=DELIVERED_COLOUR, ls="none")
     else:
-        _circles(left, *xy_mm[done].T, spot_diameter_um / 1000, facecolors=DELIVERED_COLOUR,
+        done_x, done_y = xy_mm[done].T
+        _circles(left, done_x, done_y, spot_diameter_um / 1000, facecolors=DELIVERED_COLOUR,
                  edgecolors="none")
     left.plot(*missing.T, "x", ms=7, mew=1.8, color=MISSING_COLOUR, ls="none")
     left.set_title(f"delivered {done.sum()} of {len(done)} planned spots, "
@@ -370,7 +372,7 @@ def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> Non
     edges = np.arange(100 - 1.1 * reach, 100 + 1.1 * reach + 1.0, 1.0)  # 1 % bins
     ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label=f"set ±{BAND_PERCENT:g} %")
     within = (ratio_pct >= lo) & (ratio_pct <= hi)
-    ax.hist([ratio_pct[within], ratio_pct[~within]], bins=edges, stacked=True,
+    ax.hist([ratio_pct[within], ratio_pct[~within]], bins=edges.tolist(), stacked=True,
             color=[DELIVERED_COLOUR, MISSING_COLOUR])
     ax.axvline(100, color="black", lw=1, label="set value")
     set_mj = np.atleast_1d(np.asarray(set_uj, dtype=np.float64)) / 1000.0
