@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 CYTHON := $(wildcard $(foreach d,controller drivers drivers/* sim_hw,$(d)/*.pyx $(d)/*.pxd))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench fuzz soak clean
+.PHONY: setup demo test lint typecheck bench fuzz soak clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VPY) -m mypy drivers sim_hw controller bench
 
 bench: setup
 	$(VPY) -m bench $(BENCH)
