@@ -38,6 +38,21 @@ cdef extern from *:
     #define CO2SCAN_CLONES
     #endif
 
+    /* Hand-written AVX2 paths (intrinsics), chosen at run time; co2scan_simd = 0 makes every
+       one take its portable twin (the tests compare the two). */
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #define CO2SCAN_AVX2 1
+    #include <immintrin.h>
+    #endif
+    static int co2scan_simd = 1;
+    static int co2scan_use_avx2(void) {
+    #ifdef CO2SCAN_AVX2
+        return co2scan_simd && __builtin_cpu_supports("avx2");
+    #else
+        return 0;
+    #endif
+    }
+
     /* acc[r * stride + c] += ey[r] * ex[c] for r < nr, c < nc. */
     CO2SCAN_CLONES static void co2scan_outer_add(
             double *restrict acc, Py_ssize_t stride, const double *restrict ey, Py_ssize_t nr,
@@ -48,6 +63,76 @@ cdef extern from *:
             for (Py_ssize_t c = 0; c < nc; c++)
                 out[c] += gy * ex[c];
         }
+    }
+
+    /* acc[r * stride + c] += ey[k * ld + r] ex[k * ld + c] for k < nk, r < nr, c < nc: the
+       outer products of nk Gaussians' row and column factors, added one after another (the
+       same sums in the same order as nk calls of co2scan_outer_add). */
+    static void co2scan_outer_sum_any(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey,
+            const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
+            Py_ssize_t nc) {
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            double *restrict out = acc + r * stride;
+            for (Py_ssize_t k = 0; k < nk; k++) {
+                double gy = ey[k * ld + r];
+                const double *restrict gx = ex + k * ld;
+                for (Py_ssize_t c = 0; c < nc; c++)
+                    out[c] += gy * gx[c];
+            }
+        }
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* co2scan_outer_sum_any 16 columns at a time, each row's sums kept in four registers
+       across the nk Gaussians (one load and one store of acc per row and block instead of
+       one per Gaussian); masked loads and stores at the end of a row. The same multiplies
+       and adds in the same order: the same bits. ex rows are read up to the next multiple
+       of 16 columns (ld is one). */
+    __attribute__((target("avx2"))) static void co2scan_outer_sum_avx2(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey,
+            const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
+            Py_ssize_t nc) {
+        for (Py_ssize_t c0 = 0; c0 < nc; c0 += 16) {
+            Py_ssize_t left = nc - c0;
+            __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
+            __m256i m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(left), lane);
+            __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(left - 4), lane);
+            __m256i m2 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(left - 8), lane);
+            __m256i m3 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(left - 12), lane);
+            for (Py_ssize_t r = 0; r < nr; r++) {
+                double *out = acc + r * stride + c0;
+                __m256d a0 = _mm256_maskload_pd(out, m0), a1 = _mm256_maskload_pd(out + 4, m1);
+                __m256d a2 = _mm256_maskload_pd(out + 8, m2);
+                __m256d a3 = _mm256_maskload_pd(out + 12, m3);
+                for (Py_ssize_t k = 0; k < nk; k++) {
+                    __m256d gy = _mm256_broadcast_sd(ey + k * ld + r);
+                    const double *gx = ex + k * ld + c0;
+                    a0 = _mm256_add_pd(a0, _mm256_mul_pd(gy, _mm256_loadu_pd(gx)));
+                    a1 = _mm256_add_pd(a1, _mm256_mul_pd(gy, _mm256_loadu_pd(gx + 4)));
+                    a2 = _mm256_add_pd(a2, _mm256_mul_pd(gy, _mm256_loadu_pd(gx + 8)));
+                    a3 = _mm256_add_pd(a3, _mm256_mul_pd(gy, _mm256_loadu_pd(gx + 12)));
+                }
+                _mm256_maskstore_pd(out, m0, a0);
+                _mm256_maskstore_pd(out + 4, m1, a1);
+                _mm256_maskstore_pd(out + 8, m2, a2);
+                _mm256_maskstore_pd(out + 12, m3, a3);
+            }
+        }
+    }
+    #endif
+
+    static void co2scan_outer_sum(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey,
+            const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
+            Py_ssize_t nc) {
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_use_avx2()) {
+            co2scan_outer_sum_avx2(acc, stride, ey, ex, ld, nk, nr, nc);
+            return;
+        }
+    #endif
+        co2scan_outer_sum_any(acc, stride, ey, ex, ld, nk, nr, nc);
     }
 
     /* exp(x) for x in [-708, 709] (the caller checks): x = k ln2/128 + r, exp(x) =
@@ -116,9 +201,7 @@ cdef extern from *:
         return beyond;
     }
 
-    #if defined(__GNUC__) && defined(__x86_64__)
-    #define CO2SCAN_GATHER 1
-    #include <immintrin.h>
+    #ifdef CO2SCAN_AVX2
     /* co2scan_dose_row_any four cells at a time with the AVX2 gather instruction (GCC
        emulates the loop's two table reads with scalar loads, about twice as slow), the rest
        by co2scan_dose_row_any. The same operations in the same order: the same bits. */
@@ -159,8 +242,8 @@ cdef extern from *:
             double *restrict dose, const double *restrict hot, const double *restrict span,
             Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
             Py_ssize_t n_table) {
-    #ifdef CO2SCAN_GATHER
-        if (__builtin_cpu_supports("avx2"))
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_use_avx2())
             return co2scan_dose_row_avx2(dose, hot, span, n, floor_k, per_k, table, n_table);
     #endif
         return co2scan_dose_row_any(dose, hot, span, n, floor_k, per_k, table, n_table);
@@ -210,6 +293,10 @@ cdef extern from *:
     """
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
+    int _simd "co2scan_simd"
+    void _outer_sum "co2scan_outer_sum"(double* acc, Py_ssize_t stride, const double* ey,
+                                         const double* ex, Py_ssize_t ld, Py_ssize_t nk,
+                                         Py_ssize_t nr, Py_ssize_t nc) nogil
     double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
     void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
                                                   double* amp, Py_ssize_t n,
@@ -317,6 +404,15 @@ def fast_exp(const double[::1] x):
     for k in range(x.shape[0]):
         o[k] = _exp(x[k])
     return out
+
+
+def set_simd(bint on):
+    """Use the hand-written AVX2 loops where the CPU has AVX2 (on, the default) or their
+    portable twins (off; the tests compare the two). Returns the previous setting."""
+    global _simd
+    cdef bint was = _simd != 0
+    _simd = 1 if on else 0
+    return was
 
 
 cdef inline double _rate(const Geo* g, double rise) noexcept nogil:
@@ -559,7 +655,7 @@ cdef struct Window:
 
 
 cdef inline void _gaussian_row(double d0, double step, double s, double scale,
-                               double ratio_step, Py_ssize_t n, double[::1] out) noexcept nogil:
+                               double ratio_step, Py_ssize_t n, double* out) noexcept nogil:
     """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (2 exp calls;
     ratio_step = exp(-2 step^2 / s))."""
     cdef Py_ssize_t k
@@ -580,18 +676,46 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
     return not ((ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2))
 
 
-cdef inline void _add_gaussian(const Geo* g, const Window* w, double dx, double dy, double s,
-                               double amp, double[:, ::1] acc, double[::1] ex, double[::1] ey,
-                               Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
-                               Py_ssize_t cb) noexcept nogil:
-    """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, on the
-    window's rows ra..rb-1 and columns ca..cb-1 (indices within the window)."""
+#: Gaussians whose outer products are added to a window's map in one pass.
+DEF OUTER_BATCH = 16
+
+
+cdef struct Batch:
+    # Exact Gaussians on the window's rows ra..ra+nr-1 and columns ca..ca+nc-1 of one map
+    # (target: its cell [ra, ca], stride: its row length), added in batches of OUTER_BATCH:
+    # column factors in gx, row factors (amplitude included) in gy, ld apart.
+    double* target
+    Py_ssize_t stride, ra, ca, nr, nc, n, ld
+    double* gx
+    double* gy
+
+
+cdef inline void _batch_open(Batch* bt, double[:, ::1] acc, Py_ssize_t ra, Py_ssize_t rb,
+                             Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
+    """Start adding Gaussians to acc's rows ra..rb-1 and columns ca..cb-1."""
+    bt.target, bt.stride = &acc[ra, ca], acc.shape[1]
+    bt.ra, bt.ca, bt.nr, bt.nc, bt.n = ra, ca, rb - ra, cb - ca, 0
+
+
+cdef inline void _batch_flush(Batch* bt) noexcept nogil:
+    """Add the Gaussians collected so far, in the order they came."""
+    if bt.n > 0:
+        _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, bt.n, bt.nr, bt.nc)
+        bt.n = 0
+
+
+cdef inline void _batch_gaussian(const Geo* g, const Window* w, Batch* bt, double dx,
+                                 double dy, double s, double amp) noexcept nogil:
+    """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, onto the
+    batch's cells (added when the batch is full or flushed)."""
     cdef double ratio_step = _exp(-2.0 * g.cell * g.cell / s)
-    _gaussian_row(g.x0 + (w.c0 + ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0, ratio_step,
-                  cb - ca, ex)
-    _gaussian_row(g.y0 + (w.r0 + ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp, ratio_step,
-                  rb - ra, ey)
-    _outer_add(&acc[ra, ca], acc.shape[1], &ey[0], rb - ra, &ex[0], cb - ca)
+    _gaussian_row(g.x0 + (w.c0 + bt.ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0,
+                  ratio_step, bt.nc, &bt.gx[bt.n * bt.ld])
+    _gaussian_row(g.y0 + (w.r0 + bt.ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp,
+                  ratio_step, bt.nr, &bt.gy[bt.n * bt.ld])
+    bt.n += 1
+    if bt.n == OUTER_BATCH:
+        _batch_flush(bt)
 
 
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
@@ -601,11 +725,12 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
                       Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
-                      double[:, ::1] terms, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
-                      Py_ssize_t cb) noexcept nogil:
+                      double[:, ::1] terms, Batch* bt, Py_ssize_t ra, Py_ssize_t rb,
+                      Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
     """Far grid (linear in time within its block) plus the background near spots at ts: exact
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
-    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``: scratch)."""
+    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
+    buffers: scratch)."""
     cdef Py_ssize_t q, j, r, c, n_smooth, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
@@ -644,6 +769,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     # Sharp spots exactly; the smooth ones' offsets, widths and amplitudes into ``terms``,
     # their exponential factors in one vectorised pass, then the Taylor coefficients.
     n_smooth = 0
+    _batch_open(bt, acc, ra, rb, ca, cb)
     for q in range(n_cand):
         j = cand[q]
         if t[j] < lo_t:
@@ -653,11 +779,12 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         dx = w.xi - x[j]
         dy = w.yi - y[j]
         if s < g.smooth_s:
-            _add_gaussian(g, w, -dx, -dy, s, amp, acc, ex, ey, ra, rb, ca, cb)
+            _batch_gaussian(g, w, bt, -dx, -dy, s, amp)
         else:
             terms[0, n_smooth], terms[1, n_smooth] = dx, dy
             terms[2, n_smooth], terms[3, n_smooth] = s, amp
             n_smooth += 1
+    _batch_flush(bt)
     _taylor_factors(&terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth, &_EXP2[0])
     for q in range(n_smooth):
         dx, dy, inv, g0 = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
@@ -692,10 +819,13 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[::1] y, const double[::1] t, const double[::1] e,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
                   double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[:, ::1] terms,
-                  double[::1] ex, double[::1] ey) noexcept nogil:
+                  double[::1] ex, double[::1] ey, double[:, ::1] gauss) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
+
+    ``gauss``: 4 rows of OUTER_BATCH x its width / OUTER_BATCH (a multiple of 16) doubles,
+    the Gaussians' factors before their outer products are added.
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
     every sample; the far grid and the older near spots (background) are evaluated at the
@@ -723,6 +853,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double* col_until = &spare[4, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
     cdef Py_ssize_t* use
+    cdef Batch bt, bt_fresh  # exact Gaussians onto acc (and the background's maps), onto fresh
+    bt.ld = bt_fresh.ld = gauss.shape[1] // OUTER_BATCH
+    bt.gx, bt.gy = &gauss[0, 0], &gauss[1, 0]
+    bt_fresh.gx, bt_fresh.gy = &gauss[2, 0], &gauss[3, 0]
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
@@ -776,10 +910,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey, &spare[2, 0], terms, 0, nr, 0, nc)
+                s0, first, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
         _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
-                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], terms, 0, nr, 0, nc)
+                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
@@ -829,13 +963,15 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if col_until[c] > t_prev:
                     ca, cb = min(ca, c), c + 1
             _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
-                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], terms, ra, rb, ca, cb)
+                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, ra, rb, ca, cb)
             use, n_use = &cand[3, 0], n_late
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
             use, n_use = &cand[0, 0], n_sharp
         any_fresh = False
+        _batch_open(&bt, acc, ra, rb, ca, cb)
+        _batch_open(&bt_fresh, fresh, ra, rb, ca, cb)
         for q in range(n_use):
             j = use[q]
             if t[j] > ts:
@@ -848,9 +984,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     for r in range(ra, rb):
                         for c in range(ca, cb):
                             fresh[r, c] = 0.0
-                _add_gaussian(g, &w, x[j] - w.xi, y[j] - w.yi, s,
-                              e[j] / (M_PI * s) * _depth(g, ts - t[j]),
-                              fresh if fresh_j else acc, ex, ey, ra, rb, ca, cb)
+                _batch_gaussian(g, &w, &bt_fresh if fresh_j else &bt, x[j] - w.xi,
+                                y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+        _batch_flush(&bt)
+        _batch_flush(&bt_fresh)
         for r in range(ra, rb):
             _sample_row(&fine[w.r0 + r, w.c0 + ca], &acc[r, ca],
                         &fresh[r, ca] if any_fresh else NULL, &prev[r, ca], &until[r, ca],
@@ -1016,6 +1153,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
     cdef double[:, :, ::1] terms = np.zeros((n_threads, 4, max(n, width)))
+    cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
     bk.size = max(4.0 * g.window, g.far)
@@ -1064,7 +1202,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
                             blur[slot, k + 1], x, y, t, e, s0, fine[worker], dose[worker],
                             scratch[worker], cand[worker], terms[worker], ex[worker],
-                            ey[worker])
+                            ey[worker], gauss[worker])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 2
