@@ -38,19 +38,21 @@ cdef extern from *:
     #define CO2SCAN_CLONES
     #endif
 
-    /* Hand-written AVX2 paths (intrinsics), chosen at run time; co2scan_simd = 0 makes every
-       one take its portable twin (the tests compare the two). */
+    /* Hand-written AVX2 paths (intrinsics), taken while co2scan_simd is set: at import where
+       the CPU has AVX2; cleared, every one takes its portable twin (the tests compare them). */
     #if defined(__GNUC__) && defined(__x86_64__)
     #define CO2SCAN_AVX2 1
     #include <immintrin.h>
     #endif
-    static int co2scan_simd = 1;
-    static int co2scan_use_avx2(void) {
+    static int co2scan_simd = 0;
+    static int co2scan_set_simd(int on) {  /* returns the previous setting */
+        int was = co2scan_simd;
     #ifdef CO2SCAN_AVX2
-        return co2scan_simd && __builtin_cpu_supports("avx2");
+        co2scan_simd = on && __builtin_cpu_supports("avx2");
     #else
-        return 0;
+        co2scan_simd = 0;
     #endif
+        return was;
     }
 
     /* acc[r * stride + c] += ey[r] * ex[c] for r < nr, c < nc. */
@@ -127,7 +129,7 @@ cdef extern from *:
             const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
             Py_ssize_t nc) {
     #ifdef CO2SCAN_AVX2
-        if (co2scan_use_avx2()) {
+        if (co2scan_simd) {
             co2scan_outer_sum_avx2(acc, stride, ey, ex, ld, nk, nr, nc);
             return;
         }
@@ -152,6 +154,69 @@ cdef extern from *:
         scale_bits = ((k - (k & 127)) << 45) + ((uint64_t)1023 << 52);  /* 2^floor(k/128) */
         memcpy(&scale, &scale_bits, sizeof scale);
         return exp2[k & 127] * scale * p;
+    }
+
+    /* Amplitudes of Gaussians (the kernels' _depth and amplitude, term by term): on entry
+       amp[q] is a spot's heat (K um^2), s[q] its width and age[q] its age; on exit
+       amp[q] = heat / (pi s) F(age), F the depth factor linear between the nodes of table
+       (node k at w = v / (1 + v) = k / (n_table - 1), v = sqrt(age) loss_scale). */
+    static void co2scan_amplitudes_any(
+            double *restrict amp, const double *restrict s, const double *restrict age,
+            Py_ssize_t n, double loss_scale, const double *restrict table,
+            Py_ssize_t n_table) {
+        for (Py_ssize_t q = 0; q < n; q++) {
+            double v = sqrt(age[q] > 0.0 ? age[q] : 0.0) * loss_scale;
+            double pos = (v / (1.0 + v)) * (n_table - 1);
+            Py_ssize_t k = (Py_ssize_t)pos;
+            if (k > n_table - 2)
+                k = n_table - 2;
+            amp[q] = amp[q] / (M_PI * s[q])
+                     * (table[k] + (pos - k) * (table[k + 1] - table[k]));
+        }
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* co2scan_amplitudes_any four terms at a time (square roots, divisions and the table's
+       gathers in AVX2), the rest by it. The same operations in the same order: the same
+       bits. Fewer than 2^31 table nodes. */
+    __attribute__((target("avx2"))) static void co2scan_amplitudes_avx2(
+            double *restrict amp, const double *restrict s, const double *restrict age,
+            Py_ssize_t n, double loss_scale, const double *restrict table,
+            Py_ssize_t n_table) {
+        const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+        const __m256d scale = _mm256_set1_pd(loss_scale), pi = _mm256_set1_pd(M_PI);
+        const __m256d last = _mm256_set1_pd((double)(n_table - 1));
+        const __m128i top = _mm_set1_epi32((int)(n_table - 2));
+        Py_ssize_t q = 0;
+        for (; q + 4 <= n; q += 4) {
+            __m256d a = _mm256_loadu_pd(age + q);
+            /* age > 0 ? age : 0 (max returns its second operand for NaN and for zeros) */
+            __m256d v = _mm256_mul_pd(_mm256_sqrt_pd(_mm256_max_pd(a, zero)), scale);
+            __m256d pos = _mm256_mul_pd(_mm256_div_pd(v, _mm256_add_pd(one, v)), last);
+            __m128i k = _mm_min_epi32(_mm256_cvttpd_epi32(pos), top);  /* pos >= 0 */
+            __m256d lo = _mm256_i32gather_pd(table, k, 8);
+            __m256d hi = _mm256_i32gather_pd(table + 1, k, 8);
+            __m256d f = _mm256_add_pd(lo, _mm256_mul_pd(
+                _mm256_sub_pd(pos, _mm256_cvtepi32_pd(k)), _mm256_sub_pd(hi, lo)));
+            __m256d h = _mm256_div_pd(_mm256_loadu_pd(amp + q),
+                                      _mm256_mul_pd(pi, _mm256_loadu_pd(s + q)));
+            _mm256_storeu_pd(amp + q, _mm256_mul_pd(h, f));
+        }
+        co2scan_amplitudes_any(amp + q, s + q, age + q, n - q, loss_scale, table, n_table);
+    }
+    #endif
+
+    static void co2scan_amplitudes(
+            double *restrict amp, const double *restrict s, const double *restrict age,
+            Py_ssize_t n, double loss_scale, const double *restrict table,
+            Py_ssize_t n_table) {
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_simd) {
+            co2scan_amplitudes_avx2(amp, s, age, n, loss_scale, table, n_table);
+            return;
+        }
+    #endif
+        co2scan_amplitudes_any(amp, s, age, n, loss_scale, table, n_table);
     }
 
     /* The exponential factors of a Taylor sum's terms, vectorised: on entry s[q] and amp[q]
@@ -243,7 +308,7 @@ cdef extern from *:
             Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
             Py_ssize_t n_table) {
     #ifdef CO2SCAN_AVX2
-        if (co2scan_use_avx2())
+        if (co2scan_simd)
             return co2scan_dose_row_avx2(dose, hot, span, n, floor_k, per_k, table, n_table);
     #endif
         return co2scan_dose_row_any(dose, hot, span, n, floor_k, per_k, table, n_table);
@@ -293,10 +358,13 @@ cdef extern from *:
     """
     void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
                                          Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
-    int _simd "co2scan_simd"
+    int _set_simd "co2scan_set_simd"(int on) nogil
     void _outer_sum "co2scan_outer_sum"(double* acc, Py_ssize_t stride, const double* ey,
                                          const double* ex, Py_ssize_t ld, Py_ssize_t nk,
                                          Py_ssize_t nr, Py_ssize_t nc) nogil
+    void _amplitudes "co2scan_amplitudes"(double* amp, const double* s, const double* age,
+                                           Py_ssize_t n, double loss_scale, const double* table,
+                                           Py_ssize_t n_table) nogil
     double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
     void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
                                                   double* amp, Py_ssize_t n,
@@ -408,11 +476,11 @@ def fast_exp(const double[::1] x):
 
 def set_simd(bint on):
     """Use the hand-written AVX2 loops where the CPU has AVX2 (on, the default) or their
-    portable twins (off; the tests compare the two). Returns the previous setting."""
-    global _simd
-    cdef bint was = _simd != 0
-    _simd = 1 if on else 0
-    return was
+    portable twins (off; the tests compare the two). Returns whether they were in use."""
+    return _set_simd(on) != 0
+
+
+set_simd(True)
 
 
 cdef inline double _rate(const Geo* g, double rise) noexcept nogil:
@@ -731,7 +799,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
     acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
     buffers: scratch)."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, bs = b if ts < _boundary(g, b + 1) else b + 1
+    cdef Py_ssize_t q, j, r, c, n_smooth, n_use, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
     cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
@@ -766,18 +834,25 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                 c_end += 1
             _between(&acc[r, c], &ex[c], c_end - c, line[k], line[k + 1])
             c = c_end
-    # Sharp spots exactly; the smooth ones' offsets, widths and amplitudes into ``terms``,
-    # their exponential factors in one vectorised pass, then the Taylor coefficients.
-    n_smooth = 0
-    _batch_open(bt, acc, ra, rb, ca, cb)
+    # Each spot's offset, width, heat and age into ``terms``; their amplitudes in one
+    # vectorised pass; then the sharp spots exactly and the smooth ones' terms compacted
+    # (offsets, widths, amplitudes), their exponential factors in one vectorised pass, then
+    # the Taylor coefficients.
+    n_use = 0
     for q in range(n_cand):
         j = cand[q]
         if t[j] < lo_t:
             continue
-        s = s0[j] + g.kappa4 * (ts - t[j])
-        amp = e[j] / (M_PI * s) * _depth(g, ts - t[j])
-        dx = w.xi - x[j]
-        dy = w.yi - y[j]
+        terms[0, n_use], terms[1, n_use] = w.xi - x[j], w.yi - y[j]
+        terms[2, n_use] = s0[j] + g.kappa4 * (ts - t[j])
+        terms[3, n_use], terms[4, n_use] = e[j], ts - t[j]
+        n_use += 1
+    _amplitudes(&terms[3, 0], &terms[2, 0], &terms[4, 0], n_use, g.loss_scale, g.table,
+                g.n_table)
+    n_smooth = 0
+    _batch_open(bt, acc, ra, rb, ca, cb)
+    for q in range(n_use):
+        dx, dy, s, amp = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
         if s < g.smooth_s:
             _batch_gaussian(g, w, bt, -dx, -dy, s, amp)
         else:
@@ -1152,7 +1227,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[::1] mw = np.zeros(km)
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
-    cdef double[:, :, ::1] terms = np.zeros((n_threads, 4, max(n, width)))
+    cdef double[:, :, ::1] terms = np.zeros((n_threads, 5, max(n, width)))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
