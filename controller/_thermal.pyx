@@ -156,6 +156,158 @@ cdef extern from *:
         return exp2[k & 127] * scale * p;
     }
 
+    /* exp(x) as the kernels' _exp: co2scan_exp in [-708, 709], libm's exp outside. */
+    static inline double co2scan_exp_any(double x, const double *restrict exp2) {
+        return (x >= -708.0 && x <= 709.0) ? co2scan_exp(x, exp2) : exp(x);
+    }
+
+    /* One Gaussian's factors along a line of n cells, step apart, the first d0 from its
+       centre: out[k] = scale exp(-(d0 + k step)^2 / s), by the two-ratio recurrence
+       (ratio_step = exp(-2 step^2 / s)). */
+    static inline void co2scan_gauss_line(
+            double *restrict out, Py_ssize_t n, double d0, double step, double s, double scale,
+            double ratio_step, const double *restrict exp2) {
+        double value = scale * co2scan_exp_any(-(d0 * d0) / s, exp2);
+        double ratio = co2scan_exp_any(-(2.0 * d0 * step + step * step) / s, exp2);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            out[k] = value;
+            value = value * ratio;
+            ratio = ratio * ratio_step;
+        }
+    }
+
+    /* The factors of nk Gaussians (widths s[q], amplitudes amp[q]) on a window's columns and
+       rows: gx[q * ld + c] = exp(-(dx[q] + c step)^2 / s[q]) for c < nc and
+       gy[q * ld + r] = amp[q] exp(-(dy[q] + r step)^2 / s[q]) for r < nr. */
+    static void co2scan_gauss_factors_any(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
+            const double *restrict dy, const double *restrict s, const double *restrict amp,
+            Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
+            const double *restrict exp2) {
+        for (Py_ssize_t q = 0; q < nk; q++) {
+            double ratio_step = co2scan_exp_any(-2.0 * step * step / s[q], exp2);
+            co2scan_gauss_line(gx + q * ld, nc, dx[q], step, s[q], 1.0, ratio_step, exp2);
+            co2scan_gauss_line(gy + q * ld, nr, dy[q], step, s[q], amp[q], ratio_step, exp2);
+        }
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* co2scan_exp on four lanes (the same operations: the same bits); the caller checks
+       that every lane lies in [-708, 709]. */
+    __attribute__((target("avx2"))) static inline __m256d co2scan_exp4(
+            __m256d x, const double *restrict exp2) {
+        const __m256d shift = _mm256_set1_pd(6755399441055744.0);
+        __m256d kt = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(184.6649652337873)), shift);
+        __m256d kd = _mm256_sub_pd(kt, shift);
+        __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(kt), _mm256_castpd_si256(shift));
+        __m256d r = _mm256_sub_pd(
+            _mm256_sub_pd(x, _mm256_mul_pd(kd, _mm256_set1_pd(0.0054152123475432745))),
+            _mm256_mul_pd(kd, _mm256_set1_pd(5.812982117197185e-13)));
+        __m256d p = _mm256_add_pd(_mm256_set1_pd(1.0 / 24.0),
+                                  _mm256_mul_pd(r, _mm256_set1_pd(1.0 / 120.0)));
+        p = _mm256_add_pd(_mm256_set1_pd(1.0 / 6.0), _mm256_mul_pd(r, p));
+        p = _mm256_add_pd(_mm256_set1_pd(0.5), _mm256_mul_pd(r, p));
+        p = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, p));
+        p = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, p));
+        __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(127));
+        __m256i scale = _mm256_add_epi64(_mm256_slli_epi64(_mm256_sub_epi64(k, j), 45),
+                                         _mm256_set1_epi64x((long long)1023 << 52));
+        __m256d t = _mm256_i64gather_pd(exp2, j, 8);
+        return _mm256_mul_pd(_mm256_mul_pd(t, _mm256_castsi256_pd(scale)), p);
+    }
+
+    /* Lanes of a, b, c, d (four Gaussians' factors at four consecutive cells) transposed:
+       out + l * ld gets lane l of a, b, c, d (one Gaussian's four cells). */
+    __attribute__((target("avx2"))) static inline void co2scan_store4x4(
+            double *out, Py_ssize_t ld, __m256d a, __m256d b, __m256d c, __m256d d) {
+        __m256d ab_lo = _mm256_unpacklo_pd(a, b), ab_hi = _mm256_unpackhi_pd(a, b);
+        __m256d cd_lo = _mm256_unpacklo_pd(c, d), cd_hi = _mm256_unpackhi_pd(c, d);
+        _mm256_storeu_pd(out, _mm256_permute2f128_pd(ab_lo, cd_lo, 0x20));
+        _mm256_storeu_pd(out + ld, _mm256_permute2f128_pd(ab_hi, cd_hi, 0x20));
+        _mm256_storeu_pd(out + 2 * ld, _mm256_permute2f128_pd(ab_lo, cd_lo, 0x31));
+        _mm256_storeu_pd(out + 3 * ld, _mm256_permute2f128_pd(ab_hi, cd_hi, 0x31));
+    }
+
+    /* Four Gaussians' lines by the two-ratio recurrence, one Gaussian per lane, written in
+       blocks of four cells up to n rounded up to 4 (ld is a multiple of 16, at least that). */
+    __attribute__((target("avx2"))) static inline void co2scan_gauss_lines4(
+            double *out, Py_ssize_t ld, Py_ssize_t n, __m256d value, __m256d ratio,
+            __m256d ratio_step) {
+        for (Py_ssize_t k = 0; k < n; k += 4) {
+            __m256d v0 = value;
+            value = _mm256_mul_pd(value, ratio); ratio = _mm256_mul_pd(ratio, ratio_step);
+            __m256d v1 = value;
+            value = _mm256_mul_pd(value, ratio); ratio = _mm256_mul_pd(ratio, ratio_step);
+            __m256d v2 = value;
+            value = _mm256_mul_pd(value, ratio); ratio = _mm256_mul_pd(ratio, ratio_step);
+            __m256d v3 = value;
+            value = _mm256_mul_pd(value, ratio); ratio = _mm256_mul_pd(ratio, ratio_step);
+            co2scan_store4x4(out + k, ld, v0, v1, v2, v3);
+        }
+    }
+
+    /* co2scan_gauss_factors_any four Gaussians at a time (exponentials and recurrences on
+       four lanes), groups with an exponent outside [-708, 709] and the last ones by it. The
+       same operations in the same order: the same bits (cells beyond nc and nr, up to the
+       next multiple of 4, get values too). */
+    __attribute__((target("avx2"))) static void co2scan_gauss_factors_avx2(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
+            const double *restrict dy, const double *restrict s, const double *restrict amp,
+            Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
+            const double *restrict exp2) {
+        const __m256d lo = _mm256_set1_pd(-708.0), hi = _mm256_set1_pd(709.0);
+        const __m256d two = _mm256_set1_pd(2.0), st = _mm256_set1_pd(step);
+        const __m256d st2 = _mm256_set1_pd(step * step), neg = _mm256_set1_pd(-0.0);
+        const __m256d m2st = _mm256_set1_pd(-2.0 * step * step);
+        Py_ssize_t q = 0;
+        for (; q + 4 <= nk; q += 4) {
+            __m256d s4 = _mm256_loadu_pd(s + q), x4 = _mm256_loadu_pd(dx + q);
+            __m256d y4 = _mm256_loadu_pd(dy + q);
+            __m256d e_step = _mm256_div_pd(m2st, s4);
+            __m256d e_x0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(x4, x4), neg), s4);
+            __m256d e_xr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
+                _mm256_mul_pd(_mm256_mul_pd(two, x4), st), st2), neg), s4);
+            __m256d e_y0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(y4, y4), neg), s4);
+            __m256d e_yr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
+                _mm256_mul_pd(_mm256_mul_pd(two, y4), st), st2), neg), s4);
+            __m256d lo_all = _mm256_min_pd(_mm256_min_pd(e_step, e_x0),
+                                           _mm256_min_pd(_mm256_min_pd(e_xr, e_y0), e_yr));
+            __m256d hi_all = _mm256_max_pd(_mm256_max_pd(e_step, e_x0),
+                                           _mm256_max_pd(_mm256_max_pd(e_xr, e_y0), e_yr));
+            /* all in range (NaN compares false) */
+            int ok = _mm256_movemask_pd(_mm256_and_pd(_mm256_cmp_pd(lo_all, lo, _CMP_GE_OQ),
+                                                      _mm256_cmp_pd(hi_all, hi, _CMP_LE_OQ)));
+            if (ok != 15) {
+                co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
+                                          amp + q, 4, step, nc, nr, exp2);
+                continue;
+            }
+            __m256d ratio_step = co2scan_exp4(e_step, exp2);
+            co2scan_gauss_lines4(gx + q * ld, ld, nc, co2scan_exp4(e_x0, exp2),
+                                 co2scan_exp4(e_xr, exp2), ratio_step);
+            co2scan_gauss_lines4(gy + q * ld, ld, nr,
+                                 _mm256_mul_pd(_mm256_loadu_pd(amp + q), co2scan_exp4(e_y0, exp2)),
+                                 co2scan_exp4(e_yr, exp2), ratio_step);
+        }
+        co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
+                                  amp + q, nk - q, step, nc, nr, exp2);
+    }
+    #endif
+
+    static void co2scan_gauss_factors(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
+            const double *restrict dy, const double *restrict s, const double *restrict amp,
+            Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
+            const double *restrict exp2) {
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_simd) {
+            co2scan_gauss_factors_avx2(gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
+            return;
+        }
+    #endif
+        co2scan_gauss_factors_any(gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
+    }
+
     /* Amplitudes of Gaussians (the kernels' _depth and amplitude, term by term): on entry
        amp[q] is a spot's heat (K um^2), s[q] its width and age[q] its age; on exit
        amp[q] = heat / (pi s) F(age), F the depth factor linear between the nodes of table
@@ -365,6 +517,10 @@ cdef extern from *:
     void _amplitudes "co2scan_amplitudes"(double* amp, const double* s, const double* age,
                                            Py_ssize_t n, double loss_scale, const double* table,
                                            Py_ssize_t n_table) nogil
+    void _gauss_factors "co2scan_gauss_factors"(
+        double* gx, double* gy, Py_ssize_t ld, const double* dx, const double* dy,
+        const double* s, const double* amp, Py_ssize_t nk, double step, Py_ssize_t nc,
+        Py_ssize_t nr, const double* exp2) nogil
     double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
     void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
                                                   double* amp, Py_ssize_t n,
@@ -722,19 +878,6 @@ cdef struct Window:
     Py_ssize_t c0, c1, r0, r1
 
 
-cdef inline void _gaussian_row(double d0, double step, double s, double scale,
-                               double ratio_step, Py_ssize_t n, double* out) noexcept nogil:
-    """out[k] = scale * exp(-(d0 + k step)^2 / s) by the two-ratio recurrence (2 exp calls;
-    ratio_step = exp(-2 step^2 / s))."""
-    cdef Py_ssize_t k
-    cdef double value = scale * _exp(-(d0 * d0) / s)
-    cdef double ratio = _exp(-(2.0 * d0 * step + step * step) / s)
-    for k in range(n):
-        out[k] = value
-        value = value * ratio
-        ratio = ratio * ratio_step
-
-
 cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
                            double s) noexcept nogil:
     """Does a Gaussian of width s centred (dx, dy) from the window centre reach the window
@@ -751,23 +894,32 @@ DEF OUTER_BATCH = 16
 cdef struct Batch:
     # Exact Gaussians on the window's rows ra..ra+nr-1 and columns ca..ca+nc-1 of one map
     # (target: its cell [ra, ca], stride: its row length), added in batches of OUTER_BATCH:
-    # column factors in gx, row factors (amplitude included) in gy, ld apart.
+    # each one's offsets from the first column and row (dx, dy), width and amplitude; at the
+    # flush their column factors into gx and row factors into gy (ld apart).
     double* target
     Py_ssize_t stride, ra, ca, nr, nc, n, ld
+    double step
+    double dx[OUTER_BATCH]
+    double dy[OUTER_BATCH]
+    double s[OUTER_BATCH]
+    double amp[OUTER_BATCH]
     double* gx
     double* gy
 
 
 cdef inline void _batch_open(Batch* bt, double[:, ::1] acc, Py_ssize_t ra, Py_ssize_t rb,
-                             Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
-    """Start adding Gaussians to acc's rows ra..rb-1 and columns ca..cb-1."""
+                             Py_ssize_t ca, Py_ssize_t cb, double step) noexcept nogil:
+    """Start adding Gaussians to acc's rows ra..rb-1 and columns ca..cb-1 (cells step
+    apart)."""
     bt.target, bt.stride = &acc[ra, ca], acc.shape[1]
-    bt.ra, bt.ca, bt.nr, bt.nc, bt.n = ra, ca, rb - ra, cb - ca, 0
+    bt.ra, bt.ca, bt.nr, bt.nc, bt.n, bt.step = ra, ca, rb - ra, cb - ca, 0, step
 
 
 cdef inline void _batch_flush(Batch* bt) noexcept nogil:
     """Add the Gaussians collected so far, in the order they came."""
     if bt.n > 0:
+        _gauss_factors(bt.gx, bt.gy, bt.ld, &bt.dx[0], &bt.dy[0], &bt.s[0], &bt.amp[0], bt.n,
+                       bt.step, bt.nc, bt.nr, &_EXP2[0])
         _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, bt.n, bt.nr, bt.nc)
         bt.n = 0
 
@@ -776,11 +928,9 @@ cdef inline void _batch_gaussian(const Geo* g, const Window* w, Batch* bt, doubl
                                  double dy, double s, double amp) noexcept nogil:
     """Exact Gaussian amp exp(-d^2 / s) centred (dx, dy) from the window centre, onto the
     batch's cells (added when the batch is full or flushed)."""
-    cdef double ratio_step = _exp(-2.0 * g.cell * g.cell / s)
-    _gaussian_row(g.x0 + (w.c0 + bt.ca + 0.5) * g.cell - (w.xi + dx), g.cell, s, 1.0,
-                  ratio_step, bt.nc, &bt.gx[bt.n * bt.ld])
-    _gaussian_row(g.y0 + (w.r0 + bt.ra + 0.5) * g.cell - (w.yi + dy), g.cell, s, amp,
-                  ratio_step, bt.nr, &bt.gy[bt.n * bt.ld])
+    bt.dx[bt.n] = g.x0 + (w.c0 + bt.ca + 0.5) * g.cell - (w.xi + dx)
+    bt.dy[bt.n] = g.y0 + (w.r0 + bt.ra + 0.5) * g.cell - (w.yi + dy)
+    bt.s[bt.n], bt.amp[bt.n] = s, amp
     bt.n += 1
     if bt.n == OUTER_BATCH:
         _batch_flush(bt)
@@ -850,7 +1000,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     _amplitudes(&terms[3, 0], &terms[2, 0], &terms[4, 0], n_use, g.loss_scale, g.table,
                 g.n_table)
     n_smooth = 0
-    _batch_open(bt, acc, ra, rb, ca, cb)
+    _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
     for q in range(n_use):
         dx, dy, s, amp = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
         if s < g.smooth_s:
@@ -1045,8 +1195,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
             use, n_use = &cand[0, 0], n_sharp
         any_fresh = False
-        _batch_open(&bt, acc, ra, rb, ca, cb)
-        _batch_open(&bt_fresh, fresh, ra, rb, ca, cb)
+        _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+        _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
         for q in range(n_use):
             j = use[q]
             if t[j] > ts:
