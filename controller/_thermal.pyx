@@ -246,51 +246,70 @@ cdef extern from *:
         }
     }
 
+    /* Four Gaussians' factors (co2scan_gauss_factors_any's, one Gaussian per lane) into
+       the rows of gx and gy from gx, gy on; 0 (and nothing written) if an exponent lies
+       outside the inline exp's range [-708, 709]. */
+    __attribute__((target("avx2"))) static inline int co2scan_gauss4(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, __m256d x4, __m256d y4,
+            __m256d s4, __m256d amp4, double step, Py_ssize_t nc, Py_ssize_t nr,
+            const double *restrict exp2) {
+        const __m256d two = _mm256_set1_pd(2.0), st = _mm256_set1_pd(step);
+        const __m256d st2 = _mm256_set1_pd(step * step), neg = _mm256_set1_pd(-0.0);
+        __m256d e_step = _mm256_div_pd(_mm256_set1_pd(-2.0 * step * step), s4);
+        __m256d e_x0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(x4, x4), neg), s4);
+        __m256d e_xr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
+            _mm256_mul_pd(_mm256_mul_pd(two, x4), st), st2), neg), s4);
+        __m256d e_y0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(y4, y4), neg), s4);
+        __m256d e_yr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
+            _mm256_mul_pd(_mm256_mul_pd(two, y4), st), st2), neg), s4);
+        __m256d lo_all = _mm256_min_pd(_mm256_min_pd(e_step, e_x0),
+                                       _mm256_min_pd(_mm256_min_pd(e_xr, e_y0), e_yr));
+        __m256d hi_all = _mm256_max_pd(_mm256_max_pd(e_step, e_x0),
+                                       _mm256_max_pd(_mm256_max_pd(e_xr, e_y0), e_yr));
+        /* every lane in range (NaN compares false) */
+        if (_mm256_movemask_pd(_mm256_and_pd(
+                _mm256_cmp_pd(lo_all, _mm256_set1_pd(-708.0), _CMP_GE_OQ),
+                _mm256_cmp_pd(hi_all, _mm256_set1_pd(709.0), _CMP_LE_OQ))) != 15)
+            return 0;
+        __m256d ratio_step = co2scan_exp4(e_step, exp2);
+        co2scan_gauss_lines4(gx, ld, nc, co2scan_exp4(e_x0, exp2), co2scan_exp4(e_xr, exp2),
+                             ratio_step);
+        co2scan_gauss_lines4(gy, ld, nr, _mm256_mul_pd(amp4, co2scan_exp4(e_y0, exp2)),
+                             co2scan_exp4(e_yr, exp2), ratio_step);
+        return 1;
+    }
+
     /* co2scan_gauss_factors_any four Gaussians at a time (exponentials and recurrences on
-       four lanes), groups with an exponent outside [-708, 709] and the last ones by it. The
-       same operations in the same order: the same bits (cells beyond nc and nr, up to the
-       next multiple of 4, get values too). */
+       four lanes; the last group filled up with copies of its last Gaussian, whose rows are
+       written beyond nk: the buffers hold a multiple of 4 rows), groups with an exponent
+       outside [-708, 709] by it. The same operations in the same order: the same bits
+       (cells beyond nc and nr, up to the next multiple of 4, get values too). */
     __attribute__((target("avx2"))) static void co2scan_gauss_factors_avx2(
             double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
             const double *restrict dy, const double *restrict s, const double *restrict amp,
             Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
             const double *restrict exp2) {
-        const __m256d lo = _mm256_set1_pd(-708.0), hi = _mm256_set1_pd(709.0);
-        const __m256d two = _mm256_set1_pd(2.0), st = _mm256_set1_pd(step);
-        const __m256d st2 = _mm256_set1_pd(step * step), neg = _mm256_set1_pd(-0.0);
-        const __m256d m2st = _mm256_set1_pd(-2.0 * step * step);
-        Py_ssize_t q = 0;
-        for (; q + 4 <= nk; q += 4) {
-            __m256d s4 = _mm256_loadu_pd(s + q), x4 = _mm256_loadu_pd(dx + q);
-            __m256d y4 = _mm256_loadu_pd(dy + q);
-            __m256d e_step = _mm256_div_pd(m2st, s4);
-            __m256d e_x0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(x4, x4), neg), s4);
-            __m256d e_xr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
-                _mm256_mul_pd(_mm256_mul_pd(two, x4), st), st2), neg), s4);
-            __m256d e_y0 = _mm256_div_pd(_mm256_xor_pd(_mm256_mul_pd(y4, y4), neg), s4);
-            __m256d e_yr = _mm256_div_pd(_mm256_xor_pd(_mm256_add_pd(
-                _mm256_mul_pd(_mm256_mul_pd(two, y4), st), st2), neg), s4);
-            __m256d lo_all = _mm256_min_pd(_mm256_min_pd(e_step, e_x0),
-                                           _mm256_min_pd(_mm256_min_pd(e_xr, e_y0), e_yr));
-            __m256d hi_all = _mm256_max_pd(_mm256_max_pd(e_step, e_x0),
-                                           _mm256_max_pd(_mm256_max_pd(e_xr, e_y0), e_yr));
-            /* all in range (NaN compares false) */
-            int ok = _mm256_movemask_pd(_mm256_and_pd(_mm256_cmp_pd(lo_all, lo, _CMP_GE_OQ),
-                                                      _mm256_cmp_pd(hi_all, hi, _CMP_LE_OQ)));
-            if (ok != 15) {
-                co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
-                                          amp + q, 4, step, nc, nr, exp2);
-                continue;
+        for (Py_ssize_t q = 0; q < nk; q += 4) {
+            Py_ssize_t m = nk - q < 4 ? nk - q : 4;
+            __m256d x4, y4, s4, a4;
+            if (m == 4) {
+                x4 = _mm256_loadu_pd(dx + q), y4 = _mm256_loadu_pd(dy + q);
+                s4 = _mm256_loadu_pd(s + q), a4 = _mm256_loadu_pd(amp + q);
+            } else {
+                double lanes[4][4];
+                for (int l = 0; l < 4; l++) {
+                    Py_ssize_t k = q + (l < m ? l : m - 1);
+                    lanes[0][l] = dx[k], lanes[1][l] = dy[k], lanes[2][l] = s[k];
+                    lanes[3][l] = amp[k];
+                }
+                x4 = _mm256_loadu_pd(lanes[0]), y4 = _mm256_loadu_pd(lanes[1]);
+                s4 = _mm256_loadu_pd(lanes[2]), a4 = _mm256_loadu_pd(lanes[3]);
             }
-            __m256d ratio_step = co2scan_exp4(e_step, exp2);
-            co2scan_gauss_lines4(gx + q * ld, ld, nc, co2scan_exp4(e_x0, exp2),
-                                 co2scan_exp4(e_xr, exp2), ratio_step);
-            co2scan_gauss_lines4(gy + q * ld, ld, nr,
-                                 _mm256_mul_pd(_mm256_loadu_pd(amp + q), co2scan_exp4(e_y0, exp2)),
-                                 co2scan_exp4(e_yr, exp2), ratio_step);
+            if (!co2scan_gauss4(gx + q * ld, gy + q * ld, ld, x4, y4, s4, a4, step, nc, nr,
+                                exp2))
+                co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
+                                          amp + q, m, step, nc, nr, exp2);
         }
-        co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
-                                  amp + q, nk - q, step, nc, nr, exp2);
     }
     #endif
 
@@ -887,7 +906,8 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
     return not ((ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2))
 
 
-#: Gaussians whose outer products are added to a window's map in one pass.
+#: Gaussians whose outer products are added to a window's map in one pass (a multiple of 4:
+#: their factors are computed four at a time).
 DEF OUTER_BATCH = 16
 
 
