@@ -390,19 +390,94 @@ cdef extern from *:
         co2scan_amplitudes_any(amp, s, age, n, loss_scale, table, n_table);
     }
 
-    /* The exponential factors of a Taylor sum's terms, vectorised: on entry s[q] and amp[q]
-       are each term's width and amplitude, on exit inv[q] = 1 / s[q] and
-       g0[q] = amp[q] exp(-(dx[q]^2 + dy[q]^2) / s[q]) (in place); the exponent is clamped
-       at -708 (a term's share below 1e-307 of its amplitude, never less). */
-    CO2SCAN_CLONES static void co2scan_taylor_factors(
-            const double *restrict dx, const double *restrict dy, double *restrict s,
-            double *restrict amp, Py_ssize_t n, const double *restrict exp2) {
-        for (Py_ssize_t q = 0; q < n; q++) {
-            double inv = 1.0 / s[q];
-            double x = -(dx[q] * dx[q] + dy[q] * dy[q]) * inv;
-            s[q] = inv;
-            amp[q] = amp[q] * co2scan_exp(x > -708.0 ? x : -708.0, exp2);
+    /* A Taylor sum's coefficients: for terms q < n (offset dx, dy of the expansion centre
+       from the Gaussian's, width s, amplitude amp), with inv = 1 / s, g0 = amp exp(-(dx^2 +
+       dy^2) inv) (exponent clamped at -708: a share below 1e-307, never less) and
+       gs = g0 inv: out = [sum g0, sum -2 gs dx, sum -2 gs dy, sum gs (2 dx^2 inv - 1),
+       sum gs (2 dy^2 inv - 1), sum 4 gs dx dy inv]. Summed in four lanes (term q into lane
+       q % 4 of the first n - n % 4, the lanes then added as (0 + 1) + (2 + 3)), the last
+       n % 4 terms after, in order: the same sums as co2scan_taylor_sums_avx2. */
+    static inline void co2scan_taylor_term(double acc[6], double dx, double dy, double s,
+                                           double amp, const double *restrict exp2) {
+        double inv = 1.0 / s;
+        double x = -(dx * dx + dy * dy) * inv;
+        double g0 = amp * co2scan_exp(x > -708.0 ? x : -708.0, exp2);
+        double gs = g0 * inv;
+        acc[0] = acc[0] + g0;
+        acc[1] = acc[1] - 2.0 * gs * dx;
+        acc[2] = acc[2] - 2.0 * gs * dy;
+        acc[3] = acc[3] + gs * (2.0 * dx * dx * inv - 1.0);
+        acc[4] = acc[4] + gs * (2.0 * dy * dy * inv - 1.0);
+        acc[5] = acc[5] + 4.0 * gs * dx * dy * inv;
+    }
+
+    static void co2scan_taylor_sums_any(
+            double out[6], const double *restrict dx, const double *restrict dy,
+            const double *restrict s, const double *restrict amp, Py_ssize_t n,
+            const double *restrict exp2) {
+        double lane[4][6] = {{0.0}};
+        Py_ssize_t q = 0, m = n - n % 4;
+        for (; q < m; q++)
+            co2scan_taylor_term(lane[q % 4], dx[q], dy[q], s[q], amp[q], exp2);
+        for (int c = 0; c < 6; c++)
+            out[c] = (lane[0][c] + lane[1][c]) + (lane[2][c] + lane[3][c]);
+        for (; q < n; q++)
+            co2scan_taylor_term(out, dx[q], dy[q], s[q], amp[q], exp2);
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* co2scan_taylor_sums_any with the four lanes in AVX2 registers. */
+    __attribute__((target("avx2"))) static void co2scan_taylor_sums_avx2(
+            double out[6], const double *restrict dx, const double *restrict dy,
+            const double *restrict s, const double *restrict amp, Py_ssize_t n,
+            const double *restrict exp2) {
+        const __m256d one = _mm256_set1_pd(1.0), two = _mm256_set1_pd(2.0);
+        const __m256d four = _mm256_set1_pd(4.0), clamp = _mm256_set1_pd(-708.0);
+        const __m256d neg = _mm256_set1_pd(-0.0);
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+        Py_ssize_t q = 0, m = n - n % 4;
+        for (; q < m; q += 4) {
+            __m256d x4 = _mm256_loadu_pd(dx + q), y4 = _mm256_loadu_pd(dy + q);
+            __m256d inv = _mm256_div_pd(one, _mm256_loadu_pd(s + q));
+            __m256d e = _mm256_mul_pd(_mm256_xor_pd(_mm256_add_pd(
+                _mm256_mul_pd(x4, x4), _mm256_mul_pd(y4, y4)), neg), inv);
+            /* e > -708 ? e : -708 (max returns its second operand for NaN) */
+            __m256d g0 = _mm256_mul_pd(_mm256_loadu_pd(amp + q),
+                                       co2scan_exp4(_mm256_max_pd(e, clamp), exp2));
+            __m256d gs = _mm256_mul_pd(g0, inv);
+            __m256d gs2 = _mm256_mul_pd(two, gs);
+            a0 = _mm256_add_pd(a0, g0);
+            a1 = _mm256_sub_pd(a1, _mm256_mul_pd(gs2, x4));
+            a2 = _mm256_sub_pd(a2, _mm256_mul_pd(gs2, y4));
+            a3 = _mm256_add_pd(a3, _mm256_mul_pd(gs, _mm256_sub_pd(_mm256_mul_pd(
+                _mm256_mul_pd(_mm256_mul_pd(two, x4), x4), inv), one)));
+            a4 = _mm256_add_pd(a4, _mm256_mul_pd(gs, _mm256_sub_pd(_mm256_mul_pd(
+                _mm256_mul_pd(_mm256_mul_pd(two, y4), y4), inv), one)));
+            a5 = _mm256_add_pd(a5, _mm256_mul_pd(_mm256_mul_pd(_mm256_mul_pd(
+                _mm256_mul_pd(four, gs), x4), y4), inv));
         }
+        __m256d lanes[6] = {a0, a1, a2, a3, a4, a5};
+        for (int c = 0; c < 6; c++) {
+            double l[4];
+            _mm256_storeu_pd(l, lanes[c]);
+            out[c] = (l[0] + l[1]) + (l[2] + l[3]);
+        }
+        for (; q < n; q++)
+            co2scan_taylor_term(out, dx[q], dy[q], s[q], amp[q], exp2);
+    }
+    #endif
+
+    static void co2scan_taylor_sums(
+            double out[6], const double *restrict dx, const double *restrict dy,
+            const double *restrict s, const double *restrict amp, Py_ssize_t n,
+            const double *restrict exp2) {
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_simd) {
+            co2scan_taylor_sums_avx2(out, dx, dy, s, amp, n, exp2);
+            return;
+        }
+    #endif
+        co2scan_taylor_sums_any(out, dx, dy, s, amp, n, exp2);
     }
 
     /* out[q] += a x[q] */
@@ -541,9 +616,9 @@ cdef extern from *:
         const double* s, const double* amp, Py_ssize_t nk, double step, Py_ssize_t nc,
         Py_ssize_t nr, const double* exp2) nogil
     double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
-    void _taylor_factors "co2scan_taylor_factors"(const double* dx, const double* dy, double* s,
-                                                  double* amp, Py_ssize_t n,
-                                                  const double* exp2) nogil
+    void _taylor_sums "co2scan_taylor_sums"(double* out, const double* dx, const double* dy,
+                                            const double* s, const double* amp, Py_ssize_t n,
+                                            const double* exp2) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -971,8 +1046,8 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     buffers: scratch)."""
     cdef Py_ssize_t q, j, r, c, n_smooth, n_use, bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s, amp, dx, dy, g0, u, v, px, fy, inv, gs
-    cdef double c00 = 0.0, cx = 0.0, cy = 0.0, cxx = 0.0, cyy = 0.0, cxy = 0.0
+    cdef double s, amp, dx, dy, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
+    cdef double coef[6]
     cdef const double[:, ::1] start = cur if bs == b else nxt
     cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k, c_end
@@ -1030,16 +1105,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             terms[2, n_smooth], terms[3, n_smooth] = s, amp
             n_smooth += 1
     _batch_flush(bt)
-    _taylor_factors(&terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth, &_EXP2[0])
-    for q in range(n_smooth):
-        dx, dy, inv, g0 = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
-        gs = g0 * inv
-        c00 = c00 + g0
-        cx = cx - 2.0 * gs * dx
-        cy = cy - 2.0 * gs * dy
-        cxx = cxx + gs * (2.0 * dx * dx * inv - 1.0)
-        cyy = cyy + gs * (2.0 * dy * dy * inv - 1.0)
-        cxy = cxy + 4.0 * gs * dx * dy * inv
+    _taylor_sums(coef, &terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth,
+                 &_EXP2[0])
+    c00, cx, cy, cxx, cyy, cxy = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
     if c00 == 0.0:
         return
     for c in range(ca, cb):
