@@ -1,0 +1,21 @@
+"""Types of the compiled kernels in ``_thermal.pyx`` (numpy references with the same
+signatures: :mod:`controller.thermal_ref`). Arrays are C-contiguous, of the dtype named."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+from controller.thermal import Layout
+
+F64 = NDArray[np.float64]
+
+#: Blocks per chunk (the tests compare the kernels across chunk boundaries).
+chunk_blocks: int
+
+def _fill_exp2() -> None: ...
+def fast_exp(x: F64) -> F64: ...
+def set_simd(on: bool) -> bool: ...
+def damage_rate(rise: F64, layout: Layout) -> F64: ...
+def lesion_mask(x: F64, y: F64, radius: F64, layout: Layout) -> NDArray[np.bool_]: ...
+def peak_rise(
+    x: F64, y: F64, t: F64, e: F64, s0: F64, layout: Layout,
+) -> tuple[F64, F64, F64, NDArray[np.bool_]]: ...
