@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from types import ModuleType
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -330,8 +331,8 @@ class Layout:
             mode_fit_over=over, taps=block_taps(far, 2.0 * params.kappa_um2_s * params.block_s),
             rate_ln_a=math.log(params.arrhenius_a_per_s), rate_ea_r_k=params.ea_r_k,
             rate_base_k=params.base_k, rate_floor_k=floor_k, rate_per_k=1.0 / RATE_TABLE_STEP_K,
-            rate_table=params.damage_rate(floor_k + RATE_TABLE_STEP_K * np.arange(
-                round(RATE_TABLE_SPAN_K / RATE_TABLE_STEP_K) + 1)),
+            rate_table=params.damage_rate(cast(F64, floor_k + RATE_TABLE_STEP_K * np.arange(
+                round(RATE_TABLE_SPAN_K / RATE_TABLE_STEP_K) + 1))),
         )
 
     @property
@@ -446,8 +447,8 @@ def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_]) -> NDArray[n
     band or their column band (a cell beyond the outermost, jittered row is not a hole)."""
     if sampled.all():
         return ~sampled
-    xc = lay.x0_um + (np.arange(lay.nx) + 0.5) * lay.cell_um
-    yc = lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um
+    xc = cast(F64, lay.x0_um + (np.arange(lay.nx) + 0.5) * lay.cell_um)
+    yc = cast(F64, lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um)
     in_row = _spots_on_both_sides(yc, y, x, xc, lay.window_um)
     in_col = _spots_on_both_sides(xc, x, y, yc, lay.window_um).T
     inside = ((yc >= y.min()) & (yc <= y.max()))[:, None] & ((xc >= x.min()) & (xc <= x.max()))
