@@ -12,6 +12,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
+from types import ModuleType
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,7 +34,7 @@ HEAT_UJ = 2000.0  # e.g. 20 mJ pulse, 10 % left in the tissue as heat
 def grid(n_side: int, pitch_um: float) -> tuple[F64, F64]:
     """Row-major square grid (raster order)."""
     col, row = np.meshgrid(np.arange(n_side), np.arange(n_side))
-    return col.ravel() * pitch_um, row.ravel() * pitch_um
+    return cast(F64, col.ravel() * pitch_um), cast(F64, row.ravel() * pitch_um)
 
 
 def spread_order(n_side: int, stride: int = 4) -> NDArray[np.intp]:
@@ -49,10 +52,10 @@ def orders(n_side: int) -> dict[str, NDArray[np.intp]]:
 
 
 def run(n_side: int, pitch_um: float, period_s: float, order: NDArray[np.intp],
-        params: TissueParams, kernel: object = _thermal) -> ThermalResult:
+        params: TissueParams, kernel: ModuleType = _thermal) -> ThermalResult:
     x, y = grid(n_side, pitch_um)
     n = n_side * n_side
-    return _simulate(x[order], y[order], np.arange(n) * period_s, np.full(n, HEAT_UJ),
+    return _simulate(x[order], y[order], cast(F64, np.arange(n) * period_s), np.full(n, HEAT_UJ),
                      np.full(n, LESION_UM), params, kernel)
 
 
@@ -122,11 +125,10 @@ def main() -> None:
     print("-" * len(header))
     big_orders, sub_orders = orders(big), orders(sub)
     for name in big_orders:
-        t_big, cpu_big, _ = timed(
-            lambda name=name: run(big, 200.0, 1e-3, big_orders[name], params), 3)
-        t_fast, _, _ = timed(lambda name=name: run(sub, 200.0, 1e-3, sub_orders[name], params), 3)
-        t_ref, _, _ = timed(lambda name=name: run(sub, 200.0, 1e-3, sub_orders[name], params,
-                                                  thermal_ref), 1)
+        t_big, cpu_big, _ = timed(partial(run, big, 200.0, 1e-3, big_orders[name], params), 3)
+        t_fast, _, _ = timed(partial(run, sub, 200.0, 1e-3, sub_orders[name], params), 3)
+        t_ref, _, _ = timed(partial(run, sub, 200.0, 1e-3, sub_orders[name], params,
+                                    thermal_ref), 1)
         print(f"{name:8} {t_big:14.3f} {cpu_big:8.2f} {t_fast:13.4f} {t_ref:12.3f} "
               f"{t_ref / t_fast:7.0f}")
     print("target: 100k-spot pass < 1 s; Cython >= 20x numpy reference\n")
