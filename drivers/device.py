@@ -180,7 +180,7 @@ class Device:
         """Enter service mode by HMAC-SHA256 challenge-response; the key never leaves here."""
         if len(key) != KEY_SIZE:
             raise LimitError("service key length", len(key), f"{KEY_SIZE} bytes")
-        nonce = bytes(self.link.request("AUTH_BEGIN")["nonce"])  # type: ignore[arg-type]
+        nonce = bytes(self.link.request("AUTH_BEGIN")["nonce"])
         mac = hmac.new(key, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
         self.link.request("AUTH_RESPONSE", mac=mac)
 

@@ -51,7 +51,7 @@ class DeviceInfo:
     def from_message(cls, msg: Message) -> DeviceInfo:
         v = msg.values
         limits = DeviceLimits(**{k: int(v[k]) for k in DeviceLimits.__dataclass_fields__})
-        serial = bytes(v["serial"]).rstrip(b"\0").decode("ascii", "replace")  # type: ignore[arg-type]
+        serial = bytes(v["serial"]).rstrip(b"\0").decode("ascii", "replace")
         return cls(serial, f"{int(v['fw_major'])}.{int(v['fw_minor'])}.{int(v['fw_patch'])}",
                    int(v["protocol_version"]), Capability(int(v["capabilities"])), limits)
 
@@ -77,7 +77,7 @@ class DeviceStatus:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeviceStatus:
-        v = {k: int(x) for k, x in msg.values.items()}  # type: ignore[arg-type]
+        v = {k: int(x) for k, x in msg.values.items()}
         return cls(
             state=State(v["state"]), interlocks=Interlock(v["interlocks"]),
             flags=DeviceFlag(v["flags"]), fault_code=FaultCode(v["fault_code"]),

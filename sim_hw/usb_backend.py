@@ -68,7 +68,7 @@ class SimUsbBackend(usb.backend.IBackend):
 
     # -- enumeration and descriptors ---------------------------------------------------------
 
-    def enumerate_devices(self):  # type: ignore[no-untyped-def]
+    def enumerate_devices(self):
         yield "co2scan-sim"
 
     def get_device_descriptor(self, dev: object) -> SimpleNamespace:

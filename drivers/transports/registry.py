@@ -22,7 +22,7 @@ from drivers.transports.serial_port import SerialTransport
 from drivers.transports.simulated import SimTransport, load
 from drivers.transports.usb_bulk import UsbTransport, libusb_backend
 
-ACCEPTED_FORMS = __doc__.split("::", 1)[1].rstrip()  # type: ignore[union-attr]
+ACCEPTED_FORMS = __doc__.split("::", 1)[1].rstrip()
 
 #: Named pyusb backends for usb:// URLs; values make ``(backend, owner-with-stop-or-None)``.
 USB_BACKENDS: dict[str, Callable[[dict[str, str]], tuple[Any, Any]]] = {

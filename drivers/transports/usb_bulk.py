@@ -27,7 +27,7 @@ def libusb_backend() -> Any:
     backend = usb.backend.libusb1.get_backend()
     if backend is None:
         try:
-            import libusb_package  # type: ignore[import-not-found]
+            import libusb_package
         except ImportError:
             return None
         backend = libusb_package.get_libusb1_backend()
