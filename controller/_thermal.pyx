@@ -55,21 +55,8 @@ cdef extern from *:
         return was;
     }
 
-    /* acc[r * stride + c] += ey[r] * ex[c] for r < nr, c < nc. */
-    CO2SCAN_CLONES static void co2scan_outer_add(
-            double *restrict acc, Py_ssize_t stride, const double *restrict ey, Py_ssize_t nr,
-            const double *restrict ex, Py_ssize_t nc) {
-        for (Py_ssize_t r = 0; r < nr; r++) {
-            double gy = ey[r];
-            double *restrict out = acc + r * stride;
-            for (Py_ssize_t c = 0; c < nc; c++)
-                out[c] += gy * ex[c];
-        }
-    }
-
     /* acc[r * stride + c] += ey[k * ld + r] ex[k * ld + c] for k < nk, r < nr, c < nc: the
-       outer products of nk Gaussians' row and column factors, added one after another (the
-       same sums in the same order as nk calls of co2scan_outer_add). */
+       outer products of nk Gaussians' row and column factors, added one after another. */
     static void co2scan_outer_sum_any(
             double *restrict acc, Py_ssize_t stride, const double *restrict ey,
             const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
@@ -480,6 +467,16 @@ cdef extern from *:
         co2scan_taylor_sums_any(out, dx, dy, s, amp, n, exp2);
     }
 
+    /* One row of a spot's deposit on the far grid's modes: out[i] += (c wx[i]) mw[i], with
+       wx and mw a column's weight and a mode's weight repeated so that i runs over the
+       row's columns and modes together (one contiguous loop). */
+    CO2SCAN_CLONES static void co2scan_deposit_row(
+            double *restrict out, const double *restrict wx, const double *restrict mw,
+            Py_ssize_t n, double c) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] += (c * wx[i]) * mw[i];
+    }
+
     /* out[q] += a x[q] */
     CO2SCAN_CLONES static void co2scan_axpy(
             double *restrict out, const double *restrict x, Py_ssize_t n, double a) {
@@ -602,8 +599,6 @@ cdef extern from *:
         }
     }
     """
-    void _outer_add "co2scan_outer_add"(double* acc, Py_ssize_t stride, const double* ey,
-                                         Py_ssize_t nr, const double* ex, Py_ssize_t nc) nogil
     int _set_simd "co2scan_set_simd"(int on) nogil
     void _outer_sum "co2scan_outer_sum"(double* acc, Py_ssize_t stride, const double* ey,
                                          const double* ex, Py_ssize_t ld, Py_ssize_t nk,
@@ -619,6 +614,8 @@ cdef extern from *:
     void _taylor_sums "co2scan_taylor_sums"(double* out, const double* dx, const double* dy,
                                             const double* s, const double* amp, Py_ssize_t n,
                                             const double* exp2) nogil
+    void _deposit_row "co2scan_deposit_row"(double* out, const double* wx, const double* mw,
+                                             Py_ssize_t n, double c) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -894,9 +891,10 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
                    const double[::1] y, const double[::1] t, const double[::1] e,
                    const double[::1] s0, const double[::1] mode_weight,
                    const double[::1] mode_decay, double[::1] wx, double[::1] wy,
-                   double[::1] wq, double[::1] mw) noexcept nogil:
+                   double[::1] wq, double[::1] mw, double[::1] wxm) noexcept nogil:
     """Add the spots that age past the hand-over during block b, at t_{b+1}, split over the
-    modes by their weights at that age (and to ``total``, the sum of the modes)."""
+    modes by their weights at that age (and to ``total``, the sum of the modes). ``wxm``:
+    scratch for the column and mode weights repeated over a row (2 x columns x modes)."""
     cdef double t1 = _boundary(g, b + 1), s, reach, amount, age, wyx, mode_sum
     cdef Py_ssize_t j, a, q, m, fx, nxw, fy, nyw, row, col, km = mode_weight.shape[0]
     cdef bint inside
@@ -912,12 +910,17 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
             mw[m] = mode_weight[m] * _exp(-mode_decay[m] * age)
             mode_sum = mode_sum + mw[m]
         inside = fx >= 0 and fx + nxw <= g.nfx  # no column folded back at an edge
+        if inside:  # the far grid's row segment [fx, fx + nxw) x modes is contiguous
+            for q in range(nxw):
+                for m in range(km):
+                    wxm[q * km + m], wxm[(nxw + q) * km + m] = wx[q], mw[m]
         for a in range(nyw):
             row = _reflect(fy + a, g.nfy)
             if inside:
                 for q in range(nxw):
                     wq[q] = amount * wy[a] * wx[q]
-                _outer_add(&far[row, fx, 0], km, &wq[0], nxw, &mw[0], km)
+                _deposit_row(&far[row, fx, 0], &wxm[0], &wxm[nxw * km], nxw * km,
+                             amount * wy[a])
                 _axpy(&total[row, fx], &wq[0], nxw, mode_sum)
                 continue
             for q in range(nxw):
@@ -1398,8 +1401,9 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                    double[:, ::1] total, const double[::1] taps,
                    const double[::1] block_decay, const double[::1] mode_weight,
                    const double[::1] mode_decay, double[::1] wx, double[::1] wy,
-                   double[::1] wq, double[::1] mw, const double[::1] x, const double[::1] y,
-                   const double[::1] t, const double[::1] e, const double[::1] s0) noexcept nogil:
+                   double[::1] wq, double[::1] mw, double[::1] wxm, const double[::1] x,
+                   const double[::1] y, const double[::1] t, const double[::1] e,
+                   const double[::1] s0) noexcept nogil:
     """Far-grid states (sums of the modes at each block boundary, with its deposits, and one
     block later, before the next deposits), snapshots and near-spot buckets of a chunk of
     blocks. Slot k holds block first_block + k; the caller fills slot 0 (zero at the start,
@@ -1412,7 +1416,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
             # modes[aged] is one block past b - 1: add the spots handed over then, and age it.
             slot_cur[k, :, :] = slot_blur[k - 1]
             _deposit(g, modes[ch.aged], slot_cur[k], b - 1, x, y, t, e, s0, mode_weight,
-                     mode_decay, wx, wy, wq, mw)
+                     mode_decay, wx, wy, wq, mw, wxm)
             _blur(modes[ch.aged], modes[1 - ch.aged], tmp, slot_blur[k], taps, block_decay)
             ch.aged = 1 - ch.aged
         if k < ch.blocks and b < g.n_blocks:
@@ -1462,7 +1466,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
-    cdef double[::1] mw = np.zeros(km)
+    cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
     cdef double[:, :, ::1] terms = np.zeros((n_threads, 5, max(n, width)))
@@ -1490,7 +1494,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
             block_first[b] = _first_ge(t, _boundary(&g, b))
         _produce(&g, &ch, &bk, 0, modes, tmp, cur[0], blur[0], b_start[0], b_items[0],
                  far_peak, far_dose, far_prev, total, taps, block_decay, mode_weight,
-                 mode_decay, pwx, pwy, pwq, mw, x, y, t, e, s0)
+                 mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
         for c in range(n_chunks):
             slot = c % 2
             lo = block_first[c * ch.blocks]
@@ -1503,7 +1507,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     _produce(&g, &ch, &bk, (c + 1) * ch.blocks, modes, tmp, cur[1 - slot],
                              blur[1 - slot], b_start[1 - slot], b_items[1 - slot], far_peak,
                              far_dose, far_prev, total, taps, block_decay, mode_weight,
-                             mode_decay, pwx, pwy, pwq, mw, x, y, t, e, s0)
+                             mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
                 for i in prange(lo, hi, schedule="dynamic", chunksize=8):
                     worker = threadid()
                     b = c * ch.blocks
