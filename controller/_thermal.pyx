@@ -477,6 +477,17 @@ cdef extern from *:
             out[i] += (c * wx[i]) * mw[i];
     }
 
+    /* A window's row into the thread's maps: peak = max(peak, win_peak),
+       dose += win_dose. */
+    CO2SCAN_CLONES static void co2scan_merge_row(
+            double *restrict peak, double *restrict dose, const double *restrict win_peak,
+            const double *restrict win_dose, Py_ssize_t n) {
+        for (Py_ssize_t c = 0; c < n; c++) {
+            peak[c] = peak[c] > win_peak[c] ? peak[c] : win_peak[c];
+            dose[c] += win_dose[c];
+        }
+    }
+
     /* out[q] += a x[q] */
     CO2SCAN_CLONES static void co2scan_axpy(
             double *restrict out, const double *restrict x, Py_ssize_t n, double a) {
@@ -616,6 +627,8 @@ cdef extern from *:
                                             const double* exp2) nogil
     void _deposit_row "co2scan_deposit_row"(double* out, const double* wx, const double* mw,
                                              Py_ssize_t n, double c) nogil
+    void _merge_row "co2scan_merge_row"(double* peak, double* dose, const double* win_peak,
+                                         const double* win_dose, Py_ssize_t n) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -1147,7 +1160,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     every sample; the far grid and the older near spots (background) are evaluated at the
     first and the last peak sample and interpolated in time. Damage samples beyond: the far
     grid and every spot fired before i are evaluated at each sample (background routine), the
-    spots fired since exactly, on the box of the cells still integrating.
+    spots fired since exactly, on the box of the cells still integrating. The window's peaks
+    and damage integrals are gathered in scratch and merged into the thread's maps at the end.
     """
     cdef Window w
     cdef double s_peak = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
@@ -1163,6 +1177,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
+    cdef double[:, ::1] win_peak = scratch[8], win_dose = scratch[9]  # merged at the end
     cdef double* hot = &spare[0, 0]  # a row's larger ends of the interval, and its spans
     cdef double* span = &spare[1, 0]
     cdef double* row_until = &spare[3, 0]
@@ -1264,12 +1279,15 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             row_until[r] = _max(row_until[r], until[r, c])
             col_until[c] = _max(col_until[c], until[r, c])
         until_max = _max(until_max, row_until[r])
+    for r in range(nr):
+        for c in range(nc):
+            win_peak[r, c], win_dose[r, c] = -1.0, 0.0
     ra, rb, ca, cb = 0, nr, 0, nc
     while True:
         ts = t[i] + (s_i - s0[i]) / g.kappa4
         if started and s_prev >= s_peak:
             if t_prev >= until_max:
-                return
+                break
             # Damage sample: only the cells still integrating (until > t_prev), their box.
             ra, rb, ca, cb = nr, 0, nc, 0
             for r in range(nr):
@@ -1305,11 +1323,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         _batch_flush(&bt)
         _batch_flush(&bt_fresh)
         for r in range(ra, rb):
-            _sample_row(&fine[w.r0 + r, w.c0 + ca], &acc[r, ca],
+            _sample_row(&win_peak[r, ca], &acc[r, ca],
                         &fresh[r, ca] if any_fresh else NULL, &prev[r, ca], &until[r, ca],
                         hot, span, cb - ca, ts, t_prev)
             if started:
-                drow = &dose[w.r0 + r, w.c0 + ca]
+                drow = &win_dose[r, ca]
                 if _dose_row(drow, hot, span, cb - ca, g.floor_k, g.rate_per_k, g.rate_table,
                              g.n_rate):
                     for c in range(cb - ca):  # beyond the table (rare): the exact rate
@@ -1318,8 +1336,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                             drow[c] += _rate(g, hot[c]) * span[c]
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
-            return
+            break
         s_i = s_i * (g.ratio if s_i < s_peak else ext_ratio)
+    for r in range(nr):
+        _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], &win_peak[r, 0],
+                   &win_dose[r, 0], nc)
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
@@ -1462,7 +1483,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 8, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 10, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
