@@ -15,7 +15,7 @@ import numpy as np
 cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
-from libc.math cimport M_PI, ceil, exp, fabs, floor, log, pow, sqrt
+from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
 
 
 cdef extern from *:
@@ -1135,6 +1135,22 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         _taylor_row(&acc[r, ca], &ex[ca], &ey[ca], cb - ca, c00 + cy * v + cyy * v * v, cxy * v)
 
 
+cdef inline void _sample_window(const Geo* g, double* peak, double* dose, const double* acc,
+                                const double* fresh, double* prev, const double* until,
+                                double* hot, double* span, Py_ssize_t n, double ts,
+                                double t_prev, bint started) noexcept nogil:
+    """One sample of n consecutive cells: peak, previous sample, and (after the first
+    sample) the damage integral of the interval since t_prev."""
+    cdef Py_ssize_t c
+    _sample_row(peak, acc, fresh, prev, until, hot, span, n, ts, t_prev)
+    if started and _dose_row(dose, hot, span, n, g.floor_k, g.rate_per_k, g.rate_table,
+                             g.n_rate):
+        for c in range(n):  # beyond the table (rare): the exact rate
+            if (span[c] > 0.0 and hot[c] > g.floor_k
+                    and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
+                dose[c] += _rate(g, hot[c]) * span[c]
+
+
 cdef struct Buckets:
     double x0, y0, size, max_s0
     Py_ssize_t nbx, nby
@@ -1173,13 +1189,15 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use, n_ext
     cdef double ext_ratio
-    cdef double* drow
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
     cdef double[:, ::1] win_peak = scratch[8], win_dose = scratch[9]  # merged at the end
-    cdef double* hot = &spare[0, 0]  # a row's larger ends of the interval, and its spans
-    cdef double* span = &spare[1, 0]
+    # The larger ends of each cell's interval, and its spans (a row at a time, or the whole
+    # window as one run of rows, padding columns included, for the peak samples).
+    cdef double* hot = &scratch[10, 0, 0]
+    cdef double* span = &scratch[11, 0, 0]
+    cdef Py_ssize_t width = acc.shape[1], n_flat
     cdef double* row_until = &spare[3, 0]
     cdef double* col_until = &spare[4, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
@@ -1248,8 +1266,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
-        for c in range(nc):
-            until[r, c] = t_last
+        for c in range(width):  # padding columns never integrate
+            until[r, c] = t_last if c < nc else -INFINITY
     for q in range(n_late):
         j = cand[3, q]
         tj = t[j]
@@ -1322,18 +1340,16 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                                 y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
         _batch_flush(&bt)
         _batch_flush(&bt_fresh)
-        for r in range(ra, rb):
-            _sample_row(&win_peak[r, ca], &acc[r, ca],
-                        &fresh[r, ca] if any_fresh else NULL, &prev[r, ca], &until[r, ca],
-                        hot, span, cb - ca, ts, t_prev)
-            if started:
-                drow = &win_dose[r, ca]
-                if _dose_row(drow, hot, span, cb - ca, g.floor_k, g.rate_per_k, g.rate_table,
-                             g.n_rate):
-                    for c in range(cb - ca):  # beyond the table (rare): the exact rate
-                        if (span[c] > 0.0 and hot[c] > g.floor_k
-                                and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
-                            drow[c] += _rate(g, hot[c]) * span[c]
+        if ra == 0 and rb == nr and ca == 0 and cb == nc:  # the whole window: one run
+            n_flat = (nr - 1) * width + nc
+            _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
+                           &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0],
+                           hot, span, n_flat, ts, t_prev, started)
+        else:
+            for r in range(ra, rb):
+                _sample_window(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca],
+                               &fresh[r, ca] if any_fresh else NULL, &prev[r, ca],
+                               &until[r, ca], hot, span, cb - ca, ts, t_prev, started)
         t_prev, s_prev, started = ts, s_i, True
         if s_i >= s_last:
             break
@@ -1483,7 +1499,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
-    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 10, width, width))
+    cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 12, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
