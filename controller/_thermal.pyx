@@ -617,6 +617,80 @@ cdef extern from *:
         co2scan_far_row_any(out, f, k, line, n);
     }
 
+    /* One row of the final maps: over the threads' rows (peak[t] and dose[t], nt of them,
+       stride apart) the largest peak and the summed dose; sampled[c] = that peak >= 0; then
+       peak[0][c] = max(peak, far peak) and dose[0][c] = dose + far dose, the far values
+       bilinear from line_peak and line_dose (node k[c], fraction f[c]). */
+    static void co2scan_combine_row_any(
+            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
+            unsigned char *restrict sampled, const double *restrict line_peak,
+            const double *restrict line_dose, const Py_ssize_t *restrict k,
+            const double *restrict f, Py_ssize_t n) {
+        for (Py_ssize_t c = 0; c < n; c++) {
+            double v = peak[c], d = dose[c];
+            for (Py_ssize_t t = 1; t < nt; t++) {
+                double w = peak[t * stride + c];
+                v = v > w ? v : w;
+                d = d + dose[t * stride + c];
+            }
+            sampled[c] = v >= 0.0;
+            double fp = (1.0 - f[c]) * line_peak[k[c]] + f[c] * line_peak[k[c] + 1];
+            peak[c] = v > fp ? v : fp;
+            dose[c] = d + ((1.0 - f[c]) * line_dose[k[c]] + f[c] * line_dose[k[c] + 1]);
+        }
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* co2scan_combine_row_any four cells at a time, the rest by it. The same operations in
+       the same order (max returns its second operand unless the first is larger, as the
+       scalar select): the same bits. */
+    __attribute__((target("avx2"))) static void co2scan_combine_row_avx2(
+            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
+            unsigned char *restrict sampled, const double *restrict line_peak,
+            const double *restrict line_dose, const Py_ssize_t *restrict k,
+            const double *restrict f, Py_ssize_t n) {
+        const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
+        Py_ssize_t c = 0;
+        for (; c + 4 <= n; c += 4) {
+            __m256d v = _mm256_loadu_pd(peak + c), d = _mm256_loadu_pd(dose + c);
+            for (Py_ssize_t t = 1; t < nt; t++) {
+                v = _mm256_max_pd(v, _mm256_loadu_pd(peak + t * stride + c));
+                d = _mm256_add_pd(d, _mm256_loadu_pd(dose + t * stride + c));
+            }
+            int mask = _mm256_movemask_pd(_mm256_cmp_pd(v, zero, _CMP_GE_OQ));
+            for (int l = 0; l < 4; l++)
+                sampled[c + l] = (mask >> l) & 1;
+            __m256i kc = _mm256_loadu_si256((const __m256i *)(k + c));
+            __m256d f4 = _mm256_loadu_pd(f + c), g4 = _mm256_sub_pd(one, f4);
+            __m256d fp = _mm256_add_pd(
+                _mm256_mul_pd(g4, _mm256_i64gather_pd(line_peak, kc, 8)),
+                _mm256_mul_pd(f4, _mm256_i64gather_pd(line_peak + 1, kc, 8)));
+            __m256d fd = _mm256_add_pd(
+                _mm256_mul_pd(g4, _mm256_i64gather_pd(line_dose, kc, 8)),
+                _mm256_mul_pd(f4, _mm256_i64gather_pd(line_dose + 1, kc, 8)));
+            _mm256_storeu_pd(peak + c, _mm256_max_pd(v, fp));
+            _mm256_storeu_pd(dose + c, _mm256_add_pd(d, fd));
+        }
+        co2scan_combine_row_any(peak + c, dose + c, stride, nt, sampled + c, line_peak,
+                                line_dose, k + c, f + c, n - c);
+    }
+    #endif
+
+    static void co2scan_combine_row(
+            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
+            unsigned char *restrict sampled, const double *restrict line_peak,
+            const double *restrict line_dose, const Py_ssize_t *restrict k,
+            const double *restrict f, Py_ssize_t n) {
+    #ifdef CO2SCAN_AVX2
+        if (co2scan_simd) {
+            co2scan_combine_row_avx2(peak, dose, stride, nt, sampled, line_peak, line_dose, k,
+                                     f, n);
+            return;
+        }
+    #endif
+        co2scan_combine_row_any(peak, dose, stride, nt, sampled, line_peak, line_dose, k, f, n);
+    }
+
     /* A Taylor sum on one row: acc[c] += (row + col[c]) + slope u[c]. */
     CO2SCAN_CLONES static void co2scan_taylor_row(
             double *restrict acc, const double *restrict u, const double *restrict col,
@@ -670,6 +744,11 @@ cdef extern from *:
                               double frac) nogil
     void _far_row "co2scan_far_row"(double* out, const double* f, const Py_ssize_t* k,
                                      const double* line, Py_ssize_t n) nogil
+    void _combine_row "co2scan_combine_row"(double* peak, double* dose, Py_ssize_t stride,
+                                             Py_ssize_t nt, unsigned char* sampled,
+                                             const double* line_peak, const double* line_dose,
+                                             const Py_ssize_t* k, const double* f,
+                                             Py_ssize_t n) nogil
     void _taylor_row "co2scan_taylor_row"(double* acc, const double* u, const double* col,
                                           Py_ssize_t n, double row, double slope) nogil
     void _sample_row "co2scan_sample_row"(double* peak, const double* acc, const double* fresh,
@@ -1423,7 +1502,7 @@ cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] fa
     a row of far nodes per thread and grid), then along it.
     """
     cdef Py_ssize_t r, c, k, ky, k0, k1
-    cdef double v, d, py, fy, fx
+    cdef double py, fy, fx
     cdef double* line_peak
     cdef double* line_dose
     for c in range(g.nx):
@@ -1440,16 +1519,8 @@ cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] fa
         for k in range(k0, k1):
             line_peak[k] = (1.0 - fy) * far_peak[ky, k] + fy * far_peak[ky + 1, k]
             line_dose[k] = (1.0 - fy) * far_dose[ky, k] + fy * far_dose[ky + 1, k]
-        for c in range(g.nx):
-            v = fine[0, r, c]
-            d = dose[0, r, c]
-            for k in range(1, fine.shape[0]):
-                v = _max(v, fine[k, r, c])
-                d = d + dose[k, r, c]
-            sampled[r, c] = v >= 0.0
-            k, fx = col_node[c], col_frac[c]
-            fine[0, r, c] = _max(v, (1.0 - fx) * line_peak[k] + fx * line_peak[k + 1])
-            dose[0, r, c] = d + ((1.0 - fx) * line_dose[k] + fx * line_dose[k + 1])
+        _combine_row(&fine[0, r, 0], &dose[0, r, 0], g.ny * g.nx, fine.shape[0],
+                     &sampled[r, 0], line_peak, line_dose, &col_node[0], &col_frac[0], g.nx)
 
 
 cdef struct Chunk:
