@@ -93,12 +93,13 @@ def kernel_maps(x: F64, y: F64, t: F64, heat_uj: F64, radius_um: F64, params: Ti
         _thermal.set_simd(was)
 
 
-def assert_simd_equals_portable(*problem: object) -> tuple:
+def assert_simd_equals_portable(x: F64, y: F64, t: F64, heat_uj: F64, radius_um: F64,
+                                params: TissueParams) -> tuple:
     """The AVX2 loops give the same bits as their portable twins: peak, far-grid and sampled
     maps identical; the damage map too but for the order in which the threads' maps are
     summed (it follows the scheduling: a few ulp)."""
-    fast = kernel_maps(*problem, simd=True)  # type: ignore[arg-type]
-    plain = kernel_maps(*problem, simd=False)  # type: ignore[arg-type]
+    fast = kernel_maps(x, y, t, heat_uj, radius_um, params, simd=True)
+    plain = kernel_maps(x, y, t, heat_uj, radius_um, params, simd=False)
     for k in (0, 2, 3):
         np.testing.assert_array_equal(fast[k], plain[k])
     np.testing.assert_allclose(fast[1], plain[1], rtol=1e-14, atol=0.0)
