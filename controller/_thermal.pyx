@@ -1172,9 +1172,10 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
     acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
     buffers: scratch)."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, n_use, bs = b if ts < _boundary(g, b + 1) else b + 1
+    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1], bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s, amp, dx, dy, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
+    cdef double s, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
+    cdef double* row
     cdef double coef[6]
     cdef const double[:, ::1] start = cur if bs == b else nxt
     cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
@@ -1201,31 +1202,31 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         for k in range(n_kx):
             line[k] = (1.0 - fy) * nodes[a, k] + fy * nodes[a + 1, k]
         _far_row(&acc[r, ca], &ex[ca], &kx[ca], line, cb - ca)
-    # Each spot's offset, width, heat and age into ``terms``; their amplitudes in one
-    # vectorised pass; then the sharp spots exactly and the smooth ones' terms compacted
-    # (offsets, widths, amplitudes), their exponential factors in one vectorised pass, then
-    # the Taylor coefficients.
-    n_use = 0
+    # Each spot's offsets, width, heat and age into ``terms``: the smooth ones (width at least
+    # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the
+    # amplitudes of each list in one vectorised pass (heat -> amplitude in place); then the
+    # sharp spots exactly and the smooth ones' Taylor sum.
+    n_smooth, n_sharp = 0, 0
     for q in range(n_cand):
         j = cand[q]
         if t[j] < lo_t:
             continue
-        terms[0, n_use], terms[1, n_use] = w.xi - x[j], w.yi - y[j]
-        terms[2, n_use] = s0[j] + g.kappa4 * (ts - t[j])
-        terms[3, n_use], terms[4, n_use] = e[j], ts - t[j]
-        n_use += 1
-    _amplitudes(&terms[3, 0], &terms[2, 0], &terms[4, 0], n_use, g.loss_scale, g.table,
-                g.n_table)
-    n_smooth = 0
-    _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
-    for q in range(n_use):
-        dx, dy, s, amp = terms[0, q], terms[1, q], terms[2, q], terms[3, q]
+        s = s0[j] + g.kappa4 * (ts - t[j])
         if s < g.smooth_s:
-            _batch_gaussian(g, w, bt, -dx, -dy, s, amp)
+            row = &terms[5, n_sharp]
+            n_sharp += 1
         else:
-            terms[0, n_smooth], terms[1, n_smooth] = dx, dy
-            terms[2, n_smooth], terms[3, n_smooth] = s, amp
+            row = &terms[0, n_smooth]
             n_smooth += 1
+        row[0], row[stride], row[2 * stride] = w.xi - x[j], w.yi - y[j], s
+        row[3 * stride], row[4 * stride] = e[j], ts - t[j]
+    _amplitudes(&terms[3, 0], &terms[2, 0], &terms[4, 0], n_smooth, g.loss_scale, g.table,
+                g.n_table)
+    _amplitudes(&terms[8, 0], &terms[7, 0], &terms[9, 0], n_sharp, g.loss_scale, g.table,
+                g.n_table)
+    _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
+    for q in range(n_sharp):
+        _batch_gaussian(g, w, bt, -terms[5, q], -terms[6, q], terms[7, q], terms[8, q])
     _batch_flush(bt)
     _taylor_sums(coef, &terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth,
                  &_EXP2[0])
@@ -1604,7 +1605,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
     cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
                                                 dtype=np.intp)
-    cdef double[:, :, ::1] terms = np.zeros((n_threads, 5, max(n, width)))
+    cdef double[:, :, ::1] terms = np.zeros((n_threads, 10, max(n, width)))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
