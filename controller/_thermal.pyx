@@ -1172,7 +1172,8 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
     acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
     buffers: scratch)."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1], bs = b if ts < _boundary(g, b + 1) else b + 1
+    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1]
+    cdef Py_ssize_t bs = b if ts < _boundary(g, b + 1) else b + 1
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
     cdef double* row
