@@ -6,8 +6,9 @@
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
 grid fields in controller.thermal.Layout. Blocks run in chunks on OpenMP threads
 (OMP_NUM_THREADS): thread 0 produces the next chunk's far grid while the others sample this
-chunk's windows; each thread keeps its own peak map, merged by max, and its own damage-integral
-map, merged by sum.
+chunk's windows; a window gathers its cells' peaks and damage integrals in its thread's
+scratch and merges them into the one peak map (max) and damage map (sum) a row at a time, under
+that row's lock.
 """
 
 import numpy as np
@@ -477,7 +478,7 @@ cdef extern from *:
             out[i] += (c * wx[i]) * mw[i];
     }
 
-    /* A window's row into the thread's maps: peak = max(peak, win_peak),
+    /* A window's row into the maps: peak = max(peak, win_peak),
        dose += win_dose. */
     CO2SCAN_CLONES static void co2scan_merge_row(
             double *restrict peak, double *restrict dose, const double *restrict win_peak,
@@ -486,6 +487,22 @@ cdef extern from *:
             peak[c] = peak[c] > win_peak[c] ? peak[c] : win_peak[c];
             dose[c] += win_dose[c];
         }
+    }
+
+    /* A spin lock per map row (a byte each): windows of both threads merge into one map, a
+       row at a time; held for one short row, so waiting spins (pausing) rather than sleeps. */
+    static inline void co2scan_lock(unsigned char *lock) {
+        while (__atomic_test_and_set(lock, __ATOMIC_ACQUIRE)) {
+            while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+    #if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+    #endif
+            }
+        }
+    }
+
+    static inline void co2scan_unlock(unsigned char *lock) {
+        __atomic_clear(lock, __ATOMIC_RELEASE);
     }
 
     /* out[q] += a x[q] */
@@ -617,46 +634,34 @@ cdef extern from *:
         co2scan_far_row_any(out, f, k, line, n);
     }
 
-    /* One row of the final maps: over the threads' rows (peak[t] and dose[t], nt of them,
-       stride apart) the largest peak and the summed dose; sampled[c] = that peak >= 0; then
-       peak[0][c] = max(peak, far peak) and dose[0][c] = dose + far dose, the far values
+    /* One row of the final maps: sampled[c] = peak[c] >= 0 (some window sampled the cell);
+       then peak[c] = max(peak, far peak) and dose[c] = dose + far dose, the far values
        bilinear from line_peak and line_dose (node k[c], fraction f[c]). */
     static void co2scan_combine_row_any(
-            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
-            unsigned char *restrict sampled, const double *restrict line_peak,
-            const double *restrict line_dose, const Py_ssize_t *restrict k,
-            const double *restrict f, Py_ssize_t n) {
+            double *restrict peak, double *restrict dose, unsigned char *restrict sampled,
+            const double *restrict line_peak, const double *restrict line_dose,
+            const Py_ssize_t *restrict k, const double *restrict f, Py_ssize_t n) {
         for (Py_ssize_t c = 0; c < n; c++) {
-            double v = peak[c], d = dose[c];
-            for (Py_ssize_t t = 1; t < nt; t++) {
-                double w = peak[t * stride + c];
-                v = v > w ? v : w;
-                d = d + dose[t * stride + c];
-            }
+            double v = peak[c];
             sampled[c] = v >= 0.0;
             double fp = (1.0 - f[c]) * line_peak[k[c]] + f[c] * line_peak[k[c] + 1];
             peak[c] = v > fp ? v : fp;
-            dose[c] = d + ((1.0 - f[c]) * line_dose[k[c]] + f[c] * line_dose[k[c] + 1]);
+            dose[c] = dose[c] + ((1.0 - f[c]) * line_dose[k[c]] + f[c] * line_dose[k[c] + 1]);
         }
     }
 
     #ifdef CO2SCAN_AVX2
-    /* co2scan_combine_row_any four cells at a time, the rest by it. The same operations in
-       the same order (max returns its second operand unless the first is larger, as the
-       scalar select): the same bits. */
+    /* co2scan_combine_row_any four cells at a time (the far values gathered), the rest by
+       it. The same operations in the same order (max returns its second operand unless the
+       first is larger, as the scalar select): the same bits. */
     __attribute__((target("avx2"))) static void co2scan_combine_row_avx2(
-            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
-            unsigned char *restrict sampled, const double *restrict line_peak,
-            const double *restrict line_dose, const Py_ssize_t *restrict k,
-            const double *restrict f, Py_ssize_t n) {
+            double *restrict peak, double *restrict dose, unsigned char *restrict sampled,
+            const double *restrict line_peak, const double *restrict line_dose,
+            const Py_ssize_t *restrict k, const double *restrict f, Py_ssize_t n) {
         const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
         Py_ssize_t c = 0;
         for (; c + 4 <= n; c += 4) {
-            __m256d v = _mm256_loadu_pd(peak + c), d = _mm256_loadu_pd(dose + c);
-            for (Py_ssize_t t = 1; t < nt; t++) {
-                v = _mm256_max_pd(v, _mm256_loadu_pd(peak + t * stride + c));
-                d = _mm256_add_pd(d, _mm256_loadu_pd(dose + t * stride + c));
-            }
+            __m256d v = _mm256_loadu_pd(peak + c);
             int mask = _mm256_movemask_pd(_mm256_cmp_pd(v, zero, _CMP_GE_OQ));
             for (int l = 0; l < 4; l++)
                 sampled[c + l] = (mask >> l) & 1;
@@ -669,26 +674,24 @@ cdef extern from *:
                 _mm256_mul_pd(g4, _mm256_i64gather_pd(line_dose, kc, 8)),
                 _mm256_mul_pd(f4, _mm256_i64gather_pd(line_dose + 1, kc, 8)));
             _mm256_storeu_pd(peak + c, _mm256_max_pd(v, fp));
-            _mm256_storeu_pd(dose + c, _mm256_add_pd(d, fd));
+            _mm256_storeu_pd(dose + c, _mm256_add_pd(_mm256_loadu_pd(dose + c), fd));
         }
-        co2scan_combine_row_any(peak + c, dose + c, stride, nt, sampled + c, line_peak,
-                                line_dose, k + c, f + c, n - c);
+        co2scan_combine_row_any(peak + c, dose + c, sampled + c, line_peak, line_dose, k + c,
+                                f + c, n - c);
     }
     #endif
 
     static void co2scan_combine_row(
-            double *peak, double *dose, Py_ssize_t stride, Py_ssize_t nt,
-            unsigned char *restrict sampled, const double *restrict line_peak,
-            const double *restrict line_dose, const Py_ssize_t *restrict k,
-            const double *restrict f, Py_ssize_t n) {
+            double *restrict peak, double *restrict dose, unsigned char *restrict sampled,
+            const double *restrict line_peak, const double *restrict line_dose,
+            const Py_ssize_t *restrict k, const double *restrict f, Py_ssize_t n) {
     #ifdef CO2SCAN_AVX2
         if (co2scan_simd) {
-            co2scan_combine_row_avx2(peak, dose, stride, nt, sampled, line_peak, line_dose, k,
-                                     f, n);
+            co2scan_combine_row_avx2(peak, dose, sampled, line_peak, line_dose, k, f, n);
             return;
         }
     #endif
-        co2scan_combine_row_any(peak, dose, stride, nt, sampled, line_peak, line_dose, k, f, n);
+        co2scan_combine_row_any(peak, dose, sampled, line_peak, line_dose, k, f, n);
     }
 
     /* A Taylor sum on one row: acc[c] += (row + col[c]) + slope u[c]. */
@@ -736,6 +739,8 @@ cdef extern from *:
                                              Py_ssize_t n, double c) nogil
     void _merge_row "co2scan_merge_row"(double* peak, double* dose, const double* win_peak,
                                          const double* win_dose, Py_ssize_t n) nogil
+    void _lock "co2scan_lock"(unsigned char* lock) nogil
+    void _unlock "co2scan_unlock"(unsigned char* lock) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -744,8 +749,7 @@ cdef extern from *:
                               double frac) nogil
     void _far_row "co2scan_far_row"(double* out, const double* f, const Py_ssize_t* k,
                                      const double* line, Py_ssize_t n) nogil
-    void _combine_row "co2scan_combine_row"(double* peak, double* dose, Py_ssize_t stride,
-                                             Py_ssize_t nt, unsigned char* sampled,
+    void _combine_row "co2scan_combine_row"(double* peak, double* dose, unsigned char* sampled,
                                              const double* line_peak, const double* line_dose,
                                              const Py_ssize_t* k, const double* f,
                                              Py_ssize_t n) nogil
@@ -1272,7 +1276,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[::1] y, const double[::1] t, const double[::1] e,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
                   double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[:, ::1] terms,
-                  double[::1] ex, double[::1] ey, double[:, ::1] gauss) noexcept nogil:
+                  double[::1] ex, double[::1] ey, double[:, ::1] gauss,
+                  unsigned char* row_lock) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
@@ -1285,7 +1290,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     first and the last peak sample and interpolated in time. Damage samples beyond: the far
     grid and every spot fired before i are evaluated at each sample (background routine), the
     spots fired since exactly, on the box of the cells still integrating. The window's peaks
-    and damage integrals are gathered in scratch and merged into the thread's maps at the end.
+    and damage integrals are gathered in scratch and merged into the maps (shared by the
+    threads) at the end, each row under its lock (``row_lock``, one per map row).
     """
     cdef Window w
     cdef double s_peak = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
@@ -1318,7 +1324,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
     nr, nc = w.r1 - w.r0, w.c1 - w.c0
-    # The window's rows of the thread's maps are far apart in memory: fetch them now, while
+    # The window's rows of the maps are far apart in memory: fetch them now, while
     # the near spots and the background are computed.
     for r in range(nr):
         for c in range(0, nc, 8):
@@ -1463,8 +1469,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             break
         s_i = s_i * (g.ratio if s_i < s_peak else ext_ratio)
     for r in range(nr):
+        _lock(&row_lock[w.r0 + r])
         _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], &win_peak[r, 0],
                    &win_dose[r, 0], nc)
+        _unlock(&row_lock[w.r0 + r])
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
@@ -1493,15 +1501,15 @@ cdef inline Py_ssize_t _bucket(const Buckets* bk, double x, double y) noexcept n
     return min(max(by, 0), bk.nby - 1) * bk.nbx + min(max(bx, 0), bk.nbx - 1)
 
 
-cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] far_peak,
-                   double[:, :, ::1] dose, const double[:, ::1] far_dose,
+cdef void _combine(const Geo* g, double[:, ::1] fine, const double[:, ::1] far_peak,
+                   double[:, ::1] dose, const double[:, ::1] far_dose,
                    unsigned char[:, ::1] sampled, Py_ssize_t[::1] col_node,
                    double[::1] col_frac, double[:, :, ::1] lines) noexcept nogil:
-    """Peak map into fine[0]: the larger of every thread's window samples and the
-    interpolated far snapshots; damage map into dose[0]: the sum of every thread's window
-    integrals and the interpolated far integral. Marks the cells some window sampled (the
-    others stay -1). The far grids are interpolated bilinearly: to the row first (``lines``:
-    a row of far nodes per thread and grid), then along it.
+    """Peak map: the larger of the windows' samples and the interpolated far snapshots;
+    damage map: the windows' integrals plus the interpolated far integral. Marks the cells
+    some window sampled (the others stay -1 until then). The far grids are interpolated
+    bilinearly: to the row first (``lines``: a row of far nodes per thread and grid), then
+    along it.
     """
     cdef Py_ssize_t r, c, k, ky, k0, k1
     cdef double py, fy, fx
@@ -1521,8 +1529,8 @@ cdef void _combine(const Geo* g, double[:, :, ::1] fine, const double[:, ::1] fa
         for k in range(k0, k1):
             line_peak[k] = (1.0 - fy) * far_peak[ky, k] + fy * far_peak[ky + 1, k]
             line_dose[k] = (1.0 - fy) * far_dose[ky, k] + fy * far_dose[ky + 1, k]
-        _combine_row(&fine[0, r, 0], &dose[0, r, 0], g.ny * g.nx, fine.shape[0],
-                     &sampled[r, 0], line_peak, line_dose, &col_node[0], &col_frac[0], g.nx)
+        _combine_row(&fine[r, 0], &dose[r, 0], &sampled[r, 0], line_peak, line_dose,
+                     &col_node[0], &col_frac[0], g.nx)
 
 
 cdef struct Chunk:
@@ -1589,9 +1597,13 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     ch.aged = 0
     ch.horizon = g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4
     shape = (g.nfy, g.nfx)
-    fine_np = np.full((n_threads, g.ny, g.nx), -1.0)
-    dose_np = np.zeros((n_threads, g.ny, g.nx))
-    cdef double[:, :, ::1] fine = fine_np, dose = dose_np
+    # One peak map and one damage map for all threads: windows merge into them a row at a
+    # time, under the row's lock.
+    fine_np = np.full((g.ny, g.nx), -1.0)
+    dose_np = np.zeros((g.ny, g.nx))
+    row_lock_np = np.zeros(g.ny, dtype=np.uint8)
+    cdef unsigned char[::1] row_lock = row_lock_np
+    cdef double[:, ::1] fine = fine_np, dose = dose_np
     cdef double[:, ::1] far_peak = np.zeros(shape), total = np.zeros(shape)
     cdef double[:, ::1] far_dose = np.zeros(shape), far_prev = np.zeros(shape)
     cdef double[:, :, :, ::1] modes = np.zeros((2, g.nfy, g.nfx, km))
@@ -1654,13 +1666,13 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     mine = bk
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
                     _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
-                            blur[slot, k + 1], x, y, t, e, s0, fine[worker], dose[worker],
+                            blur[slot, k + 1], x, y, t, e, s0, fine, dose,
                             scratch[worker], cand[worker], terms[worker], ex[worker],
-                            ey[worker], gauss[worker])
+                            ey[worker], gauss[worker], &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 2
         _snapshot(&g, cur[slot, k], total, far_peak, far_dose, far_prev, g.n_blocks, x, y, t,
                   e, s0, pwx)
         _combine(&g, fine, far_peak, dose, far_dose, sampled, col_node, col_frac, lines)
-    return fine_np[0], dose_np[0], np.array(cur[slot, k]), sampled_np
+    return fine_np, dose_np, np.array(cur[slot, k]), sampled_np
