@@ -1312,8 +1312,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double* hot = &scratch[10, 0, 0]
     cdef double* span = &scratch[11, 0, 0]
     cdef Py_ssize_t width = acc.shape[1], n_flat
-    cdef double* row_until = &spare[3, 0]
-    cdef double* col_until = &spare[4, 0]
+    cdef double* line = &spare[0, 0]  # the background's far-node values along a row
+    cdef double* row_until = &spare[1, 0]
+    cdef double* col_until = &spare[2, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
     cdef Py_ssize_t* use
     cdef Batch bt, bt_fresh  # exact Gaussians onto acc (and the background's maps), onto fresh
@@ -1373,10 +1374,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, 0, nr, 0, nc)
+                s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
         _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
-                    t, e, s0, mid, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, 0, nr, 0, nc)
+                    t, e, s0, mid, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
@@ -1429,7 +1430,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if col_until[c] > t_prev:
                     ca, cb = min(ca, c), c + 1
             _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
-                        t, e, s0, acc, nodes, kx, ex, ey, &spare[2, 0], terms, &bt, ra, rb, ca, cb)
+                        t, e, s0, acc, nodes, kx, ex, ey, line, terms, &bt, ra, rb, ca, cb)
             use, n_use = &cand[3, 0], n_late
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
