@@ -490,10 +490,16 @@ cdef extern from *:
     }
 
     /* A spin lock per map row (a byte each): windows of both threads merge into one map, a
-       row at a time; held for one short row, so waiting spins (pausing) rather than sleeps. */
+       row at a time; held for one short row, so waiting spins (pausing), and yields the core
+       after a while in case the holder was preempted (other jobs share this machine). */
+    #include <sched.h>
     static inline void co2scan_lock(unsigned char *lock) {
         while (__atomic_test_and_set(lock, __ATOMIC_ACQUIRE)) {
-            while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+            for (int spins = 0; __atomic_load_n(lock, __ATOMIC_RELAXED); spins++) {
+                if (spins >= 1024) {
+                    sched_yield();
+                    spins = 0;
+                }
     #if defined(__x86_64__) || defined(__i386__)
                 __builtin_ia32_pause();
     #endif
