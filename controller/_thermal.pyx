@@ -1253,6 +1253,36 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         _taylor_row(&acc[r, ca], &ex[ca], &ey[ca], cb - ca, c00 + cy * v + cyy * v * v, cxy * v)
 
 
+cdef inline bint _within(double origin, double cell, Py_ssize_t first, Py_ssize_t k,
+                         double centre, double inner) noexcept nogil:
+    """Is the centre of cell first + k (of a line starting at origin) within inner of
+    centre?"""
+    return fabs(origin + (first + k + 0.5) * cell - centre) <= inner
+
+
+cdef inline void _covered(double origin, double cell, Py_ssize_t first, Py_ssize_t n,
+                          double centre, double inner, Py_ssize_t* lo,
+                          Py_ssize_t* hi) noexcept nogil:
+    """The cells first + k, k < n, whose centres lie within inner of centre: k in [lo, hi)
+    (a run: the centres are in order). The closed form's ends are checked with _within, so
+    the run is exactly the cells that test passes (as a scan of every cell would find)."""
+    cdef Py_ssize_t a = <Py_ssize_t>ceil((centre - inner - origin) / cell - first - 0.5)
+    cdef Py_ssize_t b = <Py_ssize_t>floor((centre + inner - origin) / cell - first - 0.5) + 1
+    a = min(max(a, 0), n)
+    b = min(max(b, a), n)
+    while a > 0 and _within(origin, cell, first, a - 1, centre, inner):
+        a -= 1
+    while a < b and not _within(origin, cell, first, a, centre, inner):
+        a += 1
+    if b < a:
+        b = a
+    while b < n and _within(origin, cell, first, b, centre, inner):
+        b += 1
+    while b > a and not _within(origin, cell, first, b - 1, centre, inner):
+        b -= 1
+    lo[0], hi[0] = a, b
+
+
 cdef inline void _sample_window(const Geo* g, double* peak, double* dose, const double* acc,
                                 const double* fresh, double* prev, const double* until,
                                 double* hot, double* span, Py_ssize_t n, double ts,
@@ -1301,7 +1331,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     """
     cdef Window w
     cdef double s_peak = 2.0 * g.window * g.window, s_i = s0[i], s_last, ts, t_last, s, frac
-    cdef double s_prev = 0.0, inner = g.window - COVER_MARGIN * g.cell, until_max, xc, yc, tj
+    cdef double s_prev = 0.0, inner = g.window - COVER_MARGIN * g.cell, until_max, tj
     cdef double bg_s, lo_t = _boundary(g, b) - g.handover, reach, s_mid, t_mid
     cdef double lo_next = _boundary(g, b + 1) - g.handover  # exactly as thermal_ref
     cdef double t_prev = 0.0
@@ -1395,15 +1425,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         if not (tj > t[i] or (tj == t[i] and j > i)):
             continue
         # The covered cells form a box: its columns, then its rows.
-        ca, cb = nc, 0
-        for c in range(nc):
-            xc = g.x0 + (w.c0 + c + 0.5) * g.cell
-            if fabs(xc - x[j]) <= inner:
-                ca, cb = min(ca, c), c + 1
-        for r in range(nr):
-            yc = g.y0 + (w.r0 + r + 0.5) * g.cell
-            if fabs(yc - y[j]) > inner:
-                continue
+        _covered(g.x0, g.cell, w.c0, nc, x[j], inner, &ca, &cb)
+        _covered(g.y0, g.cell, w.r0, nr, y[j], inner, &ra, &rb)
+        for r in range(ra, rb):
             for c in range(ca, cb):
                 if tj < until[r, c]:
                     until[r, c] = tj
