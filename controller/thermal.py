@@ -35,6 +35,8 @@ BACKGROUND_SPAN_RATIO = 2.0
 LOSS_TABLE_NODES = 4097
 #: Largest overestimate of the depth factor by the far grid's sum of exponential modes.
 MODE_FIT_TOLERANCE = 0.02
+#: Widest window half-width (µm): the parameter's limit and the cap of the widening.
+MAX_WINDOW_UM = 2000.0
 #: Hole search (cells x spots distances) above which the window is widened 1.5x blindly.
 HOLE_SEARCH_LIMIT = 200_000_000
 #: Distances computed per numpy call in the hole search.
@@ -173,7 +175,7 @@ class TissueParams:
         _check("arrhenius_ea_j_mol", self.arrhenius_ea_j_mol, 1e5, 2e6)
         _check("damage_omega", self.damage_omega, 0.0, 1e9, lo_open=True)
         _check("grid_um", self.grid_um, 2.0, 200.0)
-        _check("window_um", self.window_um, 2.0 * self.grid_um, 2000.0)
+        _check("window_um", self.window_um, 2.0 * self.grid_um, MAX_WINDOW_UM)
         # Also at least 2 grid_um (grid_um <= 200).
         _check("far_grid_um", self.far_grid_um, MIN_FAR_GRID_UM, 5000.0)
         _check("time_sample_ratio", self.time_sample_ratio, 1.0, 4.0, lo_open=True)
@@ -403,9 +405,9 @@ def _as_spots(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64,
 
 
 def _widened(params: TissueParams, window_um: float) -> TissueParams:
-    """Window ``window_um`` (capped at 2000 µm, the largest allowed), far grid coarsened just
-    enough to keep the block constraint."""
-    window = min(window_um, 2000.0)
+    """Window ``window_um`` (capped at MAX_WINDOW_UM, the largest allowed), far grid coarsened
+    just enough to keep the block constraint."""
+    window = min(window_um, MAX_WINDOW_UM)
     far = max(params.far_grid_um, 1.01 * window * math.sqrt(params.time_sample_ratio / 1.125))
     return replace(params, window_um=window, far_grid_um=far)
 
@@ -413,17 +415,29 @@ def _widened(params: TissueParams, window_um: float) -> TissueParams:
 def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> float:
     """The window half-width that samples every hole: the largest distance (max-norm, the
     windows being squares) from a hole cell to its nearest spot, 1 % over; 1.5x the current
-    window if that would take too long to compute (very many holes and spots)."""
-    rows, cols = np.nonzero(holes)
+    window if that would take too long to compute (very many holes and spots).
+
+    Exact while that distance is at most MAX_WINDOW_UM, the widest window; beyond, only known
+    to exceed it (the widening is capped there): each band of hole rows is measured against
+    the spots within MAX_WINDOW_UM of it across the rows, the only ones that can be nearer.
+    """
+    rows, cols = np.nonzero(holes)  # row by row: a chunk of holes spans a band of rows
     if len(rows) * len(x) > HOLE_SEARCH_LIMIT:
         return 1.5 * lay.window_um
     xc = lay.x0_um + (cols + 0.5) * lay.cell_um
     yc = lay.y0_um + (rows + 0.5) * lay.cell_um
+    by_y = np.argsort(y, kind="stable")
+    xs, ys = x[by_y], y[by_y]
     chunk = max(1, HOLE_SEARCH_CHUNK // len(x))
-    nearest = max(float(np.max(np.min(np.maximum(np.abs(xc[k:k + chunk, None] - x[None, :]),
-                                                 np.abs(yc[k:k + chunk, None] - y[None, :])),
-                                      axis=1)))
-                  for k in range(0, len(xc), chunk))
+    nearest = 0.0
+    for k in range(0, len(xc), chunk):
+        hx, hy = xc[k:k + chunk, None], yc[k:k + chunk, None]
+        lo = int(np.searchsorted(ys, hy.min() - MAX_WINDOW_UM, side="left"))
+        hi = int(np.searchsorted(ys, hy.max() + MAX_WINDOW_UM, side="right"))
+        if hi == lo:  # no spot within the widest window of these holes
+            return math.inf
+        dist = np.maximum(np.abs(hx - xs[None, lo:hi]), np.abs(hy - ys[None, lo:hi]))
+        nearest = max(nearest, float(dist.min(axis=1).max()))
     return max(1.01 * nearest, lay.window_um + lay.cell_um)
 
 
@@ -473,7 +487,7 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         peak, damage, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius,
                                                           lay)
         holes = _holes(x, y, lay, sampled)
-        if not holes.any() or params.window_um >= 2000.0:
+        if not holes.any() or params.window_um >= MAX_WINDOW_UM:
             break
         params = _widened(params, _window_reaching(x, y, lay, holes))
     reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)

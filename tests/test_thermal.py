@@ -7,14 +7,19 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from controller import thermal, thermal_ref
 from controller.errors import SettingsError
 from controller.thermal import (
     LOSS_TABLE_NODES,
+    MAX_WINDOW_UM,
     MODE_FIT_TOLERANCE,
+    Layout,
     TissueParams,
+    _window_reaching,
     depth_factor,
     fit_modes,
     simulate_pass,
@@ -300,6 +305,36 @@ def test_window_widened_until_every_cell_is_sampled() -> None:
     res = simulate_pass(x, y, t, np.full(len(x), 2000.0), np.full(len(x), 60.0), TissueParams())
     assert res.params.window_um > TissueParams().window_um
     assert res.params.window_um >= 450.0
+
+
+def all_spots_window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> float:
+    """The hole search over every spot (the definition _window_reaching implements)."""
+    rows, cols = np.nonzero(holes)
+    xc = lay.x0_um + (cols + 0.5) * lay.cell_um
+    yc = lay.y0_um + (rows + 0.5) * lay.cell_um
+    dist = np.maximum(np.abs(xc[:, None] - x[None, :]), np.abs(yc[:, None] - y[None, :]))
+    return max(1.01 * float(dist.min(axis=1).max()), lay.window_um + lay.cell_um)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([300.0, 3000.0, 12000.0]),
+       st.integers(1, 40), st.floats(0.001, 0.5))
+def test_hole_search_equals_the_search_over_every_spot(seed: int, span_um: float, n: int,
+                                                        hole_share: float) -> None:
+    """Hole bands measured against the spots within the widest window of them give the
+    widened window that every spot would: exactly while it is below MAX_WINDOW_UM, capped
+    at it alike beyond (spots several windows apart, holes far from every spot)."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0.0, span_um, n), rng.uniform(0.0, span_um, n)
+    lay = Layout.for_spots(x, y, np.zeros(n), TissueParams())
+    holes = rng.random((lay.ny, lay.nx)) < hole_share
+    holes[rng.integers(lay.ny), rng.integers(lay.nx)] = True
+    banded = _window_reaching(x, y, lay, holes)
+    every = all_spots_window_reaching(x, y, lay, holes)
+    if every <= 1.01 * MAX_WINDOW_UM:
+        assert banded == every
+    assert min(banded, MAX_WINDOW_UM) == min(every, MAX_WINDOW_UM)
+    event(f"widened past the widest window: {every > MAX_WINDOW_UM}")
 
 
 def test_input_order_does_not_matter() -> None:
