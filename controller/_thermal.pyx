@@ -16,7 +16,7 @@ import numpy as np
 cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
-from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
+from libc.math cimport INFINITY, M_PI, ceil, fabs, floor, log, pow, sqrt
 
 
 cdef extern from *:
@@ -55,6 +55,14 @@ cdef extern from *:
     #endif
         return was;
     }
+
+    /* name##_avx2(...) while the hand-written AVX2 loops are in use, else name##_any(...). */
+    #ifdef CO2SCAN_AVX2
+    #define CO2SCAN_SIMD(name, ...) \
+        (co2scan_simd ? name##_avx2(__VA_ARGS__) : name##_any(__VA_ARGS__))
+    #else
+    #define CO2SCAN_SIMD(name, ...) name##_any(__VA_ARGS__)
+    #endif
 
     /* acc[r * stride + c] += ey[k * ld + r] ex[k * ld + c] for k < nk, r < nr, c < nc: the
        outer products of nk Gaussians' row and column factors, added one after another. */
@@ -116,13 +124,7 @@ cdef extern from *:
             double *restrict acc, Py_ssize_t stride, const double *restrict ey,
             const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
             Py_ssize_t nc) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_outer_sum_avx2(acc, stride, ey, ex, ld, nk, nr, nc);
-            return;
-        }
-    #endif
-        co2scan_outer_sum_any(acc, stride, ey, ex, ld, nk, nr, nc);
+        CO2SCAN_SIMD(co2scan_outer_sum, acc, stride, ey, ex, ld, nk, nr, nc);
     }
 
     /* exp(x) for x in [-708, 709] (the caller checks): x = k ln2/128 + r, exp(x) =
@@ -306,32 +308,31 @@ cdef extern from *:
             const double *restrict dy, const double *restrict s, const double *restrict amp,
             Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
             const double *restrict exp2) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_gauss_factors_avx2(gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
-            return;
-        }
-    #endif
-        co2scan_gauss_factors_any(gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
+        CO2SCAN_SIMD(co2scan_gauss_factors, gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
     }
 
-    /* Amplitudes of Gaussians (the kernels' _depth and amplitude, term by term): on entry
-       amp[q] is a spot's heat (K um^2), s[q] its width and age[q] its age; on exit
-       amp[q] = heat / (pi s) F(age), F the depth factor linear between the nodes of table
-       (node k at w = v / (1 + v) = k / (n_table - 1), v = sqrt(age) loss_scale). */
+    /* The share of a spot's heat still in the slab at this age: the depth factor linear
+       between the nodes of table (node k at w = v / (1 + v) = k / (n_table - 1),
+       v = sqrt(age) loss_scale). */
+    static inline double co2scan_depth(double age, double loss_scale,
+                                       const double *restrict table, Py_ssize_t n_table) {
+        double v = sqrt(age > 0.0 ? age : 0.0) * loss_scale;
+        double pos = (v / (1.0 + v)) * (n_table - 1);
+        Py_ssize_t k = (Py_ssize_t)pos;
+        if (k > n_table - 2)
+            k = n_table - 2;
+        return table[k] + (pos - k) * (table[k + 1] - table[k]);
+    }
+
+    /* Amplitudes of Gaussians: on entry amp[q] is a spot's heat (K um^2), s[q] its width
+       and age[q] its age; on exit amp[q] = heat / (pi s) co2scan_depth(age). */
     static void co2scan_amplitudes_any(
             double *restrict amp, const double *restrict s, const double *restrict age,
             Py_ssize_t n, double loss_scale, const double *restrict table,
             Py_ssize_t n_table) {
-        for (Py_ssize_t q = 0; q < n; q++) {
-            double v = sqrt(age[q] > 0.0 ? age[q] : 0.0) * loss_scale;
-            double pos = (v / (1.0 + v)) * (n_table - 1);
-            Py_ssize_t k = (Py_ssize_t)pos;
-            if (k > n_table - 2)
-                k = n_table - 2;
-            amp[q] = amp[q] / (M_PI * s[q])
-                     * (table[k] + (pos - k) * (table[k + 1] - table[k]));
-        }
+        for (Py_ssize_t q = 0; q < n; q++)
+            amp[q] = (amp[q] / (M_PI * s[q])) * co2scan_depth(age[q], loss_scale, table,
+                                                              n_table);
     }
 
     #ifdef CO2SCAN_AVX2
@@ -369,13 +370,7 @@ cdef extern from *:
             double *restrict amp, const double *restrict s, const double *restrict age,
             Py_ssize_t n, double loss_scale, const double *restrict table,
             Py_ssize_t n_table) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_amplitudes_avx2(amp, s, age, n, loss_scale, table, n_table);
-            return;
-        }
-    #endif
-        co2scan_amplitudes_any(amp, s, age, n, loss_scale, table, n_table);
+        CO2SCAN_SIMD(co2scan_amplitudes, amp, s, age, n, loss_scale, table, n_table);
     }
 
     /* A Taylor sum's coefficients: for terms q < n (offset dx, dy of the expansion centre
@@ -459,13 +454,7 @@ cdef extern from *:
             double out[6], const double *restrict dx, const double *restrict dy,
             const double *restrict s, const double *restrict amp, Py_ssize_t n,
             const double *restrict exp2) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_taylor_sums_avx2(out, dx, dy, s, amp, n, exp2);
-            return;
-        }
-    #endif
-        co2scan_taylor_sums_any(out, dx, dy, s, amp, n, exp2);
+        CO2SCAN_SIMD(co2scan_taylor_sums, out, dx, dy, s, amp, n, exp2);
     }
 
     /* One row of a spot's deposit on the far grid's modes: out[i] += (c wx[i]) mw[i], with
@@ -584,11 +573,7 @@ cdef extern from *:
             double *restrict dose, const double *restrict hot, const double *restrict span,
             Py_ssize_t n, double floor_k, double per_k, const double *restrict table,
             Py_ssize_t n_table) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd)
-            return co2scan_dose_row_avx2(dose, hot, span, n, floor_k, per_k, table, n_table);
-    #endif
-        return co2scan_dose_row_any(dose, hot, span, n, floor_k, per_k, table, n_table);
+        return CO2SCAN_SIMD(co2scan_dose_row, dose, hot, span, n, floor_k, per_k, table, n_table);
     }
 
     /* out[c] = a[c] + frac (b[c] - a[c]) */
@@ -631,13 +616,7 @@ cdef extern from *:
     static void co2scan_far_row(
             double *restrict out, const double *restrict f, const Py_ssize_t *restrict k,
             const double *restrict line, Py_ssize_t n) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_far_row_avx2(out, f, k, line, n);
-            return;
-        }
-    #endif
-        co2scan_far_row_any(out, f, k, line, n);
+        CO2SCAN_SIMD(co2scan_far_row, out, f, k, line, n);
     }
 
     /* One row of the final maps: sampled[c] = peak[c] >= 0 (some window sampled the cell);
@@ -691,13 +670,7 @@ cdef extern from *:
             double *restrict peak, double *restrict dose, unsigned char *restrict sampled,
             const double *restrict line_peak, const double *restrict line_dose,
             const Py_ssize_t *restrict k, const double *restrict f, Py_ssize_t n) {
-    #ifdef CO2SCAN_AVX2
-        if (co2scan_simd) {
-            co2scan_combine_row_avx2(peak, dose, sampled, line_peak, line_dose, k, f, n);
-            return;
-        }
-    #endif
-        co2scan_combine_row_any(peak, dose, sampled, line_peak, line_dose, k, f, n);
+        CO2SCAN_SIMD(co2scan_combine_row, peak, dose, sampled, line_peak, line_dose, k, f, n);
     }
 
     /* A Taylor sum on one row: acc[c] += (row + col[c]) + slope u[c]. */
@@ -737,7 +710,9 @@ cdef extern from *:
         double* gx, double* gy, Py_ssize_t ld, const double* dx, const double* dy,
         const double* s, const double* amp, Py_ssize_t nk, double step, Py_ssize_t nc,
         Py_ssize_t nr, const double* exp2) nogil
-    double _exp_in_range "co2scan_exp"(double x, const double* exp2) nogil
+    double _exp_any "co2scan_exp_any"(double x, const double* exp2) nogil
+    double _depth_of "co2scan_depth"(double age, double loss_scale, const double* table,
+                                     Py_ssize_t n_table) nogil
     void _taylor_sums "co2scan_taylor_sums"(double* out, const double* dx, const double* dy,
                                             const double* s, const double* amp, Py_ssize_t n,
                                             const double* exp2) nogil
@@ -810,12 +785,7 @@ cdef Geo _geo(layout):
 
 cdef inline double _depth(const Geo* g, double age) noexcept nogil:
     """Share of a spot's heat still in the slab at this age (table, as thermal_ref)."""
-    cdef double v = sqrt(age if age > 0.0 else 0.0) * g.loss_scale
-    cdef double pos = (v / (1.0 + v)) * (g.n_table - 1)
-    cdef Py_ssize_t k = <Py_ssize_t>pos
-    if k > g.n_table - 2:
-        k = g.n_table - 2
-    return g.table[k] + (pos - k) * (g.table[k + 1] - g.table[k])
+    return _depth_of(age, g.loss_scale, g.table, g.n_table)
 
 
 cdef inline double _max(double a, double b) noexcept nogil:
@@ -841,9 +811,7 @@ _fill_exp2()
 cdef inline double _exp(double x) noexcept nogil:
     """exp(x) inline, for the hot loops: co2scan_exp (a table of 2^(j/128) and a degree-5
     polynomial, a few ulp) in [-708, 709], libm's exp outside."""
-    if not (-708.0 <= x <= 709.0):
-        return exp(x)
-    return _exp_in_range(x, &_EXP2[0])
+    return _exp_any(x, &_EXP2[0])
 
 
 def fast_exp(const double[::1] x):
