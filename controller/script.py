@@ -134,14 +134,17 @@ class PassSource:
     def blame(self, path: Path, exc: SettingsError) -> ScriptError:
         """``exc`` (named by a settings field or a script key) as this pass's script key."""
         key = FIELD_KEYS.get(exc.field, exc.field)
+        allowed, name = exc.allowed, exc.field.rsplit(".", 1)[-1]
         if key == "depth_um" and "energy_mj" in self.values:
             key = "energy_mj"
+        elif "_" in name and name != key:  # the range in the script's own words
+            allowed = re.sub(rf"\b{re.escape(name)}\b", key, allowed)
         reason = exc.reason
         if key in self.defaulted:
             reason += "; " * bool(reason) + (f"from the {self.handpiece} defaults in "
                                              f"{PASS_DEFAULTS_FILE.name}")
         return ScriptError(path, self.key_lines.get(key, self.line), f"pass[{self.index}].{key}",
-                           exc.value, exc.allowed, reason)
+                           exc.value, allowed, reason)
 
 
 @dataclass(frozen=True)

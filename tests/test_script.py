@@ -100,6 +100,7 @@ def test_syntax_error_gives_tomls_line_and_the_line_text() -> None:
     ('order = "random"\ninterlace_k = 4', "interlace_k", 4, "only with order = 'interlaced'"),
     ("feather_edge_depth = 0.5", "feather_edge_depth", 0.5, "only with feather_mm"),
     ("feather_mm = 0", "feather_mm", 0, "0 < feather_mm"),
+    ("size_mm = 0", "size_mm", 0, "0 < size_mm mm"),  # the script's key, not width_mm
     ('grid = "hexx"', "grid", "hexx", "one of square, hex"),
     ("seed = -1", "seed", -1, "0 <= seed"),
     ("offset = 1", "offset", 1, "true or false"),
