@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from controller.safety import SafetyMirror, check_energy
-from drivers.protocol import message
+from controller.safety import SafetyMirror, Transition, check_energy
+from drivers.protocol import Message, message
 from drivers.protocol.messages import SAFETY_INTERLOCKS, Cause, FaultCode, Interlock, State
 
 ALL_OK = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
@@ -23,14 +23,14 @@ class FakeClock:
 
 
 def state_event(old: State, new: State, cause: Cause = Cause.HOST_COMMAND,
-                fault: FaultCode = FaultCode.NONE):
+                fault: FaultCode = FaultCode.NONE) -> Message:
     return message("EVT_STATE", old_state=int(old), new_state=int(new), cause=int(cause),
                    fault_code=int(fault))
 
 
 def test_emission_needs_armed_interlocks_footswitch_and_delay() -> None:
     clock = FakeClock()
-    seen = []
+    seen: list[Transition] = []
     mirror = SafetyMirror(2.0, seen.append, clock)
     mirror.on_event(message("EVT_INTERLOCK", old=0, new=ALL_OK))
     assert "not ARMED" in mirror.refusals()[0]
@@ -46,7 +46,7 @@ def test_emission_needs_armed_interlocks_footswitch_and_delay() -> None:
 
 
 def test_fault_is_recorded_with_its_code() -> None:
-    seen = []
+    seen: list[Transition] = []
     mirror = SafetyMirror(0.0, seen.append, FakeClock())
     mirror.on_event(state_event(State.EMITTING, State.FAULT, Cause.INTERLOCK, FaultCode.ESTOP))
     assert seen[-1].fault is FaultCode.ESTOP and mirror.indicator_since is None
@@ -77,6 +77,7 @@ class MirrorMachine(RuleBasedStateMachine):
         if not self.mirror.refusals():
             assert self.mirror.state is State.ARMED
             assert self.mirror.interlocks == ALL_OK
+            assert self.mirror.indicator_since is not None  # on since ARMED
             assert self.clock.now - self.mirror.indicator_since >= 1.0
 
 

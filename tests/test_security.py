@@ -42,9 +42,10 @@ def service_mode(dev: Device) -> bool:
     return bool(dev.status().flags & DeviceFlag.SERVICE_MODE)
 
 
-def try_every_service_command(dev: Device) -> list[type[Exception]]:
-    """Each service command's outcome: the exception it raised, or None when accepted."""
-    outcomes: list[type[Exception]] = []
+def try_every_service_command(dev: Device) -> list[type[Exception] | type[None]]:
+    """Each service command's outcome: the type of the exception it raised, or type(None)
+    when accepted."""
+    outcomes: list[type[Exception] | type[None]] = []
     commands = (
         lambda: dev.set_limits(energy_max_uj=100_000, rep_rate_max_hz=500,
                                avg_power_max_mw=20_000),

@@ -78,7 +78,9 @@ def test_a_hot_plan_is_rejected_with_the_models_numbers_and_suggestions() -> Non
         assert reason in text
     first = next(line for line in info.value.extra if "thermal screen of plan 0" in line)
     assert re.search(r"\d %", first) and re.search(r"\d K", first)
-    assert not info.value.thermal[0].screen.ok
+    rejected = info.value.thermal[0].screen
+    assert rejected is not None
+    assert not rejected.ok
 
 
 def test_a_plan_the_model_cannot_evaluate_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,6 +101,7 @@ def test_a_suggestion_beyond_the_model_still_leaves_the_numbers(
     with pytest.raises(PlanRejected) as info:
         validate_plans(plans_of(HOT), ClinicalEnvelope.load())
     screen = info.value.thermal[0].screen
+    assert screen is not None
     worst = max(p.damaged_reservoir_fraction for p in screen.passes)
     assert f"{100 * worst:.1f} % of the reservoir damaged" in str(info.value)
     assert "no suggestion could be evaluated" in str(info.value)
@@ -152,8 +155,9 @@ def test_preview_draws_a_rejected_plan_with_its_injury_maps(
     png = tmp_path / "plan.png"
     assert main(["preview", write(tmp_path, HOT), "-o", str(png)]) == EXIT_REJECTED
     out, err = capsys.readouterr()
-    width, height = map(int, re.search(r"\((\d+)x(\d+) px, one panel and injury map", out)
-                        .groups())
+    size = re.search(r"\((\d+)x(\d+) px, one panel and injury map", out)
+    assert size is not None
+    width, height = map(int, size.groups())
     assert imread(png).shape[:2] == (height, width)
     assert height > width  # pattern panels above, injury maps below
     assert "thermal screen of plan 0" in err
@@ -324,7 +328,7 @@ def test_report_draws_the_injury_map_of_the_delivered_spots(
         spots.box_px[3] - spots.box_px[1], abs=1)
     for k, (x_um, y_um) in enumerate(SPOTS_XY_UM):
         col, row = injury.to_px(x_um / 1000, y_um / 1000)
-        colour = image[round(row), round(col), :3]
+        colour = image[round(float(row)), round(float(col)), :3]  # one spot: scalars
         assert (np.abs(colour - 1.0).max() > 0.3) == (k < 6)  # heat only where delivered
     assert main(["report", "1", "-o", str(tmp_path / "r2.png"), "--record", str(db)]) == 0
     assert "wrote" in capsys.readouterr().out
