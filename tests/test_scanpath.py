@@ -19,15 +19,21 @@ from controller.handpiece import get_handpiece
 from controller.settings import (
     DensitySpec,
     Feathering,
+    GridKind,
+    OrderKind,
+    PassMode,
     PassSettings,
     Pattern,
     ScanOrder,
+    ShapeKind,
     TreatmentSettings,
 )
 
 HANDPIECES = {name: get_handpiece(name) for name in ("spot120", "spot300")}
 FIELD = timing.GalvoTiming(field_um=400_000.0)
-CONVEX = ("square", "rectangle", "circle", "hexagon")
+CONVEX: tuple[ShapeKind, ...] = ("square", "rectangle", "circle", "hexagon")
+GRIDS: tuple[GridKind, ...] = ("square", "hex")
+MODES: tuple[PassMode, ...] = ("offset", "stack")
 
 
 @st.composite
@@ -45,15 +51,15 @@ def polygon_mm(draw: st.DrawFn, radius_mm: float) -> tuple[tuple[float, float], 
 
 
 @st.composite
-def treatments(draw: st.DrawFn, shapes: tuple[str, ...] = (*CONVEX, "line", "polygon"),
+def treatments(draw: st.DrawFn, shapes: tuple[ShapeKind, ...] = (*CONVEX, "line", "polygon"),
                min_pitches: float = 6, max_pitches: float = 25, features: bool = True,
-               kinds: tuple[str, ...] = ("raster", "serpentine", "random", "interlaced",
+               kinds: tuple[OrderKind, ...] = ("raster", "serpentine", "random", "interlaced",
                                          "thermal-spread")) -> TreatmentSettings:
     hp = HANDPIECES[draw(st.sampled_from(sorted(HANDPIECES)))]
     d_um = hp.spot_diameter_um
     pitch_um = d_um * draw(st.floats(1.0, 4.0))
     shape = draw(st.sampled_from(shapes))
-    grid = "square" if shape == "line" else draw(st.sampled_from(["square", "hex"]))
+    grid: GridKind = "square" if shape == "line" else draw(st.sampled_from(GRIDS))
     size_mm = pitch_um * draw(st.floats(min_pitches, max_pitches)) / 1000.0
     rotation = draw(st.floats(-180, 180))
     if shape == "polygon":
@@ -61,7 +67,7 @@ def treatments(draw: st.DrawFn, shapes: tuple[str, ...] = (*CONVEX, "line", "pol
                           rotation_deg=rotation)
     else:
         height = size_mm * draw(st.floats(0.5, 1.5)) if shape == "rectangle" else None
-        pattern = Pattern(shape, size_mm, height, rotation_deg=rotation)  # type: ignore[arg-type]
+        pattern = Pattern(shape, size_mm, height, rotation_deg=rotation)
     shallow_um, deep_um = hp.single_pulse_depth_um
     depth_um = draw(st.floats(shallow_um * 1.5, deep_um * hp.max_stack))
     jitter_um = draw(st.sampled_from([0.0, 1.0])) * draw(st.floats(0, 1)) * (pitch_um - d_um) / 2
@@ -71,7 +77,7 @@ def treatments(draw: st.DrawFn, shapes: tuple[str, ...] = (*CONVEX, "line", "pol
         assume(depth_um * edge_depth >= shallow_um)
         feathering = Feathering(pitch_um * draw(st.floats(0.5, 4)), draw(st.floats(0.2, 1.0)),
                                 edge_depth)
-    mode = draw(st.sampled_from(["offset", "stack"]))
+    mode = draw(st.sampled_from(MODES))
     turn = draw(st.floats(-90, 90)) if mode == "offset" and shape != "line" else 0.0
     passes = PassSettings(draw(st.integers(1, 3)), mode, turn) if features else PassSettings()
     kind = draw(st.sampled_from(kinds))

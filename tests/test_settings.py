@@ -14,6 +14,7 @@ from controller.handpiece import get_handpiece
 from controller.settings import (
     DensitySpec,
     Feathering,
+    GridKind,
     PassSettings,
     Pattern,
     ScanOrder,
@@ -47,12 +48,13 @@ def test_hexagonal_cell_is_sqrt3_over_2_of_the_square_cell() -> None:
 
 @settings(max_examples=50)
 @given(st.floats(120, 5000), st.sampled_from(["square", "hex"]), st.sampled_from([120.0, 300.0]))
-def test_three_density_forms_round_trip(pitch_um: float, grid: str, spot_um: float) -> None:
+def test_three_density_forms_round_trip(pitch_um: float, grid: GridKind,
+                                        spot_um: float) -> None:
     if pitch_um < spot_um:
         return
-    d = DensitySpec(pitch_um=pitch_um).resolve(spot_um, grid)  # type: ignore[arg-type]
-    by_cov = DensitySpec(coverage_pct=d.coverage_pct).resolve(spot_um, grid)  # type: ignore
-    by_count = DensitySpec(spots_per_cm2=d.spots_per_cm2).resolve(spot_um, grid)  # type: ignore
+    d = DensitySpec(pitch_um=pitch_um).resolve(spot_um, grid)
+    by_cov = DensitySpec(coverage_pct=d.coverage_pct).resolve(spot_um, grid)
+    by_count = DensitySpec(spots_per_cm2=d.spots_per_cm2).resolve(spot_um, grid)
     for other in (by_cov, by_count):
         assert other.pitch_um == pytest.approx(pitch_um, rel=1e-9)
         assert other.coverage_pct == pytest.approx(d.coverage_pct, rel=1e-9)
@@ -79,7 +81,9 @@ BAD: list[tuple[str, Callable[[], object], str, object]] = [
      "pattern.vertices_mm", ((0, 0), (4, 0), (4, 0), (0, 4))),
     ("two-vertex polygon", lambda: Pattern("polygon", vertices_mm=((0, 0), (4, 0))),
      "pattern.vertices_mm", ((0, 0), (4, 0))),
-    ("unknown shape", lambda: Pattern("star", 5.0), "pattern.shape", "star"),  # type: ignore
+    # wrong on purpose, refused at run time:
+    ("unknown shape", lambda: Pattern("star", 5.0),  # type: ignore[arg-type]
+     "pattern.shape", "star"),
     ("negative pitch", lambda: DensitySpec(pitch_um=-500), "density.pitch_um", -500),
     ("zero coverage", lambda: DensitySpec(coverage_pct=0), "density.coverage_pct", 0),
     ("NaN spots/cm2", lambda: DensitySpec(spots_per_cm2=math.nan), "density.spots_per_cm2",
@@ -100,15 +104,20 @@ BAD: list[tuple[str, Callable[[], object], str, object]] = [
     ("zero feather width", lambda: Feathering(0.0), "feathering.width_um", 0.0),
     ("zero passes", lambda: PassSettings(0), "passes.count", 0),
     ("too many passes", lambda: PassSettings(11), "passes.count", 11),
-    ("fractional passes", lambda: PassSettings(1.5), "passes.count", 1.5),  # type: ignore
+    # wrong on purpose, refused at run time:
+    ("fractional passes", lambda: PassSettings(1.5),  # type: ignore[arg-type]
+     "passes.count", 1.5),
     ("rotated stacked passes", lambda: PassSettings(2, "stack", 10.0), "passes.rotation_deg",
      10.0),
-    ("unknown order", lambda: ScanOrder("spiral"), "order.kind", "spiral"),  # type: ignore
+    # wrong on purpose, refused at run time:
+    ("unknown order", lambda: ScanOrder("spiral"),  # type: ignore[arg-type]
+     "order.kind", "spiral"),
     ("negative relax time", lambda: ScanOrder(relax_ms=-1.0), "order.relax_ms", -1.0),
     ("interlace k of 1", lambda: ScanOrder("interlaced", interlace_k=1), "order.interlace_k", 1),
     ("hex grid on a line", lambda: treatment(pattern=Pattern("line", 5.0), grid="hex"), "grid",
      "hex"),
-    ("bool as a number", lambda: Pattern("square", True), "pattern.width_mm", True),  # type: ignore
+    # a bool is an int, hence a float, to mypy; refused at run time:
+    ("bool as a number", lambda: Pattern("square", True), "pattern.width_mm", True),
 ]
 
 

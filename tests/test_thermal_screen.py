@@ -10,7 +10,14 @@ import pytest
 
 from controller.handpiece import get_handpiece
 from controller.scanpath import Plan, build_plan
-from controller.settings import DensitySpec, Handpiece, PassSettings, Pattern, TreatmentSettings
+from controller.settings import (
+    DensitySpec,
+    Handpiece,
+    OrderKind,
+    PassSettings,
+    Pattern,
+    TreatmentSettings,
+)
 from controller.thermal import TissueParams, simulate_pass
 from controller.thermal_screen import default_params, screen_plan, spot_heat
 
@@ -20,7 +27,7 @@ def handpiece() -> Handpiece:
     return get_handpiece("spot120")
 
 
-def small_plan(handpiece: Handpiece, passes: int = 2, kind: str = "raster") -> Plan:
+def small_plan(handpiece: Handpiece, passes: int = 2, kind: OrderKind = "raster") -> Plan:
     from controller.settings import ScanOrder
 
     return build_plan(TreatmentSettings(
