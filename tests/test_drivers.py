@@ -23,6 +23,7 @@ from drivers.spots import PassSpots
 from drivers.stream import Progress
 from sim_hw.config import DEV_KEY, SimConfig
 from sim_hw.pty_server import serve_pty
+from sim_hw.server import Served
 from sim_hw.tcp_server import serve_tcp
 
 TRANSPORTS = ["inproc", "pty", "socket", "usb"]
@@ -49,15 +50,20 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     marker = request.node.get_closest_marker("sim_options")
     options = {**OPTIONS, **(marker.kwargs if marker else {})}
     kind = request.param
-    served = None
+    served: Served | None = None
     if kind == "inproc":
         dev = open_device(f"sim://?{_query(options)}")
     elif kind == "usb":
         dev = open_device(f"usb://1209:C025?backend=sim&{_query(options)}")
     else:
         config = SimConfig.from_query(options)
-        served = serve_pty(config) if kind == "pty" else serve_tcp(config)
-        dev = open_device(served.path if kind == "pty" else served.url)
+        if kind == "pty":
+            pty = serve_pty(config)
+            served, url = pty, pty.path
+        else:
+            tcp = serve_tcp(config)
+            served, url = tcp, tcp.url
+        dev = open_device(url)
     try:
         yield Rig(kind, dev, served or dev.simulator)
     finally:

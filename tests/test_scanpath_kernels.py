@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,14 @@ from controller import scanpath_ref as ref
 coord = st.floats(-5000, 5000, allow_nan=False)
 pitch = st.floats(20, 800, allow_nan=False)
 seeds = st.integers(0, 2**64 - 1)
+T = TypeVar("T")
+
+
+class Draw(Protocol):
+    """A draw function: st.DataObject.draw as well as a composite's st.DrawFn (whose
+    protocol a bound method does not match, for its __signature__ attribute)."""
+
+    def __call__(self, strategy: st.SearchStrategy[T], label: object = None) -> T: ...
 
 
 @st.composite
@@ -56,7 +66,7 @@ def polygons(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     return np.round(vx, draw(st.sampled_from([0, 6]))), np.round(vy, 0)
 
 
-def lattice_points(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+def lattice_points(draw: Draw) -> tuple[np.ndarray, ...]:
     """Row-major lattice points over a random box (input shape of the orderings)."""
     box = sorted([draw(coord), draw(coord)]), sorted([draw(coord), draw(coord)])
     vx = np.array([box[0][0], box[0][1], box[0][1], box[0][0]])
