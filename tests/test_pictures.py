@@ -137,7 +137,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Pictur
     measured[0] = 40_000 * 1.35  # outside the band
     x_um, y_um = xy_um[delivered].T
     n = len(x_um)
-    injury = simulate_pass(x_um, y_um, np.arange(n) * 2e-3, np.full(n, 3000.0),
+    injury = simulate_pass(x_um, y_um, np.arange(n, dtype=np.float64) * 2e-3, np.full(n, 3000.0),
                            np.full(n, 200.0), TissueParams(thickness_um=300.0))
     picture = draw_report(xy_um, delivered, measured, 40_000,
                           tmp_path_factory.mktemp("pics") / "report.png", "report",

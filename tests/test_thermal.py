@@ -4,6 +4,7 @@ superposition, heat conservation including the heat lost into depth, grid refine
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ F64 = NDArray[np.float64]
 
 def square_grid(n: int, pitch_um: float) -> tuple[F64, F64]:
     """Row-major square grid of n x n spot centres."""
-    col, row = np.meshgrid(np.arange(n), np.arange(n))
+    col, row = np.meshgrid(np.arange(n, dtype=np.float64), np.arange(n, dtype=np.float64))
     return col.ravel() * pitch_um, row.ravel() * pitch_um
 
 
@@ -42,7 +43,8 @@ def e_k_um2(heat_uj: F64, p: TissueParams) -> F64:
 def cell_centres(res: thermal.ThermalResult, p: TissueParams) -> tuple[F64, F64]:
     xmin, _, ymin, _ = res.extent_um
     ny, nx = res.peak_rise_k.shape
-    return xmin + (np.arange(nx) + 0.5) * p.grid_um, ymin + (np.arange(ny) + 0.5) * p.grid_um
+    col, row = np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64)
+    return xmin + (col + 0.5) * p.grid_um, ymin + (row + 0.5) * p.grid_um
 
 
 def loss(age_s: F64, p: TissueParams) -> F64:
@@ -75,6 +77,7 @@ def brute_force(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams,
         peak = np.maximum(peak, rise.max(axis=1))
         rate = p.damage_rate(rise)
         if last_t is not None:
+            assert last_rate is not None  # set with last_t
             chunk, rate = np.concatenate([[last_t], chunk]), np.hstack([last_rate[:, None], rate])
         damage += np.trapezoid(rate, chunk, axis=1)
         last_t, last_rate = chunk[-1], rate[:, -1]
@@ -174,7 +177,7 @@ def test_matches_brute_force_superposition(order: str, depth_loss: bool) -> None
 
 @pytest.mark.parametrize("kernel", [thermal._thermal, thermal_ref])
 @pytest.mark.parametrize("depth_loss", [True, False])
-def test_heat_conserved_including_depth_loss(kernel: object, depth_loss: bool) -> None:
+def test_heat_conserved_including_depth_loss(kernel: ModuleType, depth_loss: bool) -> None:
     # The far grid at the end holds what is still in the slab: sum Q_i F(age_i), F from the
     # exact half-space formula; the rest went down. The mode fit may only overestimate it.
     rng = np.random.default_rng(5)
@@ -357,7 +360,8 @@ def test_input_order_does_not_matter() -> None:
 ])
 def test_params_rejected_with_field_and_range(field: str, value: float) -> None:
     with pytest.raises(SettingsError) as info:
-        TissueParams(**{field: value})
+        # the field is named at run time, and depth_loss=1 is wrong on purpose
+        TissueParams(**{field: value})  # type: ignore[arg-type]
     assert info.value.field == field
     assert info.value.value is value or info.value.value == value
     assert "allowed" in str(info.value)
@@ -385,8 +389,9 @@ def test_far_grid_finer_than_the_validated_one_refused(far_grid_um: float) -> No
     (4, "lesion_radius_um", np.array([5.0, 50.0])), (2, "t_s", np.array([0.0, np.inf])),
 ])
 def test_spot_arrays_validated(index: int, field: str, bad: F64) -> None:
-    args = [np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2), np.full(2, 50.0)]
+    args: list[F64] = [np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2), np.full(2, 50.0)]
     args[index] = bad
+    x, y, t, heat, radius = args
     with pytest.raises(SettingsError) as info:
-        simulate_pass(*args, TissueParams())
+        simulate_pass(x, y, t, heat, radius, TissueParams())
     assert info.value.field == field

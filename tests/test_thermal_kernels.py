@@ -130,7 +130,7 @@ def test_kernels_reject_wrong_dtype() -> None:
     lay = Layout.for_spots(np.zeros(1), np.zeros(1), np.zeros(1), TissueParams())
     ints = np.zeros(1, dtype=np.int64)
     with pytest.raises(ValueError, match="dtype"):
-        _thermal.lesion_mask(ints, ints, ints, lay)
+        _thermal.lesion_mask(ints, ints, ints, lay)  # type: ignore[arg-type]  # int64 on purpose
 
 
 def test_kernels_agree_on_damage_integral_of_hot_band() -> None:
