@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controller.errors import SettingsError
 from controller.record import TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
@@ -128,6 +129,8 @@ class TreatmentSession:
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)
         self.jobs = self._jobs()
+        if session_id is not None:
+            self._check_resumable(session_id)
         self._pause = threading.Event()
         self._abort = threading.Event()
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
@@ -148,6 +151,38 @@ class TreatmentSession:
         self.session_id = session_id
         for job in self.jobs:
             record.store_pass_spots(session_id, job.number, job.spots.records)
+
+    def _check_resumable(self, session_id: object) -> None:
+        """A resumed session must be one of the record's, not ended, and planned exactly as
+        now (every pass's plan, device checksum and spot count); else SettingsError naming
+        ``resume`` and the sessions that could be resumed. Nothing is written or fired."""
+        entries = {e.session: e for e in self.record.sessions()}
+        ended = {e.session: e.body.get("status") for e in self.record.entries(kind="session_end")}
+        planned = [{"pass": j.number, "spots": j.spots.count,
+                    "device_checksum": j.spots.checksum, "plan_checksum": j.plan.checksum}
+                   for j in self.jobs]
+
+        def differences(entry_id: int) -> list[str]:
+            recorded = entries[entry_id].body.get("passes", [])
+            if len(recorded) != len(planned):
+                return [f"{len(recorded)} passes recorded, {len(planned)} planned now"]
+            return [f"pass {now['pass']} {key} {was.get(key)} recorded, {now[key]} now"
+                    for was, now in zip(recorded, planned, strict=True)
+                    for key in ("spots", "plan_checksum", "device_checksum")
+                    if was.get(key) != now[key]]
+
+        open_ids = [k for k in entries if k not in ended and not differences(k)]
+        allowed = (f"an unfinished session of {self.record.path} planned as this script "
+                   f"({', '.join(map(str, open_ids)) or 'none'})")
+        if isinstance(session_id, bool) or not isinstance(session_id, int):
+            raise SettingsError("resume", session_id, allowed, "not a session id")
+        if session_id not in entries:
+            raise SettingsError("resume", session_id, allowed, "no such session")
+        if session_id in ended:
+            raise SettingsError("resume", session_id, allowed, f"it ended: {ended[session_id]}")
+        if diff := differences(session_id):
+            raise SettingsError("resume", session_id, allowed,
+                                "planned differently: " + "; ".join(diff))
 
     # -- construction -----------------------------------------------------------------------
     def _jobs(self) -> list[PassJob]:

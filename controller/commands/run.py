@@ -29,8 +29,8 @@ HELP = """plan a treatment script, confirm it, and deliver it with a live progre
 Against the simulator (sim://...) its footswitch option stands in for the operator's foot
 (sim://?footswitch=down); against a device only the real footswitch releases emission.
 Ctrl-C pauses after the current spot and offers resume or abort. Exit status: 0 completed,
-1 aborted, 3 script invalid or plan rejected, 4 device fault, 5 paused or not started,
-6 device unreachable.
+1 aborted, 3 script invalid, plan rejected or resume refused, 4 device fault, 5 paused or
+not started, 6 device unreachable.
 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 patient_ref=script.patient_ref, on_progress=display.update,
                 reconnect=lambda: open_device(url), session_id=args.resume,
                 start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
-        except PlanRejected as exc:
+        except (PlanRejected, SettingsError) as exc:
             return fail(str(exc))
         print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
         print(format_table(pass_rows(plans, session.thermal), sys.stdout))
@@ -165,7 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="confirm without asking (and acknowledge borderline warnings)")
     parser.add_argument("--operator", default="", help="operator name for the record")
     parser.add_argument("--resume", type=int, metavar="SESSION",
-                        help="continue an interrupted session of the record")
+                        help="continue an interrupted session of the record (only one "
+                             "planned exactly as this script)")
     parser.add_argument("--reset-fault", type=int, default=0, metavar="N",
                         help="operator reset of up to N device faults without asking (the "
                              "operator has checked the cause); default 0")

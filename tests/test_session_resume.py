@@ -1,0 +1,103 @@
+"""Resuming a session: only an unfinished session of the record, planned exactly as now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from controller.errors import SettingsError
+from controller.record import TreatmentRecord
+from controller.session import TreatmentSession
+from drivers import open_device
+from tests.test_cli_run import FAST as CLI_FAST
+from tests.test_cli_run import SCRIPT
+from tests.test_session import FAST, session_for
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
+    rec = TreatmentRecord(tmp_path / "treatments.db")
+    yield rec
+    rec.close()
+
+
+def refused(rec: TreatmentRecord, session_id: object, **kwargs) -> SettingsError:
+    """The refusal of a resume; the device fired nothing and the record is unchanged."""
+    before = [(e.seq, e.kind, e.body) for e in rec.entries()]
+    with open_device(f"sim://?{FAST}") as dev, pytest.raises(SettingsError) as caught:
+        session_for(dev, rec, session_id=session_id, **kwargs)
+    assert len(dev.simulator.device.ground_truth) == 0
+    assert [(e.seq, e.kind, e.body) for e in rec.entries()] == before and rec.verify().ok
+    assert caught.value.field == "resume" and caught.value.value == session_id
+    return caught.value
+
+
+def unfinished(rec: TreatmentRecord) -> TreatmentSession:
+    """A session that never started: the footswitch stayed up (no session_end)."""
+    with open_device("sim://?pre_emission_ms=30&footswitch=up&seed=5") as dev:
+        session = session_for(dev, rec, start_wait_s=0.2)
+        assert session.run().status not in ("completed", "aborted")
+        session.close()
+    return session
+
+
+def test_a_completed_session_is_not_resumed(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        done = session_for(dev, record)
+        assert done.run().status == "completed"
+        done.close()
+    exc = refused(record, done.session_id)
+    assert "ended: completed" in exc.reason and "(none)" in exc.allowed
+
+
+@pytest.mark.parametrize("session_id", [77, -4, 0, "1", True])
+def test_a_session_not_in_the_record_is_not_resumed(record: TreatmentRecord,
+                                                    session_id: object) -> None:
+    waiting = unfinished(record)
+    exc = refused(record, session_id)
+    assert exc.reason in ("no such session", "not a session id")
+    assert f"({waiting.session_id})" in exc.allowed  # the one that could be resumed
+
+
+@pytest.mark.parametrize(("plan", "differs"), [
+    ({"size_mm": 6.0}, "spots"),  # another pattern
+    ({"depth_um": 250.0}, "plan_checksum"),  # the same spots, another energy
+    ({"passes": 1}, "2 passes recorded, 1 planned now"),
+])
+def test_another_plan_does_not_resume_a_session(record: TreatmentRecord, plan: dict,
+                                                differs: str) -> None:
+    waiting = unfinished(record)
+    exc = refused(record, waiting.session_id, plan=plan)
+    assert "planned differently" in exc.reason and differs in exc.reason
+
+
+def test_the_same_plan_resumes_and_completes(record: TreatmentRecord) -> None:
+    waiting = unfinished(record)
+    with open_device(f"sim://?{FAST}") as dev:
+        resumed = session_for(dev, record, session_id=waiting.session_id)
+        assert resumed.run().status == "completed"
+        resumed.close()
+        fired = dev.simulator.device.ground_truth
+    assert len(fired) == sum(j.spots.count for j in resumed.jobs)
+    assert record.verify().ok
+    with pytest.raises(SettingsError, match="ended: completed"), \
+            open_device(f"sim://?{FAST}") as dev:
+        session_for(dev, record, session_id=waiting.session_id)
+
+
+def test_cli_refuses_a_resume_with_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          ) -> None:
+    script = tmp_path / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    db = str(tmp_path / "t.db")
+    assert main(["run", str(script), "--device", CLI_FAST, "--yes", "--record", db]) == 0
+    capsys.readouterr()
+    assert main(["run", str(script), "--device", CLI_FAST, "--yes", "--record", db,
+                 "--resume", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "resume = 1 rejected (it ended: completed)" in " ".join(err.split())
+    with TreatmentRecord(tmp_path / "t.db") as rec:
+        assert rec.verify().ok and [e.session for e in rec.sessions()] == [1]
