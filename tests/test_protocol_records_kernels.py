@@ -17,12 +17,13 @@ RECORD_MESSAGES = [m for m in MESSAGES if m.record_dtype is not None]
 def record_arrays(draw: st.DrawFn) -> tuple:
     definition = draw(st.sampled_from(RECORD_MESSAGES))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = definition.record_dtype
+    assert dtype is not None and dtype.names is not None  # structured records
     count = draw(st.integers(1, definition.max_records))
     width = draw(st.sampled_from([1, 3, 256, 1 << 32]))  # narrow ranges give ties
-    raw = rng.integers(0, width, count * definition.record_dtype.itemsize, dtype=np.uint64)
-    records = np.frombuffer(raw.astype(np.uint8).tobytes(), definition.record_dtype)
-    names = draw(st.sampled_from([None, definition.record_dtype.names[1:],
-                                  definition.record_dtype.names[:1]]))
+    raw = rng.integers(0, width, count * dtype.itemsize, dtype=np.uint64)
+    records = np.frombuffer(raw.astype(np.uint8).tobytes(), dtype)
+    names = draw(st.sampled_from([None, dtype.names[1:], dtype.names[:1]]))
     return definition, records, names
 
 

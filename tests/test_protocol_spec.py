@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.protocol import decode, encode, message
+from drivers.protocol import Message, decode, encode, message
 from drivers.protocol import messages as m
 from drivers.protocol.spec import BLOCK, RENDERERS, VECTOR, render_document
 
@@ -36,7 +36,7 @@ def test_every_message_type_has_a_vector() -> None:
     assert {v["message"] for v in VECTORS} == set(m.BY_NAME)
 
 
-def _expected(vector: dict[str, str]):
+def _expected(vector: dict[str, str]) -> Message:
     fields = json.loads(vector["fields"])
     definition = m.BY_NAME[vector["message"]]
     for f in definition.fields:
@@ -45,8 +45,9 @@ def _expected(vector: dict[str, str]):
     records = None
     if "records" in vector:
         rows = json.loads(vector["records"])
-        records = np.array([tuple(r[n] for n in definition.record_dtype.names) for r in rows],
-                           definition.record_dtype)
+        dtype = definition.record_dtype
+        assert dtype is not None and dtype.names is not None  # structured records
+        records = np.array([tuple(r[n] for n in dtype.names) for r in rows], dtype)
         fields.pop(definition.count)
     return message(vector["message"], int(vector["seq"]), records=records,
                    text=vector.get("text", ""), **fields)

@@ -45,8 +45,11 @@ def test_reports_follow_section_6_1(chunk: tuple) -> None:
     assert len(frames) == reports
     messages = [decode_payload(frame) for frame in frames]
     assert [msg.seq for msg in messages] == [(seq + i) & 0xFFFF for i in range(reports)]
-    assert all(msg["count"] <= ref.DELIVERED_MAX_SPOTS for msg in messages)
-    sent = b"".join(msg.records.tobytes() for msg in messages)  # type: ignore[union-attr]
+    assert all(int(msg["count"]) <= ref.DELIVERED_MAX_SPOTS for msg in messages)
+    sent = b""
+    for msg in messages:
+        assert msg.records is not None  # EVT_DELIVERED: records
+        sent += msg.records.tobytes()
     assert sent == records[:unsent * 8]
     if messages:  # the credits as of each report's last spot leaving the buffer
         assert int(messages[-1]["credits"]) == credits + unsent - pending
@@ -54,8 +57,15 @@ def test_reports_follow_section_6_1(chunk: tuple) -> None:
 
 def test_off_nominal_inputs_go_to_the_reference() -> None:
     times = np.array([0.0, 1.0])
-    for args in [(bytes(8), times, 0, None, 0, 0),  # record buffer too short
-                 (bytes(16), times, 0, None, 0xFFFF, 0)]:  # credits beyond u16: struct.error
+    # the same arguments to both, like `chunk` above (the reference's times_s is annotated
+    # Sequence[float], the kernel's a float64 array)
+    cases: list[tuple] = [
+        (bytes(8), times, 0, None, 0, 0),  # record buffer too short
+        (bytes(16), times, 0, None, 0xFFFF, 0),  # credits beyond u16: struct.error
+    ]
+    for args in cases:
+        expected: object
+        got: object
         try:
             expected = ref.delivered_reports(*args)
         except Exception as exc:  # the comparison is the point
