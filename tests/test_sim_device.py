@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from sim_hw.truth import GroundTruth
 SPOTS = make_spots(1000)
 CHECKSUM = plan_checksum(SPOTS)
 #: A valid payload for every host request, for the state-table tests.
-SAMPLE = {
+SAMPLE: dict[str, dict[str, int | bytes]] = {
     "AUTH_RESPONSE": {"mac": bytes(32)},
     "SET_CALIBRATION": {"field_size_um": 20000, "x_gain_ppm": 0, "y_gain_ppm": 0,
                         "x_offset_lsb": 0, "y_offset_lsb": 0},
@@ -38,23 +39,24 @@ SAMPLE = {
 HOST_REQUESTS = [d for d in m.MESSAGES if d.direction == m.Direction.HOST]
 
 
-def new_device(**overrides: object) -> tuple[SimDevice, RawHost]:
+def new_device(**overrides: Any) -> tuple[SimDevice, RawHost]:
     config = SimConfig(**{"pre_emission_ms": 0, "footswitch": True, **overrides})
     device = SimDevice(config)
     return device, attach(device)
 
 
 def ok(host: RawHost, name: str, records: np.ndarray | None = None, **values: int | bytes):
-    reply = host.request(name, records, **values)
+    reply = host.request(name, records, timeout_s=2.0, **values)  # named: values are fields
     assert reply.name != "NACK", (name, reply)
     return reply
 
 
 def nack(host: RawHost, name: str, error: ErrorCode, detail: int | None = None,
          records: np.ndarray | None = None, **values: int | bytes):
-    reply = host.request(name, records, **values)
+    reply = host.request(name, records, timeout_s=2.0, **values)  # named: values are fields
     assert reply.name == "NACK", (name, reply)
-    assert (reply["refused_type"], ErrorCode(reply["error"])) == (m.BY_NAME[name].type_id, error)
+    assert (reply["refused_type"], ErrorCode(int(reply["error"]))) == (
+        m.BY_NAME[name].type_id, error)
     if detail is not None:
         assert reply["detail"] == detail
     return reply
@@ -135,7 +137,7 @@ def test_heartbeat_ack_exact_bytes() -> None:
 
 def test_reply_comes_before_the_event_it_caused() -> None:
     _, host = new_device()
-    host.send("LOAD_PLAN", **SAMPLE["LOAD_PLAN"])
+    host.send("LOAD_PLAN", records=None, seq=None, **SAMPLE["LOAD_PLAN"])
     got = host.poll()
     assert [msg.name for msg in got] == ["PLAN_LOADED", "EVT_STATE"]
     assert (got[1]["old_state"], got[1]["new_state"], got[1]["cause"]) == (
@@ -150,7 +152,7 @@ def raw_reply(device: SimDevice, type_id: int, payload: bytes, version: int = 1)
     device.receive(encode_frame(type_id, 77, payload, version=version))
     (reply,) = host.poll()
     assert reply.name == "NACK" and reply.seq == 77
-    return ErrorCode(reply["error"]), reply["detail"], reply["refused_type"]
+    return ErrorCode(int(reply["error"])), reply["detail"], reply["refused_type"]
 
 
 @pytest.mark.parametrize(("type_id", "payload", "version", "expected"), [
@@ -208,7 +210,7 @@ def test_illegal_message_in_state_is_refused(name: str, state: State) -> None:
     truth_before = device.fired_count
     values = SAMPLE.get(name, {})
     records = SPOTS[10:12] if name == "SPOT_BATCH" else None
-    reply = nack(host, name, ErrorCode.ILLEGAL_STATE, records=records, **values)
+    reply = nack(host, name, ErrorCode.ILLEGAL_STATE, detail=None, records=records, **values)
     assert reply["state"] == state
     assert status(host) == before
     assert host.events == [] and device.fired_count == truth_before
@@ -217,7 +219,7 @@ def test_illegal_message_in_state_is_refused(name: str, state: State) -> None:
 @pytest.mark.parametrize("name", [d.name for d in HOST_REQUESTS if d.service])
 def test_service_command_without_service_mode(name: str) -> None:
     _, host = new_device()
-    nack(host, name, ErrorCode.NOT_AUTHENTICATED, **SAMPLE[name])
+    nack(host, name, ErrorCode.NOT_AUTHENTICATED, detail=None, records=None, **SAMPLE[name])
 
 
 # -- section 8: service mode --------------------------------------------------------------------
@@ -252,12 +254,13 @@ def test_service_commands_and_key_change() -> None:
          energy_max_uj=200_001, rep_rate_max_hz=500, avg_power_max_mw=20_000)
     nack(host, "SET_LIMITS", ErrorCode.OUT_OF_RANGE, 30_000,
          energy_max_uj=1000, rep_rate_max_hz=500, avg_power_max_mw=30_001)
-    ok(host, "SET_LIMITS", **SAMPLE["SET_LIMITS"])
+    ok(host, "SET_LIMITS", records=None, **SAMPLE["SET_LIMITS"])
     reply = ok(host, "IDENTIFY")
     assert (reply["energy_max_uj"], reply["rep_rate_max_hz"], reply["avg_power_max_mw"]) == (
         100_000, 500, 20_000)
     nack(host, "PULSE_SETTINGS", ErrorCode.OUT_OF_RANGE, 501, rep_rate_hz=501)
-    ok(host, "SET_CALIBRATION", **{**SAMPLE["SET_CALIBRATION"], "field_size_um": 30_000})
+    ok(host, "SET_CALIBRATION", records=None,
+       **{**SAMPLE["SET_CALIBRATION"], "field_size_um": 30_000})
     assert ok(host, "IDENTIFY")["field_size_um"] == 30_000
     new_key = bytes(range(32))
     ok(host, "SET_DEVICE_KEY", key=new_key)
@@ -400,13 +403,17 @@ def test_emission_timing_reports_and_completion() -> None:
     assert ratio.min() >= 0.98 and ratio.max() <= 1.02 and ratio.std() > 0
     events = host.poll()
     delivered = [e for e in events if e.name == "EVT_DELIVERED"]
-    assert all(e["count"] <= DELIVERED_MAX_SPOTS for e in delivered)
-    np.testing.assert_array_equal(np.concatenate([e.records for e in delivered]),
+    assert all(int(e["count"]) <= DELIVERED_MAX_SPOTS for e in delivered)
+    reports: list[np.ndarray] = []
+    for e in delivered:
+        assert e.records is not None  # EVT_DELIVERED carries records
+        reports.append(e.records)
+    np.testing.assert_array_equal(np.concatenate(reports),
                                   truth[["index", "measured_uj"]].astype(m.DELIVERED_DTYPE))
-    last_fired = np.array([truth["time_s"][truth["index"] == e.records["index"][-1]][0]
-                           for e in delivered])
-    first_fired = np.array([truth["time_s"][truth["index"] == e.records["index"][0]][0]
-                            for e in delivered])
+    last_fired = np.array([truth["time_s"][truth["index"] == r["index"][-1]][0]
+                           for r in reports])
+    first_fired = np.array([truth["time_s"][truth["index"] == r["index"][0]][0]
+                            for r in reports])
     assert (last_fired - first_fired <= 0.010 + 1e-9).all()
     final = events[-1]
     assert final.name == "EVT_STATE" and final["cause"] == Cause.PLAN_COMPLETE
@@ -419,15 +426,16 @@ def test_delivered_reports_are_the_codec_bytes() -> None:
     device, _, _ = fired_pass()
     frames = [part for part in device.transmit().split(b"\0") if part]
     delivered = [f for f in frames if decode(f).name == "EVT_DELIVERED"]
-    assert sum(decode(f)["count"] for f in delivered) == 300
+    assert sum(int(decode(f)["count"]) for f in delivered) == 300
     assert all(encode(decode(f)) == b"\0" + f + b"\0" for f in delivered)
 
 
 def test_ground_truth_keeps_firing_order_across_its_ways_of_recording() -> None:
     truth = GroundTruth()
     spots = make_spots(6)
-    truth.append(*(int(spots[0][f]) for f in ("index", "x_lsb", "y_lsb", "energy_uj",
-                                                "pulse_us", "stack")), 11, 0.1, 0)
+    index, x_lsb, y_lsb, energy_uj, pulse_us, stack = (
+        int(spots[0][f]) for f in ("index", "x_lsb", "y_lsb", "energy_uj", "pulse_us", "stack"))
+    truth.append(index, x_lsb, y_lsb, energy_uj, pulse_us, stack, 11, 0.1, 0)
     truth.extend_fired(spots[1:4], np.array([12, 13, 14]), np.array([0.2, 0.3, 0.4]), 1)
     assert len(truth) == 4 and truth.array["index"].tolist() == [0, 1, 2, 3]
     truth.extend_fired(spots[4:], np.array([15, 16]), np.array([0.5, 0.6]), 2)
