@@ -159,10 +159,10 @@ def frame_body(wire: bytes) -> bytes:
 def reframe(rng: random.Random, body: bytes) -> bytes:
     """Wire bytes of ``body`` with a correct CRC (and usually a correct length field), so the
     mutation reaches the message layer instead of being stopped by the CRC."""
-    body = bytearray(body)
-    if len(body) >= HEADER.size and rng.random() < 0.85:
-        body[4:6] = (len(body) - HEADER.size & 0xFFFF).to_bytes(2, "little")
-    raw = bytes(body) + CRC.pack(zlib.crc32(body))
+    header_payload = bytearray(body)
+    if len(header_payload) >= HEADER.size and rng.random() < 0.85:
+        header_payload[4:6] = (len(header_payload) - HEADER.size & 0xFFFF).to_bytes(2, "little")
+    raw = bytes(header_payload) + CRC.pack(zlib.crc32(header_payload))
     return b"\0" + cobs.encode(raw) + b"\0"
 
 
@@ -171,7 +171,7 @@ def random_value(rng: random.Random, f: m.Field) -> int | bytes:
     if bounds is None:
         return rng.randbytes(f.size)
     if f.enum is not None:
-        return int(rng.choice(list(f.enum)))
+        return rng.choice([int(member) for member in f.enum])
     lo, hi = bounds
     return rng.choice((lo, hi, rng.randint(lo, hi), rng.randint(lo, min(hi, lo + 300))))
 
@@ -305,7 +305,7 @@ class SimParserCheck:
                 **values: int | bytes) -> Message | None:
         """Send a valid request; return its reply (None only if the device did not answer)."""
         self.seq = (self.seq + 1) & 0xFFFF
-        self.device.receive(encode(message(name, self.seq, records=records, **values)))
+        self.device.receive(encode(message(name, self.seq, records=records, text="", **values)))
         out = self.step(0.02)  # long enough for a queued GALVO_JUMP to settle
         for frame in self.decoder.feed(out):
             if frame.seq == self.seq and frame.type_id in (0x80, 0x81, 0x82, 0x83, 0x84, 0x85):

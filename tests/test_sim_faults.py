@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,13 +21,13 @@ CONFIG = SimConfig(pre_emission_ms=0, footswitch=True, rep_rate_hz=1000, noise_p
 
 def quiet(host: RawHost, name: str, **values: int) -> None:
     """Send a request that must get no reply."""
-    seq = host.send(name, **values)
+    seq = host.send(name, records=None, seq=None, **values)
     with pytest.raises(TimeoutError):
         host.reply(seq, timeout_s=0.2)
 
 
 @pytest.fixture
-def link() -> SimLink:
+def link() -> Iterator[SimLink]:
     with open_link(CONFIG) as opened:
         yield opened
 

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from drivers.protocol import encode, encode_frame, message
+from drivers.protocol import Message, encode, encode_frame, message
 from drivers.protocol import messages as m
 from drivers.protocol.messages import SAFETY_INTERLOCKS, FaultCode, Interlock, State
 from sim_hw.config import INPUT_WORDS, SimConfig
@@ -44,7 +44,7 @@ class HostChaos(RuleBasedStateMachine):
 
     def _request(self, name: str, records: np.ndarray | None = None, **values: int) -> None:
         self.seq = (self.seq + 1) & 0xFFFF
-        self._send(encode(message(name, self.seq, records=records, **values)))
+        self._send(encode(message(name, self.seq, records=records, text="", **values)))
 
     @rule(plan=st.integers(0, 1), first=st.integers(0, 59))
     def load_plan(self, plan: int, first: int) -> None:
@@ -75,7 +75,7 @@ class HostChaos(RuleBasedStateMachine):
         self._request(name)
 
     @rule(msg=messages(HOST_NAMES))
-    def random_request(self, msg: m.Message) -> None:
+    def random_request(self, msg: Message) -> None:
         self._send(encode(msg))
 
     @rule(type_id=st.integers(0, 255), payload=st.binary(max_size=40))

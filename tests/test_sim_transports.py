@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -19,13 +20,23 @@ from drivers.protocol.messages import Cause, FaultCode, State
 from sim_hw.clock import SimClock
 from sim_hw.config import SimConfig
 from sim_hw.control import send
-from sim_hw.link import open_link
+from sim_hw.link import SimLink, open_link
 from sim_hw.probe import RawHost, make_spots, plan_checksum
 from sim_hw.pty_server import serve_pty
+from sim_hw.server import Served
 from sim_hw.tcp_server import serve_tcp
 from sim_hw.usb_backend import EP_IN, EP_OUT, PRODUCT_ID, VENDOR_ID, get_backend
 
-CONFIG = {"pre_emission_ms": 0, "footswitch": True, "rep_rate_hz": 1000}
+
+class Options(TypedDict, total=False):
+    """SimConfig keyword arguments the tests share."""
+
+    pre_emission_ms: int
+    footswitch: bool
+    rep_rate_hz: int
+
+
+CONFIG: Options = {"pre_emission_ms": 0, "footswitch": True, "rep_rate_hz": 1000}
 
 
 def serial_host(port: serial.SerialBase) -> RawHost:
@@ -47,19 +58,19 @@ def usb_host(dev: usb.core.Device) -> RawHost:
 
 
 @contextmanager
-def connected(kind: str, config: SimConfig) -> Iterator[tuple[RawHost, object]]:
+def connected(kind: str, config: SimConfig) -> Iterator[tuple[RawHost, SimLink | Served]]:
     """A RawHost on ``kind`` and the served handle (with .device and .faults)."""
     if kind == "inprocess":
         with open_link(config) as link:
             yield RawHost(link.write, link.read), link
     elif kind == "pty":
-        with serve_pty(config) as served, serial.Serial(served.path, timeout=0) as port:
-            yield serial_host(port), served
+        with serve_pty(config) as pty, serial.Serial(pty.path, timeout=0) as port:
+            yield serial_host(port), pty
     elif kind == "tcp":
-        with serve_tcp(config) as served:
-            port = serial.serial_for_url(served.url, timeout=0)
+        with serve_tcp(config) as tcp:
+            port = serial.serial_for_url(tcp.url, timeout=0)
             with port:
-                yield serial_host(port), served
+                yield serial_host(port), tcp
     else:
         backend, served = get_backend(config)
         with served:
@@ -86,7 +97,7 @@ def test_identify_and_short_emission(kind: str) -> None:
         assert host.request("START").name == "ACK"
         done = host.wait_event(lambda e: e.name == "EVT_STATE" and e["new_state"] == State.STANDBY)
         assert done["cause"] == Cause.PLAN_COMPLETE
-        truth = served.device.ground_truth  # type: ignore[attr-defined]
+        truth = served.device.ground_truth
         np.testing.assert_array_equal(truth["index"], np.arange(300))
         reported = np.concatenate([e.records for e in host.events if e.name == "EVT_DELIVERED"])
         np.testing.assert_array_equal(reported["index"], truth["index"])
@@ -111,7 +122,7 @@ def test_virtual_clock_outruns_real_time_and_realtime_does_not() -> None:
     spots = make_spots(100)
     walls = {}
     for mode in ("virtual", "realtime"):
-        with connected("inprocess", SimConfig(clock=mode, **{**CONFIG, "rep_rate_hz": 400})) as (
+        with connected("inprocess", SimConfig(clock=mode, **(CONFIG | {"rep_rate_hz": 400}))) as (
                 host, link):
             host.request("LOAD_PLAN", pass_index=0, spot_count=100,
                          plan_checksum=plan_checksum(spots), first_index=0)
