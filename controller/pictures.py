@@ -54,7 +54,11 @@ DELIVERED_COLOUR = "#1f77b4"
 BAND_PERCENT = 20.0
 
 
-class PlottingUnavailable(RuntimeError):
+class PictureError(RuntimeError):
+    """A picture cannot be drawn or written; the message says why."""
+
+
+class PlottingUnavailable(PictureError):
     """matplotlib (the ``plot`` extra) is not installed."""
 
 
@@ -102,7 +106,10 @@ def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
     from PIL import Image  # a matplotlib dependency
 
     path = Path(out_path)
-    fig.savefig(path, dpi=DPI)
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as exc:
+        raise PictureError(f"cannot write {path}: {exc.strerror or exc}") from exc
     with Image.open(path) as image:
         width, height = image.size
     panels = []

@@ -66,6 +66,7 @@ from controller.settings import (
     TreatmentSettings,
     integer,
     number,
+    printable,
 )
 from controller.timing import GalvoTiming
 
@@ -97,7 +98,6 @@ FIELD_KEYS = {
     "feathering.edge_depth_fraction": "feather_edge_depth", "order.kind": "order",
     **{f"order.{k}": k for k in (*INTERLACE_KEYS, *SPREAD_KEYS)},
 }
-MAX_TEXT_CHARS = 200
 #: Serial device paths a script may name (anything else only through the operator's --device).
 SERIAL_PATH = re.compile(
     r"/dev/tty[A-Za-z]+\d+|/dev/cu\.[\w.-]+|/dev/serial/by-(id|path)/[\w.:+-]+|COM\d+")
@@ -252,17 +252,11 @@ def _check_keys(path: Path, lines: dict, table: tuple[str, int], prefix: str, da
                               "keys " + ", ".join(allowed), _suggest(key, allowed))
 
 
-def _text(name: str, value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or not value.isprintable():
-        raise SettingsError(name, value, f"printable text of at most {MAX_TEXT_CHARS} characters")
-    return value
-
-
 def _device_url(url: object) -> str:
     allowed = ("sim://[?options], socket://HOST:PORT, usb://VID:PID[?options], or a serial "
                "device (/dev/ttyUSB0-like, /dev/cu.*, /dev/serial/by-id/*, COMn; serial:// too); "
                "other paths only through the operator's --device option")
-    url = _text("device.url", url)
+    url = printable("device.url", url)
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced "[" in the host
@@ -418,10 +412,10 @@ def _header(path: Path, lines: dict, data: dict) -> tuple[str, Handpiece, str, s
              "pass_wait_s": ("", 0, "pass_wait_s")}
     try:
         url = _device_url(device.get("url", DEFAULT_DEVICE_URL))
-        hp = get_handpiece(_text("handpiece.name", handpiece["name"])
+        hp = get_handpiece(printable("handpiece.name", handpiece["name"])
                            if "name" in handpiece else None)
-        operator = _text("operator", data.get("operator", ""))
-        patient_ref = _text("patient_ref", data.get("patient_ref", ""))
+        operator = printable("operator", data.get("operator", ""))
+        patient_ref = printable("patient_ref", data.get("patient_ref", ""))
         wait_s = number("pass_wait_s", data.get("pass_wait_s", 0.0), 0.0, MAX_PASS_WAIT_S,
                         unit="s")
     except SettingsError as exc:

@@ -26,7 +26,7 @@ from controller.errors import SettingsError
 from controller.record import TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
-from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number
+from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
@@ -125,6 +125,8 @@ class TreatmentSession:
         self.reconnect = reconnect
         self.start_wait_s = start_wait_s
         self.pass_wait_s = number("pass_wait_s", pass_wait_s, 0.0, MAX_PASS_WAIT_S, unit="s")
+        operator = printable("operator", operator)
+        patient_ref = printable("patient_ref", patient_ref)
         self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)
@@ -209,7 +211,7 @@ class TreatmentSession:
 
     def acknowledge_warnings(self, by: str) -> None:
         """The operator accepts the borderline warnings; recorded with who accepted them."""
-        self.record.append(self.session_id, "warnings_acknowledged", by=by,
+        self.record.append(self.session_id, "warnings_acknowledged", by=printable("by", by),
                            warnings=[str(w) for w in self.warnings])
         self.warnings = []
 

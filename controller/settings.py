@@ -33,6 +33,8 @@ PASS_MODES: tuple[str, ...] = ("offset", "stack")
 MAX_PITCH_UM = 5000.0
 MAX_PASSES = 10
 MAX_INTERLACE_K = 16
+#: Free text (operator, patient reference, names) that is stored and shown.
+MAX_TEXT_CHARS = 200
 
 
 def number(
@@ -51,6 +53,14 @@ def number(
     if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
         raise SettingsError(name, value, allowed)
     return v
+
+
+def printable(name: str, value: object) -> str:
+    """``value`` if it is printable text of at most MAX_TEXT_CHARS characters (no control
+    or escape characters: it is stored and shown), else SettingsError."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or not value.isprintable():
+        raise SettingsError(name, value, f"printable text of at most {MAX_TEXT_CHARS} characters")
+    return value
 
 
 def integer(name: str, value: object, lo: int, hi: int) -> int:

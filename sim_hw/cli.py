@@ -22,15 +22,22 @@ CONTROL_COMMANDS = {"set": "change interlock inputs, e.g. footswitch=down door=c
                     "status": "print the device state", "truth": "summarise the spots fired"}
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} rejected; allowed: a port 0..65535")
+    return int(text)
+
+
 def add_sim_arguments(subparsers: Any) -> None:
     """Add ``serve`` and the control-channel commands to an argparse subparsers object."""
     serve = subparsers.add_parser("serve", help="run a simulated device until Ctrl-C")
     where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT")
+    where.add_argument("--tcp", type=port, metavar="PORT", help="serve on 127.0.0.1:PORT")
     where.add_argument("--usb", action="store_true",
                        help="pyusb backend, in this process only (a demo)")
-    serve.add_argument("--control-port", type=int, default=0,
+    serve.add_argument("--control-port", type=port, default=0,
                        help="control channel port on 127.0.0.1 (default: any free port)")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--clock", choices=("virtual", "realtime"), default="virtual")
@@ -43,7 +50,7 @@ def add_sim_arguments(subparsers: Any) -> None:
     serve.set_defaults(sim_command="serve")
     for command, text in CONTROL_COMMANDS.items():
         sub = subparsers.add_parser(command, help=text)
-        sub.add_argument("--control", type=int, required=True, metavar="PORT",
+        sub.add_argument("--control", type=port, required=True, metavar="PORT",
                          help="control port printed by serve")
         sub.add_argument("words", nargs="*")
         sub.set_defaults(sim_command=command)
@@ -125,7 +132,15 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    reply = send(args.control, " ".join([args.sim_command, *args.words]))
+        except OSError as exc:  # the port is taken, no pty, ...
+            print(f"error: cannot serve: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    try:
+        reply = send(args.control, " ".join([args.sim_command, *args.words]))
+    except OSError as exc:
+        print(f"error: no simulator control port at 127.0.0.1:{args.control} "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 1
     print(reply)
     return 1 if reply.startswith("error") else 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
 def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
@@ -12,3 +14,19 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
         name, help=summary, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
+
+
+def bounded(kind: type[int] | type[float], lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` number within [lo, hi], else an error naming the
+    range (argparse prefixes the option)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and lo <= value <= hi):
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} rejected; allowed: {what} "
+                                             f"{lo:g}..{hi:g}")
+        return value
+    return parse

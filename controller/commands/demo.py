@@ -9,13 +9,16 @@ from pathlib import Path
 from controller.commands import add_command
 from controller.commands.plan import EXIT_REJECTED, fail, format_table, pass_rows
 from controller.commands.report import draw_session_report
+from controller.commands.run import EXIT
+from controller.errors import SettingsError
 from controller.progress import ProgressDisplay
 from controller.record import TreatmentRecord
-from controller.script import load_script
+from controller.script import TreatmentScript, load_script
 from controller.session import TreatmentSession, timing_for
 from controller.validation import PlanRejected
-from drivers import open_device
+from drivers import Device, DeviceError, open_device
 
+EXIT_NOT_WRITTEN = 1
 DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "data" / "demo.toml"
 
 HELP = """plan an example treatment, preview it, deliver it to the embedded simulator with
@@ -30,17 +33,38 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.pictures import draw_plan
+    """The demo; a bad script, output directory or device URL ends it with the reason."""
+    from controller.pictures import PictureError
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    script = load_script(args.script)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        script = load_script(args.script)
+    except SettingsError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot create {out}: {exc.strerror or exc}", EXIT_NOT_WRITTEN)
     print(f"1. treatment script {args.script} ({len(script.passes)} passes, handpiece "
           f"{script.handpiece.name})")
-    with open_device(args.device) as device:
+    try:
+        device = open_device(args.device)
+    except DeviceError as exc:
+        return fail(f"cannot reach the device at {args.device}: {exc}", EXIT["device"])
+    try:
+        return _deliver(script, device, args.device, out)
+    except SettingsError as exc:  # the script against this device's limits
+        return fail(str(exc))
+    except PictureError as exc:
+        return fail(str(exc), EXIT_NOT_WRITTEN)
+
+
+def _deliver(script: TreatmentScript, device: Device, url: str, out: Path) -> int:
+    from controller.pictures import draw_plan
+
+    with device:
         info = device.info
         print(f"2. device {info.serial}, firmware {info.firmware}, protocol "
-              f"{info.protocol_version} at {args.device}: field {info.limits.field_size_um} µm, "
+              f"{info.protocol_version} at {url}: field {info.limits.field_size_um} µm, "
               f"energy {info.limits.energy_min_uj}-{info.limits.energy_max_uj} µJ, "
               f"{info.limits.rep_rate_max_hz} Hz max, buffer {info.limits.buffer_spots} spots")
         plans = script.plans(lambda s: timing_for(info.limits, s))

@@ -67,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
             return 0
         out = Path(args.output or f"session{args.session}.{args.format}")
-        record.export(args.session, args.format, out)
+        try:
+            record.export(args.session, args.format, out)
+        except OSError as exc:
+            print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"wrote {out}")
         return 0
 

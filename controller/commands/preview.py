@@ -7,9 +7,9 @@ import argparse
 from controller.commands import add_command
 from controller.commands.plan import EXIT_OK, check, fail, load_and_plan
 from controller.errors import SettingsError
-from controller.pictures import PlottingUnavailable, draw_plan
+from controller.pictures import PictureError, draw_plan
 
-EXIT_NO_PLOTTING = 1
+EXIT_NO_PICTURE = 1
 
 HELP = """draw the plan of a treatment script to a PNG a clinician can read
 
@@ -18,8 +18,9 @@ diameter, coloured by firing order; earlier passes in grey. Below each pass its 
 the thermal model's predicted peak temperature rise (one colour scale for the picture) with
 the contour of the damaged reservoir. The settings of each pass in the caption, the verdict
 of the clinical envelope and the thermal screen in the title. Needs matplotlib (the 'plot'
-extra). Exit status: 0 written, 1 matplotlib missing, 3 script invalid (reason on stderr);
-a rejected plan is still drawn, marked REJECTED, and exits 3.
+extra). Exit status: 0 written, 1 not written (matplotlib missing, or the file cannot be
+written), 3 script invalid (reason on stderr); a rejected plan is still drawn, marked
+REJECTED, and exits 3.
 
 examples:
   co2scan preview examples/surface_texture.toml -o surface_texture.png
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     title = f"{script.path.name}: handpiece {script.handpiece.name}{who} - plan {verdict}"
     try:
         picture = draw_plan(plans, [c.screen for c in thermal], args.out, title)
-    except PlottingUnavailable as exc:
-        return fail(str(exc), EXIT_NO_PLOTTING)
+    except PictureError as exc:
+        return fail(str(exc), EXIT_NO_PICTURE)
     width, height = picture.size_px
     print(f"wrote {picture.path} ({width}x{height} px, one panel and injury map per pass)")
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK

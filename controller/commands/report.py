@@ -68,7 +68,7 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.pictures import PlottingUnavailable
+    from controller.pictures import PictureError
 
     try:
         with _open(args.record) as record:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except (RecordError, StopIteration) as exc:
         print(f"error: session {args.session}: {exc or 'not in the record'}", file=sys.stderr)
         return 3
-    except PlottingUnavailable as exc:
+    except PictureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     print(f"wrote {picture.path}")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from controller.commands import add_command
+from controller.commands import add_command, bounded
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay
@@ -21,6 +21,8 @@ from controller.session import SessionOutcome, TreatmentSession, timing_for
 from controller.validation import PlanRejected
 from drivers import DeviceError, open_device
 
+MAX_RESETS = 100
+MAX_START_WAIT_S = 3600.0
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
         "device": 6}
 
@@ -167,10 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", type=int, metavar="SESSION",
                         help="continue an interrupted session of the record (only one "
                              "planned exactly as this script)")
-    parser.add_argument("--reset-fault", type=int, default=0, metavar="N",
+    parser.add_argument("--reset-fault", type=bounded(int, 0, MAX_RESETS), default=0,
+                        metavar="N",
                         help="operator reset of up to N device faults without asking (the "
                              "operator has checked the cause); default 0")
-    parser.add_argument("--start-wait", type=float, default=60.0, metavar="S",
+    parser.add_argument("--start-wait", type=bounded(float, 0.0, MAX_START_WAIT_S),
+                        default=60.0, metavar="S",
                         help="how long to wait for the footswitch and interlocks (default 60)")
     add_record_argument(parser)
     parser.set_defaults(handler=run)

@@ -1,0 +1,100 @@
+"""Bad command-line input ends with one clear error and an exit status, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from tests.test_cli_run import FAST, SCRIPT
+
+EXAMPLE = str(Path(__file__).parents[1] / "examples" / "surface_texture.toml")
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A record holding one completed session (id 1)."""
+    where = tmp_path_factory.mktemp("record")
+    script = where / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    db = str(where / "t.db")
+    assert main(["run", str(script), "--device", FAST, "--yes", "--record", db]) == 0
+    return db
+
+
+def error_of(capsys: pytest.CaptureFixture[str], argv: list[str], status: int) -> str:
+    """Run the CLI; it must return ``status`` (argparse's own errors exit 2) with an error."""
+    capsys.readouterr()
+    try:
+        got = main(argv)
+    except SystemExit as exc:
+        got = int(exc.code or 0)
+    err = " ".join(capsys.readouterr().err.split())
+    assert got == status, err
+    assert "error:" in err and "Traceback" not in err
+    return err
+
+
+def test_unwritable_outputs(tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]
+                            ) -> None:
+    missing = tmp_path / "no" / "such"
+    assert "cannot write" in error_of(capsys, ["preview", EXAMPLE, "-o", str(missing / "p.png")],
+                                      1)
+    assert "cannot write" in error_of(capsys, ["report", "1", "--record", record, "-o",
+                                               str(missing / "r.png")], 3)
+    assert "cannot write" in error_of(capsys, ["log", "export", "1", "--record", record, "-o",
+                                               str(missing / "x.json")], 1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert "cannot create" in error_of(capsys, ["demo", "--out", str(blocker / "demo")], 1)
+    assert not missing.exists()
+
+
+def test_demo_with_a_bad_script_or_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    out = str(tmp_path / "demo")
+    assert "script = " in error_of(capsys, ["demo", "--out", out, "--script",
+                                            str(tmp_path / "none.toml")], 3)
+    assert "cannot reach the device" in error_of(capsys, ["demo", "--out", out, "--device",
+                                                          "bogus://x"], 6)
+
+
+@pytest.mark.parametrize(("option", "value", "allowed"), [
+    ("--start-wait", "nan", "a number 0..3600"),
+    ("--start-wait", "-1", "a number 0..3600"),
+    ("--start-wait", "soon", "a number 0..3600"),
+    ("--reset-fault", "-1", "an integer 0..100"),
+    ("--reset-fault", "1.5", "an integer 0..100"),
+])
+def test_run_options_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  option: str, value: str, allowed: str) -> None:
+    err = error_of(capsys, ["run", EXAMPLE, "--device", FAST, "--yes", "--record",
+                            str(tmp_path / "t.db"), option, value], 2)
+    assert f"argument {option}: '{value}' rejected; allowed: {allowed}" in err
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_an_operator_name_with_control_characters_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(capsys, ["run", EXAMPLE, "--device", FAST, "--yes", "--record",
+                            str(tmp_path / "t.db"), "--operator", "\x1b[2JDr"], 3)
+    assert "operator = '\\x1b[2JDr' rejected" in err
+    assert main(["log", "list", "--record", str(tmp_path / "t.db")]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+
+
+def test_simulator_ports(capsys: pytest.CaptureFixture[str]) -> None:
+    for port in ("99999", "-1", "x"):
+        assert "a port 0..65535" in error_of(capsys, ["sim", "serve", "--tcp", port], 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert "cannot serve" in error_of(capsys, ["sim", "serve", "--tcp", port], 1)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = str(closed.getsockname()[1])
+        assert "no simulator control port" in error_of(capsys, ["sim", "status", "--control",
+                                                                port], 1)
