@@ -28,7 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 typecheck: setup
-	$(VPY) -m mypy drivers sim_hw controller bench
+	$(VPY) -m mypy drivers sim_hw controller bench tests
 
 bench: setup
 	$(VPY) -m bench $(BENCH)
