@@ -119,6 +119,12 @@ class Plan:
         lo, hi = np.searchsorted(self.pass_index, [pass_index, pass_index + 1])
         return slice(int(lo), int(hi))
 
+    @property
+    def intact(self) -> bool:
+        """Do the spot arrays still match ``checksum`` (not changed since planning, when the
+        metrics were computed)?"""
+        return plan_checksum({f: getattr(self, f) for f in self.CHECKSUM_FIELDS}) == self.checksum
+
 
 def plan_checksum(arrays: dict[str, np.ndarray]) -> int:
     """CRC-32 of the named arrays, each as little-endian bytes, in ``Plan.CHECKSUM_FIELDS``."""

@@ -55,6 +55,11 @@ RATE_TABLE_SPAN_K = 256.0
 #: in the 6x6 brute-force check (model / exact 0.88 at 300 um, 0.62 at 250 um, random order),
 #: and the margin does not grow steadily with the spacing (docs/thermal_model.md, "Limits").
 MIN_FAR_GRID_UM = 400.0
+#: Largest fine map (cells): its peak and damage maps take 16 bytes a cell (400 MB here, a
+#: 125 mm square at 25 um); a larger area is refused before anything is allocated.
+MAX_MAP_CELLS = 25_000_000
+#: Longest evaluated time, first to last firing (s).
+MAX_SPAN_S = 86_400.0
 
 
 def depth_factor(v: F64) -> F64:
@@ -305,6 +310,11 @@ class Layout:
         x0, y0 = x_um.min() - win, y_um.min() - win
         nx = max(math.floor((x_um.max() - x_um.min() + 2.0 * win) / cell), 1)
         ny = max(math.floor((y_um.max() - y_um.min() + 2.0 * win) / cell), 1)
+        if nx * ny > MAX_MAP_CELLS:
+            raise SettingsError("x_um, y_um", f"{nx * cell:.0f} x {ny * cell:.0f} um of map "
+                                f"({nx * ny:,} cells of {cell:g} um)",
+                                f"at most {MAX_MAP_CELLS:,} cells (a coarser grid_um or a "
+                                "smaller area)")
         margin = 10.0 * far
         nfx = math.ceil((nx * cell + 2.0 * margin) / far) + 1
         nfy = math.ceil((ny * cell + 2.0 * margin) / far) + 1
@@ -394,6 +404,9 @@ def _as_spots(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64,
             raise SettingsError(name, "non-finite entries", "finite numbers")
     if n[0] == 0:
         raise SettingsError("x_um", "empty", "at least one spot")
+    if np.ptp(arrays[2]) > MAX_SPAN_S:
+        raise SettingsError("t_s", f"{np.ptp(arrays[2]):g} s from first to last",
+                            f"at most {MAX_SPAN_S:g} s")
     if arrays[3].min() < 0.0:
         raise SettingsError("heat_uj", float(arrays[3].min()), ">= 0")
     radius = arrays[4]

@@ -214,6 +214,9 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
     if thermal is None:
         thermal = check_thermal(plans, pass_wait_s)
     rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
+    rejections += [f"plan {k}: its spots were changed after it was planned (they no longer "
+                   f"match its checksum {plan.checksum:#010x}); plan it again"
+                   for k, plan in enumerate(plans) if not plan.intact]
     if findings or rejections:
         raise PlanRejected(findings, rejections, thermal)
     return warnings
