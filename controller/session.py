@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.errors import SettingsError
-from controller.record import TreatmentRecord
+from controller.record import RecordError, TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
@@ -267,7 +267,19 @@ class TreatmentSession:
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
             status, detail = "fault", f"device error: {exc}"
             self.record.append(self.session_id, "device_error", error=str(exc))
-        delivered = {j.number: self.delivered_count(j) for j in self.jobs}
+        except RecordError as exc:  # what fires now could not be recorded: stop emission
+            self._halt_emission()
+            status, detail = "fault", (f"{exc}; emission stopped (a resume records what the "
+                                       "device fired meanwhile)")
+            with contextlib.suppress(RecordError):
+                self.record.append(self.session_id, "record_error", error=str(exc))
+        except BaseException:  # a bug or KeyboardInterrupt here: the laser stops first
+            self._halt_emission()
+            raise
+        try:
+            delivered = {j.number: self.delivered_count(j) for j in self.jobs}
+        except RecordError:
+            delivered = {}
         if status in ("completed", "aborted"):
             self.record.append(self.session_id, "session_end", status=status)
         return SessionOutcome(status, self.session_id, detail, delivered)
@@ -279,6 +291,15 @@ class TreatmentSession:
         status = self.device.status()
         self.mirror.on_status(status)
         return status
+
+    def _halt_emission(self) -> None:
+        """Stop emission at once, best effort, without the record (it may be what failed):
+        pause the device if it emits, then disarm it."""
+        with contextlib.suppress(DeviceError):
+            with contextlib.suppress(IllegalState):  # not emitting
+                self.device.pause()
+            if self.device.status().state in (State.ARMED, State.PAUSED):
+                self.device.disarm()
 
     def _quiesce(self) -> None:
         """Stop emission left running (e.g. across a lost link) and come back to READY."""

@@ -1,0 +1,75 @@
+"""When delivery cannot go on as recorded (the record fails, the caller's code raises), the
+session stops emission at once; a resume later records what the device fired meanwhile."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.record import RecordError, TreatmentRecord
+from controller.session import SessionProgress, TreatmentSession
+from drivers import Device, open_device
+from drivers.protocol.messages import State
+from tests.test_session import assert_record_equals_truth, session_for
+
+REALTIME = "sim://?pre_emission_ms=20&footswitch=down&seed=5&clock=realtime"
+PLAN = {"size_mm": 8.0, "passes": 1}
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
+    rec = TreatmentRecord(tmp_path / "treatments.db")
+    yield rec
+    rec.close()
+
+
+def assert_stopped(dev: Device, session: TreatmentSession) -> int:
+    """Emission is off and stays off; returns the spots fired."""
+    assert dev.status().state not in (State.EMITTING, State.ARMED)
+    fired = len(dev.simulator.device.ground_truth)
+    time.sleep(0.3)
+    assert len(dev.simulator.device.ground_truth) == fired
+    assert 0 < fired < session.jobs[0].spots.count
+    return fired
+
+
+def test_a_record_that_cannot_be_written_stops_emission(record: TreatmentRecord,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = {"left": 2}
+    delivered = record.delivered
+
+    def failing(*args, **kwargs) -> None:
+        if writes["left"] == 0:
+            raise RecordError("cannot write to treatments.db: disk full")
+        writes["left"] -= 1
+        delivered(*args, **kwargs)
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN)
+        monkeypatch.setattr(record, "delivered", failing)
+        outcome = session.run()
+        assert outcome.status == "fault" and "disk full" in outcome.detail
+        assert "emission stopped" in outcome.detail
+        assert_stopped(dev, session)
+        monkeypatch.undo()  # the disk has room again: resume the same session
+        resumed = session_for(dev, record, plan=PLAN, session_id=session.session_id)
+        assert resumed.run().status == "completed"
+        assert_record_equals_truth(resumed, dev.simulator.device.ground_truth)
+    kinds = [e.kind for e in record.entries(session.session_id)]
+    assert "record_error" in kinds and "reconciled" in kinds
+
+
+def test_an_exception_in_the_callers_progress_callback_stops_emission(
+        record: TreatmentRecord) -> None:
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40:
+            raise ValueError("bug in the service script")
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        with pytest.raises(ValueError, match="service script"):
+            session.run()
+        assert_stopped(dev, session)
