@@ -5,6 +5,10 @@ Every entry (session start, plan, state transition, delivered spots, pass end...
 breaks the chain. The chain head (last sequence number and hash) is also written to a sidecar
 file ``<record>.head`` after every commit, which catches a deleted last row. SQLite runs in WAL
 mode with ``synchronous=FULL``: a committed entry survives SIGKILL and power loss.
+
+Several processes may write one record (two devices of a clinic sharing ``clinic.db``): each
+append takes the file lock ``<record>.lock``, continues the chain from the row last committed
+by anyone, and writes the head file before it lets go.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 GENESIS = "0" * 64
+#: How long an append waits for another process's append to finish (each takes milliseconds).
+WRITE_LOCK_TIMEOUT_S = 10.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -94,41 +102,64 @@ class TreatmentRecord:
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
+        self._file_lock = FileLock(f"{self.path}.lock", timeout=WRITE_LOCK_TIMEOUT_S,
+                                   thread_local=False)
+
+    @contextmanager
+    def _writing(self, reading: bool = False) -> Iterator[None]:
+        """This thread alone, and this process alone among the record's writers. ``reading``:
+        go on without the file lock where it cannot be taken (a record on read-only media,
+        which nobody writes)."""
+        with self._lock:
+            try:
+                self._file_lock.acquire()
+            except (Timeout, OSError) as exc:
+                if not reading:
+                    raise RecordError(f"cannot write to {self.path}: its lock {exc}") from exc
+                yield
+                return
+            try:
+                yield
+            finally:
+                self._file_lock.release()
+
+    def _last(self) -> tuple[int, str]:
+        """Sequence number and hash of the last committed row (0 and GENESIS when empty)."""
         row = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-        self._seq: int
-        self._head: str
-        self._seq, self._head = row if row else (0, GENESIS)
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, session: int, kind: str, **body: Any) -> int:
         """Commit one entry durably (and update the sidecar head); returns its sequence."""
         text = _canonical(body)
-        with self._lock:  # events arrive on the driver's dispatcher thread too
-            seq = self._seq + 1
-            at = time.time()
-            digest = _hash(self._head, seq, session, at, kind, text)
+        with self._writing():
             try:
+                last_seq, head = self._last()
+                seq, at = last_seq + 1, time.time()
+                digest = _hash(head, seq, session, at, kind, text)
                 self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (seq, session, at, kind, text, self._head, digest))
+                                 (seq, session, at, kind, text, head, digest))
             except sqlite3.Error as exc:
                 raise RecordError(f"cannot write to {self.path}: {exc}") from exc
-            self._seq, self._head = seq, digest
-            self._write_head()
+            self._write_head(seq, digest)
         return seq
 
-    def _write_head(self) -> None:
+    def _write_head(self, seq: int, digest: str) -> None:
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(f"{self._seq} {self._head}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.head_path)
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{seq} {digest}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.head_path)
+        except OSError as exc:
+            raise RecordError(f"cannot write {self.head_path}: {exc}") from exc
 
     def new_session(self, **body: Any) -> int:
         """Start a session; returns its id (the sequence number of its first entry)."""
-        with self._lock:
-            session = self._seq + 1
+        with self._writing():
+            session = self._last()[0] + 1
             self.append(session, "session", **body)
         return session
 
@@ -204,7 +235,7 @@ class TreatmentRecord:
 
     def verify(self) -> Verification:
         """Recompute the chain; name every edited, removed or reordered row."""
-        with self._lock:  # not between a row's insert and its head update
+        with self._writing(reading=True):  # not between any writer's insert and head update
             return self._verify()
 
     def _verify(self) -> Verification:
