@@ -7,8 +7,8 @@ file ``<record>.head`` after every commit, which catches a deleted last row. SQL
 mode with ``synchronous=FULL``: a committed entry survives SIGKILL and power loss.
 
 Several processes may write one record (two devices of a clinic sharing ``clinic.db``): each
-append takes the file lock ``<record>.lock``, continues the chain from the row last committed
-by anyone, and writes the head file before it lets go.
+append takes an exclusive lock on ``<record>.lock`` (flock; msvcrt on Windows), continues the
+chain from the row last committed by anyone, and writes the head file before it lets go.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 import zlib
@@ -28,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 GENESIS = "0" * 64
-#: How long an append waits for another process's append to finish (each takes milliseconds).
-WRITE_LOCK_TIMEOUT_S = 10.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -79,6 +82,15 @@ class Verification:
         return not self.problems
 
 
+def _lock_file(fd: int, lock: bool) -> None:
+    """Take (blocking) or drop the exclusive lock of an open file."""
+    if sys.platform == "win32":
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_LOCK if lock else msvcrt.LK_UNLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX if lock else fcntl.LOCK_UN)
+
+
 def _canonical(body: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -103,26 +115,28 @@ class TreatmentRecord:
         except (sqlite3.Error, OSError) as exc:
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
         self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
-        self._file_lock = FileLock(f"{self.path}.lock", timeout=WRITE_LOCK_TIMEOUT_S,
-                                   thread_local=False)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
 
     @contextmanager
     def _writing(self, reading: bool = False) -> Iterator[None]:
-        """This thread alone, and this process alone among the record's writers. ``reading``:
-        go on without the file lock where it cannot be taken (a record on read-only media,
-        which nobody writes)."""
+        """This thread alone, and this process alone among the record's writers (an exclusive
+        lock on ``<record>.lock``, which the system drops if the process dies). ``reading``: go
+        on without it where it cannot be taken (a record on read-only media: nobody writes)."""
         with self._lock:
             try:
-                self._file_lock.acquire()
-            except (Timeout, OSError) as exc:
+                if self._lock_fd is None:
+                    self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                _lock_file(self._lock_fd, True)
+            except OSError as exc:
                 if not reading:
-                    raise RecordError(f"cannot write to {self.path}: its lock {exc}") from exc
+                    raise RecordError(f"cannot lock {self._lock_path}: {exc}") from exc
                 yield
                 return
             try:
                 yield
             finally:
-                self._file_lock.release()
+                _lock_file(self._lock_fd, False)
 
     def _last(self) -> tuple[int, str]:
         """Sequence number and hash of the last committed row (0 and GENESIS when empty)."""
@@ -298,6 +312,10 @@ class TreatmentRecord:
 
     def close(self) -> None:
         self._db.close()
+        with self._lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> TreatmentRecord:
         return self
