@@ -1,13 +1,39 @@
-"""The live progress display of a treatment: one tqdm bar per pass, plain lines off a terminal."""
+"""The live progress displays: a treatment (one tqdm bar per pass, plain lines off a terminal)
+and a thermal screen (one status line on a terminal)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 from tqdm import tqdm
 
 from controller.session import SessionProgress
+from controller.thermal_screen import screen_progress
+
+
+@contextmanager
+def screen_display(stream: TextIO, refresh_s: float = 0.1) -> Iterator[None]:
+    """While the block screens plans: on a terminal, one line with what the thermal model
+    evaluates, how many runs so far and the time (at most every ``refresh_s``; cleared at the
+    end); off a terminal nothing."""
+    if not stream.isatty():
+        yield
+        return
+    bar = tqdm(file=stream, leave=False, ncols=100, mininterval=refresh_s,
+               bar_format="thermal screen: {desc} ({n_fmt} model runs, {elapsed})")
+
+    def show(what: str) -> None:
+        bar.set_description_str(what, refresh=False)
+        bar.update()
+
+    try:
+        with screen_progress(show):
+            yield
+    finally:
+        bar.close()
 
 
 def _interlocks(p: SessionProgress) -> str:

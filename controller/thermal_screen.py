@@ -10,12 +10,19 @@ after pass k includes the heat and lesions of passes 0..k, and of every pass of 
 its own handpiece's calibration). A plan is within the limit when no pass damages more than
 the handpiece's ``max_reservoir_damage_fraction`` of the reservoir.
 Model and limits: docs/thermal_model.md (a screening model, not a histology prediction).
+
+Screens take seconds to minutes (a 10-pass plan is 55 model runs, its suggestions more):
+inside ``with screen_progress(callback):`` every model run first calls ``callback`` with what
+it evaluates, e.g. ``"plan 0, pass 3 of 10"`` or ``"suggestion thermal-spread order, pass 1 of
+10"``, so that a caller can show progress.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +44,36 @@ from controller.thermal import (
 MAX_WAIT_S = 300.0
 #: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion.
 DENSITY_TRIES = 4
+
+_progress: ContextVar[Callable[[str], None] | None] = ContextVar("screen_progress", default=None)
+_subject: ContextVar[str] = ContextVar("screen_subject", default="")
+
+
+@contextmanager
+def screen_progress(callback: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, every model run of a screen first calls ``callback(what)``."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+@contextmanager
+def screening(subject: str) -> Iterator[None]:
+    """Name what the model runs within the block evaluate (e.g. ``"plan 1"``; nested names
+    join: ``"plan 1, suggestion thermal-spread order"``)."""
+    token = _subject.set(", ".join(s for s in (_subject.get(), subject) if s))
+    try:
+        yield
+    finally:
+        _subject.reset(token)
+
+
+def _report(what: str) -> None:
+    callback = _progress.get()
+    if callback is not None:
+        callback(", ".join(s for s in (_subject.get(), what) if s))
 
 
 @dataclass(frozen=True)
@@ -184,6 +221,7 @@ def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = 
     first_pass = sum(len(q.metrics.passes) for q in earlier)
     passes = []
     for k in range(len(plan.metrics.passes)):
+        _report(f"pass {k + 1} of {len(plan.metrics.passes)}")
         upto = spots.first + plan.pass_slice(k).stop
         res = simulate_pass(spots.x_um[:upto], spots.y_um[:upto], spots.t_s[:upto],
                             spots.heat_uj[:upto], spots.lesion_radius_um[:upto], params)
@@ -212,11 +250,11 @@ def _suggestions(screen: PlanThermal) -> list[str]:
     n_passes = len(screen.passes)
     if n_passes > 1 and screen.passes[0].ok:
         out.append(f"fewer passes: {len(passing)} of {n_passes} stay within the limit")
-        alone = all(_single_pass_ok(screen, k) for k in range(n_passes))
+        with screening("suggestion fewer passes"):
+            alone = all(_single_pass_ok(screen, k) for k in range(n_passes))
         if alone:
             trials: list[Trial] = []
-            wait_s = search_wait(lambda w: _trial(f"wait {w:.1f} s",
-                                                  _rescreen(screen, plan, w)),
+            wait_s = search_wait(lambda w: _trial(f"wait {w:.1f} s", _waited(screen, w)),
                                  trials, MAX_WAIT_S, 0.5)
             if wait_s is not None:
                 out.append(f"or wait {wait_s:.1f} s between passes (pass_wait_s = {wait_s:.1f}"
@@ -230,7 +268,8 @@ def _suggestions(screen: PlanThermal) -> list[str]:
         except SettingsError as exc:
             out.append(f"thermal-spread order is not possible here ({exc})")
         else:
-            trial = _trial("thermal-spread", _rescreen(screen, spread))
+            with screening("suggestion thermal-spread order"):
+                trial = _trial("thermal-spread", _rescreen(screen, spread))
             verdict = "within the limit" if trial.passes else "still exceeds it"
             out.append(f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
                        f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
@@ -238,10 +277,16 @@ def _suggestions(screen: PlanThermal) -> list[str]:
     return out
 
 
+def _waited(screen: PlanThermal, wait_s: float) -> PlanThermal:
+    with screening(f"suggestion wait {wait_s:.1f} s"):
+        return _rescreen(screen, screen.plan, wait_s)
+
+
 def _single_pass_ok(screen: PlanThermal, k: int) -> bool:
     """Does pass k alone (no earlier heat) stay within the limit?"""
     if k == 0 and not screen.earlier:
         return screen.passes[0].ok
+    _report(f"pass {k + 1} alone")
     spots = spot_heat(screen.plan, screen.handpiece, screen.inter_pass_gap_s)
     sl = screen.plan.pass_slice(k)
     res = simulate_pass(spots.x_um[sl], spots.y_um[sl], spots.t_s[sl], spots.heat_uj[sl],
@@ -264,7 +309,9 @@ def _density_suggestion(screen: PlanThermal) -> str:
                               screen.plan.timing, screen.plan.seed)
         except SettingsError as exc:
             return f"lowering the density far enough is not possible ({exc})"
-        if _rescreen(screen, plan).ok:
+        with screening(f"suggestion coverage {target:.1f} %"):
+            ok = _rescreen(screen, plan).ok
+        if ok:
             return (f"or lower the density by {100.0 * (1.0 - scale):.0f} % (coverage "
                     f"{coverage:.1f} % -> {target:.1f} %, evaluated: within the limit)")
         scale *= 0.85

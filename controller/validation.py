@@ -18,7 +18,7 @@ import numpy as np
 
 from controller.errors import SettingsError
 from controller.scanpath import Plan
-from controller.thermal_screen import PlanThermal, screen_plan
+from controller.thermal_screen import PlanThermal, screen_plan, screening
 from drivers.info import DeviceLimits
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
 
@@ -148,7 +148,8 @@ class ThermalCheck:
         if self.screen is None:
             return (f"{head}the model could not evaluate it ({self.error})",)
         try:
-            reasons = self.screen.rejection_reasons()
+            with screening(f"plan {self.plan_index}"):
+                reasons = self.screen.rejection_reasons()
         except SettingsError as exc:  # a suggestion's variant is beyond the model's range
             worst = max(self.screen.passes, key=lambda p: p.damaged_reservoir_fraction)
             reasons = [f"{100.0 * worst.damaged_reservoir_fraction:.1f} % of the reservoir "
@@ -169,9 +170,10 @@ def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[Therm
             checks.append(ThermalCheck(k, None, unlimited=True))
             continue
         try:
-            checks.append(ThermalCheck(k, screen_plan(plan, plan.settings.handpiece,
-                                                      inter_pass_gap_s=pass_wait_s,
-                                                      earlier=plans[:k])))
+            with screening(f"plan {k}"):
+                screen = screen_plan(plan, plan.settings.handpiece, inter_pass_gap_s=pass_wait_s,
+                                     earlier=plans[:k])
+            checks.append(ThermalCheck(k, screen))
         except SettingsError as exc:
             checks.append(ThermalCheck(k, None, str(exc)))
     return checks

@@ -11,7 +11,7 @@ from controller.commands.plan import EXIT_REJECTED, fail, format_table, pass_row
 from controller.commands.report import draw_session_report
 from controller.commands.run import EXIT
 from controller.errors import SettingsError
-from controller.progress import ProgressDisplay
+from controller.progress import ProgressDisplay, screen_display
 from controller.record import TreatmentRecord
 from controller.script import TreatmentScript, load_script
 from controller.session import TreatmentSession, timing_for
@@ -73,10 +73,11 @@ def _deliver(script: TreatmentScript, device: Device, url: str, out: Path) -> in
             display = ProgressDisplay(sys.stderr)
             rejected: PlanRejected | None
             try:
-                session = TreatmentSession(device, plans, record, operator=script.operator,
-                                           patient_ref=script.patient_ref,
-                                           on_progress=display.update,
-                                           pass_wait_s=script.pass_wait_s)
+                with screen_display(sys.stderr):
+                    session = TreatmentSession(device, plans, record, operator=script.operator,
+                                               patient_ref=script.patient_ref,
+                                               on_progress=display.update,
+                                               pass_wait_s=script.pass_wait_s)
             except PlanRejected as exc:
                 thermal, rejected = exc.thermal, exc
             else:

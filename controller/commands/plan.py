@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from controller.commands import add_command
 from controller.errors import SettingsError
+from controller.progress import screen_display
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, describe_pattern, load_script, span
 from controller.timing import GalvoTiming
@@ -169,11 +170,12 @@ def check(plans: list[Plan], pass_wait_s: float = 0.0
           ) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
     """Borderline warnings and violations of the plans against the clinical envelope and the
     thermal screen (passes ``pass_wait_s`` apart), and the thermal check of each plan."""
-    thermal = check_thermal(plans, pass_wait_s)
-    try:
-        return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
-    except PlanRejected as exc:
-        return [], [str(v) for v in exc.violations] + exc.extra, thermal
+    with screen_display(sys.stderr):
+        thermal = check_thermal(plans, pass_wait_s)
+        try:
+            return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
+        except PlanRejected as exc:
+            return [], [str(v) for v in exc.violations] + exc.extra, thermal
 
 
 def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTiming,

@@ -14,7 +14,7 @@ from types import FrameType
 from controller.commands import add_command, bounded
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
-from controller.progress import ProgressDisplay
+from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
 from controller.script import load_script
 from controller.session import SessionOutcome, TreatmentSession, timing_for
@@ -120,12 +120,13 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(exc))
         display = ProgressDisplay(sys.stderr)
         try:
-            session = TreatmentSession(
-                device, plans, record, operator=args.operator or script.operator,
-                patient_ref=script.patient_ref, on_progress=display.update,
-                reconnect=lambda: open_device(url), session_id=args.resume,
-                start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
-        except (PlanRejected, SettingsError) as exc:
+            with screen_display(sys.stderr):
+                session = TreatmentSession(
+                    device, plans, record, operator=args.operator or script.operator,
+                    patient_ref=script.patient_ref, on_progress=display.update,
+                    reconnect=lambda: open_device(url), session_id=args.resume,
+                    start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
+        except (PlanRejected, SettingsError, RecordError) as exc:
             return fail(str(exc))
         print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
         print(format_table(pass_rows(plans, session.thermal), sys.stdout))
