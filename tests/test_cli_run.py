@@ -106,10 +106,13 @@ def test_sigkill_mid_pass_loses_nothing_and_resumes(tmp_path: Path) -> None:
     with serve_pty(config) as served:
         cmd = [sys.executable, "-m", "controller.cli", "run", str(script), "--device",
                served.path, "--yes", "--record", str(db)]
-        host = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = tmp_path / "host.log"
+        with open(log, "w", encoding="utf-8") as err:
+            host = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while _delivered(db) < 80 and time.monotonic() < deadline and host.poll() is None:
             time.sleep(0.02)
+        assert host.poll() is None, "the host ended before the kill:\n" + log.read_text()
         os.kill(host.pid, signal.SIGKILL)
         host.wait()
         killed_at = _delivered(db)
