@@ -161,6 +161,10 @@ class PlanThermal:
     def peak_reservoir_rise_k(self) -> float:
         return max(p.peak_reservoir_rise_k for p in self.passes)
 
+    def session_pass(self, result: PassThermal) -> int:
+        """A pass's number in the session (from 0, earlier plans' passes first)."""
+        return sum(len(q.metrics.passes) for q in self.earlier) + result.pass_index
+
     def rejection_reasons(self) -> list[str]:
         """Why the plan exceeds the limit, with the numbers, and what would bring it within:
         each suggestion was evaluated by the model. Empty when the plan is within the limit.
@@ -169,9 +173,9 @@ class PlanThermal:
         if self.ok:
             return []
         first_bad = next(p for p in self.passes if not p.ok)
-        number = sum(len(q.metrics.passes) for q in self.earlier) + first_bad.pass_index
         reasons = [
-            f"pass {number}: {100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
+            f"pass {self.session_pass(first_bad)}: "
+            f"{100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
             f" of the reservoir reaches thermal damage (Arrhenius Ω ≥ "
             f"{self.params.damage_omega:g}; peak rise {first_bad.peak_reservoir_rise_k:.1f} K);"
             f" the handpiece allows {100.0 * self.max_damaged_fraction:.1f} %"
@@ -213,8 +217,11 @@ def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:
 
 
 def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = None,
-                inter_pass_gap_s: float = 0.0, earlier: Sequence[Plan] = ()) -> PlanThermal:
-    """Run the thermal model after every pass of ``plan`` (see the module docstring)."""
+                inter_pass_gap_s: float = 0.0, earlier: Sequence[Plan] = (),
+                until_failure: bool = False) -> PlanThermal:
+    """Run the thermal model after every pass of ``plan`` (see the module docstring).
+    ``until_failure``: stop after the first pass beyond the limit (enough for a verdict:
+    ``passes`` then ends with it)."""
     spots = spot_heat(plan, handpiece, inter_pass_gap_s, earlier)
     params = params or default_params(spots, plan.settings.resolved_density.pitch_um)
     limit = handpiece.max_reservoir_damage_fraction
@@ -227,6 +234,8 @@ def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = 
                             spots.heat_uj[:upto], spots.lesion_radius_um[:upto], params)
         passes.append(PassThermal(k, float(spots.pass_start_s[first_pass + k]), res,
                                   res.within_limit(limit)))
+        if until_failure and not passes[-1].ok:
+            break
     return PlanThermal(plan, handpiece, params, inter_pass_gap_s, limit, tuple(passes),
                        tuple(earlier))
 
@@ -238,8 +247,10 @@ def _trial(name: str, screen: PlanThermal) -> Trial:
 
 
 def _rescreen(screen: PlanThermal, plan: Plan, gap_s: float | None = None) -> PlanThermal:
+    """A variant's verdict: screened until its first pass beyond the limit."""
     return screen_plan(plan, screen.handpiece, screen.params,
-                       screen.inter_pass_gap_s if gap_s is None else gap_s, screen.earlier)
+                       screen.inter_pass_gap_s if gap_s is None else gap_s, screen.earlier,
+                       until_failure=True)
 
 
 def _suggestions(screen: PlanThermal) -> list[str]:
@@ -268,13 +279,23 @@ def _suggestions(screen: PlanThermal) -> list[str]:
         except SettingsError as exc:
             out.append(f"thermal-spread order is not possible here ({exc})")
         else:
-            with screening("suggestion thermal-spread order"):
-                trial = _trial("thermal-spread", _rescreen(screen, spread))
-            verdict = "within the limit" if trial.passes else "still exceeds it"
-            out.append(f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
-                       f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
+            out.append(_spread_suggestion(screen, spread))
     out.append(_density_suggestion(screen))
     return out
+
+
+def _spread_suggestion(screen: PlanThermal, spread: Plan) -> str:
+    """The plan in thermal-spread order, screened (unless it fires the same way)."""
+    if all(np.array_equal(getattr(spread, f), getattr(screen.plan, f))
+           for f in ("x_um", "y_um", "fire_time_us")):
+        return "thermal-spread order fires this pattern in the same order and times here"
+    with screening("suggestion thermal-spread order"):
+        spread_screen = _rescreen(screen, spread)
+    trial = _trial("thermal-spread", spread_screen)
+    verdict = ("within the limit" if trial.passes else "still exceeds it in pass "
+               f"{spread_screen.session_pass(spread_screen.passes[-1])}")
+    return (f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
+            f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
 
 
 def _waited(screen: PlanThermal, wait_s: float) -> PlanThermal:

@@ -182,3 +182,37 @@ def test_injury_map_renders(handpiece: Handpiece, tmp_path) -> None:
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # an image, not a blank frame
     xmin, xmax, _, _ = ax.images[-1].get_extent()
     assert xmax - xmin == pytest.approx((result.extent_um[1] - result.extent_um[0]) * 1e-3)
+
+
+def test_a_variant_is_screened_until_its_first_failing_pass(
+        strict: tuple[Plan, Handpiece, TissueParams]) -> None:
+    _, handpiece, params = strict
+    plan = small_plan(handpiece, passes=3)
+    full = screen_plan(plan, handpiece, params)
+    fails = [p.ok for p in full.passes].index(False)
+    assert fails < 2  # a later pass exists that the early stop skips
+    early = screen_plan(plan, handpiece, params, until_failure=True)
+    assert len(early.passes) == fails + 1 and not early.ok and not full.ok
+    for a, b in zip(early.passes, full.passes, strict=False):
+        assert a.ok == b.ok
+        np.testing.assert_allclose(a.result.damage, b.result.damage, rtol=1e-12)  # threads
+    loose = replace(params, damage_omega=1e9)
+    assert len(screen_plan(plan, handpiece, loose, until_failure=True).passes) == 3
+
+
+def test_thermal_spread_that_fires_the_same_way_is_not_screened(
+        strict: tuple[Plan, Handpiece, TissueParams]) -> None:
+    from controller.settings import ScanOrder
+
+    _, handpiece, params = strict
+    plan = build_plan(replace(small_plan(handpiece).settings, order=ScanOrder(kind="interlaced"),
+                              density=DensitySpec(coverage_pct=25.0),
+                              pattern=Pattern("square", width_mm=4.0)))
+    spread = build_plan(replace(plan.settings, order=ScanOrder(kind="thermal-spread")))
+    # 3x3 sub-grids at this pitch as well, and the neighbours far enough apart in time
+    assert np.array_equal(spread.order, plan.order)
+    assert np.array_equal(spread.fire_time_us, plan.fire_time_us)
+    screen = screen_plan(plan, handpiece, params)
+    assert not screen.ok
+    assert "thermal-spread order fires this pattern in the same order and times here" in \
+        screen.rejection_reasons()
