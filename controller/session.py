@@ -117,6 +117,9 @@ class TreatmentSession:
                  reconnect: Callable[[], Device] | None = None,
                  session_id: int | None = None, start_wait_s: float = 30.0,
                  pass_wait_s: float = 0.0) -> None:
+        if not plans or not all(isinstance(p, Plan) for p in plans):
+            raise SettingsError("plans", plans if not plans else [type(p).__name__ for p in plans],
+                                "a list of at least one Plan (from build_plan or plan_for_device)")
         self.device = device
         self.plans = plans
         self.record = record

@@ -58,3 +58,12 @@ def test_a_time_span_too_long_is_refused() -> None:
         simulate_pass(**spots(np.array([0.0, 200.0]), np.array([0.0, 1.01 * MAX_SPAN_S])),
                       params=TissueParams())
     assert caught.value.field == "t_s" and f"{MAX_SPAN_S:g} s" in caught.value.allowed
+
+
+@pytest.mark.parametrize("plans", [[], ["plan"], [None]])
+def test_a_session_needs_plans(tmp_path, plans: list) -> None:
+    with open_device(f"sim://?{FAST}") as dev, TreatmentRecord(tmp_path / "t.db") as record:
+        with pytest.raises(SettingsError) as caught:
+            TreatmentSession(dev, plans, record, operator="t", patient_ref="p")
+        assert caught.value.field == "plans" and "at least one Plan" in caught.value.allowed
+        assert record.sessions() == [] and len(dev.simulator.device.ground_truth) == 0
