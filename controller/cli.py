@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status after Ctrl-C outside a delivery (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``co2scan`` console script; returns the process exit code."""
     parser = build_parser()
@@ -48,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `co2scan plan x.toml | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside a delivery (which pauses instead)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -98,3 +98,13 @@ def test_simulator_ports(capsys: pytest.CaptureFixture[str]) -> None:
         port = str(closed.getsockname()[1])
         assert "no simulator control port" in error_of(capsys, ["sim", "status", "--control",
                                                                 port], 1)
+
+
+def test_ctrl_c_outside_a_delivery_exits_130(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("controller.commands.plan.check_thermal", interrupted)
+    assert main(["plan", EXAMPLE]) == 130
+    assert "interrupted" in capsys.readouterr().err
