@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,13 +35,6 @@ def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
     return TreatmentSettings(unscreened(), Pattern("square", size_mm),
                              DensitySpec(coverage_pct=coverage), depth_um=depth_um,
                              passes=PassSettings(passes))
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
-    rec = TreatmentRecord(tmp_path / "treatments.db")
-    yield rec
-    rec.close()
 
 
 def session_for(dev: Device, rec: TreatmentRecord, **kwargs) -> TreatmentSession:

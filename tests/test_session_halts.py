@@ -4,8 +4,6 @@ session stops emission at once; a resume later records what the device fired mea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +15,6 @@ from tests.test_session import assert_record_equals_truth, session_for
 
 REALTIME = "sim://?pre_emission_ms=20&footswitch=down&seed=5&clock=realtime"
 PLAN = {"size_mm": 8.0, "passes": 1}
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
-    rec = TreatmentRecord(tmp_path / "treatments.db")
-    yield rec
-    rec.close()
 
 
 def assert_stopped(dev: Device, session: TreatmentSession) -> int:

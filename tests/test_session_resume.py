@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from drivers import open_device
 from tests.test_cli_run import FAST as CLI_FAST
 from tests.test_cli_run import SCRIPT
 from tests.test_session import FAST, session_for
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Iterator[TreatmentRecord]:
-    rec = TreatmentRecord(tmp_path / "treatments.db")
-    yield rec
-    rec.close()
 
 
 def refused(rec: TreatmentRecord, session_id: object, **kwargs) -> SettingsError:
