@@ -17,7 +17,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +95,10 @@ class SessionOutcome:
     delivered: dict[int, int] = field(default_factory=dict)
 
 
+class SessionBusy(RuntimeError):
+    """run(), abort() or operator_reset() called while another of them is under way."""
+
+
 class SessionStop(Exception):
     """Internal: the pass ended for a reason that ends ``run``."""
 
@@ -138,6 +142,7 @@ class TreatmentSession:
             self._check_resumable(session_id)
         self._pause = threading.Event()
         self._abort = threading.Event()
+        self._delivering = threading.Lock()  # run(), abort() and operator_reset() exclusive
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         self._unsubscribe = device.subscribe(self._on_event)
@@ -218,8 +223,24 @@ class TreatmentSession:
                            warnings=[str(w) for w in self.warnings])
         self.warnings = []
 
+    @contextlib.contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        """One of run(), abort(), operator_reset() at a time: a second caller (another
+        thread, a double click) is refused instead of commanding the device alongside."""
+        if not self._delivering.acquire(blocking=False):
+            raise SessionBusy(f"{what} refused: this session is delivering in run() "
+                              "(use request_pause() or request_abort())")
+        try:
+            yield
+        finally:
+            self._delivering.release()
+
     def abort(self) -> SessionOutcome:
         """End the session now (e.g. after an operator pause): emission off, pass aborted."""
+        with self._exclusive("abort()"):
+            return self._abort_now()
+
+    def _abort_now(self) -> SessionOutcome:
         status = self._status()
         if status.state in (State.READY, State.ARMED, State.EMITTING, State.PAUSED):
             self.device.abort()
@@ -234,6 +255,10 @@ class TreatmentSession:
 
     def operator_reset(self) -> None:
         """Explicit operator reset of a device fault (needs key on and interlocks closed)."""
+        with self._exclusive("operator_reset()"):
+            self._reset_fault()
+
+    def _reset_fault(self) -> None:
         self.record.append(self.session_id, "operator_reset")
         self.device.reset_fault()
         self.mirror.on_status(self.device.status())
@@ -254,6 +279,10 @@ class TreatmentSession:
 
     def run(self) -> SessionOutcome:
         """Deliver every pass not yet complete; returns why it stopped."""
+        with self._exclusive("run()"):
+            return self._run()
+
+    def _run(self) -> SessionOutcome:
         if self.warnings:
             raise DeviceError("borderline warnings must be acknowledged first: "
                               + "; ".join(str(w) for w in self.warnings))

@@ -3,12 +3,13 @@ session stops emission at once; a resume later records what the device fired mea
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from controller.record import RecordError, TreatmentRecord
-from controller.session import SessionProgress, TreatmentSession
+from controller.session import SessionBusy, SessionProgress, TreatmentSession
 from drivers import Device, open_device
 from drivers.protocol.messages import State
 from tests.test_session import assert_record_equals_truth, session_for
@@ -64,3 +65,21 @@ def test_an_exception_in_the_callers_progress_callback_stops_emission(
         with pytest.raises(ValueError, match="service script"):
             session.run()
         assert_stopped(dev, session)
+
+
+def test_a_second_caller_is_refused_while_run_delivers(record: TreatmentRecord) -> None:
+    with open_device("sim://?pre_emission_ms=20&footswitch=up&seed=5") as dev:
+        session = session_for(dev, record, plan=PLAN, start_wait_s=1.0)
+        outcomes: list[str] = []
+        first = threading.Thread(target=lambda: outcomes.append(session.run().status))
+        first.start()
+        deadline = time.monotonic() + 5.0
+        while not session._delivering.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for call in (session.run, session.abort, session.operator_reset):
+            with pytest.raises(SessionBusy, match="request_pause"):
+                call()
+        first.join()
+        assert outcomes == ["waiting"]  # the first run ended on its own: footswitch never down
+        assert session.abort().status == "aborted"  # free again
+        assert len(dev.simulator.device.ground_truth) == 0
