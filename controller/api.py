@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.errors import SettingsError
 from controller.handpiece import available_handpieces, get_handpiece, load_handpiece
-from controller.record import TreatmentRecord
+from controller.record import RecordError, TreatmentRecord
 from controller.scanpath import Plan, build_plan
 from controller.script import load_script
 from controller.session import (
+    SessionBusy,
     SessionOutcome,
     SessionProgress,
     TreatmentSession,
@@ -67,8 +69,8 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
 
 __all__ = [
     "ClinicalEnvelope", "DensitySpec", "Device", "DeviceError", "Feathering", "PassSettings",
-    "Pattern", "Plan", "PlanRejected", "ScanOrder", "SessionOutcome", "SessionProgress",
-    "TreatmentRecord", "TreatmentSession", "TreatmentSettings", "available_handpieces",
-    "build_plan", "get_handpiece", "load_handpiece", "load_script", "open_device",
-    "plan_for_device", "timing_for", "treat", "validate_plans",
+    "Pattern", "Plan", "PlanRejected", "RecordError", "ScanOrder", "SessionBusy", "SessionOutcome",
+    "SessionProgress", "SettingsError", "TreatmentRecord", "TreatmentSession", "TreatmentSettings",
+    "available_handpieces", "build_plan", "get_handpiece", "load_handpiece", "load_script",
+    "open_device", "plan_for_device", "timing_for", "treat", "validate_plans",
 ]
