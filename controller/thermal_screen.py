@@ -152,6 +152,9 @@ class PlanThermal:
     max_damaged_fraction: float
     passes: tuple[PassThermal, ...]
     earlier: tuple[Plan, ...] = ()
+    #: ``params`` are the defaults sized for this plan (none were given): a changed plan
+    #: gets its own (window from its pitch), as screening it on its own would.
+    params_auto: bool = False
 
     @property
     def ok(self) -> bool:
@@ -223,6 +226,7 @@ def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = 
     ``until_failure``: stop after the first pass beyond the limit (enough for a verdict:
     ``passes`` then ends with it)."""
     spots = spot_heat(plan, handpiece, inter_pass_gap_s, earlier)
+    auto = params is None
     params = params or default_params(spots, plan.settings.resolved_density.pitch_um)
     limit = handpiece.max_reservoir_damage_fraction
     first_pass = sum(len(q.metrics.passes) for q in earlier)
@@ -237,7 +241,7 @@ def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = 
         if until_failure and not passes[-1].ok:
             break
     return PlanThermal(plan, handpiece, params, inter_pass_gap_s, limit, tuple(passes),
-                       tuple(earlier))
+                       tuple(earlier), auto)
 
 
 def _trial(name: str, screen: PlanThermal) -> Trial:
@@ -247,8 +251,9 @@ def _trial(name: str, screen: PlanThermal) -> Trial:
 
 
 def _rescreen(screen: PlanThermal, plan: Plan, gap_s: float | None = None) -> PlanThermal:
-    """A variant's verdict: screened until its first pass beyond the limit."""
-    return screen_plan(plan, screen.handpiece, screen.params,
+    """A variant's verdict: screened until its first pass beyond the limit, with the
+    parameters it would be screened with on its own."""
+    return screen_plan(plan, screen.handpiece, None if screen.params_auto else screen.params,
                        screen.inter_pass_gap_s if gap_s is None else gap_s, screen.earlier,
                        until_failure=True)
 

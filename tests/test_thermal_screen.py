@@ -216,3 +216,17 @@ def test_thermal_spread_that_fires_the_same_way_is_not_screened(
     assert not screen.ok
     assert "thermal-spread order fires this pattern in the same order and times here" in \
         screen.rejection_reasons()
+
+
+def test_a_variant_gets_the_parameters_it_would_get_on_its_own(handpiece: Handpiece) -> None:
+    from controller.thermal_screen import _rescreen
+
+    plan = small_plan(handpiece, passes=1)
+    sparser = build_plan(replace(plan.settings, density=DensitySpec(coverage_pct=4.0)))
+    auto = screen_plan(plan, handpiece)
+    assert auto.params_auto
+    own = screen_plan(sparser, handpiece).params
+    assert own.window_um > auto.params.window_um  # sized from the sparser pitch
+    assert _rescreen(auto, sparser).params == own
+    given = screen_plan(plan, handpiece, auto.params)
+    assert not given.params_auto and _rescreen(given, sparser).params == auto.params
