@@ -34,6 +34,8 @@ from tests.handpieces import unscreened
 
 #: Two back-to-back raster passes at 30 % coverage and 600 µm on 2 mm: bulk heating.
 HOT = '[[pass]]\nsize_mm = 2\ndensity_percent = 30\ndepth_um = 600\norder = "raster"\n' * 2
+#: One raster pass at 30 % and 300 µm on 2 mm: about 59 % of the reservoir damaged.
+WARM = '[[pass]]\nsize_mm = 2\ndensity_percent = 30\ndepth_um = 300\norder = "raster"\n'
 #: A few sparse spots.
 SMALL = '[[pass]]\nsize_mm = 2\npitch_um = 500\ndepth_um = 200\n' * 2
 FAST = "sim://?footswitch=down&pre_emission_ms=20&seed=3"
@@ -340,3 +342,34 @@ def test_a_handpiece_without_a_thermal_limit_is_not_screened() -> None:
                                         DensitySpec(pitch_um=130.0), depth_um=300.0))
     (check,) = validation.check_thermal([plan])
     assert check.unlimited and check.screen is None and check.rejections == ()
+
+
+@pytest.mark.parametrize(("limit_over_damage", "outcome"), [
+    (1.05, "warning"),  # within the limit, above 0.9 of it
+    (1.3, "clean"),  # well within
+    (0.95, "rejected"),
+])
+def test_damage_just_within_the_limit_is_a_borderline_warning(limit_over_damage: float,
+                                                              outcome: str) -> None:
+    """The model can read slow plans' damage low (docs/thermal_model.md, Limits), so a pass
+    within the last tenth below its limit asks the operator to acknowledge it."""
+    plan = plans_of(WARM)[0]
+    damaged = max(p.damaged_reservoir_fraction for p in screen_plan(
+        plan, plan.settings.handpiece).passes)
+    assert 0.0 < damaged < 0.7
+    handpiece = replace(plan.settings.handpiece,
+                        max_reservoir_damage_fraction=damaged * limit_over_damage)
+    plan = build_plan(replace(plan.settings, handpiece=handpiece), plan.timing, plan.seed)
+    envelope = replace(ClinicalEnvelope.load(), max_combined_coverage_percent=100.0,
+                       max_coverage_percent=100.0, max_cumulative_fluence_j_cm2=1e6)
+    if outcome == "rejected":
+        with pytest.raises(PlanRejected, match="thermal screen of plan 0"):
+            validate_plans([plan], envelope)
+        return
+    thermal = [w for w in validate_plans([plan], envelope) if w.rule == "thermal screen"]
+    if outcome == "clean":
+        assert thermal == []
+    else:
+        assert [w.field for w in thermal] == ["pass[0].damaged_reservoir_percent"]
+        assert thermal[0].value == pytest.approx(100.0 * damaged, rel=1e-6)
+        assert thermal[0].limit == pytest.approx(100.0 * damaged * limit_over_damage)
