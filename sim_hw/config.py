@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from drivers.protocol.messages import KEY_SIZE
+from drivers.protocol.messages import BY_NAME, KEY_SIZE
 
 #: The simulator's documented development key (never a real device's key).
 DEV_KEY = b"co2scan-sim-dev-key".ljust(KEY_SIZE, b"\0")
@@ -89,6 +89,13 @@ class SimConfig:
             raise ValueError("usable LSB range must satisfy 0 <= min <= max <= 65535")
         if not 1 <= self.rep_rate_hz <= self.rep_rate_max_hz:
             raise ValueError(f"rep_rate_hz={self.rep_rate_hz} outside 1..{self.rep_rate_max_hz}")
+        for f in BY_NAME["IDENTIFY_REPLY"].fields:  # what the device reports must fit the wire
+            bounds, value = f.bounds(), getattr(self, f.name, None)
+            if bounds is None or not isinstance(value, int):
+                continue
+            if not bounds[0] <= value <= bounds[1]:
+                raise ValueError(f"{f.name}={value} outside {bounds[0]}..{bounds[1]} "
+                                 "(IDENTIFY_REPLY)")
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> SimConfig:

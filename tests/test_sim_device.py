@@ -663,3 +663,15 @@ def test_ground_truth_of_a_million_spots_stays_cheap() -> None:
     assert spots is truth.array  # cached until the next spot
     assert (np.diff(spots["index"].astype(np.int64)) == 1).all()
     assert len(truth.indices(pass_index=2)) == 1_000_000 and len(truth.indices(0)) == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("pre_emission_ms", -5), ("watchdog_ms", 70_000),
+                                              ("buffer_spots", 2**32), ("max_stack", 256)])
+def test_a_config_its_identify_reply_cannot_carry_is_refused(field: str, value: int) -> None:
+    """Else the simulator's serving loop died encoding IDENTIFY_REPLY and the host timed out."""
+    with pytest.raises(ValueError, match=rf"{field}={value} outside 0\.\.\d+ \(IDENTIFY_REPLY\)"):
+        SimConfig.from_query({field: str(value)})
+    from drivers import TransportURLError, open_device
+
+    with pytest.raises(TransportURLError, match=field):
+        open_device(f"sim://?{field}={value}")
