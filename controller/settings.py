@@ -262,6 +262,9 @@ class DensitySpec:
 
 #: Longest cooling wait between passes (s): scripts and sessions accept 0..this.
 MAX_PASS_WAIT_S = 600.0
+#: Most vertices of a polygon outline: over four times the 223 sides of the largest circle
+#: (the simple-polygon check is quadratic: 0.6 s at this size, a minute at 5,000).
+MAX_POLYGON_VERTICES = 1000
 #: Polygon vertices are rounded to this many decimals of a millimetre (1 nm).
 VERTEX_DECIMALS = 6
 
@@ -303,6 +306,9 @@ class Pattern:
         v = self.vertices_mm
         if v is None or len(v) < 3 or any(len(p) != 2 for p in v):
             raise SettingsError("pattern.vertices_mm", v, "3 or more (x, y) vertices")
+        if len(v) > MAX_POLYGON_VERTICES:
+            raise SettingsError("pattern.vertices_mm", f"{len(v)} vertices",
+                                f"at most {MAX_POLYGON_VERTICES} (x, y) vertices")
         for p in v:
             for c in p:
                 number("pattern.vertices_mm", c, -math.inf, math.inf, unit="mm")

@@ -150,3 +150,19 @@ def test_good_settings_resolve_all_three_density_forms() -> None:
     assert s.resolved_density.pitch_um == pytest.approx(500.0)
     assert s.resolved_density.coverage_pct == pytest.approx(4.5239, rel=1e-4)
     assert s.min_spacing_um == pytest.approx(400.0)
+
+
+def test_a_polygon_has_at_most_max_polygon_vertices() -> None:
+    """The simple-polygon check is quadratic: 5,000 vertices took a minute to plan."""
+    from controller.settings import MAX_POLYGON_VERTICES
+
+    def ring(n: int) -> tuple[tuple[float, float], ...]:
+        return tuple((5.0 * math.cos(2 * math.pi * k / n), 5.0 * math.sin(2 * math.pi * k / n))
+                     for k in range(n))
+
+    assert len(Pattern("polygon", vertices_mm=ring(MAX_POLYGON_VERTICES)).vertices_mm or ()) \
+        == MAX_POLYGON_VERTICES
+    with pytest.raises(SettingsError) as caught:
+        Pattern("polygon", vertices_mm=ring(MAX_POLYGON_VERTICES + 1))
+    assert caught.value.field == "pattern.vertices_mm"
+    assert f"at most {MAX_POLYGON_VERTICES}" in caught.value.allowed
