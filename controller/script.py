@@ -70,6 +70,8 @@ from controller.settings import (
 )
 from controller.timing import GalvoTiming
 
+#: Largest treatment script read (a 1,000-vertex polygon takes about 30 kB).
+MAX_SCRIPT_BYTES = 1_000_000
 PASS_DEFAULTS_FILE = Path(__file__).parent / "data" / "pass_defaults.toml"
 DEFAULT_DEVICE_URL = "sim://"
 
@@ -467,11 +469,15 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
 def load_script(path: str | Path) -> TreatmentScript:
     """Read and validate a treatment script; raises ScriptError (key, line, value, allowed)."""
     path = Path(path)
+    allowed = f"a readable UTF-8 TOML file of at most {MAX_SCRIPT_BYTES:,} bytes"
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCRIPT_BYTES + 1)  # /dev/zero, a huge file: no further
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScriptError(path, None, "script", str(path), "a readable UTF-8 TOML file",
-                          str(exc)) from exc
+        raise ScriptError(path, None, "script", str(path), allowed, str(exc)) from exc
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise ScriptError(path, None, "script", str(path), allowed, "larger")
     return parse_script(text, path)
 
 

@@ -227,3 +227,16 @@ def test_the_examples_cover_the_clinical_goals() -> None:
     assert surface.feathering is not None and surface.depth_um <= 200
     rapid = load_script(EXAMPLES[1]).plans()[0]
     assert rapid.metrics.combined_reservoir_fraction > 0.95
+
+
+def test_a_script_larger_than_the_limit_is_not_read_to_its_end(tmp_path: Path) -> None:
+    """/dev/zero (or a huge file) was read until memory ran out."""
+    from controller.script import MAX_SCRIPT_BYTES
+
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * MAX_SCRIPT_BYTES + "\n[[pass]]\n", encoding="utf-8")
+    for path in (big, Path("/dev/zero")):
+        with pytest.raises(ScriptError) as caught:
+            load_script(path)
+        assert caught.value.reason == "larger"
+        assert f"at most {MAX_SCRIPT_BYTES:,} bytes" in caught.value.allowed
