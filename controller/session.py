@@ -143,6 +143,7 @@ class TreatmentSession:
         self._pause = threading.Event()
         self._abort = threading.Event()
         self._delivering = threading.Lock()  # run(), abort() and operator_reset() exclusive
+        self._ended_monotonic: dict[int, float] = {}  # pass number -> time.monotonic() at end
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         self._unsubscribe = device.subscribe(self._on_event)
@@ -246,8 +247,7 @@ class TreatmentSession:
             self.device.abort()
         for job in self.jobs:
             if self.delivered_count(job) < job.spots.count:
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="aborted")
+                self._end_pass(job, "aborted")
                 break
         self.record.append(self.session_id, "session_end", status="aborted")
         return SessionOutcome("aborted", self.session_id, "aborted by the operator",
@@ -370,6 +370,12 @@ class TreatmentSession:
                                   f"the record holds {recorded}: refusing to continue")
         return recorded + 1
 
+    def _end_pass(self, job: PassJob, status: str) -> None:
+        """Record the pass's end; keep this process's monotonic time of it for the cooling
+        wait (a wall-clock step forward must not shorten the wait)."""
+        self.record.append(self.session_id, "pass_end", pass_index=job.number, status=status)
+        self._ended_monotonic[job.number] = time.monotonic()
+
     def _cool_down(self, job: PassJob) -> None:
         """Before a pass not yet begun, wait until ``pass_wait_s`` have passed since the
         previous pass ended (recorded time, so a resumed session waits too): the tissue cools
@@ -381,10 +387,10 @@ class TreatmentSession:
         if not ended:
             return
         until = max(ended) + self.pass_wait_s
-        while (left := until - time.time()) > 0.0:
+        until_monotonic = self._ended_monotonic.get(job.number - 1, -math.inf) + self.pass_wait_s
+        while (left := max(until - time.time(), until_monotonic - time.monotonic())) > 0.0:
             if self._abort.is_set():
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="aborted")
+                self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted while cooling")
             if self._pause.is_set():
                 raise SessionStop("paused", f"paused by the operator before pass {job.number}")
@@ -442,12 +448,10 @@ class TreatmentSession:
         while True:
             ending = self._stream(job, first, events)
             if ending == "complete":
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="complete")
+                self._end_pass(job, "complete")
                 return
             if ending == "aborted":
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="aborted")
+                self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted")
             if ending == "fault":
                 status = self._status()
@@ -456,8 +460,7 @@ class TreatmentSession:
             # paused: by the operator (Ctrl-C), for an abort, or by the footswitch
             if self._abort.is_set():
                 dev.abort()
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="aborted")
+                self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted")
             if self._pause.is_set():
                 raise SessionStop("paused", f"paused by the operator in pass {job.number}")
@@ -472,8 +475,7 @@ class TreatmentSession:
         while not ready():
             if self._abort.is_set():
                 self.device.abort()
-                self.record.append(self.session_id, "pass_end", pass_index=job.number,
-                                   status="aborted")
+                self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted while waiting")
             if self._pause.is_set() or time.monotonic() > deadline:
                 self.device.disarm()

@@ -83,3 +83,28 @@ def test_a_second_caller_is_refused_while_run_delivers(record: TreatmentRecord) 
         assert outcomes == ["waiting"]  # the first run ended on its own: footswitch never down
         assert session.abort().status == "aborted"  # free again
         assert len(dev.simulator.device.ground_truth) == 0
+
+
+def test_a_wall_clock_step_forward_does_not_shorten_the_cooling_wait(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait runs on the recorded wall-clock time (so that a resumed session waits too)
+    and, within the process, on the monotonic clock: an NTP step of an hour after the first
+    pass must not end it early."""
+    real_time, jump = time.time, {"s": 0.0}
+    monkeypatch.setattr(time, "time", lambda: real_time() + jump["s"])
+    seen: dict[str, float] = {}
+    append = record.append
+
+    def watch(session: int, kind: str, **body: object) -> int:
+        seq = append(session, kind, **body)
+        if kind in ("pass_end", "cooling_wait") and kind not in seen:
+            seen[kind] = time.monotonic()
+            if kind == "pass_end":
+                jump["s"] = 3600.0  # the clock steps forward right after the first pass
+        return seq
+
+    monkeypatch.setattr(record, "append", watch)
+    with open_device("sim://?pre_emission_ms=20&footswitch=down&seed=5") as dev:
+        session = session_for(dev, record, plan={"passes": 2}, pass_wait_s=1.0)
+        assert session.run().status == "completed"
+    assert seen["cooling_wait"] - seen["pass_end"] >= 1.0
