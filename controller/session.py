@@ -95,6 +95,10 @@ class SessionOutcome:
     delivered: dict[int, int] = field(default_factory=dict)
 
 
+#: Longest wait for the footswitch and interlocks before a pass starts (s).
+MAX_START_WAIT_S = 3600.0
+
+
 class SessionBusy(RuntimeError):
     """run(), abort() or operator_reset() called while another of them is under way."""
 
@@ -130,7 +134,7 @@ class TreatmentSession:
         self.envelope = envelope or ClinicalEnvelope.load()
         self.on_progress = on_progress or (lambda p: None)
         self.reconnect = reconnect
-        self.start_wait_s = start_wait_s
+        self.start_wait_s = number("start_wait_s", start_wait_s, 0.0, MAX_START_WAIT_S, unit="s")
         self.pass_wait_s = number("pass_wait_s", pass_wait_s, 0.0, MAX_PASS_WAIT_S, unit="s")
         operator = printable("operator", operator)
         patient_ref = printable("patient_ref", patient_ref)

@@ -67,3 +67,14 @@ def test_a_session_needs_plans(tmp_path, plans: list) -> None:
             TreatmentSession(dev, plans, record, operator="t", patient_ref="p")
         assert caught.value.field == "plans" and "at least one Plan" in caught.value.allowed
         assert record.sessions() == [] and len(dev.simulator.device.ground_truth) == 0
+
+
+@pytest.mark.parametrize("wait_s", [float("nan"), -1.0, float("inf")])
+def test_a_session_needs_a_finite_start_wait(tmp_path, wait_s: float) -> None:
+    """A NaN wait never ended (every comparison with it is false)."""
+    with open_device(f"sim://?{FAST}") as dev, TreatmentRecord(tmp_path / "t.db") as record:
+        plan = plan_for_device(settings(passes=1), dev.info.limits)
+        with pytest.raises(SettingsError) as caught:
+            TreatmentSession(dev, [plan], record, operator="t", patient_ref="p",
+                             start_wait_s=wait_s)
+        assert caught.value.field == "start_wait_s"

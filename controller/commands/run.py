@@ -17,12 +17,11 @@ from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
 from controller.script import load_script
-from controller.session import SessionOutcome, TreatmentSession, timing_for
+from controller.session import MAX_START_WAIT_S, SessionOutcome, TreatmentSession, timing_for
 from controller.validation import PlanRejected
 from drivers import DeviceError, open_device
 
 MAX_RESETS = 100
-MAX_START_WAIT_S = 3600.0
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
         "device": 6}
 
