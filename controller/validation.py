@@ -8,6 +8,7 @@ caller must acknowledge before emission.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,18 @@ class ClinicalEnvelope:
     max_cumulative_fluence_j_cm2: float
     borderline_fraction: float = 0.9
 
+    def __post_init__(self) -> None:
+        """Every limit a finite number > 0 (a NaN limit would pass every value), the
+        borderline fraction in (0, 1]."""
+        for name in self.__dataclass_fields__.keys() - {"name"}:
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value) or not value > 0):
+                raise SettingsError(f"envelope.{name}", value, "a finite number > 0")
+        if self.borderline_fraction > 1:
+            raise SettingsError("envelope.borderline_fraction", self.borderline_fraction,
+                                "0 < borderline_fraction <= 1")
+
     @classmethod
     def load(cls, path: Path = ENVELOPE_FILE) -> ClinicalEnvelope:
         try:
@@ -48,12 +61,7 @@ class ClinicalEnvelope:
         unknown = set(data) - fields
         if unknown or not fields - {"borderline_fraction"} <= set(data):
             raise SettingsError("envelope keys", sorted(data), f"exactly {sorted(fields)}")
-        envelope = cls(**data)
-        for name in fields - {"name"}:
-            value = getattr(envelope, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise SettingsError(f"envelope.{name}", value, "a number > 0")
-        return envelope
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -373,3 +373,15 @@ def test_damage_just_within_the_limit_is_a_borderline_warning(limit_over_damage:
         assert [w.field for w in thermal] == ["pass[0].damaged_reservoir_percent"]
         assert thermal[0].value == pytest.approx(100.0 * damaged, rel=1e-6)
         assert thermal[0].limit == pytest.approx(100.0 * damaged * limit_over_damage)
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_coverage_percent", float("nan")),
+                                              ("max_passes", 0), ("max_energy_mj", -1.0),
+                                              ("borderline_fraction", 1.5)])
+def test_an_envelope_with_a_limit_that_checks_nothing_is_refused(field: str, value: float
+                                                                  ) -> None:
+    """A NaN limit would pass every value (every comparison with it is false)."""
+    change: dict[str, Any] = {field: value}  # one field by name: any of its types
+    with pytest.raises(SettingsError) as caught:
+        replace(ClinicalEnvelope.load(), **change)
+    assert caught.value.field == f"envelope.{field}"
