@@ -108,3 +108,21 @@ def test_ctrl_c_outside_a_delivery_exits_130(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("controller.commands.plan.check_thermal", interrupted)
     assert main(["plan", EXAMPLE]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_report_refuses_a_tampered_record_and_names_an_unknown_session(
+        tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import sqlite3
+
+    png = tmp_path / "r.png"
+    assert "session 9: not in the record" in error_of(capsys, ["report", "9", "--record",
+                                                               record, "-o", str(png)], 3)
+    copy = tmp_path / "t.db"
+    shutil.copy(record, copy)
+    shutil.copy(record + ".head", str(copy) + ".head")
+    with sqlite3.connect(copy) as db:  # a malformed body, as an edit by hand would leave it
+        db.execute("UPDATE entries SET body = ? WHERE seq = 1", ('{"field_size_um": "huge"}',))
+    err = error_of(capsys, ["report", "1", "--record", str(copy), "-o", str(png)], 4)
+    assert "does not verify (TAMPERED)" in err and "row 1 (session): content was edited" in err
+    assert not png.exists()

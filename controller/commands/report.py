@@ -20,9 +20,12 @@ if TYPE_CHECKING:
     from controller.pictures import Picture
     from controller.thermal import ThermalResult
 
+EXIT_TAMPERED = 4
+
 HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
 map of what was delivered (the thermal model run on the measured energies and the recorded
-timing) and the measured-energy histogram against the set value with the +/-20 % band
+timing) and the measured-energy histogram against the set value with the +/-20 % band.
+A record whose hash chain does not verify is refused (exit 4); see co2scan log verify.
 
 examples:
   co2scan report 1 -o report.png
@@ -68,13 +71,21 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
 
 
 def run(args: argparse.Namespace) -> int:
+    """Draw the report of a session of a record whose chain verifies (a tampered record is
+    refused, exit 4, as ``log verify`` reports it)."""
     from controller.pictures import PictureError
 
     try:
         with _open(args.record) as record:
+            check = record.verify()
+            if not check.ok:
+                print(f"error: {args.record} does not verify (TAMPERED), no report drawn:\n  "
+                      + "\n  ".join(check.problems), file=sys.stderr)
+                return EXIT_TAMPERED
             picture = draw_session_report(record, args.session, Path(args.output))
     except (RecordError, StopIteration) as exc:
-        print(f"error: session {args.session}: {exc or 'not in the record'}", file=sys.stderr)
+        print(f"error: session {args.session}: {str(exc) or 'not in the record'}",
+              file=sys.stderr)
         return 3
     except PictureError as exc:
         print(f"error: {exc}", file=sys.stderr)
