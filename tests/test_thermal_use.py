@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -188,15 +189,18 @@ def make_record(path: Path, monkeypatch: pytest.MonkeyPatch,
     spots["x_lsb"] = [round(GALVO_CENTRE_LSB + x * to_lsb) for x, _ in SPOTS_XY_UM]
     spots["y_lsb"] = [round(GALVO_CENTRE_LSB + y * to_lsb) for _, y in SPOTS_XY_UM]
     spots["pulse_us"], spots["stack"] = 300, 1
-    rec = TreatmentRecord(path)
-    session = rec.new_session(field_size_um=FIELD_UM, handpieces=list(handpieces), operator="t",
-                              patient_ref="p",
-                              passes=[{"pass": k, "spots": len(spots), "device_checksum": 0,
-                                       "rep_rate_hz": 500, **extra}
-                                      for k, extra in enumerate(stored)])
-    for k, energy_uj in enumerate(set_uj or (SET_UJ,) * len(stored)):
+    per_pass = []
+    for energy_uj in set_uj or (SET_UJ,) * len(stored):
         spots["energy_uj"] = energy_uj
-        rec.store_pass_spots(session, k, spots)
+        per_pass.append(spots.copy())
+    rec = TreatmentRecord(path)
+    session = rec.new_session(
+        field_size_um=FIELD_UM, handpieces=list(handpieces), operator="t", patient_ref="p",
+        passes=[{"pass": k, "spots": len(spots), "rep_rate_hz": 500,
+                 "device_checksum": zlib.crc32(per_pass[k].tobytes()), **extra}
+                for k, extra in enumerate(stored)])
+    for k, records in enumerate(per_pass):
+        rec.store_pass_spots(session, k, records)
     for batch in batches:
         pass_index, first, measured, at = batch if len(batch) == 4 else (0, *batch)
         clock.now = at
