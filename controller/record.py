@@ -146,17 +146,23 @@ class TreatmentRecord:
     # -- writing ----------------------------------------------------------------------------
     def append(self, session: int, kind: str, **body: Any) -> int:
         """Commit one entry durably (and update the sidecar head); returns its sequence."""
-        text = _canonical(body)
         with self._writing():
-            try:
-                last_seq, head = self._last()
-                seq, at = last_seq + 1, time.time()
-                digest = _hash(head, seq, session, at, kind, text)
-                self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (seq, session, at, kind, text, head, digest))
-            except sqlite3.Error as exc:
-                raise RecordError(f"cannot write to {self.path}: {exc}") from exc
-            self._write_head(seq, digest)
+            return self._insert(session, kind, body)
+
+    def _insert(self, session: int | None, kind: str, body: dict[str, Any]) -> int:
+        """Append after the last committed row, the lock held; ``session`` None: the row's own
+        sequence number (a new session's id)."""
+        text = _canonical(body)
+        try:
+            last_seq, head = self._last()
+            seq, at = last_seq + 1, time.time()
+            session = seq if session is None else session
+            digest = _hash(head, seq, session, at, kind, text)
+            self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (seq, session, at, kind, text, head, digest))
+        except sqlite3.Error as exc:
+            raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+        self._write_head(seq, digest)
         return seq
 
     def _write_head(self, seq: int, digest: str) -> None:
@@ -173,9 +179,7 @@ class TreatmentRecord:
     def new_session(self, **body: Any) -> int:
         """Start a session; returns its id (the sequence number of its first entry)."""
         with self._writing():
-            session = self._last()[0] + 1
-            self.append(session, "session", **body)
-        return session
+            return self._insert(None, "session", body)
 
     def store_pass_spots(self, session: int, pass_index: int, records: np.ndarray) -> int:
         """Keep the SPOT records sent for a pass (for reports); returns their CRC-32.
@@ -249,14 +253,22 @@ class TreatmentRecord:
 
     def verify(self) -> Verification:
         """Recompute the chain; name every edited, removed or reordered row."""
-        with self._writing(reading=True):  # not between any writer's insert and head update
-            return self._verify()
+        with self._lock:
+            # The last row and the head as one writer left them; other processes' writers
+            # wait only for this, not for the whole chain (rows up to it never change).
+            with self._writing(reading=True):
+                end = self._last()[0]
+                try:
+                    head: str | None = self.head_path.read_text(encoding="ascii")
+                except OSError:
+                    head = None
+            return self._verify(end, head)
 
-    def _verify(self) -> Verification:
+    def _verify(self, end: int, head: str | None) -> Verification:
         problems: list[str] = []
         prev, expected_seq, count = GENESIS, 1, 0
-        rows = self._db.execute(
-            "SELECT seq, session, at, kind, body, prev, hash FROM entries ORDER BY seq")
+        rows = self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM entries "
+                                "WHERE seq <= ? ORDER BY seq", (end,))
         for seq, session, at, kind, body, stored_prev, stored_hash in rows:
             count += 1
             if seq != expected_seq:
@@ -270,8 +282,8 @@ class TreatmentRecord:
         last_seq = expected_seq - 1
         problems += self._verify_pass_spots()
         try:
-            head_seq, head_hash = self.head_path.read_text(encoding="ascii").split()
-        except (OSError, ValueError):
+            head_seq, head_hash = (head or "").split()
+        except ValueError:
             problems.append(f"chain head file {self.head_path.name} is missing or unreadable")
         else:
             if int(head_seq) != last_seq or head_hash != prev:

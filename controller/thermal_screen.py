@@ -63,17 +63,21 @@ def screen_progress(callback: Callable[[str], None]) -> Iterator[None]:
 def screening(subject: str) -> Iterator[None]:
     """Name what the model runs within the block evaluate (e.g. ``"plan 1"``; nested names
     join: ``"plan 1, suggestion thermal-spread order"``)."""
-    token = _subject.set(", ".join(s for s in (_subject.get(), subject) if s))
+    token = _subject.set(_within_subject(subject))
     try:
         yield
     finally:
         _subject.reset(token)
 
 
+def _within_subject(what: str) -> str:
+    return ", ".join(s for s in (_subject.get(), what) if s)
+
+
 def _report(what: str) -> None:
     callback = _progress.get()
     if callback is not None:
-        callback(", ".join(s for s in (_subject.get(), what) if s))
+        callback(_within_subject(what))
 
 
 @dataclass(frozen=True)

@@ -187,21 +187,18 @@ def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[Therm
     return checks
 
 
-def _thermal_borderline(thermal: Sequence[ThermalCheck], plans: Sequence[Plan],
-                        borderline: float, warnings: list[Finding]) -> None:
+def _thermal_borderline(thermal: Sequence[ThermalCheck], borderline: float,
+                        warnings: list[Finding]) -> None:
     """A pass within its damage limit but above ``borderline`` of it is a warning to
     acknowledge: the model can read slow plans' damage low (docs/thermal_model.md, Limits)."""
-    first = 0
-    for check, plan in zip(thermal, plans, strict=True):
-        if check.screen is not None:
-            limit = check.screen.max_damaged_fraction
-            for result in check.screen.passes:
-                damaged = result.damaged_reservoir_fraction
-                if borderline * limit < damaged <= limit:
-                    warnings.append(Finding("thermal screen", f"pass[{first + result.pass_index}]"
-                                            ".damaged_reservoir_percent", 100.0 * damaged,
-                                            100.0 * limit, "%"))
-        first += len(plan.metrics.passes)
+    for screen in (c.screen for c in thermal if c.screen is not None):
+        limit = screen.max_damaged_fraction
+        for result in screen.passes:
+            damaged = result.damaged_reservoir_fraction
+            if borderline * limit < damaged <= limit:
+                warnings.append(Finding("thermal screen", f"pass[{screen.session_pass(result)}]"
+                                        ".damaged_reservoir_percent", 100.0 * damaged,
+                                        100.0 * limit, "%"))
 
 
 def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
@@ -240,7 +237,7 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
            envelope.max_cumulative_fluence_j_cm2, "J/cm²", bl)
     if thermal is None:
         thermal = check_thermal(plans, pass_wait_s)
-    _thermal_borderline(thermal, plans, bl, warnings)
+    _thermal_borderline(thermal, bl, warnings)
     rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
     rejections += [f"plan {k}: its spots were changed after it was planned (they no longer "
                    f"match its checksum {plan.checksum:#010x}); plan it again"
