@@ -16,7 +16,7 @@ import numpy as np
 cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
-from libc.math cimport INFINITY, M_PI, ceil, fabs, floor, log, pow, sqrt
+from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
 
 
 cdef extern from *:
@@ -749,6 +749,9 @@ chunk_blocks = CHUNK_BLOCKS
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
 #: inside its window (as controller.thermal_ref.COVER_MARGIN).
 DEF COVER_MARGIN = 1e-6
+#: A sharp spot whose width grows by at most this factor over a damage sample's interval is
+#: counted at the interval's ends (as controller.thermal_ref.RESOLVED_RATIO).
+DEF RESOLVED_RATIO = 4.0
 
 
 cdef struct Geo:
@@ -786,6 +789,10 @@ cdef Geo _geo(layout):
 cdef inline double _depth(const Geo* g, double age) noexcept nogil:
     """Share of a spot's heat still in the slab at this age (table, as thermal_ref)."""
     return _depth_of(age, g.loss_scale, g.table, g.n_table)
+
+
+cdef inline double _min(double a, double b) noexcept nogil:
+    return a if a < b else b
 
 
 cdef inline double _max(double a, double b) noexcept nogil:
@@ -1188,7 +1195,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     n_smooth, n_sharp = 0, 0
     for q in range(n_cand):
         j = cand[q]
-        if t[j] < lo_t:
+        if t[j] < lo_t or t[j] > ts:
             continue
         s = s0[j] + g.kappa4 * (ts - t[j])
         if s < g.smooth_s:
@@ -1267,6 +1274,87 @@ cdef inline void _sample_window(const Geo* g, double* peak, double* dose, const 
                 dose[c] += _rate(g, hot[c]) * span[c]
 
 
+cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssize_t ra,
+                      Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj, double yj,
+                      double tj, double s0j, double ej, double ta, double tb) noexcept nogil:
+    """Add spot j's largest rise over [ta, tb] to the cells of out's box (as
+    thermal_ref._Run.damage_sample): its Gaussian of width clamp(d^2, s_a, s_b) at the depth
+    factor of the interval's start; a spot fired within the interval not on the cells its own
+    window takes over."""
+    cdef double age_a = _max(ta - tj, 0.0), s_a = s0j + g.kappa4 * age_a
+    cdef double s_b = s0j + g.kappa4 * (tb - tj), amp = ej / M_PI * _depth(g, age_a)
+    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2, sc
+    cdef bint fresh = tj > ta, row_in
+    cdef Py_ssize_t r, c
+    for r in range(ra, rb):
+        dy = g.y0 + (w.r0 + r + 0.5) * g.cell - yj
+        row_in = fresh and fabs(dy) <= inner
+        for c in range(ca, cb):
+            dx = g.x0 + (w.c0 + c + 0.5) * g.cell - xj
+            if row_in and fabs(dx) <= inner:
+                continue
+            d2 = dx * dx + dy * dy
+            sc = s_a if d2 < s_a else (s_b if d2 > s_b else d2)
+            out[r, c] += amp * _exp(-d2 / sc) / sc
+
+
+cdef struct Rect:
+    double x_lo, x_hi, y_lo, y_hi
+
+
+cdef inline bint _pulsing(const Rect* r, double x, double y, double s_end,
+                          double s_start) noexcept nogil:
+    """Does a Gaussian at (x, y) growing from width s_start to s_end peak on some point of the
+    rectangle (its nearest point within sqrt(s_end), its farthest beyond sqrt(s_start))? (as
+    thermal_ref._box_distances)"""
+    cdef double nx = _max(_max(r.x_lo - x, x - r.x_hi), 0.0)
+    cdef double ny = _max(_max(r.y_lo - y, y - r.y_hi), 0.0)
+    cdef double fx = _max(fabs(x - r.x_lo), fabs(x - r.x_hi))
+    cdef double fy = _max(fabs(y - r.y_lo), fabs(y - r.y_hi))
+    return nx * nx + ny * ny <= s_end and fx * fx + fy * fy >= s_start
+
+
+cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1] out,
+                        Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj,
+                        double yj, double tj, double s0j, double ej, double ta,
+                        double tb) noexcept nogil:
+    """Spot j's largest rise over [ta, tb] onto out's box: one Gaussian (the batch bt, whose
+    target is out) where the box lies wholly on one side of the pulse's peak (d^2 <= s_a
+    everywhere: falling, its width at ta; d^2 >= s_b everywhere: rising, at tb), else cell by
+    cell (_add_bounds)."""
+    cdef double age_a = _max(ta - tj, 0.0), s_a = s0j + g.kappa4 * age_a
+    cdef double s_b = s0j + g.kappa4 * (tb - tj), amp = ej / M_PI * _depth(g, age_a)
+    cdef double lx = g.x0 + (w.c0 + ca + 0.5) * g.cell - xj
+    cdef double hx = g.x0 + (w.c0 + cb - 0.5) * g.cell - xj
+    cdef double ly = g.y0 + (w.r0 + ra + 0.5) * g.cell - yj
+    cdef double hy = g.y0 + (w.r0 + rb - 0.5) * g.cell - yj
+    cdef double nx = 0.0 if lx <= 0.0 <= hx else _min(fabs(lx), fabs(hx))
+    cdef double ny = 0.0 if ly <= 0.0 <= hy else _min(fabs(ly), fabs(hy))
+    cdef double fx = _max(fabs(lx), fabs(hx)), fy = _max(fabs(ly), fabs(hy))
+    if tj <= ta and fx * fx + fy * fy <= s_a:
+        _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_a, amp / s_a)
+    elif tj <= ta and nx * nx + ny * ny >= s_b:
+        _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
+    else:
+        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, tj, s0j, ej, ta, tb)
+
+
+cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const double* acc,
+                                 const double* bound, const double* until, double* span,
+                                 Py_ssize_t n, double ts, double t_prev) noexcept nogil:
+    """One damage sample of n consecutive cells: the peak from acc, and the interval since
+    t_prev at the bound of its largest rise."""
+    cdef Py_ssize_t c
+    for c in range(n):
+        peak[c] = _max(peak[c], acc[c])
+        span[c] = (ts if ts < until[c] else until[c]) - t_prev
+    if _dose_row(dose, bound, span, n, g.floor_k, g.rate_per_k, g.rate_table, g.n_rate):
+        for c in range(n):  # beyond the table (rare): the exact rate
+            if (span[c] > 0.0 and bound[c] > g.floor_k
+                    and (bound[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
+                dose[c] += _rate(g, bound[c]) * span[c]
+
+
 cdef struct Buckets:
     double x0, y0, size, max_s0
     Py_ssize_t nbx, nby
@@ -1305,8 +1393,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double t_prev = 0.0
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
-    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_old = 0, n_use, n_ext
-    cdef double ext_ratio
+    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_use, n_ext
+    cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0
+    cdef bint slow_ready = False
+    cdef Rect box
+    cdef double ext_ratio, t_end, cap = _boundary(g, b + 2), s_base, ax, ay, hold, d2, s_a
+    cdef int pass_
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
@@ -1329,6 +1421,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
     nr, nc = w.r1 - w.r0, w.c1 - w.c0
+    box.x_lo, box.x_hi = g.x0 + (w.c0 + 0.5) * g.cell, g.x0 + (w.c1 - 0.5) * g.cell
+    box.y_lo, box.y_hi = g.y0 + (w.r0 + 0.5) * g.cell, g.y0 + (w.r1 - 0.5) * g.cell
     # The window's rows of the maps are far apart in memory: fetch them now, while
     # the near spots and the background are computed.
     for r in range(nr):
@@ -1351,10 +1445,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     t_mid = t[i] + (s_mid - s0[i]) / g.kappa4
     t_last = t[i] + (s_last - s0[i]) / g.kappa4
     bg_s = g.bg_ratio * (s_mid - s0[i])
-    # Near spots within reach at the last (widest) sample, from the buckets within the widest
-    # reach. Peak samples: background if old, else sharp. Damage samples: background if fired
-    # before i, else late.
-    reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_last - lo_t)) * g.reach_log)
+    # The end of the samples (as thermal_ref._Run.extended_end): later if a spot fired after i
+    # and before it sends a pulse that peaks on the window after it, before the snapshots
+    # could resolve it. Candidates from the buckets, in firing order.
+    reach = g.window + sqrt(_max(g.snap_s, bk.max_s0) + g.kappa4 * g.block)
     bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
     bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
     by0 = max(<Py_ssize_t>floor((w.yi - reach - bk.y0) / bk.size), 0)
@@ -1362,15 +1456,62 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     for by in range(by0, by1):
         for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
             j = bk.items[bx]
-            if t[j] > t_last or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
-                                              s0[j] + g.kappa4 * (t_last - t[j])):
+            if j <= i or t[j] >= cap:
+                continue
+            q = n_ladc  # insertion into the sorted list (few)
+            while q > 0 and cand[5, q - 1] > j:
+                cand[5, q] = cand[5, q - 1]
+                q -= 1
+            cand[5, q] = j
+            n_ladc += 1
+    t_end = t_last
+    for q in range(n_ladc):
+        j = cand[5, q]
+        if t[j] >= t_end:
+            break
+        ax = _max(fabs(x[j] - w.xi) - g.window, 0.0)
+        ay = _max(fabs(y[j] - w.yi) - g.window, 0.0)
+        hold = _boundary(g, <Py_ssize_t>ceil((t[j] + (g.snap_s - s0[j]) / g.kappa4 - g.t0)
+                                             / g.block))
+        d2 = ax * ax + ay * ay
+        if (d2 <= s0[j] + g.kappa4 * (hold - t[j])
+                and t[j] + (d2 - s0[j]) / g.kappa4 > t_end):
+            t_end = _max(t_end, hold if hold < cap else cap)
+    # Near spots within reach at the last (widest) sample, from the buckets within the widest
+    # reach. Peak samples: background if old, else sharp. Damage samples: background if fired
+    # before i, else late.
+    reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_end - lo_t)) * g.reach_log)
+    bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
+    bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
+    by0 = max(<Py_ssize_t>floor((w.yi - reach - bk.y0) / bk.size), 0)
+    by1 = min(<Py_ssize_t>floor((w.yi + reach - bk.y0) / bk.size) + 1, bk.nby)
+    for by in range(by0, by1):
+        for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
+            j = bk.items[bx]
+            if t[j] > t_end or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
+                                             s0[j] + g.kappa4 * (t_end - t[j])):
                 continue
             if t[j] < lo_next or t[j] < t[i]:
-                cand[4, n_old] = j
-                n_old += 1
+                # damage samples: slow if handed over or if its rise is monotone on the
+                # window over them, else sharp (bounded over each interval)
+                if t[j] < lo_next or not _pulsing(&box, x[j], y[j],
+                                                 s0[j] + g.kappa4 * (t_end - t[j]),
+                                                 s0[j] + g.kappa4 * (t_mid - t[j])):
+                    cand[4, n_slow] = j
+                    n_slow += 1
+                else:
+                    cand[5, n_dsharp] = j
+                    n_dsharp += 1
             else:
                 cand[3, n_late] = j
                 n_late += 1
+                if _pulsing(&box, x[j], y[j], s0[j] + g.kappa4 * (t_end - t[j]),
+                            s0[j] + g.kappa4 * (t_mid - t[j])):
+                    cand[5, n_dsharp] = j
+                    n_dsharp += 1
+                else:
+                    cand[4, n_slow] = j
+                    n_slow += 1
             if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
                 cand[1, n_bg] = j
                 n_bg += 1
@@ -1386,7 +1527,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
         for c in range(width):  # padding columns never integrate
-            until[r, c] = t_last if c < nc else -INFINITY
+            until[r, c] = t_end if c < nc else -INFINITY
     for q in range(n_late):
         j = cand[3, q]
         tj = t[j]
@@ -1414,8 +1555,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         for c in range(nc):
             win_peak[r, c], win_dose[r, c] = -1.0, 0.0
     ra, rb, ca, cb = 0, nr, 0, nc
+    ts = t[i]
+    s_base, k_base = s_i, 0
     while True:
-        ts = t[i] + (s_i - s0[i]) / g.kappa4
         if started and s_prev >= s_peak:
             if t_prev >= until_max:
                 break
@@ -1427,46 +1569,109 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             for c in range(nc):
                 if col_until[c] > t_prev:
                     ca, cb = min(ca, c), c + 1
-            _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_old, x, y,
+            # The slow part at this sample (and, at the first one, at the last peak sample:
+            # first, free after the peak samples, keeps it), each sharp spot exact for the
+            # peak and at its largest over the interval for the damage (mid).
+            if not slow_ready:
+                _background(g, &w, t_prev, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_slow,
+                            x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
+                            ca, cb)
+                slow_ready = True
+            _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_slow, x, y,
                         t, e, s0, acc, nodes, kx, ex, ey, line, terms, &bt, ra, rb, ca, cb)
-            use, n_use = &cand[3, 0], n_late
+            # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
+            # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
+            # exact at ts for the peak and at their largest over the interval (mid).
+            for r in range(ra, rb):
+                for c in range(ca, cb):
+                    prev[r, c] = acc[r, c]
+                    fresh[r, c] = first[r, c]
+            for pass_ in range(2):
+                _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+                _batch_open(&bt_fresh, fresh if pass_ == 0 else mid, ra, rb, ca, cb, g.cell)
+                for q in range(n_dsharp):
+                    j = cand[5, q]
+                    if t[j] > ts:
+                        continue
+                    s = s0[j] + g.kappa4 * (ts - t[j])
+                    if not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                        continue
+                    s_a = s0[j] + g.kappa4 * _max(t_prev - t[j], 0.0)
+                    if (t[j] <= t_prev and s <= RESOLVED_RATIO * s_a) != (pass_ == 0):
+                        continue
+                    _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
+                                    e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+                    if pass_ == 0:
+                        _batch_gaussian(g, &w, &bt_fresh, x[j] - w.xi, y[j] - w.yi, s_a,
+                                        e[j] / (M_PI * s_a) * _depth(g, t_prev - t[j]))
+                    else:
+                        _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j],
+                               e[j], t_prev, ts)
+                _batch_flush(&bt)
+                _batch_flush(&bt_fresh)
+                if pass_ == 0:
+                    for r in range(ra, rb):
+                        for c in range(ca, cb):
+                            mid[r, c] = _max(fresh[r, c], acc[r, c])
+            for r in range(ra, rb):
+                for c in range(ca, cb):
+                    first[r, c] = prev[r, c]
+            for r in range(ra, rb):
+                _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
+                                &until[r, ca], span, cb - ca, ts, t_prev)
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
             use, n_use = &cand[0, 0], n_sharp
-        any_fresh = False
-        _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
-        _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
-        for q in range(n_use):
-            j = use[q]
-            if t[j] > ts:
-                continue
-            s = s0[j] + g.kappa4 * (ts - t[j])
-            if _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
-                fresh_j = started and t[j] > t_prev  # fired within this interval
-                if fresh_j and not any_fresh:
-                    any_fresh = True
-                    for r in range(ra, rb):
-                        for c in range(ca, cb):
-                            fresh[r, c] = 0.0
-                _batch_gaussian(g, &w, &bt_fresh if fresh_j else &bt, x[j] - w.xi,
-                                y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
-        _batch_flush(&bt)
-        _batch_flush(&bt_fresh)
-        if ra == 0 and rb == nr and ca == 0 and cb == nc:  # the whole window: one run
-            n_flat = (nr - 1) * width + nc
-            _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
-                           &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0],
-                           hot, span, n_flat, ts, t_prev, started)
-        else:
-            for r in range(ra, rb):
-                _sample_window(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca],
-                               &fresh[r, ca] if any_fresh else NULL, &prev[r, ca],
-                               &until[r, ca], hot, span, cb - ca, ts, t_prev, started)
+            any_fresh = False
+            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
+            for q in range(n_use):
+                j = use[q]
+                if t[j] > ts:
+                    continue
+                s = s0[j] + g.kappa4 * (ts - t[j])
+                if _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                    fresh_j = started and t[j] > t_prev  # fired within this interval
+                    if fresh_j and not any_fresh:
+                        any_fresh = True
+                        for r in range(ra, rb):
+                            for c in range(ca, cb):
+                                fresh[r, c] = 0.0
+                    _batch_gaussian(g, &w, &bt_fresh if fresh_j else &bt, x[j] - w.xi,
+                                    y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+            _batch_flush(&bt)
+            _batch_flush(&bt_fresh)
+            if ra == 0 and rb == nr and ca == 0 and cb == nc:  # the whole window: one run
+                n_flat = (nr - 1) * width + nc
+                _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
+                               &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0],
+                               hot, span, n_flat, ts, t_prev, started)
+            else:
+                for r in range(ra, rb):
+                    _sample_window(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca],
+                                   &fresh[r, ca] if any_fresh else NULL, &prev[r, ca],
+                                   &until[r, ca], hot, span, cb - ca, ts, t_prev, started)
         t_prev, s_prev, started = ts, s_i, True
-        if s_i >= s_last:
+        if s_i < s_peak:
+            s_i = s_i * g.ratio
+            if s_i >= s_peak:
+                s_base, k_base = s_i, 0
+            ts = t[i] + (s_i - s0[i]) / g.kappa4
+            continue
+        # Damage samples: ratio ext_ratio to damage_s, then q to t_end, the last one at t_end
+        # (as thermal_ref).
+        if k_base < n_ext:
+            s_base = s_base * ext_ratio
+            k_base += 1
+            ts = t[i] + (s_base - s0[i]) / g.kappa4
+        elif t_prev < t_end:
+            s_base = s_base * g.ratio
+            ts = t[i] + (s_base - s0[i]) / g.kappa4
+            if ts > t_end:
+                ts = t_end
+        else:
             break
-        s_i = s_i * (g.ratio if s_i < s_peak else ext_ratio)
     for r in range(nr):
         _lock(&row_lock[w.r0 + r])
         _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], &win_peak[r, 0],
@@ -1594,7 +1799,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Chunk ch
     ch.blocks = min(CHUNK_BLOCKS, g.n_blocks)
     ch.aged = 0
-    ch.horizon = g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4
+    ch.horizon = _max(g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4, g.block)
     shape = (g.nfy, g.nfx)
     # One peak map and one damage map for all threads: windows merge into them a row at a
     # time, under the row's lock.
@@ -1615,7 +1820,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
-    cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 5, max(n, width)),
+    cdef Py_ssize_t[:, :, ::1] cand = np.zeros((n_threads, 6, max(n, width)),
                                                 dtype=np.intp)
     cdef double[:, :, ::1] terms = np.zeros((n_threads, 10, max(n, width)))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))

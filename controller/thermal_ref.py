@@ -22,6 +22,12 @@ F64 = NDArray[np.float64]
 #: inside its window (rounding must never leave a cell to no window).
 COVER_MARGIN = 1e-6
 
+#: In a damage sample, a sharp spot whose width grows by at most this factor over the interval
+#: is counted at the interval's ends (its pulse is resolved there), a younger one at its largest
+#: rise over the interval.
+RESOLVED_RATIO = 4.0
+
+
 
 def cell_span(lo_um: float, hi_um: float, origin_um: float, cell_um: float,
               n: int) -> tuple[int, int]:
@@ -216,25 +222,37 @@ class _Run:
             for _ in range(n_ext):
                 widths.append(widths[-1] * ext_ratio)
         times = [self.t[i] + (s - self.s0[i]) / kappa4 for s in widths]
+        t_end = self.extended_end(i, b, times[-1])
+        while times[-1] < t_end:  # past damage_s: ratio q, the last at t_end
+            widths.append(widths[-1] * lay.sample_ratio)
+            times.append(min(self.t[i] + (widths[-1] - self.s0[i]) / kappa4, t_end))
         js = np.arange(self.first_ge(self.boundary(b) - lay.handover_s),
-                       int(np.searchsorted(self.t, times[-1], "right")))
-        js = js[self.in_reach(js, times[-1], xi, yi)]
+                       int(np.searchsorted(self.t, t_end, "right")))
+        js = js[self.in_reach(js, t_end, xi, yi)]
         age_i = self.t[i] - self.t[js]
         handed = self.t[js] < self.boundary(b + 1) - lay.handover_s
         old = (age_i > 0.0) & (self.s0[js] + kappa4 * age_i
                                >= lay.background_ratio * (widths[kp] - widths[0]))
         bg = old | handed
         earlier = (age_i > 0.0) | handed
-        ends = [self.background(t_end, js[bg], xi, yi, u, v, grids, b)
-                for t_end in (times[0], times[kp])]
+        ends = [self.background(ts, js[bg], xi, yi, u, v, grids, b) for ts in (times[0], times[kp])]
         later = js[~earlier & ((self.t[js] > self.t[i])
                                | ((self.t[js] == self.t[i]) & (js > i)))]
         inner = w - COVER_MARGIN * lay.cell_um
         covers = ((np.abs(v[None, :] + yi - self.y[later][:, None]) <= inner)[:, :, None]
                   & (np.abs(u[None, :] + xi - self.x[later][:, None]) <= inner)[:, None, :])
-        until = np.where(covers, self.t[later][:, None, None], times[-1]).min(
-            axis=0, initial=times[-1])
+        until = np.where(covers, self.t[later][:, None, None], t_end).min(axis=0, initial=t_end)
         prev = np.zeros((len(v), len(u)))
+        # Damage samples: the slow part (far grid, the spots handed over or whose rise is
+        # monotone on the window over the damage samples: their pulse peaks nowhere in it)
+        # and the sharp spots (the others, exact and bounded).
+        near2, far2 = _box_distances(self.x[js], self.y[js], u[0] + xi, u[-1] + xi, v[0] + yi,
+                                     v[-1] + yi)
+        pulsing = ((near2 <= self.s0[js] + kappa4 * (t_end - self.t[js]))
+                   & (far2 >= self.s0[js] + kappa4 * (times[kp] - self.t[js])))
+        smooth = handed | ~pulsing
+        slow_js, sharp_js = js[smooth], js[~smooth]
+        prev_slow = np.zeros((len(v), len(u)))
         for k, ts in enumerate(times):
             if k > kp:
                 if times[k - 1] >= until.max():
@@ -243,8 +261,12 @@ class _Run:
                 live = until > times[k - 1]
                 rows, cols = np.nonzero(live.any(axis=1))[0], np.nonzero(live.any(axis=0))[0]
                 ra, rb, ca, cb = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-                acc = self.background(ts, js[earlier], xi, yi, u[ca:cb], v[ra:rb], grids, b)
-                sharp = js[~earlier]
+                if k == kp + 1:
+                    prev_slow[ra:rb, ca:cb] = self.background(times[kp], slow_js, xi, yi,
+                                                              u[ca:cb], v[ra:rb], grids, b)
+                self.damage_sample(i, k, times, ra, rb, ca, cb, r0, c0, slow_js, sharp_js,
+                                   prev_slow, until, grids, b, u, v)
+                continue
             else:
                 ra, rb, ca, cb = 0, len(v), 0, len(u)
                 frac = (ts - times[0]) / (times[kp] - times[0]) if times[kp] > times[0] else 0.0
@@ -266,6 +288,80 @@ class _Run:
                 self.dose[r0 + ra:r0 + rb, c0 + ca:c0 + cb] += damage_rate(
                     np.maximum(acc, prev[ra:rb, ca:cb]), lay) * span
             prev[ra:rb, ca:cb] = full
+
+    def damage_sample(self, i: int, k: int, times: list[float], ra: int, rb: int, ca: int,
+                      cb: int, r0: int, c0: int, slow_js: NDArray[np.intp],
+                      sharp_js: NDArray[np.intp], prev_slow: F64, until: F64,
+                      grids: dict[int, tuple[F64, F64]], b: int, u: F64, v: F64) -> None:
+        """Damage sample k of window i on the box of its live cells: the peak at times[k], and
+        the interval since times[k - 1] counted at a bound of its largest rise: the slow part
+        at the larger of its ends, plus each sharp spot's largest rise over the interval
+        (its Gaussian of width clamp(d^2, s_a, s_b), the depth factor at the interval's start;
+        a spot fired within the interval counts from its firing, and not on the cells its own
+        window takes over). A pulse between two samples is therefore never missed."""
+        lay = self.lay
+        kappa4, xi, yi = 4.0 * lay.kappa_um2_s, self.x[i], self.y[i]
+        ta, tb = times[k - 1], times[k]
+        uu, vv = u[ca:cb], v[ra:rb]
+        slow = self.background(tb, slow_js, xi, yi, uu, vv, grids, b)
+        sharp = sharp_js[self.t[sharp_js] <= tb]
+        sharp = sharp[self.in_reach(sharp, tb, xi, yi)]
+        full = slow.copy()
+        end_a, end_b = prev_slow[ra:rb, ca:cb].copy(), slow.copy()
+        bounds = np.zeros_like(slow)
+        inner = lay.window_um - COVER_MARGIN * lay.cell_um
+        for j in sharp:
+            dx = uu + xi - self.x[j]
+            dy = vv + yi - self.y[j]
+            d2 = dy[:, None] ** 2 + dx[None, :] ** 2
+            s_b = self.s0[j] + kappa4 * (tb - self.t[j])
+            at_b = self.e[j] / (math.pi * s_b) * depth_factor(
+                np.array(tb - self.t[j]), lay) * np.exp(-d2 / s_b)
+            full += at_b
+            age_a = max(ta - self.t[j], 0.0)
+            s_a = self.s0[j] + kappa4 * age_a
+            if self.t[j] <= ta and s_b <= RESOLVED_RATIO * s_a:
+                # resolved by the interval: counted at the interval's ends
+                end_a += self.e[j] / (math.pi * s_a) * depth_factor(
+                    np.array(age_a), lay) * np.exp(-d2 / s_a)
+                end_b += at_b
+                continue
+            sc = np.clip(d2, s_a, s_b)
+            bound = self.e[j] / math.pi * depth_factor(np.array(age_a), lay) * np.exp(-d2 / sc) / sc
+            if self.t[j] > ta:  # fired within the interval: not on the cells it takes over
+                bound[(np.abs(dy)[:, None] <= inner) & (np.abs(dx)[None, :] <= inner)] = 0.0
+            bounds += bound
+        hot = np.maximum(end_a, end_b) + bounds
+        view = self.fine[r0 + ra:r0 + rb, c0 + ca:c0 + cb]
+        np.maximum(view, full, out=view)
+        span = np.maximum(np.minimum(tb, until[ra:rb, ca:cb]) - ta, 0.0)
+        self.dose[r0 + ra:r0 + rb, c0 + ca:c0 + cb] += damage_rate(hot, lay) * span
+        prev_slow[ra:rb, ca:cb] = slow
+
+    def extended_end(self, i: int, b: int, t_last: float) -> float:
+        """End of window i's samples: its last width, or later if a spot fired after i and
+        before that end sends a pulse the samples would miss: its rise peaks at the window's
+        nearest point (width d^2, d its distance to the window) after that end, and before the
+        snapshots could resolve it (d^2 at most ``damage_s_um2``). The samples then run to the
+        block boundary at which a snapshot first holds that spot (width at least
+        ``snap_s_um2``), and so on; at most to the end of block b + 1 (the far grid further on
+        is not known to the window)."""
+        lay = self.lay
+        kappa4, w = 4.0 * lay.kappa_um2_s, lay.window_um
+        cap = self.boundary(b + 2)
+        end = t_last
+        for j in range(i + 1, self.first_ge(cap)):
+            if self.t[j] >= end:
+                break
+            ax = max(abs(self.x[j] - self.x[i]) - w, 0.0)
+            ay = max(abs(self.y[j] - self.y[i]) - w, 0.0)
+            age = (lay.snap_s_um2 - self.s0[j]) / kappa4
+            hold = self.boundary(math.ceil((self.t[j] + age - lay.t0_s) / lay.block_s))
+            d2 = ax * ax + ay * ay
+            if (d2 <= self.s0[j] + kappa4 * (hold - self.t[j])
+                    and self.t[j] + (d2 - self.s0[j]) / kappa4 > end):
+                end = max(end, min(hold, cap))
+        return end
 
     def in_reach(self, js: NDArray[np.intp], ts: float, xi: float, yi: float
                  ) -> NDArray[np.bool_]:
@@ -290,7 +386,7 @@ class _Run:
         fx, fy = px - kx, py - ky
         w = (ts - self.boundary(bs)) / lay.block_s
         acc = (1.0 - w) * _bilinear(start, ky, fy, kx, fx) + w * _bilinear(end, ky, fy, kx, fx)
-        js = js[self.t[js] >= self.boundary(bs) - lay.handover_s]
+        js = js[(self.t[js] >= self.boundary(bs) - lay.handover_s) & (self.t[js] <= ts)]
         x, y = self.x[js], self.y[js]
         s = self.s0[js] + 4.0 * lay.kappa_um2_s * (ts - self.t[js])
         amp = self.e[js] / (math.pi * s) * depth_factor(ts - self.t[js], lay)
@@ -311,6 +407,16 @@ class _Run:
         acc += (c0 + cy * v + cyy * v * v)[:, None] + (cx * u + cxx * u * u)[None, :]
         acc += cxy * v[:, None] * u[None, :]
         return acc
+
+
+def _box_distances(x: F64, y: F64, x_lo: float, x_hi: float, y_lo: float,
+                   y_hi: float) -> tuple[F64, F64]:
+    """Squared distances from points to the nearest and the farthest point of a rectangle."""
+    nx = np.maximum(np.maximum(x_lo - x, x - x_hi), 0.0)
+    ny = np.maximum(np.maximum(y_lo - y, y - y_hi), 0.0)
+    fx = np.maximum(np.abs(x - x_lo), np.abs(x - x_hi))
+    fy = np.maximum(np.abs(y - y_lo), np.abs(y - y_hi))
+    return nx * nx + ny * ny, fx * fx + fy * fy
 
 
 def _bilinear(grid: F64, ky: NDArray[np.intp], fy: F64, kx: NDArray[np.intp], fx: F64) -> F64:

@@ -175,6 +175,31 @@ def test_matches_brute_force_superposition(order: str, depth_loss: bool) -> None
     assert 1.0 < np.median(ratio) < 3.0
 
 
+def test_pulses_between_damage_samples_are_counted() -> None:
+    """12 x 12 spots 1 ms apart in random order (the bench's spots): a spot fired during a
+    window's damage samples, outside that window, sends a pulse through the window's cells
+    that peaks between two samples (up to q^3 apart in width). Counting each interval at the
+    larger of its ends read four of 282 hot cells low, down to 0.82x; each interval is now
+    counted at a bound of its largest rise (docs/thermal_model.md, "Damage samples")."""
+    p = TissueParams()
+    x, y = square_grid(12, 200.0)
+    perm = np.random.default_rng(7).permutation(len(x))
+    x, y = x[perm], y[perm]
+    t = np.arange(len(x)) * 1e-3
+    heat, radius = np.full(len(x), 2000.0), np.full(len(x), 70.0)
+    res = simulate_pass(x, y, t, heat, radius, p)
+    xc, yc = cell_centres(res, p)
+    rows, cols = np.nonzero(res.reservoir & (res.damage > 1e-4))
+    pick = np.random.default_rng(4).choice(len(rows), 300, replace=False)
+    rows, cols = rows[pick], cols[pick]
+    exact, exact_damage = brute_force(x, y, t, heat, radius, p, xc[cols], yc[rows])
+    hot = exact_damage > 1e-3
+    assert hot.sum() > 200
+    assert (res.damage[rows, cols][hot] / exact_damage[hot]).min() >= 1.0
+    assert np.median(res.damage[rows, cols][hot] / exact_damage[hot]) < 3.0
+    assert (res.peak_rise_k[rows, cols] / exact).min() > 0.9
+
+
 @pytest.mark.parametrize("kernel", [thermal._thermal, thermal_ref])
 @pytest.mark.parametrize("depth_loss", [True, False])
 def test_heat_conserved_including_depth_loss(kernel: ModuleType, depth_loss: bool) -> None:
@@ -412,8 +437,8 @@ def slow_random_edge_case(side: int = 6) -> tuple[F64, F64, F64, F64, F64, Tissu
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="known under-read beyond the "
-                   "outermost spots of slow plans (docs/thermal_model.md, Limits): peak 0.70x, "
-                   "damage 0.46x")
+                   "outermost spots of slow plans (docs/thermal_model.md, Limits): peak 0.72x, "
+                   "damage 0.51x")
 def test_slow_random_edge_cells_not_under_read() -> None:
     """Every reservoir cell at least its exact peak x 0.95 and its exact damage integral
     (exact >= 1e-3). Fails today; strict, so a fix that makes it pass fails the suite until
