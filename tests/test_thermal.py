@@ -185,7 +185,7 @@ def test_pulses_between_damage_samples_are_counted() -> None:
     x, y = square_grid(12, 200.0)
     perm = np.random.default_rng(7).permutation(len(x))
     x, y = x[perm], y[perm]
-    t = np.arange(len(x)) * 1e-3
+    t = np.arange(len(x), dtype=np.float64) * 1e-3
     heat, radius = np.full(len(x), 2000.0), np.full(len(x), 70.0)
     res = simulate_pass(x, y, t, heat, radius, p)
     xc, yc = cell_centres(res, p)
