@@ -752,6 +752,7 @@ DEF COVER_MARGIN = 1e-6
 #: A sharp spot whose width grows by at most this factor over a damage sample's interval is
 #: counted at the interval's ends (as controller.thermal_ref.RESOLVED_RATIO).
 DEF RESOLVED_RATIO = 4.0
+DEF INV_E = 0.36787944117144233  # exp(-1)
 
 
 cdef struct Geo:
@@ -1283,7 +1284,7 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     window takes over."""
     cdef double age_a = _max(ta - tj, 0.0), s_a = s0j + g.kappa4 * age_a
     cdef double s_b = s0j + g.kappa4 * (tb - tj), amp = ej / M_PI * _depth(g, age_a)
-    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2, sc
+    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2
     cdef bint fresh = tj > ta, row_in
     cdef Py_ssize_t r, c
     for r in range(ra, rb):
@@ -1294,8 +1295,12 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
             if row_in and fabs(dx) <= inner:
                 continue
             d2 = dx * dx + dy * dy
-            sc = s_a if d2 < s_a else (s_b if d2 > s_b else d2)
-            out[r, c] += amp * _exp(-d2 / sc) / sc
+            if d2 < s_a:
+                out[r, c] += amp * _exp(-d2 / s_a) / s_a
+            elif d2 > s_b:
+                out[r, c] += amp * _exp(-d2 / s_b) / s_b
+            else:  # the pulse's peak, exp(-1) / d^2
+                out[r, c] += amp * INV_E / d2
 
 
 cdef struct Rect:
