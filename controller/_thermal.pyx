@@ -1367,6 +1367,16 @@ cdef struct Buckets:
     const Py_ssize_t* items
 
 
+cdef inline void _bucket_span(const Buckets* bk, double xc, double yc, double reach,
+                              Py_ssize_t* bx0, Py_ssize_t* bx1, Py_ssize_t* by0,
+                              Py_ssize_t* by1) noexcept nogil:
+    """The buckets within reach of (xc, yc): columns [bx0, bx1), rows [by0, by1)."""
+    bx0[0] = max(<Py_ssize_t>floor((xc - reach - bk.x0) / bk.size), 0)
+    bx1[0] = min(<Py_ssize_t>floor((xc + reach - bk.x0) / bk.size) + 1, bk.nbx)
+    by0[0] = max(<Py_ssize_t>floor((yc - reach - bk.y0) / bk.size), 0)
+    by1[0] = min(<Py_ssize_t>floor((yc + reach - bk.y0) / bk.size) + 1, bk.nby)
+
+
 cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[:, ::1] cur, const double[:, ::1] cur_blur,
                   const double[:, ::1] nxt, const double[:, ::1] nxt_blur, const double[::1] x,
@@ -1454,10 +1464,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # and before it sends a pulse that peaks on the window after it, before the snapshots
     # could resolve it. Candidates from the buckets, in firing order.
     reach = g.window + sqrt(_max(g.snap_s, bk.max_s0) + g.kappa4 * g.block)
-    bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
-    bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
-    by0 = max(<Py_ssize_t>floor((w.yi - reach - bk.y0) / bk.size), 0)
-    by1 = min(<Py_ssize_t>floor((w.yi + reach - bk.y0) / bk.size) + 1, bk.nby)
+    _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
         for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
             j = bk.items[bx]
@@ -1483,40 +1490,28 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 and t[j] + (d2 - s0[j]) / g.kappa4 > t_end):
             t_end = _max(t_end, hold if hold < cap else cap)
     # Near spots within reach at the last (widest) sample, from the buckets within the widest
-    # reach. Peak samples: background if old, else sharp. Damage samples: background if fired
-    # before i, else late.
+    # reach. Peak samples: background if old, else sharp. Damage samples: slow if handed over
+    # or not pulsing on the window, else sharp; later ones also in the hand-over list.
     reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_end - lo_t)) * g.reach_log)
-    bx0 = max(<Py_ssize_t>floor((w.xi - reach - bk.x0) / bk.size), 0)
-    bx1 = min(<Py_ssize_t>floor((w.xi + reach - bk.x0) / bk.size) + 1, bk.nbx)
-    by0 = max(<Py_ssize_t>floor((w.yi - reach - bk.y0) / bk.size), 0)
-    by1 = min(<Py_ssize_t>floor((w.yi + reach - bk.y0) / bk.size) + 1, bk.nby)
+    _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
         for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
             j = bk.items[bx]
             if t[j] > t_end or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
                                              s0[j] + g.kappa4 * (t_end - t[j])):
                 continue
-            if t[j] < lo_next or t[j] < t[i]:
-                # damage samples: slow if handed over or if its rise is monotone on the
-                # window over them, else sharp (bounded over each interval)
-                if t[j] < lo_next or not _pulsing(&box, x[j], y[j],
-                                                 s0[j] + g.kappa4 * (t_end - t[j]),
-                                                 s0[j] + g.kappa4 * (t_mid - t[j])):
-                    cand[4, n_slow] = j
-                    n_slow += 1
-                else:
-                    cand[5, n_dsharp] = j
-                    n_dsharp += 1
-            else:
+            if t[j] >= lo_next and t[j] >= t[i]:  # fired since i: may take cells over
                 cand[3, n_late] = j
                 n_late += 1
-                if _pulsing(&box, x[j], y[j], s0[j] + g.kappa4 * (t_end - t[j]),
-                            s0[j] + g.kappa4 * (t_mid - t[j])):
-                    cand[5, n_dsharp] = j
-                    n_dsharp += 1
-                else:
-                    cand[4, n_slow] = j
-                    n_slow += 1
+            # Damage samples: slow if handed over or if its rise is monotone on the window over
+            # them, else sharp (bounded over each interval).
+            if t[j] < lo_next or not _pulsing(&box, x[j], y[j], s0[j] + g.kappa4 * (t_end - t[j]),
+                                              s0[j] + g.kappa4 * (t_mid - t[j])):
+                cand[4, n_slow] = j
+                n_slow += 1
+            else:
+                cand[5, n_dsharp] = j
+                n_dsharp += 1
             if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
                 cand[1, n_bg] = j
                 n_bg += 1
