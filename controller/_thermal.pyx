@@ -746,6 +746,10 @@ cdef extern from *:
 DEF CHUNK_BLOCKS = 8
 #: The same, for the tests that compare the kernels across chunk boundaries.
 chunk_blocks = CHUNK_BLOCKS
+#: Far-grid blocks a window may sample ahead of its own, at most CHUNK_BLOCKS: the windows of a
+#: chunk run while the chunk after it is ready (as controller.thermal_ref.LOOKAHEAD).
+DEF LOOKAHEAD = 8
+lookahead = LOOKAHEAD
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
 #: inside its window (as controller.thermal_ref.COVER_MARGIN).
 DEF COVER_MARGIN = 1e-6
@@ -1145,9 +1149,17 @@ cdef inline void _batch_gaussian(const Geo* g, const Window* w, Batch* bt, doubl
         _batch_flush(bt)
 
 
+cdef inline Py_ssize_t _block_of(const Geo* g, Py_ssize_t b, double ts) noexcept nogil:
+    """The far-grid block holding ts for a window of block b, at most LOOKAHEAD - 1 ahead (as
+    thermal_ref._Run.block_of)."""
+    cdef Py_ssize_t bs = b
+    while bs < b + LOOKAHEAD - 1 and ts >= _boundary(g, bs + 1):
+        bs += 1
+    return bs
+
+
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
-                      const double[:, ::1] cur, const double[:, ::1] cur_blur,
-                      const double[:, ::1] nxt, const double[:, ::1] nxt_blur,
+                      const double[:, :, :, ::1] cur, const double[:, :, :, ::1] blur,
                       const Py_ssize_t* cand, Py_ssize_t n_cand, const double[::1] x,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
@@ -1159,13 +1171,13 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
     buffers: scratch)."""
     cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1]
-    cdef Py_ssize_t bs = b if ts < _boundary(g, b + 1) else b + 1
+    cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
     cdef double* row
     cdef double coef[6]
-    cdef const double[:, ::1] start = cur if bs == b else nxt
-    cdef const double[:, ::1] end = cur_blur if bs == b else nxt_blur
+    cdef const double[:, ::1] start = cur[cc % 3, bs - cc * CHUNK_BLOCKS]
+    cdef const double[:, ::1] end = blur[cc % 3, bs - cc * CHUNK_BLOCKS]
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
     # Far nodes around the box at ts, then bilinear per cell (row and column fractions).
     kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
@@ -1378,8 +1390,8 @@ cdef inline void _bucket_span(const Buckets* bk, double xc, double yc, double re
 
 
 cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
-                  const double[:, ::1] cur, const double[:, ::1] cur_blur,
-                  const double[:, ::1] nxt, const double[:, ::1] nxt_blur, const double[::1] x,
+                  const double[:, :, :, ::1] cur, const double[:, :, :, ::1] blur,
+                  const double[::1] x,
                   const double[::1] y, const double[::1] t, const double[::1] e,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
                   double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[:, ::1] terms,
@@ -1412,8 +1424,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0
     cdef bint slow_ready = False
     cdef Rect box
-    cdef double ext_ratio, t_end, cap = _boundary(g, b + 2), s_base, ax, ay, hold, d2, s_a
+    cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
     cdef int pass_
+    cdef double lo_ts
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
@@ -1518,10 +1531,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             else:
                 cand[0, n_sharp] = j
                 n_sharp += 1
-    _background(g, &w, t[i], b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y, t, e,
+    _background(g, &w, t[i], b, cur, blur, &cand[1, 0], n_bg, x, y, t, e,
                 s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
-        _background(g, &w, t_mid, b, cur, cur_blur, nxt, nxt_blur, &cand[1, 0], n_bg, x, y,
+        _background(g, &w, t_mid, b, cur, blur, &cand[1, 0], n_bg, x, y,
                     t, e, s0, mid, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
@@ -1573,11 +1586,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # first, free after the peak samples, keeps it), each sharp spot exact for the
             # peak and at its largest over the interval for the damage (mid).
             if not slow_ready:
-                _background(g, &w, t_prev, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_slow,
+                _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], n_slow,
                             x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
                             ca, cb)
                 slow_ready = True
-            _background(g, &w, ts, b, cur, cur_blur, nxt, nxt_blur, &cand[4, 0], n_slow, x, y,
+            _background(g, &w, ts, b, cur, blur, &cand[4, 0], n_slow, x, y,
                         t, e, s0, acc, nodes, kx, ex, ey, line, terms, &bt, ra, rb, ca, cb)
             # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
             # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
@@ -1586,12 +1599,13 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 for c in range(ca, cb):
                     prev[r, c] = acc[r, c]
                     fresh[r, c] = first[r, c]
+            lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             for pass_ in range(2):
                 _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
                 _batch_open(&bt_fresh, fresh if pass_ == 0 else mid, ra, rb, ca, cb, g.cell)
                 for q in range(n_dsharp):
                     j = cand[5, q]
-                    if t[j] > ts:
+                    if t[j] > ts or t[j] < lo_ts:  # not yet fired / in the far grid
                         continue
                     s = s0[j] + g.kappa4 * (ts - t[j])
                     if not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
@@ -1797,9 +1811,10 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef int n_threads = openmp.omp_get_max_threads()
     cdef Py_ssize_t n = x.shape[0], km = mode_weight.shape[0]
     cdef Chunk ch
-    ch.blocks = min(CHUNK_BLOCKS, g.n_blocks)
+    ch.blocks = CHUNK_BLOCKS
     ch.aged = 0
-    ch.horizon = _max(g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4, g.block)
+    ch.horizon = _max(g.ratio * _max(2.0 * g.window * g.window, g.damage_s) / g.kappa4,
+                      (LOOKAHEAD - 1) * g.block)
     shape = (g.nfy, g.nfx)
     # One peak map and one damage map for all threads: windows merge into them a row at a
     # time, under the row's lock.
@@ -1812,8 +1827,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, ::1] far_dose = np.zeros(shape), far_prev = np.zeros(shape)
     cdef double[:, :, :, ::1] modes = np.zeros((2, g.nfy, g.nfx, km))
     cdef double[:, :, ::1] tmp = np.zeros((g.nfy, g.nfx, km))
-    cdef double[:, :, :, ::1] cur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
-    cdef double[:, :, :, ::1] blur = np.zeros((2, ch.blocks + 1, g.nfy, g.nfx))
+    cdef double[:, :, :, ::1] cur = np.zeros((3, ch.blocks + 1, g.nfy, g.nfx))
+    cdef double[:, :, :, ::1] blur = np.zeros((3, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
     cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 12, width, width))
     longest = max(g.nfx, g.nfy, width) + 1
@@ -1830,9 +1845,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     bk.x0, bk.y0, bk.max_s0 = np.min(x), np.min(y), np.max(s0)
     bk.nbx = int((np.max(x) - bk.x0) / bk.size) + 1
     bk.nby = int((np.max(y) - bk.y0) / bk.size) + 1
-    cdef Py_ssize_t[:, :, ::1] b_start = np.zeros((2, ch.blocks, bk.nbx * bk.nby + 1),
+    cdef Py_ssize_t[:, :, ::1] b_start = np.zeros((3, ch.blocks, bk.nbx * bk.nby + 1),
                                                   dtype=np.intp)
-    cdef Py_ssize_t[:, :, ::1] b_items = np.zeros((2, ch.blocks, n), dtype=np.intp)
+    cdef Py_ssize_t[:, :, ::1] b_items = np.zeros((3, ch.blocks, n), dtype=np.intp)
     cdef Py_ssize_t[::1] block_first = np.zeros(g.n_blocks + 2, dtype=np.intp)
     cdef Py_ssize_t[::1] col_node = np.zeros(g.nx, dtype=np.intp)
     cdef double[::1] col_frac = np.zeros(g.nx)
@@ -1845,22 +1860,29 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     with nogil:
         for b in range(g.n_blocks + 2):
             block_first[b] = _first_ge(t, _boundary(&g, b))
-        _produce(&g, &ch, &bk, 0, modes, tmp, cur[0], blur[0], b_start[0], b_items[0],
-                 far_peak, far_dose, far_prev, total, taps, block_decay, mode_weight,
-                 mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
+        # Chunk cc lives in slot cc % 3. The windows of chunk c run once chunk c + 1 is ready
+        # (they sample up to LOOKAHEAD <= CHUNK_BLOCKS blocks ahead), while thread 0 produces
+        # chunk c + 2.
+        for c in range(2):
+            if c > 0:
+                cur[c, 0] = cur[c - 1, ch.blocks]
+                blur[c, 0] = blur[c - 1, ch.blocks]
+            _produce(&g, &ch, &bk, c * ch.blocks, modes, tmp, cur[c], blur[c], b_start[c],
+                     b_items[c], far_peak, far_dose, far_prev, total, taps, block_decay,
+                     mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
         for c in range(n_chunks):
-            slot = c % 2
+            slot = c % 3
             lo = block_first[c * ch.blocks]
             hi = block_first[min((c + 1) * ch.blocks, g.n_blocks)]
             with parallel():
                 tid = threadid()
-                if tid == 0 and c + 1 < n_chunks:
-                    cur[1 - slot, 0] = cur[slot, ch.blocks]
-                    blur[1 - slot, 0] = blur[slot, ch.blocks]
-                    _produce(&g, &ch, &bk, (c + 1) * ch.blocks, modes, tmp, cur[1 - slot],
-                             blur[1 - slot], b_start[1 - slot], b_items[1 - slot], far_peak,
-                             far_dose, far_prev, total, taps, block_decay, mode_weight,
-                             mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
+                if tid == 0 and c + 2 <= n_chunks:
+                    cur[(c + 2) % 3, 0] = cur[(c + 1) % 3, ch.blocks]
+                    blur[(c + 2) % 3, 0] = blur[(c + 1) % 3, ch.blocks]
+                    _produce(&g, &ch, &bk, (c + 2) * ch.blocks, modes, tmp, cur[(c + 2) % 3],
+                             blur[(c + 2) % 3], b_start[(c + 2) % 3], b_items[(c + 2) % 3],
+                             far_peak, far_dose, far_prev, total, taps, block_decay,
+                             mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
                 for i in prange(lo, hi, schedule="dynamic", chunksize=8):
                     worker = threadid()
                     b = c * ch.blocks
@@ -1869,13 +1891,12 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     k = b - c * ch.blocks
                     mine = bk
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
-                    _window(&g, &mine, i, b, cur[slot, k], blur[slot, k], cur[slot, k + 1],
-                            blur[slot, k + 1], x, y, t, e, s0, fine, dose,
+                    _window(&g, &mine, i, b, cur, blur, x, y, t, e, s0, fine, dose,
                             scratch[worker], cand[worker], terms[worker], ex[worker],
                             ey[worker], gauss[worker], &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
-        slot = (n_chunks - 1) % 2
+        slot = (n_chunks - 1) % 3
         _snapshot(&g, cur[slot, k], total, far_peak, far_dose, far_prev, g.n_blocks, x, y, t,
                   e, s0, pwx)
         _combine(&g, fine, far_peak, dose, far_dose, sampled, col_node, col_frac, lines)

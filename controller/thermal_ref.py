@@ -27,6 +27,9 @@ COVER_MARGIN = 1e-6
 #: rise over the interval.
 RESOLVED_RATIO = 4.0
 
+#: Far-grid blocks a window may sample ahead of its own (the Cython kernel: at most its chunk).
+LOOKAHEAD = 8
+
 
 
 def cell_span(lo_um: float, hi_um: float, origin_um: float, cell_um: float,
@@ -110,24 +113,35 @@ class _Run:
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
 
+    def block_of(self, b: int, ts: float) -> int:
+        """The far-grid block holding ts for a window of block b, at most LOOKAHEAD - 1 ahead."""
+        bs = b
+        while bs < b + LOOKAHEAD - 1 and ts >= self.boundary(bs + 1):
+            bs += 1
+        return bs
+
     def first_ge(self, value: float) -> int:
         return int(np.searchsorted(self.t, value, "left"))
 
     def run(self) -> tuple[F64, F64, F64, NDArray[np.bool_]]:
         lay = self.lay
+        # Every block's far grid first (sum of the modes at its start, and one block later
+        # before the next deposits): a window samples up to LOOKAHEAD blocks ahead.
         cur = np.zeros((lay.nfy, lay.nfx, len(self.block_decay)))
-        cur_blur = self.blur(cur)
-        nxt = self.deposit(cur_blur, 0)
-        nxt_blur = self.blur(nxt)
+        grids: dict[int, tuple[F64, F64]] = {}
+        last = cur
+        for b in range(lay.n_blocks + LOOKAHEAD + 1):
+            cur_blur = self.blur(cur)
+            grids[b] = (cur.sum(axis=2), cur_blur.sum(axis=2))
+            if b < lay.n_blocks:
+                self.snapshot(cur.sum(axis=2), b)
+            if b == lay.n_blocks:
+                last = cur
+            cur = self.deposit(cur_blur, b)
+        cur = last
         for b in range(lay.n_blocks):
-            self.snapshot(cur.sum(axis=2), b)
-            grids = {b: (cur.sum(axis=2), cur_blur.sum(axis=2)),
-                     b + 1: (nxt.sum(axis=2), nxt_blur.sum(axis=2))}
             for i in range(self.first_ge(self.boundary(b)), self.first_ge(self.boundary(b + 1))):
                 self.window(i, b, grids)
-            cur, cur_blur = nxt, nxt_blur
-            nxt = self.deposit(cur_blur, b + 1)
-            nxt_blur = self.blur(nxt)
         end = cur.sum(axis=2)
         self.snapshot(end, lay.n_blocks)
         fy, ky = np.modf((self.yc - lay.fy0_um) / lay.far_um)
@@ -304,7 +318,8 @@ class _Run:
         ta, tb = times[k - 1], times[k]
         uu, vv = u[ca:cb], v[ra:rb]
         slow = self.background(tb, slow_js, xi, yi, uu, vv, grids, b)
-        sharp = sharp_js[self.t[sharp_js] <= tb]
+        lo_t = self.boundary(self.block_of(b, tb)) - lay.handover_s  # earlier: in the far grid
+        sharp = sharp_js[(self.t[sharp_js] <= tb) & (self.t[sharp_js] >= lo_t)]
         sharp = sharp[self.in_reach(sharp, tb, xi, yi)]
         full = slow.copy()
         end_a, end_b = prev_slow[ra:rb, ca:cb].copy(), slow.copy()
@@ -341,14 +356,13 @@ class _Run:
     def extended_end(self, i: int, b: int, t_last: float) -> float:
         """End of window i's samples: its last width, or later if a spot fired after i and
         before that end sends a pulse the samples would miss: its rise peaks at the window's
-        nearest point (width d^2, d its distance to the window) after that end, and before the
-        snapshots could resolve it (d^2 at most ``damage_s_um2``). The samples then run to the
-        block boundary at which a snapshot first holds that spot (width at least
-        ``snap_s_um2``), and so on; at most to the end of block b + 1 (the far grid further on
-        is not known to the window)."""
+        nearest point (width d^2, d its distance to the window) after that end, and before a
+        snapshot holds it (d^2 at most its width at the block boundary at which a snapshot
+        first holds it, its hold). The samples then run to that hold, and so on; at most
+        LOOKAHEAD blocks ahead (the far grid the window can see)."""
         lay = self.lay
         kappa4, w = 4.0 * lay.kappa_um2_s, lay.window_um
-        cap = self.boundary(b + 2)
+        cap = self.boundary(b + LOOKAHEAD)
         end = t_last
         for j in range(i + 1, self.first_ge(cap)):
             if self.t[j] >= end:
@@ -378,7 +392,7 @@ class _Run:
         exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
         smooth."""
         lay = self.lay
-        bs = b if ts < self.boundary(b + 1) else b + 1
+        bs = self.block_of(b, ts)
         start, end = grids[bs]
         px = (u + xi - lay.fx0_um) / lay.far_um
         py = (v + yi - lay.fy0_um) / lay.far_um

@@ -191,3 +191,10 @@ def test_damage_rate_table_bounds_the_exact_rate(damage_omega: float) -> None:
     beyond = rise[above] > lay.rate_floor_k + (len(lay.rate_table) - 1) / lay.rate_per_k
     assert beyond.any()
     np.testing.assert_allclose(fast[above][beyond], exact[beyond], rtol=1e-14)
+
+
+def test_kernels_look_as_far_ahead() -> None:
+    """Both kernels let a window sample the same number of far-grid blocks ahead, and the
+    Cython one no further than the chunk it has ready."""
+    assert _thermal.lookahead == thermal_ref.LOOKAHEAD
+    assert 2 <= _thermal.lookahead <= _thermal.chunk_blocks
