@@ -317,6 +317,10 @@ class TreatmentSession:
         except RecordError:
             delivered = {}
         if status in ("completed", "aborted"):
+            # The device's state change after the last spot arrives as an event; a status
+            # round trip (ordered after it on the link) records it before the end.
+            with contextlib.suppress(DeviceError):
+                self._status()
             self.record.append(self.session_id, "session_end", status=status)
         return SessionOutcome(status, self.session_id, detail, delivered)
 
