@@ -10,6 +10,8 @@ F64 = NDArray[np.float64]
 
 #: Blocks per chunk (the tests compare the kernels across chunk boundaries).
 chunk_blocks: int
+#: Far-grid blocks a window may sample ahead of its own (as thermal_ref.LOOKAHEAD).
+lookahead: int
 
 def _fill_exp2() -> None: ...
 def fast_exp(x: F64) -> F64: ...
