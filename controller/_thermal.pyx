@@ -1277,10 +1277,16 @@ cdef inline void _sample_window(const Geo* g, double* peak, double* dose, const 
                                 double t_prev, bint started) noexcept nogil:
     """One sample of n consecutive cells: peak, previous sample, and (after the first
     sample) the damage integral of the interval since t_prev."""
-    cdef Py_ssize_t c
     _sample_row(peak, acc, fresh, prev, until, hot, span, n, ts, t_prev)
-    if started and _dose_row(dose, hot, span, n, g.floor_k, g.rate_per_k, g.rate_table,
-                             g.n_rate):
+    if started:
+        _dose(g, dose, hot, span, n)
+
+
+cdef inline void _dose(const Geo* g, double* dose, const double* hot, const double* span,
+                       Py_ssize_t n) noexcept nogil:
+    """Add each cell's damage rate at hot times its span to dose."""
+    cdef Py_ssize_t c
+    if _dose_row(dose, hot, span, n, g.floor_k, g.rate_per_k, g.rate_table, g.n_rate):
         for c in range(n):  # beyond the table (rare): the exact rate
             if (span[c] > 0.0 and hot[c] > g.floor_k
                     and (hot[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
@@ -1289,15 +1295,14 @@ cdef inline void _sample_window(const Geo* g, double* peak, double* dose, const 
 
 cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssize_t ra,
                       Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj, double yj,
-                      double tj, double s0j, double ej, double ta, double tb) noexcept nogil:
+                      double s_a, double s_b, double amp, bint fresh) noexcept nogil:
     """Add spot j's largest rise over [ta, tb] to the cells of out's box (as
     thermal_ref._Run.damage_sample): its Gaussian of width clamp(d^2, s_a, s_b) at the depth
     factor of the interval's start; a spot fired within the interval not on the cells its own
-    window takes over."""
-    cdef double age_a = _max(ta - tj, 0.0), s_a = s0j + g.kappa4 * age_a
-    cdef double s_b = s0j + g.kappa4 * (tb - tj), amp = ej / M_PI * _depth(g, age_a)
+    window takes over (fresh: fired within it). s_a, s_b: its widths at the interval's ends;
+    amp: its heat / pi x the depth factor at the start."""
     cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2
-    cdef bint fresh = tj > ta, row_in
+    cdef bint row_in
     cdef Py_ssize_t r, c
     for r in range(ra, rb):
         dy = g.y0 + (w.r0 + r + 0.5) * g.cell - yj
@@ -1353,7 +1358,7 @@ cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1]
     elif tj <= ta and nx * nx + ny * ny >= s_b:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
     else:
-        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, tj, s0j, ej, ta, tb)
+        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta)
 
 
 cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const double* acc,
@@ -1365,11 +1370,7 @@ cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const
     for c in range(n):
         peak[c] = _max(peak[c], acc[c])
         span[c] = (ts if ts < until[c] else until[c]) - t_prev
-    if _dose_row(dose, bound, span, n, g.floor_k, g.rate_per_k, g.rate_table, g.n_rate):
-        for c in range(n):  # beyond the table (rare): the exact rate
-            if (span[c] > 0.0 and bound[c] > g.floor_k
-                    and (bound[c] - g.floor_k) * g.rate_per_k >= g.n_rate - 1):
-                dose[c] += _rate(g, bound[c]) * span[c]
+    _dose(g, dose, bound, span, n)
 
 
 cdef struct Buckets:
@@ -1597,8 +1598,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # exact at ts for the peak and at their largest over the interval (mid).
             for r in range(ra, rb):
                 for c in range(ca, cb):
-                    prev[r, c] = acc[r, c]
-                    fresh[r, c] = first[r, c]
+                    fresh[r, c] = first[r, c]  # the ends' sums start from the slow part
+                    first[r, c] = acc[r, c]  # the next interval's start
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             for pass_ in range(2):
                 _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
@@ -1627,9 +1628,6 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     for r in range(ra, rb):
                         for c in range(ca, cb):
                             mid[r, c] = _max(fresh[r, c], acc[r, c])
-            for r in range(ra, rb):
-                for c in range(ca, cb):
-                    first[r, c] = prev[r, c]
             for r in range(ra, rb):
                 _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
                                 &until[r, ca], span, cb - ca, ts, t_prev)
