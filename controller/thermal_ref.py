@@ -309,10 +309,11 @@ class _Run:
                       grids: dict[int, tuple[F64, F64]], b: int, u: F64, v: F64) -> None:
         """Damage sample k of window i on the box of its live cells: the peak at times[k], and
         the interval since times[k - 1] counted at a bound of its largest rise: the slow part
-        at the larger of its ends, plus each sharp spot's largest rise over the interval
-        (its Gaussian of width clamp(d^2, s_a, s_b), the depth factor at the interval's start;
-        a spot fired within the interval counts from its firing, and not on the cells its own
-        window takes over). A pulse between two samples is therefore never missed."""
+        with the sharp spots the interval resolves (width grown at most RESOLVED_RATIO) at the
+        larger of the two ends' sums, plus each other sharp spot's largest rise over the
+        interval (its Gaussian of width clamp(d^2, s_a, s_b), the depth factor at the
+        interval's start; a spot fired within the interval counts from its firing, and not on
+        the cells its own window takes over). A pulse between two samples is never missed."""
         lay = self.lay
         kappa4, xi, yi = 4.0 * lay.kappa_um2_s, self.x[i], self.y[i]
         ta, tb = times[k - 1], times[k]
