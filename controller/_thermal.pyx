@@ -1295,29 +1295,42 @@ cdef inline void _dose(const Geo* g, double* dose, const double* hot, const doub
 
 cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssize_t ra,
                       Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj, double yj,
-                      double s_a, double s_b, double amp, bint fresh) noexcept nogil:
+                      double s_a, double s_b, double amp, bint fresh, double* gx,
+                      double* gy, Py_ssize_t ld) noexcept nogil:
     """Add spot j's largest rise over [ta, tb] to the cells of out's box (as
     thermal_ref._Run.damage_sample): its Gaussian of width clamp(d^2, s_a, s_b) at the depth
     factor of the interval's start; a spot fired within the interval not on the cells its own
     window takes over (fresh: fired within it). s_a, s_b: its widths at the interval's ends;
-    amp: its heat / pi x the depth factor at the start."""
-    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2
+    amp: its heat / pi x the depth factor at the start. The Gaussians of widths s_a and s_b
+    from their column and row factors (``gx``, ``gy``: scratch of 4 rows ld apart each, a
+    batch's factor buffers between its flushes)."""
+    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2, v, ga, gb
+    cdef double dx0 = g.x0 + (w.c0 + ca + 0.5) * g.cell - xj
+    cdef double dy0 = g.y0 + (w.r0 + ra + 0.5) * g.cell - yj
+    cdef double amp_e = amp * INV_E
+    cdef double d0[2]
+    cdef double e0[2]
+    cdef double widths[2]
+    cdef double amps[2]
     cdef bint row_in
     cdef Py_ssize_t r, c
-    for r in range(ra, rb):
-        dy = g.y0 + (w.r0 + r + 0.5) * g.cell - yj
+    d0[0] = d0[1] = dx0
+    e0[0] = e0[1] = dy0
+    widths[0], widths[1] = s_a, s_b
+    amps[0], amps[1] = amp / s_a, amp / s_b
+    _gauss_factors(gx, gy, ld, &d0[0], &e0[0], &widths[0], &amps[0], 2, g.cell, cb - ca,
+                   rb - ra, &_EXP2[0])
+    for r in range(rb - ra):
+        dy = dy0 + r * g.cell
         row_in = fresh and fabs(dy) <= inner
-        for c in range(ca, cb):
-            dx = g.x0 + (w.c0 + c + 0.5) * g.cell - xj
-            if row_in and fabs(dx) <= inner:
-                continue
+        ga, gb = gy[r], gy[ld + r]
+        for c in range(cb - ca):
+            dx = dx0 + c * g.cell
             d2 = dx * dx + dy * dy
-            if d2 < s_a:
-                out[r, c] += amp * _exp(-d2 / s_a) / s_a
-            elif d2 > s_b:
-                out[r, c] += amp * _exp(-d2 / s_b) / s_b
-            else:  # the pulse's peak, exp(-1) / d^2
-                out[r, c] += amp * INV_E / d2
+            # below s_a: falling, its width at ta; beyond s_b: rising, at tb; else the
+            # pulse's peak, exp(-1) / d^2
+            v = ga * gx[c] if d2 < s_a else (gb * gx[ld + c] if d2 > s_b else amp_e / d2)
+            out[ra + r, ca + c] += 0.0 if (row_in and fabs(dx) <= inner) else v
 
 
 cdef struct Rect:
@@ -1358,7 +1371,7 @@ cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1]
     elif tj <= ta and nx * nx + ny * ny >= s_b:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
     else:
-        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta)
+        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx, bt.gy, bt.ld)
 
 
 cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const double* acc,
