@@ -1435,12 +1435,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_use, n_ext
-    cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0
-    cdef bint slow_ready = False
+    cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd
+    cdef bint slow_ready = False, reuse = False, in_prev, resolved, valid
+    cdef double lo_prev = 0.0
     cdef Rect box
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
-    cdef int pass_
-    cdef double lo_ts
+    cdef double lo_ts = 0.0
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
@@ -1599,6 +1599,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # The slow part at this sample (and, at the first one, at the last peak sample:
             # first, free after the peak samples, keeps it), each sharp spot exact for the
             # peak and at its largest over the interval for the damage (mid).
+            # From the second damage sample on, the start's sum comes from the last sample's
+            # full value (prev): its spots that are not resolved now taken out, the resolved
+            # ones it left out (out of reach then) added.
+            reuse = slow_ready
             if not slow_ready:
                 _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], n_slow,
                             x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
@@ -1611,39 +1615,58 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # exact at ts for the peak and at their largest over the interval (mid).
             for r in range(ra, rb):
                 for c in range(ca, cb):
-                    fresh[r, c] = first[r, c]  # the ends' sums start from the slow part
+                    # the ends' sums start from the slow part (or the last sample's whole sum)
+                    fresh[r, c] = prev[r, c] if reuse else first[r, c]
                     first[r, c] = acc[r, c]  # the next interval's start
+            lo_prev = lo_ts
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
-            for pass_ in range(2):
-                _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
-                _batch_open(&bt_fresh, fresh if pass_ == 0 else mid, ra, rb, ca, cb, g.cell)
-                for q in range(n_dsharp):
-                    j = cand[5, q]
-                    if t[j] > ts or t[j] < lo_ts:  # not yet fired / in the far grid
-                        continue
-                    s = s0[j] + g.kappa4 * (ts - t[j])
-                    if not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
-                        continue
-                    s_a = s0[j] + g.kappa4 * _max(t_prev - t[j], 0.0)
-                    if (t[j] <= t_prev and s <= RESOLVED_RATIO * s_a) != (pass_ == 0):
-                        continue
-                    _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
-                                    e[j] / (M_PI * s) * _depth(g, ts - t[j]))
-                    if pass_ == 0:
-                        _batch_gaussian(g, &w, &bt_fresh, x[j] - w.xi, y[j] - w.yi, s_a,
-                                        e[j] / (M_PI * s_a) * _depth(g, t_prev - t[j]))
+            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
+            n_bnd = 0  # the others, listed in cand[3] (free once the hand-overs are known)
+            for q in range(n_dsharp):
+                j = cand[5, q]
+                if t[j] > ts:  # not yet fired
+                    continue
+                s_a = s0[j] + g.kappa4 * _max(t_prev - t[j], 0.0)
+                # in the last sample's sum (prev)?
+                in_prev = (reuse and t[j] <= t_prev and t[j] >= lo_prev
+                           and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s_a))
+                s = s0[j] + g.kappa4 * (ts - t[j])
+                resolved = False
+                if t[j] >= lo_ts and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                    # not in the far grid at ts, and within reach
+                    resolved = t[j] <= t_prev and s <= RESOLVED_RATIO * s_a
+                    if resolved:
+                        _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
+                                        e[j] / (M_PI * s) * _depth(g, ts - t[j]))
                     else:
-                        _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j],
-                               e[j], t_prev, ts)
-                _batch_flush(&bt)
-                _batch_flush(&bt_fresh)
-                if pass_ == 0:
-                    for r in range(ra, rb):
-                        for c in range(ca, cb):
-                            mid[r, c] = _max(fresh[r, c], acc[r, c])
+                        cand[3, n_bnd] = j
+                        n_bnd += 1
+                if resolved != in_prev:  # add it at the start, or take it out
+                    _batch_gaussian(g, &w, &bt_fresh, x[j] - w.xi, y[j] - w.yi, s_a,
+                                    (1.0 if resolved else -1.0) * e[j] / (M_PI * s_a)
+                                    * _depth(g, t_prev - t[j]))
+            _batch_flush(&bt)
+            _batch_flush(&bt_fresh)
+            for r in range(ra, rb):
+                for c in range(ca, cb):
+                    mid[r, c] = _max(fresh[r, c], acc[r, c])
+            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, mid, ra, rb, ca, cb, g.cell)
+            for q in range(n_bnd):
+                j = cand[3, q]
+                s = s0[j] + g.kappa4 * (ts - t[j])
+                _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
+                                e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+                _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j], e[j],
+                       t_prev, ts)
+            _batch_flush(&bt)
+            _batch_flush(&bt_fresh)
             for r in range(ra, rb):
                 _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
                                 &until[r, ca], span, cb - ca, ts, t_prev)
+                for c in range(ca, cb):
+                    prev[r, c] = acc[r, c]  # this sample's whole sum, for the next
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
