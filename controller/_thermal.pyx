@@ -1527,7 +1527,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             if t[j] > t_end or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
                                              s0[j] + g.kappa4 * (t_end - t[j])):
                 continue
-            if t[j] >= lo_next and t[j] >= t[i]:  # fired since i: may take cells over
+            if (t[j] >= lo_next and t[j] >= t[i] and fabs(x[j] - w.xi) <= 2.0 * g.window + g.cell
+                    and fabs(y[j] - w.yi) <= 2.0 * g.window + g.cell):
+                # fired since i, its window overlapping: may take cells over
                 cand[3, n_late] = j
                 n_late += 1
             # Damage samples: slow if handed over or if its rise is monotone on the window over
@@ -1542,7 +1544,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
                 cand[1, n_bg] = j
                 n_bg += 1
-            else:
+            elif t[j] <= t_mid:  # (later ones fire after the peak samples)
                 cand[0, n_sharp] = j
                 n_sharp += 1
     _background(g, &w, t[i], b, cur, blur, &cand[1, 0], n_bg, x, y, t, e,
