@@ -576,6 +576,24 @@ cdef extern from *:
         return CO2SCAN_SIMD(co2scan_dose_row, dose, hot, span, n, floor_k, per_k, table, n_table);
     }
 
+    /* One row of a spot's largest rise over an interval: out[c] += ga gxa[c] (its Gaussian
+       at width s_a) where d^2 < s_a, gb gxb[c] (at width s_b) where d^2 > s_b, else amp_e / d^2
+       (the pulse's peak), with d^2 = (dx0 + c step)^2 + dy^2; nothing where |dx| <= inner if
+       skip_inner. Selects, so that it vectorises (fewer than 2^31 cells). */
+    CO2SCAN_CLONES static void co2scan_bound_row(
+            double *restrict out, const double *restrict gxa, const double *restrict gxb,
+            Py_ssize_t n, double dx0, double step, double dy, double s_a, double s_b, double ga,
+            double gb, double amp_e, double inner, int skip_inner) {
+        double dy2 = dy * dy;
+        for (int c = 0; c < (int)n; c++) {  /* int: its conversion to double vectorises */
+            double dx = dx0 + (double)c * step;
+            double d2 = dx * dx + dy2;
+            double a = ga * gxa[c], b = gb * gxb[c], peak = amp_e / d2;
+            double v = d2 < s_a ? a : (d2 > s_b ? b : peak);
+            out[c] += (skip_inner && fabs(dx) <= inner) ? 0.0 : v;
+        }
+    }
+
     /* out[c] = a[c] + frac (b[c] - a[c]) */
     CO2SCAN_CLONES static void co2scan_lerp(
             double *restrict out, const double *restrict a, const double *restrict b,
@@ -728,6 +746,10 @@ cdef extern from *:
                                       const double* table, Py_ssize_t n_table) nogil
     void _lerp "co2scan_lerp"(double* out, const double* a, const double* b, Py_ssize_t n,
                               double frac) nogil
+    void _bound_row "co2scan_bound_row"(double* out, const double* gxa, const double* gxb,
+                                         Py_ssize_t n, double dx0, double step, double dy,
+                                         double s_a, double s_b, double ga, double gb,
+                                         double amp_e, double inner, int skip_inner) nogil
     void _far_row "co2scan_far_row"(double* out, const double* f, const Py_ssize_t* k,
                                      const double* line, Py_ssize_t n) nogil
     void _combine_row "co2scan_combine_row"(double* peak, double* dose, unsigned char* sampled,
@@ -1304,7 +1326,7 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     amp: its heat / pi x the depth factor at the start. The Gaussians of widths s_a and s_b
     from their column and row factors (``gx``, ``gy``: scratch of 4 rows ld apart each, a
     batch's factor buffers between its flushes)."""
-    cdef double inner = g.window - COVER_MARGIN * g.cell, dx, dy, d2, v, ga, gb
+    cdef double inner = g.window - COVER_MARGIN * g.cell, dy
     cdef double dx0 = g.x0 + (w.c0 + ca + 0.5) * g.cell - xj
     cdef double dy0 = g.y0 + (w.r0 + ra + 0.5) * g.cell - yj
     cdef double amp_e = amp * INV_E
@@ -1312,8 +1334,7 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     cdef double e0[2]
     cdef double widths[2]
     cdef double amps[2]
-    cdef bint row_in
-    cdef Py_ssize_t r, c
+    cdef Py_ssize_t r
     d0[0] = d0[1] = dx0
     e0[0] = e0[1] = dy0
     widths[0], widths[1] = s_a, s_b
@@ -1322,15 +1343,8 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
                    rb - ra, &_EXP2[0])
     for r in range(rb - ra):
         dy = dy0 + r * g.cell
-        row_in = fresh and fabs(dy) <= inner
-        ga, gb = gy[r], gy[ld + r]
-        for c in range(cb - ca):
-            dx = dx0 + c * g.cell
-            d2 = dx * dx + dy * dy
-            # below s_a: falling, its width at ta; beyond s_b: rising, at tb; else the
-            # pulse's peak, exp(-1) / d^2
-            v = ga * gx[c] if d2 < s_a else (gb * gx[ld + c] if d2 > s_b else amp_e / d2)
-            out[ra + r, ca + c] += 0.0 if (row_in and fabs(dx) <= inner) else v
+        _bound_row(&out[ra + r, ca], gx, gx + ld, cb - ca, dx0, g.cell, dy, s_a, s_b, gy[r],
+                   gy[ld + r], amp_e, inner, fresh and fabs(dy) <= inner)
 
 
 cdef struct Rect:
