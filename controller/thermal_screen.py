@@ -270,8 +270,9 @@ def _suggestions(screen: PlanThermal) -> list[str]:
     n_passes = len(screen.passes)
     if n_passes > 1 and screen.passes[0].ok:
         out.append(f"fewer passes: {len(passing)} of {n_passes} stay within the limit")
+        spots = spot_heat(plan, screen.handpiece, screen.inter_pass_gap_s)
         with screening("suggestion fewer passes"):
-            alone = all(_single_pass_ok(screen, k) for k in range(n_passes))
+            alone = all(_single_pass_ok(screen, spots, k) for k in range(n_passes))
         if alone:
             trials: list[Trial] = []
             wait_s = search_wait(lambda w: _trial(f"wait {w:.1f} s", _waited(screen, w)),
@@ -312,12 +313,12 @@ def _waited(screen: PlanThermal, wait_s: float) -> PlanThermal:
         return _rescreen(screen, screen.plan, wait_s)
 
 
-def _single_pass_ok(screen: PlanThermal, k: int) -> bool:
-    """Does pass k alone (no earlier heat) stay within the limit?"""
+def _single_pass_ok(screen: PlanThermal, spots: SpotHeat, k: int) -> bool:
+    """Does pass k alone (no earlier heat) stay within the limit? ``spots``: the plan's own
+    (no earlier plans)."""
     if k == 0 and not screen.earlier:
         return screen.passes[0].ok
     _report(f"pass {k + 1} alone")
-    spots = spot_heat(screen.plan, screen.handpiece, screen.inter_pass_gap_s)
     sl = screen.plan.pass_slice(k)
     res = simulate_pass(spots.x_um[sl], spots.y_um[sl], spots.t_s[sl], spots.heat_uj[sl],
                         spots.lesion_radius_um[sl], screen.params)
