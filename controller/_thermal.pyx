@@ -1385,7 +1385,8 @@ cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1]
     elif tj <= ta and nx * nx + ny * ny >= s_b:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
     else:
-        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx, bt.gy, bt.ld)
+        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx, bt.gy,
+                    bt.ld)
 
 
 cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const double* acc,
