@@ -1351,16 +1351,24 @@ cdef struct Rect:
     double x_lo, x_hi, y_lo, y_hi
 
 
-cdef inline bint _pulsing(const Rect* r, double x, double y, double s_end,
-                          double s_start) noexcept nogil:
-    """Does a Gaussian at (x, y) growing from width s_start to s_end peak on some point of the
-    rectangle (its nearest point within sqrt(s_end), its farthest beyond sqrt(s_start))? (as
-    thermal_ref._box_distances)"""
+cdef inline void _box_d2(const Rect* r, double x, double y, double* near2,
+                         double* far2) noexcept nogil:
+    """Squared distances from (x, y) to the rectangle's nearest and farthest points (as
+    thermal_ref._box_distances)."""
     cdef double nx = _max(_max(r.x_lo - x, x - r.x_hi), 0.0)
     cdef double ny = _max(_max(r.y_lo - y, y - r.y_hi), 0.0)
     cdef double fx = _max(fabs(x - r.x_lo), fabs(x - r.x_hi))
     cdef double fy = _max(fabs(y - r.y_lo), fabs(y - r.y_hi))
-    return nx * nx + ny * ny <= s_end and fx * fx + fy * fy >= s_start
+    near2[0], far2[0] = nx * nx + ny * ny, fx * fx + fy * fy
+
+
+cdef inline bint _pulsing(const Rect* r, double x, double y, double s_end,
+                          double s_start) noexcept nogil:
+    """Does a Gaussian at (x, y) growing from width s_start to s_end peak on some point of the
+    rectangle (its nearest point within sqrt(s_end), its farthest beyond sqrt(s_start))?"""
+    cdef double near2, far2
+    _box_d2(r, x, y, &near2, &far2)
+    return near2 <= s_end and far2 >= s_start
 
 
 cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1] out,
@@ -1373,16 +1381,14 @@ cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1]
     cell (_add_bounds)."""
     cdef double age_a = _max(ta - tj, 0.0), s_a = s0j + g.kappa4 * age_a
     cdef double s_b = s0j + g.kappa4 * (tb - tj), amp = ej / M_PI * _depth(g, age_a)
-    cdef double lx = g.x0 + (w.c0 + ca + 0.5) * g.cell - xj
-    cdef double hx = g.x0 + (w.c0 + cb - 0.5) * g.cell - xj
-    cdef double ly = g.y0 + (w.r0 + ra + 0.5) * g.cell - yj
-    cdef double hy = g.y0 + (w.r0 + rb - 0.5) * g.cell - yj
-    cdef double nx = 0.0 if lx <= 0.0 <= hx else _min(fabs(lx), fabs(hx))
-    cdef double ny = 0.0 if ly <= 0.0 <= hy else _min(fabs(ly), fabs(hy))
-    cdef double fx = _max(fabs(lx), fabs(hx)), fy = _max(fabs(ly), fabs(hy))
-    if tj <= ta and fx * fx + fy * fy <= s_a:
+    cdef double near2, far2
+    cdef Rect live
+    live.x_lo, live.x_hi = g.x0 + (w.c0 + ca + 0.5) * g.cell, g.x0 + (w.c0 + cb - 0.5) * g.cell
+    live.y_lo, live.y_hi = g.y0 + (w.r0 + ra + 0.5) * g.cell, g.y0 + (w.r0 + rb - 0.5) * g.cell
+    _box_d2(&live, xj, yj, &near2, &far2)
+    if tj <= ta and far2 <= s_a:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_a, amp / s_a)
-    elif tj <= ta and nx * nx + ny * ny >= s_b:
+    elif tj <= ta and near2 >= s_b:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
     else:
         _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx, bt.gy,
@@ -1449,9 +1455,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double t_prev = 0.0
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
-    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_use, n_ext
+    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext
     cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd
-    cdef bint slow_ready = False, reuse = False, in_prev, resolved, valid
+    cdef bint slow_ready = False, reuse = False, in_prev, resolved
     cdef double lo_prev = 0.0
     cdef Rect box
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
@@ -1464,12 +1470,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # window as one run of rows, padding columns included, for the peak samples).
     cdef double* hot = &scratch[10, 0, 0]
     cdef double* span = &scratch[11, 0, 0]
-    cdef Py_ssize_t width = acc.shape[1], n_flat
+    cdef Py_ssize_t width = acc.shape[1]
     cdef double* line = &spare[0, 0]  # the background's far-node values along a row
     cdef double* row_until = &spare[1, 0]
     cdef double* col_until = &spare[2, 0]
     cdef Py_ssize_t* kx = &cand[2, 0]
-    cdef Py_ssize_t* use
     cdef Batch bt, bt_fresh  # exact Gaussians onto acc (and the background's maps), onto fresh
     bt.ld = bt_fresh.ld = gauss.shape[1] // OUTER_BATCH
     bt.gx, bt.gy = &gauss[0, 0], &gauss[1, 0]
@@ -1687,12 +1692,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
-            use, n_use = &cand[0, 0], n_sharp
             any_fresh = False
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
             _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
-            for q in range(n_use):
-                j = use[q]
+            for q in range(n_sharp):
+                j = cand[0, q]
                 if t[j] > ts:
                     continue
                 s = s0[j] + g.kappa4 * (ts - t[j])
@@ -1707,16 +1711,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                                     y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
             _batch_flush(&bt)
             _batch_flush(&bt_fresh)
-            if ra == 0 and rb == nr and ca == 0 and cb == nc:  # the whole window: one run
-                n_flat = (nr - 1) * width + nc
-                _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
-                               &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0],
-                               hot, span, n_flat, ts, t_prev, started)
-            else:
-                for r in range(ra, rb):
-                    _sample_window(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca],
-                                   &fresh[r, ca] if any_fresh else NULL, &prev[r, ca],
-                                   &until[r, ca], hot, span, cb - ca, ts, t_prev, started)
+            # the whole window (peak samples come before any damage sample) as one run
+            _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
+                           &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0], hot,
+                           span, (nr - 1) * width + nc, ts, t_prev, started)
         t_prev, s_prev, started = ts, s_i, True
         if s_i < s_peak:
             s_i = s_i * g.ratio

@@ -31,7 +31,6 @@ RESOLVED_RATIO = 4.0
 LOOKAHEAD = 8
 
 
-
 def cell_span(lo_um: float, hi_um: float, origin_um: float, cell_um: float,
               n: int) -> tuple[int, int]:
     """Half-open index range of cells whose centres lie in [lo_um, hi_um], clipped to [0, n)."""
@@ -134,7 +133,7 @@ class _Run:
             cur_blur = self.blur(cur)
             grids[b] = (cur.sum(axis=2), cur_blur.sum(axis=2))
             if b < lay.n_blocks:
-                self.snapshot(cur.sum(axis=2), b)
+                self.snapshot(grids[b][0], b)
             if b == lay.n_blocks:
                 last = cur
             cur = self.deposit(cur_blur, b)
@@ -336,14 +335,14 @@ class _Run:
             full += at_b
             age_a = max(ta - self.t[j], 0.0)
             s_a = self.s0[j] + kappa4 * age_a
+            amp_a = self.e[j] / math.pi * depth_factor(np.array(age_a), lay)
             if self.t[j] <= ta and s_b <= RESOLVED_RATIO * s_a:
                 # resolved by the interval: counted at the interval's ends
-                end_a += self.e[j] / (math.pi * s_a) * depth_factor(
-                    np.array(age_a), lay) * np.exp(-d2 / s_a)
+                end_a += amp_a / s_a * np.exp(-d2 / s_a)
                 end_b += at_b
                 continue
             sc = np.clip(d2, s_a, s_b)
-            bound = self.e[j] / math.pi * depth_factor(np.array(age_a), lay) * np.exp(-d2 / sc) / sc
+            bound = amp_a * np.exp(-d2 / sc) / sc
             if self.t[j] > ta:  # fired within the interval: not on the cells it takes over
                 bound[(np.abs(dy)[:, None] <= inner) & (np.abs(dx)[None, :] <= inner)] = 0.0
             bounds += bound
