@@ -778,6 +778,9 @@ DEF COVER_MARGIN = 1e-6
 #: A sharp spot whose width grows by at most this factor over a damage sample's interval is
 #: counted at the interval's ends (as controller.thermal_ref.RESOLVED_RATIO).
 DEF RESOLVED_RATIO = 4.0
+#: A sharp spot at least this many times rho^2 wide enters a damage sample as a Taylor sum about
+#: the centre of the first damage box (as controller.thermal_ref.DAMAGE_TAYLOR_RATIO).
+DEF DAMAGE_TAYLOR_RATIO = 16.0
 DEF INV_E = 0.36787944117144233  # exp(-1)
 
 
@@ -1195,9 +1198,8 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1]
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s, u, v, px, fy, c00, cx, cy, cxx, cyy, cxy
+    cdef double s, px, fy
     cdef double* row
-    cdef double coef[6]
     cdef const double[:, ::1] start = cur[cc % 3, bs - cc * CHUNK_BLOCKS]
     cdef const double[:, ::1] end = blur[cc % 3, bs - cc * CHUNK_BLOCKS]
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
@@ -1224,9 +1226,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             line[k] = (1.0 - fy) * nodes[a, k] + fy * nodes[a + 1, k]
         _far_row(&acc[r, ca], &ex[ca], &kx[ca], line, cb - ca)
     # Each spot's offsets, width, heat and age into ``terms``: the smooth ones (width at least
-    # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the
-    # amplitudes of each list in one vectorised pass (heat -> amplitude in place); then the
-    # sharp spots exactly and the smooth ones' Taylor sum.
+    # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the sharp
+    # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
+    # Gaussians; then the smooth ones' Taylor sum.
     n_smooth, n_sharp = 0, 0
     for q in range(n_cand):
         j = cand[q]
@@ -1241,25 +1243,49 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             n_smooth += 1
         row[0], row[stride], row[2 * stride] = w.xi - x[j], w.yi - y[j], s
         row[3 * stride], row[4 * stride] = e[j], ts - t[j]
-    _amplitudes(&terms[3, 0], &terms[2, 0], &terms[4, 0], n_smooth, g.loss_scale, g.table,
-                g.n_table)
     _amplitudes(&terms[8, 0], &terms[7, 0], &terms[9, 0], n_sharp, g.loss_scale, g.table,
                 g.n_table)
     _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
     for q in range(n_sharp):
         _batch_gaussian(g, w, bt, -terms[5, q], -terms[6, q], terms[7, q], terms[8, q])
     _batch_flush(bt)
-    _taylor_sums(coef, &terms[0, 0], &terms[1, 0], &terms[2, 0], &terms[3, 0], n_smooth,
-                 &_EXP2[0])
+    _taylor_add(g, w, terms, 0, n_smooth, w.xi, w.yi, acc, ex, ey, ra, rb, ca, cb)
+
+
+cdef inline Py_ssize_t _add_term(double[:, ::1] terms, Py_ssize_t row0, Py_ssize_t n, double dx,
+                                 double dy, double s, double heat, double age) noexcept nogil:
+    """List a smooth spot in terms' rows row0..row0 + 4 (offset from the expansion centre,
+    centre minus spot; width; heat; age) at position n; returns n + 1."""
+    terms[row0, n], terms[row0 + 1, n], terms[row0 + 2, n] = dx, dy, s
+    terms[row0 + 3, n], terms[row0 + 4, n] = heat, age
+    return n + 1
+
+
+cdef void _taylor_add(const Geo* g, const Window* w, double[:, ::1] terms, Py_ssize_t row0,
+                      Py_ssize_t n, double xc, double yc, double[:, ::1] acc, double[::1] ex,
+                      double[::1] ey, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
+                      Py_ssize_t cb) noexcept nogil:
+    """Add the 2nd-order Taylor sum about (xc, yc) of the n smooth spots listed in terms'
+    rows row0..row0 + 4 (as _add_term; heat -> amplitude in place, signed heat allowed) to acc
+    on the window's rows ra..rb-1 and columns ca..cb-1 (``ex``, ``ey``: scratch)."""
+    cdef double coef[6]
+    cdef double u, v, c00, cx, cy, cxx, cyy, cxy
+    cdef Py_ssize_t r, c
+    if n == 0:
+        return
+    _amplitudes(&terms[row0 + 3, 0], &terms[row0 + 2, 0], &terms[row0 + 4, 0], n, g.loss_scale,
+                g.table, g.n_table)
+    _taylor_sums(coef, &terms[row0, 0], &terms[row0 + 1, 0], &terms[row0 + 2, 0],
+                 &terms[row0 + 3, 0], n, &_EXP2[0])
     c00, cx, cy, cxx, cyy, cxy = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
-    if c00 == 0.0:
+    if c00 == 0.0 and cx == 0.0 and cy == 0.0 and cxx == 0.0 and cyy == 0.0 and cxy == 0.0:
         return
     for c in range(ca, cb):
-        u = g.x0 + (w.c0 + c + 0.5) * g.cell - w.xi
+        u = g.x0 + (w.c0 + c + 0.5) * g.cell - xc
         ex[c] = u
         ey[c] = cx * u + cxx * u * u
     for r in range(ra, rb):
-        v = g.y0 + (w.r0 + r + 0.5) * g.cell - w.yi
+        v = g.y0 + (w.r0 + r + 0.5) * g.cell - yc
         _taylor_row(&acc[r, ca], &ex[ca], &ey[ca], cb - ca, c00 + cy * v + cyy * v * v, cxy * v)
 
 
@@ -1456,9 +1482,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext
-    cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd
+    cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd, n_at, n_from
     cdef bint slow_ready = False, reuse = False, in_prev, resolved
-    cdef double lo_prev = 0.0
+    cdef double lo_prev = 0.0, box_x = 0.0, box_y = 0.0, taylor_s = 0.0
     cdef Rect box
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
     cdef double lo_ts = 0.0
@@ -1626,6 +1652,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # ones it left out (out of reach then) added.
             reuse = slow_ready
             if not slow_ready:
+                # later boxes lie inside this one: its centre and half-diagonal rho
+                box_x = g.x0 + (w.c0 + 0.5 * (ca + cb - 1) + 0.5) * g.cell
+                box_y = g.y0 + (w.r0 + 0.5 * (ra + rb - 1) + 0.5) * g.cell
+                taylor_s = DAMAGE_TAYLOR_RATIO * (((cb - ca - 1) * 0.5 * g.cell) ** 2
+                                                  + ((rb - ra - 1) * 0.5 * g.cell) ** 2)
                 _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], n_slow,
                             x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
                             ca, cb)
@@ -1642,9 +1673,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     first[r, c] = acc[r, c]  # the next interval's start
             lo_prev = lo_ts
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
+            # Each spot exact, or once at least taylor_s wide in a Taylor sum about the box's
+            # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
+            # others (not resolved) listed in cand[3] (free once the hand-overs are known).
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
             _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
-            n_bnd = 0  # the others, listed in cand[3] (free once the hand-overs are known)
+            n_bnd, n_at, n_from = 0, 0, 0
             for q in range(n_dsharp):
                 j = cand[5, q]
                 if t[j] > ts:  # not yet fired
@@ -1658,32 +1692,46 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if t[j] >= lo_ts and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
                     # not in the far grid at ts, and within reach
                     resolved = t[j] <= t_prev and s <= RESOLVED_RATIO * s_a
-                    if resolved:
+                    if resolved and s < taylor_s:
                         _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
                                         e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+                    elif resolved:
+                        n_at = _add_term(terms, 0, n_at, box_x - x[j], box_y - y[j], s, e[j],
+                                         ts - t[j])
                     else:
                         cand[3, n_bnd] = j
                         n_bnd += 1
-                if resolved != in_prev:  # add it at the start, or take it out
+                if resolved != in_prev and s_a < taylor_s:  # add it at the start, or take it out
                     _batch_gaussian(g, &w, &bt_fresh, x[j] - w.xi, y[j] - w.yi, s_a,
                                     (1.0 if resolved else -1.0) * e[j] / (M_PI * s_a)
                                     * _depth(g, t_prev - t[j]))
+                elif resolved != in_prev:
+                    n_from = _add_term(terms, 5, n_from, box_x - x[j], box_y - y[j], s_a,
+                                       (1.0 if resolved else -1.0) * e[j], t_prev - t[j])
             _batch_flush(&bt)
             _batch_flush(&bt_fresh)
+            _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
+            _taylor_add(g, &w, terms, 5, n_from, box_x, box_y, fresh, ex, ey, ra, rb, ca, cb)
             for r in range(ra, rb):
                 for c in range(ca, cb):
                     mid[r, c] = _max(fresh[r, c], acc[r, c])
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
             _batch_open(&bt_fresh, mid, ra, rb, ca, cb, g.cell)
+            n_at = 0
             for q in range(n_bnd):
                 j = cand[3, q]
                 s = s0[j] + g.kappa4 * (ts - t[j])
-                _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
-                                e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+                if s < taylor_s:
+                    _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
+                                    e[j] / (M_PI * s) * _depth(g, ts - t[j]))
+                else:
+                    n_at = _add_term(terms, 0, n_at, box_x - x[j], box_y - y[j], s, e[j],
+                                     ts - t[j])
                 _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j], e[j],
                        t_prev, ts)
             _batch_flush(&bt)
             _batch_flush(&bt_fresh)
+            _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
             for r in range(ra, rb):
                 _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
                                 &until[r, ca], span, cb - ca, ts, t_prev)

@@ -27,6 +27,12 @@ COVER_MARGIN = 1e-6
 #: rise over the interval.
 RESOLVED_RATIO = 4.0
 
+#: In a window's damage samples, a sharp spot whose width is at least this many times rho^2
+#: (rho: the half-diagonal of the box of the cells live at the first damage sample) enters as
+#: a 2nd-order Taylor sum about that box's centre instead of exactly: the cells lie within
+#: a quarter of its 1/e radius of the centre (the background's Taylor sum: within half).
+DAMAGE_TAYLOR_RATIO = 16.0
+
 #: Far-grid blocks a window may sample ahead of its own (the Cython kernel: at most its chunk).
 LOOKAHEAD = 8
 
@@ -277,8 +283,13 @@ class _Run:
                 if k == kp + 1:
                     prev_slow[ra:rb, ca:cb] = self.background(times[kp], slow_js, xi, yi,
                                                               u[ca:cb], v[ra:rb], grids, b)
+                    # later boxes lie inside this one: its centre and half-diagonal rho
+                    box = (lay.x0_um + (c0 + 0.5 * (ca + cb - 1) + 0.5) * lay.cell_um,
+                           lay.y0_um + (r0 + 0.5 * (ra + rb - 1) + 0.5) * lay.cell_um,
+                           DAMAGE_TAYLOR_RATIO * (((cb - ca - 1) * 0.5 * lay.cell_um) ** 2
+                                                  + ((rb - ra - 1) * 0.5 * lay.cell_um) ** 2))
                 self.damage_sample(i, k, times, ra, rb, ca, cb, r0, c0, slow_js, sharp_js,
-                                   prev_slow, until, grids, b, u, v)
+                                   prev_slow, until, grids, b, u, v, box)
                 continue
             else:
                 ra, rb, ca, cb = 0, len(v), 0, len(u)
@@ -305,18 +316,25 @@ class _Run:
     def damage_sample(self, i: int, k: int, times: list[float], ra: int, rb: int, ca: int,
                       cb: int, r0: int, c0: int, slow_js: NDArray[np.intp],
                       sharp_js: NDArray[np.intp], prev_slow: F64, until: F64,
-                      grids: dict[int, tuple[F64, F64]], b: int, u: F64, v: F64) -> None:
+                      grids: dict[int, tuple[F64, F64]], b: int, u: F64, v: F64,
+                      box: tuple[float, float, float]) -> None:
         """Damage sample k of window i on the box of its live cells: the peak at times[k], and
         the interval since times[k - 1] counted at a bound of its largest rise: the slow part
         with the sharp spots the interval resolves (width grown at most RESOLVED_RATIO) at the
         larger of the two ends' sums, plus each other sharp spot's largest rise over the
         interval (its Gaussian of width clamp(d^2, s_a, s_b), the depth factor at the
         interval's start; a spot fired within the interval counts from its firing, and not on
-        the cells its own window takes over). A pulse between two samples is never missed."""
+        the cells its own window takes over). A pulse between two samples is never missed.
+        A sharp spot's value at an end is exact, or a Taylor sum about the centre of the first
+        damage box (``box``: its centre and the width from which a spot is summed so) once
+        wide (DAMAGE_TAYLOR_RATIO)."""
         lay = self.lay
         kappa4, xi, yi = 4.0 * lay.kappa_um2_s, self.x[i], self.y[i]
         ta, tb = times[k - 1], times[k]
         uu, vv = u[ca:cb], v[ra:rb]
+        bx, by, taylor_s = box
+        ub = self.xc[c0 + ca:c0 + cb] - np.float64(bx)
+        vb = self.yc[r0 + ra:r0 + rb] - np.float64(by)
         slow = self.background(tb, slow_js, xi, yi, uu, vv, grids, b)
         lo_t = self.boundary(self.block_of(b, tb)) - lay.handover_s  # earlier: in the far grid
         sharp = sharp_js[(self.t[sharp_js] <= tb) & (self.t[sharp_js] >= lo_t)]
@@ -330,15 +348,14 @@ class _Run:
             dy = vv + yi - self.y[j]
             d2 = dy[:, None] ** 2 + dx[None, :] ** 2
             s_b = self.s0[j] + kappa4 * (tb - self.t[j])
-            at_b = self.e[j] / (math.pi * s_b) * depth_factor(
-                np.array(tb - self.t[j]), lay) * np.exp(-d2 / s_b)
+            at_b = self.spots_at(np.array([j]), tb, bx, by, ub, vb, taylor_s)
             full += at_b
             age_a = max(ta - self.t[j], 0.0)
             s_a = self.s0[j] + kappa4 * age_a
             amp_a = self.e[j] / math.pi * depth_factor(np.array(age_a), lay)
             if self.t[j] <= ta and s_b <= RESOLVED_RATIO * s_a:
                 # resolved by the interval: counted at the interval's ends
-                end_a += amp_a / s_a * np.exp(-d2 / s_a)
+                end_a += self.spots_at(np.array([j]), ta, bx, by, ub, vb, taylor_s)
                 end_b += at_b
                 continue
             sc = np.clip(d2, s_a, s_b)
@@ -401,15 +418,23 @@ class _Run:
         w = (ts - self.boundary(bs)) / lay.block_s
         acc = (1.0 - w) * _bilinear(start, ky, fy, kx, fx) + w * _bilinear(end, ky, fy, kx, fx)
         js = js[(self.t[js] >= self.boundary(bs) - lay.handover_s) & (self.t[js] <= ts)]
+        return acc + self.spots_at(js, ts, xi, yi, u, v, lay.smooth_s_um2)
+
+    def spots_at(self, js: NDArray[np.intp], ts: float, xc: float, yc: float, u: F64,
+                 v: F64, smooth_s: float) -> F64:
+        """The rise of the spots js (fired by ts) at ts on the cells (u, v) from (xc, yc):
+        exact Gaussians while sharp, a 2nd-order Taylor sum about (xc, yc) once smooth (width
+        at least smooth_s)."""
+        lay = self.lay
         x, y = self.x[js], self.y[js]
         s = self.s0[js] + 4.0 * lay.kappa_um2_s * (ts - self.t[js])
         amp = self.e[js] / (math.pi * s) * depth_factor(ts - self.t[js], lay)
-        sharp = s < lay.smooth_s_um2
+        sharp = s < smooth_s
         ss = s[sharp]
-        ex = np.exp(-((u[None, :] + (xi - x[sharp])[:, None]) ** 2) / ss[:, None])
-        ey = np.exp(-((v[None, :] + (yi - y[sharp])[:, None]) ** 2) / ss[:, None])
-        acc += np.einsum("j,jr,jc->rc", amp[sharp], ey, ex)
-        dx, dy, inv = xi - x[~sharp], yi - y[~sharp], 1.0 / s[~sharp]
+        ex = np.exp(-((u[None, :] + (xc - x[sharp])[:, None]) ** 2) / ss[:, None])
+        ey = np.exp(-((v[None, :] + (yc - y[sharp])[:, None]) ** 2) / ss[:, None])
+        acc = np.einsum("j,jr,jc->rc", amp[sharp], ey, ex)
+        dx, dy, inv = xc - x[~sharp], yc - y[~sharp], 1.0 / s[~sharp]
         g0 = amp[~sharp] * np.exp(-(dx * dx + dy * dy) * inv)
         gs = g0 * inv
         c0 = g0.sum()
