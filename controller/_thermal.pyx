@@ -1195,11 +1195,10 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
     acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
     buffers: scratch)."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, stride = terms.shape[1]
+    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, px, fy
-    cdef double* row
     cdef const double[:, ::1] start = cur[cc % 3, bs - cc * CHUNK_BLOCKS]
     cdef const double[:, ::1] end = blur[cc % 3, bs - cc * CHUNK_BLOCKS]
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
@@ -1236,13 +1235,10 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
             continue
         s = s0[j] + g.kappa4 * (ts - t[j])
         if s < g.smooth_s:
-            row = &terms[5, n_sharp]
-            n_sharp += 1
+            n_sharp = _add_term(terms, 5, n_sharp, w.xi - x[j], w.yi - y[j], s, e[j], ts - t[j])
         else:
-            row = &terms[0, n_smooth]
-            n_smooth += 1
-        row[0], row[stride], row[2 * stride] = w.xi - x[j], w.yi - y[j], s
-        row[3 * stride], row[4 * stride] = e[j], ts - t[j]
+            n_smooth = _add_term(terms, 0, n_smooth, w.xi - x[j], w.yi - y[j], s, e[j],
+                                 ts - t[j])
     _amplitudes(&terms[8, 0], &terms[7, 0], &terms[9, 0], n_sharp, g.loss_scale, g.table,
                 g.n_table)
     _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
@@ -1259,6 +1255,19 @@ cdef inline Py_ssize_t _add_term(double[:, ::1] terms, Py_ssize_t row0, Py_ssize
     terms[row0, n], terms[row0 + 1, n], terms[row0 + 2, n] = dx, dy, s
     terms[row0 + 3, n], terms[row0 + 4, n] = heat, age
     return n + 1
+
+
+cdef inline Py_ssize_t _spot_value(const Geo* g, const Window* w, Batch* bt,
+                                   double[:, ::1] terms, Py_ssize_t row0, Py_ssize_t n,
+                                   double xj, double yj, double s, double heat, double age,
+                                   double xc, double yc, double taylor_s) noexcept nogil:
+    """A spot's rise at width s (its heat and age) onto bt's cells: exact while narrower than
+    taylor_s, else listed in terms' rows row0..row0 + 4 (_add_term) for a Taylor sum about
+    (xc, yc) (_taylor_add); returns the list's length."""
+    if s < taylor_s:
+        _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s, heat / (M_PI * s) * _depth(g, age))
+        return n
+    return _add_term(terms, row0, n, xc - xj, yc - yj, s, heat, age)
 
 
 cdef void _taylor_add(const Geo* g, const Window* w, double[:, ::1] terms, Py_ssize_t row0,
@@ -1278,8 +1287,6 @@ cdef void _taylor_add(const Geo* g, const Window* w, double[:, ::1] terms, Py_ss
     _taylor_sums(coef, &terms[row0, 0], &terms[row0 + 1, 0], &terms[row0 + 2, 0],
                  &terms[row0 + 3, 0], n, &_EXP2[0])
     c00, cx, cy, cxx, cyy, cxy = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
-    if c00 == 0.0 and cx == 0.0 and cy == 0.0 and cxx == 0.0 and cyy == 0.0 and cxy == 0.0:
-        return
     for c in range(ca, cb):
         u = g.x0 + (w.c0 + c + 0.5) * g.cell - xc
         ex[c] = u
@@ -1692,22 +1699,16 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if t[j] >= lo_ts and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
                     # not in the far grid at ts, and within reach
                     resolved = t[j] <= t_prev and s <= RESOLVED_RATIO * s_a
-                    if resolved and s < taylor_s:
-                        _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
-                                        e[j] / (M_PI * s) * _depth(g, ts - t[j]))
-                    elif resolved:
-                        n_at = _add_term(terms, 0, n_at, box_x - x[j], box_y - y[j], s, e[j],
-                                         ts - t[j])
+                    if resolved:
+                        n_at = _spot_value(g, &w, &bt, terms, 0, n_at, x[j], y[j], s, e[j],
+                                           ts - t[j], box_x, box_y, taylor_s)
                     else:
                         cand[3, n_bnd] = j
                         n_bnd += 1
-                if resolved != in_prev and s_a < taylor_s:  # add it at the start, or take it out
-                    _batch_gaussian(g, &w, &bt_fresh, x[j] - w.xi, y[j] - w.yi, s_a,
-                                    (1.0 if resolved else -1.0) * e[j] / (M_PI * s_a)
-                                    * _depth(g, t_prev - t[j]))
-                elif resolved != in_prev:
-                    n_from = _add_term(terms, 5, n_from, box_x - x[j], box_y - y[j], s_a,
-                                       (1.0 if resolved else -1.0) * e[j], t_prev - t[j])
+                if resolved != in_prev:  # add it at the start, or take it out
+                    n_from = _spot_value(g, &w, &bt_fresh, terms, 5, n_from, x[j], y[j], s_a,
+                                         (1.0 if resolved else -1.0) * e[j], t_prev - t[j],
+                                         box_x, box_y, taylor_s)
             _batch_flush(&bt)
             _batch_flush(&bt_fresh)
             _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
@@ -1721,12 +1722,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             for q in range(n_bnd):
                 j = cand[3, q]
                 s = s0[j] + g.kappa4 * (ts - t[j])
-                if s < taylor_s:
-                    _batch_gaussian(g, &w, &bt, x[j] - w.xi, y[j] - w.yi, s,
-                                    e[j] / (M_PI * s) * _depth(g, ts - t[j]))
-                else:
-                    n_at = _add_term(terms, 0, n_at, box_x - x[j], box_y - y[j], s, e[j],
-                                     ts - t[j])
+                n_at = _spot_value(g, &w, &bt, terms, 0, n_at, x[j], y[j], s, e[j], ts - t[j],
+                                   box_x, box_y, taylor_s)
                 _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j], e[j],
                        t_prev, ts)
             _batch_flush(&bt)

@@ -340,9 +340,9 @@ class _Run:
         sharp = sharp_js[(self.t[sharp_js] <= tb) & (self.t[sharp_js] >= lo_t)]
         sharp = sharp[self.in_reach(sharp, tb, xi, yi)]
         # resolved by the interval (counted at its ends) or not (at a bound of their largest)
-        s_a_all = self.s0[sharp] + kappa4 * np.maximum(ta - self.t[sharp], 0.0)
-        resolved = ((self.t[sharp] <= ta)
-                    & (self.s0[sharp] + kappa4 * (tb - self.t[sharp]) <= RESOLVED_RATIO * s_a_all))
+        s_a = self.s0[sharp] + kappa4 * np.maximum(ta - self.t[sharp], 0.0)
+        s_b = self.s0[sharp] + kappa4 * (tb - self.t[sharp])
+        resolved = (self.t[sharp] <= ta) & (s_b <= RESOLVED_RATIO * s_a)
         at_b = self.spots_at(sharp[resolved], tb, bx, by, ub, vb, taylor_s)
         full = slow + at_b + self.spots_at(sharp[~resolved], tb, bx, by, ub, vb, taylor_s)
         end_a = prev_slow[ra:rb, ca:cb] + self.spots_at(sharp[resolved], ta, bx, by, ub, vb,
@@ -350,15 +350,12 @@ class _Run:
         end_b = slow + at_b
         bounds = np.zeros_like(slow)
         inner = lay.window_um - COVER_MARGIN * lay.cell_um
-        for j in sharp[~resolved]:
+        for j, sa, sb in zip(sharp[~resolved], s_a[~resolved], s_b[~resolved], strict=True):
             dx = uu + xi - self.x[j]
             dy = vv + yi - self.y[j]
             d2 = dy[:, None] ** 2 + dx[None, :] ** 2
-            s_b = self.s0[j] + kappa4 * (tb - self.t[j])
-            age_a = max(ta - self.t[j], 0.0)
-            s_a = self.s0[j] + kappa4 * age_a
-            amp_a = self.e[j] / math.pi * depth_factor(np.array(age_a), lay)
-            sc = np.clip(d2, s_a, s_b)
+            amp_a = self.e[j] / math.pi * depth_factor(np.array(max(ta - self.t[j], 0.0)), lay)
+            sc = np.clip(d2, sa, sb)
             bound = amp_a * np.exp(-d2 / sc) / sc
             if self.t[j] > ta:  # fired within the interval: not on the cells it takes over
                 bound[(np.abs(dy)[:, None] <= inner) & (np.abs(dx)[None, :] <= inner)] = 0.0
