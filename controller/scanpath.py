@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from functools import cache
 
@@ -75,9 +75,13 @@ class PlanMetrics:
     total_duration_s: float
 
 
-@dataclass(frozen=True, eq=False)
-class PassPlan:
-    """One pass, spots in firing order (spot k is the k-th fired)."""
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Spots:
+    """Spots in firing order (spot k is the k-th fired), one array per field.
+
+    ``order[k]`` is spot k's index in its pass's row-major grid (the firing order as a
+    permutation); ``fire_time_us`` is the estimated first-pulse time from its pass's start.
+    """
 
     x_um: NDArray[np.float64]
     y_um: NDArray[np.float64]
@@ -86,31 +90,31 @@ class PassPlan:
     stack: NDArray[np.int32]
     order: NDArray[np.int32]
     fire_time_us: NDArray[np.float64]
+
+
+#: The per-spot arrays that every pass has and a plan concatenates.
+SPOT_FIELDS = tuple(f.name for f in fields(Spots))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PassPlan(Spots):
+    """One pass: its spots and metrics."""
+
     metrics: PassMetrics
 
 
-@dataclass(frozen=True, eq=False)
-class Plan:
-    """A whole treatment: every pass's spots in firing order, concatenated.
-
-    ``order[k]`` is spot k's index in its pass's row-major grid (the firing order as a
-    permutation); ``fire_time_us`` is the estimated first-pulse time from its pass's start.
-    ``checksum`` is CRC-32 over ``CHECKSUM_FIELDS`` (little-endian, that order).
-    """
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Plan(Spots):
+    """A whole treatment: every pass's spots in firing order, concatenated, with
+    ``pass_index`` naming each spot's pass. ``checksum`` is CRC-32 over ``CHECKSUM_FIELDS``
+    (little-endian, that order)."""
 
     CHECKSUM_FIELDS = ("x_um", "y_um", "energy_uj", "pulse_us", "stack", "pass_index", "order")
 
     settings: TreatmentSettings
     timing: GalvoTiming
     seed: int
-    x_um: NDArray[np.float64]
-    y_um: NDArray[np.float64]
-    energy_uj: NDArray[np.int32]
-    pulse_us: NDArray[np.int32]
-    stack: NDArray[np.int32]
     pass_index: NDArray[np.int32]
-    order: NDArray[np.int32]
-    fire_time_us: NDArray[np.float64]
     metrics: PlanMetrics
     checksum: int
 
@@ -303,7 +307,8 @@ def plan_pass(
         duration_s=end_us * 1e-6,
         travel_mm=travel_um * 1e-3,
     )
-    return PassPlan(x, y, energy_uj, pulse_us, stack, order, t_us, metrics)
+    return PassPlan(x_um=x, y_um=y, energy_uj=energy_uj, pulse_us=pulse_us, stack=stack,
+                    order=order, fire_time_us=t_us, metrics=metrics)
 
 
 def build_plan(settings: TreatmentSettings, timing: GalvoTiming | None = None, seed: int = 0
@@ -323,10 +328,7 @@ def build_plan(settings: TreatmentSettings, timing: GalvoTiming | None = None, s
                             f"(±{timing.field_um / 2000.0:g} mm)",
                             f"reaches {reach_um / 1000.0:g} mm")
     passes = [plan_pass(settings, k, timing, seed) for k in range(settings.passes.count)]
-    arrays = {
-        name: np.concatenate([getattr(p, name) for p in passes])
-        for name in ("x_um", "y_um", "energy_uj", "pulse_us", "stack", "order", "fire_time_us")
-    }
+    arrays = {name: np.concatenate([getattr(p, name) for p in passes]) for name in SPOT_FIELDS}
     arrays["pass_index"] = np.repeat(np.arange(len(passes), dtype=np.int32),
                                      [p.metrics.spot_count for p in passes])
     area_um2 = patterns.signed_area_um2(vx, vy)
