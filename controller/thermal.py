@@ -151,8 +151,10 @@ class TissueParams:
     damage rate A exp(-Ea / (R T)) (Henriques & Moritz 1947, skin); damage_omega: a reservoir
     cell whose damage integral reaches this is damaged (1: irreversible).
     grid_um: output map cell; window_um: half-width of the fine window sampled around each
-    spot; far_grid_um: node spacing of the coarse grid that carries heat older than the
-    hand-over age (at least MIN_FAR_GRID_UM); time_sample_ratio: ratio between successive
+    spot; map_margin_um: how far the map, and with it the reservoir, reaches beyond the
+    outermost spots (None: window_um; at most window_um); far_grid_um: node spacing of the
+    coarse grid that carries heat older than the hand-over age (at least MIN_FAR_GRID_UM);
+    time_sample_ratio: ratio between successive
     sampled Gaussian widths after a firing (sqrt(2): peak under-read at most 1.5 %);
     cutoff_rel: Gaussians are cut where they fall below this fraction of their centre value.
     """
@@ -170,6 +172,7 @@ class TissueParams:
     time_sample_ratio: float = math.sqrt(2.0)
     cutoff_rel: float = 1e-3
     depth_loss: bool = True
+    map_margin_um: float | None = None
 
     def __post_init__(self) -> None:
         _check("diffusivity_m2_s", self.diffusivity_m2_s, 5e-8, 5e-7)
@@ -187,11 +190,18 @@ class TissueParams:
         _check("cutoff_rel", self.cutoff_rel, 1e-6, 0.1)
         if not isinstance(self.depth_loss, bool):
             raise SettingsError("depth_loss", self.depth_loss, "True or False")
+        if self.map_margin_um is not None:
+            _check("map_margin_um", self.map_margin_um, self.grid_um, self.window_um)
         # All samples of a window must fall inside the block of the firing or the next one.
         limit = math.sqrt(1.125 / self.time_sample_ratio) * self.far_grid_um
         if self.window_um >= limit:
             raise SettingsError("window_um", self.window_um,
                                 f"< sqrt(1.125 / time_sample_ratio) * far_grid_um = {limit:.1f}")
+
+    @property
+    def margin_um(self) -> float:
+        """How far the map reaches beyond the outermost spots."""
+        return self.window_um if self.map_margin_um is None else self.map_margin_um
 
     @property
     def base_k(self) -> float:
@@ -304,12 +314,13 @@ class Layout:
 
     @classmethod
     def for_spots(cls, x_um: F64, y_um: F64, t_s: F64, params: TissueParams) -> Layout:
-        """Fine grid over the spots plus one window (every cell centre inside the window of an
-        outermost spot); far grid ten far cells beyond it."""
-        cell, far, win = params.grid_um, params.far_grid_um, params.window_um
-        x0, y0 = x_um.min() - win, y_um.min() - win
-        nx = max(math.floor((x_um.max() - x_um.min() + 2.0 * win) / cell), 1)
-        ny = max(math.floor((y_um.max() - y_um.min() + 2.0 * win) / cell), 1)
+        """Fine grid over the spots plus the map margin (at most one window: every cell centre
+        inside the window of an outermost spot); far grid ten far cells beyond it."""
+        cell, far, win, edge = (params.grid_um, params.far_grid_um, params.window_um,
+                                params.margin_um)
+        x0, y0 = x_um.min() - edge, y_um.min() - edge
+        nx = max(math.floor((x_um.max() - x_um.min() + 2.0 * edge) / cell), 1)
+        ny = max(math.floor((y_um.max() - y_um.min() + 2.0 * edge) / cell), 1)
         if nx * ny > MAX_MAP_CELLS:
             raise SettingsError("x_um, y_um", f"{nx * cell:.0f} x {ny * cell:.0f} um of map "
                                 f"({nx * ny:,} cells of {cell:g} um)",

@@ -32,6 +32,7 @@ from controller.scanpath import Plan, build_plan
 from controller.settings import DensitySpec, Handpiece, ScanOrder, number
 from controller.thermal import (
     F64,
+    MAX_WINDOW_UM,
     ThermalResult,
     TissueParams,
     Trial,
@@ -44,6 +45,9 @@ from controller.thermal import (
 MAX_WAIT_S = 300.0
 #: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion.
 DENSITY_TRIES = 4
+#: A screen's window half-width in lattice pitches (docs/thermal_model.md, Limits: narrower
+#: windows let young heat reach edge cells that no open window covers).
+WINDOW_PITCHES = 1.5
 
 _progress: ContextVar[Callable[[str], None] | None] = ContextVar("screen_progress", default=None)
 _subject: ContextVar[str] = ContextVar("screen_subject", default="")
@@ -212,15 +216,25 @@ def spot_heat(plan: Plan, handpiece: Handpiece, inter_pass_gap_s: float = 0.0,
     return SpotHeat.joined(parts, starts_s[:-1], first=sum(len(q.x_um) for q in earlier))
 
 
+def sized_for_pitch(params: TissueParams, pitch_um: float) -> TissueParams:
+    """``params`` with the map and windows of a lattice of this pitch: the map, and with it
+    the reservoir, reaches the middle of the lattice cell beyond the outermost spots (0.75
+    pitch + one cell); each window reaches WINDOW_PITCHES pitches, so that a cell beyond the
+    edge lies in the windows of the edge spots whose pulses heat it most; the far grid just
+    coarse enough for the window (the block constraint)."""
+    margin_um = min(max(params.window_um, 0.75 * pitch_um + params.grid_um), MAX_WINDOW_UM)
+    window_um = min(max(margin_um, WINDOW_PITCHES * pitch_um), MAX_WINDOW_UM)
+    far_um = max(params.far_grid_um,
+                 1.01 * window_um * math.sqrt(params.time_sample_ratio / 1.125))
+    return replace(params, window_um=window_um, map_margin_um=margin_um, far_grid_um=far_um)
+
+
 def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:
-    """Default tissue parameters: the slab is the heat-weighted mean column depth, and the
-    window reaches the middle of a lattice cell (so that it need not be widened in steps)."""
+    """Default tissue parameters sized for the pitch (:func:`sized_for_pitch`), the slab
+    the heat-weighted mean column depth."""
     depth_um = float(np.average(spots.column_depth_um, weights=spots.heat_uj))
-    base = TissueParams()
-    window_um = min(max(base.window_um, 0.75 * pitch_um + base.grid_um), 2000.0)
-    far_um = max(base.far_grid_um, 1.01 * window_um * math.sqrt(base.time_sample_ratio / 1.125))
-    return replace(base, thickness_um=min(max(depth_um, 10.0), 5000.0), window_um=window_um,
-                   far_grid_um=far_um)
+    return sized_for_pitch(TissueParams(thickness_um=min(max(depth_um, 10.0), 5000.0)),
+                           pitch_um)
 
 
 def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = None,
