@@ -154,9 +154,9 @@ class TissueParams:
     spot; map_margin_um: how far the map, and with it the reservoir, reaches beyond the
     outermost spots (None: window_um; at most window_um); far_grid_um: node spacing of the
     coarse grid that carries heat older than the hand-over age (at least MIN_FAR_GRID_UM);
-    time_sample_ratio: ratio between successive
-    sampled Gaussian widths after a firing (sqrt(2): peak under-read at most 1.5 %);
-    cutoff_rel: Gaussians are cut where they fall below this fraction of their centre value.
+    time_sample_ratio: ratio between successive sampled Gaussian widths after a firing
+    (sqrt(2): peak under-read at most 1.5 %); cutoff_rel: Gaussians are cut where they fall
+    below this fraction of their centre value.
     """
 
     diffusivity_m2_s: float = 1.3e-7
@@ -428,9 +428,9 @@ def _as_spots(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64,
     return tuple(a[order] for a in arrays)
 
 
-def _widened(params: TissueParams, window_um: float) -> TissueParams:
-    """Window ``window_um`` (capped at MAX_WINDOW_UM, the largest allowed), far grid coarsened
-    just enough to keep the block constraint."""
+def with_window(params: TissueParams, window_um: float) -> TissueParams:
+    """``params`` with window ``window_um`` (capped at MAX_WINDOW_UM, the largest allowed),
+    the far grid coarsened just enough to keep the block constraint."""
     window = min(window_um, MAX_WINDOW_UM)
     far = max(params.far_grid_um, 1.01 * window * math.sqrt(params.time_sample_ratio / 1.125))
     return replace(params, window_um=window, far_grid_um=far)
@@ -513,7 +513,7 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         holes = _holes(x, y, lay, sampled)
         if not holes.any() or params.window_um >= MAX_WINDOW_UM:
             break
-        params = _widened(params, _window_reaching(x, y, lay, holes))
+        params = with_window(params, _window_reaching(x, y, lay, holes))
     reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
     damaged = reservoir & (damage >= params.damage_omega)
     n_res = int(reservoir.sum())

@@ -19,7 +19,6 @@ it evaluates, e.g. ``"plan 0, pass 3 of 10"`` or ``"suggestion thermal-spread or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -39,6 +38,7 @@ from controller.thermal import (
     passing_heat_scale,
     search_wait,
     simulate_pass,
+    with_window,
 )
 
 #: Longest wait between passes that a suggestion may ask for.
@@ -221,12 +221,10 @@ def sized_for_pitch(params: TissueParams, pitch_um: float) -> TissueParams:
     the reservoir, reaches the middle of the lattice cell beyond the outermost spots (0.75
     pitch + one cell); each window reaches WINDOW_PITCHES pitches, so that a cell beyond the
     edge lies in the windows of the edge spots whose pulses heat it most; the far grid just
-    coarse enough for the window (the block constraint)."""
+    coarse enough for the window (:func:`~controller.thermal.with_window`)."""
     margin_um = min(max(params.window_um, 0.75 * pitch_um + params.grid_um), MAX_WINDOW_UM)
-    window_um = min(max(margin_um, WINDOW_PITCHES * pitch_um), MAX_WINDOW_UM)
-    far_um = max(params.far_grid_um,
-                 1.01 * window_um * math.sqrt(params.time_sample_ratio / 1.125))
-    return replace(params, window_um=window_um, map_margin_um=margin_um, far_grid_um=far_um)
+    return replace(with_window(params, max(margin_um, WINDOW_PITCHES * pitch_um)),
+                   map_margin_um=margin_um)
 
 
 def default_params(spots: SpotHeat, pitch_um: float) -> TissueParams:

@@ -402,7 +402,7 @@ def test_the_map_reaches_its_margin_beyond_the_spots_not_the_window() -> None:
     """A map margin narrower than the window: the map (and the reservoir) ends that far
     beyond the outermost spots, while the windows reach further."""
     x, y = square_grid(4, 200.0)
-    t = np.arange(len(x)) * 1e-3
+    t = np.arange(len(x), dtype=np.float64) * 1e-3
     heat, radius = np.full(len(x), 2000.0), np.full(len(x), 70.0)
     wide = TissueParams(window_um=300.0, far_grid_um=400.0)
     res = simulate_pass(x, y, t, heat, radius, replace(wide, map_margin_um=150.0))
