@@ -436,10 +436,12 @@ def with_window(params: TissueParams, window_um: float) -> TissueParams:
     return replace(params, window_um=window, far_grid_um=far)
 
 
-def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> float:
-    """The window half-width that samples every hole: the largest distance (max-norm, the
-    windows being squares) from a hole cell to its nearest spot, 1 % over; 1.5x the current
-    window if that would take too long to compute (very many holes and spots).
+def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_],
+                     reach_um: float) -> float:
+    """The half-width that samples every hole, more than the current ``reach_um`` (at least
+    one cell more): the largest distance (max-norm, the windows being squares) from a hole
+    cell to its nearest spot, 1 % over; 1.5 ``reach_um`` if that would take too long to
+    compute (very many holes and spots).
 
     Exact while that distance is at most MAX_WINDOW_UM, the widest window; beyond, only known
     to exceed it (the widening is capped there): each band of hole rows is measured against
@@ -447,7 +449,7 @@ def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> f
     """
     rows, cols = np.nonzero(holes)  # row by row: a chunk of holes spans a band of rows
     if len(rows) * len(x) > HOLE_SEARCH_LIMIT:
-        return 1.5 * lay.window_um
+        return 1.5 * reach_um
     xc = lay.x0_um + (cols + 0.5) * lay.cell_um
     yc = lay.y0_um + (rows + 0.5) * lay.cell_um
     by_y = np.argsort(y, kind="stable")
@@ -462,7 +464,7 @@ def _window_reaching(x: F64, y: F64, lay: Layout, holes: NDArray[np.bool_]) -> f
             return math.inf
         dist = np.maximum(np.abs(hx - xs[None, lo:hi]), np.abs(hy - ys[None, lo:hi]))
         nearest = max(nearest, float(dist.min(axis=1).max()))
-    return max(1.01 * nearest, lay.window_um + lay.cell_um)
+    return max(1.01 * nearest, reach_um + lay.cell_um)
 
 
 def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions_um: F64,
@@ -480,15 +482,35 @@ def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions
     return (least[:, None] < positions_um[None, :]) & (positions_um[None, :] < most[:, None])
 
 
-def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def _within(x: F64, y: F64, reach_um: float, lay: Layout) -> NDArray[np.bool_]:
+    """Cells whose centres lie within ``reach_um`` (max-norm) of some spot: the cells that
+    windows of that half-width sample."""
+    def span(centre: F64, origin: float, n: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        lo = np.ceil((centre - reach_um - origin) / lay.cell_um - 0.5)
+        hi = np.floor((centre + reach_um - origin) / lay.cell_um - 0.5) + 1.0
+        return np.clip(lo, 0, n).astype(np.intp), np.clip(hi, 0, n).astype(np.intp)
+
+    c0, c1 = span(x, lay.x0_um, lay.nx)
+    r0, r1 = span(y, lay.y0_um, lay.ny)
+    keep = (c0 < c1) & (r0 < r1)
+    c0, c1, r0, r1 = c0[keep], c1[keep], r0[keep], r1[keep]
+    corners = np.zeros((lay.ny + 1, lay.nx + 1), dtype=np.int64)  # 2-D difference array
+    for rows, cols, sign in ((r0, c0, 1), (r0, c1, -1), (r1, c0, -1), (r1, c1, 1)):
+        np.add.at(corners, (rows, cols), sign)
+    return cast(NDArray[np.bool_], corners.cumsum(axis=0).cumsum(axis=1)[:-1, :-1] > 0)
+
+
+def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_],
+           reach_um: float) -> NDArray[np.bool_]:
     """Unsampled cells inside the spots' bounding box with spots on both sides along their row
-    band or their column band (a cell beyond the outermost, jittered row is not a hole)."""
+    band or their column band, ``reach_um`` wide on each side (a cell beyond the outermost,
+    jittered row is not a hole)."""
     if sampled.all():
         return ~sampled
     xc = cast(F64, lay.x0_um + (np.arange(lay.nx) + 0.5) * lay.cell_um)
     yc = cast(F64, lay.y0_um + (np.arange(lay.ny) + 0.5) * lay.cell_um)
-    in_row = _spots_on_both_sides(yc, y, x, xc, lay.window_um)
-    in_col = _spots_on_both_sides(xc, x, y, yc, lay.window_um).T
+    in_row = _spots_on_both_sides(yc, y, x, xc, reach_um)
+    in_col = _spots_on_both_sides(xc, x, y, yc, reach_um).T
     inside = ((yc >= y.min()) & (yc <= y.max()))[:, None] & ((xc >= x.min()) & (xc <= x.max()))
     return ~sampled & inside & (in_row | in_col)
 
@@ -510,10 +532,15 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         lay = Layout.for_spots(x, y, t, params)
         peak, damage, far_end, sampled = kernel.peak_rise(x, y, t, e_k_um2, radius * radius,
                                                           lay)
-        holes = _holes(x, y, lay, sampled)
+        if params.map_margin_um is not None:  # the reservoir is the map margin's reach
+            sampled &= _within(x, y, params.map_margin_um, lay)
+        holes = _holes(x, y, lay, sampled, params.margin_um)
         if not holes.any() or params.window_um >= MAX_WINDOW_UM:
             break
-        params = with_window(params, _window_reaching(x, y, lay, holes))
+        reach_um = _window_reaching(x, y, lay, holes, params.margin_um)
+        params = with_window(params, max(reach_um, params.window_um))
+        if params.map_margin_um is not None:
+            params = replace(params, map_margin_um=min(reach_um, params.window_um))
     reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
     damaged = reservoir & (damage >= params.damage_omega)
     n_res = int(reservoir.sum())

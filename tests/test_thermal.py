@@ -363,7 +363,7 @@ def test_hole_search_equals_the_search_over_every_spot(seed: int, span_um: float
     lay = Layout.for_spots(x, y, np.zeros(n), TissueParams())
     holes = rng.random((lay.ny, lay.nx)) < hole_share
     holes[rng.integers(lay.ny), rng.integers(lay.nx)] = True
-    banded = _window_reaching(x, y, lay, holes)
+    banded = _window_reaching(x, y, lay, holes, lay.window_um)
     every = all_spots_window_reaching(x, y, lay, holes)
     if every <= 1.01 * MAX_WINDOW_UM:
         assert banded == every
@@ -413,6 +413,25 @@ def test_the_map_reaches_its_margin_beyond_the_spots_not_the_window() -> None:
     # the same cells where the maps overlap, the same windows (to rounding: the far grid
     # starts from the map's corner)
     np.testing.assert_allclose(res.peak_rise_k, full.peak_rise_k[6:-6, 6:-6], rtol=1e-12)
+
+
+def test_wider_windows_keep_the_reservoir_of_the_map_margin() -> None:
+    """Spots on a disc: windows wider than the map margin sample more of the map's corners,
+    but the reservoir stays the cells within the margin (max-norm) of some spot, as windows
+    as wide as the margin would sample (and the same with a ring of spots missing inside)."""
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-900.0, 900.0, 400), rng.uniform(-900.0, 900.0, 400)
+    inside = (np.hypot(x, y) < 900.0) & ~((np.hypot(x, y) > 400.0) & (np.hypot(x, y) < 700.0))
+    x, y = x[inside], y[inside]
+    t = np.arange(len(x), dtype=np.float64) * 1e-3
+    heat, radius = np.full(len(x), 500.0), np.full(len(x), 40.0)
+    narrow = TissueParams(window_um=100.0, far_grid_um=400.0)
+    wide = simulate_pass(x, y, t, heat, radius, replace(narrow, window_um=300.0,
+                                                        map_margin_um=100.0))
+    base = simulate_pass(x, y, t, heat, radius, narrow)
+    assert wide.extent_um == base.extent_um
+    assert base.reservoir.sum() < 0.9 * base.reservoir.size  # corners outside the reservoir
+    np.testing.assert_array_equal(wide.reservoir, base.reservoir)
 
 
 def test_window_too_wide_for_far_grid_rejected() -> None:
