@@ -484,7 +484,7 @@ def _spots_on_both_sides(centres_um: F64, band_um: F64, along_um: F64, positions
 
 def _within(x: F64, y: F64, reach_um: float, lay: Layout) -> NDArray[np.bool_]:
     """Cells whose centres lie within ``reach_um`` (max-norm) of some spot: the cells that
-    windows of that half-width sample."""
+    windows of that half-width sample (each spot's span as ``thermal_ref.cell_span``)."""
     def span(centre: F64, origin: float, n: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         lo = np.ceil((centre - reach_um - origin) / lay.cell_um - 0.5)
         hi = np.floor((centre + reach_um - origin) / lay.cell_um - 0.5) + 1.0
