@@ -1556,7 +1556,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 q -= 1
             cand[5, q] = j
             n_ladc += 1
-    t_end = t_last
+    # its own spot: until the snapshots hold it (the block before counts at its larger end)
+    hold = _boundary(g, <Py_ssize_t>ceil((t[i] + (g.snap_s - s0[i]) / g.kappa4 - g.t0)
+                                         / g.block))
+    t_end = _max(t_last, hold if hold < cap else cap)
     for q in range(n_ladc):
         j = cand[5, q]
         if t[j] >= t_end:

@@ -377,7 +377,10 @@ class _Run:
         lay = self.lay
         kappa4, w = 4.0 * lay.kappa_um2_s, lay.window_um
         cap = self.boundary(b + LOOKAHEAD)
-        end = t_last
+        # its own spot: until the snapshots hold it (the block before counts at its larger end)
+        own = self.boundary(math.ceil((self.t[i] + (lay.snap_s_um2 - self.s0[i]) / kappa4
+                                       - lay.t0_s) / lay.block_s))
+        end = max(t_last, min(own, cap))
         for j in range(i + 1, self.first_ge(cap)):
             if self.t[j] >= end:
                 break
