@@ -900,6 +900,11 @@ cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
     return g.t0 + b * g.block
 
 
+cdef inline double _hold(const Geo* g, double tj, double s0j) noexcept nogil:
+    """A spot's hold: the first block boundary at which a snapshot holds it (width snap_s)."""
+    return _boundary(g, <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0) / g.block))
+
+
 cdef inline Py_ssize_t _reflect(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     if k < 0:
         return -1 - k
@@ -1557,8 +1562,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             cand[5, q] = j
             n_ladc += 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
-    hold = _boundary(g, <Py_ssize_t>ceil((t[i] + (g.snap_s - s0[i]) / g.kappa4 - g.t0)
-                                         / g.block))
+    hold = _hold(g, t[i], s0[i])
     t_end = _max(t_last, hold if hold < cap else cap)
     for q in range(n_ladc):
         j = cand[5, q]
@@ -1566,8 +1570,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             break
         ax = _max(fabs(x[j] - w.xi) - g.window, 0.0)
         ay = _max(fabs(y[j] - w.yi) - g.window, 0.0)
-        hold = _boundary(g, <Py_ssize_t>ceil((t[j] + (g.snap_s - s0[j]) / g.kappa4 - g.t0)
-                                             / g.block))
+        hold = _hold(g, t[j], s0[j])
         d2 = ax * ax + ay * ay
         if (d2 <= s0[j] + g.kappa4 * (hold - t[j])
                 and t[j] + (d2 - s0[j]) / g.kappa4 > t_end):

@@ -118,6 +118,12 @@ class _Run:
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
 
+    def hold(self, j: int) -> float:
+        """Spot j's hold: the first block boundary at which a snapshot holds it."""
+        lay = self.lay
+        age = (lay.snap_s_um2 - self.s0[j]) / (4.0 * lay.kappa_um2_s)
+        return self.boundary(math.ceil((self.t[j] + age - lay.t0_s) / lay.block_s))
+
     def block_of(self, b: int, ts: float) -> int:
         """The far-grid block holding ts for a window of block b, at most LOOKAHEAD - 1 ahead."""
         bs = b
@@ -368,8 +374,9 @@ class _Run:
         prev_slow[ra:rb, ca:cb] = slow
 
     def extended_end(self, i: int, b: int, t_last: float) -> float:
-        """End of window i's samples: its last width, or later if a spot fired after i and
-        before that end sends a pulse the samples would miss: its rise peaks at the window's
+        """End of window i's samples: its own spot's hold (past its last width: until then
+        the spot is in no snapshot), or later if a spot fired after i and before that end
+        sends a pulse the samples would miss: its rise peaks at the window's
         nearest point (width d^2, d its distance to the window) after that end, and before a
         snapshot holds it (d^2 at most its width at the block boundary at which a snapshot
         first holds it, its hold). The samples then run to that hold, and so on; at most
@@ -378,16 +385,13 @@ class _Run:
         kappa4, w = 4.0 * lay.kappa_um2_s, lay.window_um
         cap = self.boundary(b + LOOKAHEAD)
         # its own spot: until the snapshots hold it (the block before counts at its larger end)
-        own = self.boundary(math.ceil((self.t[i] + (lay.snap_s_um2 - self.s0[i]) / kappa4
-                                       - lay.t0_s) / lay.block_s))
-        end = max(t_last, min(own, cap))
+        end = max(t_last, min(self.hold(i), cap))
         for j in range(i + 1, self.first_ge(cap)):
             if self.t[j] >= end:
                 break
             ax = max(abs(self.x[j] - self.x[i]) - w, 0.0)
             ay = max(abs(self.y[j] - self.y[i]) - w, 0.0)
-            age = (lay.snap_s_um2 - self.s0[j]) / kappa4
-            hold = self.boundary(math.ceil((self.t[j] + age - lay.t0_s) / lay.block_s))
+            hold = self.hold(j)
             d2 = ax * ax + ay * ay
             if (d2 <= self.s0[j] + kappa4 * (hold - self.t[j])
                     and self.t[j] + (d2 - self.s0[j]) / kappa4 > end):
