@@ -6,8 +6,8 @@ exact superposition (``tests.test_thermal.exact_at``) on sampled reservoir cells
 superposition damages (Omega >= 1) reads damaged (a screen must not read damaged tissue as
 spared); the damage integral at least OMEGA_FLOOR of the exact one wherever that is 0.01 or
 more, and the peak at least PEAK_FLOOR of the exact one (both read low beyond the outermost
-spots of some plans: docs/thermal_model.md, Limits). The campaign prints its count and its
-smallest ratios.
+spots of some plans: docs/thermal_model.md, Limits). The campaign prints its count, its
+smallest ratios and where they were read.
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ ORDERS: tuple[Literal["raster", "random", "thermal-spread", "interlaced"], ...] 
 
 
 def random_plan(rng: np.random.Generator) -> tuple[Plan, float, str] | None:
-    """A small plan (2 to 4 mm, 1 to 3 passes) of random settings, its pass gap (s) and what
-    it is; None when the planner refuses the settings."""
+    """A small plan (2 to 6 mm, 1 to 4 passes) of random settings, its pass gap (s) and what
+    it is; None when the planner refuses the settings. Gaps of 6 and 12 s reach past the
+    windows' lookahead (8 far-grid blocks), where a later pass's heat is left to the snapshots."""
     hp = get_handpiece(str(rng.choice(["spot120", "spot300"])))
-    shape, width_mm = SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(2.0, 4.0)
+    shape, width_mm = SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(2.0, 6.0)
     coverage, depth_um = rng.uniform(5.0, 25.0), rng.uniform(150.0, 700.0)
-    passes, seed = int(rng.integers(1, 4)), int(rng.integers(0, 1000))
+    passes, seed = int(rng.integers(1, 5)), int(rng.integers(0, 1000))
     order = ORDERS[int(rng.integers(len(ORDERS)))]
-    gap_s = float(rng.choice([0.0, 0.0, 1.0, 3.0]))
+    gap_s = float(rng.choice([0.0, 0.0, 1.0, 3.0, 6.0, 12.0]))
     what = (f"{hp.name} {shape} {width_mm:.2f} mm, {coverage:.1f} %, {depth_um:.0f} um, "
             f"{order}, {passes} passes {gap_s:g} s apart, seed {seed}")
     try:
@@ -60,6 +61,7 @@ def random_plan(rng: np.random.Generator) -> tuple[Plan, float, str] | None:
 def test_fuzz_thermal_screen_on_random_plans_against_the_exact_superposition() -> None:
     rng = np.random.default_rng(2026_11_26)
     omega_min, peak_min, cells, screened = np.inf, np.inf, 0, 0
+    omega_at = peak_at = ""
     while screened < PLANS:
         drawn = random_plan(rng)
         if drawn is None:
@@ -85,13 +87,17 @@ def test_fuzz_thermal_screen_on_random_plans_against_the_exact_superposition() -
             if exact_omega >= 0.01:
                 assert omega[k] >= OMEGA_FLOOR * exact_omega, (
                     f"damage {omega[k]:.4g} against the exact {exact_omega:.4g}: {where}")
-                omega_min = min(omega_min, omega[k] / exact_omega)
+                if omega[k] / exact_omega < omega_min:
+                    omega_min = omega[k] / exact_omega
+                    omega_at = f"{where}, exact {exact_omega:.3g}"
             assert omega[k] >= 1.0 or exact_omega < 1.0, (
                 f"damaged tissue read as spared (damage {omega[k]:.4g}, exact "
                 f"{exact_omega:.4g}): {where}")
             assert peak[k] >= PEAK_FLOOR * exact_peak, (
                 f"peak {peak[k]:.3g} K against the exact {exact_peak:.3g} K: {where}")
-            peak_min = min(peak_min, peak[k] / exact_peak)
+            if peak[k] / exact_peak < peak_min:
+                peak_min, peak_at = peak[k] / exact_peak, f"{where}, exact {exact_peak:.3g} K"
             cells += 1
     print(f"\nfuzz thermal screen vs exact: {screened} plans, {cells} cells; damage at least "
-          f"{omega_min:.3f}x, peak at least {peak_min:.3f}x the exact superposition")
+          f"{omega_min:.3f}x ({omega_at}), peak at least {peak_min:.3f}x ({peak_at}) the exact "
+          "superposition")
