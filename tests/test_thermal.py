@@ -60,16 +60,25 @@ def loss(age_s: F64, p: TissueParams) -> F64:
     return depth_factor(np.sqrt(p.kappa_um2_s * np.maximum(age_s, 0.0)) / p.thickness_um)
 
 
+#: The references also sample this long before each firing. The rise jumps at a firing (the
+#: source is born with the lesion's width, r^2/(4 kappa) earlier): next to a deep pore's rim
+#: from a few K to well above the damage floor. A trapezoid across the jump charged half the
+#: rate after it to the whole interval before it (up to 75 ms in brute_force's sweep), and
+#: read the damage integral of such cells up to 6x high.
+BEFORE_FIRING_S = 1e-9
+
+
 def brute_force(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams,
                 cx: F64, cy: F64) -> tuple[F64, F64]:
     """Peak over time and Arrhenius damage integral (trapezoid) of the full superposition (no
     cut-offs, exact depth factor) at the given points.
 
-    Times: 120 log-spaced ages after every firing plus a uniform sweep to 20 s after the
-    last firing, dense enough that sampling error is far below the model's.
+    Times: 120 log-spaced ages after every firing, one just before it (BEFORE_FIRING_S), plus
+    a uniform sweep to 20 s after the last firing, dense enough that sampling error is far
+    below the model's.
     """
     e = e_k_um2(heat, p)
-    ages = np.concatenate([[0.0], np.geomspace(1e-5, 20.0, 120)])
+    ages = np.concatenate([[-BEFORE_FIRING_S, 0.0], np.geomspace(1e-5, 20.0, 120)])
     times = np.unique(np.concatenate([(t[:, None] + ages).ravel(),
                                       np.linspace(t.min(), t.max() + 20.0, 400)]))
     d2 = (cx[:, None] - x[None, :]) ** 2 + (cy[:, None] - y[None, :]) ** 2
@@ -530,8 +539,8 @@ def exact_at(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams, cx
              cy: float) -> tuple[float, float]:
     """Peak and damage integral (trapezoid) of the full superposition at one point, for plans
     of thousands of spots: the spots within 1 mm at 240 log-spaced ages after every firing
-    within 600 um and a 10-ms sweep to 20 s after the last firing; the farther ones, smooth
-    there, on a 20-ms grid, interpolated."""
+    within 600 um (and just before it, BEFORE_FIRING_S) and a 10-ms sweep to 20 s after the
+    last firing; the farther ones, smooth there, on a 20-ms grid, interpolated."""
     e = e_k_um2(heat, p)
     d2 = (cx - x) ** 2 + (cy - y) ** 2
 
@@ -545,7 +554,7 @@ def exact_at(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams, cx
         return out
 
     coarse = np.arange(t.min(), t.max() + 20.02, 0.02)
-    ages = np.concatenate([[0.0], np.geomspace(1e-5, 20.0, 240)])
+    ages = np.concatenate([[-BEFORE_FIRING_S, 0.0], np.geomspace(1e-5, 20.0, 240)])
     times = np.unique(np.concatenate([(t[d2 <= 600.0**2][:, None] + ages).ravel(),
                                       np.arange(t.min(), t.max() + 20.0, 0.01)]))
     times = times[times <= coarse[-1]]
