@@ -4,12 +4,11 @@ exact superposition (``tests.test_thermal.exact_at``) on sampled reservoir cells
 ``make test`` screens CI_PLANS plans; ``make fuzz`` (``CO2SCAN_FUZZ=long``) LONG_PLANS;
 ``CO2SCAN_FUZZ_PLANS=N`` overrides both. Plan k draws from its own seed, so
 ``CO2SCAN_FUZZ_PLAN=k`` screens plan k alone (as the campaign names it in its messages).
-What must hold, cell by cell: a cell the exact superposition damages (Omega >= 1) reads
-damaged (a screen must not read damaged tissue as spared); the damage integral at least
-OMEGA_FLOOR of the exact one wherever that is 0.01 or more, and the peak at least PEAK_FLOOR
-of the exact one (both read low beyond the outermost spots of some plans:
-docs/thermal_model.md, Limits). The campaign prints its count, its
-smallest ratios and where they were read.
+What must hold, cell by cell: the damage integral at least the exact one wherever that is
+0.01 or more (so a screen never reads damaged tissue as spared), and the peak at least
+PEAK_FLOOR of the exact one (it reads low beyond the outermost spots of some slow plans:
+docs/thermal_model.md, Limits). The campaign prints its count, its smallest ratios and where
+they were read.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ SEED = 2026_11_26
 #: Cells sampled per plan: near the damage threshold, the hottest, and any.
 NEAR_THRESHOLD, HOTTEST, ANY = 20, 4, 6
 PEAK_FLOOR = 0.75
-OMEGA_FLOOR = 0.7
 SHAPES: tuple[Literal["square", "circle", "hexagon"], ...] = ("square", "circle", "hexagon")
 ORDERS: tuple[Literal["raster", "random", "thermal-spread", "interlaced"], ...] = (
     "raster", "random", "thermal-spread", "interlaced")
@@ -90,14 +88,11 @@ def test_fuzz_thermal_screen_on_random_plans_against_the_exact_superposition() -
                                                float(xc[cols[k]]), float(yc[rows[k]]))
             where = f"{what}; cell ({xc[cols[k]]:.0f}, {yc[rows[k]]:.0f}) um"
             if exact_omega >= 0.01:
-                assert omega[k] >= OMEGA_FLOOR * exact_omega, (
+                assert omega[k] >= exact_omega, (
                     f"damage {omega[k]:.4g} against the exact {exact_omega:.4g}: {where}")
                 if omega[k] / exact_omega < omega_min:
                     omega_min = omega[k] / exact_omega
                     omega_at = f"{where}, exact {exact_omega:.3g}"
-            assert omega[k] >= 1.0 or exact_omega < 1.0, (
-                f"damaged tissue read as spared (damage {omega[k]:.4g}, exact "
-                f"{exact_omega:.4g}): {where}")
             assert peak[k] >= PEAK_FLOOR * exact_peak, (
                 f"peak {peak[k]:.3g} K against the exact {exact_peak:.3g} K: {where}")
             if peak[k] / exact_peak < peak_min:
