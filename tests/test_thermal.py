@@ -563,6 +563,26 @@ def exact_at(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams, cx
     return float(total.max()), float(np.trapezoid(p.damage_rate(total), times))
 
 
+def test_references_integrate_the_jump_at_a_firing() -> None:
+    """A cell just beyond a deep pore's rim, whose damage is the spike at the pore's firing
+    (the rise jumps there, from a spot fired 50 ms before to far above the damage floor):
+    both references agree with a fine quadrature of the spike (the trapezoid across the jump
+    had read it up to 6x high; docs/thermal_model.md, Limits)."""
+    p = TissueParams()
+    x, y, t = np.array([0.0, 2000.0]), np.array([0.0, 0.0]), np.array([0.05, 0.0])
+    heat, radius = np.array([5000.0, 5000.0]), np.array([100.0, 100.0])
+    cx, cy = 110.0, 0.0
+    age = np.concatenate([[0.0], np.geomspace(1e-9, 20.0, 400_000)])
+    s = radius[0] ** 2 + 4.0 * p.kappa_um2_s * age
+    rise = e_k_um2(heat[:1], p) / (math.pi * s) * loss(age, p) * np.exp(-(cx**2 + cy**2) / s)
+    fine = float(np.trapezoid(p.damage_rate(rise), age))
+    assert fine > 0.01  # a spike above the damage floor (Omega 0.068)
+    _, brute = brute_force(x, y, t, heat, radius, p, np.array([cx]), np.array([cy]))
+    _, at = exact_at(x, y, t, heat, radius, p, cx, cy)
+    assert brute[0] == pytest.approx(fine, rel=0.02)
+    assert at == pytest.approx(fine, rel=0.02)
+
+
 #: Reservoir cells 122 um beyond the outermost spots of the three-pass plan below, which the
 #: exact superposition damages (Omega 2.3 and 2.1), mostly in the third pass while spots 260
 #: to 280 um away fire, seconds after the cells' own windows closed.
