@@ -63,8 +63,8 @@ def loss(age_s: F64, p: TissueParams) -> F64:
 #: The references also sample this long before each firing. The rise jumps at a firing (the
 #: source is born with the lesion's width, r^2/(4 kappa) earlier): next to a deep pore's rim
 #: from a few K to well above the damage floor. A trapezoid across the jump charged half the
-#: rate after it to the whole interval before it (up to 75 ms in brute_force's sweep), and
-#: read the damage integral of such cells up to 6x high.
+#: rate after it to the whole interval before it (brute_force's sweep steps 50 ms or more,
+#: exact_at's 10 ms), and read the damage integral of such cells up to 6x high.
 BEFORE_FIRING_S = 1e-9
 
 
