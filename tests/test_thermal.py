@@ -99,6 +99,14 @@ def brute_force(x: F64, y: F64, t: F64, heat: F64, radius: F64, p: TissueParams,
     return peak, damage
 
 
+def lone_spot_rise(age_s: F64, d2_um2: float, radius_um: float, e: float,
+                   p: TissueParams) -> F64:
+    """Rise of one spot (e in K um^2) at squared distance d2_um2 at these ages: the Gaussian
+    line source of width radius^2 + 4 kappa age times the exact depth factor."""
+    s = radius_um**2 + 4.0 * p.kappa_um2_s * age_s
+    return e / (math.pi * s) * loss(age_s, p) * np.exp(-d2_um2 / s)
+
+
 def single_spot_peak(d2_um2: F64, radius_um: float, e: float, p: TissueParams) -> F64:
     """Peak over time of one spot (Gaussian line source x depth factor), by dense sampling
     in time (4000 log-spaced ages: error < 1e-5)."""
@@ -323,9 +331,7 @@ def test_damage_is_the_arrhenius_integral_of_a_lone_spot() -> None:
     t = np.geomspace(1e-7, 30.0, 200_000)
     checked = 0
     for r, c in zip(*np.nonzero(res.reservoir & (res.damage > 1e-3)), strict=True):
-        d2 = xc[c] ** 2 + yc[r] ** 2
-        s = radius_um**2 + 4.0 * params.kappa_um2_s * t
-        rise = e / (np.pi * s) * np.exp(-d2 / s)
+        rise = lone_spot_rise(t, xc[c] ** 2 + yc[r] ** 2, radius_um, e, params)
         exact = np.trapezoid(params.damage_rate(rise), t)
         assert exact / 3.0 <= res.damage[r, c] * (1.0 + 1e-6)
         assert res.damage[r, c] >= exact * (1.0 - 1e-3)
@@ -573,8 +579,7 @@ def test_references_integrate_the_jump_at_a_firing() -> None:
     heat, radius = np.array([5000.0, 5000.0]), np.array([100.0, 100.0])
     cx, cy = 110.0, 0.0
     age = np.concatenate([[0.0], np.geomspace(1e-9, 20.0, 400_000)])
-    s = radius[0] ** 2 + 4.0 * p.kappa_um2_s * age
-    rise = e_k_um2(heat[:1], p) / (math.pi * s) * loss(age, p) * np.exp(-(cx**2 + cy**2) / s)
+    rise = lone_spot_rise(age, cx**2 + cy**2, float(radius[0]), float(e_k_um2(heat, p)[0]), p)
     fine = float(np.trapezoid(p.damage_rate(rise), age))
     assert fine > 0.01  # a spike above the damage floor (Omega 0.068)
     _, brute = brute_force(x, y, t, heat, radius, p, np.array([cx]), np.array([cy]))
