@@ -1196,10 +1196,10 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
                       double[:, ::1] terms, Batch* bt, Py_ssize_t ra, Py_ssize_t rb,
                       Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
-    """Far grid (linear in time within its block) plus the background near spots at ts: exact
-    Gaussians while sharp, a 2nd-order Taylor sum about the window centre once smooth. Into
-    acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``, ``bt``'s
-    buffers: scratch)."""
+    """Far grid (linear in time within its block) plus the background near spots in reach at
+    ts: exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
+    smooth. Into acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``,
+    ``bt``'s buffers: scratch)."""
     cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
@@ -1239,6 +1239,8 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         if t[j] < lo_t or t[j] > ts:
             continue
         s = s0[j] + g.kappa4 * (ts - t[j])
+        if not _in_reach(g, w, x[j] - w.xi, y[j] - w.yi, s):
+            continue  # cut off at ts (listed: within reach at the window's end)
         if s < g.smooth_s:
             n_sharp = _add_term(terms, 5, n_sharp, w.xi - x[j], w.yi - y[j], s, e[j], ts - t[j])
         else:

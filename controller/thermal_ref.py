@@ -409,7 +409,7 @@ class _Run:
 
     def background(self, ts: float, js: NDArray[np.intp], xi: float, yi: float, u: F64,
                    v: F64, grids: dict[int, tuple[F64, F64]], b: int) -> F64:
-        """Far grid (linear in time within its block) plus the background near spots at ts:
+        """Far grid (linear in time within its block) plus the background near spots in reach at ts:
         exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
         smooth."""
         lay = self.lay
@@ -422,6 +422,7 @@ class _Run:
         w = (ts - self.boundary(bs)) / lay.block_s
         acc = (1.0 - w) * _bilinear(start, ky, fy, kx, fx) + w * _bilinear(end, ky, fy, kx, fx)
         js = js[(self.t[js] >= self.boundary(bs) - lay.handover_s) & (self.t[js] <= ts)]
+        js = js[self.in_reach(js, ts, xi, yi)]
         return acc + self.spots_at(js, ts, xi, yi, u, v, lay.smooth_s_um2)
 
     def spots_at(self, js: NDArray[np.intp], ts: float, xc: float, yc: float, u: F64,
