@@ -1495,7 +1495,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double t_prev = 0.0
     cdef bint started = False, any_fresh, fresh_j
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
-    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext
+    cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext, item
     cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd, n_at, n_from
     cdef bint slow_ready = False, reuse = False, in_prev, resolved
     cdef double lo_prev = 0.0, box_x = 0.0, box_y = 0.0, taylor_s = 0.0
@@ -1549,20 +1549,24 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     bg_s = g.bg_ratio * (s_mid - s0[i])
     # The end of the samples (as thermal_ref._Run.extended_end): later if a spot fired after i
     # and before it sends a pulse that peaks on the window after it, before the snapshots
-    # could resolve it. Candidates from the buckets, in firing order.
+    # could resolve it. Candidates from the buckets, in firing order. (A bucket lists its
+    # spots in firing order: the scans below stop at the first one fired too late.)
     reach = g.window + sqrt(_max(g.snap_s, bk.max_s0) + g.kappa4 * g.block)
     _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
-        for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
-            j = bk.items[bx]
-            if j <= i or t[j] >= cap:
-                continue
-            q = n_ladc  # insertion into the sorted list (few)
-            while q > 0 and cand[5, q - 1] > j:
-                cand[5, q] = cand[5, q - 1]
-                q -= 1
-            cand[5, q] = j
-            n_ladc += 1
+        for bx in range(by * bk.nbx + bx0, by * bk.nbx + bx1):
+            for item in range(bk.start[bx], bk.start[bx + 1]):
+                j = bk.items[item]
+                if j <= i:
+                    continue
+                if t[j] >= cap:
+                    break
+                q = n_ladc  # insertion into the sorted list (few)
+                while q > 0 and cand[5, q - 1] > j:
+                    cand[5, q] = cand[5, q - 1]
+                    q -= 1
+                cand[5, q] = j
+                n_ladc += 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
     hold = _hold(g, t[i], s0[i])
     t_end = _max(t_last, hold if hold < cap else cap)
@@ -1583,31 +1587,35 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_end - lo_t)) * g.reach_log)
     _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
-        for bx in range(bk.start[by * bk.nbx + bx0], bk.start[by * bk.nbx + bx1]):
-            j = bk.items[bx]
-            if t[j] > t_end or not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi,
-                                             s0[j] + g.kappa4 * (t_end - t[j])):
-                continue
-            if (t[j] >= lo_next and t[j] >= t[i] and fabs(x[j] - w.xi) <= 2.0 * g.window + g.cell
-                    and fabs(y[j] - w.yi) <= 2.0 * g.window + g.cell):
-                # fired since i, its window overlapping: may take cells over
-                cand[3, n_late] = j
-                n_late += 1
-            # Damage samples: slow if handed over or if its rise is monotone on the window over
-            # them, else sharp (bounded over each interval).
-            if t[j] < lo_next or not _pulsing(&box, x[j], y[j], s0[j] + g.kappa4 * (t_end - t[j]),
-                                              s0[j] + g.kappa4 * (t_mid - t[j])):
-                cand[4, n_slow] = j
-                n_slow += 1
-            else:
-                cand[5, n_dsharp] = j
-                n_dsharp += 1
-            if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
-                cand[1, n_bg] = j
-                n_bg += 1
-            elif t[j] <= t_mid:  # (later ones fire after the peak samples)
-                cand[0, n_sharp] = j
-                n_sharp += 1
+        for bx in range(by * bk.nbx + bx0, by * bk.nbx + bx1):
+            for item in range(bk.start[bx], bk.start[bx + 1]):
+                j = bk.items[item]
+                if t[j] > t_end:
+                    break
+                s = s0[j] + g.kappa4 * (t_end - t[j])  # its width at the last sample
+                if not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
+                    continue
+                if (t[j] >= lo_next and t[j] >= t[i]
+                        and fabs(x[j] - w.xi) <= 2.0 * g.window + g.cell
+                        and fabs(y[j] - w.yi) <= 2.0 * g.window + g.cell):
+                    # fired since i, its window overlapping: may take cells over
+                    cand[3, n_late] = j
+                    n_late += 1
+                # Damage samples: slow if handed over or if its rise is monotone on the window
+                # over them, else sharp (bounded over each interval).
+                if t[j] < lo_next or not _pulsing(&box, x[j], y[j], s,
+                                                  s0[j] + g.kappa4 * (t_mid - t[j])):
+                    cand[4, n_slow] = j
+                    n_slow += 1
+                else:
+                    cand[5, n_dsharp] = j
+                    n_dsharp += 1
+                if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
+                    cand[1, n_bg] = j
+                    n_bg += 1
+                elif t[j] <= t_mid:  # (later ones fire after the peak samples)
+                    cand[0, n_sharp] = j
+                    n_sharp += 1
     _background(g, &w, t[i], b, cur, blur, &cand[1, 0], n_bg, x, y, t, e,
                 s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
