@@ -141,7 +141,7 @@ class TreatmentSession:
         self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)
-        self.jobs = self._jobs()
+        self.jobs = self._jobs(self._device_pass_indices(session_id))
         if session_id is not None:
             self._check_resumable(session_id)
         self._pause = threading.Event()
@@ -158,7 +158,9 @@ class TreatmentSession:
                 field_size_um=device.info.limits.field_size_um,
                 handpieces=sorted({p.settings.handpiece.name for p in plans}),
                 passes=[{"pass": j.number, "spots": j.spots.count,
-                         "device_checksum": j.spots.checksum, "plan_checksum": j.plan.checksum,
+                         "device_checksum": j.spots.checksum,
+                         "device_pass_index": j.spots.pass_index,
+                         "plan_checksum": j.plan.checksum,
                          "rep_rate_hz": j.rep_rate_hz,
                          "handpiece": j.plan.settings.handpiece.name,
                          "galvo": j.plan.timing.to_record()} for j in self.jobs],
@@ -200,15 +202,43 @@ class TreatmentSession:
                                 "planned differently: " + "; ".join(diff))
 
     # -- construction -----------------------------------------------------------------------
-    def _jobs(self) -> list[PassJob]:
+    def _device_pass_indices(self, session_id: object) -> list[int]:
+        """The pass index the device knows each pass by (its fired-index memory is keyed by
+        plan checksum and pass index). A resumed session keeps the recorded ones. A new session
+        numbers its passes on (mod 256) from the last index this record gave a pass on this
+        device, else from the pass the device loaded last (0 on a device with no plan): a plan
+        delivered again for the next patient is then a new pass to the device, not one it has
+        fired (which it would refuse to load, and whose count must not be taken for this
+        session's); identical passes of one session differ by number."""
+        count = sum(len(plan.metrics.passes) for plan in self.plans)
+        sessions = self.record.sessions()
+        if session_id is not None:
+            recorded: list[object] = next((e.body.get("passes", []) for e in sessions
+                                           if e.session == session_id), [])
+            indices = [entry.get("device_pass_index", number) if isinstance(entry, dict)
+                       else number for number, entry in enumerate(recorded)]
+            return indices + list(range(len(indices), count))
+        given = [entry["device_pass_index"] for e in sessions
+                 if e.body.get("device_serial") == self.device.info.serial
+                 for entry in e.body.get("passes", [])
+                 if isinstance(entry, dict) and isinstance(entry.get("device_pass_index"), int)]
+        if given:
+            first = (given[-1] + 1) % 256
+        else:
+            status = self.device.status()
+            first = (status.pass_index + 1) % 256 if status.plan_checksum else 0
+        return [(first + k) % 256 for k in range(count)]
+
+    def _jobs(self, device_pass_index: list[int]) -> list[PassJob]:
         jobs: list[PassJob] = []
         for plan in self.plans:
             for k, metrics in enumerate(plan.metrics.passes):
                 part = plan.pass_slice(k)
                 rate = max(1, math.floor(metrics.spot_rate_hz))
                 spots = self.device.prepare_pass(
-                    len(jobs), plan.x_um[part], plan.y_um[part], plan.energy_uj[part],
-                    plan.pulse_us[part], plan.stack[part], rep_rate_hz=rate)
+                    device_pass_index[len(jobs)], plan.x_um[part], plan.y_um[part],
+                    plan.energy_uj[part], plan.pulse_us[part], plan.stack[part],
+                    rep_rate_hz=rate)
                 set_uj = plan.energy_uj[part].astype(np.int64) * plan.stack[part]
                 jobs.append(PassJob(len(jobs), plan, k, spots, set_uj, rate))
         return jobs
@@ -358,13 +388,21 @@ class TreatmentSession:
     def _is_this_pass(status: DeviceStatus, job: PassJob) -> bool:
         """The device's pass data are this pass's (identical passes differ by number)."""
         return (status.plan_checksum == job.spots.checksum
-                and status.pass_index == job.number % 256)
+                and status.pass_index == job.spots.pass_index)
+
+    def _started(self, job: PassJob) -> bool:
+        """Has this session loaded the pass onto the device (recorded before arming)?"""
+        return any(e.body.get("pass_index") == job.number
+                   for e in self.record.entries(self.session_id, "pass_start"))
 
     def _reconcile(self, job: PassJob) -> int:
-        """Align the record with the device; returns the first spot still to fire."""
+        """Align the record with the device; returns the first spot still to fire. Only a
+        pass this session started can have fired: the device's count of a pass with the same
+        data that this session never loaded (another record's, say) is not taken."""
         status = self._status()
         recorded = self.record.delivered_summary(self.session_id, job.number)[1]
-        if self._is_this_pass(status, job) and status.last_delivered is not None:
+        if (self._is_this_pass(status, job) and status.last_delivered is not None
+                and self._started(job)):
             confirmed = status.last_delivered
             if confirmed > recorded:  # fired, but the reports were lost with the link
                 missing = np.arange(recorded + 1, confirmed + 1)
