@@ -7,7 +7,7 @@ Example (runs against the in-process simulator)::
 
     with open_device("sim://?footswitch=down") as dev:
         settings = TreatmentSettings(get_handpiece("spot120"), Pattern("square", 5.0),
-                                     DensitySpec(coverage_pct=8.0), depth_um=200.0,
+                                     DensitySpec(coverage_pct=5.0), depth_um=200.0,
                                      passes=PassSettings(count=2))
         plan = plan_for_device(settings, dev.info.limits)
         outcome = treat(dev, [plan], "service.db", operator="service", patient_ref="bench",

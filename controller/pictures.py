@@ -7,11 +7,16 @@ view and one colour scale per picture. matplotlib is imported
 only when a picture is drawn; without it :class:`PlottingUnavailable` says how to install it.
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so drawing is safe in
 threads and tests.
+
+Pictures are PNG only (their pixel size and panel boxes are read back from the written
+raster): the output path must name a file ending in ``.png`` (any case), and exactly that
+file is written (:func:`check_png_path`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 150
+#: What an output path may be, as errors state it (see check_png_path).
+PNG_ALLOWED = "a file name ending in .png"
 PANEL_W_IN = 5.4
 AXES_W_IN = 3.7
 AXES_MAX_H_IN = 4.6
@@ -102,16 +109,38 @@ def _figure(width_in: float, height_in: float) -> Figure:
     return Figure(figsize=(width_in, height_in), dpi=DPI)
 
 
+def check_png_path(out_path: str | os.PathLike[str]) -> Path:
+    """``out_path`` as a Path when it names a PNG file to write: a file name ending in ``.png``
+    (any case) with a name before it, and not an existing directory. Anything else raises
+    PictureError naming the value and what is allowed (nothing is written).
+
+    Whether the file can really be written shows only when it is written (``cannot write``).
+    """
+    text = os.fspath(out_path)
+    name = os.path.basename(text)
+    stem, suffix = os.path.splitext(name)
+    why = (" (empty)" if not text else
+           " (a directory)" if not name or name in (".", "..") or os.path.isdir(text) else
+           " (no name before .png)" if name.lower() == ".png" else
+           "")
+    if why or not stem or suffix.lower() != ".png":
+        raise PictureError(f"{text!r} rejected{why}; allowed: {PNG_ALLOWED}")
+    return Path(text)
+
+
 def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
     from PIL import Image  # a matplotlib dependency
 
-    path = Path(out_path)
+    path = check_png_path(out_path)
     try:
-        fig.savefig(path, dpi=DPI)
-    except OSError as exc:
-        raise PictureError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    with Image.open(path) as image:
-        width, height = image.size
+        # the format is given, so matplotlib writes exactly ``path`` (it appends ".png" to
+        # a name without a suffix it knows when left to guess)
+        fig.savefig(path, dpi=DPI, format="png")
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as exc:  # ValueError: e.g. a NUL byte in the path
+        raise PictureError(f"cannot write {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from exc
     panels = []
     for name, ax in axes.items():
         box = ax.get_window_extent()
@@ -214,8 +243,9 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
     outline is dashed; a scale bar sits in the lower left; the caption lists each pass's
     settings. ``screens``: the thermal screen of each plan as validation.check_thermal gives
     it (plan k carries plans 0..k-1, so the injury map under pass g holds passes 0..g; None:
-    the model could not evaluate the plan).
+    the model could not evaluate the plan). ``out_path``: see :func:`check_png_path`.
     """
+    check_png_path(out_path)  # before the drawing
     passes = [(plan, p, screen) for plan, screen in zip(plans, screens, strict=True)
               for p in range(len(plan.metrics.passes))]
     ncols = min(COLUMNS_MAX, len(passes))
@@ -337,7 +367,9 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     histogram shows measured / set in percent with the +/-20 % band. Spots are drawn at
     ``spot_diameter_um`` when given, else as markers. ``injury``: the thermal model run on
     the delivered spots (controller.thermal_delivered), or why there is no map.
+    ``out_path``: see :func:`check_png_path`.
     """
+    check_png_path(out_path)  # before the drawing
     xy_mm = np.asarray(planned_xy, dtype=np.float64).reshape(-1, 2) / 1000.0
     done = np.asarray(delivered_mask, dtype=bool)
     measured = np.asarray(measured_uj, dtype=np.float64)

@@ -7,7 +7,7 @@ import argparse
 from controller.commands import add_command
 from controller.commands.plan import EXIT_OK, check, fail, load_and_plan
 from controller.errors import SettingsError
-from controller.pictures import PictureError, draw_plan
+from controller.pictures import PictureError, check_png_path, draw_plan
 
 EXIT_NO_PICTURE = 1
 
@@ -18,13 +18,24 @@ diameter, coloured by firing order; earlier passes in grey. Below each pass its 
 the thermal model's predicted peak temperature rise (one colour scale for the picture) with
 the contour of the damaged reservoir. The settings of each pass in the caption, the verdict
 of the clinical envelope and the thermal screen in the title. Needs matplotlib (the 'plot'
-extra). Exit status: 0 written, 1 not written (matplotlib missing, or the file cannot be
-written), 3 script invalid (reason on stderr); a rejected plan is still drawn, marked
-REJECTED, and exits 3.
+extra). -o must name a file ending in .png (PNG is the only format written). Exit status:
+0 written, 1 not written (matplotlib missing, or the file cannot be written), 2 bad
+arguments (e.g. -o not a .png file name), 3 script invalid (reason on stderr); a rejected
+plan is still drawn, marked REJECTED, and exits 3.
 
 examples:
   co2scan preview examples/surface_texture.toml -o surface_texture.png
 """
+
+
+def png_output(text: str) -> str:
+    """An argparse type for -o: a file name ending in .png, else an error naming the value
+    and what is allowed (argparse prefixes the option and exits 2; nothing is written)."""
+    try:
+        check_png_path(text)
+    except PictureError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "preview", "draw the plan of a treatment script (PNG)", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
-    parser.add_argument("-o", "--out", required=True, metavar="PNG", help="picture to write")
+    parser.add_argument("-o", "--out", required=True, metavar="PNG", type=png_output,
+                        help="picture to write (a file name ending in .png)")
     parser.set_defaults(handler=run)

@@ -11,6 +11,7 @@ import numpy as np
 
 from controller.commands import add_command
 from controller.commands.log import _open
+from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
 from controller.record import RecordError, TreatmentRecord
@@ -25,6 +26,7 @@ EXIT_TAMPERED = 4
 HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
 map of what was delivered (the thermal model run on the measured energies and the recorded
 timing) and the measured-energy histogram against the set value with the +/-20 % band.
+-o must name a file ending in .png (PNG is the only format written); anything else exits 2.
 A record whose hash chain does not verify is refused (exit 4); see co2scan log verify.
 
 examples:
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "report", "draw what a session delivered", HELP)
     parser.add_argument("session", type=int, metavar="ID", help="session id")
-    parser.add_argument("-o", "--output", default="report.png", metavar="PNG",
-                        help="picture to write (default report.png)")
+    parser.add_argument("-o", "--output", default="report.png", metavar="PNG", type=png_output,
+                        help="picture to write, a file name ending in .png (default "
+                             "report.png)")
     add_record_argument(parser)
     parser.set_defaults(handler=run)
