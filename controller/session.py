@@ -87,7 +87,8 @@ class SessionProgress:
 @dataclass
 class SessionOutcome:
     """Result of :meth:`TreatmentSession.run`: ``completed``, ``paused``, ``aborted``,
-    ``fault`` or ``waiting`` (emission not permitted before the wait ran out)."""
+    ``fault`` or ``waiting`` (emission not permitted before the wait ran out); ``cancelled``
+    from :meth:`TreatmentSession.cancel`."""
 
     status: str
     session_id: int
@@ -269,6 +270,18 @@ class TreatmentSession:
             yield
         finally:
             self._delivering.release()
+
+    def cancel(self) -> SessionOutcome:
+        """End a session that has delivered nothing (the operator did not confirm it): the
+        record says ``cancelled``; nothing is sent to the device. A session that has delivered
+        spots is not cancelled (SettingsError naming ``cancel``): resume it, or :meth:`abort`."""
+        with self._exclusive("cancel()"):
+            delivered = {j.number: self.delivered_count(j) for j in self.jobs}
+            if any(delivered.values()):
+                raise SettingsError("cancel", self.session_id, "a session that delivered nothing",
+                                    "it has delivered spots: resume or abort it")
+            self.record.append(self.session_id, "session_end", status="cancelled")
+            return SessionOutcome("cancelled", self.session_id, "nothing fired", delivered)
 
     def abort(self) -> SessionOutcome:
         """End the session now (e.g. after an operator pause): emission off, pass aborted."""
@@ -516,22 +529,25 @@ class TreatmentSession:
                 lambda: "footswitch (press to resume)")
 
     def _wait_for(self, job: PassJob, first: int, ready: Callable[[], bool],
-                  what: str) -> None:
+                  what: Callable[[], str]) -> None:
+        """Wait until ``ready`` (at most ``start_wait_s``), reporting ``what`` is awaited as it
+        stands at each poll."""
         deadline = time.monotonic() + self.start_wait_s
         while not ready():
+            waiting_for = what() or "emission permission"
             if self._abort.is_set():
                 self.device.abort()
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted while waiting")
             if self._pause.is_set() or time.monotonic() > deadline:
                 self.device.disarm()
-                raise SessionStop("waiting", f"emission not started: waiting for {what}")
-            self._report(job, first, 0.0, waiting_for=what)
+                raise SessionStop("waiting", f"emission not started: waiting for {waiting_for}")
+            self._report(job, first, 0.0, waiting_for=waiting_for)
             time.sleep(POLL_S)
             status = self._status()
             if status.state is State.FAULT:
                 raise SessionStop("fault", f"device fault {status.fault_code.name} while "
-                                  f"waiting for {what}")
+                                  f"waiting for {waiting_for}")
 
     def _emit_when_ready(self, job: PassJob, first: int, command: Callable[[], None],
                          ready: Callable[[], bool], what: Callable[[], str]
@@ -539,7 +555,7 @@ class TreatmentSession:
         """Wait until ``ready``, then START or RESUME; returns the event queue opened just
         before the command, so the stream misses no report sent after it."""
         while True:
-            self._wait_for(job, first, ready, what() or "emission permission")
+            self._wait_for(job, first, ready, what)
             events = self.device.link.queue_events()
             try:
                 command()

@@ -29,9 +29,11 @@ HELP = """plan a treatment script, confirm it, and deliver it with a live progre
 
 Against the simulator (sim://...) its footswitch option stands in for the operator's foot
 (sim://?footswitch=down); against a device only the real footswitch releases emission.
-Ctrl-C pauses after the current spot and offers resume or abort. Exit status: 0 completed,
-1 aborted, 3 script invalid, plan rejected or resume refused, 4 device fault, 5 paused or
-not started, 6 device unreachable.
+Ctrl-C pauses after the current spot and offers resume or abort on a terminal (--yes too;
+without a terminal it aborts). Exit status: 0 completed, 1 aborted or not confirmed (a new
+session not confirmed is recorded as cancelled), 3 script invalid, plan rejected or resume
+refused, 4 device fault (an interlock open when arming included), 5 paused or not started
+(footswitch not pressed within --start-wait), 6 device unreachable.
 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
@@ -131,11 +133,13 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(pass_rows(plans, session.thermal), sys.stdout))
         for warning in session.warnings:
             print(wrap(f"borderline: {warning}"))
-        interactive = sys.stdin.isatty() and not args.yes
+        interactive = sys.stdin.isatty()  # --yes confirms; a pause still asks on a terminal
         if not args.yes and (not interactive or ask("deliver this treatment?", ("yes", "no"))
                              != "yes"):
             print("not confirmed: nothing was fired (use --yes to confirm without asking)",
                   file=sys.stderr)
+            if args.resume is None:  # a resumed session stays open to be resumed
+                print(f"session {session.cancel().session_id}: cancelled", file=sys.stderr)
             session.close()
             return EXIT["aborted"]
         if session.warnings:
@@ -175,6 +179,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "operator has checked the cause); default 0")
     parser.add_argument("--start-wait", type=bounded(float, 0.0, MAX_START_WAIT_S),
                         default=60.0, metavar="S",
-                        help="how long to wait for the footswitch and interlocks (default 60)")
+                        help="how long to wait for the footswitch (and the emission "
+                             "indicator's delay) before a pass starts (default 60); an "
+                             "interlock open when arming (door, key, e-stop) is a device "
+                             "fault: close it and run again")
     add_record_argument(parser)
     parser.set_defaults(handler=run)
