@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from numpy.typing import ArrayLike
 
 from drivers.errors import (
     DeviceError,
+    DeviceNack,
     DeviceTimeout,
     IndicatorDelay,
     LimitError,
@@ -38,13 +41,15 @@ from drivers.spots import PassSpots
 from drivers.stream import PassStreamer, Progress
 from drivers.transports.base import Transport
 
+log = logging.getLogger(__name__)
+
 
 class Device:
     """A connected laser device: identity, scanner, pulse generator, arming and streaming.
 
-    Use as a context manager (``with open_device(url) as dev:``); closing stops the link's
-    threads and closes the transport. Every value is checked against the limits the device
-    reported before it is sent; the device checks them again.
+    Use as a context manager (``with open_device(url) as dev:``); closing stops emission (best
+    effort), then the link's threads, and closes the transport. Every value is checked against
+    the limits the device reported before it is sent; the device checks them again.
     """
 
     def __init__(self, transport: Transport, request_timeout_s: float = 1.0) -> None:
@@ -215,7 +220,42 @@ class Device:
                 raise DeviceTimeout(f"{name}: no reply; device is still {state.name}") from None
 
     def close(self) -> None:
-        self.link.close()
+        """Stop emission, best effort, then close the link (idempotent).
+
+        Like ``TreatmentSession._halt_emission``: PAUSE (an emitting device stops), then DISARM
+        if ARMED or PAUSED. Never raises from these steps. A link known lost is not asked; on
+        one that stops answering they give up after one watchdog period (by then the device's
+        watchdog has stopped emission itself), so close() stays fast.
+        """
+        try:
+            self._stop_emission()
+        finally:
+            self.link.close()
+
+    def _stop_emission(self) -> None:
+        """The best-effort stop of :meth:`close`: failures are logged, not raised."""
+        if self.link.lost is not None:
+            return
+        budget_s = self.info.limits.watchdog_ms / 1000.0 or self.link.request_timeout_s
+        deadline = time.monotonic() + budget_s
+
+        def request(name: str) -> Message:
+            timeout_s = min(self.link.request_timeout_s, deadline - time.monotonic())
+            if timeout_s <= 0.0:
+                raise DeviceTimeout(f"{name}: not sent, no time left to stop emission")
+            return self.link.request(name, timeout_s=timeout_s, retries=0)
+
+        try:
+            with contextlib.suppress(DeviceNack):  # refused: not emitting
+                request("PAUSE")
+            state = DeviceStatus.from_message(request("STATUS_REQUEST")).state
+            if state in (State.ARMED, State.PAUSED):
+                request("DISARM")
+        except DeviceError as exc:
+            log.warning("closing %s: emission not confirmed stopped (%s); the device's "
+                        "watchdog stops it", self.url, exc)
+        except Exception:
+            log.exception("closing %s: stopping emission failed", self.url)
 
     def __enter__(self) -> Device:
         return self
