@@ -284,7 +284,9 @@ class TreatmentRecord:
         try:
             head_seq, head_hash = (head or "").split()
         except ValueError:
-            problems.append(f"chain head file {self.head_path.name} is missing or unreadable")
+            problems.append(f"chain head file {self.head_path.name} is missing or unreadable; "
+                            "it is part of the record: a copy or backup of a record FILE must "
+                            f"include FILE.head, copied with it (here {self.head_path.name})")
         else:
             if int(head_seq) != last_seq or head_hash != prev:
                 problems.append(f"chain head says row {head_seq} is last, the record ends at "

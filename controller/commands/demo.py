@@ -24,7 +24,10 @@ DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "data" / "demo.toml"
 HELP = """plan an example treatment, preview it, deliver it to the embedded simulator with
 progress, verify the record and draw the report
 
-Writes plan.png, report.png, treatments.db and demo.toml into --out.
+Writes plan.png, report.png, demo.toml and the treatment record into --out. The record is
+treatments.db with its chain head treatments.db.head (and the empty lock file
+treatments.db.lock): copy the .head file along with the .db, or the copy does not verify
+(see co2scan log --help).
 
 examples:
   co2scan demo

@@ -14,12 +14,34 @@ from controller.record import RecordError, TreatmentRecord
 
 HELP = """read the treatment record: list sessions, show one, verify the chain, export
 
+  list            every session (no ID)
+  show ID         the entries of session ID
+  verify          recompute the hash chain (no ID); exit 4 if it does not verify
+  export ID       write session ID as json (every entry) or csv (one row per delivered
+                  spot) to -o FILE, by default sessionID.FORMAT in the current directory
+                  (session1.json, session1.csv); a record that does not verify is refused
+                  (exit 4, nothing written)
+
+A record (--record FILE) is more than one file. FILE (SQLite) holds the entries; FILE.head
+holds the chain head (last row and its hash) and is part of the record: a copy or backup
+must include it, else the copy does not verify ("chain head file ... is missing"). While a
+co2scan uses the record, or after one was killed, SQLite's write-ahead log FILE-wal (with
+its index FILE-shm) may hold committed entries not yet merged into FILE: copy it too, or
+copy when no co2scan uses the record (`co2scan log verify` then merges and removes it).
+FILE.lock is an empty file the writers lock; it need not be copied.
+
 examples:
   co2scan log list
   co2scan log show 1
   co2scan log verify --record clinic.db
   co2scan log export 1 --format csv -o session1.csv
+  cp clinic.db clinic.db.head backup/      # a copy that verifies (no co2scan using it)
 """
+
+#: Exit status of a record whose hash chain does not verify (``log verify``, and the commands
+#: that refuse such a record: ``log export``, ``report``).
+EXIT_TAMPERED = 4
+NEEDS_SESSION = ("show", "export")
 
 
 def _when(at: float) -> str:
@@ -32,7 +54,23 @@ def _open(path: str) -> TreatmentRecord:
     return TreatmentRecord(path)
 
 
+def verified(record: TreatmentRecord, refused: str) -> bool:
+    """Whether ``record``'s hash chain verifies; if not, say so on stderr with every problem
+    and ``refused`` (what is therefore not done, e.g. "no report drawn"), and the caller
+    exits :data:`EXIT_TAMPERED` without using the record."""
+    check = record.verify()
+    if not check.ok:
+        print(f"error: {record.path} does not verify (TAMPERED), {refused}:\n  "
+              + "\n  ".join(check.problems), file=sys.stderr)
+    return check.ok
+
+
 def run(args: argparse.Namespace) -> int:
+    if (args.session is None) == (args.action in NEEDS_SESSION):
+        need = "needs a session id" if args.session is None else \
+            f"takes no session id (got {args.session})"
+        print(f"error: `log {args.action}` {need}; see co2scan log --help", file=sys.stderr)
+        return 2
     try:
         record = _open(args.record)
     except RecordError as exc:
@@ -51,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
             result = record.verify()
             print(f"{result.entries} entries: " + ("chain verified" if result.ok else
                                                    "TAMPERED\n  " + "\n  ".join(result.problems)))
-            return 0 if result.ok else 4
-        if args.session is None:
-            print(f"error: `log {args.action}` needs a session id", file=sys.stderr)
-            return 2
+            return 0 if result.ok else EXIT_TAMPERED
+        out = Path(args.output or f"session{args.session}.{args.format}")
+        if args.action == "export" and not verified(record, f"nothing exported to {out}"):
+            return EXIT_TAMPERED
         entries = list(record.entries(args.session))
         if not entries:
             print(f"error: no session {args.session} in {args.record}", file=sys.stderr)
@@ -66,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
                     body["measured_uj"] = f"[{len(body['measured_uj'])} values]"
                 print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
             return 0
-        out = Path(args.output or f"session{args.session}.{args.format}")
         try:
             record.export(args.session, args.format, out)
         except OSError as exc:
@@ -79,9 +116,12 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "log", "list, show, verify or export the record", HELP)
     parser.add_argument("action", choices=("list", "show", "verify", "export"))
-    parser.add_argument("session", nargs="?", type=int, metavar="ID", help="session id")
+    parser.add_argument("session", nargs="?", type=int, metavar="ID",
+                        help="session id (show and export only)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="export format (default json)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="export file")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="export file (default sessionID.FORMAT in the current directory, "
+                             "e.g. session1.json; not stdout)")
     add_record_argument(parser)
     parser.set_defaults(handler=run)

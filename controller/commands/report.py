@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.commands import add_command
-from controller.commands.log import _open
+from controller.commands.log import EXIT_TAMPERED, _open, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
@@ -20,8 +20,6 @@ from controller.thermal_delivered import recorded_passes, simulate_delivered, sp
 if TYPE_CHECKING:
     from controller.pictures import Picture
     from controller.thermal import ThermalResult
-
-EXIT_TAMPERED = 4
 
 HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
 map of what was delivered (the thermal model run on the measured energies and the recorded
@@ -79,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with _open(args.record) as record:
-            check = record.verify()
-            if not check.ok:
-                print(f"error: {args.record} does not verify (TAMPERED), no report drawn:\n  "
-                      + "\n  ".join(check.problems), file=sys.stderr)
+            if not verified(record, "no report drawn"):
                 return EXIT_TAMPERED
             picture = draw_session_report(record, args.session, Path(args.output))
     except (RecordError, StopIteration) as exc:

@@ -1,0 +1,250 @@
+"""``co2scan log export`` uses only a record that verifies; the record's files are documented
+(FILE.head goes with every copy); ``log`` rejects a session id where it takes none."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from controller.api import (
+    DensitySpec,
+    PassSettings,
+    Pattern,
+    TreatmentRecord,
+    TreatmentSettings,
+    get_handpiece,
+    open_device,
+    plan_for_device,
+    treat,
+)
+from controller.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def treated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed record (WAL merged into the file) of one completed two-pass session, id 1."""
+    path = tmp_path_factory.mktemp("record") / "treatments.db"
+    with open_device("sim://?footswitch=down&pre_emission_ms=20&seed=4") as dev:
+        settings = TreatmentSettings(get_handpiece("spot120"), Pattern("square", 3.0),
+                                     DensitySpec(coverage_pct=5.0), depth_um=200.0,
+                                     passes=PassSettings(count=2))
+        plan = plan_for_device(settings, dev.info.limits)
+        outcome = treat(dev, [plan], path, operator="Dr Export", patient_ref="E-1")
+    assert outcome.status == "completed" and outcome.session_id == 1
+    return path
+
+
+def copy_of(record: Path, where: Path, head: bool = True) -> Path:
+    """The record copied into ``where`` as ``copy.db`` (with ``copy.db.head`` if ``head``)."""
+    target = where / "copy.db"
+    shutil.copy(record, target)
+    if head:
+        shutil.copy(str(record) + ".head", str(target) + ".head")
+    return target
+
+
+def execute(path: Path, sql: str, *args: object) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(sql, args)
+    db.close()
+
+
+def flip_a_spot_byte(path: Path) -> None:
+    """One byte of the first pass's stored SPOT records changed (not part of the chain rows)."""
+    with sqlite3.connect(path) as db:
+        blob = bytearray(db.execute("SELECT records FROM pass_spots WHERE session = 1 "
+                                    "ORDER BY pass_index LIMIT 1").fetchone()[0])
+        blob[10] ^= 0x01
+        db.execute("UPDATE pass_spots SET records = ? WHERE session = 1 AND pass_index = "
+                   "(SELECT MIN(pass_index) FROM pass_spots WHERE session = 1)", (bytes(blob),))
+    db.close()
+
+
+TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
+    "a pass_spots byte": (flip_a_spot_byte, "stored spots of session 1 pass"),
+    "an entry edited": (lambda p: execute(p, "UPDATE entries SET body = replace(body, "
+                                             "'Dr Export', 'Dr Other') WHERE seq = 1"),
+                        "row 1 (session): content was edited"),
+    "the head file missing": (lambda p: Path(str(p) + ".head").unlink(),
+                              "copy.db.head is missing"),
+}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Exit status (argparse's own exits included), stdout and stderr of ``co2scan argv``."""
+    capsys.readouterr()
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return status, out, err
+
+
+# -- export refuses a record that does not verify ------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+@pytest.mark.parametrize("tampering", sorted(TAMPERING))
+def test_export_refuses_a_record_that_does_not_verify(
+        treated: Path, tmp_path: Path, tampering: str, fmt: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(treated, tmp_path)
+    damage, problem = TAMPERING[tampering]
+    damage(record)
+    assert main(["log", "verify", "--record", str(record)]) == 4  # as the auditor saw it
+    out_file = tmp_path / f"out.{fmt}"
+    status, out, err = cli(capsys, "log", "export", "1", "--record", str(record), "--format", fmt,
+                           "-o", str(out_file))
+    assert status == 4, err
+    assert err.startswith(f"error: {record} does not verify (TAMPERED), nothing exported to "
+                          f"{out_file}:")
+    assert problem in err
+    assert "wrote" not in out
+    assert not out_file.exists()
+
+
+def test_export_refuses_with_the_default_file_name_too(
+        treated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(treated, tmp_path)
+    flip_a_spot_byte(record)
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+    status, out, err = cli(capsys, "log", "export", "1", "--record", str(record))
+    assert status == 4 and "nothing exported to session1.json" in err and out == ""
+    assert not (tmp_path / "session1.json").exists()
+    assert set(tmp_path.iterdir()) - before <= {Path(str(record) + ".lock")}
+
+
+def test_export_and_report_refuse_alike(treated: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """One refusal (the shared helper): same exit status, same first words, same problems."""
+    record = copy_of(treated, tmp_path)
+    flip_a_spot_byte(record)
+    exported = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
+                   str(tmp_path / "x.json"))
+    reported = cli(capsys, "report", "1", "--record", str(record), "-o", str(tmp_path / "r.png"))
+    assert exported[0] == reported[0] == 4
+    prefix = f"error: {record} does not verify (TAMPERED), "
+    assert exported[2].startswith(prefix + "nothing exported")
+    assert reported[2].startswith(prefix + "no report drawn")
+    assert exported[2].split(":\n", 1)[1] == reported[2].split(":\n", 1)[1]
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "r.png").exists()
+
+
+# -- export of a sound record --------------------------------------------------------------------
+
+def delivered_total(record: Path) -> int:
+    with TreatmentRecord(record) as rec:
+        return sum(rec.delivered_spots(1, p)[0].size for p in (0, 1))
+
+
+def test_export_json_and_csv_of_a_sound_record(treated: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(treated, tmp_path)
+    status, out, _ = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
+                         str(tmp_path / "s.json"))
+    assert status == 0 and out.strip() == f"wrote {tmp_path / 's.json'}"
+    entries = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert entries[0]["kind"] == "session" and entries[0]["body"]["operator"] == "Dr Export"
+    assert {e["session"] for e in entries} == {1}
+    status, out, _ = cli(capsys, "log", "export", "1", "--record", str(record), "--format",
+                         "csv", "-o", str(tmp_path / "s.csv"))
+    assert status == 0
+    with open(tmp_path / "s.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["pass_index", "index", "measured_uj"]
+    assert len(rows) - 1 == delivered_total(record) > 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_export_without_o_writes_session_id_dot_format_in_the_current_directory(
+        treated: Path, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(treated, tmp_path)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    status, out, _ = cli(capsys, "log", "export", "1", "--record", str(record), "--format", fmt)
+    assert status == 0 and out.strip() == f"wrote session1.{fmt}"
+    assert [p.name for p in work.iterdir()] == [f"session1.{fmt}"]
+    assert (work / f"session1.{fmt}").stat().st_size > 0
+
+
+def test_log_help_documents_the_export_default_and_the_record_files(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = cli(capsys, "log", "--help")
+    text = " ".join(out.split())
+    assert status == 0
+    assert "sessionID.FORMAT in the current directory" in text and "session1.json" in text
+    assert "FILE.head" in text and "FILE.lock" in text and "FILE-wal" in text
+    assert "show and export only" in text
+
+
+def test_demo_help_names_the_head_file(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = cli(capsys, "demo", "--help")
+    text = " ".join(out.split())
+    assert status == 0 and "treatments.db.head" in text and "treatments.db.lock" in text
+
+
+def test_readme_names_the_files_of_a_record() -> None:
+    text = README.read_text(encoding="utf-8")
+    for name in ("`FILE.head`", "`FILE.lock`", "`FILE-wal`", "WAL mode",
+                 "cp clinic.db clinic.db.head"):
+        assert name in text, name
+
+
+# -- a copy without its head file ----------------------------------------------------------------
+
+def test_a_copy_without_the_head_file_says_to_copy_it(treated: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    record = copy_of(treated, tmp_path, head=False)
+    with TreatmentRecord(record) as rec:
+        (problem,) = rec.verify().problems
+    assert "copy.db.head is missing or unreadable" in problem
+    assert "copy or backup" in problem and "must include FILE.head" in problem
+    status, out, _ = cli(capsys, "log", "verify", "--record", str(record))
+    assert status == 4 and "TAMPERED" in out and problem in out
+    status, _, err = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
+                         str(tmp_path / "x.json"))
+    assert status == 4 and problem in err and not (tmp_path / "x.json").exists()
+    shutil.copy(str(treated) + ".head", str(record) + ".head")  # as the message says
+    assert cli(capsys, "log", "verify", "--record", str(record))[0] == 0
+
+
+# -- a session id only where the action takes one ------------------------------------------------
+
+@pytest.mark.parametrize("action", ["list", "verify"])
+def test_an_id_where_none_is_taken_is_refused(treated: Path, action: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = cli(capsys, "log", action, "5", "--record", str(treated))
+    assert status == 2 and out == ""
+    assert f"error: `log {action}` takes no session id (got 5)" in err
+
+
+@pytest.mark.parametrize("action", ["show", "export"])
+def test_an_id_where_one_is_needed_is_asked_for(treated: Path, tmp_path: Path, action: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(capsys, "log", action, "--record", str(treated))
+    assert status == 2 and f"error: `log {action}` needs a session id" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_and_verify_without_an_id_still_work(treated: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = cli(capsys, "log", "list", "--record", str(treated))
+    assert status == 0 and "Dr Export" in out
+    status, out, _ = cli(capsys, "log", "verify", "--record", str(treated))
+    assert status == 0 and "chain verified" in out
