@@ -376,13 +376,8 @@ class TreatmentSession:
         return status
 
     def _halt_emission(self) -> None:
-        """Stop emission at once, best effort, without the record (it may be what failed):
-        pause the device if it emits, then disarm it."""
-        with contextlib.suppress(DeviceError):
-            with contextlib.suppress(IllegalState):  # not emitting
-                self.device.pause()
-            if self.device.status().state in (State.ARMED, State.PAUSED):
-                self.device.disarm()
+        """Stop emission at once, best effort, without the record (it may be what failed)."""
+        self.device.stop_emission()
 
     def _quiesce(self) -> None:
         """Stop emission left running (e.g. across a lost link) and come back to READY."""

@@ -220,20 +220,17 @@ class Device:
                 raise DeviceTimeout(f"{name}: no reply; device is still {state.name}") from None
 
     def close(self) -> None:
-        """Stop emission, best effort, then close the link (idempotent).
-
-        Like ``TreatmentSession._halt_emission``: PAUSE (an emitting device stops), then DISARM
-        if ARMED or PAUSED. Never raises from these steps. A link known lost is not asked; on
-        one that stops answering they give up after one watchdog period (by then the device's
-        watchdog has stopped emission itself), so close() stays fast.
-        """
+        """Stop emission (:meth:`stop_emission`), then close the link (idempotent)."""
         try:
-            self._stop_emission()
+            self.stop_emission()
         finally:
             self.link.close()
 
-    def _stop_emission(self) -> None:
-        """The best-effort stop of :meth:`close`: failures are logged, not raised."""
+    def stop_emission(self) -> None:
+        """Stop emission at once, best effort: PAUSE (an emitting device stops), then DISARM if
+        ARMED or PAUSED. Never raises from these steps (failures are logged). A link known lost
+        is not asked; on one that stops answering they give up after one watchdog period (by
+        then the device's watchdog has stopped emission itself), so it returns fast."""
         if self.link.lost is not None:
             return
         budget_s = self.info.limits.watchdog_ms / 1000.0 or self.link.request_timeout_s
