@@ -13,6 +13,7 @@ chain from the row last committed by anyone, and writes the head file before it 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -305,23 +306,40 @@ class TreatmentRecord:
         return problems
 
     # -- export -----------------------------------------------------------------------------
+    def own_files(self) -> list[Path]:
+        """The files that make up the record: the database, its chain head, SQLite's WAL and
+        shared-memory files, and the writers' lock."""
+        return [self.path, self.head_path, self.path.with_name(self.path.name + "-wal"),
+                self.path.with_name(self.path.name + "-shm"), self._lock_path]
+
     def export(self, session: int, fmt: str, out: Path) -> Path:
-        """Write one session as ``json`` (every entry) or ``csv`` (one row per spot)."""
+        """Write one session as ``json`` (every entry) or ``csv`` (one row per spot), whole or
+        not at all (a temporary file beside ``out``, renamed). Refused (RecordError) onto one
+        of the record's own files."""
+        if fmt not in ("json", "csv"):
+            raise RecordError(f"export format {fmt!r} is not one of json, csv")
+        if any(os.path.realpath(out) == os.path.realpath(own) for own in self.own_files()):
+            raise RecordError(f"export to {out} refused: it is one of the record's own files")
         entries = list(self.entries(session))
         if not entries:
             raise RecordError(f"no session {session} in {self.path}")
-        if fmt == "json":
-            out.write_text(json.dumps([e.__dict__ for e in entries], indent=1), encoding="utf-8")
-        elif fmt == "csv":
-            with open(out, "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["pass_index", "index", "measured_uj"])
-                for e in entries:
-                    if e.kind == "delivered":
-                        for i, value in enumerate(e.body["measured_uj"]):
-                            writer.writerow([e.body["pass_index"], e.body["first"] + i, value])
-        else:
-            raise RecordError(f"export format {fmt!r} is not one of json, csv")
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                if fmt == "json":
+                    f.write(json.dumps([e.__dict__ for e in entries], indent=1))
+                else:
+                    writer = csv.writer(f)
+                    writer.writerow(["pass_index", "index", "measured_uj"])
+                    for e in entries:
+                        if e.kind == "delivered":
+                            for i, value in enumerate(e.body["measured_uj"]):
+                                writer.writerow([e.body["pass_index"], e.body["first"] + i,
+                                                 value])
+            os.replace(tmp, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return out
 
     def close(self) -> None:

@@ -248,3 +248,18 @@ def test_list_and_verify_without_an_id_still_work(treated: Path,
     assert status == 0 and "Dr Export" in out
     status, out, _ = cli(capsys, "log", "verify", "--record", str(treated))
     assert status == 0 and "chain verified" in out
+
+
+@pytest.mark.parametrize("suffix", ["", ".head"])
+def test_export_onto_the_record_itself_is_refused(treated: Path, tmp_path: Path, suffix: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """-o naming the record (or its chain head) would destroy it: refused, record intact."""
+    record = copy_of(treated, tmp_path)
+    target = Path(str(record) + suffix)
+    before = target.read_bytes()
+    assert main(["log", "export", "1", "--record", str(record), "-o", str(target)]) == 3
+    assert "one of the record's own files" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    assert main(["log", "verify", "--record", str(record)]) == 0
+    written = {p.name for p in tmp_path.iterdir()} - {"copy.db.lock"}  # made when opened
+    assert written == {"copy.db", "copy.db.head"}  # no partial export left either

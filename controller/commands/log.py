@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+        except RecordError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
         print(f"wrote {out}")
         return 0
 
