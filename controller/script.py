@@ -444,7 +444,8 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
     if not isinstance(tables, list) or not 1 <= len(tables) <= MAX_PASSES or not all(
             isinstance(t, dict) for t in tables):
         raise ScriptError(path, lines.get(("", 0, "pass")), "pass", tables,
-                          f"1..{MAX_PASSES} [[pass]] tables")
+                          f"1..{MAX_PASSES} [[pass]] tables",
+                          "the script has no [[pass]] table" if tables is None else "")
     defaults = _pass_defaults(hp.name)
     passes: list[ScriptPass] = []
     for i, table in enumerate(tables):

@@ -311,7 +311,11 @@ class Pattern:
                                 f"at most {MAX_POLYGON_VERTICES} (x, y) vertices")
         for p in v:
             for c in p:
-                number("pattern.vertices_mm", c, -math.inf, math.inf, unit="mm")
+                try:
+                    number("pattern.vertices_mm", c, -math.inf, math.inf, unit="mm")
+                except SettingsError as exc:  # the range says nothing here
+                    raise SettingsError("pattern.vertices_mm", c, "finite coordinates (mm)",
+                                        exc.reason) from None
         # Vertices on a 1 nm grid: a subnormal coordinate (e.g. 4e-312 mm) made an edge's
         # slope overflow and the planner put spots outside the polygon (found by hypothesis).
         v = tuple((round(float(px), VERTEX_DECIMALS), round(float(py), VERTEX_DECIMALS))

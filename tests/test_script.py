@@ -201,6 +201,18 @@ def test_passes_must_be_an_array_of_tables() -> None:
     assert rejected('operator = "x"\n').field == "pass"
 
 
+def test_a_script_without_a_pass_says_so() -> None:
+    assert "(the script has no [[pass]] table)" in str(rejected('operator = "x"\n'))
+
+
+@pytest.mark.parametrize("vertex", ["nan", "inf", '"5"'])
+def test_a_polygon_vertex_must_be_a_finite_number(vertex: str) -> None:
+    exc = rejected(f'\n[[pass]]\npattern = "polygon"\n'
+                   f"vertices_mm = [[0, 0], [5, {vertex}], [5, 0]]\n")
+    assert exc.field == "pass[0].vertices_mm" and exc.allowed == "finite coordinates (mm)"
+    assert "inf <=" not in str(exc)
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ScriptError, match="a readable UTF-8 TOML file"):
         load_script(tmp_path / "missing.toml")

@@ -101,3 +101,14 @@ def test_a_pause_on_a_terminal_asks_with_yes_too(
     realtime = CLI_FAST + "&clock=realtime"  # spots at the pulse rate: Ctrl-C lands mid-pass
     assert main(["run", str(script), "--device", realtime, "--yes", "--record", db]) == 0
     assert sent and asked == ["resume or abort?"]
+
+
+def test_an_empty_device_url_is_refused_not_replaced(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--device '' is a mistake to report, not a reason to use the script's device."""
+    script = tmp_path / "t.toml"
+    script.write_text(SCRIPT + '[device]\nurl = "sim://?footswitch=down"\n', encoding="utf-8")
+    assert main(["run", str(script), "--device", "", "--yes",
+                 "--record", str(tmp_path / "t.db")]) == 6
+    assert "empty URL" in capsys.readouterr().err
+    assert not (tmp_path / "t.db").exists()

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         script = load_script(args.script)
     except SettingsError as exc:
         return fail(str(exc))
-    url = args.device or script.device_url
+    url = script.device_url if args.device is None else args.device  # "" is refused
     try:
         device = open_device(url)
     except DeviceError as exc:
