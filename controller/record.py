@@ -214,6 +214,7 @@ class TreatmentRecord:
 
     # -- reading ----------------------------------------------------------------------------
     def entries(self, session: int | None = None, kind: str | None = None) -> Iterator[Entry]:
+        """The entries in record order, of one session and of one kind if given."""
         query = "SELECT seq, session, at, kind, body FROM entries"
         clauses: list[str] = []
         args: list[int | str] = []
@@ -229,6 +230,7 @@ class TreatmentRecord:
             yield Entry(seq, sess, at, k, json.loads(body))
 
     def sessions(self) -> list[Entry]:
+        """Every session's opening entry (its id is the entry's ``seq``)."""
         return list(self.entries(kind="session"))
 
     def delivered_summary(self, session: int, pass_index: int) -> tuple[int, int]:
@@ -343,6 +345,7 @@ class TreatmentRecord:
         return out
 
     def close(self) -> None:
+        """Close the database (SQLite merges its WAL) and release the writers' lock."""
         self._db.close()
         with self._lock:
             if self._lock_fd is not None:

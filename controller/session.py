@@ -322,6 +322,7 @@ class TreatmentSession:
 
     # -- running ----------------------------------------------------------------------------
     def delivered_count(self, job: PassJob) -> int:
+        """Spots of ``job`` the record holds as delivered."""
         return self.record.delivered_summary(self.session_id, job.number)[0]
 
     def run(self) -> SessionOutcome:
@@ -368,6 +369,7 @@ class TreatmentSession:
         return SessionOutcome(status, self.session_id, detail, delivered)
 
     def close(self) -> None:
+        """Stop listening to the device's events (the device and the record stay open)."""
         self._unsubscribe()
 
     def _status(self) -> DeviceStatus:

@@ -85,6 +85,7 @@ class Device:
         return info
 
     def status(self) -> DeviceStatus:
+        """The device's state, interlocks, loaded pass and counts (STATUS_REPORT)."""
         return DeviceStatus.from_message(self.link.request("STATUS_REQUEST"))
 
     def subscribe(self, callback: Callable[[Item], None]) -> Callable[[], None]:
@@ -145,12 +146,16 @@ class Device:
                 time.sleep(min(exc.detail, 1000) / 1000.0 + 0.001)
 
     def pause(self) -> None:
+        """Stop emitting after the current spot (EMITTING -> PAUSED); refused when not
+        emitting."""
         self.link.request("PAUSE")
 
     def resume(self) -> None:
+        """Emit again (PAUSED -> EMITTING); needs the footswitch down."""
         self._reconciled("RESUME", State.PAUSED)
 
     def disarm(self) -> None:
+        """Emission indicator off, the spot buffer kept (ARMED or PAUSED -> READY)."""
         self.link.request("DISARM")
 
     def abort(self) -> None:
@@ -190,6 +195,7 @@ class Device:
         self.link.request("AUTH_RESPONSE", mac=mac)
 
     def end_service(self) -> None:
+        """Leave service mode (AUTH_END)."""
         self.link.request("AUTH_END")
 
     def set_limits(self, energy_max_uj: int, rep_rate_max_hz: int,
