@@ -75,6 +75,23 @@ def test_plan_table_has_a_row_per_pass_within_100_columns(
     assert "plan accepted" in out
 
 
+def test_the_fluence_column_spans_a_feathered_pass_like_its_energy(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A feathered edge lowers the energy of its spots, and so their fluence (per spot)."""
+    assert main(["plan", str(EXAMPLES / "surface_texture.toml"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["passes"][0]
+    plan = load_script(EXAMPLES / "surface_texture.toml").plans(lambda s: GalvoTiming())[0]
+    dose_j = plan.energy_uj * plan.stack * 1e-6
+    area_cm2 = plan.settings.handpiece.spot_area_um2 * 1e-8
+    assert row["fluence_j_cm2"] == pytest.approx([dose_j.min() / area_cm2,
+                                                  dose_j.max() / area_cm2])
+    assert row["fluence_j_cm2"][0] < 0.9 * row["fluence_j_cm2"][1]  # a real span
+    assert main(["plan", str(EXAMPLES / "surface_texture.toml")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("0 "))
+    lo, hi = row["fluence_j_cm2"]
+    assert f" {lo:.0f}-{hi:.0f} " in line
+
+
 def test_a_long_pattern_text_is_cut_to_fit(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     vertices = ", ".join(f"[{x}, {y}]" for x, y in ((0, 0), (3, 0), (3, 3), (0, 3)))

@@ -69,6 +69,7 @@ class PassRow:
     reservoir_pct: float
     peak_fluence_j_cm2: float
     area_fluence_j_cm2: float
+    fluence_j_cm2: tuple[float, float]  # per spot, lowest and highest (feathered edges)
     energy_mj: tuple[float, float]
     stack: tuple[int, int]
     depth_um: tuple[float, float]
@@ -90,12 +91,14 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
             part = plan.pass_slice(p)
             energy_mj = plan.energy_uj[part] / 1000.0
             depth_um = hp.depth_for_energy_um(energy_mj) * plan.stack[part]
+            fluence = energy_mj * plan.stack[part] * 1e-3 / (hp.spot_area_um2 * 1e-8)
             rows.append(PassRow(
                 index=len(rows), plan=k, pattern=describe_pattern(s.pattern), grid=s.grid,
                 order=s.order.kind, spot_count=m.spot_count, pitch_um=m.pitch_um,
                 coverage_pct=m.coverage_pct, reservoir_pct=100.0 * m.reservoir_fraction,
                 peak_fluence_j_cm2=m.peak_fluence_j_cm2,
                 area_fluence_j_cm2=m.area_fluence_j_cm2,
+                fluence_j_cm2=(float(fluence.min()), float(fluence.max())),
                 energy_mj=(float(energy_mj.min()), float(energy_mj.max())),
                 stack=(int(plan.stack[part].min()), int(plan.stack[part].max())),
                 depth_um=(float(depth_um.min()), float(depth_um.max())),
@@ -128,7 +131,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
     ("spots", "", lambda r: str(r.spot_count)),
     ("pitch", "µm", lambda r: f"{r.pitch_um:.0f}"),
     ("cover", "%", lambda r: f"{r.coverage_pct:.1f}"),
-    ("fluence", "J/cm²", lambda r: f"{r.peak_fluence_j_cm2:.0f}"),
+    ("fluence", "J/cm²", lambda r: span(*r.fluence_j_cm2, ".0f")),
     ("energy", "mJ", lambda r: span(*r.energy_mj, ".1f")),
     ("stack", "", lambda r: span(*r.stack, "d")),
     ("depth", "µm", lambda r: span(*r.depth_um, ".0f")),
