@@ -287,7 +287,7 @@ MESSAGES: tuple[MessageDef, ...] = (
     MessageDef("LOAD_PLAN", 0x20, Direction.HOST,
                "Announce a pass; answered by PLAN_LOADED. Clears the spot buffer.",
                fields=(
-                   Field("pass_index", U8, "", "pass number, 0-based"),
+                   Field("pass_index", U8, "", "the host's number for the pass (any; keys rule 1)"),
                    Field("spot_count", U32, "", "spots in the pass", lo=1),
                    Field("plan_checksum", U32, "", "CRC-32 of all SPOT records of the pass"),
                    Field("first_index", U32, "", "first spot to stream (resume point)"),
