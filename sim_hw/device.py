@@ -375,11 +375,15 @@ class SimDevice:
         old, self._inputs = self._inputs, int(new)
         if old != new:
             self._event("EVT_INTERLOCK", old=int(old), new=int(new))
-        self._check_interlocks()
+        self._check_interlocks(estop_pressed=bool(old & ~new & Interlock.ESTOP_RELEASED))
 
-    def _check_interlocks(self) -> None:
+    def _check_interlocks(self, estop_pressed: bool = False) -> None:
+        """Rule 8 on the inputs as they are: the e-stop faults on its press (``estop_pressed``:
+        released -> pressed just now) in any state, and whenever it is pressed in ARMED,
+        EMITTING or PAUSED; an e-stop already pressed at power-on is no fault (ARM and
+        RESET_FAULT refuse it)."""
         bits = self._inputs
-        if not bits & Interlock.ESTOP_RELEASED:
+        if not bits & Interlock.ESTOP_RELEASED and (estop_pressed or self.state in ACTIVE):
             self._fault(FaultCode.ESTOP, Cause.INTERLOCK)
         elif self.state in ACTIVE and not bits & Interlock.KEY_ON:
             self._fault(FaultCode.KEY_OFF, Cause.INTERLOCK)
@@ -601,12 +605,16 @@ class SimDevice:
         self._jump = None
         mirror_x, mirror_y = (int(v) for v in self.galvo.corrected(int(request["x_lsb"]),
                                                                    int(request["y_lsb"])))
-        if self.galvo.move(mirror_x, mirror_y):
-            self._reply(request, self._ack(request, jump_us))
-        else:
-            self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
-            self._nack(request.definition.type_id, request.seq, Refused(
-                ErrorCode.FAULT_ACTIVE, FaultCode.GALVO_STUCK, "galvo did not reach target"))
+        self._deferred_events = []  # rule 10: the reply goes out before the fault's events
+        try:
+            if self.galvo.move(mirror_x, mirror_y):
+                self._reply(request, self._ack(request, jump_us))
+            else:
+                self._fault(FaultCode.GALVO_STUCK, Cause.DEVICE_FAULT)
+                self._nack(request.definition.type_id, request.seq, Refused(
+                    ErrorCode.FAULT_ACTIVE, FaultCode.GALVO_STUCK, "galvo did not reach target"))
+        finally:
+            self._send_deferred_events()
         while self._inbox and self._jump is None:
             self._handle(self._inbox.popleft())
 
@@ -628,6 +636,12 @@ class SimDevice:
             self._deferred_events.append(wire)
         else:
             self._out += wire
+
+    def _send_deferred_events(self) -> None:
+        """Send the events held back while a request was answered (after its reply)."""
+        events, self._deferred_events = self._deferred_events, None
+        for event in events or ():
+            self._out += event
 
     def _ack(self, request: Message, value: int = 0) -> Message:
         return make_message("ACK", request.seq, acked_type=request.definition.type_id,
@@ -663,9 +677,7 @@ class SimDevice:
             if reply is not None:
                 self._reply(request, reply)
         finally:
-            events, self._deferred_events = self._deferred_events, None
-            for event in events:
-                self._out += event
+            self._send_deferred_events()
 
     def _validate(self, frame: RawFrame) -> Message:
         """Section 2.1 checks in order: version, type, length, ranges, state, service mode."""
