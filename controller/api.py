@@ -41,7 +41,26 @@ from controller.settings import (
     TreatmentSettings,
 )
 from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
-from drivers import Device, DeviceError, open_device
+from drivers import (
+    AuthFailed,
+    BadIndex,
+    BufferFull,
+    Device,
+    DeviceError,
+    DeviceLost,
+    DeviceNack,
+    DeviceTimeout,
+    FootswitchUp,
+    IllegalState,
+    IndicatorDelay,
+    InterlockOpen,
+    LimitError,
+    NotAuthenticated,
+    OutOfRange,
+    PlanMismatch,
+    TransportURLError,
+    open_device,
+)
 
 
 def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operator: str,
@@ -68,9 +87,12 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
 
 
 __all__ = [
-    "ClinicalEnvelope", "DensitySpec", "Device", "DeviceError", "Feathering", "PassSettings",
-    "Pattern", "Plan", "PlanRejected", "RecordError", "ScanOrder", "SessionBusy", "SessionOutcome",
-    "SessionProgress", "SettingsError", "TreatmentRecord", "TreatmentSession", "TreatmentSettings",
+    "AuthFailed", "BadIndex", "BufferFull", "ClinicalEnvelope", "DensitySpec", "Device",
+    "DeviceError", "DeviceLost", "DeviceNack", "DeviceTimeout", "Feathering", "FootswitchUp",
+    "IllegalState", "IndicatorDelay", "InterlockOpen", "LimitError", "NotAuthenticated",
+    "OutOfRange", "PassSettings", "Pattern", "Plan", "PlanMismatch", "PlanRejected", "RecordError",
+    "ScanOrder", "SessionBusy", "SessionOutcome", "SessionProgress", "SettingsError",
+    "TransportURLError", "TreatmentRecord", "TreatmentSession", "TreatmentSettings",
     "available_handpieces", "build_plan", "get_handpiece", "load_handpiece", "load_script",
     "open_device", "plan_for_device", "timing_for", "treat", "validate_plans",
 ]

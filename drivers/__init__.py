@@ -9,11 +9,21 @@ Scripting entry point::
 
 from drivers.device import Device
 from drivers.errors import (
+    AuthFailed,
+    BadIndex,
+    BufferFull,
     DeviceError,
     DeviceLost,
     DeviceNack,
     DeviceTimeout,
+    FootswitchUp,
+    IllegalState,
+    IndicatorDelay,
+    InterlockOpen,
     LimitError,
+    NotAuthenticated,
+    OutOfRange,
+    PlanMismatch,
     TransportURLError,
 )
 from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus
@@ -33,6 +43,9 @@ def open_device(url: str, request_timeout_s: float = 1.0) -> Device:
 
 
 __all__ = [
+    "AuthFailed",
+    "BadIndex",
+    "BufferFull",
     "Device",
     "DeviceError",
     "DeviceInfo",
@@ -41,8 +54,15 @@ __all__ = [
     "DeviceNack",
     "DeviceStatus",
     "DeviceTimeout",
+    "FootswitchUp",
+    "IllegalState",
+    "IndicatorDelay",
+    "InterlockOpen",
     "LimitError",
+    "NotAuthenticated",
+    "OutOfRange",
     "PassSpots",
+    "PlanMismatch",
     "Progress",
     "TransportURLError",
     "open_device",

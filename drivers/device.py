@@ -173,7 +173,7 @@ class Device:
         self.link.request("RAISE_FAULT", fault_code=int(code))
 
     def stream(self, spots: PassSpots, known_through: int | None = None,
-               events: queue.SimpleQueue | None = None) -> Iterator[Progress]:
+               events: queue.SimpleQueue[Any] | None = None) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
         Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the

@@ -53,25 +53,73 @@ class DeviceNack(DeviceError):
         self.text = text
 
 
-def _nack(name: str, code: ErrorCode) -> type[DeviceNack]:
-    return type(name, (DeviceNack,), {"code": code, "__doc__": f"NACK {code.name}."})
+# One class per NACK code that callers tell apart, each with its code: NACK_TYPES is built
+# from these class statements (any other code raises DeviceNack itself).
 
 
-IllegalState = _nack("IllegalState", ErrorCode.ILLEGAL_STATE)
-InterlockOpen = _nack("InterlockOpen", ErrorCode.INTERLOCK_OPEN)
-BufferFull = _nack("BufferFull", ErrorCode.BUFFER_FULL)
-NotAuthenticated = _nack("NotAuthenticated", ErrorCode.NOT_AUTHENTICATED)
-AuthFailed = _nack("AuthFailed", ErrorCode.AUTH_FAILED)
-PlanMismatch = _nack("PlanMismatch", ErrorCode.PLAN_MISMATCH)
-BadIndex = _nack("BadIndex", ErrorCode.BAD_INDEX)
-IndicatorDelay = _nack("IndicatorDelay", ErrorCode.INDICATOR_DELAY)
-FootswitchUp = _nack("FootswitchUp", ErrorCode.FOOTSWITCH_UP)
-OutOfRange = _nack("OutOfRange", ErrorCode.OUT_OF_RANGE)
+class IllegalState(DeviceNack):
+    """NACK ILLEGAL_STATE."""
 
+    code = ErrorCode.ILLEGAL_STATE
+
+
+class InterlockOpen(DeviceNack):
+    """NACK INTERLOCK_OPEN."""
+
+    code = ErrorCode.INTERLOCK_OPEN
+
+
+class BufferFull(DeviceNack):
+    """NACK BUFFER_FULL."""
+
+    code = ErrorCode.BUFFER_FULL
+
+
+class NotAuthenticated(DeviceNack):
+    """NACK NOT_AUTHENTICATED."""
+
+    code = ErrorCode.NOT_AUTHENTICATED
+
+
+class AuthFailed(DeviceNack):
+    """NACK AUTH_FAILED."""
+
+    code = ErrorCode.AUTH_FAILED
+
+
+class PlanMismatch(DeviceNack):
+    """NACK PLAN_MISMATCH."""
+
+    code = ErrorCode.PLAN_MISMATCH
+
+
+class BadIndex(DeviceNack):
+    """NACK BAD_INDEX."""
+
+    code = ErrorCode.BAD_INDEX
+
+
+class IndicatorDelay(DeviceNack):
+    """NACK INDICATOR_DELAY."""
+
+    code = ErrorCode.INDICATOR_DELAY
+
+
+class FootswitchUp(DeviceNack):
+    """NACK FOOTSWITCH_UP."""
+
+    code = ErrorCode.FOOTSWITCH_UP
+
+
+class OutOfRange(DeviceNack):
+    """NACK OUT_OF_RANGE."""
+
+    code = ErrorCode.OUT_OF_RANGE
+
+
+#: The class raised for each NACK code with one of its own (from the classes above).
 NACK_TYPES: dict[int, type[DeviceNack]] = {
-    int(cls.code): cls  # type: ignore[arg-type]
-    for cls in (IllegalState, InterlockOpen, BufferFull, NotAuthenticated, AuthFailed,
-                PlanMismatch, BadIndex, IndicatorDelay, FootswitchUp, OutOfRange)
+    int(cls.code): cls for cls in DeviceNack.__subclasses__() if cls.code is not None
 }
 
 
