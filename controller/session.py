@@ -149,6 +149,8 @@ class TreatmentSession:
         self._abort = threading.Event()
         self._delivering = threading.Lock()  # run(), abort() and operator_reset() exclusive
         self._ended_monotonic: dict[int, float] = {}  # pass number -> time.monotonic() at end
+        self._identity = (device.info.serial, device.info.limits)  # the device planned for
+        self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         self._unsubscribe = device.subscribe(self._on_event)
@@ -246,12 +248,24 @@ class TreatmentSession:
 
     # -- operator actions (any thread) ------------------------------------------------------
     def request_pause(self) -> None:
-        """Pause after the current spot (Ctrl-C, or the operator's pause button)."""
+        """Pause after the current spot (Ctrl-C, or the operator's pause button); a run() not
+        yet started stops before emission. From another thread than run()'s (a GUI), PAUSE is
+        also sent at once, so a slow progress callback does not delay it."""
         self._pause.set()
+        self._pause_now_from_another_thread()
 
     def request_abort(self) -> None:
-        """End the current pass at once; it is closed as aborted."""
+        """End the current pass at once; it is closed as aborted (a run() not yet started
+        fires nothing). From another thread than run()'s, emission is paused at once."""
         self._abort.set()
+        self._pause_now_from_another_thread()
+
+    def _pause_now_from_another_thread(self) -> None:
+        """PAUSE now, best effort, unless called on the delivering thread (a signal handler
+        there may interrupt it mid-request: it only sets the flag, which run() acts on)."""
+        if self._delivering_thread not in (None, threading.get_ident()):
+            with contextlib.suppress(DeviceError):  # not emitting (IllegalState), link gone
+                self.device.pause()
 
     def acknowledge_warnings(self, by: str) -> None:
         """The operator accepts the borderline warnings; recorded with who accepted them."""
@@ -307,7 +321,11 @@ class TreatmentSession:
 
     def _reset_fault(self) -> None:
         self.record.append(self.session_id, "operator_reset")
-        self.device.reset_fault()
+        try:
+            self.device.reset_fault()
+        except DeviceError as exc:  # refused (an interlock open, the cause persisting)
+            self.record.append(self.session_id, "operator_reset_refused", error=str(exc))
+            raise
         self.mirror.on_status(self.device.status())
 
     # -- events -----------------------------------------------------------------------------
@@ -331,10 +349,23 @@ class TreatmentSession:
             return self._run()
 
     def _run(self) -> SessionOutcome:
+        ended = [e.body.get("status") for e in self.record.entries(self.session_id, "session_end")]
+        if ended:
+            raise SettingsError("run", self.session_id, "a session that has not ended",
+                                f"it ended: {ended[-1]}")
         if self.warnings:
             raise DeviceError("borderline warnings must be acknowledged first: "
                               + "; ".join(str(w) for w in self.warnings))
-        self._pause.clear()
+        if self._abort.is_set():  # requested before this run: nothing fires
+            return self._abort_now()
+        self._delivering_thread = threading.get_ident()
+        try:
+            return self._deliver()
+        finally:
+            self._delivering_thread = None
+            self._pause.clear()  # a pause applies to one run (or, asked between, the next)
+
+    def _deliver(self) -> SessionOutcome:
         status = "completed"
         detail = ""
         try:
@@ -475,6 +506,7 @@ class TreatmentSession:
                 self.device.close()
                 self.device = self.reconnect()
                 self._unsubscribe = self.device.subscribe(self._on_event)
+                self._check_identity()
                 self.record.append(self.session_id, "reconnected", device_url=self.device.url)
                 return
             except DeviceError as exc:
@@ -482,7 +514,20 @@ class TreatmentSession:
                     raise SessionStop("fault", f"cannot reconnect: {exc}") from exc
                 time.sleep(0.2)
 
+    def _check_identity(self) -> None:
+        """The device must be the one the spots were converted for (serial and limits: the
+        field size scales every position); else nothing more is fired."""
+        found = (self.device.info.serial, self.device.info.limits)
+        if found != self._identity:
+            self.record.append(self.session_id, "device_mismatch", device_url=self.device.url,
+                               serial=found[0])
+            raise SessionStop("fault", f"the device at {self.device.url} (serial {found[0]}, "
+                              f"limits {found[1]}) is not the one this session was planned for "
+                              f"(serial {self._identity[0]}, limits {self._identity[1]}): "
+                              "nothing more is fired")
+
     def _attempt_pass(self, job: PassJob) -> None:
+        self._check_identity()
         dev = self.device
         self._quiesce()
         first = self._reconcile(job)  # emission is off: the device's count is final
@@ -507,6 +552,11 @@ class TreatmentSession:
                 self._end_pass(job, "complete")
                 return
             if ending == "aborted":
+                if not self._abort.is_set():  # not the operator: the device was disarmed or
+                    # aborted by something else (the Device closed, another host); resumable
+                    status = self._status()
+                    raise SessionStop("fault", f"pass {job.number} stopped, not by this session "
+                                      f"(device {status.state.name}): resume to continue")
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted")
             if ending == "fault":
@@ -530,13 +580,19 @@ class TreatmentSession:
         """Wait until ``ready`` (at most ``start_wait_s``), reporting ``what`` is awaited as it
         stands at each poll."""
         deadline = time.monotonic() + self.start_wait_s
-        while not ready():
-            waiting_for = what() or "emission permission"
+        while True:  # an abort or a pause asked for wins over a device ready to emit
             if self._abort.is_set():
                 self.device.abort()
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted while waiting")
-            if self._pause.is_set() or time.monotonic() > deadline:
+            if self._pause.is_set():
+                self.device.disarm()
+                raise SessionStop("paused", f"paused by the operator before emission in pass "
+                                  f"{job.number}")
+            if ready():
+                return
+            waiting_for = what() or "emission permission"
+            if time.monotonic() > deadline:
                 self.device.disarm()
                 raise SessionStop("waiting", f"emission not started: waiting for {waiting_for}")
             self._report(job, first, 0.0, waiting_for=waiting_for)

@@ -40,7 +40,10 @@ IDLE_TICK_S = 0.1
 BATCHES_PER_WRITE = 16
 
 SENDING_STATES = (State.READY, State.ARMED, State.EMITTING, State.PAUSED)
-ENDING_STATES = (State.PAUSED, State.FAULT, State.STANDBY)
+#: States in which a stream (begun once emission started) ends: READY means someone disarmed
+#: the device (another host, a Device closed from another thread): nothing fires until the host
+#: arms it again, so waiting on would wait for ever.
+ENDING_STATES = (State.PAUSED, State.FAULT, State.STANDBY, State.READY)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from controller.errors import SettingsError
 from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
@@ -95,6 +97,12 @@ class SessionMachine(RuleBasedStateMachine):
                     self.session.request_abort()
 
         self.session.on_progress = on_progress
+        if list(self.record.entries(self.session.session_id, "session_end")):
+            fired = len(self.sim.device.ground_truth)
+            with pytest.raises(SettingsError):  # an ended session does not run again
+                self.session.run()
+            assert len(self.sim.device.ground_truth) == fired
+            return
         with contextlib.suppress(DeviceError):
             outcome = self.session.run()
             assert outcome.status in ("completed", "paused", "aborted", "fault", "waiting")

@@ -1,0 +1,153 @@
+"""Session control from an embedding program: a pause or abort asked before or during a run,
+from the run's thread or another; a run after the end; a device that is not the planned one;
+a refused operator reset."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from controller.errors import SettingsError
+from controller.record import TreatmentRecord
+from controller.session import SessionProgress
+from drivers import open_device
+from drivers.errors import DeviceError
+from drivers.protocol.messages import State
+from sim_hw.config import SimConfig
+from sim_hw.pty_server import serve_pty
+from tests.test_session import FAST, assert_record_equals_truth, session_for
+
+REALTIME = f"sim://?{FAST}&clock=realtime"  # spots at the pulse rate: time to act mid-pass
+
+
+def test_an_abort_asked_before_run_fires_nothing(record: TreatmentRecord) -> None:
+    """No pre-emission delay: the device is ready at once, and the abort must still win."""
+    with open_device("sim://?footswitch=down&pre_emission_ms=0&seed=5") as dev:
+        session = session_for(dev, record)
+        session.request_abort()
+        outcome = session.run()
+        assert len(dev.simulator.device.ground_truth) == 0
+        session.close()
+    assert outcome.status == "aborted"
+    assert [e.body["status"] for e in record.entries(session.session_id, "session_end")] == [
+        "aborted"]
+
+
+def test_a_pause_asked_before_run_stops_it_before_emission(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        session.request_pause()
+        first = session.run()
+        fired_then = len(dev.simulator.device.ground_truth)
+        second = session.run()  # the pause applied to one run
+        session.close()
+        truth = dev.simulator.device.ground_truth
+    assert first.status == "paused" and "before emission" in first.detail and fired_then == 0
+    assert second.status == "completed"
+    assert_record_equals_truth(session, truth)
+
+
+def test_a_session_that_ended_does_not_run_again(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        session.request_abort()
+        assert session.run().status == "aborted"
+        with pytest.raises(SettingsError) as caught:
+            session.run()
+        fired = len(dev.simulator.device.ground_truth)
+        session.close()
+    assert caught.value.field == "run" and "ended: aborted" in str(caught.value)
+    assert fired == 0
+    assert len(list(record.entries(session.session_id, "session_end"))) == 1
+
+
+def test_a_pause_from_another_thread_does_not_wait_for_a_slow_callback(
+        record: TreatmentRecord) -> None:
+    """A GUI thread's pause while the progress callback blocks: the device pauses at once,
+    not when the callback returns."""
+    asked = threading.Event()
+    fired_at_request: list[int] = []
+
+    with open_device(REALTIME) as dev:
+        def slow(p: SessionProgress) -> None:
+            if p.delivered >= 50 and not asked.is_set():
+                asked.set()
+                threading.Timer(0.05, pause_from_gui).start()
+                time.sleep(1.0)  # a GUI callback that blocks for a second
+
+        def pause_from_gui() -> None:
+            fired_at_request.append(len(dev.simulator.device.ground_truth))
+            session.request_pause()
+
+        session = session_for(dev, record, on_progress=slow, plan={"passes": 1, "size_mm": 8.0})
+        outcome = session.run()
+        fired = len(dev.simulator.device.ground_truth)
+        session.close()
+    assert outcome.status == "paused"
+    # 1 s at the pulse rate would be hundreds of spots; at once is a few
+    assert fired - fired_at_request[0] < 30, (fired_at_request, fired)
+
+
+def test_a_device_disarmed_by_someone_else_is_a_resumable_fault_not_an_abort(
+        record: TreatmentRecord) -> None:
+    with open_device(REALTIME) as dev:
+        def disarm_elsewhere(p: SessionProgress) -> None:
+            if p.delivered >= 40 and not done.is_set():
+                done.set()
+                dev.pause()  # another host, or Device.stop_emission from another thread
+                dev.disarm()
+
+        done = threading.Event()
+        session = session_for(dev, record, on_progress=disarm_elsewhere, plan={"passes": 1})
+        outcome = session.run()
+        ends = list(record.entries(session.session_id, "session_end"))
+        pass_ends = list(record.entries(session.session_id, "pass_end"))
+        session.on_progress = lambda p: None
+        again = session.run()
+        truth = dev.simulator.device.ground_truth
+        session.close()
+    assert outcome.status == "fault" and "not by this session" in outcome.detail
+    assert not ends and not pass_ends  # not recorded as aborted: it could be resumed
+    assert again.status == "completed"
+    assert_record_equals_truth(session, truth)
+
+
+def test_a_reconnect_to_another_device_fires_nothing_on_it(record: TreatmentRecord) -> None:
+    """The link is lost mid-pass and the reconnect reaches a device with another serial and
+    field size: the spots' positions were converted for the first one."""
+    base = dict(kv.split("=") for kv in f"{FAST}&clock=realtime".split("&"))
+    with serve_pty(SimConfig.from_query(base)) as planned, serve_pty(SimConfig.from_query(
+            {**base, "serial": "OTHER-9", "field_size_um": "40000"})) as other:
+        dev = open_device(planned.path)
+
+        def unplug(p: SessionProgress) -> None:
+            if p.delivered >= 60 and not unplugged.is_set():
+                unplugged.set()
+                planned.faults.disconnect()
+
+        unplugged = threading.Event()
+        session = session_for(dev, record, on_progress=unplug, plan={"passes": 1},
+                              reconnect=lambda: open_device(other.path))
+        outcome = session.run()
+        assert outcome.status == "fault" and "not the one this session was planned for" in \
+            outcome.detail
+        assert len(other.device.ground_truth) == 0
+        again = session.run()  # on the other device still: refused again
+        assert again.status == "fault" and len(other.device.ground_truth) == 0
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        assert "device_mismatch" in kinds and "reconnected" not in kinds
+        session.device.close()
+
+
+def test_a_refused_operator_reset_is_recorded_as_refused(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        dev.simulator.device.set_input(estop="pressed")  # faults the device (ESTOP)
+        assert dev.status().state is State.FAULT
+        with pytest.raises(DeviceError):
+            session.operator_reset()  # refused while the e-stop is pressed
+        session.close()
+    kinds = [e.kind for e in record.entries(session.session_id)]
+    assert kinds[-1] == "operator_reset_refused" and "operator_reset" in kinds[:-1]
