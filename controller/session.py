@@ -138,6 +138,10 @@ class TreatmentSession:
         self.start_wait_s = number("start_wait_s", start_wait_s, 0.0, MAX_START_WAIT_S, unit="s")
         self.pass_wait_s = number("pass_wait_s", pass_wait_s, 0.0, MAX_PASS_WAIT_S, unit="s")
         operator = printable("operator", operator)
+        if not operator.strip():  # the record says who treated
+            raise SettingsError("operator", operator, "the operator's name (printable text)",
+                                "empty: name who treats (co2scan run: --operator NAME or "
+                                "operator = in the script)")
         patient_ref = printable("patient_ref", patient_ref)
         self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,

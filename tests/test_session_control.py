@@ -11,13 +11,13 @@ import pytest
 
 from controller.errors import SettingsError
 from controller.record import TreatmentRecord
-from controller.session import SessionProgress
+from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from drivers import open_device
 from drivers.errors import DeviceError
 from drivers.protocol.messages import State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
-from tests.test_session import FAST, assert_record_equals_truth, session_for
+from tests.test_session import FAST, assert_record_equals_truth, session_for, settings
 
 REALTIME = f"sim://?{FAST}&clock=realtime"  # spots at the pulse rate: time to act mid-pass
 
@@ -151,3 +151,13 @@ def test_a_refused_operator_reset_is_recorded_as_refused(record: TreatmentRecord
         session.close()
     kinds = [e.kind for e in record.entries(session.session_id)]
     assert kinds[-1] == "operator_reset_refused" and "operator_reset" in kinds[:-1]
+
+
+@pytest.mark.parametrize("operator", ["", "   "])
+def test_a_session_names_its_operator(record: TreatmentRecord, operator: str) -> None:
+    """The record says who treated: no session without the operator's name."""
+    with open_device(f"sim://?{FAST}") as dev, pytest.raises(SettingsError) as caught:
+        plan = plan_for_device(settings(), dev.info.limits)
+        TreatmentSession(dev, [plan], record, operator=operator, patient_ref="P-1")
+    assert caught.value.field == "operator" and "--operator" in str(caught.value)
+    assert not record.sessions()
