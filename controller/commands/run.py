@@ -169,8 +169,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="device URL (default: the script's [device] url)")
     parser.add_argument("--yes", action="store_true",
                         help="confirm without asking (and acknowledge borderline warnings)")
-    parser.add_argument("--operator", default="", help="operator name for the record (required: here or operator = in the "
-                             "script)")
+    parser.add_argument("--operator", default="",
+                        help="operator name for the record (required: here or operator = in "
+                             "the script)")
     parser.add_argument("--resume", type=int, metavar="SESSION",
                         help="continue an interrupted session of the record (only one "
                              "planned exactly as this script)")
