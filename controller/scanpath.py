@@ -266,7 +266,9 @@ def firing_order(
                             "the pattern is too small to keep consecutive spots that far apart")
     # fastest rate at which neighbours fired `gap` spots apart are relax_ms apart
     needed_gap = math.ceil(spec.relax_ms * 1e-3 * timing.max_spot_rate_hz)
-    gap = _scanpath.min_neighbour_gap(xs, ys, spec.neighbour_um, needed_gap)
+    # a pair at the neighbour distance to rounding counts as neighbours (the distance is
+    # compared squared here; hypot elsewhere may put it a few ulp below the threshold)
+    gap = _scanpath.min_neighbour_gap(xs, ys, spec.neighbour_um * (1.0 + 1e-9), needed_gap)
     rate_hz = timing.max_spot_rate_hz if gap >= needed_gap else gap * 1000.0 / spec.relax_ms
     return order, rate_hz
 

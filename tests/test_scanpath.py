@@ -177,6 +177,29 @@ def test_thermal_spread_rules_hold_on_every_output(s: TreatmentSettings, seed: i
                              m.spot_rate_hz)
 
 
+def test_neighbours_at_the_threshold_distance_to_rounding_are_relaxed() -> None:
+    """neighbour_um equal to the pitch: a rotated hex pair lies at it within a few ulp, below
+    by hypot and not by the squared distance; the planner must count it (found by CI's
+    hypothesis run, session 12: 10 ms apart for relax_ms = 11)."""
+    pitch = 211.82418915538256
+    s = TreatmentSettings(
+        handpiece=HANDPIECES["spot120"], pattern=Pattern("square", 1.6945935132430605,
+                                                         rotation_deg=25.0),
+        density=DensitySpec(pitch_um=pitch), depth_um=510.0, grid="hex",
+        feathering=Feathering(width_um=pitch, edge_density_fraction=0.5),
+        passes=PassSettings(count=3, mode="offset", rotation_deg=68.25390625),
+        order=ScanOrder(kind="thermal-spread", interlace_k=2, min_step_um=0.0,
+                        neighbour_um=pitch, relax_ms=11.0))
+    plan = sp.build_plan(s, timing.GalvoTiming(), 1)
+    for k, m in enumerate(plan.metrics.passes):
+        sl = plan.pass_slice(k)
+        x, y = plan.x_um[sl], plan.y_um[sl]
+        a, b = pairs_closer(x, y, pitch)
+        assert np.all(np.abs(b - a) * 1000 / m.spot_rate_hz >= 11.0 * (1 - 1e-9))
+        assert np.all(np.abs(plan.fire_time_us[sl][b] - plan.fire_time_us[sl][a])
+                      >= 11.0e3 * (1 - 1e-9))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.filter_too_much])
 @given(treatments(), st.integers(0, 2**64 - 1))
