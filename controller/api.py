@@ -29,6 +29,7 @@ from controller.session import (
     SessionOutcome,
     SessionProgress,
     TreatmentSession,
+    WarningsNotAcknowledged,
     plan_for_device,
     timing_for,
 )
@@ -70,9 +71,10 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
     pass starting at least ``pass_wait_s`` after the previous one ended (the thermal screen
     assumes that cooling wait).
 
-    Raises PlanRejected for a plan outside the limits; borderline warnings raise DeviceError
-    unless ``acknowledge_warnings`` (recorded with the operator's name). Faults are not reset
-    here: inspect the outcome and call ``TreatmentSession.operator_reset`` deliberately.
+    Raises PlanRejected for a plan outside the limits; borderline warnings raise
+    WarningsNotAcknowledged unless ``acknowledge_warnings`` (recorded with the operator's name).
+    Faults are not reset here: inspect the outcome and call ``TreatmentSession.operator_reset``
+    deliberately.
     """
     with TreatmentRecord(record_path) as record:
         session = TreatmentSession(device, plans, record, operator=operator,
@@ -93,6 +95,7 @@ __all__ = [
     "OutOfRange", "PassSettings", "Pattern", "Plan", "PlanMismatch", "PlanRejected", "RecordError",
     "ScanOrder", "SessionBusy", "SessionOutcome", "SessionProgress", "SettingsError",
     "TransportURLError", "TreatmentRecord", "TreatmentSession", "TreatmentSettings",
-    "available_handpieces", "build_plan", "get_handpiece", "load_handpiece", "load_script",
-    "open_device", "plan_for_device", "timing_for", "treat", "validate_plans",
+    "WarningsNotAcknowledged", "available_handpieces", "build_plan", "get_handpiece",
+    "load_handpiece", "load_script", "open_device", "plan_for_device", "timing_for", "treat",
+    "validate_plans",
 ]

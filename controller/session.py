@@ -104,6 +104,11 @@ class SessionBusy(RuntimeError):
     """run(), abort() or operator_reset() called while another of them is under way."""
 
 
+class WarningsNotAcknowledged(DeviceError):
+    """run() before the operator acknowledged the plan's borderline warnings (nothing sent).
+    A DeviceError for callers that caught that before this class existed."""
+
+
 class SessionStop(Exception):
     """Internal: the pass ended for a reason that ends ``run``."""
 
@@ -358,7 +363,7 @@ class TreatmentSession:
             raise SettingsError("run", self.session_id, "a session that has not ended",
                                 f"it ended: {ended[-1]}")
         if self.warnings:
-            raise DeviceError("borderline warnings must be acknowledged first: "
+            raise WarningsNotAcknowledged("borderline warnings must be acknowledged first: "
                               + "; ".join(str(w) for w in self.warnings))
         if self._abort.is_set():  # requested before this run: nothing fires
             return self._abort_now()

@@ -10,7 +10,12 @@ import pytest
 
 from controller.handpiece import get_handpiece
 from controller.record import TreatmentRecord
-from controller.session import SessionProgress, TreatmentSession, plan_for_device
+from controller.session import (
+    SessionProgress,
+    TreatmentSession,
+    WarningsNotAcknowledged,
+    plan_for_device,
+)
 from controller.settings import (
     DensitySpec,
     PassSettings,
@@ -21,7 +26,7 @@ from controller.settings import (
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, PlanRejected
 from drivers import Device, open_device
-from drivers.errors import DeviceError, InterlockOpen
+from drivers.errors import InterlockOpen
 from drivers.protocol.messages import FaultCode, State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
@@ -142,7 +147,7 @@ def test_borderline_warnings_must_be_acknowledged(record: TreatmentRecord) -> No
     with open_device(f"sim://?{FAST}") as dev:
         session = session_for(dev, record, envelope=envelope)
         assert any("coverage_percent" in str(w) for w in session.warnings)
-        with pytest.raises(DeviceError, match="must be acknowledged"):
+        with pytest.raises(WarningsNotAcknowledged, match="must be acknowledged"):
             session.run()
         assert len(dev.simulator.device.ground_truth) == 0
         session.acknowledge_warnings(by="dr tester")
