@@ -30,7 +30,7 @@ from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, prin
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
-from drivers.errors import DeviceError, FootswitchUp, IllegalState
+from drivers.errors import DeviceError, DeviceNack, FootswitchUp, IllegalState
 from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
@@ -94,6 +94,12 @@ class SessionOutcome:
     session_id: int
     detail: str = ""
     delivered: dict[int, int] = field(default_factory=dict)
+    #: For ``fault``, what kind: ``device_fault`` (the device is in FAULT), ``refused`` (a
+    #: command was NACKed), ``timeout`` (no reply), ``link_lost``, ``device_mismatch`` (not
+    #: the device the session was planned for), ``stopped_elsewhere`` (disarmed by someone
+    #: else), ``count_mismatch`` (the device's count is behind the record), ``record_error``,
+    #: ``device_error`` (other); empty for the other statuses.
+    cause: str = ""
 
 
 #: Longest wait for the footswitch and interlocks before a pass starts (s).
@@ -112,10 +118,11 @@ class WarningsNotAcknowledged(DeviceError):
 class SessionStop(Exception):
     """Internal: the pass ended for a reason that ends ``run``."""
 
-    def __init__(self, status: str, detail: str) -> None:
+    def __init__(self, status: str, detail: str, cause: str = "") -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.cause = cause
 
 
 class TreatmentSession:
@@ -376,21 +383,25 @@ class TreatmentSession:
 
     def _deliver(self) -> SessionOutcome:
         status = "completed"
-        detail = ""
+        detail = cause = ""
         try:
             for job in self.jobs:
                 if self.delivered_count(job) < job.spots.count:
                     self._cool_down(job)
                     self._run_pass(job)
         except SessionStop as stop:
-            status, detail = stop.status, stop.detail
+            status, detail, cause = stop.status, stop.detail, stop.cause
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
             status, detail = "fault", f"device error: {exc}"
+            cause = ("refused" if isinstance(exc, DeviceNack) else
+                     "timeout" if isinstance(exc, DeviceTimeout) else
+                     "link_lost" if isinstance(exc, DeviceLost) else "device_error")
             self.record.append(self.session_id, "device_error", error=str(exc))
         except RecordError as exc:  # what fires now could not be recorded: stop emission
             self._halt_emission()
             status, detail = "fault", (f"{exc}; emission stopped (a resume records what the "
                                        "device fired meanwhile)")
+            cause = "record_error"
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "record_error", error=str(exc))
         except BaseException:  # a bug or KeyboardInterrupt here: the laser stops first
@@ -406,7 +417,7 @@ class TreatmentSession:
             with contextlib.suppress(DeviceError):
                 self._status()
             self.record.append(self.session_id, "session_end", status=status)
-        return SessionOutcome(status, self.session_id, detail, delivered)
+        return SessionOutcome(status, self.session_id, detail, delivered, cause)
 
     def close(self) -> None:
         """Stop listening to the device's events (the device and the record stay open)."""
@@ -426,7 +437,8 @@ class TreatmentSession:
         status = self._status()
         if status.state is State.FAULT:
             raise SessionStop("fault", f"device in FAULT ({status.fault_code.name}): "
-                              "operator reset needed")
+                              "operator reset needed",
+                              cause="device_fault")
         if status.state is State.EMITTING:
             with contextlib.suppress(IllegalState):  # it may stop by itself meanwhile
                 self.device.pause()
@@ -463,7 +475,8 @@ class TreatmentSession:
                 recorded = confirmed
             elif confirmed < recorded:
                 raise SessionStop("fault", f"device reports spot {confirmed} as last fired but "
-                                  f"the record holds {recorded}: refusing to continue")
+                                  f"the record holds {recorded}: refusing to continue",
+                                  cause="count_mismatch")
         return recorded + 1
 
     def _end_pass(self, job: PassJob, status: str) -> None:
@@ -507,7 +520,8 @@ class TreatmentSession:
 
     def _reconnect(self) -> None:
         if self.reconnect is None:
-            raise SessionStop("fault", "link to the device lost; no reconnect configured")
+            raise SessionStop("fault", "link to the device lost; no reconnect configured",
+                              cause="link_lost")
         deadline = time.monotonic() + 10.0
         while True:
             try:
@@ -520,7 +534,8 @@ class TreatmentSession:
                 return
             except DeviceError as exc:
                 if time.monotonic() > deadline:
-                    raise SessionStop("fault", f"cannot reconnect: {exc}") from exc
+                    raise SessionStop("fault", f"cannot reconnect: {exc}",
+                                      cause="link_lost") from exc
                 time.sleep(0.2)
 
     def _check_identity(self) -> None:
@@ -533,7 +548,8 @@ class TreatmentSession:
             raise SessionStop("fault", f"the device at {self.device.url} (serial {found[0]}, "
                               f"limits {found[1]}) is not the one this session was planned for "
                               f"(serial {self._identity[0]}, limits {self._identity[1]}): "
-                              "nothing more is fired")
+                              "nothing more is fired",
+                              cause="device_mismatch")
 
     def _attempt_pass(self, job: PassJob) -> None:
         self._check_identity()
@@ -565,13 +581,15 @@ class TreatmentSession:
                     # aborted by something else (the Device closed, another host); resumable
                     status = self._status()
                     raise SessionStop("fault", f"pass {job.number} stopped, not by this session "
-                                      f"(device {status.state.name}): resume to continue")
+                                      f"(device {status.state.name}): resume to continue",
+                                      cause="stopped_elsewhere")
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number} aborted")
             if ending == "fault":
                 status = self._status()
                 raise SessionStop("fault", f"device fault {status.fault_code.name} in pass "
-                                  f"{job.number}")
+                                  f"{job.number}",
+                                  cause="device_fault")
             # paused: by the operator (Ctrl-C), for an abort, or by the footswitch
             if self._abort.is_set():
                 dev.abort()
@@ -609,7 +627,8 @@ class TreatmentSession:
             status = self._status()
             if status.state is State.FAULT:
                 raise SessionStop("fault", f"device fault {status.fault_code.name} while "
-                                  f"waiting for {waiting_for}")
+                                  f"waiting for {waiting_for}",
+                                  cause="device_fault")
 
     def _emit_when_ready(self, job: PassJob, first: int, command: Callable[[], None],
                          ready: Callable[[], bool], what: Callable[[], str]
@@ -627,7 +646,8 @@ class TreatmentSession:
                 self._status()
             except DeviceTimeout as exc:
                 self.device.link.unqueue_events(events)
-                raise SessionStop("fault", f"emission not confirmed: {exc}") from exc
+                raise SessionStop("fault", f"emission not confirmed: {exc}",
+                                  cause="timeout") from exc
 
     def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Queued]
                 ) -> str:

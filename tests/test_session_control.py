@@ -109,6 +109,7 @@ def test_a_device_disarmed_by_someone_else_is_a_resumable_fault_not_an_abort(
         truth = dev.simulator.device.ground_truth
         session.close()
     assert outcome.status == "fault" and "not by this session" in outcome.detail
+    assert outcome.cause == "stopped_elsewhere"
     assert not ends and not pass_ends  # not recorded as aborted: it could be resumed
     assert again.status == "completed"
     assert_record_equals_truth(session, truth)
@@ -133,6 +134,7 @@ def test_a_reconnect_to_another_device_fires_nothing_on_it(record: TreatmentReco
         outcome = session.run()
         assert outcome.status == "fault" and "not the one this session was planned for" in \
             outcome.detail
+        assert outcome.cause == "device_mismatch"
         assert len(other.device.ground_truth) == 0
         again = session.run()  # on the other device still: refused again
         assert again.status == "fault" and len(other.device.ground_truth) == 0
@@ -161,3 +163,32 @@ def test_a_session_names_its_operator(record: TreatmentRecord, operator: str) ->
         TreatmentSession(dev, [plan], record, operator=operator, patient_ref="P-1")
     assert caught.value.field == "operator" and "--operator" in str(caught.value)
     assert not record.sessions()
+
+
+@pytest.mark.parametrize(("inputs", "when", "cause"), [
+    ({"door": "open"}, "before", "refused"),  # ARM refused: INTERLOCK_OPEN
+    ({"estop": "pressed"}, "during", "device_fault"),  # the device faults mid-pass
+])
+def test_a_fault_says_what_kind_it_is(record: TreatmentRecord, inputs: dict[str, str],
+                                      when: str, cause: str) -> None:
+    with open_device(REALTIME) as dev:
+        def mid_pass(p: SessionProgress) -> None:
+            if when == "during" and p.delivered >= 30 and not done.is_set():
+                done.set()
+                dev.simulator.device.set_input(**inputs)
+
+        done = threading.Event()
+        session = session_for(dev, record, on_progress=mid_pass, plan={"passes": 1})
+        if when == "before":
+            dev.simulator.device.set_input(**inputs)
+        outcome = session.run()
+        session.close()
+    assert (outcome.status, outcome.cause) == ("fault", cause), outcome.detail
+
+
+def test_statuses_other_than_fault_have_no_cause(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        outcome = session.run()
+        session.close()
+    assert (outcome.status, outcome.cause) == ("completed", "")
