@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from tests.test_cli_run import FAST, SCRIPT
+from tests.test_cli_run import FAST
 
 EXAMPLE = str(Path(__file__).parents[1] / "examples" / "surface_texture.toml")
 
-
-@pytest.fixture(scope="module")
-def record(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A record holding one completed session (id 1)."""
-    where = tmp_path_factory.mktemp("record")
-    script = where / "s.toml"
-    script.write_text(SCRIPT, encoding="utf-8")
-    db = str(where / "t.db")
-    assert main(["run", str(script), "--device", FAST, "--yes", "--record", db]) == 0
-    return db
 
 
 def error_of(capsys: pytest.CaptureFixture[str], argv: list[str], status: int) -> str:
@@ -37,14 +27,14 @@ def error_of(capsys: pytest.CaptureFixture[str], argv: list[str], status: int) -
     return err
 
 
-def test_unwritable_outputs(tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]
+def test_unwritable_outputs(tmp_path: Path, run_record: str, capsys: pytest.CaptureFixture[str]
                             ) -> None:
     missing = tmp_path / "no" / "such"
     assert "cannot write" in error_of(capsys, ["preview", EXAMPLE, "-o", str(missing / "p.png")],
                                       1)
-    assert "cannot write" in error_of(capsys, ["report", "1", "--record", record, "-o",
+    assert "cannot write" in error_of(capsys, ["report", "1", "--record", run_record, "-o",
                                                str(missing / "r.png")], 3)
-    assert "cannot write" in error_of(capsys, ["log", "export", "1", "--record", record, "-o",
+    assert "cannot write" in error_of(capsys, ["log", "export", "1", "--record", run_record, "-o",
                                                str(missing / "x.json")], 1)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -111,16 +101,16 @@ def test_ctrl_c_outside_a_delivery_exits_130(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_report_refuses_a_tampered_record_and_names_an_unknown_session(
-        tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, run_record: str, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
     import sqlite3
 
     png = tmp_path / "r.png"
     assert "session 9: not in the record" in error_of(capsys, ["report", "9", "--record",
-                                                               record, "-o", str(png)], 3)
+                                                               run_record, "-o", str(png)], 3)
     copy = tmp_path / "t.db"
-    shutil.copy(record, copy)
-    shutil.copy(record + ".head", str(copy) + ".head")
+    shutil.copy(run_record, copy)
+    shutil.copy(run_record + ".head", str(copy) + ".head")
     with sqlite3.connect(copy) as db:  # a malformed body, as an edit by hand would leave it
         db.execute("UPDATE entries SET body = ? WHERE seq = 1", ('{"field_size_um": "huge"}',))
     err = error_of(capsys, ["report", "1", "--record", str(copy), "-o", str(png)], 4)

@@ -11,22 +11,11 @@ import pytest
 
 from controller.cli import main
 from controller.pictures import Picture, PictureError, draw_report
-from tests.test_cli_run import FAST, SCRIPT
 
 EXAMPLE = str(Path(__file__).parents[1] / "examples" / "rapid_recovery.toml")
 EXIT_BAD_ARGUMENT = 2  # argparse's status for a rejected option
 ALLOWED = "allowed: a file name ending in .png"
 
-
-@pytest.fixture(scope="module")
-def record(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A record holding one completed session (id 1)."""
-    where = tmp_path_factory.mktemp("record")
-    script = where / "s.toml"
-    script.write_text(SCRIPT, encoding="utf-8")
-    db = str(where / "t.db")
-    assert main(["run", str(script), "--device", FAST, "--yes", "--record", db]) == 0
-    return db
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]:
@@ -93,22 +82,22 @@ def test_preview_refuses_an_output_that_is_not_a_png_file(
 
 @pytest.mark.parametrize("case", range(9))
 def test_report_refuses_an_output_that_is_not_a_png_file(
-        case: int, tmp_path: Path, record: str, monkeypatch: pytest.MonkeyPatch,
+        case: int, tmp_path: Path, run_record: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     value, says = bad_values(tmp_path)[case]
-    assert_rejected(capsys, ["report", "1", "--record", record, "-o", value], value, says,
+    assert_rejected(capsys, ["report", "1", "--record", run_record, "-o", value], value, says,
                     tmp_path, cwd)
     assert not Path(value.rstrip(os.sep) + ".png").exists()
 
 
-def test_the_long_option_and_a_capital_suffix(tmp_path: Path, record: str,
+def test_the_long_option_and_a_capital_suffix(tmp_path: Path, run_record: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     status, err = run_cli(capsys, ["preview", EXAMPLE, "--out", str(tmp_path / "x.jpg")])
     assert status == EXIT_BAD_ARGUMENT and "argument -o/--out" in error_line(err)
-    status, err = run_cli(capsys, ["report", "1", "--record", record, "--output",
+    status, err = run_cli(capsys, ["report", "1", "--record", run_record, "--output",
                                    str(tmp_path / "x.jpg")])
     assert status == EXIT_BAD_ARGUMENT and "argument -o/--output" in error_line(err)
     out = tmp_path / "PLAN.PNG"
@@ -118,10 +107,10 @@ def test_the_long_option_and_a_capital_suffix(tmp_path: Path, record: str,
 
 
 def test_a_png_path_that_cannot_be_written_is_one_error(
-        tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, run_record: str, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    for argv, status in ((["preview", EXAMPLE], 1), (["report", "1", "--record", record], 3)):
+    for argv, status in ((["preview", EXAMPLE], 1), (["report", "1", "--record", run_record], 3)):
         for out in (tmp_path / "no" / "such" / "p.png", blocker / "p.png"):
             got, err = run_cli(capsys, [*argv, "-o", str(out)])
             line = error_line(err)
