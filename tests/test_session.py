@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from drivers import Device, open_device
 from drivers.errors import InterlockOpen
 from drivers.protocol.messages import FaultCode, State
 from sim_hw.config import SimConfig
-from sim_hw.pty_server import serve_pty
+from sim_hw.pty_server import PtyServer, serve_pty
 from tests.handpieces import unscreened
 
 FAST = "pre_emission_ms=30&footswitch=down&seed=5"
@@ -246,19 +247,25 @@ def test_device_reset_mid_pass_resumes_without_repeats(record: TreatmentRecord) 
         assert_record_equals_truth(session, sim.device.ground_truth)
 
 
+def unplug_after(served: PtyServer, spots: int) -> Callable[[SessionProgress], None]:
+    """A progress callback that disconnects ``served`` once ``spots`` are delivered."""
+    unplugged = threading.Event()
+
+    def unplug(p: SessionProgress) -> None:
+        if p.delivered >= spots and not unplugged.is_set():
+            unplugged.set()
+            served.faults.disconnect()
+
+    return unplug
+
+
 def test_lost_link_reconnects_reconciles_and_resumes(record: TreatmentRecord) -> None:
     config = SimConfig.from_query(dict(kv.split("=") for kv in f"{FAST}&clock=realtime"
                                        .split("&")))
     with serve_pty(config) as served:
         dev = open_device(served.path)
-
-        def unplug(p: SessionProgress) -> None:
-            if p.delivered >= 60 and not unplugged.is_set():
-                unplugged.set()
-                served.faults.disconnect()
-
-        unplugged = threading.Event()
-        session = session_for(dev, record, on_progress=unplug, plan={"passes": 1},
+        session = session_for(dev, record, on_progress=unplug_after(served, 60),
+                              plan={"passes": 1},
                               reconnect=lambda: open_device(served.path))
         outcome = session.run()
         for _ in range(3):  # the watchdog may fault the device while the link is down

@@ -17,7 +17,13 @@ from drivers.errors import DeviceError
 from drivers.protocol.messages import State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
-from tests.test_session import FAST, assert_record_equals_truth, session_for, settings
+from tests.test_session import (
+    FAST,
+    assert_record_equals_truth,
+    session_for,
+    settings,
+    unplug_after,
+)
 
 REALTIME = f"sim://?{FAST}&clock=realtime"  # spots at the pulse rate: time to act mid-pass
 
@@ -122,14 +128,8 @@ def test_a_reconnect_to_another_device_fires_nothing_on_it(record: TreatmentReco
     with serve_pty(SimConfig.from_query(base)) as planned, serve_pty(SimConfig.from_query(
             {**base, "serial": "OTHER-9", "field_size_um": "40000"})) as other:
         dev = open_device(planned.path)
-
-        def unplug(p: SessionProgress) -> None:
-            if p.delivered >= 60 and not unplugged.is_set():
-                unplugged.set()
-                planned.faults.disconnect()
-
-        unplugged = threading.Event()
-        session = session_for(dev, record, on_progress=unplug, plan={"passes": 1},
+        session = session_for(dev, record, on_progress=unplug_after(planned, 60),
+                              plan={"passes": 1},
                               reconnect=lambda: open_device(other.path))
         outcome = session.run()
         assert outcome.status == "fault" and "not the one this session was planned for" in \
