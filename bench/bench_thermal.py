@@ -9,6 +9,7 @@ Cython kernel on the same subset. The scan-order comparison uses the real planne
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -111,13 +112,26 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def cpu_model() -> str:
+    """The processor's name as the system reports it (timings differ from machine to
+    machine: compare builds side by side, on one machine)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def main() -> None:
     params = TissueParams()
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     print(f"params: {params}")
     print(f"spots: {HEAT_UJ:g} µJ residual heat, lesion radius {LESION_UM:g} µm; "
           f"Cython on OpenMP threads (OMP_NUM_THREADS={threads}); load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start\n")
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ({cpu_model()}) at the start\n")
 
     big, sub = 316, 45
     print(f"timing: {big * big:,}-spot pass, square grid pitch 200 µm, 1 ms pulse period; "
