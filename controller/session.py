@@ -371,7 +371,7 @@ class TreatmentSession:
                                 f"it ended: {ended[-1]}")
         if self.warnings:
             raise WarningsNotAcknowledged("borderline warnings must be acknowledged first: "
-                              + "; ".join(str(w) for w in self.warnings))
+                                          + "; ".join(str(w) for w in self.warnings))
         if self._abort.is_set():  # requested before this run: nothing fires
             return self._abort_now()
         self._delivering_thread = threading.get_ident()
