@@ -67,26 +67,26 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig.from_query(query)
 
 
-def _start(args: argparse.Namespace, config: SimConfig) -> Served:
+def _start(args: argparse.Namespace, config: SimConfig) -> tuple[Served, list[str]]:
+    """The running simulator and the lines that announce where to reach it (printed once it
+    is ready, start faults applied)."""
     if args.pty:
         from sim_hw.pty_server import serve_pty
 
         pty = serve_pty(config, args.control_port)
-        print(f"pty: {pty.path}")
         served: Served = pty
+        lines = [f"pty: {pty.path}"]
     elif args.tcp is not None:
         from sim_hw.tcp_server import serve_tcp
 
         tcp = serve_tcp(config, args.tcp, args.control_port)
-        print(f"url: {tcp.url}")
-        served = tcp
+        served, lines = tcp, [f"url: {tcp.url}"]
     else:
-        served = _start_usb(config, args.control_port)
-    print(f"control: 127.0.0.1:{served.control_port}")
-    return served
+        served, lines = _start_usb(config, args.control_port)
+    return served, [*lines, f"control: 127.0.0.1:{served.control_port}"]
 
 
-def _start_usb(config: SimConfig, control_port: int) -> Served:
+def _start_usb(config: SimConfig, control_port: int) -> tuple[Served, list[str]]:
     import usb.core
 
     from sim_hw.probe import RawHost
@@ -103,18 +103,19 @@ def _start_usb(config: SimConfig, control_port: int) -> Served:
 
     reply = RawHost(lambda data: dev.write(0x01, data), read).request("IDENTIFY")
     serial_number = bytes(reply["serial"]).rstrip(b"\0").decode()
-    print(f"usb: {VENDOR_ID:04x}:{PRODUCT_ID:04x} serial {serial_number} - demo only: the "
-          "backend lives in this process; other processes cannot reach it")
-    return served
+    return served, [f"usb: {VENDOR_ID:04x}:{PRODUCT_ID:04x} serial {serial_number} - demo only: "
+                     "the backend lives in this process; other processes cannot reach it"]
 
 
 def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with _start(args, config) as served:
-        if args.fault:
-            print(f"faults: {served.faults.command(args.fault)}")
+    served, lines = _start(args, config)
+    with served:
+        if args.fault:  # a bad fault word ends here, before the simulator is announced
+            lines.append(f"faults: {served.faults.command(args.fault)}")
+        print("\n".join(lines))
         sys.stdout.flush()
         try:
             while not stop.wait(0.5):

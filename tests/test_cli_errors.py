@@ -116,3 +116,11 @@ def test_report_refuses_a_tampered_record_and_names_an_unknown_session(
     err = error_of(capsys, ["report", "1", "--record", str(copy), "-o", str(png)], 4)
     assert "does not verify (TAMPERED)" in err and "row 1 (session): content was edited" in err
     assert not png.exists()
+
+
+def test_sim_serve_with_an_unknown_fault_announces_nothing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A script reading `url:` must not see a simulator that then stops on a bad --fault."""
+    assert main(["sim", "serve", "--tcp", "0", "--fault", "bogus=1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "unknown fault 'bogus=1'" in err
