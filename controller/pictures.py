@@ -131,7 +131,7 @@ def check_png_path(out_path: str | os.PathLike[str]) -> Path:
 def _save(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
     from PIL import Image  # a matplotlib dependency
 
-    path = check_png_path(out_path)
+    path = Path(out_path)  # checked by the caller before drawing (check_png_path)
     try:
         # the format is given, so matplotlib writes exactly ``path`` (it appends ".png" to
         # a name without a suffix it knows when left to guess)

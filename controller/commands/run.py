@@ -16,10 +16,11 @@ from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
-from controller.script import load_script
+from controller.scanpath import Plan
+from controller.script import TreatmentScript, load_script
 from controller.session import MAX_START_WAIT_S, SessionOutcome, TreatmentSession, timing_for
 from controller.validation import PlanRejected
-from drivers import DeviceError, open_device
+from drivers import Device, DeviceError, open_device
 
 MAX_RESETS = 100
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
@@ -120,47 +121,54 @@ def run(args: argparse.Namespace) -> int:
         except (SettingsError, RecordError) as exc:
             return fail(str(exc))
         with record:  # closed (its WAL merged) however the run ends
-            display = ProgressDisplay(sys.stderr)
-            try:
-                with screen_display(sys.stderr):
-                    session = TreatmentSession(
-                        device, plans, record, operator=args.operator or script.operator,
-                        patient_ref=script.patient_ref, on_progress=display.update,
-                        reconnect=lambda: open_device(url), session_id=args.resume,
-                        start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
-            except (PlanRejected, SettingsError, RecordError) as exc:
-                return fail(str(exc))
-            print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
-            print(format_table(pass_rows(plans, session.thermal), sys.stdout))
-            for warning in session.warnings:
-                print(wrap(f"borderline: {warning}"))
-            interactive = sys.stdin.isatty()  # --yes confirms; a pause still asks on a terminal
-            if not args.yes and (not interactive or ask("deliver this treatment?", ("yes", "no"))
-                                 != "yes"):
-                print("not confirmed: nothing was fired (use --yes to confirm without asking)",
-                      file=sys.stderr)
-                if args.resume is None:  # a resumed session stays open to be resumed
-                    print(f"session {session.cancel().session_id}: cancelled", file=sys.stderr)
-                session.close()
-                return EXIT["aborted"]
-            if session.warnings:
-                session.acknowledge_warnings(by=args.operator or script.operator or "operator")
-            try:
-                outcome = deliver(session, interactive, args.reset_fault)
-            except DeviceError as exc:
-                outcome = SessionOutcome("fault", session.session_id, str(exc))
-            finally:
-                display.close()
-                session.close()
-            print(wrap(f"session {outcome.session_id}: {outcome.status}"
-                       + (f" ({outcome.detail})" if outcome.detail else "")
-                       + "; delivered " + ", ".join(f"pass {k}: {n}"
-                                                    for k, n in outcome.delivered.items())))
-            verification = record.verify()
-            print(f"record {args.record}: {verification.entries} entries, "
-                  + ("chain verified" if verification.ok else "PROBLEMS: "
-                     + "; ".join(verification.problems)))
-            return EXIT[outcome.status]
+            return treat_with_record(args, script, device, url, plans, record)
+
+
+def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device: Device, url: str,
+                      plans: list[Plan], record: TreatmentRecord) -> int:
+    """Screen, show, confirm and deliver the plans, recording in ``record``; the exit status."""
+    operator = args.operator or script.operator  # required: the session refuses an empty one
+    display = ProgressDisplay(sys.stderr)
+    try:
+        with screen_display(sys.stderr):
+            session = TreatmentSession(
+                device, plans, record, operator=operator,
+                patient_ref=script.patient_ref, on_progress=display.update,
+                reconnect=lambda: open_device(url), session_id=args.resume,
+                start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
+    except (PlanRejected, SettingsError, RecordError) as exc:
+        return fail(str(exc))
+    print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
+    print(format_table(pass_rows(plans, session.thermal), sys.stdout))
+    for warning in session.warnings:
+        print(wrap(f"borderline: {warning}"))
+    interactive = sys.stdin.isatty()  # --yes confirms; a pause still asks on a terminal
+    if not args.yes and (not interactive or ask("deliver this treatment?", ("yes", "no"))
+                         != "yes"):
+        print("not confirmed: nothing was fired (use --yes to confirm without asking)",
+              file=sys.stderr)
+        if args.resume is None:  # a resumed session stays open to be resumed
+            print(f"session {session.cancel().session_id}: cancelled", file=sys.stderr)
+        session.close()
+        return EXIT["aborted"]
+    if session.warnings:
+        session.acknowledge_warnings(by=operator)
+    try:
+        outcome = deliver(session, interactive, args.reset_fault)
+    except DeviceError as exc:
+        outcome = SessionOutcome("fault", session.session_id, str(exc))
+    finally:
+        display.close()
+        session.close()
+    print(wrap(f"session {outcome.session_id}: {outcome.status}"
+               + (f" ({outcome.detail})" if outcome.detail else "")
+               + "; delivered " + ", ".join(f"pass {k}: {n}"
+                                            for k, n in outcome.delivered.items())))
+    verification = record.verify()
+    print(f"record {args.record}: {verification.entries} entries, "
+          + ("chain verified" if verification.ok else "PROBLEMS: "
+             + "; ".join(verification.problems)))
+    return EXIT[outcome.status]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
