@@ -109,6 +109,7 @@ class TreatmentRecord:
         self.head_path = self.path.with_name(self.path.name + ".head")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -118,6 +119,17 @@ class TreatmentRecord:
         self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd: int | None = None
+        if created:
+            self._start_chain()
+
+    def _start_chain(self) -> None:
+        """Give a record this object created its chain head (no row yet), so that an empty
+        record verifies: a head file that is missing stays a sign of a copy without it or a
+        removal. Another process that created the record at the same time may have written
+        it, or a first row, already."""
+        with self._writing():
+            if self._last() == (0, GENESIS) and not self.head_path.exists():
+                self._write_head(0, GENESIS)
 
     @contextmanager
     def _writing(self, reading: bool = False) -> Iterator[None]:

@@ -76,6 +76,18 @@ def test_missing_head_file_is_reported(tmp_path: Path) -> None:
     assert "missing" in TreatmentRecord(tmp_path / "r.db").verify().problems[0]
 
 
+def test_a_new_record_verifies_before_its_first_entry(tmp_path: Path) -> None:
+    """Its chain head is written when it is created (a co2scan run refused before it recorded
+    anything leaves such a record); without the head it does not verify, as any record."""
+    with TreatmentRecord(tmp_path / "r.db") as rec:
+        assert rec.verify().ok and rec.verify().entries == 0
+    with TreatmentRecord(tmp_path / "r.db") as rec:  # reopened: the head is not rewritten
+        assert rec.verify().ok
+    (tmp_path / "r.db.head").unlink()
+    with TreatmentRecord(tmp_path / "r.db") as rec:
+        assert "missing" in rec.verify().problems[0]
+
+
 def test_non_contiguous_delivery_is_refused(tmp_path: Path) -> None:
     rec = TreatmentRecord(tmp_path / "r.db")
     with pytest.raises(RecordError, match="not contiguous"):
