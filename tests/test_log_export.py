@@ -1,5 +1,6 @@
-"""``co2scan log export`` uses only a record that verifies; the record's files are documented
-(FILE.head goes with every copy); ``log`` rejects a session id where it takes none."""
+"""``co2scan log export`` uses only a record that verifies, ``log list`` and ``log show`` mark
+one that does not; the record's files are documented (FILE.head goes with every copy); ``log``
+rejects a session id where it takes none."""
 
 from __future__ import annotations
 
@@ -139,6 +140,63 @@ def test_export_and_report_refuse_alike(treated: Path, tmp_path: Path,
     assert reported[2].startswith(prefix + "no report drawn")
     assert exported[2].split(":\n", 1)[1] == reported[2].split(":\n", 1)[1]
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "r.png").exists()
+
+
+# -- list and show mark a record that does not verify ------------------------------------------
+
+@pytest.mark.parametrize("action", ["list", "show"])
+@pytest.mark.parametrize("tampering", sorted(TAMPERING))
+def test_list_and_show_mark_a_record_that_does_not_verify(
+        treated: Path, tmp_path: Path, tampering: str, action: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Still shown (a damaged record is read to find out what happened), but the output begins
+    with TAMPERED, stderr names the problems, and the exit status is 4."""
+    record = copy_of(treated, tmp_path)
+    damage, problem = TAMPERING[tampering]
+    damage(record)
+    status, out, err = cli(capsys, "log", action, *(["1"] if action == "show" else []),
+                           "--record", str(record))
+    assert status == 4, err
+    first, *shown = out.splitlines()
+    assert first == (f"TAMPERED RECORD: {record} does not verify; what follows cannot be "
+                     "trusted (co2scan log verify)")
+    assert err.startswith(f"warning: {record} does not verify (TAMPERED); shown for "
+                          "inspection only, its entries cannot be trusted:\n")
+    assert problem in err
+    operator = "Dr Other" if tampering == "an entry edited" else "Dr Export"
+    assert operator in "\n".join(shown)  # the entries as the record holds them
+    if action == "show":
+        assert any(" session_end " in line for line in shown)
+
+
+def test_show_of_a_session_missing_from_a_tampered_record_exits_4(
+        treated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The session's rows may be what was removed: the verdict on the record comes first."""
+    record = copy_of(treated, tmp_path)
+    flip_a_spot_byte(record)
+    status, out, err = cli(capsys, "log", "show", "7", "--record", str(record))
+    assert status == 4 and out.startswith("TAMPERED RECORD: ")
+    assert f"error: no session 7 in {record}" in err and "stored spots of session 1" in err
+
+
+def test_list_and_show_of_a_sound_record_are_unmarked(treated: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    record = copy_of(treated, tmp_path)
+    for argv in (["list"], ["show", "1"]):
+        status, out, err = cli(capsys, "log", *argv, "--record", str(record))
+        assert status == 0 and err == "" and "TAMPERED" not in out and "Dr Export" in out
+    status, out, err = cli(capsys, "log", "show", "7", "--record", str(record))
+    assert status == 3 and out == "" and f"error: no session 7 in {record}" in err
+
+
+def test_log_help_and_readme_say_what_list_and_show_do_with_a_tampered_record(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    help_text = " ".join(cli(capsys, "log", "--help")[1].split())
+    assert "list and show verify the record first" in help_text
+    assert "damaged record must stay readable" in help_text
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    assert "`co2scan log list` and `log show ID` verify it first" in readme
 
 
 # -- export of a sound record --------------------------------------------------------------------

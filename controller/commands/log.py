@@ -22,6 +22,12 @@ HELP = """read the treatment record: list sessions, show one, verify the chain, 
                   (session1.json, session1.csv); a record that does not verify is refused
                   (exit 4, nothing written)
 
+list and show verify the record first. A record that does not verify is still shown (a
+damaged record must stay readable, to find out what happened), but marked: the first line
+of the output says TAMPERED, the problems follow on stderr, and the exit status is 4, so
+neither a reader nor a script takes it for a trustworthy record. export and report refuse
+such a record instead: what they write would leave the warning behind.
+
 A record (--record FILE) is more than one file. FILE (SQLite) holds the entries; FILE.head
 holds the chain head (last row and its hash) and is part of the record: a copy or backup
 must include it, else the copy does not verify ("chain head file ... is missing"). While a
@@ -38,8 +44,8 @@ examples:
   cp clinic.db clinic.db.head backup/      # a copy that verifies (no co2scan using it)
 """
 
-#: Exit status of a record whose hash chain does not verify (``log verify``, and the commands
-#: that refuse such a record: ``log export``, ``report``).
+#: Exit status of a record whose hash chain does not verify (``log verify``; ``log list`` and
+#: ``log show``, which still show it; ``log export`` and ``report``, which refuse it).
 EXIT_TAMPERED = 4
 NEEDS_SESSION = ("show", "export")
 
@@ -65,6 +71,27 @@ def verified(record: TreatmentRecord, refused: str) -> bool:
     return check.ok
 
 
+def _tampered_banner(record: TreatmentRecord) -> list[str]:
+    """Verify ``record`` for ``list``/``show``: the problems (empty when the chain holds);
+    if any, the output begins with a TAMPERED line, so that a copy of it says so too."""
+    check = record.verify()
+    if not check.ok:
+        print(f"TAMPERED RECORD: {record.path} does not verify; what follows cannot be "
+              "trusted (co2scan log verify)")
+    return check.problems
+
+
+def _warn_tampered(record: TreatmentRecord, problems: list[str]) -> int:
+    """After a ``list``/``show`` of a record that does not verify, name its problems on stderr;
+    the exit status (:data:`EXIT_TAMPERED` then, else 0)."""
+    if not problems:
+        return 0
+    sys.stdout.flush()  # the warning after the entries on a terminal
+    print(f"warning: {record.path} does not verify (TAMPERED); shown for inspection only, "
+          "its entries cannot be trusted:\n  " + "\n  ".join(problems), file=sys.stderr)
+    return EXIT_TAMPERED
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.session is None) == (args.action in NEEDS_SESSION):
         need = "needs a session id" if args.session is None else \
@@ -78,32 +105,17 @@ def run(args: argparse.Namespace) -> int:
         return 3
     with record:
         if args.action == "list":
-            ends = {e.session: e.body["status"] for e in record.entries(kind="session_end")}
-            print(f"{'id':>5}  {'started':<23}  {'operator':<16}  {'patient':<12}  passes  status")
-            for e in record.sessions():
-                print(f"{e.seq:>5}  {_when(e.at):<23}  {e.body.get('operator', ''):<16.16}  "
-                      f"{e.body.get('patient_ref', ''):<12.12}  {len(e.body.get('passes', [])):>6}"
-                      f"  {ends.get(e.seq, 'open')}")
-            return 0
+            return _list(record)
         if args.action == "verify":
             result = record.verify()
             print(f"{result.entries} entries: " + ("chain verified" if result.ok else
                                                    "TAMPERED\n  " + "\n  ".join(result.problems)))
             return 0 if result.ok else EXIT_TAMPERED
-        out = Path(args.output or f"session{args.session}.{args.format}")
-        if args.action == "export" and not verified(record, f"nothing exported to {out}"):
-            return EXIT_TAMPERED
-        entries = list(record.entries(args.session))
-        if not entries:
-            print(f"error: no session {args.session} in {args.record}", file=sys.stderr)
-            return 3
         if args.action == "show":
-            for e in entries:
-                body = dict(e.body)
-                if e.kind == "delivered":
-                    body["measured_uj"] = f"[{len(body['measured_uj'])} values]"
-                print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
-            return 0
+            return _show(record, args.session)
+        out = Path(args.output or f"session{args.session}.{args.format}")
+        if not verified(record, f"nothing exported to {out}"):
+            return EXIT_TAMPERED
         try:
             record.export(args.session, args.format, out)
         except OSError as exc:
@@ -114,6 +126,33 @@ def run(args: argparse.Namespace) -> int:
             return 3
         print(f"wrote {out}")
         return 0
+
+
+def _list(record: TreatmentRecord) -> int:
+    """Print one line per session, marked when the record does not verify (exit 4 then)."""
+    problems = _tampered_banner(record)
+    ends = {e.session: e.body["status"] for e in record.entries(kind="session_end")}
+    print(f"{'id':>5}  {'started':<23}  {'operator':<16}  {'patient':<12}  passes  status")
+    for e in record.sessions():
+        print(f"{e.seq:>5}  {_when(e.at):<23}  {e.body.get('operator', ''):<16.16}  "
+              f"{e.body.get('patient_ref', ''):<12.12}  {len(e.body.get('passes', [])):>6}"
+              f"  {ends.get(e.seq, 'open')}")
+    return _warn_tampered(record, problems)
+
+
+def _show(record: TreatmentRecord, session: int) -> int:
+    """Print the entries of ``session``, marked when the record does not verify (exit 4 then,
+    even when the session is not found: its rows may be what was removed)."""
+    problems = _tampered_banner(record)
+    entries = list(record.entries(session))
+    if not entries:
+        print(f"error: no session {session} in {record.path}", file=sys.stderr)
+    for e in entries:
+        body = dict(e.body)
+        if e.kind == "delivered":
+            body["measured_uj"] = f"[{len(body['measured_uj'])} values]"
+        print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
+    return _warn_tampered(record, problems) or (0 if entries else 3)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
