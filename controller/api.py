@@ -69,7 +69,8 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
           acknowledge_warnings: bool = False, pass_wait_s: float = 0.0) -> SessionOutcome:
     """Validate ``plans`` and deliver them, recording everything in ``record_path``, every
     pass starting at least ``pass_wait_s`` after the previous one ended (the thermal screen
-    assumes that cooling wait).
+    assumes that cooling wait). ``operator`` and ``patient_ref`` name who treats and whom
+    (SettingsError when blank; a service pass names what it fires at, e.g. "test card").
 
     Raises PlanRejected for a plan outside the limits; borderline warnings raise
     WarningsNotAcknowledged unless ``acknowledge_warnings`` (recorded with the operator's name).

@@ -102,6 +102,9 @@ class SessionOutcome:
     cause: str = ""
 
 
+#: What a session's ``patient_ref`` may be (it must not be empty or blank).
+PATIENT_ALLOWED = ("the patient's reference (printable text); for a service or test pass, what "
+                   "is fired at, e.g. 'test card'")
 #: Longest wait for the footswitch and interlocks before a pass starts (s).
 MAX_START_WAIT_S = 3600.0
 
@@ -128,8 +131,11 @@ class SessionStop(Exception):
 class TreatmentSession:
     """Deliver validated plans to one device, with a durable record.
 
-    ``reconnect`` (optional) returns a fresh Device for the same URL after the link was lost.
-    ``on_progress`` is called after every committed batch and while waiting.
+    ``operator`` and ``patient_ref`` (printable, not blank) are who treats and whom: the
+    record names both, a service or test pass too (``patient_ref="test card"``). A resumed
+    session (``session_id``) keeps the patient it was recorded for: ``patient_ref`` is that
+    one or empty. ``reconnect`` (optional) returns a fresh Device for the same URL after the
+    link was lost. ``on_progress`` is called after every committed batch and while waiting.
     """
 
     def __init__(self, device: Device, plans: list[Plan], record: TreatmentRecord, *,
@@ -155,12 +161,18 @@ class TreatmentSession:
                                 "empty: name who treats (co2scan run: --operator NAME or "
                                 "operator = in the script)")
         patient_ref = printable("patient_ref", patient_ref)
+        if session_id is None and not patient_ref.strip():  # the record says whom
+            raise SettingsError("patient_ref", patient_ref, PATIENT_ALLOWED,
+                                "empty: name whom the session treats (co2scan run: --patient "
+                                "REF or patient_ref = in the script)")
         self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)
         self.jobs = self._jobs(self._device_pass_indices(session_id))
         if session_id is not None:
-            self._check_resumable(session_id)
+            patient_ref = self._check_resumable(session_id, patient_ref)
+        #: Whom the session treats (a resumed session's as recorded).
+        self.patient_ref = patient_ref
         self._pause = threading.Event()
         self._abort = threading.Event()
         self._delivering = threading.Lock()  # run(), abort() and operator_reset() exclusive
@@ -188,10 +200,12 @@ class TreatmentSession:
         for job in self.jobs:
             record.store_pass_spots(session_id, job.number, job.spots.records)
 
-    def _check_resumable(self, session_id: object) -> None:
+    def _check_resumable(self, session_id: object, patient_ref: str) -> str:
         """A resumed session must be one of the record's, not ended, and planned exactly as
         now (every pass's plan, device checksum and spot count); else SettingsError naming
-        ``resume`` and the sessions that could be resumed. Nothing is written or fired."""
+        ``resume`` and the sessions that could be resumed. It keeps the patient it was
+        recorded for: ``patient_ref`` must be that one or empty, else SettingsError naming
+        ``patient_ref``. Nothing is written or fired. Returns the recorded patient."""
         entries = {e.session: e for e in self.record.sessions()}
         ended = {e.session: e.body.get("status") for e in self.record.entries(kind="session_end")}
         planned = [{"pass": j.number, "spots": j.spots.count,
@@ -219,6 +233,13 @@ class TreatmentSession:
         if diff := differences(session_id):
             raise SettingsError("resume", session_id, allowed,
                                 "planned differently: " + "; ".join(diff))
+        recorded = str(entries[session_id].body.get("patient_ref", ""))
+        if patient_ref.strip() and patient_ref != recorded:
+            raise SettingsError("patient_ref", patient_ref,
+                                f"{recorded!r}, the patient session {session_id} was recorded "
+                                "for, or none (it is kept)",
+                                "a resumed session continues the treatment of its patient")
+        return recorded
 
     # -- construction -----------------------------------------------------------------------
     def _device_pass_indices(self, session_id: object) -> list[int]:

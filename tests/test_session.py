@@ -45,7 +45,8 @@ def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
 
 def session_for(dev: Device, rec: TreatmentRecord, **kwargs) -> TreatmentSession:
     plan = plan_for_device(settings(**kwargs.pop("plan", {})), dev.info.limits)
-    return TreatmentSession(dev, [plan], rec, operator="tester", patient_ref="P-1", **kwargs)
+    return TreatmentSession(dev, [plan], rec, operator="tester",
+                            patient_ref=kwargs.pop("patient_ref", "P-1"), **kwargs)
 
 
 def assert_record_equals_truth(session: TreatmentSession, truth: np.ndarray) -> None:

@@ -165,6 +165,18 @@ def test_a_session_names_its_operator(record: TreatmentRecord, operator: str) ->
     assert not record.sessions()
 
 
+@pytest.mark.parametrize("patient_ref", ["", "   "])
+def test_a_session_names_its_patient(record: TreatmentRecord, patient_ref: str) -> None:
+    """The record says whom the session treats (a test pass names what it fires at)."""
+    with open_device(f"sim://?{FAST}") as dev, pytest.raises(SettingsError) as caught:
+        plan = plan_for_device(settings(), dev.info.limits)
+        TreatmentSession(dev, [plan], record, operator="tester", patient_ref=patient_ref)
+    assert caught.value.field == "patient_ref" and caught.value.value == patient_ref
+    assert "--patient REF" in caught.value.reason and "patient_ref =" in caught.value.reason
+    assert "'test card'" in caught.value.allowed
+    assert not record.sessions()
+
+
 @pytest.mark.parametrize(("inputs", "when", "cause"), [
     ({"door": "open"}, "before", "refused"),  # ARM refused: INTERLOCK_OPEN
     ({"estop": "pressed"}, "during", "device_fault"),  # the device faults mid-pass

@@ -80,6 +80,30 @@ def test_the_same_plan_resumes_and_completes(record: TreatmentRecord) -> None:
         session_for(dev, record, session_id=waiting.session_id)
 
 
+@pytest.mark.parametrize("given", ["", "  ", "P-1"])
+def test_a_resumed_session_keeps_its_patient(record: TreatmentRecord, given: str) -> None:
+    waiting = unfinished(record)  # recorded for P-1
+    with open_device(f"sim://?{FAST}") as dev:
+        resumed = session_for(dev, record, session_id=waiting.session_id, patient_ref=given)
+        assert resumed.patient_ref == "P-1"
+        assert resumed.run().status == "completed"
+        resumed.close()
+    assert [e.body["patient_ref"] for e in record.sessions()] == ["P-1"]
+
+
+def test_another_patient_does_not_resume_a_session(record: TreatmentRecord) -> None:
+    waiting = unfinished(record)
+    before = [(e.seq, e.kind, e.body) for e in record.entries()]
+    with open_device(f"sim://?{FAST}") as dev, pytest.raises(SettingsError) as caught:
+        session_for(dev, record, session_id=waiting.session_id, patient_ref="P-2")
+    assert len(dev.simulator.device.ground_truth) == 0
+    assert [(e.seq, e.kind, e.body) for e in record.entries()] == before
+    exc = caught.value
+    assert exc.field == "patient_ref" and exc.value == "P-2"
+    assert exc.allowed.startswith(f"'P-1', the patient session {waiting.session_id} was "
+                                  "recorded for")
+
+
 def test_cli_refuses_a_resume_with_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           ) -> None:
     script = tmp_path / "s.toml"
