@@ -102,9 +102,27 @@ class SessionOutcome:
     cause: str = ""
 
 
-#: What a session's ``patient_ref`` may be (it must not be empty or blank).
-PATIENT_ALLOWED = ("the patient's reference (printable text); for a service or test pass, what "
-                   "is fired at, e.g. 'test card'")
+def who_and_whom(operator: object, patient_ref: object, resuming: bool = False
+                 ) -> tuple[str, str]:
+    """The operator and patient reference a session records: printable text, not blank (a
+    service or test pass names what it fires at); a resumed session's patient may be empty
+    (it keeps the recorded one). SettingsError naming the field, and how ``co2scan run``
+    gives it, otherwise."""
+    operator = printable("operator", operator)
+    if not operator.strip():
+        raise SettingsError("operator", operator, "the operator's name (printable text)",
+                            "empty: name who treats (co2scan run: --operator NAME or "
+                            "operator = in the script)")
+    patient_ref = printable("patient_ref", patient_ref)
+    if not resuming and not patient_ref.strip():
+        raise SettingsError("patient_ref", patient_ref,
+                            "the patient's reference (printable text); for a service or test "
+                            "pass, what is fired at, e.g. 'test card'",
+                            "empty: name whom the session treats (co2scan run: --patient REF "
+                            "or patient_ref = in the script)")
+    return operator, patient_ref
+
+
 #: Longest wait for the footswitch and interlocks before a pass starts (s).
 MAX_START_WAIT_S = 3600.0
 
@@ -155,16 +173,8 @@ class TreatmentSession:
         self.reconnect = reconnect
         self.start_wait_s = number("start_wait_s", start_wait_s, 0.0, MAX_START_WAIT_S, unit="s")
         self.pass_wait_s = number("pass_wait_s", pass_wait_s, 0.0, MAX_PASS_WAIT_S, unit="s")
-        operator = printable("operator", operator)
-        if not operator.strip():  # the record says who treated
-            raise SettingsError("operator", operator, "the operator's name (printable text)",
-                                "empty: name who treats (co2scan run: --operator NAME or "
-                                "operator = in the script)")
-        patient_ref = printable("patient_ref", patient_ref)
-        if session_id is None and not patient_ref.strip():  # the record says whom
-            raise SettingsError("patient_ref", patient_ref, PATIENT_ALLOWED,
-                                "empty: name whom the session treats (co2scan run: --patient "
-                                "REF or patient_ref = in the script)")
+        operator, patient_ref = who_and_whom(operator, patient_ref,
+                                             resuming=session_id is not None)
         self.thermal = check_thermal(plans, self.pass_wait_s)  # for the plan table, pictures
         self.warnings: list[Finding] = validate_plans(plans, self.envelope, device.info.limits,
                                                       thermal=self.thermal)

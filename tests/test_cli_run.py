@@ -91,6 +91,54 @@ def test_unreachable_device_exits_6(tmp_path: Path, script: Path) -> None:
                    "--record", str(tmp_path / "t.db")) == 6
 
 
+NO_PATIENT = SCRIPT.replace('patient_ref = "T-1"\n', "")
+
+
+def test_a_run_without_a_patient_is_refused_before_anything(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "template.toml"
+    path.write_text(NO_PATIENT, encoding="utf-8")
+    db = tmp_path / "t.db"
+    for blank in ([], ["--patient", "  "]):
+        assert co2scan("run", str(path), "--device", FAST, "--yes", "--record", str(db),
+                       *blank) == 3
+        out, err = capsys.readouterr()
+        err = " ".join(err.split())
+        assert out == "" and err.startswith("error: patient_ref = ")
+        assert "--patient REF or patient_ref = in the script" in err
+    assert not db.exists()  # nothing recorded (and the device never reached)
+
+
+def test_patient_option_names_the_patient(tmp_path: Path, capsys) -> None:
+    """--patient fills a template script's gap, and wins over the script's, as --operator."""
+    db = str(tmp_path / "t.db")
+    for text in (NO_PATIENT, SCRIPT):
+        path = tmp_path / "s.toml"
+        path.write_text(text, encoding="utf-8")
+        assert co2scan("run", str(path), "--device", FAST, "--yes", "--record", db,
+                       "--patient", "P-7") == 0
+        assert "operator Dr Test, patient P-7" in capsys.readouterr().out
+    with TreatmentRecord(db) as record:
+        assert [e.body["patient_ref"] for e in record.sessions()] == ["P-7", "P-7"]
+
+
+def test_a_resume_keeps_the_recorded_patient(tmp_path: Path, script: Path, capsys) -> None:
+    db = str(tmp_path / "t.db")
+    assert co2scan("run", str(script), "--device", "sim://?footswitch=up&pre_emission_ms=20",
+                   "--yes", "--start-wait", "0.2", "--record", db) == 5  # session 1 open
+    capsys.readouterr()
+    resume = ("run", str(script), "--device", FAST, "--yes", "--record", db, "--resume", "1")
+    assert co2scan(*resume, "--patient", "T-2") == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: patient_ref = 'T-2' rejected (a resumed session continues the treatment of " \
+           "its patient); allowed: 'T-1', the patient session 1 was recorded for" in err
+    template = tmp_path / "template.toml"
+    template.write_text(NO_PATIENT, encoding="utf-8")
+    assert co2scan(*resume[:1], str(template), *resume[2:]) == 0  # none given: kept
+    assert "operator Dr Test, patient T-1 (session 1, resumed)" in capsys.readouterr().out
+    with TreatmentRecord(db) as record:
+        assert [e.body["patient_ref"] for e in record.sessions()] == ["T-1"]
+
+
 def _delivered(db: Path) -> int:
     if not db.exists():
         return 0

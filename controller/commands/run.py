@@ -18,7 +18,13 @@ from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, load_script
-from controller.session import MAX_START_WAIT_S, SessionOutcome, TreatmentSession, timing_for
+from controller.session import (
+    MAX_START_WAIT_S,
+    SessionOutcome,
+    TreatmentSession,
+    timing_for,
+    who_and_whom,
+)
 from controller.validation import PlanRejected
 from drivers import Device, DeviceError, open_device
 
@@ -27,6 +33,10 @@ EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "w
         "device": 6}
 
 HELP = """plan a treatment script, confirm it, and deliver it with a live progress bar
+
+The record names who treats and whom: operator and patient_ref from the script, or
+--operator and --patient (which win); a run without either exits 3 before the device is
+reached. A resumed session keeps the patient it was recorded for.
 
 Against the simulator (sim://...) its footswitch option stands in for the operator's foot
 (sim://?footswitch=down); against a device only the real footswitch releases emission.
@@ -39,6 +49,7 @@ refused, 4 device fault (an interlock open when arming included), 5 paused or no
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
   co2scan run deep_scar.toml --device /dev/ttyACM0 --record clinic.db --operator "Dr A"
+  co2scan run examples/rapid_recovery.toml --device /dev/ttyACM0 --operator "Dr A" --patient P-7
   co2scan run deep_scar.toml --device /dev/ttyACM0 --resume 12 --reset-fault 1  # after a crash
 """
 
@@ -105,6 +116,9 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int) -> Sessio
 def run(args: argparse.Namespace) -> int:
     try:
         script = load_script(args.script)
+        # who treats and whom, before the device is reached or the record written
+        who_and_whom(args.operator or script.operator, args.patient or script.patient_ref,
+                     resuming=args.resume is not None)
     except SettingsError as exc:
         return fail(str(exc))
     url = script.device_url if args.device is None else args.device  # "" is refused
@@ -133,12 +147,14 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
         with screen_display(sys.stderr):
             session = TreatmentSession(
                 device, plans, record, operator=operator,
-                patient_ref=script.patient_ref, on_progress=display.update,
+                patient_ref=args.patient or script.patient_ref, on_progress=display.update,
                 reconnect=lambda: open_device(url), session_id=args.resume,
                 start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
     except (PlanRejected, SettingsError, RecordError) as exc:
         return fail(str(exc))
     print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
+    print(wrap(f"operator {operator}, patient {session.patient_ref}"
+               + (f" (session {args.resume}, resumed)" if args.resume is not None else "")))
     print(format_table(pass_rows(plans, session.thermal), sys.stdout))
     for warning in session.warnings:
         print(wrap(f"borderline: {warning}"))
@@ -181,6 +197,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--operator", default="",
                         help="operator name for the record (required: here or operator = in "
                              "the script)")
+    parser.add_argument("--patient", default="", metavar="REF",
+                        help="patient reference for the record (required: here or "
+                             "patient_ref = in the script; a test pass names what it fires "
+                             "at, e.g. 'test card'); --resume keeps the recorded one and "
+                             "refuses another")
     parser.add_argument("--resume", type=int, metavar="SESSION",
                         help="continue an interrupted session of the record (only one "
                              "planned exactly as this script)")
