@@ -11,7 +11,8 @@ Example (runs against the in-process simulator)::
                                      passes=PassSettings(count=2))
         plan = plan_for_device(settings, dev.info.limits)
         outcome = treat(dev, [plan], "service.db", operator="service", patient_ref="bench",
-                        on_progress=lambda p: print(p.pass_number, p.delivered, p.total))
+                        on_progress=lambda p: print(f"pass {p.pass_number + 1}:",
+                                                    p.delivered, p.total))
 """
 
 from __future__ import annotations

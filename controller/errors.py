@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def pass_field(index: int, key: str) -> str:
+    """The field ``key`` of the pass with this index (from 0) as errors and findings name it:
+    ``pass 1: key`` for the first, since people read passes numbered from 1."""
+    return f"pass {index + 1}: {key}"
+
+
 class SettingsError(ValueError):
     """A treatment setting (or a handpiece data field) is invalid; nothing was planned.
 

@@ -96,7 +96,8 @@ class Picture:
     panels: tuple[Panel, ...]
 
     def panel(self, name: str) -> Panel:
-        """The panel called ``name`` (e.g. "pass 0", "injury 0", "spots")."""
+        """The panel called ``name`` (e.g. "pass 1", "injury 1", "spots"; passes from 1, as
+        their titles)."""
         return next(p for p in self.panels if p.name == name)
 
 
@@ -257,7 +258,7 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
         np.concatenate([plan.y_um / 1000 for plan in plans] + [o[1] for o in outlines]),
         max(plan.settings.handpiece.spot_diameter_um for plan in plans) / 1000 + 0.3)
     axes_w_in, axes_h_in = view.axes_size_in()
-    caption = [textwrap.fill(f"pass {g}: {describe_pass(plan, p)}",
+    caption = [textwrap.fill(f"pass {g + 1}: {describe_pass(plan, p)}",
                              int(width_in * CAPTION_CHARS_PER_IN), subsequent_indent="    ")
                for g, (plan, p, _) in enumerate(passes)]
     caption_in = CAPTION_LINE_IN * (sum(c.count("\n") + 1 for c in caption) + 1)
@@ -277,19 +278,20 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
         bottom_in = height_in - title_in - row * row_h_in - axes_h_in - 0.45
         ax, cax = _axes_with_bar(fig, left_in, bottom_in, axes_w_in, axes_h_in)
         _draw_pass(ax, cax, plans, plan, p, g, view)
-        axes[f"pass {g}"] = ax
+        axes[f"pass {g + 1}"] = ax  # the panels as their titles name them
         ax, cax = _axes_with_bar(fig, left_in, bottom_in - injury_h_in, axes_w_in, axes_h_in)
         _draw_injury(ax, cax, screen.passes[p].result if screen else None,
-                     f"pass {g}: predicted injury{_scope(g)}", view, rise_max_k)
-        axes[f"injury {g}"] = ax
+                     f"pass {g + 1}: predicted injury{_scope(g)}", view, rise_max_k)
+        axes[f"injury {g + 1}"] = ax
     fig.text(0.01, (caption_in - CAPTION_LINE_IN * 0.5) / height_in, "\n".join(caption),
              va="top", ha="left", fontsize=9, family="monospace")
     return _save(fig, out_path, axes)
 
 
 def _scope(g: int) -> str:
-    """Which passes the injury map under pass g holds: all of the session up to it."""
-    return f" (passes 0-{g} together)" if g else ""
+    """Which passes the injury map under the pass of session index g holds: all of the
+    session up to it."""
+    return f" (passes 1-{g + 1} together)" if g else ""
 
 
 def _axes_with_bar(fig: Figure, left_in: float, bottom_in: float, width_in: float,
@@ -348,7 +350,7 @@ def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g
     ax.annotate("first", (x_mm[0], y_mm[0]), xytext=(6, 6), textcoords="offset points",
                 fontsize=8)
     m = plan.metrics.passes[p]
-    ax.set_title(f"pass {g}: {m.spot_count} spots, {m.coverage_pct:.1f} % cover"
+    ax.set_title(f"pass {g + 1}: {m.spot_count} spots, {m.coverage_pct:.1f} % cover"
                  + (", grey: earlier passes" if earlier else ""), fontsize=10)
     bar = ax.figure.colorbar(spots, cax=cax, ticks=[1, len(x_mm)])
     bar.set_label("firing order (first to last)", fontsize=8)

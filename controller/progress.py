@@ -63,14 +63,14 @@ class ProgressDisplay:
                     now - self._last_plain >= self.plain_every_s:
                 self._pass, self._last_plain = p.pass_number, now
                 eta = f"{p.eta_s:.1f} s" if p.eta_s != float("inf") else "?"
-                print(f"pass {p.pass_number + 1}/{p.passes}: {p.delivered}/{p.total} spots, "
+                print(f"pass {p.pass_number + 1} of {p.passes}: {p.delivered}/{p.total} spots, "
                       f"{p.rate_spots_s:.0f}/s, ETA {eta}, {status}", file=self.stream)
             return
         if p.pass_number != self._pass:
             self.close()
             self._pass = p.pass_number
             self._bar = tqdm(total=p.total, file=self.stream, unit="spot", leave=True,
-                             desc=f"pass {p.pass_number + 1}/{p.passes}", ncols=100,
+                             desc=f"pass {p.pass_number + 1} of {p.passes}", ncols=100,
                              initial=p.delivered)
         assert self._bar is not None
         self._bar.update(p.delivered - self._bar.n)

@@ -220,7 +220,8 @@ class TreatmentRecord:
         if not index.size:
             return
         if np.any(np.diff(index) != 1):
-            raise RecordError(f"delivered indices of pass {pass_index} are not contiguous")
+            raise RecordError(f"delivered indices of pass {pass_index + 1} (pass_index "
+                              f"{pass_index}) are not contiguous")
         self.append(session, "delivered", pass_index=pass_index, first=int(index[0]),
                     count=int(index.size), measured_uj=[int(v) for v in measured_uj])
 
@@ -315,8 +316,9 @@ class TreatmentRecord:
         for session, pass_index, checksum, blob in self._db.execute(
                 "SELECT session, pass_index, checksum, records FROM pass_spots"):
             if zlib.crc32(blob) != checksum or named.get((session, pass_index)) != checksum:
-                problems.append(f"stored spots of session {session} pass {pass_index} do not "
-                                "match the checksum the record names")
+                problems.append(f"stored spots of session {session} pass {pass_index + 1} "
+                                f"(pass_index {pass_index}) do not match the checksum the "
+                                "record names")
         return problems
 
     # -- export -----------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def pass_geometry(
     if len(x) == 0:
         name, value = _size_field(settings)
         raise SettingsError(name, value, f"a pattern holding at least one spot at pitch "
-                            f"{density.pitch_um:.0f} µm", f"pass {geom_pass} has no spot")
+                            f"{density.pitch_um:.0f} µm", f"pass {geom_pass + 1} has no spot")
     return x, y, i, j, scale
 
 

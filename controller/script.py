@@ -34,8 +34,8 @@ starts a new plan instead (same settings then fire the same positions again); ``
 true`` insists, and is refused when the settings differ. :meth:`TreatmentScript.plans` returns
 one Plan per such group, so the passes of all plans, in order, are the ``[[pass]]`` tables.
 
-Errors are :class:`ScriptError` naming ``pass[i].key`` (``i`` counts ``[[pass]]`` tables from
-0, like the planner's pass index), the line, the value and what is allowed. A script names
+Errors are :class:`ScriptError` naming ``pass n: key`` (``n`` counts ``[[pass]]`` tables from
+1, as ``co2scan plan`` numbers the passes), the line, the value and what is allowed. A script names
 no files: the device URL is limited to the simulator, TCP, USB and serial devices, so a script
 cannot make the host open any other path.
 """
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from controller.errors import SettingsError
+from controller.errors import SettingsError, pass_field
 from controller.handpiece import get_handpiece
 from controller.scanpath import Plan, build_plan
 from controller.settings import (
@@ -112,7 +112,8 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 
 class ScriptError(SettingsError):
     """A treatment script is unreadable or invalid; ``field`` is the script key
-    (e.g. ``pass[1].density_percent``), ``line`` its 1-based line when known."""
+    (e.g. ``pass 2: density_percent``, of the second ``[[pass]]`` table), ``line`` its 1-based
+    line when known."""
 
     def __init__(self, path: Path, line: int | None, field: str, value: object, allowed: str,
                  reason: str = "") -> None:
@@ -145,7 +146,7 @@ class PassSource:
         if key in self.defaulted:
             reason += "; " * bool(reason) + (f"from the {self.handpiece} defaults in "
                                              f"{PASS_DEFAULTS_FILE.name}")
-        return ScriptError(path, self.key_lines.get(key, self.line), f"pass[{self.index}].{key}",
+        return ScriptError(path, self.key_lines.get(key, self.line), pass_field(self.index, key),
                            exc.value, allowed, reason)
 
 
@@ -213,7 +214,7 @@ def _same(a: ScriptPass, b: ScriptPass) -> str | None:
     """None if the two passes have the same settings, else which key differs."""
     va, vb = a.source.values, b.source.values
     key = next((k for k in sorted({*va, *vb} - {"offset"}) if va.get(k) != vb.get(k)), None)
-    return None if key is None else f"{key} differs from pass[{b.index}]"
+    return None if key is None else f"{key} differs from pass {b.index + 1}"
 
 
 def _suggest(key: str, allowed: tuple[str, ...]) -> str:
@@ -449,7 +450,7 @@ def parse_script(text: str, path: Path) -> TreatmentScript:
     defaults = _pass_defaults(hp.name)
     passes: list[ScriptPass] = []
     for i, table in enumerate(tables):
-        _check_keys(path, lines, ("pass", i), f"pass[{i}].", table, PASS_KEYS)
+        _check_keys(path, lines, ("pass", i), pass_field(i, ""), table, PASS_KEYS)
         values, defaulted = _with_defaults(table, defaults)
         pass_source = PassSource(
             i, lines.get(("pass", i, "")),

@@ -71,7 +71,9 @@ class PassJob:
 
 @dataclass(frozen=True)
 class SessionProgress:
-    """What the operator's display shows."""
+    """What the operator's display shows. ``pass_number`` is the pass's index in the session
+    (from 0, as the record's ``pass_index``); a display shows ``pass_number + 1`` of
+    ``passes``, as people number passes."""
 
     pass_number: int
     passes: int
@@ -226,7 +228,7 @@ class TreatmentSession:
             recorded = entries[entry_id].body.get("passes", [])
             if len(recorded) != len(planned):
                 return [f"{len(recorded)} passes recorded, {len(planned)} planned now"]
-            return [f"pass {now['pass']} {key} {was.get(key)} recorded, {now[key]} now"
+            return [f"pass {now['pass'] + 1} {key} {was.get(key)} recorded, {now[key]} now"
                     for was, now in zip(recorded, planned, strict=True)
                     for key in ("spots", "plan_checksum", "device_checksum")
                     if was.get(key) != now[key]]
@@ -531,9 +533,10 @@ class TreatmentSession:
         while (left := max(until - time.time(), until_monotonic - time.monotonic())) > 0.0:
             if self._abort.is_set():
                 self._end_pass(job, "aborted")
-                raise SessionStop("aborted", f"pass {job.number} aborted while cooling")
+                raise SessionStop("aborted", f"pass {job.number + 1} aborted while cooling")
             if self._pause.is_set():
-                raise SessionStop("paused", f"paused by the operator before pass {job.number}")
+                raise SessionStop("paused",
+                                  f"paused by the operator before pass {job.number + 1}")
             self._report(job, 0, 0.0, waiting_for=f"cooling wait, {left:.0f} s left")
             time.sleep(min(POLL_S, left))
         self.record.append(self.session_id, "cooling_wait", pass_index=job.number,
@@ -611,23 +614,24 @@ class TreatmentSession:
                 if not self._abort.is_set():  # not the operator: the device was disarmed or
                     # aborted by something else (the Device closed, another host); resumable
                     status = self._status()
-                    raise SessionStop("fault", f"pass {job.number} stopped, not by this session "
+                    raise SessionStop("fault", f"pass {job.number + 1} stopped, not by this "
+                                      "session "
                                       f"(device {status.state.name}): resume to continue",
                                       cause="stopped_elsewhere")
                 self._end_pass(job, "aborted")
-                raise SessionStop("aborted", f"pass {job.number} aborted")
+                raise SessionStop("aborted", f"pass {job.number + 1} aborted")
             if ending == "fault":
                 status = self._status()
                 raise SessionStop("fault", f"device fault {status.fault_code.name} in pass "
-                                  f"{job.number}",
+                                  f"{job.number + 1}",
                                   cause="device_fault")
             # paused: by the operator (Ctrl-C), for an abort, or by the footswitch
             if self._abort.is_set():
                 dev.abort()
                 self._end_pass(job, "aborted")
-                raise SessionStop("aborted", f"pass {job.number} aborted")
+                raise SessionStop("aborted", f"pass {job.number + 1} aborted")
             if self._pause.is_set():
-                raise SessionStop("paused", f"paused by the operator in pass {job.number}")
+                raise SessionStop("paused", f"paused by the operator in pass {job.number + 1}")
             events = self._emit_when_ready(
                 job, first, dev.resume,
                 lambda: bool(self.mirror.interlocks & Interlock.FOOTSWITCH_DOWN),
@@ -642,11 +646,11 @@ class TreatmentSession:
             if self._abort.is_set():
                 self.device.abort()
                 self._end_pass(job, "aborted")
-                raise SessionStop("aborted", f"pass {job.number} aborted while waiting")
+                raise SessionStop("aborted", f"pass {job.number + 1} aborted while waiting")
             if self._pause.is_set():
                 self.device.disarm()
                 raise SessionStop("paused", f"paused by the operator before emission in pass "
-                                  f"{job.number}")
+                                  f"{job.number + 1}")
             if ready():
                 return
             waiting_for = what() or "emission permission"

@@ -70,7 +70,8 @@ def recorded_passes(record: TreatmentRecord, session: int) -> Iterator[Delivered
     for p in head.body["passes"]:
         spots = record.pass_spots(session, p["pass"], SPOT_DTYPE)
         if spots is None:
-            raise RecordError(f"session {session} pass {p['pass']}: planned spots not stored")
+            raise RecordError(f"session {session} pass {p['pass'] + 1}: planned spots not "
+                              "stored")
         found = batches.get(p["pass"], [])
         sizes = [len(i) for i, _, _ in found]
         none = [np.empty(0, np.int64)]
@@ -88,8 +89,9 @@ def pass_handpiece(record: TreatmentRecord, session: int, stored: dict[str, Any]
         return get_handpiece(stored["handpiece"])
     names = next(record.entries(session, "session")).body.get("handpieces", [])
     if len(names) != 1:
-        raise RecordError(f"session {session} pass {stored.get('pass')}: no handpiece recorded "
-                          f"and the session names {names}")
+        number = stored["pass"] + 1 if isinstance(stored.get("pass"), int) else "?"
+        raise RecordError(f"session {session} pass {number}: no handpiece recorded and the "
+                          f"session names {names}")
     return get_handpiece(names[0])
 
 

@@ -173,19 +173,19 @@ class PlanThermal:
         return max(p.peak_reservoir_rise_k for p in self.passes)
 
     def session_pass(self, result: PassThermal) -> int:
-        """A pass's number in the session (from 0, earlier plans' passes first)."""
+        """A pass's index in the session (from 0, earlier plans' passes first; messages
+        number it from 1)."""
         return sum(len(q.metrics.passes) for q in self.earlier) + result.pass_index
 
     def rejection_reasons(self) -> list[str]:
         """Why the plan exceeds the limit, with the numbers, and what would bring it within:
         each suggestion was evaluated by the model. Empty when the plan is within the limit.
-        Passes are numbered across the session from 0, as ``co2scan plan`` and the record
-        number them."""
+        Passes are numbered across the session from 1, as ``co2scan plan`` shows them."""
         if self.ok:
             return []
         first_bad = next(p for p in self.passes if not p.ok)
         reasons = [
-            f"pass {self.session_pass(first_bad)}: "
+            f"pass {self.session_pass(first_bad) + 1}: "
             f"{100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
             f" of the reservoir reaches thermal damage (Arrhenius Ω ≥ "
             f"{self.params.damage_omega:g}; peak rise {first_bad.peak_reservoir_rise_k:.1f} K);"
@@ -315,7 +315,7 @@ def _spread_suggestion(screen: PlanThermal, spread: Plan) -> str:
         spread_screen = _rescreen(screen, spread)
     trial = _trial("thermal-spread", spread_screen)
     verdict = ("within the limit" if trial.passes else "still exceeds it in pass "
-               f"{spread_screen.session_pass(spread_screen.passes[-1])}")
+               f"{spread_screen.session_pass(spread_screen.passes[-1]) + 1}")
     return (f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
             f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
 

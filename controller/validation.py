@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.errors import SettingsError
+from controller.errors import SettingsError, pass_field
 from controller.scanpath import Plan
 from controller.thermal_screen import PlanThermal, screen_plan, screening
 from drivers.info import DeviceLimits
@@ -103,8 +103,9 @@ def _check(findings: list[Finding], warnings: list[Finding], rule: str, field: s
         warnings.append(finding)
 
 
-def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
+def _device_findings(plan: Plan, p: int, g: int, limits: DeviceLimits,
                      findings: list[Finding]) -> None:
+    """Device limits of pass ``p`` of ``plan``, pass ``g`` of the session."""
     part = plan.pass_slice(p)
     energy = plan.energy_uj[part].astype(np.float64)
     stack = plan.stack[part].astype(np.float64)
@@ -114,7 +115,6 @@ def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
                       GALVO_CENTRE_LSB - limits.usable_lsb_min)
                   * limits.field_size_um / GALVO_FULL_SCALE_LSB)
     reach = float(max(np.abs(plan.x_um[part]).max(), np.abs(plan.y_um[part]).max()))
-    pre = f"pass[{p}]."
     for rule, field, value, limit, unit in (
         ("device", "energy_uj", energy.max(), limits.energy_max_uj, "µJ"),
         ("device", "pulse_us", float(pulse.max()), limits.pulse_max_us, "µs"),
@@ -125,13 +125,14 @@ def _device_findings(plan: Plan, p: int, limits: DeviceLimits,
         ("device field", "pattern reach from centre (µm)", reach, half_field, "µm"),
     ):
         if value > limit:
-            findings.append(Finding(rule, pre + field, float(value), float(limit), unit))
+            findings.append(Finding(rule, pass_field(g, field), float(value), float(limit),
+                                    unit))
 
     for field, value, low, unit in (("energy_uj", energy.min(), limits.energy_min_uj, "µJ"),
                                     ("pulse_us", float(pulse.min()), limits.pulse_min_us, "µs")):
         if value < low:
-            findings.append(Finding("device", pre + field, float(value), float(low), unit,
-                                    "at least"))
+            findings.append(Finding("device", pass_field(g, field), float(value), float(low),
+                                    unit, "at least"))
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,10 @@ def _thermal_borderline(thermal: Sequence[ThermalCheck], borderline: float,
         for result in screen.passes:
             damaged = result.damaged_reservoir_fraction
             if borderline * limit < damaged <= limit:
-                warnings.append(Finding("thermal screen", f"pass[{screen.session_pass(result)}]"
-                                        ".damaged_reservoir_percent", 100.0 * damaged,
-                                        100.0 * limit, "%"))
+                warnings.append(Finding("thermal screen",
+                                        pass_field(screen.session_pass(result),
+                                                   "damaged_reservoir_percent"),
+                                        100.0 * damaged, 100.0 * limit, "%"))
 
 
 def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
@@ -222,13 +224,13 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
     for g, (plan, p) in enumerate(passes):
         m = plan.metrics.passes[p]
         energy_mj = float(plan.energy_uj[plan.pass_slice(p)].max()) / 1000.0
-        _check(findings, warnings, "envelope", f"pass[{g}].coverage_percent", m.coverage_pct,
-               envelope.max_coverage_percent, "%", bl)
-        _check(findings, warnings, "envelope", f"pass[{g}].energy_mj", energy_mj,
+        _check(findings, warnings, "envelope", pass_field(g, "coverage_percent"),
+               m.coverage_pct, envelope.max_coverage_percent, "%", bl)
+        _check(findings, warnings, "envelope", pass_field(g, "energy_mj"), energy_mj,
                envelope.max_energy_mj, "mJ", bl)
         fluence += m.area_fluence_j_cm2
         if limits is not None:
-            _device_findings(plan, p, limits, findings)
+            _device_findings(plan, p, g, limits, findings)
     for plan in plans:
         _check(findings, warnings, "envelope", "combined_coverage_percent",
                plan.metrics.combined_coverage_pct, envelope.max_combined_coverage_percent, "%",

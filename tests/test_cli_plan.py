@@ -69,7 +69,7 @@ def test_plan_table_has_a_row_per_pass_within_100_columns(
     thermal = [m for m in found if m is not None]
     assert len(thermal) == len(found)  # the thermal check column, last
     rows = [line[:m.start()].split() for line, m in zip(lines, thermal, strict=True)]
-    assert [r[0] for r in rows] == ["0", "1", "2"]
+    assert [r[0] for r in rows] == ["1", "2", "3"]  # passes numbered from 1
     assert [r[-2] for r in rows] == ["1000", "1000", "120"]  # the depth column
     assert "\033[" not in out  # no colour when not on a terminal
     assert "plan accepted" in out
@@ -87,7 +87,7 @@ def test_the_fluence_column_spans_a_feathered_pass_like_its_energy(
                                                   dose_j.max() / area_cm2])
     assert row["fluence_j_cm2"][0] < 0.9 * row["fluence_j_cm2"][1]  # a real span
     assert main(["plan", str(EXAMPLES / "surface_texture.toml")]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("0 "))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("1 "))
     lo, hi = row["fluence_j_cm2"]
     assert f" {lo:.0f}-{hi:.0f} " in line
 
@@ -108,7 +108,7 @@ def test_invalid_script_exits_3_with_the_reason_on_stderr(
     path = write(tmp_path, "[[pass]]\ndensity_percent = 90\n")
     assert main(["plan", path, "--json"]) == EXIT_REJECTED
     out, err = capsys.readouterr()
-    assert out == "" and f"{path}:2: pass[0].density_percent = 90 rejected" in " ".join(
+    assert out == "" and f"{path}:2: pass 1: density_percent = 90 rejected" in " ".join(
         err.split())
     assert max(len(line) for line in err.splitlines()) <= WIDTH
 

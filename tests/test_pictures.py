@@ -59,13 +59,13 @@ def test_plan_picture_has_the_announced_size_and_one_panel_per_pass(drawn) -> No
     _, picture, image = drawn
     assert image.shape[:2] == picture.size_px[::-1]
     assert picture.size_px[0] == round(max(7.5, 2 * PANEL_W_IN) * DPI)
-    assert [p.name for p in picture.panels] == ["pass 0", "injury 0", "pass 1", "injury 1"]
+    assert [p.name for p in picture.panels] == ["pass 1", "injury 1", "pass 2", "injury 2"]
 
 
 def test_each_pass_has_its_injury_map_below_it(drawn) -> None:
     plan, picture, image = drawn
     for k in range(2):
-        spots, injury = picture.panel(f"pass {k}"), picture.panel(f"injury {k}")
+        spots, injury = picture.panel(f"pass {k + 1}"), picture.panel(f"injury {k + 1}")
         assert injury.box_px[1] > spots.box_px[3]  # below
         assert injury.box_px[0] == pytest.approx(spots.box_px[0], abs=1)
         assert injury.xlim_mm == spots.xlim_mm and injury.ylim_mm == spots.ylim_mm
@@ -80,15 +80,15 @@ def test_a_plan_the_model_could_not_evaluate_gets_a_note(tmp_path: Path) -> None
     plan = parse_script(PASS, Path("one.toml")).plans()[0]
     picture = draw_plan([plan], [None], tmp_path / "plan.png", "one pass")
     image = imread(picture.path)
-    assert [p.name for p in picture.panels] == ["pass 0", "injury 0"]
-    assert 0.0 < inked(image, picture.panel("injury 0")) < 0.1  # the note, no map
+    assert [p.name for p in picture.panels] == ["pass 1", "injury 1"]
+    assert 0.0 < inked(image, picture.panel("injury 1")) < 0.1  # the note, no map
 
 
 def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
     plan, picture, image = drawn
     cmap = colormaps[CMAP]
     for k in range(2):
-        panel = picture.panel(f"pass {k}")
+        panel = picture.panel(f"pass {k + 1}")
         part = plan.pass_slice(k)
         col, row = panel.to_px(plan.x_um[part] / 1000, plan.y_um[part] / 1000)
         assert np.allclose(pixel(image, col[0], row[0]), cmap(0.0)[:3], atol=0.08)
@@ -97,7 +97,7 @@ def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
 
 def test_spots_have_their_true_diameter(drawn) -> None:
     plan, picture, image = drawn
-    panel = picture.panel("pass 0")
+    panel = picture.panel("pass 1")
     part = plan.pass_slice(0)
     col, row = panel.to_px(plan.x_um[part][5] / 1000, plan.y_um[part][5] / 1000)
     line = image[round(row), :, :3]
@@ -111,10 +111,10 @@ def test_reservoirs_are_blank_and_earlier_passes_grey(drawn) -> None:
     plan, picture, image = drawn
     first = plan.pass_slice(0)
     x0, y0 = plan.x_um[first] / 1000, plan.y_um[first] / 1000
-    col, row = picture.panel("pass 0").to_px(x0[:3] + 0.5, y0[:3] + 0.5)  # half a pitch away
+    col, row = picture.panel("pass 1").to_px(x0[:3] + 0.5, y0[:3] + 0.5)  # half a pitch away
     for c, r in zip(col, row, strict=True):
         assert np.allclose(pixel(image, c, r), 1.0, atol=0.02)
-    col, row = picture.panel("pass 1").to_px(x0[3], y0[3])  # pass 0's spot in pass 1's panel
+    col, row = picture.panel("pass 2").to_px(x0[3], y0[3])  # pass 1's spot in pass 2's panel
     assert np.allclose(pixel(image, col, row), rgb(EARLIER_COLOUR), atol=0.05)
 
 

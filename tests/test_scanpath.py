@@ -325,7 +325,7 @@ def test_a_pass_feathered_to_nothing_is_refused() -> None:
     s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 1.0),
                           DensitySpec(pitch_um=500.0), 300.0,
                           feathering=Feathering(5000.0, edge_density_fraction=1e-9))
-    with pytest.raises(SettingsError, match="pass 0 has no spot") as err:
+    with pytest.raises(SettingsError, match="pass 1 has no spot") as err:
         sp.build_plan(s)
     assert err.value.field == "pattern.width_mm"
 

@@ -63,14 +63,14 @@ def test_pass_wait_is_checked(value: str, reason: str | None) -> None:
 
 def test_error_names_pass_key_line_value_and_range() -> None:
     exc = rejected(PASS + PASS.replace("density_percent = 5", "density_percent = 90"))
-    assert exc.field == "pass[1].density_percent" and exc.value == 90 and exc.line == 7
+    assert exc.field == "pass 2: density_percent" and exc.value == 90 and exc.line == 7
     assert "78.54" in exc.allowed  # densest: spots touching (pitch = spot diameter)
-    assert str(exc).startswith("t.toml:7: pass[1].density_percent = 90 rejected")
+    assert str(exc).startswith("t.toml:7: pass 2: density_percent = 90 rejected")
 
 
 @pytest.mark.parametrize(("text", "field", "allowed"), [
-    ('[[pass]]\ndesnity_percent = 5\n', "pass[0].desnity_percent", "density_percent"),
-    ('[[pass]]\ninclude = "/etc/passwd"\n', "pass[0].include", "keys pattern"),
+    ('[[pass]]\ndesnity_percent = 5\n', "pass 1: desnity_percent", "density_percent"),
+    ('[[pass]]\ninclude = "/etc/passwd"\n', "pass 1: include", "keys pattern"),
     ('speed = 3\n[[pass]]\n', "speed", "keys operator"),
     ('[device]\nurl = "sim://"\nfile = "x"\n[[pass]]\n', "device.file", "keys url"),
 ])
@@ -108,7 +108,7 @@ def test_syntax_error_gives_tomls_line_and_the_line_text() -> None:
 ])
 def test_bad_pass_values(body: str, field: str, value: object, allowed: str) -> None:
     exc = rejected(f"\n[[pass]]\n{body}\n")
-    assert exc.field == f"pass[0].{field}" and exc.value == value and allowed in exc.allowed
+    assert exc.field == f"pass 1: {field}" and exc.value == value and allowed in exc.allowed
     rows = [k for k, row in enumerate(body.splitlines()) if row.startswith(f"{field} =")]
     assert exc.line == (3 + rows[0] if rows else 2)  # the key's line, else the [[pass]] line
 
@@ -124,7 +124,7 @@ def test_a_default_that_does_not_fit_says_where_it_came_from(
     use_defaults(tmp_path, monkeypatch, "[spot120]\nsize_mm = 5\ndensity_percent = 5\n"
                                         "depth_um = 5\n")
     exc = rejected("\n[[pass]]\n")
-    assert exc.field == "pass[0].depth_um" and exc.value == 5 and exc.line == 2
+    assert exc.field == "pass 1: depth_um" and exc.value == 5 and exc.line == 2
     assert "from the spot120 defaults in pass_defaults.toml" in exc.reason
     assert parse("[[pass]]\ndepth_um = 300\n").passes[0].settings.depth_um == 300
 
@@ -140,7 +140,7 @@ def test_missing_settings_without_handpiece_defaults(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     use_defaults(tmp_path, monkeypatch, "")
     exc = rejected("[[pass]]\nsize_mm = 5\ndepth_um = 300\n")
-    assert exc.field == "pass[0].density_percent" and "no default" in exc.reason
+    assert exc.field == "pass 1: density_percent" and "no default" in exc.reason
 
 
 def test_identical_passes_form_one_plan_with_offset_passes() -> None:
@@ -161,8 +161,8 @@ def test_offset_false_fires_the_same_positions_again_as_a_new_plan() -> None:
 
 def test_offset_true_is_refused_when_the_settings_differ() -> None:
     exc = rejected(PASS + PASS.replace("300", "250") + "offset = true\n")
-    assert exc.field == "pass[1].offset" and exc.line == 9
-    assert "depth_um differs from pass[0]" in exc.reason
+    assert exc.field == "pass 2: offset" and exc.line == 9
+    assert "depth_um differs from pass 1" in exc.reason
     assert rejected(PASS + "offset = true\n").reason == "the first pass has no pass before it"
 
 
@@ -209,7 +209,7 @@ def test_a_script_without_a_pass_says_so() -> None:
 def test_a_polygon_vertex_must_be_a_finite_number(vertex: str) -> None:
     exc = rejected(f'\n[[pass]]\npattern = "polygon"\n'
                    f"vertices_mm = [[0, 0], [5, {vertex}], [5, 0]]\n")
-    assert exc.field == "pass[0].vertices_mm" and exc.allowed == "finite coordinates (mm)"
+    assert exc.field == "pass 1: vertices_mm" and exc.allowed == "finite coordinates (mm)"
     assert "inf <=" not in str(exc)
 
 

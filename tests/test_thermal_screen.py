@@ -117,7 +117,7 @@ def test_failing_plan_gets_numbers_and_checked_suggestions(
     screen = screen_plan(plan, handpiece, params)
     assert screen.passes[0].ok and not screen.passes[1].ok and not screen.ok
     reasons = screen.rejection_reasons()
-    assert reasons[0].startswith("pass 1: ")  # numbered from 0 across the session
+    assert reasons[0].startswith("pass 2: ")  # numbered from 1 across the session
     assert f"{100 * screen.passes[1].damaged_reservoir_fraction:.1f} %" in reasons[0]
     assert "the handpiece allows 5.0 %" in reasons[0]
     assert any(r.startswith("fewer passes: 1 of 2") for r in reasons)

@@ -374,7 +374,7 @@ def test_damage_just_within_the_limit_is_a_borderline_warning(limit_over_damage:
     if outcome == "clean":
         assert thermal == []
     else:
-        assert [w.field for w in thermal] == ["pass[0].damaged_reservoir_percent"]
+        assert [w.field for w in thermal] == ["pass 1: damaged_reservoir_percent"]
         assert thermal[0].value == pytest.approx(100.0 * damaged, rel=1e-6)
         assert thermal[0].limit == pytest.approx(100.0 * damaged * limit_over_damage)
 

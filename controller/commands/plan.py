@@ -81,8 +81,9 @@ class PassRow:
 
 
 def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRow]:
-    """One row per pass of the plans, numbered across plans like the script's passes, with
-    the thermal screen of each pass (``thermal``: one check per plan, see check_thermal)."""
+    """One row per pass of the plans, indexed across plans (from 0; the table numbers them
+    from 1) like the script's passes, with the thermal screen of each pass (``thermal``: one
+    check per plan, see check_thermal)."""
     rows: list[PassRow] = []
     for k, (plan, check) in enumerate(zip(plans, thermal, strict=True)):
         s, hp = plan.settings, plan.settings.handpiece
@@ -125,7 +126,7 @@ def thermal_cell(row: PassRow) -> str:
 #: (heading, unit, cell) per column; the first TEXT_COLUMNS are left-aligned text. A pass's
 #: reservoir is 100 % - its coverage; the plan lines give the reservoir all passes leave.
 COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
-    ("pass", "", lambda r: str(r.index)),
+    ("pass", "", lambda r: str(r.index + 1)),  # for people: from 1, as every message
     ("pattern", "", lambda r: r.pattern + (" hex" if r.grid == "hex" else "")),
     ("order", "", lambda r: r.order),
     ("spots", "", lambda r: str(r.spot_count)),
@@ -221,8 +222,8 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
                   f" µm spot), device {doc['device_url']}"), *([wrap(who)] if who else []), "",
              format_table(pass_rows(plans, thermal), stream), ""]
     for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True)):
-        passes = plan_doc["passes"]
-        names = f"pass {passes[0]}" if len(passes) == 1 else f"passes {passes[0]}-{passes[-1]}"
+        first, last = plan_doc["passes"][0] + 1, plan_doc["passes"][-1] + 1  # indices in JSON
+        names = f"pass {first}" if first == last else f"passes {first}-{last}"
         m = plan.metrics
         lines.append(wrap(f"plan {k} = {names} (seed {plan.seed}, checksum {plan.checksum:08x}):"
                           f" {m.pattern_area_mm2:.1f} mm², coverage {m.combined_coverage_pct:.1f}"

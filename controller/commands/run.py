@@ -178,7 +178,7 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
         session.close()
     print(wrap(f"session {outcome.session_id}: {outcome.status}"
                + (f" ({outcome.detail})" if outcome.detail else "")
-               + "; delivered " + ", ".join(f"pass {k}: {n}"
+               + "; delivered " + ", ".join(f"pass {k + 1}: {n}"
                                             for k, n in outcome.delivered.items())))
     verification = record.verify()
     print(f"record {args.record}: {verification.entries} entries, "
