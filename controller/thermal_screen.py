@@ -13,7 +13,7 @@ Model and limits: docs/thermal_model.md (a screening model, not a histology pred
 
 Screens take seconds to minutes (a 10-pass plan is 55 model runs, its suggestions more):
 inside ``with screen_progress(callback):`` every model run first calls ``callback`` with what
-it evaluates, e.g. ``"plan 0, pass 3 of 10"`` or ``"suggestion thermal-spread order, pass 1 of
+it evaluates, e.g. ``"plan 1, pass 3 of 10"`` or ``"suggestion thermal-spread order, pass 1 of
 10"``, so that a caller can show progress.
 """
 

@@ -151,13 +151,13 @@ class ThermalCheck:
     def rejections(self) -> tuple[str, ...]:
         """Why the plan is rejected: the model's numbers and its evaluated suggestions (the
         suggestions screen changed plans, seconds; computed once). Empty when within limits."""
-        head = f"thermal screen of plan {self.plan_index}: "
+        head = f"thermal screen of plan {self.plan_index + 1}: "
         if self.unlimited:
             return ()
         if self.screen is None:
             return (f"{head}the model could not evaluate it ({self.error})",)
         try:
-            with screening(f"plan {self.plan_index}"):
+            with screening(f"plan {self.plan_index + 1}"):
                 reasons = self.screen.rejection_reasons()
         except SettingsError as exc:  # a suggestion's variant is beyond the model's range
             worst = max(self.screen.passes, key=lambda p: p.damaged_reservoir_fraction)
@@ -179,7 +179,7 @@ def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[Therm
             checks.append(ThermalCheck(k, None, unlimited=True))
             continue
         try:
-            with screening(f"plan {k}"):
+            with screening(f"plan {k + 1}"):
                 screen = screen_plan(plan, plan.settings.handpiece, inter_pass_gap_s=pass_wait_s,
                                      earlier=plans[:k])
             checks.append(ThermalCheck(k, screen))
@@ -241,7 +241,7 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
         thermal = check_thermal(plans, pass_wait_s)
     _thermal_borderline(thermal, bl, warnings)
     rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
-    rejections += [f"plan {k}: its spots were changed after it was planned (they no longer "
+    rejections += [f"plan {k + 1}: its spots were changed after it was planned (they no longer "
                    f"match its checksum {plan.checksum:#010x}); plan it again"
                    for k, plan in enumerate(plans) if not plan.intact]
     if findings or rejections:

@@ -1,6 +1,7 @@
-"""Passes are numbered from 1 wherever people read them: the plan table and its plan lines,
-CLI progress and results, script errors, envelope and device findings, the record's
-problems. The record's own fields (``pass_index``, ``pass``) stay indices from 0."""
+"""Passes (and the plans they group into) are numbered from 1 wherever people read them: the
+plan table and its plan lines, CLI progress and results, script errors, envelope and device
+findings, the record's problems. The record's own fields (``pass_index``, ``pass``) and the
+JSON stay indices from 0."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def test_the_plan_table_and_its_plan_lines_number_passes_from_1(
     assert main(["plan", DEEP]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if line[:1].isdigit()] == ["1", "2", "3"]
-    assert any(line.startswith("plan 0 = passes 1-2 (seed 0") for line in lines)
-    assert any(line.startswith("plan 1 = pass 3 (seed 7") for line in lines)
+    assert any(line.startswith("plan 1 = passes 1-2 (seed 0") for line in lines)
+    assert any(line.startswith("plan 2 = pass 3 (seed 7") for line in lines)
 
 
 def test_run_progress_and_result_number_passes_from_1(tmp_path: Path,

@@ -30,11 +30,11 @@ def hot_plan_checks() -> tuple[list[str], int]:
 
 def test_every_model_run_is_announced_with_what_it_evaluates() -> None:
     seen, passes = hot_plan_checks()
-    assert seen[:passes] == [f"plan 0, pass {k + 1} of {passes}" for k in range(passes)]
+    assert seen[:passes] == [f"plan 1, pass {k + 1} of {passes}" for k in range(passes)]
     suggestions = seen[passes:]
-    assert "plan 0, suggestion thermal-spread order, pass 1 of 2" in suggestions
-    assert any(s.startswith("plan 0, suggestion coverage ") for s in suggestions)
-    assert all(s.startswith("plan 0, suggestion ") for s in suggestions)
+    assert "plan 1, suggestion thermal-spread order, pass 1 of 2" in suggestions
+    assert any(s.startswith("plan 1, suggestion coverage ") for s in suggestions)
+    assert all(s.startswith("plan 1, suggestion ") for s in suggestions)
 
 
 def test_nothing_is_announced_outside_the_block() -> None:
@@ -55,7 +55,7 @@ def test_a_terminal_shows_the_screen_and_a_log_does_not() -> None:
     with screen_display(terminal, refresh_s=0.0):
         screen_hot_plan()
     seen, _ = hot_plan_checks()
-    assert "thermal screen: plan 0, pass 1 of 2 (1 model runs," in terminal.getvalue()
+    assert "thermal screen: plan 1, pass 1 of 2 (1 model runs," in terminal.getvalue()
     assert f"thermal screen: {seen[-1]} ({len(seen)} model runs," in terminal.getvalue()
     with screen_display(log):
         screen_hot_plan()

@@ -106,7 +106,7 @@ def test_the_thermal_screen_gates_the_session_and_the_wait_counts(
         plan = plan_for_device(demo_like(), dev.info.limits)
         with pytest.raises(PlanRejected) as info:
             TreatmentSession(dev, [plan], record, operator="t", patient_ref="p")
-        assert "thermal screen of plan 0: pass 2: " in str(info.value)
+        assert "thermal screen of plan 1: pass 2: " in str(info.value)
         assert "pass_wait_s = " in str(info.value)  # the evaluated wait is suggested
         assert len(list(record.entries())) == 0
         session = TreatmentSession(dev, [plan], record, operator="t", patient_ref="p",

@@ -79,7 +79,7 @@ def test_a_hot_plan_is_rejected_with_the_models_numbers_and_suggestions() -> Non
     assert len(reasons) >= 2  # the numbers, then at least one evaluated suggestion
     for reason in reasons:
         assert reason in text
-    first = next(line for line in info.value.extra if "thermal screen of plan 0" in line)
+    first = next(line for line in info.value.extra if "thermal screen of plan 1" in line)
     assert re.search(r"\d %", first) and re.search(r"\d K", first)
     rejected = info.value.thermal[0].screen
     assert rejected is not None
@@ -113,7 +113,7 @@ def test_a_suggestion_beyond_the_model_still_leaves_the_numbers(
 def test_a_session_refuses_a_hot_plan_and_fires_nothing(tmp_path: Path) -> None:
     with open_device(FAST) as dev, TreatmentRecord(tmp_path / "t.db") as rec:
         plans = parse_script(HOT, Path("t.toml")).plans(lambda s: timing_for(dev.info.limits, s))
-        with pytest.raises(PlanRejected, match="thermal screen of plan 0"):
+        with pytest.raises(PlanRejected, match="thermal screen of plan 1"):
             TreatmentSession(dev, plans, rec, operator="t", patient_ref="p")
         assert len(dev.simulator.device.ground_truth) == 0
         assert list(rec.entries()) == []
@@ -133,7 +133,7 @@ def test_plan_shows_the_failing_check_and_exits_3(tmp_path: Path,
     lines = out.splitlines()
     assert "thermal" in lines[3] and "check" in lines[4]
     assert any(re.search(r"FAIL \d+\.\d %$", row) for row in table_rows(out))
-    assert "thermal screen of plan 0" in err
+    assert "thermal screen of plan 1" in err
     assert max(len(line) for line in out.splitlines() + err.splitlines()) <= WIDTH
     assert main(["plan", path, "--json"]) == EXIT_REJECTED
     doc = json.loads(capsys.readouterr().out)
@@ -163,7 +163,7 @@ def test_preview_draws_a_rejected_plan_with_its_injury_maps(
     width, height = map(int, size.groups())
     assert imread(png).shape[:2] == (height, width)
     assert height > width  # pattern panels above, injury maps below
-    assert "thermal screen of plan 0" in err
+    assert "thermal screen of plan 1" in err
 
 
 # -- the heat a session delivered --------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_damage_just_within_the_limit_is_a_borderline_warning(limit_over_damage:
     envelope = replace(ClinicalEnvelope.load(), max_combined_coverage_percent=100.0,
                        max_coverage_percent=100.0, max_cumulative_fluence_j_cm2=1e6)
     if outcome == "rejected":
-        with pytest.raises(PlanRejected, match="thermal screen of plan 0"):
+        with pytest.raises(PlanRejected, match="thermal screen of plan 1"):
             validate_plans([plan], envelope)
         return
     thermal = [w for w in validate_plans([plan], envelope) if w.rule == "thermal screen"]

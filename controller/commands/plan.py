@@ -221,7 +221,7 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
     lines = [wrap(f"{doc['script']}: handpiece {doc['handpiece']} ({doc['spot_diameter_um']:g}"
                   f" µm spot), device {doc['device_url']}"), *([wrap(who)] if who else []), "",
              format_table(pass_rows(plans, thermal), stream), ""]
-    for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True)):
+    for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True), start=1):
         first, last = plan_doc["passes"][0] + 1, plan_doc["passes"][-1] + 1  # indices in JSON
         names = f"pass {first}" if first == last else f"passes {first}-{last}"
         m = plan.metrics
