@@ -234,13 +234,8 @@ class DensitySpec:
         Allowed: pitch from the spot diameter (spots of one pass never overlap) to
         ``MAX_PITCH_UM``, or the coverage / spots per cm^2 that those pitches give.
         """
-        cell_factor = math.sqrt(3.0) / 2.0 if grid == "hex" else 1.0
+        cell_factor = _cell_factor(grid)
         spot_area_um2 = math.pi * spot_diameter_um**2 / 4.0
-
-        def from_pitch(pitch_um: float) -> Density:
-            cell_um2 = pitch_um**2 * cell_factor
-            return Density(pitch_um, 100.0 * spot_area_um2 / cell_um2, 1e8 / cell_um2)
-
         if self.pitch_um is not None:
             name, value, pitch_um = "pitch_um", self.pitch_um, float(self.pitch_um)
         elif self.coverage_pct is not None:
@@ -251,13 +246,44 @@ class DensitySpec:
             name, value = "spots_per_cm2", self.spots_per_cm2
             pitch_um = math.sqrt(1e8 / self.spots_per_cm2 / cell_factor)
         if not spot_diameter_um <= pitch_um <= MAX_PITCH_UM:
-            dense, sparse = from_pitch(spot_diameter_um), from_pitch(MAX_PITCH_UM)
-            lo, hi = sorted((getattr(dense, name), getattr(sparse, name)))
-            raise SettingsError(
-                f"density.{name}", value,
-                f"{lo:.4g}..{hi:.4g} for a {spot_diameter_um:g} µm spot on a {grid} grid "
-                f"(pitch {spot_diameter_um:g}..{MAX_PITCH_UM:g} µm)")
-        return from_pitch(pitch_um)
+            raise SettingsError(f"density.{name}", value,
+                                density_allowed(name, spot_diameter_um, grid))
+        return density_at_pitch(pitch_um, spot_diameter_um, grid)
+
+
+def _cell_factor(grid: str) -> float:
+    """Area of a lattice cell over pitch²."""
+    return math.sqrt(3.0) / 2.0 if grid == "hex" else 1.0
+
+
+def density_at_pitch(pitch_um: float, spot_diameter_um: float, grid: str) -> Density:
+    """The density of spots of this diameter at this pitch on this grid, in its three forms."""
+    spot_area_um2 = math.pi * spot_diameter_um**2 / 4.0
+    cell_um2 = pitch_um**2 * _cell_factor(grid)
+    return Density(pitch_um, 100.0 * spot_area_um2 / cell_um2, 1e8 / cell_um2)
+
+
+def density_allowed(name: str, spot_diameter_um: float, grid: str,
+                    max_coverage_pct: float = math.inf) -> str:
+    """The range of density form ``name`` (``coverage_pct``, ``pitch_um`` or
+    ``spots_per_cm2``) a pass can use, as an error's ``allowed``: pitch from the spot diameter
+    to ``MAX_PITCH_UM``, and with ``max_coverage_pct`` (the clinical envelope's limit for one
+    pass) no denser than that coverage, so that the range names what is accepted in the end,
+    not only what the geometry permits."""
+    touching = density_at_pitch(spot_diameter_um, spot_diameter_um, grid)
+    sparse = density_at_pitch(MAX_PITCH_UM, spot_diameter_um, grid)
+    capped = max_coverage_pct < touching.coverage_pct
+    dense = density_at_pitch(spot_diameter_um * math.sqrt(touching.coverage_pct
+                                                          / max_coverage_pct),
+                             spot_diameter_um, grid) if capped else touching
+    lo, hi = sorted((getattr(dense, name), getattr(sparse, name)))
+    where = f"for a {spot_diameter_um:g} µm spot on a {grid} grid"
+    if not capped:
+        return f"{lo:.4g}..{hi:.4g} {where} (pitch {spot_diameter_um:g}..{MAX_PITCH_UM:g} µm)"
+    return (f"{lo:.4g}..{hi:.4g} {where} (pitch {dense.pitch_um:.4g}..{MAX_PITCH_UM:g} µm: at "
+            f"most {max_coverage_pct:g} % coverage per pass, the clinical envelope's limit; "
+            f"the spots touch at pitch {spot_diameter_um:g} µm, "
+            f"{touching.coverage_pct:.4g} %)")
 
 
 #: Longest cooling wait between passes (s): scripts and sessions accept 0..this.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,33 @@ def test_pass_wait_is_checked(value: str, reason: str | None) -> None:
 def test_error_names_pass_key_line_value_and_range() -> None:
     exc = rejected(PASS + PASS.replace("density_percent = 5", "density_percent = 90"))
     assert exc.field == "pass 2: density_percent" and exc.value == 90 and exc.line == 7
-    assert "78.54" in exc.allowed  # densest: spots touching (pitch = spot diameter)
     assert str(exc).startswith("t.toml:7: pass 2: density_percent = 90 rejected")
+
+
+@pytest.mark.parametrize(("body", "allowed"), [
+    ("density_percent = 90", "0.04524..35 for a 120 µm spot on a square grid (pitch 179.8..5000"
+                             " µm: at most 35 % coverage per pass, the clinical envelope's limit;"
+                             " the spots touch at pitch 120 µm, 78.54 %)"),
+    ("pitch_um = 100", "179.8..5000 for a 120 µm spot on a square grid"),
+    ("spots_per_cm2 = 9000", "4..3095 for a 120 µm spot on a square grid"),
+    ('grid = "hex"\ndensity_percent = 95', "0.05224..35 for a 120 µm spot on a hex grid (pitch "
+                                           "193.2..5000 µm: at most 35 %"),
+])
+def test_a_density_beyond_the_geometry_names_the_range_the_envelope_lets_a_pass_use(
+        body: str, allowed: str) -> None:
+    """Not the geometric range (up to 78.54 % when the spots touch): the clinical envelope
+    refuses more than 35 % coverage in one pass, so that is what a pass can use."""
+    exc = rejected(f"[[pass]]\nsize_mm = 6\n{body}\ndepth_um = 300\n")
+    assert exc.field == f"pass 1: {body.splitlines()[-1].split(' =')[0]}"
+    assert exc.allowed.startswith(allowed), exc.allowed
+
+
+def test_the_density_range_is_the_geometric_one_where_the_envelope_allows_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loose = replace(ClinicalEnvelope.load(), max_coverage_percent=95.0)
+    monkeypatch.setattr(ClinicalEnvelope, "load", classmethod(lambda cls: loose))
+    exc = rejected("[[pass]]\nsize_mm = 6\ndensity_percent = 90\ndepth_um = 300\n")
+    assert exc.allowed == "0.04524..78.54 for a 120 µm spot on a square grid (pitch 120..5000 µm)"
 
 
 @pytest.mark.parametrize(("text", "field", "allowed"), [
