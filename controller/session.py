@@ -208,6 +208,10 @@ class TreatmentSession:
                          "handpiece": j.plan.settings.handpiece.name,
                          "galvo": j.plan.timing.to_record()} for j in self.jobs],
                 warnings=[str(w) for w in self.warnings])
+        else:  # who resumed, on which device (the session entry names who started it)
+            record.append(session_id, "session_resumed", operator=operator,
+                          device_url=device.url, device_serial=device.info.serial,
+                          firmware=device.info.firmware)
         self.session_id = session_id
         for job in self.jobs:
             record.store_pass_spots(session_id, job.number, job.spots.records)

@@ -45,7 +45,7 @@ def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
 
 def session_for(dev: Device, rec: TreatmentRecord, **kwargs) -> TreatmentSession:
     plan = plan_for_device(settings(**kwargs.pop("plan", {})), dev.info.limits)
-    return TreatmentSession(dev, [plan], rec, operator="tester",
+    return TreatmentSession(dev, [plan], rec, operator=kwargs.pop("operator", "tester"),
                             patient_ref=kwargs.pop("patient_ref", "P-1"), **kwargs)
 
 

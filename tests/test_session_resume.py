@@ -69,12 +69,17 @@ def test_another_plan_does_not_resume_a_session(record: TreatmentRecord, plan: d
 def test_the_same_plan_resumes_and_completes(record: TreatmentRecord) -> None:
     waiting = unfinished(record)
     with open_device(f"sim://?{FAST}") as dev:
-        resumed = session_for(dev, record, session_id=waiting.session_id)
+        resumed = session_for(dev, record, session_id=waiting.session_id, operator="Dr B")
         assert resumed.run().status == "completed"
         resumed.close()
         fired = dev.simulator.device.ground_truth
+        serial = dev.info.serial
     assert len(fired) == sum(j.spots.count for j in resumed.jobs)
     assert record.verify().ok
+    # the record names who resumed, on which device; the session entry who started it
+    (entry,) = record.entries(waiting.session_id, "session_resumed")
+    assert entry.body["operator"] == "Dr B" and entry.body["device_serial"] == serial
+    assert [e.body["operator"] for e in record.sessions()] == ["tester"]
     with pytest.raises(SettingsError, match="ended: completed"), \
             open_device(f"sim://?{FAST}") as dev:
         session_for(dev, record, session_id=waiting.session_id)
