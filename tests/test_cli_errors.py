@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
+from controller.record import TreatmentRecord
 from tests.test_cli_run import FAST
 
 EXAMPLE = str(Path(__file__).parents[1] / "examples" / "surface_texture.toml")
@@ -49,6 +50,26 @@ def test_demo_with_a_bad_script_or_device(tmp_path: Path, capsys: pytest.Capture
                                             str(tmp_path / "none.toml")], 3)
     assert "cannot reach the device" in error_of(capsys, ["demo", "--out", out, "--device",
                                                           "bogus://x"], 6)
+
+
+def test_demo_names_who_treats_and_whom(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    """A template script without operator and patient (examples/rapid_recovery.toml): the
+    demo refuses before reaching the device, as run does, or takes --operator/--patient."""
+    template = str(Path(EXAMPLE).with_name("rapid_recovery.toml"))
+    out = tmp_path / "demo"
+    err = error_of(capsys, ["demo", "--out", str(out), "--script", template,
+                            "--device", "bogus://never-reached"], 3)
+    assert "operator" in err and "--operator" in err and not (out / "treatments.db").exists()
+    err = error_of(capsys, ["demo", "--out", str(out), "--script", template, "--operator",
+                            "Dr A", "--device", "bogus://never-reached"], 3)
+    assert "patient_ref" in err and "--patient" in err
+    assert main(["demo", "--out", str(out), "--script", template, "--operator", "Dr A",
+                 "--patient", "test card", "--device",
+                 "sim://?footswitch=down&pre_emission_ms=20&seed=1"]) == 0
+    with TreatmentRecord(out / "treatments.db") as record:
+        (entry,) = record.sessions()
+    assert (entry.body["operator"], entry.body["patient_ref"]) == ("Dr A", "test card")
 
 
 @pytest.mark.parametrize(("option", "value", "allowed"), [

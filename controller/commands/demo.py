@@ -14,7 +14,7 @@ from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
 from controller.record import TreatmentRecord
 from controller.script import TreatmentScript, load_script
-from controller.session import TreatmentSession, timing_for
+from controller.session import TreatmentSession, timing_for, who_and_whom
 from controller.validation import PlanRejected
 from drivers import Device, DeviceError, open_device
 
@@ -32,6 +32,7 @@ treatments.db.lock): copy the .head file along with the .db, or the copy does no
 examples:
   co2scan demo
   co2scan demo --out out/demo --script examples/deep_scar.toml
+  co2scan demo --script examples/rapid_recovery.toml --operator "Dr A" --patient "test card"
 """
 
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         script = load_script(args.script)
+        # as co2scan run: who treats and whom, before the device is reached
+        who = who_and_whom(args.operator or script.operator, args.patient or script.patient_ref)
     except SettingsError as exc:
         return fail(str(exc))
     except OSError as exc:
@@ -54,14 +57,15 @@ def run(args: argparse.Namespace) -> int:
     except DeviceError as exc:
         return fail(f"cannot reach the device at {args.device}: {exc}", EXIT["device"])
     try:
-        return _deliver(script, device, args.device, out)
+        return _deliver(script, who, device, args.device, out)
     except SettingsError as exc:  # the script against this device's limits
         return fail(str(exc))
     except PictureError as exc:
         return fail(str(exc), EXIT_NOT_WRITTEN)
 
 
-def _deliver(script: TreatmentScript, device: Device, url: str, out: Path) -> int:
+def _deliver(script: TreatmentScript, who: tuple[str, str], device: Device, url: str,
+             out: Path) -> int:
     from controller.pictures import draw_plan
 
     with device:
@@ -77,8 +81,8 @@ def _deliver(script: TreatmentScript, device: Device, url: str, out: Path) -> in
             rejected: PlanRejected | None
             try:
                 with screen_display(sys.stderr):
-                    session = TreatmentSession(device, plans, record, operator=script.operator,
-                                               patient_ref=script.patient_ref,
+                    session = TreatmentSession(device, plans, record, operator=who[0],
+                                               patient_ref=who[1],
                                                on_progress=display.update,
                                                pass_wait_s=script.pass_wait_s)
             except PlanRejected as exc:
@@ -124,4 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="treatment script (default: the built-in demo)")
     parser.add_argument("--device", default="sim://?footswitch=down&seed=1", metavar="URL",
                         help="device URL (default: the embedded simulator, footswitch down)")
+    parser.add_argument("--operator", default="",
+                        help="operator for the record, over the script's operator (one of the "
+                             "two is required)")
+    parser.add_argument("--patient", default="", metavar="REF",
+                        help="patient reference for the record, over the script's patient_ref "
+                             "(one of the two is required)")
     parser.set_defaults(handler=run)
