@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import math
 import random
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
@@ -60,12 +60,11 @@ from drivers.protocol.messages import (
 from sim_hw._firing import fire_times
 from sim_hw._reports import delivered_reports
 from sim_hw.config import SimConfig, parse_input
-from sim_hw.galvo import Calibration, Galvo
+from sim_hw.galvo import Galvo
 from sim_hw.laser import Laser
+from sim_hw.nvm import NonVolatile, PassRecord
 from sim_hw.truth import GroundTruth
 
-#: Recent plan checksums whose highest fired index the device keeps in non-volatile memory.
-NV_FIRED_PLANS = 16
 _STATUS_REQUEST = BY_NAME["STATUS_REQUEST"].type_id
 _DELIVERED = BY_NAME["EVT_DELIVERED"]
 _SPOT_BATCH_DEF = BY_NAME["SPOT_BATCH"]
@@ -151,48 +150,69 @@ class Refused(Exception):
 
 
 @dataclass
-class Plan:
-    """The loaded pass and its progress (the part rule 9 keeps in non-volatile memory)."""
+class Plan(PassRecord):
+    """The loaded pass and its progress: the pass record (which rule 9 keeps in non-volatile
+    memory) and where the spot buffer has got to."""
 
-    pass_index: int
-    spot_count: int
-    plan_checksum: int
-    first_index: int
-    next_index: int
-    delivered_count: int = 0
-    last_delivered: int = NO_INDEX
+    next_index: int = 0
     loaded: bool = True
 
-    def resume_index(self) -> int:
-        return self.first_index if self.last_delivered == NO_INDEX else self.last_delivered + 1
+    @classmethod
+    def restored(cls, record: PassRecord) -> Plan:
+        """The plan a start restores from the pass record: buffer empty, so the next index is
+        the one after the last fired."""
+        return cls(**dataclasses.asdict(record), next_index=record.resume_index())
+
+    def record(self) -> PassRecord:
+        return PassRecord(**{f.name: getattr(self, f.name)
+                             for f in dataclasses.fields(PassRecord)})
 
 
 class SimDevice:
-    """A co2scan device: state machine, spot buffer, galvo, laser, interlocks and watchdog."""
+    """A co2scan device: state machine, spot buffer, galvo, laser, interlocks and watchdog.
 
-    def __init__(self, config: SimConfig | None = None) -> None:
+    ``nv`` is its non-volatile memory (blank when None: the very first power-on); a memory
+    already initialised makes this start a later one, as after a power loss (rule 9).
+    ``on_nv_write`` is called with the memory whenever the device writes it, the progress of a
+    pass before its spots fire (a state file keeps it, see ``sim_hw.state_file``).
+    """
+
+    def __init__(self, config: SimConfig | None = None, nv: NonVolatile | None = None,
+                 on_nv_write: Callable[[NonVolatile], None] | None = None) -> None:
         self.config = config or SimConfig()
         cfg = self.config
         self._rng = random.Random(cfg.seed)
-        self.galvo = Galvo(cfg)
-        self.laser = Laser(cfg, np.random.default_rng(cfg.seed + 1))
+        #: Non-volatile memory (rule 9); its fired-index memory (rule 1) survives ABORT,
+        #: completion, reload, reset and power loss, so no path can re-fire a delivered spot.
+        self.nv = NonVolatile.factory(cfg) if nv is None else nv
+        self._on_nv_write = on_nv_write
+        self.galvo = Galvo(cfg, self.nv.calibration)
+        self.laser = Laser(cfg, np.random.default_rng(cfg.seed + 1), self.nv.limits)
         self.truth = GroundTruth()
-        self._device_key = cfg.device_key
         self._inputs = sum(int(bit) for name, bit in _INPUT_BITS.items() if getattr(cfg, name))
-        self._nv_plan: Plan | None = None
-        #: Non-volatile: highest index fired per recent (plan checksum, pass index) (spec
-        #: rule 1); survives
-        #: ABORT, completion, reload and reset, so no path can re-fire a delivered spot.
-        self._nv_fired: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._now_s = 0.0
         self._host_now_s = 0.0
         self._frames_dropped_before = 0
         self.counters = {"frames_received": 0, "nacks_sent": 0, "replies_sent": 0,
                          "events_sent": 0, "resets": 0}
-        self._boot(State.STANDBY, FaultCode.NONE, plan=None)
-        self._announce_power_on = False
+        later = self.nv.initialised
+        self.nv.initialised = True
+        self._power_on(later)
+        self._nv_written()
 
     # -- power-on and reset ------------------------------------------------------------------
+
+    def _power_on(self, later: bool) -> None:
+        """Rule 9: the very first start in STANDBY; every later one in FAULT with
+        DEVICE_RESET, the pass restored from the pass record, EVT_STATE (POWER_ON) once a host
+        talks to it."""
+        record = self.nv.pass_record
+        if later:
+            plan = None if record is None else Plan.restored(record)
+            self._boot(State.FAULT, FaultCode.DEVICE_RESET, plan)
+        else:
+            self._boot(State.STANDBY, FaultCode.NONE, plan=None)
+        self._announce_power_on = later
 
     def _boot(self, state: State, fault_code: FaultCode, plan: Plan | None) -> None:
         """Volatile state after power-on: nothing buffered, nothing pending, counters at 0."""
@@ -223,14 +243,12 @@ class SimDevice:
         self.laser.aiming_beam = False
 
     def reset(self) -> None:
-        """Device reset / power cycle (rule 9): FAULT with DEVICE_RESET, plan restored from
-        non-volatile memory, buffer empty; EVT_STATE (POWER_ON) once a host talks to it."""
+        """Device reset (rule 9): FAULT with DEVICE_RESET, plan restored from non-volatile
+        memory, buffer empty, the mirrors where they were; EVT_STATE (POWER_ON) once a host
+        talks to it."""
         self._frames_dropped_before += self._decoder.errors
-        nv = self._nv_plan
-        plan = None if nv is None else dataclasses.replace(nv, next_index=nv.resume_index())
-        self._boot(State.FAULT, FaultCode.DEVICE_RESET, plan)
+        self._power_on(later=True)
         self.counters["resets"] += 1
-        self._announce_power_on = True
 
     def disconnect(self) -> None:
         """The host went away: drop unsent bytes and any partial frame."""
@@ -440,20 +458,20 @@ class SimDevice:
         self._set_state(State.FAULT, cause)
 
     def _persist(self, plan: Plan) -> None:
-        """Write the plan's progress to non-volatile memory (rule 9)."""
-        nv = self._nv_plan
-        if nv is None:
-            self._nv_plan = dataclasses.replace(plan)
+        """Write the plan's progress and its fired index to non-volatile memory (rules 1, 9)."""
+        record = self.nv.pass_record
+        if record is None:
+            self.nv.pass_record = plan.record()
         else:
-            nv.delivered_count = plan.delivered_count
-            nv.last_delivered = plan.last_delivered
+            record.delivered_count = plan.delivered_count
+            record.last_delivered = plan.last_delivered
+        self.nv.remember_fired(plan.plan_checksum, plan.pass_index, plan.last_delivered)
+        self._nv_written()
 
-    def _remember_fired(self, key: tuple[int, int], index: int) -> None:
-        fired = self._nv_fired
-        fired[key] = max(fired.get(key, index), index)
-        fired.move_to_end(key)
-        while len(fired) > NV_FIRED_PLANS:
-            fired.popitem(last=False)
+    def _nv_written(self) -> None:
+        """The non-volatile memory changed: hand it to whoever keeps it (a state file)."""
+        if self._on_nv_write is not None:
+            self._on_nv_write(self.nv)
 
     def _clear_buffer(self) -> None:
         self._buffer.clear()
@@ -463,7 +481,8 @@ class SimDevice:
     def _unload_plan(self) -> None:
         if self.plan is not None:
             self.plan.loaded = False
-        self._nv_plan = None
+        self.nv.pass_record = None
+        self._nv_written()
         self._clear_buffer()
 
     @property
@@ -519,7 +538,7 @@ class SimDevice:
             record = spots.spot[skip:-1]
             known = np.concatenate((known[:-1], fire_times(
                 float(known[-1]), spots.mirror_x[skip:], spots.mirror_y[skip:],
-                record["pulse_us"], record["stack"], 1 / self.laser.rep_rate_hz, self.galvo)))
+                record["pulse_us"], record["stack"], 1 / self.nv.rep_rate_hz, self.galvo)))
         self._fire_times_s = known
         return known[:count]
 
@@ -544,26 +563,25 @@ class SimDevice:
         times_s = self._fire_times(VIRTUAL_SKIP_SPOTS)  # usually known already
         if times_s[-1] <= limit_s:  # more may be due: each takes at least the rep-rate period
             times_s = self._fire_times(
-                int((limit_s - self._next_fire_s) * self.laser.rep_rate_hz) + 2)
+                int((limit_s - self._next_fire_s) * self.nv.rep_rate_hz) + 2)
         count = int(np.searchsorted(times_s, limit_s, side="right"))
         times_s = times_s[:count]
         buffered = self._buffer.ahead(count)
         spots = buffered.spot
-        self.galvo.move(int(buffered.mirror_x[-1]), int(buffered.mirror_y[-1]))
         last = spots[-1]
-        measured_uj = self.laser.fire(spots["energy_uj"], spots["stack"])
-        self.truth.extend_fired(spots, measured_uj, times_s, plan.pass_index)
         index = int(last["index"])
         plan.delivered_count += count
         plan.last_delivered = index
-        self._remember_fired((plan.plan_checksum, plan.pass_index), index)
-        self._persist(plan)  # written before the deliveries are reported
+        self._persist(plan)  # before the spots fire: a power loss may lose one, never re-fire it
+        self.galvo.move(int(buffered.mirror_x[-1]), int(buffered.mirror_y[-1]))
+        measured_uj = self.laser.fire(spots["energy_uj"], spots["stack"])
+        self.truth.extend_fired(spots, measured_uj, times_s, plan.pass_index)
         delivered = np.empty(count, DELIVERED_DTYPE)
         delivered["index"], delivered["measured_uj"] = spots["index"], measured_uj
         self._report(delivered, times_s)
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)
-        self._period_ready_s = t_s + 1 / self.laser.rep_rate_hz
+        self._period_ready_s = t_s + 1 / self.nv.rep_rate_hz
         self._galvo_free_s = t_s + int(last["pulse_us"]) * int(last["stack"]) / 1e6  # as
         # Laser.spot_duration_s gives it, without numpy for one spot
         known = self._fire_times_s
@@ -732,7 +750,7 @@ class SimDevice:
             "last_delivered": plan.last_delivered if plan else NO_INDEX,
             "uptime_ms": int((self._now_s - self._boot_s) * 1000) & 0xFFFFFFFF,
             "temperature_dc": self.laser.temperature_dc,
-            "rep_rate_hz": min(self.laser.rep_rate_hz, 0xFFFF),
+            "rep_rate_hz": min(self.nv.rep_rate_hz, 0xFFFF),
         }
 
     def _on_status_request(self, request: Message) -> Message:
@@ -746,7 +764,7 @@ class SimDevice:
         nonce, self._nonce = self._nonce, None  # consumed by the first response, right or wrong
         if nonce is None:
             raise Refused(ErrorCode.AUTH_FAILED, 0, "no challenge outstanding")
-        expected = hmac.new(self._device_key, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
+        expected = hmac.new(self.nv.device_key, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, bytes(request["mac"])):
             raise Refused(ErrorCode.AUTH_FAILED, 0, "wrong response")
         self._service = True
@@ -758,7 +776,9 @@ class SimDevice:
         return self._ack(request)
 
     def _on_set_calibration(self, request: Message) -> Message:
-        self.galvo.calibration = Calibration(**{k: int(v) for k, v in request.values.items()})
+        for name, value in request.values.items():  # the galvo's calibration
+            setattr(self.nv.calibration, name, int(value))
+        self._nv_written()
         return self._ack(request)
 
     def _on_set_limits(self, request: Message) -> Message:
@@ -771,12 +791,14 @@ class SimDevice:
             raise Refused(ErrorCode.OUT_OF_RANGE, int(request["energy_max_uj"]),
                           f"energy_max_uj below energy_min_uj {self.config.energy_min_uj}")
         for name in ("energy_max_uj", "rep_rate_max_hz", "avg_power_max_mw"):
-            setattr(self.laser.limits, name, int(request[name]))
-        self.laser.rep_rate_hz = min(self.laser.rep_rate_hz, self.laser.limits.rep_rate_max_hz)
+            setattr(self.nv.limits, name, int(request[name]))  # the laser's limits
+        self.nv.rep_rate_hz = min(self.nv.rep_rate_hz, self.nv.limits.rep_rate_max_hz)
+        self._nv_written()
         return self._ack(request)
 
     def _on_set_device_key(self, request: Message) -> Message:
-        self._device_key = bytes(request["key"])
+        self.nv.device_key = bytes(request["key"])
+        self._nv_written()
         return self._ack(request)
 
     def _on_galvo_jump(self, request: Message) -> None:
@@ -804,7 +826,8 @@ class SimDevice:
             if peak_uj * rate_hz > limits.avg_power_max_mw * 1000:
                 raise Refused(ErrorCode.OUT_OF_RANGE, rate_hz,
                               "buffered spots would exceed the average power limit")
-        self.laser.rep_rate_hz = rate_hz
+        self.nv.rep_rate_hz = rate_hz
+        self._nv_written()
         return self._ack(request)
 
     def _on_load_plan(self, request: Message) -> Message:
@@ -812,12 +835,14 @@ class SimDevice:
         checksum = int(request["plan_checksum"])
         if first >= spot_count:
             raise Refused(ErrorCode.OUT_OF_RANGE, first, f"first_index >= spot_count {spot_count}")
-        floor = self._nv_fired.get((checksum, int(request["pass_index"])), NO_INDEX)
+        floor = self.nv.fired_through(checksum, int(request["pass_index"]))
         if floor != NO_INDEX and first <= floor:
             raise Refused(ErrorCode.BAD_INDEX, floor + 1, f"spot {floor} already delivered")
         self._clear_buffer()
-        self.plan = Plan(int(request["pass_index"]), spot_count, checksum, first, first)
-        self._nv_plan = dataclasses.replace(self.plan)
+        self.plan = Plan(int(request["pass_index"]), spot_count, checksum, first,
+                         next_index=first)
+        self.nv.pass_record = self.plan.record()
+        self._nv_written()
         self._set_state(State.READY, Cause.HOST_COMMAND)
         return make_message("PLAN_LOADED", pass_index=self.plan.pass_index,
                             spot_count=spot_count, plan_checksum=checksum, next_index=first,
@@ -838,7 +863,7 @@ class SimDevice:
                           f"{len(spots)} spots, {self.credits} credits")
         x, y = spots["x_lsb"], spots["y_lsb"]
         mirror_x, mirror_y = self.galvo.corrected(x, y)
-        rate_hz = self.laser.rep_rate_hz
+        rate_hz = self.nv.rep_rate_hz
         if not self._all_within_limits(spots, extremes, mirror_x, mirror_y):
             indices = spots["index"].astype(np.int64)
             ok = ((indices < plan.spot_count) & self.galvo.reachable(x, y)
@@ -864,7 +889,7 @@ class SimDevice:
                 and self.galvo.all_reachable(extremes["x_lsb"], extremes["y_lsb"],
                                              mirror_x, mirror_y)
                 and self.laser.all_allowed(extremes, spots["energy_uj"], spots["stack"],
-                                           self.laser.rep_rate_hz))
+                                           self.nv.rep_rate_hz))
 
     def _accept_batches(self, frames: list[RawFrame]) -> bool:
         """Take consecutive SPOT_BATCH requests at once when every one of them would be

@@ -38,11 +38,12 @@ class Galvo:
     reaches its target; the device sees that when the move should have completed.
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, calibration: Calibration | None = None) -> None:
         self.usable_lsb = (config.usable_lsb_min, config.usable_lsb_max)
         self.speed_um_per_ms = config.jump_speed_um_per_ms
         self.settle_us = config.settle_us
-        self.calibration = Calibration(config.field_size_um)
+        #: the device's (in its non-volatile memory), else the factory one
+        self.calibration = calibration or Calibration(config.field_size_um)
         self.x_lsb = GALVO_CENTRE_LSB
         self.y_lsb = GALVO_CENTRE_LSB
         self.stuck = False

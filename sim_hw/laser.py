@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +26,15 @@ class Laser:
     ``noise_percent`` (seeded), drift a fixed calibration error (fault injection).
     """
 
-    def __init__(self, config: SimConfig, rng: np.random.Generator) -> None:
+    def __init__(self, config: SimConfig, rng: np.random.Generator,
+                 limits: WorkingLimits | None = None) -> None:
         self.factory = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
                                      config.avg_power_max_mw)
-        self.limits = WorkingLimits(config.energy_max_uj, config.rep_rate_max_hz,
-                                    config.avg_power_max_mw)
+        #: the working limits: the device's (in its non-volatile memory), else the factory ones
+        self.limits = limits or dataclasses.replace(self.factory)
         self.energy_min_uj = config.energy_min_uj
         self.pulse_us_range = (config.pulse_min_us, config.pulse_max_us)
         self.max_stack = config.max_stack
-        self.rep_rate_hz = config.rep_rate_hz
         self.noise_percent = config.noise_percent
         self.drift_percent = config.drift_percent
         self.temperature_dc = config.temperature_dc
