@@ -16,6 +16,7 @@ from typing import Any
 from sim_hw.config import INPUT_WORDS, SimConfig
 from sim_hw.control import send
 from sim_hw.server import Served
+from sim_hw.state_file import StateFile
 
 CONTROL_COMMANDS = {"set": "change interlock inputs, e.g. footswitch=down door=closed",
                     "fault": "inject faults, e.g. drop=0.01, reset, drift=25, overtemp=on",
@@ -47,6 +48,12 @@ def add_sim_arguments(subparsers: Any) -> None:
                        help="any SimConfig option, e.g. pre_emission_ms=0 (repeatable)")
     serve.add_argument("--fault", action="append", default=[], metavar="FAULT",
                        help="fault to inject at start, e.g. drop=0.01 (repeatable)")
+    serve.add_argument("--state", metavar="FILE",
+                       help="keep the device's non-volatile memory (pass record, fired spots, "
+                       "limits, calibration, key, spot rate) in FILE: loaded at start if it "
+                       "exists (the device then starts as after a power loss, in FAULT), "
+                       "rewritten whenever the device writes it; a file it cannot use is "
+                       "refused")
     serve.set_defaults(sim_command="serve")
     for command, text in CONTROL_COMMANDS.items():
         sub = subparsers.add_parser(command, help=text)
@@ -67,32 +74,39 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig.from_query(query)
 
 
-def _start(args: argparse.Namespace, config: SimConfig) -> tuple[Served, list[str]]:
+def _start(args: argparse.Namespace, config: SimConfig, state: StateFile | None
+           ) -> tuple[Served, list[str]]:
     """The running simulator and the lines that announce where to reach it (printed once it
     is ready, start faults applied)."""
     if args.pty:
         from sim_hw.pty_server import serve_pty
 
-        pty = serve_pty(config, args.control_port)
+        pty = serve_pty(config, args.control_port, state)
         served: Served = pty
         lines = [f"pty: {pty.path}"]
     elif args.tcp is not None:
         from sim_hw.tcp_server import serve_tcp
 
-        tcp = serve_tcp(config, args.tcp, args.control_port)
+        tcp = serve_tcp(config, args.tcp, args.control_port, state)
         served, lines = tcp, [f"url: {tcp.url}"]
     else:
-        served, lines = _start_usb(config, args.control_port)
-    return served, [*lines, f"control: 127.0.0.1:{served.control_port}"]
+        served, lines = _start_usb(config, args.control_port, state)
+    lines.append(f"control: 127.0.0.1:{served.control_port}")
+    if state is not None:
+        lines.append(f"state: {state.path} (" + (
+            "loaded: started as after a power loss" if state.loaded is not None
+            else "new: a blank memory, the first power-on") + ")")
+    return served, lines
 
 
-def _start_usb(config: SimConfig, control_port: int) -> tuple[Served, list[str]]:
+def _start_usb(config: SimConfig, control_port: int, state: StateFile | None
+               ) -> tuple[Served, list[str]]:
     import usb.core
 
     from sim_hw.probe import RawHost
     from sim_hw.usb_backend import PRODUCT_ID, VENDOR_ID, get_backend
 
-    backend, served = get_backend(config, control_port)
+    backend, served = get_backend(config, control_port, state)
     dev = usb.core.find(idVendor=VENDOR_ID, idProduct=PRODUCT_ID, backend=backend)
 
     def read(max_bytes: int, timeout_s: float) -> bytes:
@@ -111,7 +125,13 @@ def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    served, lines = _start(args, config)
+    state = None if args.state is None else StateFile(args.state, config)  # before serving
+    try:
+        served, lines = _start(args, config, state)
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise
     with served:
         if args.fault:  # a bad fault word ends here, before the simulator is announced
             lines.append(f"faults: {served.faults.command(args.fault)}")
@@ -119,7 +139,9 @@ def serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         try:
             while not stop.wait(0.5):
-                pass
+                if served.failure is not None:  # its state file could not be written, say
+                    print(f"error: the simulator stopped: {served.failure}", file=sys.stderr)
+                    return 1
         except KeyboardInterrupt:
             pass
     return 0

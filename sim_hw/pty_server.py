@@ -17,6 +17,7 @@ import tty
 
 from sim_hw.config import SimConfig
 from sim_hw.server import PendingOutput, Served
+from sim_hw.state_file import StateFile
 
 log = logging.getLogger("sim_hw")
 
@@ -100,6 +101,9 @@ class PtyServer(Served):
         return self.transport.path
 
 
-def serve_pty(config: SimConfig | None = None, control_port: int | None = 0) -> PtyServer:
-    """Start serving a simulator on a new pty (and a control port unless ``None``)."""
-    return PtyServer(config or SimConfig(), PtyTransport(), "pty", control_port).start()
+def serve_pty(config: SimConfig | None = None, control_port: int | None = 0,
+              state: StateFile | None = None) -> PtyServer:
+    """Start serving a simulator on a new pty (and a control port unless ``None``), its
+    non-volatile memory in ``state`` if given."""
+    return PtyServer(config or SimConfig(), PtyTransport(), "pty", control_port,
+                     state).start()

@@ -21,6 +21,7 @@ from sim_hw.config import SimConfig
 from sim_hw.control import ControlChannel, execute
 from sim_hw.device import SimDevice
 from sim_hw.faults import Faults
+from sim_hw.state_file import StateFile
 
 log = logging.getLogger("sim_hw")
 
@@ -101,17 +102,28 @@ class Served:
     """One device served over one transport by one thread; a context manager.
 
     ``device`` (thread-safe view) and ``faults`` are for tests; ``control_port`` (when a
-    control channel was asked for) takes text commands, see :mod:`sim_hw.control`.
-    ``stop()`` is idempotent and joins the thread.
+    control channel was asked for) takes text commands, see :mod:`sim_hw.control`. With
+    ``state``, the device's non-volatile memory comes from that file and goes back to it
+    (:mod:`sim_hw.state_file`); the file is closed with the server. ``stop()`` is idempotent
+    and joins the thread; ``failure`` is what ended the loop, if anything did.
     """
 
     def __init__(self, config: SimConfig, transport: Transport, name: str,
-                 control_port: int | None = None) -> None:
+                 control_port: int | None = None, state: StateFile | None = None) -> None:
         self.config = config
         self.name = name
         self.lock = threading.RLock()
         self.clock = SimClock(config.clock)
-        self._device = SimDevice(config)
+        self.state = state
+        self.failure: Exception | None = None
+        try:
+            self._device = (SimDevice(config) if state is None else
+                            SimDevice(config, state.loaded, on_nv_write=state.write))
+        except BaseException:  # the memory could not be written: serve nothing
+            transport.close()
+            if state is not None:
+                state.close()
+            raise
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -149,6 +161,8 @@ class Served:
             self.transport.close()
             if self.control is not None:
                 self.control.close()
+            if self.state is not None:
+                self.state.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -172,7 +186,8 @@ class Served:
                 readable, writable, _ = select.select(rfds, wfds, [], timeout_s)
                 with self.lock:
                     self._handle_ready(readable, writable)
-        except Exception:
+        except Exception as exc:  # e.g. its state file could not be written: laser off
+            self.failure = exc
             log.exception("%s: serving loop failed; device no longer served", self.name)
 
     def _step(self) -> float | None:

@@ -9,6 +9,7 @@ import socket
 from sim_hw.config import SimConfig
 from sim_hw.server import Served
 from sim_hw.sockets import SocketTransport
+from sim_hw.state_file import StateFile
 
 log = logging.getLogger("sim_hw")
 
@@ -59,7 +60,9 @@ class TcpServer(Served):
         return f"socket://127.0.0.1:{self.port}"
 
 
-def serve_tcp(config: SimConfig | None = None, port: int = 0,
-              control_port: int | None = 0) -> TcpServer:
-    """Start serving a simulator on 127.0.0.1:``port`` (0 = any free port)."""
-    return TcpServer(config or SimConfig(), TcpTransport(port), "tcp", control_port).start()
+def serve_tcp(config: SimConfig | None = None, port: int = 0, control_port: int | None = 0,
+              state: StateFile | None = None) -> TcpServer:
+    """Start serving a simulator on 127.0.0.1:``port`` (0 = any free port), its non-volatile
+    memory in ``state`` if given."""
+    return TcpServer(config or SimConfig(), TcpTransport(port), "tcp", control_port,
+                     state).start()

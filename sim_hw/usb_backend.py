@@ -17,6 +17,7 @@ import usb.core
 from sim_hw.config import SimConfig
 from sim_hw.server import Served
 from sim_hw.sockets import PairTransport
+from sim_hw.state_file import StateFile
 
 #: pid.codes test VID and the product id of the co2scan device (to move to drivers.protocol).
 VENDOR_ID = 0x1209
@@ -185,9 +186,10 @@ def _no_device() -> usb.core.USBError:
                              _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
 
 
-def get_backend(config: SimConfig | None = None,
-                control_port: int | None = None) -> tuple[SimUsbBackend, Served]:
-    """A pyusb backend for a freshly served simulator, and the served handle (stop it)."""
+def get_backend(config: SimConfig | None = None, control_port: int | None = None,
+                state: StateFile | None = None) -> tuple[SimUsbBackend, Served]:
+    """A pyusb backend for a freshly served simulator (its non-volatile memory in ``state``
+    if given), and the served handle (stop it)."""
     transport = PairTransport("usb")
-    served = Served(config or SimConfig(), transport, "usb", control_port).start()
+    served = Served(config or SimConfig(), transport, "usb", control_port, state).start()
     return SimUsbBackend(served, transport), served

@@ -17,6 +17,7 @@ talk to a running simulator through that control port.
 
 examples:
   co2scan sim serve --tcp 5555 --door closed
+  co2scan sim serve --tcp 5555 --state sim-nvm.json   # survives a restart like a power cycle
   co2scan sim set --control 40123 footswitch=down
 """
 
@@ -25,7 +26,8 @@ SERVE_HELP = ("serve a simulated device on a pseudo-terminal, a TCP port or an i
 #: Examples added to the help of each mounted sub-command.
 EXAMPLES = {
     "serve": ["co2scan sim serve --pty", "co2scan sim serve --tcp 5555 --footswitch down",
-              "co2scan sim serve --tcp 5555 --fault drop=0.01 --option pre_emission_ms=0"],
+              "co2scan sim serve --tcp 5555 --fault drop=0.01 --option pre_emission_ms=0",
+              "co2scan sim serve --tcp 5555 --state sim-nvm.json"],
     "set": ["co2scan sim set --control 40123 footswitch=down door=closed"],
     "fault": ["co2scan sim fault --control 40123 drop=0.01", "co2scan sim fault --control "
               "40123 reset"],
