@@ -203,16 +203,19 @@ class SimDevice:
     # -- power-on and reset ------------------------------------------------------------------
 
     def _power_on(self, later: bool) -> None:
-        """Rule 9: the very first start in STANDBY; every later one in FAULT with
-        DEVICE_RESET, the pass restored from the pass record, EVT_STATE (POWER_ON) once a host
-        talks to it."""
+        """Rule 9: the very first start in STANDBY, or in FAULT with OVER_TEMPERATURE when the
+        laser head is already too hot (rule 8); every later one in FAULT with DEVICE_RESET,
+        the pass restored from the pass record. A start in FAULT sends EVT_STATE (POWER_ON)
+        once a host talks to it."""
         record = self.nv.pass_record
         if later:
             plan = None if record is None else Plan.restored(record)
             self._boot(State.FAULT, FaultCode.DEVICE_RESET, plan)
+        elif self.laser.over_temperature:
+            self._boot(State.FAULT, FaultCode.OVER_TEMPERATURE, plan=None)
         else:
             self._boot(State.STANDBY, FaultCode.NONE, plan=None)
-        self._announce_power_on = later
+        self._announce_power_on = self.state == State.FAULT
 
     def _boot(self, state: State, fault_code: FaultCode, plan: Plan | None) -> None:
         """Volatile state after power-on: nothing buffered, nothing pending, counters at 0."""

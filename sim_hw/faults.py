@@ -161,8 +161,10 @@ class Faults:
         self._on_device(self._device.set_drift, percent)
 
     def over_temperature(self, hot: bool = True) -> None:
-        laser = self._device.laser
-        target = laser.over_temperature_dc if hot else self._device.config.temperature_dc
+        """The laser head at its over-temperature limit, or back to the configured temperature
+        (just below the limit when the configured one is not)."""
+        limit_dc = self._device.laser.over_temperature_dc
+        target = limit_dc if hot else min(self._device.config.temperature_dc, limit_dc - 1)
         self._on_device(self._device.set_temperature, target)
 
     def clear(self) -> None:

@@ -634,6 +634,32 @@ def test_over_temperature_faults_until_cooled() -> None:
     ok(host, "RESET_FAULT")
 
 
+def test_over_temperature_at_power_on_is_a_fault_before_anything_arms() -> None:
+    """Was caught only at the first spot: the device started in STANDBY, took a plan and
+    armed (emission indicator on) with the laser head over its limit."""
+    device, host = new_device(temperature_dc=460, over_temperature_dc=450)
+    assert (device.state, device.fault_code) == (State.FAULT, FaultCode.OVER_TEMPERATURE)
+    report = status(host)
+    (power_on,) = host.events
+    assert (power_on.name, power_on.seq) == ("EVT_STATE", 0)
+    assert (power_on["old_state"], power_on["new_state"], power_on["cause"],
+            power_on["fault_code"]) == (State.FAULT, State.FAULT, Cause.POWER_ON,
+                                        FaultCode.OVER_TEMPERATURE)
+    assert int(report["flags"]) & DeviceFlag.OVER_TEMPERATURE
+    nack(host, "LOAD_PLAN", ErrorCode.ILLEGAL_STATE, State.FAULT, None, **SAMPLE["LOAD_PLAN"])
+    nack(host, "ARM", ErrorCode.ILLEGAL_STATE, State.FAULT, plan_checksum=CHECKSUM)
+    nack(host, "RESET_FAULT", ErrorCode.FAULT_ACTIVE, FaultCode.OVER_TEMPERATURE)
+    device.reset()  # a later start: DEVICE_RESET, and still refused while hot
+    assert (device.state, device.fault_code) == (State.FAULT, FaultCode.DEVICE_RESET)
+    nack(host, "RESET_FAULT", ErrorCode.FAULT_ACTIVE, FaultCode.OVER_TEMPERATURE)
+    device.set_temperature(300)
+    ok(host, "RESET_FAULT")
+    assert device.state == State.STANDBY and not device.flags & DeviceFlag.OVER_TEMPERATURE
+    emitting(host)
+    device.advance(0.5)
+    assert device.fired_count > 0
+
+
 def test_energy_drift_shifts_monitor_reading() -> None:
     device, host = new_device(noise_percent=0.0)
     device.set_drift(25.0)
