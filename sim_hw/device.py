@@ -238,7 +238,8 @@ class SimDevice:
         self._delivered = b""  # DELIVERED_DTYPE records not yet reported
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
-        self._inbox: deque[RawFrame] = deque()
+        #: requests held behind a GALVO_JUMP, with their arrival (host time, for the watchdog)
+        self._inbox: deque[tuple[RawFrame, float]] = deque()
         #: (lowest, highest) per record field of the request being handled (_validate)
         self._record_extremes: dict[str, tuple[int, int]] = {}
         self._deferred_events: list[bytes] | None = None
@@ -271,18 +272,18 @@ class SimDevice:
                                         key=lambda f: f.type_id == _SPOT_BATCH):
             frames = list(grouped)
             self.counters["frames_received"] += len(frames)
-            self._last_rx_host_s = self._host_now_s
             if self._announce_power_on:
                 self._announce_power_on = False
                 self._event("EVT_STATE", old_state=State.FAULT, new_state=State.FAULT,
                             cause=Cause.POWER_ON, fault_code=self.fault_code)
             if batches and len(frames) > 1 and self._accept_batches(frames):
+                self._feed_watchdog(self._host_now_s)
                 continue
             for frame in frames:
-                if self._jump is not None:
-                    self._inbox.append(frame)  # requests are handled in order, after the jump
+                if self._jump is not None:  # requests are handled in order, after the jump
+                    self._inbox.append((frame, self._host_now_s))
                 else:
-                    self._handle(frame)
+                    self._handle(frame, self._host_now_s)
 
     def transmit(self) -> bytes:
         """Drain the bytes waiting for the host."""
@@ -370,9 +371,17 @@ class SimDevice:
         return max(machine) if machine else None
 
     def _watchdog_deadline_host_s(self) -> float | None:
-        if self.state in ACTIVE or self._service:
+        """Section 7: ``watchdog_ms`` after the last accepted request, while something needs a
+        host in control; not while requests wait behind a GALVO_JUMP (one of them may feed it
+        as of its arrival once it is taken up)."""
+        if (self.state in ACTIVE or self._service) and not self._inbox:
             return self._last_rx_host_s + self.config.watchdog_ms / 1000
         return None
+
+    def _feed_watchdog(self, arrival_host_s: float) -> None:
+        """An accepted request, received at ``arrival_host_s`` (section 7): the host is in
+        control. A refused one proves only that something on the link computes a CRC."""
+        self._last_rx_host_s = max(self._last_rx_host_s, arrival_host_s)
 
     def _watchdog_expired(self) -> None:
         self._service = False
@@ -637,7 +646,7 @@ class SimDevice:
         finally:
             self._send_deferred_events()
         while self._inbox and self._jump is None:
-            self._handle(self._inbox.popleft())
+            self._handle(*self._inbox.popleft())
 
     # -- output ------------------------------------------------------------------------------
 
@@ -681,8 +690,9 @@ class SimDevice:
 
     # -- request handling --------------------------------------------------------------------
 
-    def _handle(self, frame: RawFrame) -> None:
+    def _handle(self, frame: RawFrame, arrival_host_s: float) -> None:
         """Validate and execute one request; its reply goes out before the events it caused.
+        Accepted (not refused), it feeds the watchdog as of its arrival.
 
         Delivered records still pending go out before a STATUS_REPORT (spec section 6.1), so
         every spot the report counts has been reported first."""
@@ -695,6 +705,7 @@ class SimDevice:
         except Refused as refusal:
             self._nack(frame.type_id, frame.seq, refusal)
         else:
+            self._feed_watchdog(arrival_host_s)
             if reply is not None:
                 self._reply(request, reply)
         finally:

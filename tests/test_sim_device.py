@@ -541,6 +541,48 @@ def test_watchdog_fires_within_its_timeout() -> None:
     assert status(host)["fault_code"] == FaultCode.WATCHDOG
 
 
+def test_refused_requests_do_not_feed_the_watchdog() -> None:
+    """A host whose every request is refused is not in control: the watchdog runs out as if
+    it were silent (refused frames used to feed it, keeping the laser firing)."""
+    device, host = new_device(watchdog_ms=500, rep_rate_hz=100)
+    emitting(host)
+    ok(host, "HEARTBEAT")  # at t = 0: the last accepted request
+    refused = [lambda: host.send("START"),  # ILLEGAL_STATE while emitting
+               lambda: host.send("SET_LIMITS", None, None, **SAMPLE["SET_LIMITS"]),  # ILLEGAL_STATE
+               lambda: device.receive(encode_frame(0x7F, 900, b"")),  # UNKNOWN_MESSAGE
+               lambda: device.receive(encode_frame(0x02, 901, b"", version=2)),  # BAD_VERSION
+               lambda: device.receive(encode_frame(0x02, 902, b"\0"))]  # BAD_LENGTH
+    t_s = 0.0
+    while device.state == State.EMITTING and t_s < 2.0:
+        t_s += 0.05
+        device.advance(t_s)
+        refused[int(t_s * 20) % len(refused)]()
+    assert device.state == State.FAULT and device.fault_code == FaultCode.WATCHDOG
+    assert t_s == pytest.approx(0.5, abs=0.06)
+    assert device.ground_truth["time_s"].max() <= 0.5
+    nacks = [r for r in host.poll() if r.name == "NACK"]
+    assert len(nacks) >= 9
+
+
+def test_requests_held_behind_a_galvo_jump_feed_the_watchdog_from_their_arrival() -> None:
+    device, host = new_device(watchdog_ms=500, jump_speed_um_per_ms=1)  # jumps of seconds
+    seq = host.send("AUTH_BEGIN")
+    nonce = bytes(host.reply(seq)["nonce"])
+    ok(host, "AUTH_RESPONSE", mac=hmac.new(DEV_KEY, m.AUTH_CONTEXT + nonce,
+                                           hashlib.sha256).digest())
+    jump = host.send("GALVO_JUMP", x_lsb=0x8000 + 16384, y_lsb=0x8000)  # 5 s
+    t_s = 0.0
+    while t_s < 4.9:
+        t_s = round(t_s + 0.1, 3)
+        device.advance(t_s)
+        host.send("HEARTBEAT")  # held behind the jump, taken up when it ends
+    device.advance(5.2)
+    assert host.reply(jump).name == "ACK"
+    assert status(host)["flags"] & DeviceFlag.SERVICE_MODE  # kept by the held heartbeats
+    device.advance(device.now_s + 0.6)  # silence, nothing held: service mode ends
+    assert not status(host)["flags"] & DeviceFlag.SERVICE_MODE
+
+
 def test_no_watchdog_fault_when_idle() -> None:
     device, _ = drive_to(State.READY)
     device.advance(60.0)
