@@ -372,9 +372,9 @@ class SimDevice:
 
     def _watchdog_deadline_host_s(self) -> float | None:
         """Section 7: ``watchdog_ms`` after the last accepted request, while something needs a
-        host in control; not while requests wait behind a GALVO_JUMP (one of them may feed it
-        as of its arrival once it is taken up)."""
-        if (self.state in ACTIVE or self._service) and not self._inbox:
+        host in control (emission armed, service mode, the aiming beam); not while requests
+        wait behind a GALVO_JUMP (one of them may feed it as of its arrival once taken up)."""
+        if (self.state in ACTIVE or self._service or self.laser.aiming_beam) and not self._inbox:
             return self._last_rx_host_s + self.config.watchdog_ms / 1000
         return None
 
@@ -385,6 +385,7 @@ class SimDevice:
 
     def _watchdog_expired(self) -> None:
         self._service = False
+        self.laser.aiming_beam = False
         if self.state in ACTIVE:
             self._fault(FaultCode.WATCHDOG, Cause.WATCHDOG)
 
@@ -450,6 +451,8 @@ class SimDevice:
             self._nonce = None
         self.state = new
         self.laser.shutter_open = new == State.EMITTING
+        if new == State.FAULT:  # everything the device emits goes off (rule 12)
+            self.laser.aiming_beam = False
         if new == State.ARMED:
             self._armed_at_s = self._now_s
         self._event("EVT_STATE", old_state=old, new_state=new, cause=cause,

@@ -702,6 +702,47 @@ def test_over_temperature_at_power_on_is_a_fault_before_anything_arms() -> None:
     assert device.fired_count > 0
 
 
+@pytest.mark.parametrize("fault", ["RAISE_FAULT", "estop", "overtemp", "watchdog"])
+def test_a_fault_switches_the_aiming_beam_off(fault: str) -> None:
+    """AIMING_BEAM is not legal in FAULT: a beam left on there went off only at a reset."""
+    device, host = new_device(watchdog_ms=500)
+    load(host)
+    ok(host, "AIMING_BEAM", on=1)
+    ok(host, "SPOT_BATCH", SPOTS[:10])
+    ok(host, "ARM", plan_checksum=CHECKSUM)
+    assert status(host)["flags"] & DeviceFlag.AIMING_BEAM
+    if fault == "RAISE_FAULT":
+        ok(host, "RAISE_FAULT", fault_code=int(FaultCode.HOST_REQUEST))
+    elif fault == "estop":
+        device.set_input(estop="pressed")
+    elif fault == "overtemp":
+        device.set_temperature(device.config.over_temperature_dc)
+    else:
+        device.advance(device.now_s + 0.6)
+    assert device.state == State.FAULT
+    assert not status(host)["flags"] & DeviceFlag.AIMING_BEAM
+    nack(host, "AIMING_BEAM", ErrorCode.ILLEGAL_STATE, State.FAULT, on=1)
+
+
+def test_the_aiming_beam_stays_on_while_emitting_and_goes_off_without_a_host() -> None:
+    device, host = new_device(watchdog_ms=500, rep_rate_hz=100)
+    ok(host, "AIMING_BEAM", on=1)
+    run_with_heartbeats(device, host, 2.0)  # a host in control keeps it on, in STANDBY too
+    load(host)
+    stream(host, SPOTS[:300])
+    ok(host, "ARM", plan_checksum=CHECKSUM)
+    ok(host, "START")
+    run_with_heartbeats(device, host, 1.0)
+    assert device.state == State.EMITTING and device.fired_count > 50
+    assert status(host)["flags"] & DeviceFlag.AIMING_BEAM  # it shows where the pulses land
+    ok(host, "ABORT")
+    assert status(host)["flags"] & DeviceFlag.AIMING_BEAM
+    device.advance(device.now_s + 0.499)
+    assert device.laser.aiming_beam
+    device.advance(device.now_s + 0.002)  # no host in control: off, and no fault in STANDBY
+    assert device.state == State.STANDBY and not device.laser.aiming_beam
+
+
 def test_energy_drift_shifts_monitor_reading() -> None:
     device, host = new_device(noise_percent=0.0)
     device.set_drift(25.0)
