@@ -1,5 +1,7 @@
 """Properties: whatever a host sends, in whatever order, and whatever the operator does with the
-inputs, the device never fires with an interlock open and never fires a spot index twice."""
+inputs (and the laser head's temperature, and power losses), the device never fires with an
+interlock open, never fires a spot index twice, and emits nothing, aiming beam included, in
+FAULT."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from drivers.protocol import Message, encode, encode_frame, message
 from drivers.protocol import messages as m
-from drivers.protocol.messages import SAFETY_INTERLOCKS, FaultCode, Interlock, State
+from drivers.protocol.messages import SAFETY_INTERLOCKS, DeviceFlag, FaultCode, Interlock, State
 from sim_hw.config import INPUT_WORDS, SimConfig
 from sim_hw.device import SimDevice
+from sim_hw.nvm import NonVolatile
 from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
 from tests.strategies import messages
 
@@ -128,6 +131,24 @@ class HostChaos(RuleBasedStateMachine):
     def reset(self) -> None:
         self.device.reset()
 
+    @rule()
+    def power_cycle(self) -> None:
+        """Power loss: a new device on the image of the memory (what a state file holds)."""
+        config = self.device.config
+        nv = NonVolatile.from_json(self.device.nv.to_json(config.serial), config)
+        self.device = SimDevice(config, nv)
+        self.host = attach(self.device)
+        self.checked = 0  # the new device's ground truth starts empty
+
+    @rule(hot=st.booleans())
+    def temperature(self, hot: bool) -> None:
+        config = self.device.config
+        self.device.set_temperature(config.over_temperature_dc if hot else config.temperature_dc)
+
+    @rule(on=st.booleans())
+    def aiming_beam(self, on: bool) -> None:
+        self._request("AIMING_BEAM", on=int(on))
+
     @rule(code=st.sampled_from([FaultCode.HOST_REQUEST, FaultCode.ENERGY_DEVIATION]))
     def raise_fault(self, code: FaultCode) -> None:
         self._request("RAISE_FAULT", fault_code=int(code))
@@ -153,6 +174,14 @@ class HostChaos(RuleBasedStateMachine):
             assert not self.device.laser.shutter_open
         if self.device.state == State.EMITTING:
             assert self.device.interlocks & EMIT_BITS == EMIT_BITS
+
+    @invariant()
+    def nothing_emitted_in_fault_and_no_over_temperature_outside_it(self) -> None:
+        flags = self.device.flags
+        if self.device.state == State.FAULT:
+            assert not flags & DeviceFlag.AIMING_BEAM, "aiming beam on in FAULT"
+        elif flags & DeviceFlag.OVER_TEMPERATURE:
+            raise AssertionError(f"over temperature in {self.device.state.name}")
 
 
 TestHostChaos = HostChaos.TestCase
