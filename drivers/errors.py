@@ -17,6 +17,12 @@ class DeviceTimeout(DeviceError):
     """A request got no reply within its timeout."""
 
 
+class InvalidReply(DeviceTimeout):
+    """A request's reply broke the protocol (a field out of range, limits that contradict each
+    other): no valid reply, its outcome unknown as after a timeout (firmware_protocol.md
+    section 2)."""
+
+
 class TransportURLError(DeviceError, ValueError):
     """A device URL that no registered transport accepts."""
 

@@ -21,7 +21,7 @@ from itertools import groupby
 
 import numpy as np
 
-from drivers.errors import DeviceLost, DeviceTimeout, nack_error
+from drivers.errors import DeviceLost, DeviceTimeout, InvalidReply, nack_error
 from drivers.protocol import (
     FrameDecoder,
     Message,
@@ -33,7 +33,7 @@ from drivers.protocol import (
     joined_records,
     message,
 )
-from drivers.protocol.messages import BY_NAME, Direction
+from drivers.protocol.messages import BY_ID, BY_NAME, Direction
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class DeliveredRun:
 
 
 Item = Message | DeviceLost
+#: What a request's handle receives: its reply, the link's loss, or why the reply was invalid.
+Reply = Message | DeviceLost | InvalidReply
 Subscriber = Callable[[Item], None]
 
 
@@ -83,12 +85,12 @@ class Pending:
 
     request: Message
     sent_at: float = 0.0
-    reply: Item | None = None
+    reply: Reply | None = None
     target: queue.SimpleQueue[Queued] | None = None
     #: held until the reply is in (a bare lock: a handle is made per request sent)
     _arrived: threading.Lock = field(default_factory=_held_lock)
 
-    def complete(self, reply: Item) -> None:
+    def complete(self, reply: Reply) -> None:
         """Hand over the reply (or the loss of the link): wakes the waiter, queues the handle."""
         self.reply = reply
         self._arrived.release()
@@ -105,7 +107,7 @@ class Pending:
 
     def result(self) -> Message:
         reply = self.reply
-        if isinstance(reply, DeviceLost):
+        if isinstance(reply, DeviceLost | InvalidReply):
             raise reply
         assert reply is not None
         if reply.name == "NACK":
@@ -270,6 +272,19 @@ class Link:
                 except ProtocolError as exc:
                     self.bad_messages += 1
                     log.warning("ignored bad message from device: %s", exc)
+                    self._invalid_reply(frame, exc)
+
+    def _invalid_reply(self, frame: RawFrame, exc: ProtocolError) -> None:
+        """An invalid reply (a reply type with the seq of a pending request) fails that
+        request at once: it will get no valid reply."""
+        definition = BY_ID.get(frame.type_id)
+        if definition is None or definition.direction is not Direction.DEVICE:
+            return
+        with self._lock:
+            handle = self._pending.pop(frame.seq, None)
+        if handle is not None:
+            handle.complete(InvalidReply(f"{handle.request.name} (seq {frame.seq}): invalid "
+                                         f"reply from the device: {exc}"))
 
     def _event(self, event: Message | DeliveredRun) -> None:
         for q in self._event_queues:

@@ -85,8 +85,6 @@ class SimConfig:
             raise ValueError(f"clock={self.clock!r}: expected one of {', '.join(CLOCK_MODES)}")
         if len(self.device_key) != KEY_SIZE:
             raise ValueError(f"device_key must be {KEY_SIZE} bytes, got {len(self.device_key)}")
-        if not 0 <= self.usable_lsb_min <= self.usable_lsb_max <= 0xFFFF:
-            raise ValueError("usable LSB range must satisfy 0 <= min <= max <= 65535")
         if not 1 <= self.rep_rate_hz <= self.rep_rate_max_hz:
             raise ValueError(f"rep_rate_hz={self.rep_rate_hz} outside 1..{self.rep_rate_max_hz}")
         for f in BY_NAME["IDENTIFY_REPLY"].fields:  # what the device reports must fit the wire
@@ -96,6 +94,11 @@ class SimConfig:
             if not bounds[0] <= value <= bounds[1]:
                 raise ValueError(f"{f.name}={value} outside {bounds[0]}..{bounds[1]} "
                                  "(IDENTIFY_REPLY)")
+        for small, large, strict in BY_NAME["IDENTIFY_REPLY"].order:
+            a, b = getattr(self, small), getattr(self, large)
+            if a >= b if strict else a > b:
+                raise ValueError(f"{small}={a} must be {'below' if strict else 'at most'} "
+                                 f"{large}={b} (IDENTIFY_REPLY)")
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> SimConfig:

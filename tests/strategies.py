@@ -18,6 +18,21 @@ def field_values(f: m.Field) -> st.SearchStrategy:
     return st.integers(lo, hi)
 
 
+def ordered(definition: m.MessageDef, values: dict) -> dict:
+    """``values`` with each relation of ``definition.order`` made to hold: the pair sorted,
+    and for a strict one an equal pair moved apart within the fields' bounds."""
+    fields = {f.name: f for f in definition.fields}
+    for small, large, strict in definition.order:
+        a, b = sorted((values[small], values[large]))
+        if strict and a == b:
+            if b < fields[large].bounds()[1]:  # type: ignore[index]
+                b += 1
+            else:
+                a -= 1
+        values[small], values[large] = a, b
+    return values
+
+
 @st.composite
 def records(draw: st.DrawFn, definition: m.MessageDef, max_count: int = 20) -> np.ndarray:
     count_field = next(f for f in definition.fields if f.name == definition.count)
@@ -33,9 +48,9 @@ def records(draw: st.DrawFn, definition: m.MessageDef, max_count: int = 20) -> n
 def messages(draw: st.DrawFn, names: list[str] | None = None) -> Message:
     """Any valid message (optionally restricted to ``names``)."""
     definition = m.BY_NAME[draw(st.sampled_from(names or sorted(m.BY_NAME)))]
-    values = {
+    values = ordered(definition, {
         f.name: draw(field_values(f)) for f in definition.fields if f.name != definition.count
-    }
+    })
     recs = draw(records(definition)) if definition.record else None
     text = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E),
                         max_size=m.MAX_NACK_TEXT)) if definition.text else ""

@@ -64,7 +64,7 @@ from drivers.transports.registry import open_transport
 from sim_hw.config import DEV_KEY, SimConfig
 from sim_hw.device import SimDevice
 from sim_hw.probe import make_spots, plan_checksum
-from tests.strategies import messages
+from tests.strategies import messages, ordered
 
 LONG = os.environ.get("CO2SCAN_FUZZ") == "long"
 #: Hypothesis examples for the slow properties in the long campaign (the mutation campaigns
@@ -178,7 +178,8 @@ def random_value(rng: random.Random, f: m.Field) -> int | bytes:
 
 def random_message(rng: random.Random, definition: m.MessageDef) -> Message:
     """A valid message of ``definition`` with random field values (fast, no hypothesis)."""
-    values = {f.name: random_value(rng, f) for f in definition.fields if f.name != definition.count}
+    values = ordered(definition, {f.name: random_value(rng, f) for f in definition.fields
+                                  if f.name != definition.count})
     records = None
     if definition.record_dtype is not None:
         records = np.zeros(rng.randint(1, 12), definition.record_dtype)

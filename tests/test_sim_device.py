@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -774,11 +775,27 @@ def test_ground_truth_of_a_million_spots_stays_cheap() -> None:
     assert len(truth.indices(pass_index=2)) == 1_000_000 and len(truth.indices(0)) == 0
 
 
-@pytest.mark.parametrize(("field", "value"), [("pre_emission_ms", -5), ("watchdog_ms", 70_000),
-                                              ("buffer_spots", 2**32), ("max_stack", 256)])
-def test_a_config_its_identify_reply_cannot_carry_is_refused(field: str, value: int) -> None:
-    """Else the simulator's serving loop died encoding IDENTIFY_REPLY and the host timed out."""
-    with pytest.raises(ValueError, match=rf"{field}={value} outside 0\.\.\d+ \(IDENTIFY_REPLY\)"):
+@pytest.mark.parametrize(("query", "says"), [
+    ({"heartbeat_ms": "500"}, "heartbeat_ms=500 must be below watchdog_ms=500"),
+    ({"energy_min_uj": "300000"}, "energy_min_uj=300000 must be at most energy_max_uj="),
+    ({"usable_lsb_min": "64511"}, "usable_lsb_min=64511 must be below usable_lsb_max=64511"),
+])
+def test_a_config_whose_limits_contradict_each_other_is_refused(query: dict[str, str],
+                                                                says: str) -> None:
+    """IDENTIFY_REPLY's relations (firmware_protocol.md section 4): a host would refuse it."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        SimConfig.from_query(query)
+
+
+@pytest.mark.parametrize(("field", "value", "lo"), [
+    ("pre_emission_ms", -5, 0), ("watchdog_ms", 70_000, 1), ("buffer_spots", 2**32, 1),
+    ("max_stack", 256, 1), ("buffer_spots", 0, 1), ("heartbeat_ms", 0, 1)])
+def test_a_config_its_identify_reply_cannot_carry_is_refused(field: str, value: int,
+                                                             lo: int) -> None:
+    """Else the simulator's serving loop died encoding IDENTIFY_REPLY and the host timed out
+    (or, with no spot buffer, a pass waited for ever while the device was armed)."""
+    with pytest.raises(ValueError,
+                       match=rf"{field}={value} outside {lo}\.\.\d+ \(IDENTIFY_REPLY\)"):
         SimConfig.from_query({field: str(value)})
     from drivers import TransportURLError, open_device
 

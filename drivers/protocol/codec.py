@@ -200,6 +200,15 @@ def _check_values(where: str, values: dict[str, Value], checks: tuple[_FieldChec
             _check_value(where, f, value)
 
 
+def _check_order(definition: MessageDef, values: dict[str, Any]) -> None:
+    """The relations ``definition.order`` between fixed values (:class:`MessageError`)."""
+    for small, large, strict in definition.order:
+        a, b = values[small], values[large]
+        if a >= b if strict else a > b:
+            raise MessageError(f"{definition.name}.{small} = {a} must be "
+                               f"{'below' if strict else 'at most'} {large} = {b}")
+
+
 def encode_payload(msg: Message) -> bytes:
     """Payload bytes of ``msg`` after checking every field."""
     return b"".join(_payload_parts(msg))
@@ -215,6 +224,7 @@ def _payload_parts(msg: Message) -> tuple[bytes, ...]:
         extra = sorted(set(values) - checks.name_set)
         raise MessageError(f"{msg.name}: missing fields {missing}, unknown fields {extra}")
     _check_values(msg.name, values, checks.encode)
+    _check_order(definition, values)
     fixed = definition.struct.pack(*map(values.__getitem__, checks.names))
     if definition.record_dtype is not None:
         given: np.ndarray | list[object] = msg.records if msg.records is not None else []
@@ -262,6 +272,8 @@ def _checked_layout(frame: RawFrame) -> tuple[_Checks, tuple[Any, ...], int]:
         value = raw_values[position]
         if not lo <= value <= hi or (members is not None and value not in members):
             _check_value(definition.name, definition.fields[position], value)  # raises
+    if definition.order:
+        _check_order(definition, dict(zip(checks.names, raw_values, strict=True)))
     if checks.count_at < 0:
         return checks, raw_values, -1
     count = int(raw_values[checks.count_at])

@@ -196,6 +196,9 @@ class MessageDef:
     text: bool = False
     legal_in: tuple[State, ...] = ()
     service: bool = False
+    #: relations between fixed fields, each (smaller, larger, strict): ``smaller < larger``
+    #: when strict, else ``smaller <= larger``
+    order: tuple[tuple[str, str, bool], ...] = ()
     struct: struct.Struct = field(init=False, repr=False, compare=False)
     record_dtype: np.dtype | None = field(init=False, repr=False, compare=False)
 
@@ -347,24 +350,30 @@ MESSAGES: tuple[MessageDef, ...] = (
                    Field("fw_major", U8), Field("fw_minor", U8), Field("fw_patch", U8),
                    Field("serial", f"{SERIAL_SIZE}s", "", "ASCII, NUL padded"),
                    Field("capabilities", U32, "", "Capability bits"),
-                   Field("field_size_um", U32, "µm", "field edge length over 65536 LSB"),
+                   Field("field_size_um", U32, "µm", "field edge length over 65536 LSB",
+                         lo=1000, hi=100_000),
                    Field("usable_lsb_min", U16, "LSB", "lowest reachable position"),
                    Field("usable_lsb_max", U16, "LSB", "highest reachable position"),
-                   Field("energy_min_uj", U32, "µJ", "lowest energy per pulse"),
-                   Field("energy_max_uj", U32, "µJ", "highest energy per pulse"),
-                   Field("pulse_min_us", U16, "µs", "shortest pulse"),
-                   Field("pulse_max_us", U16, "µs", "longest pulse"),
-                   Field("rep_rate_max_hz", U32, "Hz", "highest spot rate"),
-                   Field("avg_power_max_mw", U32, "mW", "highest average power"),
-                   Field("buffer_spots", U16, "spots", "spot-buffer capacity"),
-                   Field("max_stack", U8, "", "most pulses per spot"),
+                   Field("energy_min_uj", U32, "µJ", "lowest energy per pulse", lo=1),
+                   Field("energy_max_uj", U32, "µJ", "highest energy per pulse", lo=1),
+                   Field("pulse_min_us", U16, "µs", "shortest pulse", lo=1),
+                   Field("pulse_max_us", U16, "µs", "longest pulse", lo=1),
+                   Field("rep_rate_max_hz", U32, "Hz", "highest spot rate", lo=1),
+                   Field("avg_power_max_mw", U32, "mW", "highest average power", lo=1),
+                   Field("buffer_spots", U16, "spots", "spot-buffer capacity", lo=1),
+                   Field("max_stack", U8, "", "most pulses per spot", lo=1, hi=16),
                    Field("reserved", U8, "", "0", hi=0),
-                   Field("watchdog_ms", U16, "ms", "watchdog timeout"),
-                   Field("heartbeat_ms", U16, "ms", "host heartbeat interval"),
+                   Field("watchdog_ms", U16, "ms", "watchdog timeout", lo=1),
+                   Field("heartbeat_ms", U16, "ms", "host heartbeat interval", lo=1),
                    Field("pre_emission_ms", U16, "ms", "indicator-on time before START"),
-                   Field("jump_speed_um_per_ms", U16, "µm/ms", "galvo slew speed"),
+                   Field("jump_speed_um_per_ms", U16, "µm/ms", "galvo slew speed", lo=1),
                    Field("settle_us", U16, "µs", "galvo settling after a jump"),
-               )),
+               ),
+               # a host refuses limits it could not keep to (a reply breaking one is invalid)
+               order=(("usable_lsb_min", "usable_lsb_max", True),
+                      ("energy_min_uj", "energy_max_uj", False),
+                      ("pulse_min_us", "pulse_max_us", False),
+                      ("heartbeat_ms", "watchdog_ms", True))),
     MessageDef("STATUS_REPORT", 0x83, Direction.DEVICE, "Device state and progress.",
                fields=(
                    Field("state", U8, "", "State", enum=State),

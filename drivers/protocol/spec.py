@@ -76,6 +76,10 @@ def render_messages() -> str:
             out += _field_rows(d.fields)
         else:
             out.append("Empty payload.")
+        if d.order:
+            out += ["", "A message breaking one of these is invalid (section 2): "
+                    + "; ".join(f"`{a}` {'<' if strict else '<='} `{b}`"
+                                for a, b, strict in d.order) + "."]
         if d.record_dtype is not None:  # the dtype of d.record, None when it is empty
             out += ["", f"Then `{d.count}` records of {d.record_dtype.itemsize} bytes each "
                     f"(at most {d.max_records}):", ""]
