@@ -50,6 +50,7 @@ from drivers import (
     Device,
     DeviceError,
     DeviceLost,
+    DeviceMisreport,
     DeviceNack,
     DeviceTimeout,
     FootswitchUp,
@@ -93,13 +94,12 @@ def treat(device: Device, plans: list[Plan], record_path: str | Path, *, operato
 
 __all__ = [
     "AuthFailed", "BadIndex", "BufferFull", "ClinicalEnvelope", "DensitySpec", "Device",
-    "DeviceError", "DeviceLost", "DeviceNack", "DeviceTimeout", "Feathering", "FootswitchUp",
-    "IllegalState", "IndicatorDelay", "InterlockOpen", "InvalidReply", "LimitError",
+    "DeviceError", "DeviceLost", "DeviceMisreport", "DeviceNack", "DeviceTimeout", "Feathering",
+    "FootswitchUp", "IllegalState", "IndicatorDelay", "InterlockOpen", "InvalidReply", "LimitError",
     "NotAuthenticated", "OutOfRange", "PassSettings", "Pattern", "Plan", "PlanMismatch",
-    "PlanRejected", "RecordError", "ScanOrder", "SessionBusy", "SessionOutcome",
-    "SessionProgress", "SettingsError",
-    "TransportURLError", "TreatmentRecord", "TreatmentSession", "TreatmentSettings",
-    "WarningsNotAcknowledged", "available_handpieces", "build_plan", "get_handpiece",
-    "load_handpiece", "load_script", "open_device", "plan_for_device", "timing_for", "treat",
-    "validate_plans",
+    "PlanRejected", "RecordError", "ScanOrder", "SessionBusy", "SessionOutcome", "SessionProgress",
+    "SettingsError", "TransportURLError", "TreatmentRecord", "TreatmentSession",
+    "TreatmentSettings", "WarningsNotAcknowledged", "available_handpieces", "build_plan",
+    "get_handpiece", "load_handpiece", "load_script", "open_device", "plan_for_device",
+    "timing_for", "treat", "validate_plans",
 ]

@@ -30,7 +30,7 @@ from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, prin
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
-from drivers.errors import DeviceError, DeviceNack, FootswitchUp, IllegalState
+from drivers.errors import DeviceError, DeviceMisreport, DeviceNack, FootswitchUp, IllegalState
 from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
@@ -429,6 +429,8 @@ class TreatmentSession:
         except SessionStop as stop:
             status, detail, cause = stop.status, stop.detail, stop.cause
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
+            if isinstance(exc, DeviceMisreport):  # a device that misreports fires no more
+                self._halt_emission()
             status, detail = "fault", f"device error: {exc}"
             cause = ("refused" if isinstance(exc, DeviceNack) else
                      "timeout" if isinstance(exc, DeviceTimeout) else

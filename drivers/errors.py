@@ -23,6 +23,11 @@ class InvalidReply(DeviceTimeout):
     section 2)."""
 
 
+class DeviceMisreport(DeviceError):
+    """The device reported something it cannot have done, such as firing a spot beyond the
+    loaded pass: it is not to be trusted with emission (the session stops it)."""
+
+
 class TransportURLError(DeviceError, ValueError):
     """A device URL that no registered transport accepts."""
 

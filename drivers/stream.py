@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from drivers.errors import DeviceLost, DeviceTimeout, PlanMismatch
+from drivers.errors import DeviceLost, DeviceMisreport, DeviceTimeout, PlanMismatch
 from drivers.info import DeviceStatus
 from drivers.link import DeliveredRun, Pending, Queued
 from drivers.protocol import Message, first_out_of_sequence, message
@@ -128,6 +128,10 @@ class PassStreamer:
             if not index.size:
                 return
             values = None if measured is None else np.asarray(measured, np.int64)[keep]
+        if (last := int(index.max())) >= self.spots.count:  # never loaded, never sent
+            raise DeviceMisreport(f"the device reported spot {last} of pass "
+                                  f"{self.spots.pass_index} fired; the pass has "
+                                  f"{self.spots.count} spots (0..{self.spots.count - 1})")
         first = int(index[0])
         if first > self.last_seen + 1:
             self.record_delivered(np.arange(self.last_seen + 1, first), None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from controller.errors import SettingsError
@@ -14,7 +15,8 @@ from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from drivers import open_device
 from drivers.errors import DeviceError
-from drivers.protocol.messages import State
+from drivers.protocol import FrameDecoder, encode, message
+from drivers.protocol.messages import DELIVERED_DTYPE, State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
 from tests.test_session import (
@@ -119,6 +121,37 @@ def test_a_device_disarmed_by_someone_else_is_a_resumable_fault_not_an_abort(
     assert not ends and not pass_ends  # not recorded as aborted: it could be resumed
     assert again.status == "completed"
     assert_record_equals_truth(session, truth)
+
+
+def test_a_device_reporting_a_spot_beyond_the_pass_fires_no_more(record: TreatmentRecord
+                                                                  ) -> None:
+    """A delivered report naming spot count + 5 (a device that misreports): the session stops
+    emission at once and records nothing beyond the pass (the record once took such a report
+    and filled the gap up to it as fired spots of unknown energy)."""
+    with open_device(REALTIME) as dev:
+        def misreport(p: SessionProgress) -> None:
+            if p.delivered >= 40 and not done.is_set():
+                done.set()
+                forged = encode(message("EVT_DELIVERED", 60000, credits=1,
+                                        records=np.array([(count + 5, 1000)], DELIVERED_DTYPE)))
+                dev.link._handle_frames(FrameDecoder().feed(forged))
+
+        done = threading.Event()
+        session = session_for(dev, record, on_progress=misreport, plan={"passes": 1})
+        (job,) = session.jobs
+        count = job.spots.count
+        outcome = session.run()
+        fired_at_end = len(dev.simulator.device.ground_truth)
+        state = dev.status().state
+        time.sleep(0.3)  # at the pulse rate, 300 ms would fire dozens more spots
+        truth = dev.simulator.device.ground_truth
+        session.close()
+    assert outcome.status == "fault" and outcome.cause == "device_error"
+    assert f"reported spot {count + 5} of pass" in outcome.detail
+    assert state is not State.EMITTING and len(truth) == fired_at_end < count
+    index, _ = record.delivered_spots(session.session_id, job.number)
+    assert index.size and int(index.max()) < count and record.verify().ok
+    assert set(index.tolist()) <= set(truth["index"].tolist())
 
 
 def test_a_reconnect_to_another_device_fires_nothing_on_it(record: TreatmentRecord) -> None:
