@@ -249,7 +249,16 @@ class TreatmentSession:
         if diff := differences(session_id):
             raise SettingsError("resume", session_id, allowed,
                                 "planned differently: " + "; ".join(diff))
-        recorded = str(entries[session_id].body.get("patient_ref", ""))
+        body = entries[session_id].body
+        was = (body.get("device_serial"), body.get("field_size_um"))
+        now = (self.device.info.serial, self.device.info.limits.field_size_um)
+        if was != now:  # its fired-index memory is what keeps a spot from firing twice
+            raise SettingsError("resume", session_id,
+                                f"the device session {session_id} was recorded on (serial "
+                                f"{was[0]}, field {was[1]} µm)",
+                                f"this device is serial {now[0]}, field {now[1]} µm: only the "
+                                "device that fired the session's spots knows which fired")
+        recorded = str(body.get("patient_ref", ""))
         if patient_ref.strip() and patient_ref != recorded:
             raise SettingsError("patient_ref", patient_ref,
                                 f"{recorded!r}, the patient session {session_id} was recorded "
@@ -446,6 +455,8 @@ class TreatmentSession:
         except BaseException:  # a bug or KeyboardInterrupt here: the laser stops first
             self._halt_emission()
             raise
+        if status not in ("completed", "aborted"):
+            self._confirm_stopped()
         try:
             delivered = {j.number: self.delivered_count(j) for j in self.jobs}
         except RecordError:
@@ -496,14 +507,55 @@ class TreatmentSession:
         return any(e.body.get("pass_index") == job.number
                    for e in self.record.entries(self.session_id, "pass_start"))
 
+    def _confirm_stopped(self) -> None:
+        """After a run that stopped mid-session: for the pass this session started last, if
+        the device still holds it, is not emitting and has fired what the record holds, say
+        so (``pass_confirmed``). A later resume may then trust the record for that pass even
+        if the device no longer holds it; without it (a crash, a lost link) it may not. Best
+        effort: nothing is recorded if the device or the record cannot say."""
+        with contextlib.suppress(DeviceError, RecordError):
+            starts = list(self.record.entries(self.session_id, "pass_start"))
+            if not starts:
+                return
+            job = self.jobs[starts[-1].body["pass_index"]]
+            status = self._status()
+            recorded = self.record.delivered_summary(self.session_id, job.number)[1]
+            fired = -1 if status.last_delivered is None else status.last_delivered
+            if (self._is_this_pass(status, job) and status.state is not State.EMITTING
+                    and fired == recorded):
+                self.record.append(self.session_id, "pass_confirmed", pass_index=job.number,
+                                   last=recorded)
+
+    def _confirmed(self, job: PassJob, recorded: int) -> bool:
+        """Did the device confirm the record's count of ``job`` since it was last loaded?"""
+        last = None
+        for e in self.record.entries(self.session_id):
+            if e.kind in ("pass_start", "pass_confirmed") and \
+                    e.body.get("pass_index") == job.number:
+                last = e
+        return (last is not None and last.kind == "pass_confirmed"
+                and last.body.get("last") == recorded)
+
     def _reconcile(self, job: PassJob) -> int:
         """Align the record with the device; returns the first spot still to fire. Only a
         pass this session started can have fired: the device's count of a pass with the same
         data that this session never loaded (another record's, say) is not taken."""
         status = self._status()
         recorded = self.record.delivered_summary(self.session_id, job.number)[1]
-        if (self._is_this_pass(status, job) and status.last_delivered is not None
-                and self._started(job)):
+        if not self._started(job):
+            return recorded + 1
+        if not self._is_this_pass(status, job):  # another pass loaded, or a power loss after
+            # the pass ended: unless the device confirmed the record's count when this
+            # session stopped, what it fired beyond the record is unknown
+            if self._confirmed(job, recorded):
+                return recorded + 1
+            raise SessionStop("fault", f"pass {job.number + 1} was loaded onto the device, "
+                              f"which no longer holds it (it holds pass index "
+                              f"{status.pass_index}, checksum {status.plan_checksum:#010x}): "
+                              f"how far it got beyond the {recorded + 1} spots recorded cannot "
+                              "be confirmed, so none of it is fired again",
+                              cause="count_mismatch")
+        if status.last_delivered is not None:
             confirmed = status.last_delivered
             if confirmed > recorded:  # fired, but the reports were lost with the link
                 missing = np.arange(recorded + 1, confirmed + 1)

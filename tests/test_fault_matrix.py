@@ -500,7 +500,8 @@ def reach_phase(phase: str, served: PtyServer) -> None:
     if phase == "identify":
         wait_until(lambda: sim.counters["frames_received"] >= 1, "the first request")
     elif phase == "load_plan":
-        wait_until(lambda: sim.state is State.READY, "a loaded plan")
+        # READY lasts only until the host arms (a few ms): wait for the loaded plan itself
+        wait_until(lambda: sim.plan_loaded, "a loaded plan")
     elif phase == "arm":
         wait_until(lambda: sim.state is State.ARMED, "ARMED")
     elif phase == "streaming":

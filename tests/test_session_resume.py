@@ -7,19 +7,21 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
+from controller.commands.run import deliver
 from controller.errors import SettingsError
 from controller.record import TreatmentRecord
-from controller.session import TreatmentSession
+from controller.session import SessionProgress, TreatmentSession
 from drivers import open_device
 from tests.test_cli_run import FAST as CLI_FAST
 from tests.test_cli_run import SCRIPT
 from tests.test_session import FAST, session_for
 
 
-def refused(rec: TreatmentRecord, session_id: object, **kwargs) -> SettingsError:
+def refused(rec: TreatmentRecord, session_id: object, device: str = f"sim://?{FAST}",
+            **kwargs) -> SettingsError:
     """The refusal of a resume; the device fired nothing and the record is unchanged."""
     before = [(e.seq, e.kind, e.body) for e in rec.entries()]
-    with open_device(f"sim://?{FAST}") as dev, pytest.raises(SettingsError) as caught:
+    with open_device(device) as dev, pytest.raises(SettingsError) as caught:
         session_for(dev, rec, session_id=session_id, **kwargs)
     assert len(dev.simulator.device.ground_truth) == 0
     assert [(e.seq, e.kind, e.body) for e in rec.entries()] == before and rec.verify().ok
@@ -122,3 +124,46 @@ def test_cli_refuses_a_resume_with_exit_3(tmp_path: Path, capsys: pytest.Capture
     assert "resume = 1 rejected (it ended: completed)" in " ".join(err.split())
     with TreatmentRecord(tmp_path / "t.db") as rec:
         assert rec.verify().ok and [e.session for e in rec.sessions()] == [1]
+
+
+def test_a_session_is_not_resumed_on_another_device(record: TreatmentRecord) -> None:
+    """Only the device that fired a session's spots knows which fired (its fired-index
+    memory): a resume on another one (another serial, the same field) was accepted and
+    fired again the spots the record had not yet confirmed."""
+    waiting = unfinished(record)  # on SIM-0001
+    exc = refused(record, waiting.session_id, device=f"sim://?{FAST}&serial=SIM-0002")
+    assert "recorded on (serial SIM-0001" in exc.allowed and "serial SIM-0002" in exc.reason
+
+
+class Crash(Exception):
+    """A host that dies mid-pass: the record is behind the device, nothing confirms it."""
+
+
+def test_a_pass_the_device_no_longer_holds_is_not_fired_again(record: TreatmentRecord) -> None:
+    """The host dies mid-pass; another session then loads its own pass onto the device, so
+    the device no longer knows how far the first got. A resume fires none of that pass
+    (count_mismatch) rather than trusting the record, which may be behind the device."""
+    with open_device(f"sim://?{FAST}&clock=realtime") as dev:  # at the pulse rate: mid-pass
+        def crash(p: SessionProgress) -> None:
+            if p.delivered >= 20:
+                raise Crash
+
+        first = session_for(dev, record, on_progress=crash, plan={"passes": 1})
+        with pytest.raises(Crash):
+            first.run()
+        first.close()
+        fired_first = len(dev.simulator.device.ground_truth)
+        other = session_for(dev, record, patient_ref="P-9", plan={"passes": 1, "size_mm": 4.0})
+        assert other.run().status == "completed"
+        other.close()
+        fired_before = len(dev.simulator.device.ground_truth)
+        resumed = session_for(dev, record, session_id=first.session_id, plan={"passes": 1})
+        outcome = deliver(resumed, interactive=False, resets=1)  # as co2scan run --reset-fault
+        resumed.close()
+        assert len(dev.simulator.device.ground_truth) == fired_before  # nothing fired
+    assert outcome.status == "fault" and outcome.cause == "count_mismatch"
+    assert "no longer holds it" in outcome.detail
+    # not a device fault: no reset was tried (it was, and refused: noise for the operator)
+    assert not list(record.entries(first.session_id, "operator_reset"))
+    assert 20 <= record.delivered_summary(first.session_id, 0)[0] <= fired_first < 169
+    assert record.verify().ok

@@ -29,6 +29,8 @@ from controller.validation import PlanRejected
 from drivers import Device, DeviceError, open_device
 
 MAX_RESETS = 100
+#: Faults of the session, not the device: no operator reset is offered or used.
+NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error")
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
         "device": 6}
 
@@ -97,6 +99,8 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int) -> Sessio
         while outcome.status in ("paused", "fault"):
             print(f"\n{outcome.status}: {outcome.detail}", file=sys.stderr)
             if outcome.status == "fault":
+                if outcome.cause in NOT_RESETTABLE:  # a device reset changes nothing there
+                    return outcome
                 if resets > 0:
                     resets -= 1
                 elif not interactive or ask("reset the fault and resume?", ("reset", "stop")
