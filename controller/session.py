@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,7 +30,14 @@ from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, prin
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
 from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
-from drivers.errors import DeviceError, DeviceMisreport, DeviceNack, FootswitchUp, IllegalState
+from drivers.errors import (
+    BadIndex,
+    DeviceError,
+    DeviceMisreport,
+    DeviceNack,
+    FootswitchUp,
+    IllegalState,
+)
 from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
@@ -282,7 +289,13 @@ class TreatmentSession:
                                            if e.session == session_id), [])
             indices = [entry.get("device_pass_index", number) if isinstance(entry, dict)
                        else number for number, entry in enumerate(recorded)]
-            return indices + list(range(len(indices), count))
+            indices += list(range(len(indices), count))
+            renumbered = (self.record.entries(session_id, "device_pass_index")
+                          if type(session_id) is int else [])  # else refused below
+            for e in renumbered:
+                if 0 <= (number := e.body["pass_index"]) < count:
+                    indices[number] = e.body["device_pass_index"]
+            return indices
         given = [entry["device_pass_index"] for e in sessions
                  if e.body.get("device_serial") == self.device.info.serial
                  for entry in e.body.get("passes", [])
@@ -603,7 +616,7 @@ class TreatmentSession:
     def _run_pass(self, job: PassJob) -> None:
         while True:
             try:
-                self._attempt_pass(job)
+                self._attempt_pass(self.jobs[job.number])  # as renumbered by a first load
                 return
             except DeviceLost as exc:
                 self.record.append(self.session_id, "link_lost", pass_index=job.number,
@@ -630,6 +643,31 @@ class TreatmentSession:
                                       cause="link_lost") from exc
                 time.sleep(0.2)
 
+    def _load(self, job: PassJob, first: int) -> PassJob:
+        """LOAD_PLAN. A pass this session never loaded that the device refuses as fired
+        before (BAD_INDEX: its checksum and pass index are a pair the device has fired, under
+        another record's numbering, or this record's after it was started afresh) is new to
+        this session: it gets the next index no pass of the session uses, recorded
+        (``device_pass_index``, which a resume keeps), and is loaded again. The device
+        remembers 16 pairs, so 17 tries find a free one. Returns the job as loaded."""
+        for _ in range(17):
+            try:
+                self.device.load_plan(job.spots, first)
+                return job
+            except BadIndex:
+                if first != 0 or self._started(job):
+                    raise
+                taken = {j.spots.pass_index for j in self.jobs}
+                index = next(k % 256 for k in range(job.spots.pass_index + 1,
+                                                    job.spots.pass_index + 257)
+                             if k % 256 not in taken)
+                self.record.append(self.session_id, "device_pass_index", pass_index=job.number,
+                                   device_pass_index=index, was=job.spots.pass_index)
+                job = replace(job, spots=replace(job.spots, pass_index=index))
+                self.jobs[job.number] = job
+        raise SessionStop("fault", f"pass {job.number + 1}: the device refused 17 pass indices "
+                          "as fired before", cause="refused")
+
     def _check_identity(self) -> None:
         """The device must be the one the spots were converted for (serial and limits: the
         field size scales every position); else nothing more is fired."""
@@ -655,7 +693,7 @@ class TreatmentSession:
                   and status.flags & DeviceFlag.PLAN_LOADED and status.next_index == first)
         dev.laser.set_rep_rate(job.rep_rate_hz)
         if not loaded:
-            dev.load_plan(job.spots, first)
+            job = self._load(job, first)
         self.record.append(self.session_id, "pass_start", pass_index=job.number,
                            first_index=first, device_checksum=job.spots.checksum)
         dev.arm(job.spots)

@@ -58,9 +58,11 @@ def test_the_same_plan_for_the_next_patient_fires_again_and_records_what_fired(
 def test_a_pass_the_session_never_loaded_is_not_taken_from_the_device(
         record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session numbering its passes from 0 (as a record written before the device pass
-    indices, or another host) meets the device still holding the completed pass of the same
-    plan: the session must not count that pass's spots as its own (the device then refuses to
-    fire them again)."""
+    indices, another record, or a device that lost its numbering in a power loss) meets the
+    device still holding the completed pass of the same plan: the session must not count
+    that pass's spots as its own. The device refuses the pair as fired (BAD_INDEX); the pass,
+    never loaded by this session, takes the next free index and fires in full (the new
+    patient is treated; the session was a fault until the pass was renumbered)."""
     with open_device(f"sim://?{FAST}") as dev:
         first = patient(dev, record, "A", passes=1)
         assert first.run().status == "completed"
@@ -72,10 +74,39 @@ def test_a_pass_the_session_never_loaded_is_not_taken_from_the_device(
         outcome = second.run()
         second.close()
         truth = dev.simulator.device.ground_truth
-    assert outcome.status == "fault" and "already delivered" in outcome.detail
-    assert outcome.delivered == {0: 0}
-    assert len(truth) == sum(job.spots.count for job in first.jobs)  # nothing fired again
+    assert outcome.status == "completed"
+    (job,) = second.jobs
+    assert job.spots.pass_index == 1
+    (renumbered,) = record.entries(second.session_id, "device_pass_index")
+    assert renumbered.body == {"pass_index": 0, "device_pass_index": 1, "was": 0}
+    assert len(truth) == 2 * job.spots.count  # fired again in full, each pass once
+    for session in (first, second):
+        for number, indices in fired_by(session, truth).items():
+            recorded, measured = record.delivered_spots(session.session_id, number)
+            assert recorded.tolist() == indices == list(range(job.spots.count))
+            assert (measured >= 0).all()  # its own firing, none taken over
     assert not list(record.entries(second.session_id, "reconciled"))
+    assert record.verify().ok
+
+
+def test_a_renumbered_pass_resumes_under_its_new_index(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        assert patient(dev, record, "A", passes=1).run().status == "completed"
+        monkeypatch.setattr(TreatmentSession, "_device_pass_indices",
+                            lambda self, session_id: [0], raising=False)
+        dev.simulator.device.set_input(footswitch="up")
+        waiting = patient(dev, record, "B", passes=1, start_wait_s=0.2)
+        assert waiting.run().status not in ("completed", "aborted")  # loaded, then waited
+        waiting.close()
+        monkeypatch.undo()
+        dev.simulator.device.set_input(footswitch="down")
+        resumed = patient(dev, record, "B", session_id=waiting.session_id, passes=1)
+        assert [j.spots.pass_index for j in resumed.jobs] == [1]
+        assert resumed.run().status == "completed"
+        resumed.close()
+        truth = dev.simulator.device.ground_truth
+    assert fired_by(resumed, truth) == {0: list(range(resumed.jobs[0].spots.count))}
     assert record.verify().ok
 
 
