@@ -69,7 +69,9 @@ class SafetyMirror:
         self.interlocks = status.interlocks
         if not status.flags & DeviceFlag.EMISSION_INDICATOR:
             self.indicator_since = None
-        self._set_state(status.state, "status report", status.fault_code)
+        # outside FAULT the code is the last fault's (rule 8), not a cause of this state
+        self._set_state(status.state, "status report",
+                        status.fault_code if status.state is State.FAULT else FaultCode.NONE)
 
     def on_event(self, msg: Message) -> None:
         """Adopt an EVT_STATE or EVT_INTERLOCK (other messages are ignored)."""

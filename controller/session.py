@@ -13,6 +13,7 @@ the first spot the device has not confirmed, after reconciling the record with t
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import queue
 import threading
@@ -42,6 +43,8 @@ from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
 from drivers.protocol.messages import DeviceFlag, FaultCode, Interlock, State
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 
@@ -409,9 +412,13 @@ class TreatmentSession:
             self.mirror.on_event(item)
 
     def _on_transition(self, t: Transition) -> None:
-        self.record.append(self.session_id, "transition",
-                           old=t.old.name if t.old is not None else None, new=t.new.name,
-                           cause=t.cause, fault=t.fault.name)
+        try:
+            self.record.append(self.session_id, "transition",
+                               old=t.old.name if t.old is not None else None, new=t.new.name,
+                               cause=t.cause, fault=t.fault.name)
+        except RecordError as exc:  # on the link's event thread: run() meets it at its next
+            # write and stops emission; here it would only be a traceback per event
+            log.warning("transition %s not recorded: %s", t.new.name, exc)
 
     # -- running ----------------------------------------------------------------------------
     def delivered_count(self, job: PassJob) -> int:

@@ -8,8 +8,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.safety import SafetyMirror, Transition, check_energy
+from drivers.info import DeviceStatus
 from drivers.protocol import Message, message
-from drivers.protocol.messages import SAFETY_INTERLOCKS, Cause, FaultCode, Interlock, State
+from drivers.protocol.messages import (
+    SAFETY_INTERLOCKS,
+    Cause,
+    DeviceFlag,
+    FaultCode,
+    Interlock,
+    State,
+)
 
 ALL_OK = int(SAFETY_INTERLOCKS | Interlock.FOOTSWITCH_DOWN)
 
@@ -100,3 +108,21 @@ def test_energy_verdict_matches_definition(set_values: list[int], skew: float) -
     verdict = check_energy(np.arange(len(set_uj)), set_uj, measured)
     deviations = np.abs(measured / set_uj - 1)
     assert verdict.ok == bool((deviations <= 0.2).all())
+
+
+def test_a_status_outside_fault_records_no_fault() -> None:
+    """After a reset the device keeps the last fault's code (rule 8); a state adopted from a
+    status report outside FAULT is not caused by it (the record showed ``ARMED`` with
+    ``fault WATCHDOG``)."""
+    seen: list[Transition] = []
+    mirror = SafetyMirror(2.0, seen.append)
+
+    def status(state: State, fault: FaultCode) -> DeviceStatus:
+        return DeviceStatus(state, SAFETY_INTERLOCKS, DeviceFlag(0), fault, 0, 0, 0, 0, 0, 0,
+                            None, 0, 25.0, 100)
+
+    mirror.on_status(status(State.FAULT, FaultCode.WATCHDOG))
+    mirror.on_status(status(State.ARMED, FaultCode.WATCHDOG))
+    assert [(t.new, t.fault) for t in seen] == [(State.FAULT, FaultCode.WATCHDOG),
+                                                (State.ARMED, FaultCode.NONE)]
+    assert mirror.fault is FaultCode.NONE

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from controller.errors import SettingsError
-from controller.record import TreatmentRecord
+from controller.record import RecordError, TreatmentRecord
+from controller.safety import Transition
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from drivers import open_device
 from drivers.errors import DeviceError
@@ -237,3 +238,24 @@ def test_statuses_other_than_fault_have_no_cause(record: TreatmentRecord) -> Non
         outcome = session.run()
         session.close()
     assert (outcome.status, outcome.cause) == ("completed", "")
+
+
+def test_a_transition_the_record_cannot_take_is_a_warning_not_a_traceback(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Transitions are recorded on the link's event thread, where an exception was logged
+    with a traceback per event (a full disk: six of them in the audit); run() meets the
+    failure at its own next write and stops emission."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        append = record.append
+
+        def failing(session_id: int, kind: str, **body: object) -> object:
+            if kind == "transition":
+                raise RecordError("cannot write t.db.head: disk full")
+            return append(session_id, kind, **body)
+
+        monkeypatch.setattr(record, "append", failing)
+        session._on_transition(Transition(0.0, State.READY, State.ARMED, "host_command"))
+        session.close()
+    assert "transition ARMED not recorded: cannot write t.db.head: disk full" in caplog.text

@@ -12,6 +12,7 @@ from controller.errors import SettingsError
 from controller.record import TreatmentRecord
 from controller.session import SessionProgress, TreatmentSession
 from drivers import open_device
+from drivers.protocol.messages import FaultCode
 from tests.test_cli_run import FAST as CLI_FAST
 from tests.test_cli_run import SCRIPT
 from tests.test_session import FAST, session_for
@@ -167,3 +168,17 @@ def test_a_pass_the_device_no_longer_holds_is_not_fired_again(record: TreatmentR
     assert not list(record.entries(first.session_id, "operator_reset"))
     assert 20 <= record.delivered_summary(first.session_id, 0)[0] <= fired_first < 169
     assert record.verify().ok
+
+
+def test_reset_fault_flag_resets_no_laser_fault_without_asking(record: TreatmentRecord) -> None:
+    """``--reset-fault N`` (resets given to deliver) is for a crash or a power cycle: an
+    energy deviation (the laser 30 % off its setting) is not reset without a terminal to
+    ask; the audit saw four bursts re-fired at +25 % with --reset-fault 3."""
+    with open_device(f"sim://?{FAST}&noise_percent=0.5&drift_percent=30") as dev:
+        session = session_for(dev, record)
+        outcome = deliver(session, interactive=False, resets=3)
+        fired = len(dev.simulator.device.ground_truth)
+        session.close()
+    assert outcome.status == "fault" and session.mirror.fault is FaultCode.ENERGY_DEVIATION
+    assert not list(record.entries(session.session_id, "operator_reset"))
+    assert fired < sum(j.spots.count for j in session.jobs)

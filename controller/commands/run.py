@@ -27,10 +27,14 @@ from controller.session import (
 )
 from controller.validation import PlanRejected
 from drivers import Device, DeviceError, open_device
+from drivers.protocol.messages import FaultCode
 
 MAX_RESETS = 100
 #: Faults of the session, not the device: no operator reset is offered or used.
 NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error")
+#: Device faults --reset-fault resets without asking: the host's or the link's (a crash, a
+#: power cycle). A laser, galvo or interlock fault is the operator's to check, on a terminal.
+AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
         "device": 6}
 
@@ -101,7 +105,7 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int) -> Sessio
             if outcome.status == "fault":
                 if outcome.cause in NOT_RESETTABLE:  # a device reset changes nothing there
                     return outcome
-                if resets > 0:
+                if resets > 0 and session.mirror.fault in (FaultCode.NONE, *AUTO_RESETS):
                     resets -= 1
                 elif not interactive or ask("reset the fault and resume?", ("reset", "stop")
                                             ) == "stop":
@@ -211,8 +215,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "planned exactly as this script)")
     parser.add_argument("--reset-fault", type=bounded(int, 0, MAX_RESETS), default=0,
                         metavar="N",
-                        help="operator reset of up to N device faults without asking (the "
-                             "operator has checked the cause); default 0")
+                        help="operator reset of up to N watchdog or power-loss faults "
+                             "(DEVICE_RESET) without asking, after a crash; a laser, galvo or "
+                             "interlock fault is asked on a terminal, and stops the run "
+                             "without one; default 0")
     parser.add_argument("--start-wait", type=bounded(float, 0.0, MAX_START_WAIT_S),
                         default=60.0, metavar="S",
                         help="how long to wait for the footswitch (and the emission "
