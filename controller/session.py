@@ -123,15 +123,15 @@ def who_and_whom(operator: object, patient_ref: object, resuming: bool = False
     operator = printable("operator", operator)
     if not operator.strip():
         raise SettingsError("operator", operator, "the operator's name (printable text)",
-                            "empty: name who treats (co2scan run: --operator NAME or "
-                            "operator = in the script)")
+                            "empty: name who treats (co2scan run or demo: --operator "
+                            "NAME, or operator = in the script)")
     patient_ref = printable("patient_ref", patient_ref)
     if not resuming and not patient_ref.strip():
         raise SettingsError("patient_ref", patient_ref,
                             "the patient's reference (printable text); for a service or test "
                             "pass, what is fired at, e.g. 'test card'",
-                            "empty: name whom the session treats (co2scan run: --patient REF "
-                            "or patient_ref = in the script)")
+                            "empty: name whom the session treats (co2scan run or demo: "
+                            "--patient REF, or patient_ref = in the script)")
     return operator, patient_ref
 
 
@@ -369,6 +369,11 @@ class TreatmentSession:
         spots is not cancelled (SettingsError naming ``cancel``): resume it, or :meth:`abort`."""
         with self._exclusive("cancel()"):
             delivered = {j.number: self.delivered_count(j) for j in self.jobs}
+            ended = [e.body.get("status") for e in
+                     self.record.entries(self.session_id, "session_end")]
+            if ended:
+                raise SettingsError("cancel", self.session_id, "a session that has not ended",
+                                    f"it ended: {ended[-1]}")
             if any(delivered.values()):
                 raise SettingsError("cancel", self.session_id, "a session that delivered nothing",
                                     "it has delivered spots: resume or abort it")

@@ -58,8 +58,12 @@ def number(
 def printable(name: str, value: object) -> str:
     """``value`` if it is printable text of at most MAX_TEXT_CHARS characters (no control
     or escape characters: it is stored and shown), else SettingsError."""
+    allowed = f"printable text of at most {MAX_TEXT_CHARS} characters"
+    if isinstance(value, int | float) and not isinstance(value, bool):  # unquoted in TOML
+        raise SettingsError(name, value, allowed,
+                            f"a number, not text: quote it in a script, {name} = \"{value}\"")
     if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or not value.isprintable():
-        raise SettingsError(name, value, f"printable text of at most {MAX_TEXT_CHARS} characters")
+        raise SettingsError(name, value, allowed)
     return value
 
 

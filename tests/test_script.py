@@ -278,3 +278,9 @@ def test_a_script_larger_than_the_limit_is_not_read_to_its_end(tmp_path: Path) -
             load_script(path)
         assert caught.value.reason == "larger"
         assert f"at most {MAX_SCRIPT_BYTES:,} bytes" in caught.value.allowed
+
+
+def test_an_unquoted_number_as_patient_ref_says_to_quote_it() -> None:
+    with pytest.raises(ScriptError) as info:
+        parse("patient_ref = 20240117\n" + PASS)
+    assert 'quote it in a script, patient_ref = "20240117"' in str(info.value)

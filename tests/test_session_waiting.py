@@ -54,9 +54,19 @@ def test_cancel_refuses_a_session_that_delivered(record: TreatmentRecord) -> Non
         with pytest.raises(SettingsError) as caught:
             session.cancel()
         session.close()
-    assert caught.value.field == "cancel"
+    assert caught.value.field == "cancel" and caught.value.reason == "it ended: completed"
     ends = [e.body["status"] for e in record.entries(session.session_id, "session_end")]
     assert ends == ["completed"]
+
+
+def test_cancel_of_an_aborted_session_says_it_ended(record: TreatmentRecord) -> None:
+    """Not "resume or abort it": an aborted session can be neither."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        assert session.abort().status == "aborted"
+        with pytest.raises(SettingsError, match="it ended: aborted"):
+            session.cancel()
+        session.close()
 
 
 def test_an_unconfirmed_run_records_its_new_session_as_cancelled(
