@@ -104,7 +104,7 @@ def test_a_run_without_a_patient_is_refused_before_anything(tmp_path: Path, caps
         out, err = capsys.readouterr()
         err = " ".join(err.split())
         assert out == "" and err.startswith("error: patient_ref = ")
-        assert "--patient REF or patient_ref = in the script" in err
+        assert "--patient REF, or patient_ref = in the script" in err
     assert not db.exists()  # nothing recorded (and the device never reached)
 
 
