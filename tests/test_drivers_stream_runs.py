@@ -7,14 +7,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.protocol import Message, message
-from drivers.protocol.messages import DELIVERED_DTYPE
+from drivers.protocol.messages import DELIVERED_DTYPE, SPOT_DTYPE
+from drivers.spots import PassSpots
 from drivers.stream import PassStreamer
+
+
+def _pass(count: int) -> PassSpots:
+    records = np.zeros(count, SPOT_DTYPE)
+    records["index"] = np.arange(count)
+    return PassSpots.from_records(0, records)
+
+
+#: A pass long enough for every report below (indices under 500).
+PASS = _pass(1000)
 
 
 def streamer(last_seen: int) -> PassStreamer:
     """A PassStreamer with only the state that recording deliveries touches."""
     s = object.__new__(PassStreamer)
     s.last_seen, s.known, s.index, s.measured, s.credits = last_seen, True, [], [], 0
+    s.spots = PASS  # reports name spots of the loaded pass only
     return s
 
 
