@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -37,6 +38,9 @@ else:
     import fcntl
 
 GENESIS = "0" * 64
+#: The chain head file: ``<last row's seq> <its hash>`` and a newline (CR LF on Windows, whose
+#: text files _write_head writes), nothing else.
+HEAD_LINE = re.compile(rb"([0-9]{1,18}) ([0-9a-f]{64})\r?\n")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -90,6 +94,18 @@ def _lock_file(fd: int, lock: bool) -> None:
         msvcrt.locking(fd, msvcrt.LK_LOCK if lock else msvcrt.LK_UNLCK, 1)
     else:
         fcntl.flock(fd, fcntl.LOCK_EX if lock else fcntl.LOCK_UN)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; Windows has no directory handles to sync and
+    makes its renames durable itself)."""
+    if sys.platform == "win32":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _canonical(body: dict[str, Any]) -> str:
@@ -179,15 +195,34 @@ class TreatmentRecord:
         return seq
 
     def _write_head(self, seq: int, digest: str) -> None:
+        """Replace the head file whole (a temporary file, fsynced, renamed over it), then fsync
+        the directory: once this returns, the head on disk names this row even after a power
+        loss, so it is never more than the one row being appended behind the record."""
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
         try:
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(f"{seq} {digest}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.head_path)
+            try:
+                with open(tmp, "w", encoding="ascii") as f:
+                    f.write(f"{seq} {digest}\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.head_path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            _fsync_directory(self.head_path.parent)
         except OSError as exc:
             raise RecordError(f"cannot write {self.head_path}: {exc}") from exc
+
+    def _read_head(self) -> tuple[int, str] | None:
+        """The chain head file's row number and hash; None when it is missing or is not one
+        (a head file is only ever replaced whole, so anything else was not written by us)."""
+        try:
+            text = self.head_path.read_bytes()
+        except OSError:
+            return None
+        match = HEAD_LINE.fullmatch(text)
+        return (int(match[1]), match[2].decode()) if match else None
 
     def new_session(self, **body: Any) -> int:
         """Start a session; returns its id (the sequence number of its first entry)."""
@@ -274,13 +309,10 @@ class TreatmentRecord:
             # wait only for this, not for the whole chain (rows up to it never change).
             with self._writing(reading=True):
                 end = self._last()[0]
-                try:
-                    head: str | None = self.head_path.read_text(encoding="ascii")
-                except OSError:
-                    head = None
+                head = self._read_head()
             return self._verify(end, head)
 
-    def _verify(self, end: int, head: str | None) -> Verification:
+    def _verify(self, end: int, head: tuple[int, str] | None) -> Verification:
         problems: list[str] = []
         prev, expected_seq, count = GENESIS, 1, 0
         rows = self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM entries "
@@ -297,14 +329,13 @@ class TreatmentRecord:
             prev, expected_seq = stored_hash, seq + 1
         last_seq = expected_seq - 1
         problems += self._verify_pass_spots()
-        try:
-            head_seq, head_hash = (head or "").split()
-        except ValueError:
+        if head is None:
             problems.append(f"chain head file {self.head_path.name} is missing or unreadable; "
                             "it is part of the record: a copy or backup of a record FILE must "
                             f"include FILE.head, copied with it (here {self.head_path.name})")
         else:
-            if int(head_seq) != last_seq or head_hash != prev:
+            head_seq, head_hash = head
+            if head_seq != last_seq or head_hash != prev:
                 problems.append(f"chain head says row {head_seq} is last, the record ends at "
                                 f"row {last_seq}: rows were removed from the end or replaced")
         return Verification(count, problems)
