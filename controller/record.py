@@ -2,9 +2,23 @@
 
 Every entry (session start, plan, state transition, delivered spots, pass end...) is one row of
 ``entries``; its hash covers the previous row's hash, so editing, removing or reordering a row
-breaks the chain. The chain head (last sequence number and hash) is also written to a sidecar
-file ``<record>.head`` after every commit, which catches a deleted last row. SQLite runs in WAL
-mode with ``synchronous=FULL``: a committed entry survives SIGKILL and power loss.
+breaks the chain. SQLite runs in WAL mode with ``synchronous=FULL``: a committed entry
+survives SIGKILL and power loss.
+
+The chain head (last sequence number and hash) is also kept in a sidecar file
+``<record>.head``, replaced whole and durably after every commit. It catches what the chain
+alone cannot: rows removed from the end (the rest still chains), a database put back from an
+older copy. A writer commits its row, then writes the head, so a writer killed in between (a
+host crash, which the README tells users to ``--resume`` after) leaves its row one after the
+head: :meth:`TreatmentRecord.verify` accepts exactly that, when the row follows the head's row
+and hash, and says so in a note; the next entry written brings the head up to date. A head
+ahead of the record, more than one row behind it, or naming its row by another hash does not
+verify. What the head does not do: it is not keyed, so whoever can write both files can remove
+rows from the end and rewrite the head to match (or add rows, whose hashes anyone can
+compute), and the one row after the head that a crash leaves can be removed unseen until the
+next entry is written. The chain and its head make damage and edits of the database alone
+evident; against someone who edits the files deliberately, only keeping them (or copies)
+where that person cannot write protects.
 
 Several processes may write one record (two devices of a clinic sharing ``clinic.db``): each
 append takes an exclusive lock on ``<record>.lock`` (flock; msvcrt on Windows), continues the
@@ -24,9 +38,9 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +91,47 @@ class Entry:
 
 @dataclass(frozen=True)
 class Verification:
-    """Result of :meth:`TreatmentRecord.verify`: ``problems`` is empty when the chain holds."""
+    """Result of :meth:`TreatmentRecord.verify`: ``problems`` is empty when the chain holds;
+    ``notes`` name what is in order but worth knowing (a last row after the chain head, as a
+    killed writer leaves it)."""
 
     entries: int
     problems: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@dataclass
+class _ChainEnd:
+    """Where a walk along the chain ended: the last row's sequence number and hash, the hash
+    it names as its predecessor (None when no row was walked past the start), the rows walked
+    and what was wrong with them."""
+
+    seq: int
+    hash: str
+    prev: str | None = None
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _walk(rows: Iterable[tuple[Any, ...]], start: _ChainEnd) -> _ChainEnd:
+    """Follow ``rows`` (``seq, session, at, kind, body, prev, hash`` in seq order) on from
+    ``start``, recomputing each hash; name every edited, removed or reordered row."""
+    end = _ChainEnd(start.seq, start.hash, start.prev)
+    for seq, session, at, kind, body, stored_prev, stored_hash in rows:
+        end.rows += 1
+        if seq != end.seq + 1:
+            end.problems.append(f"rows {end.seq + 1}..{seq - 1} are missing")
+        if stored_prev != end.hash:
+            end.problems.append(f"row {seq}: does not follow the row before it "
+                                "(removed or reordered rows)")
+        if _hash(stored_prev, seq, session, at, kind, body) != stored_hash:
+            end.problems.append(f"row {seq} ({kind}): content was edited")
+        end.seq, end.hash, end.prev = seq, stored_hash, stored_prev
+    return end
 
 
 def _lock_file(fd: int, lock: bool) -> None:
@@ -123,28 +170,34 @@ class TreatmentRecord:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
+        self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            created = not self.path.exists()
+            if not self.path.exists():
+                self._start_chain()
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            self._release_lock_file()
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
-        self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_fd: int | None = None
-        if created:
-            self._start_chain()
+        except RecordError:
+            self._release_lock_file()
+            raise
 
     def _start_chain(self) -> None:
-        """Give a record this object created its chain head (no row yet), so that an empty
-        record verifies: a head file that is missing stays a sign of a copy without it or a
-        removal. Another process that created the record at the same time may have written
-        it, or a first row, already."""
+        """Give a record about to be created its chain head (row 0: no row yet) before the
+        database exists, so that an empty record verifies and a process killed while creating
+        it leaves nothing, or a head without a database (which the database then created
+        matches), never a database without its head. A head file that is missing stays a
+        sign of a copy without it or a removal. Another process creating the record at the
+        same time may have written the head already; a head left by a removed record is kept
+        (it shows the removal)."""
         with self._writing():
-            if self._last() == (0, GENESIS) and not self.head_path.exists():
+            if not self.path.exists() and not self.head_path.exists():
                 self._write_head(0, GENESIS)
 
     @contextmanager
@@ -313,32 +366,48 @@ class TreatmentRecord:
             return self._verify(end, head)
 
     def _verify(self, end: int, head: tuple[int, str] | None) -> Verification:
-        problems: list[str] = []
-        prev, expected_seq, count = GENESIS, 1, 0
-        rows = self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM entries "
-                                "WHERE seq <= ? ORDER BY seq", (end,))
-        for seq, session, at, kind, body, stored_prev, stored_hash in rows:
-            count += 1
-            if seq != expected_seq:
-                problems.append(f"rows {expected_seq}..{seq - 1} are missing")
-            if stored_prev != prev:
-                problems.append(f"row {seq}: does not follow the row before it "
-                                "(removed or reordered rows)")
-            if _hash(stored_prev, seq, session, at, kind, body) != stored_hash:
-                problems.append(f"row {seq} ({kind}): content was edited")
-            prev, expected_seq = stored_hash, seq + 1
-        last_seq = expected_seq - 1
-        problems += self._verify_pass_spots()
+        chain = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM "
+                                       "entries WHERE seq <= ? ORDER BY seq", (end,)),
+                      _ChainEnd(0, GENESIS))
+        problems, notes = self._check_head(head, chain)
+        return Verification(chain.rows, chain.problems + self._verify_pass_spots() + problems,
+                            notes)
+
+    def _check_head(self, head: tuple[int, str] | None, end: _ChainEnd
+                    ) -> tuple[list[str], list[str]]:
+        """Problems and notes of the chain head ``head`` against the chain's last row ``end``.
+
+        The head names the last row, or the row before it: a writer commits a row, then
+        writes the head, so one killed in between (a host crash, an expected event) leaves
+        the last row after the head; the row must then follow the head's row and hash.
+        Anything else (a head ahead of the record, more than one row behind it, or naming a
+        row by another hash) is a problem: rows were removed or replaced.
+        """
+        name = self.head_path.name
         if head is None:
-            problems.append(f"chain head file {self.head_path.name} is missing or unreadable; "
-                            "it is part of the record: a copy or backup of a record FILE must "
-                            f"include FILE.head, copied with it (here {self.head_path.name})")
-        else:
-            head_seq, head_hash = head
-            if head_seq != last_seq or head_hash != prev:
-                problems.append(f"chain head says row {head_seq} is last, the record ends at "
-                                f"row {last_seq}: rows were removed from the end or replaced")
-        return Verification(count, problems)
+            return [f"chain head file {name} is missing or unreadable; it is part of the "
+                    "record: a copy or backup of a record FILE must include FILE.head, copied "
+                    f"with it (here {name})"], []
+        head_seq, head_hash = head
+        if head_seq > end.seq:
+            return [f"chain head says row {head_seq} is last, the record ends at row "
+                    f"{end.seq}: rows were removed from the end (from row {end.seq + 1} on)"], []
+        if head_seq < end.seq - 1:
+            return [f"chain head says row {head_seq} is last, the record goes on to row "
+                    f"{end.seq}: rows {head_seq + 1}..{end.seq} were added without it, or an "
+                    f"older {name} was put back (a writer that stops leaves at most its last "
+                    "row after the head)"], []
+        if head_hash != (end.hash if head_seq == end.seq else end.prev):
+            return [f"chain head names row {head_seq} by another hash than the record's row "
+                    f"{head_seq}: rows up to it were replaced, or {name} is another "
+                    "record's"], []
+        if head_seq < end.seq:
+            return [], [f"row {end.seq}, the last, is after the chain head (row {head_seq}): "
+                        "its writer stopped between committing it and updating "
+                        f"{name} (a killed host); it follows the head's row, and the next "
+                        "entry written brings the head up to date (until then, removing row "
+                        f"{end.seq} would not show)"]
+        return [], []
 
     def _verify_pass_spots(self) -> list[str]:
         named = {(e.session, p["pass"]): p["device_checksum"]
@@ -354,9 +423,11 @@ class TreatmentRecord:
 
     # -- export -----------------------------------------------------------------------------
     def own_files(self) -> list[Path]:
-        """The files that make up the record: the database, its chain head, SQLite's WAL and
-        shared-memory files, and the writers' lock."""
-        return [self.path, self.head_path, self.path.with_name(self.path.name + "-wal"),
+        """The files that make up the record: the database, its chain head (and the temporary
+        file it is written through), SQLite's WAL and shared-memory files, and the writers'
+        lock."""
+        return [self.path, self.head_path, self.head_path.with_name(self.head_path.name + ".tmp"),
+                self.path.with_name(self.path.name + "-wal"),
                 self.path.with_name(self.path.name + "-shm"), self._lock_path]
 
     def export(self, session: int, fmt: str, out: Path) -> Path:
@@ -392,6 +463,9 @@ class TreatmentRecord:
     def close(self) -> None:
         """Close the database (SQLite merges its WAL) and release the writers' lock."""
         self._db.close()
+        self._release_lock_file()
+
+    def _release_lock_file(self) -> None:
         with self._lock:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

@@ -5,12 +5,16 @@ that does not verify is never written to (an appended row would hide the damage)
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from controller.record import RecordError, TreatmentRecord
+from controller.cli import main
+from controller.record import GENESIS, RecordError, TreatmentRecord
 
 
 def filled(path: Path, rows: int = 4) -> None:
@@ -77,3 +81,199 @@ def test_a_head_file_that_is_not_one_is_a_problem_not_a_crash(tmp_path: Path,
         (problem,) = rec.verify().problems
     assert "r.db.head is missing or unreadable" in problem
 
+
+
+# -- a writer killed at any point of an append leaves a record that verifies ---------------------
+
+class Crash(BaseException):
+    """The host dying: nothing after it runs (no ``except Exception`` catches it)."""
+
+
+def crash(*args: object, **kwargs: object) -> None:
+    raise Crash
+
+
+def rows_of(path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT seq, hash FROM entries ORDER BY seq").fetchall()
+    db.close()
+    return [(int(seq), str(digest)) for seq, digest in rows]
+
+
+def crashed_append(path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+                   left_tmp: bytes | None = None) -> None:
+    """Append a row to the record at ``path`` and crash ``where`` in it; ``left_tmp``: what a
+    kill while the temporary head file was being written leaves in it."""
+    targets = {"before the head": (TreatmentRecord, "_write_head"),
+               "head written, not renamed": (os, "replace")}
+    rec = TreatmentRecord(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(*targets[where], crash)
+        with pytest.raises(Crash):
+            rec.append(1, "delivered", pass_index=0, first=0, count=1, measured_uj=[100])
+    if left_tmp is not None:
+        Path(str(path) + ".head.tmp").write_bytes(left_tmp)
+    rec._db.close()  # what the dying process held goes with it; no orderly close()
+    if rec._lock_fd is not None:
+        os.close(rec._lock_fd)
+        rec._lock_fd = None
+
+
+@pytest.mark.parametrize(("where", "left_tmp"), [
+    ("before the head", None),
+    ("before the head", b""),  # as the auditor found it: an empty FILE.head.tmp
+    ("head written, not renamed", None),
+    ("head written, not renamed", b"5 3f2a"),  # half written
+])
+def test_a_crash_after_the_row_before_the_head_verifies_with_a_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+        left_tmp: bytes | None) -> None:
+    path = tmp_path / "r.db"
+    filled(path)
+    crashed_append(path, monkeypatch, where, left_tmp)
+    assert head_of(path).startswith("4 ")
+    with TreatmentRecord(path) as rec:
+        check = rec.verify()
+        assert check.ok, check.problems
+        (note,) = check.notes
+        assert note.startswith("row 5, the last, is after the chain head (row 4): its writer "
+                               "stopped between committing it and updating r.db.head")
+        assert "removed" not in note.split("(until then")[0]
+        rec.append(1, "session_resumed", operator="dr a")  # the host restarted: --resume
+    seq, digest = rows_of(path)[-1]
+    assert head_of(path) == f"{seq} {digest}\n" and seq == 6
+    assert not Path(str(path) + ".head.tmp").exists()
+    with TreatmentRecord(path) as rec:
+        check = rec.verify()
+        assert check.ok and check.notes == [] and check.entries == 6
+
+
+def test_log_verify_says_chain_verified_and_notes_the_row_after_the_head(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.db"
+    filled(path)
+    crashed_append(path, monkeypatch, "before the head", b"")
+    capsys.readouterr()
+    assert main(["log", "verify", "--record", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("5 entries: chain verified\n  note: row 5, the last, is after the "
+                          "chain head (row 4)"), out
+    assert "TAMPERED" not in out
+    assert main(["log", "list", "--record", str(path)]) == 0
+    assert "TAMPERED" not in capsys.readouterr().out
+
+
+KILLED_WRITER = """
+import os, sys
+from controller.record import TreatmentRecord
+record = TreatmentRecord(sys.argv[1])
+session = record.new_session(operator="dr k")
+for k in range(3):
+    record.append(session, "delivered", pass_index=0, first=k, count=1, measured_uj=[k])
+TreatmentRecord._write_head = lambda self, seq, digest: os.kill(os.getpid(), 9)
+record.append(session, "delivered", pass_index=0, first=3, count=1, measured_uj=[3])
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL")
+def test_a_writer_killed_between_row_and_head_leaves_a_record_that_verifies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The auditor's crash, for real: SIGKILL right after the row is committed (its WAL not
+    merged, its lock dropped by the system)."""
+    path = tmp_path / "r.db"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)],
+                            cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert head_of(path).startswith("4 ") and rows_of(path)[-1][0] == 5
+    assert main(["log", "verify", "--record", str(path)]) == 0
+    assert "note: row 5, the last, is after the chain head (row 4)" in capsys.readouterr().out
+    with TreatmentRecord(path) as rec:
+        assert rec.append(1, "session_resumed", operator="dr k") == 6
+        assert rec.verify().ok and rec.verify().notes == []
+
+
+def test_a_crash_while_creating_the_record_leaves_one_that_verifies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head is written before the database exists: a kill in between leaves a head
+    without a database, never a database without its head."""
+    path = tmp_path / "r.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite3, "connect", crash)
+        with pytest.raises(Crash):
+            TreatmentRecord(path)
+    with TreatmentRecord(path) as rec:
+        assert rec.verify().ok
+    path.unlink()
+    Path(str(path) + ".head").unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(TreatmentRecord, "_write_head", crash)
+        with pytest.raises(Crash):
+            TreatmentRecord(path)
+    assert not path.exists()
+    with TreatmentRecord(path) as rec:
+        assert rec.verify().ok and rec.new_session(operator="dr a") == 1
+        assert rec.verify().ok
+
+
+# -- what the head still catches --------------------------------------------------------------
+
+def set_head(path: Path, seq: int, digest: str | None = None) -> None:
+    """Rewrite the head file as an editor would: row ``seq`` with its hash (or ``digest``)."""
+    if digest is None:
+        digest = dict([*rows_of(path), (0, GENESIS)])[seq]
+    Path(str(path) + ".head").write_text(f"{seq} {digest}\n", encoding="ascii")
+
+
+def delete_last_row(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM entries WHERE seq = (SELECT MAX(seq) FROM entries)")
+    db.close()
+
+
+def delete_last_row_and_roll_back_the_head(path: Path, rows: int) -> None:
+    delete_last_row(path)
+    set_head(path, rows_of(path)[-1][0] - rows)
+
+
+TAMPERING = {
+    "last row removed": (delete_last_row,
+                         "chain head says row 5 is last, the record ends at row 4: rows were "
+                         "removed from the end (from row 5 on)"),
+    "last row removed, head rolled back by two": (
+        lambda p: delete_last_row_and_roll_back_the_head(p, 2),
+        "chain head says row 2 is last, the record goes on to row 4: rows 3..4 were added "
+        "without it, or an older r.db.head was put back"),
+    "head one row behind, by another hash": (
+        lambda p: set_head(p, 4, "ab" * 32),
+        "chain head names row 4 by another hash than the record's row 4: rows up to it were "
+        "replaced, or r.db.head is another record's"),
+    "head on the last row, by another hash": (
+        lambda p: set_head(p, 5, "ab" * 32),
+        "chain head names row 5 by another hash than the record's row 5"),
+    "head two rows ahead": (lambda p: set_head(p, 7, "ab" * 32),
+                            "chain head says row 7 is last, the record ends at row 5: rows were "
+                            "removed from the end (from row 6 on)"),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERING))
+def test_the_head_still_catches_what_a_crash_cannot_leave(tmp_path: Path,
+                                                          tampering: str) -> None:
+    path = tmp_path / "r.db"
+    filled(path, rows=5)
+    damage, expected = TAMPERING[tampering]
+    damage(path)
+    with TreatmentRecord(path) as rec:
+        check = rec.verify()
+    assert not check.ok
+    assert any(p.startswith(expected) for p in check.problems), check.problems
+
+
+def test_the_temporary_head_file_is_one_of_the_record_files(tmp_path: Path) -> None:
+    """An export onto it would be replaced by the next head write: refused as onto the head."""
+    path = tmp_path / "r.db"
+    filled(path)
+    with TreatmentRecord(path) as rec, pytest.raises(RecordError, match="record's own files"):
+        rec.export(1, "json", Path(str(path) + ".head.tmp"))

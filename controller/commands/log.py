@@ -16,7 +16,9 @@ HELP = """read the treatment record: list sessions, show one, verify the chain, 
 
   list            every session (no ID)
   show ID         the entries of session ID
-  verify          recompute the hash chain (no ID); exit 4 if it does not verify
+  verify          recompute the hash chain (no ID); exit 4 if it does not verify; a
+                  note names a last row after the chain head (a killed co2scan leaves
+                  one; the next entry written updates the head)
   export ID       write session ID as json (every entry) or csv (one row per delivered
                   spot) to -o FILE, by default sessionID.FORMAT in the current directory
                   (session1.json, session1.csv); a record that does not verify is refused
@@ -110,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             result = record.verify()
             print(f"{result.entries} entries: " + ("chain verified" if result.ok else
                                                    "TAMPERED\n  " + "\n  ".join(result.problems)))
+            for note in result.notes:
+                print(f"  note: {note}")
             return 0 if result.ok else EXIT_TAMPERED
         if args.action == "show":
             return _show(record, args.session)
