@@ -20,6 +20,11 @@ next entry is written. The chain and its head make damage and edits of the datab
 evident; against someone who edits the files deliberately, only keeping them (or copies)
 where that person cannot write protects.
 
+A writer refuses (RecordError, nothing written) to append to a record that does not verify: a
+row chained onto it would make a removed last row (a session's end, say) verify again, and its
+session look open. It checks the whole record at its first append, then at each append only
+what changed since its last (see :meth:`TreatmentRecord._end_to_append_to`).
+
 Several processes may write one record (two devices of a clinic sharing ``clinic.db``): each
 append takes an exclusive lock on ``<record>.lock`` (flock; msvcrt on Windows), continues the
 chain from the row last committed by anyone, and writes the head file before it lets go.
@@ -173,6 +178,9 @@ class TreatmentRecord:
         self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd: int | None = None
+        #: The end of the chain as this object last verified or wrote it (its appends check
+        #: only what came after); None until its first append checks the whole record.
+        self._checked: _ChainEnd | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
@@ -235,17 +243,59 @@ class TreatmentRecord:
         """Append after the last committed row, the lock held; ``session`` None: the row's own
         sequence number (a new session's id)."""
         text = _canonical(body)
+        last = self._end_to_append_to()
         try:
-            last_seq, head = self._last()
-            seq, at = last_seq + 1, time.time()
+            seq, at = last.seq + 1, time.time()
             session = seq if session is None else session
-            digest = _hash(head, seq, session, at, kind, text)
+            digest = _hash(last.hash, seq, session, at, kind, text)
             self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (seq, session, at, kind, text, head, digest))
+                             (seq, session, at, kind, text, last.hash, digest))
         except sqlite3.Error as exc:
             raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+        self._checked = _ChainEnd(seq, digest, last.hash)
         self._write_head(seq, digest)
         return seq
+
+    def _end_to_append_to(self) -> _ChainEnd:
+        """The end of the chain, once it is known to verify (the lock held), with the head
+        naming it; else RecordError and nothing written, for a row chained onto a record that
+        does not verify would make it verify again and hide the damage (a removed last row, a
+        session end among them, would no longer show, its session would look open).
+
+        This object's first append checks the whole record as :meth:`verify` does; each later
+        one only that the row it last checked or wrote is still there, unchanged, that any rows
+        other writers added since follow it, and the head: two indexed reads and a small file
+        in the usual case of no other writer. A head one row behind (a writer killed before it
+        wrote it) is brought up to the last row first, so that it is never two behind.
+        """
+        head = self._read_head()
+        try:
+            if self._checked is None:
+                end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
+                                             "FROM entries ORDER BY seq"), _ChainEnd(0, GENESIS))
+                end.problems += self._verify_pass_spots()
+            else:
+                end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
+                                             "FROM entries WHERE seq > ? ORDER BY seq",
+                                             (self._checked.seq,)), self._checked)
+                known = self._checked
+                if known.seq and self._db.execute("SELECT hash FROM entries WHERE seq = ?",
+                                                  (known.seq,)).fetchone() != (known.hash,):
+                    end.problems.append(f"row {known.seq}, the last one this writer wrote or "
+                                        "checked, was removed or replaced")
+        except sqlite3.Error as exc:
+            raise RecordError(f"cannot read {self.path}: {exc}") from exc
+        problems = end.problems + self._check_head(head, end)[0]
+        if problems:
+            self._checked = None
+            raise RecordError(
+                f"{self.path} does not verify, so nothing was written to it (an entry "
+                "appended would hide the damage): " + "; ".join(problems) + ". The record "
+                f"must be inspected: co2scan log verify --record {self.path}")
+        if head != (end.seq, end.hash):
+            self._write_head(end.seq, end.hash)
+        self._checked = end
+        return end
 
     def _write_head(self, seq: int, digest: str) -> None:
         """Replace the head file whole (a temporary file, fsynced, renamed over it), then fsync

@@ -5,16 +5,19 @@ that does not verify is never written to (an appended row would hide the damage)
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from controller.cli import main
 from controller.record import GENESIS, RecordError, TreatmentRecord
+from tests.test_cli_run import FAST, SCRIPT
 
 
 def filled(path: Path, rows: int = 4) -> None:
@@ -232,16 +235,18 @@ def delete_last_row(path: Path) -> None:
     db.close()
 
 
-def delete_last_row_and_roll_back_the_head(path: Path, rows: int) -> None:
+def delete_last_row_and_roll_back_the_head(path: Path, behind: int) -> None:
+    """The last row removed and the head rewritten to name the row ``behind`` rows before
+    the new last one (0: the new last row, as a careful editor would)."""
     delete_last_row(path)
-    set_head(path, rows_of(path)[-1][0] - rows)
+    set_head(path, rows_of(path)[-1][0] - behind)
 
 
 TAMPERING = {
     "last row removed": (delete_last_row,
                          "chain head says row 5 is last, the record ends at row 4: rows were "
                          "removed from the end (from row 5 on)"),
-    "last row removed, head rolled back by two": (
+    "last row removed, head two rows behind the rest": (
         lambda p: delete_last_row_and_roll_back_the_head(p, 2),
         "chain head says row 2 is last, the record goes on to row 4: rows 3..4 were added "
         "without it, or an older r.db.head was put back"),
@@ -277,3 +282,125 @@ def test_the_temporary_head_file_is_one_of_the_record_files(tmp_path: Path) -> N
     filled(path)
     with TreatmentRecord(path) as rec, pytest.raises(RecordError, match="record's own files"):
         rec.export(1, "json", Path(str(path) + ".head.tmp"))
+
+
+# -- a record that does not verify is never written to -------------------------------------------
+
+def state_of(path: Path) -> tuple[list[tuple[int, str]], bytes | None]:
+    head = Path(str(path) + ".head")
+    return rows_of(path), head.read_bytes() if head.exists() else None
+
+
+REFUSED = {**TAMPERING,
+           "middle row edited": (
+               lambda p: execute(p, "UPDATE entries SET body = '{}' WHERE seq = 3"),
+               "row 3 (note): content was edited"),
+           "head file missing": (lambda p: Path(str(p) + ".head").unlink(),
+                                 "chain head file r.db.head is missing")}
+
+
+def execute(path: Path, sql: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(sql)
+    db.close()
+
+
+@pytest.mark.parametrize("tampering", sorted(REFUSED))
+def test_a_record_that_does_not_verify_is_not_written_to(tmp_path: Path, tampering: str) -> None:
+    path = tmp_path / "r.db"
+    filled(path, rows=5)
+    damage, expected = REFUSED[tampering]
+    damage(path)
+    before = state_of(path)
+    with TreatmentRecord(path) as rec:
+        problems = rec.verify().problems
+        for write in (lambda: rec.append(1, "note", k=9), lambda: rec.new_session(operator="b"),
+                      lambda: rec.delivered(1, 0, np.arange(3), np.arange(3))):
+            with pytest.raises(RecordError) as refused:
+                write()
+            message = str(refused.value)
+            assert message.startswith(f"{path} does not verify, so nothing was written to it")
+            assert expected in message and message.endswith(
+                f"The record must be inspected: co2scan log verify --record {path}")
+    assert state_of(path) == before
+    with TreatmentRecord(path) as rec:
+        assert rec.verify().problems == problems
+
+
+def test_the_auditors_removed_session_end_stays_tampered_after_a_run(
+        tmp_path: Path, run_record: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The last row (session 1's session_end) removed from a copy: a co2scan run, new or
+    resuming the session that now looks open, is refused (exit 3, nothing written) and the
+    copy stays TAMPERED."""
+    path = tmp_path / "copy.db"
+    shutil.copy(run_record, path)
+    shutil.copy(run_record + ".head", str(path) + ".head")
+    delete_last_row(path)
+    before = state_of(path)
+    script = tmp_path / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    for resume in ([], ["--resume", "1", "--reset-fault", "1"]):
+        capsys.readouterr()
+        assert main(["run", str(script), "--device", FAST, "--yes", "--record", str(path),
+                     *resume]) == 3
+        err = " ".join(capsys.readouterr().err.split())
+        assert "does not verify, so nothing was written to it" in err, err
+        assert "rows were removed from the end" in err and "co2scan log verify" in err
+        assert state_of(path) == before
+    assert main(["log", "verify", "--record", str(path)]) == 4
+    assert "TAMPERED" in capsys.readouterr().out
+
+
+def test_a_writer_notices_its_own_last_row_removed_with_the_head_rolled_back(
+        tmp_path: Path) -> None:
+    """Both files edited to match (which verify cannot tell from an untouched record, as the
+    module docstring says): a writer still holding the record knows the row it wrote."""
+    path = tmp_path / "r.db"
+    with TreatmentRecord(path) as rec:
+        session = rec.new_session(operator="dr a")
+        last = rec.append(session, "session_end", status="completed")
+        delete_last_row_and_roll_back_the_head(path, 0)
+        assert rec.verify().ok  # the unkeyed head's limit
+        with pytest.raises(RecordError, match=f"row {last}, the last one this writer wrote or "
+                                              "checked, was removed or replaced"):
+            rec.append(session, "note", k=1)
+    assert rows_of(path)[-1][0] == last - 1
+
+
+def test_a_head_left_behind_is_brought_up_before_the_next_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash, then an append whose own head write fails too (a full disk, another crash):
+    the head is still at most one row behind, and the record verifies."""
+    path = tmp_path / "r.db"
+    filled(path)
+    crashed_append(path, monkeypatch, "before the head")
+    real = TreatmentRecord._write_head
+    calls: list[int] = []
+
+    def write_head_once(self: TreatmentRecord, seq: int, digest: str) -> None:
+        calls.append(seq)
+        if len(calls) > 1:
+            raise Crash
+        real(self, seq, digest)
+
+    rec = TreatmentRecord(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(TreatmentRecord, "_write_head", write_head_once)
+        with pytest.raises(Crash):
+            rec.append(1, "session_resumed", operator="dr a")
+    rec.close()
+    assert calls == [5, 6] and head_of(path).startswith("5 ")
+    with TreatmentRecord(path) as rec:
+        check = rec.verify()
+    assert check.ok and check.entries == 6 and "row 6, the last" in check.notes[0]
+
+
+def test_a_new_record_where_a_removed_one_left_its_head_is_not_written_to(
+        tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    filled(path)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    with TreatmentRecord(path) as rec, pytest.raises(RecordError, match="rows were removed"):
+        rec.new_session(operator="dr b")
+    assert rows_of(path) == [] and head_of(path).startswith("4 ")

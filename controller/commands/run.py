@@ -48,9 +48,10 @@ Against the simulator (sim://...) its footswitch option stands in for the operat
 (sim://?footswitch=down); against a device only the real footswitch releases emission.
 Ctrl-C pauses after the current spot and offers resume or abort on a terminal (--yes too;
 without a terminal it aborts). Exit status: 0 completed, 1 aborted or not confirmed (a new
-session not confirmed is recorded as cancelled), 3 script invalid, plan rejected or resume
-refused, 4 device fault (an interlock open when arming included), 5 paused or not started
-(footswitch not pressed within --start-wait), 6 device unreachable.
+session not confirmed is recorded as cancelled), 3 script invalid, plan rejected, resume
+refused or a record that does not verify (co2scan log verify), 4 device fault (an interlock
+open when arming included), 5 paused or not started (footswitch not pressed within
+--start-wait), 6 device unreachable.
 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
