@@ -460,12 +460,17 @@ class TreatmentRecord:
         return [], []
 
     def _verify_pass_spots(self) -> list[str]:
+        # The stored spots before the sessions naming them: a writer commits a session's entry
+        # before its spots, so a session another process starts meanwhile is either named
+        # with its spots unseen or not seen at all, never seen as spots no session names.
+        stored = [(session, pass_index, checksum, zlib.crc32(blob) == checksum)
+                  for session, pass_index, checksum, blob in self._db.execute(
+                      "SELECT session, pass_index, checksum, records FROM pass_spots")]
         named = {(e.session, p["pass"]): p["device_checksum"]
                  for e in self.entries(kind="session") for p in e.body.get("passes", [])}
         problems = []
-        for session, pass_index, checksum, blob in self._db.execute(
-                "SELECT session, pass_index, checksum, records FROM pass_spots"):
-            if zlib.crc32(blob) != checksum or named.get((session, pass_index)) != checksum:
+        for session, pass_index, checksum, intact in stored:
+            if not intact or named.get((session, pass_index)) != checksum:
                 problems.append(f"stored spots of session {session} pass {pass_index + 1} "
                                 f"(pass_index {pass_index}) do not match the checksum the "
                                 "record names")

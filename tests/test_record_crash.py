@@ -10,13 +10,15 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from controller.cli import main
-from controller.record import GENESIS, RecordError, TreatmentRecord
+from controller.record import GENESIS, Entry, RecordError, TreatmentRecord
 from tests.test_cli_run import FAST, SCRIPT
 
 
@@ -404,3 +406,32 @@ def test_a_new_record_where_a_removed_one_left_its_head_is_not_written_to(
     with TreatmentRecord(path) as rec, pytest.raises(RecordError, match="rows were removed"):
         rec.new_session(operator="dr b")
     assert rows_of(path) == [] and head_of(path).startswith("4 ")
+
+
+# -- verify while another writer starts a session ---------------------------------------------
+
+def test_a_session_started_while_verify_reads_is_no_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another device starts a session (its entry, then its stored spots) just after verify
+    listed the sessions: its spots are not read as spots that no session names."""
+    path = tmp_path / "r.db"
+    filled(path)
+    spots = np.arange(12, dtype=np.uint8)
+    reader, other = TreatmentRecord(path), TreatmentRecord(path)
+    listing = TreatmentRecord.entries
+
+    def entries(self: TreatmentRecord, session: int | None = None,
+                kind: str | None = None) -> Iterator[Entry]:
+        yield from listing(self, session, kind)
+        if self is reader and kind == "session":
+            started = other.new_session(operator="dr b", passes=[
+                {"pass": 0, "device_checksum": zlib.crc32(spots.tobytes())}])
+            other.store_pass_spots(started, 0, spots)
+
+    monkeypatch.setattr(TreatmentRecord, "entries", entries)
+    check = reader.verify()
+    monkeypatch.undo()
+    assert check.ok, check.problems
+    assert reader.verify().ok and reader.verify().entries == 5
+    reader.close()
+    other.close()
