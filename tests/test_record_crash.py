@@ -435,3 +435,20 @@ def test_a_session_started_while_verify_reads_is_no_problem(
     assert reader.verify().ok and reader.verify().entries == 5
     reader.close()
     other.close()
+
+
+def test_demo_onto_a_record_that_does_not_verify_says_so(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """--out holding an earlier demo's record, damaged: refused with the reason (exit 3),
+    not a traceback, and the record left as it was."""
+    path = tmp_path / "treatments.db"
+    filled(path)
+    delete_last_row(path)
+    before = state_of(path)
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tmp_path), "--device",
+                 "sim://?footswitch=down&pre_emission_ms=20&seed=1"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "does not verify, so nothing was written to it" in err, err
+    assert state_of(path) == before

@@ -12,7 +12,7 @@ from controller.commands.report import draw_session_report
 from controller.commands.run import EXIT
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
-from controller.record import TreatmentRecord
+from controller.record import RecordError, TreatmentRecord
 from controller.script import TreatmentScript, load_script
 from controller.session import TreatmentSession, timing_for, who_and_whom
 from controller.validation import PlanRejected
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot reach the device at {args.device}: {exc}", EXIT["device"])
     try:
         return _deliver(script, who, device, args.device, out)
-    except SettingsError as exc:  # the script against this device's limits
-        return fail(str(exc))
+    except (SettingsError, RecordError) as exc:  # the script against this device's limits;
+        return fail(str(exc))                    # a record in --out that does not verify
     except PictureError as exc:
         return fail(str(exc), EXIT_NOT_WRITTEN)
 
