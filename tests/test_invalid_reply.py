@@ -4,7 +4,6 @@ is refused when it is opened instead of being driven (firmware_protocol.md secti
 
 from __future__ import annotations
 
-import queue
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from drivers.protocol import MessageError, decode_payload, encode, encode_frame
 from drivers.protocol.framing import FrameDecoder
 from drivers.protocol.messages import BY_NAME
 from drivers.protocol.spec import example_messages
+from tests.test_link_events import ScriptedTransport
 
 IDENTIFY_REPLY = BY_NAME["IDENTIFY_REPLY"]
 GOOD = next(m for m in example_messages() if m.name == "IDENTIFY_REPLY")
@@ -27,31 +27,22 @@ def identify_reply(seq: int, **changes: int) -> bytes:
     return encode_frame(IDENTIFY_REPLY.type_id, seq, payload)
 
 
-class IdentifyResponder:
+class IdentifyResponder(ScriptedTransport):
     """A device that answers every IDENTIFY with the given reply, and nothing else."""
 
     url = "test://identify"
 
     def __init__(self, **changes: int) -> None:
+        super().__init__()
         self.changes = changes
-        self.chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self.decoder = FrameDecoder()
         self.identifies = 0
-
-    def read(self, max_bytes: int, timeout_s: float) -> bytes:
-        try:
-            return self.chunks.get(timeout=timeout_s)
-        except queue.Empty:
-            return b""
 
     def write(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
             if decode_payload(frame).name == "IDENTIFY":
                 self.identifies += 1
                 self.chunks.put(identify_reply(frame.seq, **self.changes))
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(("changes", "says"), [
