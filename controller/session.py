@@ -455,6 +455,7 @@ class TreatmentSession:
     def _deliver(self) -> SessionOutcome:
         status = "completed"
         detail = cause = ""
+        lying = False
         try:
             for job in self.jobs:
                 if self.delivered_count(job) < job.spots.count:
@@ -463,8 +464,9 @@ class TreatmentSession:
         except SessionStop as stop:
             status, detail, cause = stop.status, stop.detail, stop.cause
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
-            if isinstance(exc, DeviceMisreport):  # a device that misreports fires no more
-                self._halt_emission()
+            if isinstance(exc, DeviceMisreport):  # a device that misreports fires no more,
+                self._halt_emission()  # and its count confirms nothing (below)
+                lying = True
             status, detail = "fault", f"device error: {exc}"
             cause = ("refused" if isinstance(exc, DeviceNack) else
                      "timeout" if isinstance(exc, DeviceTimeout) else
@@ -480,7 +482,7 @@ class TreatmentSession:
         except BaseException:  # a bug or KeyboardInterrupt here: the laser stops first
             self._halt_emission()
             raise
-        if status not in ("completed", "aborted"):
+        if status not in ("completed", "aborted") and not lying and cause != "device_mismatch":
             self._confirm_stopped()
         try:
             delivered = {j.number: self.delivered_count(j) for j in self.jobs}

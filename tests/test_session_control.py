@@ -152,6 +152,7 @@ def test_a_device_reporting_a_spot_beyond_the_pass_fires_no_more(record: Treatme
     assert state is not State.EMITTING and len(truth) == fired_at_end < count
     index, _ = record.delivered_spots(session.session_id, job.number)
     assert index.size and int(index.max()) < count and record.verify().ok
+    assert not list(record.entries(session.session_id, "pass_confirmed"))  # it lies
     assert set(index.tolist()) <= set(truth["index"].tolist())
 
 
