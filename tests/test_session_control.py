@@ -15,7 +15,7 @@ from controller.record import RecordError, TreatmentRecord
 from controller.safety import Transition
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from drivers import open_device
-from drivers.errors import DeviceError
+from drivers.errors import DeviceError, DeviceMisreport
 from drivers.protocol import FrameDecoder, encode, message
 from drivers.protocol.messages import DELIVERED_DTYPE, State
 from sim_hw.config import SimConfig
@@ -152,8 +152,26 @@ def test_a_device_reporting_a_spot_beyond_the_pass_fires_no_more(record: Treatme
     assert state is not State.EMITTING and len(truth) == fired_at_end < count
     index, _ = record.delivered_spots(session.session_id, job.number)
     assert index.size and int(index.max()) < count and record.verify().ok
-    assert not list(record.entries(session.session_id, "pass_confirmed"))  # it lies
     assert set(index.tolist()) <= set(truth["index"].tolist())
+
+
+def test_a_misreporting_device_confirms_no_count(record: TreatmentRecord,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped by a misreport records no ``pass_confirmed`` from that device's status,
+    which a later resume would trust; a clean stop (the footswitch wait) does."""
+    with open_device("sim://?footswitch=up&pre_emission_ms=0&seed=5") as dev:
+        session = session_for(dev, record, start_wait_s=0.2)
+        assert session.run().status == "waiting"
+        assert len(list(record.entries(session.session_id, "pass_confirmed"))) == 1
+
+        def misreport(self: TreatmentSession, job: object) -> None:
+            raise DeviceMisreport("the device reported spot 9999 of pass 0 fired")
+
+        monkeypatch.setattr(TreatmentSession, "_attempt_pass", misreport)
+        outcome = session.run()
+        session.close()
+    assert outcome.status == "fault" and "spot 9999" in outcome.detail
+    assert len(list(record.entries(session.session_id, "pass_confirmed"))) == 1
 
 
 def test_a_reconnect_to_another_device_fires_nothing_on_it(record: TreatmentRecord) -> None:
