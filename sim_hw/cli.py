@@ -13,14 +13,23 @@ import sys
 import threading
 from typing import Any
 
-from sim_hw.config import INPUT_WORDS, SimConfig
+from sim_hw.config import INPUT_ALIASES, INPUT_WORDS, SimConfig
 from sim_hw.control import send
+from sim_hw.faults import fault_words_help, parse_fault_words
 from sim_hw.server import Served
 from sim_hw.state_file import StateFile
 
 CONTROL_COMMANDS = {"set": "change interlock inputs, e.g. footswitch=down door=closed",
                     "fault": "inject faults, e.g. drop=0.01, reset, drift=25, overtemp=on",
                     "status": "print the device state", "truth": "summarise the spots fired"}
+#: The words each control command takes, for its --help.
+WORDS_HELP = {
+    "set": "inputs (INPUT=VALUE; the first value permits emission):\n" + "\n".join(
+        f"  {name}={permit}|{block}" for name, (permit, block) in INPUT_WORDS.items())
+    + "".join(f"\n  {alias}: the {name} input" for alias, name in INPUT_ALIASES.items()),
+    "fault": "fault words (all are checked before any is applied; 'fault help' lists them "
+             "too):\n" + fault_words_help(),
+}
 
 
 def port(text: str) -> int:
@@ -47,7 +56,8 @@ def add_sim_arguments(subparsers: Any) -> None:
     serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="any SimConfig option, e.g. pre_emission_ms=0 (repeatable)")
     serve.add_argument("--fault", action="append", default=[], metavar="FAULT",
-                       help="fault to inject at start, e.g. drop=0.01 (repeatable)")
+                       help="fault to inject at start, e.g. drop=0.01 (repeatable; 'sim fault "
+                       "--help' lists them)")
     serve.add_argument("--state", metavar="FILE",
                        help="keep the device's non-volatile memory (pass record, fired spots, "
                        "limits, calibration, key, spot rate) in FILE: loaded at start if it "
@@ -56,7 +66,8 @@ def add_sim_arguments(subparsers: Any) -> None:
                        "refused")
     serve.set_defaults(sim_command="serve")
     for command, text in CONTROL_COMMANDS.items():
-        sub = subparsers.add_parser(command, help=text)
+        sub = subparsers.add_parser(command, help=text, epilog=WORDS_HELP.get(command),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--control", type=port, required=True, metavar="PORT",
                          help="control port printed by serve")
         sub.add_argument("words", nargs="*")
@@ -123,6 +134,7 @@ def _start_usb(config: SimConfig, control_port: int, state: StateFile | None
 
 def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    start_faults = parse_fault_words(args.fault)  # a bad word ends here, before anything starts
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     state = None if args.state is None else StateFile(args.state, config)  # before serving
@@ -133,8 +145,10 @@ def serve(args: argparse.Namespace) -> int:
             state.close()
         raise
     with served:
-        if args.fault:  # a bad fault word ends here, before the simulator is announced
-            lines.append(f"faults: {served.faults.command(args.fault)}")
+        if start_faults:  # before the simulator is announced
+            for step in start_faults:
+                step(served.faults)
+            lines.append(f"faults: {served.faults.summary()}")
         print("\n".join(lines))
         sys.stdout.flush()
         try:

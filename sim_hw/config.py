@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 
 from drivers.protocol.messages import BY_NAME, KEY_SIZE
@@ -22,21 +24,46 @@ INPUT_WORDS: dict[str, tuple[str, str]] = {
 #: ``interlock`` is the remote interlock, wired to the door input.
 INPUT_ALIASES = {"interlock": "door"}
 
+#: Energy monitor drift (fault injection), percent of the delivered energy.
+DRIFT_PERCENT = (-100.0, 100.0)
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def inputs_text() -> str:
+    """The inputs and their words, for messages: ``key=on|off, door=closed|open, ...``."""
+    words = {**INPUT_WORDS, **{alias: INPUT_WORDS[name] for alias, name in INPUT_ALIASES.items()}}
+    return ", ".join(f"{name}={permit}|{block}" for name, (permit, block) in words.items())
+
+
+def number(text: str) -> float | None:
+    """A decimal number written out (``25``, ``-0.5``, ``1e-3``), else None: ``nan``, ``inf``,
+    ``1_0`` and digits of other scripts are no settings anyone means."""
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+def in_range(name: str, value: float, bounds: tuple[float, float]) -> float:
+    """``value`` when it is finite and within ``bounds``; else ValueError naming ``name``
+    and the range."""
+    lo, hi = bounds
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{name}={value!r} outside {lo:g}..{hi:g}")
+    return value
+
 
 def parse_input(name: str, value: bool | str) -> tuple[str, bool]:
     """Normalise an input setting to (input name, True when it permits emission).
 
     Accepts booleans or the words of :data:`INPUT_WORDS` (``door=open``, ``footswitch=down``).
     """
-    name = INPUT_ALIASES.get(name, name)
+    given, name = name, INPUT_ALIASES.get(name, name)
     if name not in INPUT_WORDS:
-        allowed = ", ".join([*INPUT_WORDS, *INPUT_ALIASES])
-        raise ValueError(f"unknown input {name!r}; inputs are {allowed}")
+        raise ValueError(f"unknown input {given!r}; inputs: {inputs_text()}")
     if isinstance(value, bool):
         return name, value
     permit, block = INPUT_WORDS[name]
     if value not in (permit, block):
-        raise ValueError(f"input {name}={value!r}: expected {permit!r} or {block!r}")
+        raise ValueError(f"input {given}={value!r}: expected {given}={permit}|{block}")
     return name, value == permit
 
 

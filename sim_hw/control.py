@@ -3,11 +3,13 @@
 Commands::
 
     set footswitch=down door=closed key=on estop=released   change interlock inputs
-    fault drop=0.01 | corrupt_next=3 | reset | drift=25 ...  inject faults (see Faults.command)
+    fault drop=0.01 | corrupt_next=3 | reset | drift=25 ...  inject faults (fault help lists them)
     status                                                   state, fault, inputs, progress
     truth                                                    summary of the spots fired
     help
-"""
+
+A command is checked whole before it acts: a bad word gets ``error: ...`` naming it and what
+it takes, and changes nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import socket
 from collections.abc import Callable
 
 from drivers.protocol.messages import FaultCode, State
+from sim_hw.config import inputs_text, parse_input
 from sim_hw.device import SimDevice
-from sim_hw.faults import Faults
+from sim_hw.faults import Faults, fault_words_line, parse_fault_words
 
 log = logging.getLogger("sim_hw")
 
@@ -28,21 +31,46 @@ MAX_LINE_BYTES = 4096
 def execute(device: SimDevice, faults: Faults, line: str) -> str:
     """Run one command line against a device (caller holds the device's lock)."""
     command, *words = line.split()
-    try:
-        if command == "set":
-            device.set_input(**dict(word.split("=", 1) for word in words))
-            return "ok " + describe(device)
-        if command == "fault":
-            return faults.command(words)
-        if command == "status" and not words:
-            return describe(device)
-        if command == "truth" and not words:
-            return device.truth.summary()
-        if command == "help":
-            return "commands: set INPUT=VALUE..., fault WHAT..., status, truth"
-        return f"error: unknown command {line.strip()!r}; try help"
-    except ValueError as exc:
-        return f"error: {exc}"
+    if command == "set":
+        try:
+            inputs = parse_inputs(words)
+        except ValueError as exc:
+            return f"error: {exc}"
+        device.set_input(**inputs)
+        return "ok " + describe(device)
+    if command == "fault":
+        if words == ["help"]:
+            return f"faults: {fault_words_line()}"
+        try:
+            steps = parse_fault_words(words)
+        except ValueError as exc:
+            return f"error: {exc}"
+        for step in steps:
+            step(faults)
+        return faults.summary()
+    if command == "status" and not words:
+        return describe(device)
+    if command == "truth" and not words:
+        return device.truth.summary()
+    if command == "help":
+        return ("commands: set INPUT=VALUE... (inputs: " + inputs_text() + "), "
+                "fault WORD... (fault help lists them), status, truth")
+    return f"error: unknown command {line.strip()!r}; try help"
+
+
+def parse_inputs(words: list[str]) -> dict[str, bool]:
+    """``door=closed footswitch=down`` as input name -> permits emission; ValueError names a
+    word that is not INPUT=VALUE, an unknown input or value, or an input given twice."""
+    inputs: dict[str, bool] = {}
+    for word in words:
+        name, has_value, value = word.partition("=")
+        if not has_value:
+            raise ValueError(f"set {word!r}: expected INPUT=VALUE; inputs: {inputs_text()}")
+        input_name, permits = parse_input(name, value)
+        if input_name in inputs:
+            raise ValueError(f"set {word!r}: input {input_name} given twice")
+        inputs[input_name] = permits
+    return inputs
 
 
 def describe(device: SimDevice) -> str:

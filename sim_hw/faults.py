@@ -9,15 +9,27 @@ wait behind it), because a real link delays but never reorders bytes.
 from __future__ import annotations
 
 import random
+import textwrap
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
+from sim_hw.config import DRIFT_PERCENT, in_range, number
 from sim_hw.device import SimDevice
 
 ACTIONS = ("drop", "corrupt", "duplicate", "delay")
 DIRECTIONS = ("in", "out")  # in = host -> device, out = device -> host
+#: What each action does to a frame it hits.
+_VERBS = {"drop": "lost", "corrupt": "damaged (one bit flipped)", "duplicate": "sent twice",
+          "delay": "held back delay_ms"}
+#: Per-frame probability of an action; how many next frames it may be scripted for; how long
+#: a delayed frame is held (ms).
+PROBABILITY = (0.0, 1.0)
+NEXT_FRAMES_MAX = 1_000_000
+DELAY_MS = (0.0, 60_000.0)
 
 
 @dataclass
@@ -123,8 +135,12 @@ class Faults:
              **probabilities: float) -> None:
         """Per-frame probabilities, e.g. ``link(drop=0.01, corrupt=0.001, direction="in")``."""
         for action, p in probabilities.items():
-            if action not in ACTIONS or not 0.0 <= p <= 1.0:
-                raise ValueError(f"{action}={p}: expected one of {ACTIONS} with 0 <= p <= 1")
+            if action not in ACTIONS:
+                raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
+            in_range(action, p, PROBABILITY)
+        if delay_ms is not None:
+            in_range("delay_ms", delay_ms, DELAY_MS)
+        self._directions(direction)
         with self._lock:
             for d in self._directions(direction):
                 d.settings.probability.update(probabilities)
@@ -133,8 +149,11 @@ class Faults:
 
     def next_frames(self, action: str, count: int, direction: str = "in") -> None:
         """Apply ``action`` to the next ``count`` frames, e.g. drop the next 3 host frames."""
-        if action not in ACTIONS or count < 0:
-            raise ValueError(f"{action} x{count}: expected one of {ACTIONS} and count >= 0")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
+        if not 0 <= count <= NEXT_FRAMES_MAX:
+            raise ValueError(f"{action}_next={count} outside 0..{NEXT_FRAMES_MAX}")
+        self._directions(direction)
         with self._lock:
             for d in self._directions(direction):
                 d.settings.next_frames[action] = count
@@ -158,6 +177,7 @@ class Faults:
 
     def drift(self, percent: float) -> None:
         """Energy monitor reads ``percent`` off the delivered energy."""
+        in_range("drift", percent, DRIFT_PERCENT)
         self._on_device(self._device.set_drift, percent)
 
     def over_temperature(self, hot: bool = True) -> None:
@@ -199,31 +219,129 @@ class Faults:
     # -- text commands (control channel, CLI) ------------------------------------------------
 
     def command(self, words: list[str]) -> str:
-        """Apply ``drop=0.01``, ``corrupt_next=3``, ``delay_ms=50``, ``direction=in`` (applies to
-        the words after it), ``reset``, ``disconnect``, ``drift=25``, ``overtemp=on|off``,
-        ``galvo=stuck|ok``, ``clear``; returns a one-line summary."""
-        direction = "both"
-        for word in words:
-            key, _, value = word.partition("=")
-            if key == "direction":
-                self._directions(value)
-                direction = value
-            elif key in ACTIONS:
-                self.link(direction, **{key: float(value)})
-            elif key.endswith("_next") and key[:-5] in ACTIONS:
-                self.next_frames(key[:-5], int(value), "in" if direction == "both" else direction)
-            elif key == "delay_ms":
-                self.link(direction, delay_ms=float(value))
-            elif word in ("reset", "disconnect", "clear"):
-                {"reset": self.reset_device, "disconnect": self.disconnect,
-                 "clear": self.clear}[word]()
-            elif key == "drift":
-                self.drift(float(value))
-            elif key == "overtemp" and value in ("on", "off"):
-                self.over_temperature(value == "on")
-            elif key == "galvo" and value in ("stuck", "ok"):
-                self.galvo_stuck(value == "stuck")
-            else:
-                raise ValueError(f"unknown fault {word!r}; see Faults.command")
+        """Apply fault words (:data:`FAULT_WORDS`, e.g. ``drop=0.01 corrupt_next=3 drift=25``)
+        and return a one-line summary. Every word is checked before any is applied: a bad one
+        raises ValueError naming it and what it takes, and changes nothing."""
+        for step in parse_fault_words(words):
+            step(self)
+        return self.summary()
+
+    def summary(self) -> str:
+        """``ok applied in:drop=0,... out:...``: how many frames each link fault hit."""
         return "ok applied " + " ".join(
             f"{d}:" + ",".join(f"{k}={v}" for k, v in self.applied(d).items()) for d in DIRECTIONS)
+
+
+# -- the fault words -------------------------------------------------------------------------
+
+#: One checked fault word, to apply to a :class:`Faults`.
+Step = Callable[[Faults], None]
+
+
+def _range(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}..{bounds[1]:g}"
+
+
+class FaultWord(NamedTuple):
+    """A word of :meth:`Faults.command`: the values it takes ("" for none), what kind of value
+    that is, and what it does."""
+
+    takes: str
+    kind: str
+    does: str
+
+
+FAULT_WORDS: dict[str, FaultWord] = {
+    **{action: FaultWord(_range(PROBABILITY), "a probability per frame",
+                         f"each frame is {_VERBS[action]} with this probability")
+       for action in ACTIONS},
+    **{f"{action}_next": FaultWord(f"0..{NEXT_FRAMES_MAX}", "a number of frames",
+                                   f"the next N frames are {_VERBS[action]}")
+       for action in ACTIONS},
+    "delay_ms": FaultWord(_range(DELAY_MS), "milliseconds",
+                          "how long a delayed frame is held, later bytes waiting behind it; "
+                          "default 20"),
+    "direction": FaultWord("in|out|both", "in: host to device, out: device to host",
+                           "the link words after it act on this direction (default both; "
+                           "*_next: in)"),
+    "drift": FaultWord(_range(DRIFT_PERCENT), "percent",
+                       "the energy monitor reads this many percent off"),
+    "overtemp": FaultWord("on|off", "", "the laser head at its over-temperature limit, the "
+                          "device faults; off: back below it"),
+    "galvo": FaultWord("stuck|ok", "", "the galvo stuck, the device faults before the next "
+                       "spot; ok: working again"),
+    "reset": FaultWord("", "", "reset the device: FAULT, DEVICE_RESET, as after a power loss"),
+    "disconnect": FaultWord("", "", "cut the host's connection"),
+    "clear": FaultWord("", "", "stop every link fault; device faults stay as they are"),
+}
+
+
+def fault_word(name: str) -> str:
+    """``drop=0..1``, ``galvo=stuck|ok``, ``reset``: a word and the values it takes."""
+    takes = FAULT_WORDS[name].takes
+    return f"{name}={takes}" if takes else name
+
+
+def fault_words_line() -> str:
+    """Every fault word with its values, on one line (for an error)."""
+    return ", ".join(fault_word(name) for name in FAULT_WORDS)
+
+
+def fault_words_help() -> str:
+    """Every fault word with its values and what it does, one a line (for --help)."""
+    width = max(len(fault_word(name)) for name in FAULT_WORDS)
+    return "\n".join(textwrap.fill(FAULT_WORDS[name].does, 92,
+                                   initial_indent=f"  {fault_word(name):<{width}}  ",
+                                   subsequent_indent=" " * (width + 4))
+                     for name in FAULT_WORDS)
+
+
+def _set_probability(faults: Faults, direction: str, action: str, probability: float) -> None:
+    faults.link(direction, **{action: probability})
+
+
+def parse_fault_words(words: list[str]) -> list[Step]:
+    """Check fault words (:data:`FAULT_WORDS`) and return what they do, in order; a word
+    that is unknown, lacks its value or has one it does not take raises ValueError naming
+    the word and what it takes."""
+    steps: list[Step] = []
+    direction = "both"
+    for word in words:
+        key, has_value, text = word.partition("=")
+        if key not in FAULT_WORDS:
+            raise ValueError(f"unknown fault {word!r}; faults: {fault_words_line()}")
+        takes, kind, _ = FAULT_WORDS[key]
+        wrong = ValueError(f"fault {word!r}: expected {fault_word(key)}"
+                           + (f" ({kind})" if kind else "" if takes else ", without a value"))
+        if not takes:
+            if has_value:
+                raise wrong
+            steps.append({"reset": Faults.reset_device, "disconnect": Faults.disconnect,
+                          "clear": Faults.clear}[key])
+        elif "|" in takes:
+            if text not in takes.split("|"):
+                raise wrong
+            if key == "direction":
+                direction = text
+            elif key == "overtemp":
+                steps.append(partial(Faults.over_temperature, hot=text == "on"))
+            else:
+                steps.append(partial(Faults.galvo_stuck, stuck=text == "stuck"))
+        elif key.endswith("_next"):
+            if not (text.isascii() and text.isdigit()) or int(text) > NEXT_FRAMES_MAX:
+                raise wrong
+            steps.append(partial(Faults.next_frames, action=key[:-5], count=int(text),
+                                 direction="in" if direction == "both" else direction))
+        else:
+            bounds = {"delay_ms": DELAY_MS, "drift": DRIFT_PERCENT}.get(key, PROBABILITY)
+            value = number(text)
+            if value is None or not bounds[0] <= value <= bounds[1]:
+                raise wrong
+            if key == "drift":
+                steps.append(partial(Faults.drift, percent=value))
+            elif key == "delay_ms":
+                steps.append(partial(Faults.link, direction=direction, delay_ms=value))
+            else:
+                steps.append(partial(_set_probability, direction=direction, action=key,
+                                     probability=value))
+    return steps

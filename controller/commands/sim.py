@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from controller.commands import add_command
-from sim_hw.cli import CONTROL_COMMANDS, add_sim_arguments
+from sim_hw.cli import CONTROL_COMMANDS, WORDS_HELP, add_sim_arguments
 from sim_hw.cli import run as run_sim
 
 HELP = """run a simulated device, or change the inputs of a running one
@@ -43,5 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, sub in commands.choices.items():
         sub.formatter_class = argparse.RawDescriptionHelpFormatter
         sub.description = textwrap.fill(CONTROL_COMMANDS.get(name, SERVE_HELP), 92)
-        sub.epilog = "examples:\n" + "".join(f"  {e}\n" for e in EXAMPLES[name])
+        words = WORDS_HELP[name] + "\n\n" if name in WORDS_HELP else ""
+        sub.epilog = words + "examples:\n" + "".join(f"  {e}\n" for e in EXAMPLES[name])
     parser.set_defaults(handler=run_sim)
