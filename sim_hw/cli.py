@@ -49,12 +49,14 @@ def add_sim_arguments(subparsers: Any) -> None:
                        help="pyusb backend, in this process only (a demo)")
     serve.add_argument("--control-port", type=port, default=0,
                        help="control channel port on 127.0.0.1 (default: any free port)")
-    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--seed", type=int, default=0,
+                       help="seed of the link faults and the energy noise, 0..4294967295")
     serve.add_argument("--clock", choices=("virtual", "realtime"), default="virtual")
     for name, (permit, block) in INPUT_WORDS.items():
         serve.add_argument(f"--{name}", choices=(permit, block), help=f"initial {name} input")
     serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="any SimConfig option, e.g. pre_emission_ms=0 (repeatable)")
+                       help="any SimConfig option, e.g. pre_emission_ms=0 (repeatable; an "
+                       "unknown one or a value out of range is refused, naming the allowed)")
     serve.add_argument("--fault", action="append", default=[], metavar="FAULT",
                        help="fault to inject at start, e.g. drop=0.01 (repeatable; 'sim fault "
                        "--help' lists them)")

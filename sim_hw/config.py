@@ -24,8 +24,25 @@ INPUT_WORDS: dict[str, tuple[str, str]] = {
 #: ``interlock`` is the remote interlock, wired to the door input.
 INPUT_ALIASES = {"interlock": "door"}
 
-#: Energy monitor drift (fault injection), percent of the delivered energy.
+#: Energy monitor drift (fault injection) and noise, percent of the delivered energy.
 DRIFT_PERCENT = (-100.0, 100.0)
+NOISE_PERCENT = (0.0, 100.0)
+_WIRE = {(message, f.name): f for message in ("IDENTIFY_REPLY", "STATUS_REPORT")
+         for f in BY_NAME[message].fields}
+#: The laser head temperature as STATUS_REPORT carries it (0.1 °C).
+TEMPERATURE_DC = _WIRE["STATUS_REPORT", "temperature_dc"].bounds() or (0, 0)
+#: What IDENTIFY_REPLY's serial field carries: printable ASCII, NUL padded to this size.
+SERIAL_SIZE = _WIRE["IDENTIFY_REPLY", "serial"].size
+#: Ranges of the numeric settings IDENTIFY_REPLY does not carry (the over-temperature limit
+#: stays above the lowest temperature: fault overtemp=off sets the one just below it).
+BOUNDS: dict[str, tuple[float, float]] = {
+    "noise_percent": NOISE_PERCENT,
+    "drift_percent": DRIFT_PERCENT,
+    "temperature_dc": TEMPERATURE_DC,
+    "over_temperature_dc": (TEMPERATURE_DC[0] + 1, TEMPERATURE_DC[1]),
+    "seed": (0, 0xFFFFFFFF),
+}
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
@@ -112,20 +129,29 @@ class SimConfig:
             raise ValueError(f"clock={self.clock!r}: expected one of {', '.join(CLOCK_MODES)}")
         if len(self.device_key) != KEY_SIZE:
             raise ValueError(f"device_key must be {KEY_SIZE} bytes, got {len(self.device_key)}")
-        if not 1 <= self.rep_rate_hz <= self.rep_rate_max_hz:
-            raise ValueError(f"rep_rate_hz={self.rep_rate_hz} outside 1..{self.rep_rate_max_hz}")
-        for f in BY_NAME["IDENTIFY_REPLY"].fields:  # what the device reports must fit the wire
-            bounds, value = f.bounds(), getattr(self, f.name, None)
-            if bounds is None or not isinstance(value, int):
-                continue
-            if not bounds[0] <= value <= bounds[1]:
-                raise ValueError(f"{f.name}={value} outside {bounds[0]}..{bounds[1]} "
-                                 "(IDENTIFY_REPLY)")
+        if not (0 < len(self.serial) <= SERIAL_SIZE and self.serial.isascii()
+                and self.serial.isprintable()):
+            raise ValueError(f"serial={self.serial!r}: expected 1..{SERIAL_SIZE} printable "
+                             "ASCII characters (IDENTIFY_REPLY)")
+        if len(self.fw_version) != 3 or not all(0 <= v <= 0xFF for v in self.fw_version):
+            raise ValueError(f"fw_version={self.fw_version!r}: expected (major, minor, patch), "
+                             "each 0..255 (IDENTIFY_REPLY)")
+        kinds = {f.name: f.type for f in dataclasses.fields(self)}
+        for name, bounds in self.bounds().items():
+            value = getattr(self, name)
+            if not _within(value, bounds, integer=kinds[name] == "int"):
+                raise ValueError(f"{name}={value!r} outside {_range_text(bounds)}"
+                                 + (" (IDENTIFY_REPLY)" if name in _IDENTIFIED else ""))
         for small, large, strict in BY_NAME["IDENTIFY_REPLY"].order:
             a, b = getattr(self, small), getattr(self, large)
             if a >= b if strict else a > b:
                 raise ValueError(f"{small}={a} must be {'below' if strict else 'at most'} "
                                  f"{large}={b} (IDENTIFY_REPLY)")
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """The range of each numeric setting: what IDENTIFY_REPLY can carry, :data:`BOUNDS`,
+        and the spot rate up to the configured maximum."""
+        return {**_fixed_bounds(), "rep_rate_hz": (1, self.rep_rate_max_hz)}
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> SimConfig:
@@ -141,12 +167,49 @@ class SimConfig:
                 name, permits = parse_input(key, text)
                 values[name] = permits
             elif key in scalars:
-                kind = {"int": int, "float": float, "str": str}[str(scalars[key].type)]
-                try:
-                    values[key] = kind(text)
-                except ValueError:
-                    raise ValueError(f"{key}={text!r}: expected {kind.__name__}") from None
+                values[key] = _scalar(key, str(scalars[key].type), text)
             else:
                 allowed = sorted({*scalars, *INPUT_WORDS, *INPUT_ALIASES})
                 raise ValueError(f"unknown option {key!r}; allowed: {', '.join(allowed)}")
         return cls(**values)  # type: ignore[arg-type]
+
+
+#: The settings IDENTIFY_REPLY reports, so bounded by its fields.
+_IDENTIFIED = frozenset(f.name for f in dataclasses.fields(SimConfig)
+                        if ("IDENTIFY_REPLY", f.name) in _WIRE and f.name != "serial")
+
+
+def _fixed_bounds() -> dict[str, tuple[float, float]]:
+    identified = {name: _WIRE["IDENTIFY_REPLY", name].bounds() or (0, 0) for name in _IDENTIFIED}
+    return {**identified, **BOUNDS}
+
+
+def _within(value: object, bounds: tuple[float, float], integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if integer and not isinstance(value, int):
+        return False
+    return math.isfinite(value) and bounds[0] <= value <= bounds[1]
+
+
+def _range_text(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}..{bounds[1]:g}" if isinstance(bounds[0], float) else (
+        f"{bounds[0]}..{bounds[1]}")
+
+
+def _scalar(key: str, kind: str, text: str) -> int | float | str:
+    """An option's text as its field's type; ValueError names the option and, for a number,
+    its range."""
+    if kind == "str":
+        return text
+    bounds = _fixed_bounds().get(key)
+    allowed = (f" {_range_text(bounds)}" if bounds else
+               " 1..rep_rate_max_hz" if key == "rep_rate_hz" else "")
+    if kind == "int":
+        if not _INTEGER.fullmatch(text):
+            raise ValueError(f"{key}={text!r}: expected an integer{allowed}")
+        return int(text)
+    value = number(text)
+    if value is None:
+        raise ValueError(f"{key}={text!r}: expected a number{allowed}")
+    return value

@@ -154,3 +154,35 @@ def test_serve_checks_its_start_faults_before_it_starts(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == "error: fault 'drift=nan': expected drift=-100..100 (percent)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("seed=-2", "seed=-2 outside 0..4294967295"),
+    ("seed=" + "9" * 30, "seed=" + "9" * 30 + " outside 0..4294967295"),
+    ("seed=٣", "seed='٣': expected an integer 0..4294967295"),
+    ("noise_percent=nan", "noise_percent='nan': expected a number 0..100"),
+    ("noise_percent=-5", "noise_percent=-5.0 outside 0..100"),
+    ("drift_percent=inf", "drift_percent='inf': expected a number -100..100"),
+    ("drift_percent=1e400", "drift_percent=inf outside -100..100"),
+    ("temperature_dc=99999999999", "temperature_dc=99999999999 outside -32768..32767"),
+    ("over_temperature_dc=-32768", "over_temperature_dc=-32768 outside -32767..32767"),
+    ("serial=", "serial='': expected 1..16 printable ASCII characters"),
+    ("serial=" + "A" * 17, "serial='" + "A" * 17 + "': expected 1..16 printable ASCII"),
+    ("serial=é", "serial='é': expected 1..16 printable ASCII characters"),
+    ("watchdog_ms=x", "watchdog_ms='x': expected an integer 1..65535"),
+    ("rep_rate_hz=1e3", "rep_rate_hz='1e3': expected an integer 1..rep_rate_max_hz"),
+])
+def test_a_serve_option_out_of_its_range_is_refused_naming_the_range(
+        option: str, message: str) -> None:
+    """Each of these was taken (and served a device whose STATUS or IDENTIFY could not be
+    encoded, or whose monitor read NaN), or refused in Python's words."""
+    key, _, value = option.partition("=")
+    with pytest.raises(ValueError) as caught:
+        SimConfig.from_query({key: value})
+    assert str(caught.value).startswith(message)
+
+
+def test_serve_names_the_range_of_its_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "serve", "--tcp", "0", "--seed", "-2"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "error: seed=-2 outside 0..4294967295\n")
