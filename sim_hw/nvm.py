@@ -100,7 +100,8 @@ class NonVolatile:
         """The memory of a document :meth:`to_json` wrote, for the device ``config``
         describes (an initialised memory). ValueError says what is wrong: not JSON, another
         format or version, another device's serial, a key missing or unknown, a value of the
-        wrong type or outside what the device could have stored."""
+        wrong type or outside what the device could have stored, a pass record that does not
+        fit itself or the fired-index memory."""
         try:
             image = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -133,8 +134,11 @@ class NonVolatile:
         if len(device_key) != KEY_SIZE:
             raise ValueError(f"device_key: expected {2 * KEY_SIZE} hex digits")
         rep_rate_hz = _int("rep_rate_hz", image["rep_rate_hz"], (1, limits.rep_rate_max_hz))
-        return cls(limits, calibration, device_key, rep_rate_hz,
-                   _pass_record(image["pass_record"]), _fired(image["fired"]), initialised=True)
+        record, fired = _pass_record(image["pass_record"]), _fired(image["fired"])
+        if record is not None:
+            _fired_fits(record, fired)
+        return cls(limits, calibration, device_key, rep_rate_hz, record, fired,
+                   initialised=True)
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -176,6 +180,10 @@ def _ints(where: str, value: object, bounds: dict[str, tuple[int, int]]) -> dict
 
 
 def _pass_record(value: object) -> PassRecord | None:
+    """The pass record as the device writes it: a pass fires its spots in order from
+    ``first_index``, so ``last_delivered`` is NO_INDEX (nothing fired) or within
+    first_index..spot_count-1, and ``delivered_count`` counts the spots from ``first_index``
+    through it."""
     if value is None:
         return None
     values = _keys("pass_record", value, _names(PassRecord))
@@ -184,12 +192,17 @@ def _pass_record(value: object) -> PassRecord | None:
         "pass_index": (0, 0xFF), "spot_count": (1, _U32[1]), "plan_checksum": _U32,
         "first_index": (0, spot_count - 1), "delivered_count": (0, spot_count),
         "last_delivered": _U32}))
-    last = record.last_delivered
-    if (last == NO_INDEX) != (record.delivered_count == 0) or (
-            last != NO_INDEX and not record.first_index <= last < spot_count):
-        raise ValueError(f"pass_record: last_delivered {last} and delivered_count "
-                         f"{record.delivered_count} do not fit first_index "
-                         f"{record.first_index} and spot_count {spot_count}")
+    first, last = record.first_index, record.last_delivered
+    if last != NO_INDEX and not first <= last < spot_count:
+        raise ValueError(f"pass_record.last_delivered = {last}: expected {NO_INDEX} (nothing "
+                         f"fired) or {first}..{spot_count - 1} (first_index..spot_count-1)")
+    fired = 0 if last == NO_INDEX else last - first + 1
+    if record.delivered_count != fired:
+        why = ("last_delivered is NO_INDEX: nothing fired" if last == NO_INDEX else
+               "last_delivered - first_index + 1: a pass fires its spots in order from "
+               "first_index")
+        raise ValueError(f"pass_record.delivered_count = {record.delivered_count}: expected "
+                         f"{fired} ({why})")
     return record
 
 
@@ -207,3 +220,18 @@ def _fired(value: object) -> OrderedDict[tuple[int, int], int]:
             raise ValueError(f"{where}: plan {key[0]:#010x} pass {key[1]} listed twice")
         fired[key] = _int(f"{where}[2]", entry[2], (0, NO_INDEX - 1))
     return fired
+
+
+def _fired_fits(record: PassRecord, fired: OrderedDict[tuple[int, int], int]) -> None:
+    """The fired-index memory is written with the pass record's progress (rule 1): the pass
+    that fired has its last spot there, and one that has not fired starts above any spot of
+    it fired before (LOAD_PLAN refuses to start at or below one)."""
+    key = (record.plan_checksum, record.pass_index)
+    where = f"fired: plan {key[0]:#010x} pass {key[1]} (the pass record's)"
+    last, highest = record.last_delivered, fired.get(key)
+    if last != NO_INDEX and highest != last:
+        raise ValueError(f"{where}: {'no entry' if highest is None else highest}; expected "
+                         f"{last}, the pass record's last_delivered")
+    if last == NO_INDEX and highest is not None and highest >= record.first_index:
+        raise ValueError(f"{where}: {highest}; expected none or below the pass record's "
+                         f"first_index {record.first_index} (nothing of it fired yet)")

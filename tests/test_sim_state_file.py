@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import serial
@@ -148,6 +149,16 @@ def image(without: str = "", **changes: object) -> str:
     return json.dumps(document)
 
 
+def never_served(*args: object) -> NoReturn:
+    pytest.fail("the simulator was started")
+
+
+def record(**changes: int) -> dict[str, int]:
+    """A pass record of 10 spots (plan 1, pass 0) as a state file holds it, with ``changes``."""
+    return {"pass_index": 0, "spot_count": 10, "plan_checksum": 1, "first_index": 0,
+            "delivered_count": 0, "last_delivered": NO_INDEX, **changes}
+
+
 @pytest.mark.parametrize(("text", "what"), [
     ("{\"format\": ", "not valid JSON"),
     ("[]", "not a simulator state file"),
@@ -162,16 +173,34 @@ def image(without: str = "", **changes: object) -> str:
      "limits.energy_max_uj = 250000: expected an integer 1..200000"),
     (image(rep_rate_hz="100"), "rep_rate_hz = '100': expected an integer 1..1000"),
     (image(device_key="00"), "device_key: expected 64 hex digits"),
-    (image(pass_record={"pass_index": 0, "spot_count": 10, "plan_checksum": 1,
-                        "first_index": 0, "delivered_count": 3, "last_delivered": NO_INDEX}),
-     "pass_record: last_delivered 4294967295 and delivered_count 3 do not fit"),
+    (image(pass_record=record(delivered_count=3, last_delivered=NO_INDEX)),
+     "pass_record.delivered_count = 3: expected 0 (last_delivered is NO_INDEX: nothing fired)"),
+    (image(pass_record=record(delivered_count=10, last_delivered=4), fired=[[1, 0, 4]]),
+     "pass_record.delivered_count = 10: expected 5 (last_delivered - first_index + 1: a pass "
+     "fires its spots in order from first_index)"),
+    (image(pass_record=record(first_index=6, delivered_count=1, last_delivered=4),
+           fired=[[1, 0, 4]]),
+     f"pass_record.last_delivered = 4: expected {NO_INDEX} (nothing fired) or 6..9 "
+     "(first_index..spot_count-1)"),
+    (image(pass_record=record(delivered_count=10, last_delivered=10), fired=[[1, 0, 10]]),
+     f"pass_record.last_delivered = 10: expected {NO_INDEX} (nothing fired) or 0..9"),
+    (image(pass_record=record(delivered_count=5, last_delivered=4)),
+     "fired: plan 0x00000001 pass 0 (the pass record's): no entry; expected 4, the pass "
+     "record's last_delivered"),
+    (image(pass_record=record(delivered_count=5, last_delivered=4), fired=[[1, 0, 7]]),
+     "fired: plan 0x00000001 pass 0 (the pass record's): 7; expected 4"),
+    (image(pass_record=record(first_index=3), fired=[[1, 0, 5]]),
+     "fired: plan 0x00000001 pass 0 (the pass record's): 5; expected none or below the pass "
+     "record's first_index 3"),
     (image(fired=[[1, 0, 5], [1, 0, 6]]), "fired[1]: plan 0x00000001 pass 0 listed twice"),
     (image(fired=[[1, 0, True]]), "fired[0][2] = True: expected an integer"),
 ])
 def test_a_state_file_it_cannot_use_is_refused_and_kept(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, what: str) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        text: str, what: str) -> None:
     state = tmp_path / "nvm.json"
     state.write_text(text, encoding="utf-8")
+    monkeypatch.setattr("sim_hw.cli._start", never_served)  # a file taken fails, not hangs
     assert main(["sim", "serve", "--tcp", "0", "--state", str(state)]) == 2
     out, err = capsys.readouterr()
     assert out == "", "nothing is served"
