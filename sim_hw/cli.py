@@ -142,9 +142,9 @@ def serve(args: argparse.Namespace) -> int:
     state = None if args.state is None else StateFile(args.state, config)  # before serving
     try:
         served, lines = _start(args, config, state)
-    except BaseException:
+    except BaseException:  # refused: nothing served, nothing left behind
         if state is not None:
-            state.close()
+            state.discard()
         raise
     with served:
         if start_faults:  # before the simulator is announced

@@ -116,13 +116,19 @@ class Served:
         self.clock = SimClock(config.clock)
         self.state = state
         self.failure: Exception | None = None
-        try:
+        self.control: ControlChannel | None = None
+        try:  # the control port first: a port taken is refused before the memory is written
+            if control_port is not None:
+                self.control = ControlChannel(
+                    control_port, lambda line: execute(self._device, self.faults, line), name)
             self._device = (SimDevice(config) if state is None else
                             SimDevice(config, state.loaded, on_nv_write=state.write))
-        except BaseException:  # the memory could not be written: serve nothing
+        except BaseException:  # serve nothing, and leave nothing behind
             transport.close()
+            if self.control is not None:
+                self.control.close()
             if state is not None:
-                state.close()
+                state.discard()
             raise
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -130,8 +136,6 @@ class Served:
         self.device = SyncedDevice(self._device, self.lock, self.wake)
         self.faults = Faults(self._device, config.seed, self.lock, self.wake)
         self.transport = transport
-        self.control = None if control_port is None else ControlChannel(
-            control_port, lambda line: execute(self._device, self.faults, line), name)
         self._stopping = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"sim_hw-{name}", daemon=True)

@@ -8,10 +8,12 @@ file it cannot use is refused, never replaced by a blank memory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -207,6 +209,7 @@ def test_a_state_file_it_cannot_use_is_refused_and_kept(
     assert f"error: state file {state}: {what}" in " ".join(err.split())
     assert "refused" in err
     assert state.read_text(encoding="utf-8") == text, "the file is left as it was"
+    assert list(tmp_path.iterdir()) == [state], "and nothing else: no lock file"
 
 
 def test_an_unreadable_or_shared_state_file_is_refused(
@@ -216,15 +219,58 @@ def test_an_unreadable_or_shared_state_file_is_refused(
     assert main(["sim", "serve", "--tcp", "0", "--state", str(folder)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and f"state file {folder}: cannot read it (Is a directory)" in err
+    assert list(tmp_path.iterdir()) == [folder], "a refused start leaves no a-folder.lock"
     state = tmp_path / "nvm.json"
     held = StateFile(state, SimConfig())
     try:
         assert main(["sim", "serve", "--tcp", "0", "--state", str(state)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and "in use by another simulator" in err
+        assert (tmp_path / "nvm.json.lock").exists(), "the holder's lock is not ours to remove"
     finally:
         held.close()
     assert not state.exists(), "a refused start writes nothing"
+
+
+def test_a_start_refused_after_the_first_power_on_leaves_no_state_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The device writes a new file at its first power-on (the memory initialised); left
+    there by a start refused for another reason (the control port taken), it would make the
+    next start one after a power loss, with nothing ever served."""
+    state = tmp_path / "nvm.json"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["sim", "serve", "--tcp", "0", "--control-port", port, "--state",
+                     str(state)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "error: cannot serve" in err
+    assert list(tmp_path.iterdir()) == [], "neither nvm.json nor its lock"
+
+
+def test_a_lock_file_removed_while_being_taken_is_taken_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused start removes the lock file it created, holding the lock: a simulator that
+    opened that file just before must not take a lock nobody else can see."""
+    state, config = tmp_path / "nvm.json", SimConfig()
+    refused = StateFile(state, config)  # created nvm.json.lock and holds it
+    flock = fcntl.flock
+
+    def refused_meanwhile(fd: int, operation: int) -> None:
+        refused.discard()  # between this opener's open and its flock
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", refused_meanwhile)
+    taker = StateFile(state, config)
+    monkeypatch.undo()
+    try:
+        lock = tmp_path / "nvm.json.lock"
+        assert os.fstat(taker._lock_fd).st_ino == lock.stat().st_ino
+        with pytest.raises(StateFileError, match="in use by another simulator"):
+            StateFile(state, config)
+    finally:
+        taker.close()
 
 
 def test_the_image_round_trips_and_progress_is_written_before_the_spots_fire() -> None:
