@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from sim_hw.config import INPUT_ALIASES, INPUT_WORDS, SimConfig
-from sim_hw.control import send
+from sim_hw.control import command_line, send
 from sim_hw.faults import fault_words_help, parse_fault_words
 from sim_hw.server import Served
 from sim_hw.state_file import StateFile
@@ -175,7 +175,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot serve: {exc.strerror or exc}", file=sys.stderr)
             return 1
     try:
-        reply = send(args.control, " ".join([args.sim_command, *args.words]))
+        line = command_line([args.sim_command, *args.words])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        reply = send(args.control, line)
     except OSError as exc:
         print(f"error: no simulator control port at 127.0.0.1:{args.control} "
               f"({exc.strerror or exc})", file=sys.stderr)

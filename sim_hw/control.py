@@ -26,6 +26,7 @@ from sim_hw.faults import Faults, fault_words_line, parse_fault_words
 log = logging.getLogger("sim_hw")
 
 MAX_LINE_BYTES = 4096
+TOO_LONG = f"error: a command line is at most {MAX_LINE_BYTES} bytes"
 
 
 def execute(device: SimDevice, faults: Faults, line: str) -> str:
@@ -113,11 +114,19 @@ class ControlChannel:
         while b"\n" in pending:
             line, _, rest = bytes(pending).partition(b"\n")
             pending[:] = rest
-            reply = self._run(line.decode("utf-8", "replace")) if line.strip() else ""
-            log.info("%s: control %r -> %s", self._name, line.decode(errors="replace"), reply)
+            if len(line) > MAX_LINE_BYTES:
+                reply = TOO_LONG
+            else:
+                reply = self._run(line.decode("utf-8", "replace")) if line.strip() else ""
+            log.info("%s: control %r -> %s", self._name, line[:200].decode(errors="replace"),
+                     reply)
             with contextlib.suppress(OSError):
                 client.sendall(reply.encode() + b"\n")
-        if not data or len(pending) > MAX_LINE_BYTES:
+        too_long = len(pending) > MAX_LINE_BYTES  # and no end in sight: answer, hang up
+        if too_long:
+            with contextlib.suppress(OSError):
+                client.sendall(TOO_LONG.encode() + b"\n")
+        if not data or too_long:
             del self._clients[fd]
             client.close()
 
@@ -126,6 +135,21 @@ class ControlChannel:
             client.close()
         self._clients.clear()
         self._listener.close()
+
+
+def command_line(words: list[str]) -> str:
+    """The line that sends ``words`` (a command and its words); ValueError names a word that
+    would not arrive as written (a line break in it would start a second command) or a line
+    the channel does not take."""
+    for word in words:
+        if not word.isprintable():  # surrogates (bytes that were not text) included
+            raise ValueError(f"word {word!r}: expected printable text (no control characters: "
+                             "a line break would start another command)")
+    line = " ".join(words)
+    if len(line.encode()) > MAX_LINE_BYTES:
+        raise ValueError(f"the command is {len(line.encode())} bytes; the control channel "
+                         f"takes at most {MAX_LINE_BYTES}")
+    return line
 
 
 def send(port: int, line: str, timeout_s: float = 5.0) -> str:

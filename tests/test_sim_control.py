@@ -15,7 +15,7 @@ import pytest
 
 from controller.cli import main
 from sim_hw.config import SimConfig
-from sim_hw.control import describe
+from sim_hw.control import describe, send
 from sim_hw.faults import FAULT_WORDS, fault_word
 from sim_hw.tcp_server import TcpServer, serve_tcp
 
@@ -186,3 +186,33 @@ def test_serve_names_the_range_of_its_seed(capsys: pytest.CaptureFixture[str]) -
     assert main(["sim", "serve", "--tcp", "0", "--seed", "-2"]) == 2
     out, err = capsys.readouterr()
     assert (out, err) == ("", "error: seed=-2 outside 0..4294967295\n")
+
+
+@pytest.mark.parametrize(("word", "message"), [
+    ("door=open\nfault reset", "word 'door=open\\nfault reset': expected printable text"),
+    ("\udcff", "word '\\udcff': expected printable text"),
+    ("footswitch=" + "d" * 5000, "the command is 5015 bytes; the control channel takes at most "
+                                 "4096"),
+])
+def test_a_word_that_would_not_arrive_as_written_is_not_sent(
+        capsys: pytest.CaptureFixture[str], served: TcpServer, word: str, message: str) -> None:
+    """A line break in a word made a second command (this one reset the device); bytes that
+    are not text ended in a UnicodeEncodeError; a long line in 'no simulator control port'."""
+    before = snapshot(served)
+    capsys.readouterr()
+    assert main(["sim", "set", "--control", str(served.control_port), word]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {message}") and "Traceback" not in err
+    assert snapshot(served) == before
+
+
+def test_the_channel_answers_a_line_too_long(served: TcpServer) -> None:
+    """Other clients than co2scan's: the line is refused with a reply (was a closed
+    connection, no reply)."""
+    port = served.control_port
+    assert port is not None
+    before = snapshot(served)
+    for length in (4100, 9000):  # within two reads, and beyond
+        assert send(port, "set footswitch=" + "d" * length) == (
+            "error: a command line is at most 4096 bytes")
+    assert snapshot(served) == before
