@@ -56,7 +56,9 @@ def execute(device: SimDevice, faults: Faults, line: str) -> str:
     if command == "help":
         return ("commands: set INPUT=VALUE... (inputs: " + inputs_text() + "), "
                 "fault WORD... (fault help lists them), status, truth")
-    return f"error: unknown command {line.strip()!r}; try help"
+    if command in ("status", "truth"):
+        return f"error: {command} takes no words, got {' '.join(words)!r}"
+    return f"error: unknown command {command!r}; commands: set, fault, status, truth, help"
 
 
 def parse_inputs(words: list[str]) -> dict[str, bool]:

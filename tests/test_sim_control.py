@@ -216,3 +216,13 @@ def test_the_channel_answers_a_line_too_long(served: TcpServer) -> None:
         assert send(port, "set footswitch=" + "d" * length) == (
             "error: a command line is at most 4096 bytes")
     assert snapshot(served) == before
+
+
+def test_status_and_truth_take_no_words(capsys: pytest.CaptureFixture[str],
+                                        served: TcpServer) -> None:
+    text = refused(capsys, served, "status", "door=open")
+    assert text == "error: status takes no words, got 'door=open'"
+    port = served.control_port
+    assert port is not None
+    assert send(port, "arm now") == ("error: unknown command 'arm'; commands: set, fault, "
+                                     "status, truth, help")
