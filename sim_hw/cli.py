@@ -82,7 +82,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     for option in args.option:
         key, sep, value = option.partition("=")
         if not sep:
-            raise ValueError(f"--option {option!r}: expected KEY=VALUE")
+            raise ValueError(f"--option {option!r}: expected KEY=VALUE; keys: "
+                             f"{', '.join(SimConfig.option_names())}")
         query[key] = value
     return SimConfig.from_query(query)
 

@@ -169,9 +169,15 @@ class SimConfig:
             elif key in scalars:
                 values[key] = _scalar(key, str(scalars[key].type), text)
             else:
-                allowed = sorted({*scalars, *INPUT_WORDS, *INPUT_ALIASES})
-                raise ValueError(f"unknown option {key!r}; allowed: {', '.join(allowed)}")
+                raise ValueError(f"unknown option {key!r}; allowed: "
+                                 f"{', '.join(cls.option_names())}")
         return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The keys :meth:`from_query` takes."""
+        scalars = {f.name for f in dataclasses.fields(cls) if f.type in ("int", "float", "str")}
+        return sorted({*scalars, *INPUT_WORDS, *INPUT_ALIASES})
 
 
 #: The settings IDENTIFY_REPLY reports, so bounded by its fields.

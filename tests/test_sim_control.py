@@ -226,3 +226,10 @@ def test_status_and_truth_take_no_words(capsys: pytest.CaptureFixture[str],
     assert port is not None
     assert send(port, "arm now") == ("error: unknown command 'arm'; commands: set, fault, "
                                      "status, truth, help")
+
+
+def test_an_option_without_a_value_lists_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "serve", "--tcp", "0", "--option", "seed"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: --option 'seed': expected KEY=VALUE; keys: ")
+    assert all(f" {key}," in err for key in ("clock", "drift_percent", "seed", "serial"))
