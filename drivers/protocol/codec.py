@@ -224,7 +224,8 @@ def _payload_parts(msg: Message) -> tuple[bytes, ...]:
         extra = sorted(set(values) - checks.name_set)
         raise MessageError(f"{msg.name}: missing fields {missing}, unknown fields {extra}")
     _check_values(msg.name, values, checks.encode)
-    _check_order(definition, values)
+    if definition.order:  # (IDENTIFY_REPLY only: not on the spot batches' path)
+        _check_order(definition, values)
     fixed = definition.struct.pack(*map(values.__getitem__, checks.names))
     if definition.record_dtype is not None:
         given: np.ndarray | list[object] = msg.records if msg.records is not None else []
