@@ -365,7 +365,8 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
 
     ``planned_xy`` (N, 2) spot positions in µm; ``delivered_mask`` (N,) True for spots the
     device confirmed; ``measured_uj`` the measured energies and ``set_uj`` their set values
-    (one number, or one per measurement). Missing spots are marked with red crosses; the
+    (one number, or one per measurement): one per delivered spot that has a reading, the
+    others (delivered count minus readings) are named as without one. Missing spots are marked with red crosses; the
     histogram shows measured / set in percent with the +/-20 % band. Spots are drawn at
     ``spot_diameter_um`` when given, else as markers. ``injury``: the thermal model run on
     the delivered spots (controller.thermal_delivered), or why there is no map.
@@ -403,11 +404,14 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
                    f"missing {len(missing)} (red ×)", fontsize=10)
     rise_max_k = _rise_scale_k([injury] if isinstance(injury, ThermalResult) else [])
     _draw_injury(middle, cax, injury, "injury map of the delivered spots", view, rise_max_k)
-    _energy_histogram(right, ratio_pct, set_uj)
+    _energy_histogram(right, ratio_pct, set_uj, unread=max(int(done.sum()) - measured.size, 0))
     return _save(fig, out_path, {"spots": left, "injury": middle, "energy": right})
 
 
-def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> None:
+def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike, unread: int = 0
+                      ) -> None:
+    """Measured / set energy with the band; ``unread``: delivered spots without a reading
+    (their reports lost, reconciled from the device's count), named in the title."""
     lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
     reach = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
     edges = np.arange(100 - 1.1 * reach, 100 + 1.1 * reach + 1.0, 1.0)  # 1 % bins
@@ -421,6 +425,7 @@ def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike) -> Non
     ax.set_xlabel(f"measured / set energy (%), set {set_text} mJ")
     ax.set_ylabel("pulses")
     ax.set_title(f"{within.sum()} of {len(ratio_pct)} within ±{BAND_PERCENT:g} %, "
-                 f"{(~within).sum()} outside (red)", fontsize=10)
+                 f"{(~within).sum()} outside (red)"
+                 + (f",\n{unread} delivered without a reading" if unread else ""), fontsize=10)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, loc="upper right")

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.image import imread
 
 from controller.pictures import (
@@ -183,3 +184,22 @@ def test_report_without_a_map_says_why(tmp_path: Path) -> None:
                           tmp_path / "r.png", "nothing", injury="no injury map: none delivered")
     image = imread(picture.path)
     assert 0.0 < inked(image, picture.panel("injury")) < 0.1
+
+
+def test_report_histogram_names_delivered_spots_without_a_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spots reconciled from the device's count (their reports lost) have no reading: the
+    histogram said "40 of 40 within" of 42 delivered, leaving them out unsaid."""
+    titles: list[str] = []
+    set_title = Axes.set_title
+
+    def noting(ax: Axes, text: str, *args: object, **kwargs: object) -> object:
+        titles.append(text)
+        return set_title(ax, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Axes, "set_title", noting)
+    xy_um = np.array([(x, 0.0) for x in range(0, 4200, 100)])
+    draw_report(xy_um, np.ones(len(xy_um), bool), np.full(40, 40_000.0), 40_000,
+                tmp_path / "r.png", "report", injury="no injury map: test")
+    assert any(t.startswith("40 of 40 within") and "2 delivered without a reading" in t
+               for t in titles)
