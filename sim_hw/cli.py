@@ -129,7 +129,11 @@ def _start_usb(config: SimConfig, control_port: int, state: StateFile | None
         except usb.core.USBTimeoutError:
             return b""
 
-    reply = RawHost(lambda data: dev.write(0x01, data), read).request("IDENTIFY")
+    try:
+        reply = RawHost(lambda data: dev.write(0x01, data), read).request("IDENTIFY")
+    except BaseException:  # refused: the caller discards its state file, so stop serving it
+        served.stop()
+        raise
     serial_number = bytes(reply["serial"]).rstrip(b"\0").decode()
     return served, [f"usb: {VENDOR_ID:04x}:{PRODUCT_ID:04x} serial {serial_number} - demo only: "
                      "the backend lives in this process; other processes cannot reach it"]

@@ -233,3 +233,25 @@ def test_an_option_without_a_value_lists_the_keys(capsys: pytest.CaptureFixture[
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: --option 'seed': expected KEY=VALUE; keys: ")
     assert all(f" {key}," in err for key in ("clock", "drift_percent", "seed", "serial"))
+
+
+def test_a_usb_start_that_cannot_identify_stops_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its server thread and control port were left running, and a state file it held was
+    discarded by the caller while still in use."""
+    from sim_hw import cli, probe, server
+
+    stopped: list[object] = []
+    stop = server.Served.stop
+
+    def noting(self: server.Served) -> None:
+        stopped.append(self)
+        stop(self)
+
+    def no_reply(self: object, name: str, **values: object) -> object:
+        raise TimeoutError(f"{name}: no reply")
+
+    monkeypatch.setattr(server.Served, "stop", noting)
+    monkeypatch.setattr(probe.RawHost, "request", no_reply)
+    with pytest.raises(TimeoutError, match="IDENTIFY: no reply"):
+        cli._start_usb(SimConfig(), 0, None)
+    assert len(stopped) == 1
