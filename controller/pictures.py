@@ -366,10 +366,11 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     ``planned_xy`` (N, 2) spot positions in µm; ``delivered_mask`` (N,) True for spots the
     device confirmed; ``measured_uj`` the measured energies and ``set_uj`` their set values
     (one number, or one per measurement): one per delivered spot that has a reading, the
-    others (delivered count minus readings) are named as without one. Missing spots are marked with red crosses; the
-    histogram shows measured / set in percent with the +/-20 % band. Spots are drawn at
-    ``spot_diameter_um`` when given, else as markers. ``injury``: the thermal model run on
-    the delivered spots (controller.thermal_delivered), or why there is no map.
+    others (delivered count minus readings) are named as without one. Missing spots are
+    marked with red crosses; the histogram shows measured / set in percent with the +/-20 %
+    band. Spots are drawn at ``spot_diameter_um`` when given, else as markers. ``injury``:
+    the thermal model run on the delivered spots (controller.thermal_delivered), or why
+    there is no map.
     ``out_path``: see :func:`check_png_path`.
     """
     check_png_path(out_path)  # before the drawing
