@@ -21,9 +21,13 @@ from controller.errors import SettingsError, pass_field
 from controller.scanpath import Plan
 from controller.thermal_screen import PlanThermal, screen_plan, screening
 from drivers.info import DeviceLimits
-from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
+from drivers.protocol.messages import BY_NAME, GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
 
 ENVELOPE_FILE = Path(__file__).parent / "data" / "envelope.toml"
+
+#: The slowest spot rate a device takes (PULSE_SETTINGS): a pass planned slower (thermal-spread
+#: with a long relax_ms) would fire faster than it was screened.
+MIN_SPOT_RATE_HZ = float(BY_NAME["PULSE_SETTINGS"].fields[0].bounds()[0])  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,9 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
         _check(findings, warnings, "envelope", pass_field(g, "energy_mj"), energy_mj,
                envelope.max_energy_mj, "mJ", bl)
         fluence += m.area_fluence_j_cm2
+        if m.spot_rate_hz < MIN_SPOT_RATE_HZ:  # else fired faster than it was screened
+            findings.append(Finding("device", pass_field(g, "spot_rate_hz"), m.spot_rate_hz,
+                                    MIN_SPOT_RATE_HZ, "Hz", "at least"))
         if limits is not None:
             _device_findings(plan, p, g, limits, findings)
     for plan in plans:

@@ -144,3 +144,17 @@ def test_sim_serve_with_an_unknown_fault_announces_nothing(
     assert main(["sim", "serve", "--tcp", "0", "--fault", "bogus=1"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "unknown fault 'bogus=1'" in err
+
+
+def test_a_pass_planned_below_one_spot_per_second_is_rejected(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A thermal-spread pass with a long relax_ms is planned (and screened) below 1 Hz, the
+    slowest rate a device takes: it was accepted and fired at 1 Hz, its neighbours 1 s apart
+    instead of 10 (audit)."""
+    script = tmp_path / "slow.toml"
+    script.write_text('operator = "t"\npatient_ref = "t"\n[[pass]]\nsize_mm = 3\n'
+                      'density_percent = 5\ndepth_um = 100\norder = "thermal-spread"\n'
+                      'neighbour_um = 80000\nrelax_ms = 10000\nmin_step_um = 0\n',
+                      encoding="utf-8")
+    err = error_of(capsys, ["plan", str(script)], 3)
+    assert "pass 1: spot_rate_hz = 0.1 Hz; device allows at least 1 Hz" in err
