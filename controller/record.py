@@ -40,6 +40,7 @@ import os
 import re
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -485,20 +486,30 @@ class TreatmentRecord:
                 self.path.with_name(self.path.name + "-wal"),
                 self.path.with_name(self.path.name + "-shm"), self._lock_path]
 
-    def export(self, session: int, fmt: str, out: Path) -> Path:
+    def export(self, session: int, fmt: str, out: Path, overwrite: bool = False) -> Path:
         """Write one session as ``json`` (every entry) or ``csv`` (one row per spot), whole or
         not at all (a temporary file beside ``out``, renamed). Refused (RecordError) onto one
-        of the record's own files."""
+        of the record's own files, onto anything but a regular file (a device, a FIFO, a
+        symbolic link, a folder: renaming over it replaced /dev/null), and onto an existing
+        file unless ``overwrite`` (it replaced another record, or a treatment script)."""
         if fmt not in ("json", "csv"):
             raise RecordError(f"export format {fmt!r} is not one of json, csv")
         if any(os.path.realpath(out) == os.path.realpath(own) for own in self.own_files()):
             raise RecordError(f"export to {out} refused: it is one of the record's own files")
+        if os.path.lexists(out):
+            if out.is_symlink() or not out.is_file():
+                raise RecordError(f"export to {out} refused: it exists and is not a regular "
+                                  "file")
+            if not overwrite:
+                raise RecordError(f"export to {out} refused: the file exists (replace it with "
+                                  "--force)")
         entries = list(self.entries(session))
         if not entries:
             raise RecordError(f"no session {session} in {self.path}")
-        tmp = out.with_name(out.name + ".tmp")
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        tmp = Path(name)
         try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
+            with open(fd, "w", newline="", encoding="utf-8") as f:
                 if fmt == "json":
                     f.write(json.dumps([e.__dict__ for e in entries], indent=1))
                 else:

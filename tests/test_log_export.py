@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -321,3 +322,40 @@ def test_export_onto_the_record_itself_is_refused(treated: Path, tmp_path: Path,
     assert main(["log", "verify", "--record", str(record)]) == 0
     written = {p.name for p in tmp_path.iterdir()} - {"copy.db.lock"}  # made when opened
     assert written == {"copy.db", "copy.db.head"}  # no partial export left either
+
+
+def test_export_replaces_an_existing_file_only_with_force(
+        treated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It replaced whatever -o named: another record (which then no longer opened), a
+    treatment script (audit)."""
+    record = copy_of(treated, tmp_path)
+    other = tmp_path / "other.db"
+    other.write_bytes(b"SQLite format 3\0 another record")
+    status, _, err = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
+                         str(other))
+    assert status == 3 and "the file exists (replace it with --force)" in err
+    assert other.read_bytes() == b"SQLite format 3\0 another record"
+    status, _, _ = cli(capsys, "log", "export", "1", "--record", str(record), "-o", str(other),
+                       "--force")
+    assert status == 0 and json.loads(other.read_text(encoding="utf-8"))[0]["kind"] == "session"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_export_never_replaces_what_is_not_a_regular_file(
+        treated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """Renaming over /dev/null made it a regular file (the audit had to re-create it)."""
+    record = copy_of(treated, tmp_path)
+    target = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink":
+        (tmp_path / "script.toml").write_text("[[pass]]\n", encoding="utf-8")
+        target.symlink_to(tmp_path / "script.toml")
+    else:
+        target.mkdir()
+    status, _, err = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
+                         str(target), "--force")
+    assert status == 3 and "it exists and is not a regular file" in err
+    assert target.is_fifo() if kind == "fifo" else (
+        target.is_symlink() if kind == "symlink" else target.is_dir())

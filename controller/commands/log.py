@@ -22,7 +22,8 @@ HELP = """read the treatment record: list sessions, show one, verify the chain, 
   export ID       write session ID as json (every entry) or csv (one row per delivered
                   spot) to -o FILE, by default sessionID.FORMAT in the current directory
                   (session1.json, session1.csv); a record that does not verify is refused
-                  (exit 4, nothing written)
+                  (exit 4, nothing written), and so is an existing file unless --force (never
+                  anything but a regular file)
 
 list and show verify the record first. A record that does not verify is still shown (a
 damaged record must stay readable, to find out what happened), but marked: the first line
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if not verified(record, f"nothing exported to {out}"):
             return EXIT_TAMPERED
         try:
-            record.export(args.session, args.format, out)
+            record.export(args.session, args.format, out, overwrite=args.force)
         except OSError as exc:
             print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -169,5 +170,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="export file (default sessionID.FORMAT in the current directory, "
                              "e.g. session1.json; not stdout)")
+    parser.add_argument("--force", action="store_true",
+                        help="export: replace an existing regular file (never a device, FIFO, "
+                             "link or folder)")
     add_record_argument(parser)
     parser.set_defaults(handler=run)
