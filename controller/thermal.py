@@ -128,7 +128,12 @@ def fit_modes(theta_min: float, theta_max: float) -> tuple[F64, F64, float]:
             over = float((basis @ coef).max()) - 1.0
             if over <= MODE_FIT_TOLERANCE:
                 return tau, coef, over
-    raise AssertionError(f"no exponential fit of the depth factor on [{theta_min}, {theta_max}]")
+    # a rejection, not a crash: a plan the model cannot evaluate is not fired
+    raise SettingsError("thermal.depth_loss", (theta_min, theta_max),
+                        "ages the model's exponential modes follow within "
+                        f"{MODE_FIT_TOLERANCE:.0%} (this column depth and pass length)",
+                        "no fit of the heat lost below the slab over kappa age / depth^2 in "
+                        "this range: the model cannot evaluate this plan")
 
 
 def _check(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:

@@ -389,3 +389,14 @@ def test_an_envelope_with_a_limit_that_checks_nothing_is_refused(field: str, val
     with pytest.raises(SettingsError) as caught:
         replace(ClinicalEnvelope.load(), **change)
     assert caught.value.field == f"envelope.{field}"
+
+
+def test_a_depth_loss_the_modes_cannot_follow_is_a_settings_error_not_a_crash() -> None:
+    """A 900 µm column over a 20 mm, 35 % pass: an AssertionError traceback from plan,
+    preview and run (audit); a SettingsError makes it a plan the model cannot evaluate, which
+    is rejected (the laser stays off)."""
+    from controller.thermal import fit_modes
+
+    with pytest.raises(SettingsError, match="the model cannot evaluate this plan") as caught:
+        fit_modes(0.22222459261155567, 4.333379555925336)
+    assert caught.value.field == "thermal.depth_loss"
