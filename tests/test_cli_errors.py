@@ -158,3 +158,17 @@ def test_a_pass_planned_below_one_spot_per_second_is_rejected(
                       encoding="utf-8")
     err = error_of(capsys, ["plan", str(script)], 3)
     assert "pass 1: spot_rate_hz = 0.1 Hz; device allows at least 1 Hz" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["log", "show", "99999999999999999999999"], ["log", "export", "0"],
+    ["report", "99999999999999999999999", "-o", "r.png"],
+    ["run", EXAMPLE, "--device", FAST, "--resume", "-3"],
+    ["run", EXAMPLE, "--device", FAST, "--resume", "٣"],
+])
+def test_a_session_id_out_of_range_is_refused_by_argparse(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """A session id past SQLite's integers was an OverflowError traceback (audit)."""
+    err = error_of(capsys, [*argv, "--record", str(tmp_path / "t.db")], 2)
+    assert "rejected; allowed: a session id 1..9223372036854775807" in err
+    assert not (tmp_path / "t.db").exists()

@@ -16,6 +16,19 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
     return parser
 
 
+#: The largest session id a record can hold (an SQLite INTEGER row number).
+MAX_SESSION_ID = 2**63 - 1
+
+
+def session_id(text: str) -> int:
+    """An argparse type: a session id, 1..MAX_SESSION_ID, written in ASCII digits (a larger
+    one ended in an OverflowError traceback from SQLite)."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_SESSION_ID):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} rejected; allowed: a session id "
+                                         f"1..{MAX_SESSION_ID}")
+    return int(text)
+
+
 def bounded(kind: type[int] | type[float], lo: float, hi: float) -> Callable[[str], float]:
     """An argparse type: a finite ``kind`` number within [lo, hi], else an error naming the
     range (argparse prefixes the option)."""

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controller.commands import add_command
+from controller.commands import add_command, session_id
 from controller.commands.run import add_record_argument
 from controller.record import RecordError, TreatmentRecord
 
@@ -163,7 +163,7 @@ def _show(record: TreatmentRecord, session: int) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "log", "list, show, verify or export the record", HELP)
     parser.add_argument("action", choices=("list", "show", "verify", "export"))
-    parser.add_argument("session", nargs="?", type=int, metavar="ID",
+    parser.add_argument("session", nargs="?", type=session_id, metavar="ID",
                         help="session id (show and export only)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="export format (default json)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from controller.commands import add_command
+from controller.commands import add_command, session_id
 from controller.commands.log import EXIT_TAMPERED, _open, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "report", "draw what a session delivered", HELP)
-    parser.add_argument("session", type=int, metavar="ID", help="session id")
+    parser.add_argument("session", type=session_id, metavar="ID", help="session id")
     parser.add_argument("-o", "--output", default="report.png", metavar="PNG", type=png_output,
                         help="picture to write, a file name ending in .png (default "
                              "report.png)")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from controller.commands import add_command, bounded
+from controller.commands import add_command, bounded, session_id
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
@@ -211,7 +211,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "patient_ref = in the script; a test pass names what it fires "
                              "at, e.g. 'test card'); --resume keeps the recorded one and "
                              "refuses another")
-    parser.add_argument("--resume", type=int, metavar="SESSION",
+    parser.add_argument("--resume", type=session_id, metavar="SESSION",
                         help="continue an interrupted session of the record (only one "
                              "planned exactly as this script)")
     parser.add_argument("--reset-fault", type=bounded(int, 0, MAX_RESETS), default=0,
