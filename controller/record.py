@@ -61,6 +61,8 @@ GENESIS = "0" * 64
 #: The chain head file: ``<last row's seq> <its hash>`` and a newline (CR LF on Windows, whose
 #: text files _write_head writes), nothing else.
 HEAD_LINE = re.compile(rb"([0-9]{1,18}) ([0-9a-f]{64})\r?\n")
+#: The longest head line: what is read of a head file (a 2 GB one was read whole).
+HEAD_MAX_BYTES = 18 + 1 + 64 + 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -321,8 +323,12 @@ class TreatmentRecord:
     def _read_head(self) -> tuple[int, str] | None:
         """The chain head file's row number and hash; None when it is missing or is not one
         (a head file is only ever replaced whole, so anything else was not written by us)."""
-        try:
-            text = self.head_path.read_bytes()
+        try:  # a FIFO put in its place must not block, a huge file not be read whole
+            fd = os.open(self.head_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                text = os.read(fd, HEAD_MAX_BYTES + 1)
+            finally:
+                os.close(fd)
         except OSError:
             return None
         match = HEAD_LINE.fullmatch(text)

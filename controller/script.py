@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -492,6 +493,8 @@ def load_script(path: str | Path) -> TreatmentScript:
     path = Path(path)
     allowed = f"a readable UTF-8 TOML file of at most {MAX_SCRIPT_BYTES:,} bytes"
     try:
+        if stat.S_ISFIFO(mode := path.stat().st_mode) or stat.S_ISSOCK(mode):
+            raise OSError(f"{path} is a FIFO or socket, not a file")  # open() would block
         with open(path, "rb") as f:
             data = f.read(MAX_SCRIPT_BYTES + 1)  # /dev/zero, a huge file: no further
         text = data.decode("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -172,3 +173,23 @@ def test_a_session_id_out_of_range_is_refused_by_argparse(
     err = error_of(capsys, [*argv, "--record", str(tmp_path / "t.db")], 2)
     assert "rejected; allowed: a session id 1..9223372036854775807" in err
     assert not (tmp_path / "t.db").exists()
+
+
+def test_a_fifo_as_script_or_record_head_does_not_hang(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """plan and log verify blocked for ever on a FIFO (audit); a 2 GB head was read whole."""
+    fifo = tmp_path / "script.toml"
+    os.mkfifo(fifo)
+    assert "is a FIFO or socket, not a file" in error_of(capsys, ["plan", str(fifo)], 3)
+    db = str(tmp_path / "t.db")
+    assert main(["run", EXAMPLE, "--device", FAST, "--yes", "--record", db]) == 0
+    head = tmp_path / "t.db.head"
+    head.unlink()
+    os.mkfifo(head)
+    capsys.readouterr()
+    assert main(["log", "verify", "--record", db]) == 4
+    assert "TAMPERED" in capsys.readouterr().out
+    os.unlink(head)
+    with open(head, "wb") as f:
+        f.truncate(50_000_000)  # sparse: 50 MB of zeros, read no further than a head line
+    assert main(["log", "verify", "--record", db]) == 4
