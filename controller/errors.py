@@ -22,4 +22,16 @@ class SettingsError(ValueError):
         self.allowed = allowed
         self.reason = reason
         why = f" ({reason})" if reason else ""
-        super().__init__(f"{field} = {value!r} rejected{why}; allowed: {allowed}")
+        super().__init__(f"{field} = {shown(value)} rejected{why}; allowed: {allowed}")
+
+
+#: The most of a rejected value a message shows (a 1 MB operator name was echoed whole).
+MAX_SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to MAX_SHOWN_CHARS with the length it had."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS - 20]}... ({len(text):,} characters)"

@@ -284,3 +284,12 @@ def test_an_unquoted_number_as_patient_ref_says_to_quote_it() -> None:
     with pytest.raises(ScriptError) as info:
         parse("patient_ref = 20240117\n" + PASS)
     assert 'quote it in a script, patient_ref = "20240117"' in str(info.value)
+
+
+def test_a_huge_rejected_value_is_not_echoed_whole() -> None:
+    """A 999,000-character operator name was echoed in full (1 MB of stderr; audit)."""
+    with pytest.raises(ScriptError) as info:
+        parse(f'operator = "{"A" * 999_000}"\n' + PASS)
+    message = str(info.value)
+    assert len(message) < 400 and "(999,002 characters)" in message
+    assert "allowed: printable text of at most" in message
