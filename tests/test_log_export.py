@@ -359,3 +359,14 @@ def test_export_never_replaces_what_is_not_a_regular_file(
     assert status == 3 and "it exists and is not a regular file" in err
     assert target.is_fifo() if kind == "fifo" else (
         target.is_symlink() if kind == "symlink" else target.is_dir())
+
+
+def test_list_shows_control_characters_of_an_edited_record_escaped(
+        treated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator edited to a terminal escape sequence (and the record re-chained, which the
+    unkeyed chain allows) cleared the screen of whoever listed the record (audit)."""
+    record = copy_of(treated, tmp_path)
+    execute(record, "UPDATE entries SET body = json_set(body, '$.operator', ?) "
+                    "WHERE kind = 'session'", "\x1b[2J\x1b[31mEVIL\x07")
+    _, out, _ = cli(capsys, "log", "list", "--record", str(record))
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out

@@ -74,6 +74,12 @@ def verified(record: TreatmentRecord, refused: str) -> bool:
     return check.ok
 
 
+def _safe(value: object) -> str:
+    """Record text for a terminal: control characters (an escape sequence, a line break in
+    an edited record) shown escaped, not acted on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
 def _tampered_banner(record: TreatmentRecord) -> list[str]:
     """Verify ``record`` for ``list``/``show``: the problems (empty when the chain holds);
     if any, the output begins with a TAMPERED line, so that a copy of it says so too."""
@@ -139,9 +145,9 @@ def _list(record: TreatmentRecord) -> int:
     ends = {e.session: e.body["status"] for e in record.entries(kind="session_end")}
     print(f"{'id':>5}  {'started':<23}  {'operator':<16}  {'patient':<12}  passes  status")
     for e in record.sessions():
-        print(f"{e.seq:>5}  {_when(e.at):<23}  {e.body.get('operator', ''):<16.16}  "
-              f"{e.body.get('patient_ref', ''):<12.12}  {len(e.body.get('passes', [])):>6}"
-              f"  {ends.get(e.seq, 'open')}")
+        print(f"{e.seq:>5}  {_when(e.at):<23}  {_safe(e.body.get('operator', '')):<16.16}  "
+              f"{_safe(e.body.get('patient_ref', '')):<12.12}  "
+              f"{len(e.body.get('passes', [])):>6}  {_safe(ends.get(e.seq, 'open'))}")
     return _warn_tampered(record, problems)
 
 
