@@ -193,3 +193,16 @@ def test_a_fifo_as_script_or_record_head_does_not_hang(
     with open(head, "wb") as f:
         f.truncate(50_000_000)  # sparse: 50 MB of zeros, read no further than a head line
     assert main(["log", "verify", "--record", db]) == 4
+
+
+@pytest.mark.parametrize("flag", ["--operator", "--patient"])
+def test_an_explicitly_empty_operator_or_patient_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    """``--patient ""`` fell back to the script's patient (audit): given, it is the one
+    recorded, so an empty one is refused like a blank script value."""
+    db = tmp_path / "t.db"
+    err = error_of(capsys, ["run", EXAMPLE, "--device", FAST, "--yes", "--record", str(db),
+                            flag, ""], 3)
+    assert ("operator = '' rejected" if flag == "--operator" else "patient_ref = '' rejected") \
+        in " ".join(err.split())
+    assert not db.exists()

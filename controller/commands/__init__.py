@@ -16,6 +16,12 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
     return parser
 
 
+def chosen(flag: str | None, script_value: str) -> str:
+    """A flag's value over the script's: given, even empty (then refused as blank, instead of
+    falling back to the script's), else the script's."""
+    return script_value if flag is None else flag
+
+
 #: The largest session id a record can hold (an SQLite INTEGER row number).
 MAX_SESSION_ID = 2**63 - 1
 

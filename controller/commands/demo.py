@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.commands import add_command
+from controller.commands import add_command, chosen
 from controller.commands.plan import EXIT_REJECTED, fail, format_table, pass_rows
 from controller.commands.report import draw_session_report
 from controller.commands.run import EXIT
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         script = load_script(args.script)
         # as co2scan run: who treats and whom, before the device is reached
-        who = who_and_whom(args.operator or script.operator, args.patient or script.patient_ref)
+        who = who_and_whom(chosen(args.operator, script.operator),
+                           chosen(args.patient, script.patient_ref))
     except SettingsError as exc:
         return fail(str(exc))
     except OSError as exc:
@@ -128,10 +129,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="treatment script (default: the built-in demo)")
     parser.add_argument("--device", default="sim://?footswitch=down&seed=1", metavar="URL",
                         help="device URL (default: the embedded simulator, footswitch down)")
-    parser.add_argument("--operator", default="",
+    parser.add_argument("--operator",
                         help="operator for the record, over the script's operator (one of the "
                              "two is required)")
-    parser.add_argument("--patient", default="", metavar="REF",
+    parser.add_argument("--patient", metavar="REF",
                         help="patient reference for the record, over the script's patient_ref "
                              "(one of the two is required)")
     parser.set_defaults(handler=run)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from controller.commands import add_command, bounded, session_id
+from controller.commands import add_command, bounded, chosen, session_id
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         script = load_script(args.script)
         # who treats and whom, before the device is reached or the record written
-        who_and_whom(args.operator or script.operator, args.patient or script.patient_ref,
+        who_and_whom(chosen(args.operator, script.operator),
+                     chosen(args.patient, script.patient_ref),
                      resuming=args.resume is not None)
     except SettingsError as exc:
         return fail(str(exc))
@@ -150,13 +151,13 @@ def run(args: argparse.Namespace) -> int:
 def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device: Device, url: str,
                       plans: list[Plan], record: TreatmentRecord) -> int:
     """Screen, show, confirm and deliver the plans, recording in ``record``; the exit status."""
-    operator = args.operator or script.operator  # required: the session refuses an empty one
+    operator = chosen(args.operator, script.operator)  # the session refuses an empty one
     display = ProgressDisplay(sys.stderr)
     try:
         with screen_display(sys.stderr):
             session = TreatmentSession(
                 device, plans, record, operator=operator,
-                patient_ref=args.patient or script.patient_ref, on_progress=display.update,
+                patient_ref=chosen(args.patient, script.patient_ref), on_progress=display.update,
                 reconnect=lambda: open_device(url), session_id=args.resume,
                 start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
     except (PlanRejected, SettingsError, RecordError) as exc:
@@ -203,10 +204,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="device URL (default: the script's [device] url)")
     parser.add_argument("--yes", action="store_true",
                         help="confirm without asking (and acknowledge borderline warnings)")
-    parser.add_argument("--operator", default="",
+    parser.add_argument("--operator",
                         help="operator name for the record (required: here or operator = in "
                              "the script)")
-    parser.add_argument("--patient", default="", metavar="REF",
+    parser.add_argument("--patient", metavar="REF",
                         help="patient reference for the record (required: here or "
                              "patient_ref = in the script; a test pass names what it fires "
                              "at, e.g. 'test card'); --resume keeps the recorded one and "
