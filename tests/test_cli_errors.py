@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -206,3 +207,15 @@ def test_an_explicitly_empty_operator_or_patient_is_refused(
     assert ("operator = '' rejected" if flag == "--operator" else "patient_ref = '' rejected") \
         in " ".join(err.split())
     assert not db.exists()
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("sim://?footswitch=down&footswitch=up", "option(s) ['footswitch'] given more than once"),
+    ("sim://host/path?footswitch=down", "sim:// takes no host or path, got 'host/path'"),
+])
+def test_a_sim_url_with_repeated_options_or_a_path_is_refused(url: str, says: str) -> None:
+    """The last of a repeated option won, and a host or path was ignored (audit)."""
+    from drivers import TransportURLError, open_device
+
+    with pytest.raises(TransportURLError, match=re.escape(says)):
+        open_device(url)

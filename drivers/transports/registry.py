@@ -42,6 +42,9 @@ def _options(url: str, query: str, allowed: set[str] | None) -> dict[str, str]:
     except ValueError as exc:
         raise _bad(url, f"malformed query {query!r}") from exc
     options = dict(pairs)
+    if len(options) < len(pairs):  # footswitch=down&footswitch=up: the last one won
+        repeated = sorted({k for k, _ in pairs if [p for p, _ in pairs].count(k) > 1})
+        raise _bad(url, f"option(s) {repeated} given more than once")
     if allowed is not None and set(options) - allowed:
         raise _bad(url, f"unknown option(s) {sorted(set(options) - allowed)}, "
                         f"allowed: {sorted(allowed)}")
@@ -93,6 +96,8 @@ def _usb(url: str, parts: SplitResult) -> Transport:
 
 
 def _sim(url: str, parts: SplitResult) -> Transport:
+    if parts.netloc or parts.path:  # sim://host/path?...: taken, and ignored
+        raise _bad(url, f"sim:// takes no host or path, got {parts.netloc + parts.path!r}")
     return SimTransport(url, _options(url, parts.query, None))
 
 
