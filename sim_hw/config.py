@@ -151,7 +151,7 @@ class SimConfig:
     def bounds(self) -> dict[str, tuple[float, float]]:
         """The range of each numeric setting: what IDENTIFY_REPLY can carry, :data:`BOUNDS`,
         and the spot rate up to the configured maximum."""
-        return {**_fixed_bounds(), "rep_rate_hz": (1, self.rep_rate_max_hz)}
+        return {**FIXED_BOUNDS, "rep_rate_hz": (1, self.rep_rate_max_hz)}
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> SimConfig:
@@ -185,9 +185,10 @@ _IDENTIFIED = frozenset(f.name for f in dataclasses.fields(SimConfig)
                         if ("IDENTIFY_REPLY", f.name) in _WIRE and f.name != "serial")
 
 
-def _fixed_bounds() -> dict[str, tuple[float, float]]:
-    identified = {name: _WIRE["IDENTIFY_REPLY", name].bounds() or (0, 0) for name in _IDENTIFIED}
-    return {**identified, **BOUNDS}
+#: The range of each numeric setting but the spot rate (whose maximum is a setting too).
+FIXED_BOUNDS: dict[str, tuple[float, float]] = {
+    **{name: _WIRE["IDENTIFY_REPLY", name].bounds() or (0, 0) for name in _IDENTIFIED},
+    **BOUNDS}
 
 
 def _within(value: object, bounds: tuple[float, float], integer: bool) -> bool:
@@ -208,7 +209,7 @@ def _scalar(key: str, kind: str, text: str) -> int | float | str:
     its range."""
     if kind == "str":
         return text
-    bounds = _fixed_bounds().get(key)
+    bounds = FIXED_BOUNDS.get(key)
     allowed = (f" {_range_text(bounds)}" if bounds else
                " 1..rep_rate_max_hz" if key == "rep_rate_hz" else "")
     if kind == "int":

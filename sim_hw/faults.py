@@ -112,6 +112,12 @@ class _Direction:
         return self._queue[0][0] if self._queue else None
 
 
+def _check_action(action: str) -> None:
+    """ValueError unless ``action`` is a link fault (drop, corrupt, ...)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
+
+
 class Faults:
     """Scriptable faults of one served device; thread-safe (runs under the server's lock)."""
 
@@ -135,8 +141,7 @@ class Faults:
              **probabilities: float) -> None:
         """Per-frame probabilities, e.g. ``link(drop=0.01, corrupt=0.001, direction="in")``."""
         for action, p in probabilities.items():
-            if action not in ACTIONS:
-                raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
+            _check_action(action)
             in_range(action, p, PROBABILITY)
         if delay_ms is not None:
             in_range("delay_ms", delay_ms, DELAY_MS)
@@ -149,8 +154,7 @@ class Faults:
 
     def next_frames(self, action: str, count: int, direction: str = "in") -> None:
         """Apply ``action`` to the next ``count`` frames, e.g. drop the next 3 host frames."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
+        _check_action(action)
         if not 0 <= count <= NEXT_FRAMES_MAX:
             raise ValueError(f"{action}_next={count} outside 0..{NEXT_FRAMES_MAX}")
         self._directions(direction)
