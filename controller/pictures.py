@@ -234,7 +234,7 @@ def _title(fig: Figure, title: str, width_in: float) -> float:
     return height_in
 
 
-def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
+def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | str | None],
               out_path: str | Path, title: str = "") -> Picture:
     """Draw every pass of ``plans`` (one panel each, same scale) and its injury map below it
     to a PNG.
@@ -243,8 +243,9 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
     spots of earlier passes show in grey, so offsets into the reservoirs are visible; the
     outline is dashed; a scale bar sits in the lower left; the caption lists each pass's
     settings. ``screens``: the thermal screen of each plan as validation.check_thermal gives
-    it (plan k carries plans 0..k-1, so the injury map under pass g holds passes 0..g; None:
-    the model could not evaluate the plan). ``out_path``: see :func:`check_png_path`.
+    it (plan k carries plans 0..k-1, so the injury map under pass g holds passes 0..g; a text:
+    why there is none, as ``ThermalCheck.outcome`` gives it; None: the model could not
+    evaluate the plan). ``out_path``: see :func:`check_png_path`.
     """
     check_png_path(out_path)  # before the drawing
     passes = [(plan, p, screen) for plan, screen in zip(plans, screens, strict=True)
@@ -270,7 +271,9 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
     fig = _figure(width_in, height_in)
     _title(fig, title, width_in)
     margin_in = (width_in - ncols * PANEL_W_IN) / 2
-    rise_max_k = _rise_scale_k([s.passes[p].result for _, p, s in passes if s is not None])
+    rise_max_k = _rise_scale_k([r.result for _, p, s in passes
+                                if isinstance(s, PlanThermal)
+                                and (r := s.after_pass(p)) is not None])
     axes: dict[str, Axes] = {}
     for g, (plan, p, screen) in enumerate(passes):
         row, col = divmod(g, ncols)
@@ -280,12 +283,22 @@ def draw_plan(plans: Sequence[Plan], screens: Sequence[PlanThermal | None],
         _draw_pass(ax, cax, plans, plan, p, g, view)
         axes[f"pass {g + 1}"] = ax  # the panels as their titles name them
         ax, cax = _axes_with_bar(fig, left_in, bottom_in - injury_h_in, axes_w_in, axes_h_in)
-        _draw_injury(ax, cax, screen.passes[p].result if screen else None,
+        _draw_injury(ax, cax, _injury(screen, p),
                      f"pass {g + 1}: predicted injury{_scope(g)}", view, rise_max_k)
         axes[f"injury {g + 1}"] = ax
     fig.text(0.01, (caption_in - CAPTION_LINE_IN * 0.5) / height_in, "\n".join(caption),
              va="top", ha="left", fontsize=9, family="monospace")
     return _save(fig, out_path, axes)
+
+
+def _injury(screen: PlanThermal | str | None, p: int) -> ThermalResult | str | None:
+    """The injury map after pass p of a plan, or why there is none."""
+    if not isinstance(screen, PlanThermal):
+        return screen
+    after = screen.after_pass(p)
+    if after is None:
+        return "not run: an earlier pass\nexceeds the damage limit"
+    return after.result
 
 
 def _scope(g: int) -> str:

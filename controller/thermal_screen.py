@@ -11,7 +11,8 @@ its own handpiece's calibration). A plan is within the limit when no pass damage
 the handpiece's ``max_reservoir_damage_fraction`` of the reservoir.
 Model and limits: docs/thermal_model.md (a screening model, not a histology prediction).
 
-Screens take seconds to minutes (a 10-pass plan is 55 model runs, its suggestions more):
+Screens take seconds to minutes (a 10-pass plan within the limit is 55 model runs; the
+planner stops a plan's screen at its first pass beyond the limit, and its suggestions add more):
 inside ``with screen_progress(callback):`` every model run first calls ``callback`` with what
 it evaluates, e.g. ``"plan 1, pass 3 of 10"`` or ``"suggestion thermal-spread order, pass 1 of
 10"``, so that a caller can show progress.
@@ -45,6 +46,8 @@ from controller.thermal import (
 MAX_WAIT_S = 300.0
 #: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion.
 DENSITY_TRIES = 4
+#: The least further cut of the heat (as coverage) after a density variant still fails.
+CUT_STEP = 0.85
 #: A screen's window half-width in lattice pitches (docs/thermal_model.md, Limits: narrower
 #: windows let young heat reach edge cells that no open window covers).
 WINDOW_PITCHES = 1.5
@@ -172,6 +175,11 @@ class PlanThermal:
     def peak_reservoir_rise_k(self) -> float:
         return max(p.peak_reservoir_rise_k for p in self.passes)
 
+    def after_pass(self, pass_index: int) -> PassThermal | None:
+        """The screen after pass ``pass_index`` of the plan, or None when it was not run (a
+        screen ``until_failure`` ends at the first pass beyond the limit)."""
+        return self.passes[pass_index] if pass_index < len(self.passes) else None
+
     def session_pass(self, result: PassThermal) -> int:
         """A pass's index in the session (from 0, earlier plans' passes first; messages
         number it from 1)."""
@@ -279,9 +287,10 @@ def _suggestions(screen: PlanThermal) -> list[str]:
     plan, out = screen.plan, []
     settings = plan.settings
     passing = [p for p in screen.passes if p.ok]
-    n_passes = len(screen.passes)
+    n_passes = len(plan.metrics.passes)  # the screen may have stopped at the failing pass
     if n_passes > 1 and screen.passes[0].ok:
-        out.append(f"fewer passes: {len(passing)} of {n_passes} stay within the limit")
+        verb = "stays" if len(passing) == 1 else "stay"
+        out.append(f"fewer passes: the first {len(passing)} of {n_passes} {verb} within the limit")
         spots = spot_heat(plan, screen.handpiece, screen.inter_pass_gap_s)
         with screening("suggestion fewer passes"):
             alone = all(_single_pass_ok(screen, spots, k) for k in range(n_passes))
@@ -339,12 +348,13 @@ def _single_pass_ok(screen: PlanThermal, spots: SpotHeat, k: int) -> bool:
 
 def _density_suggestion(screen: PlanThermal) -> str:
     """Lower density: the heat scale that passes (exact, the model is linear in heat) as a
-    coverage cut, then the rebuilt plan screened, cutting further if it still fails."""
+    coverage cut, then the rebuilt plan screened, cutting further if it still fails: by the
+    scale its own failing pass asks for, and at least by CUT_STEP (a screen stops at its first
+    failing pass, so the later passes' heat is known only from the variants)."""
     settings = screen.plan.settings
-    worst = min(passing_heat_scale(p.result, screen.max_damaged_fraction)
-                for p in screen.passes)
+    scale = _heat_scale(screen)
     coverage = settings.resolved_density.coverage_pct
-    scale = worst
+    tried = 1.0
     for _ in range(DENSITY_TRIES):
         target = coverage * scale
         try:
@@ -353,11 +363,16 @@ def _density_suggestion(screen: PlanThermal) -> str:
         except SettingsError as exc:
             return f"lowering the density far enough is not possible ({exc})"
         with screening(f"suggestion coverage {target:.1f} %"):
-            ok = _rescreen(screen, plan).ok
-        if ok:
+            variant = _rescreen(screen, plan)
+        if variant.ok:
             return (f"or lower the density by {100.0 * (1.0 - scale):.0f} % (coverage "
                     f"{coverage:.1f} % -> {target:.1f} %, evaluated: within the limit)")
-        scale *= 0.85
-    return (f"lowering the density by {100.0 * (1.0 - scale / 0.85):.0f} % is not enough; "
+        tried = scale
+        scale *= min(CUT_STEP, _heat_scale(variant))
+    return (f"lowering the density by {100.0 * (1.0 - tried):.0f} % is not enough; "
             "lower the energy or split the area")
 
+
+def _heat_scale(screen: PlanThermal) -> float:
+    """The largest heat factor with which every screened pass would stay within the limit."""
+    return min(passing_heat_scale(p.result, screen.max_damaged_fraction) for p in screen.passes)

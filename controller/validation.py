@@ -144,12 +144,30 @@ class ThermalCheck:
     """The thermal screen of one plan (``screen``), or why the model could not evaluate it
     (``error``). A plan the model cannot evaluate is rejected: the laser stays off.
     ``unlimited``: the handpiece allows the whole reservoir to be damaged (limit 1), so no
-    screen can fail and none is run (bench and service handpieces)."""
+    screen can fail and none is run (bench and service handpieces). ``after_rejected``: the
+    index of an earlier plan that was rejected, so this one (which carries its heat) was not
+    screened."""
 
     plan_index: int
     screen: PlanThermal | None
     error: str = ""
     unlimited: bool = False
+    after_rejected: int | None = None
+
+    @property
+    def rejected(self) -> bool:
+        """The plan is beyond the limit, or was not evaluated (and the handpiece has one)."""
+        return not self.unlimited and (self.screen is None or not self.screen.ok)
+
+    @property
+    def outcome(self) -> PlanThermal | str | None:
+        """The screen, or why there is none as a short text (None: the model could not
+        evaluate the plan), as pictures show it under the plan's passes."""
+        if self.unlimited:
+            return "not screened: the handpiece\nhas no damage limit"
+        if self.after_rejected is not None:
+            return f"not run: plan {self.after_rejected + 1}\nexceeds the damage limit"
+        return self.screen
 
     @cached_property
     def rejections(self) -> tuple[str, ...]:
@@ -158,6 +176,9 @@ class ThermalCheck:
         head = f"thermal screen of plan {self.plan_index + 1}: "
         if self.unlimited:
             return ()
+        if self.after_rejected is not None:
+            return (f"{head}not run: it carries the heat of plan {self.after_rejected + 1}, "
+                    "which the screen rejects; change that plan first",)
         if self.screen is None:
             return (f"{head}the model could not evaluate it ({self.error})",)
         try:
@@ -176,20 +197,44 @@ def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[Therm
     """Screen every plan with its handpiece (``plan.settings.handpiece``) as part of the
     session's sequence: plan k carries the heat and lesions of plans 0..k-1, every pass
     starting ``pass_wait_s`` after the previous one ended (the cooling wait the session
-    enforces; 0: back to back)."""
-    checks = []
+    enforces; 0: back to back).
+
+    A plan's screen ends at its first pass beyond the limit, and the plans after a rejected
+    one are not screened (``after_rejected``): they carry its heat, the session is rejected
+    already, and their numbers would change with it (a 10-plan script took 11 minutes)."""
+    checks: list[ThermalCheck] = []
     for k, plan in enumerate(plans):
+        rejected = next((c.plan_index for c in checks if c.rejected), None)
         if plan.settings.handpiece.max_reservoir_damage_fraction >= 1.0:
             checks.append(ThermalCheck(k, None, unlimited=True))
-            continue
-        try:
-            with screening(f"plan {k + 1}"):
-                screen = screen_plan(plan, plan.settings.handpiece, inter_pass_gap_s=pass_wait_s,
-                                     earlier=plans[:k])
-            checks.append(ThermalCheck(k, screen))
-        except SettingsError as exc:
-            checks.append(ThermalCheck(k, None, str(exc)))
+        elif rejected is not None:
+            checks.append(ThermalCheck(k, None, after_rejected=rejected))
+        else:
+            checks.append(_screen(k, plans, pass_wait_s))
     return checks
+
+
+def _screen(k: int, plans: Sequence[Plan], pass_wait_s: float) -> ThermalCheck:
+    try:
+        with screening(f"plan {k + 1}"):
+            screen = screen_plan(plans[k], plans[k].settings.handpiece,
+                                 inter_pass_gap_s=pass_wait_s, earlier=plans[:k],
+                                 until_failure=True)
+        return ThermalCheck(k, screen)
+    except SettingsError as exc:
+        return ThermalCheck(k, None, str(exc))
+
+
+def _not_run(thermal: Sequence[ThermalCheck]) -> list[str]:
+    """One line for the plans not screened after a rejected one (ThermalCheck.rejections
+    gives each its own)."""
+    skipped = [c for c in thermal if c.after_rejected is not None]
+    rejected = skipped[0].after_rejected if skipped else None
+    if len(skipped) < 2 or rejected is None:
+        return [r for c in skipped for r in c.rejections]
+    return [f"thermal screen of plans {skipped[0].plan_index + 1}-{skipped[-1].plan_index + 1}:"
+            f" not run: they carry the heat of plan {rejected + 1}, which the "
+            "screen rejects; change that plan first"]
 
 
 def _thermal_borderline(thermal: Sequence[ThermalCheck], borderline: float,
@@ -247,7 +292,8 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
     if thermal is None:
         thermal = check_thermal(plans, pass_wait_s)
     _thermal_borderline(thermal, bl, warnings)
-    rejections = list(extra_rejections or []) + [r for c in thermal for r in c.rejections]
+    rejections = list(extra_rejections or []) + [r for c in thermal if c.after_rejected is None
+                                                 for r in c.rejections] + _not_run(thermal)
     rejections += [f"plan {k + 1}: its spots were changed after it was planned (they no longer "
                    f"match its checksum {plan.checksum:#010x}); plan it again"
                    for k, plan in enumerate(plans) if not plan.intact]

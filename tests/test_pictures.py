@@ -3,6 +3,7 @@ injury maps under every pass and in the report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,17 @@ def test_a_plan_the_model_could_not_evaluate_gets_a_note(tmp_path: Path) -> None
     image = imread(picture.path)
     assert [p.name for p in picture.panels] == ["pass 1", "injury 1"]
     assert 0.0 < inked(image, picture.panel("injury 1")) < 0.1  # the note, no map
+
+
+def test_a_pass_after_the_first_failing_one_gets_a_note(tmp_path: Path) -> None:
+    """A screen ends at its first pass beyond the limit: no map for the passes after it."""
+    plan = parse_script(TWO_PASSES, Path("two.toml")).plans()[0]
+    full = screen_plan(plan, plan.settings.handpiece)
+    stopped = replace(full, passes=full.passes[:1])
+    picture = draw_plan([plan], [stopped], tmp_path / "plan.png", "stopped")
+    image = imread(picture.path)
+    assert inked(image, picture.panel("injury 1")) > 0.3
+    assert 0.0 < inked(image, picture.panel("injury 2")) < 0.1  # the note, no map
 
 
 def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:

@@ -120,7 +120,7 @@ def test_failing_plan_gets_numbers_and_checked_suggestions(
     assert reasons[0].startswith("pass 2: ")  # numbered from 1 across the session
     assert f"{100 * screen.passes[1].damaged_reservoir_fraction:.1f} %" in reasons[0]
     assert "the handpiece allows 5.0 %" in reasons[0]
-    assert any(r.startswith("fewer passes: 1 of 2") for r in reasons)
+    assert any(r.startswith("fewer passes: the first 1 of 2") for r in reasons)
     wait = [r for r in reasons if r.startswith("or wait ")]
     assert len(wait) == 1
     wait_s = float(wait[0].split()[2])

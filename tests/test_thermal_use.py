@@ -26,7 +26,7 @@ from controller.script import parse_script
 from controller.session import TreatmentSession, timing_for
 from controller.settings import DensitySpec, Handpiece, Pattern, TreatmentSettings
 from controller.thermal_delivered import delivered_heat, simulate_delivered
-from controller.thermal_screen import PlanThermal, screen_plan
+from controller.thermal_screen import PlanThermal, screen_plan, screen_progress
 from controller.timing import GalvoTiming, fire_times_us
 from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
 from drivers import open_device
@@ -132,14 +132,16 @@ def test_plan_shows_the_failing_check_and_exits_3(tmp_path: Path,
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert "thermal" in lines[3] and "check" in lines[4]
-    assert any(re.search(r"FAIL \d+\.\d %$", row) for row in table_rows(out))
+    rows = table_rows(out)  # pass 1 fails: pass 2, which carries its heat, is not run
+    assert re.search(r"FAIL \d+\.\d %$", rows[0]) and rows[1].endswith("not run")
     assert "thermal screen of plan 1" in err
     assert max(len(line) for line in out.splitlines() + err.splitlines()) <= WIDTH
     assert main(["plan", path, "--json"]) == EXIT_REJECTED
     doc = json.loads(capsys.readouterr().out)
     assert not doc["accepted"] and any("thermal screen" in v for v in doc["violations"])
-    assert not all(p["thermal_ok"] for p in doc["passes"])
-    assert all(0 <= p["damaged_reservoir_pct"] <= 100 for p in doc["passes"])
+    first, second = doc["passes"]
+    assert not first["thermal_ok"] and 0 <= first["damaged_reservoir_pct"] <= 100
+    assert not second["thermal_run"] and second["damaged_reservoir_pct"] is None
 
 
 def test_plan_shows_the_peak_rise_of_passing_passes(tmp_path: Path, cool_tissue: None,
@@ -346,6 +348,32 @@ def test_a_handpiece_without_a_thermal_limit_is_not_screened() -> None:
                                         DensitySpec(pitch_um=130.0), depth_um=300.0))
     (check,) = validation.check_thermal([plan])
     assert check.unlimited and check.screen is None and check.rejections == ()
+
+
+def test_plans_after_a_rejected_plan_are_not_screened(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """They carry its heat, the session is rejected already, and each screen (with its
+    suggestions) costs model runs: a 10-plan script took 11 minutes to be told no."""
+    text = HOT.replace('order = "raster"\n', 'order = "raster"\noffset = false\n') + WARM
+    plans = plans_of(text)
+    assert len(plans) == 3  # offset = false: each pass fires the same spots, its own plan
+    seen: list[str] = []
+    with screen_progress(seen.append):
+        checks = validation.check_thermal(plans)
+    first, second, third = checks
+    assert first.screen is not None and not first.screen.ok and first.rejected
+    assert second.screen is third.screen is None
+    assert second.after_rejected == third.after_rejected == 0
+    assert seen and all(s.startswith("plan 1, ") for s in seen)  # no model run for plans 2, 3
+    assert second.rejections == ("thermal screen of plan 2: not run: it carries the heat of "
+                                 "plan 1, which the screen rejects; change that plan first",)
+    assert main(["plan", write(tmp_path, text)]) == EXIT_REJECTED
+    out, err = capsys.readouterr()
+    rows = table_rows(out)
+    assert re.search(r"FAIL \d+\.\d %$", rows[0]) and rows[0].startswith("1 ")
+    assert [r.endswith("not run") for r in rows] == [False, True, True]
+    assert ("thermal screen of plans 2-3: not run: they carry the heat of plan 1"
+            in " ".join(err.split()))
 
 
 @pytest.mark.parametrize(("limit_over_damage", "outcome"), [

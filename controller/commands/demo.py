@@ -92,7 +92,7 @@ def _deliver(script: TreatmentScript, who: tuple[str, str], device: Device, url:
                 thermal, rejected = session.thermal, None
             print("3. plan, with this device's timing and power limits, thermally screened:")
             print(format_table(pass_rows(plans, thermal), sys.stdout))
-            preview = draw_plan(plans, [c.screen for c in thermal], out / "plan.png",
+            preview = draw_plan(plans, [c.outcome for c in thermal], out / "plan.png",
                                 title=f"co2scan demo: {script.path.name}")
             print(f"4. preview: {preview.path}")
             if rejected is not None:

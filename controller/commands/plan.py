@@ -34,7 +34,8 @@ HELP = """show the validated plan of a treatment script, one row per [[pass]]
 Plans every pass with the default galvo timing (run re-plans with the device's own limits),
 checks the plan against the clinical envelope and screens it with the thermal model: the
 "thermal check" column shows each pass's peak reservoir rise ("ok 12 K") or, when too much
-of the reservoir is damaged, the damaged share ("FAIL 3.1 %"). Exit status: 0 plan accepted,
+of the reservoir is damaged, the damaged share ("FAIL 3.1 %"); the passes after such a pass,
+and the plans after its plan, are "not run" (they carry its heat). Exit status: 0 plan accepted,
 3 script invalid or plan rejected (the reasons, with the thermal model's numbers and
 suggestions, on stderr; with --json the plan is still printed).
 
@@ -76,8 +77,9 @@ class PassRow:
     spot_rate_hz: float
     duration_s: float
     thermal_ok: bool
-    peak_reservoir_rise_k: float | None  # None: the model could not evaluate the plan
+    peak_reservoir_rise_k: float | None  # None: not evaluated (see thermal_run)
     damaged_reservoir_pct: float | None
+    thermal_run: bool  # False: not screened, after a pass or plan beyond the limit
 
 
 def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRow]:
@@ -88,7 +90,7 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
     for k, (plan, check) in enumerate(zip(plans, thermal, strict=True)):
         s, hp = plan.settings, plan.settings.handpiece
         for p, m in enumerate(plan.metrics.passes):
-            screened = check.screen.passes[p] if check.screen else None
+            screened = check.screen.after_pass(p) if check.screen else None
             part = plan.pass_slice(p)
             energy_mj = plan.energy_uj[part] / 1000.0
             depth_um = hp.depth_for_energy_um(energy_mj) * plan.stack[part]
@@ -105,6 +107,8 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
                 depth_um=(float(depth_um.min()), float(depth_um.max())),
                 spot_rate_hz=m.spot_rate_hz, duration_s=m.duration_s,
                 thermal_ok=check.unlimited or (screened is not None and screened.ok),
+                thermal_run=screened is not None or (check.screen is None
+                                                     and check.after_rejected is None),
                 peak_reservoir_rise_k=None if screened is None else
                 screened.peak_reservoir_rise_k,
                 damaged_reservoir_pct=None if screened is None else
@@ -115,9 +119,10 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
 def thermal_cell(row: PassRow) -> str:
     """The thermal check of a pass: peak reservoir rise when within the limit, else the
     damaged share of the reservoir; "n/a" when the model could not evaluate it, "no limit"
-    for a handpiece without a thermal limit."""
+    for a handpiece without a thermal limit, "not run" after a pass or plan beyond the limit
+    (it carries that one's heat)."""
     if row.peak_reservoir_rise_k is None or row.damaged_reservoir_pct is None:
-        return "no limit" if row.thermal_ok else "n/a"
+        return "no limit" if row.thermal_ok else "n/a" if row.thermal_run else "not run"
     if row.thermal_ok:
         return f"ok {row.peak_reservoir_rise_k:.0f} K"
     return f"FAIL {row.damaged_reservoir_pct:.1f} %"

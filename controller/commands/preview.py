@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                   (("operator", script.operator), ("patient_ref", script.patient_ref)) if v)
     title = f"{script.path.name}: handpiece {script.handpiece.name}{who} - plan {verdict}"
     try:
-        picture = draw_plan(plans, [c.screen for c in thermal], args.out, title)
+        picture = draw_plan(plans, [c.outcome for c in thermal], args.out, title)
     except PictureError as exc:
         return fail(str(exc), EXIT_NO_PICTURE)
     width, height = picture.size_px
