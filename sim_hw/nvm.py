@@ -101,7 +101,8 @@ class NonVolatile:
         describes (an initialised memory). ValueError says what is wrong: not JSON, another
         format or version, another device's serial, a key missing or unknown, a value of the
         wrong type or outside what the device could have stored, a pass record that does not
-        fit itself or the fired-index memory."""
+        fit itself or the fired-index memory (its highest index, its place in the memory's
+        order)."""
         try:
             image = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -224,14 +225,22 @@ def _fired(value: object) -> OrderedDict[tuple[int, int], int]:
 
 def _fired_fits(record: PassRecord, fired: OrderedDict[tuple[int, int], int]) -> None:
     """The fired-index memory is written with the pass record's progress (rule 1): the pass
-    that fired has its last spot there, and one that has not fired starts above any spot of
-    it fired before (LOAD_PLAN refuses to start at or below one)."""
+    that fired has its last spot there, as the most recent pair (every spot fired moves its
+    pair to the end, and only a LOAD_PLAN, which resets the record, lets another pair fire),
+    and one that has not fired starts above any spot of it fired before (LOAD_PLAN refuses
+    to start at or below one). The order matters: the least recent pair is the first
+    forgotten, so a fired pass listed early would be forgotten first and could fire again."""
     key = (record.plan_checksum, record.pass_index)
     where = f"fired: plan {key[0]:#010x} pass {key[1]} (the pass record's)"
     last, highest = record.last_delivered, fired.get(key)
     if last != NO_INDEX and highest != last:
         raise ValueError(f"{where}: {'no entry' if highest is None else highest}; expected "
                          f"{last}, the pass record's last_delivered")
+    if last != NO_INDEX and next(reversed(fired)) != key:
+        raise ValueError(f"{where}: at fired[{list(fired).index(key)}]; expected last, "
+                         f"fired[{len(fired) - 1}] (the list runs from the least to the most "
+                         "recently fired pair, and the pass record's last_delivered fired "
+                         "after every other pair's spots)")
     if last == NO_INDEX and highest is not None and highest >= record.first_index:
         raise ValueError(f"{where}: {highest}; expected none or below the pass record's "
                          f"first_index {record.first_index} (nothing of it fired yet)")

@@ -194,7 +194,13 @@ def record(**changes: int) -> dict[str, int]:
     (image(pass_record=record(first_index=3), fired=[[1, 0, 5]]),
      "fired: plan 0x00000001 pass 0 (the pass record's): 5; expected none or below the pass "
      "record's first_index 3"),
+    (image(pass_record=record(delivered_count=5, last_delivered=4),
+           fired=[[1, 0, 4], [2, 0, 3]]),
+     "fired: plan 0x00000001 pass 0 (the pass record's): at fired[0]; expected last, fired[1] "
+     "(the list runs from the least to the most recently fired pair"),
     (image(fired=[[1, 0, 5], [1, 0, 6]]), "fired[1]: plan 0x00000001 pass 0 listed twice"),
+    (image(fired=[[1, 0, -1]]), "fired[0][2] = -1: expected an integer 0..4294967294"),
+    (image(fired=[[1, 0, NO_INDEX]]), "fired[0][2] = 4294967295: expected an integer"),
     (image(fired=[[1, 0, True]]), "fired[0][2] = True: expected an integer"),
 ])
 def test_a_state_file_it_cannot_use_is_refused_and_kept(
@@ -306,6 +312,45 @@ def test_the_image_round_trips_and_progress_is_written_before_the_spots_fire() -
     assert (after.state, after.fault_code) == (State.FAULT, FaultCode.DEVICE_RESET)
     assert after.status_values()["next_index"] == fired
     assert after.nv.rep_rate_hz == 400
+
+
+@pytest.mark.parametrize(("fired", "last_delivered"), [
+    ([[2, 0, 3], [1, 0, 4]], 4),  # the record's pair fired last
+    ([[1, 0, 4], [2, 0, 3]], NO_INDEX),  # loaded again above spot 4, nothing of it fired yet
+])
+def test_a_memory_in_the_order_the_device_writes_is_taken(
+        fired: list[list[int]], last_delivered: int) -> None:
+    delivered = 0 if last_delivered == NO_INDEX else last_delivered + 1
+    first = 5 if last_delivered == NO_INDEX else 0
+    text = image(pass_record=record(first_index=first, delivered_count=delivered,
+                                    last_delivered=last_delivered), fired=fired)
+    assert list(NonVolatile.from_json(text, SimConfig()).fired) == [tuple(f[:2]) for f in fired]
+
+
+def test_every_memory_the_device_writes_is_one_it_takes_back() -> None:
+    """Passes fired, aborted and resumed in turn: each image written, the fired pass last
+    in the memory's order, is accepted on a restart (none refused as out of order)."""
+    config = SimConfig(pre_emission_ms=0, footswitch=True)
+    written: list[str] = []
+    device = SimDevice(config, on_nv_write=lambda nv: written.append(nv.to_json(config.serial)))
+    host = attach(device)
+    passes = {pass_index: make_spots(300) for pass_index in range(3)}
+    resume = dict.fromkeys(passes, 0)
+    for turn, pass_index in enumerate((0, 1, 2, 0, 1), start=1):
+        spots, first = passes[pass_index], resume[pass_index]
+        checksum = plan_checksum(spots)
+        replies = [host.request("LOAD_PLAN", pass_index=pass_index, spot_count=len(spots),
+                                plan_checksum=checksum, first_index=first),
+                   host.request("SPOT_BATCH", spots[first:first + 60]),
+                   host.request("ARM", plan_checksum=checksum), host.request("START")]
+        assert "NACK" not in [reply.name for reply in replies]
+        device.advance(0.1 * turn)  # the device's clock: 0.1 s each
+        host.request("ABORT")
+        resume[pass_index] = device.nv.fired_through(checksum, pass_index) + 1
+        assert resume[pass_index] > first
+    assert len(device.nv.fired) == 3 and len(written) > 10
+    for text in written:
+        NonVolatile.from_json(text, config)
 
 
 def test_a_memory_it_cannot_write_stops_the_simulator(tmp_path: Path) -> None:
