@@ -9,7 +9,8 @@ Commands::
     help
 
 A command is checked whole before it acts: a bad word gets ``error: ...`` naming it and what
-it takes, and changes nothing."""
+it takes, and changes nothing; so does ``set`` or ``fault`` without a word (it would change
+nothing, yet answer ``ok``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ TOO_LONG = f"error: a command line is at most {MAX_LINE_BYTES} bytes"
 def execute(device: SimDevice, faults: Faults, line: str) -> str:
     """Run one command line against a device (caller holds the device's lock)."""
     command, *words = line.split()
+    if command in ("set", "fault") and not words:
+        takes = (f"INPUT=VALUE; inputs: {inputs_text()}" if command == "set" else
+                 f"fault word; faults: {fault_words_line()}")
+        return f"error: {command} needs at least one {takes}"
     if command == "set":
         try:
             inputs = parse_inputs(words)

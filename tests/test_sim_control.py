@@ -70,6 +70,20 @@ def test_set_without_a_value_names_the_word_and_the_inputs(
     assert "set 'door': expected INPUT=VALUE" in text and INPUTS in text
 
 
+def test_set_and_fault_without_a_word_say_what_they_take(
+        capsys: pytest.CaptureFixture[str], served: TcpServer) -> None:
+    """They changed nothing and answered ``ok``: a script that lost its words by a quoting
+    slip went on as if the door were closed or the fault injected."""
+    assert refused(capsys, served, "set") == f"error: set needs at least one INPUT=VALUE; " \
+        f"inputs: {INPUTS}, interlock=closed|open"
+    text = refused(capsys, served, "fault")
+    assert text.startswith("error: fault needs at least one fault word; faults: ")
+    assert all(word in text for word in EVERY_FAULT)
+    port = served.control_port
+    assert port is not None
+    assert send(port, "set  \t ").startswith("error: set needs at least one INPUT=VALUE")
+
+
 def test_a_link_fault_that_is_not_a_number_names_the_fault_and_its_range(
         capsys: pytest.CaptureFixture[str], served: TcpServer) -> None:
     text = refused(capsys, served, "fault", "drop=abc")
