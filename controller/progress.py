@@ -1,26 +1,91 @@
 """The live progress displays: a treatment (one tqdm bar per pass, plain lines off a terminal)
-and a thermal screen (one status line on a terminal)."""
+and a thermal screen (one status line on a terminal, plain lines off one)."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import accumulate
 from typing import TextIO
 
 from tqdm import tqdm
 
+from controller.scanpath import Plan
 from controller.session import SessionProgress
 from controller.thermal_screen import screen_progress
 
+#: A model run of a plan's own screen as the thermal screen announces it ("plan 1, pass 3 of
+#: 10"; a suggestion's run says so: "plan 1, suggestion ..., pass 3 of 10").
+_OWN_PASS = re.compile(r"plan (\d+), pass (\d+) of \d+")
+#: Off a terminal, the least time between two lines of a thermal screen's progress.
+LOG_EVERY_S = 5.0
+
+
+class ScreenLog:
+    """A thermal screen's progress as plain lines for a log (no carriage return, no escape
+    code): what the model evaluates, the model runs so far, for a pass of a plan's own screen
+    the spots of ``plans`` (the screened ones) before it out of all, and the time; at the
+    first model run, then at most every ``every_s``. :meth:`close` adds the totals."""
+
+    def __init__(self, stream: TextIO, plans: Sequence[Plan] = (), every_s: float = LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self.runs = 0
+        self._start = clock()
+        self._last_line: float | None = None
+        #: each plan's first pass in the session, and the spots before each pass
+        self._first = [0, *accumulate(len(plan.metrics.passes) for plan in plans)]
+        self._before = [0, *accumulate(m.spot_count for plan in plans
+                                       for m in plan.metrics.passes)]
+
+    def spots_before(self, what: str) -> int | None:
+        """The spots of the plans' passes before the model run ``what``, if it screens a pass
+        of a plan's own screen (else None: a suggestion, or plans not given)."""
+        own = _OWN_PASS.fullmatch(what)
+        if own is None or not 1 <= int(own[1]) < len(self._first):
+            return None
+        first, end = self._first[int(own[1]) - 1], self._first[int(own[1])]
+        index = first + int(own[2]) - 1
+        return self._before[index] if first <= index < end else None
+
+    def __call__(self, what: str) -> None:
+        self.runs += 1
+        now = self.clock()
+        if self._last_line is not None and now - self._last_line < self.every_s:
+            return
+        self._last_line = now
+        before = self.spots_before(what)
+        spots = "" if before is None else f", {before}/{self._before[-1]} spots"
+        self._print(f"{what} (model run {self.runs}{spots}, {now - self._start:.1f} s)")
+
+    def close(self) -> None:
+        """The totals, if a model ran."""
+        if self.runs:
+            self._print(f"{self.runs} model runs, {self.clock() - self._start:.1f} s")
+
+    def _print(self, text: str) -> None:
+        print(f"thermal screen: {text}", file=self.stream, flush=True)
+
 
 @contextmanager
-def screen_display(stream: TextIO, refresh_s: float = 0.1) -> Iterator[None]:
-    """While the block screens plans: on a terminal, one line with what the thermal model
+def screen_display(stream: TextIO, plans: Sequence[Plan] = (), *, quiet: bool = False,
+                   refresh_s: float = 0.1, every_s: float = LOG_EVERY_S) -> Iterator[None]:
+    """While the block screens ``plans``: on a terminal, one line with what the thermal model
     evaluates, how many runs so far and the time (at most every ``refresh_s``; cleared at the
-    end); off a terminal nothing."""
-    if not stream.isatty():
+    end); off a terminal a :class:`ScreenLog` (a line at most every ``every_s``); with
+    ``quiet``, nothing."""
+    if quiet:
         yield
+        return
+    if not stream.isatty():
+        log = ScreenLog(stream, plans, every_s)
+        try:
+            with screen_progress(log):
+                yield
+        finally:
+            log.close()
         return
     bar = tqdm(file=stream, leave=False, ncols=100, mininterval=refresh_s,
                bar_format="thermal screen: {desc} ({n_fmt} model runs, {elapsed})")

@@ -1,23 +1,34 @@
-"""Progress of a thermal screen: every model run is announced, and a terminal shows it."""
+"""Progress of a thermal screen: every model run is announced; a terminal shows a status line,
+a log (a pipe, a file) plain lines at a modest rate, and --quiet nothing."""
 
 from __future__ import annotations
 
 import io
+from itertools import count
 
+import pytest
+
+from controller.cli import build_parser, main
+from controller.commands.plan import load_and_plan
 from controller.handpiece import get_handpiece
-from controller.progress import screen_display
-from controller.scanpath import build_plan
+from controller.progress import ScreenLog, screen_display
+from controller.scanpath import Plan, build_plan
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
 from controller.thermal_screen import screen_progress
 from controller.validation import check_thermal
+from tests.test_cli_plan import DEEP
 
 
-def screen_hot_plan() -> None:
-    """Screen a 2-pass plan that fails, and its suggestions."""
-    plan = build_plan(TreatmentSettings(get_handpiece("spot120"), Pattern("square", 3.0),
+def hot_plan() -> Plan:
+    """A 2-pass plan that fails the thermal screen."""
+    return build_plan(TreatmentSettings(get_handpiece("spot120"), Pattern("square", 3.0),
                                         DensitySpec(coverage_pct=30.0), depth_um=100.0,
                                         passes=PassSettings(count=2)))
-    assert check_thermal([plan])[0].rejections  # computed here: the suggestions' screens
+
+
+def screen_hot_plan(plan: Plan | None = None) -> None:
+    """Screen the hot plan, and its suggestions."""
+    assert check_thermal([plan or hot_plan()])[0].rejections  # computed: the suggestions
 
 
 def hot_plan_checks() -> tuple[list[str], int]:
@@ -53,13 +64,64 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_terminal_shows_the_screen_and_a_log_does_not() -> None:
-    terminal, log = Terminal(), io.StringIO()
+def test_a_terminal_shows_the_screen_on_one_line() -> None:
+    terminal = Terminal()
     with screen_display(terminal, refresh_s=0.0):
         screen_hot_plan()
     seen, _ = hot_plan_checks()
     assert "thermal screen: plan 1, pass 1 of 2 (1 model runs," in terminal.getvalue()
     assert f"thermal screen: {seen[-1]} ({len(seen)} model runs," in terminal.getvalue()
-    with screen_display(log):
-        screen_hot_plan()
-    assert log.getvalue() == ""
+
+
+def test_a_log_gets_plain_lines_with_the_pass_the_spots_and_the_time() -> None:
+    """Piped or redirected, a long screen was silent for minutes."""
+    log, plan = io.StringIO(), hot_plan()
+    first, total = (plan.metrics.passes[0].spot_count,
+                    sum(m.spot_count for m in plan.metrics.passes))
+    with screen_display(log, [plan], every_s=0.0):
+        screen_hot_plan(plan)
+    seen, _ = hot_plan_checks()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
+    assert len(lines) == len(seen) + 1 and all(line.startswith("thermal screen: ")
+                                               for line in lines)
+    assert lines[0].startswith(f"thermal screen: plan 1, pass 1 of 2 (model run 1, 0/{total} "
+                               "spots, ")
+    assert lines[1].startswith(f"thermal screen: plan 1, pass 2 of 2 (model run 2, "
+                               f"{first}/{total} spots, ")
+    assert lines[2].startswith(f"thermal screen: {seen[2]} (model run 3, ")  # a suggestion
+    assert lines[-1].startswith(f"thermal screen: {len(seen)} model runs, ")
+    assert all(line.endswith(" s)") or line.endswith(" s") for line in lines)
+
+
+def test_a_log_gets_a_line_at_most_every_few_seconds() -> None:
+    log, seconds = io.StringIO(), count()
+    screen = ScreenLog(log, every_s=5.0, clock=lambda: float(next(seconds)))  # 0 s: start
+    for k in range(12):  # at 1, 2, ... 12 s
+        screen(f"plan 1, pass {k + 1} of 12")
+    screen.close()
+    assert log.getvalue().splitlines() == [
+        "thermal screen: plan 1, pass 1 of 12 (model run 1, 1.0 s)",
+        "thermal screen: plan 1, pass 6 of 12 (model run 6, 6.0 s)",
+        "thermal screen: plan 1, pass 11 of 12 (model run 11, 11.0 s)",
+        "thermal screen: 12 model runs, 13.0 s"]
+
+
+def test_quiet_shows_nothing_on_a_terminal_or_a_log() -> None:
+    for stream in (Terminal(), io.StringIO()):
+        with screen_display(stream, quiet=True, refresh_s=0.0, every_s=0.0):
+            screen_hot_plan()
+        assert stream.getvalue() == ""
+
+
+def test_plan_off_a_terminal_logs_the_screen_and_quiet_does_not(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    total = sum(m.spot_count for plan in load_and_plan(DEEP)[1] for m in plan.metrics.passes)
+    assert main(["plan", DEEP]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"thermal screen: plan 1, pass 1 of 2 (model run 1, 0/{total} spots, ")
+    assert "thermal screen: 3 model runs, " in err and "\r" not in err and "\x1b" not in err
+    assert "thermal screen:" not in out
+    assert main(["plan", DEEP, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert build_parser().parse_args(["preview", DEEP, "-o", "p.png", "-q"]).quiet

@@ -37,7 +37,9 @@ checks the plan against the clinical envelope and screens it with the thermal mo
 of the reservoir is damaged, the damaged share ("FAIL 3.1 %"); the passes after such a pass,
 and the plans after its plan, are "not run" (they carry its heat). Exit status: 0 plan accepted,
 3 script invalid or plan rejected (the reasons, with the thermal model's numbers and
-suggestions, on stderr; with --json the plan is still printed).
+suggestions, on stderr; with --json the plan is still printed). While the screen runs, stderr
+shows what it evaluates: a status line on a terminal, else a plain line at most every 5 s
+(--quiet: nothing).
 
 examples:
   co2scan plan examples/deep_scar.toml
@@ -175,11 +177,12 @@ def load_and_plan(path: str, timing: GalvoTiming | None = None
     return script, script.plans(timing)
 
 
-def check(plans: list[Plan], pass_wait_s: float = 0.0
+def check(plans: list[Plan], pass_wait_s: float = 0.0, quiet: bool = False
           ) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
     """Borderline warnings and violations of the plans against the clinical envelope and the
-    thermal screen (passes ``pass_wait_s`` apart), and the thermal check of each plan."""
-    with screen_display(sys.stderr):
+    thermal screen (passes ``pass_wait_s`` apart), and the thermal check of each plan; the
+    screen's progress on stderr unless ``quiet``."""
+    with screen_display(sys.stderr, plans, quiet=quiet):
         thermal = check_thermal(plans, pass_wait_s)
         try:
             return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
@@ -256,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script, timing)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings, violations, thermal = check(plans, script.pass_wait_s)
+    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet)
     doc = plan_document(script, plans, timing, warnings, violations, thermal)
     print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, thermal, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
@@ -266,4 +269,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "plan", "show and check the plan of a treatment script", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_quiet(parser)
     parser.set_defaults(handler=run)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet``: no thermal-screen progress on stderr (errors still go there)."""
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no thermal-screen progress on stderr (errors still go there)")

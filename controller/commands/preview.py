@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from controller.commands import add_command
-from controller.commands.plan import EXIT_OK, check, fail, load_and_plan
+from controller.commands.plan import EXIT_OK, add_quiet, check, fail, load_and_plan
 from controller.errors import SettingsError
 from controller.pictures import PictureError, check_png_path, draw_plan
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         script, plans = load_and_plan(args.script)
     except SettingsError as exc:
         return fail(str(exc))
-    warnings, violations, thermal = check(plans, script.pass_wait_s)
+    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet)
     verdict = ("REJECTED (see co2scan plan)" if violations else
                f"accepted, {len(warnings)} borderline" if warnings else "accepted")
     who = "".join(f", {k.replace('_', ' ')} {v}" for k, v in
@@ -63,4 +63,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("-o", "--out", required=True, metavar="PNG", type=png_output,
                         help="picture to write (a file name ending in .png)")
+    add_quiet(parser)
     parser.set_defaults(handler=run)
