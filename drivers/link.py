@@ -137,6 +137,10 @@ class Link:
         self._write_lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
         self._last_write = time.monotonic()
+        #: while set, heartbeats only within this long of the owner's last alive()
+        self._lease_s: float | None = None
+        self._alive_at = self._last_write
+        self._callback_lock = threading.Lock()  # held while the dispatcher runs callbacks
         self._event_queues: list[queue.SimpleQueue[Queued]] = []
         self._subscribers: list[Subscriber] = []
         self._dispatch: queue.SimpleQueue[Item | DeliveredRun | None] = queue.SimpleQueue()
@@ -225,13 +229,30 @@ class Link:
             self._event_queues = [x for x in self._event_queues if x is not q]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback`` (on the dispatcher thread) for every event; returns unsubscribe."""
+        """Call ``callback`` (on the dispatcher thread) for every event; returns unsubscribe,
+        which returns once no call of ``callback`` runs (so what it uses can then be closed)."""
         self._subscribers = [*self._subscribers, callback]
 
         def unsubscribe() -> None:
             self._subscribers = [s for s in self._subscribers if s is not callback]
+            if threading.current_thread() is not self._threads[1]:  # not from a callback
+                with self._callback_lock:
+                    pass
 
         return unsubscribe
+
+    # -- liveness ---------------------------------------------------------------------------
+    def lease_heartbeats(self, lease_s: float | None) -> None:
+        """From now on heartbeat the device only within ``lease_s`` of the last :meth:`alive`
+        (None: always). A loop that drives emission holds a lease and calls ``alive`` every
+        turn: if it hangs (a blocked callback, a stalled disk), the heartbeats stop and the
+        device's watchdog stops emission, as for a silent host."""
+        self._alive_at = time.monotonic()
+        self._lease_s = lease_s
+
+    def alive(self) -> None:
+        """The owner of the heartbeat lease is still running."""
+        self._alive_at = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -327,16 +348,22 @@ class Link:
                 return
             for event in item.messages() if isinstance(item, DeliveredRun) else (item,):
                 for callback in self._subscribers:
-                    try:
-                        callback(event)
-                    except Exception:  # a subscriber's bug must not stop event delivery
-                        log.exception("event subscriber %r failed", callback)
+                    with self._callback_lock:
+                        if callback not in self._subscribers:
+                            continue  # unsubscribed since this event's round began
+                        try:
+                            callback(event)
+                        except Exception:  # a subscriber's bug must not stop event delivery
+                            log.exception("event subscriber %r failed", callback)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s / 2):
             if self.lost is not None:
                 return
-            if time.monotonic() - self._last_write >= self.heartbeat_s:
+            now = time.monotonic()
+            if self._lease_s is not None and now - self._alive_at > self._lease_s:
+                continue  # the lease holder hangs: let the device's watchdog run out
+            if now - self._last_write >= self.heartbeat_s:
                 try:
                     handles = self.send([message("HEARTBEAT")])
                 except DeviceLost:

@@ -278,8 +278,13 @@ class PassStreamer:
                 yield self.progress(done=True)  # it ended before we looked: say how
                 return
             self.ending = False
+            # While it streams, the device is heartbeated only as long as the loop below
+            # turns: a consumer that hangs between two Progress (a blocked callback, a stalled
+            # record write) lets the watchdog stop emission within two watchdog periods.
+            self.link.lease_heartbeats(self.device.info.limits.watchdog_ms / 1000.0)
             last_tick = last_heard = time.monotonic()
             while True:
+                self.link.alive()
                 self.send_batches()
                 items: list[Queued] = []
                 try:
@@ -309,5 +314,6 @@ class PassStreamer:
                     last_tick = now
                     yield self.progress()
         finally:
+            self.link.lease_heartbeats(None)
             self.link.unqueue_events(self.queue)
             self.link.forget([h for h, _ in self.unacked])

@@ -157,3 +157,82 @@ def test_joined_records_are_the_decoded_reports_joined(sizes: list[tuple[int, in
         assert joined is None
         with pytest.raises(MessageError):
             decode_payload(frames[at])
+
+
+def test_unsubscribe_returns_once_a_running_callback_has_finished() -> None:
+    """A session closed its record right after unsubscribing while the event thread was still
+    writing a transition into it: SQLite used after close, a segmentation fault (about 1 run
+    in 10 of an API script whose progress callback raised)."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    entered, finished = threading.Event(), threading.Event()
+
+    def slow(item: object) -> None:
+        entered.set()
+        time.sleep(0.3)
+        finished.set()
+
+    try:
+        unsubscribe = link.subscribe(slow)
+        transport.chunks.put(state_event(1))
+        assert entered.wait(5.0)
+        unsubscribe()
+        assert finished.is_set()
+        entered.clear()
+        transport.chunks.put(state_event(2))
+        time.sleep(0.3)
+        assert not entered.is_set()  # and no later event reaches it
+    finally:
+        link.close()
+
+
+def test_a_callback_may_unsubscribe_itself() -> None:
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    heard: list[object] = []
+    try:
+        unsubscribe = link.subscribe(lambda item: (heard.append(item), unsubscribe()))
+        for seq in (1, 2):
+            transport.chunks.put(state_event(seq))
+        deadline = time.monotonic() + 5.0
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert len(heard) == 1
+    finally:
+        link.close()
+
+
+class WriteTimes(ScriptedTransport):
+    """Notes when each write happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def write(self, data: bytes) -> None:
+        self.times.append(time.monotonic())
+
+
+def test_heartbeats_stop_when_the_lease_holder_stops_turning() -> None:
+    """A streaming loop that hangs must let the device's watchdog run out."""
+    transport = WriteTimes()
+    link = Link(transport, heartbeat_s=0.02)
+    lease_s = 0.2
+    try:
+        link.lease_heartbeats(lease_s)
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # the loop turns
+            link.alive()
+            time.sleep(0.01)
+        hung_at = time.monotonic()
+        time.sleep(0.6)  # ... and hangs
+        fed = [t for t in transport.times if t < hung_at]
+        assert len(fed) >= 5
+        assert all(t <= hung_at + lease_s + 0.15 for t in transport.times)
+        link.lease_heartbeats(None)  # no lease: heartbeats whatever the owner does
+        sent = len(transport.times)
+        time.sleep(0.2)
+        assert len(transport.times) > sent
+    finally:
+        link.close()

@@ -67,6 +67,31 @@ def test_an_exception_in_the_callers_progress_callback_stops_emission(
         assert_stopped(dev, session)
 
 
+def test_a_hung_caller_lets_the_watchdog_stop_emission(record: TreatmentRecord) -> None:
+    """The link's heartbeat thread fed the device's watchdog while the delivery loop hung in
+    a progress callback: the rest of the pass fired, unchecked and unrecorded (3,916 spots in
+    a 5 s hang). The heartbeats now stop with the loop: emission stops within two watchdog
+    periods, and the record still holds every spot fired."""
+    hang_s, during = 2.5, {}
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 100 and not during:
+            before = len(dev.simulator.device.ground_truth)
+            time.sleep(hang_s)  # a GUI callback blocked, a stalled network share
+            during["fired"] = len(dev.simulator.device.ground_truth) - before
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan={"size_mm": 18.0, "passes": 1,
+                                                 "coverage": 15.0}, on_progress=progress)
+        metrics = session.jobs[0].plan.metrics.passes[0]
+        assert metrics.duration_s > hang_s + 1.0  # it would still fire after the hang
+        outcome = session.run()
+        watchdog_s = dev.info.limits.watchdog_ms / 1000.0
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+    assert outcome.status == "fault" and "WATCHDOG" in outcome.detail
+    assert during["fired"] <= metrics.spot_rate_hz * (2.0 * watchdog_s + 0.3)
+
+
 def test_a_second_caller_is_refused_while_run_delivers(record: TreatmentRecord) -> None:
     with open_device("sim://?pre_emission_ms=20&footswitch=up&seed=5") as dev:
         session = session_for(dev, record, plan=PLAN, start_wait_s=1.0)
