@@ -190,8 +190,13 @@ def test_a_callback_may_unsubscribe_itself() -> None:
     transport = ScriptedTransport()
     link = Link(transport, heartbeat_s=60.0)
     heard: list[object] = []
+
+    def once(item: object) -> None:
+        heard.append(item)
+        unsubscribe()
+
     try:
-        unsubscribe = link.subscribe(lambda item: (heard.append(item), unsubscribe()))
+        unsubscribe = link.subscribe(once)
         for seq in (1, 2):
             transport.chunks.put(state_event(seq))
         deadline = time.monotonic() + 5.0

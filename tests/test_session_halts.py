@@ -72,7 +72,7 @@ def test_a_hung_caller_lets_the_watchdog_stop_emission(record: TreatmentRecord) 
     a progress callback: the rest of the pass fired, unchecked and unrecorded (3,916 spots in
     a 5 s hang). The heartbeats now stop with the loop: emission stops within two watchdog
     periods, and the record still holds every spot fired."""
-    hang_s, during = 2.5, {}
+    hang_s, during = 2.5, dict[str, int]()
 
     def progress(p: SessionProgress) -> None:
         if p.delivered > 100 and not during:
