@@ -184,8 +184,10 @@ class TreatmentRecord:
         #: The end of the chain as this object last verified or wrote it (its appends check
         #: only what came after); None until its first append checks the whole record.
         self._checked: _ChainEnd | None = None
+        if not self.path.parent.is_dir():  # a typo in a path must not scatter records
+            raise RecordError(f"cannot create treatment record {self.path}: there is no "
+                              f"folder {self.path.parent} (it is not created)")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
                 self._start_chain()
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

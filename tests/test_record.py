@@ -121,3 +121,25 @@ def test_delivered_summary_counts_without_reading_energies(tmp_path: Path) -> No
     rec = filled(tmp_path / "r.db")
     assert rec.delivered_summary(1, 0) == (8, 7)
     assert rec.delivered_summary(1, 3) == (0, -1)
+
+
+def test_a_record_in_a_missing_folder_is_refused_not_the_folder_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--record missing_dir/x.db`` created the folder: a typo in a path scattered records
+    around the disk (audit). The record file itself is still created in an existing folder."""
+    from controller.cli import main
+    from tests.test_cli_run import FAST, SCRIPT
+
+    path = tmp_path / "missing_dir" / "x.db"
+    with pytest.raises(RecordError, match=f"no folder {tmp_path / 'missing_dir'}"):
+        TreatmentRecord(path)
+    script = tmp_path / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["run", str(script), "--device", FAST, "--yes", "--record", str(path)]) == 3
+    err = capsys.readouterr().err  # wrapped, at hyphens too
+    assert "cannot create treatment record" in err and "Traceback" not in err
+    assert f"{path}:thereisnofolder{path.parent}" in "".join(err.split())
+    assert not path.parent.exists()
+    with TreatmentRecord(tmp_path / "x.db") as rec:
+        assert rec.verify().ok

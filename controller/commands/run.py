@@ -68,7 +68,7 @@ def default_record() -> str:
 def add_record_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", default=default_record(), metavar="PATH",
                         help="treatment record (SQLite; default $CO2SCAN_RECORD or "
-                             "treatments.db)")
+                             "treatments.db; its folder must exist)")
 
 
 def ask(question: str, choices: tuple[str, ...]) -> str:
