@@ -173,10 +173,16 @@ def _hash(prev: str, seq: int, session: int, at: float, kind: str, body: str) ->
 
 
 class TreatmentRecord:
-    """Append-only record of treatment sessions in one SQLite file."""
+    """Append-only record of treatment sessions in one SQLite file.
 
-    def __init__(self, path: str | Path) -> None:
+    ``read_only``: open an existing record only to read it (``co2scan log``, ``report``):
+    nothing is written (appending raises RecordError), and a record in a read-only file,
+    folder or medium is read in SQLite's read-only mode. A writer needs to write the file and
+    its folder (the head, WAL and lock files beside it), and says so if it cannot."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -184,22 +190,66 @@ class TreatmentRecord:
         #: The end of the chain as this object last verified or wrote it (its appends check
         #: only what came after); None until its first append checks the whole record.
         self._checked: _ChainEnd | None = None
-        if not self.path.parent.is_dir():  # a typo in a path must not scatter records
-            raise RecordError(f"cannot create treatment record {self.path}: there is no "
-                              f"folder {self.path.parent} (it is not created)")
         try:
-            if not self.path.exists():
-                self._start_chain()
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db = self._open_to_read() if read_only else self._open_to_write()
         except (sqlite3.Error, OSError) as exc:
             self._release_lock_file()
             raise RecordError(f"cannot open treatment record {self.path}: {exc}") from exc
         except RecordError:
             self._release_lock_file()
             raise
+
+    def _open_to_write(self) -> sqlite3.Connection:
+        """The database opened to append, created (with its head) if it does not exist."""
+        if not self.path.parent.is_dir():  # a typo in a path must not scatter records
+            raise RecordError(f"cannot create treatment record {self.path}: there is no "
+                              f"folder {self.path.parent} (it is not created)")
+        for needed in (self.path, self.path.parent):
+            if needed.exists() and not os.access(needed, os.W_OK):
+                raise RecordError(f"cannot write treatment record {self.path}: {needed} is "
+                                  "read-only (a writer writes the file and, beside it, its head, "
+                                  "WAL and lock files; co2scan log and report only read)")
+        if not self.path.exists():
+            self._start_chain()
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open_to_read(self) -> sqlite3.Connection:
+        """The database opened to read only (``query_only``: nothing can change through it).
+        Where this process may write the file and its folder, as a writer opens it, so that
+        closing merges a WAL a killed writer left (and removes it, as the README says); else
+        in SQLite's read-only mode. In a folder it cannot write, SQLite cannot create the
+        index it reads a WAL through; without a WAL there, everything committed is in the
+        file and no writer can be at work (it would need one): the file is read as it is
+        (``immutable``)."""
+        if not self.path.is_file():
+            raise RecordError(f"no treatment record at {self.path}")
+        uri = self.path.resolve().as_uri()
+        if all(os.access(p, os.W_OK) for p in (self.path, self.path.parent)):
+            return self._reader(uri + "?mode=rw")
+        try:
+            return self._reader(uri + "?mode=ro")
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() or os.access(self.path.parent, os.W_OK):
+                raise
+        return self._reader(uri + "?mode=ro&immutable=1")
+
+    def _reader(self, uri: str) -> sqlite3.Connection:
+        """A query-only connection to ``uri``, once it is known to hold a treatment record."""
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA query_only=ON")
+            tables = {name for name, in db.execute("SELECT name FROM sqlite_master")}
+            if not {"entries", "pass_spots"} <= tables:
+                raise RecordError(f"{self.path} is not a treatment record (no entries table)")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _start_chain(self) -> None:
         """Give a record about to be created its chain head (row 0: no row yet) before the
@@ -218,6 +268,8 @@ class TreatmentRecord:
         """This thread alone, and this process alone among the record's writers (an exclusive
         lock on ``<record>.lock``, which the system drops if the process dies). ``reading``: go
         on without it where it cannot be taken (a record on read-only media: nobody writes)."""
+        if self.read_only and not reading:
+            raise RecordError(f"{self.path} was opened read-only: nothing is written to it")
         with self._lock:
             try:
                 if self._lock_fd is None:
@@ -349,9 +401,12 @@ class TreatmentRecord:
         """
         blob = np.ascontiguousarray(records).tobytes()
         checksum = zlib.crc32(blob)
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)",
-                             (session, pass_index, checksum, blob))
+        with self._writing():
+            try:
+                self._db.execute("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)",
+                                 (session, pass_index, checksum, blob))
+            except sqlite3.Error as exc:
+                raise RecordError(f"cannot write to {self.path}: {exc}") from exc
         return checksum
 
     def pass_spots(self, session: int, pass_index: int, dtype: np.dtype) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from controller.api import (
     DensitySpec,
     PassSettings,
     Pattern,
+    RecordError,
     TreatmentRecord,
     TreatmentSettings,
     get_handpiece,
@@ -370,3 +371,82 @@ def test_list_shows_control_characters_of_an_edited_record_escaped(
                     "WHERE kind = 'session'", "\x1b[2J\x1b[31mEVIL\x07")
     _, out, _ = cli(capsys, "log", "list", "--record", str(record))
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out
+
+
+# -- a read-only record is read, and never written by a reader ----------------------------------
+
+def readers(out: Path) -> list[list[str]]:
+    """Every command that only reads the record (export and report write into ``out``)."""
+    return [["log", "list"], ["log", "show", "1"], ["log", "verify"],
+            ["log", "export", "1", "--format", "csv", "-o", str(out / "s.csv"), "--force"],
+            ["report", "1", "-o", str(out / "r.png")]]
+
+
+def test_readers_change_nothing_in_a_file_that_is_not_a_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader opened the record as a writer does and created the record's tables in any
+    SQLite file --record named (audit: readers open the record for writing)."""
+    other = tmp_path / "other.db"
+    execute(other, "CREATE TABLE notes (text TEXT)")
+    before = other.read_bytes()
+    for argv in readers(tmp_path):
+        status, _, err = cli(capsys, *argv, "--record", str(other))
+        assert status == 3 and f"{other} is not a treatment record" in err, (argv, err)
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_readers_work_in_sqlites_read_only_mode(
+        treated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the record's file and folder are not writable (here: said so, which also works as
+    root), readers open it in SQLite's read-only mode; a writer refuses, saying why."""
+    record = copy_of(treated, tmp_path)
+    before = record.read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda *args, **kwargs: False)
+        for argv in readers(tmp_path):
+            status, _, err = cli(capsys, *argv, "--record", str(record))
+            assert status == 0, (argv, err)
+        with pytest.raises(RecordError, match=f"cannot write treatment record {record}: "
+                                              f"{record} is read-only"):
+            TreatmentRecord(record)
+    assert record.read_bytes() == before
+    with TreatmentRecord(record, read_only=True) as reader:
+        assert reader.verify().ok
+        with pytest.raises(RecordError, match="opened read-only: nothing is written"):
+            reader.append(1, "note", text="x")
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0,
+                    reason="root reads and writes a chmod 0444 file in a 0555 folder anyway "
+                           "(test_readers_work_in_sqlites_read_only_mode covers the reader)")
+@pytest.mark.parametrize(("file_mode", "folder_mode"),
+                         [(0o444, 0o755), (0o644, 0o555), (0o444, 0o555)],
+                         ids=["read-only file", "read-only folder", "both"])
+def test_a_read_only_record_is_read_and_not_written(
+        treated: Path, tmp_path: Path, file_mode: int, folder_mode: int,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """log list/show/verify/export and report read a record in a read-only file, folder, or
+    both (audit: the reader opened it for writing and failed); a writer refuses, saying why."""
+    where, out = tmp_path / "records", tmp_path / "out"
+    where.mkdir()
+    out.mkdir()
+    record = copy_of(treated, where)
+    files = sorted(where.iterdir())
+    for path in files:
+        path.chmod(file_mode)
+    where.chmod(folder_mode)
+    try:
+        for argv in readers(out):
+            status, _, err = cli(capsys, *argv, "--record", str(record))
+            assert status == 0, (argv, err)
+        unwritable = record if file_mode == 0o444 else where
+        with pytest.raises(RecordError, match=f"{unwritable} is read-only"):
+            TreatmentRecord(record)
+        if folder_mode == 0o555:
+            assert sorted(where.iterdir()) == files
+    finally:
+        where.chmod(0o755)
+        for path in files:
+            path.chmod(0o644)

@@ -57,12 +57,6 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _open(path: str) -> TreatmentRecord:
-    if not Path(path).exists():
-        raise RecordError(f"no treatment record at {path}")
-    return TreatmentRecord(path)
-
-
 def verified(record: TreatmentRecord, refused: str) -> bool:
     """Whether ``record``'s hash chain verifies; if not, say so on stderr with every problem
     and ``refused`` (what is therefore not done, e.g. "no report drawn"), and the caller
@@ -108,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: `log {args.action}` {need}; see co2scan log --help", file=sys.stderr)
         return 2
     try:
-        record = _open(args.record)
+        record = TreatmentRecord(args.record, read_only=True)
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.commands import add_command, session_id
-from controller.commands.log import EXIT_TAMPERED, _open, verified
+from controller.commands.log import EXIT_TAMPERED, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.pictures import PictureError
 
     try:
-        with _open(args.record) as record:
+        with TreatmentRecord(args.record, read_only=True) as record:
             if not verified(record, "no report drawn"):
                 return EXIT_TAMPERED
             picture = draw_session_report(record, args.session, Path(args.output))
