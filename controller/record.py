@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +142,12 @@ def _walk(rows: Iterable[tuple[Any, ...]], start: _ChainEnd) -> _ChainEnd:
     return end
 
 
+def _pass_named(session: object, pass_index: object) -> str:
+    """A pass as messages name it: numbered from 1, with its index."""
+    number = pass_index + 1 if type(pass_index) is int else "?"
+    return f"session {session} pass {number} (pass_index {pass_index})"
+
+
 def _lock_file(fd: int, lock: bool) -> None:
     """Take (blocking) or drop the exclusive lock of an open file."""
     if sys.platform == "win32":
@@ -161,6 +167,12 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _spot_rows(session: int, spots: Mapping[int, np.ndarray]) -> list[tuple[Any, ...]]:
+    """``pass_spots`` rows of a session's passes' SPOT records: their bytes and CRC-32."""
+    blobs = {k: np.ascontiguousarray(records).tobytes() for k, records in spots.items()}
+    return [(session, k, zlib.crc32(blob), blob) for k, blob in blobs.items()]
 
 
 def _canonical(body: dict[str, Any]) -> str:
@@ -296,19 +308,18 @@ class TreatmentRecord:
         with self._writing():
             return self._insert(session, kind, body)
 
-    def _insert(self, session: int | None, kind: str, body: dict[str, Any]) -> int:
-        """Append after the last committed row, the lock held; ``session`` None: the row's own
-        sequence number (a new session's id)."""
+    def _insert(self, session: int | None, kind: str, body: dict[str, Any],
+                spots: Mapping[int, np.ndarray] | None = None) -> int:
+        """Append after the last committed row, the lock held, with the stored ``spots`` of
+        its passes in the same commit; ``session`` None: the row's own sequence number (a new
+        session's id)."""
         text = _canonical(body)
         last = self._end_to_append_to()
-        try:
-            seq, at = last.seq + 1, time.time()
-            session = seq if session is None else session
-            digest = _hash(last.hash, seq, session, at, kind, text)
-            self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (seq, session, at, kind, text, last.hash, digest))
-        except sqlite3.Error as exc:
-            raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+        seq, at = last.seq + 1, time.time()
+        session = seq if session is None else session
+        digest = _hash(last.hash, seq, session, at, kind, text)
+        self._commit([(seq, session, at, kind, text, last.hash, digest)],
+                     _spot_rows(session, spots or {}))
         self._checked = _ChainEnd(seq, digest, last.hash)
         self._write_head(seq, digest)
         return seq
@@ -330,7 +341,7 @@ class TreatmentRecord:
             if self._checked is None:
                 end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
                                              "FROM entries ORDER BY seq"), _ChainEnd(0, GENESIS))
-                end.problems += self._verify_pass_spots()
+                end.problems += self._verify_pass_spots(end.seq)
             else:
                 end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
                                              "FROM entries WHERE seq > ? ORDER BY seq",
@@ -388,26 +399,36 @@ class TreatmentRecord:
         match = HEAD_LINE.fullmatch(text)
         return (int(match[1]), match[2].decode()) if match else None
 
-    def new_session(self, **body: Any) -> int:
-        """Start a session; returns its id (the sequence number of its first entry)."""
+    def _commit(self, entries: list[tuple[Any, ...]], spots: list[tuple[Any, ...]]) -> None:
+        """Insert rows of ``entries`` and ``pass_spots`` in one transaction: all or none."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+            self._db.executemany("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)", spots)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise RecordError(f"cannot write to {self.path}: {exc}") from exc
+
+    def new_session(self, pass_spots: Mapping[int, np.ndarray] | None = None,
+                    **body: Any) -> int:
+        """Start a session; returns its id (the sequence number of its first entry).
+        ``pass_spots``: the SPOT records sent for each pass (by pass index), stored in the same
+        commit as the entry that names them (for reports: see :meth:`store_pass_spots`)."""
         with self._writing():
-            return self._insert(None, "session", body)
+            return self._insert(None, "session", body, pass_spots)
 
     def store_pass_spots(self, session: int, pass_index: int, records: np.ndarray) -> int:
         """Keep the SPOT records sent for a pass (for reports); returns their CRC-32.
 
-        Not part of the hash chain (too large); :meth:`verify` checks each blob against the
-        CRC-32 that the session's chained entries name.
+        Not part of the hash chain (too large); :meth:`verify` checks that every pass the
+        session entries name has its records stored, matching the CRC-32 named there.
         """
-        blob = np.ascontiguousarray(records).tobytes()
-        checksum = zlib.crc32(blob)
+        rows = _spot_rows(session, {pass_index: records})
         with self._writing():
-            try:
-                self._db.execute("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)",
-                                 (session, pass_index, checksum, blob))
-            except sqlite3.Error as exc:
-                raise RecordError(f"cannot write to {self.path}: {exc}") from exc
-        return checksum
+            self._commit([], rows)
+        return int(rows[0][2])
 
     def pass_spots(self, session: int, pass_index: int, dtype: np.dtype) -> np.ndarray | None:
         """The SPOT records stored for a pass, or None."""
@@ -470,8 +491,9 @@ class TreatmentRecord:
         return np.concatenate(index), np.concatenate(measured)
 
     def verify(self) -> Verification:
-        """Recompute the chain; name every edited, removed or reordered row."""
-        with self._lock:
+        """Recompute the chain; name every edited, removed or reordered row, and stored spots
+        that are missing or do not match."""
+        with self._lock, self._snapshot():
             # The last row and the head as one writer left them; other processes' writers
             # wait only for this, not for the whole chain (rows up to it never change).
             with self._writing(reading=True):
@@ -479,13 +501,23 @@ class TreatmentRecord:
                 head = self._read_head()
             return self._verify(end, head)
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: its reads see the record as one commit left it (WAL mode),
+        a session's entry and stored spots together or neither."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
     def _verify(self, end: int, head: tuple[int, str] | None) -> Verification:
         chain = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM "
                                        "entries WHERE seq <= ? ORDER BY seq", (end,)),
                       _ChainEnd(0, GENESIS))
         problems, notes = self._check_head(head, chain)
-        return Verification(chain.rows, chain.problems + self._verify_pass_spots() + problems,
-                            notes)
+        return Verification(chain.rows,
+                            chain.problems + self._verify_pass_spots(end) + problems, notes)
 
     def _check_head(self, head: tuple[int, str] | None, end: _ChainEnd
                     ) -> tuple[list[str], list[str]]:
@@ -523,22 +555,22 @@ class TreatmentRecord:
                         f"{end.seq} would not show)"]
         return [], []
 
-    def _verify_pass_spots(self) -> list[str]:
-        # The stored spots before the sessions naming them: a writer commits a session's entry
-        # before its spots, so a session another process starts meanwhile is either named
-        # with its spots unseen or not seen at all, never seen as spots no session names.
-        stored = [(session, pass_index, checksum, zlib.crc32(blob) == checksum)
-                  for session, pass_index, checksum, blob in self._db.execute(
-                      "SELECT session, pass_index, checksum, records FROM pass_spots")]
+    def _verify_pass_spots(self, end: int) -> list[str]:
+        """Every pass that the sessions up to row ``end`` name has its stored spots, matching
+        the CRC-32 named there (a session's entry and its spots are committed together)."""
         named = {(e.session, p["pass"]): p["device_checksum"]
-                 for e in self.entries(kind="session") for p in e.body.get("passes", [])}
+                 for e in self.entries(kind="session") if e.seq <= end
+                 for p in e.body.get("passes", [])}
         problems = []
-        for session, pass_index, checksum, intact in stored:
-            if not intact or named.get((session, pass_index)) != checksum:
-                problems.append(f"stored spots of session {session} pass {pass_index + 1} "
-                                f"(pass_index {pass_index}) do not match the checksum the "
-                                "record names")
-        return problems
+        for session, pass_index, checksum, blob in self._db.execute(
+                "SELECT session, pass_index, checksum, records FROM pass_spots "
+                "ORDER BY session, pass_index"):
+            if (named.pop((session, pass_index), None) != checksum
+                    or not isinstance(blob, bytes) or zlib.crc32(blob) != checksum):
+                problems.append(f"stored spots of {_pass_named(session, pass_index)} do not "
+                                "match the checksum the record names")
+        return problems + [f"stored spots of {_pass_named(session, pass_index)} are missing "
+                           "(removed from the record)" for session, pass_index in named]
 
     # -- export -----------------------------------------------------------------------------
     def own_files(self) -> list[Path]:

@@ -205,7 +205,8 @@ class TreatmentSession:
                                    self._on_transition)
         self._unsubscribe = device.subscribe(self._on_event)
         if session_id is None:
-            session_id = record.new_session(
+            session_id = record.new_session(  # the spots sent, stored with the entry
+                {j.number: j.spots.records for j in self.jobs},
                 operator=operator, patient_ref=patient_ref, device_url=device.url,
                 device_serial=device.info.serial, firmware=device.info.firmware,
                 field_size_um=device.info.limits.field_size_um,
@@ -223,8 +224,6 @@ class TreatmentSession:
                           device_url=device.url, device_serial=device.info.serial,
                           firmware=device.info.firmware)
         self.session_id = session_id
-        for job in self.jobs:
-            record.store_pass_spots(session_id, job.number, job.spots.records)
 
     def _check_resumable(self, session_id: object, patient_ref: str) -> str:
         """A resumed session must be one of the record's, not ended, and planned exactly as

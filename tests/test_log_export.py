@@ -78,6 +78,9 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
                         "row 1 (session): content was edited"),
     "the head file missing": (lambda p: Path(str(p) + ".head").unlink(),
                               "copy.db.head is missing"),
+    "a pass's stored spots deleted": (
+        lambda p: execute(p, "DELETE FROM pass_spots WHERE session = 1 AND pass_index = 1"),
+        "stored spots of session 1 pass 2 (pass_index 1) are missing"),
 }
 
 
@@ -113,6 +116,21 @@ def test_export_refuses_a_record_that_does_not_verify(
     assert problem in err
     assert "wrote" not in out
     assert not out_file.exists()
+
+
+def test_verify_names_a_pass_whose_stored_spots_were_deleted(
+        treated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pass_spots rows are not chained; deleting one went unseen by verify, and report
+    then said the spots were missing (audit). The session entry names every pass, with the
+    CRC-32 of its spots: each must be there."""
+    record = copy_of(treated, tmp_path)
+    TAMPERING["a pass's stored spots deleted"][0](record)
+    status, out, _ = cli(capsys, "log", "verify", "--record", str(record))
+    assert status == 4 and "TAMPERED" in out
+    assert "stored spots of session 1 pass 2 (pass_index 1) are missing" in out
+    status, _, err = cli(capsys, "report", "1", "--record", str(record), "-o",
+                         str(tmp_path / "r.png"))
+    assert status == 4 and "no report drawn" in err and "pass 2 (pass_index 1) are missing" in err
 
 
 def test_export_refuses_with_the_default_file_name_too(

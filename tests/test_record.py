@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,11 +14,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.record import RecordError, TreatmentRecord
+from drivers.protocol.messages import SPOT_DTYPE
+
+
+def session(passes: int = 1, spots: int = 100, **body: Any) -> dict[str, Any]:
+    """Arguments of :meth:`TreatmentRecord.new_session` for a session as co2scan writes it:
+    ``passes`` passes of ``spots`` spots, stored with it; ``body`` adds or replaces keys."""
+    records = np.zeros(spots, SPOT_DTYPE)
+    records["index"] = np.arange(spots)
+    return {"pass_spots": dict.fromkeys(range(passes), records), "operator": "dr a",
+            "patient_ref": "p1", "field_size_um": 20_000,
+            "passes": [{"pass": k, "spots": spots, "device_checksum": zlib.crc32(records.tobytes()),
+                        "rep_rate_hz": 500} for k in range(passes)], **body}
 
 
 def filled(path: Path) -> TreatmentRecord:
     rec = TreatmentRecord(path)
-    sid = rec.new_session(operator="dr a", patient_ref="p1")
+    sid = rec.new_session(**session())
     rec.append(sid, "transition", old="READY", new="ARMED", cause="operator")
     rec.delivered(sid, 0, np.arange(0, 5), np.array([100, 101, 99, 100, -1]))
     rec.delivered(sid, 0, np.arange(5, 8), np.array([98, 97, 102]))

@@ -10,16 +10,17 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from controller import record as record_module
 from controller.cli import main
-from controller.record import GENESIS, Entry, RecordError, TreatmentRecord
+from controller.record import GENESIS, RecordError, TreatmentRecord
 from tests.test_cli_run import FAST, SCRIPT
+from tests.test_record import session
 
 
 def filled(path: Path, rows: int = 4) -> None:
@@ -122,6 +123,42 @@ def crashed_append(path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
     if rec._lock_fd is not None:
         os.close(rec._lock_fd)
         rec._lock_fd = None
+
+
+class SpotsFail:
+    """A record's connection whose insert of stored spots fails with ``error``."""
+
+    def __init__(self, db: sqlite3.Connection, error: BaseException) -> None:
+        self.db, self.error = db, error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        if "pass_spots" in sql:
+            raise self.error
+        return self.db.executemany(sql, rows)
+
+
+@pytest.mark.parametrize("error", [Crash(), sqlite3.OperationalError("disk I/O error")],
+                         ids=["host killed", "disk error"])
+def test_a_session_entry_is_committed_with_its_stored_spots_or_not_at_all(
+        tmp_path: Path, error: BaseException) -> None:
+    """verify requires the spots of every pass a session names: a session entry committed
+    without them (a crash in between) would leave a record that no longer verifies."""
+    path = tmp_path / "r.db"
+    filled(path)
+    rec = TreatmentRecord(path)
+    db = rec._db
+    rec._db = SpotsFail(db, error)  # type: ignore[assignment]
+    with pytest.raises(Crash if isinstance(error, Crash) else RecordError):
+        rec.new_session(**session(operator="dr b"))
+    db.close()  # as the dying process's connection goes: what it did not commit is gone
+    rec._release_lock_file()
+    assert len(rows_of(path)) == 4
+    with TreatmentRecord(path) as again:
+        assert again.verify().ok
+        assert again.new_session(**session(operator="dr b")) == 5 and again.verify().ok
 
 
 @pytest.mark.parametrize(("where", "left_tmp"), [
@@ -410,28 +447,30 @@ def test_a_new_record_where_a_removed_one_left_its_head_is_not_written_to(
 
 # -- verify while another writer starts a session ---------------------------------------------
 
+@pytest.mark.parametrize("meanwhile", ["_walk", "_verify_pass_spots"])
 def test_a_session_started_while_verify_reads_is_no_problem(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another device starts a session (its entry, then its stored spots) just after verify
-    listed the sessions: its spots are not read as spots that no session names."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str) -> None:
+    """Another device starts a session (its entry and stored spots, one commit) while verify
+    reads, before it walks the chain or before it checks the stored spots: verify reads the
+    record as one commit left it, so it sees neither a session without its spots nor spots
+    of a session it has not seen."""
     path = tmp_path / "r.db"
     filled(path)
-    spots = np.arange(12, dtype=np.uint8)
-    reader, other = TreatmentRecord(path), TreatmentRecord(path)
-    listing = TreatmentRecord.entries
+    reader, other = TreatmentRecord(path, read_only=True), TreatmentRecord(path)
+    owner = record_module if meanwhile == "_walk" else TreatmentRecord
+    real = getattr(owner, meanwhile)
+    started: list[int] = []
 
-    def entries(self: TreatmentRecord, session: int | None = None,
-                kind: str | None = None) -> Iterator[Entry]:
-        yield from listing(self, session, kind)
-        if self is reader and kind == "session":
-            started = other.new_session(operator="dr b", passes=[
-                {"pass": 0, "device_checksum": zlib.crc32(spots.tobytes())}])
-            other.store_pass_spots(started, 0, spots)
+    def starting(*args: Any) -> Any:
+        if not started:  # once, from the reader (the other writer's own check comes here too)
+            started.append(0)
+            started[0] = other.new_session(**session(operator="dr b"))
+        return real(*args)
 
-    monkeypatch.setattr(TreatmentRecord, "entries", entries)
+    monkeypatch.setattr(owner, meanwhile, starting)
     check = reader.verify()
     monkeypatch.undo()
-    assert check.ok, check.problems
+    assert started == [5] and check.ok and check.entries == 4, check.problems
     assert reader.verify().ok and reader.verify().entries == 5
     reader.close()
     other.close()
