@@ -5,6 +5,13 @@ Every entry (session start, plan, state transition, delivered spots, pass end...
 breaks the chain. SQLite runs in WAL mode with ``synchronous=FULL``: a committed entry
 survives SIGKILL and power loss.
 
+Every row read is checked against what co2scan writes (:data:`BODIES`: the keys it reads back,
+their types and ranges, and the pass and spots an entry names among its session's): the chain
+has no key, so a record edited and chained again, or written by another program, may hold a
+string where a count belongs, or a count of 10^15. :meth:`TreatmentRecord.verify` names such
+a row as a problem (so nothing is appended to the record, and no session of it is resumed);
+reading one raises RecordError naming the row, its session and kind, and the field.
+
 The chain head (last sequence number and hash) is also kept in a sidecar file
 ``<record>.head``, replaced whole and durably after every commit. It catches what the chain
 alone cannot: rows removed from the end (the rest still chains), a database put back from an
@@ -44,13 +51,15 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from controller.errors import shown
 
 if sys.platform == "win32":
     import msvcrt
@@ -125,9 +134,171 @@ class _ChainEnd:
     problems: list[str] = field(default_factory=list)
 
 
-def _walk(rows: Iterable[tuple[Any, ...]], start: _ChainEnd) -> _ChainEnd:
+# -- entry bodies, as co2scan writes them -------------------------------------------------
+
+class _Malformed(Exception):
+    """A row is not as co2scan writes it (the message names the row and what is wrong)."""
+
+
+#: What a value in an entry body must be: given the value and its name, what is wrong with
+#: it (None: nothing).
+Check = Callable[[Any, str], "str | None"]
+
+
+def _is(expected: str, test: Callable[[Any], bool]) -> Check:
+    return lambda value, name: None if test(value) else f"{name} is {shown(value)}, not {expected}"
+
+
+def _integer(lo: int, hi: int) -> Check:
+    return _is(f"an integer in {lo}..{hi}", lambda v: type(v) is int and lo <= v <= hi)
+
+
+def _number(lo: float, hi: float) -> Check:
+    """A finite number in ``lo..hi`` (NaN and infinities are not: JSON has none)."""
+    return _is(f"a number in {lo:g}..{hi:g}",
+               lambda v: type(v) in (int, float) and lo <= v <= hi)
+
+
+def _list(item: Check, least: int = 0) -> Check:
+    def check(value: Any, name: str) -> str | None:
+        if not isinstance(value, list) or len(value) < least:
+            return f"{name} is {shown(value)}, not a list of {least} or more"
+        return next(filter(None, (item(v, f"{name}[{i}]") for i, v in enumerate(value))), None)
+    return check
+
+
+def _integers(lo: int, hi: int) -> Check:
+    """A list of integers in ``lo..hi``, checked at C speed (a delivered entry holds one per
+    spot); the message names the first that is not."""
+    each = _list(_integer(lo, hi))
+
+    def check(value: Any, name: str) -> str | None:
+        if (isinstance(value, list) and set(map(type, value)) <= {int}
+                and (not value or (lo <= min(value) and max(value) <= hi))):
+            return None
+        return each(value, name)
+    return check
+
+
+def _object(keys: dict[str, Check]) -> Check:
+    """An object with ``keys`` (a name ending in ``?`` may be missing); others are let be."""
+    fields = [(key.rstrip("?"), key.endswith("?"), item) for key, item in keys.items()]
+
+    def check(value: Any, name: str) -> str | None:
+        if not isinstance(value, dict):
+            return f"{name} is {shown(value)}, not an object"
+        for key, optional, item in fields:
+            where = f"{name}.{key}" if name else key
+            if key not in value:
+                if not optional:
+                    return f"{where} is missing"
+            elif problem := item(value[key], where):
+                return problem
+        return None
+    return check
+
+
+U32_MAX = 2**32 - 1
+TEXT = _is("text", lambda v: isinstance(v, str))
+INDEX = _integer(0, U32_MAX)
+COUNT = _integer(1, U32_MAX)
+#: An entry's kind: a name (messages show it).
+KIND = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: An entry's time: seconds from 1970 to the end of 9999 (what a date shows).
+AT = _is("a time from 1970 to 9999", lambda v: type(v) in (int, float) and 0 <= v < 253402300800)
+#: The bodies co2scan reads back, by entry kind: the keys read (``?``: may be missing), their
+#: types and ranges. Other keys and kinds are let be (shown and exported as they are).
+BODIES: dict[str, Check] = {
+    "session": _object({
+        "operator": TEXT, "patient_ref": TEXT, "device_serial?": TEXT,
+        "field_size_um": _number(1, 1e6), "handpieces?": _list(TEXT),
+        "passes": _list(_object({
+            "pass": INDEX, "spots": COUNT, "device_checksum": INDEX,
+            "device_pass_index?": _integer(0, 255), "plan_checksum?": INDEX,
+            "rep_rate_hz": _number(1, 1e6), "handpiece?": TEXT}), least=1)}),
+    "session_end": _object({"status": TEXT}),
+    "delivered": _object({"pass_index": INDEX, "first": INDEX, "count": COUNT,
+                          "measured_uj": _integers(-1, U32_MAX)}),
+    "pass_start": _object({"pass_index": INDEX, "first_index": INDEX}),
+    "pass_end": _object({"pass_index": INDEX}),
+    "pass_confirmed": _object({"pass_index": INDEX, "last": _integer(-1, U32_MAX)}),
+    "device_pass_index": _object({"pass_index": INDEX, "device_pass_index": _integer(0, 255)}),
+}
+#: How far into its pass an entry reaches: the spots it names must be among the pass's.
+REACH: dict[str, Callable[[dict[str, Any]], int]] = {
+    "delivered": lambda body: body["first"] + body["count"],
+    "pass_start": lambda body: body["first_index"],
+    "pass_confirmed": lambda body: body["last"] + 1,
+}
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+#: JSON as co2scan writes it: without NaN or infinities.
+_DECODER = json.JSONDecoder(parse_constant=_refuse)
+
+
+def _json(text: object) -> Any:
+    """``text`` parsed as JSON, None if it is not JSON text."""
+    try:
+        return _DECODER.decode(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _plain(value: object) -> str:
+    """A row's session or kind in a message: as it is if well-formed, else shown."""
+    ok = type(value) is int or (isinstance(value, str) and KIND.fullmatch(value))
+    return str(value) if ok else shown(value)
+
+
+def _parse(row: tuple[Any, ...], passes_of: Callable[[int], list[dict[str, Any]] | None]
+           ) -> Entry:
+    """The entry of a row (``seq, session, at, kind, body``) checked as co2scan writes it:
+    :data:`BODIES`, and the pass and spots it names among its session's (``passes_of``, None
+    without a well-formed session entry); else _Malformed naming the row, its session and
+    kind, and what is wrong."""
+    seq, session, at, kind, text = row
+    body = _json(text)
+    if problem := _row_problem(seq, session, at, kind, body, passes_of):
+        raise _Malformed(f"row {seq} (session {_plain(session)}, {_plain(kind)}) is not as "
+                         f"co2scan writes it: {problem}")
+    return Entry(seq, session, float(at), kind, body)
+
+
+def _row_problem(seq: int, session: Any, at: Any, kind: Any, body: Any,
+                 passes_of: Callable[[int], list[dict[str, Any]] | None]) -> str | None:
+    """What is wrong with a row (its body parsed: None if it is not JSON), or None."""
+    if type(session) is not int or not 1 <= session <= seq:
+        return f"session is {shown(session)}, not a session id from 1 to {seq} (the row's)"
+    if not isinstance(kind, str) or not KIND.fullmatch(kind):
+        return f"kind is {shown(kind)}, not a name"
+    if not isinstance(body, dict):
+        return "its body is not a JSON object"
+    if problem := AT(at, "time") or BODIES.get(kind, lambda value, name: None)(body, ""):
+        return problem
+    if kind == "session" and session != seq:
+        return f"it opens session {session}, not its own row's"
+    if kind == "session" and [p["pass"] for p in body["passes"]] != [*range(len(body["passes"]))]:
+        return "passes[].pass are not 0, 1, ... in order"
+    if kind == "delivered" and len(body["measured_uj"]) != body["count"]:
+        return f"measured_uj holds {len(body['measured_uj'])} values, count is {body['count']}"
+    if kind in BODIES and "pass_index" in body and (passes := passes_of(session)) is not None:
+        k = body["pass_index"]
+        if k >= len(passes):
+            return f"pass_index is {k}, its session has {len(passes)} passes"
+        if (reach := REACH.get(kind, lambda body: 0)(body)) > passes[k]["spots"]:
+            return f"it reaches spot {reach} of pass {k + 1}, which has {passes[k]['spots']}"
+    return None
+
+
+def _walk(rows: Iterable[tuple[Any, ...]], start: _ChainEnd,
+          entry: Callable[[tuple[Any, ...]], Entry]) -> _ChainEnd:
     """Follow ``rows`` (``seq, session, at, kind, body, prev, hash`` in seq order) on from
-    ``start``, recomputing each hash; name every edited, removed or reordered row."""
+    ``start``, recomputing each hash; name every edited, removed or reordered row, and every
+    row that ``entry`` finds malformed."""
     end = _ChainEnd(start.seq, start.hash, start.prev)
     for seq, session, at, kind, body, stored_prev, stored_hash in rows:
         end.rows += 1
@@ -137,7 +308,11 @@ def _walk(rows: Iterable[tuple[Any, ...]], start: _ChainEnd) -> _ChainEnd:
             end.problems.append(f"row {seq}: does not follow the row before it "
                                 "(removed or reordered rows)")
         if _hash(stored_prev, seq, session, at, kind, body) != stored_hash:
-            end.problems.append(f"row {seq} ({kind}): content was edited")
+            end.problems.append(f"row {seq} ({_plain(kind)}): content was edited")
+        try:
+            entry((seq, session, at, kind, body))
+        except _Malformed as exc:
+            end.problems.append(str(exc))
         end.seq, end.hash, end.prev = seq, stored_hash, stored_prev
     return end
 
@@ -202,6 +377,8 @@ class TreatmentRecord:
         #: The end of the chain as this object last verified or wrote it (its appends check
         #: only what came after); None until its first append checks the whole record.
         self._checked: _ChainEnd | None = None
+        #: The passes of each session looked up (None: no well-formed session entry).
+        self._passes: dict[int, list[dict[str, Any]] | None] = {}
         try:
             self._db = self._open_to_read() if read_only else self._open_to_write()
         except (sqlite3.Error, OSError) as exc:
@@ -340,12 +517,13 @@ class TreatmentRecord:
         try:
             if self._checked is None:
                 end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
-                                             "FROM entries ORDER BY seq"), _ChainEnd(0, GENESIS))
+                                             "FROM entries ORDER BY seq"), _ChainEnd(0, GENESIS),
+                            self._entry)
                 end.problems += self._verify_pass_spots(end.seq)
             else:
                 end = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash "
                                              "FROM entries WHERE seq > ? ORDER BY seq",
-                                             (self._checked.seq,)), self._checked)
+                                             (self._checked.seq,)), self._checked, self._entry)
                 known = self._checked
                 if known.seq and self._db.execute("SELECT hash FROM entries WHERE seq = ?",
                                                   (known.seq,)).fetchone() != (known.hash,):
@@ -431,10 +609,18 @@ class TreatmentRecord:
         return int(rows[0][2])
 
     def pass_spots(self, session: int, pass_index: int, dtype: np.dtype) -> np.ndarray | None:
-        """The SPOT records stored for a pass, or None."""
+        """The SPOT records stored for a pass, or None; RecordError if they are not as many
+        as its session entry names."""
         row = self._db.execute("SELECT records FROM pass_spots WHERE session = ? AND "
                                "pass_index = ?", (session, pass_index)).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype)
+        if row is None:
+            return None
+        passes = self._passes_of(session) or []
+        spots = passes[pass_index]["spots"] if 0 <= pass_index < len(passes) else 0
+        if not isinstance(row[0], bytes) or len(row[0]) != spots * dtype.itemsize:
+            raise RecordError(f"{self.path}: the stored spots of {_pass_named(session, pass_index)}"
+                              f" are not the {spots} its session entry names")
+        return np.frombuffer(row[0], dtype)
 
     def delivered(self, session: int, pass_index: int, index: np.ndarray,
                   measured_uj: np.ndarray) -> None:
@@ -462,20 +648,46 @@ class TreatmentRecord:
             args.append(kind)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        for seq, sess, at, k, body in self._db.execute(query + " ORDER BY seq", args):
-            yield Entry(seq, sess, at, k, json.loads(body))
+        try:
+            for row in self._db.execute(query + " ORDER BY seq", args):
+                try:
+                    entry = self._entry(row)
+                except _Malformed as exc:
+                    raise RecordError(f"{self.path}: {exc}") from None
+                yield entry
+        except sqlite3.Error as exc:
+            raise RecordError(f"cannot read {self.path}: {exc}") from exc
+
+    def _entry(self, row: tuple[Any, ...]) -> Entry:
+        """The entry of ``row``, checked (:func:`_parse`); _Malformed if it is not one."""
+        return _parse(row, self._passes_of)
+
+    def _passes_of(self, session: int) -> list[dict[str, Any]] | None:
+        """The passes the entry of ``session`` names; None without a well-formed one."""
+        if session not in self._passes:
+            row = self._db.execute("SELECT seq, session, at, kind, body FROM entries WHERE "
+                                   "seq = ? AND kind = 'session'", (session,)).fetchone()
+            try:
+                self._passes[session] = None if row is None else self._entry(row).body["passes"]
+            except _Malformed:
+                self._passes[session] = None
+        return self._passes[session]
 
     def sessions(self) -> list[Entry]:
         """Every session's opening entry (its id is the entry's ``seq``)."""
         return list(self.entries(kind="session"))
 
     def delivered_summary(self, session: int, pass_index: int) -> tuple[int, int]:
-        """(spots delivered, last index delivered or -1) of a pass, without reading energies."""
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(json_extract(body, '$.count')), 0), "
-            "COALESCE(MAX(json_extract(body, '$.first') + json_extract(body, '$.count')), 0) - 1"
-            " FROM entries WHERE session = ? AND kind = 'delivered' "
-            "AND json_extract(body, '$.pass_index') = ?", (session, pass_index)).fetchone()
+        """(spots delivered, last index delivered or -1) of a pass, without reading energies
+        (as they were checked: a writer appends only to a record that verifies)."""
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(json_extract(body, '$.count')), 0), COALESCE(MAX("
+                "json_extract(body, '$.first') + json_extract(body, '$.count')), 0) - 1"
+                " FROM entries WHERE session = ? AND kind = 'delivered' "
+                "AND json_extract(body, '$.pass_index') = ?", (session, pass_index)).fetchone()
+        except sqlite3.Error as exc:
+            raise RecordError(f"cannot read {self.path}: {exc}") from exc
         return int(row[0]), int(row[1])
 
     def delivered_spots(self, session: int, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -514,7 +726,7 @@ class TreatmentRecord:
     def _verify(self, end: int, head: tuple[int, str] | None) -> Verification:
         chain = _walk(self._db.execute("SELECT seq, session, at, kind, body, prev, hash FROM "
                                        "entries WHERE seq <= ? ORDER BY seq", (end,)),
-                      _ChainEnd(0, GENESIS))
+                      _ChainEnd(0, GENESIS), self._entry)
         problems, notes = self._check_head(head, chain)
         return Verification(chain.rows,
                             chain.problems + self._verify_pass_spots(end) + problems, notes)
@@ -558,9 +770,10 @@ class TreatmentRecord:
     def _verify_pass_spots(self, end: int) -> list[str]:
         """Every pass that the sessions up to row ``end`` name has its stored spots, matching
         the CRC-32 named there (a session's entry and its spots are committed together)."""
-        named = {(e.session, p["pass"]): p["device_checksum"]
-                 for e in self.entries(kind="session") if e.seq <= end
-                 for p in e.body.get("passes", [])}
+        named = {(session, p["pass"]): p["device_checksum"]
+                 for session, in self._db.execute("SELECT seq FROM entries WHERE kind = "
+                                                  "'session' AND seq <= ?", (end,))
+                 for p in self._passes_of(session) or []}
         problems = []
         for session, pass_index, checksum, blob in self._db.execute(
                 "SELECT session, pass_index, checksum, records FROM pass_spots "

@@ -17,7 +17,7 @@ from controller.record import RecordError, TreatmentRecord
 from drivers.protocol.messages import SPOT_DTYPE
 
 
-def session(passes: int = 1, spots: int = 100, **body: Any) -> dict[str, Any]:
+def session_args(passes: int = 1, spots: int = 100, **body: Any) -> dict[str, Any]:
     """Arguments of :meth:`TreatmentRecord.new_session` for a session as co2scan writes it:
     ``passes`` passes of ``spots`` spots, stored with it; ``body`` adds or replaces keys."""
     records = np.zeros(spots, SPOT_DTYPE)
@@ -30,7 +30,7 @@ def session(passes: int = 1, spots: int = 100, **body: Any) -> dict[str, Any]:
 
 def filled(path: Path) -> TreatmentRecord:
     rec = TreatmentRecord(path)
-    sid = rec.new_session(**session())
+    sid = rec.new_session(**session_args())
     rec.append(sid, "transition", old="READY", new="ARMED", cause="operator")
     rec.delivered(sid, 0, np.arange(0, 5), np.array([100, 101, 99, 100, -1]))
     rec.delivered(sid, 0, np.arange(5, 8), np.array([98, 97, 102]))

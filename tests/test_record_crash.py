@@ -20,13 +20,13 @@ from controller import record as record_module
 from controller.cli import main
 from controller.record import GENESIS, RecordError, TreatmentRecord
 from tests.test_cli_run import FAST, SCRIPT
-from tests.test_record import session
+from tests.test_record import session_args
 
 
 def filled(path: Path, rows: int = 4) -> None:
     """A closed record of one session with ``rows`` entries."""
     with TreatmentRecord(path) as rec:
-        session = rec.new_session(operator="dr a", patient_ref="p1")
+        session = rec.new_session(**session_args())
         for k in range(rows - 1):
             rec.append(session, "note", k=k)
 
@@ -152,13 +152,13 @@ def test_a_session_entry_is_committed_with_its_stored_spots_or_not_at_all(
     db = rec._db
     rec._db = SpotsFail(db, error)  # type: ignore[assignment]
     with pytest.raises(Crash if isinstance(error, Crash) else RecordError):
-        rec.new_session(**session(operator="dr b"))
+        rec.new_session(**session_args(operator="dr b"))
     db.close()  # as the dying process's connection goes: what it did not commit is gone
     rec._release_lock_file()
     assert len(rows_of(path)) == 4
     with TreatmentRecord(path) as again:
         assert again.verify().ok
-        assert again.new_session(**session(operator="dr b")) == 5 and again.verify().ok
+        assert again.new_session(**session_args(operator="dr b")) == 5 and again.verify().ok
 
 
 @pytest.mark.parametrize(("where", "left_tmp"), [
@@ -209,8 +209,9 @@ def test_log_verify_says_chain_verified_and_notes_the_row_after_the_head(
 KILLED_WRITER = """
 import os, sys
 from controller.record import TreatmentRecord
+from tests.test_record import session_args
 record = TreatmentRecord(sys.argv[1])
-session = record.new_session(operator="dr k")
+session = record.new_session(**session_args(operator="dr k"))
 for k in range(3):
     record.append(session, "delivered", pass_index=0, first=k, count=1, measured_uj=[k])
 TreatmentRecord._write_head = lambda self, seq, digest: os.kill(os.getpid(), 9)
@@ -255,7 +256,7 @@ def test_a_crash_while_creating_the_record_leaves_one_that_verifies(
             TreatmentRecord(path)
     assert not path.exists()
     with TreatmentRecord(path) as rec:
-        assert rec.verify().ok and rec.new_session(operator="dr a") == 1
+        assert rec.verify().ok and rec.new_session(**session_args()) == 1
         assert rec.verify().ok
 
 
@@ -396,7 +397,7 @@ def test_a_writer_notices_its_own_last_row_removed_with_the_head_rolled_back(
     module docstring says): a writer still holding the record knows the row it wrote."""
     path = tmp_path / "r.db"
     with TreatmentRecord(path) as rec:
-        session = rec.new_session(operator="dr a")
+        session = rec.new_session(**session_args())
         last = rec.append(session, "session_end", status="completed")
         delete_last_row_and_roll_back_the_head(path, 0)
         assert rec.verify().ok  # the unkeyed head's limit
@@ -464,7 +465,7 @@ def test_a_session_started_while_verify_reads_is_no_problem(
     def starting(*args: Any) -> Any:
         if not started:  # once, from the reader (the other writer's own check comes here too)
             started.append(0)
-            started[0] = other.new_session(**session(operator="dr b"))
+            started[0] = other.new_session(**session_args(operator="dr b"))
         return real(*args)
 
     monkeypatch.setattr(owner, meanwhile, starting)

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from controller.record import TreatmentRecord
+from tests.test_record import session_args
 
 WRITER = """
 import sys
 from controller.record import TreatmentRecord
+from tests.test_record import session_args
 with TreatmentRecord(sys.argv[1]) as record:
-    session = record.new_session(operator=sys.argv[2])
+    session = record.new_session(**session_args(operator=sys.argv[2]))
     for k in range(int(sys.argv[3])):
         record.append(session, "delivered", pass_index=0, first=k, count=1, measured_uj=[k])
 """
@@ -22,8 +24,9 @@ with TreatmentRecord(sys.argv[1]) as record:
 def test_interleaved_writers_in_one_process_keep_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "clinic.db"
     with TreatmentRecord(path) as a, TreatmentRecord(path) as b:
-        first = a.new_session(operator="a")
-        second = b.new_session(operator="b")  # opened before a wrote: must not reuse row 1
+        first = a.new_session(**session_args(operator="a"))
+        # b was opened before a wrote: it must not reuse row 1
+        second = b.new_session(**session_args(operator="b"))
         assert (first, second) == (1, 2)
         seqs = [a.append(first, "note", k=0), b.append(second, "note", k=1),
                 a.append(first, "note", k=2)]

@@ -16,7 +16,8 @@ HELP = """read the treatment record: list sessions, show one, verify the chain, 
 
   list            every session (no ID)
   show ID         the entries of session ID
-  verify          recompute the hash chain (no ID); exit 4 if it does not verify; a
+  verify          recompute the hash chain and check every entry (no ID); exit 4 if
+                  it does not verify (a problem names the row, session, kind, field); a
                   note names a last row after the chain head (a killed co2scan leaves
                   one; the next entry written updates the head)
   export ID       write session ID as json (every entry) or csv (one row per delivered
@@ -107,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     with record:
-        if args.action == "list":
-            return _list(record)
+        if args.action in ("list", "show"):
+            return _inspect(record, args.session)
         if args.action == "verify":
             result = record.verify()
             print(f"{result.entries} entries: " + ("chain verified" if result.ok else
@@ -116,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(f"  note: {note}")
             return 0 if result.ok else EXIT_TAMPERED
-        if args.action == "show":
-            return _show(record, args.session)
         out = Path(args.output or f"session{args.session}.{args.format}")
         if not verified(record, f"nothing exported to {out}"):
             return EXIT_TAMPERED
@@ -133,22 +132,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-def _list(record: TreatmentRecord) -> int:
-    """Print one line per session, marked when the record does not verify (exit 4 then)."""
+def _inspect(record: TreatmentRecord, session: int | None) -> int:
+    """``log list`` (``session`` None) or ``log show``, marked when the record does not verify
+    (exit 4 then, even when the session is not found: its rows may be what was removed); an
+    entry that cannot be shown (not as co2scan writes it) is named, and ends the output."""
     problems = _tampered_banner(record)
+    try:
+        found = _list(record) if session is None else _show(record, session)
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        found = False
+    return _warn_tampered(record, problems) or (0 if found else 3)
+
+
+def _list(record: TreatmentRecord) -> bool:
+    """Print one line per session."""
     ends = {e.session: e.body["status"] for e in record.entries(kind="session_end")}
     print(f"{'id':>5}  {'started':<23}  {'operator':<16}  {'patient':<12}  passes  status")
     for e in record.sessions():
         print(f"{e.seq:>5}  {_when(e.at):<23}  {_safe(e.body.get('operator', '')):<16.16}  "
               f"{_safe(e.body.get('patient_ref', '')):<12.12}  "
               f"{len(e.body.get('passes', [])):>6}  {_safe(ends.get(e.seq, 'open'))}")
-    return _warn_tampered(record, problems)
+    return True
 
 
-def _show(record: TreatmentRecord, session: int) -> int:
-    """Print the entries of ``session``, marked when the record does not verify (exit 4 then,
-    even when the session is not found: its rows may be what was removed)."""
-    problems = _tampered_banner(record)
+def _show(record: TreatmentRecord, session: int) -> bool:
+    """Print the entries of ``session``; whether there are any."""
     entries = list(record.entries(session))
     if not entries:
         print(f"error: no session {session} in {record.path}", file=sys.stderr)
@@ -157,7 +166,7 @@ def _show(record: TreatmentRecord, session: int) -> int:
         if e.kind == "delivered":
             body["measured_uj"] = f"[{len(body['measured_uj'])} values]"
         print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
-    return _warn_tampered(record, problems) or (0 if entries else 3)
+    return bool(entries)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
