@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from controller.record import GENESIS, RecordError, TreatmentRecord, _canonical, _hash
+from drivers.protocol.messages import SPOT_DTYPE
 from tests.test_cli_run import FAST, SCRIPT
 from tests.test_log_export import cli
 
@@ -164,23 +166,36 @@ def test_reading_a_malformed_entry_raises_record_error_naming_it(
     assert f"{record}: row " in str(raised.value) and problem in str(raised.value)
 
 
-def test_stored_spots_fewer_than_the_session_names_are_refused(
-        record: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A blob cut short, its checksum and the session's chained again: the record verifies,
-    and report says so instead of failing on the missing spots."""
+def no_stack(blob: bytes) -> bytes:
+    spots = np.frombuffer(blob, SPOT_DTYPE).copy()
+    spots["stack"] = 0
+    return spots.tobytes()
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda blob: blob[:len(blob) // 2],
+     "the stored spots of session 1 pass 1 (pass_index 0) are not the"),
+    (no_stack, "pass 1: its stored spots have a stack or set energy of 0")],
+    ids=["cut short", "a stack of 0"])
+def test_stored_spots_not_as_co2scan_sends_them_are_refused_by_report(
+        record: Path, tmp_path: Path, edit: Callable[[bytes], bytes], problem: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Spots edited, their checksum and the session's chained again: the record verifies,
+    and report says what is wrong instead of failing on them (IndexError, a histogram of
+    infinite ratios)."""
     with sqlite3.connect(record) as db:
-        blob = db.execute("SELECT records FROM pass_spots WHERE pass_index = 0").fetchone()[0]
-        short = blob[:len(blob) // 2]
+        spots = edit(db.execute("SELECT records FROM pass_spots WHERE pass_index = 0"
+                                ).fetchone()[0])
         db.execute("UPDATE pass_spots SET records = ?, checksum = ? WHERE pass_index = 0",
-                   (short, zlib.crc32(short)))
+                   (spots, zlib.crc32(spots)))
     db.close()
 
     def checksum(b: dict[str, Any]) -> dict[str, Any]:
-        return {**b, "passes": [{**b["passes"][0], "device_checksum": zlib.crc32(short)},
+        return {**b, "passes": [{**b["passes"][0], "device_checksum": zlib.crc32(spots)},
                                 *b["passes"][1:]]}
 
     rechain(record, body_of("session", checksum))
     assert cli(capsys, "log", "verify", "--record", str(record))[0] == 0
     status, _, err = cli(capsys, "report", "1", "--record", str(record), "-o",
                          str(tmp_path / "r.png"))
-    assert status == 3 and "the stored spots of session 1 pass 1 (pass_index 0) are not" in err
+    assert status == 3 and problem in err, err

@@ -40,6 +40,10 @@ def session_arrays(record: TreatmentRecord, session: int
     field_um = float(head.body["field_size_um"])
     xy, mask, measured, set_uj = [], [], [], []
     for recorded in recorded_passes(record, session):
+        if len(recorded.spots) and min(recorded.spots["stack"].min(),
+                                       recorded.spots["energy_uj"].min()) < 1:
+            raise RecordError(f"pass {recorded.stored['pass'] + 1}: its stored spots have a "
+                              "stack or set energy of 0, which co2scan never sends")
         xy.append(np.column_stack(spot_positions_um(recorded.spots, field_um)))
         delivered = np.zeros(len(recorded.spots), bool)
         delivered[recorded.index] = True
