@@ -47,6 +47,8 @@ from drivers.protocol.messages import DeviceFlag, FaultCode, Interlock, State
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+#: An emitting device reports a fired spot within this long (firmware_protocol.md 6.1).
+REPORT_DELAY_S = 0.010
 
 
 def timing_for(limits: DeviceLimits, settings: TreatmentSettings) -> GalvoTiming:
@@ -77,6 +79,13 @@ class PassJob:
     spots: PassSpots
     set_energy_uj: np.ndarray  # per spot, whole stack
     rep_rate_hz: int
+
+    @property
+    def report_gap_s(self) -> float:
+        """How long the device, emitting this pass, may go without a delivered report: twice
+        its longest planned spot interval plus the report delay (firmware_protocol.md 6.1)."""
+        times_us = self.plan.fire_time_us[self.plan.pass_slice(self.plan_pass)]
+        return 2.0 * float(np.diff(times_us).max(initial=0.0)) * 1e-6 + REPORT_DELAY_S
 
 
 @dataclass(frozen=True)
@@ -463,9 +472,11 @@ class TreatmentSession:
         except SessionStop as stop:
             status, detail, cause = stop.status, stop.detail, stop.cause
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
-            if isinstance(exc, DeviceMisreport):  # a device that misreports fires no more,
-                self._halt_emission()  # and its count confirms nothing (below)
-                lying = True
+            # A device that does not answer may still fire (its reports lost, our frames
+            # arriving): stop it now, not when it is closed (best effort; a lost link is
+            # not asked). A device that misreports confirms nothing either (below).
+            self._halt_emission()
+            lying = isinstance(exc, DeviceMisreport)
             status, detail = "fault", f"device error: {exc}"
             cause = ("refused" if isinstance(exc, DeviceNack) else
                      "timeout" if isinstance(exc, DeviceTimeout) else
@@ -799,7 +810,8 @@ class TreatmentSession:
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
         stop_sent = False
-        for progress in self.device.stream(job.spots, known_through, events):
+        for progress in self.device.stream(job.spots, known_through, events,
+                                           report_gap_s=job.report_gap_s):
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)

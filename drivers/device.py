@@ -173,7 +173,8 @@ class Device:
         self.link.request("RAISE_FAULT", fault_code=int(code))
 
     def stream(self, spots: PassSpots, known_through: int | None = None,
-               events: queue.SimpleQueue[Any] | None = None) -> Iterator[Progress]:
+               events: queue.SimpleQueue[Any] | None = None,
+               report_gap_s: float | None = None) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
         Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the
@@ -181,9 +182,12 @@ class Device:
         ``known_through`` is the last index the caller already holds as delivered; every
         later index the device confirms is reported exactly once (None: trust the device's
         count at the start). ``events`` is a queue from ``link.queue_events()`` opened before
-        a RESUME or START, so no report sent in between is missed.
+        a RESUME or START, so no report sent in between is missed. ``report_gap_s``: the
+        longest an emitting device may go without a report for this pass (its longest spot
+        interval plus the 10 ms report delay; at least 0.25 s, default the request timeout):
+        silence beyond it makes the stream ask for the status, and no answer stops the pass.
         """
-        return PassStreamer(self, spots, known_through, events).run()
+        return PassStreamer(self, spots, known_through, events, report_gap_s).run()
 
     # -- service mode -----------------------------------------------------------------------
     def authenticate(self, key: bytes) -> None:

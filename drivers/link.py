@@ -33,7 +33,7 @@ from drivers.protocol import (
     joined_records,
     message,
 )
-from drivers.protocol.messages import BY_ID, BY_NAME, Direction
+from drivers.protocol.messages import BY_ID, BY_NAME, Direction, State
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ READ_CHUNK = 65536
 POLL_S = 0.05
 
 _DELIVERED = BY_NAME["EVT_DELIVERED"].type_id
+#: States in which a device fires by itself (ARMED: after its pre-emission delay).
+FIRING_STATES = frozenset({State.ARMED, State.EMITTING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,8 @@ class Link:
         #: while set, heartbeats only within this long of the owner's last alive()
         self._lease_s: float | None = None
         self._alive_at = self._last_write
+        #: the device may fire (its last reported state ARMED or EMITTING; unknown: yes)
+        self._may_fire = True
         self._callback_lock = threading.Lock()  # held while the dispatcher runs callbacks
         self._event_queues: list[queue.SimpleQueue[Queued]] = []
         self._subscribers: list[Subscriber] = []
@@ -243,10 +247,11 @@ class Link:
 
     # -- liveness ---------------------------------------------------------------------------
     def lease_heartbeats(self, lease_s: float | None) -> None:
-        """From now on heartbeat the device only within ``lease_s`` of the last :meth:`alive`
-        (None: always). A loop that drives emission holds a lease and calls ``alive`` every
-        turn: if it hangs (a blocked callback, a stalled disk), the heartbeats stop and the
-        device's watchdog stops emission, as for a silent host."""
+        """From now on, while the device may fire (ARMED or EMITTING as it last reported),
+        heartbeat it only within ``lease_s`` of the last :meth:`alive` (None: always). A loop
+        that drives emission holds a lease and calls ``alive`` every turn: if it hangs (a
+        blocked callback, a stalled disk), the heartbeats stop and the device's watchdog
+        stops emission, as for a silent host."""
         self._alive_at = time.monotonic()
         self._lease_s = lease_s
 
@@ -315,6 +320,9 @@ class Link:
 
     def _handle(self, msg: Message) -> None:
         definition = msg.definition
+        state = msg.values.get("new_state", msg.values.get("state"))  # events and replies
+        if state is not None:
+            self._may_fire = int(state) in FIRING_STATES
         if definition.direction is Direction.EVENT:
             self._event(msg)
             return
@@ -361,8 +369,10 @@ class Link:
             if self.lost is not None:
                 return
             now = time.monotonic()
-            if self._lease_s is not None and now - self._alive_at > self._lease_s:
-                continue  # the lease holder hangs: let the device's watchdog run out
+            if (self._lease_s is not None and now - self._alive_at > self._lease_s
+                    and self._may_fire):
+                continue  # the lease holder hangs while the device may fire: let its
+                # watchdog run out
             if now - self._last_write >= self.heartbeat_s:
                 try:
                     handles = self.send([message("HEARTBEAT")])

@@ -3,9 +3,10 @@
 The device fires spots strictly in index order, so delivered indices are contiguous: a gap
 between two EVT_DELIVERED reports means a report was lost, and those spots are reported as
 delivered with an unknown measured energy (-1) instead of being skipped silently. A lost
-reply, or silence for the link's request timeout with nothing outstanding (a lost EVT_STATE,
-say), makes the stream ask for the device's status and go on from it; a status request that
-goes unanswered raises DeviceTimeout, so a stream never waits forever.
+reply, or silence with nothing outstanding (a lost EVT_STATE, say; while the device emits, for
+longer than its reports may be apart, else for the link's request timeout), makes the stream
+ask for the device's status and go on from it; a status request that goes unanswered raises
+DeviceTimeout, so a stream never waits forever.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 UNKNOWN_ENERGY = -1
 IDLE_TICK_S = 0.1
+#: The shortest silence of an emitting device that makes a stream ask for its status.
+MIN_REPORT_GAP_S = 0.25
 BATCHES_PER_WRITE = 16
 
 SENDING_STATES = (State.READY, State.ARMED, State.EMITTING, State.PAUSED)
@@ -80,8 +83,11 @@ class PassStreamer:
     """State of one streaming run; see :meth:`Device.stream`."""
 
     def __init__(self, device: Device, spots: PassSpots, known_through: int | None,
-                 events: queue.SimpleQueue[Queued] | None = None) -> None:
+                 events: queue.SimpleQueue[Queued] | None = None,
+                 report_gap_s: float | None = None) -> None:
         self.device = device
+        #: silence that makes an emitting stream ask for the status (see Device.stream)
+        self.report_gap_s = max(report_gap_s or device.link.request_timeout_s, MIN_REPORT_GAP_S)
         self.link = device.link
         self.spots = spots
         self.queue: queue.SimpleQueue[Queued] = events or self.link.queue_events()
@@ -298,9 +304,11 @@ class PassStreamer:
                 oldest = self.unacked[0][0] if self.unacked else self.status_handle
                 if items:
                     last_heard = now
-                elif oldest is None and now - last_heard > timeout_s:
-                    # Silence with nothing outstanding: an emitting device reports every
-                    # 10 ms, so a state change (PAUSED, FAULT) may have been lost: ask.
+                elif oldest is None and now - last_heard > (
+                        self.report_gap_s if self.state is State.EMITTING else timeout_s):
+                    # Silence with nothing outstanding: an emitting device reports each spot
+                    # within 10 ms, so a state change (PAUSED, FAULT) may have been lost, or
+                    # its reports are (spots firing unseen): ask; no answer stops the pass.
                     self.reconcile()
                     last_heard = now
                 elif oldest is not None and now - oldest.sent_at > timeout_s:

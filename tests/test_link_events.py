@@ -241,3 +241,21 @@ def test_heartbeats_stop_when_the_lease_holder_stops_turning() -> None:
         assert len(transport.times) > sent
     finally:
         link.close()
+
+
+def test_a_device_that_cannot_fire_is_heartbeated_while_the_lease_holder_hangs() -> None:
+    """Paused (here by its footswitch or another thread), it fires nothing: a slow callback
+    then must not make its watchdog fault the pass."""
+    transport = WriteTimes()
+    link = Link(transport, heartbeat_s=0.02)
+    heard = threading.Event()
+    try:
+        link.subscribe(lambda item: heard.set())
+        link.lease_heartbeats(0.1)
+        transport.chunks.put(state_event(1))  # EMITTING -> PAUSED
+        assert heard.wait(5.0)
+        hung_at = time.monotonic()
+        time.sleep(0.5)
+        assert any(t > hung_at + 0.3 for t in transport.times)
+    finally:
+        link.close()

@@ -12,6 +12,7 @@ from controller.record import RecordError, TreatmentRecord
 from controller.session import SessionBusy, SessionProgress, TreatmentSession
 from drivers import Device, open_device
 from drivers.protocol.messages import State
+from drivers.stream import MIN_REPORT_GAP_S
 from tests.test_session import assert_record_equals_truth, session_for
 
 REALTIME = "sim://?pre_emission_ms=20&footswitch=down&seed=5&clock=realtime"
@@ -90,6 +91,32 @@ def test_a_hung_caller_lets_the_watchdog_stop_emission(record: TreatmentRecord) 
         assert_record_equals_truth(session, dev.simulator.device.ground_truth)
     assert outcome.status == "fault" and "WATCHDOG" in outcome.detail
     assert during["fired"] <= metrics.spot_rate_hz * (2.0 * watchdog_s + 0.3)
+
+
+def test_a_device_whose_reports_stop_is_asked_within_its_report_gap(
+        record: TreatmentRecord) -> None:
+    """Its reports lost while the host's frames still arrive (so its watchdog never runs out):
+    the host waited for 1 s of silence, then 1 s for a status, while the device fired on
+    unseen (2,150 spots at 1 kHz). It now asks once the pass's report gap has passed."""
+    lost: dict[str, float] = {}
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 100 and not lost:
+            lost["fired"] = len(dev.simulator.device.ground_truth)
+            dev.simulator.faults.link(direction="out", drop=1.0)  # every device frame
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan={"size_mm": 18.0, "passes": 1,
+                                                 "coverage": 15.0}, on_progress=progress)
+        metrics = session.jobs[0].plan.metrics.passes[0]
+        assert session.jobs[0].report_gap_s < MIN_REPORT_GAP_S
+        outcome = session.run()
+        unseen = len(dev.simulator.device.ground_truth) - lost["fired"]
+        timeout_s = dev.link.request_timeout_s
+    assert outcome.status == "fault" and "STATUS_REQUEST" in outcome.detail
+    assert metrics.duration_s > 2.0 * timeout_s + 1.0  # it would still fire meanwhile
+    assert unseen <= metrics.spot_rate_hz * (MIN_REPORT_GAP_S + timeout_s + 0.35)
+    assert record.verify().ok
 
 
 def test_a_second_caller_is_refused_while_run_delivers(record: TreatmentRecord) -> None:
