@@ -379,6 +379,7 @@ class TreatmentRecord:
         self._checked: _ChainEnd | None = None
         #: The passes of each session looked up (None: no well-formed session entry).
         self._passes: dict[int, list[dict[str, Any]] | None] = {}
+        self._closed = False
         try:
             self._db = self._open_to_read() if read_only else self._open_to_write()
         except (sqlite3.Error, OSError) as exc:
@@ -453,6 +454,19 @@ class TreatmentRecord:
                 self._write_head(0, GENESIS)
 
     @contextmanager
+    def _using(self, operation: str) -> Iterator[None]:
+        """The database for ``operation`` ("read", "write to"...), this thread alone (close()
+        waits for it): RecordError naming the file and the operation if the record was closed
+        or SQLite fails (a full disk, an I/O error), never an sqlite3 exception."""
+        with self._lock:
+            if self._closed:
+                raise RecordError(f"cannot {operation} {self.path}: record closed")
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise RecordError(f"cannot {operation} {self.path}: {exc}") from exc
+
+    @contextmanager
     def _writing(self, reading: bool = False) -> Iterator[None]:
         """This thread alone, and this process alone among the record's writers (an exclusive
         lock on ``<record>.lock``, which the system drops if the process dies). ``reading``: go
@@ -482,7 +496,7 @@ class TreatmentRecord:
     # -- writing ----------------------------------------------------------------------------
     def append(self, session: int, kind: str, **body: Any) -> int:
         """Commit one entry durably (and update the sidecar head); returns its sequence."""
-        with self._writing():
+        with self._using("write to"), self._writing():
             return self._insert(session, kind, body)
 
     def _insert(self, session: int | None, kind: str, body: dict[str, Any],
@@ -585,8 +599,9 @@ class TreatmentRecord:
             self._db.executemany("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)", spots)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # the error to report is the first
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
             raise RecordError(f"cannot write to {self.path}: {exc}") from exc
 
     def new_session(self, pass_spots: Mapping[int, np.ndarray] | None = None,
@@ -594,7 +609,7 @@ class TreatmentRecord:
         """Start a session; returns its id (the sequence number of its first entry).
         ``pass_spots``: the SPOT records sent for each pass (by pass index), stored in the same
         commit as the entry that names them (for reports: see :meth:`store_pass_spots`)."""
-        with self._writing():
+        with self._using("write to"), self._writing():
             return self._insert(None, "session", body, pass_spots)
 
     def store_pass_spots(self, session: int, pass_index: int, records: np.ndarray) -> int:
@@ -604,18 +619,19 @@ class TreatmentRecord:
         session entries name has its records stored, matching the CRC-32 named there.
         """
         rows = _spot_rows(session, {pass_index: records})
-        with self._writing():
+        with self._using("write to"), self._writing():
             self._commit([], rows)
         return int(rows[0][2])
 
     def pass_spots(self, session: int, pass_index: int, dtype: np.dtype) -> np.ndarray | None:
         """The SPOT records stored for a pass, or None; RecordError if they are not as many
         as its session entry names."""
-        row = self._db.execute("SELECT records FROM pass_spots WHERE session = ? AND "
-                               "pass_index = ?", (session, pass_index)).fetchone()
+        with self._using("read"):
+            row = self._db.execute("SELECT records FROM pass_spots WHERE session = ? AND "
+                                   "pass_index = ?", (session, pass_index)).fetchone()
+            passes = [] if row is None else self._passes_of(session) or []
         if row is None:
             return None
-        passes = self._passes_of(session) or []
         spots = passes[pass_index]["spots"] if 0 <= pass_index < len(passes) else 0
         if not isinstance(row[0], bytes) or len(row[0]) != spots * dtype.itemsize:
             raise RecordError(f"{self.path}: the stored spots of {_pass_named(session, pass_index)}"
@@ -648,15 +664,23 @@ class TreatmentRecord:
             args.append(kind)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        try:
-            for row in self._db.execute(query + " ORDER BY seq", args):
+        with self._using("read"):
+            rows = self._db.execute(query + " ORDER BY seq", args)
+        while True:  # the lock held for a batch of rows, not while the caller iterates
+            batch: list[Entry] = []
+            with self._using("read"):
                 try:
-                    entry = self._entry(row)
+                    for row in rows.fetchmany(256):
+                        batch.append(self._entry(row))
                 except _Malformed as exc:
-                    raise RecordError(f"{self.path}: {exc}") from None
-                yield entry
-        except sqlite3.Error as exc:
-            raise RecordError(f"cannot read {self.path}: {exc}") from exc
+                    malformed: _Malformed | None = exc
+                else:
+                    malformed = None
+            yield from batch
+            if malformed is not None:  # the entries before it are shown
+                raise RecordError(f"{self.path}: {malformed}")
+            if not batch:
+                return
 
     def _entry(self, row: tuple[Any, ...]) -> Entry:
         """The entry of ``row``, checked (:func:`_parse`); _Malformed if it is not one."""
@@ -680,14 +704,12 @@ class TreatmentRecord:
     def delivered_summary(self, session: int, pass_index: int) -> tuple[int, int]:
         """(spots delivered, last index delivered or -1) of a pass, without reading energies
         (as they were checked: a writer appends only to a record that verifies)."""
-        try:
+        with self._using("read"):
             row = self._db.execute(
                 "SELECT COALESCE(SUM(json_extract(body, '$.count')), 0), COALESCE(MAX("
                 "json_extract(body, '$.first') + json_extract(body, '$.count')), 0) - 1"
                 " FROM entries WHERE session = ? AND kind = 'delivered' "
                 "AND json_extract(body, '$.pass_index') = ?", (session, pass_index)).fetchone()
-        except sqlite3.Error as exc:
-            raise RecordError(f"cannot read {self.path}: {exc}") from exc
         return int(row[0]), int(row[1])
 
     def delivered_spots(self, session: int, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -705,7 +727,7 @@ class TreatmentRecord:
     def verify(self) -> Verification:
         """Recompute the chain; name every edited, removed or reordered row, and stored spots
         that are missing or do not match."""
-        with self._lock, self._snapshot():
+        with self._using("verify"), self._snapshot():
             # The last row and the head as one writer left them; other processes' writers
             # wait only for this, not for the whole chain (rows up to it never change).
             with self._writing(reading=True):
@@ -835,9 +857,18 @@ class TreatmentRecord:
         return out
 
     def close(self) -> None:
-        """Close the database (SQLite merges its WAL) and release the writers' lock."""
-        self._db.close()
-        self._release_lock_file()
+        """Close the database (SQLite merges its WAL) and release the writers' lock, once no
+        other thread uses them (the link's event thread may be appending a transition); then
+        reading or writing raises RecordError ("record closed"). Closing again does nothing."""
+        with self._lock:
+            try:
+                if not self._closed:
+                    self._closed = True
+                    self._db.close()
+            except sqlite3.Error as exc:
+                raise RecordError(f"cannot close {self.path}: {exc}") from exc
+            finally:
+                self._release_lock_file()
 
     def _release_lock_file(self) -> None:
         with self._lock:

@@ -212,7 +212,6 @@ class TreatmentSession:
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
-        self._unsubscribe = device.subscribe(self._on_event)
         if session_id is None:
             session_id = record.new_session(  # the spots sent, stored with the entry
                 {j.number: j.spots.records for j in self.jobs},
@@ -233,6 +232,8 @@ class TreatmentSession:
                           device_url=device.url, device_serial=device.info.serial,
                           firmware=device.info.firmware)
         self.session_id = session_id
+        # events once the record holds the session (a refused one leaves no listener behind)
+        self._unsubscribe = device.subscribe(self._on_event)
 
     def _check_resumable(self, session_id: object, patient_ref: str) -> str:
         """A resumed session must be one of the record's, not ended, and planned exactly as
