@@ -490,8 +490,10 @@ class TreatmentSession:
             cause = "record_error"
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "record_error", error=str(exc))
-        except BaseException:  # a bug or KeyboardInterrupt here: the laser stops first
-            self._halt_emission()
+        except BaseException as exc:  # a bug, the caller's callback, KeyboardInterrupt:
+            self._halt_emission()  # the laser stops first
+            self.record_interruption(f"{type(exc).__name__}: {exc}" if str(exc)
+                                     else type(exc).__name__)
             raise
         if status not in ("completed", "aborted") and not lying and cause != "device_mismatch":
             self._confirm_stopped()
@@ -506,6 +508,23 @@ class TreatmentSession:
                 self._status()
             self.record.append(self.session_id, "session_end", status=status)
         return SessionOutcome(status, self.session_id, detail, delivered, cause)
+
+    def record_interruption(self, reason: str) -> None:
+        """After delivery was interrupted (``reason``: an exception run() re-raises, a signal
+        that stopped co2scan run) with emission halted: record the spots the device confirms
+        beyond the record (``reconciled``), an ``interrupted`` entry with ``reason``, and the
+        device's count (``pass_confirmed``), so that a resume neither repeats nor drops a spot.
+        Best effort: never raises (the first error is what the caller must see)."""
+        try:
+            starts = list(self.record.entries(self.session_id, "pass_start"))
+            if starts and self._status().state is not State.EMITTING:  # its count is final
+                self._reconcile(self.jobs[starts[-1].body["pass_index"]])
+        except (DeviceError, RecordError, SessionStop) as exc:
+            log.warning("session %s: what the device fired is not reconciled: %s",
+                        self.session_id, exc)
+        with contextlib.suppress(RecordError):
+            self.record.append(self.session_id, "interrupted", reason=reason)
+        self._confirm_stopped()
 
     def close(self) -> None:
         """Stop listening to the device's events (the device and the record stay open)."""

@@ -55,17 +55,30 @@ def test_a_record_that_cannot_be_written_stops_emission(record: TreatmentRecord,
     assert "record_error" in kinds and "reconciled" in kinds
 
 
+@pytest.mark.parametrize("error, reason", [
+    (ValueError("bug in the service script"), "ValueError: bug in the service script"),
+    (KeyboardInterrupt(), "KeyboardInterrupt")])
 def test_an_exception_in_the_callers_progress_callback_stops_emission(
-        record: TreatmentRecord) -> None:
+        record: TreatmentRecord, error: BaseException, reason: str) -> None:
+    """Emission stops, the spots the device fired since the last batch recorded are
+    reconciled into the record (26 of 191 were missing), the interruption is recorded, and
+    the exception reaches the caller; a resume then fires the rest, none twice."""
     def progress(p: SessionProgress) -> None:
         if p.delivered > 40:
-            raise ValueError("bug in the service script")
+            raise error
 
     with open_device(REALTIME) as dev:
         session = session_for(dev, record, plan=PLAN, on_progress=progress)
-        with pytest.raises(ValueError, match="service script"):
+        with pytest.raises(type(error)):
             session.run()
         assert_stopped(dev, session)
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        assert kinds[-2:] == ["interrupted", "pass_confirmed"]
+        assert next(record.entries(session.session_id, "interrupted")).body == {"reason": reason}
+        session.on_progress = lambda p: None
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
 
 
 def test_a_hung_caller_lets_the_watchdog_stop_emission(record: TreatmentRecord) -> None:
