@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from controller.cli import main
 from controller.record import TreatmentRecord
 from sim_hw.config import SimConfig
-from sim_hw.pty_server import serve_pty
+from sim_hw.pty_server import PtyServer, serve_pty
 
 SCRIPT = """
 operator = "Dr Test"
@@ -146,33 +148,43 @@ def _delivered(db: Path) -> int:
         return sum(e.body["count"] for e in record.entries(kind="delivered"))
 
 
-def test_sigkill_mid_pass_loses_nothing_and_resumes(tmp_path: Path) -> None:
+BIG = SCRIPT.replace("size_mm = 4.0", "size_mm = 12.0")  # ~1.6 s per pass at 1 kHz
+
+
+@contextmanager
+def host_mid_pass(tmp_path: Path, *options: str) -> Iterator[tuple[PtyServer, list[str],
+                                                                    subprocess.Popen[str]]]:
+    """A ``co2scan run`` (its command and process) of a 2-pass script on a simulated device
+    (pty, real time), once it has recorded 80 spots of pass 1; stderr is piped."""
     db = tmp_path / "t.db"
-    script = tmp_path / "big.toml"  # ~1.6 s per pass at 1 kHz: the kill lands mid-pass
-    script.write_text(SCRIPT.replace("size_mm = 4.0", "size_mm = 12.0"))
+    script = tmp_path / "big.toml"
+    script.write_text(BIG, encoding="utf-8")
     config = SimConfig(footswitch=True, pre_emission_ms=20, clock="realtime", seed=4)
     with serve_pty(config) as served:
         cmd = [sys.executable, "-m", "controller.cli", "run", str(script), "--device",
-               served.path, "--yes", "--record", str(db)]
-        log = tmp_path / "host.log"
-        with open(log, "w", encoding="utf-8") as err:
-            host = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while _delivered(db) < 80 and time.monotonic() < deadline and host.poll() is None:
-            time.sleep(0.02)
-        assert host.poll() is None, "the host ended before the kill:\n" + log.read_text()
-        os.kill(host.pid, signal.SIGKILL)
-        host.wait()
-        killed_at = _delivered(db)
-        assert killed_at >= 80
-        time.sleep(0.7)  # the device's watchdog (500 ms) stops emission on its own
-        fired_alone = len(served.device.ground_truth)
-        time.sleep(0.3)
-        assert len(served.device.ground_truth) == fired_alone, "kept firing without a host"
-        resumed = subprocess.run([*cmd, "--resume", "1", "--reset-fault", "1"],
-                                 capture_output=True, text=True, timeout=60)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        truth = served.device.ground_truth
+               served.path, "--yes", "--record", str(db), *options]
+        host = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while _delivered(db) < 80 and time.monotonic() < deadline and host.poll() is None:
+                time.sleep(0.02)
+            assert host.poll() is None, "the host ended too soon:\n" + host.communicate()[0]
+            yield served, cmd, host
+        finally:
+            if host.poll() is None:
+                host.kill()
+            host.communicate()
+
+
+def assert_resumed_as_fired(db: Path, cmd: list[str], served: PtyServer,
+                            *options: str) -> list[str]:
+    """``cmd --resume 1`` completes session 1, and the record holds every spot the device
+    fired, once, with its measured energy where known; returns the session's entry kinds."""
+    resumed = subprocess.run([*cmd, "--resume", "1", *options], capture_output=True,
+                             text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    truth = served.device.ground_truth
     with TreatmentRecord(db) as record:
         assert record.verify().ok
         for p in (0, 1):
@@ -183,7 +195,23 @@ def test_sigkill_mid_pass_loses_nothing_and_resumes(tmp_path: Path) -> None:
             known = measured >= 0
             assert np.array_equal(measured[known], fired["measured_uj"][known])
         kinds = [e.kind for e in record.entries(1)]
-        assert "operator_reset" in kinds and kinds[-1] == "session_end"
+    assert kinds[-1] == "session_end"
+    return kinds
+
+
+def test_sigkill_mid_pass_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    with host_mid_pass(tmp_path) as (served, cmd, host):
+        os.kill(host.pid, signal.SIGKILL)
+        host.wait()
+        killed_at = _delivered(db)
+        assert killed_at >= 80
+        time.sleep(0.7)  # the device's watchdog (500 ms) stops emission on its own
+        fired_alone = len(served.device.ground_truth)
+        time.sleep(0.3)
+        assert len(served.device.ground_truth) == fired_alone, "kept firing without a host"
+        kinds = assert_resumed_as_fired(db, cmd, served, "--reset-fault", "1")
+    assert "operator_reset" in kinds
 
 
 def test_demo_writes_pictures_and_a_verified_record(tmp_path: Path, capsys) -> None:

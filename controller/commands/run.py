@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -47,11 +48,14 @@ reached. A resumed session keeps the patient it was recorded for.
 Against the simulator (sim://...) its footswitch option stands in for the operator's foot
 (sim://?footswitch=down); against a device only the real footswitch releases emission.
 Ctrl-C pauses after the current spot and offers resume or abort on a terminal (--yes too;
-without a terminal it aborts). Exit status: 0 completed, 1 aborted or not confirmed (a new
-session not confirmed is recorded as cancelled), 3 script invalid, plan rejected, resume
-refused or a record that does not verify (co2scan log verify), 4 device fault (an interlock
-open when arming included), 5 paused or not started (footswitch not pressed within
---start-wait), 6 device unreachable.
+without a terminal it aborts). SIGTERM (a shutdown) and SIGHUP (the terminal gone) pause it
+too, record which signal, and end the run with the session open for --resume. Exit status:
+0 completed, 1 aborted or not confirmed (a new session not confirmed is recorded as
+cancelled), 3 script invalid, plan rejected, resume refused or a record that does not verify
+(co2scan log verify), 4 device fault (an interlock open when arming included), 5 paused or
+not started (footswitch not pressed within --start-wait), 6 device unreachable, 130 Ctrl-C
+before the delivery, 143 SIGTERM, 129 SIGHUP (128 + the signal's number, as for a process
+the signal ends).
 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
@@ -83,41 +87,101 @@ def ask(question: str, choices: tuple[str, ...]) -> str:
                 return choice
 
 
-@contextmanager
-def ctrl_c_pauses(session: TreatmentSession) -> Iterator[None]:
-    """Ctrl-C asks the session to pause after the current spot instead of killing the host."""
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        session.request_pause()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+#: Signals that end co2scan run as Ctrl-C without a terminal does, but leave the session open
+#: for --resume: a shutdown or service manager's SIGTERM, SIGHUP when the terminal goes away.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
-def deliver(session: TreatmentSession, interactive: bool, resets: int) -> SessionOutcome:
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP where no session delivers, raised as Ctrl-C raises
+    KeyboardInterrupt; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """Ctrl-C, SIGTERM and SIGHUP while co2scan run holds the record (:meth:`installed`).
+    While a session delivers (:meth:`delivering`), each asks it to pause (emission stops after
+    the current spot) and SIGTERM or SIGHUP is kept in ``received``; at a prompt and where no
+    session delivers, SIGTERM and SIGHUP raise Stopped."""
+
+    def __init__(self) -> None:
+        self.session: TreatmentSession | None = None
+        self.received: int | None = None
+        self.asking = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.session is None or (self.asking and signum != signal.SIGINT):
+            raise Stopped(signum)
+        if signum != signal.SIGINT:
+            self.received = signum
+        self.session.request_pause()
+
+    @contextmanager
+    def installed(self, *signums: int) -> Iterator[Signals]:
+        """This object handles ``signums`` (SIGTERM and SIGHUP if none) in the block."""
+        previous = {signum: signal.signal(signum, self) for signum in signums or STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def delivering(self, session: TreatmentSession) -> Iterator[None]:
+        """Ctrl-C (too), SIGTERM and SIGHUP pause ``session`` in the block."""
+        self.session = session
+        try:
+            with self.installed(signal.SIGINT):
+                yield
+        finally:
+            self.session = None
+
+    def ask(self, question: str, choices: tuple[str, ...]) -> str | None:
+        """:func:`ask`; None if SIGTERM or SIGHUP arrives meanwhile (kept in ``received``)."""
+        self.asking = True
+        try:
+            return ask(question, choices)
+        except Stopped as stop:
+            self.received = stop.signum
+            return None
+        finally:
+            self.asking = False
+
+
+def deliver(session: TreatmentSession, interactive: bool, resets: int,
+            signals: Signals | None = None) -> SessionOutcome:
     """Run the session. On an operator pause ask resume/abort (abort when not interactive);
-    on a device fault ask for an operator reset (or use up to ``resets`` given by flag)."""
-    with ctrl_c_pauses(session):
+    on a device fault ask for an operator reset (or use up to ``resets`` given by flag). A
+    pause for SIGTERM or SIGHUP, or one of them at a question, ends it as it stands."""
+    signals = signals or Signals()
+    with signals.delivering(session):
         outcome = session.run()
-        while outcome.status in ("paused", "fault"):
+        while outcome.status in ("paused", "fault") and signals.received is None:
             print(f"\n{outcome.status}: {outcome.detail}", file=sys.stderr)
             if outcome.status == "fault":
                 if outcome.cause in NOT_RESETTABLE:  # a device reset changes nothing there
                     return outcome
                 if resets > 0 and session.mirror.fault in (FaultCode.NONE, *AUTO_RESETS):
                     resets -= 1
-                elif not interactive or ask("reset the fault and resume?", ("reset", "stop")
-                                            ) == "stop":
+                elif not interactive or signals.ask("reset the fault and resume?",
+                                                    ("reset", "stop")) != "reset":
                     return outcome
                 try:
                     session.operator_reset()
                 except DeviceError as exc:
                     print(f"reset refused: {exc}", file=sys.stderr)
                     return outcome
-            elif not interactive or ask("resume or abort?", ("resume", "abort")) == "abort":
-                return session.abort()
+            else:
+                answer = signals.ask("resume or abort?", ("resume", "abort")) if interactive \
+                    else "abort"
+                if answer is None:
+                    return outcome
+                if answer == "abort":
+                    return session.abort()
             outcome = session.run()
     return outcome
 
@@ -144,12 +208,16 @@ def run(args: argparse.Namespace) -> int:
             record = TreatmentRecord(Path(args.record))
         except (SettingsError, RecordError) as exc:
             return fail(str(exc))
-        with record:  # closed (its WAL merged) however the run ends
-            return treat_with_record(args, script, device, url, plans, record)
+        with record, Signals().installed() as signals:  # closed (its WAL merged) however
+            try:                                          # the run ends
+                return treat_with_record(args, script, device, url, plans, record, signals)
+            except Stopped as stop:  # where no session delivers: nothing fired
+                print(f"\nstopped by {stop}", file=sys.stderr)
+                return 128 + stop.signum
 
 
 def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device: Device, url: str,
-                      plans: list[Plan], record: TreatmentRecord) -> int:
+                      plans: list[Plan], record: TreatmentRecord, signals: Signals) -> int:
     """Screen, show, confirm and deliver the plans, recording in ``record``; the exit status."""
     operator = chosen(args.operator, script.operator)  # the session refuses an empty one
     display = ProgressDisplay(sys.stderr)
@@ -180,12 +248,20 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
     if session.warnings:
         session.acknowledge_warnings(by=operator)
     try:
-        outcome = deliver(session, interactive, args.reset_fault)
+        outcome = deliver(session, interactive, args.reset_fault, signals)
     except DeviceError as exc:
         outcome = SessionOutcome("fault", session.session_id, str(exc))
     finally:
         display.close()
         session.close()
+    stopped_by = signals.received if outcome.status not in ("completed", "aborted") else None
+    if stopped_by is not None:
+        name = signal.Signals(stopped_by).name
+        with contextlib.suppress(RecordError):
+            record.append(session.session_id, "interrupted", reason=name)
+        print(wrap(f"\nstopped by {name}: emission is off; session {session.session_id} stays "
+                   f"open (continue it: co2scan run {args.script} --resume "
+                   f"{session.session_id})"), file=sys.stderr)
     print(wrap(f"session {outcome.session_id}: {outcome.status}"
                + (f" ({outcome.detail})" if outcome.detail else "")
                + "; delivered " + ", ".join(f"pass {k + 1}: {n}"
@@ -194,7 +270,7 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
     print(f"record {args.record}: {verification.entries} entries, "
           + ("chain verified" if verification.ok else "PROBLEMS: "
              + "; ".join(verification.problems)))
-    return EXIT[outcome.status]
+    return EXIT[outcome.status] if stopped_by is None else 128 + stopped_by
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,39 @@
+"""SIGTERM and SIGHUP to ``co2scan run`` mid-pass: emission pauses at once, the record says
+which signal stopped the session and what the device fired, the run exits 128 + the signal's
+number with a message, and ``--resume`` neither repeats nor drops a spot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.record import TreatmentRecord
+from tests.test_cli_run import _delivered, assert_resumed_as_fired, host_mid_pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_mid_pass_pauses_records_it_and_resumes(tmp_path: Path,
+                                                              signum: int) -> None:
+    db, name = tmp_path / "t.db", signal.Signals(signum).name
+    with host_mid_pass(tmp_path) as (served, cmd, host):
+        os.kill(host.pid, signum)
+        out = host.communicate(timeout=30)[0]
+        assert host.returncode == 128 + signum, out
+        assert f"stopped by {name}: emission is off; session 1 stays open" in out
+        assert "--resume 1" in out and "chain verified" in out and "Traceback" not in out
+        fired = len(served.device.ground_truth)
+        assert 80 <= _delivered(db) == fired < 441  # paused in pass 1, all of it recorded
+        time.sleep(0.3)
+        assert len(served.device.ground_truth) == fired, "kept firing after the signal"
+        with TreatmentRecord(db) as record:
+            assert record.verify().ok
+            entries = list(record.entries(1))
+        kinds = [e.kind for e in entries]
+        assert "session_end" not in kinds and kinds[-1] == "interrupted"
+        assert entries[-1].body == {"reason": name}
+        assert "pass_confirmed" in kinds  # the device's count, for the resume
+        assert_resumed_as_fired(db, cmd, served)
