@@ -18,6 +18,7 @@ import math
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -149,7 +150,24 @@ MAX_START_WAIT_S = 3600.0
 
 
 class SessionBusy(RuntimeError):
-    """run(), abort() or operator_reset() called while another of them is under way."""
+    """run(), abort(), cancel() or operator_reset() called while another of them is under way,
+    of this session or of another session on the same Device."""
+
+
+#: The session whose run(), abort(), cancel() or operator_reset() is under way on a Device:
+#: one at a time (another's quiesce paused it mid-pass, and each recorded the other's
+#: transitions).
+_claims: weakref.WeakKeyDictionary[Device, TreatmentSession] = weakref.WeakKeyDictionary()
+_claims_lock = threading.Lock()
+
+
+def _under_way(device: Device, what: str, session: TreatmentSession | None = None) -> None:
+    """SessionBusy naming the session under way on ``device``, if it is not ``session``."""
+    other = _claims.get(device)
+    if other is not None and other is not session:
+        raise SessionBusy(f"{what} refused: session {other.session_id} of {other.record.path} is "
+                          f"under way on this device ({device.url}); one session at a time "
+                          "per device")
 
 
 class WarningsNotAcknowledged(DeviceError):
@@ -186,6 +204,7 @@ class TreatmentSession:
         if not plans or not all(isinstance(p, Plan) for p in plans):
             raise SettingsError("plans", plans if not plans else [type(p).__name__ for p in plans],
                                 "a list of at least one Plan (from build_plan or plan_for_device)")
+        _under_way(device, "a new TreatmentSession")  # before anything is recorded
         self.device = device
         self.plans = plans
         self.record = record
@@ -210,6 +229,7 @@ class TreatmentSession:
         self._ended_monotonic: dict[int, float] = {}  # pass number -> time.monotonic() at end
         self._identity = (device.info.serial, device.info.limits)  # the device planned for
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
+        self._closed = False
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         if session_id is None:
@@ -362,13 +382,26 @@ class TreatmentSession:
 
     @contextlib.contextmanager
     def _exclusive(self, what: str) -> Iterator[None]:
-        """One of run(), abort(), operator_reset() at a time: a second caller (another
-        thread, a double click) is refused instead of commanding the device alongside."""
+        """One of run(), abort(), cancel(), operator_reset() at a time, of one session on a
+        Device: a second caller (another thread, a double click, another session) is refused
+        (SessionBusy) instead of commanding the device alongside; after close(), SettingsError.
+        """
+        if self._closed:
+            raise SettingsError(what.rstrip("()"), self.session_id, "a session not closed",
+                                "it was closed: a new TreatmentSession (session_id=) resumes it")
         if not self._delivering.acquire(blocking=False):
             raise SessionBusy(f"{what} refused: this session is delivering in run() "
                               "(use request_pause() or request_abort())")
+        device = self.device
         try:
-            yield
+            with _claims_lock:
+                _under_way(device, what, self)
+                _claims[device] = self
+            try:
+                yield
+            finally:
+                with _claims_lock:
+                    del _claims[device]
         finally:
             self._delivering.release()
 
@@ -426,6 +459,8 @@ class TreatmentSession:
             self.mirror.on_event(item)
 
     def _on_transition(self, t: Transition) -> None:
+        if _claims.get(self.device, self) is not self:  # another session's, on this device
+            return
         try:
             self.record.append(self.session_id, "transition",
                                old=t.old.name if t.old is not None else None, new=t.new.name,
@@ -527,7 +562,9 @@ class TreatmentSession:
         self._confirm_stopped()
 
     def close(self) -> None:
-        """Stop listening to the device's events (the device and the record stay open)."""
+        """Stop listening to the device's events (the device and the record stay open); then
+        run(), abort(), cancel() and operator_reset() raise SettingsError."""
+        self._closed = True
         self._unsubscribe()
 
     def _status(self) -> DeviceStatus:

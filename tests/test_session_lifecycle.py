@@ -1,0 +1,65 @@
+"""A session's life on one Device: one session under way at a time per Device, nothing run
+after close(), and a closed record refused with RecordError."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.errors import SettingsError
+from controller.record import RecordError, TreatmentRecord
+from controller.session import SessionBusy
+from drivers import open_device
+from tests.test_session import FAST, session_for
+
+WAITING = "sim://?pre_emission_ms=20&footswitch=up&seed=5"
+
+
+def test_a_second_session_on_the_device_is_refused_while_one_is_under_way(
+        record: TreatmentRecord, tmp_path: Path) -> None:
+    """Two threads, two sessions, one Device: the second one's quiesce paused the first
+    mid-pass, which then resumed by itself, and each recorded the other's transitions."""
+    with open_device(WAITING) as dev, TreatmentRecord(tmp_path / "b.db") as other_record:
+        a = session_for(dev, record, start_wait_s=1.5)
+        b = session_for(dev, other_record, patient_ref="P-2")
+        outcomes: list[str] = []
+        thread = threading.Thread(target=lambda: outcomes.append(a.run().status))
+        thread.start()
+        deadline = time.monotonic() + 5.0
+        while not a._delivering.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        busy = f"session {a.session_id} of {record.path} is under way on this device"
+        for call in (b.run, b.abort, b.cancel, b.operator_reset):
+            with pytest.raises(SessionBusy, match=busy):
+                call()
+        with pytest.raises(SessionBusy, match=busy):
+            session_for(dev, other_record, patient_ref="P-3")
+        thread.join()
+        assert outcomes == ["waiting"]  # armed and disarmed: transitions of a's alone
+        assert [e.kind for e in other_record.entries()] == ["session"]
+        assert "transition" in [e.kind for e in record.entries(a.session_id)]
+        assert b.cancel().status == "cancelled"  # free again
+        assert len(dev.simulator.device.ground_truth) == 0
+
+
+def test_run_after_close_is_refused_and_fires_nothing(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        session.close()
+        for call in (session.run, session.abort, session.cancel, session.operator_reset):
+            with pytest.raises(SettingsError, match="it was closed"):
+                call()
+        assert len(dev.simulator.device.ground_truth) == 0
+    assert [e.kind for e in record.entries()] == ["session"]
+
+
+def test_run_on_a_closed_record_raises_record_error(record: TreatmentRecord) -> None:
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record)
+        record.close()
+        with pytest.raises(RecordError, match="record closed"):
+            session.run()
+        assert len(dev.simulator.device.ground_truth) == 0
