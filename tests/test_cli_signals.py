@@ -1,18 +1,22 @@
 """SIGTERM and SIGHUP to ``co2scan run`` mid-pass: emission pauses at once, the record says
 which signal stopped the session and what the device fired, the run exits 128 + the signal's
-number with a message, and ``--resume`` neither repeats nor drops a spot."""
+number with a message, and ``--resume`` neither repeats nor drops a spot. At the confirmation
+question they, and Ctrl-C, are a "no"."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from controller.cli import main
 from controller.record import TreatmentRecord
-from tests.test_cli_run import _delivered, assert_resumed_as_fired, host_mid_pass
+from tests.test_cli_run import FAST, SCRIPT, _delivered, assert_resumed_as_fired, host_mid_pass
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -37,3 +41,34 @@ def test_a_stop_signal_mid_pass_pauses_records_it_and_resumes(tmp_path: Path,
         assert entries[-1].body == {"reason": name}
         assert "pass_confirmed" in kinds  # the device's count, for the resume
         assert_resumed_as_fired(db, cmd, served)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_at_the_confirmation_is_a_no(tmp_path: Path, signum: int,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C at "deliver this treatment?" left the session open (nothing fired); it is now
+    cancelled as a "no" would, and the run exits 128 + the signal's number."""
+    script = tmp_path / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    db = tmp_path / "t.db"
+
+    def interrupted_answer(prompt: str) -> str:
+        os.kill(os.getpid(), signum)
+        time.sleep(5.0)  # the handler raises here
+        return "yes"
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr("builtins.input", interrupted_answer)
+    assert main(["run", str(script), "--device", FAST, "--record", str(db)]) == 128 + signum
+    err = capsys.readouterr().err
+    assert f"not confirmed ({signal.Signals(signum).name}): nothing was fired" in err
+    assert "session 1: cancelled" in err
+    with TreatmentRecord(db) as record:
+        assert [e.body["status"] for e in record.entries(kind="session_end")] == ["cancelled"]
+        assert not list(record.entries(kind="delivered")) and record.verify().ok

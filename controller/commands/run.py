@@ -54,8 +54,8 @@ too, record which signal, and end the run with the session open for --resume. Ex
 cancelled), 3 script invalid, plan rejected, resume refused or a record that does not verify
 (co2scan log verify), 4 device fault (an interlock open when arming included), 5 paused or
 not started (footswitch not pressed within --start-wait), 6 device unreachable, 130 Ctrl-C
-before the delivery, 143 SIGTERM, 129 SIGHUP (128 + the signal's number, as for a process
-the signal ends).
+before the delivery (at the confirmation: a "no"), 143 SIGTERM, 129 SIGHUP (128 + the
+signal's number, as for a process the signal ends).
 
 examples:
   co2scan run examples/surface_texture.toml --device 'sim://?footswitch=down' --yes
@@ -237,14 +237,20 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
     for warning in session.warnings:
         print(wrap(f"borderline: {warning}"))
     interactive = sys.stdin.isatty()  # --yes confirms; a pause still asks on a terminal
-    if not args.yes and (not interactive or ask("deliver this treatment?", ("yes", "no"))
-                         != "yes"):
-        print("not confirmed: nothing was fired (use --yes to confirm without asking)",
-              file=sys.stderr)
+    stopped_by: int | None = None
+    try:
+        confirmed = args.yes or (interactive and ask("deliver this treatment?", ("yes", "no"))
+                                 == "yes")
+    except KeyboardInterrupt as exc:  # Ctrl-C (Stopped: SIGTERM, SIGHUP) at the question: no
+        confirmed, stopped_by = False, getattr(exc, "signum", signal.SIGINT)
+    if not confirmed:
+        print(("not confirmed" if stopped_by is None else
+               f"\nnot confirmed ({signal.Signals(stopped_by).name})") + ": nothing was fired "
+              "(use --yes to confirm without asking)", file=sys.stderr)
         if args.resume is None:  # a resumed session stays open to be resumed
             print(f"session {session.cancel().session_id}: cancelled", file=sys.stderr)
         session.close()
-        return EXIT["aborted"]
+        return EXIT["aborted"] if stopped_by is None else 128 + stopped_by
     if session.warnings:
         session.acknowledge_warnings(by=operator)
     try:
