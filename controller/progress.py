@@ -109,12 +109,14 @@ def _interlocks(p: SessionProgress) -> str:
 
 
 class ProgressDisplay:
-    """Feed it SessionProgress; shows pass, spots delivered/total, rate, ETA, interlocks."""
+    """Feed it SessionProgress; shows pass, spots delivered/total, rate, ETA, interlocks: a bar
+    on a terminal, else plain lines (none if ``quiet``)."""
 
-    def __init__(self, stream: TextIO, plain_every_s: float = 1.0) -> None:
+    def __init__(self, stream: TextIO, plain_every_s: float = 1.0, quiet: bool = False) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.plain_every_s = plain_every_s
+        self.quiet = quiet
         self._bar: tqdm | None = None
         self._pass = -1
         self._last_plain = 0.0
@@ -123,6 +125,8 @@ class ProgressDisplay:
         state = p.state.name if p.state is not None else "?"
         status = f"{state}, {p.waiting_for}" if p.waiting_for else f"{state}, {_interlocks(p)}"
         if not self.tty:
+            if self.quiet:
+                return
             now = time.monotonic()
             if p.pass_number != self._pass or p.delivered == p.total or \
                     now - self._last_plain >= self.plain_every_s:

@@ -9,7 +9,7 @@ from pathlib import Path
 from controller.commands import add_command, chosen
 from controller.commands.plan import EXIT_REJECTED, fail, format_table, pass_rows
 from controller.commands.report import draw_session_report
-from controller.commands.run import EXIT
+from controller.commands.run import EXIT, add_quiet_delivery
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except DeviceError as exc:
         return fail(f"cannot reach the device at {args.device}: {exc}", EXIT["device"])
     try:
-        return _deliver(script, who, device, args.device, out)
+        return _deliver(script, who, device, args.device, out, args.quiet)
     except (SettingsError, RecordError) as exc:  # the script against this device's limits;
         return fail(str(exc))                    # a record in --out that does not verify
     except PictureError as exc:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _deliver(script: TreatmentScript, who: tuple[str, str], device: Device, url: str,
-             out: Path) -> int:
+             out: Path, quiet: bool = False) -> int:
     from controller.pictures import draw_plan
 
     with device:
@@ -78,10 +78,10 @@ def _deliver(script: TreatmentScript, who: tuple[str, str], device: Device, url:
         plans = script.plans(lambda s: timing_for(info.limits, s))
         record_path = out / "treatments.db"
         with TreatmentRecord(record_path) as record:
-            display = ProgressDisplay(sys.stderr)
+            display = ProgressDisplay(sys.stderr, quiet=quiet)
             rejected: PlanRejected | None
             try:
-                with screen_display(sys.stderr):
+                with screen_display(sys.stderr, plans, quiet=quiet):
                     session = TreatmentSession(device, plans, record, operator=who[0],
                                                patient_ref=who[1],
                                                on_progress=display.update,
@@ -135,4 +135,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patient", metavar="REF",
                         help="patient reference for the record, over the script's patient_ref "
                              "(one of the two is required)")
+    add_quiet_delivery(parser)
     parser.set_defaults(handler=run)

@@ -69,6 +69,15 @@ def default_record() -> str:
     return os.environ.get("CO2SCAN_RECORD", "treatments.db")
 
 
+def add_quiet_delivery(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` of run and demo: no thermal-screen progress, and off a terminal no
+    delivery progress lines; errors, questions and the outcome are still shown."""
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no thermal-screen progress and, off a terminal, no delivery "
+                             "progress lines (on one the progress bar stays); errors, "
+                             "questions and the outcome are still shown")
+
+
 def add_record_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", default=default_record(), metavar="PATH",
                         help="treatment record (SQLite; default $CO2SCAN_RECORD or "
@@ -220,9 +229,9 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
                       plans: list[Plan], record: TreatmentRecord, signals: Signals) -> int:
     """Screen, show, confirm and deliver the plans, recording in ``record``; the exit status."""
     operator = chosen(args.operator, script.operator)  # the session refuses an empty one
-    display = ProgressDisplay(sys.stderr)
+    display = ProgressDisplay(sys.stderr, quiet=args.quiet)
     try:
-        with screen_display(sys.stderr):
+        with screen_display(sys.stderr, plans, quiet=args.quiet):
             session = TreatmentSession(
                 device, plans, record, operator=operator,
                 patient_ref=chosen(args.patient, script.patient_ref), on_progress=display.update,
@@ -310,4 +319,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "interlock open when arming (door, key, e-stop) is a device "
                              "fault: close it and run again")
     add_record_argument(parser)
+    add_quiet_delivery(parser)
     parser.set_defaults(handler=run)
