@@ -21,6 +21,7 @@ from controller.cli import main
 from controller.record import GENESIS, RecordError, TreatmentRecord
 from tests.test_cli_run import FAST, SCRIPT
 from tests.test_record import session_args
+from tests.test_record_faults import FullDisk
 
 
 def filled(path: Path, rows: int = 4) -> None:
@@ -125,21 +126,6 @@ def crashed_append(path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
         rec._lock_fd = None
 
 
-class SpotsFail:
-    """A record's connection whose insert of stored spots fails with ``error``."""
-
-    def __init__(self, db: sqlite3.Connection, error: BaseException) -> None:
-        self.db, self.error = db, error
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.db, name)
-
-    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
-        if "pass_spots" in sql:
-            raise self.error
-        return self.db.executemany(sql, rows)
-
-
 @pytest.mark.parametrize("error", [Crash(), sqlite3.OperationalError("disk I/O error")],
                          ids=["host killed", "disk error"])
 def test_a_session_entry_is_committed_with_its_stored_spots_or_not_at_all(
@@ -150,7 +136,7 @@ def test_a_session_entry_is_committed_with_its_stored_spots_or_not_at_all(
     filled(path)
     rec = TreatmentRecord(path)
     db = rec._db
-    rec._db = SpotsFail(db, error)  # type: ignore[assignment]
+    rec._db = FullDisk(db, "INTO pass_spots", error)  # type: ignore[assignment]
     with pytest.raises(Crash if isinstance(error, Crash) else RecordError):
         rec.new_session(**session_args(operator="dr b"))
     db.close()  # as the dying process's connection goes: what it did not commit is gone

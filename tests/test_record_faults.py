@@ -20,13 +20,16 @@ from tests.test_cli_run import FAST, SCRIPT
 from tests.test_record import filled, session_args
 
 FULL = "database or disk is full"
+DISK_FULL = sqlite3.OperationalError(FULL)
 
 
 class FullDisk:
-    """A connection whose statements containing ``sql`` fail as on a full disk."""
+    """A connection whose statements containing ``sql`` fail with ``error`` (by default as on a
+    full disk)."""
 
-    def __init__(self, db: sqlite3.Connection, sql: str) -> None:
-        self.db, self.sql = db, sql
+    def __init__(self, db: sqlite3.Connection, sql: str,
+                 error: BaseException = DISK_FULL) -> None:
+        self.db, self.sql, self.error = db, sql, error
 
     def execute(self, query: str, *args: Any) -> sqlite3.Cursor:
         return self._run(self.db.execute, query, *args)
@@ -37,7 +40,7 @@ class FullDisk:
     def _run(self, method: Callable[..., sqlite3.Cursor], query: str, *args: Any
              ) -> sqlite3.Cursor:
         if self.sql in query:
-            raise sqlite3.OperationalError(FULL)
+            raise self.error
         return method(query, *args)
 
     def __getattr__(self, name: str) -> Any:

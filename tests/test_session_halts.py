@@ -132,15 +132,21 @@ def test_a_device_whose_reports_stop_is_asked_within_its_report_gap(
     assert record.verify().ok
 
 
+def running(session: TreatmentSession) -> tuple[threading.Thread, list[str]]:
+    """``session.run()`` on another thread, once it is under way; the list gets its status."""
+    outcomes: list[str] = []
+    thread = threading.Thread(target=lambda: outcomes.append(session.run().status))
+    thread.start()
+    deadline = time.monotonic() + 5.0
+    while not session._delivering.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return thread, outcomes
+
+
 def test_a_second_caller_is_refused_while_run_delivers(record: TreatmentRecord) -> None:
     with open_device("sim://?pre_emission_ms=20&footswitch=up&seed=5") as dev:
         session = session_for(dev, record, plan=PLAN, start_wait_s=1.0)
-        outcomes: list[str] = []
-        first = threading.Thread(target=lambda: outcomes.append(session.run().status))
-        first.start()
-        deadline = time.monotonic() + 5.0
-        while not session._delivering.locked() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        first, outcomes = running(session)
         for call in (session.run, session.abort, session.operator_reset):
             with pytest.raises(SessionBusy, match="request_pause"):
                 call()

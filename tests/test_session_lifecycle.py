@@ -3,8 +3,6 @@ after close(), and a closed record refused with RecordError."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from controller.record import RecordError, TreatmentRecord
 from controller.session import SessionBusy
 from drivers import open_device
 from tests.test_session import FAST, session_for
+from tests.test_session_halts import running
 
 WAITING = "sim://?pre_emission_ms=20&footswitch=up&seed=5"
 
@@ -25,12 +24,7 @@ def test_a_second_session_on_the_device_is_refused_while_one_is_under_way(
     with open_device(WAITING) as dev, TreatmentRecord(tmp_path / "b.db") as other_record:
         a = session_for(dev, record, start_wait_s=1.5)
         b = session_for(dev, other_record, patient_ref="P-2")
-        outcomes: list[str] = []
-        thread = threading.Thread(target=lambda: outcomes.append(a.run().status))
-        thread.start()
-        deadline = time.monotonic() + 5.0
-        while not a._delivering.locked() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        thread, outcomes = running(a)
         busy = f"session {a.session_id} of {record.path} is under way on this device"
         for call in (b.run, b.abort, b.cancel, b.operator_reset):
             with pytest.raises(SessionBusy, match=busy):
