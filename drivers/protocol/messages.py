@@ -349,7 +349,7 @@ MESSAGES: tuple[MessageDef, ...] = (
                    Field("protocol_version", U8, "", "PROTOCOL_VERSION"),
                    Field("fw_major", U8), Field("fw_minor", U8), Field("fw_patch", U8),
                    Field("serial", f"{SERIAL_SIZE}s", "", "ASCII, NUL padded"),
-                   Field("capabilities", U32, "", "Capability bits"),
+                   Field("capabilities", U32, "", "Capability bits (section 4.2)"),
                    Field("field_size_um", U32, "µm", "field edge length over 65536 LSB",
                          lo=1000, hi=100_000),
                    Field("usable_lsb_min", U16, "LSB", "lowest reachable position"),
