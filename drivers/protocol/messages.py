@@ -341,7 +341,7 @@ MESSAGES: tuple[MessageDef, ...] = (
                    Field("error", U8, "", "error code", enum=ErrorCode),
                    Field("state", U8, "", "device state", enum=State),
                    Field("reserved", U8, "", "0", hi=0),
-                   Field("detail", U32, "", "per error, e.g. expected index, limit"),
+                   Field("detail", U32, "", "per error: section 2.2"),
                ),
                text=True),
     MessageDef("IDENTIFY_REPLY", 0x82, Direction.DEVICE, "Identity, capabilities and limits.",
