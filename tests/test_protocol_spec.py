@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.protocol import Message, decode, encode, message
+from drivers.protocol import FrameDecoder, Message, decode, encode, message
 from drivers.protocol import messages as m
+from drivers.protocol.errors import FrameError
+from drivers.protocol.framing import decode_frame
 from drivers.protocol.spec import BLOCK, RENDERERS, VECTOR, render_document
 
 DOC = Path(__file__).resolve().parents[1] / "firmware_protocol.md"
@@ -70,3 +72,32 @@ def test_crc_variant_is_the_documented_one() -> None:
 
     assert zlib.crc32(b"123456789") == 0xCBF43926
     assert "0xCBF43926" in TEXT
+
+
+def test_a_vector_ends_in_a_full_cobs_group_and_its_other_form_is_refused() -> None:
+    """Section 1.2: a frame whose last zero-free piece is 254 bytes long ends in the full group
+    (0xFF and 254 bytes) with no 0x01 after it; the form with the 0x01 (an encoder that always
+    closes with a final group) decodes to the same bytes but is not canonical: dropped."""
+    full = [bytes.fromhex(v["wire"])[1:-1] for v in VECTORS]
+    full = [e for e in full if len(e) > 255 and e[-255] == 0xFF and 0 not in e[-254:]]
+    assert full, "no vector ends in a full 254-byte COBS group"
+    encoded = full[0]
+    other = encoded + b"\x01"
+    with pytest.raises(FrameError, match="non-canonical"):
+        decode_frame(other)
+    decoder = FrameDecoder()
+    assert decoder.feed(b"\0" + other + b"\0") == [] and decoder.errors == 1
+    assert len(decoder.feed(b"\0" + encoded + b"\0")) == 1
+
+
+def test_run_limit_is_max_wire_frame_without_delimiters() -> None:
+    """Section 1.2: the longest valid run is MAX_FRAME + ceil(MAX_FRAME/254) bytes; a run longer
+    than MAX_WIRE_FRAME bytes (delimiters not counted) is discarded whole, as one dropped frame,
+    and the frame after it is received."""
+    assert m.MAX_FRAME + -(-m.MAX_FRAME // 254) == 4123 == m.MAX_WIRE_FRAME - 3
+    assert "4123" in TEXT and "4125" in TEXT
+    good = bytes.fromhex(VECTORS[0]["wire"])
+    for run in (m.MAX_WIRE_FRAME, m.MAX_WIRE_FRAME + 1):
+        decoder = FrameDecoder()
+        frames = decoder.feed(b"\0" + b"\x01" * run + good)
+        assert len(frames) == 1 and decoder.errors == 1

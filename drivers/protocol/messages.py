@@ -22,7 +22,8 @@ CRC = struct.Struct("<I")
 MAX_PAYLOAD = 4096
 #: Largest frame before COBS encoding: header + payload + CRC.
 MAX_FRAME = HEADER.size + MAX_PAYLOAD + CRC.size
-#: Largest COBS-encoded frame on the wire, both delimiters included.
+#: Bound on a COBS-encoded frame on the wire, both delimiters included (the largest is one
+#: byte shorter); receivers discard a run between delimiters longer than this.
 MAX_WIRE_FRAME = MAX_FRAME + (MAX_FRAME + 253) // 254 + 1 + 2
 #: Value of a u32 index field meaning "none yet".
 NO_INDEX = 0xFFFFFFFF
