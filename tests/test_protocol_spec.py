@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from drivers.protocol import FrameDecoder, Message, decode, encode, message
+from drivers.protocol import FrameDecoder, Message, decode, encode, encode_frame, message
 from drivers.protocol import messages as m
 from drivers.protocol.errors import FrameError
 from drivers.protocol.framing import decode_frame
 from drivers.protocol.spec import BLOCK, RENDERERS, VECTOR, render_document
+from sim_hw.config import SimConfig
+from sim_hw.device import SimDevice
+from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
 
 DOC = Path(__file__).resolve().parents[1] / "firmware_protocol.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -101,3 +105,95 @@ def test_run_limit_is_max_wire_frame_without_delimiters() -> None:
         decoder = FrameDecoder()
         frames = decoder.feed(b"\0" + b"\x01" * run + good)
         assert len(frames) == 1 and decoder.errors == 1
+
+
+# -- statements of the document the clean-room exercise found missing, checked against the
+# -- reference device (sim_hw), so the document and the simulator cannot drift apart
+
+
+def _sim(**overrides: Any) -> tuple[SimDevice, RawHost]:
+    """A simulated device with no indicator delay, the footswitch down and a watchdog long
+    enough for tests that advance its clock without heartbeats."""
+    settings: dict[str, Any] = {"pre_emission_ms": 0, "footswitch": True, "watchdog_ms": 10_000}
+    device = SimDevice(SimConfig(**{**settings, **overrides}))
+    return device, attach(device)
+
+
+def _ok(host: RawHost, name: str, records: np.ndarray | None = None,
+        **values: int | bytes) -> Message:
+    reply = host.request(name, records, timeout_s=2.0, **values)  # named: values are fields
+    assert reply.name != "NACK", (name, reply)
+    return reply
+
+
+def _nack(host: RawHost, name: str, **values: int | bytes) -> tuple[m.ErrorCode, int]:
+    reply = host.request(name, None, timeout_s=2.0, **values)
+    assert reply.name == "NACK", (name, reply)
+    return m.ErrorCode(int(reply["error"])), int(reply["detail"])
+
+
+def test_status_keeps_the_pass_after_completion_and_abort() -> None:
+    """Sections 4.3, 5 (rules 1, 3, 10, 11): 0 with no pass, the pass kept after completion
+    and ABORT, 100 Hz before any PULSE_SETTINGS, START with an empty buffer, the causes."""
+    device, host = _sim()
+    status = _ok(host, "STATUS_REQUEST")
+    assert [status[k] for k in ("pass_index", "plan_checksum", "spot_count", "next_index",
+                                "delivered_count", "last_delivered", "rep_rate_hz")] == [
+        0, 0, 0, 0, 0, m.NO_INDEX, 100]
+    spots = make_spots(10)
+    checksum = plan_checksum(spots)
+    _ok(host, "LOAD_PLAN", pass_index=5, spot_count=10, plan_checksum=checksum, first_index=0)
+    _ok(host, "ARM", plan_checksum=checksum)
+    started = _ok(host, "START")  # nothing buffered: legal, the device waits for spots
+    assert started["state"] == m.State.EMITTING
+    device.advance(1.0)
+    status = _ok(host, "STATUS_REQUEST")
+    assert status["state"] == m.State.EMITTING and int(status["flags"]) & m.DeviceFlag.SHUTTER_OPEN
+    _ok(host, "SPOT_BATCH", spots)
+    device.advance(2.0)
+    status = _ok(host, "STATUS_REQUEST")
+    assert status["state"] == m.State.STANDBY
+    assert not int(status["flags"]) & m.DeviceFlag.PLAN_LOADED
+    assert [status[k] for k in ("pass_index", "plan_checksum", "spot_count", "next_index",
+                                "delivered_count", "last_delivered")] == [
+        5, checksum, 10, 10, 10, 9]
+    causes = [(e["new_state"], e["cause"]) for e in host.events if e.name == "EVT_STATE"]
+    assert causes == [(m.State.READY, m.Cause.HOST_COMMAND), (m.State.ARMED, m.Cause.HOST_COMMAND),
+                      (m.State.EMITTING, m.Cause.HOST_COMMAND),
+                      (m.State.STANDBY, m.Cause.PLAN_COMPLETE)]
+    _ok(host, "LOAD_PLAN", pass_index=6, spot_count=10, plan_checksum=checksum, first_index=0)
+    _ok(host, "ABORT")
+    status = _ok(host, "STATUS_REQUEST")
+    assert (status["pass_index"], status["plan_checksum"], status["spot_count"]) == (
+        6, checksum, 10)
+    device.reset()  # the pass record was erased by ABORT: no pass after the start
+    status = _ok(host, "STATUS_REQUEST")
+    assert (status["pass_index"], status["plan_checksum"], status["last_delivered"]) == (
+        0, 0, m.NO_INDEX)
+
+
+def test_nack_details_and_check_order() -> None:
+    """Sections 2.1 and 2.2: the order of the checks and every detail the exercise missed."""
+    device, host = _sim(pre_emission_ms=2000, footswitch=False)
+    assert _nack(host, "SET_LIMITS", energy_max_uj=1, rep_rate_max_hz=1,
+                 avg_power_max_mw=1) == (m.ErrorCode.NOT_AUTHENTICATED, 0)
+    assert _nack(host, "AUTH_RESPONSE", mac=bytes(32)) == (m.ErrorCode.AUTH_FAILED, 0)
+    seq = 900
+    device.receive(encode_frame(m.BY_NAME["SPOT_BATCH"].type_id, seq, b"\x01\x00"))
+    reply = host.reply(seq)
+    assert (reply["error"], reply["detail"]) == (m.ErrorCode.BAD_LENGTH, 4)
+    spots = make_spots(10)
+    checksum = plan_checksum(spots)
+    assert _nack(host, "LOAD_PLAN", pass_index=0, spot_count=10, plan_checksum=checksum,
+                 first_index=10) == (m.ErrorCode.OUT_OF_RANGE, 10)
+    _ok(host, "LOAD_PLAN", pass_index=0, spot_count=10, plan_checksum=checksum, first_index=0)
+    assert _nack(host, "SET_LIMITS", energy_max_uj=1, rep_rate_max_hz=1,
+                 avg_power_max_mw=1) == (m.ErrorCode.ILLEGAL_STATE, m.State.READY)
+    device.set_input(door=False)
+    assert _nack(host, "ARM", plan_checksum=checksum + 1) == (m.ErrorCode.PLAN_MISMATCH, checksum)
+    device.set_input(door=True)
+    _ok(host, "ARM", plan_checksum=checksum)
+    device.advance(0.5005)
+    assert _nack(host, "START") == (m.ErrorCode.INDICATOR_DELAY, 1500)  # 1499.5 ms, rounded up
+    device.advance(2.0)
+    assert _nack(host, "START") == (m.ErrorCode.FOOTSWITCH_UP, int(m.SAFETY_INTERLOCKS))
