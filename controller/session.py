@@ -39,11 +39,12 @@ from drivers.errors import (
     DeviceNack,
     FootswitchUp,
     IllegalState,
+    LimitError,
 )
 from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
-from drivers.protocol.messages import DeviceFlag, FaultCode, Interlock, State
+from drivers.protocol.messages import Capability, DeviceFlag, FaultCode, Interlock, State
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,10 @@ class TreatmentSession:
             raise SettingsError("plans", plans if not plans else [type(p).__name__ for p in plans],
                                 "a list of at least one Plan (from build_plan or plan_for_device)")
         _under_way(device, "a new TreatmentSession")  # before anything is recorded
+        if Capability.ENERGY_MONITOR not in device.info.capabilities:
+            raise LimitError("device capabilities", repr(device.info.capabilities),
+                             "ENERGY_MONITOR set: co2scan checks every spot's measured energy "
+                             "(firmware_protocol.md 4.2), and cannot with this device")
         self.device = device
         self.plans = plans
         self.record = record

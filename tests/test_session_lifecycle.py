@@ -3,14 +3,18 @@ after close(), and a closed record refused with RecordError."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from controller.cli import main
+from controller.commands.run import EXIT
 from controller.errors import SettingsError
 from controller.record import RecordError, TreatmentRecord
 from controller.session import SessionBusy
-from drivers import open_device
+from drivers import Device, LimitError, open_device
+from drivers.protocol.messages import Capability
 from tests.test_session import FAST, session_for
 from tests.test_session_halts import running
 
@@ -57,3 +61,34 @@ def test_run_on_a_closed_record_raises_record_error(record: TreatmentRecord) -> 
         with pytest.raises(RecordError, match="record closed"):
             session.run()
         assert len(dev.simulator.device.ground_truth) == 0
+
+
+def without_energy_monitor(dev: Device) -> Device:
+    """``dev`` as a device without an energy monitor would identify itself."""
+    dev.info = replace(dev.info, capabilities=dev.info.capabilities & ~Capability.ENERGY_MONITOR)
+    return dev
+
+
+def test_a_device_without_an_energy_monitor_is_refused_before_anything_is_recorded(
+        record: TreatmentRecord) -> None:
+    """Its measured_uj read 0 (firmware_protocol.md 4.2): the energy check would have
+    faulted the pass at its first report, after firing."""
+    with open_device(f"sim://?{FAST}") as dev:
+        with pytest.raises(LimitError, match="ENERGY_MONITOR"):
+            session_for(without_energy_monitor(dev), record)
+        assert list(record.entries()) == []
+        assert len(dev.simulator.device.ground_truth) == 0
+
+
+def test_co2scan_run_names_the_missing_energy_monitor(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "s.toml"
+    script.write_text('[[pass]]\nsize_mm = 2\npitch_um = 500\ndepth_um = 200\n', "utf-8")
+    monkeypatch.setattr("controller.commands.run.open_device",
+                        lambda url: without_energy_monitor(open_device(url)))
+    status = main(["run", str(script), "--device", f"sim://?{FAST}", "--yes", "--operator",
+                   "o", "--patient", "p", "--record", str(tmp_path / "r.db")])
+    err = capsys.readouterr().err
+    assert status == EXIT["device"]
+    assert "cannot treat with the device" in err and "ENERGY_MONITOR" in err

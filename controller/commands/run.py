@@ -27,7 +27,7 @@ from controller.session import (
     who_and_whom,
 )
 from controller.validation import PlanRejected
-from drivers import Device, DeviceError, open_device
+from drivers import Device, DeviceError, LimitError, open_device
 from drivers.protocol.messages import FaultCode
 
 MAX_RESETS = 100
@@ -239,6 +239,9 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
                 start_wait_s=args.start_wait, pass_wait_s=script.pass_wait_s)
     except (PlanRejected, SettingsError, RecordError) as exc:
         return fail(str(exc))
+    except LimitError as exc:  # a device co2scan cannot treat with (no energy monitor)
+        print(wrap(f"error: cannot treat with the device at {url}: {exc}"), file=sys.stderr)
+        return EXIT["device"]
     print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
     print(wrap(f"operator {operator}, patient {session.patient_ref}"
                + (f" (session {args.resume}, resumed)" if args.resume is not None else "")))
