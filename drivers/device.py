@@ -62,7 +62,7 @@ class Device:
             raise
         limits = self.info.limits
         self.link.heartbeat_s = limits.heartbeat_ms / 1000.0
-        self.scanner = GalvoScanner(self.link, limits)
+        self.scanner = GalvoScanner(self.link, limits, self.info.capabilities)
         self.laser = PulseGenerator(self.link, limits)
 
     @property

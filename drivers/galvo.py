@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from drivers.errors import LimitError
 from drivers.info import DeviceLimits
 from drivers.link import Link
-from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, Capability
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,26 @@ class DistortionTable:
 class GalvoScanner:
     """Converts skin coordinates to galvo positions within the device's usable field."""
 
-    def __init__(self, link: Link, limits: DeviceLimits) -> None:
+    def __init__(self, link: Link, limits: DeviceLimits,
+                 capabilities: Capability | None = None) -> None:
         self._link = link
         self.limits = limits
-        self.correction: DistortionTable | None = None
+        self._device_corrects = (capabilities is not None
+                                 and Capability.DISTORTION_CORRECTION in capabilities)
+        self._correction: DistortionTable | None = None
+
+    @property
+    def correction(self) -> DistortionTable | None:
+        """The host-side lens distortion table (None: positions as section 3 maps them)."""
+        return self._correction
+
+    @correction.setter
+    def correction(self, table: DistortionTable | None) -> None:
+        if table is not None and self._device_corrects:
+            raise LimitError("galvo distortion table", "a table", "none: this device corrects "
+                             "its lens distortion itself (capability DISTORTION_CORRECTION), "
+                             "and the two corrections would add up")
+        self._correction = table
 
     @property
     def lsb_per_um(self) -> float:

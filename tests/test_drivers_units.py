@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from drivers.errors import LimitError, TransportURLError
 from drivers.galvo import DistortionTable, GalvoScanner
 from drivers.info import DeviceLimits
+from drivers.protocol.messages import Capability
 from drivers.pulse import PulseGenerator
 from drivers.spots import PassSpots, plan_checksum
 from drivers.transports.registry import open_transport
@@ -75,6 +76,15 @@ def test_distortion_table_shifts_by_interpolated_offsets() -> None:
     assert abs(x[0] - 50.0) < 0.2  # half-way between nodes: half the offset
     with pytest.raises(LimitError, match="distortion table shape"):
         DistortionTable(np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_no_host_table_for_a_device_that_corrects_its_own_distortion() -> None:
+    """Both corrections would add up (firmware_protocol.md 4.2)."""
+    scanner = GalvoScanner(None, LIMITS, Capability.DISTORTION_CORRECTION)  # type: ignore[arg-type]
+    with pytest.raises(LimitError, match="DISTORTION_CORRECTION"):
+        scanner.correction = DistortionTable(np.zeros((2, 2)), np.zeros((2, 2)))
+    assert scanner.correction is None
+    scanner.correction = None  # none is always fine
 
 
 def test_pulse_limits_name_field_value_and_range() -> None:
