@@ -115,7 +115,7 @@ def render_constants() -> str:
         ("PROTOCOL_VERSION", "header byte 0"),
         ("MAX_PAYLOAD", "largest payload, bytes"),
         ("MAX_FRAME", "largest raw frame (header + payload + CRC), bytes"),
-        ("MAX_WIRE_FRAME", "largest COBS frame with both delimiters, bytes"),
+        ("MAX_WIRE_FRAME", "bound on the COBS bytes between two delimiters (section 1.2), bytes"),
         ("MAX_BATCH_SPOTS", "most spots in one SPOT_BATCH"),
         ("MAX_NACK_TEXT", "longest NACK text, bytes"),
         ("NO_INDEX", "u32 index meaning none"),
