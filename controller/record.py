@@ -596,7 +596,7 @@ class TreatmentRecord:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
-            self._db.executemany("INSERT OR REPLACE INTO pass_spots VALUES (?, ?, ?, ?)", spots)
+            self._db.executemany("INSERT INTO pass_spots VALUES (?, ?, ?, ?)", spots)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):  # the error to report is the first
@@ -620,6 +620,10 @@ class TreatmentRecord:
         """
         rows = _spot_rows(session, {pass_index: records})
         with self._using("write to"), self._writing():
+            if self._db.execute("SELECT 1 FROM pass_spots WHERE session = ? AND pass_index = ?",
+                                (session, pass_index)).fetchone() is not None:
+                raise RecordError(f"{self.path}: the spots of {_pass_named(session, pass_index)}"
+                                  " are stored already; the record keeps what was sent")
             self._commit([], rows)
         return int(rows[0][2])
 

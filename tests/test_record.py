@@ -46,6 +46,19 @@ def test_delivered_spots_come_back_exactly(tmp_path: Path) -> None:
     assert rec.verify().ok and rec.verify().entries == 5
 
 
+def test_stored_spots_are_never_replaced(tmp_path: Path) -> None:
+    """They are what was sent: another set for the same pass is refused, the first kept."""
+    rec = filled(tmp_path / "r.db")
+    other = np.zeros(100, SPOT_DTYPE)
+    other["index"] = np.arange(100)
+    other["energy_uj"] = 5
+    with pytest.raises(RecordError, match="stored already"):
+        rec.store_pass_spots(1, 0, other)
+    stored = rec.pass_spots(1, 0, SPOT_DTYPE)
+    assert stored is not None and not stored["energy_uj"].any()
+    assert rec.verify().ok
+
+
 def test_record_survives_reopen(tmp_path: Path) -> None:
     filled(tmp_path / "r.db").close()
     rec = TreatmentRecord(tmp_path / "r.db")

@@ -49,7 +49,7 @@ class FullDisk:
 
 def uses(record: TreatmentRecord) -> dict[str, Callable[[], object]]:
     """Every public reading and writing method of ``record``, called on session 1."""
-    records = session_args()["pass_spots"][0]  # as stored: storing them again changes nothing
+    records = session_args()["pass_spots"][0]  # stored as pass 0's: pass 1's are not yet
     return {
         "entries": lambda: list(record.entries()),
         "sessions": record.sessions,
@@ -59,7 +59,7 @@ def uses(record: TreatmentRecord) -> dict[str, Callable[[], object]]:
         "pass_spots": lambda: record.pass_spots(1, 0, SPOT_DTYPE),
         "append": lambda: record.append(1, "note"),
         "delivered": lambda: record.delivered(1, 0, np.arange(8, 9), np.array([100])),
-        "store_pass_spots": lambda: record.store_pass_spots(1, 0, records),
+        "store_pass_spots": lambda: record.store_pass_spots(1, 1, records),
         "new_session": lambda: record.new_session(**session_args()),
     }
 
