@@ -568,7 +568,11 @@ class TreatmentSession:
 
     def close(self) -> None:
         """Stop listening to the device's events (the device and the record stay open); then
-        run(), abort(), cancel() and operator_reset() raise SettingsError."""
+        run(), abort(), cancel() and operator_reset() raise SettingsError. From another thread
+        while run() delivers: SessionBusy (request_abort() first, and let run() return)."""
+        if self._delivering_thread not in (None, threading.get_ident()):
+            raise SessionBusy("close() refused: this session is delivering in run() on another "
+                              "thread (use request_abort() and let run() return first)")
         self._closed = True
         self._unsubscribe()
 

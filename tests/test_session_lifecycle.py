@@ -3,6 +3,7 @@ after close(), and a closed record refused with RecordError."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,3 +93,22 @@ def test_co2scan_run_names_the_missing_energy_monitor(tmp_path: Path,
     err = capsys.readouterr().err
     assert status == EXIT["device"]
     assert "cannot treat with the device" in err and "ENERGY_MONITOR" in err
+
+
+def test_close_from_another_thread_while_run_delivers_is_refused(
+        record: TreatmentRecord) -> None:
+    """It unsubscribed the session from the device's events mid-run: its transitions went
+    unrecorded."""
+    with open_device(WAITING) as dev:
+        session = session_for(dev, record, start_wait_s=1.0)
+        thread, outcomes = running(session)
+        deadline = time.monotonic() + 5.0
+        while session._delivering_thread is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(SessionBusy, match=r"close\(\) refused"):
+            session.close()
+        thread.join()
+        session.close()  # run() has returned: fine
+    assert outcomes == ["waiting"]
+    kinds = [e.kind for e in record.entries(session.session_id)]
+    assert kinds.count("transition") >= 2  # armed and disarmed, both recorded
