@@ -589,7 +589,7 @@ def fire_times(const double[::1] x, const double[::1] y, const int32_t[::1] puls
     cdef Py_ssize_t n = _same_length(x, y, pulse_us, stack), k
     t = np.empty(n, dtype=np.float64)
     cdef double[::1] tv = t
-    cdef double now = 0.0, px = 0.0, py = 0.0, d, jump, q = 0.0, travel = 0.0, end = 0.0
+    cdef double now = 0.0, px = 0.0, py = 0.0, d, jump, travel = 0.0, end = 0.0
     cdef double d_cruise = speed_um_per_us * speed_um_per_us / accel_um_per_us2
     with nogil:
         for k in range(n):
@@ -602,16 +602,15 @@ def fire_times(const double[::1] x, const double[::1] y, const int32_t[::1] puls
                 jump = d / speed_um_per_us + speed_um_per_us / accel_um_per_us2
             if k == 0:
                 now = jump + settle_us
-            else:
-                now = now + ((stack[k - 1] - 1) * q
-                             + max(pulse_us[k - 1] + jump + settle_us, q))
-            q = max(period_us, <double>pulse_us[k])
+            else:  # firmware_protocol.md section 5, rule 4
+                now = now + max(<double>stack[k - 1] * pulse_us[k - 1] + jump + settle_us,
+                                period_us)
             tv[k] = now
             travel += d
             px = x[k]
             py = y[k]
         if n:
-            end = now + (stack[n - 1] - 1) * q + pulse_us[n - 1]
+            end = now + <double>stack[n - 1] * pulse_us[n - 1]
     return t, end, travel
 
 

@@ -203,10 +203,10 @@ def fire_times(
             np.where(d < speed_um_per_us * speed_um_per_us / accel_um_per_us2,
                      2.0 * np.sqrt(d / accel_um_per_us2),
                      d / speed_um_per_us + speed_um_per_us / accel_um_per_us2))
-    q = np.maximum(period_us, pulse_us.astype(np.float64))
-    step = (stack[:-1] - 1) * q[:-1] + np.maximum(pulse_us[:-1] + jump[1:] + settle_us, q[:-1])
+    busy = stack.astype(np.float64) * pulse_us  # each spot's pulses, back to back
+    step = np.maximum(busy[:-1] + jump[1:] + settle_us, period_us)
     t = np.cumsum(np.r_[jump[0] + settle_us, step])
-    end = t[-1] + (stack[-1] - 1) * q[-1] + pulse_us[-1]
+    end = t[-1] + busy[-1]
     return t, float(end), float(d.sum())
 
 

@@ -2,9 +2,11 @@
 
 Model (per spot, in firing order): the mirrors jump from the previous spot (a bang-bang move
 under ``jump_accel_um_per_us2`` capped at ``jump_speed_um_per_us``: 2*sqrt(d/a) for short
-jumps, d/v + v/a for long ones), settle for ``settle_us``, then fire ``stack`` pulses. Two
-pulses are at least one spot period (1 / spot rate) apart and never overlap. The first spot
-jumps from the field centre. The defaults are placeholders; the session fills the values from
+jumps, d/v + v/a for long ones), settle for ``settle_us``, then fire ``stack`` pulses back to
+back. Two spots are at least one spot period (1 / spot rate) apart: a spot fires at the later
+of the previous one + the period and the end of the previous one's pulses + the jump and
+settling (firmware_protocol.md section 5, rule 4, as the device fires). The first spot jumps
+from the field centre. The defaults are placeholders; the session fills the values from
 the device's identify reply.
 """
 

@@ -198,10 +198,24 @@ def test_fire_times(pts: tuple[np.ndarray, np.ndarray], period_us: float, speed:
     assert_same(t, rt)
     assert end == rend
     assert travel == pytest.approx(rtravel, rel=1e-12, abs=1e-9)
-    # consecutive pulses never closer than one period nor overlapping
+    # consecutive spots never closer than one period, nor before the pulses of the earlier
+    # one have ended (firmware_protocol.md section 5, rule 4)
     if len(x) > 1:
-        assert np.all(np.diff(t) >= (stack[:-1] - 1) * np.maximum(period_us, pulse[:-1])
-                      + np.maximum(period_us, pulse[:-1]) - 1e-6)
+        assert np.all(np.diff(t) >= np.maximum(period_us, stack[:-1] * pulse[:-1]) - 1e-6)
+
+
+def test_stacked_pulses_fire_back_to_back_as_the_device_fires_them() -> None:
+    """The model put a spot's stacked pulses one spot period apart: a stack-2 pass at 196 Hz
+    took 10.2 ms a spot where the device fires one every 5.1 ms (and the thermal screen
+    screened the slower pass)."""
+    period_us = 1e6 / 196
+    t, end, _ = cy.fire_times(np.zeros(3), np.zeros(3), np.full(3, 500, np.int32),
+                              np.full(3, 2, np.int32), period_us, 10.0, 0.05, 100.0)
+    assert np.diff(t) == pytest.approx([period_us, period_us])
+    assert end == pytest.approx(t[-1] + 2 * 500)
+    slow, _, _ = cy.fire_times(np.zeros(2), np.zeros(2), np.full(2, 3000, np.int32),
+                               np.full(2, 2, np.int32), period_us, 10.0, 0.05, 100.0)
+    assert slow[1] - slow[0] == pytest.approx(2 * 3000 + 100.0)  # the pulses, then settling
 
 
 def test_jump_time_model() -> None:
