@@ -28,7 +28,12 @@ def test_a_stop_signal_mid_pass_pauses_records_it_and_resumes(tmp_path: Path,
         out = host.communicate(timeout=30)[0]
         assert host.returncode == 128 + signum, out
         assert f"stopped by {name}: emission is off; session 1 stays open" in out
-        assert "--resume 1" in out and "chain verified" in out and "Traceback" not in out
+        assert "chain verified" in out and "Traceback" not in out
+        # the resume as a line to copy: the same device and record (it named neither)
+        resume = next(line.strip() for line in out.splitlines() if " --resume " in line)
+        assert resume.startswith("co2scan run ") and resume.endswith(f"--record {db} --resume 1")
+        assert "--device " in resume
+        assert f"session 1: paused (stopped by {name})" in out and "by the operator" not in out
         fired = len(served.device.ground_truth)
         assert 80 <= _delivered(db) == fired < 441  # paused in pass 1, all of it recorded
         time.sleep(0.3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -278,10 +279,11 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
         with contextlib.suppress(RecordError):
             record.append(session.session_id, "interrupted", reason=name)
         print(wrap(f"\nstopped by {name}: emission is off; session {session.session_id} stays "
-                   f"open (continue it: co2scan run {args.script} --resume "
-                   f"{session.session_id})"), file=sys.stderr)
+                   "open; continue it with:"), file=sys.stderr)
+        print(f"  {resume_command(args, session.session_id)}", file=sys.stderr)  # unwrapped
+    detail = f"stopped by {signal.Signals(stopped_by).name}" if stopped_by else outcome.detail
     print(wrap(f"session {outcome.session_id}: {outcome.status}"
-               + (f" ({outcome.detail})" if outcome.detail else "")
+               + (f" ({detail})" if detail else "")
                + "; delivered " + ", ".join(f"pass {k + 1}: {n}"
                                             for k, n in outcome.delivered.items())))
     verification = record.verify()
@@ -289,6 +291,14 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
           + ("chain verified" if verification.ok else "PROBLEMS: "
              + "; ".join(verification.problems)))
     return EXIT[outcome.status] if stopped_by is None else 128 + stopped_by
+
+
+def resume_command(args: argparse.Namespace, session: int) -> str:
+    """The command line that continues ``session``: the same script, device and record."""
+    words = ["co2scan", "run", args.script]
+    words += ["--device", args.device] if args.device is not None else []
+    words += ["--record", args.record, "--resume", str(session)]
+    return shlex.join(words)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
