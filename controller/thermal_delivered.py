@@ -7,7 +7,11 @@ measured: the set energy x stack); lesion radius and column depth from the set p
 (the calibration's domain). Times: each ``delivered`` entry's host time ``at`` is taken as the
 firing of its batch's last spot, and the batch's earlier spots are placed before it by their
 relative fire times in the pass's timing model (its recorded spot rate and galvo timing).
-Pauses, resumes and cooling waits therefore show as gaps. Spots never delivered contribute
+Pauses, resumes and cooling waits therefore show as gaps. No spot is placed closer after the
+one before it than the model allows (a host that recorded its batches late, or the
+simulator's virtual clock, would compress them), and a batch with no reading at all (spots
+the device confirmed afterwards: a reconciliation on resume) is placed right after the spot
+before it, not at the time it was recorded. Spots never delivered contribute
 nothing. Records written before passes stored their handpiece and galvo timing fall back to
 the session's one handpiece and to :class:`GalvoTiming` defaults.
 """
@@ -49,6 +53,7 @@ class DeliveredPass:
     measured_uj: np.ndarray
     batch_at_s: np.ndarray
     batch_last: np.ndarray
+    batch_unread: np.ndarray  # the spot's batch has no reading at all (reconciled)
 
     @property
     def set_uj(self) -> np.ndarray:
@@ -79,7 +84,9 @@ def recorded_passes(record: TreatmentRecord, session: int) -> Iterator[Delivered
                             np.concatenate([i for i, _, _ in found] + none),
                             np.concatenate([m for _, m, _ in found] + none),
                             np.repeat([at for _, _, at in found], sizes).astype(np.float64),
-                            np.repeat([i[-1] for i, _, _ in found], sizes).astype(np.int64))
+                            np.repeat([i[-1] for i, _, _ in found], sizes).astype(np.int64),
+                            np.repeat([bool((m < 0).all()) for _, m, _ in found],
+                                      sizes).astype(bool))
 
 
 def pass_handpiece(record: TreatmentRecord, session: int, stored: dict[str, Any]) -> Handpiece:
@@ -126,7 +133,8 @@ def delivered_heat(record: TreatmentRecord, session: int) -> DeliveredHeat:
         energy_uj = np.where(recorded.measured_uj >= 0, recorded.measured_uj, recorded.set_uj)
         parts.append(SpotHeat.of_pulses(
             pass_handpiece(record, session, recorded.stored), x_um[index], y_um[index],
-            recorded.batch_at_s - (rel_s[recorded.batch_last] - rel_s[index]),
+            _as_fired(recorded.batch_at_s - (rel_s[recorded.batch_last] - rel_s[index]),
+                      rel_s[index], recorded.batch_unread),
             energy_uj.astype(np.float64), spots["energy_uj"][index] * 1e-3,
             spots["stack"][index].astype(np.float64), source="recorded energy_uj"))
     starts_s = np.array([p.t_s.min() if len(p.t_s) else np.nan for p in parts])
@@ -135,6 +143,16 @@ def delivered_heat(record: TreatmentRecord, session: int) -> DeliveredHeat:
     t0_s = np.nanmin(starts_s)
     heat = SpotHeat.joined(parts, starts_s - t0_s)
     return DeliveredHeat(replace(heat, t_s=heat.t_s - t0_s), pitch_um)
+
+
+def _as_fired(anchored_s: np.ndarray, model_s: np.ndarray, unread: np.ndarray) -> np.ndarray:
+    """Spot times from their batches' anchors (``anchored_s``), in delivery order, never closer
+    together than the timing model's (``model_s``, from the pass start); an ``unread`` spot
+    (no reading in its batch) right after the spot before it."""
+    start_s = np.where(unread, -np.inf, anchored_s - model_s)  # the pass start each implies
+    if len(start_s):
+        start_s[0] = anchored_s[0] - model_s[0]
+    return np.maximum.accumulate(start_s) + model_s
 
 
 def simulate_delivered(record: TreatmentRecord, session: int,
