@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
+from controller.commands.run import Signals, deliver
 from controller.record import TreatmentRecord
+from controller.session import SessionOutcome
 from tests.test_cli_run import FAST, SCRIPT, _delivered, assert_resumed_as_fired, host_mid_pass
 
 
@@ -77,3 +79,33 @@ def test_a_stop_signal_at_the_confirmation_is_a_no(tmp_path: Path, signum: int,
     with TreatmentRecord(db) as record:
         assert [e.body["status"] for e in record.entries(kind="session_end")] == ["cancelled"]
         assert not list(record.entries(kind="delivered")) and record.verify().ok
+
+
+class PausedSession:
+    """Stands in for a session whose delivery the operator paused."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self) -> SessionOutcome:
+        self.runs += 1
+        return SessionOutcome("paused", 1, "paused by the operator in pass 1")
+
+    def request_pause(self) -> None:
+        pass
+
+
+def test_ctrl_c_at_the_resume_question_ends_the_run_as_it_stands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was ignored there: the question went on waiting, and an answer then resumed."""
+    def interrupted_answer(prompt: str) -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5.0)  # the handler raises here
+        return "resume"
+
+    monkeypatch.setattr("builtins.input", interrupted_answer)
+    session, signals = PausedSession(), Signals()
+    with signals.installed():
+        outcome = deliver(session, True, 0, signals)  # type: ignore[arg-type]
+    assert outcome.status == "paused" and session.runs == 1  # not resumed
+    assert signals.received == signal.SIGINT

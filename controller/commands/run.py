@@ -115,8 +115,9 @@ class Stopped(KeyboardInterrupt):
 class Signals:
     """Ctrl-C, SIGTERM and SIGHUP while co2scan run holds the record (:meth:`installed`).
     While a session delivers (:meth:`delivering`), each asks it to pause (emission stops after
-    the current spot) and SIGTERM or SIGHUP is kept in ``received``; at a prompt and where no
-    session delivers, SIGTERM and SIGHUP raise Stopped."""
+    the current spot) and SIGTERM or SIGHUP is kept in ``received``; at a question (the
+    device paused or faulted: resume, reset?) each, Ctrl-C too, ends the run as it stands;
+    where no session delivers, SIGTERM and SIGHUP raise Stopped."""
 
     def __init__(self) -> None:
         self.session: TreatmentSession | None = None
@@ -124,7 +125,7 @@ class Signals:
         self.asking = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.session is None or (self.asking and signum != signal.SIGINT):
+        if self.session is None or self.asking:  # at a question, Ctrl-C too ends the run
             raise Stopped(signum)
         if signum != signal.SIGINT:
             self.received = signum
@@ -151,7 +152,8 @@ class Signals:
             self.session = None
 
     def ask(self, question: str, choices: tuple[str, ...]) -> str | None:
-        """:func:`ask`; None if SIGTERM or SIGHUP arrives meanwhile (kept in ``received``)."""
+        """:func:`ask`; None if Ctrl-C, SIGTERM or SIGHUP arrives meanwhile (kept in
+        ``received``)."""
         self.asking = True
         try:
             return ask(question, choices)
