@@ -54,12 +54,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controller.errors import shown
+from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
 
 if sys.platform == "win32":
     import msvcrt
@@ -91,6 +93,41 @@ CREATE TABLE IF NOT EXISTS pass_spots (
     PRIMARY KEY (session, pass_index)
 );
 """
+
+
+#: The columns of a CSV export (and the keys of the JSON export's ``delivered_spots``): one
+#: row per delivered spot. ``pass`` counts from 1, ``pass_index`` is the record's 0-based one.
+EXPORT_COLUMNS = ("session", "pass", "pass_index", "spot_index", "x_mm", "y_mm",
+                  "set_pulse_uj", "stack", "set_stack_uj", "pulse_us", "measured_stack_uj",
+                  "reading", "batch_recorded_utc")
+#: What each export column holds, in its unit (the JSON export carries it as ``units``).
+EXPORT_UNITS = {
+    "session": "session id (its first entry's row)",
+    "pass": "pass number, from 1",
+    "pass_index": "pass index as recorded, from 0 (pass - 1)",
+    "spot_index": "spot index in its pass, from 0",
+    "x_mm": "mm from the field centre on the skin, galvo LSB converted with the session's "
+            "field_size_um (nominal: no distortion correction)",
+    "y_mm": "mm from the field centre on the skin, as x_mm",
+    "set_pulse_uj": "set energy per pulse, µJ",
+    "stack": "pulses fired on the spot",
+    "set_stack_uj": "set energy of the whole stack (set_pulse_uj x stack), µJ",
+    "pulse_us": "pulse length, µs",
+    "measured_stack_uj": "energy the monitor measured, whole stack, µJ; -1: no reading "
+                         "(lost, e.g. with the link: the spot was fired, its energy unknown)",
+    "reading": "ok, or lost (measured_stack_uj -1)",
+    "batch_recorded_utc": "when the host recorded the batch of spots the device confirmed "
+                          "(UTC, ISO 8601); its spots fired shortly before",
+}
+
+
+def lsb_to_mm(lsb: np.ndarray, field_um: float) -> np.ndarray:
+    """Skin positions (mm from the field centre) of galvo positions, the inverse of the
+    host's conversion (:meth:`drivers.galvo.GalvoScanner.to_lsb`: ``rint(centre + µm x
+    lsb_per_um)``, ``lsb_per_um = full scale / field_size_um``), as
+    :meth:`~drivers.galvo.GalvoScanner.to_um` computes it."""
+    lsb_per_um = GALVO_FULL_SCALE_LSB / field_um
+    return (np.asarray(lsb, np.float64) - GALVO_CENTRE_LSB) / lsb_per_um / 1000.0
 
 
 class RecordError(Exception):
@@ -821,7 +858,8 @@ class TreatmentRecord:
                 self.path.with_name(self.path.name + "-shm"), self._lock_path]
 
     def export(self, session: int, fmt: str, out: Path, overwrite: bool = False) -> Path:
-        """Write one session as ``json`` (every entry) or ``csv`` (one row per spot), whole or
+        """Write one session as ``csv`` (one row per delivered spot, :data:`EXPORT_COLUMNS`) or
+        ``json`` (the same spots, the passes, the units and every entry), whole or
         not at all (a temporary file beside ``out``, renamed). Refused (RecordError) onto one
         of the record's own files, onto anything but a regular file (a device, a FIFO, a
         symbolic link, a folder: renaming over it replaced /dev/null), and onto an existing
@@ -840,25 +878,83 @@ class TreatmentRecord:
         entries = list(self.entries(session))
         if not entries:
             raise RecordError(f"no session {session} in {self.path}")
+        spots = self.delivered_spot_rows(session, entries)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         tmp = Path(name)
         try:
             with open(fd, "w", newline="", encoding="utf-8") as f:
                 if fmt == "json":
-                    f.write(json.dumps([e.__dict__ for e in entries], indent=1))
+                    f.write(json.dumps(self._export_json(session, entries, spots), indent=1,
+                                       ensure_ascii=False))
                 else:
                     writer = csv.writer(f)
-                    writer.writerow(["pass_index", "index", "measured_uj"])
-                    for e in entries:
-                        if e.kind == "delivered":
-                            for i, value in enumerate(e.body["measured_uj"]):
-                                writer.writerow([e.body["pass_index"], e.body["first"] + i,
-                                                 value])
+                    writer.writerow(EXPORT_COLUMNS)
+                    writer.writerows([row[c] for c in EXPORT_COLUMNS] for row in spots)
             os.replace(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return out
+
+    def delivered_spot_rows(self, session: int, entries: list[Entry] | None = None
+                            ) -> list[dict[str, Any]]:
+        """One row per delivered spot of ``session`` (keys :data:`EXPORT_COLUMNS`), in the
+        order the record holds them: what was fired, where and how (from the pass's stored
+        SPOT records, positions converted as the host converted them) and what the monitor
+        measured, with the time its batch was recorded."""
+        entries = list(self.entries(session)) if entries is None else entries
+        head = next((e for e in entries if e.kind == "session"), None)
+        if head is None:
+            raise RecordError(f"no session {session} in {self.path}")
+        field_um = float(head.body["field_size_um"])
+        stored: dict[int, np.ndarray] = {}
+        rows: list[dict[str, Any]] = []
+        for e in entries:
+            if e.kind != "delivered":
+                continue
+            k = e.body["pass_index"]
+            if k not in stored:
+                records = self.pass_spots(session, k, SPOT_DTYPE)
+                if records is None:
+                    raise RecordError(f"{self.path}: the spots of {_pass_named(session, k)} "
+                                      "are not stored")
+                stored[k] = records
+            first, count = e.body["first"], e.body["count"]
+            fired = stored[k][first:first + count]
+            x_mm, y_mm = lsb_to_mm(fired["x_lsb"], field_um), lsb_to_mm(fired["y_lsb"], field_um)
+            when = datetime.fromtimestamp(e.at, UTC).isoformat(timespec="microseconds")
+            for i, measured in enumerate(e.body["measured_uj"]):
+                spot = fired[i]
+                pulse_uj, stack = int(spot["energy_uj"]), int(spot["stack"])
+                rows.append({
+                    "session": session, "pass": k + 1, "pass_index": k,
+                    "spot_index": first + i, "x_mm": round(float(x_mm[i]), 6),
+                    "y_mm": round(float(y_mm[i]), 6), "set_pulse_uj": pulse_uj,
+                    "stack": stack, "set_stack_uj": pulse_uj * stack,
+                    "pulse_us": int(spot["pulse_us"]), "measured_stack_uj": measured,
+                    "reading": "ok" if measured >= 0 else "lost",
+                    "batch_recorded_utc": when.replace("+00:00", "Z")})
+        return rows
+
+    def _export_json(self, session: int, entries: list[Entry],
+                     spots: list[dict[str, Any]]) -> dict[str, Any]:
+        """The JSON export: the session, its passes (planned and delivered spot counts), one
+        object per delivered spot (as the CSV's rows), the units, and every entry."""
+        head = next(e for e in entries if e.kind == "session")
+        delivered: dict[int, int] = {}
+        for row in spots:
+            delivered[row["pass_index"]] = delivered.get(row["pass_index"], 0) + 1
+        return {
+            "format": "co2scan session export 2",
+            "session": session,
+            "units": EXPORT_UNITS,
+            "passes": [{"pass": p["pass"] + 1, "pass_index": p["pass"],
+                        "planned_spots": p["spots"],
+                        "delivered_spots": delivered.get(p["pass"], 0)}
+                       for p in head.body["passes"]],
+            "delivered_spots": spots,
+            "entries": [e.__dict__ for e in entries],
+        }
 
     def close(self) -> None:
         """Close the database (SQLite merges its WAL) and release the writers' lock, once no

@@ -27,6 +27,7 @@ from controller.api import (
     treat,
 )
 from controller.cli import main
+from controller.record import EXPORT_COLUMNS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -232,7 +233,7 @@ def test_export_json_and_csv_of_a_sound_record(treated: Path, tmp_path: Path,
     status, out, _ = cli(capsys, "log", "export", "1", "--record", str(record), "-o",
                          str(tmp_path / "s.json"))
     assert status == 0 and out.strip() == f"wrote {tmp_path / 's.json'}"
-    entries = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    entries = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["entries"]
     assert entries[0]["kind"] == "session" and entries[0]["body"]["operator"] == "Dr Export"
     assert {e["session"] for e in entries} == {1}
     status, out, _ = cli(capsys, "log", "export", "1", "--record", str(record), "--format",
@@ -240,7 +241,7 @@ def test_export_json_and_csv_of_a_sound_record(treated: Path, tmp_path: Path,
     assert status == 0
     with open(tmp_path / "s.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["pass_index", "index", "measured_uj"]
+    assert tuple(rows[0]) == EXPORT_COLUMNS
     assert len(rows) - 1 == delivered_total(record) > 0
 
 
@@ -356,7 +357,8 @@ def test_export_replaces_an_existing_file_only_with_force(
     assert other.read_bytes() == b"SQLite format 3\0 another record"
     status, _, _ = cli(capsys, "log", "export", "1", "--record", str(record), "-o", str(other),
                        "--force")
-    assert status == 0 and json.loads(other.read_text(encoding="utf-8"))[0]["kind"] == "session"
+    exported = json.loads(other.read_text(encoding="utf-8"))
+    assert status == 0 and exported["entries"][0]["kind"] == "session"
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
 
 

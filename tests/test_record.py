@@ -124,10 +124,13 @@ def test_non_contiguous_delivery_is_refused(tmp_path: Path) -> None:
 def test_export_json_and_csv(tmp_path: Path) -> None:
     rec = filled(tmp_path / "r.db")
     data = json.loads(rec.export(1, "json", tmp_path / "s.json").read_text())
-    assert [d["kind"] for d in data] == ["session", "transition", "delivered", "delivered",
-                                        "pass_end"]
+    assert [d["kind"] for d in data["entries"]] == ["session", "transition", "delivered",
+                                                    "delivered", "pass_end"]
+    assert [s["measured_stack_uj"] for s in data["delivered_spots"]] == \
+        [100, 101, 99, 100, -1, 98, 97, 102]
     lines = rec.export(1, "csv", tmp_path / "s.csv").read_text().splitlines()
-    assert lines[0] == "pass_index,index,measured_uj" and lines[5] == "0,4,-1" and len(lines) == 9
+    assert lines[0].startswith("session,pass,pass_index,spot_index,x_mm,y_mm,") and len(lines) == 9
+    assert lines[5].startswith("1,1,0,4,") and ",-1,lost," in lines[5]
     with pytest.raises(RecordError, match="not one of json, csv"):
         rec.export(1, "xml", tmp_path / "s.xml")
 

@@ -20,9 +20,13 @@ HELP = """read the treatment record: list sessions, show one, verify the chain, 
                   it does not verify (a problem names the row, session, kind, field); a
                   note names a last row after the chain head (a killed co2scan leaves
                   one; the next entry written updates the head)
-  export ID       write session ID as json (every entry) or csv (one row per delivered
-                  spot) to -o FILE, by default sessionID.FORMAT in the current directory
-                  (session1.json, session1.csv); a record that does not verify is refused
+  export ID       write session ID as csv (one row per delivered spot: session, pass
+                  from 1, pass_index from 0, spot_index, x_mm, y_mm, set_pulse_uj, stack,
+                  set_stack_uj, pulse_us, measured_stack_uj with -1 for a lost reading,
+                  reading ok/lost, batch_recorded_utc; README "Exports") or json (the
+                  same spots, the passes, the units and every entry) to -o FILE, by
+                  default sessionID.FORMAT in the current directory (session1.json,
+                  session1.csv); a record that does not verify is refused
                   (exit 4, nothing written), and so is an existing file unless --force (never
                   anything but a regular file)
 
