@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from controller.commands import add_command, session_id
 from controller.commands.run import add_record_argument
@@ -15,7 +17,10 @@ from controller.record import RecordError, TreatmentRecord
 HELP = """read the treatment record: list sessions, show one, verify the chain, export
 
   list            every session (no ID)
-  show ID         the entries of session ID
+  show ID         the entries of session ID: the session entry in full (operator,
+                  patient, device, each pass's planned spots), delivered batches
+                  summarised, every other entry whole; passes are named "pass N"
+                  from 1, beside the pass_index (N - 1) the record stores
   verify          recompute the hash chain and check every entry (no ID); exit 4 if
                   it does not verify (a problem names the row, session, kind, field); a
                   note names a last row after the chain head (a killed co2scan leaves
@@ -161,16 +166,92 @@ def _list(record: TreatmentRecord) -> bool:
 
 
 def _show(record: TreatmentRecord, session: int) -> bool:
-    """Print the entries of ``session``; whether there are any."""
+    """Print the entries of ``session``; whether there are any. The session entry is shown
+    whole and readably (who, whom, the device, each pass's planned spots); delivered entries
+    summarised (their spots and readings); every other entry in full."""
     entries = list(record.entries(session))
     if not entries:
         print(f"error: no session {session} in {record.path}", file=sys.stderr)
+        return False
+    print(f"session {session}: passes are numbered from 1 (pass N); the record stores "
+          "pass_index = N - 1")
     for e in entries:
-        body = dict(e.body)
-        if e.kind == "delivered":
-            body["measured_uj"] = f"[{len(body['measured_uj'])} values]"
-        print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {json.dumps(body)[:200]}")
-    return bool(entries)
+        lines = _describe(e.kind, e.body)
+        print(f"{e.seq:>6}  {_when(e.at)}  {e.kind:<20} {lines[0]}".rstrip())
+        for line in lines[1:]:
+            print(f"{'':>6}  {'':<23}  {'':<20} {line}")
+    return True
+
+
+#: A JSON ``\\u00XX`` escape of a C0 control character or DEL (not one of an escaped
+#: backslash): shown as ``\\xXX``, as :func:`_safe` shows it elsewhere.
+_JSON_CONTROL = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([01][0-9a-f]|7f)")
+
+
+def _json_text(value: object) -> str:
+    """``value`` as JSON for a terminal: non-ASCII text as it is (not ``\\u`` escapes),
+    control characters escaped as :func:`_safe` escapes them (``\\x1b``, ``\\n``)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return _safe(_JSON_CONTROL.sub(lambda m: f"{m[1]}\\x{m[2]}", text))
+
+
+def _pass_name(pass_index: object) -> str:
+    """A recorded 0-based ``pass_index`` as co2scan's messages name the pass."""
+    if type(pass_index) is int:
+        return f"pass {pass_index + 1} (pass_index {pass_index})"
+    return f"pass ? (pass_index {_json_text(pass_index)})"
+
+
+def _describe(kind: str, body: dict[str, Any]) -> list[str]:
+    """The lines ``log show`` prints for an entry (the first beside its row, time and kind)."""
+    rest = dict(body)
+    if kind == "session":
+        return _describe_session(rest)
+    head = ""
+    if "pass_index" in rest:
+        head = _pass_name(rest.pop("pass_index")) + ": "
+    if kind == "delivered":
+        measured = rest.pop("measured_uj")
+        first, count = rest.pop("first"), rest.pop("count")
+        read = [v for v in measured if v >= 0]
+        spots = f"spot {first}" if count == 1 else f"spots {first}..{first + count - 1} ({count})"
+        text = (f"{head}{spots}, measured "
+                + (f"{min(read)}..{max(read)} µJ per stack" if read else "nothing"))
+        if len(read) < len(measured):
+            text += f", {len(measured) - len(read)} readings lost (-1)"
+        return [text + (f" {_json_text(rest)}" if rest else "")]
+    return [head + _json_text(rest) if rest or not head else head.rstrip(": ")]
+
+
+def _describe_session(body: dict[str, Any]) -> list[str]:
+    """The session entry in full: operator, patient, device, each pass's plan, the rest."""
+    lines = [f"operator: {_safe(body.pop('operator'))}",
+             f"patient:  {_safe(body.pop('patient_ref'))}"]
+    device = [f"serial {_safe(body.pop('device_serial'))}" if "device_serial" in body else
+              "serial not recorded"]
+    if "firmware" in body:
+        device.append(f"firmware {_safe(body.pop('firmware'))}")
+    if "device_url" in body:
+        device.append(f"at {_safe(body.pop('device_url'))}")
+    device.append(f"field {body.pop('field_size_um'):g} µm")
+    lines.append("device:   " + ", ".join(device))
+    if "handpieces" in body:
+        lines.append("handpieces: " + ", ".join(_safe(h) for h in body.pop("handpieces")))
+    for p in body.pop("passes"):
+        p = dict(p)
+        text = (f"{_pass_name(p.pop('pass'))}: {p.pop('spots')} spots planned, "
+                f"{p.pop('rep_rate_hz'):g} Hz")
+        if "handpiece" in p:
+            text += f", handpiece {_safe(p.pop('handpiece'))}"
+        if "device_pass_index" in p:
+            text += f", device pass index {p.pop('device_pass_index')}"
+        text += f", spots checksum {p.pop('device_checksum')}"
+        if "plan_checksum" in p:
+            text += f", plan checksum {p.pop('plan_checksum')}"
+        lines.append(text + (f"; {_json_text(p)}" if p else ""))
+    if body:
+        lines.append(f"also: {_json_text(body)}")
+    return lines
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
