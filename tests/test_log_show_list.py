@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from controller.commands.log import _width
 from controller.record import TreatmentRecord
 from tests.test_log_export import cli
 from tests.test_record import session_args
@@ -52,3 +53,81 @@ def test_show_escapes_control_characters_in_the_session_entry(
     status, out, _ = cli(capsys, "log", "show", "1", "--record", str(path))
     assert status == 0 and "a\\x1b[31mb" in out and "p\\x07" in out
     assert "\x1b" not in out and "\x07" not in out
+
+
+# -- log list ------------------------------------------------------------------------------------
+
+def test_list_shows_operator_and_patient_whole(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Cut at 16 and 12 characters without a mark, two patients read the same (audit)."""
+    path = tmp_path / "r.db"
+    with TreatmentRecord(path) as record:
+        for patient in ("2024-0117-A-Andersson", "2024-0117-B-Bergström"):
+            record.new_session(**session_args(operator="Dr Maximilian Oberhauser-Wendt",
+                                              patient_ref=patient))
+    status, out, _ = cli(capsys, "log", "list", "--record", str(path))
+    assert status == 0
+    assert out.count("Dr Maximilian Oberhauser-Wendt") == 2
+    assert "2024-0117-A-Andersson" in out and "2024-0117-B-Bergström" in out
+
+
+def test_list_cuts_only_beyond_a_generous_display_width_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Widths are display columns: a CJK character takes two; a cut value ends in "…"."""
+    path = tmp_path / "r.db"
+    long_patient = "患者" * 30  # 120 columns
+    with TreatmentRecord(path) as record:
+        record.new_session(**session_args(operator="Dr A", patient_ref=long_patient))
+        record.new_session(**session_args(operator="Dr B", patient_ref="患者-42"))
+    _, out, _ = cli(capsys, "log", "list", "--record", str(path))
+    _, first, second = out.splitlines()
+    cut = ("患者" * 10)[:19] + "…"  # 38 columns and the mark: within the 40
+    assert long_patient not in out and cut in first
+    assert "患者-42" in second
+    # the columns after the patient line up in display width
+    assert _width(first[:first.index(" 0/100")]) == _width(second[:second.index(" 0/100")])
+    assert _width(first[:first.index(cut) + len(cut)]) == _width(first[:first.index(cut)]) + 39
+
+
+def outcome_of(record: TreatmentRecord, *entries: tuple[str, dict[str, object]]) -> None:
+    sid = record.new_session(**session_args(passes=2, spots=50))
+    for kind, body in entries:
+        record.append(sid, kind, **body)
+
+
+def transition(old: str, new: str, fault: str = "NONE") -> tuple[str, dict[str, object]]:
+    return "transition", {"old": old, "new": new, "fault": fault, "cause": "host_command"}
+
+
+def test_list_says_each_sessions_last_outcome_and_its_spots(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only session_end was read: a faulted, paused or interrupted session read "open"."""
+    path = tmp_path / "r.db"
+    with TreatmentRecord(path) as record:
+        outcome_of(record, transition("ARMED", "EMITTING"),
+                   ("session_end", {"status": "completed"}))
+        outcome_of(record, ("session_end", {"status": "aborted"}))
+        outcome_of(record, ("session_end", {"status": "cancelled"}))
+        outcome_of(record, transition("ARMED", "EMITTING"),
+                   ("energy_fault", {"pass_index": 0, "spot": 3, "worst_deviation": 0.3251}),
+                   transition("EMITTING", "FAULT", "ENERGY_DEVIATION"))
+        outcome_of(record, transition("EMITTING", "FAULT", "WATCHDOG"))
+        outcome_of(record, transition("ARMED", "EMITTING"), transition("EMITTING", "PAUSED"),
+                   ("pass_confirmed", {"pass_index": 0, "last": -1}))
+        outcome_of(record, transition("READY", "ARMED"), transition("ARMED", "READY"))
+        outcome_of(record, transition("EMITTING", "PAUSED"), ("interrupted", {"reason": "SIGTERM"}))
+        outcome_of(record, transition("ARMED", "EMITTING"))
+        outcome_of(record, transition("EMITTING", "FAULT", "WATCHDOG"),
+                   ("session_resumed", {"operator": "dr a"}), ("operator_reset", {}),
+                   transition("FAULT", "READY"), transition("READY", "ARMED"),
+                   transition("ARMED", "EMITTING"), ("session_end", {"status": "completed"}))
+        record.delivered(1, 0, np.arange(0, 50), np.full(50, 100))
+        record.delivered(1, 1, np.arange(0, 20), np.full(20, 100))
+    status, out, _ = cli(capsys, "log", "list", "--record", str(path))
+    assert status == 0
+    statuses = [line.split("  ")[-1].strip() for line in out.splitlines()[1:]]
+    assert statuses == ["completed", "aborted", "cancelled", "fault (energy deviation 32.5 %)",
+                        "fault (device fault WATCHDOG)", "paused", "waiting",
+                        "interrupted (SIGTERM)", "open", "completed"]
+    assert " 70/100 " in out.splitlines()[1] and " 0/100 " in out.splitlines()[2]
+    assert "spots" in out.splitlines()[0] and "status" in out.splitlines()[0]

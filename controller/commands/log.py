@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ from controller.record import RecordError, TreatmentRecord
 
 HELP = """read the treatment record: list sessions, show one, verify the chain, export
 
-  list            every session (no ID)
+  list            every session (no ID): operator and patient whole (cut with "…"
+                  only beyond 40 columns), passes, spots delivered/planned, and its
+                  last outcome: completed, aborted, cancelled, fault (cause), paused,
+                  waiting, interrupted (signal or error), open (none recorded:
+                  delivering, or its co2scan stopped without one)
   show ID         the entries of session ID: the session entry in full (operator,
                   patient, device, each pass's planned spots), delivered batches
                   summarised, every other entry whole; passes are named "pass N"
@@ -154,14 +159,118 @@ def _inspect(record: TreatmentRecord, session: int | None) -> int:
     return _warn_tampered(record, problems) or (0 if found else 3)
 
 
+#: The entry kinds a session's outcome is read from (:func:`session_outcomes`).
+OUTCOME_KINDS = ("session_end", "session_resumed", "transition", "interrupted", "energy_fault",
+                 "device_error", "record_error", "device_mismatch", "link_lost", "reconnected",
+                 "operator_reset")
+#: What each outcome means (``log list --help``, README).
+OUTCOMES = {
+    "completed": "every spot delivered",
+    "aborted": "aborted by the operator (or the footswitch, then abort)",
+    "cancelled": "not confirmed, nothing fired",
+    "fault": "stopped by a fault, with its cause (a device fault code, an energy deviation, "
+             "a device, link or record error); resumable",
+    "paused": "paused (Ctrl-C, the footswitch); resumable",
+    "waiting": "armed, but emission did not start or resume within the start wait "
+               "(footswitch, permission); resumable",
+    "interrupted": "stopped by a signal or an error in co2scan, with its name; resumable",
+    "open": "no outcome recorded: delivering now, or its co2scan stopped without one "
+            "(a crash, a kill); resumable",
+}
+
+
+def _fold_outcome(outcome: tuple[str, str], kind: str, body: dict[str, Any]
+                  ) -> tuple[str, str]:
+    """The outcome after one more entry of a session (in record order)."""
+    status, cause = outcome
+    if kind == "session_end":
+        return str(body["status"]), ""
+    if kind in ("session_resumed", "operator_reset", "reconnected"):
+        return "open", ""
+    if kind == "interrupted":
+        return "interrupted", str(body.get("reason", ""))
+    if kind == "energy_fault":
+        deviation = body.get("worst_deviation")
+        return "fault", ("energy deviation" + (f" {_percent(deviation)}"
+                                               if isinstance(deviation, (int, float)) else ""))
+    if kind in ("device_error", "record_error", "device_mismatch", "link_lost"):
+        return "fault", kind.replace("_", " ")
+    if kind == "transition":
+        new, old = body.get("new"), body.get("old")
+        if new == "FAULT":
+            return ("fault", cause) if status == "fault" and cause else \
+                ("fault", f"device fault {body.get('fault', '?')}")
+        if new == "PAUSED":
+            return "paused", ""
+        if new in ("ARMED", "EMITTING"):
+            return "open", ""
+        if new == "READY" and old in ("ARMED", "PAUSED"):
+            return "waiting", ""
+    return status, cause
+
+
+def _percent(fraction: float) -> str:
+    """A recorded deviation (a fraction: 0.3251) as a percentage (32.5 %)."""
+    return f"{fraction * 100:.1f} %"
+
+
+def session_outcomes(record: TreatmentRecord, session: int | None = None
+                     ) -> dict[int, tuple[str, str]]:
+    """Each session's last outcome and its cause (``fault``: what faulted; ``interrupted``:
+    the signal or exception), read from its entries (:data:`OUTCOMES`): a session records
+    its end (completed, aborted, cancelled) but not a stop it can resume, which its last
+    transitions and error entries tell."""
+    found = [e for kind in OUTCOME_KINDS for e in record.entries(session, kind)]
+    outcomes: dict[int, tuple[str, str]] = {}
+    for e in sorted(found, key=lambda e: e.seq):
+        outcomes[e.session] = _fold_outcome(outcomes.get(e.session, ("open", "")), e.kind,
+                                            e.body)
+    return outcomes
+
+
+def outcome_text(outcome: tuple[str, str]) -> str:
+    status, cause = outcome
+    return f"{status} ({cause})" if cause else status
+
+
+#: Operator and patient are shown whole up to this display width; beyond it, cut with "…".
+NAME_WIDTH = 40
+
+
+def _width(text: str) -> int:
+    """Display width on a terminal: wide and fullwidth characters (CJK) take two columns,
+    combining marks none."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` padded to ``width`` display columns, or cut to them with a visible "…"."""
+    if _width(text) > width:
+        while _width(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - _width(text))
+
+
 def _list(record: TreatmentRecord) -> bool:
-    """Print one line per session."""
-    ends = {e.session: e.body["status"] for e in record.entries(kind="session_end")}
-    print(f"{'id':>5}  {'started':<23}  {'operator':<16}  {'patient':<12}  passes  status")
+    """Print one line per session: who, whom, passes, spots delivered of planned, outcome."""
+    outcomes = session_outcomes(record)
+    rows = []
     for e in record.sessions():
-        print(f"{e.seq:>5}  {_when(e.at):<23}  {_safe(e.body.get('operator', '')):<16.16}  "
-              f"{_safe(e.body.get('patient_ref', '')):<12.12}  "
-              f"{len(e.body.get('passes', [])):>6}  {_safe(ends.get(e.seq, 'open'))}")
+        passes = e.body.get("passes", [])
+        delivered = sum(record.delivered_summary(e.seq, p["pass"])[0] for p in passes)
+        planned = sum(p["spots"] for p in passes)
+        rows.append((e, _safe(e.body.get("operator", "")), _safe(e.body.get("patient_ref", "")),
+                     f"{delivered}/{planned}", outcome_text(outcomes.get(e.seq, ("open", "")))))
+    op_w = min(NAME_WIDTH, max([_width("operator"), *(_width(r[1]) for r in rows)]))
+    pt_w = min(NAME_WIDTH, max([_width("patient"), *(_width(r[2]) for r in rows)]))
+    sp_w = max([len("spots"), *(len(r[3]) for r in rows)])
+    print(f"{'id':>5}  {'started':<23}  {_fit('operator', op_w)}  {_fit('patient', pt_w)}  "
+          f"passes  {'spots':>{sp_w}}  status")
+    for e, operator, patient, spots, status in rows:
+        print(f"{e.seq:>5}  {_when(e.at):<23}  {_fit(operator, op_w)}  {_fit(patient, pt_w)}  "
+              f"{len(e.body.get('passes', [])):>6}  {spots:>{sp_w}}  {_safe(status)}")
     return True
 
 
