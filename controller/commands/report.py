@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.commands import add_command, session_id
-from controller.commands.log import EXIT_TAMPERED, verified
+from controller.commands.log import EXIT_TAMPERED, outcome_text, session_outcomes, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from controller.pictures import Picture
     from controller.thermal import ThermalResult
 
-HELP = """draw a session's report: delivered vs planned spots (missing ones marked), the injury
+HELP = """draw a session's report, titled with its outcome (as co2scan log list says it:
+completed, aborted, cancelled, fault and its cause, paused, waiting, interrupted, open):
+delivered vs planned spots (missing ones marked), the injury
 map of what was delivered (the thermal model run on the measured energies and the recorded
 timing) and the measured-energy histogram against the set value with the +/-20 % band.
 -o must name a file ending in .png (PNG is the only format written); anything else exits 2.
@@ -57,9 +59,10 @@ def session_arrays(record: TreatmentRecord, session: int
 
 def draw_session_report(record: TreatmentRecord, session: int, out_path: str | Path,
                         title: str = "") -> Picture:
-    """The report picture of ``session``; ``title`` defaults to the delivered count, operator
-    and patient. A session whose delivered heat cannot be modelled (nothing delivered, an
-    unknown handpiece) gets the reason in place of the injury map."""
+    """The report picture of ``session``; ``title`` defaults to the session's outcome (as
+    ``co2scan log list`` says it: completed, aborted, cancelled, fault with its cause...), the
+    delivered count, operator and patient. A session whose delivered heat cannot be modelled
+    (nothing delivered, an unknown handpiece) gets the reason in place of the injury map."""
     from controller.pictures import draw_report
 
     xy, mask, measured, set_uj, head = session_arrays(record, session)
@@ -68,8 +71,9 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
         injury = simulate_delivered(record, session)
     except (RecordError, SettingsError) as exc:
         injury = f"no injury map:\n{exc}"
-    title = title or (f"session {session}: {int(mask.sum())} of {mask.size} spots delivered; "
-                      f"operator {head.get('operator', '?')}, patient "
+    outcome = outcome_text(session_outcomes(record, session).get(session, ("open", "")))
+    title = title or (f"session {session}, {outcome}: {int(mask.sum())} of {mask.size} spots "
+                      f"delivered; operator {head.get('operator', '?')}, patient "
                       f"{head.get('patient_ref', '?')}")
     return draw_report(xy, mask, measured, set_uj, out_path, title, injury=injury)
 
