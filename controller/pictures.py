@@ -217,8 +217,8 @@ def describe_pass(plan: Plan, plan_pass: int) -> str:
     stack = plan.stack[part]
     order = s.order.kind + (f" k={s.order.interlace_k}" if s.order.kind == "interlaced" else "")
     feather = f", feathered {s.feathering.width_um / 1000:g} mm" if s.feathering else ""
-    dose = f"{span(energy_mj.min(), energy_mj.max(), '.1f')} mJ × " \
-           f"{span(stack.min(), stack.max(), 'd')}"
+    dose = f"{span(energy_mj.min(), energy_mj.max(), '.1f')} mJ per pulse × " \
+           f"{span(stack.min(), stack.max(), 'd')} pulses"
     return (f"{describe_pattern(s.pattern)}, {s.grid} grid, {order}{feather}; density "
             f"{m.coverage_pct:.1f} % (pitch {m.pitch_um:.0f} µm, {m.spots_per_cm2:.0f}/cm²); "
             f"depth {s.depth_um:g} µm = {dose}; {hp.name} {hp.spot_diameter_um:g} µm spot; "
@@ -372,14 +372,18 @@ def _draw_pass(ax: Axes, cax: Axes, plans: Sequence[Plan], plan: Plan, p: int, g
 
 def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: ArrayLike,
                 set_uj: ArrayLike, out_path: str | Path, title: str, *,
-                injury: ThermalResult | str, spot_diameter_um: float | None = None) -> Picture:
+                injury: ThermalResult | str, spot_diameter_um: float | None = None,
+                planned_set_uj: ArrayLike | None = None) -> Picture:
     """Delivered against planned spots, the injury map of what was delivered, and the
     measured energy against the set value.
 
     ``planned_xy`` (N, 2) spot positions in µm; ``delivered_mask`` (N,) True for spots the
     device confirmed; ``measured_uj`` the measured energies and ``set_uj`` their set values
-    (one number, or one per measurement): one per delivered spot that has a reading, the
-    others (delivered count minus readings) are named as without one. Missing spots are
+    (one number, or one per measurement), both of the whole stack (all pulses of a spot, as
+    the monitor measures): one per delivered spot that has a reading, the
+    others (delivered count minus readings) are named as without one. ``planned_set_uj``:
+    the set energies (whole stack) of the planned spots, named as the set value when no
+    reading is there to name it. Missing spots are
     marked with red crosses; the histogram shows measured / set in percent with the +/-20 %
     band. Spots are drawn at ``spot_diameter_um`` when given, else as markers. ``injury``:
     the thermal model run on the delivered spots (controller.thermal_delivered), or why
@@ -418,14 +422,18 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
                    f"missing {len(missing)} (red ×)", fontsize=10)
     rise_max_k = _rise_scale_k([injury] if isinstance(injury, ThermalResult) else [])
     _draw_injury(middle, cax, injury, "injury map of the delivered spots", view, rise_max_k)
-    _energy_histogram(right, ratio_pct, set_uj, unread=max(int(done.sum()) - measured.size, 0))
+    named_set = set_uj if measured.size or planned_set_uj is None else planned_set_uj
+    _energy_histogram(right, ratio_pct, named_set,
+                      unread=max(int(done.sum()) - measured.size, 0))
     return _save(fig, out_path, {"spots": left, "injury": middle, "energy": right})
 
 
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike, unread: int = 0
                       ) -> None:
-    """Measured / set energy with the band; ``unread``: delivered spots without a reading
-    (their reports lost, reconciled from the device's count), named in the title."""
+    """Measured / set energy of each spot (whole stack) with the band; ``set_uj`` the set
+    energies named in the label; ``unread``: delivered spots without a reading (their
+    reports lost, reconciled from the device's count), named in the title. Without a
+    reading the count axis shows 0..1 (not matplotlib's -0.04..0.04 around nothing)."""
     lo, hi = 100 - BAND_PERCENT, 100 + BAND_PERCENT
     reach = max(2 * BAND_PERCENT, float(np.abs(ratio_pct - 100).max()) if len(ratio_pct) else 0)
     edges = np.arange(100 - 1.1 * reach, 100 + 1.1 * reach + 1.0, 1.0)  # 1 % bins
@@ -436,8 +444,11 @@ def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike, unread
     ax.axvline(100, color="black", lw=1, label="set value")
     set_mj = np.atleast_1d(np.asarray(set_uj, dtype=np.float64)) / 1000.0
     set_text = span(set_mj.min(), set_mj.max(), ".1f") if set_mj.size else "-"
-    ax.set_xlabel(f"measured / set energy (%), set {set_text} mJ")
-    ax.set_ylabel("pulses")
+    ax.set_xlabel(f"measured / set energy per spot, whole stack (%);\nset {set_text} mJ per "
+                  "spot (all its pulses)", fontsize=9)
+    ax.set_ylabel("spots")
+    if not len(ratio_pct):
+        ax.set_ylim(0, 1)
     ax.set_title(f"{within.sum()} of {len(ratio_pct)} within ±{BAND_PERCENT:g} %, "
                  f"{(~within).sum()} outside (red)"
                  + (f",\n{unread} delivered without a reading" if unread else ""), fontsize=10)

@@ -121,6 +121,19 @@ EXPORT_UNITS = {
 }
 
 
+def _umask() -> int:
+    """The process's file mode creation mask (read where the system says it, so that no
+    other thread creates a file while it is changed to be read)."""
+    with contextlib.suppress(OSError, ValueError), \
+            open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def lsb_to_mm(lsb: np.ndarray, field_um: float) -> np.ndarray:
     """Skin positions (mm from the field centre) of galvo positions, the inverse of the
     host's conversion (:meth:`drivers.galvo.GalvoScanner.to_lsb`: ``rint(centre + µm x
@@ -882,6 +895,7 @@ class TreatmentRecord:
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         tmp = Path(name)
         try:
+            os.chmod(tmp, 0o666 & ~_umask())  # as open() creates files (mkstemp: 0600)
             with open(fd, "w", newline="", encoding="utf-8") as f:
                 if fmt == "json":
                     f.write(json.dumps(self._export_json(session, entries, spots), indent=1,

@@ -317,6 +317,8 @@ def _describe(kind: str, body: dict[str, Any]) -> list[str]:
     if kind == "session":
         return _describe_session(rest)
     head = ""
+    if isinstance(rest.get("worst_deviation"), (int, float)):  # recorded as a fraction
+        rest["worst_deviation"] = _percent(rest["worst_deviation"])
     if "pass_index" in rest:
         head = _pass_name(rest.pop("pass_index")) + ": "
     if kind == "delivered":

@@ -36,11 +36,13 @@ examples:
 
 
 def session_arrays(record: TreatmentRecord, session: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Planned positions (µm), delivered mask, measured and set energies of all passes."""
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray]:
+    """Planned positions (µm), delivered mask, measured and set energies (whole stack, µJ)
+    of the delivered spots with a reading, the session entry's body, and the set energies
+    (whole stack, µJ) of every planned spot, of all passes."""
     head = next(e for e in record.entries(session, "session"))
     field_um = float(head.body["field_size_um"])
-    xy, mask, measured, set_uj = [], [], [], []
+    xy, mask, measured, set_uj, planned_uj = [], [], [], [], []
     for recorded in recorded_passes(record, session):
         if len(recorded.spots) and min(recorded.spots["stack"].min(),
                                        recorded.spots["energy_uj"].min()) < 1:
@@ -53,8 +55,9 @@ def session_arrays(record: TreatmentRecord, session: int
         known = recorded.measured_uj >= 0
         measured.append(recorded.measured_uj[known])
         set_uj.append(recorded.set_uj[known])
+        planned_uj.append(recorded.spots["energy_uj"].astype(np.int64) * recorded.spots["stack"])
     return (np.concatenate(xy), np.concatenate(mask), np.concatenate(measured),
-            np.concatenate(set_uj), head.body)
+            np.concatenate(set_uj), head.body, np.concatenate(planned_uj))
 
 
 def draw_session_report(record: TreatmentRecord, session: int, out_path: str | Path,
@@ -65,7 +68,7 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
     (nothing delivered, an unknown handpiece) gets the reason in place of the injury map."""
     from controller.pictures import draw_report
 
-    xy, mask, measured, set_uj, head = session_arrays(record, session)
+    xy, mask, measured, set_uj, head, planned_uj = session_arrays(record, session)
     injury: ThermalResult | str
     try:
         injury = simulate_delivered(record, session)
@@ -75,7 +78,8 @@ def draw_session_report(record: TreatmentRecord, session: int, out_path: str | P
     title = title or (f"session {session}, {outcome}: {int(mask.sum())} of {mask.size} spots "
                       f"delivered; operator {head.get('operator', '?')}, patient "
                       f"{head.get('patient_ref', '?')}")
-    return draw_report(xy, mask, measured, set_uj, out_path, title, injury=injury)
+    return draw_report(xy, mask, measured, set_uj, out_path, title, injury=injury,
+                       planned_set_uj=planned_uj)
 
 
 def run(args: argparse.Namespace) -> int:
