@@ -267,6 +267,7 @@ BODIES: dict[str, Check] = {
             "device_pass_index?": _integer(0, 255), "plan_checksum?": INDEX,
             "rep_rate_hz": _number(1, 1e6), "handpiece?": TEXT}), least=1)}),
     "session_end": _object({"status": TEXT}),
+    "run_stopped": _object({"status": TEXT, "cause": TEXT, "detail": TEXT}),
     "delivered": _object({"pass_index": INDEX, "first": INDEX, "count": COUNT,
                           "measured_uj": _integers(-1, U32_MAX)}),
     "pass_start": _object({"pass_index": INDEX, "first_index": INDEX}),

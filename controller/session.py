@@ -49,6 +49,8 @@ from drivers.protocol.messages import Capability, DeviceFlag, FaultCode, Interlo
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+#: The longest detail a run_stopped entry keeps (an error's text may be long).
+RUN_DETAIL_CHARS = 500
 #: An emitting device reports a fired spot within this long (firmware_protocol.md 6.1).
 REPORT_DELAY_S = 0.010
 
@@ -547,6 +549,10 @@ class TreatmentSession:
             with contextlib.suppress(DeviceError):
                 self._status()
             self.record.append(self.session_id, "session_end", status=status)
+        else:  # a stop it can resume from: why, for the record's readers (log list, report)
+            with contextlib.suppress(RecordError):
+                self.record.append(self.session_id, "run_stopped", status=status, cause=cause,
+                                   detail=detail[:RUN_DETAIL_CHARS])
         return SessionOutcome(status, self.session_id, detail, delivered, cause)
 
     def record_interruption(self, reason: str) -> None:

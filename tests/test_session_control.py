@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from controller.commands.log import session_outcomes
 from controller.errors import SettingsError
 from controller.record import RecordError, TreatmentRecord
 from controller.safety import Transition
@@ -113,6 +114,8 @@ def test_a_device_disarmed_by_someone_else_is_a_resumable_fault_not_an_abort(
         outcome = session.run()
         ends = list(record.entries(session.session_id, "session_end"))
         pass_ends = list(record.entries(session.session_id, "pass_end"))
+        # the record says why it stopped (log list read such a session as "open")
+        stopped = session_outcomes(record)[session.session_id]
         session.on_progress = lambda p: None
         again = session.run()
         truth = dev.simulator.device.ground_truth
@@ -120,6 +123,8 @@ def test_a_device_disarmed_by_someone_else_is_a_resumable_fault_not_an_abort(
     assert outcome.status == "fault" and "not by this session" in outcome.detail
     assert outcome.cause == "stopped_elsewhere"
     assert not ends and not pass_ends  # not recorded as aborted: it could be resumed
+    assert stopped == ("fault", "stopped elsewhere")
+    assert session_outcomes(record)[session.session_id] == ("completed", "")
     assert again.status == "completed"
     assert_record_equals_truth(session, truth)
 

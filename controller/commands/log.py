@@ -160,9 +160,9 @@ def _inspect(record: TreatmentRecord, session: int | None) -> int:
 
 
 #: The entry kinds a session's outcome is read from (:func:`session_outcomes`).
-OUTCOME_KINDS = ("session_end", "session_resumed", "transition", "interrupted", "energy_fault",
-                 "device_error", "record_error", "device_mismatch", "link_lost", "reconnected",
-                 "operator_reset")
+OUTCOME_KINDS = ("session_end", "run_stopped", "session_resumed", "transition", "interrupted",
+                 "energy_fault", "device_error", "record_error", "device_mismatch", "link_lost",
+                 "reconnected", "operator_reset")
 #: What each outcome means (``log list --help``, README).
 OUTCOMES = {
     "completed": "every spot delivered",
@@ -185,6 +185,11 @@ def _fold_outcome(outcome: tuple[str, str], kind: str, body: dict[str, Any]
     status, cause = outcome
     if kind == "session_end":
         return str(body["status"]), ""
+    if kind == "run_stopped":  # how a run() ended that the session can resume from
+        stopped = str(body["status"])
+        if stopped == status and cause:  # the entries before it named the cause more closely
+            return status, cause
+        return stopped, str(body["cause"]).replace("_", " ")
     if kind in ("session_resumed", "operator_reset", "reconnected"):
         return "open", ""
     if kind == "interrupted":
@@ -217,9 +222,9 @@ def _percent(fraction: float) -> str:
 def session_outcomes(record: TreatmentRecord, session: int | None = None
                      ) -> dict[int, tuple[str, str]]:
     """Each session's last outcome and its cause (``fault``: what faulted; ``interrupted``:
-    the signal or exception), read from its entries (:data:`OUTCOMES`): a session records
-    its end (completed, aborted, cancelled) but not a stop it can resume, which its last
-    transitions and error entries tell."""
+    the signal or exception), read from its entries (:data:`OUTCOMES`): its end (completed,
+    aborted, cancelled), each stop it can resume from (``run_stopped``), and, in records
+    written before those were, its last transitions and error entries."""
     found = [e for kind in OUTCOME_KINDS for e in record.entries(session, kind)]
     outcomes: dict[int, tuple[str, str]] = {}
     for e in sorted(found, key=lambda e: e.seq):
