@@ -140,7 +140,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[PassRow], str]], ...] = (
     ("pitch", "µm", lambda r: f"{r.pitch_um:.0f}"),
     ("cover", "%", lambda r: f"{r.coverage_pct:.1f}"),
     ("fluence", "J/cm²", lambda r: span(*r.fluence_j_cm2, ".0f")),
-    ("energy", "mJ", lambda r: span(*r.energy_mj, ".1f")),
+    ("energy", "mJ/pulse", lambda r: span(*r.energy_mj, ".1f")),
     ("stack", "", lambda r: span(*r.stack, "d")),
     ("depth", "µm", lambda r: span(*r.depth_um, ".0f")),
     ("time", "s", lambda r: f"{r.duration_s:.1f}"),
