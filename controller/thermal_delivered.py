@@ -28,7 +28,7 @@ from controller.handpiece import get_handpiece
 from controller.record import RecordError, TreatmentRecord
 from controller.settings import Handpiece
 from controller.thermal import ThermalResult, TissueParams, simulate_pass
-from controller.thermal_screen import SpotHeat, default_params
+from controller.thermal_screen import SpotHeat, announce, default_params, screening
 from controller.timing import GalvoTiming, fire_times_us
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
 
@@ -161,5 +161,7 @@ def simulate_delivered(record: TreatmentRecord, session: int,
     with its own handpiece); ``params=None``: the plan screen's defaults for these spots."""
     heat = delivered_heat(record, session)
     s = heat.spots
+    with screening(f"session {session}"):
+        announce(f"delivered heat of {len(s.t_s)} spots")
     return simulate_pass(s.x_um, s.y_um, s.t_s, s.heat_uj, s.lesion_radius_um,
                          params or default_params(s, heat.pitch_um))

@@ -81,7 +81,8 @@ def _within_subject(what: str) -> str:
     return ", ".join(s for s in (_subject.get(), what) if s)
 
 
-def _report(what: str) -> None:
+def announce(what: str) -> None:
+    """Tell the progress callback (:func:`screen_progress`) what the next model run evaluates."""
     callback = _progress.get()
     if callback is not None:
         callback(_within_subject(what))
@@ -256,7 +257,7 @@ def screen_plan(plan: Plan, handpiece: Handpiece, params: TissueParams | None = 
     first_pass = sum(len(q.metrics.passes) for q in earlier)
     passes = []
     for k in range(len(plan.metrics.passes)):
-        _report(f"pass {k + 1} of {len(plan.metrics.passes)}")
+        announce(f"pass {k + 1} of {len(plan.metrics.passes)}")
         upto = spots.first + plan.pass_slice(k).stop
         res = simulate_pass(spots.x_um[:upto], spots.y_um[:upto], spots.t_s[:upto],
                             spots.heat_uj[:upto], spots.lesion_radius_um[:upto], params)
@@ -339,7 +340,7 @@ def _single_pass_ok(screen: PlanThermal, spots: SpotHeat, k: int) -> bool:
     (no earlier plans)."""
     if k == 0 and not screen.earlier:
         return screen.passes[0].ok
-    _report(f"pass {k + 1} alone")
+    announce(f"pass {k + 1} alone")
     sl = screen.plan.pass_slice(k)
     res = simulate_pass(spots.x_um[sl], spots.y_um[sl], spots.t_s[sl], spots.heat_uj[sl],
                         spots.lesion_radius_um[sl], screen.params)

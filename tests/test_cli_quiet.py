@@ -34,3 +34,20 @@ def test_run_and_demo_log_the_screen_and_the_delivery_unless_quiet(
         else:
             assert err.startswith(screen), err
             assert "pass 1 of 2: " in err and "pass 2 of 2: " in err
+
+
+def test_report_logs_its_model_run_unless_quiet(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A 100k-spot session's report models its delivered heat for about 20 s: it was silent."""
+    script, db = tmp_path / "s.toml", tmp_path / "t.db"
+    script.write_text(SCRIPT, encoding="utf-8")
+    assert main(["run", str(script), "--device", FAST, "--yes", "-q", "--record", str(db)]) == 0
+    capsys.readouterr()
+    for k, quiet in enumerate(([], ["-q"])):
+        assert main(["report", "1", "--record", str(db), "-o", str(tmp_path / f"r{k}.png"),
+                     *quiet]) == 0
+        err = capsys.readouterr().err
+        if quiet:
+            assert "thermal screen:" not in err, err
+        else:
+            assert err.startswith("thermal screen: session 1, delivered heat of "), err

@@ -14,6 +14,7 @@ from controller.commands.log import EXIT_TAMPERED, outcome_text, session_outcome
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
+from controller.progress import screen_display
 from controller.record import RecordError, TreatmentRecord
 from controller.thermal_delivered import recorded_passes, simulate_delivered, spot_positions_um
 
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         with TreatmentRecord(args.record, read_only=True) as record:
             if not verified(record, "no report drawn"):
                 return EXIT_TAMPERED
-            picture = draw_session_report(record, args.session, Path(args.output))
+            with screen_display(sys.stderr, quiet=args.quiet):
+                picture = draw_session_report(record, args.session, Path(args.output))
     except (RecordError, StopIteration) as exc:
         print(f"error: session {args.session}: {str(exc) or 'not in the record'}",
               file=sys.stderr)
@@ -109,5 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", default="report.png", metavar="PNG", type=png_output,
                         help="picture to write, a file name ending in .png (default "
                              "report.png)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line while the injury map is modelled")
     add_record_argument(parser)
     parser.set_defaults(handler=run)
