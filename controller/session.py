@@ -417,12 +417,8 @@ class TreatmentSession:
         record says ``cancelled``; nothing is sent to the device. A session that has delivered
         spots is not cancelled (SettingsError naming ``cancel``): resume it, or :meth:`abort`."""
         with self._exclusive("cancel()"):
+            self._refuse_if_ended("cancel")
             delivered = {j.number: self.delivered_count(j) for j in self.jobs}
-            ended = [e.body.get("status") for e in
-                     self.record.entries(self.session_id, "session_end")]
-            if ended:
-                raise SettingsError("cancel", self.session_id, "a session that has not ended",
-                                    f"it ended: {ended[-1]}")
             if any(delivered.values()):
                 raise SettingsError("cancel", self.session_id, "a session that delivered nothing",
                                     "it has delivered spots: resume or abort it")
@@ -430,14 +426,23 @@ class TreatmentSession:
             return SessionOutcome("cancelled", self.session_id, "nothing fired", delivered)
 
     def abort(self) -> SessionOutcome:
-        """End the session now (e.g. after an operator pause): emission off, pass aborted."""
+        """End the session now (e.g. after an operator pause): emission off, pass aborted. A
+        session that has ended is not aborted again (SettingsError naming ``abort``)."""
         with self._exclusive("abort()"):
+            self._refuse_if_ended("abort")
             return self._abort_now()
+
+    def _refuse_if_ended(self, what: str) -> None:
+        ended = [e.body.get("status") for e in self.record.entries(self.session_id, "session_end")]
+        if ended:
+            raise SettingsError(what, self.session_id, "a session that has not ended",
+                                f"it ended: {ended[-1]}")
 
     def _abort_now(self) -> SessionOutcome:
         status = self._status()
-        if status.state in (State.READY, State.ARMED, State.EMITTING, State.PAUSED):
-            self.device.abort()
+        ours = status.plan_checksum in {j.spots.checksum for j in self.jobs}
+        if ours and status.state in (State.READY, State.ARMED, State.EMITTING, State.PAUSED):
+            self.device.abort()  # this session's pass (not another session's on the device)
         for job in self.jobs:
             if self.delivered_count(job) < job.spots.count:
                 self._end_pass(job, "aborted")

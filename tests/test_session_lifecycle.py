@@ -112,3 +112,16 @@ def test_close_from_another_thread_while_run_delivers_is_refused(
     assert outcomes == ["waiting"]
     kinds = [e.kind for e in record.entries(session.session_id)]
     assert kinds.count("transition") >= 2  # armed and disarmed, both recorded
+
+
+def test_an_ended_session_is_not_aborted_again(record: TreatmentRecord) -> None:
+    """abort() after run() completed added a second session_end, 'aborted': log list then
+    showed a completed treatment as aborted, and the device's pass (maybe another
+    session's) was aborted."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, plan={"passes": 1})
+        assert session.run().status == "completed"
+        before = [e.kind for e in record.entries(session.session_id)]
+        with pytest.raises(SettingsError, match="it ended: completed"):
+            session.abort()
+        assert [e.kind for e in record.entries(session.session_id)] == before
