@@ -62,7 +62,8 @@ class Device:
             raise
         limits = self.info.limits
         self.link.heartbeat_s = limits.heartbeat_ms / 1000.0
-        self.scanner = GalvoScanner(self.link, limits, self.info.capabilities)
+        self.scanner = GalvoScanner(self.link, limits, self.info.capabilities,
+                                    refresh=self._read_limits)
         self.laser = PulseGenerator(self.link, limits)
 
     @property
@@ -207,6 +208,11 @@ class Device:
         """Lower the device's working limits (service mode)."""
         self.link.request("SET_LIMITS", energy_max_uj=energy_max_uj,
                           rep_rate_max_hz=rep_rate_max_hz, avg_power_max_mw=avg_power_max_mw)
+        self._read_limits()
+
+    def _read_limits(self) -> None:
+        """Identify again after a service change of the limits or the field calibration: the
+        host converts and checks with the device's values as they now are."""
         self.info = self.identify()
         self.scanner.limits = self.laser.limits = self.info.limits
 

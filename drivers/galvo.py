@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +55,11 @@ class GalvoScanner:
     """Converts skin coordinates to galvo positions within the device's usable field."""
 
     def __init__(self, link: Link, limits: DeviceLimits,
-                 capabilities: Capability | None = None) -> None:
+                 capabilities: Capability | None = None,
+                 refresh: Callable[[], None] | None = None) -> None:
         self._link = link
         self.limits = limits
+        self._refresh = refresh  # reads the device's limits again (its owner's, e.g. Device)
         self._device_corrects = (capabilities is not None
                                  and Capability.DISTORTION_CORRECTION in capabilities)
         self._correction: DistortionTable | None = None
@@ -117,7 +120,10 @@ class GalvoScanner:
 
     def set_calibration(self, field_size_um: int, x_gain_ppm: int = 0, y_gain_ppm: int = 0,
                         x_offset_lsb: int = 0, y_offset_lsb: int = 0) -> None:
-        """Store the field calibration on the device (service mode required)."""
+        """Store the field calibration on the device (service mode required); the limits
+        (the field size every position is converted with) are then read again from it."""
         self._link.request("SET_CALIBRATION", field_size_um=field_size_um,
                            x_gain_ppm=x_gain_ppm, y_gain_ppm=y_gain_ppm,
                            x_offset_lsb=x_offset_lsb, y_offset_lsb=y_offset_lsb)
+        if self._refresh is not None:
+            self._refresh()

@@ -172,6 +172,17 @@ def test_service_commands_need_the_handshake(rig: Rig) -> None:
         line_pass(rig.dev, 5, energy_uj=150_000)
 
 
+def test_a_new_field_calibration_is_what_positions_are_converted_with(rig: Rig) -> None:
+    """After set_calibration the host kept converting with the old field size: a script's
+    next pass landed at 0.75x its size (1.78x its density) and its record named the old one."""
+    rig.dev.authenticate(DEV_KEY)
+    rig.dev.scanner.set_calibration(15_000)
+    rig.dev.end_service()
+    assert rig.dev.info.limits.field_size_um == rig.dev.scanner.limits.field_size_um == 15_000
+    x, _ = rig.dev.scanner.to_lsb([5_000.0], [0.0])
+    assert int(x[0]) == round(32768 + 5_000 * 65536 / 15_000)
+
+
 def test_lost_delivered_report_is_filled_not_skipped(rig: Rig) -> None:
     spots = line_pass(rig.dev, 800)
     rig.sim.faults.next_frames("drop", 2, direction="out")  # replies or reports vanish
