@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 
 UNKNOWN_ENERGY = -1
 IDLE_TICK_S = 0.1
+#: A refused SPOT_BATCH the stream reconciles (asks the status, sends on from the device's
+#: next_index): credits or indices out of step after a lost frame, a state change; any other
+#: refusal would come back for every batch sent again, so it ends the stream.
+RECONCILED_NACKS = frozenset({ErrorCode.BUFFER_FULL, ErrorCode.BAD_INDEX,
+                              ErrorCode.ILLEGAL_STATE, ErrorCode.FAULT_ACTIVE,
+                              ErrorCode.PLAN_MISMATCH})
 #: The shortest silence of an emitting device that makes a stream ask for its status.
 MIN_REPORT_GAP_S = 0.25
 BATCHES_PER_WRITE = 16
@@ -205,6 +211,9 @@ class PassStreamer:
         reply = handle.reply
         if isinstance(reply, Message) and reply.name == "ACK":
             self.credits = int(reply["credits"])
+        elif (isinstance(reply, Message) and reply.name == "NACK"
+              and int(reply["error"]) not in RECONCILED_NACKS):
+            handle.result()  # refused for good (a spot beyond a limit): raises the NACK's error
         else:
             self.reconcile()
 

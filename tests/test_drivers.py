@@ -17,7 +17,7 @@ import pytest
 
 from drivers import DeviceLost, DeviceTimeout, LimitError, open_device
 from drivers.device import Device
-from drivers.errors import AuthFailed, InterlockOpen, NotAuthenticated
+from drivers.errors import AuthFailed, InterlockOpen, NotAuthenticated, OutOfRange
 from drivers.protocol.messages import FaultCode, Interlock, State
 from drivers.spots import PassSpots
 from drivers.stream import Progress
@@ -181,6 +181,22 @@ def test_a_new_field_calibration_is_what_positions_are_converted_with(rig: Rig) 
     assert rig.dev.info.limits.field_size_um == rig.dev.scanner.limits.field_size_um == 15_000
     x, _ = rig.dev.scanner.to_lsb([5_000.0], [0.0])
     assert int(x[0]) == round(32768 + 5_000 * 65536 / 15_000)
+
+
+def test_a_pass_the_device_refuses_for_good_ends_the_stream(rig: Rig) -> None:
+    """Every batch refused (OUT_OF_RANGE: spots above limits lowered since they were
+    prepared): the stream asked for the status and sent them again, about 3,800 times a
+    second, for ever, the device EMITTING with its shutter open."""
+    spots = line_pass(rig.dev, 5, energy_uj=150_000)
+    rig.dev.authenticate(DEV_KEY)
+    rig.dev.set_limits(100_000, 1000, 30_000)  # energy only
+    rig.dev.end_service()
+    begin(rig.dev, spots)
+    deadline = time.monotonic() + 10.0
+    with pytest.raises(OutOfRange, match="SPOT_BATCH"):
+        for _ in rig.dev.stream(spots):
+            assert time.monotonic() < deadline, "the stream never ended"
+    assert len(rig.truth) == 0
 
 
 def test_lost_delivered_report_is_filled_not_skipped(rig: Rig) -> None:
