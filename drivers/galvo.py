@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,7 +100,9 @@ class GalvoScanner:
         for name, values in (("x_um", x), ("y_um", y)):
             bad = ~np.isfinite(values) | (values < lo) | (values > hi)
             if bad.any():
-                raise LimitError(name, float(values[bad].flat[0]), f"{lo:.1f}..{hi:.1f} µm")
+                shown_lo, shown_hi = math.ceil(lo * 10) / 10, math.floor(hi * 10) / 10
+                raise LimitError(name, float(values[bad].flat[0]),  # bounds it accepts
+                                 f"{shown_lo:.1f}..{shown_hi:.1f} µm")
         x_lsb = np.rint(GALVO_CENTRE_LSB + x * self.lsb_per_um)
         y_lsb = np.rint(GALVO_CENTRE_LSB + y * self.lsb_per_um)
         return x_lsb.astype(np.uint16), y_lsb.astype(np.uint16)

@@ -54,8 +54,11 @@ def test_centre_and_edges_convert_to_lsb() -> None:
 def test_point_outside_usable_field_is_refused_with_the_range() -> None:
     scanner = GalvoScanner(None, LIMITS)  # type: ignore[arg-type]
     with pytest.raises(LimitError, match=r"y_um = 9900.0 is outside the allowed range "
-                                         r"-9687.5..9687.2 µm"):
+                                         r"-9687.5..9687.1 µm"):
         scanner.to_lsb([0.0], [9900.0])
+    scanner.to_lsb([-9687.5, 9687.1], [9687.1, -9687.5])  # the range it names is accepted
+    with pytest.raises(LimitError):  # (9687.2, shown before, was not)
+        scanner.to_lsb([0.0], [9687.2])
     with pytest.raises(LimitError, match="x_um = nan"):
         scanner.to_lsb([float("nan")], [0.0])
 
