@@ -29,6 +29,7 @@ from drivers.errors import (
     TransportURLError,
 )
 from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus
+from drivers.protocol.errors import MessageError
 from drivers.spots import PassSpots
 from drivers.stream import Progress
 from drivers.transports.registry import open_transport
@@ -63,6 +64,7 @@ __all__ = [
     "InterlockOpen",
     "InvalidReply",
     "LimitError",
+    "MessageError",
     "NotAuthenticated",
     "OutOfRange",
     "PassSpots",

@@ -29,6 +29,7 @@ from drivers.errors import (
     PlanMismatch,
     nack_error,
 )
+from drivers.protocol.errors import MessageError
 from drivers.protocol.messages import ErrorCode, Interlock, State
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ EXPECTED: dict[int, type[DeviceNack]] = {
 
 @pytest.mark.parametrize("name", [
     "DeviceError", "DeviceLost", "DeviceTimeout", "DeviceNack", "LimitError", "SettingsError",
-    "PlanRejected", "SessionBusy", "TransportURLError",
+    "PlanRejected", "SessionBusy", "TransportURLError", "MessageError",
     *(cls.__name__ for cls in EXPECTED.values()),
 ])
 def test_the_exception_types_are_exported(name: str) -> None:
@@ -165,3 +166,18 @@ def test_device_nacks_arrive_as_their_classes() -> None:
             dev.arm(spots)
         assert interlocks.value.detail & Interlock.DOOR_CLOSED == 0
         assert "INTERLOCK_OPEN" in str(interlocks.value)
+
+
+def test_a_request_field_that_does_not_fit_raises_an_exported_value_error() -> None:
+    """MessageError reaches scripts (a field out of its wire type's range, a float where an
+    integer goes): exported, and a ValueError as the other bad-input errors."""
+    from drivers.protocol.errors import ProtocolError
+
+    assert controller.api.MessageError is MessageError
+    with open_device("sim://") as dev:
+        with pytest.raises(controller.api.MessageError,
+                           match=r"SET_LIMITS.avg_power_max_mw = -1 outside 1..4294967295"):
+            dev.set_limits(100000, 500, -1)
+        with pytest.raises(ValueError, match="expected an integer") as floated:
+            dev.set_limits(1.5e5, 500, 20000)  # type: ignore[arg-type]
+        assert isinstance(floated.value, ProtocolError)
