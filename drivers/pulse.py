@@ -2,50 +2,120 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from numpy.typing import ArrayLike
 
-from drivers.errors import LimitError
+from drivers.errors import DeviceError, DeviceTimeout, LimitError
 from drivers.info import DeviceLimits
 from drivers.link import Link
 
+#: STATUS_REPORT ``rep_rate_hz`` for a rate in use above what its u16 holds (rule 11).
+_RATE_ABOVE_U16 = 0xFFFF
+
 
 def _check_range(name: str, values: np.ndarray, lo: float, hi: float, unit: str) -> None:
-    bad = (values < lo) | (values > hi)
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.number):
+        raise LimitError(name, f"{values.flat[0]!r}" if values.size else "an empty value",
+                         f"numbers {lo}..{hi} {unit}".rstrip())
+    bad = ~((values >= lo) & (values <= hi))  # NaN too
     if bad.any():
         raise LimitError(name, values[bad].flat[0].item(), f"{lo}..{hi} {unit}".rstrip())
 
 
+def _whole(name: str, value: object, lo: int, hi: int, unit: str) -> int:
+    """``value`` as an int within lo..hi: an int, or a float of integral value; LimitError
+    naming ``name`` and the range otherwise (a bool, a string, 100.5, NaN...)."""
+    allowed = f"whole numbers {lo}..{hi} {unit}".rstrip()
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise LimitError(name, repr(value), allowed)
+    if isinstance(value, numbers.Integral):
+        whole = int(value)
+    else:
+        as_float = float(value)
+        if not as_float.is_integer():
+            raise LimitError(name, value, allowed)
+        whole = int(as_float)
+    if not lo <= whole <= hi:
+        raise LimitError(name, value, allowed)
+    return whole
+
+
 class PulseGenerator:
-    """Checks pulse settings against the device limits and sets the spot rate."""
+    """Checks pulse settings against the device limits and sets the spot rate.
+
+    ``rep_rate_hz`` is the spot rate the device uses: the one ``set_rep_rate`` last set, else
+    the one the device's STATUS_REPORT gave when it was opened (a device that never got a
+    PULSE_SETTINGS uses 100 Hz, not 0: firmware_protocol.md section 5, rule 11), lowered with
+    the limits as the device lowers it; None when unknown (no answer to that request).
+    """
 
     def __init__(self, link: Link, limits: DeviceLimits) -> None:
         self._link = link
-        self.limits = limits
-        self.rep_rate_hz = 0
+        self._limits = limits
+        self.rep_rate_hz: int | None = self._rate_in_use() if link is not None else None
+
+    @property
+    def limits(self) -> DeviceLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: DeviceLimits) -> None:
+        # SET_LIMITS lowers the rate in use to a new maximum below it (rule 11)
+        self._limits = limits
+        if self.rep_rate_hz is not None:
+            self.rep_rate_hz = min(self.rep_rate_hz, limits.rep_rate_max_hz)
+
+    def _rate_in_use(self) -> int | None:
+        """The device's spot rate in use, from its STATUS_REPORT; None if it gave none."""
+        try:
+            rate = int(self._link.request("STATUS_REQUEST")["rep_rate_hz"])
+        except DeviceError:
+            return None
+        if rate >= _RATE_ABOVE_U16 or rate < 1:
+            return self._limits.rep_rate_max_hz  # "65535 if higher": at most the maximum
+        return min(rate, self._limits.rep_rate_max_hz)
 
     def check(self, energy_uj: ArrayLike, pulse_us: ArrayLike, stack: ArrayLike,
               rep_rate_hz: float | None = None) -> None:
-        """Raise LimitError naming the first value outside the device's limits."""
+        """Raise LimitError naming the first value outside the device's limits.
+
+        The average power (energy x stack x rate) is checked at ``rep_rate_hz``, else at the
+        rate in use (``self.rep_rate_hz``); when that is unknown, at the device's
+        ``rep_rate_max_hz``, the highest rate it could fire at (the conservative choice).
+        """
         lim = self.limits
         energy = np.asarray(energy_uj)
         stacks = np.asarray(stack)
         _check_range("energy_uj", energy, lim.energy_min_uj, lim.energy_max_uj, "µJ")
         _check_range("pulse_us", np.asarray(pulse_us), lim.pulse_min_us, lim.pulse_max_us, "µs")
         _check_range("stack", stacks, 1, lim.max_stack, "")
-        rate = self.rep_rate_hz if rep_rate_hz is None else rep_rate_hz
-        if rate and energy.size:
+        if rep_rate_hz is not None:
+            rate = _whole("rep_rate_hz", rep_rate_hz, 1, lim.rep_rate_max_hz, "Hz")
+        elif self.rep_rate_hz is not None:
+            rate = self.rep_rate_hz
+        else:
+            rate = lim.rep_rate_max_hz
+        if energy.size:
             power_mw = energy.astype(np.float64) * stacks * rate / 1000.0
             _check_range("average power (energy_uj x stack x rep_rate_hz)", power_mw, 0,
                          lim.avg_power_max_mw, "mW")
 
     def set_rep_rate(self, rep_rate_hz: int) -> None:
-        """Spot rate while emitting."""
-        if not 1 <= rep_rate_hz <= self.limits.rep_rate_max_hz:
-            raise LimitError("rep_rate_hz", rep_rate_hz, f"1..{self.limits.rep_rate_max_hz} Hz")
-        self._link.request("PULSE_SETTINGS", rep_rate_hz=int(rep_rate_hz))
-        self.rep_rate_hz = int(rep_rate_hz)
+        """Spot rate while emitting: a whole number of Hz, 1..``limits.rep_rate_max_hz`` (a
+        float of integral value is taken; anything else raises LimitError naming the range)."""
+        rate = _whole("rep_rate_hz", rep_rate_hz, 1, self.limits.rep_rate_max_hz, "Hz")
+        try:
+            self._link.request("PULSE_SETTINGS", rep_rate_hz=rate)
+        except DeviceTimeout:
+            self.rep_rate_hz = None  # the device may or may not have taken it
+            raise
+        self.rep_rate_hz = rate
 
     def aiming_beam(self, on: bool) -> None:
-        """Switch the visible aiming beam."""
+        """Switch the visible aiming beam on (True) or off (False); anything but a bool (a
+        string such as "off", a number) raises LimitError and switches nothing."""
+        if not isinstance(on, bool | np.bool_):
+            raise LimitError("aiming_beam(on)", repr(on), "True or False")
         self._link.request("AIMING_BEAM", on=int(bool(on)))

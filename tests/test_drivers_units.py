@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -114,3 +116,73 @@ def test_plan_checksum_covers_every_record_byte() -> None:
     assert plan_checksum(changed) != spots.checksum
     with pytest.raises(ValueError, match=r"indexed 0\.\.n-1"):
         PassSpots.from_records(0, records[::-1])
+
+
+class _Link:
+    """Records what a PulseGenerator sends; answers STATUS_REQUEST with ``rate``."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.sent: list[tuple[str, dict[str, object]]] = []
+
+    def request(self, name: str, **values: object) -> dict[str, int]:
+        self.sent.append((name, values))
+        return {"rep_rate_hz": self.rate}
+
+
+def test_pulse_arguments_of_the_wrong_kind_are_refused_before_sending() -> None:
+    """aiming_beam("off") switched the beam on; set_rep_rate(100.5) was truncated and
+    set_rep_rate("100") gave a bare TypeError (service audit)."""
+    link = _Link(100)
+    laser = PulseGenerator(link, LIMITS)  # type: ignore[arg-type]
+    link.sent.clear()
+    for on in ("off", "on", 0, 1, None):
+        with pytest.raises(LimitError, match=r"aiming_beam\(on\) = .* True or False"):
+            laser.aiming_beam(on)  # type: ignore[arg-type]
+    for rate in (100.5, "100", True, float("nan"), None, 0, 1001):
+        with pytest.raises(LimitError, match=r"rep_rate_hz = .* whole numbers 1..1000 Hz"):
+            laser.set_rep_rate(rate)  # type: ignore[arg-type]
+        if rate is not None:  # None: the rate in use
+            with pytest.raises(LimitError, match=r"rep_rate_hz = .* 1..1000 Hz"):
+                laser.check([5000], [100], [1], rep_rate_hz=rate)  # type: ignore[arg-type]
+    assert link.sent == []
+    laser.aiming_beam(False)
+    laser.aiming_beam(np.bool_(True))  # type: ignore[arg-type]
+    laser.set_rep_rate(200.0)  # type: ignore[arg-type]
+    laser.set_rep_rate(np.int64(300))  # type: ignore[arg-type]
+    assert link.sent == [("AIMING_BEAM", {"on": 0}), ("AIMING_BEAM", {"on": 1}),
+                         ("PULSE_SETTINGS", {"rep_rate_hz": 200}),
+                         ("PULSE_SETTINGS", {"rep_rate_hz": 300})]
+    assert laser.rep_rate_hz == 300 and type(laser.rep_rate_hz) is int
+    for values in (["5000"], [float("nan")], [True]):
+        with pytest.raises(LimitError, match="energy_uj"):
+            laser.check(values, [100], [1])
+
+
+def test_average_power_is_checked_at_the_rate_the_device_uses() -> None:
+    """A fresh device fires at 100 Hz before any PULSE_SETTINGS (firmware_protocol.md rule 11):
+    the generator reads that rate at open; with none known it assumes rep_rate_max_hz. At a
+    rate of 0 the check was skipped and a pass of 100 W passed against a 30 W limit."""
+    laser = PulseGenerator(_Link(100), LIMITS)  # type: ignore[arg-type]
+    assert laser.rep_rate_hz == 100
+    laser.check([200000], [100], [1])  # 20 W at 100 Hz
+    with pytest.raises(LimitError, match=r"average power .* = 100000.0 .* 0..30000 mW"):
+        laser.check([200000], [100], [5])
+    assert PulseGenerator(_Link(0xFFFF), LIMITS).rep_rate_hz == 1000  # type: ignore[arg-type]
+    unknown = PulseGenerator(None, LIMITS)  # type: ignore[arg-type]
+    assert unknown.rep_rate_hz is None
+    with pytest.raises(LimitError, match=r"average power .* = 200000.0 .* 0..30000 mW"):
+        unknown.check([200000], [100], [1])  # at 1000 Hz, the most the device could fire at
+    laser.set_rep_rate(800)
+    laser.limits = dataclasses.replace(LIMITS, rep_rate_max_hz=500)  # SET_LIMITS lowers it
+    assert laser.rep_rate_hz == 500
+
+
+def test_a_fresh_simulated_device_reports_its_rate_in_use() -> None:
+    from drivers import open_device
+
+    with open_device("sim://") as dev:
+        assert dev.laser.rep_rate_hz == dev.status().rep_rate_hz == 100
+        n = 10
+        with pytest.raises(LimitError, match="average power"):
+            dev.prepare_pass(0, np.linspace(-5000, 5000, n), np.zeros(n), 200000, 200, 5)
