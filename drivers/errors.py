@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.protocol.messages import ErrorCode, State
+from drivers.protocol.messages import ErrorCode, Interlock, State
 
 
 class DeviceError(Exception):
@@ -56,12 +56,26 @@ class DeviceNack(DeviceError):
             state_name = State(state).name
         except ValueError:
             state_name = str(state)
-        super().__init__(f"{request} refused: {name} (detail {detail}) in {state_name}: {text}")
+        super().__init__(f"{request} refused: {name} ({self._explain(detail)}) in {state_name}: "
+                         f"{text}")
         self.request = request
         self.error = code
         self.detail = detail
         self.state = state
         self.text = text
+
+    @classmethod
+    def _explain(cls, detail: int) -> str:
+        """The ``detail`` field in the message; per code in words where a subclass says it."""
+        return f"detail {detail}"
+
+
+#: In words, each safety interlock whose bit is clear: what keeps the device from emitting.
+OPEN_INTERLOCK_WORDS: dict[Interlock, str] = {
+    Interlock.KEY_ON: "key switch off",
+    Interlock.DOOR_CLOSED: "door open",
+    Interlock.ESTOP_RELEASED: "emergency stop pressed",
+}
 
 
 # One class per NACK code that callers tell apart, each with its code: NACK_TYPES is built
@@ -78,6 +92,12 @@ class InterlockOpen(DeviceNack):
     """NACK INTERLOCK_OPEN."""
 
     code = ErrorCode.INTERLOCK_OPEN
+
+    @classmethod
+    def _explain(cls, detail: int) -> str:
+        # detail: the interlock bits, a set bit a condition that permits emission
+        open_ = [words for bit, words in OPEN_INTERLOCK_WORDS.items() if not detail & bit]
+        return f"detail {detail}: {', '.join(open_)}" if open_ else f"detail {detail}"
 
 
 class BufferFull(DeviceNack):

@@ -181,3 +181,21 @@ def test_a_request_field_that_does_not_fit_raises_an_exported_value_error() -> N
         with pytest.raises(ValueError, match="expected an integer") as floated:
             dev.set_limits(1.5e5, 500, 20000)  # type: ignore[arg-type]
         assert isinstance(floated.value, ProtocolError)
+
+
+def test_interlock_open_names_the_open_interlocks() -> None:
+    """The message said only "INTERLOCK_OPEN (detail 13)" (service audit)."""
+    from drivers.errors import OPEN_INTERLOCK_WORDS
+    from drivers.protocol.messages import SAFETY_INTERLOCKS
+
+    assert set(OPEN_INTERLOCK_WORDS) == set(SAFETY_INTERLOCKS)
+    closed = int(Interlock.KEY_ON | Interlock.ESTOP_RELEASED | Interlock.FOOTSWITCH_DOWN)
+    exc = nack_error("ARM", int(ErrorCode.INTERLOCK_OPEN), closed, int(State.READY), "")
+    assert "INTERLOCK_OPEN (detail 13: door open) in READY" in str(exc)
+    exc = nack_error("ARM", int(ErrorCode.INTERLOCK_OPEN), 0, int(State.READY), "")
+    assert "(detail 0: key switch off, door open, emergency stop pressed)" in str(exc)
+    with open_device("sim://?door=open&estop=pressed") as dev:
+        spots = dev.prepare_pass(0, np.linspace(-5000, 5000, 10), np.zeros(10), 10_000, 200, 1)
+        dev.load_plan(spots)
+        with pytest.raises(InterlockOpen, match="door open, emergency stop pressed"):
+            dev.arm(spots)
