@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from controller.api import (
@@ -28,21 +29,33 @@ from controller.api import (
 )
 from controller.cli import main
 from controller.record import EXPORT_COLUMNS
+from controller.scanpath import Plan
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def treat_two_passes(path: Path, pattern: Pattern, coverage_pct: float, depth_um: float,
+                     seed: int, operator: str, patient_ref: str
+                     ) -> tuple[Plan, np.ndarray, float]:
+    """Treat one completed two-pass session (id 1) into ``path`` on the in-process simulator:
+    its plan, the simulator's ground truth and the field size (µm)."""
+    with open_device(f"sim://?footswitch=down&pre_emission_ms=20&seed={seed}") as dev:
+        settings = TreatmentSettings(get_handpiece("spot120"), pattern,
+                                     DensitySpec(coverage_pct=coverage_pct), depth_um=depth_um,
+                                     passes=PassSettings(count=2))
+        plan = plan_for_device(settings, dev.info.limits)
+        outcome = treat(dev, [plan], path, operator=operator, patient_ref=patient_ref)
+        truth = dev.simulator.device.ground_truth.copy()
+        field_um = float(dev.info.limits.field_size_um)
+    assert outcome.status == "completed" and outcome.session_id == 1
+    return plan, truth, field_um
 
 
 @pytest.fixture(scope="module")
 def treated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A closed record (WAL merged into the file) of one completed two-pass session, id 1."""
     path = tmp_path_factory.mktemp("record") / "treatments.db"
-    with open_device("sim://?footswitch=down&pre_emission_ms=20&seed=4") as dev:
-        settings = TreatmentSettings(get_handpiece("spot120"), Pattern("square", 3.0),
-                                     DensitySpec(coverage_pct=5.0), depth_um=200.0,
-                                     passes=PassSettings(count=2))
-        plan = plan_for_device(settings, dev.info.limits)
-        outcome = treat(dev, [plan], path, operator="Dr Export", patient_ref="E-1")
-    assert outcome.status == "completed" and outcome.session_id == 1
+    treat_two_passes(path, Pattern("square", 3.0), 5.0, 200.0, 4, "Dr Export", "E-1")
     return path
 
 

@@ -28,6 +28,7 @@ from controller.api import (
 from controller.cli import main
 from controller.record import EXPORT_COLUMNS, EXPORT_UNITS
 from drivers.protocol.messages import GALVO_FULL_SCALE_LSB
+from tests.test_log_export import treat_two_passes
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -38,15 +39,8 @@ def fired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, A
     ground truth with each row's pass_index mapped to the record's, the plan and the field
     size (µm)."""
     path = tmp_path_factory.mktemp("export") / "t.db"
-    with open_device("sim://?footswitch=down&pre_emission_ms=20&seed=7") as dev:
-        settings = TreatmentSettings(get_handpiece("spot120"), Pattern("circle", 3.0),
-                                     DensitySpec(coverage_pct=6.0), depth_um=250.0,
-                                     passes=PassSettings(count=2))
-        plan = plan_for_device(settings, dev.info.limits)
-        outcome = treat(dev, [plan], path, operator="Dr Truth", patient_ref="GT-1")
-        truth = dev.simulator.device.ground_truth.copy()
-        field_um = float(dev.info.limits.field_size_um)
-    assert outcome.status == "completed" and outcome.session_id == 1
+    plan, truth, field_um = treat_two_passes(path, Pattern("circle", 3.0), 6.0, 250.0, 7,
+                                             "Dr Truth", "GT-1")
     with TreatmentRecord(path, read_only=True) as record:
         head = next(record.entries(1, "session"))
         device_pass = {p.get("device_pass_index", p["pass"]): p["pass"]
