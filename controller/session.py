@@ -492,10 +492,7 @@ class TreatmentSession:
             return self._run()
 
     def _run(self) -> SessionOutcome:
-        ended = [e.body.get("status") for e in self.record.entries(self.session_id, "session_end")]
-        if ended:
-            raise SettingsError("run", self.session_id, "a session that has not ended",
-                                f"it ended: {ended[-1]}")
+        self._refuse_if_ended("run")
         if self.warnings:
             raise WarningsNotAcknowledged("borderline warnings must be acknowledged first: "
                                           + "; ".join(str(w) for w in self.warnings))

@@ -203,14 +203,15 @@ def check_thermal(plans: Sequence[Plan], pass_wait_s: float = 0.0) -> list[Therm
     one are not screened (``after_rejected``): they carry its heat, the session is rejected
     already, and their numbers would change with it (a 10-plan script took 11 minutes)."""
     checks: list[ThermalCheck] = []
+    rejected: int | None = None  # the first plan the screen rejected
     for k, plan in enumerate(plans):
-        rejected = next((c.plan_index for c in checks if c.rejected), None)
         if plan.settings.handpiece.max_reservoir_damage_fraction >= 1.0:
             checks.append(ThermalCheck(k, None, unlimited=True))
         elif rejected is not None:
             checks.append(ThermalCheck(k, None, after_rejected=rejected))
         else:
             checks.append(_screen(k, plans, pass_wait_s))
+            rejected = k if checks[-1].rejected else None
     return checks
 
 
