@@ -100,3 +100,22 @@ def self_intersection(vx: NDArray[np.float64], vy: NDArray[np.float64]) -> tuple
             elif _segments_touch((*pts[a], *pts[(a + 1) % n]), (*pts[b], *pts[(b + 1) % n])):
                 return a, b
     return None
+
+
+def within_outline(vx: NDArray[np.float64], vy: NDArray[np.float64], x: NDArray[np.float64],
+                   y: NDArray[np.float64], tol_um: float = 1e-3) -> NDArray[np.bool_]:
+    """Which points lie inside the closed polygon or within ``tol_um`` of its edges (even-odd
+    rule; a point on an edge counts as inside on every edge alike)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    inside = np.zeros(x.shape, dtype=bool)
+    near = np.zeros(x.shape, dtype=bool)
+    for ax, ay, bx, by in zip(vx, vy, np.roll(vx, -1), np.roll(vy, -1), strict=True):
+        crosses = (ay > y) != (by > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = ax + (y - ay) * (bx - ax) / (by - ay)
+        inside ^= crosses & (x < x_cross)
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        u = np.clip(((x - ax) * dx + (y - ay) * dy) / length2, 0.0, 1.0) if length2 else 0.0
+        near |= np.hypot(x - (ax + u * dx), y - (ay + u * dy)) <= tol_um
+    return inside | near

@@ -192,7 +192,8 @@ def thermal_subgrids(min_distance_um: float, pitch_um: float, hexagonal: bool
             max(2, math.ceil(min_distance_um / row_um)))
 
 
-def _skin_outline(settings: TreatmentSettings) -> patterns.Polygon:
+def skin_outline(settings: TreatmentSettings) -> patterns.Polygon:
+    """The pattern's outline on the skin (µm, turned by its rotation)."""
     vx, vy = settings.pattern.outline_um(settings.resolved_density.pitch_um)
     return patterns.rotate(vx, vy, math.radians(settings.pattern.rotation_deg))
 
@@ -227,7 +228,7 @@ def pass_geometry(
             along_um = x * math.cos(skin_rad) + y * math.sin(skin_rad)
             edge_um = float(gx.max()) - np.abs(along_um)
         else:
-            edge_um = _scanpath.edge_distance(x, y, *_skin_outline(settings))
+            edge_um = _scanpath.edge_distance(x, y, *skin_outline(settings))
         # clipped at 0 too: rounding puts a rotated line's end spot a hair past its end
         ramp = np.clip(edge_um / feather.width_um, 0.0, 1.0)
         u = _scanpath.uniform(stream_key(seed, geom_pass, Stream.FEATHER), len(x))
@@ -293,7 +294,7 @@ def plan_pass(
     else:
         energy_uj, pulse_us, stack = hp.dose_for_depth(settings.depth_um * scale[order])
     t_us, end_us, travel_um = fire_times_us(x, y, pulse_us, stack, rate_hz, timing)
-    area_um2 = patterns.signed_area_um2(*_skin_outline(settings))
+    area_um2 = patterns.signed_area_um2(*skin_outline(settings))
     dose_j = energy_uj.astype(np.float64) * stack * 1e-6
     metrics = PassMetrics(
         spot_count=len(x),
@@ -322,7 +323,7 @@ def build_plan(settings: TreatmentSettings, timing: GalvoTiming | None = None, s
     """
     timing = timing or GalvoTiming()
     integer("seed", seed, 0, 2**64 - 1)
-    vx, vy = _skin_outline(settings)
+    vx, vy = skin_outline(settings)
     reach_um = float(max(np.abs(vx).max(), np.abs(vy).max()))
     if reach_um > timing.field_um / 2.0:
         name, value = _size_field(settings)

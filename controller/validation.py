@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from controller.errors import SettingsError, pass_field
-from controller.scanpath import Plan
+from controller.patterns import within_outline
+from controller.scanpath import Plan, skin_outline, union_area_um2
 from controller.thermal_screen import PlanThermal, screen_plan, screening
 from drivers.info import DeviceLimits
 from drivers.protocol.messages import BY_NAME, GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
@@ -40,6 +41,7 @@ class ClinicalEnvelope:
     max_passes: int
     max_energy_mj: float
     max_cumulative_fluence_j_cm2: float
+    max_depth_um: float
     borderline_fraction: float = 0.9
 
     def __post_init__(self) -> None:
@@ -81,8 +83,20 @@ class Finding:
 
     def __str__(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
-        return (f"{self.field} = {self.value:.4g}{unit}; {self.rule} allows {self.bound} "
-                f"{self.limit:.4g}{unit}")
+        value, limit = distinct_digits(self.value, self.limit)
+        return f"{self.field} = {value}{unit}; {self.rule} allows {self.bound} {limit}{unit}"
+
+
+def distinct_digits(value: float, limit: float, least: int = 4) -> tuple[str, str]:
+    """``value`` and ``limit`` with at least ``least`` significant digits, and as many more as
+    it takes for unequal numbers to read differently (150.01 over a limit of 150 reads
+    "150.01", not "150")."""
+    value, limit = value + 0.0, limit + 0.0  # -0.0 reads as 0, as it compares
+    for digits in range(least, 18):
+        shown = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        if value == limit or shown[0] != shown[1]:
+            return shown
+    return shown
 
 
 class PlanRejected(Exception):
@@ -105,6 +119,31 @@ def _check(findings: list[Finding], warnings: list[Finding], rule: str, field: s
         findings.append(finding)
     elif value > borderline * limit:
         warnings.append(finding)
+
+
+def session_coverage(plans: Sequence[Plan]) -> tuple[float, int]:
+    """The largest share (%) of one plan's area that the spots of every plan of the session
+    cover together, and that plan's index: the plans treat the same area, so their reservoirs
+    are what all of them leave. Counts whole spots whose centres lie on the plan's outline
+    (as ``PlanMetrics`` does), of the widest handpiece spot among the plans."""
+    x = np.concatenate([plan.x_um for plan in plans])
+    y = np.concatenate([plan.y_um for plan in plans])
+    diameter_um = max(plan.settings.handpiece.spot_diameter_um for plan in plans)
+    shares = []
+    for plan in plans:
+        on = within_outline(*skin_outline(plan.settings), x, y)
+        union_um2 = union_area_um2(x[on], y[on], diameter_um)
+        shares.append(100.0 * min(1.0, union_um2 / (plan.metrics.pattern_area_mm2 * 1e6)))
+    k = int(np.argmax(shares))
+    return shares[k], k
+
+
+def deepest_column_um(plan: Plan, p: int) -> float:
+    """The deepest column of pass ``p``: one pulse's calibrated depth times the stack, to
+    0.1 µm (energies are whole µJ, so a depth asked for at the limit reads 1600.001 µm)."""
+    part = plan.pass_slice(p)
+    depth = plan.settings.handpiece.depth_for_energy_um(plan.energy_uj[part] / 1000.0)
+    return round(float((depth * plan.stack[part]).max()), 1)
 
 
 def _device_findings(plan: Plan, p: int, g: int, limits: DeviceLimits,
@@ -278,6 +317,8 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                m.coverage_pct, envelope.max_coverage_percent, "%", bl)
         _check(findings, warnings, "envelope", pass_field(g, "energy_mj"), energy_mj,
                envelope.max_energy_mj, "mJ", bl)
+        _check(findings, warnings, "envelope", pass_field(g, "depth_um"),
+               deepest_column_um(plan, p), envelope.max_depth_um, "µm", bl)
         fluence += m.area_fluence_j_cm2
         if m.spot_rate_hz < MIN_SPOT_RATE_HZ:  # else fired faster than it was screened
             findings.append(Finding("device", pass_field(g, "spot_rate_hz"), m.spot_rate_hz,
@@ -288,6 +329,11 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
         _check(findings, warnings, "envelope", "combined_coverage_percent",
                plan.metrics.combined_coverage_pct, envelope.max_combined_coverage_percent, "%",
                bl)
+    if len(plans) > 1:
+        share, k = session_coverage(plans)
+        _check(findings, warnings, "envelope",
+               f"combined_coverage_percent of plans 1-{len(plans)} on plan {k + 1}'s area",
+               share, envelope.max_combined_coverage_percent, "%", bl)
     _check(findings, warnings, "envelope", "cumulative_fluence_j_cm2", fluence,
            envelope.max_cumulative_fluence_j_cm2, "J/cm²", bl)
     if thermal is None:

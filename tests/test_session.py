@@ -81,7 +81,7 @@ def test_two_pass_session_completes_and_record_equals_truth(record: TreatmentRec
 
 
 def test_rejected_plan_lists_every_rule(record: TreatmentRecord) -> None:
-    strict = ClinicalEnvelope("strict", 5.0, 8.0, 1, 10.0, 1.0)
+    strict = ClinicalEnvelope("strict", 5.0, 8.0, 1, 10.0, 1.0, 1600.0)
     with open_device(f"sim://?{FAST}") as dev, pytest.raises(PlanRejected) as info:
         session_for(dev, record, envelope=strict)
     text = str(info.value)
@@ -145,7 +145,7 @@ def test_abort_while_cooling_fires_nothing_more(record: TreatmentRecord) -> None
 
 
 def test_borderline_warnings_must_be_acknowledged(record: TreatmentRecord) -> None:
-    envelope = ClinicalEnvelope("tight", 9.5, 60.0, 4, 150.0, 100.0)
+    envelope = ClinicalEnvelope("tight", 9.5, 60.0, 4, 150.0, 100.0, 1600.0)
     with open_device(f"sim://?{FAST}") as dev:
         session = session_for(dev, record, envelope=envelope)
         assert any("coverage_percent" in str(w) for w in session.warnings)

@@ -49,7 +49,7 @@ FAULT_KINDS = ("drop", "corrupt", "duplicate", "disconnect", "device_reset", "in
 PITCH_UM = 130.0  # jitter up to (pitch - spot) / 2 = 5 µm makes every plan's spots its own
 PASSES_PER_PLAN = 10  # MAX_PASSES
 #: Soak only: no clinical limit on how much one area receives.
-ENVELOPE = ClinicalEnvelope("soak", 100.0, 1000.0, 1000, 1000.0, 1e9)
+ENVELOPE = ClinicalEnvelope("soak", 100.0, 1000.0, 1000, 1000.0, 1e9, 1e9)
 
 
 def rss_kib() -> tuple[int, int]:

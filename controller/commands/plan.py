@@ -23,6 +23,7 @@ from controller.validation import (
     PlanRejected,
     ThermalCheck,
     check_thermal,
+    session_coverage,
     validate_plans,
 )
 
@@ -213,7 +214,17 @@ def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTimin
         "passes": [asdict(r) for r in rows], "plans": plan_docs,
         "total_spots": sum(r.spot_count for r in rows),
         "total_duration_s": sum(r.duration_s for r in rows),
+        "session_coverage": _session_coverage(plans),
     }
+
+
+def _session_coverage(plans: list[Plan]) -> dict[str, float | int] | None:
+    """What the plans of the session cover together (:func:`session_coverage`), on the area
+    of the plan they cover most; None for one plan (its own coverage says it)."""
+    if len(plans) < 2:
+        return None
+    share, k = session_coverage(plans)
+    return {"coverage_pct": share, "reservoir_pct": 100.0 - share, "on_plan": k}
 
 
 def wrap(text: str) -> str:
@@ -236,6 +247,10 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
         lines.append(wrap(f"plan {k} = {names} (seed {plan.seed}, checksum {plan.checksum:08x}):"
                           f" {m.pattern_area_mm2:.1f} mm², coverage {m.combined_coverage_pct:.1f}"
                           f" %, reservoir {100 * m.combined_reservoir_fraction:.1f} %"))
+    if doc["session_coverage"]:
+        c = doc["session_coverage"]
+        lines.append(wrap(f"all plans together on plan {c['on_plan'] + 1}'s area: coverage "
+                          f"{c['coverage_pct']:.1f} %, reservoir {c['reservoir_pct']:.1f} %"))
     wait = (f"passes {doc['pass_wait_s']:g} s apart (pass_wait_s)" if doc["pass_wait_s"]
             else "passes back to back")
     lines.append(wrap(f"total: {doc['total_spots']} spots, {doc['total_duration_s']:.1f} s of "
