@@ -21,6 +21,9 @@ from libc.stdlib cimport qsort
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15
 cdef double TWO_POW_M31 = 1.0 / 2147483648.0
 cdef uint64_t LOW32 = 0xFFFFFFFF
+#: A point within this fraction of the outline's reach (its largest |coordinate|) of an
+#: edge is on the outline, hence inside (scanpath_ref.ON_EDGE_REL, the same rule)
+cdef double ON_EDGE_REL = 1e-9
 cdef enum:
     MAX_BANDS = 4096
     # point-edge pairs from which edge_distance uses every OpenMP thread: waking a thread
@@ -65,7 +68,7 @@ cdef struct Poly:
     const Py_ssize_t* start
     const Py_ssize_t* edges
     Py_ssize_t nv, bands
-    double y0, y1, inv_band
+    double y0, y1, inv_band, tol
 
 
 cdef inline Py_ssize_t next_vertex(const Poly* p, Py_ssize_t e) noexcept nogil:
@@ -82,12 +85,42 @@ cdef inline Py_ssize_t band_of(const Poly* p, double py) noexcept nogil:
     return <Py_ssize_t>b
 
 
-cdef inline bint contains(const Poly* p, double px, double py) noexcept nogil:
-    """Crossing-number test with the reference's exact arithmetic, over py's band only."""
-    # outside [y0, y1) no edge spans py, so the crossing count is 0 anyway
-    if not (py >= p.y0 and py < p.y1):
+cdef inline double edge_dist2(const Poly* p, Py_ssize_t e, double px, double py
+                              ) noexcept nogil:
+    """Squared distance from the point to edge e (the reference's arithmetic)."""
+    cdef Py_ssize_t e1 = next_vertex(p, e)
+    cdef double xi = p.vx[e], yi = p.vy[e], ex = p.vx[e1] - xi, ey = p.vy[e1] - yi
+    cdef double t = 0.0, length2 = ex * ex + ey * ey, dx, dy
+    if length2 > 0.0:  # a zero-length edge is its start vertex
+        t = min(max(((px - xi) * ex + (py - yi) * ey) / length2, 0.0), 1.0)
+    dx = xi + t * ex - px
+    dy = yi + t * ey - py
+    return dx * dx + dy * dy
+
+
+cdef inline bint on_edge(const Poly* p, Py_ssize_t e, double px, double py) noexcept nogil:
+    """Is the point within ``p.tol`` of edge e?"""
+    cdef Py_ssize_t e1 = next_vertex(p, e)
+    cdef double xi = p.vx[e], yi = p.vy[e], xj = p.vx[e1], yj = p.vy[e1]
+    # beyond twice the tolerance of the edge's box the distance cannot round into it
+    if (px < min(xi, xj) - 2.0 * p.tol or px > max(xi, xj) + 2.0 * p.tol
+            or py < min(yi, yj) - 2.0 * p.tol or py > max(yi, yj) + 2.0 * p.tol):
         return False
-    cdef Py_ssize_t b = band_of(p, py), it, e
+    return edge_dist2(p, e, px, py) <= p.tol * p.tol
+
+
+cdef inline bint contains(const Poly* p, double px, double py) noexcept nogil:
+    """Closed point-in-polygon test: on an edge (within ``p.tol``), or inside by the
+    crossing number (the reference's exact arithmetic), over the bands near py only."""
+    # twice the tolerance: rounding here must not drop what the distance would keep
+    if not (py >= p.y0 - 2.0 * p.tol and py <= p.y1 + 2.0 * p.tol):
+        return False
+    cdef Py_ssize_t b, it, e
+    for b in range(band_of(p, py - 2.0 * p.tol), band_of(p, py + 2.0 * p.tol) + 1):
+        for it in range(p.start[b], p.start[b + 1]):
+            if on_edge(p, p.edges[it], px, py):
+                return True
+    b = band_of(p, py)
     cdef bint c = False
     cdef double yi
     for it in range(p.start[b], p.start[b + 1]):
@@ -101,8 +134,9 @@ cdef inline bint contains(const Poly* p, double px, double py) noexcept nogil:
 
 @cython.final
 cdef class EdgeBands:
-    """A polygon's edges bucketed into horizontal bands, for the crossing-number test: a
-    point tests only the edges spanning its band. Owns the arrays ``p`` points into."""
+    """A polygon's edges bucketed into horizontal bands, for the closed point-in-polygon
+    test: a point tests only the edges of the bands at its height (within the on-edge
+    tolerance ``p.tol``). Owns the arrays ``p`` points into."""
 
     cdef Poly p
     cdef object keep
@@ -115,6 +149,7 @@ cdef class EdgeBands:
         self.p.nv = nv
         self.p.y0 = ay.min()
         self.p.y1 = ay.max()
+        self.p.tol = ON_EDGE_REL * max(np.abs(ax).max(), np.abs(ay).max())
         self.p.bands = min(2 * nv, MAX_BANDS)
         self.p.inv_band = (self.p.bands / (self.p.y1 - self.p.y0) if self.p.y1 > self.p.y0
                            else 0.0)
@@ -308,12 +343,17 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
     odd rows shifted by pitch/2): anchored at the offset, not at the box. The k-th box point
     (row-major) moves by (2u-1) * jitter_half_um per axis, u being the high (x) and low (y)
     32 bits of hash k of stream ``key`` over 2^32 (no move if jitter_half_um is 0); it is
-    kept if inside the polygon (crossing number), then turned by the angle whose cosine and
-    sine are given. Returns (x_um, y_um, i, j) in row-major order.
+    kept if inside the closed polygon, then turned by the angle whose cosine and sine are
+    given. Returns (x_um, y_um, i, j) in row-major order.
+
+    The polygon is closed: a point within ON_EDGE_REL of the outline's reach (its largest
+    |coordinate|) of an edge is inside, on every edge alike, so a shape symmetric about the
+    lattice gives symmetric spots; other points are inside by the crossing number. The box
+    is the polygon's bounding box grown by that tolerance.
 
     Only points whose jittered position can come within a small margin of an edge take
-    the crossing test; along each row, the runs between them are kept or dropped whole
-    (beyond the margin, the test's rounding cannot change its answer).
+    the test; along each row, the runs between them are kept or dropped whole (beyond the
+    margin, far wider than the tolerance, the test's rounding cannot change its answer).
     """
     if not pitch_um > 0:
         raise ValueError(f"pitch_um must be > 0, got {pitch_um}")
@@ -324,12 +364,14 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
     g.row = pitch_um * sqrt(3.0) / 2.0 if hexagonal else pitch_um
     g.half = pitch_um / 2.0
     g.jitter, g.cos_turn, g.sin_turn = jitter_half_um, cos_turn, sin_turn
-    cdef double xmin = np.min(vx), xmax = np.max(vx)
+    cdef double xmin = np.min(vx), xmax = np.max(vx), xlo = xmin - p.tol, xhi = xmax + p.tol
     cdef double scale = max(abs(xmin), abs(xmax), abs(p.y0), abs(p.y1)) + abs(offset_x_um) \
         + abs(offset_y_um) + pitch_um
+    # the margin: jitter plus 1000 times the on-edge tolerance at least
     cdef double pad = max(jitter_half_um, 0.0) + 1e-6 * scale
-    cdef int64_t jmin = <int64_t>ceil((p.y0 - offset_y_um) / g.row)
-    cdef Py_ssize_t rows = max(<int64_t>floor((p.y1 - offset_y_um) / g.row) - jmin + 1, 0)
+    cdef int64_t jmin = <int64_t>ceil((p.y0 - p.tol - offset_y_um) / g.row)
+    cdef Py_ssize_t rows = max(<int64_t>floor((p.y1 + p.tol - offset_y_um) / g.row) - jmin + 1,
+                               0)
     cdef Py_ssize_t r, widest = 1
     imin = np.empty(rows, dtype=np.int64)
     imax = np.empty(rows, dtype=np.int64)
@@ -341,8 +383,8 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
     for r in range(rows):
         jj = jmin + r
         shift = row_shift(&g, jj)
-        lo[r] = <int64_t>ceil((xmin - offset_x_um - shift) / pitch_um)
-        hi[r] = <int64_t>floor((xmax - offset_x_um - shift) / pitch_um)
+        lo[r] = <int64_t>ceil((xlo - offset_x_um - shift) / pitch_um)
+        hi[r] = <int64_t>floor((xhi - offset_x_um - shift) / pitch_um)
         fr[r + 1] = 0
         if hi[r] >= lo[r]:
             fr[r + 1] = edge_ranges(p, &g, jj, lo[r], hi[r], pad, NULL)
@@ -382,6 +424,30 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
             n += emit_row(p, &g, jmin + r, lo[r], kv[r], rp + 3 * fr[r], fr[r + 1] - fr[r],
                           &xv[n], &yv[n], &iv[n], &jv[n])
     return x, y, i, j
+
+
+def near_outline(const double[::1] x, const double[::1] y, const double[::1] vx,
+                 const double[::1] vy, double radius_um):
+    """Mask of the points closer than ``radius_um`` to an edge of the polygon (squared
+    distances compared); each point tests only the edges of the bands within twice the
+    radius of its height."""
+    cdef Py_ssize_t n = _same_length(x, y), k, b, it
+    cdef EdgeBands poly = EdgeBands(vx, vy)
+    cdef const Poly* p = &poly.p
+    cdef double r2 = radius_um * radius_um
+    out = np.zeros(n, dtype=np.bool_)
+    cdef unsigned char[::1] ov = out.view(np.uint8)
+    with nogil:
+        for k in range(n):
+            for b in range(band_of(p, y[k] - 2.0 * radius_um),
+                           band_of(p, y[k] + 2.0 * radius_um) + 1):
+                for it in range(p.start[b], p.start[b + 1]):
+                    if edge_dist2(p, p.edges[it], x[k], y[k]) < r2:
+                        ov[k] = 1
+                        break
+                if ov[k]:
+                    break
+    return out
 
 
 def uniform(uint64_t key, Py_ssize_t n):
@@ -615,15 +681,23 @@ def fire_times(const double[::1] x, const double[::1] y, const int32_t[::1] puls
 
 
 def uncovered_samples(const double[::1] x, const double[::1] y, double radius_um,
-                      const double[::1] sx, const double[::1] sy):
-    """Sample points of each disc not covered by any disc of lower index, summed.
+                      const double[::1] sx, const double[::1] sy, const double[::1] inside,
+                      const double[::1] vx, const double[::1] vy):
+    """Sample points of each disc inside the polygon and not covered by any disc of lower
+    index, summed in disc order.
 
     Disc k's samples are its centre plus (sx, sy); a sample is covered by disc m if it lies
-    strictly inside it. Union area = count * disc area / len(sx).
+    strictly inside it. A disc that no disc of lower index overlaps adds ``inside[k]``
+    (the share of it inside the polygon, in [0, 1]) times the sample count, exactly;
+    otherwise its uncovered samples count, those of a disc partly outside (inside[k] < 1)
+    only where inside the closed polygon. Union area inside = total * disc area / len(sx).
     """
-    cdef Py_ssize_t n = _same_length(x, y), ns = _same_length(sx, sy)
+    cdef Py_ssize_t n = _same_length(x, y, inside), ns = _same_length(sx, sy)
     cdef CellHash hsh = CellHash(x, y, 2.0 * radius_um)
-    cdef int64_t total = 0
+    cdef EdgeBands poly = EdgeBands(vx, vy)
+    cdef const Poly* p = &poly.p
+    cdef double total = 0.0
+    cdef int64_t count
     cdef Py_ssize_t k, m, it, gx, gy, cx0, cy0, s
     cdef double r2 = radius_um * radius_um, d2 = 4.0 * radius_um * radius_um, px, py
     cdef bint overlap, covered
@@ -640,8 +714,9 @@ def uncovered_samples(const double[::1] x, const double[::1] y, double radius_um
                         if m < k and dist2(x[m], y[m], x[k], y[k]) < d2:
                             overlap = True
             if not overlap:
-                total += ns
+                total += inside[k] * <double>ns
                 continue
+            count = 0
             for s in range(ns):
                 px = x[k] + sx[s]
                 py = y[k] + sy[s]
@@ -653,6 +728,7 @@ def uncovered_samples(const double[::1] x, const double[::1] y, double radius_um
                             m = hsh.items[it]
                             if m < k and dist2(px, py, x[m], y[m]) < r2:
                                 covered = True
-                if not covered:
-                    total += 1
+                if not covered and (inside[k] >= 1.0 or contains(p, px, py)):
+                    count += 1
+            total += <double>count
     return total

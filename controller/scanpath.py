@@ -47,7 +47,10 @@ def stream_key(seed: int, pass_index: int, stream: Stream) -> int:
 
 @dataclass(frozen=True)
 class PassMetrics:
-    """What one pass delivers. Areas count whole spots over the pattern's outline area."""
+    """What one pass delivers over the pattern's outline area. Areas and doses count the
+    share of each spot's lesion (its disc) inside the outline: a spot centred on an edge
+    counts half, on a square's corner a quarter (``spots_per_cm2`` counts spots so weighted);
+    peak fluence is the spot's own."""
 
     spot_count: int
     pulse_count: int
@@ -175,12 +178,26 @@ def _union_samples(radius_um: float) -> tuple[NDArray[np.float64], NDArray[np.fl
     return r * np.cos(angle), r * np.sin(angle)
 
 
-def union_area_um2(x_um: NDArray[np.float64], y_um: NDArray[np.float64], diameter_um: float
-                   ) -> float:
-    """Area covered by the union of spots of ``diameter_um`` (sampled estimate)."""
+def union_area_um2(x_um: NDArray[np.float64], y_um: NDArray[np.float64], diameter_um: float,
+                   vx: NDArray[np.float64], vy: NDArray[np.float64]) -> float:
+    """Area of the union of spots of ``diameter_um`` inside the outline: exact for spots
+    that no earlier spot overlaps, sampled for the others."""
     sx, sy = _union_samples(diameter_um / 2.0)
-    count = _scanpath.uncovered_samples(x_um, y_um, diameter_um / 2.0, sx, sy)
+    inside = lesion_inside_fraction(x_um, y_um, diameter_um, vx, vy)
+    count = _scanpath.uncovered_samples(x_um, y_um, diameter_um / 2.0, sx, sy, inside, vx, vy)
     return count * math.pi * diameter_um**2 / 4.0 / UNION_SAMPLES
+
+
+def lesion_inside_fraction(x_um: NDArray[np.float64], y_um: NDArray[np.float64],
+                           diameter_um: float, vx: NDArray[np.float64],
+                           vy: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Share of each spot's disc inside the outline: 1 unless it comes within a radius of
+    an edge (the closed outline keeps spots centred on it, half their lesion outside)."""
+    inside = np.ones(len(x_um))
+    near = np.flatnonzero(_scanpath.near_outline(x_um, y_um, vx, vy, diameter_um / 2.0))
+    inside[near] = patterns.disc_area_inside_um2(x_um[near], y_um[near], diameter_um / 2.0,
+                                                 vx, vy) / (math.pi * diameter_um**2 / 4.0)
+    return inside
 
 
 def thermal_subgrids(min_distance_um: float, pitch_um: float, hexagonal: bool
@@ -294,18 +311,21 @@ def plan_pass(
     else:
         energy_uj, pulse_us, stack = hp.dose_for_depth(settings.depth_um * scale[order])
     t_us, end_us, travel_um = fire_times_us(x, y, pulse_us, stack, rate_hz, timing)
-    area_um2 = patterns.signed_area_um2(*skin_outline(settings))
+    outline = skin_outline(settings)
+    area_um2 = patterns.signed_area_um2(*outline)
+    inside = lesion_inside_fraction(x, y, hp.spot_diameter_um, *outline)
+    lesions = float(inside.sum())  # spots, each counted by its lesion's share inside
     dose_j = energy_uj.astype(np.float64) * stack * 1e-6
     metrics = PassMetrics(
         spot_count=len(x),
         pulse_count=int(stack.sum()),
         pitch_um=settings.resolved_density.pitch_um,
-        coverage_pct=100.0 * len(x) * hp.spot_area_um2 / area_um2,
-        spots_per_cm2=len(x) / area_um2 * 1e8,
+        coverage_pct=100.0 * lesions * hp.spot_area_um2 / area_um2,
+        spots_per_cm2=lesions / area_um2 * 1e8,
         # spots of one pass never overlap (jitter <= (pitch - diameter) / 2): no union needed
-        reservoir_fraction=max(0.0, 1.0 - len(x) * hp.spot_area_um2 / area_um2),
+        reservoir_fraction=max(0.0, 1.0 - lesions * hp.spot_area_um2 / area_um2),
         peak_fluence_j_cm2=float(dose_j.max()) / (hp.spot_area_um2 * 1e-8),
-        area_fluence_j_cm2=float(dose_j.sum()) / (area_um2 * 1e-8),
+        area_fluence_j_cm2=float(np.dot(dose_j, inside)) / (area_um2 * 1e-8),
         spot_rate_hz=rate_hz,
         duration_s=end_us * 1e-6,
         travel_mm=travel_um * 1e-3,
@@ -339,7 +359,7 @@ def build_plan(settings: TreatmentSettings, timing: GalvoTiming | None = None, s
     if len(passes) == 1:
         union_um2 = (1.0 - passes[0].metrics.reservoir_fraction) * area_um2
     else:
-        union_um2 = union_area_um2(arrays["x_um"], arrays["y_um"], d_um)
+        union_um2 = union_area_um2(arrays["x_um"], arrays["y_um"], d_um, vx, vy)
     metrics = PlanMetrics(
         target=settings.resolved_density,
         pattern_area_mm2=area_um2 * 1e-6,

@@ -15,6 +15,9 @@ F64 = NDArray[np.float64]
 I32 = NDArray[np.int32]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+#: A point within this fraction of the outline's reach (its largest |coordinate|) of an edge
+#: is on the outline, hence inside: the closed rule of grid_points
+ON_EDGE_REL = 1e-9
 _PAIR_CHUNK = 1 << 16
 
 
@@ -69,9 +72,17 @@ def jitter(x: F64, y: F64, half_side_um: float, key: int) -> tuple[F64, F64]:
     return x + (2.0 * ux - 1.0) * half_side_um, y + (2.0 * uy - 1.0) * half_side_um
 
 
+def on_edge_tolerance_um(vx: F64, vy: F64) -> float:
+    """Distance from an edge within which a point is on the outline (see ON_EDGE_REL)."""
+    return ON_EDGE_REL * float(max(np.abs(vx).max(), np.abs(vy).max()))
+
+
 def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
-    """Crossing-number point-in-polygon test (boundary: left and bottom edges inside)."""
+    """Closed point-in-polygon test: within :func:`on_edge_tolerance_um` of an edge (every
+    edge alike), or inside by the crossing number."""
+    tol = on_edge_tolerance_um(vx, vy)
     inside = np.zeros(len(x), dtype=bool)
+    on_edge = np.zeros(len(x), dtype=bool)
     for e in range(len(vx)):
         xi, yi = vx[e], vy[e]
         xj, yj = vx[(e + 1) % len(vx)], vy[(e + 1) % len(vx)]
@@ -79,7 +90,14 @@ def inside_polygon(x: F64, y: F64, vx: F64, vy: F64) -> NDArray[np.bool_]:
         with np.errstate(divide="ignore", invalid="ignore"):
             left = x < (y - yi) * ((xj - xi) / (yj - yi)) + xi
         inside ^= spans & left
-    return inside
+        ex, ey = xj - xi, yj - yi
+        length2 = ex * ex + ey * ey
+        t = np.zeros(len(x))
+        if length2 > 0.0:  # a zero-length edge is its start vertex
+            t = np.clip(((x - xi) * ex + (y - yi) * ey) / length2, 0.0, 1.0)
+        dx, dy = xi + t * ex - x, yi + t * ey - y
+        on_edge |= dx * dx + dy * dy <= tol * tol
+    return inside | on_edge
 
 
 def grid_points(
@@ -87,11 +105,13 @@ def grid_points(
     jitter_half_um: float, key: int, cos_turn: float, sin_turn: float,
 ) -> tuple[F64, F64, I32, I32]:
     """Reference for :func:`controller._scanpath.grid_points`: lattice over the polygon's
-    bounding box, jitter, mask, rotation, one step after the other."""
+    bounding box grown by the on-edge tolerance, jitter, mask, rotation, one step after the
+    other."""
     if len(vx) < 3:
         raise ValueError(f"a polygon needs at least 3 vertices, got {len(vx)}")
-    x, y, i, j = lattice(vx.min(), vx.max(), vy.min(), vy.max(), pitch_um, hexagonal,
-                         offset_x_um, offset_y_um)
+    tol = on_edge_tolerance_um(vx, vy)
+    x, y, i, j = lattice(vx.min() - tol, vx.max() + tol, vy.min() - tol, vy.max() + tol,
+                         pitch_um, hexagonal, offset_x_um, offset_y_um)
     if jitter_half_um > 0:
         x, y = jitter(x, y, jitter_half_um, key)
     inside = inside_polygon(x, y, vx, vy)
@@ -99,8 +119,8 @@ def grid_points(
     return cos_turn * x - sin_turn * y, sin_turn * x + cos_turn * y, i[inside], j[inside]
 
 
-def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
-    """Reference for :func:`controller._scanpath.edge_distance`."""
+def _edge_dist2(x: F64, y: F64, vx: F64, vy: F64) -> F64:
+    """Squared distance from each point to the nearest polygon edge."""
     best = np.full(len(x), 1e308)
     for e in range(len(vx)):
         ex = vx[(e + 1) % len(vx)] - vx[e]
@@ -112,7 +132,19 @@ def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
         dx = vx[e] + t * ex - x
         dy = vy[e] + t * ey - y
         best = np.minimum(best, dx * dx + dy * dy)
-    return np.sqrt(best)
+    return best
+
+
+def edge_distance(x: F64, y: F64, vx: F64, vy: F64) -> F64:
+    """Reference for :func:`controller._scanpath.edge_distance`."""
+    return np.sqrt(_edge_dist2(x, y, vx, vy))
+
+
+def near_outline(x: F64, y: F64, vx: F64, vy: F64, radius_um: float) -> NDArray[np.bool_]:
+    """Reference for :func:`controller._scanpath.near_outline`."""
+    if len(vx) < 3:
+        raise ValueError(f"a polygon needs at least 3 vertices, got {len(vx)}")
+    return _edge_dist2(x, y, vx, vy) < radius_um * radius_um
 
 
 def interlaced_order(i: I32, j: I32, x: F64, y: F64, ki: int, kj: int) -> I32:
@@ -210,12 +242,25 @@ def fire_times(
     return t, float(end), float(d.sum())
 
 
-def uncovered_samples(x: F64, y: F64, radius_um: float, sx: F64, sy: F64) -> int:
+def uncovered_samples(x: F64, y: F64, radius_um: float, sx: F64, sy: F64, inside: F64,
+                      vx: F64, vy: F64) -> float:
     """Reference for :func:`controller._scanpath.uncovered_samples`."""
+    if len(inside) != len(x):
+        raise ValueError(f"array lengths differ: {[len(x), len(inside)]}")
     a, b = _pairs_within(x, y, 2.0 * radius_um)
     covered = np.zeros((len(x), len(sx)), dtype=bool)
     for s in range(len(sx)):
         px, py = x[b] + sx[s], y[b] + sy[s]
         hit = (px - x[a]) * (px - x[a]) + (py - y[a]) * (py - y[a]) < radius_um * radius_um
         covered[b[hit], s] = True
-    return int(covered.size - covered.sum())
+    partly = np.flatnonzero(inside < 1.0)
+    outside = np.zeros_like(covered)
+    outside[partly] = ~inside_polygon((x[partly, None] + sx).ravel(),
+                                      (y[partly, None] + sy).ravel(), vx, vy
+                                      ).reshape(len(partly), len(sx))
+    overlapped = np.zeros(len(x), dtype=bool)
+    overlapped[b] = True
+    # summed disc after disc, as the kernel does
+    per_disc = np.where(overlapped, (~covered & ~outside).sum(axis=1).astype(np.float64),
+                        inside * float(len(sx)))
+    return float(np.cumsum(per_disc)[-1]) if len(x) else 0.0

@@ -292,7 +292,7 @@ def density_allowed(name: str, spot_diameter_um: float, grid: str,
 
 #: Longest cooling wait between passes (s): scripts and sessions accept 0..this.
 MAX_PASS_WAIT_S = 600.0
-#: Most vertices of a polygon outline: over four times the 223 sides of the largest circle
+#: Most vertices of a polygon outline: over four times the 224 sides of the largest circle
 #: (the simple-polygon check is quadratic: 0.6 s at this size, a minute at 5,000).
 MAX_POLYGON_VERTICES = 1000
 #: Polygon vertices are rounded to this many decimals of a millimetre (1 nm).

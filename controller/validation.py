@@ -124,15 +124,16 @@ def _check(findings: list[Finding], warnings: list[Finding], rule: str, field: s
 def session_coverage(plans: Sequence[Plan]) -> tuple[float, int]:
     """The largest share (%) of one plan's area that the spots of every plan of the session
     cover together, and that plan's index: the plans treat the same area, so their reservoirs
-    are what all of them leave. Counts whole spots whose centres lie on the plan's outline
-    (as ``PlanMetrics`` does), of the widest handpiece spot among the plans."""
+    are what all of them leave. Counts each lesion's share inside the plan's outline (as
+    ``PlanMetrics`` does), with the widest handpiece spot among the plans."""
     x = np.concatenate([plan.x_um for plan in plans])
     y = np.concatenate([plan.y_um for plan in plans])
     diameter_um = max(plan.settings.handpiece.spot_diameter_um for plan in plans)
     shares = []
     for plan in plans:
-        on = within_outline(*skin_outline(plan.settings), x, y)
-        union_um2 = union_area_um2(x[on], y[on], diameter_um)
+        outline = skin_outline(plan.settings)
+        on = within_outline(*outline, x, y, tol_um=diameter_um / 2.0)  # a lesion reaches in
+        union_um2 = union_area_um2(x[on], y[on], diameter_um, *outline)
         shares.append(100.0 * min(1.0, union_um2 / (plan.metrics.pattern_area_mm2 * 1e6)))
     k = int(np.argmax(shares))
     return shares[k], k

@@ -149,8 +149,13 @@ def test_plan_invariants(s: TreatmentSettings, seed: int) -> None:
                       & (plan.pulse_us[sl] <= hp.pulse_max_us))
         assert np.all((plan.stack[sl] >= 1) & (plan.stack[sl] <= hp.max_stack))
         # metrics agree with the arrays
+        # each spot's lesion counts whole unless it reaches beyond the outline
         area_um2 = plan.metrics.pattern_area_mm2 * 1e6
-        assert m.coverage_pct == pytest.approx(100 * n * hp.spot_area_um2 / area_um2)
+        near = scanpath_ref.edge_distance(x, y, vx, vy) < hp.spot_diameter_um / 2
+        whole_pct = 100 * hp.spot_area_um2 / area_um2
+        assert (n - near.sum()) * whole_pct * (1 - 1e-9) <= m.coverage_pct
+        assert m.coverage_pct <= n * whole_pct * (1 + 1e-9)
+        assert m.spots_per_cm2 == pytest.approx(m.coverage_pct / whole_pct / area_um2 * 1e8)
         assert m.pulse_count == plan.stack[sl].sum()
         t = plan.fire_time_us[sl]
         assert np.all(np.diff(t) >= 1e6 / m.spot_rate_hz * (1 - 1e-12))
@@ -266,11 +271,12 @@ def square(pitch_um: float, **kw: object) -> TreatmentSettings:
                              DensitySpec(pitch_um=pitch_um), 300.0, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("pitch_um", "spots", "coverage_pct"),
-                         [(500, 400, 4.52), (200, 2500, 28.27)])
-def test_domain_worked_example_plans(pitch_um: float, spots: int, coverage_pct: float) -> None:
+@pytest.mark.parametrize(("pitch_um", "coverage_pct"), [(500, 4.52), (200, 28.27)])
+def test_domain_worked_example_plans(pitch_um: float, coverage_pct: float) -> None:
     m = sp.build_plan(square(pitch_um)).metrics
-    assert m.passes[0].spot_count == spots
+    # the closed outline keeps the lattice points on all four edges: 10 mm / pitch + 1 a side;
+    # their lesions half (corners a quarter) outside, the coverage is the domain's figure
+    assert m.passes[0].spot_count == (round(10_000 / pitch_um) + 1) ** 2
     assert m.passes[0].coverage_pct == pytest.approx(coverage_pct, abs=0.01)
     assert m.passes[0].spots_per_cm2 == pytest.approx(1e8 / pitch_um**2)
     assert m.passes[0].reservoir_fraction == pytest.approx(1 - coverage_pct / 100, abs=1e-4)
@@ -375,7 +381,9 @@ def test_line_pattern_is_one_row() -> None:
                           DensitySpec(pitch_um=500.0), 300.0, passes=PassSettings(2))
     plan = sp.build_plan(s)
     assert np.all(plan.y_um == 0.0)
-    assert plan.metrics.passes[0].spot_count == 10
+    # 5 mm at 500 µm: both ends on the lattice and kept; the second pass half a pitch along
+    np.testing.assert_allclose(np.sort(plan.x_um[plan.pass_slice(0)]),
+                               np.arange(-2500, 2501, 500))
     np.testing.assert_allclose(np.sort(plan.x_um[plan.pass_slice(1)]),
                                np.arange(-2250, 2500, 500))
 
@@ -439,3 +447,104 @@ def test_edge_distance_does_not_depend_on_the_thread_count() -> None:
                            capture_output=True, env={**os.environ, "OMP_NUM_THREADS": n}
                            ).stdout for n in ("1", "2", "5")}
     assert len(sums) == 1
+
+
+def lattice_keys(x: np.ndarray, y: np.ndarray, pitch_um: float, grid: GridKind
+                 ) -> set[tuple[int, int]]:
+    """Each spot as integers (x in half pitches, y in rows), checked to lie on that raster:
+    mirroring a spot negates its keys, without rounding doubts."""
+    row_um = pitch_um * math.sqrt(3.0) / 2.0 if grid == "hex" else pitch_um
+    kx, ky = np.rint(x / (pitch_um / 2.0)), np.rint(y / row_um)
+    assert np.allclose(kx * pitch_um / 2.0, x, rtol=0, atol=1e-6)
+    assert np.allclose(ky * row_um, y, rtol=0, atol=1e-6)
+    return set(zip(kx.astype(int).tolist(), ky.astype(int).tolist(), strict=True))
+
+
+@st.composite
+def centred_patterns(draw: st.DrawFn) -> TreatmentSettings:
+    """A centred square, rectangle, circle or hexagon without offset, jitter or rotation; its
+    sizes are often whole or half multiples of the pitch, so that edges, corners and vertices
+    fall on lattice points."""
+    shape = draw(st.sampled_from(CONVEX))
+    grid = draw(st.sampled_from(GRIDS))
+    pitch_um = draw(st.sampled_from([120.0, 250.0, 500.0]) | st.floats(120.0, 600.0))
+
+    def size_mm() -> float:
+        if draw(st.booleans()):
+            return pitch_um * draw(st.integers(1, 40)) / 2.0 / 1000.0
+        return pitch_um * draw(st.floats(1.0, 20.0)) / 1000.0
+
+    width = size_mm()
+    height = size_mm() if shape == "rectangle" else None
+    return TreatmentSettings(HANDPIECES["spot120"], Pattern(shape, width, height),
+                             DensitySpec(pitch_um=pitch_um), 300.0, grid,
+                             order=ScanOrder("raster"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(centred_patterns())
+def test_centred_patterns_are_mirror_symmetric(s: TreatmentSettings) -> None:
+    """A centred shape symmetric about both axes gets spots symmetric about both axes: the
+    outline is closed on every edge alike (it was half-open: spots on the left and bottom
+    edges, none on the right and top ones)."""
+    try:
+        plan = sp.build_plan(s, FIELD)
+    except SettingsError as err:  # smaller than a pitch: no lattice point inside
+        assume("has no spot" not in err.reason)
+        raise
+    spots = lattice_keys(plan.x_um, plan.y_um, s.resolved_density.pitch_um, s.grid)
+    assert len(spots) == len(plan.x_um)
+    assert {(-kx, ky) for kx, ky in spots} == spots
+    assert {(kx, -ky) for kx, ky in spots} == spots
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_a_square_on_the_lattice_keeps_its_whole_outline(grid: GridKind) -> None:
+    """2 mm at 500 µm: spots on all four edges, 5 x 5 on the square grid (it was 4 x 4)."""
+    s = TreatmentSettings(HANDPIECES["spot120"], Pattern("square", 2.0),
+                          DensitySpec(pitch_um=500.0), 300.0, grid)
+    plan = sp.build_plan(s)
+    row_um = 500.0 * (math.sqrt(3.0) / 2.0 if grid == "hex" else 1.0)
+    rows = np.unique(np.rint(plan.y_um / row_um))
+    assert rows.tolist() == list(range(-int(1000 // row_um), int(1000 // row_um) + 1))
+    for r in rows:  # each row from edge to edge (odd hex rows half a pitch in)
+        x = np.sort(plan.x_um[np.rint(plan.y_um / row_um) == r])
+        shift = 250.0 if grid == "hex" and r % 2 else 0.0
+        np.testing.assert_allclose(x, np.arange(-1000.0 + shift, 1000.0 - shift + 1, 500.0))
+    if grid == "square":
+        assert len(plan.x_um) == 5 * 5
+        # 9 whole lesions, 12 halves, 4 quarters: the domain's coverage, pi d^2 / 4 / p^2
+        assert plan.metrics.passes[0].coverage_pct == pytest.approx(
+            100 * math.pi * 120.0**2 / 4 / 500.0**2)
+
+
+def test_a_disc_inside_a_polygon_is_its_exact_share() -> None:
+    r, vx, vy = 60.0, *patterns.rectangle_um(2000.0, 2000.0)
+    cx = np.array([0.0, 1000.0, 1000.0, 2000.0, 1000.0 - r / 2])
+    cy = np.array([0.0, 0.0, 1000.0, 0.0, 0.0])
+    # inside, on an edge, on a corner, beyond, a radius half inside: 1 - (2pi/3 - sin 2pi/3) / 2pi
+    share = [1.0, 0.5, 0.25, 0.0, 1.0 - (2 * math.pi / 3 - math.sin(2 * math.pi / 3)) / 2 / math.pi]
+    for x_vx, x_vy in ((vx, vy), (vx[::-1], vy[::-1])):  # either orientation
+        got = patterns.disc_area_inside_um2(cx, cy, r, x_vx, x_vy) / (math.pi * r * r)
+        np.testing.assert_allclose(got, share, atol=1e-12)
+    hx, hy = patterns.regular_polygon_um(6, 1000.0)  # a 120 degree corner: a third
+    assert patterns.disc_area_inside_um2(hx[:1], hy[:1], r, hx, hy)[0] == pytest.approx(
+        math.pi * r * r / 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(polygon_mm(1.0), st.floats(20.0, 400.0), st.integers(0, 2**32 - 1))
+def test_disc_area_inside_matches_a_fine_sampling(vertices: tuple[tuple[float, float], ...],
+                                                  radius_um: float, seed: int) -> None:
+    vx, vy = (np.array(c) * 1000.0 for c in zip(*vertices, strict=True))
+    rng = np.random.default_rng(seed)
+    cx, cy = rng.uniform(-1000, 1000, 8), rng.uniform(-1000, 1000, 8)
+    cx[:4], cy[:4] = vx[:4 % len(vx)] if len(vx) >= 4 else vx[0], vy[0]  # a vertex or two
+    got = patterns.disc_area_inside_um2(cx, cy, radius_um, vx, vy)
+    g = (np.arange(200) + 0.5) / 200 * 2 - 1  # a 200 x 200 raster over each disc's box
+    gx, gy = (a.ravel() * radius_um for a in np.meshgrid(g, g))
+    disc = gx * gx + gy * gy <= radius_um**2
+    for k in range(len(cx)):
+        inside = scanpath_ref.inside_polygon(cx[k] + gx[disc], cy[k] + gy[disc], vx, vy)
+        sampled = inside.sum() * (2 * radius_um / 200) ** 2
+        assert got[k] == pytest.approx(sampled, abs=0.02 * math.pi * radius_um**2)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import _scanpath as cy
+from controller import patterns
 from controller import scanpath_ref as ref
 
 coord = st.floats(-5000, 5000, allow_nan=False)
@@ -112,11 +113,52 @@ def test_grid_points_is_anchored_at_the_offset_and_row_major() -> None:
     np.testing.assert_allclose(y, j * 100 * np.sqrt(3) / 2)
 
 
-def test_grid_points_mask_is_half_open() -> None:
+def test_grid_points_outline_is_closed() -> None:
     vx, vy = np.array([-1000.0, 1000, 1000, -1000]), np.array([-1000.0, -1000, 1000, 1000])
-    x, y, _, _ = cy.grid_points(vx, vy, 500, False, 0, 0, 0.0, 0, 1.0, 0.0)
-    # left and bottom edges inside, right and top outside: 4 x 4 spots, not 5 x 5
-    assert len(x) == 16 and x.min() == y.min() == -1000 and x.max() == y.max() == 500
+    for module in (cy, ref):
+        x, y, _, _ = module.grid_points(vx, vy, 500, False, 0, 0, 0.0, 0, 1.0, 0.0)
+        # every edge inside: 5 x 5 spots from -1000 to 1000 (the half-open rule kept 4 x 4)
+        assert len(x) == 25 and x.min() == y.min() == -1000 and x.max() == y.max() == 1000
+
+
+def test_grid_points_keep_points_within_the_tolerance_of_any_edge() -> None:
+    # the square's edges moved a hair (1e-10 of its reach) in or out: the lattice points on
+    # them stay, those a micrometre beyond do not
+    for hair in (-1e-7, 1e-7):
+        h = 1000.0 + hair
+        vx, vy = np.array([-h, h, h, -h]), np.array([-h, -h, h, h])
+        for module in (cy, ref):
+            assert len(module.grid_points(vx, vy, 500, False, 0, 0, 0.0, 0, 1.0, 0.0)[0]) == 25
+            assert len(module.grid_points(vx, vy, 500, False, 1e-3, 1e-3, 0.0, 0, 1.0, 0.0)[0]
+                       ) == 16
+
+
+@st.composite
+def edge_exact(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, float, bool, float, float]:
+    """A rectangle, regular hexagon or 'circle' polygon centred on a lattice point (or half a
+    pitch off it), its size a whole or half number of pitches: lattice points on edges and
+    vertices, up to the rounding of the vertices' trigonometry."""
+    p = draw(st.sampled_from([50.0, 120.0, 250.0, 500.0]) | pitch)
+    hexagonal = draw(st.booleans())
+    kind = draw(st.sampled_from(["rectangle", "hexagon", "circle"]))
+    a, b = (p * draw(st.integers(1, 16)) / 2.0 for _ in range(2))
+    if kind == "rectangle":
+        vx, vy = patterns.rectangle_um(2 * a, 2 * b)
+    else:
+        vx, vy = patterns.regular_polygon_um(6 if kind == "hexagon" else 4 * draw(
+            st.integers(8, 30)), a)
+    ox, oy = (p / 2.0 * draw(st.integers(-4, 4)) for _ in range(2))
+    return vx + ox, vy + oy, p, hexagonal, ox, oy
+
+
+@settings(max_examples=150)
+@given(edge_exact(), st.just(0.0) | st.floats(0, 40), seeds, st.floats(-np.pi, np.pi))
+def test_grid_points_on_edge_exact_shapes(case: tuple[np.ndarray, np.ndarray, float, bool,
+                                                      float, float],
+                                          half_um: float, key: int, angle: float) -> None:
+    vx, vy, p, hexagonal, ox, oy = case
+    args = (vx, vy, p, hexagonal, ox, oy, half_um, key, np.cos(angle), np.sin(angle))
+    assert_same(cy.grid_points(*args), ref.grid_points(*args))
 
 
 def test_grid_points_jitter_stays_within_the_square() -> None:
@@ -128,6 +170,17 @@ def test_grid_points_jitter_stays_within_the_square() -> None:
     dx, dy = moved[0] - plain[0], moved[1] - plain[1]
     assert np.all(np.abs(dx) <= 40) and np.all(np.abs(dy) <= 40)
     assert np.std(dx) > 15 and np.std(dy) > 15  # uniform on [-40, 40]: std 23
+
+
+@settings(max_examples=100)
+@given(points(), polygons(), st.floats(0, 400) | st.sampled_from([50.0, 100.0]))
+def test_near_outline(pts: tuple[np.ndarray, np.ndarray], poly: tuple[np.ndarray, np.ndarray],
+                      radius_um: float) -> None:
+    (x, y), (vx, vy) = pts, poly
+    got = cy.near_outline(x, y, vx, vy, radius_um)
+    assert_same(got, ref.near_outline(x, y, vx, vy, radius_um))
+    d = ref.edge_distance(x, y, vx, vy)
+    assert np.all(got[d < radius_um * (1 - 1e-12)]) and not np.any(got[d > radius_um])
 
 
 @settings(max_examples=40)
@@ -231,18 +284,26 @@ def test_jump_time_model() -> None:
     assert travel == pytest.approx(1100.0)
 
 
-@settings(max_examples=40)
-@given(points(250), st.floats(1, 400))
-def test_uncovered_samples(pts: tuple[np.ndarray, np.ndarray], radius_um: float) -> None:
+@settings(max_examples=60)
+@given(points(250), st.floats(1, 400), polygons(), st.integers(0, 2**32 - 1))
+def test_uncovered_samples(pts: tuple[np.ndarray, np.ndarray], radius_um: float,
+                           poly: tuple[np.ndarray, np.ndarray], seed: int) -> None:
     x, y = pts
     s = np.arange(32)
     sx = radius_um * np.sqrt((s + 0.5) / 32) * np.cos(s * 2.4)
     sy = radius_um * np.sqrt((s + 0.5) / 32) * np.sin(s * 2.4)
-    got = cy.uncovered_samples(x, y, radius_um, sx, sy)
-    assert got == ref.uncovered_samples(x, y, radius_um, sx, sy)
+    rng = np.random.default_rng(seed)
+    inside = np.where(rng.random(len(x)) < 0.5, 1.0, rng.random(len(x)))
+    got = cy.uncovered_samples(x, y, radius_um, sx, sy, inside, *poly)
+    assert got == ref.uncovered_samples(x, y, radius_um, sx, sy, inside, *poly)
     assert 0 <= got <= len(x) * 32
     # a repeated disc adds nothing
-    assert cy.uncovered_samples(np.r_[x, x], np.r_[y, y], radius_um, sx, sy) == got
+    assert cy.uncovered_samples(np.r_[x, x], np.r_[y, y], radius_um, sx, sy,
+                                np.r_[inside, inside], *poly) == got
+    # wholly inside a polygon around them all: whole uncovered samples, as before
+    box = np.array([-1e4, 1e4, 1e4, -1e4]), np.array([-1e4, -1e4, 1e4, 1e4])
+    whole = cy.uncovered_samples(x, y, radius_um, sx, sy, np.ones(len(x)), *box)
+    assert whole == int(whole) and got <= whole
 
 
 def test_kernels_reject_bad_input() -> None:
@@ -252,3 +313,5 @@ def test_kernels_reject_bad_input() -> None:
         cy.grid_points(np.zeros(3), np.ones(3), 0.0, False, 0, 0, 0.0, 0, 1.0, 0.0)
     with pytest.raises(ValueError, match="3 vertices"):
         cy.grid_points(np.zeros(2), np.ones(2), 10.0, False, 0, 0, 0.0, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="3 vertices"):
+        cy.near_outline(np.zeros(1), np.zeros(1), np.zeros(2), np.ones(2), 10.0)
