@@ -20,6 +20,7 @@ it evaluates, e.g. ``"plan 1, pass 3 of 10"`` or ``"suggestion thermal-spread or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,8 +29,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from controller.errors import SettingsError
+from controller.numbers import distinct_digits
 from controller.scanpath import Plan, build_plan
-from controller.settings import DensitySpec, Handpiece, ScanOrder, number
+from controller.settings import (
+    MAX_PITCH_UM,
+    DensitySpec,
+    Handpiece,
+    ScanOrder,
+    density_at_pitch,
+    number,
+)
 from controller.thermal import (
     F64,
     MAX_WINDOW_UM,
@@ -44,8 +53,13 @@ from controller.thermal import (
 
 #: Longest wait between passes that a suggestion may ask for.
 MAX_WAIT_S = 300.0
-#: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion.
-DENSITY_TRIES = 4
+#: Density cuts tried (each rebuilt and screened) before giving up on a density suggestion:
+#: each cuts by the failing pass's heat scale and at least CUT_STEP, so 12 reach 14 % of the
+#: first one's coverage at the least, and the planner's sparsest lattice usually before.
+MAX_DENSITY_SCREENS = 12
+#: The least significant digits of a damaged share shown beside its limit (more when needed
+#: to tell them apart: 5.04 % over a limit of 5 %).
+DAMAGE_DIGITS = 3
 #: The least further cut of the heat (as coverage) after a density variant still fails.
 CUT_STEP = 0.85
 #: A screen's window half-width in lattice pitches (docs/thermal_model.md, Limits: narrower
@@ -193,12 +207,13 @@ class PlanThermal:
         if self.ok:
             return []
         first_bad = next(p for p in self.passes if not p.ok)
+        damaged, limit = distinct_digits(100.0 * first_bad.damaged_reservoir_fraction,
+                                         100.0 * self.max_damaged_fraction, DAMAGE_DIGITS)
         reasons = [
-            f"pass {self.session_pass(first_bad) + 1}: "
-            f"{100.0 * first_bad.damaged_reservoir_fraction:.1f} %"
+            f"pass {self.session_pass(first_bad) + 1}: {damaged} %"
             f" of the reservoir reaches thermal damage (Arrhenius Ω ≥ "
             f"{self.params.damage_omega:g}; peak rise {first_bad.peak_reservoir_rise_k:.1f} K);"
-            f" the handpiece allows {100.0 * self.max_damaged_fraction:.1f} %"
+            f" the handpiece allows {limit} %"
         ]
         return reasons + _suggestions(self)
 
@@ -327,7 +342,7 @@ def _spread_suggestion(screen: PlanThermal, spread: Plan) -> str:
     verdict = ("within the limit" if trial.passes else "still exceeds it in pass "
                f"{spread_screen.session_pass(spread_screen.passes[-1]) + 1}")
     return (f"or thermal-spread order: peak {trial.peak_reservoir_rise_k:.1f} K, "
-            f"{100.0 * trial.damaged_reservoir_fraction:.1f} % damaged ({verdict})")
+            f"{damaged_text(screen, trial.damaged_reservoir_fraction)} % damaged ({verdict})")
 
 
 def _waited(screen: PlanThermal, wait_s: float) -> PlanThermal:
@@ -349,29 +364,77 @@ def _single_pass_ok(screen: PlanThermal, spots: SpotHeat, k: int) -> bool:
 
 def _density_suggestion(screen: PlanThermal) -> str:
     """Lower density: the heat scale that passes (exact, the model is linear in heat) as a
-    coverage cut, then the rebuilt plan screened, cutting further if it still fails: by the
+    coverage cut, then the rebuilt plan screened, cutting further while it still fails: by the
     scale its own failing pass asks for, and at least by CUT_STEP (a screen stops at its first
-    failing pass, so the later passes' heat is known only from the variants)."""
+    failing pass, so the later passes' heat is known only from the variants). It stops at the
+    sparsest plan the planner builds (pitch MAX_PITCH_UM, or the last density at which the
+    pattern holds a spot) or after MAX_DENSITY_SCREENS variants. The coverage screened is the
+    one shown (:func:`coverage_down`): the value typed into the script is the plan evaluated."""
     settings = screen.plan.settings
-    scale = _heat_scale(screen)
     coverage = settings.resolved_density.coverage_pct
-    tried = 1.0
-    for _ in range(DENSITY_TRIES):
-        target = coverage * scale
+    sparsest = density_at_pitch(MAX_PITCH_UM, settings.handpiece.spot_diameter_um,
+                                settings.grid).coverage_pct
+    wanted = coverage * _heat_scale(screen)
+    failed: tuple[str, PlanThermal] | None = None  # the last variant screened, its coverage
+    for _ in range(MAX_DENSITY_SCREENS):
+        target, shown = coverage_down(wanted)
+        floor = target <= sparsest
+        if floor:
+            target, shown = coverage_up(sparsest)
         try:
             plan = build_plan(replace(settings, density=DensitySpec(coverage_pct=target)),
                               screen.plan.timing, screen.plan.seed)
-        except SettingsError as exc:
-            return f"lowering the density far enough is not possible ({exc})"
-        with screening(f"suggestion coverage {target:.1f} %"):
+        except SettingsError as exc:  # sparser than the pattern holds a spot at
+            if failed is None:
+                return f"lowering the density far enough is not possible ({exc})"
+            return _density_fails(screen, coverage, *failed, after=f", and at {shown} % the "
+                                  f"planner builds no plan ({exc})")
+        with screening(f"suggestion coverage {shown} %"):
             variant = _rescreen(screen, plan)
         if variant.ok:
-            return (f"or lower the density by {100.0 * (1.0 - scale):.0f} % (coverage "
-                    f"{coverage:.1f} % -> {target:.1f} %, evaluated: within the limit)")
-        tried = scale
-        scale *= min(CUT_STEP, _heat_scale(variant))
-    return (f"lowering the density by {100.0 * (1.0 - tried):.0f} % is not enough; "
+            return (f"or lower the density by {100.0 * (1.0 - target / coverage):.0f} % "
+                    f"(density_percent = {shown}: coverage {coverage:.1f} % -> {shown} %, "
+                    "evaluated: within the limit)")
+        failed = (shown, variant)
+        if floor:
+            return _density_fails(screen, coverage, shown, variant,
+                                  f", the sparsest the planner builds (pitch "
+                                  f"{MAX_PITCH_UM:g} µm),")
+        wanted = target * min(CUT_STEP, _heat_scale(variant))
+    assert failed is not None
+    cuts = f"{MAX_DENSITY_SCREENS} cut" + "s" * (MAX_DENSITY_SCREENS != 1)
+    return _density_fails(screen, coverage, *failed, f", the last of {cuts} screened,")
+
+
+def _density_fails(screen: PlanThermal, coverage: float, shown: str, variant: PlanThermal,
+                   note: str = "", after: str = "") -> str:
+    """The deepest density cut screened (coverage ``shown``), and how it still fails."""
+    bad = variant.passes[-1]  # a variant's screen ends at its first pass beyond the limit
+    return (f"a density cut of {100.0 * (1.0 - float(shown) / coverage):.0f} % (to coverage "
+            f"{shown} %){note} still fails pass {variant.session_pass(bad) + 1} "
+            f"({damaged_text(screen, bad.damaged_reservoir_fraction)} % damaged){after}; "
             "lower the energy or split the area")
+
+
+def coverage_down(coverage_pct: float) -> tuple[float, str]:
+    """``coverage_pct`` rounded down to what is shown (0.1 from 1 %, two significant digits
+    below), as a number and as the text that reads back as that number."""
+    digits = max(1, 1 - math.floor(math.log10(coverage_pct)))
+    value = math.floor(coverage_pct * 10**digits) / 10**digits
+    return value, f"{value:.{digits}f}"
+
+
+def coverage_up(coverage_pct: float) -> tuple[float, str]:
+    """As :func:`coverage_down`, rounded up."""
+    digits = max(1, 1 - math.floor(math.log10(coverage_pct)))
+    value = math.ceil(coverage_pct * 10**digits) / 10**digits
+    return value, f"{value:.{digits}f}"
+
+
+def damaged_text(screen: PlanThermal, fraction: float) -> str:
+    """A damaged share of the reservoir (%), with the digits that tell it from the limit."""
+    return distinct_digits(100.0 * fraction, 100.0 * screen.max_damaged_fraction,
+                           DAMAGE_DIGITS)[0]
 
 
 def _heat_scale(screen: PlanThermal) -> float:

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from controller.errors import SettingsError, pass_field
+from controller.numbers import distinct_digits
 from controller.patterns import within_outline
 from controller.scanpath import Plan, skin_outline, union_area_um2
-from controller.thermal_screen import PlanThermal, screen_plan, screening
+from controller.thermal_screen import DAMAGE_DIGITS, PlanThermal, screen_plan, screening
 from drivers.info import DeviceLimits
 from drivers.protocol.messages import BY_NAME, GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
 
@@ -85,18 +86,6 @@ class Finding:
         unit = f" {self.unit}" if self.unit else ""
         value, limit = distinct_digits(self.value, self.limit)
         return f"{self.field} = {value}{unit}; {self.rule} allows {self.bound} {limit}{unit}"
-
-
-def distinct_digits(value: float, limit: float, least: int = 4) -> tuple[str, str]:
-    """``value`` and ``limit`` with at least ``least`` significant digits, and as many more as
-    it takes for unequal numbers to read differently (150.01 over a limit of 150 reads
-    "150.01", not "150")."""
-    value, limit = value + 0.0, limit + 0.0  # -0.0 reads as 0, as it compares
-    for digits in range(least, 18):
-        shown = f"{value:.{digits}g}", f"{limit:.{digits}g}"
-        if value == limit or shown[0] != shown[1]:
-            return shown
-    return shown
 
 
 class PlanRejected(Exception):
@@ -226,10 +215,12 @@ class ThermalCheck:
                 reasons = self.screen.rejection_reasons()
         except SettingsError as exc:  # a suggestion's variant is beyond the model's range
             worst = max(self.screen.passes, key=lambda p: p.damaged_reservoir_fraction)
-            reasons = [f"{100.0 * worst.damaged_reservoir_fraction:.1f} % of the reservoir "
-                       f"damaged (peak rise {worst.peak_reservoir_rise_k:.1f} K); the handpiece "
-                       f"allows {100.0 * self.screen.max_damaged_fraction:.1f} %; no "
-                       f"suggestion could be evaluated ({exc})"]
+            damaged, limit = distinct_digits(100.0 * worst.damaged_reservoir_fraction,
+                                             100.0 * self.screen.max_damaged_fraction,
+                                             DAMAGE_DIGITS)
+            reasons = [f"{damaged} % of the reservoir damaged (peak rise "
+                       f"{worst.peak_reservoir_rise_k:.1f} K); the handpiece allows {limit} %; "
+                       f"no suggestion could be evaluated ({exc})"]
         return tuple(("  " if k else head) + r for k, r in enumerate(reasons))
 
 

@@ -13,9 +13,11 @@ from typing import Any, TextIO
 
 from controller.commands import add_command
 from controller.errors import SettingsError
+from controller.numbers import distinct_digits
 from controller.progress import screen_display
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, describe_pattern, load_script, span
+from controller.thermal_screen import DAMAGE_DIGITS
 from controller.timing import GalvoTiming
 from controller.validation import (
     ClinicalEnvelope,
@@ -83,6 +85,7 @@ class PassRow:
     peak_reservoir_rise_k: float | None  # None: not evaluated (see thermal_run)
     damaged_reservoir_pct: float | None
     thermal_run: bool  # False: not screened, after a pass or plan beyond the limit
+    max_damaged_reservoir_pct: float | None = None  # the handpiece's limit (None: no screen)
 
 
 def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRow]:
@@ -115,20 +118,24 @@ def pass_rows(plans: list[Plan], thermal: Sequence[ThermalCheck]) -> list[PassRo
                 peak_reservoir_rise_k=None if screened is None else
                 screened.peak_reservoir_rise_k,
                 damaged_reservoir_pct=None if screened is None else
-                100.0 * screened.damaged_reservoir_fraction))
+                100.0 * screened.damaged_reservoir_fraction,
+                max_damaged_reservoir_pct=None if check.screen is None else
+                100.0 * check.screen.max_damaged_fraction))
     return rows
 
 
 def thermal_cell(row: PassRow) -> str:
     """The thermal check of a pass: peak reservoir rise when within the limit, else the
-    damaged share of the reservoir; "n/a" when the model could not evaluate it, "no limit"
+    damaged share of the reservoir (with the digits that tell it from the limit: "FAIL 5.04 %"
+    over 5 %); "n/a" when the model could not evaluate it, "no limit"
     for a handpiece without a thermal limit, "not run" after a pass or plan beyond the limit
     (it carries that one's heat)."""
-    if row.peak_reservoir_rise_k is None or row.damaged_reservoir_pct is None:
+    damaged, limit = row.damaged_reservoir_pct, row.max_damaged_reservoir_pct
+    if row.peak_reservoir_rise_k is None or damaged is None or limit is None:
         return "no limit" if row.thermal_ok else "n/a" if row.thermal_run else "not run"
     if row.thermal_ok:
         return f"ok {row.peak_reservoir_rise_k:.0f} K"
-    return f"FAIL {row.damaged_reservoir_pct:.1f} %"
+    return f"FAIL {distinct_digits(damaged, limit, DAMAGE_DIGITS)[0]} %"
 
 
 #: (heading, unit, cell) per column; the first TEXT_COLUMNS are left-aligned text. A pass's
