@@ -108,8 +108,11 @@ SERIAL_PATH = re.compile(
     r"/dev/tty[A-Za-z]+\d+|/dev/cu\.[\w.-]+|/dev/serial/by-(id|path)/[\w.:+-]+|COM\d+")
 SCRIPT_SCHEMES = ("sim", "socket", "usb")
 
+#: One part of a TOML key: bare, "basic" (with escapes) or 'literal'.
+_KEY_PART = r"""(?:[\w-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
 _HEADER = re.compile(r"\s*\[\[?\s*([\w.-]+)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"\s*([\w-]+)\s*=")
+#: A key line: its first part (a dotted key ``a.b = 1`` sets the table ``a``), then ``=``.
+_KEY = re.compile(rf"\s*({_KEY_PART})(?:\s*\.\s*{_KEY_PART})*\s*=")
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -245,9 +248,19 @@ def key_lines(text: str) -> dict[tuple[str, int, str], int]:
             seen[table] = index + 1
             lines.setdefault((table, index, ""), n)
         elif key := _KEY.match(line):
-            lines.setdefault((table, index, key.group(1)), n)
+            lines.setdefault((table, index, _key_name(key.group(1))), n)
         quote = next((q for q in ('"""', "'''") if line.count(q) % 2), "")
     return lines
+
+
+def _key_name(part: str) -> str:
+    """A key part as the parsed table names it: a quoted one unquoted, its escapes read."""
+    if part[0] not in "\"'":
+        return part
+    try:
+        return next(iter(tomllib.loads(f"{part} = 0")))
+    except tomllib.TOMLDecodeError:  # not a key after all (the text parsed as a whole)
+        return part
 
 
 def _check_keys(path: Path, lines: dict, table: tuple[str, int], prefix: str, data: dict,

@@ -293,3 +293,21 @@ def test_a_huge_rejected_value_is_not_echoed_whole() -> None:
     message = str(info.value)
     assert len(message) < 400 and "(999,002 characters)" in message
     assert "allowed: printable text of at most" in message
+
+
+@pytest.mark.parametrize("key, name", [
+    ('"dénsity"', "dénsity"),
+    ("'dénsity'", "dénsity"),
+    ('"d\\u00e9nsity"', "dénsity"),  # a basic string's escape, read as the parser reads it
+    ('density . x', "density"),      # a dotted key sets the table named by its first part
+    ('"dens.ity".x', "dens.ity"),
+])
+def test_a_quoted_or_dotted_unknown_key_is_named_with_its_line(key: str, name: str) -> None:
+    exc = rejected(PASS + f"{key} = 3\n")
+    assert exc.field == f"pass 1: {name}" and exc.line == 5
+    assert str(exc).startswith("t.toml:5: ")
+
+
+def test_a_quoted_pass_key_error_points_at_its_line() -> None:
+    exc = rejected("[[pass]]\nsize_mm = 6\n'density_percent' = 90\ndepth_um = 300\n")
+    assert exc.field == "pass 1: density_percent" and exc.line == 3
