@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, TextIO
 
 from controller.commands import add_command
@@ -17,6 +18,8 @@ from controller.numbers import distinct_digits
 from controller.progress import screen_display
 from controller.scanpath import Plan
 from controller.script import TreatmentScript, describe_pattern, load_script, span
+from controller.session import timing_for
+from controller.settings import TreatmentSettings
 from controller.thermal_screen import DAMAGE_DIGITS
 from controller.timing import GalvoTiming
 from controller.validation import (
@@ -28,24 +31,34 @@ from controller.validation import (
     session_coverage,
     validate_plans,
 )
+from drivers import DeviceError, LimitError, open_device
+from drivers.info import DeviceInfo
+from drivers.protocol.messages import Capability
 
 EXIT_OK = 0
 EXIT_REJECTED = 3
+EXIT_DEVICE = 6  # as co2scan run: the device unreachable, or one co2scan cannot treat with
 
 HELP = """show the validated plan of a treatment script, one row per [[pass]]
 
-Plans every pass with the default galvo timing (run re-plans with the device's own limits),
-checks the plan against the clinical envelope and screens it with the thermal model: the
+Plans every pass with the default galvo field and timing, or with --device URL for that
+device's own limits (field, pulse rate, average power) exactly as co2scan run plans it: the
+device is only identified, nothing is loaded, armed or fired. Without --device a device may
+refuse the plan (a pattern beyond its field) or fire it slower (its power limit), which
+changes the thermal figures. Checks the plan against the clinical envelope (and the device's
+limits) and screens it with the thermal model: the
 "thermal check" column shows each pass's peak reservoir rise ("ok 12 K") or, when too much
 of the reservoir is damaged, the damaged share ("FAIL 3.1 %"); the passes after such a pass,
 and the plans after its plan, are "not run" (they carry its heat). Exit status: 0 plan accepted,
 3 script invalid or plan rejected (the reasons, with the thermal model's numbers and
-suggestions, on stderr; with --json the plan is still printed). While the screen runs, stderr
+suggestions, on stderr; with --json the plan is still printed), 6 device unreachable or one
+co2scan cannot treat with (no energy monitor). While the screen runs, stderr
 shows what it evaluates: a status line on a terminal, else a plain line at most every 5 s
 (--quiet: nothing).
 
 examples:
   co2scan plan examples/deep_scar.toml
+  co2scan plan examples/deep_scar.toml --device /dev/ttyACM0
   co2scan plan examples/deep_scar.toml --json > deep_scar.plan.json
 """
 
@@ -178,44 +191,100 @@ def format_table(rows: list[PassRow], stream: TextIO) -> str:
     return "\n".join([paint(line, BOLD, stream) for line in lines[:2]] + lines[2:])
 
 
-def load_and_plan(path: str, timing: GalvoTiming | None = None
+def load_and_plan(path: str, timing: GalvoTiming | None = None, device: DeviceInfo | None = None
                   ) -> tuple[TreatmentScript, list[Plan]]:
-    """Load a script and plan it; raises ScriptError (a SettingsError) when it is invalid."""
+    """Load a script and plan it, with ``timing`` or for ``device``'s limits as co2scan run
+    plans it (:func:`~controller.session.timing_for`); raises ScriptError (a SettingsError)
+    when it is invalid or the device cannot honour it (e.g. a pattern beyond its field)."""
     script = load_script(path)
-    return script, script.plans(timing)
+    return script, script.plans(timing if device is None else planning_timing(device))
 
 
-def check(plans: list[Plan], pass_wait_s: float = 0.0, quiet: bool = False
+def planning_timing(device: DeviceInfo) -> Callable[[TreatmentSettings], GalvoTiming]:
+    """The timing of each plan for ``device``, as co2scan run and a session plan it."""
+    return partial(timing_for, device.limits)
+
+
+def identify(url: str) -> DeviceInfo:
+    """The identity and limits of the device at ``url``, for planning: read only. Opening a
+    device sends two queries (IDENTIFY, STATUS_REQUEST); only the link is closed afterwards,
+    since Device.close would ask a device that this co2scan never armed to PAUSE and DISARM
+    (one that another host arms, say). Raises DeviceError when it cannot be reached, and
+    LimitError for a device co2scan cannot treat with (no energy monitor: co2scan run
+    refuses it too)."""
+    device = open_device(url)
+    try:
+        info = device.info
+    finally:
+        device.link.close()
+    if Capability.ENERGY_MONITOR not in info.capabilities:
+        raise LimitError("device capabilities", repr(info.capabilities),
+                         "ENERGY_MONITOR set: co2scan checks every spot's measured energy "
+                         "(firmware_protocol.md 4.2), and cannot with this device")
+    return info
+
+
+def prepare(args: argparse.Namespace) -> tuple[TreatmentScript, list[Plan],
+                                                DeviceInfo | None] | int:
+    """The script of ``args.script`` planned (for the device at ``args.device``, if given),
+    or the exit status, the reason on stderr: a script invalid (for that device), a device
+    unreachable or one co2scan cannot treat with."""
+    try:
+        script = load_script(args.script)  # an invalid one is refused before a device is asked
+        device = None if args.device is None else identify(args.device)
+        plans = script.plans(None if device is None else planning_timing(device))
+    except SettingsError as exc:
+        return fail(str(exc))
+    except LimitError as exc:
+        return fail(f"cannot treat with the device at {args.device}: {exc}", EXIT_DEVICE)
+    except DeviceError as exc:
+        return fail(f"cannot reach the device at {args.device}: {exc}", EXIT_DEVICE)
+    return script, plans, device
+
+
+def check(plans: list[Plan], pass_wait_s: float = 0.0, quiet: bool = False,
+          device: DeviceInfo | None = None
           ) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
-    """Borderline warnings and violations of the plans against the clinical envelope and the
-    thermal screen (passes ``pass_wait_s`` apart), and the thermal check of each plan; the
-    screen's progress on stderr unless ``quiet``."""
+    """Borderline warnings and violations of the plans against the clinical envelope, the
+    device's limits (when planned for ``device``, as a session checks them) and the thermal
+    screen (passes ``pass_wait_s`` apart), and the thermal check of each plan; the screen's
+    progress on stderr unless ``quiet``."""
     with screen_display(sys.stderr, plans, quiet=quiet):
         thermal = check_thermal(plans, pass_wait_s)
         try:
-            return validate_plans(plans, ClinicalEnvelope.load(), thermal=thermal), [], thermal
+            return validate_plans(plans, ClinicalEnvelope.load(),
+                                  None if device is None else device.limits,
+                                  thermal=thermal), [], thermal
         except PlanRejected as exc:
             return [], [str(v) for v in exc.violations] + exc.extra, thermal
 
 
-def plan_document(script: TreatmentScript, plans: list[Plan], timing: GalvoTiming,
-                  warnings: list[Finding], violations: list[str],
-                  thermal: Sequence[ThermalCheck]) -> dict[str, Any]:
-    """Everything the summary shows, as JSON-ready data (plan metrics as ``build_plan`` gave)."""
+def plan_document(script: TreatmentScript, plans: list[Plan], warnings: list[Finding],
+                  violations: list[str], thermal: Sequence[ThermalCheck],
+                  device: DeviceInfo | None = None, device_url: str = "") -> dict[str, Any]:
+    """Everything the summary shows, as JSON-ready data (plan metrics as ``build_plan`` gave).
+    ``device``: the device planned for (at ``device_url``), None for the default timing."""
     rows = pass_rows(plans, thermal)
     first = 0
     plan_docs = []
     for plan in plans:
         count = len(plan.metrics.passes)
         plan_docs.append({"passes": list(range(first, first + count)), "seed": plan.seed,
-                          "checksum": plan.checksum, "metrics": asdict(plan.metrics)})
+                          "checksum": plan.checksum, "timing": asdict(plan.timing),
+                          "metrics": asdict(plan.metrics)})
         first += count
+    timings = [d["timing"] for d in plan_docs]
     return {
         "script": str(script.path), "device_url": script.device_url,
+        "planned_for": None if device is None else {
+            "device_url": device_url, "serial": device.serial, "firmware": device.firmware,
+            "limits": asdict(device.limits)},
         "handpiece": script.handpiece.name,
         "spot_diameter_um": script.handpiece.spot_diameter_um,
         "operator": script.operator, "patient_ref": script.patient_ref,
-        "timing": asdict(timing), "pass_wait_s": script.pass_wait_s,
+        # one timing for every plan (the defaults), or None: each plan's in "plans"
+        "timing": timings[0] if all(t == timings[0] for t in timings) else None,
+        "pass_wait_s": script.pass_wait_s,
         "accepted": not violations,
         "violations": violations, "warnings": [str(w) for w in warnings],
         "passes": [asdict(r) for r in rows], "plans": plan_docs,
@@ -244,8 +313,11 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
              stream: TextIO) -> str:
     who = ", ".join(f"{label} {doc[k]}" for k, label in (("operator", "operator"),
                                                           ("patient_ref", "patient")) if doc[k])
+    target = doc["planned_for"]
+    device = (f"planned for device {target['serial']} (firmware {target['firmware']}) at "
+              f"{target['device_url']}" if target else f"device {doc['device_url']}")
     lines = [wrap(f"{doc['script']}: handpiece {doc['handpiece']} ({doc['spot_diameter_um']:g}"
-                  f" µm spot), device {doc['device_url']}"), *([wrap(who)] if who else []), "",
+                  f" µm spot), {device}"), *([wrap(who)] if who else []), "",
              format_table(pass_rows(plans, thermal), stream), ""]
     for k, (plan, plan_doc) in enumerate(zip(plans, doc["plans"], strict=True), start=1):
         first, last = plan_doc["passes"][0] + 1, plan_doc["passes"][-1] + 1  # indices in JSON
@@ -260,13 +332,25 @@ def _summary(doc: dict[str, Any], plans: list[Plan], thermal: Sequence[ThermalCh
                           f"{c['coverage_pct']:.1f} %, reservoir {c['reservoir_pct']:.1f} %"))
     wait = (f"passes {doc['pass_wait_s']:g} s apart (pass_wait_s)" if doc["pass_wait_s"]
             else "passes back to back")
+    rate_hz = max(plan.timing.max_spot_rate_hz for plan in plans)
+    field_mm = min(plan.timing.field_um for plan in plans) / 2000.0
+    timing = (f"this device's timing (up to {rate_hz:g} spots/s)" if target else
+              "the default galvo timing")
     lines.append(wrap(f"total: {doc['total_spots']} spots, {doc['total_duration_s']:.1f} s of "
-                      f"scanning at the default galvo timing, {wait}; fluence column: per spot"))
+                      f"scanning at {timing}, {wait}; fluence column: per spot"))
+    if not target:
+        lines.append(wrap(DEFAULTS_CAVEAT.format(field_mm=field_mm, rate_hz=rate_hz)))
     lines += [paint(wrap(f"borderline: {w}"), YELLOW, stream) for w in doc["warnings"]]
     if doc["accepted"]:
         lines.append(paint("plan accepted by the clinical envelope and the thermal screen",
                            GREEN, stream))
     return "\n".join(lines)
+
+
+#: Under a plan made without --device: what it does not know (the summary, preview).
+DEFAULTS_CAVEAT = ("planned for the default galvo field (±{field_mm:g} mm) and timing (up to "
+                   "{rate_hz:g} spots/s), not a device's: a device may refuse it or fire it "
+                   "slower (other thermal figures); --device URL plans for its limits")
 
 
 def fail(message: str, status: int = EXIT_REJECTED) -> int:
@@ -276,13 +360,12 @@ def fail(message: str, status: int = EXIT_REJECTED) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    timing = GalvoTiming()
-    try:
-        script, plans = load_and_plan(args.script, timing)
-    except SettingsError as exc:
-        return fail(str(exc))
-    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet)
-    doc = plan_document(script, plans, timing, warnings, violations, thermal)
+    prepared = prepare(args)
+    if isinstance(prepared, int):
+        return prepared
+    script, plans, device = prepared
+    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet, device)
+    doc = plan_document(script, plans, warnings, violations, thermal, device, args.device or "")
     print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, thermal, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
 
@@ -291,6 +374,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "plan", "show and check the plan of a treatment script", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_device(parser)
     add_quiet(parser)
     parser.set_defaults(handler=run)
 
@@ -299,3 +383,12 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     """``-q/--quiet``: no thermal-screen progress on stderr (errors still go there)."""
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no thermal-screen progress on stderr (errors still go there)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device URL``: plan for that device's limits (identified only, nothing fired)."""
+    parser.add_argument("--device", metavar="URL",
+                        help="plan for this device's limits (field, pulse rate, average power) "
+                             "as co2scan run does; the device is only identified, nothing is "
+                             "loaded, armed or fired (default: the default galvo field and "
+                             "timing, which a device may refuse or fire slower)")
