@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller import __version__
-from controller.commands import demo, devices, log, plan, preview, report, run, sim
+from controller.commands import demo, devices, log, plan, preview, report, run, sim, to_stderr
 
 COMMANDS = (devices, plan, preview, run, log, report, demo, sim)
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:  # Ctrl-C outside a delivery (which pauses instead)
-        print("\ninterrupted", file=sys.stderr)
+        to_stderr("\ninterrupted")
         return EXIT_INTERRUPTED
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,20 @@ def test_a_sim_url_with_repeated_options_or_a_path_is_refused(url: str, says: st
 
     with pytest.raises(TransportURLError, match=re.escape(says)):
         open_device(url)
+
+
+def test_an_error_follows_the_output_it_ends_on_one_file(tmp_path: Path) -> None:
+    """stdout is buffered off a terminal: with ``2>&1`` the error came first, or mid-line."""
+    script = tmp_path / "s.toml"
+    script.write_text('[[pass]]\npattern = "square"\nsize_mm = 5\ndensity_percent = 5\n'
+                      'energy_mj = 150.01\n')  # over the envelope's 150 mJ: plan printed, rejected
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-m", "controller.cli", "plan", "-q", str(script)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                          check=False)
+    assert done.returncode == 3
+    lines = done.stdout.splitlines()
+    error = next(k for k, line in enumerate(lines) if line.startswith("error: plan rejected"))
+    assert lines[0].startswith(str(script)) and any(line.startswith("total: ")
+                                                    for line in lines[:error])
+    assert "energy_mj = 150.01 mJ; envelope allows at most 150 mJ" in lines[error + 1]

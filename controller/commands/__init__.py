@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
 from collections.abc import Callable
 
 
@@ -14,6 +16,16 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str,
         name, help=summary, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
+
+
+def to_stderr(text: str) -> None:
+    """``text`` on stderr after everything printed on stdout so far: stdout off a terminal
+    is buffered, so with both on one file (``2>&1``) an error or notice came before (or
+    inside) the output it follows. A stdout that cannot be flushed (a reader gone) does not
+    keep the message from stderr."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    print(text, file=sys.stderr, flush=True)
 
 
 def chosen(flag: str | None, script_value: str) -> str:

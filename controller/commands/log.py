@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.commands import add_command, session_id
+from controller.commands import add_command, session_id, to_stderr
 from controller.commands.run import add_record_argument
 from controller.record import RecordError, TreatmentRecord
 
@@ -78,8 +78,8 @@ def verified(record: TreatmentRecord, refused: str) -> bool:
     exits :data:`EXIT_TAMPERED` without using the record."""
     check = record.verify()
     if not check.ok:
-        print(f"error: {record.path} does not verify (TAMPERED), {refused}:\n  "
-              + "\n  ".join(check.problems), file=sys.stderr)
+        to_stderr(f"error: {record.path} does not verify (TAMPERED), {refused}:\n  "
+                  + "\n  ".join(check.problems))
     return check.ok
 
 
@@ -105,8 +105,8 @@ def _warn_tampered(record: TreatmentRecord, problems: list[str]) -> int:
     if not problems:
         return 0
     sys.stdout.flush()  # the warning after the entries on a terminal
-    print(f"warning: {record.path} does not verify (TAMPERED); shown for inspection only, "
-          "its entries cannot be trusted:\n  " + "\n  ".join(problems), file=sys.stderr)
+    to_stderr(f"warning: {record.path} does not verify (TAMPERED); shown for inspection "
+              "only, its entries cannot be trusted:\n  " + "\n  ".join(problems))
     return EXIT_TAMPERED
 
 
@@ -114,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if (args.session is None) == (args.action in NEEDS_SESSION):
         need = "needs a session id" if args.session is None else \
             f"takes no session id (got {args.session})"
-        print(f"error: `log {args.action}` {need}; see co2scan log --help", file=sys.stderr)
+        to_stderr(f"error: `log {args.action}` {need}; see co2scan log --help")
         return 2
     try:
         record = TreatmentRecord(args.record, read_only=True)
     except RecordError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        to_stderr(f"error: {exc}")
         return 3
     with record:
         if args.action in ("list", "show"):
@@ -137,10 +137,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             record.export(args.session, args.format, out, overwrite=args.force)
         except OSError as exc:
-            print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            to_stderr(f"error: cannot write {out}: {exc.strerror or exc}")
             return 1
         except RecordError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            to_stderr(f"error: {exc}")
             return 3
         print(f"wrote {out}")
         return 0
@@ -154,7 +154,7 @@ def _inspect(record: TreatmentRecord, session: int | None) -> int:
     try:
         found = _list(record) if session is None else _show(record, session)
     except RecordError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        to_stderr(f"error: {exc}")
         found = False
     return _warn_tampered(record, problems) or (0 if found else 3)
 
@@ -285,7 +285,7 @@ def _show(record: TreatmentRecord, session: int) -> bool:
     summarised (their spots and readings); every other entry in full."""
     entries = list(record.entries(session))
     if not entries:
-        print(f"error: no session {session} in {record.path}", file=sys.stderr)
+        to_stderr(f"error: no session {session} in {record.path}")
         return False
     print(f"session {session}: passes are numbered from 1 (pass N); the record stores "
           "pass_index = N - 1")

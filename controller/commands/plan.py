@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, TextIO
 
-from controller.commands import add_command
+from controller.commands import add_command, to_stderr
 from controller.errors import SettingsError
 from controller.numbers import distinct_digits
 from controller.progress import screen_display
@@ -355,7 +355,7 @@ DEFAULTS_CAVEAT = ("planned for the default galvo field (±{field_mm:g} mm) and 
 
 def fail(message: str, status: int = EXIT_REJECTED) -> int:
     """Print ``message`` as an error on stderr; returns ``status``."""
-    print(paint(wrap(f"error: {message}"), RED, sys.stderr), file=sys.stderr)
+    to_stderr(paint(wrap(f"error: {message}"), RED, sys.stderr))
     return status
 
 

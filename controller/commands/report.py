@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from controller.commands import add_command, session_id
+from controller.commands import add_command, session_id, to_stderr
 from controller.commands.log import EXIT_TAMPERED, outcome_text, session_outcomes, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 3
     except PictureError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        to_stderr(f"error: {exc}")
         return 3
     print(f"wrote {picture.path}")
     return 0

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from controller.commands import add_command, bounded, chosen, session_id
+from controller.commands import add_command, bounded, chosen, session_id, to_stderr
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
 from controller.progress import ProgressDisplay, screen_display
@@ -173,7 +173,7 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int,
     with signals.delivering(session):
         outcome = session.run()
         while outcome.status in ("paused", "fault") and signals.received is None:
-            print(f"\n{outcome.status}: {outcome.detail}", file=sys.stderr)
+            to_stderr(f"\n{outcome.status}: {outcome.detail}")
             if outcome.status == "fault":
                 if outcome.cause in NOT_RESETTABLE:  # a device reset changes nothing there
                     return outcome
@@ -185,7 +185,7 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int,
                 try:
                     session.operator_reset()
                 except DeviceError as exc:
-                    print(f"reset refused: {exc}", file=sys.stderr)
+                    to_stderr(f"reset refused: {exc}")
                     return outcome
             else:
                 answer = signals.ask("resume or abort?", ("resume", "abort")) if interactive \
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = open_device(url)
     except DeviceError as exc:
-        print(f"error: cannot reach the device at {url}: {exc}", file=sys.stderr)
+        to_stderr(f"error: cannot reach the device at {url}: {exc}")
         return EXIT["device"]
     with device:
         limits = device.info.limits
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             try:                                          # the run ends
                 return treat_with_record(args, script, device, url, plans, record, signals)
             except Stopped as stop:  # where no session delivers: nothing fired
-                print(f"\nstopped by {stop}", file=sys.stderr)
+                to_stderr(f"\nstopped by {stop}")
                 return 128 + stop.signum
 
 
@@ -243,7 +243,7 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
     except (PlanRejected, SettingsError, RecordError) as exc:
         return fail(str(exc))
     except LimitError as exc:  # a device co2scan cannot treat with (no energy monitor)
-        print(wrap(f"error: cannot treat with the device at {url}: {exc}"), file=sys.stderr)
+        to_stderr(wrap(f"error: cannot treat with the device at {url}: {exc}"))
         return EXIT["device"]
     print(f"device {device.info.serial} (firmware {device.info.firmware}) at {url}")
     print(wrap(f"operator {operator}, patient {session.patient_ref}"
@@ -259,11 +259,11 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
     except KeyboardInterrupt as exc:  # Ctrl-C (Stopped: SIGTERM, SIGHUP) at the question: no
         confirmed, stopped_by = False, getattr(exc, "signum", signal.SIGINT)
     if not confirmed:
-        print(("not confirmed" if stopped_by is None else
-               f"\nnot confirmed ({signal.Signals(stopped_by).name})") + ": nothing was fired "
-              "(use --yes to confirm without asking)", file=sys.stderr)
+        to_stderr(("not confirmed" if stopped_by is None else
+                   f"\nnot confirmed ({signal.Signals(stopped_by).name})") + ": nothing was "
+                  "fired (use --yes to confirm without asking)")
         if args.resume is None:  # a resumed session stays open to be resumed
-            print(f"session {session.cancel().session_id}: cancelled", file=sys.stderr)
+            to_stderr(f"session {session.cancel().session_id}: cancelled")
         session.close()
         return EXIT["aborted"] if stopped_by is None else 128 + stopped_by
     if session.warnings:
@@ -280,9 +280,9 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
         name = signal.Signals(stopped_by).name
         with contextlib.suppress(RecordError):
             record.append(session.session_id, "interrupted", reason=name)
-        print(wrap(f"\nstopped by {name}: emission is off; session {session.session_id} stays "
-                   "open; continue it with:"), file=sys.stderr)
-        print(f"  {resume_command(args, session.session_id)}", file=sys.stderr)  # unwrapped
+        to_stderr(wrap(f"\nstopped by {name}: emission is off; session {session.session_id} "
+                       "stays open; continue it with:"))
+        to_stderr(f"  {resume_command(args, session.session_id)}")  # unwrapped
     detail = f"stopped by {signal.Signals(stopped_by).name}" if stopped_by else outcome.detail
     print(wrap(f"session {outcome.session_id}: {outcome.status}"
                + (f" ({detail})" if detail else "")
