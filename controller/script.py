@@ -143,17 +143,22 @@ class PassSource:
     def blame(self, path: Path, exc: SettingsError) -> ScriptError:
         """``exc`` (named by a settings field or a script key) as this pass's script key."""
         key = FIELD_KEYS.get(exc.field, exc.field)
-        allowed, name = exc.allowed, exc.field.rsplit(".", 1)[-1]
+        allowed, reason, name = exc.allowed, exc.reason, exc.field.rsplit(".", 1)[-1]
         if key == "depth_um" and "energy_mj" in self.values:
             key = "energy_mj"
-        elif "_" in name and name != key:  # the range in the script's own words
-            allowed = re.sub(rf"\b{re.escape(name)}\b", key, allowed)
-        reason = exc.reason
+        elif "_" in name and name != key:  # the range and reason in the script's own words
+            allowed, reason = (re.sub(rf"\b{re.escape(name)}\b", key, text)
+                               for text in (allowed, reason))
+        line = self.key_lines.get(key)
         if key in self.defaulted:
             reason += "; " * bool(reason) + (f"from the {self.handpiece} defaults in "
                                              f"{PASS_DEFAULTS_FILE.name}")
-        return ScriptError(path, self.key_lines.get(key, self.line), pass_field(self.index, key),
-                           exc.value, allowed, reason)
+        elif key not in self.values and key in FEATHER_KEYS:  # the planner's default
+            reason = "the default, not set in the script" + "; " * bool(reason) + reason
+            line = self.key_lines.get(next((k for k in (*DEPTH_KEYS, "feather_mm")
+                                            if k in self.key_lines), ""))
+        return ScriptError(path, line or self.line, pass_field(self.index, key), exc.value,
+                           allowed, reason)
 
 
 @dataclass(frozen=True)

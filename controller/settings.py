@@ -9,6 +9,7 @@ Limits that depend on the device (galvo field, spot rate) are checked by the pla
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -53,6 +54,17 @@ def number(
     if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
         raise SettingsError(name, value, allowed)
     return v
+
+
+def least_shown(exact: float, passes: Callable[[float], bool]) -> str:
+    """The least number of four significant digits from ``exact`` up that ``passes`` as it
+    reads (``100 * 0.58`` is 57.99999999999999, so a product's bound ``0.58`` would fail), as
+    the text to show: a bound typed in as shown passes."""
+    step = 10.0 ** (math.floor(math.log10(exact)) - 3)
+    k = math.floor(exact / step)
+    while not passes(float(f"{k * step:.4g}")):
+        k += 1
+    return f"{k * step:.4g}"
 
 
 def printable(name: str, value: object) -> str:
@@ -475,9 +487,16 @@ class TreatmentSettings:
             fraction = self.feathering.edge_depth_fraction
             # the planner's own product, so rounding cannot pass here and fail there
             if self.depth_um * fraction < shallow_um:
-                raise SettingsError("feathering.edge_depth_fraction", fraction,
-                                    f"{shallow_um / self.depth_um:.4g}..1 (the edge depth must "
-                                    f"reach {shallow_um:.0f} µm)")
+                depth_um = self.depth_um
+                raise SettingsError(
+                    "feathering.edge_depth_fraction", fraction,
+                    f"{least_shown(shallow_um / depth_um, lambda f: depth_um * f >= shallow_um)}"
+                    f"..1, or depth_um of at least "
+                    f"{least_shown(shallow_um / fraction, lambda d: d * fraction >= shallow_um)}"
+                    " µm",
+                    f"depth_um {self.depth_um:g} µm x edge_depth_fraction {fraction:g} = "
+                    f"{self.depth_um * fraction:.4g} µm at the feathered edge, below the "
+                    f"handpiece's shallowest calibrated depth, {shallow_um:.0f} µm")
 
     @cached_property
     def resolved_density(self) -> Density:

@@ -311,3 +311,33 @@ def test_a_quoted_or_dotted_unknown_key_is_named_with_its_line(key: str, name: s
 def test_a_quoted_pass_key_error_points_at_its_line() -> None:
     exc = rejected("[[pass]]\nsize_mm = 6\n'density_percent' = 90\ndepth_um = 300\n")
     assert exc.field == "pass 1: density_percent" and exc.line == 3
+
+
+def test_a_default_feather_edge_depth_too_shallow_names_the_product_at_the_depth_line() -> None:
+    """The planner's default edge depth (0.5) was blamed at the [[pass]] line as if the script
+    set it; the cause is the pass's depth times that fraction below the shallowest depth."""
+    exc = rejected('[[pass]]\npattern = "square"\nsize_mm = 5\ndensity_percent = 5\n'
+                   'depth_um = 100\nfeather_mm = 1\n')
+    assert exc.field == "pass 1: feather_edge_depth" and exc.value == 0.5
+    assert exc.line == 5  # depth_um, not the [[pass]] line
+    assert exc.reason.startswith("the default, not set in the script; depth_um 100 µm x "
+                                 "feather_edge_depth 0.5 = 50 µm at the feathered edge, below "
+                                 "the handpiece's shallowest calibrated depth, 58 µm")
+    assert exc.allowed == "0.5801..1, or depth_um of at least 116 µm"
+
+
+@pytest.mark.parametrize("edge, depth", [("0.5801", "100"), ("0.5", "116")])
+def test_the_bounds_of_a_too_shallow_feathered_edge_pass_as_shown(edge: str, depth: str
+                                                                   ) -> None:
+    """100 x 0.58 is 57.99999999999999 µm: the bound shown passes when typed in."""
+    parse(f'[[pass]]\nsize_mm = 5\ndensity_percent = 5\ndepth_um = {depth}\nfeather_mm = 1\n'
+          f'feather_edge_depth = {edge}\n').plans()
+
+
+def test_a_pattern_smaller_than_one_spot_is_refused_naming_its_size_and_the_spot() -> None:
+    """0.01 mm square: one spot, refused only as 11,310 % coverage by the envelope."""
+    exc = rejected('[[pass]]\npattern = "square"\nsize_mm = 0.01\ndensity_percent = 5\n'
+                   'depth_um = 100\n')
+    assert exc.field == "pass 1: size_mm" and exc.value == 0.01 and exc.line == 3
+    assert "120 µm spot" in exc.allowed and "smaller than one spot's" in exc.reason
+    assert parse(PASS.replace("size_mm = 6", "size_mm = 0.11")).plans()  # one spot's area
