@@ -255,7 +255,8 @@ def pass_geometry(
     if len(x) == 0:
         name, value = _size_field(settings)
         raise SettingsError(name, value, f"a pattern holding at least one spot at pitch "
-                            f"{density.pitch_um:.0f} µm", f"pass {geom_pass + 1} has no spot")
+                            f"{density.pitch_um:.0f} µm", f"pass {geom_pass + 1} has no spot "
+                            f"(spot diameter {settings.handpiece.spot_diameter_um:g} µm)")
     return x, y, i, j, scale
 
 
@@ -350,6 +351,14 @@ def build_plan(settings: TreatmentSettings, timing: GalvoTiming | None = None, s
         raise SettingsError(name, value, f"an outline within the galvo field "
                             f"(±{timing.field_um / 2000.0:g} mm)",
                             f"reaches {reach_um / 1000.0:g} mm")
+    spot_um2 = settings.handpiece.spot_area_um2
+    if patterns.signed_area_um2(vx, vy) < spot_um2:  # one spot would cover more than all of it
+        name, value = _size_field(settings)
+        d_um = settings.handpiece.spot_diameter_um
+        raise SettingsError(name, value, f"a pattern at least as large as one {d_um:g} µm spot "
+                            f"({spot_um2 * 1e-6:.4g} mm²)", f"the pattern's area, "
+                            f"{patterns.signed_area_um2(vx, vy) * 1e-6:.3g} mm², is smaller "
+                            "than one spot's")
     passes = [plan_pass(settings, k, timing, seed) for k in range(settings.passes.count)]
     arrays = {name: np.concatenate([getattr(p, name) for p in passes]) for name in SPOT_FIELDS}
     arrays["pass_index"] = np.repeat(np.arange(len(passes), dtype=np.int32),
