@@ -177,3 +177,18 @@ def test_paint_colours_only_terminals(monkeypatch: pytest.MonkeyPatch) -> None:
     assert paint("x", "31", io.StringIO()) == "x"
     monkeypatch.setenv("NO_COLOR", "1")
     assert paint("x", "31", Tty()) == "x"
+
+
+def test_coverage_far_from_the_density_set_is_pointed_out_not_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """25 spots of 300 µm on a 5 mm square cover 7.07 % for the 5 % asked: a note (audit)."""
+    small = ('[handpiece]\nname = "spot300"\n[[pass]]\npattern = "square"\nsize_mm = 5\n'
+             'density_percent = 5\ndepth_um = 300\norder = "raster"\n')
+    assert main(["plan", "-q", write(tmp_path, small)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("coverage: pass 1: coverage 7.07 % where the density set gives 5 % (+41.4 %): the "
+            "pattern holds 25 whole lattice spots at pitch 1189 µm") in out
+    assert "a pattern holds whole lattice spots only" in out and "plan accepted" in out
+    assert main(["plan", "-q", write(tmp_path, small.replace("size_mm = 5", "size_mm = 20")),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["coverage_notes"] == []  # 20 mm: within 10 %
