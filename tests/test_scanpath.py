@@ -471,8 +471,8 @@ def centred_patterns(draw: st.DrawFn) -> TreatmentSettings:
 
     def size_mm() -> float:
         if draw(st.booleans()):
-            return pitch_um * draw(st.integers(1, 40)) / 2.0 / 1000.0
-        return pitch_um * draw(st.floats(1.0, 20.0)) / 1000.0
+            return pitch_um * draw(st.integers(3, 40)) / 2.0 / 1000.0
+        return pitch_um * draw(st.floats(1.5, 20.0)) / 1000.0
 
     width = size_mm()
     height = size_mm() if shape == "rectangle" else None

@@ -302,7 +302,7 @@ COVERAGE_NOTE_FRACTION = 0.10
 def coverage_notes(plans: list[Plan]) -> list[str]:
     """One line per pass whose coverage differs from the density its settings ask for by more
     than COVERAGE_NOTE_FRACTION (relative): a pattern holds whole lattice spots only, so a
-    small one covers what its spot count gives (25 spots of 300 µm on a 5 mm square: 7.1 %
+    small one covers what its spot count gives (25 spots of 300 µm on a 5 mm square: 6.8 %
     for 5 %). A feathered pass is left out: its edge is thinned on purpose. A note, not a
     refusal: the figures (and the envelope's checks) are the spots the plan fires."""
     notes, first = [], 0
