@@ -336,8 +336,8 @@ def _draw_injury(ax: Axes, cax: Axes, result: ThermalResult | str | None, title:
         ax.set_title(title, fontsize=10)
         cax.set_axis_off()
         return
+    view.apply(ax)  # first: the map is drawn at the resolution this view shows it at
     draw_injury_map(ax, result, title)
-    view.apply(ax)
     image = ax.images[-1]
     image.set_clim(0.0, rise_max_k)
     bar = ax.figure.colorbar(image, cax=cax)

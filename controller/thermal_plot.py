@@ -3,9 +3,11 @@ contour. matplotlib is an optional extra (``plot``) and is imported only when dr
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from controller.thermal import ThermalResult
 
@@ -17,20 +19,62 @@ RISE_CMAP = "inferno"
 DAMAGE_COLOUR = "cyan"
 
 
+def cells_per_block(ax: Axes, extent_um: tuple[float, float, float, float],
+                    cell_um: float) -> int:
+    """The most map cells a side that one block may hold so that every block of the map,
+    drawn in ``ax`` at the limits it has (the map's extent where it has none), still spans at
+    least one pixel of the written picture (at the figure's dpi)."""
+    xmin, xmax, ymin, ymax = (v * 1e-3 for v in extent_um)
+    if ax.get_autoscalex_on() or ax.get_autoscaley_on():  # imshow would set these
+        ax.set_xlim(xmin, xmax)
+        ax.set_ylim(ymin, ymax)
+    ax.set_aspect("equal")
+    ax.apply_aspect()  # the box an equal-aspect axes is drawn in
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    box = ax.get_window_extent()
+    cell_px = cell_um * 1e-3 * min(box.width / abs(x1 - x0), box.height / abs(y1 - y0))
+    return max(1, math.ceil(1.0 / cell_px)) if cell_px > 0 else 1
+
+
+def pooled(cells: NDArray[np.generic], block: int) -> NDArray[np.generic]:
+    """The largest value of each ``block`` x ``block`` block of a map (rows, columns), the
+    last row and column of blocks holding what is left; a bool map: any True."""
+    if block == 1:
+        return cells
+    ny, nx = cells.shape
+    by_col = np.maximum.reduceat(cells, np.arange(0, nx, block), axis=1)
+    return np.maximum.reduceat(by_col, np.arange(0, ny, block), axis=0)
+
+
 def draw_injury_map(ax: Axes, result: ThermalResult, title: str) -> None:
     """Draw the peak temperature rise (K) of ``result`` on ``ax`` in mm, with the contour of
     the damaged reservoir. The image is the colour-bar mappable:
     ``fig.colorbar(ax.images[-1], ax=ax, label="peak rise (K)")``. Cells no window sampled
-    are left blank."""
-    xmin, xmax, ymin, ymax = (v * 1e-3 for v in result.extent_um)
-    rise = np.ma.masked_less(result.peak_rise_k, 0.0)
-    ax.imshow(rise, origin="lower", extent=(xmin, xmax, ymin, ymax), cmap=RISE_CMAP,
-                      vmin=0.0, interpolation="nearest")
-    if result.damaged.any() and not result.damaged.all():
-        ny, nx = result.damaged.shape
-        ax.contour(np.linspace(xmin, xmax, nx), np.linspace(ymin, ymax, ny),
-                   result.damaged.astype(float), levels=[0.5], colors=DAMAGE_COLOUR,
-                   linewidths=0.8)
+    are left blank.
+
+    Set the axes' limits first (else the map's extent is shown): the maps are drawn at the
+    resolution the picture shows them at, in blocks of cells (:func:`cells_per_block`), each
+    coloured by its hottest cell and counted damaged when any of its cells is, so that no
+    peak and no damaged cell is lost to the resampling; a block left blank had no sampled
+    cell. A map whose size is not a multiple of the block reaches less than a block (under
+    one pixel) further, its last blocks drawn whole. The contour closes along the map's
+    edge, so that damage reaching it (or a map damaged throughout) is enclosed."""
+    x0_um, x1_um, y0_um, _ = result.extent_um
+    cell_um = (x1_um - x0_um) / result.peak_rise_k.shape[1]
+    block = cells_per_block(ax, result.extent_um, cell_um)
+    rise = pooled(result.peak_rise_k, block)
+    damaged = pooled(result.damaged, block)
+    block_mm = block * cell_um * 1e-3
+    xmin, ymin = x0_um * 1e-3, y0_um * 1e-3
+    xmax, ymax = xmin + rise.shape[1] * block_mm, ymin + rise.shape[0] * block_mm
+    ax.imshow(np.ma.masked_less(rise, 0.0), origin="lower", extent=(xmin, xmax, ymin, ymax),
+              cmap=RISE_CMAP, vmin=0.0, interpolation="nearest")
+    if damaged.any():  # closed along the map's edge: no reservoir lies beyond it
+        rows, cols = damaged.shape
+        ax.contour(xmin + (np.arange(-1, cols + 1) + 0.5) * block_mm,
+                   ymin + (np.arange(-1, rows + 1) + 0.5) * block_mm,
+                   np.pad(damaged, 1).astype(np.float32), levels=[0.5],
+                   colors=DAMAGE_COLOUR, linewidths=0.8)
     ax.set_xlabel("x (mm)")
     ax.set_ylabel("y (mm)")
     ax.set_aspect("equal")
