@@ -1,9 +1,11 @@
-"""The live progress displays: a treatment (one tqdm bar per pass, plain lines off a terminal)
-and a thermal screen (one status line on a terminal, plain lines off one)."""
+"""The live progress displays: a treatment (one tqdm bar per pass, plain lines off a terminal),
+a thermal screen (one status line on a terminal, plain lines off one) and the steps of a
+command such as ``co2scan report`` (likewise)."""
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -98,6 +100,41 @@ def screen_display(stream: TextIO, plans: Sequence[Plan] = (), *, quiet: bool = 
         with screen_progress(show):
             yield
     finally:
+        bar.close()
+
+
+@contextmanager
+def step_display(stream: TextIO, name: str, *, quiet: bool = False, refresh_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic
+                 ) -> Iterator[Callable[[str], None]]:
+    """Show what the block is doing, as it says through the yielded ``step(what)``: on a
+    terminal one line ``name: what (elapsed)``, its time counting every ``refresh_s`` also
+    while a step takes long (the thermal model of a large session: one call of many seconds),
+    cleared at the end; off a terminal a plain line per step with the seconds since the start
+    (a last step, e.g. "done", gives the total); with ``quiet``, nothing."""
+    if quiet:
+        yield lambda what: None
+        return
+    if not stream.isatty():
+        start = clock()
+        yield lambda what: print(f"{name}: {what} ({clock() - start:.1f} s)", file=stream,
+                                 flush=True)
+        return
+    bar = tqdm(file=stream, leave=False, ncols=100, mininterval=0.0,
+               bar_format=f"{name}: {{desc}} ({{elapsed}})")
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(refresh_s):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, name=f"{name} progress", daemon=True)
+    ticker.start()
+    try:
+        yield lambda what: bar.set_description_str(what, refresh=True)
+    finally:
+        stop.set()
+        ticker.join()
         bar.close()
 
 

@@ -171,8 +171,10 @@ def test_export_and_report_refuse_alike(treated: Path, tmp_path: Path,
     assert exported[0] == reported[0] == 4
     prefix = f"error: {record} does not verify (TAMPERED), "
     assert exported[2].startswith(prefix + "nothing exported")
-    assert reported[2].startswith(prefix + "no report drawn")
-    assert exported[2].split(":\n", 1)[1] == reported[2].split(":\n", 1)[1]
+    step, refusal = reported[2].split("\n", 1)  # the report's progress line comes first
+    assert step.startswith(f"report: verifying {record} (")
+    assert refusal.startswith(prefix + "no report drawn")
+    assert exported[2].split(":\n", 1)[1] == refusal.split(":\n", 1)[1]
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "r.png").exists()
 
 

@@ -1,9 +1,11 @@
 """Progress of a thermal screen: every model run is announced; a terminal shows a status line,
-a log (a pipe, a file) plain lines at a modest rate, and --quiet nothing."""
+a log (a pipe, a file) plain lines at a modest rate, and --quiet nothing. The steps of a
+command (co2scan report) likewise."""
 
 from __future__ import annotations
 
 import io
+import time
 from itertools import count
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from controller.cli import build_parser, main
 from controller.commands.plan import load_and_plan
 from controller.handpiece import get_handpiece
-from controller.progress import ScreenLog, screen_display
+from controller.progress import ScreenLog, screen_display, step_display
 from controller.scanpath import Plan, build_plan
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
 from controller.thermal_screen import screen_progress
@@ -135,3 +137,38 @@ def test_plan_off_a_terminal_logs_the_screen_and_quiet_does_not(
     assert main(["plan", DEEP, "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     assert build_parser().parse_args(["preview", DEEP, "-o", "p.png", "-q"]).quiet
+
+
+def test_steps_off_a_terminal_are_plain_lines_with_the_time() -> None:
+    log, seconds = io.StringIO(), count()
+    with step_display(log, "report", clock=lambda: float(next(seconds))) as step:  # 0 s: start
+        step("reading session 1")
+        step("thermal model of session 1, delivered heat of 5 spots")
+        step("done")
+    assert log.getvalue().splitlines() == [
+        "report: reading session 1 (1.0 s)",
+        "report: thermal model of session 1, delivered heat of 5 spots (2.0 s)",
+        "report: done (3.0 s)"]
+
+
+def test_a_terminal_shows_the_step_on_one_line_its_time_counting_while_it_runs() -> None:
+    """One model run of a 100k-spot report takes many seconds: the line must not stand still."""
+    terminal = Terminal()
+    with step_display(terminal, "report", refresh_s=0.01) as step:
+        step("thermal model of session 1")
+        shown = "report: thermal model of session 1 ("
+        deadline = time.monotonic() + 30.0
+        while terminal.getvalue().count(shown) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the step runs on; the line is drawn again and again
+        assert terminal.getvalue().count(shown) >= 3
+    text = terminal.getvalue()
+    assert "\n" not in text
+    assert text.rsplit(shown, 1)[1].rstrip(" \r").endswith(")")  # last drawn, then cleared
+    assert text.endswith("\r")
+
+
+def test_quiet_steps_show_nothing_on_a_terminal_or_a_log() -> None:
+    for stream in (Terminal(), io.StringIO()):
+        with step_display(stream, "report", quiet=True, refresh_s=0.0) as step:
+            step("reading session 1")
+        assert stream.getvalue() == ""

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.commands import add_command, session_id, to_stderr
 from controller.commands.run import add_record_argument
-from controller.record import RecordError, TreatmentRecord
+from controller.record import RecordError, TreatmentRecord, Verification
 
 HELP = """read the treatment record: list sessions, show one, verify the chain, export
 
@@ -72,11 +72,12 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def verified(record: TreatmentRecord, refused: str) -> bool:
-    """Whether ``record``'s hash chain verifies; if not, say so on stderr with every problem
-    and ``refused`` (what is therefore not done, e.g. "no report drawn"), and the caller
-    exits :data:`EXIT_TAMPERED` without using the record."""
-    check = record.verify()
+def verified(record: TreatmentRecord, refused: str, check: Verification | None = None) -> bool:
+    """Whether ``record``'s hash chain verifies (``check``: its ``verify()`` if already
+    made); if not, say so on stderr with every problem and ``refused`` (what is therefore not
+    done, e.g. "no report drawn"), and the caller exits :data:`EXIT_TAMPERED` without using
+    the record."""
+    check = record.verify() if check is None else check
     if not check.ok:
         to_stderr(f"error: {record.path} does not verify (TAMPERED), {refused}:\n  "
                   + "\n  ".join(check.problems))
