@@ -29,7 +29,7 @@ PASSES = 1
 PITCH_UM = 280.0
 FIELD_MM = 100
 #: No clinical limit on how much one area receives (a measuring session, not a treatment).
-ENVELOPE = ClinicalEnvelope("bench", 100.0, 1000.0, 1000, 1000.0, 1e9)
+ENVELOPE = ClinicalEnvelope("bench", 100.0, 1000.0, 1000, 1000.0, 1e9, 1e9)
 
 
 def record_session(path: str, spots: int, passes: int = PASSES, pitch_um: float = PITCH_UM,
