@@ -618,7 +618,9 @@ def passing_heat_scale(result: ThermalResult, max_damaged_fraction: float) -> fl
 
 def search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wait_s: float,
                  tolerance_s: float) -> float | None:
-    """Shortest wait that passes: doubling from 0.5 s, then bisection; None if none does."""
+    """Shortest wait that passes: doubling from 0.5 s, then bisection on whole tenths of a
+    second (the wait a suggestion prints, ``.1f``, is then the wait it evaluated); None if
+    none does."""
     failing, wait = 0.0, min(0.5, max_wait_s)
     while True:
         trial = evaluate(wait)
@@ -630,7 +632,9 @@ def search_wait(evaluate: Callable[[float], Trial], trials: list[Trial], max_wai
         failing, wait = wait, min(2.0 * wait, max_wait_s)
     passing = wait
     while passing - failing > tolerance_s:
-        middle = 0.5 * (failing + passing)
+        middle = math.ceil(5.0 * (failing + passing)) / 10.0
+        if middle >= passing:
+            break
         trial = evaluate(middle)
         trials.append(trial)
         if trial.passes:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller import record as record_module
 from controller import validation
@@ -25,6 +27,7 @@ from controller.scanpath import Plan, build_plan
 from controller.script import parse_script
 from controller.session import TreatmentSession, timing_for
 from controller.settings import DensitySpec, Handpiece, Pattern, TreatmentSettings
+from controller.thermal import Trial, search_wait
 from controller.thermal_delivered import delivered_heat, simulate_delivered
 from controller.thermal_screen import PlanThermal, screen_plan, screen_progress
 from controller.timing import GalvoTiming, fire_times_us
@@ -443,3 +446,15 @@ def test_a_depth_loss_the_modes_cannot_follow_is_a_settings_error_not_a_crash() 
     with pytest.raises(SettingsError, match="the model cannot evaluate this plan") as caught:
         fit_modes(0.22222459261155567, 4.333379555925336)
     assert caught.value.field == "thermal.depth_loss"
+
+
+@given(st.floats(0.01, 299.9))
+def test_the_wait_found_is_a_whole_tenth_that_passes(needed_s: float) -> None:
+    """The suggestion prints the wait with one decimal: a wait found by halving (256.34375 s)
+    printed as 256.3 s, below what was evaluated, could fail when typed into the script."""
+    trials: list[Trial] = []
+    wait = search_wait(lambda w: Trial(f"{w}", 0.0, 0.0, w >= needed_s), trials, 300.0, 0.5)
+    assert wait is not None and wait >= needed_s
+    assert float(f"{wait:.1f}") == wait
+    assert wait - needed_s <= 0.6
+    assert all(float(f"{float(t.name):.1f}") == float(t.name) for t in trials)
