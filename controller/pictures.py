@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from controller import patterns
+from controller.safety import ENERGY_TOLERANCE
 from controller.scanpath import Plan
 from controller.script import describe_pattern, span
 from controller.settings import TreatmentSettings
@@ -58,7 +59,7 @@ CMAP = "viridis"
 EARLIER_COLOUR = "#c8c8c8"
 MISSING_COLOUR = "#d62728"
 DELIVERED_COLOUR = "#1f77b4"
-BAND_PERCENT = 20.0
+BAND_PERCENT = 100.0 * ENERGY_TOLERANCE  # the band the session's energy check holds
 
 
 class PictureError(RuntimeError):

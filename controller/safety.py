@@ -15,7 +15,7 @@ import numpy as np
 
 from drivers.info import DeviceStatus
 from drivers.protocol import Message
-from drivers.protocol.messages import Cause, DeviceFlag, FaultCode, Interlock, State
+from drivers.protocol.messages import ACTIVE, Cause, DeviceFlag, FaultCode, Interlock, State
 
 #: Medical lasers: delivered level within +/-20 % of the set value (IEC 60601-2-22).
 ENERGY_TOLERANCE = 0.20
@@ -57,7 +57,7 @@ class SafetyMirror:
         if new is self.state:
             return
         old, self.state, self.fault = self.state, new, fault
-        if new in (State.ARMED, State.EMITTING, State.PAUSED):
+        if new in ACTIVE:
             if self.indicator_since is None:
                 self.indicator_since = self.clock()
         else:
@@ -76,10 +76,7 @@ class SafetyMirror:
     def on_event(self, msg: Message) -> None:
         """Adopt an EVT_STATE or EVT_INTERLOCK (other messages are ignored)."""
         if msg.name == "EVT_STATE":
-            try:
-                cause = Cause(int(msg["cause"])).name.lower()
-            except ValueError:
-                cause = f"cause {int(msg['cause'])}"
+            cause = Cause(int(msg["cause"])).name.lower()  # the codec refused unknown causes
             self._set_state(State(int(msg["new_state"])), cause,
                             FaultCode(int(msg["fault_code"])))
         elif msg.name == "EVT_INTERLOCK":

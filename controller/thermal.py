@@ -232,11 +232,6 @@ class TissueParams:
         return self.diffusivity_m2_s * 1e12
 
     @property
-    def depth_time_s(self) -> float:
-        """h^2 / kappa: the slab keeps 49 % of its heat at this age (docs/thermal_model.md)."""
-        return self.thickness_um**2 / self.kappa_um2_s
-
-    @property
     def loss_per_sqrt_s(self) -> float:
         """sqrt(kappa) / h, so that v = sqrt(age) x this; 0 without depth loss (F = 1)."""
         return math.sqrt(self.kappa_um2_s) / self.thickness_um if self.depth_loss else 0.0
