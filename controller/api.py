@@ -22,7 +22,7 @@ from pathlib import Path
 
 from controller.errors import SettingsError
 from controller.handpiece import available_handpieces, get_handpiece, load_handpiece
-from controller.record import RecordError, TreatmentRecord
+from controller.record import RecordError, RecordLocked, TreatmentRecord
 from controller.scanpath import Plan, build_plan
 from controller.script import load_script
 from controller.session import (
@@ -98,9 +98,9 @@ __all__ = [
     "DeviceError", "DeviceLost", "DeviceMisreport", "DeviceNack", "DeviceTimeout", "Feathering",
     "FootswitchUp", "IllegalState", "IndicatorDelay", "InterlockOpen", "InvalidReply", "LimitError",
     "MessageError", "NotAuthenticated", "OutOfRange", "PassSettings", "Pattern", "Plan",
-    "PlanMismatch", "PlanRejected", "RecordError", "ScanOrder", "SessionBusy", "SessionOutcome",
-    "SessionProgress", "SettingsError", "TransportURLError", "TreatmentRecord", "TreatmentSession",
-    "TreatmentSettings", "WarningsNotAcknowledged", "available_handpieces", "build_plan",
-    "get_handpiece", "load_handpiece", "load_script", "open_device", "plan_for_device",
-    "timing_for", "treat", "validate_plans",
+    "PlanMismatch", "PlanRejected", "RecordError", "RecordLocked", "ScanOrder", "SessionBusy",
+    "SessionOutcome", "SessionProgress", "SettingsError", "TransportURLError", "TreatmentRecord",
+    "TreatmentSession", "TreatmentSettings", "WarningsNotAcknowledged", "available_handpieces",
+    "build_plan", "get_handpiece", "load_handpiece", "load_script", "open_device",
+    "plan_for_device", "timing_for", "treat", "validate_plans",
 ]

@@ -34,7 +34,11 @@ what changed since its last (see :meth:`TreatmentRecord._end_to_append_to`).
 
 Several processes may write one record (two devices of a clinic sharing ``clinic.db``): each
 append takes an exclusive lock on ``<record>.lock`` (flock; msvcrt on Windows), continues the
-chain from the row last committed by anyone, and writes the head file before it lets go.
+chain from the row last committed by anyone, and writes the head file before it lets go. It
+waits for the lock at most ``lock_timeout_s`` (a writer stalled while holding it hung every
+other writer, and a session delivering, for as long as it stalled), then raises
+:class:`RecordLocked` naming the lock file and its holder's process id, which a holder
+writes into the lock file while it holds it.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.errors import shown
+from controller.errors import SettingsError, shown
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
 
 if sys.platform == "win32":
@@ -374,13 +378,86 @@ def _pass_named(session: object, pass_index: object) -> str:
     return f"session {session} pass {number} (pass_index {pass_index})"
 
 
-def _lock_file(fd: int, lock: bool) -> None:
-    """Take (blocking) or drop the exclusive lock of an open file."""
+#: How long a writer waits by default for another writer to let go of ``<record>.lock``
+#: (s). A writer holds it for one entry (a commit and the head's fsyncs: milliseconds), and
+#: an object's first append for the check of the whole record (about a second per 100,000
+#: rows); what holds it longer has stalled, and what waits for it cannot write (a session
+#: stops emission: what it fires could not be recorded).
+LOCK_TIMEOUT_S = 5.0
+#: The longest lock_timeout_s taken (s).
+MAX_LOCK_TIMEOUT_S = 3600.0
+#: The longest pause between two tries to take a lock another writer holds (s).
+LOCK_POLL_MAX_S = 0.01
+#: What a writer holding the lock writes into it: its process id (a waiter that gives up
+#: names it). Anything else found there is not shown.
+LOCK_HOLDER = re.compile(rb"([0-9]{1,10})\n")
+
+
+class RecordLocked(RecordError):
+    """Another writer held the record's lock file (``lock_path``) longer than the writer's
+    ``lock_timeout_s``; nothing was written. ``holder_pid``: the process that holds it, as it
+    wrote it into the lock file (None: not known, a holder that does not write it)."""
+
+    def __init__(self, message: str, lock_path: Path, holder_pid: int | None) -> None:
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.holder_pid = holder_pid
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock of an open file if no one holds it (True), without waiting."""
     if sys.platform == "win32":
         os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_LOCK if lock else msvcrt.LK_UNLCK, 1)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except PermissionError:  # EACCES: locked by another
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    """Let go of the exclusive lock of an open file."""
+    if sys.platform == "win32":
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
     else:
-        fcntl.flock(fd, fcntl.LOCK_EX if lock else fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _name_holder(fd: int, pid: int | None) -> None:
+    """Write ``pid`` (None: nothing) into the lock file this process holds, for a writer that
+    gives up waiting to name. Best effort: the lock works without it."""
+    text = b"" if pid is None else f"{pid}\n".encode()
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, text)
+        os.ftruncate(fd, len(text))
+
+
+def _holder(fd: int) -> int | None:
+    """The process id the lock file's holder wrote into it (None: none, or that process is
+    no longer running: the system let go of its lock, someone else holds it now)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        found = LOCK_HOLDER.fullmatch(os.read(fd, 16))
+    except OSError:
+        return None
+    pid = int(found[1]) if found else 0
+    if pid < 1:
+        return None
+    if sys.platform != "win32":  # (on Windows os.kill would end the process)
+        try:
+            os.kill(pid, 0)  # signal 0: only whether it exists
+        except PermissionError:
+            pass  # it runs, as another user
+        except (OSError, OverflowError):
+            return None
+    return pid
 
 
 def _fsync_directory(path: Path) -> None:
@@ -416,11 +493,24 @@ class TreatmentRecord:
     ``read_only``: open an existing record only to read it (``co2scan log``, ``report``):
     nothing is written (appending raises RecordError), and a record in a read-only file,
     folder or medium is read in SQLite's read-only mode. A writer needs to write the file and
-    its folder (the head, WAL and lock files beside it), and says so if it cannot."""
+    its folder (the head, WAL and lock files beside it), and says so if it cannot.
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    ``lock_timeout_s``: how long a write (and :meth:`verify`) waits for another writer of the
+    record to let go of its lock file before it gives up with :class:`RecordLocked` (a
+    RecordError), nothing written; a session meeting it stops emission. None:
+    :data:`LOCK_TIMEOUT_S`."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False,
+                 lock_timeout_s: float | None = None) -> None:
+        if lock_timeout_s is None:
+            lock_timeout_s = LOCK_TIMEOUT_S
+        if isinstance(lock_timeout_s, bool) or not isinstance(lock_timeout_s, (int, float)) \
+                or not 0.0 <= lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
+            raise SettingsError("lock_timeout_s", lock_timeout_s,
+                                f"0..{MAX_LOCK_TIMEOUT_S:g} s (a number)")
         self.path = Path(path)
         self.read_only = read_only
+        self.lock_timeout_s = float(lock_timeout_s)
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -526,9 +616,7 @@ class TreatmentRecord:
             raise RecordError(f"{self.path} was opened read-only: nothing is written to it")
         with self._lock:
             try:
-                if self._lock_fd is None:
-                    self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                _lock_file(self._lock_fd, True)
+                fd = self._take_lock_file("verify" if reading else "write to")
             except OSError as exc:
                 if not reading:
                     raise RecordError(f"cannot lock {self._lock_path}: {exc}") from exc
@@ -537,7 +625,39 @@ class TreatmentRecord:
             try:
                 yield
             finally:
-                _lock_file(self._lock_fd, False)
+                _name_holder(fd, None)
+                _unlock(fd)
+
+    def _take_lock_file(self, what: str) -> int:
+        """Lock ``<record>.lock`` (its descriptor), waiting at most ``lock_timeout_s`` for
+        another writer to let go of it (RecordLocked naming the file and its holder), and
+        write this process's id into it for a writer that gives up waiting."""
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._lock_fd
+        deadline = time.monotonic() + self.lock_timeout_s
+        pause_s = 0.0005
+        while not _try_lock(fd):
+            left_s = deadline - time.monotonic()
+            if left_s <= 0.0:
+                raise self._locked(fd, what)
+            time.sleep(min(pause_s, left_s))
+            pause_s = min(2.0 * pause_s, LOCK_POLL_MAX_S)
+        _name_holder(fd, os.getpid())
+        return fd
+
+    def _locked(self, fd: int, what: str) -> RecordLocked:
+        pid = _holder(fd)
+        holder = ("a writer that did not name itself (not co2scan, or an older one)"
+                  if pid is None else f"process {pid}"
+                  + (" (this one: another TreatmentRecord of the same file)"
+                     if pid == os.getpid() else ""))
+        return RecordLocked(
+            f"cannot {what} {self.path}: its lock file {self._lock_path} was held by "
+            f"{holder} for the {self.lock_timeout_s:g} s this writer waits"
+            + ("; nothing was written" if what != "verify" else "")
+            + " (a writer holds it for milliseconds: a longer hold is a stalled process)",
+            self._lock_path, pid)
 
     def _last(self) -> tuple[int, str]:
         """Sequence number and hash of the last committed row (0 and GENESIS when empty)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from controller import record as record_module
 from controller.cli import main
 from controller.record import TreatmentRecord
-from tests.test_cli_run import FAST
+from tests.test_cli_run import FAST, SCRIPT
+from tests.test_record_writers import flock_held
 
 EXAMPLE = str(Path(__file__).parents[1] / "examples" / "surface_texture.toml")
 
@@ -238,3 +241,30 @@ def test_an_error_follows_the_output_it_ends_on_one_file(tmp_path: Path) -> None
     assert lines[0].startswith(str(script)) and any(line.startswith("total: ")
                                                     for line in lines[:error])
     assert "energy_mj = 150.01 mJ; envelope allows at most 150 mJ" in lines[error + 1]
+
+
+def test_a_record_whose_lock_a_stalled_writer_holds_is_an_error_not_a_hang(
+        tmp_path: Path, run_record: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process stalled while holding the record's writers' lock (a writer on a hung
+    network share): run, log and report waited for as long as it held it. They now give up
+    after the lock timeout with an error naming the lock file, exit 3, nothing fired."""
+    monkeypatch.setattr(record_module, "LOCK_TIMEOUT_S", 0.1)
+    for name in ("t.db", "t.db.head"):
+        shutil.copy(Path(run_record).with_name(name), tmp_path / name)
+    db = str(tmp_path / "t.db")
+    script = tmp_path / "s.toml"
+    script.write_text(SCRIPT, encoding="utf-8")
+    fd = flock_held(tmp_path / "t.db.lock")
+    try:
+        for argv in (["log", "list"], ["log", "show", "1"], ["log", "verify"],
+                     ["log", "export", "1", "--format", "csv", "-o", str(tmp_path / "x.csv")],
+                     ["report", "1", "-o", str(tmp_path / "r.png")],
+                     ["run", str(script), "--device", FAST, "--yes"]):
+            err = error_of(capsys, [*argv, "--record", db], 3)
+            assert f"its lock file {tmp_path / 't.db.lock'} was held" in err, argv
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r.png").exists()
+    with TreatmentRecord(db) as record:
+        assert record.verify().ok and len(record.sessions()) == 1

@@ -3,11 +3,17 @@ append continues the chain from the last committed row, so the chain and its hea
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from controller.record import TreatmentRecord
+import numpy as np
+import pytest
+
+from controller.errors import SettingsError
+from controller.record import RecordError, RecordLocked, TreatmentRecord
 from tests.test_record import session_args
 
 WRITER = """
@@ -53,3 +59,84 @@ def test_concurrent_writer_processes_keep_one_chain(tmp_path: Path) -> None:
         for session in sessions:
             firsts = [e.body["first"] for e in record.entries(session.session, "delivered")]
             assert firsts == list(range(count))
+
+
+HOLDER = """
+import sys
+from controller.record import TreatmentRecord
+with TreatmentRecord(sys.argv[1]) as record, record._writing():
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def flock_held(lock_path: Path) -> int:
+    """A descriptor of ``lock_path`` (an open file description of its own, as another
+    process's) holding its exclusive lock, without naming a holder: close it to let go."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_a_writer_gives_up_on_a_lock_held_too_long_naming_it_and_writes_nothing(
+        tmp_path: Path) -> None:
+    """Another process stalled while holding the writers' lock blocked every append for as
+    long as it stalled (forever for a process stopped with SIGSTOP); a writer now waits
+    lock_timeout_s and raises RecordLocked, a RecordError naming the lock file."""
+    path = tmp_path / "clinic.db"
+    with TreatmentRecord(path, lock_timeout_s=0.2) as record:
+        session = record.new_session(**session_args())
+        fd = flock_held(record._lock_path)
+        try:
+            for write in (lambda: record.append(session, "note"),
+                          lambda: record.new_session(**session_args()),
+                          lambda: record.delivered(session, 0, np.arange(1), np.array([1]))):
+                with pytest.raises(RecordLocked) as raised:
+                    write()
+                assert isinstance(raised.value, RecordError)
+                assert raised.value.lock_path == tmp_path / "clinic.db.lock"
+                assert raised.value.holder_pid is None  # a holder that does not write it
+                assert f"its lock file {tmp_path / 'clinic.db.lock'} was held by a writer " \
+                       "that did not name itself" in str(raised.value)
+                assert "nothing was written" in str(raised.value)
+            with pytest.raises(RecordLocked, match="cannot verify"):
+                record.verify()
+        finally:
+            os.close(fd)
+        assert record.verify().ok and record.verify().entries == 1
+        record.append(session, "note")  # let go of: written at once
+        assert record.verify().entries == 2
+
+
+def test_a_writer_that_gives_up_names_the_process_holding_the_lock(tmp_path: Path) -> None:
+    """A co2scan writer writes its process id into the lock file while it holds it: the
+    writer that gives up names it (then empties it), in another process or this one."""
+    path = tmp_path / "clinic.db"
+    TreatmentRecord(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
+                              cwd=Path(__file__).parents[1], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        with TreatmentRecord(path, lock_timeout_s=0.1) as record:
+            with pytest.raises(RecordLocked) as raised:
+                record.new_session(**session_args())
+            assert raised.value.holder_pid == holder.pid
+            assert f"held by process {holder.pid} for the 0.1 s" in str(raised.value)
+    finally:
+        holder.communicate("let go\n", timeout=60)
+    assert holder.returncode == 0
+    assert (tmp_path / "clinic.db.lock").read_bytes() == b""  # the holder emptied it
+    with TreatmentRecord(path) as a, TreatmentRecord(path, lock_timeout_s=0) as b:
+        with a._writing():
+            assert (tmp_path / "clinic.db.lock").read_bytes() == f"{os.getpid()}\n".encode()
+            with pytest.raises(RecordLocked, match="this one: another TreatmentRecord"):
+                b.append(1, "note")
+        assert b.new_session(**session_args()) == 1 and b.verify().ok
+
+
+@pytest.mark.parametrize("timeout", [-1.0, float("nan"), float("inf"), "5", True, 3601])
+def test_a_lock_timeout_out_of_range_is_refused(tmp_path: Path, timeout: object) -> None:
+    with pytest.raises(SettingsError, match="lock_timeout_s"):
+        TreatmentRecord(tmp_path / "r.db", lock_timeout_s=timeout)  # type: ignore[arg-type]
+    assert not (tmp_path / "r.db").exists()

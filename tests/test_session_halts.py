@@ -3,16 +3,18 @@ session stops emission at once; a resume later records what the device fired mea
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
-from controller.record import RecordError, TreatmentRecord
+from controller.record import RecordError, RecordLocked, TreatmentRecord
 from controller.session import SessionBusy, SessionProgress, TreatmentSession
 from drivers import Device, open_device
 from drivers.protocol.messages import State
 from drivers.stream import MIN_REPORT_GAP_S
+from tests.test_record_writers import flock_held
 from tests.test_session import assert_record_equals_truth, session_for
 
 REALTIME = "sim://?pre_emission_ms=20&footswitch=down&seed=5&clock=realtime"
@@ -179,3 +181,49 @@ def test_a_wall_clock_step_forward_does_not_shorten_the_cooling_wait(
         session = session_for(dev, record, plan={"passes": 2}, pass_wait_s=1.0)
         assert session.run().status == "completed"
     assert seen["cooling_wait"] - seen["pass_end"] >= 1.0
+
+
+@pytest.mark.parametrize("lets_go", [True, False], ids=["lets go", "stalled on"])
+def test_a_writer_stalled_on_the_records_lock_stops_emission_and_run_returns(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch, lets_go: bool) -> None:
+    """Another process holding the record's writers' lock (a stalled writer) blocked run()
+    for as long as it held it; request_abort() could not end it, and a holder stopped for good
+    hung run() and TreatmentSession() for ever. A write now gives up after lock_timeout_s:
+    emission stops, run() returns a fault (record_error) naming the lock file, the entries
+    that can still be written are (all, once the holder lets go), and a resume records what
+    the device fired meanwhile."""
+    record.lock_timeout_s = 0.2
+    held: dict[str, int] = {}
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40 and not held:
+            held["fd"] = flock_held(record._lock_path)
+
+    locked = record._locked
+
+    def gives_up(fd: int, what: str) -> RecordLocked:
+        if lets_go and "fd" in held and threading.current_thread() is threading.main_thread():
+            os.close(held.pop("fd"))  # the holder goes on just after the session gave up
+        return locked(fd, what)
+
+    monkeypatch.setattr(record, "_locked", gives_up)
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        outcome = session.run()
+        assert outcome.status == "fault" and outcome.cause == "record_error"
+        assert f"its lock file {record._lock_path} was held" in outcome.detail
+        assert "emission stopped" in outcome.detail
+        assert_stopped(dev, session)
+        if not lets_go:
+            with pytest.raises(RecordLocked):  # nor does a new session hang
+                session_for(dev, record, plan=PLAN)
+            os.close(held.pop("fd"))
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        assert ("run_stopped" in kinds and "record_error" in kinds) is lets_go
+        if lets_go:
+            assert next(record.entries(session.session_id, "run_stopped")).body["cause"] == \
+                "record_error"
+        session.on_progress = lambda p: None
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+    assert [e.kind for e in record.sessions()] == ["session"]  # the refused one left none

@@ -123,28 +123,34 @@ def run(args: argparse.Namespace) -> int:
         to_stderr(f"error: {exc}")
         return 3
     with record:
-        if args.action in ("list", "show"):
-            return _inspect(record, args.session)
-        if args.action == "verify":
-            result = record.verify()
-            print(f"{result.entries} entries: " + ("chain verified" if result.ok else
-                                                   "TAMPERED\n  " + "\n  ".join(result.problems)))
-            for note in result.notes:
-                print(f"  note: {note}")
-            return 0 if result.ok else EXIT_TAMPERED
-        out = Path(args.output or f"session{args.session}.{args.format}")
-        if not verified(record, f"nothing exported to {out}"):
-            return EXIT_TAMPERED
         try:
-            record.export(args.session, args.format, out, overwrite=args.force)
-        except OSError as exc:
-            to_stderr(f"error: cannot write {out}: {exc.strerror or exc}")
-            return 1
-        except RecordError as exc:
+            return _act(record, args)
+        except RecordError as exc:  # unreadable, or its writers' lock held by a stalled one
             to_stderr(f"error: {exc}")
             return 3
-        print(f"wrote {out}")
-        return 0
+
+
+def _act(record: TreatmentRecord, args: argparse.Namespace) -> int:
+    """``log list``, ``show``, ``verify`` or ``export`` on the open record; the exit status."""
+    if args.action in ("list", "show"):
+        return _inspect(record, args.session)
+    if args.action == "verify":
+        result = record.verify()
+        print(f"{result.entries} entries: " + ("chain verified" if result.ok else
+                                               "TAMPERED\n  " + "\n  ".join(result.problems)))
+        for note in result.notes:
+            print(f"  note: {note}")
+        return 0 if result.ok else EXIT_TAMPERED
+    out = Path(args.output or f"session{args.session}.{args.format}")
+    if not verified(record, f"nothing exported to {out}"):
+        return EXIT_TAMPERED
+    try:
+        record.export(args.session, args.format, out, overwrite=args.force)
+    except OSError as exc:
+        to_stderr(f"error: cannot write {out}: {exc.strerror or exc}")
+        return 1
+    print(f"wrote {out}")
+    return 0
 
 
 def _inspect(record: TreatmentRecord, session: int | None) -> int:

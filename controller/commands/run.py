@@ -288,10 +288,13 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
                + (f" ({detail})" if detail else "")
                + "; delivered " + ", ".join(f"pass {k + 1}: {n}"
                                             for k, n in outcome.delivered.items())))
-    verification = record.verify()
-    print(f"record {args.record}: {verification.entries} entries, "
-          + ("chain verified" if verification.ok else "PROBLEMS: "
-             + "; ".join(verification.problems)))
+    try:
+        verification = record.verify()
+        print(f"record {args.record}: {verification.entries} entries, "
+              + ("chain verified" if verification.ok else "PROBLEMS: "
+                 + "; ".join(verification.problems)))
+    except RecordError as exc:  # e.g. its writers' lock held by a stalled writer
+        print(wrap(f"record {args.record}: not verified: {exc}"), file=sys.stderr)
     return EXIT[outcome.status] if stopped_by is None else 128 + stopped_by
 
 
