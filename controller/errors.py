@@ -25,6 +25,12 @@ class SettingsError(ValueError):
         super().__init__(f"{field} = {shown(value)} rejected{why}; allowed: {allowed}")
 
 
+class SessionBusy(RuntimeError):
+    """run(), abort(), cancel() or operator_reset() called while another of them is under way,
+    of this session or of another session on the same Device; or the session's record closed
+    (``TreatmentRecord.close()``) while one of them is under way on it."""
+
+
 #: The most of a rejected value a message shows (a 1 MB operator name was echoed whole).
 MAX_SHOWN_CHARS = 80
 

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.errors import SettingsError, shown
+from controller.errors import SessionBusy, SettingsError, shown
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
 
 if sys.platform == "win32":
@@ -521,6 +521,9 @@ class TreatmentRecord:
         #: The passes of each session looked up (None: no well-formed session entry).
         self._passes: dict[int, list[dict[str, Any]] | None] = {}
         self._closed = False
+        #: What uses the record and must finish its entries before it is closed (a session's
+        #: run(): :meth:`in_use`), by a token of each use.
+        self._users: dict[object, str] = {}
         try:
             self._db = self._open_to_read() if read_only else self._open_to_write()
         except (sqlite3.Error, OSError) as exc:
@@ -1091,11 +1094,34 @@ class TreatmentRecord:
             "entries": [e.__dict__ for e in entries],
         }
 
+    @contextmanager
+    def in_use(self, by: str) -> Iterator[None]:
+        """The record stays open in the block: :meth:`close` meanwhile raises SessionBusy
+        naming ``by``. A session holds it while its run(), abort(), cancel() or
+        operator_reset() is under way, so that these write their entries to the end (a record
+        closed under a delivering session ended it without them: no run_stopped, spots fired
+        and not recorded, the session shown as open)."""
+        token = object()
+        with self._lock:
+            self._users[token] = by
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._users[token]
+
     def close(self) -> None:
         """Close the database (SQLite merges its WAL) and release the writers' lock, once no
         other thread uses them (the link's event thread may be appending a transition); then
-        reading or writing raises RecordError ("record closed"). Closing again does nothing."""
+        reading or writing raises RecordError ("record closed"). Closing again does nothing.
+        SessionBusy, the record left open, while a session uses it (:meth:`in_use`: from its
+        run() to its return; end a delivery with request_abort(), then close)."""
         with self._lock:
+            if self._users and not self._closed:
+                raise SessionBusy(
+                    f"close() of {self.path} refused: {', '.join(self._users.values())} is "
+                    "under way on it, and writes its entries to the end (let run() return "
+                    "first: request_abort() ends a delivery); the record stays open")
             try:
                 if not self._closed:
                     self._closed = True

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from controller.errors import SettingsError
+from controller.errors import SessionBusy, SettingsError
 from controller.record import RecordError, TreatmentRecord
 from controller.safety import SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
@@ -150,11 +150,6 @@ def who_and_whom(operator: object, patient_ref: object, resuming: bool = False
 
 #: Longest wait for the footswitch and interlocks before a pass starts (s).
 MAX_START_WAIT_S = 3600.0
-
-
-class SessionBusy(RuntimeError):
-    """run(), abort(), cancel() or operator_reset() called while another of them is under way,
-    of this session or of another session on the same Device."""
 
 
 #: The session whose run(), abort(), cancel() or operator_reset() is under way on a Device:
@@ -405,7 +400,8 @@ class TreatmentSession:
                 _under_way(device, what, self)
                 _claims[device] = self
             try:
-                yield
+                with self.record.in_use(f"session {self.session_id}'s {what}"):
+                    yield
             finally:
                 with _claims_lock:
                     del _claims[device]

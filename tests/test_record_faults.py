@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from controller.cli import main
+from controller.errors import SessionBusy
 from controller.record import RecordError, TreatmentRecord
 from drivers.protocol.messages import SPOT_DTYPE
 from tests.test_cli_run import FAST, SCRIPT
@@ -151,3 +152,19 @@ def test_run_on_a_full_disk_exits_3_and_leaves_no_session(
     monkeypatch.undo()
     with TreatmentRecord(db) as record:
         assert record.verify().ok and record.sessions() == []
+
+
+def test_close_is_refused_while_the_record_is_in_use(tmp_path: Path) -> None:
+    """A session holds its record in use from run() to its return: closing it meanwhile
+    (a GUI's shutdown) is refused, and the record goes on working; afterwards it closes."""
+    record = filled(tmp_path / "t.db")
+    with record.in_use("session 1's run()"), record.in_use("session 1's abort()"):
+        with pytest.raises(SessionBusy, match=r"session 1's run\(\), session 1's abort\(\) is "
+                                              "under way on it"):
+            record.close()
+        record.append(1, "note")
+    record.close()
+    with record.in_use("session 1's run()"):
+        record.close()  # closed already: nothing to refuse
+    with TreatmentRecord(tmp_path / "t.db", read_only=True) as again:
+        assert again.verify().ok and [e.kind for e in again.entries()][-1] == "note"

@@ -3,6 +3,8 @@ after close(), and a closed record refused with RecordError."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,14 +12,15 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
+from controller.commands.log import session_outcomes
 from controller.commands.run import EXIT
 from controller.errors import SettingsError
 from controller.record import RecordError, TreatmentRecord
-from controller.session import SessionBusy
+from controller.session import SessionBusy, SessionOutcome, SessionProgress
 from drivers import Device, LimitError, open_device
 from drivers.protocol.messages import Capability
-from tests.test_session import FAST, session_for
-from tests.test_session_halts import running
+from tests.test_session import FAST, assert_record_equals_truth, session_for
+from tests.test_session_halts import PLAN, REALTIME, running
 
 WAITING = "sim://?pre_emission_ms=20&footswitch=up&seed=5"
 
@@ -125,3 +128,35 @@ def test_an_ended_session_is_not_aborted_again(record: TreatmentRecord) -> None:
         with pytest.raises(SettingsError, match="it ended: completed"):
             session.abort()
         assert [e.kind for e in record.entries(session.session_id)] == before
+
+
+def test_closing_the_record_while_a_session_delivers_on_it_is_refused(
+        record: TreatmentRecord) -> None:
+    """A GUI closed its TreatmentRecord while run() delivered on its worker thread: the
+    session ended with the record holding ['session', 'pass_start'], no run_stopped, 100
+    spots recorded of 121 fired, and log list showed it open. close() is now refused
+    (SessionBusy) while a session's run() is under way on the record, which stays open:
+    the session delivers and records to the end, and closes once run() returned."""
+    delivering = threading.Event()
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40:
+            delivering.set()
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        outcome: list[SessionOutcome] = []
+        thread = threading.Thread(target=lambda: outcome.append(session.run()))
+        thread.start()
+        assert delivering.wait(30.0)
+        with pytest.raises(SessionBusy, match=rf"close\(\) of {re.escape(str(record.path))} "
+                           rf"refused: session {session.session_id}'s run\(\) is under way"):
+            record.close()
+        thread.join(60.0)
+        assert [o.status for o in outcome] == ["completed"]
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+        session.close()
+    assert session_outcomes(record)[session.session_id] == ("completed", "")
+    record.close()  # nothing under way: closed
+    with pytest.raises(RecordError, match="record closed"):
+        record.sessions()
