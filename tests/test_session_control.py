@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from controller.commands.log import session_outcomes
 from controller.errors import SettingsError
+from controller.outcomes import session_outcomes
 from controller.record import RecordError, TreatmentRecord
 from controller.safety import Transition
 from controller.session import SessionProgress, TreatmentSession, plan_for_device

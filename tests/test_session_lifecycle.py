@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.commands.log import session_outcomes
 from controller.commands.run import EXIT
 from controller.errors import SettingsError
+from controller.outcomes import session_outcomes
 from controller.record import RecordError, TreatmentRecord
 from controller.session import SessionBusy, SessionOutcome, SessionProgress
 from drivers import Device, LimitError, open_device

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.commands import add_command, session_id, to_stderr
 from controller.commands.run import add_record_argument
+from controller.outcomes import outcome_text, percent, session_outcomes
 from controller.record import RecordError, TreatmentRecord, Verification
 
 HELP = """read the treatment record: list sessions, show one, verify the chain, export
@@ -166,85 +167,6 @@ def _inspect(record: TreatmentRecord, session: int | None) -> int:
     return _warn_tampered(record, problems) or (0 if found else 3)
 
 
-#: The entry kinds a session's outcome is read from (:func:`session_outcomes`).
-OUTCOME_KINDS = ("session_end", "run_stopped", "session_resumed", "transition", "interrupted",
-                 "energy_fault", "device_error", "record_error", "device_mismatch", "link_lost",
-                 "reconnected", "operator_reset")
-#: What each outcome means (``log list --help``, README).
-OUTCOMES = {
-    "completed": "every spot delivered",
-    "aborted": "aborted by the operator (or the footswitch, then abort)",
-    "cancelled": "not confirmed, nothing fired",
-    "fault": "stopped by a fault, with its cause (a device fault code, an energy deviation, "
-             "a device, link or record error); resumable",
-    "paused": "paused (Ctrl-C, the footswitch); resumable",
-    "waiting": "armed, but emission did not start or resume within the start wait "
-               "(footswitch, permission); resumable",
-    "interrupted": "stopped by a signal or an error in co2scan, with its name; resumable",
-    "open": "no outcome recorded: delivering now, or its co2scan stopped without one "
-            "(a crash, a kill); resumable",
-}
-
-
-def _fold_outcome(outcome: tuple[str, str], kind: str, body: dict[str, Any]
-                  ) -> tuple[str, str]:
-    """The outcome after one more entry of a session (in record order)."""
-    status, cause = outcome
-    if kind == "session_end":
-        return str(body["status"]), ""
-    if kind == "run_stopped":  # how a run() ended that the session can resume from
-        stopped = str(body["status"])
-        if stopped == status and cause:  # the entries before it named the cause more closely
-            return status, cause
-        return stopped, str(body["cause"]).replace("_", " ")
-    if kind in ("session_resumed", "operator_reset", "reconnected"):
-        return "open", ""
-    if kind == "interrupted":
-        return "interrupted", str(body.get("reason", ""))
-    if kind == "energy_fault":
-        deviation = body.get("worst_deviation")
-        return "fault", ("energy deviation" + (f" {_percent(deviation)}"
-                                               if isinstance(deviation, (int, float)) else ""))
-    if kind in ("device_error", "record_error", "device_mismatch", "link_lost"):
-        return "fault", kind.replace("_", " ")
-    if kind == "transition":
-        new, old = body.get("new"), body.get("old")
-        if new == "FAULT":
-            return ("fault", cause) if status == "fault" and cause else \
-                ("fault", f"device fault {body.get('fault', '?')}")
-        if new == "PAUSED":
-            return "paused", ""
-        if new in ("ARMED", "EMITTING"):
-            return "open", ""
-        if new == "READY" and old in ("ARMED", "PAUSED"):
-            return "waiting", ""
-    return status, cause
-
-
-def _percent(fraction: float) -> str:
-    """A recorded deviation (a fraction: 0.3251) as a percentage (32.5 %)."""
-    return f"{fraction * 100:.1f} %"
-
-
-def session_outcomes(record: TreatmentRecord, session: int | None = None
-                     ) -> dict[int, tuple[str, str]]:
-    """Each session's last outcome and its cause (``fault``: what faulted; ``interrupted``:
-    the signal or exception), read from its entries (:data:`OUTCOMES`): its end (completed,
-    aborted, cancelled), each stop it can resume from (``run_stopped``), and, in records
-    written before those were, its last transitions and error entries."""
-    found = [e for kind in OUTCOME_KINDS for e in record.entries(session, kind)]
-    outcomes: dict[int, tuple[str, str]] = {}
-    for e in sorted(found, key=lambda e: e.seq):
-        outcomes[e.session] = _fold_outcome(outcomes.get(e.session, ("open", "")), e.kind,
-                                            e.body)
-    return outcomes
-
-
-def outcome_text(outcome: tuple[str, str]) -> str:
-    status, cause = outcome
-    return f"{status} ({cause})" if cause else status
-
-
 #: Operator and patient are shown whole up to this display width; beyond it, cut with "…".
 NAME_WIDTH = 40
 
@@ -330,7 +252,7 @@ def _describe(kind: str, body: dict[str, Any]) -> list[str]:
         return _describe_session(rest)
     head = ""
     if isinstance(rest.get("worst_deviation"), (int, float)):  # recorded as a fraction
-        rest["worst_deviation"] = _percent(rest["worst_deviation"])
+        rest["worst_deviation"] = percent(rest["worst_deviation"])
     if "pass_index" in rest:
         head = _pass_name(rest.pop("pass_index")) + ": "
     if kind == "delivered":

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.commands import add_command, session_id, to_stderr
-from controller.commands.log import EXIT_TAMPERED, outcome_text, session_outcomes, verified
+from controller.commands.log import EXIT_TAMPERED, verified
 from controller.commands.preview import png_output
 from controller.commands.run import add_record_argument
 from controller.errors import SettingsError
+from controller.outcomes import outcome_text, session_outcomes
 from controller.progress import step_display
 from controller.record import RecordError, TreatmentRecord
 from controller.thermal_delivered import recorded_passes, simulate_delivered, spot_positions_um

@@ -16,6 +16,7 @@ from types import FrameType
 from controller.commands import add_command, bounded, chosen, session_id, to_stderr
 from controller.commands.plan import fail, format_table, pass_rows, wrap
 from controller.errors import SettingsError
+from controller.outcomes import AUTO_RESETS, NOT_RESETTABLE
 from controller.progress import ProgressDisplay, screen_display
 from controller.record import RecordError, TreatmentRecord
 from controller.scanpath import Plan
@@ -32,11 +33,6 @@ from drivers import Device, DeviceError, LimitError, open_device
 from drivers.protocol.messages import FaultCode
 
 MAX_RESETS = 100
-#: Faults of the session, not the device: no operator reset is offered or used.
-NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error")
-#: Device faults --reset-fault resets without asking: the host's or the link's (a crash, a
-#: power cycle). A laser, galvo or interlock fault is the operator's to check, on a terminal.
-AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)
 EXIT = {"completed": 0, "aborted": 1, "rejected": 3, "fault": 4, "paused": 5, "waiting": 5,
         "device": 6}
 
