@@ -60,6 +60,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from time import monotonic, sleep  # the lock's wait (time.time, the entries' clock, apart)
 from typing import Any
 
 import numpy as np
@@ -638,13 +639,13 @@ class TreatmentRecord:
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         fd = self._lock_fd
-        deadline = time.monotonic() + self.lock_timeout_s
+        deadline = monotonic() + self.lock_timeout_s
         pause_s = 0.0005
         while not _try_lock(fd):
-            left_s = deadline - time.monotonic()
+            left_s = deadline - monotonic()
             if left_s <= 0.0:
                 raise self._locked(fd, what)
-            time.sleep(min(pause_s, left_s))
+            sleep(min(pause_s, left_s))
             pause_s = min(2.0 * pause_s, LOCK_POLL_MAX_S)
         _name_holder(fd, os.getpid())
         return fd
