@@ -290,7 +290,7 @@ def treat_with_record(args: argparse.Namespace, script: TreatmentScript, device:
               + ("chain verified" if verification.ok else "PROBLEMS: "
                  + "; ".join(verification.problems)))
     except RecordError as exc:  # e.g. its writers' lock held by a stalled writer
-        print(wrap(f"record {args.record}: not verified: {exc}"), file=sys.stderr)
+        to_stderr(wrap(f"record {args.record}: not verified: {exc}"))
     return EXIT[outcome.status] if stopped_by is None else 128 + stopped_by
 
 
