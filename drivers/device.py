@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from drivers.checks import whole
 from drivers.errors import (
     DeviceError,
     DeviceNack,
@@ -28,6 +29,7 @@ from drivers.link import Item, Link
 from drivers.protocol import Message
 from drivers.protocol.messages import (
     AUTH_CONTEXT,
+    BY_NAME,
     HOST_FAULTS,
     KEY_SIZE,
     PROTOCOL_VERSION,
@@ -42,6 +44,10 @@ from drivers.stream import PassStreamer, Progress
 from drivers.transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+#: The pass indices LOAD_PLAN carries (a u8 on the wire).
+PASS_INDEX_RANGE: tuple[int, int] = next(
+    f for f in BY_NAME["LOAD_PLAN"].fields if f.name == "pass_index").bounds() or (0, 0)
 
 
 class Device:
@@ -97,18 +103,31 @@ class Device:
     def prepare_pass(self, pass_index: int, x_um: ArrayLike, y_um: ArrayLike,
                      energy_uj: ArrayLike, pulse_us: ArrayLike, stack: ArrayLike,
                      rep_rate_hz: int | None = None) -> PassSpots:
-        """Convert and check one pass's spots; raises LimitError naming the bad field."""
+        """Convert and check one pass's spots; raises LimitError naming the bad field (and
+        the spot, for a value that is not a whole number). ``y_um``, ``energy_uj``,
+        ``pulse_us`` and ``stack`` are one value for every spot or one per spot."""
+        pass_index = whole("pass_index", pass_index, *PASS_INDEX_RANGE, "")
         x = np.asarray(x_um, dtype=np.float64)
         n = x.size
         if n == 0:
             raise LimitError("spot count", 0, "at least 1")
-        energy = np.broadcast_to(np.asarray(energy_uj), (n,))
-        pulse = np.broadcast_to(np.asarray(pulse_us), (n,))
-        stacks = np.broadcast_to(np.asarray(stack), (n,))
-        for name, values in (("energy_uj", energy), ("pulse_us", pulse), ("stack", stacks)):
-            if not np.all(np.isfinite(values)) or np.any(values != np.rint(values)):
-                raise LimitError(name, "a non-integer value", "whole numbers")
-        self.laser.check(energy, pulse, stacks, rep_rate_hz)
+        given = {"y_um": y_um, "energy_uj": energy_uj, "pulse_us": pulse_us, "stack": stack}
+        for name, values in given.items():
+            if (size := np.size(values)) != 1 and np.shape(values) != x.shape:
+                raise LimitError(name, f"{size} values (x_um has {n})",
+                                 f"one value for every spot, or {n}: one per spot")
+        energy, pulse, stacks = (np.broadcast_to(np.asarray(given[name]), (n,))
+                                 for name in ("energy_uj", "pulse_us", "stack"))
+        self.laser.check(energy, pulse, stacks, rep_rate_hz)  # numbers within the limits
+        lim = self.laser.limits
+        for name, values, lo, hi, unit in (
+                ("energy_uj", energy, lim.energy_min_uj, lim.energy_max_uj, "µJ"),
+                ("pulse_us", pulse, lim.pulse_min_us, lim.pulse_max_us, "µs"),
+                ("stack", stacks, 1, lim.max_stack, "")):
+            if bad := np.flatnonzero(values != np.rint(values)).tolist():
+                raise LimitError(f"{name}[{bad[0]}]" if np.ndim(given[name]) else name,
+                                 values[bad[0]].item(),
+                                 f"whole numbers {lo}..{hi} {unit}".rstrip())
         x_lsb, y_lsb = self.scanner.to_lsb(x, y_um)
         records = np.zeros(n, SPOT_DTYPE)
         records["index"] = np.arange(n)

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numpy.typing import ArrayLike
 
+from drivers.checks import check_range, whole
 from drivers.errors import DeviceError, DeviceTimeout, LimitError
 from drivers.info import DeviceLimits
 from drivers.link import Link
 
 #: STATUS_REPORT ``rep_rate_hz`` for a rate in use above what its u16 holds (rule 11).
 _RATE_ABOVE_U16 = 0xFFFF
-
-
-def _check_range(name: str, values: np.ndarray, lo: float, hi: float, unit: str) -> None:
-    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.number):
-        raise LimitError(name, f"{values.flat[0]!r}" if values.size else "an empty value",
-                         f"numbers {lo}..{hi} {unit}".rstrip())
-    bad = ~((values >= lo) & (values <= hi))  # NaN too
-    if bad.any():
-        raise LimitError(name, values[bad].flat[0].item(), f"{lo}..{hi} {unit}".rstrip())
-
-
-def _whole(name: str, value: object, lo: int, hi: int, unit: str) -> int:
-    """``value`` as an int within lo..hi: an int, or a float of integral value; LimitError
-    naming ``name`` and the range otherwise (a bool, a string, 100.5, NaN...)."""
-    allowed = f"whole numbers {lo}..{hi} {unit}".rstrip()
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise LimitError(name, repr(value), allowed)
-    if isinstance(value, numbers.Integral):
-        whole = int(value)
-    else:
-        as_float = float(value)
-        if not as_float.is_integer():
-            raise LimitError(name, value, allowed)
-        whole = int(as_float)
-    if not lo <= whole <= hi:
-        raise LimitError(name, value, allowed)
-    return whole
 
 
 class PulseGenerator:
@@ -88,24 +60,24 @@ class PulseGenerator:
         lim = self.limits
         energy = np.asarray(energy_uj)
         stacks = np.asarray(stack)
-        _check_range("energy_uj", energy, lim.energy_min_uj, lim.energy_max_uj, "µJ")
-        _check_range("pulse_us", np.asarray(pulse_us), lim.pulse_min_us, lim.pulse_max_us, "µs")
-        _check_range("stack", stacks, 1, lim.max_stack, "")
+        check_range("energy_uj", energy, lim.energy_min_uj, lim.energy_max_uj, "µJ")
+        check_range("pulse_us", np.asarray(pulse_us), lim.pulse_min_us, lim.pulse_max_us, "µs")
+        check_range("stack", stacks, 1, lim.max_stack, "")
         if rep_rate_hz is not None:
-            rate = _whole("rep_rate_hz", rep_rate_hz, 1, lim.rep_rate_max_hz, "Hz")
+            rate = whole("rep_rate_hz", rep_rate_hz, 1, lim.rep_rate_max_hz, "Hz")
         elif self.rep_rate_hz is not None:
             rate = self.rep_rate_hz
         else:
             rate = lim.rep_rate_max_hz
         if energy.size:
             power_mw = energy.astype(np.float64) * stacks * rate / 1000.0
-            _check_range("average power (energy_uj x stack x rep_rate_hz)", power_mw, 0,
+            check_range("average power (energy_uj x stack x rep_rate_hz)", power_mw, 0,
                          lim.avg_power_max_mw, "mW")
 
     def set_rep_rate(self, rep_rate_hz: int) -> None:
         """Spot rate while emitting: a whole number of Hz, 1..``limits.rep_rate_max_hz`` (a
         float of integral value is taken; anything else raises LimitError naming the range)."""
-        rate = _whole("rep_rate_hz", rep_rate_hz, 1, self.limits.rep_rate_max_hz, "Hz")
+        rate = whole("rep_rate_hz", rep_rate_hz, 1, self.limits.rep_rate_max_hz, "Hz")
         try:
             self._link.request("PULSE_SETTINGS", rep_rate_hz=rate)
         except DeviceTimeout:

@@ -186,3 +186,31 @@ def test_a_fresh_simulated_device_reports_its_rate_in_use() -> None:
         n = 10
         with pytest.raises(LimitError, match="average power"):
             dev.prepare_pass(0, np.linspace(-5000, 5000, n), np.zeros(n), 200000, 200, 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "value", "allowed"),
+    [
+        ((0, [0, 1, 2], [0, 1], 10_000, 200, 1), "y_um", "2 values (x_um has 3)",
+         "one value for every spot, or 3: one per spot"),
+        ((0, [0, 1, 2], [0, 1, 2], [10_000, 20_000], 200, 1), "energy_uj",
+         "2 values (x_um has 3)", "one value for every spot, or 3: one per spot"),
+        ((0, [0, 1, 2, 3], [0] * 4, [10_000, 10_000, 10_000, 1000.5], 200, 1), "energy_uj[3]",
+         1000.5, "whole numbers 1000..200000 µJ"),
+        ((0, [0], [0], 1000.5, 200, 1), "energy_uj", 1000.5, "whole numbers 1000..200000 µJ"),
+        ((0, [0, 1], [0, 1], 10_000, [200, 200.25], 1), "pulse_us[1]", 200.25,
+         "whole numbers 10..2000 µs"),
+        ((300, [0], [0], 10_000, 200, 1), "pass_index", 300, "whole numbers 0..255"),
+        ((1.5, [0], [0], 10_000, 200, 1), "pass_index", 1.5, "whole numbers 0..255"),
+    ],
+)
+def test_prepare_pass_names_the_field_the_spot_and_the_allowed_values(
+        args: tuple[object, ...], field: str, value: object, allowed: str) -> None:
+    """Arrays of different lengths were a numpy broadcast error, a fraction "a non-integer
+    value" without the spot, and pass index 300 a MessageError only at LOAD_PLAN."""
+    from drivers import open_device
+
+    with open_device("sim://") as dev, pytest.raises(LimitError) as caught:
+        dev.prepare_pass(*args)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.value, caught.value.allowed) == (
+        field, value, allowed)
