@@ -45,6 +45,8 @@ from drivers.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
+#: The least time stopping emission waits for the device's replies (s), whatever its watchdog.
+STOP_BUDGET_MIN_S = 0.25
 #: The pass indices LOAD_PLAN carries (a u8 on the wire).
 PASS_INDEX_RANGE: tuple[int, int] = next(
     f for f in BY_NAME["LOAD_PLAN"].fields if f.name == "pass_index").bounds() or (0, 0)
@@ -265,14 +267,16 @@ class Device:
         """Stop emission at once, best effort: PAUSE (an emitting device stops), then DISARM if
         ARMED or PAUSED. Never raises from these steps (failures are logged). A link known lost
         is not asked; on one that stops answering they give up after one watchdog period (by
-        then the device's watchdog has stopped emission itself), so it returns fast."""
+        then the device's watchdog has stopped emission itself), so it returns fast. The steps
+        wait for their replies within that period whatever the link's request timeout: a short
+        one does not cut them short."""
         if self.link.lost is not None:
             return
-        budget_s = self.info.limits.watchdog_ms / 1000.0 or self.link.request_timeout_s
-        deadline = time.monotonic() + budget_s
+        deadline = time.monotonic() + max(self.info.limits.watchdog_ms / 1000.0,
+                                          STOP_BUDGET_MIN_S)
 
         def request(name: str) -> Message:
-            timeout_s = min(self.link.request_timeout_s, deadline - time.monotonic())
+            timeout_s = deadline - time.monotonic()
             if timeout_s <= 0.0:
                 raise DeviceTimeout(f"{name}: not sent, no time left to stop emission")
             return self.link.request(name, timeout_s=timeout_s, retries=0)

@@ -21,6 +21,7 @@ from itertools import groupby
 
 import numpy as np
 
+from drivers.checks import real
 from drivers.errors import DeviceLost, DeviceTimeout, InvalidReply, nack_error
 from drivers.protocol import (
     FrameDecoder,
@@ -43,6 +44,9 @@ IDEMPOTENT = frozenset({"IDENTIFY", "HEARTBEAT", "STATUS_REQUEST", "GALVO_JUMP",
 
 READ_CHUNK = 65536
 POLL_S = 0.05
+#: The request timeouts a link takes (s): a reply within a poll at least, a silent device
+#: noticed within half a minute at most.
+REQUEST_TIMEOUT_RANGE_S = (0.05, 30.0)
 
 _DELIVERED = BY_NAME["EVT_DELIVERED"].type_id
 #: States in which a device fires by itself (ARMED: after its pre-emission delay).
@@ -100,8 +104,9 @@ class Pending:
             self.target.put(self)
 
     def wait(self, timeout_s: float) -> Message:
-        """The reply (ACK or specific reply); raises typed errors for NACK, loss and timeout."""
-        if not self._arrived.acquire(timeout=timeout_s):
+        """The reply (ACK or specific reply); raises typed errors for NACK, loss and timeout
+        (a timeout of 0 or less: at once, if the reply is not in)."""
+        if not self._arrived.acquire(timeout=max(timeout_s, 0.0)):
             raise DeviceTimeout(f"{self.request.name} (seq {self.request.seq}): "
                                 f"no reply within {timeout_s:.3f} s")
         self._arrived.release()  # arrived for good: a later wait returns at once
@@ -128,8 +133,8 @@ class Link:
 
     def __init__(self, transport: object, request_timeout_s: float = 1.0,
                  heartbeat_s: float = 0.1) -> None:
+        self.request_timeout_s = request_timeout_s  # checked before any thread starts
         self.transport = transport
-        self.request_timeout_s = request_timeout_s
         self.heartbeat_s = heartbeat_s
         self.lost: DeviceLost | None = None
         self.decoder = FrameDecoder()
@@ -156,6 +161,15 @@ class Link:
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def request_timeout_s(self) -> float:
+        """How long a request waits for its reply by default (s)."""
+        return self._request_timeout_s
+
+    @request_timeout_s.setter
+    def request_timeout_s(self, value: float) -> None:
+        self._request_timeout_s = real("request_timeout_s", value, *REQUEST_TIMEOUT_RANGE_S, "s")
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, requests: list[Message],

@@ -134,3 +134,15 @@ def test_close_on_a_link_gone_silent_gives_up_within_the_watchdog(rig: Rig) -> N
     if rig.kind == "socket":  # the served device lives on: its watchdog stopped it
         wait_for(lambda: rig.sim.device.state is State.FAULT, 2.0, "still emitting")
         assert rig.sim.device.fault_code is FaultCode.WATCHDOG
+
+
+def test_close_waits_for_slow_replies_whatever_the_request_timeout(rig: Rig) -> None:
+    """Replies slower than the link's request timeout: stopping emission waits for them within
+    its own budget (it gave up on each step after the request timeout, and a negative timeout
+    skipped every step, leaving the device armed or emitting)."""
+    armed(rig.dev)
+    rig.dev.link.request_timeout_s = 0.05  # the shortest a link takes
+    rig.sim.faults.link(delay=1.0, delay_ms=60, direction="out")
+    rig.dev.close()
+    assert rig.sim.device.state is State.READY
+    assert rig.sim.device.fired_count == 0

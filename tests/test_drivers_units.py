@@ -214,3 +214,26 @@ def test_prepare_pass_names_the_field_the_spot_and_the_allowed_values(
         dev.prepare_pass(*args)  # type: ignore[arg-type]
     assert (caught.value.field, caught.value.value, caught.value.allowed) == (
         field, value, allowed)
+
+
+@pytest.mark.parametrize("timeout_s", [-1, 0, 0.01, 31, float("nan"), float("inf"), "x", True,
+                                       None])
+def test_a_request_timeout_outside_its_range_is_refused_when_the_device_is_opened(
+        timeout_s: object) -> None:
+    """-1 made a request wait for ever (and treat() leave the device emitting), "x" was a bare
+    TypeError, 0 timed out every request."""
+    from drivers import open_device
+
+    with pytest.raises(LimitError) as caught:
+        open_device("sim://", request_timeout_s=timeout_s)  # type: ignore[arg-type]
+    assert caught.value.field == "request_timeout_s"
+    assert caught.value.allowed == "numbers 0.05..30.0 s"
+
+
+def test_a_request_timeout_set_later_is_checked_too() -> None:
+    from drivers import open_device
+
+    with open_device("sim://", request_timeout_s=0.05) as dev:
+        with pytest.raises(LimitError, match="request_timeout_s = -1"):
+            dev.link.request_timeout_s = -1
+        assert dev.link.request_timeout_s == 0.05
