@@ -98,7 +98,8 @@ class Device:
         return DeviceStatus.from_message(self.link.request("STATUS_REQUEST"))
 
     def subscribe(self, callback: Callable[[Item], None]) -> Callable[[], None]:
-        """Receive every asynchronous event (and DeviceLost); returns an unsubscribe function."""
+        """Receive every asynchronous event (and DeviceLost) on a thread of this callback's
+        own; returns an unsubscribe function (see :meth:`Link.subscribe`)."""
         return self.link.subscribe(callback)
 
     # -- a pass -----------------------------------------------------------------------------

@@ -2,12 +2,11 @@
 
 One reader thread decodes frames from the transport. Replies complete the request with the
 same sequence number; events go, in wire order, to every event queue (``queue_events``) and to
-the callbacks registered with ``subscribe``, which a separate dispatcher thread runs so that a
-slow subscriber never blocks the reader. Consecutive EVT_DELIVERED reports read together reach
-the event queues as one :class:`DeliveredRun` (an emitting device sends one every 64 spots or
-10 ms: one item per read instead of one per report), and the callbacks one by one. A broken
-link fails every waiter with ``DeviceLost``.
-"""
+the callbacks registered with ``subscribe``, each run by a thread of its own so that a slow
+subscriber blocks neither the reader nor another subscriber. Consecutive EVT_DELIVERED reports
+read together reach the event queues as one :class:`DeliveredRun` (an emitting device sends
+one every 64 spots or 10 ms: one item per read instead of one per report), and the callbacks
+one by one. A broken link fails every waiter with ``DeviceLost``."""
 
 from __future__ import annotations
 
@@ -77,6 +76,36 @@ Item = Message | DeviceLost
 #: What a request's handle receives: its reply, the link's loss, or why the reply was invalid.
 Reply = Message | DeviceLost | InvalidReply
 Subscriber = Callable[[Item], None]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One ``subscribe``: its callback, the events not yet handed to it (None: no more), and
+    the thread that calls it."""
+
+    callback: Subscriber
+    thread: threading.Thread = field(init=False)
+    pending: queue.SimpleQueue[Item | DeliveredRun | None] = field(
+        default_factory=queue.SimpleQueue)
+    #: False once it unsubscribed from its own callback: no further call
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="co2scan-events", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.pending.get()) is not None:
+            for event in item.messages() if isinstance(item, DeliveredRun) else (item,):
+                if not self.active:
+                    return
+                try:
+                    self.callback(event)
+                except Exception:  # a subscriber's bug must not stop event delivery
+                    log.exception("event subscriber %r failed", self.callback)
+
+    def end(self) -> None:
+        """No events after those already pending."""
+        self.pending.put(None)
 
 
 def _held_lock() -> threading.Lock:
@@ -149,14 +178,11 @@ class Link:
         self._alive_at = self._last_write
         #: the device may fire (its last reported state ARMED or EMITTING; unknown: yes)
         self._may_fire = True
-        self._callback_lock = threading.Lock()  # held while the dispatcher runs callbacks
         self._event_queues: list[queue.SimpleQueue[Queued]] = []
-        self._subscribers: list[Subscriber] = []
-        self._dispatch: queue.SimpleQueue[Item | DeliveredRun | None] = queue.SimpleQueue()
+        self._subscriptions: list[Subscription] = []
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_loop, name="co2scan-reader", daemon=True),
-            threading.Thread(target=self._dispatch_loop, name="co2scan-events", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="co2scan-heartbeat", daemon=True),
         ]
         for thread in self._threads:
@@ -247,15 +273,26 @@ class Link:
             self._event_queues = [x for x in self._event_queues if x is not q]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback`` (on the dispatcher thread) for every event; returns unsubscribe,
-        which returns once no call of ``callback`` runs (so what it uses can then be closed)."""
-        self._subscribers = [*self._subscribers, callback]
+        """Call ``callback`` for every event, in wire order, on a thread of its own (a slow
+        callback delays only itself); returns unsubscribe. Unsubscribe returns once every
+        event received before it has been handed to ``callback`` and that call has returned
+        (so what it uses can then be closed); it waits for no other subscriber's callback.
+        From ``callback`` itself it returns at once, and no further call follows."""
+        subscription = Subscription(callback)
+        with self._lock:
+            if self._stop.is_set():  # closed: no event will come
+                return lambda: None
+            self._subscriptions = [*self._subscriptions, subscription]
+        subscription.thread.start()
 
         def unsubscribe() -> None:
-            self._subscribers = [s for s in self._subscribers if s is not callback]
-            if threading.current_thread() is not self._threads[1]:  # not from a callback
-                with self._callback_lock:
-                    pass
+            with self._lock:
+                self._subscriptions = [s for s in self._subscriptions if s is not subscription]
+            subscription.end()
+            if threading.current_thread() is subscription.thread:
+                subscription.active = False
+            else:
+                subscription.thread.join()
 
         return unsubscribe
 
@@ -275,16 +312,26 @@ class Link:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the threads and close the transport; idempotent."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._dispatch.put(None)
+        """Stop the threads and close the transport; idempotent. Subscribers get the events
+        received before, then the link's end (DeviceLost); their threads are waited for up to
+        2 s together (a callback that blocks longer ends on its own)."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
         self.transport.close()  # type: ignore[attr-defined]
         self._fail(DeviceLost("link closed"))
+        with self._lock:
+            subscriptions, self._subscriptions = self._subscriptions, []
+        deadline = time.monotonic() + 2.0
+        for subscription in subscriptions:
+            subscription.end()
+        for subscription in subscriptions:
+            if subscription.thread is not threading.current_thread():
+                subscription.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- threads ----------------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -329,8 +376,8 @@ class Link:
     def _event(self, event: Message | DeliveredRun) -> None:
         for q in self._event_queues:
             q.put(event)
-        if self._subscribers:  # the dispatcher would call no one: do not wake it
-            self._dispatch.put(event)
+        for subscription in self._subscriptions:
+            subscription.pending.put(event)
 
     def _handle(self, msg: Message) -> None:
         definition = msg.definition
@@ -357,26 +404,13 @@ class Link:
         with self._lock:
             pending, self._pending = self._pending, {}
             queues = list(self._event_queues)
+            subscriptions = list(self._subscriptions)
         for handle in pending.values():
             handle.complete(exc)
         for q in queues:
             q.put(exc)
-        self._dispatch.put(exc)
-
-    def _dispatch_loop(self) -> None:
-        while True:
-            item = self._dispatch.get()
-            if item is None:
-                return
-            for event in item.messages() if isinstance(item, DeliveredRun) else (item,):
-                for callback in self._subscribers:
-                    with self._callback_lock:
-                        if callback not in self._subscribers:
-                            continue  # unsubscribed since this event's round began
-                        try:
-                            callback(event)
-                        except Exception:  # a subscriber's bug must not stop event delivery
-                            log.exception("event subscriber %r failed", callback)
+        for subscription in subscriptions:
+            subscription.pending.put(exc)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s / 2):

@@ -186,6 +186,70 @@ def test_unsubscribe_returns_once_a_running_callback_has_finished() -> None:
         link.close()
 
 
+def test_a_blocked_subscriber_delays_neither_another_nor_its_unsubscribe() -> None:
+    """One callback blocked on an event: the other still gets every event, and its
+    unsubscribe returns at once, after the events received before it (both waited for the
+    blocked callback, whose dispatcher they shared)."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    blocked, release = threading.Event(), threading.Event()
+    heard: list[int] = []
+    counted = {n: threading.Event() for n in (3, 4)}
+
+    def stuck(item: object) -> None:
+        blocked.set()
+        release.wait(10.0)
+
+    def fast(item: object) -> None:
+        assert isinstance(item, Message)
+        heard.append(item.seq)
+        if len(heard) in counted:
+            counted[len(heard)].set()
+
+    try:
+        link.subscribe(stuck)
+        unsubscribe = link.subscribe(fast)
+        transport.chunks.put(b"".join(state_event(seq) for seq in (1, 2, 3)))
+        assert blocked.wait(5.0)
+        assert counted[3].wait(5.0), f"heard {heard} while the other callback was blocked"
+        transport.chunks.put(state_event(4))
+        assert counted[4].wait(5.0)
+        transport.chunks.put(state_event(5))
+        unsubscribe()
+        assert not release.is_set()  # returned while the other callback still blocks
+        assert heard[:4] == [1, 2, 3, 4]
+    finally:
+        release.set()
+        link.close()
+
+
+def test_unsubscribe_hands_over_the_events_received_before_it() -> None:
+    """A session recorded the transitions its callback had not yet been handed when it closed:
+    they were dropped."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    gate = threading.Event()
+    heard: list[int] = []
+    events = link.queue_events()
+
+    def gated(item: object) -> None:
+        gate.wait(10.0)
+        assert isinstance(item, Message)
+        heard.append(item.seq)
+
+    try:
+        unsubscribe = link.subscribe(gated)
+        transport.chunks.put(b"".join(state_event(seq) for seq in (1, 2, 3)))
+        for _ in range(3):  # the reader has passed all three on
+            events.get(timeout=5.0)
+        threading.Timer(0.05, gate.set).start()
+        unsubscribe()
+        assert heard == [1, 2, 3]
+    finally:
+        gate.set()
+        link.close()
+
+
 def test_a_callback_may_unsubscribe_itself() -> None:
     transport = ScriptedTransport()
     link = Link(transport, heartbeat_s=60.0)

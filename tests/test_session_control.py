@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from controller.api import treat
 from controller.errors import SettingsError
 from controller.outcomes import session_outcomes
 from controller.record import RecordError, TreatmentRecord
@@ -17,7 +19,7 @@ from controller.safety import Transition
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
 from drivers import open_device
 from drivers.errors import DeviceError, DeviceMisreport
-from drivers.protocol import FrameDecoder, encode, message
+from drivers.protocol import FrameDecoder, Message, encode, message
 from drivers.protocol.messages import DELIVERED_DTYPE, State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
@@ -283,3 +285,37 @@ def test_a_transition_the_record_cannot_take_is_a_warning_not_a_traceback(
         session._on_transition(Transition(0.0, State.READY, State.ARMED, "host_command"))
         session.close()
     assert "transition ARMED not recorded: cannot write t.db.head: disk full" in caplog.text
+
+
+def test_a_blocked_subscriber_of_the_caller_delays_neither_treat_nor_its_record(
+        tmp_path: Path) -> None:
+    """The caller's own event subscriber blocks on the ARMED -> EMITTING event (a network log
+    that stalls): treat() returned only when it did, and the record lacked both EMITTING
+    transitions (the session's handler waited behind it, and was unsubscribed meanwhile)."""
+    blocked, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def my_logger(item: object) -> None:
+        if (isinstance(item, Message) and item.name == "EVT_STATE"
+                and int(item["new_state"]) == State.EMITTING):
+            blocked.set()
+            release.wait(10.0)
+            returned.set()
+
+    path = tmp_path / "t.db"
+    with open_device(f"sim://?{FAST}") as dev:
+        unsubscribe = dev.subscribe(my_logger)
+        plan = plan_for_device(settings(passes=1), dev.info.limits)
+        try:
+            outcome = treat(dev, [plan], path, operator="tester", patient_ref="P-1",
+                            acknowledge_warnings=True)
+            still_blocked = blocked.is_set() and not returned.is_set()
+        finally:
+            release.set()
+        unsubscribe()
+    with TreatmentRecord(path, read_only=True) as record:
+        transitions = [(e.body["old"], e.body["new"])
+                       for e in record.entries(outcome.session_id, "transition")]
+    assert outcome.status == "completed"
+    assert still_blocked
+    assert transitions == [(None, "STANDBY"), ("STANDBY", "READY"), ("READY", "ARMED"),
+                           ("ARMED", "EMITTING"), ("EMITTING", "STANDBY")]
