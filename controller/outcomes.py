@@ -21,6 +21,7 @@ FAULT_CAUSES = {
     "refused": "the device refused (NACKed) a command",
     "timeout": "the device did not reply in time",
     "link_lost": "the link to the device was lost",
+    "closed_by_host": "the Device was closed by this host while the session ran",
     "device_mismatch": "not the device the session was planned for",
     "stopped_elsewhere": "the pass was disarmed or aborted by someone else",
     "count_mismatch": "the device's count of fired spots is behind the record, or cannot be "
@@ -30,7 +31,7 @@ FAULT_CAUSES = {
 }
 #: Faults of the session, not the device (:data:`FAULT_CAUSES`): an operator reset of the
 #: device changes nothing there, so none is offered or used.
-NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error")
+NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error", "closed_by_host")
 #: Device faults ``co2scan run --reset-fault`` resets without asking: the host's or the link's
 #: (a crash, a power cycle). A laser, galvo or interlock fault is the operator's to check.
 AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)

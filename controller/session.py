@@ -31,7 +31,7 @@ from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
-from drivers import Device, DeviceLost, DeviceTimeout, PassSpots, Progress
+from drivers import Device, DeviceClosed, DeviceLost, DeviceTimeout, PassSpots, Progress
 from drivers.errors import (
     BadIndex,
     DeviceError,
@@ -120,10 +120,11 @@ class SessionOutcome:
     detail: str = ""
     delivered: dict[int, int] = field(default_factory=dict)
     #: For ``fault``, what kind: ``device_fault`` (the device is in FAULT), ``refused`` (a
-    #: command was NACKed), ``timeout`` (no reply), ``link_lost``, ``device_mismatch`` (not
-    #: the device the session was planned for), ``stopped_elsewhere`` (disarmed by someone
-    #: else), ``count_mismatch`` (the device's count is behind the record), ``record_error``,
-    #: ``device_error`` (other); empty for the other statuses.
+    #: command was NACKed), ``timeout`` (no reply), ``link_lost``, ``closed_by_host`` (the
+    #: Device was closed, e.g. from a GUI's thread: nothing reconnects), ``device_mismatch``
+    #: (not the device the session was planned for), ``stopped_elsewhere`` (disarmed by
+    #: someone else), ``count_mismatch`` (the device's count is behind the
+    #: record), ``record_error``, ``device_error`` (other); empty for the other statuses.
     cause: str = ""
 
 
@@ -190,7 +191,9 @@ class TreatmentSession:
     record names both, a service or test pass too (``patient_ref="test card"``). A resumed
     session (``session_id``) keeps the patient it was recorded for: ``patient_ref`` is that
     one or empty. ``reconnect`` (optional) returns a fresh Device for the same URL after the
-    link was lost. ``on_progress`` is called after every committed batch and while waiting.
+    link was lost (not after the Device was closed: that stops the run); the session closes
+    the Devices it opened so when it closes, the caller the one it gave. ``on_progress`` is
+    called after every committed batch and while waiting.
     """
 
     def __init__(self, device: Device, plans: list[Plan], record: TreatmentRecord, *,
@@ -208,6 +211,7 @@ class TreatmentSession:
                              "ENERGY_MONITOR set: co2scan checks every spot's measured energy "
                              "(firmware_protocol.md 4.2), and cannot with this device")
         self.device = device
+        self._given = device  # the caller's; those from reconnect are the session's to close
         self.plans = plans
         self.record = record
         self.envelope = envelope or ClinicalEnvelope.load()
@@ -571,14 +575,18 @@ class TreatmentSession:
         self._confirm_stopped()
 
     def close(self) -> None:
-        """Stop listening to the device's events (the device and the record stay open); then
-        run(), abort(), cancel() and operator_reset() raise SettingsError. From another thread
-        while run() delivers: SessionBusy (request_abort() first, and let run() return)."""
+        """Stop listening to the device's events once those already received are recorded,
+        and close a Device the session opened itself (``reconnect``); the Device it was given
+        and the record stay open. Then run(), abort(), cancel() and operator_reset() raise
+        SettingsError. From another thread while run() delivers: SessionBusy (request_abort()
+        first, and let run() return)."""
         if self._delivering_thread not in (None, threading.get_ident()):
             raise SessionBusy("close() refused: this session is delivering in run() on another "
                               "thread (use request_abort() and let run() return first)")
         self._closed = True
         self._unsubscribe()
+        if self.device is not self._given:
+            self.device.close()
 
     def _status(self) -> DeviceStatus:
         status = self.device.status()
@@ -713,20 +721,39 @@ class TreatmentSession:
                 self._attempt_pass(self.jobs[job.number])  # as renumbered by a first load
                 return
             except DeviceLost as exc:
+                if isinstance(exc, DeviceClosed) or self._closed_by_host():
+                    raise self._stopped_by_close(job) from exc
                 self.record.append(self.session_id, "link_lost", pass_index=job.number,
                                    error=str(exc))
-                self._reconnect()
+                self._reconnect(job)
 
-    def _reconnect(self) -> None:
+    def _closed_by_host(self) -> bool:
+        """Has the host closed the Device the session was given, or the one it delivers on?"""
+        return self._given.closed or self.device.closed
+
+    def _stopped_by_close(self, job: PassJob) -> SessionStop:
+        """The run's end after the host closed the Device: emission stopped (by its close();
+        on a Device the session opened, by the session), nothing reconnected; resumable as
+        other stops are."""
+        if not self.device.closed:
+            self._halt_emission()
+        return SessionStop("fault", f"the device was closed by the host (Device.close()) in "
+                           f"pass {job.number + 1}: emission stopped, nothing reconnected; "
+                           "resume the session to continue", cause="closed_by_host")
+
+    def _reconnect(self, job: PassJob) -> None:
         if self.reconnect is None:
             raise SessionStop("fault", "link to the device lost; no reconnect configured",
                               cause="link_lost")
         deadline = time.monotonic() + 10.0
         while True:
+            if self._given.closed:
+                raise self._stopped_by_close(job)
             try:
                 self._unsubscribe()
-                self.device.close()
-                self.device = self.reconnect()
+                lost, self.device = self.device, self.reconnect()
+                if lost is not self._given:  # one the session opened (the caller closes its)
+                    lost.close()
                 self._unsubscribe = self.device.subscribe(self._on_event)
                 self._check_identity()
                 self.record.append(self.session_id, "reconnected", device_url=self.device.url)
@@ -776,6 +803,8 @@ class TreatmentSession:
                               cause="device_mismatch")
 
     def _attempt_pass(self, job: PassJob) -> None:
+        if self._closed_by_host():
+            raise self._stopped_by_close(job)
         self._check_identity()
         dev = self.device
         self._quiesce()
@@ -797,10 +826,12 @@ class TreatmentSession:
                                        lambda: "; ".join(self.mirror.refusals()))
         while True:
             ending = self._stream(job, first, events)
-            if ending == "complete":
+            if ending.reason == "complete":
                 self._end_pass(job, "complete")
                 return
-            if ending == "aborted":
+            if self._closed_by_host():
+                raise self._stopped_by_close(job)
+            if ending.reason == "aborted":
                 if not self._abort.is_set():  # not the operator: the device was disarmed or
                     # aborted by something else (the Device closed, another host); resumable
                     status = self._status()
@@ -810,7 +841,7 @@ class TreatmentSession:
                                       cause="stopped_elsewhere")
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number + 1} aborted")
-            if ending == "fault":
+            if ending.reason == "fault":
                 status = self._status()
                 raise SessionStop("fault", f"device fault {status.fault_code.name} in pass "
                                   f"{job.number + 1}",
@@ -833,6 +864,8 @@ class TreatmentSession:
         stands at each poll."""
         deadline = time.monotonic() + self.start_wait_s
         while True:  # an abort or a pause asked for wins over a device ready to emit
+            if self._closed_by_host():
+                raise self._stopped_by_close(job)
             if self._abort.is_set():
                 self.device.abort()
                 self._end_pass(job, "aborted")
@@ -875,7 +908,8 @@ class TreatmentSession:
                                   cause="timeout") from exc
 
     def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Queued]
-                ) -> str:
+                ) -> Progress:
+        """Stream the pass, committing what fires; its last Progress (``done``)."""
         started = time.monotonic()
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
@@ -885,7 +919,7 @@ class TreatmentSession:
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)
-            wanted = self._abort.is_set() or self._pause.is_set()
+            wanted = self._abort.is_set() or self._pause.is_set() or self._closed_by_host()
             if wanted and not stop_sent and progress.state is State.EMITTING:
                 stop_sent = True  # pause first; an abort follows once the device is paused
                 with contextlib.suppress(IllegalState):  # the footswitch got there first
@@ -893,8 +927,8 @@ class TreatmentSession:
             elapsed = max(time.monotonic() - started, 1e-6)
             self._report(job, first, delivered_now / elapsed, done=done_before + delivered_now)
             if progress.done:
-                return progress.reason
-        return "aborted"  # pragma: no cover - the stream always ends with a done Progress
+                return progress
+        raise AssertionError("the stream ended without a done Progress")  # pragma: no cover
 
     def _commit(self, job: PassJob, progress: Progress) -> None:
         """Record confirmed spots (durably) and check the energy monitor."""

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from numpy.typing import ArrayLike
 
 from drivers.checks import whole
 from drivers.errors import (
+    DeviceClosed,
     DeviceError,
     DeviceNack,
     DeviceTimeout,
@@ -61,6 +63,9 @@ class Device:
     """
 
     def __init__(self, transport: Transport, request_timeout_s: float = 1.0) -> None:
+        #: True once :meth:`close` has begun (from any thread): the host closed it
+        self.closed = False
+        self._closing = threading.Lock()  # close() waits for an ARM, START or RESUME under way
         self.transport = transport
         self.link = Link(transport, request_timeout_s=request_timeout_s)
         try:
@@ -249,16 +254,25 @@ class Device:
         """Send a request that moves the device out of ``before``; after a timeout, ask
         instead of re-sending. Still in ``before``: it did not arrive (DeviceTimeout). Any
         other state: it took effect (and what followed, e.g. a completed pass, is the
-        stream's to report)."""
-        try:
-            self.link.request(name, **values)
-        except DeviceTimeout:
-            state = self.status().state
-            if state is before:
-                raise DeviceTimeout(f"{name}: no reply; device is still {state.name}") from None
+        stream's to report). Once :meth:`close` has begun, DeviceClosed and nothing sent: it
+        stops emission after a request under way here has its reply, and none follows."""
+        with self._closing:
+            if self.closed:
+                raise DeviceClosed(f"{name} not sent: the device was closed by the host")
+            try:
+                self.link.request(name, **values)
+            except DeviceTimeout:
+                state = self.status().state
+                if state is before:
+                    raise DeviceTimeout(f"{name}: no reply; device is still "
+                                        f"{state.name}") from None
 
     def close(self) -> None:
-        """Stop emission (:meth:`stop_emission`), then close the link (idempotent)."""
+        """Stop emission (:meth:`stop_emission`), then close the link (idempotent). From
+        another thread too: from then on ARM, START and RESUME are refused, and what the
+        link's users get is :class:`DeviceClosed`, not taken for a pulled cable."""
+        with self._closing:
+            self.closed = True
         try:
             self.stop_emission()
         finally:

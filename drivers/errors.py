@@ -13,6 +13,11 @@ class DeviceLost(DeviceError):
     """The link to the device is gone (port closed, socket reset, USB error)."""
 
 
+class DeviceClosed(DeviceLost):
+    """The host closed the Device (``Device.close()``, perhaps from another thread): no cable
+    was pulled, and nothing is to reconnect and fire on after it."""
+
+
 class DeviceTimeout(DeviceError):
     """A request got no reply within its timeout."""
 

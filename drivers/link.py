@@ -21,7 +21,7 @@ from itertools import groupby
 import numpy as np
 
 from drivers.checks import real
-from drivers.errors import DeviceLost, DeviceTimeout, InvalidReply, nack_error
+from drivers.errors import DeviceClosed, DeviceLost, DeviceTimeout, InvalidReply, nack_error
 from drivers.protocol import (
     FrameDecoder,
     Message,
@@ -209,6 +209,8 @@ class Link:
             raise self.lost
         handles = []
         with self._write_lock:  # frames leave in seq order; the reader never needs this lock
+            if self.lost is not None:  # closed meanwhile: never write to a closed transport
+                raise self.lost
             with self._lock:
                 now = time.monotonic()
                 for request in requests:
@@ -230,7 +232,7 @@ class Link:
                 failure = exc
         if failure is not None:
             self._fail(failure)  # takes the lock itself
-            raise failure
+            raise self.lost or failure
         return handles
 
     def forget(self, handles: list[Pending]) -> None:
@@ -312,9 +314,11 @@ class Link:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the threads and close the transport; idempotent. Subscribers get the events
-        received before, then the link's end (DeviceLost); their threads are waited for up to
-        2 s together (a callback that blocks longer ends on its own)."""
+        """Stop the threads and close the transport; idempotent. Every waiter, event queue
+        and subscriber then gets :class:`DeviceClosed` (a request of another thread that
+        fails meanwhile too: the host closed the link, no cable was pulled). Subscribers get
+        the events received before; their threads are waited for up to 2 s together (a
+        callback that blocks longer ends on its own)."""
         with self._lock:
             if self._stop.is_set():
                 return
@@ -322,8 +326,9 @@ class Link:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
-        self.transport.close()  # type: ignore[attr-defined]
-        self._fail(DeviceLost("link closed"))
+        with self._write_lock:  # no write runs into the closing transport, none follows
+            self.transport.close()  # type: ignore[attr-defined]
+            self._fail(DeviceClosed("link closed by the host"))
         with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, []
         deadline = time.monotonic() + 2.0
@@ -397,6 +402,8 @@ class Link:
         handle.complete(msg)
 
     def _fail(self, exc: DeviceLost) -> None:
+        if self._stop.is_set() and not isinstance(exc, DeviceClosed):
+            exc = DeviceClosed(f"link closed by the host ({exc})")
         if self.lost is None:
             self.lost = exc
             if not self._stop.is_set():

@@ -123,8 +123,8 @@ EXPECTED: dict[int, type[DeviceNack]] = {
 
 
 @pytest.mark.parametrize("name", [
-    "DeviceError", "DeviceLost", "DeviceTimeout", "DeviceNack", "LimitError", "SettingsError",
-    "PlanRejected", "SessionBusy", "TransportURLError", "MessageError",
+    "DeviceError", "DeviceLost", "DeviceClosed", "DeviceTimeout", "DeviceNack", "LimitError",
+    "SettingsError", "PlanRejected", "SessionBusy", "TransportURLError", "MessageError",
     *(cls.__name__ for cls in EXPECTED.values()),
 ])
 def test_the_exception_types_are_exported(name: str) -> None:

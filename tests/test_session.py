@@ -26,7 +26,7 @@ from controller.settings import (
 )
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, PlanRejected
-from drivers import Device, open_device
+from drivers import Device, DeviceClosed, open_device
 from drivers.errors import InterlockOpen
 from drivers.protocol.messages import FaultCode, State
 from sim_hw.config import SimConfig
@@ -278,7 +278,12 @@ def test_lost_link_reconnects_reconciles_and_resumes(record: TreatmentRecord) ->
         kinds = [e.kind for e in record.entries(session.session_id)]
         assert "link_lost" in kinds and "reconnected" in kinds
         assert_record_equals_truth(session, served.device.ground_truth)
-        session.device.close()
+        replacement = session.device
+        session.close()  # closes the Device it opened (its threads and port stayed open)
+        assert replacement is not dev and not dev.closed  # the caller's is the caller's
+        with pytest.raises(DeviceClosed):
+            replacement.status()
+        dev.close()
 
 
 def test_waiting_for_the_footswitch_times_out_without_emission(record: TreatmentRecord) -> None:

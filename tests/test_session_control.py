@@ -17,12 +17,13 @@ from controller.outcomes import session_outcomes
 from controller.record import RecordError, TreatmentRecord
 from controller.safety import Transition
 from controller.session import SessionProgress, TreatmentSession, plan_for_device
-from drivers import open_device
+from drivers import Device, open_device
 from drivers.errors import DeviceError, DeviceMisreport
 from drivers.protocol import FrameDecoder, Message, encode, message
 from drivers.protocol.messages import DELIVERED_DTYPE, State
 from sim_hw.config import SimConfig
 from sim_hw.pty_server import serve_pty
+from sim_hw.tcp_server import serve_tcp
 from tests.test_session import (
     FAST,
     assert_record_equals_truth,
@@ -319,3 +320,51 @@ def test_a_blocked_subscriber_of_the_caller_delays_neither_treat_nor_its_record(
     assert still_blocked
     assert transitions == [(None, "STANDBY"), ("STANDBY", "READY"), ("READY", "ARMED"),
                            ("ARMED", "EMITTING"), ("EMITTING", "STANDBY")]
+
+
+def test_a_device_closed_by_the_host_mid_pass_is_not_reconnected(
+        record: TreatmentRecord) -> None:
+    """A GUI thread closes the Device while a session with reconnect= delivers on a device
+    that lives on (TCP): the session took the closed link for a pulled cable, reconnected and
+    fired the rest of the pass. Now the run stops, says why, and resumes as other stops do."""
+    served = serve_tcp(SimConfig.from_query(dict(kv.split("=") for kv in REALTIME
+                                                 .removeprefix("sim://?").split("&"))))
+    try:
+        dev = open_device(served.url)
+        opened: list[Device] = []
+
+        def reconnect() -> Device:
+            opened.append(open_device(served.url))
+            return opened[-1]
+
+        def close_from_gui(p: SessionProgress) -> None:
+            if p.delivered >= 40 and not done.is_set():
+                done.set()
+                gui = threading.Thread(target=dev.close)
+                gui.start()
+                gui.join()
+
+        done = threading.Event()
+        session = session_for(dev, record, on_progress=close_from_gui, plan={"passes": 1},
+                              reconnect=reconnect)
+        count = session.jobs[0].spots.count
+        outcome = session.run()
+        state, fired = served.device.state, len(served.device.ground_truth)
+        session.close()
+        stopped = [e.body for e in record.entries(session.session_id, "run_stopped")]
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        with open_device(served.url) as again:  # co2scan run --resume
+            resumed = TreatmentSession(again, session.plans, record, operator="tester",
+                                       patient_ref="", session_id=session.session_id)
+            completed = resumed.run()
+            resumed.close()
+        truth = served.device.ground_truth
+    finally:
+        served.stop()
+    assert outcome.status == "fault" and outcome.cause == "closed_by_host"
+    assert "closed by the host" in outcome.detail
+    assert not opened and "link_lost" not in kinds and "reconnected" not in kinds
+    assert [b["cause"] for b in stopped] == ["closed_by_host"]
+    assert state is State.READY and fired < count  # close() disarmed it
+    assert completed.status == "completed"
+    assert_record_equals_truth(resumed, truth)
