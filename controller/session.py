@@ -44,7 +44,7 @@ from drivers.errors import (
 from drivers.info import DeviceLimits, DeviceStatus
 from drivers.link import Item, Queued
 from drivers.protocol import Message
-from drivers.protocol.messages import Capability, DeviceFlag, FaultCode, Interlock, State
+from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, Interlock, State
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ class SessionOutcome:
     #: For ``fault``, what kind: ``device_fault`` (the device is in FAULT), ``refused`` (a
     #: command was NACKed), ``timeout`` (no reply), ``link_lost``, ``closed_by_host`` (the
     #: Device was closed, e.g. from a GUI's thread: nothing reconnects), ``device_mismatch``
-    #: (not the device the session was planned for), ``stopped_elsewhere`` (disarmed by
-    #: someone else), ``count_mismatch`` (the device's count is behind the
+    #: (not the device the session was planned for), ``stopped_elsewhere`` (disarmed, aborted
+    #: or paused by someone else), ``count_mismatch`` (the device's count is behind the
     #: record), ``record_error``, ``device_error`` (other); empty for the other statuses.
     cause: str = ""
 
@@ -846,13 +846,19 @@ class TreatmentSession:
                 raise SessionStop("fault", f"device fault {status.fault_code.name} in pass "
                                   f"{job.number + 1}",
                                   cause="device_fault")
-            # paused: by the operator (Ctrl-C), for an abort, or by the footswitch
+            # paused: by the operator (Ctrl-C), for an abort, by the footswitch, or by
+            # someone else (another thread's Device.pause(), another host)
             if self._abort.is_set():
                 dev.abort()
                 self._end_pass(job, "aborted")
                 raise SessionStop("aborted", f"pass {job.number + 1} aborted")
             if self._pause.is_set():
                 raise SessionStop("paused", f"paused by the operator in pass {job.number + 1}")
+            if ending.cause is not Cause.FOOTSWITCH:  # only the footswitch's is resumed here
+                why = ending.cause.name.lower() if ending.cause else "cause not reported"
+                raise SessionStop("fault", f"pass {job.number + 1} paused, not by this session "
+                                  f"nor the footswitch ({why}): emission stays paused; resume "
+                                  "to continue", cause="stopped_elsewhere")
             events = self._emit_when_ready(
                 job, first, dev.resume,
                 lambda: bool(self.mirror.interlocks & Interlock.FOOTSWITCH_DOWN),

@@ -26,6 +26,7 @@ from drivers.link import DeliveredRun, Pending, Queued
 from drivers.protocol import Message, first_out_of_sequence, message
 from drivers.protocol.messages import (
     MAX_BATCH_SPOTS,
+    Cause,
     ErrorCode,
     FaultCode,
     Interlock,
@@ -61,7 +62,9 @@ class Progress:
 
     ``index``/``measured_uj`` are the spots newly confirmed as fired (measured -1 = the report
     was lost, the spot did fire). ``done`` is set on the last Progress, with ``reason`` one of
-    ``complete``, ``paused``, ``fault``, ``aborted``.
+    ``complete``, ``paused``, ``fault``, ``aborted``. ``cause`` is why the device entered
+    ``state`` as its EVT_STATE said (a pause: ``FOOTSWITCH`` or ``HOST_COMMAND``); None when
+    the state is known from a status report only (its event lost, or before the stream).
     """
 
     index: np.ndarray
@@ -73,6 +76,7 @@ class Progress:
     done: bool = False
     reason: str = ""
     fault_code: FaultCode = FaultCode.NONE
+    cause: Cause | None = None
 
 
 def _delivered(item: Queued) -> tuple[np.ndarray, Message] | None:
@@ -102,6 +106,7 @@ class PassStreamer:
         self.index: list[np.ndarray] = []
         self.measured: list[np.ndarray] = []
         self.state = State.STANDBY
+        self.cause: Cause | None = None  # of the state, from its EVT_STATE
         self.interlocks = Interlock(0)
         self.fault_code = FaultCode.NONE
         self.ending = False
@@ -118,6 +123,8 @@ class PassStreamer:
                 f"host streams {self.spots.checksum:#010x} with {self.spots.count}")
         self.next_send = st.next_index
         self.credits = st.credits
+        if st.state is not self.state:  # its EVT_STATE not seen: why is not known
+            self.cause = None
         self.state, self.interlocks, self.fault_code = st.state, st.interlocks, st.fault_code
         buffered = self.device.info.limits.buffer_spots - st.credits
         confirmed = st.last_delivered if st.last_delivered is not None else -1
@@ -224,6 +231,7 @@ class PassStreamer:
             self.record_delivered(msg.records["index"], msg.records["measured_uj"])
         elif msg.name == "EVT_STATE":
             self.state = State(int(msg["new_state"]))
+            self.cause = Cause(int(msg["cause"]))
             self.fault_code = FaultCode(int(msg["fault_code"]))
             if self.state in ENDING_STATES:
                 self.ending = True
@@ -278,7 +286,7 @@ class PassStreamer:
         self.index, self.measured = [], []
         return Progress(index, measured, self.state, self.interlocks, self.next_send,
                         self.last_seen if self.last_seen >= 0 else None, done,
-                        self.reason() if done else "", self.fault_code)
+                        self.reason() if done else "", self.fault_code, self.cause)
 
     def run(self) -> Iterator[Progress]:
         timeout_s = self.link.request_timeout_s

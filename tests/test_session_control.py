@@ -322,6 +322,39 @@ def test_a_blocked_subscriber_of_the_caller_delays_neither_treat_nor_its_record(
                            ("ARMED", "EMITTING"), ("EMITTING", "STANDBY")]
 
 
+def test_a_pause_from_another_thread_is_not_resumed_by_the_session(
+        record: TreatmentRecord) -> None:
+    """Device.pause() from another thread than run()'s: the session took the PAUSED it had
+    not asked for as a footswitch release and sent RESUME (the footswitch being down), firing
+    the rest of the pass. Only the footswitch's pause is resumed; this one ends the run as
+    stopped elsewhere, the device left paused, and a later run() resumes it."""
+    with open_device(REALTIME) as dev:
+        def pause_elsewhere(p: SessionProgress) -> None:
+            if p.delivered >= 40 and not done.is_set():
+                done.set()
+                gui = threading.Thread(target=dev.pause)
+                gui.start()
+                gui.join()
+
+        done = threading.Event()
+        session = session_for(dev, record, on_progress=pause_elsewhere, plan={"passes": 1})
+        count = session.jobs[0].spots.count
+        outcome = session.run()
+        state = dev.status().state
+        fired = len(dev.simulator.device.ground_truth)
+        stopped = session_outcomes(record)[session.session_id]
+        session.on_progress = lambda p: None
+        again = session.run()
+        truth = dev.simulator.device.ground_truth
+        session.close()
+    assert outcome.status == "fault" and outcome.cause == "stopped_elsewhere"
+    assert "paused, not by this session nor the footswitch (host_command)" in outcome.detail
+    assert state is State.PAUSED and fired == outcome.delivered[0] < count
+    assert stopped == ("fault", "stopped elsewhere")
+    assert again.status == "completed"
+    assert_record_equals_truth(session, truth)
+
+
 def test_a_device_closed_by_the_host_mid_pass_is_not_reconnected(
         record: TreatmentRecord) -> None:
     """A GUI thread closes the Device while a session with reconnect= delivers on a device
