@@ -191,9 +191,9 @@ class TreatmentSession:
     record names both, a service or test pass too (``patient_ref="test card"``). A resumed
     session (``session_id``) keeps the patient it was recorded for: ``patient_ref`` is that
     one or empty. ``reconnect`` (optional) returns a fresh Device for the same URL after the
-    link was lost (not after the Device was closed: that stops the run); the session closes
-    the Devices it opened so when it closes, the caller the one it gave. ``on_progress`` is
-    called after every committed batch and while waiting.
+    link was lost (not after the Device was closed: that stops the run); a Device it returns
+    is the session's, closed when the session closes, while the one given stays the caller's
+    to close. ``on_progress`` is called after every committed batch and while waiting.
     """
 
     def __init__(self, device: Device, plans: list[Plan], record: TreatmentRecord, *,
@@ -833,7 +833,7 @@ class TreatmentSession:
                 raise self._stopped_by_close(job)
             if ending.reason == "aborted":
                 if not self._abort.is_set():  # not the operator: the device was disarmed or
-                    # aborted by something else (the Device closed, another host); resumable
+                    # aborted by something else (another host); resumable
                     status = self._status()
                     raise SessionStop("fault", f"pass {job.number + 1} stopped, not by this "
                                       "session "
