@@ -9,6 +9,10 @@ from numpy.typing import NDArray
 F64 = NDArray[np.float64]
 I32 = NDArray[np.int32]
 
+#: As scanpath_ref.GOLDEN (the hash's stream step) and ON_EDGE_REL.
+golden: int
+on_edge_rel: float
+
 def _same_length(*arrays: Sized) -> int: ...
 
 class EdgeBands:

@@ -24,6 +24,9 @@ cdef uint64_t LOW32 = 0xFFFFFFFF
 #: A point within this fraction of the outline's reach (its largest |coordinate|) of an
 #: edge is on the outline, hence inside (scanpath_ref.ON_EDGE_REL, the same rule)
 cdef double ON_EDGE_REL = 1e-9
+# As Python names: tests/test_kernel_constants.py checks them against scanpath_ref.
+golden = GOLDEN
+on_edge_rel = ON_EDGE_REL
 cdef enum:
     MAX_BANDS = 4096
     # point-edge pairs from which edge_distance uses every OpenMP thread: waking a thread

@@ -12,6 +12,12 @@ F64 = NDArray[np.float64]
 chunk_blocks: int
 #: Far-grid blocks a window may sample ahead of its own (as thermal_ref.LOOKAHEAD).
 lookahead: int
+#: As thermal_ref.COVER_MARGIN, RESOLVED_RATIO and DAMAGE_TAYLOR_RATIO.
+cover_margin: float
+resolved_ratio: float
+damage_taylor_ratio: float
+#: exp(-1), as the reference's np.exp(-1.0) at a Gaussian's largest rise over its widths.
+inv_e: float
 
 def _fill_exp2() -> None: ...
 def fast_exp(x: F64) -> F64: ...

@@ -782,6 +782,12 @@ DEF RESOLVED_RATIO = 4.0
 #: the centre of the first damage box (as controller.thermal_ref.DAMAGE_TAYLOR_RATIO).
 DEF DAMAGE_TAYLOR_RATIO = 16.0
 DEF INV_E = 0.36787944117144233  # exp(-1)
+# The DEFs above as Python names: tests/test_kernel_constants.py checks each against the
+# reference (thermal_ref.COVER_MARGIN...; inv_e against math.exp(-1)).
+cover_margin = COVER_MARGIN
+resolved_ratio = RESOLVED_RATIO
+damage_taylor_ratio = DAMAGE_TAYLOR_RATIO
+inv_e = INV_E
 
 
 cdef struct Geo:

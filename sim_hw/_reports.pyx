@@ -30,6 +30,9 @@ cdef enum:
 assert DELIVERED_DTYPE.itemsize == RECORD_SIZE and DELIVERED_MAX_SPOTS == MAX_SPOTS
 assert DELIVERED.struct.size == 4 and DELIVERED.struct.format == "<HH"
 assert 2 + 6 + 4 + 4 + MAX_SPOTS * RECORD_SIZE + 3 <= REPORT_FRAME_CAPACITY <= MAX_WIRE_FRAME
+# As Python names: tests/test_kernel_constants.py checks them against the reference.
+record_size = RECORD_SIZE
+max_spots = MAX_SPOTS
 cdef double MAX_AGE_S = DELIVERED_MAX_AGE_S
 cdef int TYPE_ID = DELIVERED.type_id, VERSION = PROTOCOL_VERSION
 

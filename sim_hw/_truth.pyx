@@ -19,6 +19,14 @@ cdef enum:
     TIME_AT = 19
     PASS_AT = 27
 
+# As Python names: tests/test_kernel_constants.py checks them against the dtypes' layouts.
+spot_size = SPOT_SIZE
+truth_size = TRUTH_SIZE
+common = COMMON
+measured_at = MEASURED_AT
+time_at = TIME_AT
+pass_at = PASS_AT
+
 assert sys.byteorder == "little"  # float64 and the measured u32 are copied as native bytes
 
 

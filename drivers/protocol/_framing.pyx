@@ -39,6 +39,13 @@ cdef enum:
 
 assert RAW_CAPACITY == MAX_FRAME and WIRE_CAPACITY >= MAX_WIRE_FRAME  # with delimiters
 assert MIN_FRAME_SIZE == MIN_FRAME and MAX_WIRE_FRAME_SIZE == MAX_WIRE_FRAME
+# As Python names: tests/test_kernel_constants.py checks them against messages and framing_ref
+# (the asserts above go with python -O).
+header_size = HEADER_SIZE
+crc_size = CRC_SIZE
+raw_capacity = RAW_CAPACITY
+min_frame_size = MIN_FRAME_SIZE
+max_wire_frame_size = MAX_WIRE_FRAME_SIZE
 
 cdef extern from "zlib.h" nogil:
     unsigned long zlib_crc32 "crc32"(unsigned long crc, const unsigned char* buf,
