@@ -18,7 +18,7 @@ cdef double FULL_SCALE_LSB = GALVO_FULL_SCALE_LSB
 def fire_times(double first_s, const int64_t[:] mirror_x, const int64_t[:] mirror_y,
                const uint16_t[:] pulse_us, const uint8_t[:] stack, double period_s,
                galvo) -> np.ndarray:
-    """As :func:`sim_hw.firing_ref.fire_times`, in one pass."""
+    """As :func:`sim_hw.firing_ref.fire_times`, in one pass without the GIL."""
     cdef Py_ssize_t count = mirror_x.shape[0], i
     cdef int64_t field_size_um = galvo.calibration.field_size_um, settle_us = galvo.settle_us
     cdef int64_t move_lsb, dy, jump_us
@@ -29,19 +29,20 @@ def fire_times(double first_s, const int64_t[:] mirror_x, const int64_t[:] mirro
                          f"pulses and {stack.shape[0]} stacks: expected n, n, n - 1, n - 1")
     times = np.empty(count, np.float64)
     cdef double[::1] out = times
-    t = out[0] = first_s
-    for i in range(1, count):
-        move_lsb = mirror_x[i] - mirror_x[i - 1]
-        move_lsb = -move_lsb if move_lsb < 0 else move_lsb
-        dy = mirror_y[i] - mirror_y[i - 1]
-        dy = -dy if dy < 0 else dy
-        move_lsb = dy if dy > move_lsb else move_lsb
-        if move_lsb == 0:
-            jump_us = 0
-        else:  # as Galvo._travel_us: float64 µm, then whole µs
-            jump_us = <int64_t>ceil((<double>(move_lsb * field_size_um) / FULL_SCALE_LSB)
-                                    * 1000.0 / speed) + settle_us
-        busy_s = (<double>(<int64_t>pulse_us[i - 1] * stack[i - 1])) / 1e6 + jump_us / 1e6
-        t += busy_s if busy_s > period_s else period_s
-        out[i] = t
+    with nogil:
+        t = out[0] = first_s
+        for i in range(1, count):
+            move_lsb = mirror_x[i] - mirror_x[i - 1]
+            move_lsb = -move_lsb if move_lsb < 0 else move_lsb
+            dy = mirror_y[i] - mirror_y[i - 1]
+            dy = -dy if dy < 0 else dy
+            move_lsb = dy if dy > move_lsb else move_lsb
+            if move_lsb == 0:
+                jump_us = 0
+            else:  # as Galvo._travel_us: float64 µm, then whole µs
+                jump_us = <int64_t>ceil((<double>(move_lsb * field_size_um) / FULL_SCALE_LSB)
+                                        * 1000.0 / speed) + settle_us
+            busy_s = (<double>(<int64_t>pulse_us[i - 1] * stack[i - 1])) / 1e6 + jump_us / 1e6
+            t += busy_s if busy_s > period_s else period_s
+            out[i] = t
     return times

@@ -3,7 +3,7 @@
 :func:`sim_hw.truth.fired_rows_reference` (tests/test_sim_truth_kernel.py compares them).
 
 Byte offsets are those of SPOT_DTYPE and TRUTH_DTYPE, which :mod:`sim_hw.truth` asserts.
-Bounds checks are off: every length is checked on entry.
+Bounds checks are off: every length is checked on entry. The rows are written without the GIL.
 """
 
 import sys
@@ -41,10 +41,11 @@ def fill_fired_rows(uint8_t[::1] out, const uint8_t[::1] spots, const int64_t[::
             or out.shape[0] != count * TRUTH_SIZE):
         raise ValueError(f"{count} readings, {time_s.shape[0]} times, "
                          f"{spots.shape[0]} record bytes, {out.shape[0]} row bytes")
-    for i in range(count):
-        row = &out[i * TRUTH_SIZE]
-        memcpy(row, &spots[i * SPOT_SIZE], COMMON)
-        measured = <uint32_t>measured_uj[i]
-        memcpy(row + MEASURED_AT, &measured, 4)
-        memcpy(row + TIME_AT, &time_s[i], 8)
-        row[PASS_AT] = pass_index
+    with nogil:
+        for i in range(count):
+            row = &out[i * TRUTH_SIZE]
+            memcpy(row, &spots[i * SPOT_SIZE], COMMON)
+            measured = <uint32_t>measured_uj[i]
+            memcpy(row + MEASURED_AT, &measured, 4)
+            memcpy(row + TIME_AT, &time_s[i], 8)
+            row[PASS_AT] = pass_index

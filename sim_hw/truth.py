@@ -39,7 +39,7 @@ def fired_rows_reference(records: np.ndarray, measured_uj: np.ndarray, time_s: n
 
 def fired_rows(records: np.ndarray, measured_uj: np.ndarray, time_s: np.ndarray,
                pass_index: int) -> np.ndarray:
-    """:func:`fired_rows_reference`, compiled (one pass over the spots)."""
+    """:func:`fired_rows_reference`, compiled (one pass over the spots, without the GIL)."""
     rows = np.empty(len(records), TRUTH_DTYPE)
     fill_fired_rows(rows.view(np.uint8), np.ascontiguousarray(records, SPOT_DTYPE).view(np.uint8),
                     np.ascontiguousarray(measured_uj, np.int64),
