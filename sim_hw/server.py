@@ -75,7 +75,8 @@ class SyncedDevice:
     """Thread-safe view of a served device: attribute reads and calls run under the loop's
     lock, and calls wake the loop so their effects (events, state) go out at once."""
 
-    def __init__(self, device: SimDevice, lock: threading.RLock, wake: Callable[[], None]):
+    def __init__(self, device: SimDevice, lock: threading.RLock,
+                 wake: Callable[[], None]) -> None:
         object.__setattr__(self, "_device", device)
         object.__setattr__(self, "_lock", lock)
         object.__setattr__(self, "_wake", wake)

@@ -9,6 +9,7 @@ import array
 import errno
 import select
 import socket
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import usb.backend
@@ -69,7 +70,7 @@ class SimUsbBackend(usb.backend.IBackend):
 
     # -- enumeration and descriptors ---------------------------------------------------------
 
-    def enumerate_devices(self):
+    def enumerate_devices(self) -> Iterator[str]:
         yield "co2scan-sim"
 
     def get_device_descriptor(self, dev: object) -> SimpleNamespace:

@@ -47,7 +47,8 @@ def co2scan(*args: str) -> int:
     return main(list(args))
 
 
-def test_run_log_export_report(tmp_path: Path, script: Path, capsys) -> None:
+def test_run_log_export_report(tmp_path: Path, script: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "t.db")
     assert co2scan("run", str(script), "--device", FAST, "--yes", "--record", db) == 0
     out = capsys.readouterr().out
@@ -67,7 +68,8 @@ def test_run_log_export_report(tmp_path: Path, script: Path, capsys) -> None:
     assert png.stat().st_size > 10_000
 
 
-def test_rejected_plan_exits_3_and_fires_nothing(tmp_path: Path, capsys) -> None:
+def test_rejected_plan_exits_3_and_fires_nothing(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "dense.toml"
     path.write_text(SCRIPT.replace("density_percent = 5.0", "density_percent = 45.0"))
     assert co2scan("run", str(path), "--device", FAST, "--yes",
@@ -75,7 +77,8 @@ def test_rejected_plan_exits_3_and_fires_nothing(tmp_path: Path, capsys) -> None
     assert "coverage_percent" in capsys.readouterr().err
 
 
-def test_not_confirmed_exits_1(tmp_path: Path, script: Path, capsys, monkeypatch) -> None:
+def test_not_confirmed_exits_1(tmp_path: Path, script: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115 - not a terminal
     assert co2scan("run", str(script), "--device", FAST, "--record",
                    str(tmp_path / "t.db")) == 1
@@ -96,7 +99,8 @@ def test_unreachable_device_exits_6(tmp_path: Path, script: Path) -> None:
 NO_PATIENT = SCRIPT.replace('patient_ref = "T-1"\n', "")
 
 
-def test_a_run_without_a_patient_is_refused_before_anything(tmp_path: Path, capsys) -> None:
+def test_a_run_without_a_patient_is_refused_before_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "template.toml"
     path.write_text(NO_PATIENT, encoding="utf-8")
     db = tmp_path / "t.db"
@@ -110,7 +114,8 @@ def test_a_run_without_a_patient_is_refused_before_anything(tmp_path: Path, caps
     assert not db.exists()  # nothing recorded (and the device never reached)
 
 
-def test_patient_option_names_the_patient(tmp_path: Path, capsys) -> None:
+def test_patient_option_names_the_patient(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     """--patient fills a template script's gap, and wins over the script's, as --operator."""
     db = str(tmp_path / "t.db")
     for text in (NO_PATIENT, SCRIPT):
@@ -123,7 +128,8 @@ def test_patient_option_names_the_patient(tmp_path: Path, capsys) -> None:
         assert [e.body["patient_ref"] for e in record.sessions()] == ["P-7", "P-7"]
 
 
-def test_a_resume_keeps_the_recorded_patient(tmp_path: Path, script: Path, capsys) -> None:
+def test_a_resume_keeps_the_recorded_patient(tmp_path: Path, script: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "t.db")
     assert co2scan("run", str(script), "--device", "sim://?footswitch=up&pre_emission_ms=20",
                    "--yes", "--start-wait", "0.2", "--record", db) == 5  # session 1 open
@@ -214,7 +220,8 @@ def test_sigkill_mid_pass_loses_nothing_and_resumes(tmp_path: Path) -> None:
     assert "operator_reset" in kinds
 
 
-def test_demo_writes_pictures_and_a_verified_record(tmp_path: Path, capsys) -> None:
+def test_demo_writes_pictures_and_a_verified_record(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert co2scan("demo", "--out", str(out), "--device",
                    "sim://?footswitch=down&pre_emission_ms=20&seed=1") == 0

@@ -77,7 +77,8 @@ def line_pass(dev: Device, n: int, pass_index: int = 0, energy_uj: int = 10_000)
     return dev.prepare_pass(pass_index, x, np.zeros(n), energy_uj, 200, 1)
 
 
-def run_to_end(dev: Device, spots: PassSpots, first_index: int = 0):
+def run_to_end(dev: Device, spots: PassSpots, first_index: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, Progress]:
     """Load, arm, start and stream; returns (indices, measured, final progress)."""
     begin(dev, spots, first_index)
     return collect(dev, spots)
@@ -99,12 +100,15 @@ def quiet_link(dev: Device) -> None:
     time.sleep(0.05)
 
 
-def collect(dev: Device, spots: PassSpots):
-    index, measured, last = [], [], None
+def collect(dev: Device, spots: PassSpots) -> tuple[np.ndarray, np.ndarray, Progress]:
+    index: list[np.ndarray] = []
+    measured: list[np.ndarray] = []
+    last: Progress | None = None
     for progress in dev.stream(spots):
         index.append(progress.index)
         measured.append(progress.measured_uj)
         last = progress
+    assert last is not None  # as np.concatenate: at least one progress
     return np.concatenate(index), np.concatenate(measured), last
 
 

@@ -38,12 +38,18 @@ def rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[k:k + 2], 16) / 255 for k in (1, 3, 5)])
 
 
-def pixel(image: np.ndarray, col: float, row: float) -> np.ndarray:
-    return image[round(row), round(col), :3]
+def pixel(image: np.ndarray, col: float | np.ndarray, row: float | np.ndarray) -> np.ndarray:
+    return image[round(float(row)), round(float(col)), :3]
+
+
+#: The two-pass plan, its picture and the picture's pixels.
+Drawn = tuple[Plan, Picture, np.ndarray]
+#: The spots not delivered (x, y µm), the report's picture and its pixels.
+Report = tuple[np.ndarray, Picture, np.ndarray]
 
 
 @pytest.fixture(scope="module")
-def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Plan, Picture, np.ndarray]:
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> Drawn:
     plan = parse_script(TWO_PASSES, Path("two.toml")).plans()[0]
     picture = draw_plan([plan], [screen_plan(plan, plan.settings.handpiece)],
                         tmp_path_factory.mktemp("pics") / "plan.png", "two passes")
@@ -57,14 +63,14 @@ def inked(image: np.ndarray, panel: Panel) -> float:
     return float((np.abs(box - 1.0).max(axis=2) > 0.1).mean())
 
 
-def test_plan_picture_has_the_announced_size_and_one_panel_per_pass(drawn) -> None:
+def test_plan_picture_has_the_announced_size_and_one_panel_per_pass(drawn: Drawn) -> None:
     _, picture, image = drawn
     assert image.shape[:2] == picture.size_px[::-1]
     assert picture.size_px[0] == round(max(7.5, 2 * PANEL_W_IN) * DPI)
     assert [p.name for p in picture.panels] == ["pass 1", "injury 1", "pass 2", "injury 2"]
 
 
-def test_each_pass_has_its_injury_map_below_it(drawn) -> None:
+def test_each_pass_has_its_injury_map_below_it(drawn: Drawn) -> None:
     plan, picture, image = drawn
     for k in range(2):
         spots, injury = picture.panel(f"pass {k + 1}"), picture.panel(f"injury {k + 1}")
@@ -97,7 +103,7 @@ def test_a_pass_after_the_first_failing_one_gets_a_note(tmp_path: Path) -> None:
     assert 0.0 < inked(image, picture.panel("injury 2")) < 0.1  # the note, no map
 
 
-def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
+def test_spots_are_coloured_by_firing_order_at_their_place(drawn: Drawn) -> None:
     plan, picture, image = drawn
     cmap = colormaps[CMAP]
     for k in range(2):
@@ -108,19 +114,19 @@ def test_spots_are_coloured_by_firing_order_at_their_place(drawn) -> None:
         assert np.allclose(pixel(image, col[-1], row[-1]), cmap(1.0)[:3], atol=0.08)
 
 
-def test_spots_have_their_true_diameter(drawn) -> None:
+def test_spots_have_their_true_diameter(drawn: Drawn) -> None:
     plan, picture, image = drawn
     panel = picture.panel("pass 1")
     part = plan.pass_slice(0)
     col, row = panel.to_px(plan.x_um[part][5] / 1000, plan.y_um[part][5] / 1000)
-    line = image[round(row), :, :3]
+    line = image[round(float(row)), :, :3]
     inked = np.flatnonzero(np.abs(line - 1.0).max(axis=1) > 0.3)
     run = inked[np.abs(inked - col) <= 20]
     px_per_mm = (panel.box_px[2] - panel.box_px[0]) / (panel.xlim_mm[1] - panel.xlim_mm[0])
     assert run.max() - run.min() + 1 == pytest.approx(0.300 * px_per_mm, abs=2.5)
 
 
-def test_reservoirs_are_blank_and_earlier_passes_grey(drawn) -> None:
+def test_reservoirs_are_blank_and_earlier_passes_grey(drawn: Drawn) -> None:
     plan, picture, image = drawn
     first = plan.pass_slice(0)
     x0, y0 = plan.x_um[first] / 1000, plan.y_um[first] / 1000
@@ -131,7 +137,7 @@ def test_reservoirs_are_blank_and_earlier_passes_grey(drawn) -> None:
     assert np.allclose(pixel(image, col, row), rgb(EARLIER_COLOUR), atol=0.05)
 
 
-def test_caption_and_title_are_written(drawn) -> None:
+def test_caption_and_title_are_written(drawn: Drawn) -> None:
     _, picture, image = drawn
     top = min(p.box_px[1] for p in picture.panels)
     bottom = max(p.box_px[3] for p in picture.panels)
@@ -140,7 +146,7 @@ def test_caption_and_title_are_written(drawn) -> None:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Picture, np.ndarray]:
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     xy_um = np.array([(x, y) for x in range(-3000, 3001, 1000) for y in range(-3000, 3001, 1000)],
                      dtype=float)
     delivered = np.ones(len(xy_um), dtype=bool)
@@ -158,7 +164,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Pictur
     return xy_um[~delivered], picture, imread(picture.path)
 
 
-def test_report_marks_missing_spots_in_red(report) -> None:
+def test_report_marks_missing_spots_in_red(report: Report) -> None:
     missing_um, picture, image = report
     spots = picture.panel("spots")
     assert image.shape[:2] == picture.size_px[::-1]
@@ -167,7 +173,7 @@ def test_report_marks_missing_spots_in_red(report) -> None:
         assert np.allclose(pixel(image, col, row), rgb(MISSING_COLOUR), atol=0.1)
 
 
-def test_report_histogram_shows_the_band_and_the_outlier(report) -> None:
+def test_report_histogram_shows_the_band_and_the_outlier(report: Report) -> None:
     _, picture, image = report
     energy = picture.panel("energy")
     (x0, x1), (y0, _) = energy.xlim_mm, energy.ylim_mm  # the histogram's data range: % / count
@@ -180,7 +186,7 @@ def test_report_histogram_shows_the_band_and_the_outlier(report) -> None:
     assert band[1] > band[0] and band[1] > band[2]  # green band
 
 
-def test_report_has_the_injury_map_beside_the_spots(report) -> None:
+def test_report_has_the_injury_map_beside_the_spots(report: Report) -> None:
     _, picture, image = report
     spots, injury = picture.panel("spots"), picture.panel("injury")
     assert [p.name for p in picture.panels] == ["spots", "injury", "energy"]

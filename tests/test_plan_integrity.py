@@ -3,6 +3,8 @@ before anything is allocated, sent or fired."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ def changed(plan: Plan, field: str) -> None:
 
 
 @pytest.mark.parametrize("field", Plan.CHECKSUM_FIELDS)
-def test_a_plan_changed_after_planning_is_refused_and_nothing_fires(tmp_path, field: str
+def test_a_plan_changed_after_planning_is_refused_and_nothing_fires(tmp_path: Path, field: str
                                                                      ) -> None:
     with open_device(f"sim://?{FAST}") as dev, TreatmentRecord(tmp_path / "t.db") as record:
         plan = plan_for_device(settings(passes=2), dev.info.limits)
@@ -61,7 +63,7 @@ def test_a_time_span_too_long_is_refused() -> None:
 
 
 @pytest.mark.parametrize("plans", [[], ["plan"], [None]])
-def test_a_session_needs_plans(tmp_path, plans: list) -> None:
+def test_a_session_needs_plans(tmp_path: Path, plans: list) -> None:
     with open_device(f"sim://?{FAST}") as dev, TreatmentRecord(tmp_path / "t.db") as record:
         with pytest.raises(SettingsError) as caught:
             TreatmentSession(dev, plans, record, operator="t", patient_ref="p")
@@ -70,7 +72,7 @@ def test_a_session_needs_plans(tmp_path, plans: list) -> None:
 
 
 @pytest.mark.parametrize("wait_s", [float("nan"), -1.0, float("inf")])
-def test_a_session_needs_a_finite_start_wait(tmp_path, wait_s: float) -> None:
+def test_a_session_needs_a_finite_start_wait(tmp_path: Path, wait_s: float) -> None:
     """A NaN wait never ended (every comparison with it is false)."""
     with open_device(f"sim://?{FAST}") as dev, TreatmentRecord(tmp_path / "t.db") as record:
         plan = plan_for_device(settings(passes=1), dev.info.limits)

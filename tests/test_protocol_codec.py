@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from drivers.protocol import (
     FrameDecoder,
     FrameError,
+    Message,
     MessageError,
     ProtocolError,
     decode,
@@ -29,7 +30,7 @@ def decoded_all(wire: bytes) -> list:
 
 
 @given(messages())
-def test_every_message_round_trips(msg) -> None:
+def test_every_message_round_trips(msg: Message) -> None:
     wire = encode(msg)
     assert wire[0] == 0 and wire[-1] == 0 and 0 not in wire[1:-1]
     assert decode(wire[1:-1]) == msg
@@ -38,7 +39,7 @@ def test_every_message_round_trips(msg) -> None:
 
 
 @given(messages(), st.data())
-def test_any_single_bit_flip_is_rejected(msg, data) -> None:
+def test_any_single_bit_flip_is_rejected(msg: Message, data: st.DataObject) -> None:
     wire = bytearray(encode(msg))
     pos = data.draw(st.integers(1, len(wire) - 2))
     wire[pos] ^= 1 << data.draw(st.integers(0, 7))
@@ -46,14 +47,14 @@ def test_any_single_bit_flip_is_rejected(msg, data) -> None:
 
 
 @given(messages(), st.data())
-def test_truncated_frame_is_rejected(msg, data) -> None:
+def test_truncated_frame_is_rejected(msg: Message, data: st.DataObject) -> None:
     wire = encode(msg)
     cut = data.draw(st.integers(1, len(wire) - 2))
     assert decoded_all(wire[:cut] + b"\x00") == []
 
 
 @given(messages(), st.data())
-def test_duplicated_or_inserted_byte_is_rejected(msg, data) -> None:
+def test_duplicated_or_inserted_byte_is_rejected(msg: Message, data: st.DataObject) -> None:
     wire = encode(msg)
     pos = data.draw(st.integers(2, len(wire) - 2))  # strictly inside the COBS body
     extra = data.draw(st.one_of(st.just(wire[pos]), st.integers(0, 255)))
@@ -62,14 +63,15 @@ def test_duplicated_or_inserted_byte_is_rejected(msg, data) -> None:
 
 
 @given(messages(), messages(), st.binary(max_size=300))
-def test_decoder_resynchronises_after_garbage(first, second, garbage) -> None:
+def test_decoder_resynchronises_after_garbage(first: Message, second: Message,
+                                            garbage: bytes) -> None:
     decoder = FrameDecoder()
     frames = decoder.feed(garbage) + decoder.feed(encode(first) + encode(second))
     assert [decode_payload(f) for f in frames] == [first, second]
 
 
 @given(messages(), st.data())
-def test_decoder_accepts_arbitrary_chunking(msg, data) -> None:
+def test_decoder_accepts_arbitrary_chunking(msg: Message, data: st.DataObject) -> None:
     wire = encode(msg) * 3
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=10)))
     decoder = FrameDecoder()
@@ -80,7 +82,7 @@ def test_decoder_accepts_arbitrary_chunking(msg, data) -> None:
 
 
 @given(st.binary(max_size=600))
-def test_arbitrary_bytes_raise_only_codec_errors(data) -> None:
+def test_arbitrary_bytes_raise_only_codec_errors(data: bytes) -> None:
     for frame in FrameDecoder().feed(data):
         with contextlib.suppress(ProtocolError):
             decode_payload(frame)
@@ -89,7 +91,8 @@ def test_arbitrary_bytes_raise_only_codec_errors(data) -> None:
 
 
 @given(st.integers(0, 255), st.binary(max_size=64))
-def test_valid_frame_with_arbitrary_payload_raises_only_message_error(type_id, payload) -> None:
+def test_valid_frame_with_arbitrary_payload_raises_only_message_error(type_id: int,
+                                                                       payload: bytes) -> None:
     (frame,) = FrameDecoder().feed(encode_frame(type_id, 1, payload))
     with contextlib.suppress(MessageError):
         decode_payload(frame)

@@ -136,7 +136,8 @@ def test_export_json_and_csv(tmp_path: Path) -> None:
 
 
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=10))
-def test_any_batching_reassembles_to_the_same_spots(tmp_path_factory, sizes: list[int]) -> None:
+def test_any_batching_reassembles_to_the_same_spots(tmp_path_factory: pytest.TempPathFactory,
+                                                  sizes: list[int]) -> None:
     rec = TreatmentRecord(tmp_path_factory.mktemp("rec") / "r.db")
     start = 0
     for n in sizes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def settings(size_mm: float = 5.0, passes: int = 2, coverage: float = 8.0,
                              passes=PassSettings(passes))
 
 
-def session_for(dev: Device, rec: TreatmentRecord, **kwargs) -> TreatmentSession:
+def session_for(dev: Device, rec: TreatmentRecord, **kwargs: Any) -> TreatmentSession:
     plan = plan_for_device(settings(**kwargs.pop("plan", {})), dev.info.limits)
     return TreatmentSession(dev, [plan], rec, operator=kwargs.pop("operator", "tester"),
                             patient_ref=kwargs.pop("patient_ref", "P-1"), **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_a_record_that_cannot_be_written_stops_emission(record: TreatmentRecord,
     writes = {"left": 2}
     delivered = record.delivered
 
-    def failing(*args, **kwargs) -> None:
+    def failing(*args: Any, **kwargs: Any) -> None:
         if writes["left"] == 0:
             raise RecordError("cannot write to treatments.db: disk full")
         writes["left"] -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.test_session import FAST, session_for
 
 
 def refused(rec: TreatmentRecord, session_id: object, device: str = f"sim://?{FAST}",
-            **kwargs) -> SettingsError:
+            **kwargs: Any) -> SettingsError:
     """The refusal of a resume; the device fired nothing and the record is unchanged."""
     before = [(e.seq, e.kind, e.body) for e in rec.entries()]
     with open_device(device) as dev, pytest.raises(SettingsError) as caught:

@@ -6,13 +6,14 @@ import hashlib
 import hmac
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
-from drivers.protocol import decode, encode, encode_frame, message
+from drivers.protocol import Message, decode, encode, encode_frame, message
 from drivers.protocol import messages as m
+from drivers.protocol.codec import Value
 from drivers.protocol.messages import Cause, DeviceFlag, ErrorCode, FaultCode, Interlock, State
 from sim_hw.config import DEV_KEY, SimConfig
 from sim_hw.device import SimDevice
@@ -46,14 +47,15 @@ def new_device(**overrides: Any) -> tuple[SimDevice, RawHost]:
     return device, attach(device)
 
 
-def ok(host: RawHost, name: str, records: np.ndarray | None = None, **values: int | bytes):
+def ok(host: RawHost, name: str, records: np.ndarray | None = None,
+       **values: int | bytes) -> Message:
     reply = host.request(name, records, timeout_s=2.0, **values)  # named: values are fields
     assert reply.name != "NACK", (name, reply)
     return reply
 
 
 def nack(host: RawHost, name: str, error: ErrorCode, detail: int | None = None,
-         records: np.ndarray | None = None, **values: int | bytes):
+         records: np.ndarray | None = None, **values: int | bytes) -> Message:
     reply = host.request(name, records, timeout_s=2.0, **values)  # named: values are fields
     assert reply.name == "NACK", (name, reply)
     assert (reply["refused_type"], ErrorCode(int(reply["error"]))) == (
@@ -110,7 +112,8 @@ def run_with_heartbeats(device: SimDevice, host: RawHost, seconds: float) -> Non
 def status(host: RawHost) -> dict[str, int]:
     values = dict(ok(host, "STATUS_REQUEST").values)
     values.pop("uptime_ms")
-    return values
+    assert all(isinstance(v, int) for v in values.values())  # STATUS fields are integers
+    return cast("dict[str, int]", values)
 
 
 # -- replies, exact bytes ----------------------------------------------------------------------
@@ -148,7 +151,8 @@ def test_reply_comes_before_the_event_it_caused() -> None:
 
 # -- section 2.1: valid frame, invalid message --------------------------------------------------
 
-def raw_reply(device: SimDevice, type_id: int, payload: bytes, version: int = 1):
+def raw_reply(device: SimDevice, type_id: int, payload: bytes, version: int = 1
+              ) -> tuple[ErrorCode, Value, Value]:
     host = attach(device)
     device.receive(encode_frame(type_id, 77, payload, version=version))
     (reply,) = host.poll()
@@ -225,8 +229,15 @@ def test_service_command_without_service_mode(name: str) -> None:
 
 # -- section 8: service mode --------------------------------------------------------------------
 
-def authenticate(host: RawHost, key: bytes = DEV_KEY) -> bytes:
+def auth_begin(host: RawHost) -> bytes:
+    """AUTH_BEGIN's nonce."""
     nonce = ok(host, "AUTH_BEGIN")["nonce"]
+    assert isinstance(nonce, bytes)
+    return nonce
+
+
+def authenticate(host: RawHost, key: bytes = DEV_KEY) -> bytes:
+    nonce = auth_begin(host)
     mac = hmac.new(key, m.AUTH_CONTEXT + nonce, hashlib.sha256).digest()
     ok(host, "AUTH_RESPONSE", mac=mac)
     return mac
@@ -240,7 +251,7 @@ def test_auth_replay_and_wrong_mac_are_refused() -> None:
     ok(host, "AUTH_END")
     assert not device.flags & DeviceFlag.SERVICE_MODE
     nack(host, "AUTH_RESPONSE", ErrorCode.AUTH_FAILED, mac=mac)  # replay of a used response
-    nonce = ok(host, "AUTH_BEGIN")["nonce"]
+    nonce = auth_begin(host)
     nack(host, "AUTH_RESPONSE", ErrorCode.AUTH_FAILED, mac=mac)  # old response, new nonce
     right = hmac.new(DEV_KEY, m.AUTH_CONTEXT + nonce, hashlib.sha256).digest()
     nack(host, "AUTH_RESPONSE", ErrorCode.AUTH_FAILED, mac=right)  # challenge consumed
@@ -266,7 +277,7 @@ def test_service_commands_and_key_change() -> None:
     new_key = bytes(range(32))
     ok(host, "SET_DEVICE_KEY", key=new_key)
     ok(host, "AUTH_END")
-    nonce = ok(host, "AUTH_BEGIN")["nonce"]
+    nonce = auth_begin(host)
     old_mac = hmac.new(DEV_KEY, m.AUTH_CONTEXT + nonce, hashlib.sha256).digest()
     nack(host, "AUTH_RESPONSE", ErrorCode.AUTH_FAILED, mac=old_mac)
     authenticate(host, new_key)

@@ -4,6 +4,7 @@ and the injury-map picture."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,7 +166,7 @@ def test_residual_heat_agrees_with_the_calibrated_coagulation_rim(name: str) -> 
     assert worst_outside_rim(1.5 * hp.residual_heat_fraction) >= 1.0
 
 
-def test_injury_map_renders(handpiece: Handpiece, tmp_path) -> None:
+def test_injury_map_renders(handpiece: Handpiece, tmp_path: Path) -> None:
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
