@@ -73,11 +73,13 @@ class ScreenLog:
 
 @contextmanager
 def screen_display(stream: TextIO, plans: Sequence[Plan] = (), *, quiet: bool = False,
-                   refresh_s: float = 0.1, every_s: float = LOG_EVERY_S) -> Iterator[None]:
+                   refresh_s: float = 0.1, every_s: float = LOG_EVERY_S,
+                   tick_s: float = 0.5) -> Iterator[None]:
     """While the block screens ``plans``: on a terminal, one line with what the thermal model
-    evaluates, how many runs so far and the time (at most every ``refresh_s``; cleared at the
-    end); off a terminal a :class:`ScreenLog` (a line at most every ``every_s``); with
-    ``quiet``, nothing."""
+    evaluates, how many runs so far and the time (at most every ``refresh_s`` as runs begin,
+    and every ``tick_s`` also while one model run takes long: a call of up to a minute;
+    cleared at the end); off a terminal a :class:`ScreenLog` (a line at most every
+    ``every_s``); with ``quiet``, nothing."""
     if quiet:
         yield
         return
@@ -96,10 +98,28 @@ def screen_display(stream: TextIO, plans: Sequence[Plan] = (), *, quiet: bool = 
         bar.set_description_str(what, refresh=False)
         bar.update()
 
+    with _redrawn(bar, tick_s, "thermal screen progress"), screen_progress(show):
+        yield
+
+
+@contextmanager
+def _redrawn(bar: tqdm, every_s: float, thread_name: str) -> Iterator[None]:
+    """Draw ``bar`` again every ``every_s`` from a thread of its own while the block runs, so
+    that its elapsed time keeps counting through a long call that updates nothing (the thermal
+    model's: released from the interpreter lock); close it at the end."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, name=thread_name, daemon=True)
+    ticker.start()
     try:
-        with screen_progress(show):
-            yield
+        yield
     finally:
+        stop.set()
+        ticker.join()
         bar.close()
 
 
@@ -122,20 +142,8 @@ def step_display(stream: TextIO, name: str, *, quiet: bool = False, refresh_s: f
         return
     bar = tqdm(file=stream, leave=False, ncols=100, mininterval=0.0,
                bar_format=f"{name}: {{desc}} ({{elapsed}})")
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(refresh_s):
-            bar.refresh()
-
-    ticker = threading.Thread(target=tick, name=f"{name} progress", daemon=True)
-    ticker.start()
-    try:
+    with _redrawn(bar, refresh_s, f"{name} progress"):
         yield lambda what: bar.set_description_str(what, refresh=True)
-    finally:
-        stop.set()
-        ticker.join()
-        bar.close()
 
 
 def _interlocks(p: SessionProgress) -> str:

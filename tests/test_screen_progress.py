@@ -5,6 +5,7 @@ command (co2scan report) likewise."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from itertools import count
 
@@ -16,7 +17,7 @@ from controller.handpiece import get_handpiece
 from controller.progress import ScreenLog, screen_display, step_display
 from controller.scanpath import Plan, build_plan
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
-from controller.thermal_screen import screen_progress
+from controller.thermal_screen import announce, screen_progress
 from controller.validation import check_thermal
 from tests.test_cli_plan import DEEP
 
@@ -73,6 +74,23 @@ def test_a_terminal_shows_the_screen_on_one_line() -> None:
     seen, _ = hot_plan_checks()
     assert "thermal screen: plan 1, pass 1 of 2 (1 model runs," in terminal.getvalue()
     assert f"thermal screen: {seen[-1]} ({len(seen)} model runs," in terminal.getvalue()
+
+
+def test_a_terminal_keeps_counting_the_screen_s_time_through_a_long_model_run() -> None:
+    """One model run can take a minute: the line must not stand still meanwhile."""
+    terminal = Terminal()
+    with screen_display(terminal, refresh_s=0.0, tick_s=0.01):
+        announce("plan 1, pass 1 of 2")  # a model run begins, and runs on
+        shown = "thermal screen: plan 1, pass 1 of 2 (1 model runs, "
+        deadline = time.monotonic() + 30.0
+        while terminal.getvalue().count(shown) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # no announcement; the line is drawn again and again
+        assert terminal.getvalue().count(shown) >= 3
+    text = terminal.getvalue()
+    assert "\n" not in text
+    assert text.rsplit(shown, 1)[1].rstrip(" \r").endswith(")")  # last drawn, then cleared
+    assert text.endswith("\r")
+    assert "thermal screen progress" not in [t.name for t in threading.enumerate()]
 
 
 def test_a_log_gets_plain_lines_with_the_pass_the_spots_and_the_time() -> None:
