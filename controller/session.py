@@ -174,6 +174,12 @@ class WarningsNotAcknowledged(DeviceError):
     A DeviceError for callers that caught that before this class existed."""
 
 
+class MirrorFailed(DeviceError):
+    """The session's safety mirror raised on a device event: its view of the device's state
+    and interlocks is stale from then on, so the run stops emission as for any device error
+    (recorded as ``device_error``)."""
+
+
 class SessionStop(Exception):
     """Internal: the pass ended for a reason that ends ``run``."""
 
@@ -236,6 +242,8 @@ class TreatmentSession:
         self._identity = (device.info.serial, device.info.limits)  # the device planned for
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self._closed = False
+        #: what the mirror raised on an event (on the link's thread); the run checks it
+        self._mirror_failure: Exception | None = None
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         if session_id is None:
@@ -259,7 +267,7 @@ class TreatmentSession:
                           firmware=device.info.firmware)
         self.session_id = session_id
         # events once the record holds the session (a refused one leaves no listener behind)
-        self._unsubscribe = device.subscribe(self._on_event)
+        self._unsubscribe = device.subscribe(self._on_event, self._on_event_error)
 
     def _check_resumable(self, session_id: object, patient_ref: str) -> str:
         """A resumed session must be one of the record's, not ended, and planned exactly as
@@ -470,6 +478,20 @@ class TreatmentSession:
         if isinstance(item, Message):
             self.mirror.on_event(item)
 
+    def _on_event_error(self, exc: Exception) -> None:
+        """The mirror (or its recorder) raised on an event: the run stops at its next check."""
+        if self._mirror_failure is None:
+            self._mirror_failure = exc
+
+    def _check_mirror(self) -> None:
+        """MirrorFailed once the mirror raised on an event: what it says of the device's state
+        and interlocks can no longer be trusted, and no spot fires on it."""
+        exc = self._mirror_failure
+        if exc is not None:
+            raise MirrorFailed(f"the session's safety mirror failed on a device event "
+                               f"({type(exc).__name__}: {exc}): its view of the device's "
+                               "state and interlocks is stale")
+
     def _on_transition(self, t: Transition) -> None:
         if _claims.get(self.device, self) is not self:  # another session's, on this device
             return
@@ -509,6 +531,8 @@ class TreatmentSession:
         status = "completed"
         detail = cause = ""
         lying = False
+        self._mirror_failure = None  # a failure of an earlier run ended it; each pass below
+        # adopts the device's status into the mirror before it fires
         try:
             for job in self.jobs:
                 if self.delivered_count(job) < job.spots.count:
@@ -754,7 +778,7 @@ class TreatmentSession:
                 lost, self.device = self.device, self.reconnect()
                 if lost is not self._given:  # one the session opened (the caller closes its)
                     lost.close()
-                self._unsubscribe = self.device.subscribe(self._on_event)
+                self._unsubscribe = self.device.subscribe(self._on_event, self._on_event_error)
                 self._check_identity()
                 self.record.append(self.session_id, "reconnected", device_url=self.device.url)
                 return
@@ -880,6 +904,7 @@ class TreatmentSession:
                 self.device.disarm()
                 raise SessionStop("paused", f"paused by the operator before emission in pass "
                                   f"{job.number + 1}")
+            self._check_mirror()
             if ready():
                 return
             waiting_for = what() or "emission permission"
@@ -925,6 +950,7 @@ class TreatmentSession:
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)
+            self._check_mirror()
             wanted = self._abort.is_set() or self._pause.is_set() or self._closed_by_host()
             if wanted and not stop_sent and progress.state is State.EMITTING:
                 stop_sent = True  # pause first; an abort follows once the device is paused

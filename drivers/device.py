@@ -102,10 +102,12 @@ class Device:
         """The device's state, interlocks, loaded pass and counts (STATUS_REPORT)."""
         return DeviceStatus.from_message(self.link.request("STATUS_REQUEST"))
 
-    def subscribe(self, callback: Callable[[Item], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[Item], None],
+                  on_error: Callable[[Exception], None] | None = None) -> Callable[[], None]:
         """Receive every asynchronous event (and DeviceLost) on a thread of this callback's
-        own; returns an unsubscribe function (see :meth:`Link.subscribe`)."""
-        return self.link.subscribe(callback)
+        own; returns an unsubscribe function. An exception the callback raises is handed to
+        ``on_error`` (else only logged). See :meth:`Link.subscribe`."""
+        return self.link.subscribe(callback, on_error)
 
     # -- a pass -----------------------------------------------------------------------------
     def prepare_pass(self, pass_index: int, x_um: ArrayLike, y_um: ArrayLike,

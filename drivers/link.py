@@ -76,14 +76,17 @@ Item = Message | DeviceLost
 #: What a request's handle receives: its reply, the link's loss, or why the reply was invalid.
 Reply = Message | DeviceLost | InvalidReply
 Subscriber = Callable[[Item], None]
+#: Told, on the subscriber's thread, of an exception its callback raised (see ``subscribe``).
+SubscriberErrorHandler = Callable[[Exception], None]
 
 
 @dataclass(eq=False)
 class Subscription:
-    """One ``subscribe``: its callback, the events not yet handed to it (None: no more), and
-    the thread that calls it."""
+    """One ``subscribe``: its callback (and who is told when it raises), the events not yet
+    handed to it (None: no more), and the thread that calls it."""
 
     callback: Subscriber
+    on_error: SubscriberErrorHandler | None = None
     thread: threading.Thread = field(init=False)
     pending: queue.SimpleQueue[Item | DeliveredRun | None] = field(
         default_factory=queue.SimpleQueue)
@@ -100,8 +103,19 @@ class Subscription:
                     return
                 try:
                     self.callback(event)
-                except Exception:  # a subscriber's bug must not stop event delivery
+                except Exception as exc:  # a subscriber's bug must not stop event delivery,
+                    # and its owner must hear of it: what the callback keeps may be stale
                     log.exception("event subscriber %r failed", self.callback)
+                    self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(exc)
+        except Exception:
+            log.exception("error handler %r of event subscriber %r failed", self.on_error,
+                          self.callback)
 
     def end(self) -> None:
         """No events after those already pending."""
@@ -274,13 +288,19 @@ class Link:
         with self._lock:
             self._event_queues = [x for x in self._event_queues if x is not q]
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+    def subscribe(self, callback: Subscriber,
+                  on_error: SubscriberErrorHandler | None = None) -> Callable[[], None]:
         """Call ``callback`` for every event, in wire order, on a thread of its own (a slow
         callback delays only itself); returns unsubscribe. Unsubscribe returns once every
         event received before it has been handed to ``callback`` and that call has returned
         (so what it uses can then be closed); it waits for no other subscriber's callback.
-        From ``callback`` itself it returns at once, and no further call follows."""
-        subscription = Subscription(callback)
+        From ``callback`` itself it returns at once, and no further call follows.
+
+        An exception ``callback`` raises is logged and handed to ``on_error`` (on the same
+        thread, before the next event): whatever the callback keeps up to date (a mirror of
+        the device's state) may be stale from then on, and its owner must act on that. The
+        following events are still handed to ``callback``."""
+        subscription = Subscription(callback, on_error)
         with self._lock:
             if self._stop.is_set():  # closed: no event will come
                 return lambda: None

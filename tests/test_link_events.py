@@ -323,3 +323,33 @@ def test_a_device_that_cannot_fire_is_heartbeated_while_the_lease_holder_hangs()
         assert any(t > hung_at + 0.3 for t in transport.times)
     finally:
         link.close()
+
+
+def test_a_subscriber_that_raises_is_reported_to_its_owner_and_still_called() -> None:
+    """A callback's exception was only logged: its owner (a session's safety mirror) never
+    knew its view had gone stale. ``on_error`` now gets it, on the callback's thread, before
+    the next event; later events still reach the callback."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    heard: list[int] = []
+    errors: list[tuple[Exception, list[int]]] = []
+    done = threading.Event()
+
+    def buggy(item: object) -> None:
+        assert isinstance(item, Message)
+        heard.append(item.seq)
+        if item.seq == 2:
+            raise ValueError("mirror bug")
+        if item.seq == 3:
+            done.set()
+
+    try:
+        link.subscribe(buggy, on_error=lambda exc: errors.append((exc, list(heard))))
+        transport.chunks.put(b"".join(state_event(seq) for seq in (1, 2, 3)))
+        assert done.wait(5.0)
+        assert heard == [1, 2, 3]
+        ((error, heard_then),) = errors
+        assert isinstance(error, ValueError) and str(error) == "mirror bug"
+        assert heard_then == [1, 2]  # told before the next event was handed over
+    finally:
+        link.close()

@@ -13,6 +13,7 @@ import pytest
 from controller.record import RecordError, RecordLocked, TreatmentRecord
 from controller.session import SessionBusy, SessionProgress, TreatmentSession
 from drivers import Device, open_device
+from drivers.protocol import Message
 from drivers.protocol.messages import State
 from drivers.stream import MIN_REPORT_GAP_S
 from tests.test_record_writers import flock_held
@@ -228,3 +229,34 @@ def test_a_writer_stalled_on_the_records_lock_stops_emission_and_run_returns(
         assert session.run().status == "completed"
         assert_record_equals_truth(session, dev.simulator.device.ground_truth)
     assert [e.kind for e in record.sessions()] == ["session"]  # the refused one left none
+
+
+def test_a_safety_mirror_that_fails_on_an_event_stops_emission(
+        record: TreatmentRecord) -> None:
+    """The mirror runs on the link's event thread: an exception there was only logged, the
+    mirror's view of state and interlocks went stale and the pass fired on to its end. The
+    session now hears of it, stops emission and records why; a resume completes the pass."""
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN)
+        on_event, reports = session.mirror.on_event, {"n": 0}
+
+        def fails_once(msg: Message) -> None:
+            if msg.name == "EVT_DELIVERED":
+                reports["n"] += 1
+                if reports["n"] == 3:
+                    raise RuntimeError("bug in the mirror")
+            on_event(msg)
+
+        session.mirror.on_event = fails_once  # type: ignore[method-assign]
+        outcome = session.run()
+        assert outcome.status == "fault" and outcome.cause == "device_error"
+        assert "safety mirror failed" in outcome.detail
+        assert "bug in the mirror" in outcome.detail
+        assert_stopped(dev, session)
+        stopped = next(record.entries(session.session_id, "run_stopped")).body
+        assert stopped["cause"] == "device_error" and "safety mirror" in stopped["detail"]
+        (error,) = record.entries(session.session_id, "device_error")
+        assert "bug in the mirror" in error.body["error"]
+        session.mirror.on_event = on_event  # type: ignore[method-assign]
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
