@@ -45,6 +45,9 @@ class PassSpots:
         """The pass with a read-only copy of ``records``: what was checksummed cannot change."""
         records = np.array(records, SPOT_DTYPE, order="C")
         records.flags.writeable = False
-        if not np.array_equal(records["index"], np.arange(len(records))):
-            raise ValueError("spot records must be indexed 0..n-1 in order")
+        expected = np.arange(len(records))
+        if bad := np.flatnonzero(records["index"] != expected).tolist():
+            raise ValueError(f"spot records must be indexed 0..{len(records) - 1} in order: "
+                             f"record {bad[0]} has index {int(records['index'][bad[0]])}, "
+                             f"expected {bad[0]}")
         return cls(pass_index, records, plan_checksum(records))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from drivers.errors import LimitError, TransportURLError
 from drivers.galvo import DistortionTable, GalvoScanner
 from drivers.info import DeviceLimits
-from drivers.protocol.messages import Capability
+from drivers.protocol.messages import SPOT_DTYPE, Capability
 from drivers.pulse import PulseGenerator
 from drivers.spots import PassSpots, plan_checksum
 from drivers.transports.registry import open_transport
@@ -237,3 +237,15 @@ def test_a_request_timeout_set_later_is_checked_too() -> None:
         with pytest.raises(LimitError, match="request_timeout_s = -1"):
             dev.link.request_timeout_s = -1
         assert dev.link.request_timeout_s == 0.05
+
+
+def test_spot_records_out_of_order_are_refused_naming_the_first_bad_one() -> None:
+    """The message said only "must be indexed 0..n-1 in order": not which record, nor what
+    it held."""
+    records = np.zeros(5, SPOT_DTYPE)
+    records["index"] = [0, 1, 3, 2, 4]
+    with pytest.raises(ValueError, match=r"indexed 0\.\.4 in order: record 2 has index 3, "
+                                         r"expected 2$"):
+        PassSpots.from_records(0, records)
+    records["index"] = np.arange(5)
+    assert PassSpots.from_records(0, records).count == 5
