@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 #: The longest detail a run_stopped entry keeps (an error's text may be long).
 RUN_DETAIL_CHARS = 500
+#: What a stop's detail says when the device did not confirm that emission stopped.
+NOT_CONFIRMED_STOPPED = ("emission not confirmed stopped (the device did not confirm PAUSE, "
+                         "DISARM or its state): check the device")
 #: An emitting device reports a fired spot within this long (firmware_protocol.md 6.1).
 REPORT_DELAY_S = 0.010
 
@@ -242,6 +245,7 @@ class TreatmentSession:
         self._identity = (device.info.serial, device.info.limits)  # the device planned for
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self._closed = False
+        self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
@@ -533,6 +537,7 @@ class TreatmentSession:
         lying = False
         self._mirror_failure = None  # a failure of an earlier run ended it; each pass below
         # adopts the device's status into the mirror before it fires
+        self._stop_unconfirmed = False
         try:
             for job in self.jobs:
                 if self.delivered_count(job) < job.spots.count:
@@ -552,17 +557,18 @@ class TreatmentSession:
                      "link_lost" if isinstance(exc, DeviceLost) else "device_error")
             self.record.append(self.session_id, "device_error", error=str(exc))
         except RecordError as exc:  # what fires now could not be recorded: stop emission
-            self._halt_emission()
-            status, detail = "fault", (f"{exc}; emission stopped (a resume records what the "
-                                       "device fired meanwhile)")
+            stopped = self._halt_emission()  # not confirmed: the note below says so
+            status, detail = "fault", (f"{exc}{'; emission stopped' if stopped else ''} (a "
+                                       "resume records what the device fired meanwhile)")
             cause = "record_error"
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "record_error", error=str(exc))
         except BaseException as exc:  # a bug, the caller's callback, KeyboardInterrupt:
             self._halt_emission()  # the laser stops first
-            self.record_interruption(f"{type(exc).__name__}: {exc}" if str(exc)
-                                     else type(exc).__name__)
+            self.record_interruption((f"{type(exc).__name__}: {exc}" if str(exc)
+                                      else type(exc).__name__) + self._stop_note())
             raise
+        note = self._stop_note()
         if status not in ("completed", "aborted") and not lying and cause != "device_mismatch":
             self._confirm_stopped()
         try:
@@ -578,8 +584,8 @@ class TreatmentSession:
         else:  # a stop it can resume from: why, for the record's readers (log list, report)
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "run_stopped", status=status, cause=cause,
-                                   detail=detail[:RUN_DETAIL_CHARS])
-        return SessionOutcome(status, self.session_id, detail, delivered, cause)
+                                   detail=detail[:RUN_DETAIL_CHARS - len(note)] + note)
+        return SessionOutcome(status, self.session_id, detail + note, delivered, cause)
 
     def record_interruption(self, reason: str) -> None:
         """After delivery was interrupted (``reason``: an exception run() re-raises, a signal
@@ -617,9 +623,19 @@ class TreatmentSession:
         self.mirror.on_status(status)
         return status
 
-    def _halt_emission(self) -> None:
-        """Stop emission at once, best effort, without the record (it may be what failed)."""
-        self.device.stop_emission()
+    def _halt_emission(self) -> bool:
+        """Stop emission at once, best effort, without the record (it may be what failed);
+        whether the device confirmed it. Not confirmed, the run's stop says so
+        (:meth:`_stop_note`)."""
+        stopped = self.device.stop_emission()
+        if not stopped:
+            self._stop_unconfirmed = True
+        return stopped
+
+    def _stop_note(self) -> str:
+        """What a stop's detail adds when this run's halt was not confirmed: nothing, or
+        :data:`NOT_CONFIRMED_STOPPED`."""
+        return f"; {NOT_CONFIRMED_STOPPED}" if self._stop_unconfirmed else ""
 
     def _quiesce(self) -> None:
         """Stop emission left running (e.g. across a lost link) and come back to READY."""

@@ -27,7 +27,7 @@ from drivers.errors import (
 )
 from drivers.galvo import GalvoScanner
 from drivers.info import DeviceInfo, DeviceStatus
-from drivers.link import Item, Link
+from drivers.link import FIRING_STATES, Item, Link
 from drivers.protocol import Message
 from drivers.protocol.messages import (
     AUTH_CONTEXT,
@@ -270,9 +270,10 @@ class Device:
                                         f"{state.name}") from None
 
     def close(self) -> None:
-        """Stop emission (:meth:`stop_emission`), then close the link (idempotent). From
-        another thread too: from then on ARM, START and RESUME are refused, and what the
-        link's users get is :class:`DeviceClosed`, not taken for a pulled cable."""
+        """Stop emission (:meth:`stop_emission`, which logs it when not confirmed), then close
+        the link (idempotent). From another thread too: from then on ARM, START and RESUME are
+        refused, and what the link's users get is :class:`DeviceClosed`, not taken for a
+        pulled cable."""
         with self._closing:
             self.closed = True
         try:
@@ -280,15 +281,18 @@ class Device:
         finally:
             self.link.close()
 
-    def stop_emission(self) -> None:
+    def stop_emission(self) -> bool:
         """Stop emission at once, best effort: PAUSE (an emitting device stops), then DISARM if
-        ARMED or PAUSED. Never raises from these steps (failures are logged). A link known lost
-        is not asked; on one that stops answering they give up after one watchdog period (by
-        then the device's watchdog has stopped emission itself), so it returns fast. The steps
-        wait for their replies within that period whatever the link's request timeout: a short
-        one does not cut them short."""
+        ARMED or PAUSED, then the device's state. Returns True when the device confirmed it is
+        neither ARMED nor EMITTING, False when that is not confirmed: the link is lost or
+        closed (not asked), a step got no reply in time or failed (logged), or the device
+        still says it may fire. Never raises: callers that must know (a session records it)
+        use the result. On a link that stops answering the steps give up after one watchdog
+        period (a device that no longer hears the host stops emission itself by then), so it
+        returns fast; they wait for their replies within that period whatever the link's
+        request timeout: a short one does not cut them short."""
         if self.link.lost is not None:
-            return
+            return False
         deadline = time.monotonic() + max(self.info.limits.watchdog_ms / 1000.0,
                                           STOP_BUDGET_MIN_S)
 
@@ -298,17 +302,30 @@ class Device:
                 raise DeviceTimeout(f"{name}: not sent, no time left to stop emission")
             return self.link.request(name, timeout_s=timeout_s, retries=0)
 
+        def state() -> State:
+            return DeviceStatus.from_message(request("STATUS_REQUEST")).state
+
         try:
-            with contextlib.suppress(DeviceNack):  # refused: not emitting
-                request("PAUSE")
-            state = DeviceStatus.from_message(request("STATUS_REQUEST")).state
-            if state in (State.ARMED, State.PAUSED):
-                request("DISARM")
+            now = None
+            for _ in range(2):  # again if it went from ARMED to EMITTING meanwhile
+                with contextlib.suppress(DeviceNack):  # refused: not emitting
+                    request("PAUSE")
+                now = state()
+                if now in (State.ARMED, State.PAUSED):
+                    with contextlib.suppress(DeviceNack):  # refused: it moved meanwhile
+                        request("DISARM")
+                    now = state()
+                if now not in FIRING_STATES:
+                    return True
+            log.warning("stopping emission on %s: emission not confirmed stopped (the device "
+                        "is still %s)", self.url, now.name if now is not None else "unknown")
         except DeviceError as exc:
-            log.warning("closing %s: emission not confirmed stopped (%s); the device's "
-                        "watchdog stops it", self.url, exc)
+            log.warning("stopping emission on %s: emission not confirmed stopped (%s); the "
+                        "device's watchdog stops it once it no longer hears the host",
+                        self.url, exc)
         except Exception:
-            log.exception("closing %s: stopping emission failed", self.url)
+            log.exception("stopping emission on %s failed", self.url)
+        return False
 
     def __enter__(self) -> Device:
         return self

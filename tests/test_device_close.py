@@ -146,3 +146,18 @@ def test_close_waits_for_slow_replies_whatever_the_request_timeout(rig: Rig) -> 
     rig.dev.close()
     assert rig.sim.device.state is State.READY
     assert rig.sim.device.fired_count == 0
+
+
+def test_stop_emission_says_whether_the_device_confirmed_it(rig: Rig) -> None:
+    """It returned nothing and only logged a failure: a caller could not tell a device that
+    stopped from one that never answered PAUSE or DISARM."""
+    spots = emitting(rig.dev)
+    assert rig.dev.stop_emission() is True
+    assert rig.sim.device.state is State.READY  # paused, then disarmed: the pass kept
+    rig.dev.arm(spots)
+    rig.dev.start()
+    rig.sim.faults.link(drop=1.0, direction="in")  # PAUSE, DISARM, STATUS never arrive
+    assert rig.dev.stop_emission() is False
+    rig.sim.faults.disconnect()
+    wait_for(lambda: rig.dev.link.lost is not None, 5.0, "the host never saw the link go")
+    assert rig.dev.stop_emission() is False  # a lost link is not asked, nor confirmed

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from controller.record import RecordError, RecordLocked, TreatmentRecord
-from controller.session import SessionBusy, SessionProgress, TreatmentSession
+from controller.session import (
+    NOT_CONFIRMED_STOPPED,
+    SessionBusy,
+    SessionProgress,
+    TreatmentSession,
+)
 from drivers import Device, open_device
 from drivers.protocol import Message
 from drivers.protocol.messages import State
@@ -260,3 +265,28 @@ def test_a_safety_mirror_that_fails_on_an_event_stops_emission(
         session.mirror.on_event = on_event  # type: ignore[method-assign]
         assert session.run().status == "completed"
         assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+
+
+def test_a_halt_the_device_does_not_confirm_is_recorded_as_not_confirmed(
+        record: TreatmentRecord) -> None:
+    """Mid-pass the device stops hearing the host (PAUSE, DISARM, status requests never
+    arrive). The session halted emission and its record said nothing of the halt going
+    unanswered; the outcome and the run_stopped entry now say emission was not confirmed
+    stopped."""
+    muted: list[int] = []
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40 and not muted:
+            muted.append(p.delivered)
+            dev.simulator.faults.link(drop=1.0, direction="in")
+
+    with open_device(REALTIME) as dev:
+        dev.link.request_timeout_s = 0.2
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        outcome = session.run()
+        dev.simulator.faults.clear()
+        assert dev.status().state not in (State.ARMED, State.EMITTING)  # its watchdog
+    assert outcome.status == "fault"
+    assert NOT_CONFIRMED_STOPPED in outcome.detail
+    stopped = next(record.entries(session.session_id, "run_stopped")).body
+    assert stopped["detail"].endswith(NOT_CONFIRMED_STOPPED)
