@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
 import threading
 import time
 import weakref
@@ -31,7 +30,16 @@ from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
 from controller.validation import ClinicalEnvelope, Finding, check_thermal, validate_plans
-from drivers import Device, DeviceClosed, DeviceLost, DeviceTimeout, PassSpots, Progress
+from drivers import (
+    Device,
+    DeviceClosed,
+    DeviceEvent,
+    DeviceLost,
+    DeviceTimeout,
+    EventQueue,
+    PassSpots,
+    Progress,
+)
 from drivers.errors import (
     BadIndex,
     DeviceError,
@@ -42,7 +50,6 @@ from drivers.errors import (
     LimitError,
 )
 from drivers.info import DeviceLimits, DeviceStatus
-from drivers.link import Item, Queued
 from drivers.protocol import Message
 from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, Interlock, State
 
@@ -478,7 +485,7 @@ class TreatmentSession:
         self.mirror.on_status(self.device.status())
 
     # -- events -----------------------------------------------------------------------------
-    def _on_event(self, item: Item) -> None:
+    def _on_event(self, item: DeviceEvent) -> None:
         if isinstance(item, Message):
             self.mirror.on_event(item)
 
@@ -861,11 +868,12 @@ class TreatmentSession:
                            first_index=first, device_checksum=job.spots.checksum)
         dev.arm(job.spots)
         self._status()
-        events = self._emit_when_ready(job, first, self.device.start,
-                                       lambda: not self.mirror.refusals(),
-                                       lambda: "; ".join(self.mirror.refusals()))
+        command: Callable[[], None] = self.device.start
+        ready, what = (lambda: not self.mirror.refusals(),
+                       lambda: "; ".join(self.mirror.refusals()))
         while True:
-            ending = self._stream(job, first, events)
+            with self._emitting(job, first, command, ready, what) as events:
+                ending = self._stream(job, first, events)
             if ending.reason == "complete":
                 self._end_pass(job, "complete")
                 return
@@ -899,9 +907,8 @@ class TreatmentSession:
                 raise SessionStop("fault", f"pass {job.number + 1} paused, not by this session "
                                   f"nor the footswitch ({why}): emission stays paused; resume "
                                   "to continue", cause="stopped_elsewhere")
-            events = self._emit_when_ready(
-                job, first, dev.resume,
-                lambda: bool(self.mirror.interlocks & Interlock.FOOTSWITCH_DOWN),
+            command, ready, what = (
+                dev.resume, lambda: bool(self.mirror.interlocks & Interlock.FOOTSWITCH_DOWN),
                 lambda: "footswitch (press to resume)")
 
     def _wait_for(self, job: PassJob, first: int, ready: Callable[[], bool],
@@ -935,27 +942,27 @@ class TreatmentSession:
                                   f"waiting for {waiting_for}",
                                   cause="device_fault")
 
-    def _emit_when_ready(self, job: PassJob, first: int, command: Callable[[], None],
-                         ready: Callable[[], bool], what: Callable[[], str]
-                         ) -> queue.SimpleQueue[Queued]:
-        """Wait until ``ready``, then START or RESUME; returns the event queue opened just
-        before the command, so the stream misses no report sent after it."""
+    @contextlib.contextmanager
+    def _emitting(self, job: PassJob, first: int, command: Callable[[], None],
+                  ready: Callable[[], bool], what: Callable[[], str]) -> Iterator[EventQueue]:
+        """Wait until ``ready``, then START or RESUME; yields the device's event queue opened
+        just before the command, so the stream misses no report sent after it (released on
+        leaving the block, whatever ends it)."""
         while True:
             self._wait_for(job, first, ready, what)
-            events = self.device.link.queue_events()
-            try:
-                command()
-                return events
-            except FootswitchUp:  # released between our check and the command: wait again
-                self.device.link.unqueue_events(events)
-                self._status()
-            except DeviceTimeout as exc:
-                self.device.link.unqueue_events(events)
-                raise SessionStop("fault", f"emission not confirmed: {exc}",
-                                  cause="timeout") from exc
+            with self.device.events() as events:
+                try:
+                    command()
+                except FootswitchUp:  # released between our check and the command: wait again
+                    self._status()
+                    continue
+                except DeviceTimeout as exc:
+                    raise SessionStop("fault", f"emission not confirmed: {exc}",
+                                      cause="timeout") from exc
+                yield events
+                return
 
-    def _stream(self, job: PassJob, first: int, events: queue.SimpleQueue[Queued]
-                ) -> Progress:
+    def _stream(self, job: PassJob, first: int, events: EventQueue) -> Progress:
         """Stream the pass, committing what fires; its last Progress (``done``)."""
         started = time.monotonic()
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)

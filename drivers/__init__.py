@@ -30,6 +30,8 @@ from drivers.errors import (
     TransportURLError,
 )
 from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus
+from drivers.link import EventQueue
+from drivers.link import Item as DeviceEvent
 from drivers.protocol.errors import MessageError
 from drivers.spots import PassSpots
 from drivers.stream import Progress
@@ -53,6 +55,7 @@ __all__ = [
     "Device",
     "DeviceClosed",
     "DeviceError",
+    "DeviceEvent",
     "DeviceInfo",
     "DeviceLimits",
     "DeviceLost",
@@ -60,6 +63,7 @@ __all__ = [
     "DeviceNack",
     "DeviceStatus",
     "DeviceTimeout",
+    "EventQueue",
     "FootswitchUp",
     "IllegalState",
     "IndicatorDelay",

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from drivers.errors import (
 )
 from drivers.galvo import GalvoScanner
 from drivers.info import DeviceInfo, DeviceStatus
-from drivers.link import FIRING_STATES, Item, Link
+from drivers.link import FIRING_STATES, EventQueue, Item, Link
 from drivers.protocol import Message
 from drivers.protocol.messages import (
     AUTH_CONTEXT,
@@ -108,6 +107,18 @@ class Device:
         own; returns an unsubscribe function. An exception the callback raises is handed to
         ``on_error`` (else only logged). See :meth:`Link.subscribe`."""
         return self.link.subscribe(callback, on_error)
+
+    @contextlib.contextmanager
+    def events(self) -> Iterator[EventQueue]:
+        """A queue receiving every event from now on, in wire order with the replies of what
+        :meth:`stream` sends (events, runs of delivered reports, the link's loss); released on
+        leaving the block. Open it before a START or RESUME and hand it to :meth:`stream`, so
+        that no report sent in between is missed."""
+        events = self.link.queue_events()
+        try:
+            yield events
+        finally:
+            self.link.unqueue_events(events)
 
     # -- a pass -----------------------------------------------------------------------------
     def prepare_pass(self, pass_index: int, x_um: ArrayLike, y_um: ArrayLike,
@@ -203,7 +214,7 @@ class Device:
         self.link.request("RAISE_FAULT", fault_code=int(code))
 
     def stream(self, spots: PassSpots, known_through: int | None = None,
-               events: queue.SimpleQueue[Any] | None = None,
+               events: EventQueue | None = None,
                report_gap_s: float | None = None) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
@@ -211,11 +222,12 @@ class Device:
         pass completes, pauses, faults or is aborted (the last Progress has ``done``).
         ``known_through`` is the last index the caller already holds as delivered; every
         later index the device confirms is reported exactly once (None: trust the device's
-        count at the start). ``events`` is a queue from ``link.queue_events()`` opened before
-        a RESUME or START, so no report sent in between is missed. ``report_gap_s``: the
-        longest an emitting device may go without a report for this pass (its longest spot
-        interval plus the 10 ms report delay; at least 0.25 s, default the request timeout):
-        silence beyond it makes the stream ask for the status, and no answer stops the pass.
+        count at the start). ``events`` is a queue of :meth:`events` opened before a RESUME
+        or START, so no report sent in between is missed (the stream releases it when it
+        ends). ``report_gap_s``: the longest an emitting device may go without a report for
+        this pass (its longest spot interval plus the 10 ms report delay; at least 0.25 s,
+        default the request timeout): silence beyond it makes the stream ask for the status,
+        and no answer stops the pass.
         """
         return PassStreamer(self, spots, known_through, events, report_gap_s).run()
 

@@ -169,6 +169,8 @@ class Pending:
 #: What an event queue holds: events (reports joined into runs), the link's loss, and the
 #: handles of requests sent with that queue as their target.
 Queued = Item | DeliveredRun | Pending
+#: A queue of :meth:`Link.queue_events` (``Device.events()`` hands one out).
+EventQueue = queue.SimpleQueue[Queued]
 
 
 class Link:

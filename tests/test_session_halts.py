@@ -3,9 +3,11 @@ session stops emission at once; a resume later records what the device fired mea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +19,9 @@ from controller.session import (
     SessionProgress,
     TreatmentSession,
 )
-from drivers import Device, open_device
+from drivers import Device, EventQueue, IllegalState, open_device
 from drivers.protocol import Message
-from drivers.protocol.messages import State
+from drivers.protocol.messages import ErrorCode, State
 from drivers.stream import MIN_REPORT_GAP_S
 from tests.test_record_writers import flock_held
 from tests.test_session import assert_record_equals_truth, session_for
@@ -290,3 +292,43 @@ def test_a_halt_the_device_does_not_confirm_is_recorded_as_not_confirmed(
     assert NOT_CONFIRMED_STOPPED in outcome.detail
     stopped = next(record.entries(session.session_id, "run_stopped")).body
     assert stopped["detail"].endswith(NOT_CONFIRMED_STOPPED)
+
+
+def test_the_event_queues_a_session_opens_are_released_whatever_ends_the_pass(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session opened and released the link's event queues itself (``link.
+    queue_events``); a START refused with anything but FOOTSWITCH_UP left its queue
+    registered, filling with every later event. It now takes them from ``Device.events()``,
+    released on leaving the block."""
+    with open_device("sim://?pre_emission_ms=20&footswitch=down&seed=5") as dev:
+        session = session_for(dev, record, plan=PLAN)
+        opened: list[object] = []
+        events = dev.events
+
+        def counted() -> contextlib.AbstractContextManager[EventQueue]:
+            opened.append(1)
+            return events()
+
+        def refused(wait_indicator: bool = True) -> None:
+            raise IllegalState("START", int(ErrorCode.ILLEGAL_STATE), 0, int(State.READY),
+                               "refused for the test")
+
+        monkeypatch.setattr(dev, "events", counted)
+        monkeypatch.setattr(dev, "start", refused)
+        outcome = session.run()
+        assert outcome.status == "fault" and outcome.cause == "refused"
+        assert opened and dev.link._event_queues == []
+        monkeypatch.undo()
+        assert session.run().status == "completed"
+        assert dev.link._event_queues == []
+    with open_device("sim://") as dev, dev.events() as queue:
+        assert dev.link._event_queues == [queue]
+    assert dev.link._event_queues == []
+
+
+def test_the_controller_reaches_events_through_the_device_api() -> None:
+    """One owner of the link's event plumbing: the session imports nothing of drivers.link."""
+    import controller.session
+
+    source = Path(controller.session.__file__).read_text(encoding="utf-8")
+    assert "drivers.link" not in source and ".link." not in source
