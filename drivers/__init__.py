@@ -48,6 +48,18 @@ def open_device(url: str, request_timeout_s: float = 1.0) -> Device:
         raise
 
 
+def identify(url: str, request_timeout_s: float = 1.0) -> DeviceInfo:
+    """Identity, capabilities and limits of the device at ``url``, read only: opening sends
+    queries only (IDENTIFY, STATUS_REQUEST), and closing sends nothing (no PAUSE or DISARM to
+    a device this host never armed, which another host may be running). Raises DeviceError
+    when it cannot be reached."""
+    device = open_device(url, request_timeout_s=request_timeout_s)
+    try:
+        return device.info
+    finally:
+        device.close(stop_emission=False)
+
+
 __all__ = [
     "AuthFailed",
     "BadIndex",
@@ -77,5 +89,6 @@ __all__ = [
     "PlanMismatch",
     "Progress",
     "TransportURLError",
+    "identify",
     "open_device",
 ]

@@ -281,15 +281,18 @@ class Device:
                     raise DeviceTimeout(f"{name}: no reply; device is still "
                                         f"{state.name}") from None
 
-    def close(self) -> None:
+    def close(self, stop_emission: bool = True) -> None:
         """Stop emission (:meth:`stop_emission`, which logs it when not confirmed), then close
         the link (idempotent). From another thread too: from then on ARM, START and RESUME are
         refused, and what the link's users get is :class:`DeviceClosed`, not taken for a
-        pulled cable."""
+        pulled cable. ``stop_emission=False`` is for read-only use only (a Device opened to
+        identify it, never armed by this host): it sends nothing, leaving a pass that another
+        host runs on the device as it is."""
         with self._closing:
             self.closed = True
         try:
-            self.stop_emission()
+            if stop_emission:
+                self.stop_emission()
         finally:
             self.link.close()
 

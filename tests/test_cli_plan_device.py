@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import drivers
 from controller.cli import main
 from controller.commands import plan as plan_command
 from controller.script import load_script
@@ -111,12 +112,12 @@ def test_planning_for_a_device_only_identifies_it(
         sent.append(name)
         return request(self, name, *args, **kwargs)
 
-    def keep(url: str) -> Device:
-        opened.append(open_device(url))
+    def keep(url: str, **options: Any) -> Device:
+        opened.append(open_device(url, **options))
         return opened[-1]
 
     monkeypatch.setattr(Link, "request", spy)
-    monkeypatch.setattr(plan_command, "open_device", keep)
+    monkeypatch.setattr(drivers, "open_device", keep)
     assert main(["plan", "-q", write(tmp_path, SLOWER), "--device", SIM]) == 0
     capsys.readouterr()
     # queries only: no LOAD_PLAN, ARM or START, nor PAUSE or DISARM at close (nothing to stop)

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+import drivers
 from drivers import Device, open_device
+from drivers.link import Link
 from drivers.protocol.messages import FaultCode, State
 from drivers.spots import PassSpots
 from sim_hw.config import SimConfig
@@ -161,3 +163,25 @@ def test_stop_emission_says_whether_the_device_confirmed_it(rig: Rig) -> None:
     rig.sim.faults.disconnect()
     wait_for(lambda: rig.dev.link.lost is not None, 5.0, "the host never saw the link go")
     assert rig.dev.stop_emission() is False  # a lost link is not asked, nor confirmed
+
+
+def test_a_read_only_close_and_identify_send_nothing_that_changes_the_device(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """co2scan plan closed only the link of the Device it opened to skip close()'s PAUSE and
+    DISARM; drivers now has that read-only way itself."""
+    sent: list[str] = []
+    request = Link.request
+
+    def spy(self: Link, name: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(name)
+        return request(self, name, *args, **kwargs)
+
+    armed(rig.dev)
+    monkeypatch.setattr(Link, "request", spy)
+    rig.dev.close(stop_emission=False)
+    assert sent == []  # no PAUSE, DISARM, nor STATUS_REQUEST
+    assert rig.dev.closed and rig.dev.link.lost is not None
+    if rig.kind == "socket":  # one connection at a time: now free for another
+        info = drivers.identify(rig.dev.url)
+        assert info == rig.dev.info
+        assert set(sent) == {"IDENTIFY", "STATUS_REQUEST"}, sent

@@ -31,7 +31,8 @@ from controller.validation import (
     session_coverage,
     validate_plans,
 )
-from drivers import DeviceError, LimitError, open_device
+from drivers import DeviceError, LimitError
+from drivers import identify as read_identity
 from drivers.info import DeviceInfo
 from drivers.protocol.messages import Capability
 
@@ -206,17 +207,12 @@ def planning_timing(device: DeviceInfo) -> Callable[[TreatmentSettings], GalvoTi
 
 
 def identify(url: str) -> DeviceInfo:
-    """The identity and limits of the device at ``url``, for planning: read only. Opening a
-    device sends two queries (IDENTIFY, STATUS_REQUEST); only the link is closed afterwards,
-    since Device.close would ask a device that this co2scan never armed to PAUSE and DISARM
-    (one that another host arms, say). Raises DeviceError when it cannot be reached, and
-    LimitError for a device co2scan cannot treat with (no energy monitor: co2scan run
-    refuses it too)."""
-    device = open_device(url)
-    try:
-        info = device.info
-    finally:
-        device.link.close()
+    """The identity and limits of the device at ``url``, for planning: read only
+    (:func:`drivers.identify`: queries only, nothing sent at close, since a Device.close would
+    ask a device that this co2scan never armed to PAUSE and DISARM; one that another host
+    arms, say). Raises DeviceError when it cannot be reached, and LimitError for a device
+    co2scan cannot treat with (no energy monitor: co2scan run refuses it too)."""
+    info = read_identity(url)
     if Capability.ENERGY_MONITOR not in info.capabilities:
         raise LimitError("device capabilities", repr(info.capabilities),
                          "ENERGY_MONITOR set: co2scan checks every spot's measured energy "
