@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivers.errors import INTERLOCK_WORDS
 from drivers.info import DeviceStatus
 from drivers.protocol import Message
 from drivers.protocol.messages import ACTIVE, Cause, DeviceFlag, FaultCode, Interlock, State
 
 #: Medical lasers: delivered level within +/-20 % of the set value (IEC 60601-2-22).
 ENERGY_TOLERANCE = 0.20
+#: A batch whose worst deviation from the set energy is beyond this (yet within
+#: ENERGY_TOLERANCE) is recorded as an ``energy_drift`` entry: a monitor or source drifting.
+ENERGY_DRIFT_NOTED = 0.10
 
-INTERLOCK_NAMES = {
-    Interlock.KEY_ON: "key switch off",
-    Interlock.DOOR_CLOSED: "door (remote interlock) open",
-    Interlock.ESTOP_RELEASED: "emergency stop pressed",
-    Interlock.FOOTSWITCH_DOWN: "footswitch not pressed",
-}
+#: Each interlock that does not permit emission, in words (the drivers' one table).
+INTERLOCK_NAMES: dict[Interlock, str] = INTERLOCK_WORDS
 
 
 @dataclass(frozen=True)

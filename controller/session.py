@@ -25,7 +25,7 @@ import numpy as np
 
 from controller.errors import SessionBusy, SettingsError
 from controller.record import RecordError, TreatmentRecord
-from controller.safety import SafetyMirror, Transition, check_energy
+from controller.safety import ENERGY_DRIFT_NOTED, SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
@@ -995,7 +995,7 @@ class TreatmentSession:
                                spot=verdict.first_violation,
                                worst_deviation=round(verdict.worst_deviation, 4))
             self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
-        elif verdict.checked and verdict.worst_deviation > 0.1:
+        elif verdict.checked and verdict.worst_deviation > ENERGY_DRIFT_NOTED:
             self.record.append(self.session_id, "energy_drift", pass_index=job.number,
                                worst_deviation=round(verdict.worst_deviation, 4))
 

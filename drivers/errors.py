@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.protocol.messages import ErrorCode, Interlock, State
+from drivers.protocol.messages import SAFETY_INTERLOCKS, ErrorCode, Interlock, State
 
 
 class DeviceError(Exception):
@@ -75,12 +75,17 @@ class DeviceNack(DeviceError):
         return f"detail {detail}"
 
 
-#: In words, each safety interlock whose bit is clear: what keeps the device from emitting.
-OPEN_INTERLOCK_WORDS: dict[Interlock, str] = {
+#: In words, each interlock whose bit is clear: what keeps the device from emitting. The one
+#: table the host words interlocks with (errors, the session's refusals, the progress line).
+INTERLOCK_WORDS: dict[Interlock, str] = {
     Interlock.KEY_ON: "key switch off",
     Interlock.DOOR_CLOSED: "door open",
     Interlock.ESTOP_RELEASED: "emergency stop pressed",
+    Interlock.FOOTSWITCH_DOWN: "footswitch not pressed",
 }
+#: The safety interlocks' words: those INTERLOCK_OPEN names (the footswitch has FOOTSWITCH_UP).
+OPEN_INTERLOCK_WORDS: dict[Interlock, str] = {
+    bit: words for bit, words in INTERLOCK_WORDS.items() if bit & SAFETY_INTERLOCKS}
 
 
 # One class per NACK code that callers tell apart, each with its code: NACK_TYPES is built

@@ -8,12 +8,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.safety import SafetyMirror, Transition, check_energy
+from drivers.errors import INTERLOCK_WORDS, nack_error
 from drivers.info import DeviceStatus
 from drivers.protocol import Message, message
 from drivers.protocol.messages import (
     SAFETY_INTERLOCKS,
     Cause,
     DeviceFlag,
+    ErrorCode,
     FaultCode,
     Interlock,
     State,
@@ -49,7 +51,7 @@ def test_emission_needs_armed_interlocks_footswitch_and_delay() -> None:
     clock.now += 2.0
     assert mirror.refusals() == []
     mirror.on_event(message("EVT_INTERLOCK", old=ALL_OK, new=ALL_OK & ~int(Interlock.DOOR_CLOSED)))
-    assert mirror.refusals() == ["door (remote interlock) open"]
+    assert mirror.refusals() == ["door open"]
     assert [t.new for t in seen] == [State.ARMED] and seen[0].cause == "host_command"
 
 
@@ -126,3 +128,19 @@ def test_a_status_outside_fault_records_no_fault() -> None:
     assert [(t.new, t.fault) for t in seen] == [(State.FAULT, FaultCode.WATCHDOG),
                                                 (State.ARMED, FaultCode.NONE)]
     assert mirror.fault is FaultCode.NONE
+
+
+def test_the_mirror_and_the_drivers_word_open_interlocks_alike() -> None:
+    """The session said "door (remote interlock) open" where INTERLOCK_OPEN said "door
+    open": two tables. One now, in drivers; every combination of open safety interlocks
+    reads the same in the mirror's refusals and the device's refusal."""
+    mirror = SafetyMirror(0.0)
+    for bits in range(16):
+        closed = Interlock(bits) | Interlock.FOOTSWITCH_DOWN
+        mirror.on_event(message("EVT_INTERLOCK", old=0, new=int(closed)))
+        exc = nack_error("ARM", int(ErrorCode.INTERLOCK_OPEN), int(closed), int(State.READY), "")
+        words = mirror.open_interlocks()
+        assert (f"detail {int(closed)}: {', '.join(words)})" in str(exc)) if words else \
+            f"(detail {int(closed)})" in str(exc)
+    mirror.on_event(message("EVT_INTERLOCK", old=0, new=0))
+    assert mirror.open_interlocks()[-1] == INTERLOCK_WORDS[Interlock.FOOTSWITCH_DOWN]
