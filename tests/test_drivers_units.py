@@ -114,7 +114,7 @@ def test_plan_checksum_covers_every_record_byte() -> None:
     changed = records.copy()
     changed["energy_uj"][2] = 1
     assert plan_checksum(changed) != spots.checksum
-    with pytest.raises(ValueError, match=r"indexed 0\.\.n-1"):
+    with pytest.raises(ValueError, match=r"indexed 0\.\.2 in order: record 0 has index 2"):
         PassSpots.from_records(0, records[::-1])
 
 
