@@ -66,7 +66,8 @@ from typing import Any
 import numpy as np
 
 from controller.errors import SessionBusy, SettingsError, shown
-from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+from drivers.galvo import lsb_to_um
+from drivers.protocol.messages import SPOT_DTYPE
 
 if sys.platform == "win32":
     import msvcrt
@@ -140,12 +141,9 @@ def _umask() -> int:
 
 
 def lsb_to_mm(lsb: np.ndarray, field_um: float) -> np.ndarray:
-    """Skin positions (mm from the field centre) of galvo positions, the inverse of the
-    host's conversion (:meth:`drivers.galvo.GalvoScanner.to_lsb`: ``rint(centre + µm x
-    lsb_per_um)``, ``lsb_per_um = full scale / field_size_um``), as
-    :meth:`~drivers.galvo.GalvoScanner.to_um` computes it."""
-    lsb_per_um = GALVO_FULL_SCALE_LSB / field_um
-    return (np.asarray(lsb, np.float64) - GALVO_CENTRE_LSB) / lsb_per_um / 1000.0
+    """Skin positions (mm from the field centre) of galvo positions: the drivers'
+    :func:`drivers.galvo.lsb_to_um` (the inverse of the host's conversion), in mm."""
+    return lsb_to_um(lsb, field_um) / 1000.0
 
 
 class RecordError(Exception):

@@ -49,7 +49,7 @@ from drivers.errors import (
     IllegalState,
     LimitError,
 )
-from drivers.info import DeviceLimits, DeviceStatus
+from drivers.info import DeviceLimits, DeviceStatus, power_limited_rate_hz
 from drivers.protocol import Message
 from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, Interlock, State
 
@@ -68,8 +68,8 @@ REPORT_DELAY_S = 0.010
 def timing_for(limits: DeviceLimits, settings: TreatmentSettings) -> GalvoTiming:
     """Galvo timing from the device's limits, with the spot rate kept under average power."""
     energy_uj, _, stack = settings.handpiece.dose_for_depth([settings.depth_um])
-    per_spot_uj = float(energy_uj[0]) * float(stack[0])
-    power_rate_hz = math.floor(limits.avg_power_max_mw * 1000.0 / per_spot_uj)
+    power_rate_hz = math.floor(power_limited_rate_hz(float(energy_uj[0]), float(stack[0]),
+                                                     limits.avg_power_max_mw))
     return GalvoTiming(
         max_spot_rate_hz=float(max(1, min(limits.rep_rate_max_hz, power_rate_hz))),
         jump_speed_um_per_us=limits.jump_speed_um_per_ms / 1000.0,

@@ -30,14 +30,13 @@ from controller.settings import Handpiece
 from controller.thermal import ThermalResult, TissueParams, simulate_pass
 from controller.thermal_screen import SpotHeat, announce, default_params, screening
 from controller.timing import GalvoTiming, fire_times_us
-from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, SPOT_DTYPE
+from drivers.galvo import lsb_to_um
+from drivers.protocol.messages import SPOT_DTYPE
 
 
 def spot_positions_um(spots: np.ndarray, field_um: float) -> tuple[np.ndarray, np.ndarray]:
     """Skin positions (µm from the field centre) of SPOT records."""
-    to_um = field_um / GALVO_FULL_SCALE_LSB
-    return ((spots["x_lsb"].astype(np.float64) - GALVO_CENTRE_LSB) * to_um,
-            (spots["y_lsb"].astype(np.float64) - GALVO_CENTRE_LSB) * to_um)
+    return lsb_to_um(spots["x_lsb"], field_um), lsb_to_um(spots["y_lsb"], field_um)
 
 
 @dataclass(frozen=True)

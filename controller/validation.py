@@ -22,8 +22,9 @@ from controller.numbers import distinct_digits
 from controller.patterns import within_outline
 from controller.scanpath import Plan, skin_outline, union_area_um2
 from controller.thermal_screen import DAMAGE_DIGITS, PlanThermal, screen_plan, screening
-from drivers.info import DeviceLimits
-from drivers.protocol.messages import BY_NAME, GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB
+from drivers.galvo import usable_half_field_um
+from drivers.info import DeviceLimits, average_power_mw
+from drivers.protocol.messages import BY_NAME
 
 ENVELOPE_FILE = Path(__file__).parent / "data" / "envelope.toml"
 
@@ -144,16 +145,14 @@ def _device_findings(plan: Plan, p: int, g: int, limits: DeviceLimits,
     stack = plan.stack[part].astype(np.float64)
     pulse = plan.pulse_us[part]
     rate = plan.metrics.passes[p].spot_rate_hz
-    half_field = (min(limits.usable_lsb_max - GALVO_CENTRE_LSB,
-                      GALVO_CENTRE_LSB - limits.usable_lsb_min)
-                  * limits.field_size_um / GALVO_FULL_SCALE_LSB)
+    half_field = usable_half_field_um(limits)
     reach = float(max(np.abs(plan.x_um[part]).max(), np.abs(plan.y_um[part]).max()))
     for rule, field, value, limit, unit in (
         ("device", "energy_uj", energy.max(), limits.energy_max_uj, "µJ"),
         ("device", "pulse_us", float(pulse.max()), limits.pulse_max_us, "µs"),
         ("device", "stack", stack.max(), limits.max_stack, ""),
         ("device", "spot_rate_hz", rate, limits.rep_rate_max_hz, "Hz"),
-        ("device", "average_power_mw", float((energy * stack).max() * rate / 1000.0),
+        ("device", "average_power_mw", float(average_power_mw(energy, stack, rate).max()),
          limits.avg_power_max_mw, "mW"),
         ("device field", "pattern reach from centre (µm)", reach, half_field, "µm"),
     ):

@@ -15,6 +15,28 @@ from drivers.link import Link
 from drivers.protocol.messages import GALVO_CENTRE_LSB, GALVO_FULL_SCALE_LSB, Capability
 
 
+def lsb_to_um(lsb: ArrayLike, field_um: float) -> NDArray[np.float64]:
+    """Nominal skin positions (µm from the field centre; no distortion correction) of galvo
+    positions in a field of ``field_um``: the inverse of :meth:`GalvoScanner.to_lsb`
+    (firmware_protocol.md section 3), the one conversion every reader of LSB uses."""
+    return (np.asarray(lsb, dtype=np.float64) - GALVO_CENTRE_LSB) / (
+        GALVO_FULL_SCALE_LSB / field_um)
+
+
+def usable_range_um(limits: DeviceLimits) -> tuple[float, float]:
+    """Lowest and highest coordinate (µm from the field centre, both axes) within the
+    device's usable galvo range."""
+    return (float(lsb_to_um(limits.usable_lsb_min, limits.field_size_um)),
+            float(lsb_to_um(limits.usable_lsb_max, limits.field_size_um)))
+
+
+def usable_half_field_um(limits: DeviceLimits) -> float:
+    """How far from the centre a pattern may reach on every side (µm): the nearer edge of
+    the usable range."""
+    lo, hi = usable_range_um(limits)
+    return min(-lo, hi)
+
+
 @dataclass(frozen=True)
 class DistortionTable:
     """Lens distortion correction: offsets (µm) to add at grid nodes spanning the field.
@@ -84,9 +106,7 @@ class GalvoScanner:
 
     def usable_range_um(self) -> tuple[float, float]:
         """Lowest and highest reachable coordinate (µm from the field centre), both axes."""
-        lo = (self.limits.usable_lsb_min - GALVO_CENTRE_LSB) / self.lsb_per_um
-        hi = (self.limits.usable_lsb_max - GALVO_CENTRE_LSB) / self.lsb_per_um
-        return lo, hi
+        return usable_range_um(self.limits)
 
     def to_lsb(self, x_um: ArrayLike, y_um: ArrayLike) -> tuple[NDArray[np.uint16],
                                                                NDArray[np.uint16]]:
@@ -110,9 +130,8 @@ class GalvoScanner:
     def to_um(self, x_lsb: ArrayLike, y_lsb: ArrayLike) -> tuple[NDArray[np.float64],
                                                                 NDArray[np.float64]]:
         """Nominal skin coordinates of galvo positions (no distortion correction)."""
-        x = (np.asarray(x_lsb, dtype=np.float64) - GALVO_CENTRE_LSB) / self.lsb_per_um
-        y = (np.asarray(y_lsb, dtype=np.float64) - GALVO_CENTRE_LSB) / self.lsb_per_um
-        return x, y
+        field_um = self.limits.field_size_um
+        return lsb_to_um(x_lsb, field_um), lsb_to_um(y_lsb, field_um)
 
     def jump(self, x_um: float, y_um: float) -> int:
         """Move the mirrors (no emission); returns the device's jump time in µs."""

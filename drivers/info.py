@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.protocol import Message
 from drivers.protocol.messages import (
@@ -13,6 +14,19 @@ from drivers.protocol.messages import (
     Interlock,
     State,
 )
+
+
+def average_power_mw(energy_uj: Any, stack: Any, rate_hz: Any) -> Any:
+    """Average power (mW) of spots of ``energy_uj`` per pulse and ``stack`` pulses each fired
+    at ``rate_hz``: energy x stack x rate (numbers or numpy arrays). The rule the device's
+    ``avg_power_max_mw`` limits, in one place for the drivers' checks and the planner."""
+    return energy_uj * stack * rate_hz / 1000.0
+
+
+def power_limited_rate_hz(energy_uj: float, stack: float, avg_power_mw: float) -> float:
+    """The spot rate (Hz) at which spots of ``energy_uj`` x ``stack`` reach ``avg_power_mw``:
+    :func:`average_power_mw` solved for the rate (not rounded)."""
+    return avg_power_mw * 1000.0 / (energy_uj * stack)
 
 
 @dataclass(frozen=True)

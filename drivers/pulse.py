@@ -7,7 +7,7 @@ from numpy.typing import ArrayLike
 
 from drivers.checks import check_range, whole
 from drivers.errors import DeviceError, DeviceTimeout, LimitError
-from drivers.info import DeviceLimits
+from drivers.info import DeviceLimits, average_power_mw
 from drivers.link import Link
 
 #: STATUS_REPORT ``rep_rate_hz`` for a rate in use above what its u16 holds (rule 11).
@@ -70,7 +70,7 @@ class PulseGenerator:
         else:
             rate = lim.rep_rate_max_hz
         if energy.size:
-            power_mw = energy.astype(np.float64) * stacks * rate / 1000.0
+            power_mw = average_power_mw(energy.astype(np.float64), stacks, rate)
             check_range("average power (energy_uj x stack x rep_rate_hz)", power_mw, 0,
                          lim.avg_power_max_mw, "mW")
 
