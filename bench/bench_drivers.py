@@ -61,6 +61,7 @@ def simulator_process(kind: str) -> Iterator[str]:
 
 @contextmanager
 def connect(kind: str) -> Iterator[Device]:
+    """A Device on the simulator over ``kind`` (inproc, pty, socket or usb), with ``OPTIONS``."""
     if kind == "inproc":
         with open_device(f"sim://?{_query()}") as dev:
             yield dev
@@ -73,6 +74,7 @@ def connect(kind: str) -> Iterator[Device]:
 
 
 def round_trips(dev: Device) -> tuple[float, float]:
+    """Round-trip time of a STATUS_REQUEST through the driver stack: (p50, p99) in ms."""
     times = []
     for _ in range(RTT_REQUESTS):
         start = time.perf_counter()
@@ -83,6 +85,7 @@ def round_trips(dev: Device) -> tuple[float, float]:
 
 
 def stream_rate(dev: Device, n: int) -> float:
+    """Stream a pass of ``n`` spots (a multiple of 1000) to the end: spots/s delivered."""
     x = np.tile(np.linspace(-5000, 5000, 1000), n // 1000)
     spots = dev.prepare_pass(0, x, np.zeros(n), 10_000, 100, 1)
     dev.laser.set_rep_rate(1_000_000)
@@ -99,6 +102,7 @@ def stream_rate(dev: Device, n: int) -> float:
 
 
 def main() -> None:
+    """Print RTT and streaming rate per transport, against the targets where there is one."""
     print("simulator: 'process' = python -m sim_hw serve in its own process, as real hardware "
           "runs beside the host;\n           'thread' = in this process, sharing its interpreter "
           "lock (sim://, and the simulated USB backend by nature)")

@@ -47,6 +47,7 @@ def spread_order(n_side: int, stride: int = 4) -> NDArray[np.intp]:
 
 
 def orders(n_side: int) -> dict[str, NDArray[np.intp]]:
+    """Raster, random (fixed seed) and spread firing orders of an ``n_side`` square grid."""
     n = n_side * n_side
     return {"raster": np.arange(n), "random": np.random.default_rng(7).permutation(n),
             "spread": spread_order(n_side)}
@@ -54,6 +55,8 @@ def orders(n_side: int) -> dict[str, NDArray[np.intp]]:
 
 def run(n_side: int, pitch_um: float, period_s: float, order: NDArray[np.intp],
         params: TissueParams, kernel: ModuleType = _thermal) -> ThermalResult:
+    """Simulate one pass over the grid in ``order``, a pulse every ``period_s``, on ``kernel``
+    (the Cython one or the numpy reference)."""
     x, y = grid(n_side, pitch_um)
     n = n_side * n_side
     return _simulate(x[order], y[order], cast(F64, np.arange(n) * period_s), np.full(n, HEAT_UJ),
@@ -126,6 +129,7 @@ def cpu_model() -> str:
 
 
 def main() -> None:
+    """Print pass times, Cython against numpy, then the scan-order comparison."""
     params = TissueParams()
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     print(f"params: {params}")

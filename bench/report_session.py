@@ -59,6 +59,7 @@ def record_session(path: str, spots: int, passes: int = PASSES, pitch_um: float 
 
 
 def main(argv: list[str]) -> int:
+    """Record the session described by ``argv`` and print its id and spots delivered."""
     parser = argparse.ArgumentParser(prog="python -m bench.report_session",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("record", help="treatment record to write (created if missing)")
