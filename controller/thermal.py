@@ -210,6 +210,7 @@ class TissueParams:
 
     @property
     def base_k(self) -> float:
+        """Baseline tissue temperature in K (the Arrhenius rate needs absolute temperature)."""
         return self.baseline_c + 273.15
 
     @property
@@ -229,6 +230,7 @@ class TissueParams:
 
     @property
     def kappa_um2_s(self) -> float:
+        """``diffusivity_m2_s`` in µm^2/s, the units of the model's coordinates and times."""
         return self.diffusivity_m2_s * 1e12
 
     @property
@@ -360,6 +362,7 @@ class Layout:
 
     @property
     def extent_um(self) -> tuple[float, float, float, float]:
+        """(xmin, xmax, ymin, ymax) of the map in µm, as ``imshow(extent=...)`` takes it."""
         return (self.x0_um, self.x0_um + self.nx * self.cell_um,
                 self.y0_um, self.y0_um + self.ny * self.cell_um)
 

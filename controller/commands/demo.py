@@ -122,6 +122,7 @@ def _deliver(script: TreatmentScript, who: tuple[str, str], device: Device, url:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan demo`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "demo", "the whole story on the embedded simulator", HELP)
     parser.add_argument("--out", default="out/demo", metavar="DIR",
                         help="where to write pictures and the record (default out/demo)")

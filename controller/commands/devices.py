@@ -15,6 +15,7 @@ example:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the serial ports and co2scan USB devices found, and the simulator's URLs; exit 0."""
     ports = serial_ports()
     print("Serial ports:")
     for p in ports:
@@ -38,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan devices`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "devices", "list devices and how to reach the simulator", HELP)
     parser.set_defaults(handler=run)

@@ -113,6 +113,9 @@ def _warn_tampered(record: TreatmentRecord, problems: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``log list``, ``show``, ``verify`` or ``export`` on the record, opened read-only; the exit
+    status (1: export not written, 2: an ID missing or not wanted, 3: record unreadable or
+    session not found, 4: the record does not verify)."""
     if (args.session is None) == (args.action in NEEDS_SESSION):
         need = "needs a session id" if args.session is None else \
             f"takes no session id (got {args.session})"
@@ -300,6 +303,7 @@ def _describe_session(body: dict[str, Any]) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan log`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "log", "list, show, verify or export the record", HELP)
     parser.add_argument("action", choices=("list", "show", "verify", "export"))
     parser.add_argument("session", nargs="?", type=session_id, metavar="ID",

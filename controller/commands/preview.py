@@ -49,6 +49,8 @@ def png_output(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Draw the script's plan (REJECTED in the title if the checks refuse it); the exit status
+    as HELP lists it."""
     prepared = prepare(args)
     if isinstance(prepared, int):
         return prepared
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan preview`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "preview", "draw the plan of a treatment script (PNG)", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("-o", "--out", required=True, metavar="PNG", type=png_output,

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan report`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "report", "draw what a session delivered", HELP)
     parser.add_argument("session", type=session_id, metavar="ID", help="session id")
     parser.add_argument("-o", "--output", default="report.png", metavar="PNG", type=png_output,

@@ -63,6 +63,7 @@ examples:
 
 
 def default_record() -> str:
+    """Default ``--record``: $CO2SCAN_RECORD, else treatments.db in the current directory."""
     return os.environ.get("CO2SCAN_RECORD", "treatments.db")
 
 
@@ -76,6 +77,7 @@ def add_quiet_delivery(parser: argparse.ArgumentParser) -> None:
 
 
 def add_record_argument(parser: argparse.ArgumentParser) -> None:
+    """``--record PATH`` of run, log and report, by default :func:`default_record`."""
     parser.add_argument("--record", default=default_record(), metavar="PATH",
                         help="treatment record (SQLite; default $CO2SCAN_RECORD or "
                              "treatments.db; its folder must exist)")
@@ -121,6 +123,8 @@ class Signals:
         self.asking = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: the delivering session is asked to pause (SIGTERM, SIGHUP kept in
+        ``received``); at a question or where none delivers, Stopped is raised."""
         if self.session is None or self.asking:  # at a question, Ctrl-C too ends the run
             raise Stopped(signum)
         if signum != signal.SIGINT:
@@ -195,6 +199,8 @@ def deliver(session: TreatmentSession, interactive: bool, resets: int,
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the script, reach the device and open the record, then treat; the exit status as
+    HELP lists it (128 + the signal's number when SIGTERM or SIGHUP stopped the run)."""
     try:
         script = load_script(args.script)
         # who treats and whom, before the device is reached or the record written
@@ -303,6 +309,7 @@ def resume_command(args: argparse.Namespace, session: int) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan run`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "run", "deliver a treatment script to a device", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--device", metavar="URL",

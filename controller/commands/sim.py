@@ -37,6 +37,7 @@ EXAMPLES = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``co2scan sim`` (the simulator's own commands, with co2scan's help) to the CLI."""
     parser = add_command(subparsers, "sim", "run or control a simulated device", HELP)
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     add_sim_arguments(commands)
