@@ -77,6 +77,8 @@ def add_sim_arguments(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The simulator configuration serve's options give; ValueError names an ``--option`` that
+    is not KEY=VALUE, or a key or value the configuration refuses."""
     query = {"seed": str(args.seed), "clock": args.clock}
     query.update({name: getattr(args, name) for name in INPUT_WORDS if getattr(args, name)})
     for option in args.option:
@@ -140,6 +142,8 @@ def _start_usb(config: SimConfig, control_port: int, state: StateFile | None
 
 
 def serve(args: argparse.Namespace) -> int:
+    """``serve``: announce where to reach the simulator, then serve until Ctrl-C or SIGTERM; the
+    exit status (1 if the serving loop failed, e.g. its state file could not be written)."""
     config = config_from_args(args)
     start_faults = parse_fault_words(args.fault)  # a bad word ends here, before anything starts
     stop = threading.Event()
@@ -195,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m sim_hw``: run the command in ``argv`` (sys.argv when None), logging to
+    stderr; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sim_hw", description=__doc__)
     add_sim_arguments(parser.add_subparsers(required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)

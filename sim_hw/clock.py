@@ -24,6 +24,7 @@ class SimClock:
 
     @property
     def virtual(self) -> bool:
+        """True when the loop skips the waits the device has only for itself."""
         return self.mode == "virtual"
 
     def real_s(self) -> float:

@@ -82,6 +82,8 @@ def parse_inputs(words: list[str]) -> dict[str, bool]:
 
 
 def describe(device: SimDevice) -> str:
+    """One line of the device's status (state, fault, interlocks, flags, indices, credits, spots
+    fired), the reply to ``status`` and ``set``."""
     values = device.status_values()
     return (f"state={State(values['state']).name} fault={FaultCode(values['fault_code']).name} "
             f"interlocks=0x{values['interlocks']:X} flags=0x{values['flags']:X} "
@@ -102,9 +104,12 @@ class ControlChannel:
         log.info("%s: control channel on 127.0.0.1:%d", name, self.port)
 
     def read_fds(self) -> list[int]:
+        """The listener's and the open clients' descriptors, for the serving loop to select on."""
         return [self._listener.fileno(), *self._clients]
 
     def on_readable(self, fd: int) -> None:
+        """Accept a client, or run each whole line a client sent and reply with one line; a client
+        that hung up or sent a line over MAX_LINE_BYTES is closed."""
         if fd == self._listener.fileno():
             with contextlib.suppress(BlockingIOError):
                 client, _ = self._listener.accept()
@@ -138,6 +143,7 @@ class ControlChannel:
             client.close()
 
     def close(self) -> None:
+        """Close every client and the listening port."""
         for client, _ in self._clients.values():
             client.close()
         self._clients.clear()

@@ -136,6 +136,7 @@ class SpotBuffer:
         self._head += count
 
     def clear(self) -> None:
+        """Empty the buffer: spots not yet fired are dropped."""
         self._head = self._tail = 0
 
 
@@ -164,6 +165,7 @@ class Plan(PassRecord):
         return cls(**dataclasses.asdict(record), next_index=record.resume_index())
 
     def record(self) -> PassRecord:
+        """The pass record alone (no buffer progress), as non-volatile memory keeps it."""
         return PassRecord(**{f.name: getattr(self, f.name)
                              for f in dataclasses.fields(PassRecord)})
 
@@ -303,10 +305,12 @@ class SimDevice:
 
     @property
     def fired_count(self) -> int:
+        """Spots fired by this simulator so far, resets included (rows of :attr:`ground_truth`)."""
         return len(self.truth)
 
     @property
     def frames_dropped(self) -> int:
+        """Frames discarded as undecodable since the simulator started, over every connection."""
         return self._frames_dropped_before + self._decoder.errors
 
     # -- time --------------------------------------------------------------------------------
@@ -393,6 +397,7 @@ class SimDevice:
 
     @property
     def interlocks(self) -> Interlock:
+        """The interlock inputs as the device reports them: a set bit permits emission."""
         return Interlock(self._inputs)
 
     def set_input(self, **inputs: bool | str) -> None:
@@ -502,14 +507,17 @@ class SimDevice:
 
     @property
     def credits(self) -> int:
+        """Free places in the spot buffer: how many more spots the host may send now."""
         return self.config.buffer_spots - len(self._buffer)
 
     @property
     def plan_loaded(self) -> bool:
+        """A pass is loaded (``plan`` may still hold an unloaded one, for its progress)."""
         return self.plan is not None and self.plan.loaded
 
     @property
     def flags(self) -> DeviceFlag:
+        """The status flags as the device reports them, from its state, laser and service mode."""
         flags = DeviceFlag(0)
         if self.state in ACTIVE:
             flags |= DeviceFlag.EMISSION_INDICATOR

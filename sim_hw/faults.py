@@ -43,6 +43,7 @@ class LinkFaults:
 
     @property
     def active(self) -> bool:
+        """Some fault is set in this direction (else bytes pass through without being framed)."""
         return any(self.probability.values()) or any(self.next_frames.values())
 
 
@@ -174,9 +175,11 @@ class Faults:
         self._wake()
 
     def reset_device(self) -> None:
+        """Reset the device (:meth:`SimDevice.reset`): FAULT with DEVICE_RESET, plan restored."""
         self._on_device(self._device.reset)
 
     def galvo_stuck(self, stuck: bool = True) -> None:
+        """Stick the galvo (or free it, ``stuck=False``); the device faults when it notices."""
         self._on_device(self._device.set_galvo_stuck, stuck)
 
     def drift(self, percent: float) -> None:
@@ -206,6 +209,7 @@ class Faults:
     # -- used by the serving loop (under the lock) -------------------------------------------
 
     def take_disconnect(self) -> bool:
+        """Whether a disconnect was asked for since the last call (the loop then drops the host)."""
         pending, self._disconnect = self._disconnect, False
         return pending
 
@@ -217,6 +221,7 @@ class Faults:
         return d.release(real_s)
 
     def next_release_s(self) -> float | None:
+        """Real time (s) at which the next delayed frame is due, either direction; None if none."""
         times = [t for d in self._dirs.values() if (t := d.next_release_s()) is not None]
         return min(times) if times else None
 

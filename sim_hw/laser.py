@@ -45,6 +45,7 @@ class Laser:
 
     @property
     def over_temperature(self) -> bool:
+        """The head is at or above its over-temperature limit (the device faults)."""
         return self.temperature_dc >= self.over_temperature_dc
 
     def spots_allowed(self, energy_uj: np.ndarray, pulse_us: np.ndarray, stack: np.ndarray,

@@ -46,12 +46,15 @@ class PtyTransport:
         log.info("%s: serving on %s -> %s", self.name, self.path, self.tty_path)
 
     def read_fds(self) -> list[int]:
+        """The master, always: the host's bytes arrive on it."""
         return [self._master]
 
     def write_fds(self) -> list[int]:
+        """The master while output is pending."""
         return [self._master] if self._out.pending else []
 
     def on_readable(self, fd: int) -> bytes | None:
+        """Bytes the host wrote (b"" if none yet); None when the pty reports the host gone (EIO)."""
         try:
             return os.read(self._master, 1 << 16)
         except BlockingIOError:
@@ -63,12 +66,14 @@ class PtyTransport:
             return None
 
     def on_writable(self, fd: int) -> None:
+        """Write what the pty takes of the pending output; on an error the backlog is dropped."""
         try:
             self._out.flush(lambda data: os.write(self._master, data))
         except OSError:
             self._out.clear()
 
     def send(self, data: bytes) -> None:
+        """Queue ``data`` for the host and write what the pty takes now."""
         self._out.add(data)
         self.on_writable(self._master)
 
@@ -87,6 +92,7 @@ class PtyTransport:
         self._close_pty(old)
 
     def close(self) -> None:
+        """Close the pty and remove the directory holding ``path``."""
         self._close_pty()
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -98,6 +104,7 @@ class PtyServer(Served):
 
     @property
     def path(self) -> str:
+        """The symlink the host opens; it follows the pty across injected disconnects."""
         return self.transport.path
 
 

@@ -32,14 +32,20 @@ MAX_PENDING_OUT_BYTES = 4 << 20
 class Transport(Protocol):
     """How bytes reach one host: file descriptors the loop selects on, and what to do."""
 
-    def read_fds(self) -> list[int]: ...
-    def write_fds(self) -> list[int]: ...
+    def read_fds(self) -> list[int]:
+        """Descriptors to select on for reading."""
+    def write_fds(self) -> list[int]:
+        """Descriptors to select on for writing: only while output is pending."""
     def on_readable(self, fd: int) -> bytes | None:
         """Bytes from the host; None when the host went away."""
-    def on_writable(self, fd: int) -> None: ...
-    def send(self, data: bytes) -> None: ...
-    def drop_host(self) -> None: ...
-    def close(self) -> None: ...
+    def on_writable(self, fd: int) -> None:
+        """Write pending output, as much as the host takes now."""
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the host and write what it takes now, never blocking the loop."""
+    def drop_host(self) -> None:
+        """Cut the host off, as an unplugged cable (an injected disconnect)."""
+    def close(self) -> None:
+        """Release what the transport holds (the server stopped, or refused to start)."""
 
 
 class PendingOutput:
@@ -52,6 +58,8 @@ class PendingOutput:
         self.dropped_bytes = 0
 
     def add(self, data: bytes) -> None:
+        """Queue ``data``; beyond MAX_PENDING_OUT_BYTES the whole backlog is dropped (and counted
+        in ``dropped_bytes``)."""
         self.pending += data
         if len(self.pending) > MAX_PENDING_OUT_BYTES:
             log.warning("%s: host not reading, %d bytes dropped", self.name, len(self.pending))
@@ -68,6 +76,7 @@ class PendingOutput:
             del self.pending[:sent]
 
     def clear(self) -> None:
+        """Drop the backlog (the host went away)."""
         self.pending.clear()
 
 
@@ -143,13 +152,16 @@ class Served:
 
     @property
     def control_port(self) -> int | None:
+        """The control channel's TCP port on 127.0.0.1; None without one."""
         return None if self.control is None else self.control.port
 
     def start(self) -> Self:
+        """Start the serving thread; returns ``self``, so ``Served(...).start()`` chains."""
         self._thread.start()
         return self
 
     def wake(self) -> None:
+        """Wake the loop from its select, so a change made from another thread takes effect now."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 

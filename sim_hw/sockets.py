@@ -26,12 +26,15 @@ class SocketTransport:
         log.info("%s: host connected (%s)", self.name, peer)
 
     def read_fds(self) -> list[int]:
+        """The connected socket, if any."""
         return [] if self._sock is None else [self._sock.fileno()]
 
     def write_fds(self) -> list[int]:
+        """The connected socket while output is pending."""
         return [self._sock.fileno()] if self._sock is not None and self._out.pending else []
 
     def on_readable(self, fd: int) -> bytes | None:
+        """Bytes the host sent (b"" if none yet); None when it disconnected (it is dropped)."""
         assert self._sock is not None
         try:
             data = self._sock.recv(1 << 16)
@@ -46,6 +49,7 @@ class SocketTransport:
         return data
 
     def on_writable(self, fd: int) -> None:
+        """Send what the socket takes of the pending output; a send error drops the host."""
         if self._sock is None:
             return
         try:
@@ -55,12 +59,14 @@ class SocketTransport:
             self.drop_host()
 
     def send(self, data: bytes) -> None:
+        """Queue ``data`` and send what the socket takes now; with no host the bytes are lost."""
         if self._sock is None:
             return  # nobody listening: the bytes are lost, as on an unplugged cable
         self._out.add(data)
         self.on_writable(self._sock.fileno())
 
     def drop_host(self) -> None:
+        """Close the host's socket and drop its pending output."""
         self._out.clear()
         if self._sock is not None:
             with contextlib.suppress(OSError):
@@ -68,6 +74,7 @@ class SocketTransport:
             self._sock = None
 
     def close(self) -> None:
+        """Drop the host; a socket transport holds nothing else."""
         self.drop_host()
 
 

@@ -26,9 +26,12 @@ class TcpTransport(SocketTransport):
         log.info("%s: listening on 127.0.0.1:%d", name, self.port)
 
     def read_fds(self) -> list[int]:
+        """The listener, so that a host can connect, and the connected socket."""
         return [self._listener.fileno(), *super().read_fds()]
 
     def on_readable(self, fd: int) -> bytes | None:
+        """Accept a host on the listener (refused while one is connected; b"" then), else the
+        host's bytes as :meth:`SocketTransport.on_readable`."""
         if fd != self._listener.fileno():
             return super().on_readable(fd)
         with contextlib.suppress(BlockingIOError):
@@ -42,6 +45,7 @@ class TcpTransport(SocketTransport):
         return b""
 
     def close(self) -> None:
+        """Drop the host and stop listening."""
         super().close()
         self._listener.close()
 
@@ -53,10 +57,12 @@ class TcpServer(Served):
 
     @property
     def port(self) -> int:
+        """The TCP port served on 127.0.0.1."""
         return self.transport.port
 
     @property
     def url(self) -> str:
+        """``socket://127.0.0.1:PORT``, what pyserial (and co2scan's ``--device``) opens."""
         return f"socket://127.0.0.1:{self.port}"
 
 

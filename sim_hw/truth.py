@@ -60,6 +60,7 @@ class GroundTruth:
 
     def append(self, index: int, x_lsb: int, y_lsb: int, energy_uj: int, pulse_us: int,
                stack: int, measured_uj: int, time_s: float, pass_index: int) -> None:
+        """Record one fired spot (mirror position in LSB, energies in µJ, device time in s)."""
         self._seal_parts()
         self._rows.append((index, x_lsb, y_lsb, energy_uj, pulse_us, stack, measured_uj, time_s,
                            pass_index))

@@ -71,24 +71,29 @@ class SimUsbBackend(usb.backend.IBackend):
     # -- enumeration and descriptors ---------------------------------------------------------
 
     def enumerate_devices(self) -> Iterator[str]:
+        """The one simulated device (pyusb hands it back as ``dev``)."""
         yield "co2scan-sim"
 
     def get_device_descriptor(self, dev: object) -> SimpleNamespace:
+        """The device descriptor: co2scan vendor and product id, bcdDevice the firmware version."""
         return self._device
 
     def get_configuration_descriptor(self, dev: object, config: int) -> SimpleNamespace:
+        """The one configuration's descriptor; IndexError for any other."""
         if config != 0:
             raise IndexError(f"configuration {config}: the device has one")
         return self._config
 
     def get_interface_descriptor(self, dev: object, intf: int, alt: int,
                                  config: int) -> SimpleNamespace:
+        """Interface 0 alt 0 (vendor class, two bulk endpoints); IndexError for any other."""
         if (intf, alt, config) != (0, 0, 0):
             raise IndexError(f"interface {intf} alt {alt}: the device has interface 0 alt 0")
         return self._interface
 
     def get_endpoint_descriptor(self, dev: object, ep: int, intf: int, alt: int,
                                 config: int) -> SimpleNamespace:
+        """Bulk OUT 0x01 (``ep`` 0) or bulk IN 0x81 (``ep`` 1); IndexError for any other."""
         if (intf, alt, config) != (0, 0, 0) or not 0 <= ep < len(self._endpoints):
             raise IndexError(f"endpoint {ep}: the interface has {len(self._endpoints)}")
         return self._endpoints[ep]
@@ -96,28 +101,35 @@ class SimUsbBackend(usb.backend.IBackend):
     # -- handles and configuration -----------------------------------------------------------
 
     def open_device(self, dev: object) -> socket.socket:
+        """A new host connection, its socket the handle; the previous host is dropped and the
+        device loses any partial frame, as on a replug."""
         with self.served.lock:
             host_end = self._transport.connect()
             self.served.device.disconnect()
         return host_end
 
     def close_device(self, dev_handle: socket.socket) -> None:
+        """Close the host's end; the device sees the host go away."""
         dev_handle.close()
 
     def set_configuration(self, dev_handle: socket.socket, config_value: int) -> None:
+        """Configuration 1, or 0 (unconfigured); any other is a USBError (pipe)."""
         if config_value not in (0, 1):
             raise usb.core.USBError("no such configuration", _LIBUSB_ERROR_PIPE, errno.EPIPE)
         self._configuration = config_value
 
     def get_configuration(self, dev_handle: socket.socket) -> int:
+        """The configuration set (1 from enumeration on)."""
         return self._configuration
 
     def set_interface_altsetting(self, dev_handle: socket.socket, intf: int,
                                  altsetting: int) -> None:
+        """Only interface 0 alt 0 exists; any other is a USBError (pipe)."""
         if (intf, altsetting) != (0, 0):
             raise usb.core.USBError("no such alternate setting", _LIBUSB_ERROR_PIPE, errno.EPIPE)
 
     def claim_interface(self, dev_handle: socket.socket, intf: int) -> None:
+        """Only interface 0 exists; any other is a USBError (pipe)."""
         if intf != 0:
             raise usb.core.USBError("no such interface", _LIBUSB_ERROR_PIPE, errno.EPIPE)
 
@@ -131,6 +143,8 @@ class SimUsbBackend(usb.backend.IBackend):
 
     def bulk_write(self, dev_handle: socket.socket, ep: int, intf: int, data: array.array,
                    timeout: int) -> int:
+        """Send ``data`` on bulk OUT; returns the bytes written, USBError (no device) once the
+        host's connection is gone."""
         if ep != EP_OUT:
             raise usb.core.USBError(f"endpoint 0x{ep:02X} is not bulk OUT",
                                     _LIBUSB_ERROR_PIPE, errno.EPIPE)
@@ -142,6 +156,8 @@ class SimUsbBackend(usb.backend.IBackend):
 
     def bulk_read(self, dev_handle: socket.socket, ep: int, intf: int, buff: array.array,
                   timeout: int) -> int:
+        """Read into ``buff`` what bulk IN has within ``timeout`` ms (0: no limit); the byte count.
+        USBTimeoutError when nothing came, USBError (no device) once the connection is gone."""
         if ep != EP_IN:
             raise usb.core.USBError(f"endpoint 0x{ep:02X} is not bulk IN",
                                     _LIBUSB_ERROR_PIPE, errno.EPIPE)
