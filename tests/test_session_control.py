@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -322,6 +323,22 @@ def test_a_blocked_subscriber_of_the_caller_delays_neither_treat_nor_its_record(
                            ("ARMED", "EMITTING"), ("EMITTING", "STANDBY")]
 
 
+def once_from_another_thread(action: Callable[[], object], after: int
+                             ) -> Callable[[SessionProgress], None]:
+    """An ``on_progress`` that runs ``action`` once ``after`` spots are delivered, on a thread
+    of its own (a GUI's), and waits for it."""
+    done = threading.Event()
+
+    def on_progress(p: SessionProgress) -> None:
+        if p.delivered >= after and not done.is_set():
+            done.set()
+            gui = threading.Thread(target=action)
+            gui.start()
+            gui.join()
+
+    return on_progress
+
+
 def test_a_pause_from_another_thread_is_not_resumed_by_the_session(
         record: TreatmentRecord) -> None:
     """Device.pause() from another thread than run()'s: the session took the PAUSED it had
@@ -329,15 +346,8 @@ def test_a_pause_from_another_thread_is_not_resumed_by_the_session(
     the rest of the pass. Only the footswitch's pause is resumed; this one ends the run as
     stopped elsewhere, the device left paused, and a later run() resumes it."""
     with open_device(REALTIME) as dev:
-        def pause_elsewhere(p: SessionProgress) -> None:
-            if p.delivered >= 40 and not done.is_set():
-                done.set()
-                gui = threading.Thread(target=dev.pause)
-                gui.start()
-                gui.join()
-
-        done = threading.Event()
-        session = session_for(dev, record, on_progress=pause_elsewhere, plan={"passes": 1})
+        session = session_for(dev, record, on_progress=once_from_another_thread(dev.pause, 40),
+                              plan={"passes": 1})
         count = session.jobs[0].spots.count
         outcome = session.run()
         state = dev.status().state
@@ -370,16 +380,8 @@ def test_a_device_closed_by_the_host_mid_pass_is_not_reconnected(
             opened.append(open_device(served.url))
             return opened[-1]
 
-        def close_from_gui(p: SessionProgress) -> None:
-            if p.delivered >= 40 and not done.is_set():
-                done.set()
-                gui = threading.Thread(target=dev.close)
-                gui.start()
-                gui.join()
-
-        done = threading.Event()
-        session = session_for(dev, record, on_progress=close_from_gui, plan={"passes": 1},
-                              reconnect=reconnect)
+        session = session_for(dev, record, on_progress=once_from_another_thread(dev.close, 40),
+                              plan={"passes": 1}, reconnect=reconnect)
         count = session.jobs[0].spots.count
         outcome = session.run()
         state, fired = served.device.state, len(served.device.ground_truth)
