@@ -53,6 +53,8 @@ class ScreenLog:
         return self._before[index] if first <= index < end else None
 
     def __call__(self, what: str) -> None:
+        """Count a model run ``what``; print its line at the first run, then at most every
+        ``every_s``."""
         self.runs += 1
         now = self.clock()
         if self._last_line is not None and now - self._last_line < self.every_s:
@@ -167,6 +169,9 @@ class ProgressDisplay:
         self._last_plain = 0.0
 
     def update(self, p: SessionProgress) -> None:
+        """Show ``p``: on a terminal move the bar (a new one per pass); off one a plain line at
+        a new pass, the last spot, or ``plain_every_s`` after the previous line (none if
+        ``quiet``)."""
         state = p.state.name if p.state is not None else "?"
         status = f"{state}, {p.waiting_for}" if p.waiting_for else f"{state}, {_interlocks(p)}"
         if not self.tty:
@@ -191,6 +196,7 @@ class ProgressDisplay:
         self._bar.set_postfix_str(status, refresh=True)
 
     def close(self) -> None:
+        """Close the pass's bar, if one is shown (it stays on the terminal as it ended)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -152,6 +152,10 @@ class RecordError(Exception):
 
 @dataclass(frozen=True)
 class Entry:
+    """One entry of the record as read back: ``seq`` (its id; a session's id is its opening
+    entry's), the ``session`` it belongs to, when it was written (``at``, Unix time in s), its
+    ``kind`` and ``body``."""
+
     seq: int
     session: int
     at: float
@@ -171,6 +175,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
+        """True when the chain holds (no problems; notes do not count)."""
         return not self.problems
 
 

@@ -114,6 +114,8 @@ class EnergyVerdict:
 
     @property
     def ok(self) -> bool:
+        """True when no spot with a reading was beyond the tolerance (spots without one,
+        ``unknown``, do not fail it)."""
         return self.first_violation is None
 
 

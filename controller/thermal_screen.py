@@ -160,10 +160,13 @@ class PassThermal:
 
     @property
     def peak_reservoir_rise_k(self) -> float:
+        """Peak temperature rise (K) of the healing reservoir up to the end of this pass."""
         return self.result.peak_reservoir_rise_k
 
     @property
     def damaged_reservoir_fraction(self) -> float:
+        """Share (0..1) of the reservoir damaged up to the end of this pass; the plan's
+        ``max_damaged_fraction`` is its limit."""
         return self.result.damaged_reservoir_fraction
 
 
@@ -184,10 +187,13 @@ class PlanThermal:
 
     @property
     def ok(self) -> bool:
+        """True when every pass screened is within the limit (a screen stopped at a pass beyond
+        it is not)."""
         return all(p.ok for p in self.passes)
 
     @property
     def peak_reservoir_rise_k(self) -> float:
+        """The highest reservoir rise (K) over the passes screened."""
         return max(p.peak_reservoir_rise_k for p in self.passes)
 
     def after_pass(self, pass_index: int) -> PassThermal | None:

@@ -60,6 +60,9 @@ class ClinicalEnvelope:
 
     @classmethod
     def load(cls, path: Path = ENVELOPE_FILE) -> ClinicalEnvelope:
+        """The envelope of a TOML file (default: the packaged ``data/envelope.toml``);
+        SettingsError for a file that cannot be read, a key missing or unknown, or a limit out of
+        range."""
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -80,6 +80,7 @@ class Device:
 
     @property
     def url(self) -> str:
+        """The URL the device was opened with (its transport's)."""
         return self.transport.url
 
     @property

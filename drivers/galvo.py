@@ -60,6 +60,8 @@ class DistortionTable:
 
     def offsets(self, x_um: NDArray[np.float64], y_um: NDArray[np.float64],
                 field_size_um: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The correction (µm, x and y) to add at each skin point, bilinear between the nodes;
+        points beyond the grid take the value at its edge."""
         ny, nx = self.dx_um.shape
         fx = np.clip((x_um / field_size_um + 0.5) * (nx - 1), 0, nx - 1 - 1e-9)
         fy = np.clip((y_um / field_size_um + 0.5) * (ny - 1), 0, ny - 1 - 1e-9)
@@ -102,6 +104,8 @@ class GalvoScanner:
 
     @property
     def lsb_per_um(self) -> float:
+        """Galvo LSB per µm of skin: the full scale over the field size (nominal, before any
+        distortion correction)."""
         return GALVO_FULL_SCALE_LSB / self.limits.field_size_um
 
     def usable_range_um(self) -> tuple[float, float]:

@@ -63,6 +63,8 @@ class DeviceInfo:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeviceInfo:
+        """From an IDENTIFY_REPLY: the serial without its NUL padding, the firmware as
+        ``major.minor.patch``."""
         v = msg.values
         limits = DeviceLimits(**{k: int(v[k]) for k in DeviceLimits.__dataclass_fields__})
         serial = bytes(v["serial"]).rstrip(b"\0").decode("ascii", "replace")
@@ -91,6 +93,8 @@ class DeviceStatus:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeviceStatus:
+        """From a STATUS_REPORT: ``last_delivered`` None when no spot of the pass was fired, the
+        temperature in °C (the wire carries 0.1 °C)."""
         v = {k: int(x) for k, x in msg.values.items()}
         return cls(
             state=State(v["state"]), interlocks=Interlock(v["interlocks"]),

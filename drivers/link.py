@@ -156,6 +156,8 @@ class Pending:
         return self.result()
 
     def result(self) -> Message:
+        """The reply that has arrived (after :meth:`wait`, or once the handle is queued): ACK or the
+        specific reply; raises DeviceLost, InvalidReply or the NACK's typed error."""
         reply = self.reply
         if isinstance(reply, DeviceLost | InvalidReply):
             raise reply
@@ -287,6 +289,7 @@ class Link:
         return q
 
     def unqueue_events(self, q: queue.SimpleQueue[Queued]) -> None:
+        """Stop feeding ``q`` (a queue of :meth:`queue_events`); what it holds stays in it."""
         with self._lock:
             self._event_queues = [x for x in self._event_queues if x is not q]
 

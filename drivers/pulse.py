@@ -30,6 +30,8 @@ class PulseGenerator:
 
     @property
     def limits(self) -> DeviceLimits:
+        """The device's limits as last read or set; setting them lowers ``rep_rate_hz`` to a new
+        maximum below it, as the device does."""
         return self._limits
 
     @limits.setter

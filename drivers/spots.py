@@ -27,6 +27,7 @@ class PassSpots:
 
     @property
     def count(self) -> int:
+        """Spots in the pass."""
         return len(self.records)
 
     @cached_property

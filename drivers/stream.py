@@ -116,6 +116,9 @@ class PassStreamer:
 
     # -- bookkeeping ------------------------------------------------------------------------
     def apply_status(self, st: DeviceStatus) -> None:
+        """Take the device's STATUS_REPORT as the truth (state, interlocks, credits, next index);
+        spots it confirms that no report brought are recorded with unknown energy. PlanMismatch
+        if the device holds another pass."""
         if st.plan_checksum != self.spots.checksum or st.spot_count != self.spots.count:
             raise PlanMismatch(
                 "stream", int(ErrorCode.PLAN_MISMATCH), st.plan_checksum, int(st.state),
@@ -135,6 +138,9 @@ class PassStreamer:
         self.ending = self.state in ENDING_STATES
 
     def record_delivered(self, index: np.ndarray, measured: np.ndarray | None) -> None:
+        """Record spots the device confirms fired (``measured`` in µJ; None: unknown, -1 each), each
+        index once: repeats are dropped, a gap before them is filled with unknown energy;
+        DeviceMisreport for an index beyond the pass."""
         index = np.asarray(index)
         if not index.size:
             return
@@ -196,6 +202,8 @@ class PassStreamer:
         return True
 
     def handle(self, item: Queued) -> None:
+        """Act on one queued item: a reply, an event or a run of delivered reports; the link's loss
+        (DeviceLost) is raised."""
         if isinstance(item, DeviceLost):
             raise item
         if isinstance(item, Pending):
@@ -208,6 +216,8 @@ class PassStreamer:
         self.handle_event(item)
 
     def handle_reply(self, handle: Pending) -> None:
+        """A STATUS_REPORT requested is applied, a SPOT_BATCH's ACK gives its credits; a refusal
+        not in RECONCILED_NACKS raises its error, any other answer reconciles."""
         if handle is self.status_handle:
             self.status_handle = None
             self.apply_status(DeviceStatus.from_message(handle.result()))
@@ -225,6 +235,8 @@ class PassStreamer:
             self.reconcile()
 
     def handle_event(self, msg: Message) -> None:
+        """Apply one event: delivered spots and the credits, the new state (an ending one
+        reconciles, so that the stream ends on the device's own count) or the interlocks."""
         if msg.name == "EVT_DELIVERED":
             assert msg.records is not None
             self.credits = int(msg["credits"])
@@ -248,6 +260,9 @@ class PassStreamer:
 
     # -- the loop ---------------------------------------------------------------------------
     def send_batches(self) -> None:
+        """Send SPOT_BATCHes as the credits allow (at most BATCHES_PER_WRITE per write; none while
+        a status is awaited, the stream ends or the state takes no spots); a batch cut short by
+        the credits only while the device holds less than two full batches."""
         if self.state not in SENDING_STATES or self.status_handle is not None or self.ending:
             return
         records = self.spots.records
@@ -279,6 +294,8 @@ class PassStreamer:
         return "complete" if self.last_seen >= self.spots.count - 1 else "aborted"
 
     def progress(self, done: bool = False) -> Progress:
+        """The spots confirmed since the previous Progress, and the state now; ``done`` marks the
+        last, with its :meth:`reason`."""
         index = (np.concatenate(self.index, dtype=np.int64) if self.index
                  else np.empty(0, np.int64))
         measured = (np.concatenate(self.measured, dtype=np.int64) if self.measured
@@ -289,6 +306,9 @@ class PassStreamer:
                         self.reason() if done else "", self.fault_code, self.cause)
 
     def run(self) -> Iterator[Progress]:
+        """The stream behind :meth:`Device.stream`: yields Progress until the pass ends
+        (DeviceTimeout when a status request goes unanswered); releases the event queue and the
+        heartbeat lease however it ends."""
         timeout_s = self.link.request_timeout_s
         try:
             self.reconcile()  # the first status, in order with the events already queued

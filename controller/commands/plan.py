@@ -386,6 +386,8 @@ def fail(message: str, status: int = EXIT_REJECTED) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``co2scan plan``: plan and check the script (for ``--device``'s limits, if given) and
+    print the plan, or its JSON; the exit status as HELP lists it."""
     prepared = prepare(args)
     if isinstance(prepared, int):
         return prepared
@@ -397,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``co2scan plan`` command to the CLI's subcommands."""
     parser = add_command(subparsers, "plan", "show and check the plan of a treatment script", HELP)
     parser.add_argument("script", metavar="SCRIPT", help="treatment script (TOML)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")

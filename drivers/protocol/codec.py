@@ -43,6 +43,7 @@ class Message:
 
     @property
     def definition(self) -> MessageDef:
+        """The layout of this message type (by its name)."""
         return BY_NAME[self.name]
 
     def __getitem__(self, key: str) -> Value:

@@ -160,6 +160,7 @@ class Field:
 
     @property
     def size(self) -> int:
+        """Bytes the field takes on the wire."""
         return struct.calcsize("<" + self.fmt)
 
     def bounds(self) -> tuple[int, int] | None:
@@ -173,6 +174,9 @@ class Field:
 
 
 class Direction(enum.Enum):
+    """Who sends a message: the host (a request), the device (its reply) or the device unasked
+    (an event)."""
+
     HOST = "host -> device"
     DEVICE = "device -> host"
     EVENT = "device -> host, unsolicited"
@@ -212,6 +216,8 @@ class MessageDef:
 
     @property
     def max_records(self) -> int:
+        """The most records one payload holds (within MAX_PAYLOAD); 0 for a message without
+        records."""
         if self.record_dtype is None:
             return 0
         return (MAX_PAYLOAD - self.struct.size) // self.record_dtype.itemsize

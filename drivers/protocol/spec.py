@@ -223,6 +223,7 @@ def render_vector(msg: Message) -> str:
 
 
 def render_vectors() -> str:
+    """The specification's test vectors: a ```vector block per example message."""
     return "\n".join(render_vector(msg) for msg in example_messages())
 
 
@@ -243,6 +244,8 @@ def render_document(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """``python -m drivers.protocol.spec [FILE]``: regenerate FILE's blocks (default
+    ``firmware_protocol.md``); exit status 0."""
     path = Path(argv[0] if argv else "firmware_protocol.md")
     path.write_text(render_document(path.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"rewrote generated blocks of {path}")

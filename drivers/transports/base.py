@@ -15,13 +15,17 @@ class Transport(ABC):
     url: str = ""
 
     @abstractmethod
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (whole frames), all of it; DeviceLost if the link is gone."""
 
     @abstractmethod
-    def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        """Up to ``max_bytes`` bytes, waiting at most ``timeout_s`` for the first (``b""`` on
+        timeout); DeviceLost if the link is gone."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the link; the transport is not used after it."""
 
     def __enter__(self) -> Transport:
         return self

@@ -31,12 +31,15 @@ class SerialTransport(Transport):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, data: bytes) -> None:
+        """Write ``data`` to the port (pyserial's 2 s write timeout); DeviceLost on an error."""
         try:
             self._port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise DeviceLost(f"write to {self.url} failed: {exc}") from exc
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        """Wait on select up to ``timeout_s`` for the first byte, then take what is there, at most
+        ``max_bytes`` (``b""`` on timeout); DeviceLost on an error or when the other end closed."""
         try:
             ready, _, _ = select.select([self._port.fileno()], [], [], timeout_s)
             if not ready:
@@ -49,5 +52,6 @@ class SerialTransport(Transport):
         return data
 
     def close(self) -> None:
+        """Close the port; errors of a port already gone are ignored."""
         with contextlib.suppress(serial.SerialException, OSError):
             self._port.close()

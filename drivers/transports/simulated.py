@@ -38,6 +38,7 @@ class SimTransport(Transport):
         return self.link
 
     def write(self, data: bytes) -> None:
+        """Hand ``data`` to the simulator; DeviceLost once closed or when its link fails."""
         if self._closed:
             raise DeviceLost(f"{self.url} is closed")
         try:
@@ -46,6 +47,8 @@ class SimTransport(Transport):
             raise DeviceLost(f"{self.url}: {exc}") from exc
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        """What the simulator sent, at most ``max_bytes``, waiting up to ``timeout_s`` (``b""`` on
+        timeout); DeviceLost once closed or when its link fails."""
         if self._closed:
             raise DeviceLost(f"{self.url} is closed")
         try:
@@ -54,6 +57,7 @@ class SimTransport(Transport):
             raise DeviceLost(f"{self.url}: {exc}") from exc
 
     def close(self) -> None:
+        """Close the simulator's link (once; closing again does nothing)."""
         if not self._closed:
             self._closed = True
             self.link.close()

@@ -72,12 +72,15 @@ class UsbTransport(Transport):
         return self._owner
 
     def write(self, data: bytes) -> None:
+        """Write ``data`` to the bulk OUT endpoint (2 s timeout); DeviceLost on a USB error."""
         try:
             self._dev.write(USB_EP_OUT, data, timeout=2000)
         except usb.core.USBError as exc:
             raise DeviceLost(f"USB write to {self.url} failed: {exc}") from exc
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        """One bulk IN transfer, waiting up to ``timeout_s`` (at least 1 ms; ``b""`` on timeout), at
+        most ``max_bytes`` of it; DeviceLost on a USB error."""
         size = min(max_bytes, len(self._buffer))
         try:
             n = self._dev.read(USB_EP_IN, self._buffer, timeout=max(1, int(timeout_s * 1000)))
@@ -88,6 +91,7 @@ class UsbTransport(Transport):
         return self._buffer[: min(n, size)].tobytes()
 
     def close(self) -> None:
+        """Release the USB device (errors ignored) and stop the simulated backend, if it is one."""
         with contextlib.suppress(usb.core.USBError):
             usb.util.dispose_resources(self._dev)
         self._stop_owner()
