@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.errors import INTERLOCK_WORDS
-from drivers.info import DeviceStatus
+from drivers.info import DeviceStatus, InterlockEvent, StateEvent
 from drivers.protocol import Message
-from drivers.protocol.messages import ACTIVE, Cause, DeviceFlag, FaultCode, Interlock, State
+from drivers.protocol.messages import ACTIVE, DeviceFlag, FaultCode, Interlock, State
 
 #: Medical lasers: delivered level within +/-20 % of the set value (IEC 60601-2-22).
 ENERGY_TOLERANCE = 0.20
@@ -76,11 +76,10 @@ class SafetyMirror:
     def on_event(self, msg: Message) -> None:
         """Adopt an EVT_STATE or EVT_INTERLOCK (other messages are ignored)."""
         if msg.name == "EVT_STATE":
-            cause = Cause(int(msg["cause"])).name.lower()  # the codec refused unknown causes
-            self._set_state(State(int(msg["new_state"])), cause,
-                            FaultCode(int(msg["fault_code"])))
+            event = StateEvent.from_message(msg)
+            self._set_state(event.new_state, event.cause.name.lower(), event.fault_code)
         elif msg.name == "EVT_INTERLOCK":
-            self.interlocks = Interlock(int(msg["new"]))
+            self.interlocks = InterlockEvent.from_message(msg).new
 
     def open_interlocks(self) -> list[str]:
         """Human-readable list of every interlock that does not permit emission."""

@@ -29,7 +29,7 @@ from drivers.errors import (
     PlanMismatch,
     TransportURLError,
 )
-from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus
+from drivers.info import DeviceInfo, DeviceLimits, DeviceStatus, InterlockEvent, StateEvent
 from drivers.link import EventQueue
 from drivers.link import Item as DeviceEvent
 from drivers.protocol.errors import MessageError
@@ -79,6 +79,7 @@ __all__ = [
     "FootswitchUp",
     "IllegalState",
     "IndicatorDelay",
+    "InterlockEvent",
     "InterlockOpen",
     "InvalidReply",
     "LimitError",
@@ -88,6 +89,7 @@ __all__ = [
     "PassSpots",
     "PlanMismatch",
     "Progress",
+    "StateEvent",
     "TransportURLError",
     "identify",
     "open_device",

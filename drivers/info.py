@@ -9,6 +9,7 @@ from drivers.protocol import Message
 from drivers.protocol.messages import (
     NO_INDEX,
     Capability,
+    Cause,
     DeviceFlag,
     FaultCode,
     Interlock,
@@ -106,3 +107,35 @@ class DeviceStatus:
             uptime_ms=v["uptime_ms"], temperature_c=v["temperature_dc"] / 10.0,
             rep_rate_hz=v["rep_rate_hz"],
         )
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    """An EVT_STATE: the device's state change, why (``cause``) and its ``fault_code``, read
+    in one place so that every user of the event (a stream, a safety mirror) reads it alike."""
+
+    old_state: State
+    new_state: State
+    cause: Cause
+    fault_code: FaultCode
+
+    @classmethod
+    def from_message(cls, msg: Message) -> StateEvent:
+        """From an EVT_STATE (the codec refused values outside the enumerations)."""
+        v = {k: int(x) for k, x in msg.values.items()}
+        return cls(old_state=State(v["old_state"]), new_state=State(v["new_state"]),
+                   cause=Cause(v["cause"]), fault_code=FaultCode(v["fault_code"]))
+
+
+@dataclass(frozen=True)
+class InterlockEvent:
+    """An EVT_INTERLOCK: the interlock inputs before and after the change (a set bit permits
+    emission)."""
+
+    old: Interlock
+    new: Interlock
+
+    @classmethod
+    def from_message(cls, msg: Message) -> InterlockEvent:
+        """From an EVT_INTERLOCK."""
+        return cls(old=Interlock(int(msg["old"])), new=Interlock(int(msg["new"])))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from drivers.errors import DeviceLost, DeviceMisreport, DeviceTimeout, PlanMismatch
-from drivers.info import DeviceStatus
+from drivers.info import DeviceStatus, InterlockEvent, StateEvent
 from drivers.link import DeliveredRun, Pending, Queued
 from drivers.protocol import Message, first_out_of_sequence, message
 from drivers.protocol.messages import (
@@ -242,14 +242,13 @@ class PassStreamer:
             self.credits = int(msg["credits"])
             self.record_delivered(msg.records["index"], msg.records["measured_uj"])
         elif msg.name == "EVT_STATE":
-            self.state = State(int(msg["new_state"]))
-            self.cause = Cause(int(msg["cause"]))
-            self.fault_code = FaultCode(int(msg["fault_code"]))
+            event = StateEvent.from_message(msg)
+            self.state, self.cause, self.fault_code = event.new_state, event.cause, event.fault_code
             if self.state in ENDING_STATES:
                 self.ending = True
                 self.reconcile()
         elif msg.name == "EVT_INTERLOCK":
-            self.interlocks = Interlock(int(msg["new"]))
+            self.interlocks = InterlockEvent.from_message(msg).new
 
     def reconcile(self) -> None:
         """Ask for the device's status, in order with the events; forget unacked batches."""

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import product
 
 import numpy as np
 import pytest
 
 from controller.record import lsb_to_mm
+from controller.safety import SafetyMirror, Transition
 from controller.session import timing_for
 from controller.thermal_delivered import spot_positions_um
 from controller.validation import _device_findings
 from drivers.errors import LimitError
 from drivers.galvo import GalvoScanner, lsb_to_um, usable_half_field_um
-from drivers.info import average_power_mw, power_limited_rate_hz
-from drivers.protocol.messages import SPOT_DTYPE
+from drivers.info import InterlockEvent, StateEvent, average_power_mw, power_limited_rate_hz
+from drivers.protocol import Message, decode, encode, message
+from drivers.protocol.messages import SPOT_DTYPE, Cause, FaultCode, Interlock, State
 from drivers.pulse import PulseGenerator
+from drivers.stream import PassStreamer
 from tests.test_drivers_units import LIMITS
 from tests.test_session import plan_for_device, settings
 
@@ -73,3 +77,57 @@ def test_the_planner_fires_at_the_highest_rate_the_power_check_accepts() -> None
     findings: list = []
     _device_findings(plan, 0, 0, limits, findings)
     assert not [f for f in findings if "average_power" in str(f)]
+
+
+def _decoded(msg: Message) -> Message:
+    """``msg`` as the link hands it over: encoded, then decoded from the wire."""
+    return decode(encode(msg)[1:-1])
+
+
+def test_state_and_interlock_events_decode_to_typed_values() -> None:
+    event = StateEvent.from_message(_decoded(message(
+        "EVT_STATE", 7, old_state=int(State.EMITTING), new_state=int(State.FAULT),
+        cause=int(Cause.INTERLOCK), fault_code=int(FaultCode.INTERLOCK_OPEN))))
+    assert event == StateEvent(State.EMITTING, State.FAULT, Cause.INTERLOCK,
+                               FaultCode.INTERLOCK_OPEN)
+    assert type(event.new_state) is State and type(event.cause) is Cause
+    assert type(event.fault_code) is FaultCode
+    interlocks = InterlockEvent.from_message(_decoded(message("EVT_INTERLOCK", 8, old=0x0F,
+                                                              new=0x07)))
+    assert interlocks == InterlockEvent(
+        Interlock(0x0F), Interlock.KEY_ON | Interlock.DOOR_CLOSED | Interlock.ESTOP_RELEASED)
+    assert type(interlocks.new) is Interlock
+
+
+class _Streamer(PassStreamer):
+    """A PassStreamer with only the state its event handling touches; no link to reconcile
+    with (an ending state asks for the status), so that is only noted."""
+
+    def __init__(self) -> None:
+        self.state, self.cause, self.fault_code = State.STANDBY, None, FaultCode.NONE
+        self.interlocks, self.ending, self.reconciled = Interlock(0), False, False
+
+    def reconcile(self) -> None:
+        self.reconciled = True
+
+
+def test_the_stream_and_the_safety_mirror_read_an_event_alike() -> None:
+    """Both parsed EVT_STATE and EVT_INTERLOCK themselves (State(int(msg["new_state"]))...)."""
+    for new, cause, fault in product(State, Cause, FaultCode):
+        msg = _decoded(message("EVT_STATE", old_state=int(State.ARMED), new_state=int(new),
+                               cause=int(cause), fault_code=int(fault)))
+        event = StateEvent.from_message(msg)
+        seen: list[Transition] = []
+        mirror, stream = SafetyMirror(0.0, seen.append), _Streamer()
+        mirror.on_event(msg)
+        stream.handle_event(msg)
+        assert (mirror.state, mirror.fault) == (stream.state, stream.fault_code) == (
+            event.new_state, event.fault_code)
+        assert stream.cause is event.cause and seen[-1].cause == event.cause.name.lower()
+    for bits in range(16):
+        msg = _decoded(message("EVT_INTERLOCK", old=0, new=bits))
+        mirror, stream = SafetyMirror(0.0), _Streamer()
+        mirror.on_event(msg)
+        stream.handle_event(msg)
+        assert mirror.interlocks == stream.interlocks == InterlockEvent.from_message(msg).new
+        assert type(mirror.interlocks) is type(stream.interlocks) is Interlock
