@@ -313,9 +313,9 @@ class Link:
         subscription.thread.start()
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._lock:  # as _event hands events out: none after the end marker
                 self._subscriptions = [s for s in self._subscriptions if s is not subscription]
-            subscription.end()
+                subscription.end()
             if threading.current_thread() is subscription.thread:
                 subscription.active = False
             else:
@@ -404,10 +404,11 @@ class Link:
                                          f"reply from the device: {exc}"))
 
     def _event(self, event: Message | DeliveredRun) -> None:
-        for q in self._event_queues:
-            q.put(event)
-        for subscription in self._subscriptions:
-            subscription.pending.put(event)
+        with self._lock:  # an unsubscribe's end marker comes after every event handed out
+            for q in self._event_queues:
+                q.put(event)
+            for subscription in self._subscriptions:
+                subscription.pending.put(event)
 
     def _handle(self, msg: Message) -> None:
         definition = msg.definition

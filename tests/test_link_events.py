@@ -223,6 +223,31 @@ def test_a_blocked_subscriber_delays_neither_another_nor_its_unsubscribe() -> No
         link.close()
 
 
+def test_an_event_being_handed_out_when_unsubscribe_runs_still_reaches_the_callback() -> None:
+    """The reader fed the event queues, then the subscriptions, without the link's lock: an
+    unsubscribe between the two put its end marker before the event, which was dropped
+    (review of session 15). An event queue that takes its time holds the reader there."""
+    transport = ScriptedTransport()
+    link = Link(transport, heartbeat_s=60.0)
+    heard: list[int] = []
+    handing_out = threading.Event()
+
+    class SlowQueue(queue.SimpleQueue):
+        def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+            handing_out.set()
+            time.sleep(0.2)
+
+    try:
+        unsubscribe = link.subscribe(lambda item: heard.append(item.seq))  # type: ignore[union-attr]
+        link._event_queues.append(SlowQueue())
+        transport.chunks.put(state_event(7))
+        assert handing_out.wait(5.0)  # received: the reader is handing it out
+        unsubscribe()
+        assert heard == [7]
+    finally:
+        link.close()
+
+
 def test_unsubscribe_hands_over_the_events_received_before_it() -> None:
     """A session recorded the transitions its callback had not yet been handed when it closed:
     they were dropped."""
