@@ -516,7 +516,7 @@ class TreatmentRecord:
         self.read_only = read_only
         self.lock_timeout_s = float(lock_timeout_s)
         self.head_path = self.path.with_name(self.path.name + ".head")
-        self._lock = threading.RLock()  # events arrive on the driver's dispatcher thread too
+        self._lock = threading.RLock()  # events arrive on the link's subscriber threads too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd: int | None = None
         #: The end of the chain as this object last verified or wrote it (its appends check

@@ -255,6 +255,8 @@ class TreatmentSession:
         self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
+        #: a transition the record refused (on the link's thread); the run checks it
+        self._unrecorded: RecordError | None = None
         self.mirror = SafetyMirror(device.info.limits.pre_emission_ms / 1000.0,
                                    self._on_transition)
         if session_id is None:
@@ -496,7 +498,10 @@ class TreatmentSession:
 
     def _check_mirror(self) -> None:
         """MirrorFailed once the mirror raised on an event: what it says of the device's state
-        and interlocks can no longer be trusted, and no spot fires on it."""
+        and interlocks can no longer be trusted, and no spot fires on it. RecordError once a
+        transition could not be recorded: the record must hold every one."""
+        if self._unrecorded is not None:
+            raise self._unrecorded
         exc = self._mirror_failure
         if exc is not None:
             raise MirrorFailed(f"the session's safety mirror failed on a device event "
@@ -510,9 +515,13 @@ class TreatmentSession:
             self.record.append(self.session_id, "transition",
                                old=t.old.name if t.old is not None else None, new=t.new.name,
                                cause=t.cause, fault=t.fault.name)
-        except RecordError as exc:  # on the link's event thread: run() meets it at its next
-            # write and stops emission; here it would only be a traceback per event
+        except RecordError as exc:  # on the link's event thread: the run stops at its next
+            # check (a lock held a moment too long lets its next write through, which would
+            # have hidden the lost entry); here it would only be a traceback per event
             log.warning("transition %s not recorded: %s", t.new.name, exc)
+            if self._unrecorded is None:
+                self._unrecorded = RecordError(f"the transition to {t.new.name} could not be "
+                                               f"recorded: {exc}")
 
     # -- running ----------------------------------------------------------------------------
     def delivered_count(self, job: PassJob) -> int:
@@ -542,8 +551,9 @@ class TreatmentSession:
         status = "completed"
         detail = cause = ""
         lying = False
-        self._mirror_failure = None  # a failure of an earlier run ended it; each pass below
-        # adopts the device's status into the mirror before it fires
+        # what ended an earlier run; each pass below adopts the device's status into the
+        # mirror before it fires
+        self._mirror_failure = self._unrecorded = None
         self._stop_unconfirmed = False
         try:
             for job in self.jobs:
@@ -779,14 +789,18 @@ class TreatmentSession:
         return self._given.closed or self.device.closed
 
     def _stopped_by_close(self, job: PassJob) -> SessionStop:
-        """The run's end after the host closed the Device: emission stopped (by its close();
-        on a Device the session opened, by the session), nothing reconnected; resumable as
-        other stops are."""
+        """The run's end after the host closed the Device: emission stopped (by its close(),
+        whose answer it waits for; on a Device the session opened, by the session), nothing
+        reconnected; resumable as other stops are."""
         if not self.device.closed:
-            self._halt_emission()
+            stopped = self._halt_emission()
+        else:
+            stopped = self.device.wait_closed() and self.device.stop_confirmed is True
+            self._stop_unconfirmed |= not stopped
         return SessionStop("fault", f"the device was closed by the host (Device.close()) in "
-                           f"pass {job.number + 1}: emission stopped, nothing reconnected; "
-                           "resume the session to continue", cause="closed_by_host")
+                           f"pass {job.number + 1}: emission "
+                           f"{'stopped' if stopped else 'not confirmed stopped'}, nothing "
+                           "reconnected; resume the session to continue", cause="closed_by_host")
 
     def _reconnect(self, job: PassJob) -> None:
         if self.reconnect is None:

@@ -64,6 +64,10 @@ class Device:
     def __init__(self, transport: Transport, request_timeout_s: float = 1.0) -> None:
         #: True once :meth:`close` has begun (from any thread): the host closed it
         self.closed = False
+        #: whether close() had the device confirm emission stopped (None: not closed, or
+        #: closed read-only); set once close() is done (:meth:`wait_closed`)
+        self.stop_confirmed: bool | None = None
+        self._close_done = threading.Event()
         self._closing = threading.Lock()  # close() waits for an ARM, START or RESUME under way
         self.transport = transport
         self.link = Link(transport, request_timeout_s=request_timeout_s)
@@ -293,9 +297,22 @@ class Device:
             self.closed = True
         try:
             if stop_emission:
-                self.stop_emission()
+                self.stop_confirmed = self.stop_emission()
         finally:
             self.link.close()
+            self._close_done.set()
+
+    def wait_closed(self, timeout_s: float | None = None) -> bool:
+        """Wait until a close() under way (on another thread) is done, at most ``timeout_s``
+        (None: as long as its stop of emission may take, two rounds of its budget, and 1 s
+        more); whether it is."""
+        if timeout_s is None:
+            timeout_s = 2.0 * self._stop_budget_s() + 1.0
+        return self._close_done.wait(timeout_s)
+
+    def _stop_budget_s(self) -> float:
+        """How long :meth:`stop_emission` waits for its replies: one watchdog period."""
+        return max(self.info.limits.watchdog_ms / 1000.0, STOP_BUDGET_MIN_S)
 
     def stop_emission(self) -> bool:
         """Stop emission at once, best effort: PAUSE (an emitting device stops), then DISARM if
@@ -309,8 +326,7 @@ class Device:
         request timeout: a short one does not cut them short."""
         if self.link.lost is not None:
             return False
-        deadline = time.monotonic() + max(self.info.limits.watchdog_ms / 1000.0,
-                                          STOP_BUDGET_MIN_S)
+        deadline = time.monotonic() + self._stop_budget_s()
 
         def request(name: str) -> Message:
             timeout_s = deadline - time.monotonic()

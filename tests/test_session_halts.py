@@ -332,3 +332,57 @@ def test_the_controller_reaches_events_through_the_device_api() -> None:
 
     source = Path(controller.session.__file__).read_text(encoding="utf-8")
     assert "drivers.link" not in source and ".link." not in source
+
+
+def test_a_transition_the_record_refused_for_a_moment_stops_the_run(
+        record: TreatmentRecord) -> None:
+    """Another writer held the record's lock a little longer than lock_timeout_s around
+    START: the EMITTING transition, written on the link's thread, was refused and only
+    logged, and the run's next write went through once the lock was free, so the session
+    completed with that entry missing (review of session 15). The run now stops emission and
+    ends as record_error, naming the transition; a resume completes the pass."""
+    record.lock_timeout_s = 0.3
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan={"size_mm": 8.0, "passes": 1})
+        start = dev.start
+
+        def start_while_held(*args: Any, **kwargs: Any) -> None:
+            fd = flock_held(record._lock_path)  # another writer, stalled for 0.4 s
+            threading.Timer(0.4, os.close, (fd,)).start()
+            start(*args, **kwargs)
+
+        dev.start = start_while_held  # type: ignore[method-assign]
+        outcome = session.run()
+        assert outcome.status == "fault" and outcome.cause == "record_error"
+        assert "the transition to EMITTING could not be recorded" in outcome.detail
+        assert_stopped(dev, session)
+        dev.start = start  # type: ignore[method-assign]
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_a_close_from_another_thread_says_whether_it_stopped_emission(
+        record: TreatmentRecord, answers: bool) -> None:
+    """A GUI thread closes the Device mid-pass: the session trusted that close to stop
+    emission and recorded "emission stopped" even when the device never confirmed it
+    (review of session 15). It now waits for the close's answer and says which."""
+    gone: list[threading.Thread] = []
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40 and not gone:
+            if not answers:
+                dev.simulator.faults.link(drop=1.0, direction="in")
+            gone.append(threading.Thread(target=dev.close))
+            gone[0].start()
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        outcome = session.run()
+        gone[0].join()
+        assert dev.stop_confirmed is answers
+    assert (outcome.status, outcome.cause) == ("fault", "closed_by_host")
+    assert ("emission stopped," in outcome.detail) is answers
+    assert (NOT_CONFIRMED_STOPPED in outcome.detail) is not answers
+    stopped = next(record.entries(session.session_id, "run_stopped")).body
+    assert stopped["detail"].endswith(NOT_CONFIRMED_STOPPED) is not answers
