@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from controller.errors import SettingsError, pass_field
 from controller.numbers import distinct_digits
@@ -132,12 +133,45 @@ def session_coverage(plans: Sequence[Plan]) -> tuple[float, int]:
     return shares[k], k
 
 
+def column_depths_um(plan: Plan) -> NDArray[np.float64]:
+    """Every spot's column: one pulse's calibrated depth times the stack."""
+    depth = plan.settings.handpiece.depth_for_energy_um(plan.energy_uj / 1000.0)
+    return np.asarray(depth * plan.stack, dtype=np.float64)
+
+
 def deepest_column_um(plan: Plan, p: int) -> float:
-    """The deepest column of pass ``p``: one pulse's calibrated depth times the stack, to
-    0.1 µm (energies are whole µJ, so a depth asked for at the limit reads 1600.001 µm)."""
-    part = plan.pass_slice(p)
-    depth = plan.settings.handpiece.depth_for_energy_um(plan.energy_uj[part] / 1000.0)
-    return round(float((depth * plan.stack[part]).max()), 1)
+    """The deepest column of pass ``p``, to 0.1 µm (energies are whole µJ, so a depth asked
+    for at the limit reads 1600.001 µm)."""
+    return round(float(column_depths_um(plan)[plan.pass_slice(p)].max()), 1)
+
+
+def deepest_coinciding_um(plans: Sequence[Plan]) -> float:
+    """The deepest column where spots of several passes land on one another: each spot's
+    depth plus that of every other spot of the session whose centre lies within one spot
+    radius of it (the second pulse ablates on from the bottom of the first hole: passes
+    fired on the same positions, ``offset = false``, add up), to 0.1 µm. Offset passes land
+    at least half a pitch away (more than a radius within the envelope's coverage) and do
+    not count."""
+    x = np.concatenate([plan.x_um for plan in plans])
+    y = np.concatenate([plan.y_um for plan in plans])
+    depth = np.concatenate([column_depths_um(plan) for plan in plans])
+    radius = max(plan.settings.handpiece.spot_diameter_um for plan in plans) / 2.0
+    cx, cy = np.floor(x / radius).astype(np.int64), np.floor(y / radius).astype(np.int64)
+    key = (cx << 32) + cy  # cells of one radius: a neighbour lies in one of the 9 around
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    total = np.zeros_like(depth)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            near = ((cx + dx) << 32) + (cy + dy)
+            lo = np.searchsorted(sorted_key, near, "left")
+            hi = np.searchsorted(sorted_key, near, "right")
+            for m in range(int((hi - lo).max(initial=0))):
+                i = np.flatnonzero(lo + m < hi)
+                j = order[lo[i] + m]
+                close = (x[i] - x[j]) ** 2 + (y[i] - y[j]) ** 2 < radius**2
+                np.add.at(total, i[close], depth[j[close]])
+    return round(float(total.max(initial=0.0)), 1)
 
 
 def _device_findings(plan: Plan, p: int, g: int, limits: DeviceLimits,
@@ -319,6 +353,13 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                                     MIN_SPOT_RATE_HZ, "Hz", "at least"))
         if limits is not None:
             _device_findings(plan, p, g, limits, findings)
+    if len(passes) > 1:
+        deepest = max(deepest_column_um(plan, p) for plan, p in passes)
+        coinciding = deepest_coinciding_um(plans)
+        if coinciding > deepest:  # else the passes' own checks above say it
+            _check(findings, warnings, "envelope",
+                   "depth_um of columns of several passes on one spot", coinciding,
+                   envelope.max_depth_um, "µm", bl)
     for plan in plans:
         _check(findings, warnings, "envelope", "combined_coverage_percent",
                plan.metrics.combined_coverage_pct, envelope.max_combined_coverage_percent, "%",

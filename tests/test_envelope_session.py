@@ -17,6 +17,8 @@ from controller.script import parse_script
 from controller.validation import (
     ClinicalEnvelope,
     PlanRejected,
+    column_depths_um,
+    deepest_coinciding_um,
     deepest_column_um,
     distinct_digits,
     session_coverage,
@@ -148,3 +150,48 @@ def test_within_outline_is_the_closed_square(x: float, y: float, turn_deg: float
         assert bool(within_outline(vx, vy, px, py)[0]) == (edge_gap < 0)
     snapped = (np.array([2000.0 * np.sign(x or 1.0)]), np.array([min(max(y, -2000.0), 2000.0)]))
     assert within_outline(vx, vy, *rotate(*snapped, math.radians(turn_deg)))[0]
+
+
+def deep_passes(offset: bool) -> list[Plan]:
+    """Two 5 mm passes of 1 mm columns (two pulses each): on the same positions
+    (``offset = false``, two plans) or offset into the first one's reservoirs (one plan)."""
+    one = '[[pass]]\npattern = "square"\nsize_mm = 5\npitch_um = 700\ndepth_um = 1000\nstack = 2\n'
+    return plans_of(one + one + ("" if offset else "offset = false\n"))
+
+
+def test_passes_fired_on_the_same_spots_add_their_depth() -> None:
+    """Two 1 mm passes on the same positions make 2 mm columns: each pass alone was within
+    max_depth_um (review of session 15: the limit was per pass)."""
+    plans = deep_passes(offset=False)
+    assert len(plans) == 2
+    one = deepest_column_um(plans[0], 0)
+    assert deepest_coinciding_um(plans) == pytest.approx(2 * one, abs=0.2)
+    with pytest.raises(PlanRejected) as caught:
+        validate_plans(plans, LAX, thermal=[])
+    [finding] = caught.value.violations
+    assert finding.field == "depth_um of columns of several passes on one spot"
+    assert finding.value == pytest.approx(2 * one, abs=0.2)
+
+
+def test_offset_passes_do_not_add_their_depth() -> None:
+    [plan] = deep_passes(offset=True)
+    assert len(plan.metrics.passes) == 2
+    assert deepest_coinciding_um([plan]) == deepest_column_um(plan, 0)
+    assert validate_plans([plan], LAX, thermal=[]) == []
+
+
+@given(st.lists(st.tuples(st.floats(-3000, 3000), st.floats(-3000, 3000)), min_size=1,
+                max_size=40))
+def test_coinciding_depth_is_the_neighbour_sum_brute_force(points: list[tuple[float, float]]
+                                                           ) -> None:
+    """The grid search finds every pair within a radius, as an all-pairs sum does."""
+    [plan] = deep_passes(offset=True)
+    xy = np.array(points)
+    n = len(xy)
+    fake = replace(plan, x_um=xy[:, 0], y_um=xy[:, 1], energy_uj=plan.energy_uj[:n],
+                   stack=plan.stack[:n])
+    depth = column_depths_um(fake)
+    radius = plan.settings.handpiece.spot_diameter_um / 2
+    d2 = (xy[:, None, 0] - xy[None, :, 0]) ** 2 + (xy[:, None, 1] - xy[None, :, 1]) ** 2
+    expected = ((d2 < radius**2) * depth[None, :]).sum(axis=1).max()
+    assert deepest_coinciding_um([fake]) == pytest.approx(round(expected, 1), abs=0.06)
