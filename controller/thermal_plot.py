@@ -17,13 +17,17 @@ if TYPE_CHECKING:
 #: Colour map of the peak rise; the damage contour is drawn over it in this colour.
 RISE_CMAP = "inferno"
 DAMAGE_COLOUR = "cyan"
+#: Pixels a side that a whole block spans at least: a map whose size is not a multiple of
+#: the block is drawn over its true extent, so its blocks shrink by up to half (still a
+#: pixel), and an edge block keeps a pixel beside the axes' frame.
+MIN_BLOCK_PX = 2.0
 
 
 def cells_per_block(ax: Axes, extent_um: tuple[float, float, float, float],
                     cell_um: float) -> int:
-    """The most map cells a side that one block may hold so that every block of the map,
-    drawn in ``ax`` at the limits it has (the map's extent where it has none), still spans at
-    least one pixel of the written picture (at the figure's dpi)."""
+    """The fewest map cells a side that one block must hold so that every block of the map,
+    drawn in ``ax`` at the limits it has (the map's extent where it has none), spans at
+    least ``MIN_BLOCK_PX`` pixels of the written picture (at the figure's dpi)."""
     xmin, xmax, ymin, ymax = (v * 1e-3 for v in extent_um)
     if ax.get_autoscalex_on() or ax.get_autoscaley_on():  # imshow would set these
         ax.set_xlim(xmin, xmax)
@@ -33,7 +37,7 @@ def cells_per_block(ax: Axes, extent_um: tuple[float, float, float, float],
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     box = ax.get_window_extent()
     cell_px = cell_um * 1e-3 * min(box.width / abs(x1 - x0), box.height / abs(y1 - y0))
-    return max(1, math.ceil(1.0 / cell_px)) if cell_px > 0 else 1
+    return max(1, math.ceil(MIN_BLOCK_PX / cell_px)) if cell_px > 0 else 1
 
 
 def pooled(cells: NDArray[np.generic], block: int) -> NDArray[np.generic]:
@@ -56,23 +60,26 @@ def draw_injury_map(ax: Axes, result: ThermalResult, title: str) -> None:
     resolution the picture shows them at, in blocks of cells (:func:`cells_per_block`), each
     coloured by its hottest cell and counted damaged when any of its cells is, so that no
     peak and no damaged cell is lost to the resampling; a block left blank had no sampled
-    cell. A map whose size is not a multiple of the block reaches less than a block (under
-    one pixel) further, its last blocks drawn whole. The contour closes along the map's
-    edge, so that damage reaching it (or a map damaged throughout) is enclosed."""
+    cell. The blocks are drawn over the map's true extent: where its size is not a multiple
+    of the block, the last, partial block is widened and the others narrowed to fit (by at
+    most a block in all, each keeping a pixel; a partial block drawn whole had reached past
+    the axes' limits and been cut to nothing). The contour closes along the map's edge, so
+    that damage reaching it (or a map damaged throughout) is enclosed."""
     x0_um, x1_um, y0_um, _ = result.extent_um
-    cell_um = (x1_um - x0_um) / result.peak_rise_k.shape[1]
+    ny, nx = result.peak_rise_k.shape
+    cell_um = (x1_um - x0_um) / nx
     block = cells_per_block(ax, result.extent_um, cell_um)
     rise = pooled(result.peak_rise_k, block)
     damaged = pooled(result.damaged, block)
-    block_mm = block * cell_um * 1e-3
+    rows, cols = rise.shape
     xmin, ymin = x0_um * 1e-3, y0_um * 1e-3
-    xmax, ymax = xmin + rise.shape[1] * block_mm, ymin + rise.shape[0] * block_mm
+    xmax, ymax = xmin + nx * cell_um * 1e-3, ymin + ny * cell_um * 1e-3  # the true extent
     ax.imshow(np.ma.masked_less(rise, 0.0), origin="lower", extent=(xmin, xmax, ymin, ymax),
               cmap=RISE_CMAP, vmin=0.0, interpolation="nearest")
     if damaged.any():  # closed along the map's edge: no reservoir lies beyond it
-        rows, cols = damaged.shape
-        ax.contour(xmin + (np.arange(-1, cols + 1) + 0.5) * block_mm,
-                   ymin + (np.arange(-1, rows + 1) + 0.5) * block_mm,
+        bw, bh = (xmax - xmin) / cols, (ymax - ymin) / rows
+        ax.contour(xmin + (np.arange(-1, cols + 1) + 0.5) * bw,
+                   ymin + (np.arange(-1, rows + 1) + 0.5) * bh,
                    np.pad(damaged, 1).astype(np.float32), levels=[0.5],
                    colors=DAMAGE_COLOUR, linewidths=0.8)
     ax.set_xlabel("x (mm)")

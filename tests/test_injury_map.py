@@ -110,3 +110,29 @@ def test_a_map_damaged_throughout_is_enclosed_by_the_contour(tmp_path: Path) -> 
     (x0, y0), (x1, y1) = contour.get_datalim(fig.axes[0].transData).get_points()
     assert (x0, y0, x1, y1) == pytest.approx((0.0, 0.0, 7.5, 7.5), abs=1e-9)
     assert cyan_pixels(pixels) > 100
+
+
+@pytest.mark.parametrize("n", [997, 996, 1000])
+@pytest.mark.parametrize("where", ["corner", "last row", "last column"])
+def test_a_cell_in_the_last_partial_block_or_at_the_frame_shows(
+        tmp_path: Path, n: int, where: str) -> None:
+    """A map whose size is not a multiple of the block drew its last, partial block whole,
+    past the axes' limits, and the part left inside spanned no pixel: a damaged cell or a
+    peak there vanished; a peak in an edge block of one pixel hid under the frame (review of
+    session 15). Each case against the same map without the cell."""
+    i, j = {"corner": (n - 1, n - 1), "last row": (n - 1, n // 2),
+            "last column": (n // 2, n - 1)}[where]
+    cold = np.zeros((n, n))
+    clean = np.zeros((n, n), bool)
+    scaled = cold.copy()
+    scaled[0, 0] = 100.0  # one hot cell elsewhere: the colour scale of both maps
+    hot = scaled.copy()
+    hot[i, j] = 100.0
+    _, without = drawn(result(scaled, clean), tmp_path / "scaled.png")
+    _, peak = drawn(result(hot, clean), tmp_path / "peak.png")
+    assert (np.abs(peak - without).sum(axis=2) > 0.1).sum() >= 1
+    damaged = clean.copy()
+    damaged[i, j] = True
+    _, base = drawn(result(cold, clean), tmp_path / "base.png")
+    _, marked = drawn(result(cold, damaged), tmp_path / "damaged.png")
+    assert (np.abs(marked - base).sum(axis=2) > 0.1).sum() >= 1
