@@ -380,7 +380,7 @@ def _density_suggestion(screen: PlanThermal) -> str:
     coverage = settings.resolved_density.coverage_pct
     sparsest = density_at_pitch(MAX_PITCH_UM, settings.handpiece.spot_diameter_um,
                                 settings.grid).coverage_pct
-    wanted = coverage * _heat_scale(screen)
+    wanted = coverage * _usable(_heat_scale(screen))
     failed: tuple[str, PlanThermal] | None = None  # the last variant screened, its coverage
     for _ in range(MAX_DENSITY_SCREENS):
         target, shown = coverage_down(wanted)
@@ -406,10 +406,17 @@ def _density_suggestion(screen: PlanThermal) -> str:
             return _density_fails(screen, coverage, shown, variant,
                                   f", the sparsest the planner builds (pitch "
                                   f"{MAX_PITCH_UM:g} µm),")
-        wanted = target * min(CUT_STEP, _heat_scale(variant))
+        wanted = target * min(CUT_STEP, _usable(_heat_scale(variant)))
     assert failed is not None
     cuts = f"{MAX_DENSITY_SCREENS} cut" + "s" * (MAX_DENSITY_SCREENS != 1)
     return _density_fails(screen, coverage, *failed, f", the last of {cuts} screened,")
+
+
+def _usable(scale: float) -> float:
+    """A heat scale to cut the density by: the estimate where it is one (finite, > 0), else
+    CUT_STEP (the estimate may read no limit, or a negative rise, where the limiting cell's
+    damage is not the plan's own)."""
+    return scale if math.isfinite(scale) and scale > 0.0 else CUT_STEP
 
 
 def _density_fails(screen: PlanThermal, coverage: float, shown: str, variant: PlanThermal,

@@ -90,3 +90,15 @@ def test_a_damaged_share_just_over_its_limit_reads_over_it() -> None:
     assert float(found.group(2)) == pytest.approx(limit_pct, abs=0.0005)
     cell = thermal_cell(pass_rows([plan], [ThermalCheck(0, screen)])[0])
     assert cell == f"FAIL {found.group(1)} %"
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, float("inf"), float("nan")])
+def test_a_heat_scale_that_estimates_nothing_still_gives_a_density_suggestion(
+        monkeypatch: pytest.MonkeyPatch, scale: float) -> None:
+    """The heat scale estimate can read no limit or a negative rise; taken as the density
+    cut, its logarithm raised (ValueError, OverflowError) from the rejection's explanation
+    (review of session 15). It now cuts by CUT_STEP and screens on."""
+    monkeypatch.setattr(thermal_screen, "_heat_scale", lambda screen: scale)
+    monkeypatch.setattr(thermal_screen, "MAX_DENSITY_SCREENS", 2)
+    line = density_line(checks(HOT)[0])
+    assert "density" in line and "%" in line
