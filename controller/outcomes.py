@@ -31,7 +31,8 @@ FAULT_CAUSES = {
 }
 #: Faults of the session, not the device (:data:`FAULT_CAUSES`): an operator reset of the
 #: device changes nothing there, so none is offered or used.
-NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error", "closed_by_host")
+NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error", "closed_by_host",
+                  "stopped_elsewhere")
 #: Device faults ``co2scan run --reset-fault`` resets without asking: the host's or the link's
 #: (a crash, a power cycle). A laser, galvo or interlock fault is the operator's to check.
 AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from controller.cli import main
 from controller.commands.run import deliver
 from controller.errors import SettingsError
 from controller.record import TreatmentRecord
-from controller.session import SessionProgress, TreatmentSession
+from controller.session import SessionOutcome, SessionProgress, TreatmentSession
 from drivers import open_device
 from drivers.protocol.messages import FaultCode
 from tests.test_cli_run import FAST as CLI_FAST
@@ -186,3 +187,25 @@ def test_reset_fault_flag_resets_no_laser_fault_without_asking(record: Treatment
     assert outcome.status == "fault" and session.mirror.fault is FaultCode.ENERGY_DEVIATION
     assert not list(record.entries(session.session_id, "operator_reset"))
     assert fired < sum(j.spots.count for j in session.jobs)
+
+
+def test_a_run_stopped_elsewhere_is_not_reset_by_the_flag() -> None:
+    """A pass paused or disarmed by someone else leaves the device paused or ready, not
+    faulted: co2scan run --reset-fault sent an operator reset, which the device refused
+    (review of session 15). It now ends there, for a --resume."""
+    stopped = SessionOutcome("fault", 1, "pass 1 paused, not by this session nor the "
+                             "footswitch (host_command)", {0: 40}, "stopped_elsewhere")
+    calls: list[str] = []
+
+    class Stub:
+        mirror = SimpleNamespace(fault=FaultCode.NONE)
+
+        def run(self) -> SessionOutcome:
+            calls.append("run")
+            return stopped
+
+        def operator_reset(self) -> None:
+            calls.append("reset")
+
+    assert deliver(Stub(), interactive=False, resets=3) is stopped  # type: ignore[arg-type]
+    assert calls == ["run"]
