@@ -23,7 +23,7 @@ FAULT_CAUSES = {
     "link_lost": "the link to the device was lost",
     "closed_by_host": "the Device was closed by this host while the session ran",
     "device_mismatch": "not the device the session was planned for",
-    "stopped_elsewhere": "the pass was disarmed or aborted by someone else",
+    "stopped_elsewhere": "the pass was disarmed, aborted or paused by someone else",
     "count_mismatch": "the device's count of fired spots is behind the record, or cannot be "
                       "confirmed",
     "record_error": "the treatment record could not be written",

@@ -25,7 +25,7 @@ HELP = """plan an example treatment, preview it, deliver it to the embedded simu
 progress, verify the record and draw the report
 
 Writes plan.png, report.png, demo.toml and the treatment record into --out. The record is
-treatments.db with its chain head treatments.db.head (and the empty lock file
+treatments.db with its chain head treatments.db.head (and the lock file
 treatments.db.lock): copy the .head file along with the .db, or the copy does not verify
 (see co2scan log --help).
 

@@ -53,7 +53,8 @@ must include it, else the copy does not verify ("chain head file ... is missing"
 co2scan uses the record, or after one was killed, SQLite's write-ahead log FILE-wal (with
 its index FILE-shm) may hold committed entries not yet merged into FILE: copy it too, or
 copy when no co2scan uses the record (`co2scan log verify` then merges and removes it).
-FILE.lock is an empty file the writers lock; it need not be copied.
+FILE.lock is the file the writers lock (holding the writer's process id while locked); it
+need not be copied.
 
 examples:
   co2scan log list
