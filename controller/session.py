@@ -496,7 +496,7 @@ class TreatmentSession:
         if self._mirror_failure is None:
             self._mirror_failure = exc
 
-    def _check_mirror(self) -> None:
+    def _check_events(self) -> None:
         """MirrorFailed once the mirror raised on an event: what it says of the device's state
         and interlocks can no longer be trusted, and no spot fires on it. RecordError once a
         transition could not be recorded: the record must hold every one."""
@@ -941,7 +941,7 @@ class TreatmentSession:
                 self.device.disarm()
                 raise SessionStop("paused", f"paused by the operator before emission in pass "
                                   f"{job.number + 1}")
-            self._check_mirror()
+            self._check_events()
             if ready():
                 return
             waiting_for = what() or "emission permission"
@@ -987,7 +987,7 @@ class TreatmentSession:
             if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)
-            self._check_mirror()
+            self._check_events()
             wanted = self._abort.is_set() or self._pause.is_set() or self._closed_by_host()
             if wanted and not stop_sent and progress.state is State.EMITTING:
                 stop_sent = True  # pause first; an abort follows once the device is paused

@@ -133,16 +133,17 @@ def session_coverage(plans: Sequence[Plan]) -> tuple[float, int]:
     return shares[k], k
 
 
-def column_depths_um(plan: Plan) -> NDArray[np.float64]:
-    """Every spot's column: one pulse's calibrated depth times the stack."""
-    depth = plan.settings.handpiece.depth_for_energy_um(plan.energy_uj / 1000.0)
-    return np.asarray(depth * plan.stack, dtype=np.float64)
+def column_depths_um(plan: Plan, part: slice = slice(None)) -> NDArray[np.float64]:
+    """The columns of the spots ``part`` of the plan (all by default): one pulse's calibrated
+    depth times the stack."""
+    depth = plan.settings.handpiece.depth_for_energy_um(plan.energy_uj[part] / 1000.0)
+    return np.asarray(depth * plan.stack[part], dtype=np.float64)
 
 
 def deepest_column_um(plan: Plan, p: int) -> float:
     """The deepest column of pass ``p``, to 0.1 µm (energies are whole µJ, so a depth asked
     for at the limit reads 1600.001 µm)."""
-    return round(float(column_depths_um(plan)[plan.pass_slice(p)].max()), 1)
+    return round(float(column_depths_um(plan, plan.pass_slice(p)).max()), 1)
 
 
 def deepest_coinciding_um(plans: Sequence[Plan]) -> float:
@@ -338,6 +339,7 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
     passes = [(plan, p) for plan in plans for p in range(len(plan.metrics.passes))]
     _check(findings, warnings, "envelope", "passes", len(passes), envelope.max_passes, "", bl)
     fluence = 0.0
+    deepest = [deepest_column_um(plan, p) for plan, p in passes]
     for g, (plan, p) in enumerate(passes):
         m = plan.metrics.passes[p]
         energy_mj = float(plan.energy_uj[plan.pass_slice(p)].max()) / 1000.0
@@ -345,8 +347,8 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                m.coverage_pct, envelope.max_coverage_percent, "%", bl)
         _check(findings, warnings, "envelope", pass_field(g, "energy_mj"), energy_mj,
                envelope.max_energy_mj, "mJ", bl)
-        _check(findings, warnings, "envelope", pass_field(g, "depth_um"),
-               deepest_column_um(plan, p), envelope.max_depth_um, "µm", bl)
+        _check(findings, warnings, "envelope", pass_field(g, "depth_um"), deepest[g],
+               envelope.max_depth_um, "µm", bl)
         fluence += m.area_fluence_j_cm2
         if m.spot_rate_hz < MIN_SPOT_RATE_HZ:  # else fired faster than it was screened
             findings.append(Finding("device", pass_field(g, "spot_rate_hz"), m.spot_rate_hz,
@@ -354,9 +356,8 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
         if limits is not None:
             _device_findings(plan, p, g, limits, findings)
     if len(passes) > 1:
-        deepest = max(deepest_column_um(plan, p) for plan, p in passes)
         coinciding = deepest_coinciding_um(plans)
-        if coinciding > deepest:  # else the passes' own checks above say it
+        if coinciding > max(deepest):  # else the passes' own checks above say it
             _check(findings, warnings, "envelope",
                    "depth_um of columns of several passes on one spot", coinciding,
                    envelope.max_depth_um, "µm", bl)
