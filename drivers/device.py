@@ -289,12 +289,16 @@ class Device:
     def close(self, stop_emission: bool = True) -> None:
         """Stop emission (:meth:`stop_emission`, which logs it when not confirmed), then close
         the link (idempotent). From another thread too: from then on ARM, START and RESUME are
-        refused, and what the link's users get is :class:`DeviceClosed`, not taken for a
-        pulled cable. ``stop_emission=False`` is for read-only use only (a Device opened to
-        identify it, never armed by this host): it sends nothing, leaving a pass that another
-        host runs on the device as it is."""
+        refused, and the link sends only what stops emission or asks the state
+        (:data:`drivers.link.WHILE_CLOSING`; anything else raises DeviceClosed unsent, whoever
+        sends it: these methods, a stream's SPOT_BATCH, a raw ``link.request``); what the
+        link's users get is :class:`DeviceClosed`, not taken for a pulled cable.
+        ``stop_emission=False`` is for read-only use only (a Device opened to identify it,
+        never armed by this host): it sends nothing, leaving a pass that another host runs on
+        the device as it is."""
         with self._closing:
             self.closed = True
+            self.link.begin_close()  # whoever sends: only what stops emission goes out
         try:
             if stop_emission:
                 self.stop_confirmed = self.stop_emission()

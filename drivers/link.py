@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 IDEMPOTENT = frozenset({"IDENTIFY", "HEARTBEAT", "STATUS_REQUEST", "GALVO_JUMP", "AIMING_BEAM",
                         "PULSE_SETTINGS"})
 
+#: What a link still sends once the host has begun closing it (:meth:`Link.begin_close`): the
+#: requests that stop emission or ask the state, as closing needs them. Any other (ARM, START,
+#: RESUME, a SPOT_BATCH that an emitting device would fire, a LOAD_PLAN to fire later) could
+#: lead to emission: it raises DeviceClosed, unsent, whoever sends it.
+WHILE_CLOSING = frozenset({"HEARTBEAT", "STATUS_REQUEST", "PAUSE", "DISARM", "ABORT",
+                           "RAISE_FAULT"})
+
 READ_CHUNK = 65536
 POLL_S = 0.05
 #: The request timeouts a link takes (s): a reply within a poll at least, a silent device
@@ -190,6 +197,8 @@ class Link:
         self._lock = threading.Lock()  # seq and pending; never held while writing
         self._write_lock = threading.Lock()
         self._pending: dict[int, Pending] = {}
+        #: set by begin_close (under the write lock): only WHILE_CLOSING requests go out
+        self.closing = False
         self._last_write = time.monotonic()
         #: while set, heartbeats only within this long of the owner's last alive()
         self._lease_s: float | None = None
@@ -221,7 +230,8 @@ class Link:
         """Number and send ``requests`` in one write; their replies complete the handles.
 
         With ``target``, each completed handle is also put on that queue, in wire order with
-        the events of ``queue_events``.
+        the events of ``queue_events``. Once :meth:`begin_close` has run, a write with a request
+        not in :data:`WHILE_CLOSING` raises DeviceClosed and sends none of ``requests``.
         """
         if self.lost is not None:
             raise self.lost
@@ -229,6 +239,11 @@ class Link:
         with self._write_lock:  # frames leave in seq order; the reader never needs this lock
             if self.lost is not None:  # closed meanwhile: never write to a closed transport
                 raise self.lost
+            if self.closing:
+                refused = next((r.name for r in requests if r.name not in WHILE_CLOSING), None)
+                if refused is not None:
+                    raise DeviceClosed(f"{refused} not sent: the link is being closed by the "
+                                       f"host (only {', '.join(sorted(WHILE_CLOSING))} go out)")
             with self._lock:
                 now = time.monotonic()
                 for request in requests:
@@ -338,12 +353,22 @@ class Link:
         self._alive_at = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------
+    def begin_close(self) -> None:
+        """The host is closing the link (``Device.close()``, from any thread): from now on it
+        sends only :data:`WHILE_CLOSING` requests (stopping emission needs them), whoever asks;
+        any other raises DeviceClosed unsent. Returns once a write under way has left: anything
+        sent before is on the wire ahead of what closing sends. Idempotent; :meth:`close` does
+        it too."""
+        with self._write_lock:
+            self.closing = True
+
     def close(self) -> None:
         """Stop the threads and close the transport; idempotent. Every waiter, event queue
         and subscriber then gets :class:`DeviceClosed` (a request of another thread that
         fails meanwhile too: the host closed the link, no cable was pulled). Subscribers get
         the events received before; their threads are waited for up to 2 s together (a
         callback that blocks longer ends on its own)."""
+        self.begin_close()
         with self._lock:
             if self._stop.is_set():
                 return

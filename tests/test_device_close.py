@@ -8,8 +8,9 @@ real time, so the device fires spot by spot while the test watches.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 
 import drivers
-from drivers import Device, open_device
+from drivers import Device, DeviceClosed, open_device
 from drivers.link import Link
-from drivers.protocol.messages import FaultCode, State
+from drivers.protocol import FrameDecoder, Message, message
+from drivers.protocol.messages import BY_ID, FaultCode, State
 from drivers.spots import PassSpots
 from sim_hw.config import SimConfig
+from sim_hw.device import SimDevice
 from sim_hw.tcp_server import serve_tcp
 
 OPTIONS = {"pre_emission_ms": "20", "footswitch": "down", "seed": "7",
@@ -185,3 +188,125 @@ def test_a_read_only_close_and_identify_send_nothing_that_changes_the_device(
         info = drivers.identify(rig.dev.url)
         assert info == rig.dev.info
         assert set(sent) == {"IDENTIFY", "STATUS_REQUEST"}, sent
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of each request the simulator received, in order (whatever the transport: the
+    sim:// one and the TCP server both hand the simulator the bytes that arrived)."""
+    names: list[str] = []
+    decoder = FrameDecoder()
+    receive = SimDevice.receive
+
+    def spy(self: SimDevice, data: bytes) -> None:
+        names.extend(BY_ID[frame.type_id].name for frame in decoder.feed(data))
+        receive(self, data)
+
+    monkeypatch.setattr(SimDevice, "receive", spy)
+    return names
+
+
+def buffer(dev: Device, spots: PassSpots, n: int = 100) -> None:
+    """Send the pass's first ``n`` spots."""
+    (handle,) = dev.link.send([message("SPOT_BATCH", records=spots.records[:n])])
+    handle.wait(1.0)
+
+
+def ready_with_plan(dev: Device) -> list[Message]:
+    """A plan loaded and spots buffered, not armed: the ARM it takes."""
+    spots = armed(dev)
+    buffer(dev, spots)
+    dev.disarm()  # the buffer kept
+    return [message("ARM", plan_checksum=spots.checksum)]
+
+
+def armed_for_start(dev: Device) -> list[Message]:
+    """ARMED, spots buffered, the pre-emission delay over: a START fires them."""
+    buffer(dev, armed(dev))
+    time.sleep(2 * float(OPTIONS["pre_emission_ms"]) / 1000)
+    return [message("START")]
+
+
+def paused(dev: Device) -> list[Message]:
+    """PAUSED mid-batch: a RESUME fires the rest."""
+    buffer(dev, emitting(dev))
+    dev.pause()
+    return [message("RESUME")]
+
+
+def emitting_with_an_empty_buffer(dev: Device) -> list[Message]:
+    """EMITTING, no spot sent yet: a device fires the spots of any SPOT_BATCH that arrives."""
+    spots = emitting(dev)
+    return [message("SPOT_BATCH", records=spots.records[:100])]
+
+
+#: Each sets the device up where one request arms it or makes it fire, and returns that request.
+LEADS_TO_EMISSION = [ready_with_plan, armed_for_start, paused, emitting_with_an_empty_buffer]
+
+
+@pytest.mark.parametrize("setup", LEADS_TO_EMISSION, ids=lambda f: f.__name__)
+def test_nothing_that_leads_to_emission_leaves_the_link_once_close_has_begun(
+        rig: Rig, received: list[str], monkeypatch: pytest.MonkeyPatch,
+        setup: Callable[[Device], list[Message]]) -> None:
+    """Device.close() refused ARM, START and RESUME in Device's own methods only: while it
+    stopped emission (until it closed the link, up to a watchdog period on a slow link) another
+    thread's dev.link.request("START"), or a stream's SPOT_BATCH, still went out, and the
+    device armed, emitted, or fired the batch after the host had closed it. The link now sends
+    only what stops emission or asks the state once close() has begun."""
+    requests = setup(rig.dev)
+    fired = rig.sim.device.fired_count
+    attempts: list[BaseException | None] = []
+    began: list[int] = []
+    stop_emission = Device.stop_emission
+
+    def another_thread_sends() -> None:
+        try:
+            for handle in rig.dev.link.send(requests):
+                handle.wait(1.0)
+            attempts.append(None)
+        except BaseException as exc:
+            attempts.append(exc)
+
+    def stop_racing(self: Device) -> bool:  # close() has begun: closed is set
+        began.append(len(received))
+        sender = threading.Thread(target=another_thread_sends)
+        sender.start()
+        sender.join()
+        time.sleep(0.2)  # what the request would have started
+        return stop_emission(self)
+
+    monkeypatch.setattr(Device, "stop_emission", stop_racing)
+    rig.dev.close()
+    assert len(attempts) == 1 and isinstance(attempts[0], DeviceClosed), attempts
+    name = requests[0].name
+    assert name not in received[began[0]:], received[began[0]:]
+    assert rig.sim.device.fired_count == fired, "the device fired after close() began"
+    assert rig.sim.device.state is State.READY
+    with pytest.raises(DeviceClosed):  # and after close(), as before
+        rig.dev.link.send(requests)
+
+
+def test_a_closing_link_sends_only_what_stops_emission(rig: Rig, received: list[str]) -> None:
+    """Link.begin_close(): requests that stop emission or ask the state still go out (close()
+    needs them); any other raises DeviceClosed unsent."""
+    spots = emitting(rig.dev)
+    rig.dev.link.begin_close()
+    began = len(received)
+    for name, values in [("START", {}), ("RESUME", {}), ("ARM", {"plan_checksum": 0}),
+                         ("LOAD_PLAN", {"pass_index": 0, "spot_count": 1, "plan_checksum": 0,
+                                        "first_index": 0}),
+                         ("RESET_FAULT", {}), ("AIMING_BEAM", {"on": 1}),
+                         ("PULSE_SETTINGS", {"rep_rate_hz": 500})]:
+        with pytest.raises(DeviceClosed, match=f"{name} not sent"):
+            rig.dev.link.request(name, **values)
+    with pytest.raises(DeviceClosed, match="SPOT_BATCH not sent"):  # one refused: none sent
+        rig.dev.link.send([message("STATUS_REQUEST"),
+                           message("SPOT_BATCH", records=spots.records[:10])])
+    assert rig.dev.stop_emission() is True  # PAUSE, STATUS_REQUEST, DISARM
+    rig.dev.link.request("ABORT")
+    rig.dev.link.request("HEARTBEAT")
+    assert rig.dev.status().state is State.STANDBY  # aborted: the plan unloaded
+    assert set(received[began:]) <= {"PAUSE", "DISARM", "ABORT", "STATUS_REQUEST",
+                                     "HEARTBEAT"}, received[began:]
+    assert {"PAUSE", "DISARM", "ABORT"} <= set(received[began:])
+    assert rig.sim.device.fired_count == 0
