@@ -52,6 +52,10 @@ INJURY_TITLE_IN = 0.2  # the injury map's title has a second line (its numbers)
 TITLE_LINE_IN = 0.25
 TITLE_CHARS_PER_IN = 9.5  # 13 pt text
 HISTOGRAM_W_IN = 4.2
+#: The least room between the labels of panels side by side, and from a label to the edge
+#: (inches): the report widens for what its labels take (:func:`_keep_apart`).
+LABEL_GAP_IN = 0.2
+EDGE_IN = 0.1
 CAPTION_LINE_IN = 0.2
 CAPTION_CHARS_PER_IN = 12.5  # 9 pt monospace
 SCALE_BAND = 0.14  # extra room below the pattern (fraction of its extent) for the scale bar
@@ -426,7 +430,37 @@ def draw_report(planned_xy: ArrayLike, delivered_mask: ArrayLike, measured_uj: A
     named_set = set_uj if measured.size or planned_set_uj is None else planned_set_uj
     _energy_histogram(right, ratio_pct, named_set,
                       unread=max(int(done.sum()) - measured.size, 0))
+    _keep_apart(fig, [[left], [middle, cax], [right]])
     return _save(fig, out_path, {"spots": left, "injury": middle, "energy": right})
+
+
+def _keep_apart(fig: Figure, columns: Sequence[Sequence[Axes]]) -> None:
+    """Move each column of axes (a panel and its colour bar), left to right, clear of the one
+    before it: at least LABEL_GAP_IN between their labels as drawn (titles, axis labels, tick
+    labels: the colour bar's, the histogram's counts, widen with their numbers), and EDGE_IN
+    from the picture's edges; the figure widens by what that takes (sizes and heights kept)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    width_in, height_in = fig.get_size_inches()
+    shifts: list[float] = []
+    reach_in = EDGE_IN - LABEL_GAP_IN  # the right end of the labels so far, shifted
+    for column in columns:
+        box = Bbox.union([b for ax in column if (b := ax.get_tightbbox(renderer)) is not None])
+        left_in, right_in = box.x0 / fig.dpi, box.x1 / fig.dpi
+        shift = max(shifts[-1] if shifts else 0.0, reach_in + LABEL_GAP_IN - left_in)
+        shifts.append(shift)
+        reach_in = right_in + shift
+    new_width_in = max(width_in + shifts[-1], reach_in + EDGE_IN)
+    if new_width_in == width_in and not any(shifts):
+        return
+    places = [[(ax, ax.get_position(original=True)) for ax in column] for column in columns]
+    fig.set_size_inches(new_width_in, height_in)
+    for placed, shift in zip(places, shifts, strict=True):
+        for ax, pos in placed:
+            ax.set_position(((pos.x0 * width_in + shift) / new_width_in, pos.y0,
+                             pos.width * width_in / new_width_in, pos.height))
 
 
 def _energy_histogram(ax: Axes, ratio_pct: np.ndarray, set_uj: ArrayLike, unread: int = 0

@@ -3,6 +3,7 @@ injury maps under every pass and in the report."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +13,12 @@ import pytest
 pytest.importorskip("matplotlib")
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.image import imread
+from matplotlib.transforms import Bbox
 
+from controller import pictures
 from controller.pictures import (
     CMAP,
     DPI,
@@ -221,3 +226,61 @@ def test_report_histogram_names_delivered_spots_without_a_reading(
                 tmp_path / "r.png", "report", injury="no injury map: test")
     assert any(t.startswith("40 of 40 within") and "2 delivered without a reading" in t
                for t in titles)
+
+
+def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The figures pictures write from now on, laid out as written (drawn on an Agg canvas)."""
+    figures: list[Figure] = []
+    save = pictures._save
+
+    def keep(fig: Figure, out_path: str | Path, axes: dict[str, Axes]) -> Picture:
+        figures.append(fig)
+        picture = save(fig, out_path, axes)
+        FigureCanvasAgg(fig).draw()
+        return picture
+
+    monkeypatch.setattr(pictures, "_save", keep)
+    return figures
+
+
+def axes_labelled(fig: Figure, ylabel: str) -> Axes:
+    return next(ax for ax in fig.axes if ax.get_ylabel() == ylabel)
+
+
+def axes_titled(fig: Figure, start: str) -> Axes:
+    return next(ax for ax in fig.axes if ax.get_title().startswith(start))
+
+
+@pytest.mark.parametrize("readings", [40, 12_000])
+def test_report_labels_do_not_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      readings: int) -> None:
+    """The histogram's "spots" label overlapped the injury map's colour-bar label (its count
+    ticks widen with the readings, the bar's with the peak rise): each panel with its labels
+    now keeps clear of the next, the picture widened for them."""
+    figures = drawn_figures(monkeypatch)
+    xy_um = np.array([(x, y) for x in range(-3000, 3001, 1000) for y in range(-3000, 3001, 1000)],
+                     dtype=float)
+    x_um, y_um = xy_um.T
+    n = len(x_um)
+    hot = simulate_pass(x_um, y_um, np.arange(n, dtype=np.float64) * 2e-3, np.full(n, 20_000.0),
+                        np.full(n, 200.0), TissueParams(thickness_um=300.0))
+    assert hot.peak_rise_k.max() > 100  # three-digit bar ticks
+    picture = draw_report(xy_um, np.ones(n, bool), np.full(readings, 40_000.0), 40_000,
+                          tmp_path / "r.png", "report", injury=hot, spot_diameter_um=300)
+    (fig,) = figures
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    renderer = canvas.get_renderer()
+    spots = axes_labelled(fig, "spots")
+    bar = axes_labelled(fig, "peak temperature rise (K)")
+    spots_box = spots.yaxis.label.get_window_extent(renderer)
+    bar_box = bar.yaxis.label.get_window_extent(renderer)
+    assert not spots_box.overlaps(bar_box)
+    assert spots_box.x0 - bar_box.x1 >= pictures.LABEL_GAP_IN * DPI - 1
+    panels = [[axes_titled(fig, "delivered")], [axes_titled(fig, "injury map"), bar], [spots]]
+    boxes = [Bbox.union([b for ax in group if (b := ax.get_tightbbox(renderer)) is not None])
+             for group in panels]
+    for one, other in itertools.pairwise(boxes):
+        assert one.x1 < other.x0  # labels, tick labels and titles side by side, apart
+    width, height = picture.size_px
+    assert all(b.x0 >= 0 and b.x1 <= width and b.y0 >= 0 and b.y1 <= height for b in boxes)
