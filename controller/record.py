@@ -519,6 +519,11 @@ class TreatmentRecord:
         self._lock = threading.RLock()  # events arrive on the link's subscriber threads too
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd: int | None = None
+        #: The deadlines (time.monotonic()) of the open :meth:`lock_waits_end_by` blocks, by
+        #: a token of each; a separate lock, as a writer waiting for the lock file holds
+        #: ``_lock`` (a block must open while the link's thread waits).
+        self._wait_deadlines: dict[object, float] = {}
+        self._deadlines_lock = threading.Lock()
         #: The end of the chain as this object last verified or wrote it (its appends check
         #: only what came after); None until its first append checks the whole record.
         self._checked: _ChainEnd | None = None
@@ -636,32 +641,59 @@ class TreatmentRecord:
                 _unlock(fd)
 
     def _take_lock_file(self, what: str) -> int:
-        """Lock ``<record>.lock`` (its descriptor), waiting at most ``lock_timeout_s`` for
-        another writer to let go of it (RecordLocked naming the file and its holder), and
-        write this process's id into it for a writer that gives up waiting."""
+        """Lock ``<record>.lock`` (its descriptor), waiting at most ``lock_timeout_s`` (and
+        until an open :meth:`lock_waits_end_by` block's deadline) for another writer to let go
+        of it (RecordLocked naming the file and its holder), and write this process's id into
+        it for a writer that gives up waiting."""
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         fd = self._lock_fd
-        deadline = monotonic() + self.lock_timeout_s
+        started = monotonic()
+        deadline = started + self.lock_timeout_s
         pause_s = 0.0005
-        while not _try_lock(fd):
-            left_s = deadline - monotonic()
+        while not _try_lock(fd):  # tried once at least, whatever the deadlines
+            ends = min([deadline, *self._wait_deadlines.values()])
+            left_s = ends - monotonic()
             if left_s <= 0.0:
-                raise self._locked(fd, what)
+                raise self._locked(fd, what, None if ends == deadline else ends - started)
             sleep(min(pause_s, left_s))
             pause_s = min(2.0 * pause_s, LOCK_POLL_MAX_S)
         _name_holder(fd, os.getpid())
         return fd
 
-    def _locked(self, fd: int, what: str) -> RecordLocked:
+    @contextmanager
+    def lock_waits_end_by(self, deadline: float) -> Iterator[None]:
+        """In the block, every wait for the writers' lock (a write's, or :meth:`verify`'s), on
+        any thread and one already under way included, gives up (RecordLocked) by ``deadline``
+        (a time.monotonic() time) at the latest; each still gives up after lock_timeout_s,
+        and takes the lock if it is free, however late. A session's entries after it stopped
+        delivering share one such deadline: a writer stalled on the lock made each of them
+        wait lock_timeout_s in turn (run() returned after 4 x 5 s)."""
+        token = object()
+        with self._deadlines_lock:
+            self._wait_deadlines = {**self._wait_deadlines, token: deadline}
+        try:
+            yield
+        finally:
+            with self._deadlines_lock:
+                self._wait_deadlines = {k: v for k, v in self._wait_deadlines.items()
+                                        if k is not token}
+
+    def _locked(self, fd: int, what: str, cut_s: float | None = None) -> RecordLocked:
+        """The RecordLocked of a wait that gave up: after lock_timeout_s, or after ``cut_s``
+        (a :meth:`lock_waits_end_by` deadline ended it sooner)."""
         pid = _holder(fd)
         holder = ("a writer that did not name itself (not co2scan, or an older one)"
                   if pid is None else f"process {pid}"
                   + (" (this one: another TreatmentRecord of the same file)"
                      if pid == os.getpid() else ""))
+        waited = (f"the {self.lock_timeout_s:g} s this writer waits" if cut_s is None else
+                  f"the {max(cut_s, 0.0):.2g} s this writer waited (the writes after a "
+                  f"session stopped share one wait of lock_timeout_s, "
+                  f"{self.lock_timeout_s:g} s)")
         return RecordLocked(
             f"cannot {what} {self.path}: its lock file {self._lock_path} was held by "
-            f"{holder} for the {self.lock_timeout_s:g} s this writer waits"
+            f"{holder} for {waited}"
             + ("; nothing was written" if what != "verify" else "")
             + " (a writer holds it for milliseconds: a longer hold is a stalled process)",
             self._lock_path, pid)

@@ -548,6 +548,10 @@ class TreatmentSession:
             self._pause.clear()  # a pause applies to one run (or, asked between, the next)
 
     def _deliver(self) -> SessionOutcome:
+        with contextlib.ExitStack() as stopped:  # what is written once delivery stopped
+            return self._deliver_in(stopped)
+
+    def _deliver_in(self, stopped: contextlib.ExitStack) -> SessionOutcome:
         status = "completed"
         detail = cause = ""
         lying = False
@@ -561,12 +565,15 @@ class TreatmentSession:
                     self._cool_down(job)
                     self._run_pass(job)
         except SessionStop as stop:
+            self._share_one_wait(stopped, time.monotonic())
             status, detail, cause = stop.status, stop.detail, stop.cause
         except DeviceError as exc:  # uncertain state: stop; the next run() reconciles first
             # A device that does not answer may still fire (its reports lost, our frames
             # arriving): stop it now, not when it is closed (best effort; a lost link is
             # not asked). A device that misreports confirms nothing either (below).
+            since = time.monotonic()
             self._halt_emission()
+            self._share_one_wait(stopped, since)
             lying = isinstance(exc, DeviceMisreport)
             status, detail = "fault", f"device error: {exc}"
             cause = ("refused" if isinstance(exc, DeviceNack) else
@@ -574,17 +581,23 @@ class TreatmentSession:
                      "link_lost" if isinstance(exc, DeviceLost) else "device_error")
             self.record.append(self.session_id, "device_error", error=str(exc))
         except RecordError as exc:  # what fires now could not be recorded: stop emission
-            stopped = self._halt_emission()  # not confirmed: the note below says so
-            status, detail = "fault", (f"{exc}{'; emission stopped' if stopped else ''} (a "
+            since = time.monotonic()
+            halted = self._halt_emission()  # not confirmed: the note below says so
+            self._share_one_wait(stopped, since)
+            status, detail = "fault", (f"{exc}{'; emission stopped' if halted else ''} (a "
                                        "resume records what the device fired meanwhile)")
             cause = "record_error"
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "record_error", error=str(exc))
         except BaseException as exc:  # a bug, the caller's callback, KeyboardInterrupt:
+            since = time.monotonic()
             self._halt_emission()  # the laser stops first
+            self._share_one_wait(stopped, since)
             self.record_interruption((f"{type(exc).__name__}: {exc}" if str(exc)
                                       else type(exc).__name__) + self._stop_note())
             raise
+        else:
+            self._share_one_wait(stopped, time.monotonic())
         note = self._stop_note()
         if status not in ("completed", "aborted") and not lying and cause != "device_mismatch":
             self._confirm_stopped()
@@ -603,6 +616,14 @@ class TreatmentSession:
                 self.record.append(self.session_id, "run_stopped", status=status, cause=cause,
                                    detail=detail[:RUN_DETAIL_CHARS - len(note)] + note)
         return SessionOutcome(status, self.session_id, detail + note, delivered, cause)
+
+    def _share_one_wait(self, stopped: contextlib.ExitStack, since: float) -> None:
+        """From here until run() returns, the writes to the record (why the run stopped, the
+        pass confirmed, the device's transitions on the link's thread) share one wait for
+        its writers' lock: lock_timeout_s from ``since``, when delivery stopped; each still
+        takes the lock if it is free. Behind a stalled writer each waited lock_timeout_s in
+        turn: run() returned 4 x 5 s after the stall began, 3 x 5 s after emission stopped."""
+        stopped.enter_context(self.record.lock_waits_end_by(since + self.record.lock_timeout_s))
 
     def record_interruption(self, reason: str) -> None:
         """After delivery was interrupted (``reason``: an exception run() re-raises, a signal

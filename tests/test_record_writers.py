@@ -7,6 +7,8 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,51 @@ def test_a_writer_that_gives_up_names_the_process_holding_the_lock(tmp_path: Pat
             with pytest.raises(RecordLocked, match="this one: another TreatmentRecord"):
                 b.append(1, "note")
         assert b.new_session(**session_args()) == 1 and b.verify().ok
+
+
+def test_waits_for_the_lock_in_a_lock_waits_end_by_block_share_its_deadline(
+        tmp_path: Path) -> None:
+    """Each write waited lock_timeout_s for a stalled holder, one after the other (a stopped
+    session's last entries: 4 x 5 s). In a lock_waits_end_by block every wait gives up by its
+    deadline, one already under way on another thread too; a write after the deadline
+    still takes a lock that is free; after the block, waits are lock_timeout_s again."""
+    path = tmp_path / "clinic.db"
+    with TreatmentRecord(path, lock_timeout_s=30.0) as record:
+        session = record.new_session(**session_args())
+        fd = flock_held(record._lock_path)
+        raised: list[BaseException] = []
+
+        def waiting() -> None:
+            try:
+                record.append(session, "transition")
+            except RecordLocked as exc:
+                raised.append(exc)
+
+        try:
+            other = threading.Thread(target=waiting)
+            other.start()
+            time.sleep(0.2)  # it waits (for 30 s)
+            started = time.monotonic()
+            with record.lock_waits_end_by(started + 0.5):
+                for _ in range(3):
+                    with pytest.raises(RecordLocked, match=r"s this writer waited \(the "
+                                       "writes after a session stopped share one wait of "
+                                       r"lock_timeout_s, 30 s\); nothing was written"):
+                        record.append(session, "note")
+                other.join(timeout=20.0)
+                assert not other.is_alive() and len(raised) == 1
+                assert time.monotonic() - started < 10.0  # 4 x 30 s without the block
+            record.lock_timeout_s = 0.5
+            waited = time.monotonic()
+            with pytest.raises(RecordLocked, match=r"for the 0\.5 s this writer waits"):
+                record.append(session, "note")
+            assert time.monotonic() - waited >= 0.5  # the block's deadline is gone
+        finally:
+            os.close(fd)
+        with record.lock_waits_end_by(time.monotonic() - 1.0):  # passed, the lock free
+            record.append(session, "note")
+        assert [e.kind for e in record.entries()] == ["session", "note"]
+        assert record.verify().ok
 
 
 @pytest.mark.parametrize("timeout", [-1.0, float("nan"), float("inf"), "5", True, 3601])

@@ -210,10 +210,10 @@ def test_a_writer_stalled_on_the_records_lock_stops_emission_and_run_returns(
 
     locked = record._locked
 
-    def gives_up(fd: int, what: str) -> RecordLocked:
+    def gives_up(*args: Any) -> RecordLocked:
         if lets_go and "fd" in held and threading.current_thread() is threading.main_thread():
             os.close(held.pop("fd"))  # the holder goes on just after the session gave up
-        return locked(fd, what)
+        return locked(*args)
 
     monkeypatch.setattr(record, "_locked", gives_up)
     with open_device(REALTIME) as dev:
@@ -236,6 +236,61 @@ def test_a_writer_stalled_on_the_records_lock_stops_emission_and_run_returns(
         assert session.run().status == "completed"
         assert_record_equals_truth(session, dev.simulator.device.ground_truth)
     assert [e.kind for e in record.sessions()] == ["session"]  # the refused one left none
+
+
+@pytest.mark.parametrize("lets_go_after_s", [None, 0.4], ids=["stalled on", "lets go later"])
+def test_a_run_that_met_a_stalled_writer_returns_within_one_more_lock_timeout(
+        record: TreatmentRecord, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, lets_go_after_s: float | None) -> None:
+    """Behind a writer stalled on the record's lock, run() gave up on the batch it was
+    writing after lock_timeout_s and stopped emission, then waited lock_timeout_s again for
+    each entry after it (record_error, the link's transition, run_stopped) and returned
+    4 x lock_timeout_s after the stall began (20 s at the default 5 s; 3 s after giving up
+    at 1 s here). Those entries now share one wait of lock_timeout_s: run() returns about
+    lock_timeout_s after giving up, and a holder that lets go meanwhile lets every one of
+    them be written."""
+    record.lock_timeout_s = 1.0
+    held: dict[str, int] = {}
+    gave_up: list[float] = []
+
+    def progress(p: SessionProgress) -> None:
+        if p.delivered > 40 and not held:
+            held["fd"] = flock_held(record._lock_path)
+
+    locked = record._locked
+
+    def noted(*args: Any) -> RecordLocked:
+        if not gave_up and lets_go_after_s is not None:
+            threading.Timer(lets_go_after_s, os.close, (held.pop("fd"),)).start()
+        gave_up.append(time.monotonic())
+        return locked(*args)
+
+    monkeypatch.setattr(record, "_locked", noted)
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan=PLAN, on_progress=progress)
+        outcome = session.run()
+        returned = time.monotonic()
+        if "fd" in held:
+            os.close(held.pop("fd"))
+        assert outcome.status == "fault" and outcome.cause == "record_error"
+        assert "emission stopped" in outcome.detail
+        assert dev.status().state not in (State.EMITTING, State.ARMED)
+        # one shared wait of 1 s after giving up (3 waits of 1 s each before): a bound with
+        # 1.5 s to spare for a busy machine, 0.5 s below what the old waits take at least
+        assert returned - gave_up[0] < 2.5
+        kinds = [e.kind for e in record.entries(session.session_id)]
+        after = kinds[len(kinds) - kinds[::-1].index("delivered"):]  # after the last batch
+        if lets_go_after_s is None:  # the entries after it tried, and gave up together
+            assert len(gave_up) >= 3 and max(gave_up) - gave_up[0] < 2.0
+            assert "record_error" not in after and "run_stopped" not in after
+        else:  # nothing of what could be written once the holder let go is lost
+            assert len(gave_up) == 1
+            assert "not recorded" not in caplog.text  # the link's transitions neither
+            assert after[-1] == "run_stopped" and "record_error" in after
+            assert "transition" in after
+        session.on_progress = lambda p: None
+        assert session.run().status == "completed"
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
 
 
 def test_a_safety_mirror_that_fails_on_an_event_stops_emission(
