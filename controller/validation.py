@@ -325,13 +325,15 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                    limits: DeviceLimits | None = None,
                    extra_rejections: list[str] | None = None,
                    thermal: Sequence[ThermalCheck] | None = None,
-                   pass_wait_s: float = 0.0) -> list[Finding]:
+                   pass_wait_s: float = 0.0,
+                   coverage: tuple[float, int] | None = None) -> list[Finding]:
     """Check every pass of every plan and screen every plan thermally; raise PlanRejected or
     return the warnings.
 
     The plans of one session are assumed to treat the same area, so passes and fluence add up.
     ``thermal``: the plans' :func:`check_thermal` when the caller already has it (it is
-    computed here otherwise, with ``pass_wait_s`` between passes).
+    computed here otherwise, with ``pass_wait_s`` between passes). ``coverage``: likewise
+    their :func:`session_coverage` (used for more than one plan).
     """
     findings: list[Finding] = []
     warnings: list[Finding] = []
@@ -366,7 +368,7 @@ def validate_plans(plans: list[Plan], envelope: ClinicalEnvelope,
                plan.metrics.combined_coverage_pct, envelope.max_combined_coverage_percent, "%",
                bl)
     if len(plans) > 1:
-        share, k = session_coverage(plans)
+        share, k = session_coverage(plans) if coverage is None else coverage
         _check(findings, warnings, "envelope",
                f"combined_coverage_percent of plans 1-{len(plans)} on plan {k + 1}'s area",
                share, envelope.max_combined_coverage_percent, "%", bl)

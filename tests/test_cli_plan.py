@@ -9,15 +9,17 @@ import re
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.cli import build_parser, main
-from controller.commands.plan import EXIT_REJECTED, WIDTH, paint
+from controller.commands.plan import EXIT_REJECTED, WIDTH, load_and_plan, paint
 from controller.scanpath import build_plan
 from controller.script import load_script
 from controller.settings import PassSettings
 from controller.timing import GalvoTiming
+from controller.validation import ClinicalEnvelope, PlanRejected, validate_plans
 from sim_hw.config import SimConfig
 from sim_hw.tcp_server import serve_tcp
 
@@ -57,6 +59,48 @@ def test_plan_json_matches_build_plan(capsys: pytest.CaptureFixture[str]) -> Non
     assert doc["pass_wait_s"] == script.pass_wait_s == 0.0
     assert doc["total_spots"] == sum(p["spot_count"] for p in doc["passes"])
     assert [p["stack"] for p in doc["passes"]] == [[2, 2], [2, 2], [1, 1]]
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["text", "json"])
+def test_plan_computes_the_session_coverage_once(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 output: list[str]) -> None:
+    """co2scan plan of several plans computed what they cover together twice: for the
+    envelope's check (validate_plans) and again for its summary line (or JSON). It is
+    computed once and both use it."""
+    import controller.commands.plan as plan_command
+    import controller.validation as validation
+
+    computed: list[tuple[float, int]] = []
+    real = validation.session_coverage
+
+    def counted(plans: Any) -> tuple[float, int]:
+        computed.append(real(plans))
+        return (12.25, 1)  # what both must show: the one value computed
+
+    monkeypatch.setattr(validation, "session_coverage", counted)
+    monkeypatch.setattr(plan_command, "session_coverage", counted)
+    assert main(["plan", DEEP, "--quiet", *output]) == 0
+    out = capsys.readouterr().out
+    assert len(computed) == 1 and computed[0][1] == 0  # deep_scar: 2 plans, on plan 1's area
+    if output:
+        assert json.loads(out)["session_coverage"] == {"coverage_pct": 12.25,
+                                                       "reservoir_pct": 87.75, "on_plan": 1}
+    else:
+        assert "all plans together on plan 2's area: coverage 12.2 %, reservoir 87.8 %" in out
+
+
+def test_validate_plans_checks_the_session_coverage_it_is_given() -> None:
+    """A caller that computed the plans' session coverage passes it: the envelope's
+    combined limit is checked on that value, not a second computation."""
+    _, plans = load_and_plan(DEEP)
+    envelope = ClinicalEnvelope.load()
+    assert validate_plans(plans, envelope, thermal=[]) == []
+    with pytest.raises(PlanRejected) as rejected:
+        validate_plans(plans, envelope, thermal=[], coverage=(61.5, 1))
+    [finding] = rejected.value.violations
+    assert (finding.field, finding.value) == (
+        "combined_coverage_percent of plans 1-2 on plan 2's area", 61.5)
 
 
 def test_plan_table_has_a_row_per_pass_within_100_columns(

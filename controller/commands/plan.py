@@ -239,27 +239,31 @@ def prepare(args: argparse.Namespace) -> tuple[TreatmentScript, list[Plan],
 
 
 def check(plans: list[Plan], pass_wait_s: float = 0.0, quiet: bool = False,
-          device: DeviceInfo | None = None
+          device: DeviceInfo | None = None, coverage: tuple[float, int] | None = None
           ) -> tuple[list[Finding], list[str], list[ThermalCheck]]:
     """Borderline warnings and violations of the plans against the clinical envelope, the
     device's limits (when planned for ``device``, as a session checks them) and the thermal
     screen (passes ``pass_wait_s`` apart), and the thermal check of each plan; the screen's
-    progress on stderr unless ``quiet``."""
+    progress on stderr unless ``quiet``. ``coverage``: the plans' :func:`session_coverage`
+    when the caller has it (computed otherwise, for more than one plan)."""
     with screen_display(sys.stderr, plans, quiet=quiet):
         thermal = check_thermal(plans, pass_wait_s)
         try:
             return validate_plans(plans, ClinicalEnvelope.load(),
                                   None if device is None else device.limits,
-                                  thermal=thermal), [], thermal
+                                  thermal=thermal, coverage=coverage), [], thermal
         except PlanRejected as exc:
             return [], [str(v) for v in exc.violations] + exc.extra, thermal
 
 
 def plan_document(script: TreatmentScript, plans: list[Plan], warnings: list[Finding],
                   violations: list[str], thermal: Sequence[ThermalCheck],
-                  device: DeviceInfo | None = None, device_url: str = "") -> dict[str, Any]:
+                  device: DeviceInfo | None = None, device_url: str = "",
+                  coverage: tuple[float, int] | None = None) -> dict[str, Any]:
     """Everything the summary shows, as JSON-ready data (plan metrics as ``build_plan`` gave).
-    ``device``: the device planned for (at ``device_url``), None for the default timing."""
+    ``device``: the device planned for (at ``device_url``), None for the default timing.
+    ``coverage``: the plans' :func:`session_coverage` (None: computed here, for more than
+    one plan)."""
     rows = pass_rows(plans, thermal)
     first = 0
     plan_docs = []
@@ -287,7 +291,7 @@ def plan_document(script: TreatmentScript, plans: list[Plan], warnings: list[Fin
         "coverage_notes": coverage_notes(plans),
         "total_spots": sum(r.spot_count for r in rows),
         "total_duration_s": sum(r.duration_s for r in rows),
-        "session_coverage": _session_coverage(plans),
+        "session_coverage": _session_coverage(plans, coverage),
     }
 
 
@@ -315,12 +319,20 @@ def coverage_notes(plans: list[Plan]) -> list[str]:
     return notes
 
 
-def _session_coverage(plans: list[Plan]) -> dict[str, float | int] | None:
-    """What the plans of the session cover together (:func:`session_coverage`), on the area
-    of the plan they cover most; None for one plan (its own coverage says it)."""
+def coverage_of(plans: list[Plan]) -> tuple[float, int] | None:
+    """The plans' :func:`session_coverage`, computed once for the checks and the summary;
+    None for one plan (its own coverage says it)."""
+    return session_coverage(plans) if len(plans) > 1 else None
+
+
+def _session_coverage(plans: list[Plan], coverage: tuple[float, int] | None = None
+                      ) -> dict[str, float | int] | None:
+    """What the plans of the session cover together (``coverage``, their
+    :func:`session_coverage` if computed already), on the area of the plan they cover most;
+    None for one plan (its own coverage says it)."""
     if len(plans) < 2:
         return None
-    share, k = session_coverage(plans)
+    share, k = session_coverage(plans) if coverage is None else coverage
     return {"coverage_pct": share, "reservoir_pct": 100.0 - share, "on_plan": k}
 
 
@@ -392,8 +404,11 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(prepared, int):
         return prepared
     script, plans, device = prepared
-    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet, device)
-    doc = plan_document(script, plans, warnings, violations, thermal, device, args.device or "")
+    coverage = coverage_of(plans)  # for the checks and the summary line: computed once
+    warnings, violations, thermal = check(plans, script.pass_wait_s, args.quiet, device,
+                                          coverage)
+    doc = plan_document(script, plans, warnings, violations, thermal, device, args.device or "",
+                        coverage)
     print(json.dumps(doc, indent=2) if args.json else _summary(doc, plans, thermal, sys.stdout))
     return fail("plan rejected:\n  " + "\n  ".join(violations)) if violations else EXIT_OK
 
