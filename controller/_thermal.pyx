@@ -1,5 +1,5 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -fopenmp -fno-trapping-math
+# distutils: extra_compile_args = -fopenmp -fno-trapping-math -ffp-contract=off
 # distutils: extra_link_args = -fopenmp
 """Cython kernels of the thermal screening model (numpy reference: controller.thermal_ref).
 
@@ -23,45 +23,65 @@ cdef extern from *:
     void __builtin_prefetch(const void* addr, int rw, int locality) nogil
 
 
-# Hot loops in C: restrict pointers (no run-time overlap checks) and an AVX2 clone chosen at
-# load time (GCC function multiversioning), so the module still runs on any x86-64. Plain
-# IEEE multiplies and adds in the same order in every clone (no FMA, no reassociation): the
-# same results on every machine. -fno-trapping-math (no floating-point traps are enabled)
-# lets comparisons become selects, so that loops with them vectorise; values are unchanged.
+# Hot loops in C: restrict pointers (no run-time overlap checks) and AVX-512 (x86-64-v4) and
+# AVX2 clones chosen at load time (GCC function multiversioning), so the module still runs on
+# any x86-64. Plain IEEE multiplies and adds in the same order in every clone (no FMA, no
+# reassociation): the same results on every machine; -ffp-contract=off, as the AVX-512 targets
+# enable FMA and GCC would otherwise fuse a * b + c. -fno-trapping-math (no floating-point
+# traps are enabled) lets comparisons become selects, so that loops with them vectorise;
+# values are unchanged.
 cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
 
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-    #define CO2SCAN_CLONES __attribute__((target_clones("avx2", "default")))  /* needs ifunc */
+    #define CO2SCAN_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))  /* needs ifunc */
     #else
     #define CO2SCAN_CLONES
     #endif
 
-    /* Hand-written AVX2 paths (intrinsics), taken while co2scan_simd is set: at import where
-       the CPU has AVX2; cleared, every one takes its portable twin (the tests compare them). */
+    /* Hand-written AVX2 and AVX-512 paths (intrinsics), chosen by co2scan_simd: at import
+       the highest level the CPU has (0 portable, 1 AVX2, 2 AVX-512 F/DQ/VL); every level
+       gives the same bits as the portable twins (the tests compare them). */
     #if defined(__GNUC__) && defined(__x86_64__)
     #define CO2SCAN_AVX2 1
+    #define CO2SCAN_AVX512 1
     #include <immintrin.h>
+    #define CO2SCAN_TARGET512 __attribute__((target("avx512f,avx512dq,avx512vl")))
     #endif
     static int co2scan_simd = 0;
-    static int co2scan_set_simd(int on) {  /* returns the previous setting */
-        int was = co2scan_simd;
+    static int co2scan_simd_max(void) {  /* the highest level this CPU runs */
     #ifdef CO2SCAN_AVX2
-        co2scan_simd = on && __builtin_cpu_supports("avx2");
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                && __builtin_cpu_supports("avx512vl"))
+            return 2;
+        return __builtin_cpu_supports("avx2") ? 1 : 0;
     #else
-        co2scan_simd = 0;
+        return 0;
     #endif
+    }
+    static int co2scan_set_simd_level(int level) {  /* returns the previous level */
+        int was = co2scan_simd, top = co2scan_simd_max();
+        co2scan_simd = level < 0 ? 0 : level > top ? top : level;
         return was;
     }
+    static int co2scan_set_simd(int on) {  /* returns the previous level */
+        return co2scan_set_simd_level(on ? 2 : 0);
+    }
 
-    /* name##_avx2(...) while the hand-written AVX2 loops are in use, else name##_any(...). */
+    /* name##_avx2(...) while the hand-written loops are in use, else name##_any(...);
+       CO2SCAN_SIMD3 also name##_avx512(...) at level 2. */
     #ifdef CO2SCAN_AVX2
     #define CO2SCAN_SIMD(name, ...) \
         (co2scan_simd ? name##_avx2(__VA_ARGS__) : name##_any(__VA_ARGS__))
+    #define CO2SCAN_SIMD3(name, ...) \
+        (co2scan_simd >= 2 ? name##_avx512(__VA_ARGS__) \
+         : co2scan_simd ? name##_avx2(__VA_ARGS__) : name##_any(__VA_ARGS__))
     #else
     #define CO2SCAN_SIMD(name, ...) name##_any(__VA_ARGS__)
+    #define CO2SCAN_SIMD3(name, ...) name##_any(__VA_ARGS__)
     #endif
 
     /* acc[r * stride + c] += ey[k * ld + r] ex[k * ld + c] for k < nk, r < nr, c < nc: the
@@ -120,11 +140,75 @@ cdef extern from *:
     }
     #endif
 
+    #ifdef CO2SCAN_AVX512
+    /* Rows r..r+rows-1 (rows <= 4, a constant once inlined) of co2scan_outer_sum_avx512's
+       block of columns c0..c0+15 (m0, m1: the columns in the acc row, of c0..c0+7 and
+       c0+8..c0+15; none of the second block unless wide): each row's sums in one or two
+       registers across the nk Gaussians, the ex loads shared by the rows. */
+    CO2SCAN_TARGET512 static inline void co2scan_outer_rows512(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey,
+            const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t r,
+            Py_ssize_t c0, int rows, int wide, __mmask8 m0, __mmask8 m1) {
+        __m512d a[4][2];
+        for (int i = 0; i < rows; i++) {
+            double *out = acc + (r + i) * stride + c0;
+            a[i][0] = _mm512_maskz_loadu_pd(m0, out);
+            if (wide)
+                a[i][1] = _mm512_maskz_loadu_pd(m1, out + 8);
+        }
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            const double *gx = ex + k * ld + c0;
+            __m512d x0 = _mm512_loadu_pd(gx), x1 = x0;
+            if (wide)
+                x1 = _mm512_loadu_pd(gx + 8);
+            for (int i = 0; i < rows; i++) {
+                __m512d gy = _mm512_set1_pd(ey[k * ld + r + i]);
+                a[i][0] = _mm512_add_pd(a[i][0], _mm512_mul_pd(gy, x0));
+                if (wide)
+                    a[i][1] = _mm512_add_pd(a[i][1], _mm512_mul_pd(gy, x1));
+            }
+        }
+        for (int i = 0; i < rows; i++) {
+            double *out = acc + (r + i) * stride + c0;
+            _mm512_mask_storeu_pd(out, m0, a[i][0]);
+            if (wide)
+                _mm512_mask_storeu_pd(out + 8, m1, a[i][1]);
+        }
+    }
+
+    /* co2scan_outer_sum_avx2 with AVX-512: 16 columns (8 at the end of a row if no more are
+       left) in one or two registers per row, four rows at a time; masked loads and stores of
+       acc. The same multiplies and adds in the same order: the same bits. ex rows are read up
+       to the next multiple of 16 columns (ld is one). */
+    CO2SCAN_TARGET512 static void co2scan_outer_sum_avx512(
+            double *restrict acc, Py_ssize_t stride, const double *restrict ey,
+            const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
+            Py_ssize_t nc) {
+        for (Py_ssize_t c0 = 0; c0 < nc; c0 += 16) {
+            Py_ssize_t left = nc - c0;
+            __mmask8 m0 = left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1);
+            __mmask8 m1 = left >= 16 ? 0xFF : left > 8 ? (__mmask8)((1u << (left - 8)) - 1) : 0;
+            Py_ssize_t r = 0;
+            if (m1) {
+                for (; r + 4 <= nr; r += 4)
+                    co2scan_outer_rows512(acc, stride, ey, ex, ld, nk, r, c0, 4, 1, m0, m1);
+                for (; r < nr; r++)
+                    co2scan_outer_rows512(acc, stride, ey, ex, ld, nk, r, c0, 1, 1, m0, m1);
+            } else {
+                for (; r + 4 <= nr; r += 4)
+                    co2scan_outer_rows512(acc, stride, ey, ex, ld, nk, r, c0, 4, 0, m0, m1);
+                for (; r < nr; r++)
+                    co2scan_outer_rows512(acc, stride, ey, ex, ld, nk, r, c0, 1, 0, m0, m1);
+            }
+        }
+    }
+    #endif
+
     static void co2scan_outer_sum(
             double *restrict acc, Py_ssize_t stride, const double *restrict ey,
             const double *restrict ex, Py_ssize_t ld, Py_ssize_t nk, Py_ssize_t nr,
             Py_ssize_t nc) {
-        CO2SCAN_SIMD(co2scan_outer_sum, acc, stride, ey, ex, ld, nk, nr, nc);
+        CO2SCAN_SIMD3(co2scan_outer_sum, acc, stride, ey, ex, ld, nk, nr, nc);
     }
 
     /* exp(x) for x in [-708, 709] (the caller checks): x = k ln2/128 + r, exp(x) =
@@ -303,12 +387,151 @@ cdef extern from *:
     }
     #endif
 
+    #ifdef CO2SCAN_AVX512
+    /* co2scan_exp on eight lanes (the same operations: the same bits); the caller checks
+       that every lane lies in [-708, 709]. */
+    CO2SCAN_TARGET512 static inline __m512d co2scan_exp8(
+            __m512d x, const double *restrict exp2) {
+        const __m512d shift = _mm512_set1_pd(6755399441055744.0);
+        __m512d kt = _mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(184.6649652337873)), shift);
+        __m512d kd = _mm512_sub_pd(kt, shift);
+        __m512i k = _mm512_sub_epi64(_mm512_castpd_si512(kt), _mm512_castpd_si512(shift));
+        __m512d r = _mm512_sub_pd(
+            _mm512_sub_pd(x, _mm512_mul_pd(kd, _mm512_set1_pd(0.0054152123475432745))),
+            _mm512_mul_pd(kd, _mm512_set1_pd(5.812982117197185e-13)));
+        __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0 / 24.0),
+                                  _mm512_mul_pd(r, _mm512_set1_pd(1.0 / 120.0)));
+        p = _mm512_add_pd(_mm512_set1_pd(1.0 / 6.0), _mm512_mul_pd(r, p));
+        p = _mm512_add_pd(_mm512_set1_pd(0.5), _mm512_mul_pd(r, p));
+        p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, p));
+        p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, p));
+        __m512i j = _mm512_and_si512(k, _mm512_set1_epi64(127));
+        __m512i scale = _mm512_add_epi64(_mm512_slli_epi64(_mm512_sub_epi64(k, j), 45),
+                                         _mm512_set1_epi64((long long)1023 << 52));
+        __m512d t = _mm512_i64gather_pd(j, exp2, 8);
+        return _mm512_mul_pd(_mm512_mul_pd(t, _mm512_castsi512_pd(scale)), p);
+    }
+
+    /* Lanes of v[0..7] (eight Gaussians' factors at eight consecutive cells) transposed:
+       out + l * ld gets lane l of v[0..7] (one Gaussian's eight cells), for lanes l < m. */
+    CO2SCAN_TARGET512 __attribute__((always_inline)) static inline void co2scan_store8x8(
+            double *out, Py_ssize_t ld, const __m512d v[8], int m) {
+        __m512d t0 = _mm512_unpacklo_pd(v[0], v[1]), t1 = _mm512_unpackhi_pd(v[0], v[1]);
+        __m512d t2 = _mm512_unpacklo_pd(v[2], v[3]), t3 = _mm512_unpackhi_pd(v[2], v[3]);
+        __m512d t4 = _mm512_unpacklo_pd(v[4], v[5]), t5 = _mm512_unpackhi_pd(v[4], v[5]);
+        __m512d t6 = _mm512_unpacklo_pd(v[6], v[7]), t7 = _mm512_unpackhi_pd(v[6], v[7]);
+        /* u0: cells 0-3 of lanes 0, 4; u1: of lanes 2, 6 (t1, t3: lanes 1, 5 and 3, 7) */
+        __m512d u0 = _mm512_shuffle_f64x2(t0, t2, 0x88), u1 = _mm512_shuffle_f64x2(t0, t2, 0xDD);
+        __m512d u2 = _mm512_shuffle_f64x2(t1, t3, 0x88), u3 = _mm512_shuffle_f64x2(t1, t3, 0xDD);
+        __m512d w0 = _mm512_shuffle_f64x2(t4, t6, 0x88), w1 = _mm512_shuffle_f64x2(t4, t6, 0xDD);
+        __m512d w2 = _mm512_shuffle_f64x2(t5, t7, 0x88), w3 = _mm512_shuffle_f64x2(t5, t7, 0xDD);
+        __m512d row[8];
+        row[0] = _mm512_shuffle_f64x2(u0, w0, 0x88), row[4] = _mm512_shuffle_f64x2(u0, w0, 0xDD);
+        row[2] = _mm512_shuffle_f64x2(u1, w1, 0x88), row[6] = _mm512_shuffle_f64x2(u1, w1, 0xDD);
+        row[1] = _mm512_shuffle_f64x2(u2, w2, 0x88), row[5] = _mm512_shuffle_f64x2(u2, w2, 0xDD);
+        row[3] = _mm512_shuffle_f64x2(u3, w3, 0x88), row[7] = _mm512_shuffle_f64x2(u3, w3, 0xDD);
+        for (int l = 0; l < m; l++)
+            _mm512_storeu_pd(out + l * ld, row[l]);
+    }
+
+    /* Eight Gaussians' lines by the two-ratio recurrence, one Gaussian per lane (the first m
+       written), in blocks of eight cells up to n rounded up to 8 (ld is a multiple of 16, at
+       least that): the next block's values and ratios into value and ratio. */
+    CO2SCAN_TARGET512 __attribute__((always_inline)) static inline void co2scan_gauss_block8(
+            double *out, Py_ssize_t ld, __m512d *value, __m512d *ratio, __m512d ratio_step,
+            int m) {
+        __m512d v[8];
+        for (int j = 0; j < 8; j++) {
+            v[j] = *value;
+            *value = _mm512_mul_pd(*value, *ratio);
+            *ratio = _mm512_mul_pd(*ratio, ratio_step);
+        }
+        co2scan_store8x8(out, ld, v, m);
+    }
+
+    /* Eight Gaussians' column lines (na cells into a) and row lines (nb cells into b) by the
+       two-ratio recurrence, one Gaussian per lane (the first m written), in blocks of eight
+       cells up to na and nb rounded up to 8 (ld is a multiple of 16, at least that); the two
+       recurrences interleaved, so that their latencies overlap. */
+    CO2SCAN_TARGET512 static inline void co2scan_gauss_lines8(
+            double *a, Py_ssize_t na, __m512d va, __m512d ra, double *b, Py_ssize_t nb,
+            __m512d vb, __m512d rb, __m512d ratio_step, Py_ssize_t ld, int m) {
+        Py_ssize_t k = 0;
+        for (; k < na && k < nb; k += 8) {
+            co2scan_gauss_block8(a + k, ld, &va, &ra, ratio_step, m);
+            co2scan_gauss_block8(b + k, ld, &vb, &rb, ratio_step, m);
+        }
+        for (Py_ssize_t j = k; j < na; j += 8)
+            co2scan_gauss_block8(a + j, ld, &va, &ra, ratio_step, m);
+        for (Py_ssize_t j = k; j < nb; j += 8)
+            co2scan_gauss_block8(b + j, ld, &vb, &rb, ratio_step, m);
+    }
+
+    /* co2scan_gauss4 on eight lanes, the first m Gaussians' rows written. */
+    CO2SCAN_TARGET512 static inline int co2scan_gauss8(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, __m512d x8, __m512d y8,
+            __m512d s8, __m512d amp8, double step, Py_ssize_t nc, Py_ssize_t nr, int m,
+            const double *restrict exp2) {
+        const __m512d two = _mm512_set1_pd(2.0), st = _mm512_set1_pd(step);
+        const __m512d st2 = _mm512_set1_pd(step * step);
+        const __m512i neg = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+        __m512d e_step = _mm512_div_pd(_mm512_set1_pd(-2.0 * step * step), s8);
+        __m512d e_x0 = _mm512_div_pd(_mm512_castsi512_pd(_mm512_xor_si512(
+            _mm512_castpd_si512(_mm512_mul_pd(x8, x8)), neg)), s8);
+        __m512d e_xr = _mm512_div_pd(_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(
+            _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(two, x8), st), st2)), neg)), s8);
+        __m512d e_y0 = _mm512_div_pd(_mm512_castsi512_pd(_mm512_xor_si512(
+            _mm512_castpd_si512(_mm512_mul_pd(y8, y8)), neg)), s8);
+        __m512d e_yr = _mm512_div_pd(_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(
+            _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(two, y8), st), st2)), neg)), s8);
+        __m512d lo_all = _mm512_min_pd(_mm512_min_pd(e_step, e_x0),
+                                       _mm512_min_pd(_mm512_min_pd(e_xr, e_y0), e_yr));
+        __m512d hi_all = _mm512_max_pd(_mm512_max_pd(e_step, e_x0),
+                                       _mm512_max_pd(_mm512_max_pd(e_xr, e_y0), e_yr));
+        /* every lane in range (NaN compares false) */
+        if ((__mmask8)(_mm512_cmp_pd_mask(lo_all, _mm512_set1_pd(-708.0), _CMP_GE_OQ)
+                       & _mm512_cmp_pd_mask(hi_all, _mm512_set1_pd(709.0), _CMP_LE_OQ))
+                != 0xFF)
+            return 0;
+        __m512d ratio_step = co2scan_exp8(e_step, exp2);
+        co2scan_gauss_lines8(gx, nc, co2scan_exp8(e_x0, exp2), co2scan_exp8(e_xr, exp2),
+                             gy, nr, _mm512_mul_pd(amp8, co2scan_exp8(e_y0, exp2)),
+                             co2scan_exp8(e_yr, exp2), ratio_step, ld, m);
+        return 1;
+    }
+
+    /* co2scan_gauss_factors_avx2 eight Gaussians at a time (the last group's lanes beyond nk
+       copies of its last Gaussian, their rows not written), groups with an exponent outside
+       [-708, 709] by co2scan_gauss_factors_any. The same operations in the same order: the
+       same bits (cells beyond nc and nr, up to the next multiple of 8, get values too). */
+    CO2SCAN_TARGET512 static void co2scan_gauss_factors_avx512(
+            double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
+            const double *restrict dy, const double *restrict s, const double *restrict amp,
+            Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
+            const double *restrict exp2) {
+        const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        for (Py_ssize_t q = 0; q < nk; q += 8) {
+            int m = nk - q < 8 ? (int)(nk - q) : 8;
+            __mmask8 in = (__mmask8)((1u << m) - 1);
+            __m512i pick = _mm512_min_epi64(lane, _mm512_set1_epi64(m - 1));
+            __m512d x8 = _mm512_permutexvar_pd(pick, _mm512_maskz_loadu_pd(in, dx + q));
+            __m512d y8 = _mm512_permutexvar_pd(pick, _mm512_maskz_loadu_pd(in, dy + q));
+            __m512d s8 = _mm512_permutexvar_pd(pick, _mm512_maskz_loadu_pd(in, s + q));
+            __m512d a8 = _mm512_permutexvar_pd(pick, _mm512_maskz_loadu_pd(in, amp + q));
+            if (!co2scan_gauss8(gx + q * ld, gy + q * ld, ld, x8, y8, s8, a8, step, nc, nr, m,
+                                exp2))
+                co2scan_gauss_factors_any(gx + q * ld, gy + q * ld, ld, dx + q, dy + q, s + q,
+                                          amp + q, m, step, nc, nr, exp2);
+        }
+    }
+    #endif
+
     static void co2scan_gauss_factors(
             double *restrict gx, double *restrict gy, Py_ssize_t ld, const double *restrict dx,
             const double *restrict dy, const double *restrict s, const double *restrict amp,
             Py_ssize_t nk, double step, Py_ssize_t nc, Py_ssize_t nr,
             const double *restrict exp2) {
-        CO2SCAN_SIMD(co2scan_gauss_factors, gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
+        CO2SCAN_SIMD3(co2scan_gauss_factors, gx, gy, ld, dx, dy, s, amp, nk, step, nc, nr, exp2);
     }
 
     /* The share of a spot's heat still in the slab at this age: the depth factor linear
@@ -718,6 +941,8 @@ cdef extern from *:
     }
     """
     int _set_simd "co2scan_set_simd"(int on) nogil
+    int _set_simd_level "co2scan_set_simd_level"(int level) nogil
+    int _simd_max "co2scan_simd_max"() nogil
     void _outer_sum "co2scan_outer_sum"(double* acc, Py_ssize_t stride, const double* ey,
                                          const double* ex, Py_ssize_t ld, Py_ssize_t nk,
                                          Py_ssize_t nr, Py_ssize_t nc) nogil
@@ -868,9 +1093,20 @@ def fast_exp(const double[::1] x):
 
 
 def set_simd(bint on):
-    """Use the hand-written AVX2 loops where the CPU has AVX2 (on, the default) or their
-    portable twins (off; the tests compare the two). Returns whether they were in use."""
+    """Use the hand-written SIMD loops at the highest level the CPU has (on, the default) or
+    their portable twins (off; the tests compare them). Returns whether they were in use."""
     return _set_simd(on) != 0
+
+
+def set_simd_level(int level):
+    """Use the hand-written loops of this level: 0 portable, 1 AVX2, 2 AVX-512 (lowered to
+    the highest the CPU has; the tests compare the levels). Returns the previous level."""
+    return _set_simd_level(level)
+
+
+def simd_level_max():
+    """The highest level of hand-written loops this CPU runs (see set_simd_level)."""
+    return _simd_max()
 
 
 set_simd(True)
@@ -1135,8 +1371,8 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
     return not ((ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2))
 
 
-#: Gaussians whose outer products are added to a window's map in one pass (a multiple of 4:
-#: their factors are computed four at a time).
+#: Gaussians whose outer products are added to a window's map in one pass (a multiple of 8:
+#: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
 

@@ -81,40 +81,64 @@ def test_kernels_agree_across_chunks() -> None:
     assert fast[0].max() > 10.0
 
 
+#: Levels of hand-written SIMD loops this CPU runs beyond the portable one (1 AVX2,
+#: 2 AVX-512), each compared with the portable twins.
+SIMD_LEVELS = [pytest.param(level, marks=pytest.mark.skipif(
+    level > _thermal.simd_level_max(), reason="the CPU lacks this level")) for level in (1, 2)]
+
+
 def kernel_maps(x: F64, y: F64, t: F64, heat_uj: F64, radius_um: F64, params: TissueParams,
-                simd: bool) -> tuple:
-    """The Cython kernel's maps with its hand-written AVX2 loops on or off."""
+                level: int) -> tuple:
+    """The Cython kernel's maps with its hand-written loops of this level (0: portable)."""
     lay = Layout.for_spots(x, y, t, params)
     e = heat_uj * 1e-6 / (params.heat_capacity_j_m3_k * params.thickness_um * 1e-6) * 1e12
-    was = _thermal.set_simd(simd)
+    was = _thermal.set_simd_level(level)
     try:
         return _thermal.peak_rise(x, y, t, e, radius_um**2, lay)
     finally:
-        _thermal.set_simd(was)
+        _thermal.set_simd_level(was)
 
 
 def assert_simd_equals_portable(x: F64, y: F64, t: F64, heat_uj: F64, radius_um: F64,
-                                params: TissueParams) -> tuple:
-    """The AVX2 loops give the same bits as their portable twins: peak, far-grid and sampled
-    maps identical; the damage map too but for the order in which the threads' maps are
-    summed (it follows the scheduling: a few ulp)."""
-    fast = kernel_maps(x, y, t, heat_uj, radius_um, params, simd=True)
-    plain = kernel_maps(x, y, t, heat_uj, radius_um, params, simd=False)
+                                params: TissueParams, level: int) -> tuple:
+    """The loops of this level give the same bits as their portable twins: peak, far-grid and
+    sampled maps identical; the damage map too but for the order in which the threads' maps
+    are summed (it follows the scheduling: a few ulp)."""
+    fast = kernel_maps(x, y, t, heat_uj, radius_um, params, level)
+    plain = kernel_maps(x, y, t, heat_uj, radius_um, params, 0)
     for k in (0, 2, 3):
         np.testing.assert_array_equal(fast[k], plain[k])
     np.testing.assert_allclose(fast[1], plain[1], rtol=1e-14, atol=0.0)
     return fast
 
 
+def test_set_simd_levels() -> None:
+    """set_simd(True) takes the highest level the CPU runs, set_simd(False) the portable
+    loops; a level beyond the CPU's is lowered to it."""
+    top = _thermal.simd_level_max()
+    assert top in (0, 1, 2)
+    was = _thermal.set_simd_level(0)
+    try:
+        assert _thermal.set_simd(True) is False
+        assert _thermal.set_simd_level(5) == top
+        assert _thermal.set_simd(False) is (top > 0)
+        assert _thermal.set_simd_level(-1) == 0
+    finally:
+        _thermal.set_simd_level(was)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS)
 @settings(max_examples=15)
-@given(problems())
-def test_simd_loops_equal_their_portable_twins(problem: tuple) -> None:
-    assert_simd_equals_portable(*problem)
+@given(problem=problems())
+def test_simd_loops_equal_their_portable_twins(level: int, problem: tuple) -> None:
+    x, y, t, heat_uj, radius_um, params = problem
+    assert_simd_equals_portable(x, y, t, heat_uj, radius_um, params, level)
 
 
-def test_simd_outer_products_over_wide_windows_and_full_batches() -> None:
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+def test_simd_outer_products_over_wide_windows_and_full_batches(level: int) -> None:
     """Many spots fired at once under wide windows: Gaussians added in full batches and
-    windows of several 16-column blocks with a ragged end, AVX2 and portable alike."""
+    windows of several 16-column blocks with a ragged end, each level and portable alike."""
     rng = np.random.default_rng(11)
     n = 60
     x, y = rng.uniform(-300.0, 300.0, n), rng.uniform(-300.0, 300.0, n)
@@ -122,8 +146,27 @@ def test_simd_outer_products_over_wide_windows_and_full_batches() -> None:
     params = TissueParams(grid_um=20.0, window_um=510.0, far_grid_um=600.0)
     lay = Layout.for_spots(x, y, t, params)
     assert (2 * params.window_um / lay.cell_um) % 16 != 0
-    fast = assert_simd_equals_portable(x, y, t, np.full(n, 2000.0), np.full(n, 40.0), params)
+    fast = assert_simd_equals_portable(x, y, t, np.full(n, 2000.0), np.full(n, 40.0), params,
+                                       level)
     assert fast[0].max() > 10.0
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+@pytest.mark.parametrize("window_um", [50.0, 70.0, 90.0, 110.0, 130.0, 150.0, 170.0, 190.0])
+def test_simd_ragged_windows(level: int, window_um: float) -> None:
+    """Windows 5 to 19 cells wide (every remainder of 8 and 16 columns and rows) and batches
+    of 1 to 16 Gaussians (spots fired in bursts of different sizes): each level and portable
+    alike."""
+    rng = np.random.default_rng(int(window_um))
+    sizes = [1, 2, 3, 5, 7, 8, 9, 12, 16, 17]
+    n = sum(sizes)
+    x, y = rng.uniform(-250.0, 250.0, n), rng.uniform(-250.0, 250.0, n)
+    t = np.concatenate([np.full(k, 0.002 * i) + rng.uniform(0.0, 1e-5, k)
+                        for i, k in enumerate(sizes)])
+    params = TissueParams(grid_um=20.0, window_um=window_um, far_grid_um=400.0)
+    fast = assert_simd_equals_portable(x, y, np.sort(t), rng.uniform(500.0, 3000.0, n),
+                                       rng.uniform(25.0, 90.0, n), params, level)
+    assert fast[0].max() > 1.0
 
 
 def test_kernels_reject_wrong_dtype() -> None:
