@@ -199,10 +199,12 @@ class Link:
         self._pending: dict[int, Pending] = {}
         #: set by begin_close (under the write lock): only WHILE_CLOSING requests go out
         self.closing = False
-        self._last_write = time.monotonic()
+        #: when the latest request the device accepted was sent (ACK or its own reply; a NACK
+        #: does not count, section 7): what the heartbeats are scheduled from
+        self._accepted_at = time.monotonic()
         #: while set, heartbeats only within this long of the owner's last alive()
         self._lease_s: float | None = None
-        self._alive_at = self._last_write
+        self._alive_at = self._accepted_at
         #: the device may fire (its last reported state ARMED or EMITTING; unknown: yes)
         self._may_fire = True
         self._event_queues: list[queue.SimpleQueue[Queued]] = []
@@ -259,7 +261,6 @@ class Link:
                 raise
             try:
                 self.transport.write(wire)  # type: ignore[attr-defined]
-                self._last_write = now
                 failure = None
             except DeviceLost as exc:
                 failure = exc
@@ -449,7 +450,9 @@ class Link:
         with self._lock:
             handle = self._pending.pop(msg.seq, None)
         if handle is None:
-            return  # a late reply to a forgotten request, or a heartbeat's ACK
+            return  # a late reply to a forgotten request
+        if msg.name != "NACK":  # accepted: it fed the watchdog (a refused one did not)
+            self._accepted_at = max(self._accepted_at, handle.sent_at)
         handle.complete(msg)
 
     def _fail(self, exc: DeviceLost) -> None:
@@ -471,17 +474,57 @@ class Link:
             subscription.pending.put(exc)
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_s / 2):
+        """Keep the device's watchdog fed (firmware_protocol.md section 7).
+
+        Guarantee: two requests the device accepts are never more than ``heartbeat_s`` apart
+        on the wire. The loop sends a HEARTBEAT (accepted in every state) once ``heartbeat_s /
+        2`` has passed since the send of the latest request the device accepted (an ACK or its
+        own reply came back; a NACKed request does not feed the watchdog and does not count;
+        one without a reply yet does not count either), and sleeps until that deadline. So
+        the next accepted request leaves at most ``heartbeat_s / 2`` after the last, plus the
+        thread's wake-up delay; the other ``heartbeat_s / 2`` is the margin for that delay
+        and for the link's transit, and the device's ``watchdog_ms - heartbeat_ms`` comes on
+        top. Idle, that is one heartbeat per ``heartbeat_s / 2``; requests the device accepts
+        meanwhile (a stream's batches) push the deadline back, so no heartbeat goes out then.
+        A heartbeat still unanswered after ``heartbeat_s / 2`` does not delay the next.
+
+        The one exception is deliberate: while the lease holder hangs and the device may fire
+        (:meth:`lease_heartbeats`), no heartbeat goes out, so that its watchdog runs out."""
+        sent: list[Pending] = []  # this loop's heartbeats, until answered or forgotten
+        delay = self.heartbeat_s / 2
+        while not self._stop.wait(delay):
             if self.lost is not None:
                 return
             now = time.monotonic()
+            half = self.heartbeat_s / 2
+            delay = half
+            sent = self._heartbeats_unanswered(sent, now)
             if (self._lease_s is not None and now - self._alive_at > self._lease_s
                     and self._may_fire):
                 continue  # the lease holder hangs while the device may fire: let its
                 # watchdog run out
-            if now - self._last_write >= self.heartbeat_s:
-                try:
-                    handles = self.send([message("HEARTBEAT")])
-                except DeviceLost:
-                    return
-                self.forget(handles)
+            due = self._accepted_at + half
+            if now < due:
+                delay = max(due - now, 0.001)
+                continue
+            try:
+                sent += self.send([message("HEARTBEAT")])
+            except DeviceLost:
+                return
+
+    def _heartbeats_unanswered(self, sent: list[Pending], now: float) -> list[Pending]:
+        """Those of ``sent`` still awaiting their reply; those older than the request timeout
+        are forgotten (their late reply is ignored, as for any request). A refused heartbeat
+        is logged: it fed no watchdog."""
+        waiting = []
+        for handle in sent:
+            reply = handle.reply
+            if reply is None:
+                if now - handle.sent_at <= self.request_timeout_s:
+                    waiting.append(handle)
+                else:
+                    self.forget([handle])
+            elif isinstance(reply, Message) and reply.name == "NACK":
+                log.warning("HEARTBEAT (seq %d) refused by the device (error %d): it did not "
+                            "feed the watchdog", handle.request.seq, int(reply["error"]))
+        return waiting

@@ -1,0 +1,166 @@
+"""Liveness on the link (firmware_protocol.md section 7): the heartbeats keep the gap between
+requests the device accepts within ``heartbeat_ms``, measured on the wire."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import pytest
+
+from drivers import open_device
+from drivers.device import Device
+from drivers.link import Link
+from drivers.protocol import encode, message
+from drivers.protocol.framing import FrameDecoder
+from drivers.protocol.messages import BY_ID, BY_NAME, Direction, ErrorCode, FaultCode, State
+from tests.test_drivers import begin, collect, line_pass
+
+HEARTBEAT = BY_NAME["HEARTBEAT"].type_id
+
+
+@dataclass
+class Wire:
+    """What crossed a link: each request written (when, seq, name) and the seqs the device
+    accepted (answered with anything but NACK)."""
+
+    sent: list[tuple[float, int, str]] = field(default_factory=list)
+    accepted: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)
+    _out: FrameDecoder = field(default_factory=FrameDecoder)
+    _in: FrameDecoder = field(default_factory=FrameDecoder)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wrote(self, data: bytes) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for frame in self._out.feed(data):
+                self.sent.append((now, frame.seq, BY_ID[frame.type_id].name))
+
+    def read(self, data: bytes) -> None:
+        with self._lock:
+            for frame in self._in.feed(data):
+                definition = BY_ID.get(frame.type_id)
+                if definition is not None and definition.direction is Direction.DEVICE:
+                    (self.refused if definition.name == "NACK" else self.accepted).add(frame.seq)
+
+    def accepted_gaps(self, since: float, until: float) -> list[float]:
+        """Gaps between consecutive accepted requests sent within [since, until]."""
+        with self._lock:
+            times = [t for t, seq, _ in self.sent if seq in self.accepted and since <= t <= until]
+        return [b - a for a, b in pairwise(times)]
+
+
+class Tapped:
+    """A transport passing everything through, noting it on a :class:`Wire`."""
+
+    def __init__(self, inner: object, wire: Wire) -> None:
+        self.inner = inner
+        self.wire = wire
+
+    def write(self, data: bytes) -> None:
+        self.wire.wrote(data)
+        self.inner.write(data)  # type: ignore[attr-defined]
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        data: bytes = self.inner.read(max_bytes, timeout_s)  # type: ignore[attr-defined]
+        self.wire.read(data)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def tap(dev: Device) -> Wire:
+    wire = Wire()
+    dev.link.transport = Tapped(dev.link.transport, wire)
+    return wire
+
+
+@pytest.fixture(params=[(400, 500), (499, 500)], ids=["hb400-wd500", "hb499-wd500"])
+def slow_heartbeat(request: pytest.FixtureRequest) -> Iterator[Device]:
+    heartbeat_ms, watchdog_ms = request.param
+    with open_device(f"sim://?clock=realtime&footswitch=down&seed=3&pre_emission_ms=300"
+                     f"&rep_rate_max_hz=1000&heartbeat_ms={heartbeat_ms}"
+                     f"&watchdog_ms={watchdog_ms}") as dev:
+        yield dev
+
+
+def test_a_device_whose_heartbeat_is_close_to_its_watchdog_completes_a_pass(
+        slow_heartbeat: Device) -> None:
+    """heartbeat_ms 400 (or 499) of a 500 ms watchdog is valid (heartbeat_ms < watchdog_ms).
+    The host sent a heartbeat once heartbeat_ms had passed since its last write, checked every
+    heartbeat_ms / 2: gaps of heartbeat_ms to 1.5 x heartbeat_ms (0.507 s measured at 400
+    ms), and the device faulted WATCHDOG mid-pass. It now sends one heartbeat_ms / 2 after the
+    last accepted request: on the wire no gap exceeds heartbeat_ms, and the pass completes."""
+    dev = slow_heartbeat
+    wire = tap(dev)
+    heartbeat_s = dev.info.limits.heartbeat_ms / 1000
+    assert heartbeat_s == dev.link.heartbeat_s
+    spots = line_pass(dev, 1500)  # 1.5 s at 1 kHz, after a 0.3 s pre-emission delay
+    armed_at = time.monotonic()
+    begin(dev, spots)
+    _, _, last = collect(dev, spots)
+    ended_at = time.monotonic()
+    assert last.done and last.reason == "complete", last
+    status = dev.status()
+    assert status.state is State.STANDBY and status.fault_code is FaultCode.NONE, status
+    gaps = wire.accepted_gaps(armed_at, ended_at)
+    assert len(gaps) >= 4
+    assert max(gaps) <= heartbeat_s, f"largest gap {max(gaps):.3f} s"
+
+
+class RefusingDevice:
+    """A device behind a transport: HEARTBEAT gets an ACK, any other request a NACK."""
+
+    def __init__(self) -> None:
+        self.replies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.decoder = FrameDecoder()
+
+    def write(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            if frame.type_id == HEARTBEAT:
+                reply = message("ACK", frame.seq, acked_type=HEARTBEAT, state=State.EMITTING,
+                                credits=0, value=0)
+            else:
+                reply = message("NACK", frame.seq, refused_type=frame.type_id,
+                                error=ErrorCode.ILLEGAL_STATE, state=State.EMITTING, detail=0,
+                                text="refused for the test")
+            self.replies.put(encode(reply))
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        try:
+            return self.replies.get(timeout=timeout_s)
+        except queue.Empty:
+            return b""
+
+    def close(self) -> None:
+        pass
+
+
+def test_refused_requests_do_not_put_off_the_heartbeat() -> None:
+    """A NACKed request does not feed the device's watchdog (section 7), but the heartbeat
+    loop counted every write: a host sending only refused requests, one every 50 ms, sent no
+    heartbeat at all for as long as it went on. Only accepted requests count now: the
+    heartbeats go on, never more than heartbeat_s apart."""
+    wire = Wire()
+    link = Link(Tapped(RefusingDevice(), wire), heartbeat_s=0.2)
+    try:
+        time.sleep(0.1)
+        since = time.monotonic()
+        while time.monotonic() < since + 1.2:
+            handles = link.send([message("STATUS_REQUEST")])
+            time.sleep(0.05)
+            link.forget(handles)
+        until = time.monotonic()
+    finally:
+        link.close()
+    assert wire.refused
+    beats = [t for t, _, name in wire.sent if name == "HEARTBEAT" and since <= t <= until]
+    assert len(beats) >= 4
+    gaps = wire.accepted_gaps(since, until)
+    assert gaps and max(gaps) <= 0.2, f"largest gap {max(gaps):.3f} s"
