@@ -6,7 +6,8 @@ the callbacks registered with ``subscribe``, each run by a thread of its own so 
 subscriber blocks neither the reader nor another subscriber. Consecutive EVT_DELIVERED reports
 read together reach the event queues as one :class:`DeliveredRun` (an emitting device sends
 one every 64 spots or 10 ms: one item per read instead of one per report), and the callbacks
-one by one. A broken link fails every waiter with ``DeviceLost``."""
+one by one. A broken link fails every waiter with ``DeviceLost``; so does a device that sends
+nothing for its watchdog period while it owes replies (:meth:`Link._silent_for`)."""
 
 from __future__ import annotations
 
@@ -186,10 +187,13 @@ class Link:
     """Frames over a transport, with requests matched to replies by sequence number."""
 
     def __init__(self, transport: object, request_timeout_s: float = 1.0,
-                 heartbeat_s: float = 0.1) -> None:
+                 heartbeat_s: float = 0.1, watchdog_s: float | None = None) -> None:
         self.request_timeout_s = request_timeout_s  # checked before any thread starts
         self.transport = transport
         self.heartbeat_s = heartbeat_s
+        #: the device's watchdog period (s; Device sets it from IDENTIFY): a device that sends
+        #: nothing that long while it owes replies is lost (None: not checked)
+        self.watchdog_s = watchdog_s
         self.lost: DeviceLost | None = None
         self.decoder = FrameDecoder()
         self.bad_messages = 0
@@ -205,6 +209,9 @@ class Link:
         #: while set, heartbeats only within this long of the owner's last alive()
         self._lease_s: float | None = None
         self._alive_at = self._accepted_at
+        #: since when the device owes a reply without having sent a byte (None: nothing owed
+        #: since it was last heard)
+        self._owed_since: float | None = None
         #: the device may fire (its last reported state ARMED or EMITTING; unknown: yes)
         self._may_fire = True
         self._event_queues: list[queue.SimpleQueue[Queued]] = []
@@ -248,6 +255,8 @@ class Link:
                                        f"host (only {', '.join(sorted(WHILE_CLOSING))} go out)")
             with self._lock:
                 now = time.monotonic()
+                if self._owed_since is None:
+                    self._owed_since = now
                 for request in requests:
                     request.seq = self._seq
                     self._seq = (self._seq + 1) & 0xFFFF
@@ -392,6 +401,7 @@ class Link:
     # -- threads ----------------------------------------------------------------------------
     def _read_loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 data = self.transport.read(READ_CHUNK, POLL_S)  # type: ignore[attr-defined]
             except DeviceLost as exc:
@@ -399,7 +409,56 @@ class Link:
                     self._fail(exc)
                 return
             if data:
-                self._handle_frames(self.decoder.feed(data))
+                errors = self.decoder.errors
+                frames = self.decoder.feed(data)
+                self._handle_frames(frames)
+                if frames or (data[-1] != 0 and self.decoder.errors == errors):
+                    self._heard()  # frames, or one under way (not delimiters or damage alone)
+            silent_s = self._silent_for(started)
+            if silent_s is not None and not self._stop.is_set():
+                self._lost_in_silence(*silent_s)
+                return
+
+    def _heard(self) -> None:
+        """Bytes of frames came from the device: it owes nothing from before, except the
+        replies still pending, owed from now on."""
+        with self._lock:
+            self._owed_since = time.monotonic() if self._pending else None
+
+    def _silent_for(self, read_at: float) -> tuple[float, float] | None:
+        """How long the device has sent nothing while it owed a reply, and its watchdog
+        period, when the silence exceeds that period; else None.
+
+        ``read_at`` is when the read that just returned began: whatever the device had sent
+        by then was in that read, so the silence is proven up to it however late this thread
+        ran (a host under load sees no silence that was not there). The device answers every
+        request within 20 ms (firmware_protocol.md section 2), except a GALVO_JUMP (answered
+        once the mirrors settle, the requests behind it held until then): while one is
+        pending, silence is expected and not counted."""
+        owed, watchdog_s = self._owed_since, self.watchdog_s
+        if owed is None or watchdog_s is None or read_at - owed <= watchdog_s:
+            return None
+        with self._lock:
+            if any(h.request.name == "GALVO_JUMP" for h in self._pending.values()):
+                return None
+        return read_at - owed, watchdog_s
+
+    def _lost_in_silence(self, silent_s: float, watchdog_s: float) -> None:
+        """The device sent nothing for its watchdog period while it owed replies: the link
+        from it is gone, though it may still hear the host (and fire, fed by the heartbeats,
+        unseen). PAUSE and DISARM go out without waiting for their replies (what stopping
+        emission sends; refused harmlessly where they do not apply), then the link is lost
+        for all its users, and the heartbeats stop: a device that heard neither stops
+        emission by its watchdog."""
+        try:
+            self.forget(self.send([message("PAUSE"), message("DISARM")]))
+            halt = "PAUSE and DISARM sent unanswered"
+        except DeviceLost as exc:
+            halt = f"PAUSE and DISARM not sent: {exc}"
+        self._fail(DeviceLost(
+            f"nothing from the device for {silent_s:.2f} s while it owed replies (it answers "
+            f"within 20 ms; its watchdog period is {watchdog_s:.2f} s): the link from the "
+            f"device is lost; {halt}"))
 
     def _handle_frames(self, frames: list[RawFrame]) -> None:
         """Each frame in order; a run of EVT_DELIVERED frames as one :class:`DeliveredRun`."""

@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import pytest
 
-from drivers import open_device
+from drivers import DeviceLost, open_device
 from drivers.device import Device
 from drivers.link import Link
 from drivers.protocol import encode, message
@@ -164,3 +164,128 @@ def test_refused_requests_do_not_put_off_the_heartbeat() -> None:
     assert len(beats) >= 4
     gaps = wire.accepted_gaps(since, until)
     assert gaps and max(gaps) <= 0.2, f"largest gap {max(gaps):.3f} s"
+
+
+class FakeDevice:
+    """A device behind a transport that ACKs every request, ``delay_s`` after it, until
+    ``gag()``: from then on nothing reaches the host, though the device still hears it (what
+    it heard is in ``heard``, with when)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.decoder = FrameDecoder()
+        self.heard: list[tuple[float, str]] = []
+        self.gagged_at: float | None = None
+        self._replies: list[tuple[float, bytes]] = []
+        self._ready = threading.Condition()
+
+    def gag(self) -> None:
+        with self._ready:
+            self.gagged_at = time.monotonic()
+            self._replies.clear()
+
+    def heard_since(self, since: float) -> list[str]:
+        with self._ready:
+            return [name for t, name in self.heard if t >= since]
+
+    def write(self, data: bytes) -> None:
+        now = time.monotonic()
+        with self._ready:
+            for frame in self.decoder.feed(data):
+                self.heard.append((now, BY_ID[frame.type_id].name))
+                if self.gagged_at is None:
+                    reply = message("ACK", frame.seq, acked_type=frame.type_id,
+                                    state=State.EMITTING, credits=0, value=0)
+                    self._replies.append((now + self.delay_s, encode(reply)))
+            self._ready.notify_all()
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        with self._ready:
+            while True:
+                now = time.monotonic()
+                due = [wire for at, wire in self._replies if at <= now]
+                if due:
+                    self._replies = self._replies[len(due):]
+                    return b"".join(due)
+                if now >= deadline:
+                    return b""
+                wake = min([deadline] + [at for at, _ in self._replies[:1]])
+                self._ready.wait(wake - now)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_device_no_longer_heard_is_lost_within_its_watchdog_and_told_to_stop() -> None:
+    """The heartbeats' ACKs were dropped unread: a device that still heard the host (and
+    fired, fed by the heartbeats) while the host heard nothing went unnoticed until a request
+    timed out. Now a device silent for its watchdog period while it owes replies is lost for
+    every user of the link; PAUSE and DISARM go out unanswered and the heartbeats stop."""
+    device = FakeDevice()
+    watchdog_s, heartbeat_s = 0.3, 0.1
+    link = Link(device, heartbeat_s=heartbeat_s, watchdog_s=watchdog_s)
+    events = link.queue_events()
+    try:
+        time.sleep(0.5)
+        assert link.lost is None and device.heard_since(0.0).count("HEARTBEAT") >= 5
+        device.gag()
+        assert device.gagged_at is not None
+        deadline = device.gagged_at + watchdog_s + 2.0  # generous: a loaded machine
+        while link.lost is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lost_after_s = time.monotonic() - device.gagged_at
+        assert link.lost is not None, "no loss noticed"
+        assert "nothing from the device" in str(link.lost)
+        assert lost_after_s >= watchdog_s - heartbeat_s  # not before a watchdog of silence
+        assert isinstance(events.get(timeout=1.0), DeviceLost)
+        with pytest.raises(DeviceLost):
+            link.request("STATUS_REQUEST")
+        time.sleep(2 * heartbeat_s)
+        after_gag = device.heard_since(device.gagged_at)
+        assert after_gag[-2:] == ["PAUSE", "DISARM"]  # nothing after them: no heartbeat
+        assert set(after_gag[:-2]) <= {"HEARTBEAT"}
+    finally:
+        link.close()
+
+
+def test_a_device_that_answers_late_but_within_its_watchdog_is_not_lost() -> None:
+    """Replies 0.3 s late (the device promises 20 ms) with a 1 s watchdog: never a watchdog
+    period without a frame, so the link stays up."""
+    link = Link(FakeDevice(delay_s=0.3), heartbeat_s=0.1, watchdog_s=1.0)
+    try:
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            link.request("STATUS_REQUEST", timeout_s=2.0)
+        assert link.lost is None
+    finally:
+        link.close()
+
+
+def test_a_silent_device_that_owes_nothing_is_not_lost() -> None:
+    """The lease holder hangs while the device may fire: no heartbeat goes out (so that its
+    watchdog runs out), nothing is owed, and the device's silence is no loss of the link."""
+    device = FakeDevice()
+    link = Link(device, heartbeat_s=0.05, watchdog_s=0.2)
+    try:
+        time.sleep(0.2)
+        link.lease_heartbeats(0.05)  # and alive() is never called
+        time.sleep(0.2)
+        stopped_at = time.monotonic()
+        time.sleep(0.8)
+        assert device.heard_since(stopped_at) == []
+        assert link.lost is None
+    finally:
+        link.close()
+
+
+def test_a_galvo_jump_longer_than_the_watchdog_is_no_silence() -> None:
+    """A GALVO_JUMP is answered once the mirrors settle, the requests behind it held until
+    then: silence is expected while one is pending, whatever the watchdog."""
+    with open_device("sim://?clock=realtime&jump_speed_um_per_ms=15&watchdog_ms=300"
+                     "&heartbeat_ms=100") as dev:
+        jump_us = dev.scanner.jump(-9000.0, 0.0)  # 0.6 s from the centre
+        jump_us += dev.scanner.jump(9000.0, 0.0)  # 1.2 s
+        assert jump_us > 1_500_000
+        assert dev.link.lost is None
+        assert dev.status().state is State.STANDBY

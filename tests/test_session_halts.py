@@ -22,7 +22,6 @@ from controller.session import (
 from drivers import Device, EventQueue, IllegalState, open_device
 from drivers.protocol import Message
 from drivers.protocol.messages import ErrorCode, State
-from drivers.stream import MIN_REPORT_GAP_S
 from tests.test_record_writers import flock_held
 from tests.test_session import assert_record_equals_truth, session_for
 
@@ -117,11 +116,15 @@ def test_a_hung_caller_lets_the_watchdog_stop_emission(record: TreatmentRecord) 
     assert during["fired"] <= metrics.spot_rate_hz * (2.0 * watchdog_s + 0.3)
 
 
-def test_a_device_whose_reports_stop_is_asked_within_its_report_gap(
+def test_a_device_the_host_no_longer_hears_is_stopped_within_its_watchdog(
         record: TreatmentRecord) -> None:
-    """Its reports lost while the host's frames still arrive (so its watchdog never runs out):
-    the host waited for 1 s of silence, then 1 s for a status, while the device fired on
-    unseen (2,150 spots at 1 kHz). It now asks once the pass's report gap has passed."""
+    """Every frame of the device lost while the host's frames still arrive (so its watchdog
+    never runs out): the host waited for 1 s of silence, then 1 s for a status, while the
+    device fired on unseen (2,150 spots at 1 kHz); then, asking after the pass's report gap
+    (0.25 s), still 1.30 s (1,304 spots), the stop sent after the status timed out. Now the
+    link is lost once the device has owed replies for a watchdog period (0.5 s) without a
+    frame, PAUSE and DISARM go out at once, and the session stops with ``link_lost``: 0.54 s
+    (543 spots)."""
     lost: dict[str, float] = {}
 
     def progress(p: SessionProgress) -> None:
@@ -133,13 +136,16 @@ def test_a_device_whose_reports_stop_is_asked_within_its_report_gap(
         session = session_for(dev, record, plan={"size_mm": 18.0, "passes": 1,
                                                  "coverage": 15.0}, on_progress=progress)
         metrics = session.jobs[0].plan.metrics.passes[0]
-        assert session.jobs[0].report_gap_s < MIN_REPORT_GAP_S
         outcome = session.run()
         unseen = len(dev.simulator.device.ground_truth) - lost["fired"]
-        timeout_s = dev.link.request_timeout_s
-    assert outcome.status == "fault" and "STATUS_REQUEST" in outcome.detail
-    assert metrics.duration_s > 2.0 * timeout_s + 1.0  # it would still fire meanwhile
-    assert unseen <= metrics.spot_rate_hz * (MIN_REPORT_GAP_S + timeout_s + 0.35)
+        state = dev.simulator.device.state
+        watchdog_s = dev.info.limits.watchdog_ms / 1000.0
+        assert metrics.duration_s > 2.0 * dev.link.request_timeout_s + 1.0  # it would fire on
+    assert outcome.status == "fault" and outcome.cause == "link_lost", outcome
+    (entry,) = record.entries(session.session_id, "link_lost")
+    assert "nothing from the device" in entry.body["error"]
+    assert state not in (State.ARMED, State.EMITTING)  # told to stop, unanswered
+    assert unseen <= metrics.spot_rate_hz * (watchdog_s + 0.35)
     assert record.verify().ok
 
 
@@ -342,7 +348,9 @@ def test_a_halt_the_device_does_not_confirm_is_recorded_as_not_confirmed(
         session = session_for(dev, record, plan=PLAN, on_progress=progress)
         outcome = session.run()
         dev.simulator.faults.clear()
-        assert dev.status().state not in (State.ARMED, State.EMITTING)  # its watchdog
+        # its watchdog (the host's link is lost by then: the device owed replies and sent
+        # nothing for a watchdog period once it had faulted)
+        assert dev.simulator.device.state not in (State.ARMED, State.EMITTING)
     assert outcome.status == "fault"
     assert NOT_CONFIRMED_STOPPED in outcome.detail
     stopped = next(record.entries(session.session_id, "run_stopped")).body
