@@ -60,6 +60,33 @@ _DELIVERED = BY_NAME["EVT_DELIVERED"].type_id
 FIRING_STATES = frozenset({State.ARMED, State.EMITTING})
 
 
+#: The states a state-changing request leaves the device in (firmware_protocol.md section 5),
+#: which its ACK reports ("device state after the request"): an ACK reporting another is an
+#: invalid reply (InvalidReply), its outcome unknown as after a timeout.
+ACK_STATES: dict[str, frozenset[State]] = {
+    "ARM": frozenset({State.ARMED}),
+    "START": frozenset({State.EMITTING}),
+    "RESUME": frozenset({State.EMITTING}),
+    "PAUSE": frozenset({State.PAUSED}),
+    "DISARM": frozenset({State.READY}),
+    "ABORT": frozenset({State.STANDBY}),
+    "RESET_FAULT": frozenset({State.READY, State.STANDBY}),
+    "RAISE_FAULT": frozenset({State.FAULT}),
+}
+
+
+def _unexpected_state(request: Message, reply: Message) -> InvalidReply | None:
+    """Why ``reply`` is invalid when it is an ACK of a state-changing ``request`` reporting a
+    state that request cannot lead to; else None."""
+    expected = ACK_STATES.get(request.name)
+    if expected is None or reply.name != "ACK" or int(reply["state"]) in expected:
+        return None
+    return InvalidReply(
+        f"{request.name} (seq {reply.seq}): invalid reply from the device: its ACK reports "
+        f"state {State(int(reply['state'])).name}, where {request.name} leads to "
+        f"{' or '.join(sorted(s.name for s in expected))} (firmware_protocol.md section 5)")
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveredRun:
     """Consecutive EVT_DELIVERED reports (two or more, each checked as decoding would), in wire
@@ -497,8 +524,15 @@ class Link:
 
     def _handle(self, msg: Message) -> None:
         definition = msg.definition
+        handle = None
+        if definition.direction is Direction.DEVICE:
+            with self._lock:
+                handle = self._pending.pop(msg.seq, None)
+        invalid = None if handle is None else _unexpected_state(handle.request, msg)
         state = msg.values.get("new_state", msg.values.get("state"))  # events and replies
-        if state is not None:
+        if invalid is not None:
+            self._may_fire = True  # its state is not to be believed: unknown, so it may
+        elif state is not None:
             self._may_fire = int(state) in FIRING_STATES
         if definition.direction is Direction.EVENT:
             self._event(msg)
@@ -506,10 +540,13 @@ class Link:
         if definition.direction is not Direction.DEVICE:
             self.bad_messages += 1
             return
-        with self._lock:
-            handle = self._pending.pop(msg.seq, None)
         if handle is None:
             return  # a late reply to a forgotten request
+        if invalid is not None:
+            self.bad_messages += 1
+            log.warning("ignored bad message from device: %s", invalid)
+            handle.complete(invalid)
+            return
         if msg.name != "NACK":  # accepted: it fed the watchdog (a refused one did not)
             self._accepted_at = max(self._accepted_at, handle.sent_at)
         handle.complete(msg)

@@ -1,5 +1,7 @@
 """Liveness on the link (firmware_protocol.md section 7): the heartbeats keep the gap between
-requests the device accepts within ``heartbeat_ms``, measured on the wire."""
+requests the device accepts within ``heartbeat_ms``, measured on the wire; a device the host no
+longer hears is lost within its watchdog period; and the state an ACK reports (section 4) is
+one its request can lead to."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from itertools import pairwise
 
 import pytest
 
-from drivers import DeviceLost, open_device
+from drivers import DeviceLost, InvalidReply, open_device
 from drivers.device import Device
-from drivers.link import Link
+from drivers.link import ACK_STATES, Link
 from drivers.protocol import encode, message
 from drivers.protocol.framing import FrameDecoder
 from drivers.protocol.messages import BY_ID, BY_NAME, Direction, ErrorCode, FaultCode, State
@@ -171,8 +173,9 @@ class FakeDevice:
     ``gag()``: from then on nothing reaches the host, though the device still hears it (what
     it heard is in ``heard``, with when)."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, state: State = State.EMITTING) -> None:
         self.delay_s = delay_s
+        self.state = state  # what its ACKs report
         self.decoder = FrameDecoder()
         self.heard: list[tuple[float, str]] = []
         self.gagged_at: float | None = None
@@ -195,7 +198,7 @@ class FakeDevice:
                 self.heard.append((now, BY_ID[frame.type_id].name))
                 if self.gagged_at is None:
                     reply = message("ACK", frame.seq, acked_type=frame.type_id,
-                                    state=State.EMITTING, credits=0, value=0)
+                                    state=self.state, credits=0, value=0)
                     self._replies.append((now + self.delay_s, encode(reply)))
             self._ready.notify_all()
 
@@ -288,4 +291,48 @@ def test_a_galvo_jump_longer_than_the_watchdog_is_no_silence() -> None:
         jump_us += dev.scanner.jump(9000.0, 0.0)  # 1.2 s
         assert jump_us > 1_500_000
         assert dev.link.lost is None
+        assert dev.status().state is State.STANDBY
+
+
+@pytest.mark.parametrize("name", sorted(ACK_STATES))
+def test_an_ack_reporting_a_state_its_request_cannot_lead_to_is_an_invalid_reply(
+        name: str) -> None:
+    """The state in the ACK of a state-changing request was ignored: a device ACKing START
+    while it reported READY, or PAUSE while it stayed EMITTING, was taken at its word. Such an
+    ACK is now an invalid reply naming the request, the state it reports and those expected;
+    an ACK reporting an expected state is the reply."""
+    values = {"ARM": {"plan_checksum": 1}, "RAISE_FAULT": {"fault_code": 8}}.get(name, {})
+    for state in State:
+        link = Link(FakeDevice(state=state), heartbeat_s=60.0)
+        try:
+            if state in ACK_STATES[name]:
+                assert link.request(name, **values)["state"] == state
+                continue
+            with pytest.raises(InvalidReply) as refused:
+                link.request(name, **values)
+            expected = " or ".join(sorted(s.name for s in ACK_STATES[name]))
+            assert (f"{name} (seq 0): invalid reply from the device: its ACK reports state "
+                    f"{state.name}, where {name} leads to {expected}") in str(refused.value)
+            assert link.bad_messages == 1
+        finally:
+            link.close()
+
+
+def test_the_simulators_acks_report_the_states_their_requests_lead_to() -> None:
+    """Every state-changing request in turn on the simulator: each ACK passes the check."""
+    with open_device("sim://?pre_emission_ms=20&footswitch=down&seed=3") as dev:
+        spots = line_pass(dev, 2000)
+        dev.laser.set_rep_rate(100)
+        dev.load_plan(spots)
+        dev.arm(spots)
+        dev.start()
+        dev.pause()
+        dev.resume()
+        dev.pause()
+        dev.disarm()
+        dev.arm(spots)
+        dev.abort()
+        dev.raise_fault(FaultCode.ENERGY_DEVIATION)
+        dev.reset_fault()
+        assert dev.link.bad_messages == 0
         assert dev.status().state is State.STANDBY
