@@ -233,6 +233,9 @@ class Link:
         #: when the latest request the device accepted was sent (ACK or its own reply; a NACK
         #: does not count, section 7): what the heartbeats are scheduled from
         self._accepted_at = time.monotonic()
+        #: the device has answered a request of this link (ACK, NACK or its own reply): until
+        #: then no heartbeat goes out, so a device the host cannot hear is not kept fed
+        self._answered = False
         #: while set, heartbeats only within this long of the owner's last alive()
         self._lease_s: float | None = None
         self._alive_at = self._accepted_at
@@ -547,6 +550,7 @@ class Link:
             log.warning("ignored bad message from device: %s", invalid)
             handle.complete(invalid)
             return
+        self._answered = True
         if msg.name != "NACK":  # accepted: it fed the watchdog (a refused one did not)
             self._accepted_at = max(self._accepted_at, handle.sent_at)
         handle.complete(msg)
@@ -584,8 +588,11 @@ class Link:
         meanwhile (a stream's batches) push the deadline back, so no heartbeat goes out then.
         A heartbeat still unanswered after ``heartbeat_s / 2`` does not delay the next.
 
-        The one exception is deliberate: while the lease holder hangs and the device may fire
-        (:meth:`lease_heartbeats`), no heartbeat goes out, so that its watchdog runs out."""
+        Two exceptions are deliberate, so that a device's watchdog runs out: no heartbeat goes
+        out before the device has answered a request of this link (a new link, a session's
+        reconnect: a device whose replies cannot be heard is not kept firing by heartbeats
+        while its IDENTIFY times out), nor while the lease holder hangs and the device may
+        fire (:meth:`lease_heartbeats`)."""
         sent: list[Pending] = []  # this loop's heartbeats, until answered or forgotten
         delay = self.heartbeat_s / 2
         while not self._stop.wait(delay):
@@ -595,6 +602,8 @@ class Link:
             half = self.heartbeat_s / 2
             delay = half
             sent = self._heartbeats_unanswered(sent, now)
+            if not self._answered:
+                continue  # a device not yet heard from: none until it answers
             if (self._lease_s is not None and now - self._alive_at > self._lease_s
                     and self._may_fire):
                 continue  # the lease holder hangs while the device may fire: let its

@@ -298,14 +298,44 @@ def test_a_callback_may_unsubscribe_itself() -> None:
 
 
 class WriteTimes(ScriptedTransport):
-    """Notes when each write happened."""
+    """Notes when each write happened; with ``answer``, ACKs every request it is sent, in
+    ``state`` (a device the host hears: heartbeats go out only once it has answered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bool = True) -> None:
         super().__init__()
         self.times: list[float] = []
+        self.answer = answer
+        self.state = State.EMITTING
+        self.decoder = FrameDecoder()
 
     def write(self, data: bytes) -> None:
         self.times.append(time.monotonic())
+        for frame in self.decoder.feed(data) if self.answer else ():
+            self.chunks.put(encode(message("ACK", frame.seq, acked_type=frame.type_id,
+                                           state=self.state, credits=0, value=0)))
+
+
+def heard_once(link: Link, transport: WriteTimes) -> None:
+    """The device answers a first request, as IDENTIFY at open: from then on it is heard."""
+    link.send([message("HEARTBEAT")])[0].wait(5.0)
+    transport.times.clear()
+
+
+def test_no_heartbeat_goes_out_before_the_device_has_answered() -> None:
+    """A new link (a session's reconnect) to a device whose replies do not reach the host must
+    not keep its watchdog fed: heartbeats start once the device has answered a request."""
+    transport = WriteTimes(answer=False)
+    link = Link(transport, heartbeat_s=0.02)
+    try:
+        time.sleep(0.3)  # 30 heartbeat periods
+        assert transport.times == []
+        transport.answer = True
+        link.send([message("HEARTBEAT")])[0].wait(5.0)
+        sent = len(transport.times)
+        time.sleep(0.3)
+        assert len(transport.times) >= sent + 5
+    finally:
+        link.close()
 
 
 def test_heartbeats_stop_when_the_lease_holder_stops_turning() -> None:
@@ -314,6 +344,7 @@ def test_heartbeats_stop_when_the_lease_holder_stops_turning() -> None:
     link = Link(transport, heartbeat_s=0.02)
     lease_s = 0.2
     try:
+        heard_once(link, transport)
         link.lease_heartbeats(lease_s)
         end = time.monotonic() + 0.3
         while time.monotonic() < end:  # the loop turns
@@ -338,7 +369,9 @@ def test_a_device_that_cannot_fire_is_heartbeated_while_the_lease_holder_hangs()
     transport = WriteTimes()
     link = Link(transport, heartbeat_s=0.02)
     heard = threading.Event()
+    transport.state = State.PAUSED
     try:
+        heard_once(link, transport)
         link.subscribe(lambda item: heard.set())
         link.lease_heartbeats(0.1)
         transport.chunks.put(state_event(1))  # EMITTING -> PAUSED

@@ -220,6 +220,11 @@ class FakeDevice:
         pass
 
 
+def answered(link: Link) -> None:
+    """The device answers a first request, as IDENTIFY at open: the heartbeats start."""
+    link.send([message("HEARTBEAT")])[0].wait(5.0)
+
+
 def test_a_device_no_longer_heard_is_lost_within_its_watchdog_and_told_to_stop() -> None:
     """The heartbeats' ACKs were dropped unread: a device that still heard the host (and
     fired, fed by the heartbeats) while the host heard nothing went unnoticed until a request
@@ -230,6 +235,7 @@ def test_a_device_no_longer_heard_is_lost_within_its_watchdog_and_told_to_stop()
     link = Link(device, heartbeat_s=heartbeat_s, watchdog_s=watchdog_s)
     events = link.queue_events()
     try:
+        answered(link)
         time.sleep(0.5)
         assert link.lost is None and device.heard_since(0.0).count("HEARTBEAT") >= 5
         device.gag()
@@ -271,7 +277,9 @@ def test_a_silent_device_that_owes_nothing_is_not_lost() -> None:
     device = FakeDevice()
     link = Link(device, heartbeat_s=0.05, watchdog_s=0.2)
     try:
+        answered(link)
         time.sleep(0.2)
+        assert device.heard_since(0.0).count("HEARTBEAT") >= 3  # heartbeats went out
         link.lease_heartbeats(0.05)  # and alive() is never called
         time.sleep(0.2)
         stopped_at = time.monotonic()
