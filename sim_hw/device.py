@@ -140,6 +140,16 @@ class SpotBuffer:
         self._head = self._tail = 0
 
 
+class Stop(NamedTuple):
+    """Rule 5: leaving EMITTING for PAUSED (footswitch released, PAUSE) once the spot under way
+    has ended: its end (device time), the cause, and the PAUSE to answer then (None when the
+    footswitch alone stops it; requests received after a PAUSE wait behind it)."""
+
+    end_s: float
+    cause: Cause
+    request: Message | None
+
+
 class Refused(Exception):
     """A request the device answers with NACK; raised before anything changed."""
 
@@ -240,7 +250,9 @@ class SimDevice:
         self._delivered = b""  # DELIVERED_DTYPE records not yet reported
         self._flush_at_s: float | None = None
         self._jump: tuple[float, Message, int] | None = None  # (done at, request, time µs)
-        #: requests held behind a GALVO_JUMP, with their arrival (host time, for the watchdog)
+        self._stop: Stop | None = None  # PAUSED once the spot under way has ended (rule 5)
+        #: requests held behind a GALVO_JUMP or a PAUSE, with their arrival (host time, for the
+        #: watchdog)
         self._inbox: deque[tuple[RawFrame, float]] = deque()
         #: (lowest, highest) per record field of the request being handled (_validate)
         self._record_extremes: dict[str, tuple[int, int]] = {}
@@ -282,7 +294,7 @@ class SimDevice:
                 self._feed_watchdog(self._host_now_s)
                 continue
             for frame in frames:
-                if self._jump is not None:  # requests are handled in order, after the jump
+                if self._holding:  # requests are handled in order, after the jump or pause
                     self._inbox.append((frame, self._host_now_s))
                 else:
                     self._handle(frame, self._host_now_s)
@@ -307,6 +319,12 @@ class SimDevice:
     def fired_count(self) -> int:
         """Spots fired by this simulator so far, resets included (rows of :attr:`ground_truth`)."""
         return len(self.truth)
+
+    @property
+    def pausing(self) -> bool:
+        """A footswitch release or PAUSE waits for the spot under way to end (rule 5): the
+        state is still EMITTING, the spot's pulses still firing, and no further spot fires."""
+        return self._stop is not None
 
     @property
     def frames_dropped(self) -> int:
@@ -349,6 +367,8 @@ class SimDevice:
         if self._jump is not None:
             candidates.append((self._jump[0], self._finish_jump))
             limit_s = min(limit_s, math.nextafter(self._jump[0], -math.inf))
+        if self._stop is not None:  # nothing fires meanwhile (_next_fire_s is None)
+            candidates.append((self._stop.end_s, self._finish_stop))
         watchdog_s = self._watchdog_deadline_host_s()
         if watchdog_s is not None:
             limit_s = min(limit_s, watchdog_s + offset_s)
@@ -366,10 +386,13 @@ class SimDevice:
     def skippable_deadline(self) -> float | None:
         """Device time a virtual clock may skip to, or None when the device waits for the host
         or for real time: until then the device only waits for itself (spots, a galvo move,
-        delivered reports). Emission is skipped over at most :data:`VIRTUAL_SKIP_SPOTS` spots
-        ahead, so that host requests still interleave with it."""
+        the end of a spot a pause waits for, delivered reports). Emission is skipped over at
+        most :data:`VIRTUAL_SKIP_SPOTS` spots ahead, so that host requests still interleave
+        with it."""
         machine = [t for t in (self._flush_at_s,
-                               None if self._jump is None else self._jump[0]) if t is not None]
+                               None if self._jump is None else self._jump[0],
+                               None if self._stop is None else self._stop.end_s)
+                   if t is not None]
         if self._next_fire_s is not None:
             machine.append(float(self._fire_times(VIRTUAL_SKIP_SPOTS)[-1]))
         return max(machine) if machine else None
@@ -392,6 +415,7 @@ class SimDevice:
         self.laser.aiming_beam = False
         if self.state in ACTIVE:
             self._fault(FaultCode.WATCHDOG, Cause.WATCHDOG)
+            self._take_up_held()
 
     # -- inputs and injected conditions ------------------------------------------------------
 
@@ -412,6 +436,7 @@ class SimDevice:
         if old != new:
             self._event("EVT_INTERLOCK", old=int(old), new=int(new))
         self._check_interlocks(estop_pressed=bool(old & ~new & Interlock.ESTOP_RELEASED))
+        self._take_up_held()  # a fault that cut a spot a PAUSE waited for: its reply has gone
 
     def _check_interlocks(self, estop_pressed: bool = False) -> None:
         """Rule 8 on the inputs as they are: the e-stop faults on its press (``estop_pressed``:
@@ -426,13 +451,14 @@ class SimDevice:
         elif self.state in ACTIVE and not bits & Interlock.DOOR_CLOSED:
             self._fault(FaultCode.INTERLOCK_OPEN, Cause.INTERLOCK)
         elif self.state == State.EMITTING and not bits & Interlock.FOOTSWITCH_DOWN:
-            self._set_state(State.PAUSED, Cause.FOOTSWITCH)
+            self._pause(Cause.FOOTSWITCH)
 
     def set_temperature(self, temperature_dc: int) -> None:
         """Laser head temperature (0.1 °C); at or above the limit the device faults."""
         self.laser.temperature_dc = temperature_dc
         if self.laser.over_temperature:
             self._fault(FaultCode.OVER_TEMPERATURE, Cause.DEVICE_FAULT)
+            self._take_up_held()
 
     def set_galvo_stuck(self, stuck: bool) -> None:
         """A stuck galvo never reaches its next target; the device faults when it notices."""
@@ -449,8 +475,7 @@ class SimDevice:
         if old == new:
             return
         if old == State.EMITTING:
-            self._flush_delivered()
-            self._next_fire_s = None
+            self._end_emission(new, cause)
         if old == State.STANDBY:
             self._service = False
             self._nonce = None
@@ -467,8 +492,57 @@ class SimDevice:
             self._galvo_free_s = max(self._galvo_free_s, self._now_s)
             self._schedule_next()
 
+    def _end_emission(self, new: State, cause: Cause) -> None:
+        """Leaving EMITTING for ``new`` (rules 5, 6, 7, 8, 10): a spot under way is cut (ABORT,
+        a fault), over (a pause waited for it) or, for the pass's last spot, left to end; a
+        PAUSE waiting for it is answered, then the delivered records are flushed (EVT_STATE
+        follows)."""
+        stop, self._stop = self._stop, None
+        if cause != Cause.PLAN_COMPLETE:  # its pulses end here: the mirrors are free
+            self._galvo_free_s = min(self._galvo_free_s, self._now_s)
+        if stop is not None and stop.request is not None:
+            request = stop.request
+            self._reply(request, make_message(
+                "ACK", acked_type=request.definition.type_id, state=new, credits=self.credits,
+                value=0))
+        self._flush_delivered()
+        self._next_fire_s = None
+
+    def _pause(self, cause: Cause, request: Message | None = None) -> bool:
+        """Rule 5 (EMITTING): no further spot; PAUSED now when no spot is under way (True),
+        else once its last pulse has ended, answering ``request`` (a PAUSE) then (False)."""
+        if self._stop is not None:  # already stopping: the first cause stands
+            if request is not None:
+                self._stop = self._stop._replace(request=request)
+            return False
+        if self._galvo_free_s > self._now_s:  # the last spot's pulses have not ended
+            self._stop = Stop(self._galvo_free_s, cause, request)
+            self._next_fire_s = None
+            self._fire_times_s = None
+            return False
+        self._set_state(State.PAUSED, cause)
+        return True
+
+    def _finish_stop(self) -> None:
+        """The spot under way at a PAUSE or footswitch release has ended: PAUSED."""
+        assert self._stop is not None
+        self._set_state(State.PAUSED, self._stop.cause)
+        self._take_up_held()
+
+    @property
+    def _holding(self) -> bool:
+        """Requests wait (in order) for a GALVO_JUMP's end or for a PAUSE's reply."""
+        return self._jump is not None or (self._stop is not None
+                                          and self._stop.request is not None)
+
+    def _take_up_held(self) -> None:
+        """Handle, in order, the requests that waited behind a jump or a pause now over."""
+        while self._inbox and not self._holding:
+            self._handle(*self._inbox.popleft())
+
     def _fault(self, code: FaultCode, cause: Cause) -> None:
-        """Rule 8: emission off before the next spot, buffer cleared, no automatic restart."""
+        """Rule 8: emission off at once (the spot under way is cut), buffer cleared, no
+        automatic restart."""
         if self.state == State.FAULT:
             return
         self.fault_code = code
@@ -537,7 +611,7 @@ class SimDevice:
 
     def _schedule_next(self) -> None:
         """When the next buffered spot fires: after the rep-rate period and the galvo jump."""
-        if self.state != State.EMITTING or not len(self._buffer):
+        if self.state != State.EMITTING or self._stop is not None or not len(self._buffer):
             self._next_fire_s = None
             return
         spot = self._buffer.ahead(1)
@@ -656,8 +730,7 @@ class SimDevice:
                     ErrorCode.FAULT_ACTIVE, FaultCode.GALVO_STUCK, "galvo did not reach target"))
         finally:
             self._send_deferred_events()
-        while self._inbox and self._jump is None:
-            self._handle(*self._inbox.popleft())
+        self._take_up_held()
 
     # -- output ------------------------------------------------------------------------------
 
@@ -923,7 +996,7 @@ class SimDevice:
         one. False, changing nothing, when any check would refuse one (or a galvo jump is
         under way): then they are handled one by one, for the refusal's exact reply."""
         plan = self.plan
-        if (self._jump is not None or self.state not in _SPOT_BATCH_DEF.legal_in
+        if (self._holding or self.state not in _SPOT_BATCH_DEF.legal_in
                 or (_SPOT_BATCH_DEF.service and not self._service)
                 or plan is None or not plan.loaded):
             return False
@@ -982,9 +1055,9 @@ class SimDevice:
         self._set_state(State.EMITTING, Cause.HOST_COMMAND)
         return self._ack(request)
 
-    def _on_pause(self, request: Message) -> Message:
-        self._set_state(State.PAUSED, Cause.HOST_COMMAND)
-        return self._ack(request)
+    def _on_pause(self, request: Message) -> Message | None:
+        """Rule 5: answered once the spot under way, if any, has ended (requests after it wait)."""
+        return self._ack(request) if self._pause(Cause.HOST_COMMAND, request) else None
 
     def _on_resume(self, request: Message) -> Message:
         self._require_footswitch()

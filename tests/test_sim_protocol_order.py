@@ -1,14 +1,18 @@
 """The simulated device keeps firmware_protocol.md's ordering and e-stop rules, checked on the
 raw frames it sends: the reply to a request goes out before the events the request caused
-(section 5, rule 10), also for a GALVO_JUMP that faults the device; and the e-stop faults on
-its press, not on an e-stop already pressed at power-on (rule 8)."""
+(section 5, rule 10), also for a GALVO_JUMP that faults the device; the e-stop faults on its
+press, not on an e-stop already pressed at power-on (rule 8); a pause waits for the spot under
+way to end before it is answered and announced (rule 5), while ABORT and faults cut that spot
+at once (rules 7, 8)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from drivers.protocol import FrameDecoder, Message, decode_payload
-from drivers.protocol.messages import Cause, ErrorCode, FaultCode, Interlock, State
+from drivers.protocol.messages import Cause, DeviceFlag, ErrorCode, FaultCode, Interlock, State
 from sim_hw.config import SimConfig
 from sim_hw.device import SimDevice
 from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
@@ -144,3 +148,133 @@ def test_estop_faults_on_the_press_after_power_on_release() -> None:
     device.set_input(estop="released")
     assert host.request("RESET_FAULT").name == "ACK"
     assert device.state == State.STANDBY
+
+
+# -- rule 5: a pause waits for the spot under way; faults and ABORT cut it (rules 7, 8) ------------
+
+SPOT_S = 0.008  # stack 4 x 2000 µs of pulses per spot
+
+
+def mid_spot(rep_rate_hz: int = 20, into_s: float = 0.003,
+             **overrides: Any) -> tuple[SimDevice, RawHost, float]:
+    """A device emitting spots of 8 ms, ``into_s`` into its second spot; the device time at
+    which that spot's last pulse ends."""
+    device, host = new_device(footswitch=True, rep_rate_hz=rep_rate_hz, noise_percent=0.0,
+                              **overrides)
+    spots = make_spots(20, energy_uj=5000, pulse_us=2000, stack=4)
+    checksum = plan_checksum(spots)
+    host.send("LOAD_PLAN", pass_index=0, spot_count=20, plan_checksum=checksum, first_index=0)
+    host.send("SPOT_BATCH", spots)
+    host.send("ARM", plan_checksum=checksum)
+    host.send("START")
+    while device.fired_count < 2:
+        deadline = device.next_deadline()
+        assert deadline is not None
+        device.advance(deadline)
+    device.advance(device.now_s + into_s)
+    sent(device)
+    return device, host, float(device.ground_truth["time_s"][-1]) + SPOT_S
+
+
+def test_a_pause_is_answered_once_the_spot_under_way_has_ended() -> None:
+    """The ACK (state PAUSED), the EVT_STATE and the flags come when the spot's last pulse has
+    ended, not before; requests sent after the PAUSE wait behind it; the spot's record is
+    flushed between the ACK and the EVT_STATE; no further spot fires."""
+    device, host, end_s = mid_spot()
+    pause = host.send("PAUSE")
+    beat = host.send("HEARTBEAT")
+    asked = host.send("STATUS_REQUEST")
+    device.advance(end_s - 1e-6)
+    assert sent(device) == []
+    assert device.state == State.EMITTING and device.pausing
+    assert device.flags & DeviceFlag.SHUTTER_OPEN and device.flags & DeviceFlag.LASER_ON
+    device.advance(end_s)
+    got = sent(device)
+    assert [summary(m) for m in got] == [
+        ("ACK", pause, 0x25, State.PAUSED), ("EVT_DELIVERED", got[1].seq),
+        ("EVT_STATE", State.EMITTING, State.PAUSED, Cause.HOST_COMMAND, FaultCode.NONE),
+        ("ACK", beat, 0x02, State.PAUSED), ("STATUS_REPORT", asked)]
+    assert got[1].records is not None and got[1].records["index"].tolist() == [1]
+    assert not int(got[4]["flags"]) & (DeviceFlag.SHUTTER_OPEN | DeviceFlag.LASER_ON)
+    device.advance(end_s + 0.4)  # within the watchdog
+    assert device.fired_count == 2 and device.state == State.PAUSED
+
+
+def test_a_pause_with_no_spot_under_way_is_answered_at_once() -> None:
+    device, host, end_s = mid_spot()
+    device.advance(end_s + 0.003)  # between spots, the last one reported
+    assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]
+    pause = host.send("PAUSE")
+    assert [summary(m) for m in sent(device)] == [
+        ("ACK", pause, 0x25, State.PAUSED),
+        ("EVT_STATE", State.EMITTING, State.PAUSED, Cause.HOST_COMMAND, FaultCode.NONE)]
+
+
+def test_the_footswitch_released_mid_spot_pauses_once_the_spot_has_ended() -> None:
+    """Requests are answered meanwhile (EMITTING); a PAUSE then waits for the same end and the
+    cause stays the footswitch's; pressing the footswitch again does not cancel the pause."""
+    device, host, end_s = mid_spot()
+    device.set_input(footswitch="up")
+    assert [m.name for m in sent(device)] == ["EVT_INTERLOCK"]
+    beat = host.send("HEARTBEAT")
+    assert [summary(m) for m in sent(device)] == [("ACK", beat, 0x02, State.EMITTING)]
+    pause = host.send("PAUSE")
+    device.set_input(footswitch="down")
+    assert [m.name for m in sent(device)] == ["EVT_INTERLOCK"]
+    device.advance(end_s)
+    got = sent(device)
+    assert [summary(m) for m in got] == [
+        ("ACK", pause, 0x25, State.PAUSED), ("EVT_DELIVERED", got[1].seq),
+        ("EVT_STATE", State.EMITTING, State.PAUSED, Cause.FOOTSWITCH, FaultCode.NONE)]
+    device.advance(end_s + 1.0)
+    assert device.fired_count == 2
+
+
+def test_a_fault_cuts_the_spot_a_pause_waits_for() -> None:
+    """The door opens mid-spot while a PAUSE waits: at once the PAUSE is answered (state
+    FAULT), the records flushed, the fault announced; then the requests held behind it."""
+    device, host, end_s = mid_spot()
+    pause = host.send("PAUSE")
+    beat = host.send("HEARTBEAT")
+    device.set_input(door="open")
+    got = sent(device)
+    assert [summary(m) for m in got] == [
+        ("EVT_INTERLOCK", 0b1111, 0b1101), ("ACK", pause, 0x25, State.FAULT),
+        ("EVT_DELIVERED", got[2].seq),
+        ("EVT_STATE", State.EMITTING, State.FAULT, Cause.INTERLOCK, FaultCode.INTERLOCK_OPEN),
+        ("ACK", beat, 0x02, State.FAULT)]
+    device.advance(end_s + 0.1)
+    assert sent(device) == [] and device.fired_count == 2
+
+
+@pytest.mark.parametrize("stop", ["ABORT", "RAISE_FAULT", "estop"])
+def test_abort_and_faults_cut_the_spot_under_way(stop: str) -> None:
+    """Emission ends at once, the reply (when a request caused it) before the flushed records
+    and the EVT_STATE (rule 10); the cut spot's pulses end there, so the mirrors are free: a
+    pass started at once fires without waiting for the rest of the cut spot (1000 Hz: the
+    period is shorter than a spot)."""
+    device, host, end_s = mid_spot(rep_rate_hz=1000, into_s=0.001)
+    if stop == "estop":
+        device.set_input(estop="pressed")
+    else:
+        values = {"fault_code": int(FaultCode.HOST_REQUEST)} if stop == "RAISE_FAULT" else {}
+        host.send(stop, None, None, **values)
+    got = [summary(m)[0] for m in sent(device)]
+    first = "EVT_INTERLOCK" if stop == "estop" else "ACK"
+    assert got == [first, "EVT_DELIVERED", "EVT_STATE"]
+    assert not device.laser.shutter_open
+    spots = make_spots(20, energy_uj=5000, pulse_us=2000, stack=4)
+    checksum = plan_checksum(spots)
+    if stop == "estop":
+        device.set_input(estop="released")
+    if device.state == State.FAULT:
+        assert host.request("RESET_FAULT").name == "ACK"
+    else:
+        host.request("LOAD_PLAN", pass_index=1, spot_count=20, plan_checksum=checksum,
+                     first_index=2)
+    assert host.request("SPOT_BATCH", spots[2:]).name == "ACK"
+    assert host.request("ARM", plan_checksum=checksum).name == "ACK"
+    assert host.request("START").name == "ACK"
+    device.advance(end_s + 0.05)
+    times = device.ground_truth["time_s"]
+    assert len(times) > 2 and times[2] < end_s  # not after the cut spot's notional end
