@@ -197,3 +197,35 @@ def test_nack_details_and_check_order() -> None:
     assert _nack(host, "START") == (m.ErrorCode.INDICATOR_DELAY, 1500)  # 1499.5 ms, rounded up
     device.advance(2.0)
     assert _nack(host, "START") == (m.ErrorCode.FOOTSWITCH_UP, int(m.SAFETY_INTERLOCKS))
+
+
+# -- statements of the text checked against the simulator --
+
+
+def test_the_rate_period_counts_from_the_previous_spot_not_from_entering_emitting() -> None:
+    """Section 5, rule 3: a spot fires no earlier than the previous spot + 1/rate and no
+    earlier than entering EMITTING; entering EMITTING starts no period."""
+    device, host = _sim(rep_rate_hz=20, noise_percent=0.0)  # 50 ms period, spots of 200 µs
+    spots = make_spots(10)
+    checksum = plan_checksum(spots)
+    _ok(host, "LOAD_PLAN", pass_index=0, spot_count=10, plan_checksum=checksum, first_index=0)
+    _ok(host, "ARM", plan_checksum=checksum)
+    _ok(host, "START")
+    mirror = device.galvo.corrected(spots["x_lsb"], spots["y_lsb"])
+    jump_s = device.galvo.jump_time_us(int(mirror[0][0]), int(mirror[1][0])) / 1e6
+    _ok(host, "SPOT_BATCH", spots)
+    device.advance(0.06)
+    times = device.ground_truth["time_s"]
+    assert times.tolist() == pytest.approx([jump_s, jump_s + 0.05])  # not entry + 1/rate
+    device.advance(times[1] + 0.001)  # its pulses over: PAUSE answered at once
+    _ok(host, "PAUSE")
+    _ok(host, "RESUME")  # entered again 1 ms after the spot
+    device.advance(times[1] + 0.051)
+    times = device.ground_truth["time_s"]
+    assert times[2] == pytest.approx(times[1] + 0.05)  # the previous spot + 1/rate, not entry's
+    _ok(host, "PAUSE")
+    device.advance(times[2] + 0.2)
+    _ok(host, "RESUME")  # long after the period: at the end of its jump
+    device.advance(times[2] + 0.21)
+    times = device.ground_truth["time_s"]
+    assert times[2] + 0.2 < times[3] < times[2] + 0.202
