@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import serial
 
 from drivers.protocol import FrameDecoder, Message, decode, encode, encode_frame, message
 from drivers.protocol import messages as m
@@ -17,6 +20,8 @@ from drivers.protocol.spec import BLOCK, RENDERERS, VECTOR, render_document
 from sim_hw.config import SimConfig
 from sim_hw.device import SimDevice
 from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
+from sim_hw.tcp_server import serve_tcp
+from tests.test_sim_transports import serial_host
 
 DOC = Path(__file__).resolve().parents[1] / "firmware_protocol.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -229,3 +234,50 @@ def test_the_rate_period_counts_from_the_previous_spot_not_from_entering_emittin
     device.advance(times[2] + 0.21)
     times = device.ground_truth["time_s"]
     assert times[2] + 0.2 < times[3] < times[2] + 0.202
+
+
+def test_status_report_saturates_a_rate_above_65535() -> None:
+    """Section 5, rule 11: STATUS_REPORT's u16 rep_rate_hz says 65535 for a higher rate in
+    use, which is unchanged."""
+    device, host = _sim(rep_rate_max_hz=100_000)
+    _ok(host, "PULSE_SETTINGS", rep_rate_hz=70_000)
+    assert _ok(host, "STATUS_REQUEST")["rep_rate_hz"] == 65535
+    assert device.nv.rep_rate_hz == 70_000
+    assert "reported as 65535" in TEXT
+
+
+def test_one_host_at_a_time_and_a_disconnect_changes_no_device_state() -> None:
+    """Section 1: a second connection is refused while the first is open, which keeps being
+    served; a disconnect leaves the device as it was, and its watchdog still runs."""
+    config = SimConfig(pre_emission_ms=0, watchdog_ms=400, heartbeat_ms=100)
+    spots = make_spots(10)
+    checksum = plan_checksum(spots)
+    with serve_tcp(config) as served:
+        with serial.serial_for_url(served.url, timeout=0) as first:
+            host = serial_host(first)
+            host.request("LOAD_PLAN", pass_index=0, spot_count=10, plan_checksum=checksum,
+                         first_index=0)
+            assert host.request("ARM", plan_checksum=checksum)["state"] == m.State.ARMED
+            with socket.create_connection(("127.0.0.1", served.port), timeout=2) as second:
+                assert second.recv(10) == b""  # refused: closed at once
+            assert host.request("STATUS_REQUEST")["state"] == m.State.ARMED
+        with serial.serial_for_url(served.url, timeout=0) as again:
+            host = serial_host(again)
+            assert host.request("STATUS_REQUEST")["state"] == m.State.ARMED
+            time.sleep(0.6)  # nobody in control: the watchdog runs out
+            status = host.request("STATUS_REQUEST")
+            assert (status["state"], status["fault_code"]) == (m.State.FAULT,
+                                                               m.FaultCode.WATCHDOG)
+
+
+def test_the_nack_without_text_is_the_devices_refusal_of_a_pause_at_close() -> None:
+    """Section 7: a device in STANDBY refuses the PAUSE every close sends with this NACK (the
+    simulator adds a text, which is for people only)."""
+    (vector,) = [v for v in VECTORS if v["message"] == "NACK" and "text" not in v]
+    expected = json.loads(vector["fields"])
+    assert expected["refused_type"] == m.BY_NAME["PAUSE"].type_id
+    device, host = _sim()
+    seq = host.send("PAUSE", None, int(vector["seq"]))
+    reply = host.reply(seq)
+    assert reply.name == "NACK" and {k: int(reply[k]) for k in expected} == expected
+    assert device.state == m.State.STANDBY
