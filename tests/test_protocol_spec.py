@@ -1,8 +1,13 @@
-"""firmware_protocol.md and drivers.protocol must agree: tables and test vectors, both ways."""
+"""firmware_protocol.md and drivers.protocol must agree: tables and test vectors, both ways;
+the vectors written out in the text (plan checksum, HMAC, galvo) agree with co2scan's own
+functions and the simulator, and so do statements of the text checked against the simulator."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -12,12 +17,16 @@ import numpy as np
 import pytest
 import serial
 
+from drivers import open_device
 from drivers.protocol import FrameDecoder, Message, decode, encode, encode_frame, message
 from drivers.protocol import messages as m
+from drivers.protocol.codec import encode_payload
 from drivers.protocol.errors import FrameError
 from drivers.protocol.framing import decode_frame
 from drivers.protocol.spec import BLOCK, RENDERERS, VECTOR, render_document
-from sim_hw.config import SimConfig
+from drivers.spots import PassSpots
+from drivers.spots import plan_checksum as host_plan_checksum
+from sim_hw.config import DEV_KEY, SimConfig
 from sim_hw.device import SimDevice
 from sim_hw.probe import RawHost, attach, make_spots, plan_checksum
 from sim_hw.tcp_server import serve_tcp
@@ -33,6 +42,13 @@ def parse_vector(block: str) -> dict[str, str]:
 
 
 VECTORS = [parse_vector(b) for b in VECTOR.findall(TEXT)]
+FENCED = re.compile(r"```(\w+)\n(.*?)```", re.S)
+
+
+def written_out(kind: str) -> dict[str, str]:
+    """The one ```KIND block of the text (checksum, auth, galvo), parsed as a vector is."""
+    (block,) = [parse_vector(body) for tag, body in FENCED.findall(TEXT) if tag == kind]
+    return block
 
 
 def test_generated_blocks_match_the_code() -> None:
@@ -204,6 +220,111 @@ def test_nack_details_and_check_order() -> None:
     assert _nack(host, "START") == (m.ErrorCode.FOOTSWITCH_UP, int(m.SAFETY_INTERLOCKS))
 
 
+def _authenticate(host: RawHost, key: bytes = DEV_KEY) -> None:
+    nonce = bytes(_ok(host, "AUTH_BEGIN")["nonce"])
+    _ok(host, "AUTH_RESPONSE", mac=hmac.new(key, m.AUTH_CONTEXT + nonce, hashlib.sha256).digest())
+
+
+# -- the vectors written out in the text: each computed here by the code that implements it --
+
+
+def test_the_plan_checksum_vector_is_what_co2scan_sends_and_the_device_only_compares() -> None:
+    """Section 9: the records' bytes are those SPOT_BATCH carries, their CRC is co2scan's
+    plan_checksum; the device compares ARM's checksum with LOAD_PLAN's and never with the
+    records (records that do not match it are accepted, and so is ARM)."""
+    block = written_out("checksum")
+    rows = json.loads(block["records"])
+    names = m.SPOT_DTYPE.names
+    assert names is not None
+    records = np.array([tuple(r[n] for n in names) for r in rows], m.SPOT_DTYPE)
+    header = m.BY_NAME["SPOT_BATCH"].struct.size
+    payload = encode_payload(message("SPOT_BATCH", 0, records=records))
+    assert payload[header:] == bytes.fromhex(block["bytes"])
+    checksum = int(block["plan_checksum"])
+    assert PassSpots.from_records(0, records).checksum == host_plan_checksum(records) == checksum
+    assert f"`{checksum.to_bytes(4, 'little').hex(' ')}`" in TEXT
+    _, host = _sim()
+    _ok(host, "LOAD_PLAN", pass_index=0, spot_count=len(records), plan_checksum=checksum,
+        first_index=0)
+    other = records.copy()
+    other["energy_uj"] += 1000
+    _ok(host, "SPOT_BATCH", other)
+    assert _ok(host, "ARM", plan_checksum=checksum)["state"] == m.State.ARMED
+
+
+def test_the_hmac_vector_is_what_co2scan_sends_and_the_device_accepts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section 8: challenged with the vector's nonce, the simulator accepts the vector's mac,
+    and co2scan's Device.authenticate sends exactly that mac; the AUTH_RESPONSE vector carries
+    it (its wire bytes are checked with every vector)."""
+    block = written_out("auth")
+    key, nonce, mac = (bytes.fromhex(block[k]) for k in ("key", "nonce", "mac"))
+    assert key == DEV_KEY and bytes.fromhex(block["input"]) == m.AUTH_CONTEXT + nonce
+    assert [json.loads(v["fields"])["mac"] for v in VECTORS
+            if v["message"] == "AUTH_RESPONSE" and json.loads(v["fields"])["mac"] == mac.hex()]
+    challenge = [v for v in VECTORS if v["message"] == "AUTH_CHALLENGE"]
+    assert [json.loads(v["fields"])["nonce"] for v in challenge] == [nonce.hex()]
+
+    device, host = _sim()
+    monkeypatch.setattr(device._rng, "randbytes", lambda n: nonce)
+    assert bytes(_ok(host, "AUTH_BEGIN")["nonce"]) == nonce
+    assert _ok(host, "AUTH_RESPONSE", mac=mac)["acked_type"] == m.BY_NAME["AUTH_RESPONSE"].type_id
+    assert device.flags & m.DeviceFlag.SERVICE_MODE
+
+    sent: list[bytes] = []
+    with open_device("sim://") as dev:
+        monkeypatch.setattr(dev.simulator.device._device._rng, "randbytes", lambda n: nonce)
+        request = dev.link.request
+
+        def spy(name: str, *args: Any, **values: Any) -> Message:
+            if name == "AUTH_RESPONSE":
+                sent.append(bytes(values["mac"]))
+            return request(name, *args, **values)
+
+        monkeypatch.setattr(dev.link, "request", spy)
+        dev.authenticate(key)
+    assert sent == [mac]
+
+
+def test_the_galvo_worked_example_is_what_the_device_computes() -> None:
+    """Section 3.1: the simulator, calibrated so, drives the mirrors to the example's position
+    (the binary64 rounding, not the exact half) and answers the jump after the example's
+    time, with that time as ACK value."""
+    block = written_out("galvo")
+    calibration, limits, start, command, mirror = (
+        json.loads(block[k]) for k in ("calibration", "device", "from", "command", "mirror"))
+    jump_us = int(block["jump_us"])
+    device, host = _sim(**limits)
+    assert (device.galvo.x_lsb, device.galvo.y_lsb) == (start["x"], start["y"])  # power-on
+    _authenticate(host)
+    _ok(host, "SET_CALIBRATION", **calibration)
+    _ok(host, "AUTH_END")
+    x, y = device.galvo.corrected(command["x_lsb"], command["y_lsb"])
+    assert (int(x), int(y)) == (mirror["x"], mirror["y"])
+    sent_at = device.now_s
+    seq = host.send("GALVO_JUMP", **command)
+    device.advance(sent_at + (jump_us - 1) / 1e6)
+    host.poll()
+    assert seq not in host.replies
+    device.advance(sent_at + jump_us / 1e6)
+    reply = host.reply(seq)
+    assert (reply.name, reply["value"]) == ("ACK", jump_us)
+    assert (device.galvo.x_lsb, device.galvo.y_lsb) == (mirror["x"], mirror["y"])
+
+
+def test_the_nack_without_text_is_the_devices_refusal_of_a_pause_at_close() -> None:
+    """Section 7: a device in STANDBY refuses the PAUSE every close sends with this NACK (the
+    simulator adds a text, which is for people only)."""
+    (vector,) = [v for v in VECTORS if v["message"] == "NACK" and "text" not in v]
+    expected = json.loads(vector["fields"])
+    assert expected["refused_type"] == m.BY_NAME["PAUSE"].type_id
+    device, host = _sim()
+    seq = host.send("PAUSE", None, int(vector["seq"]))
+    reply = host.reply(seq)
+    assert reply.name == "NACK" and {k: int(reply[k]) for k in expected} == expected
+    assert device.state == m.State.STANDBY
+
+
 # -- statements of the text checked against the simulator --
 
 
@@ -268,16 +389,3 @@ def test_one_host_at_a_time_and_a_disconnect_changes_no_device_state() -> None:
             status = host.request("STATUS_REQUEST")
             assert (status["state"], status["fault_code"]) == (m.State.FAULT,
                                                                m.FaultCode.WATCHDOG)
-
-
-def test_the_nack_without_text_is_the_devices_refusal_of_a_pause_at_close() -> None:
-    """Section 7: a device in STANDBY refuses the PAUSE every close sends with this NACK (the
-    simulator adds a text, which is for people only)."""
-    (vector,) = [v for v in VECTORS if v["message"] == "NACK" and "text" not in v]
-    expected = json.loads(vector["fields"])
-    assert expected["refused_type"] == m.BY_NAME["PAUSE"].type_id
-    device, host = _sim()
-    seq = host.send("PAUSE", None, int(vector["seq"]))
-    reply = host.reply(seq)
-    assert reply.name == "NACK" and {k: int(reply[k]) for k in expected} == expected
-    assert device.state == m.State.STANDBY
