@@ -432,8 +432,9 @@ def grid_points(const double[::1] vx, const double[::1] vy, double pitch_um, bin
 def near_outline(const double[::1] x, const double[::1] y, const double[::1] vx,
                  const double[::1] vy, double radius_um):
     """Mask of the points closer than ``radius_um`` to an edge of the polygon (squared
-    distances compared); each point tests only the edges of the bands within twice the
-    radius of its height."""
+    distances compared, so a radius whose square underflows, below about 1e-154 µm, finds
+    none); each point tests only the edges of the bands within twice the radius of its
+    height."""
     cdef Py_ssize_t n = _same_length(x, y), k, b, it
     cdef EdgeBands poly = EdgeBands(vx, vy)
     cdef const Poly* p = &poly.p
