@@ -41,6 +41,14 @@ AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)
 OUTCOME_KINDS = ("session_end", "run_stopped", "session_resumed", "transition", "interrupted",
                  "energy_fault", "device_error", "record_error", "device_mismatch", "link_lost",
                  "reconnected", "operator_reset")
+#: Entries that say how a run stopped. The transitions into :data:`STOP_STATES` that follow
+#: them until a run starts again (:data:`RESTARTING_KINDS`, ARMED, EMITTING) are the stop's
+#: own PAUSE and DISARM, which the link's thread may record after them: they do not change
+#: the outcome (a run stopped as paused, fault or interrupted read "waiting" or "paused").
+STOPPING_KINDS = frozenset({"session_end", "run_stopped", "interrupted", "energy_fault",
+                            "device_error", "record_error", "device_mismatch", "link_lost"})
+RESTARTING_KINDS = frozenset({"session_resumed", "reconnected", "operator_reset"})
+STOP_STATES = frozenset({"PAUSED", "READY", "STANDBY"})
 #: What each outcome of :func:`session_outcomes` means (``log list --help``, README).
 OUTCOMES = {
     "completed": "every spot delivered",
@@ -109,7 +117,15 @@ def session_outcomes(record: TreatmentRecord, session: int | None = None
     with none of these entries is not in it: its outcome is ``("open", "")``."""
     found = [e for kind in OUTCOME_KINDS for e in record.entries(session, kind)]
     outcomes: dict[int, tuple[str, str]] = {}
+    stopped: set[int] = set()  # sessions whose run has recorded how it stopped
     for e in sorted(found, key=lambda e: e.seq):
+        new = e.body.get("new") if e.kind == "transition" else None
+        if e.session in stopped and new in STOP_STATES:
+            continue  # the stop's own PAUSE / DISARM, recorded from the link's thread late
+        if e.kind in STOPPING_KINDS:
+            stopped.add(e.session)
+        elif e.kind in RESTARTING_KINDS or new in ("ARMED", "EMITTING"):
+            stopped.discard(e.session)
         outcomes[e.session] = _fold_outcome(outcomes.get(e.session, ("open", "")), e.kind,
                                             e.body)
     return outcomes

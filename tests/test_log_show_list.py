@@ -131,3 +131,32 @@ def test_list_says_each_sessions_last_outcome_and_its_spots(
                         "interrupted (SIGTERM)", "open", "completed"]
     assert " 70/100 " in out.splitlines()[1] and " 0/100 " in out.splitlines()[2]
     assert "spots" in out.splitlines()[0] and "status" in out.splitlines()[0]
+
+
+def test_the_stops_own_transitions_recorded_after_it_do_not_change_the_outcome(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The link's thread records the device's transitions: those of the stop's own PAUSE and
+    DISARM may land after run_stopped. A run paused before emission read "waiting" (its
+    disarm's ARMED -> READY came last, seen under load in test_api_treat), a run stopped by a
+    record error "paused". A later run (ARMED again) and a device fault still count."""
+    path = tmp_path / "r.db"
+    stop = "run_stopped"
+    with TreatmentRecord(path) as record:
+        outcome_of(record, transition("READY", "ARMED"),
+                   (stop, {"status": "paused", "cause": "", "detail": ""}),
+                   transition("ARMED", "READY"))
+        outcome_of(record, transition("ARMED", "EMITTING"),
+                   ("record_error", {"error": "locked"}),
+                   (stop, {"status": "fault", "cause": "record_error", "detail": ""}),
+                   transition("EMITTING", "PAUSED"), transition("PAUSED", "READY"))
+        outcome_of(record, transition("ARMED", "EMITTING"),
+                   ("interrupted", {"reason": "SIGTERM"}), transition("EMITTING", "PAUSED"))
+        outcome_of(record, (stop, {"status": "paused", "cause": "", "detail": ""}),
+                   transition("READY", "ARMED"), transition("ARMED", "READY"))
+        outcome_of(record, (stop, {"status": "paused", "cause": "", "detail": ""}),
+                   transition("PAUSED", "FAULT", "WATCHDOG"))
+    status, out, _ = cli(capsys, "log", "list", "--record", str(path))
+    assert status == 0
+    statuses = [line.split("  ")[-1].strip() for line in out.splitlines()[1:]]
+    assert statuses == ["paused", "fault (record error)", "interrupted (SIGTERM)", "waiting",
+                        "fault (device fault WATCHDOG)"]
