@@ -56,6 +56,9 @@ from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+#: How long a run's end waits for the link's thread to record the transitions received
+#: before it (s).
+EVENTS_CATCH_UP_S = 2.0
 #: The longest detail a run_stopped entry keeps (an error's text may be long).
 RUN_DETAIL_CHARS = 500
 #: What a stop's detail says when the device did not confirm that emission stopped.
@@ -554,7 +557,7 @@ class TreatmentSession:
     def _deliver_in(self, stopped: contextlib.ExitStack) -> SessionOutcome:
         status = "completed"
         detail = cause = ""
-        lying = False
+        lying = suspect = False  # suspect: a device error; its answers are not waited for
         # what ended an earlier run; each pass below adopts the device's status into the
         # mirror before it fires
         self._mirror_failure = self._unrecorded = None
@@ -574,7 +577,7 @@ class TreatmentSession:
             since = time.monotonic()
             self._halt_emission()
             self._share_one_wait(stopped, since)
-            lying = isinstance(exc, DeviceMisreport)
+            lying, suspect = isinstance(exc, DeviceMisreport), True
             status, detail = "fault", f"device error: {exc}"
             cause = ("refused" if isinstance(exc, DeviceNack) else
                      "timeout" if isinstance(exc, DeviceTimeout) else
@@ -605,17 +608,31 @@ class TreatmentSession:
             delivered = {j.number: self.delivered_count(j) for j in self.jobs}
         except RecordError:
             delivered = {}
-        if status in ("completed", "aborted"):
-            # The device's state change after the last spot arrives as an event; a status
-            # round trip (ordered after it on the link) records it before the end.
+        if not suspect:
+            # The device's state changes (after the last spot; the stop's own PAUSE, DISARM,
+            # ABORT) arrive as events after their replies; a status round trip (ordered after
+            # them on the link) receives them, and they are recorded before the run's end.
             with contextlib.suppress(DeviceError):
                 self._status()
+        self._transitions_recorded()
+        if status in ("completed", "aborted"):
             self.record.append(self.session_id, "session_end", status=status)
         else:  # a stop it can resume from: why, for the record's readers (log list, report)
             with contextlib.suppress(RecordError):
                 self.record.append(self.session_id, "run_stopped", status=status, cause=cause,
                                    detail=detail[:RUN_DETAIL_CHARS - len(note)] + note)
         return SessionOutcome(status, self.session_id, detail + note, delivered, cause)
+
+    def _transitions_recorded(self) -> None:
+        """Before the run's last entry: wait until the link's thread has recorded the
+        transitions received so far (those of the stop's own PAUSE, DISARM or ABORT, received
+        by the status round trip before it). Their entries landed after session_end or
+        run_stopped under load, and an aborted session read "open" (resumable), a paused one
+        "waiting". At most :data:`EVENTS_CATCH_UP_S`; a slow record is only logged."""
+        if not self.device.caught_up(self._on_event, EVENTS_CATCH_UP_S):
+            log.warning("session %s: the device's last transitions were not recorded within "
+                        "%g s; they may follow the run's end in the record", self.session_id,
+                        EVENTS_CATCH_UP_S)
 
     def _share_one_wait(self, stopped: contextlib.ExitStack, since: float) -> None:
         """From here until run() returns, the writes to the record (why the run stopped, the

@@ -114,6 +114,11 @@ class Device:
         ``on_error`` (else only logged). See :meth:`Link.subscribe`."""
         return self.link.subscribe(callback, on_error)
 
+    def caught_up(self, callback: Callable[[Item], None], timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until ``callback`` (subscribed) has handled every event
+        received so far: whether it did (:meth:`Link.caught_up`)."""
+        return self.link.caught_up(callback, timeout_s)
+
     @contextlib.contextmanager
     def events(self) -> Iterator[EventQueue]:
         """A queue receiving every event from now on, in wire order with the replies of what

@@ -123,7 +123,7 @@ class Subscription:
     callback: Subscriber
     on_error: SubscriberErrorHandler | None = None
     thread: threading.Thread = field(init=False)
-    pending: queue.SimpleQueue[Item | DeliveredRun | None] = field(
+    pending: queue.SimpleQueue[Item | DeliveredRun | threading.Event | None] = field(
         default_factory=queue.SimpleQueue)
     #: False once it unsubscribed from its own callback: no further call
     active: bool = True
@@ -133,6 +133,9 @@ class Subscription:
 
     def _run(self) -> None:
         while (item := self.pending.get()) is not None:
+            if isinstance(item, threading.Event):  # a caught_up() marker: all before handled
+                item.set()
+                continue
             for event in item.messages() if isinstance(item, DeliveredRun) else (item,):
                 if not self.active:
                     return
@@ -377,6 +380,26 @@ class Link:
                 subscription.thread.join()
 
         return unsubscribe
+
+    def caught_up(self, callback: Subscriber, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until ``callback``'s subscriptions have handled every
+        event the link received before this call: whether they did. A request's reply
+        arrives after the events the device sent before it, so a round trip and then this
+        orders what the callback records (a transition) before what its caller writes next."""
+        markers = []
+        with self._lock:  # as _event hands events out: the marker goes in after them
+            for subscription in self._subscriptions:
+                if subscription.callback == callback:
+                    marker = threading.Event()
+                    subscription.pending.put(marker)
+                    markers.append((subscription, marker))
+        deadline = time.monotonic() + timeout_s
+        for subscription, marker in markers:
+            if threading.current_thread() is subscription.thread:
+                continue  # from the callback itself: what came before it has been handled
+            if not marker.wait(max(deadline - time.monotonic(), 0.0)):
+                return False
+        return True
 
     # -- liveness ---------------------------------------------------------------------------
     def lease_heartbeats(self, lease_s: float | None) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,6 +166,34 @@ def test_resumable_sessions_are_those_not_ended(tmp_path: Path) -> None:
             waiting.session_id: ("waiting", ""), paused.session_id: ("paused", ""),
             never_run.session_id: ("open", "")}
         assert api.session_outcomes(record)[cancelled.session_id] == ("cancelled", "")
+
+
+@pytest.mark.parametrize("request_stop, outcome", [
+    (lambda s: s.request_pause(), "paused"), (lambda s: s.request_abort(), "aborted")])
+def test_a_runs_end_is_recorded_after_the_transitions_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request_stop: Callable[[api.TreatmentSession], None], outcome: str) -> None:
+    """The session records the device's transitions from the link's thread, each subscriber
+    on a thread of its own: under load the stop's own DISARM or ABORT (and the ARM before
+    it) were recorded after run_stopped or session_end, and an aborted session read "open"
+    (resumable). Here the recording is slowed down; the run's end still comes last."""
+    record_event = api.TreatmentSession._on_event
+
+    def slowly(self: api.TreatmentSession, item: object) -> None:
+        time.sleep(0.2)
+        record_event(self, item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api.TreatmentSession, "_on_event", slowly)
+    path = tmp_path / "r.db"
+    with api.open_device(WAITING) as dev:
+        done = api.treat(dev, [plan_for(dev)], path, operator="o", patient_ref="p",
+                         on_session=request_stop)
+    assert done.status == outcome
+    with api.TreatmentRecord(path, read_only=True) as record:
+        kinds = [e.kind for e in record.entries(done.session_id)]
+        assert "transition" in kinds
+        assert kinds[-1] == ("session_end" if outcome == "aborted" else "run_stopped")
+        assert api.session_outcomes(record)[done.session_id] == (outcome, "")
 
 
 def test_the_readme_gui_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
