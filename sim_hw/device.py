@@ -66,6 +66,7 @@ from sim_hw.nvm import NonVolatile, PassRecord
 from sim_hw.truth import GroundTruth
 
 _STATUS_REQUEST = BY_NAME["STATUS_REQUEST"].type_id
+_PAUSE = BY_NAME["PAUSE"].type_id
 _DELIVERED = BY_NAME["EVT_DELIVERED"]
 _SPOT_BATCH_DEF = BY_NAME["SPOT_BATCH"]
 _SPOT_BATCH = _SPOT_BATCH_DEF.type_id
@@ -141,9 +142,11 @@ class SpotBuffer:
 
 
 class Stop(NamedTuple):
-    """Rule 5: leaving EMITTING for PAUSED (footswitch released, PAUSE) once the spot under way
-    has ended: its end (device time), the cause, and the PAUSE to answer then (None when the
-    footswitch alone stops it; requests received after a PAUSE wait behind it)."""
+    """Rules 5 and 6: leaving EMITTING once the spot under way has ended: for PAUSED (footswitch
+    released, PAUSE) or, cause PLAN_COMPLETE, for STANDBY (the pass's last spot); its end
+    (device time), the cause, and the PAUSE to answer then (None when the footswitch alone
+    stops it; requests received after a PAUSE wait behind it; a PAUSE during the last spot
+    waits in the inbox, to be refused in STANDBY)."""
 
     end_s: float
     cause: Cause
@@ -294,7 +297,9 @@ class SimDevice:
                 self._feed_watchdog(self._host_now_s)
                 continue
             for frame in frames:
-                if self._holding:  # requests are handled in order, after the jump or pause
+                if self._holding or (frame.type_id == _PAUSE and self.completing):
+                    # requests are handled in order, after the jump or pause; a PAUSE during
+                    # the pass's last spot once the pass is complete (rule 6)
                     self._inbox.append((frame, self._host_now_s))
                 else:
                     self._handle(frame, self._host_now_s)
@@ -324,7 +329,13 @@ class SimDevice:
     def pausing(self) -> bool:
         """A footswitch release or PAUSE waits for the spot under way to end (rule 5): the
         state is still EMITTING, the spot's pulses still firing, and no further spot fires."""
-        return self._stop is not None
+        return self._stop is not None and self._stop.cause != Cause.PLAN_COMPLETE
+
+    @property
+    def completing(self) -> bool:
+        """The pass's last spot has fired and its pulses are still firing (rule 6): the state
+        is still EMITTING; STANDBY (PLAN_COMPLETE) once they have ended."""
+        return self._stop is not None and self._stop.cause == Cause.PLAN_COMPLETE
 
     @property
     def frames_dropped(self) -> int:
@@ -494,12 +505,10 @@ class SimDevice:
 
     def _end_emission(self, new: State, cause: Cause) -> None:
         """Leaving EMITTING for ``new`` (rules 5, 6, 7, 8, 10): a spot under way is cut (ABORT,
-        a fault), over (a pause waited for it) or, for the pass's last spot, left to end; a
-        PAUSE waiting for it is answered, then the delivered records are flushed (EVT_STATE
-        follows)."""
+        a fault) or over (a pause or the pass's completion waited for it); a PAUSE waiting for
+        it is answered, then the delivered records are flushed (EVT_STATE follows)."""
         stop, self._stop = self._stop, None
-        if cause != Cause.PLAN_COMPLETE:  # its pulses end here: the mirrors are free
-            self._galvo_free_s = min(self._galvo_free_s, self._now_s)
+        self._galvo_free_s = min(self._galvo_free_s, self._now_s)  # its pulses end here
         if stop is not None and stop.request is not None:
             request = stop.request
             self._reply(request, make_message(
@@ -523,17 +532,37 @@ class SimDevice:
         self._set_state(State.PAUSED, cause)
         return True
 
+    def _complete(self) -> None:
+        """Rule 6: the pass's last spot has fired; STANDBY (PLAN_COMPLETE) once its last pulse
+        has ended (at once when it has no duration). Until then the state is EMITTING and no
+        spot fires (none is left)."""
+        if self._galvo_free_s > self._now_s:
+            self._stop = Stop(self._galvo_free_s, Cause.PLAN_COMPLETE, None)
+            self._next_fire_s = None
+            self._fire_times_s = None
+        else:
+            self._finish_complete()
+
+    def _finish_complete(self) -> None:
+        self._unload_plan()
+        self._set_state(State.STANDBY, Cause.PLAN_COMPLETE)
+
     def _finish_stop(self) -> None:
-        """The spot under way at a PAUSE or footswitch release has ended: PAUSED."""
+        """The spot under way at a PAUSE or footswitch release has ended: PAUSED; or the pass's
+        last spot has: STANDBY. Then the requests that waited."""
         assert self._stop is not None
-        self._set_state(State.PAUSED, self._stop.cause)
+        if self._stop.cause == Cause.PLAN_COMPLETE:
+            self._finish_complete()
+        else:
+            self._set_state(State.PAUSED, self._stop.cause)
         self._take_up_held()
 
     @property
     def _holding(self) -> bool:
-        """Requests wait (in order) for a GALVO_JUMP's end or for a PAUSE's reply."""
-        return self._jump is not None or (self._stop is not None
-                                          and self._stop.request is not None)
+        """Requests wait (in order) for a GALVO_JUMP's end, for a PAUSE's reply, or behind a
+        PAUSE received during the pass's last spot (rule 6)."""
+        return self._jump is not None or (self._stop is not None and (
+            self._stop.request is not None or bool(self._inbox)))
 
     def _take_up_held(self) -> None:
         """Handle, in order, the requests that waited behind a jump or a pause now over."""
@@ -684,8 +713,7 @@ class SimDevice:
         known = self._fire_times_s
         assert known is not None
         if index == plan.spot_count - 1:
-            self._unload_plan()
-            self._set_state(State.STANDBY, Cause.PLAN_COMPLETE)
+            self._complete()
         elif len(known) > count:  # the next spot's time is known: as _schedule_next gives it
             self._next_fire_s = float(known[count])
             self._fire_times_s = known[count:]

@@ -172,9 +172,10 @@ class HostChaos(RuleBasedStateMachine):
     def laser_off_unless_emitting(self) -> None:
         if self.device.state != State.EMITTING:
             assert not self.device.laser.shutter_open
-        if self.device.state == State.EMITTING:  # or the footswitch's pause waits for the
-            # spot under way to end (rule 5)
-            bits = EMIT_BITS & ~Interlock.FOOTSWITCH_DOWN if self.device.pausing else EMIT_BITS
+        if self.device.state == State.EMITTING:  # or the footswitch's pause, or the pass's
+            # completion, waits for the spot under way to end (rules 5, 6)
+            waiting = self.device.pausing or self.device.completing
+            bits = EMIT_BITS & ~Interlock.FOOTSWITCH_DOWN if waiting else EMIT_BITS
             assert self.device.interlocks & bits == bits
 
     @invariant()

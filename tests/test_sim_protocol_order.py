@@ -278,3 +278,113 @@ def test_abort_and_faults_cut_the_spot_under_way(stop: str) -> None:
     device.advance(end_s + 0.05)
     times = device.ground_truth["time_s"]
     assert len(times) > 2 and times[2] < end_s  # not after the cut spot's notional end
+
+
+# -- rule 6: the pass completes once its last spot's last pulse has ended ----------------------
+
+LONG_SPOT_S = 0.016  # stack 8 x 2000 µs of pulses per spot
+
+
+def in_last_spot(into_s: float = 0.004) -> tuple[SimDevice, RawHost, float]:
+    """A device firing a pass of 3 spots of 16 ms, ``into_s`` into its last spot (nothing
+    sent since); the device time at which that spot's last pulse ends."""
+    device, host = new_device(footswitch=True, rep_rate_hz=20, noise_percent=0.0, max_stack=8)
+    spots = make_spots(3, energy_uj=5000, pulse_us=2000, stack=8)
+    checksum = plan_checksum(spots)
+    host.send("LOAD_PLAN", pass_index=0, spot_count=3, plan_checksum=checksum, first_index=0)
+    host.send("SPOT_BATCH", spots)
+    host.send("ARM", plan_checksum=checksum)
+    host.send("START")
+    while device.fired_count < 3:
+        deadline = device.next_deadline()
+        assert deadline is not None
+        device.advance(deadline)
+    device.advance(device.now_s + into_s)
+    sent(device)
+    return device, host, float(device.ground_truth["time_s"][-1]) + LONG_SPOT_S
+
+
+def test_the_pass_completes_when_its_last_spot_has_ended_not_when_it_fires() -> None:
+    """Until the last spot's last pulse has ended the state is EMITTING, with the shutter open
+    and its flags, and requests are answered in EMITTING; the EVT_STATE to STANDBY
+    (PLAN_COMPLETE) comes at the spot's start + stack x pulse_us."""
+    device, host, end_s = in_last_spot()
+    assert device.state == State.EMITTING and device.completing and not device.pausing
+    assert device.flags & DeviceFlag.SHUTTER_OPEN and device.flags & DeviceFlag.LASER_ON
+    assert device.laser.shutter_open
+    beat = host.send("HEARTBEAT")
+    assert [summary(m) for m in sent(device)] == [("ACK", beat, 0x02, State.EMITTING)]
+    device.advance(end_s - 1e-6)
+    assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]  # the last spot's 10 ms
+    assert device.state == State.EMITTING
+    assert device.next_deadline() == pytest.approx(end_s, abs=1e-9)
+    device.advance(end_s)
+    assert [summary(m) for m in sent(device)] == [
+        ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE, FaultCode.NONE)]
+    assert device.state == State.STANDBY and device.flags == DeviceFlag(0)
+    assert not device.laser.shutter_open and device.fired_count == 3
+
+
+def test_a_pause_during_the_last_spot_waits_for_it_and_is_refused_in_standby() -> None:
+    """The pass completes (PLAN_COMPLETE, no pause); the PAUSE, and the requests after it, wait
+    for the spot's end and are taken up after the EVT_STATE: PAUSE is not legal in STANDBY."""
+    device, host, end_s = in_last_spot()
+    pause = host.send("PAUSE")
+    beat = host.send("HEARTBEAT")
+    device.advance(end_s - 1e-6)
+    assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]
+    assert device.state == State.EMITTING
+    device.advance(end_s)
+    assert [summary(m) for m in sent(device)] == [
+        ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE, FaultCode.NONE),
+        ("NACK", pause, 0x25, ErrorCode.ILLEGAL_STATE, State.STANDBY, int(State.STANDBY)),
+        ("ACK", beat, 0x02, State.STANDBY)]
+
+
+def test_the_footswitch_released_during_the_last_spot_does_not_pause_the_pass() -> None:
+    device, _, end_s = in_last_spot()
+    device.set_input(footswitch="up")
+    assert [m.name for m in sent(device)] == ["EVT_INTERLOCK"]
+    assert device.state == State.EMITTING and device.laser.shutter_open
+    device.advance(end_s)
+    assert [summary(m) for m in sent(device)][-1] == (
+        "EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE, FaultCode.NONE)
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_an_estop_during_the_last_spot_cuts_it_and_faults_with_every_spot_fired(
+        held: bool) -> None:
+    """The spot is cut (counted as fired, rule 7), the device goes to FAULT, not STANDBY, with
+    the plan still loaded and nothing left to fire; a PAUSE that waited is then refused."""
+    device, host, end_s = in_last_spot()
+    pause = host.send("PAUSE") if held else None
+    device.set_input(estop="pressed")
+    got = [summary(m) for m in sent(device)]
+    assert got[0] == ("EVT_INTERLOCK", 0b1111, 0b1011)
+    assert ("EVT_STATE", State.EMITTING, State.FAULT, Cause.INTERLOCK, FaultCode.ESTOP) in got
+    assert ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE,
+            FaultCode.NONE) not in got
+    if held:
+        assert got[-1] == ("NACK", pause, 0x25, ErrorCode.ILLEGAL_STATE, State.FAULT,
+                           int(State.FAULT))
+    assert device.state == State.FAULT and not device.laser.shutter_open
+    device.advance(end_s + 0.1)
+    assert sent(device) == [] and device.fired_count == 3
+    report = host.request("STATUS_REQUEST")
+    assert int(report["delivered_count"]) == 3 and int(report["last_delivered"]) == 2
+    assert int(report["next_index"]) == 3
+    assert int(report["flags"]) & DeviceFlag.PLAN_LOADED
+    device.set_input(estop="released")
+    assert host.request("RESET_FAULT").name == "ACK" and device.state == State.READY
+
+
+def test_abort_during_the_last_spot_cuts_it() -> None:
+    device, host, end_s = in_last_spot()
+    abort = host.send("ABORT")
+    got = [summary(m) for m in sent(device)]
+    assert got[0] == ("ACK", abort, 0x27, State.STANDBY)
+    assert got[-1] == ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.HOST_COMMAND,
+                       FaultCode.NONE)
+    assert not device.laser.shutter_open
+    device.advance(end_s + 0.1)
+    assert sent(device) == []
