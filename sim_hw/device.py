@@ -704,7 +704,7 @@ class SimDevice:
         self.truth.extend_fired(spots, measured_uj, times_s, plan.pass_index)
         delivered = np.empty(count, DELIVERED_DTYPE)
         delivered["index"], delivered["measured_uj"] = spots["index"], measured_uj
-        self._report(delivered, times_s)
+        self._report(delivered, times_s + spots["pulse_us"] * spots["stack"] / 1e6)  # ends
         t_s = float(times_s[-1])
         self._now_s = max(self._now_s, t_s)
         self._period_ready_s = t_s + 1 / self.nv.rep_rate_hz
@@ -722,7 +722,8 @@ class SimDevice:
 
     def _report(self, records: np.ndarray, times_s: np.ndarray) -> None:
         """Take fired spots off the buffer and into delivered reports (section 6.1, see
-        :func:`sim_hw.reports_ref.delivered_reports`; built by its compiled twin)."""
+        :func:`sim_hw.reports_ref.delivered_reports`; built by its compiled twin). ``times_s``
+        are the spots' ends (their last pulse), from which the 10 ms deadline counts."""
         credits = self.credits  # before any of these spots leave the buffer
         self._buffer.pop(len(records))
         size = DELIVERED_DTYPE.itemsize

@@ -202,7 +202,7 @@ def test_a_pause_is_answered_once_the_spot_under_way_has_ended() -> None:
 
 def test_a_pause_with_no_spot_under_way_is_answered_at_once() -> None:
     device, host, end_s = mid_spot()
-    device.advance(end_s + 0.003)  # between spots, the last one reported
+    device.advance(end_s + 0.011)  # between spots, the last one reported (10 ms after its end)
     assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]
     pause = host.send("PAUSE")
     assert [summary(m) for m in sent(device)] == [
@@ -315,12 +315,15 @@ def test_the_pass_completes_when_its_last_spot_has_ended_not_when_it_fires() -> 
     beat = host.send("HEARTBEAT")
     assert [summary(m) for m in sent(device)] == [("ACK", beat, 0x02, State.EMITTING)]
     device.advance(end_s - 1e-6)
-    assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]  # the last spot's 10 ms
+    assert sent(device) == []  # the last spot's record waits for its end (section 6.1)
     assert device.state == State.EMITTING
     assert device.next_deadline() == pytest.approx(end_s, abs=1e-9)
     device.advance(end_s)
-    assert [summary(m) for m in sent(device)] == [
+    got = sent(device)
+    assert [summary(m) for m in got] == [
+        ("EVT_DELIVERED", got[0].seq),
         ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE, FaultCode.NONE)]
+    assert got[0].records is not None and got[0].records["index"].tolist() == [2]
     assert device.state == State.STANDBY and device.flags == DeviceFlag(0)
     assert not device.laser.shutter_open and device.fired_count == 3
 
@@ -332,10 +335,11 @@ def test_a_pause_during_the_last_spot_waits_for_it_and_is_refused_in_standby() -
     pause = host.send("PAUSE")
     beat = host.send("HEARTBEAT")
     device.advance(end_s - 1e-6)
-    assert [m.name for m in sent(device)] == ["EVT_DELIVERED"]
-    assert device.state == State.EMITTING
+    assert sent(device) == [] and device.state == State.EMITTING
     device.advance(end_s)
-    assert [summary(m) for m in sent(device)] == [
+    got = sent(device)
+    assert [summary(m) for m in got] == [
+        ("EVT_DELIVERED", got[0].seq),
         ("EVT_STATE", State.EMITTING, State.STANDBY, Cause.PLAN_COMPLETE, FaultCode.NONE),
         ("NACK", pause, 0x25, ErrorCode.ILLEGAL_STATE, State.STANDBY, int(State.STANDBY)),
         ("ACK", beat, 0x02, State.STANDBY)]
@@ -388,3 +392,25 @@ def test_abort_during_the_last_spot_cuts_it() -> None:
     assert not device.laser.shutter_open
     device.advance(end_s + 0.1)
     assert sent(device) == []
+
+
+def test_the_report_deadline_counts_from_the_spots_last_pulse() -> None:
+    """Section 6.1: 10 ms after the end of the first unreported spot's last pulse (the energy
+    monitor knows the stack's total only then), not after its start."""
+    device, host = new_device(footswitch=True, rep_rate_hz=20, noise_percent=0.0, max_stack=8)
+    spots = make_spots(3, energy_uj=5000, pulse_us=2000, stack=8)
+    checksum = plan_checksum(spots)
+    host.send("LOAD_PLAN", pass_index=0, spot_count=3, plan_checksum=checksum, first_index=0)
+    host.send("SPOT_BATCH", spots)
+    host.send("ARM", plan_checksum=checksum)
+    host.send("START")
+    sent(device)
+    device.advance(0.001)
+    assert device.fired_count == 1
+    due_s = float(device.ground_truth["time_s"][0]) + LONG_SPOT_S + 0.010
+    device.advance(due_s - 1e-6)
+    assert sent(device) == [] and device.fired_count == 1
+    device.advance(due_s)
+    got = sent(device)
+    assert [m.name for m in got] == ["EVT_DELIVERED"]
+    assert got[0].records is not None and got[0].records["index"].tolist() == [0]
