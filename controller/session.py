@@ -788,13 +788,18 @@ class TreatmentSession:
 
     def _cool_down(self, job: PassJob) -> None:
         """Before a pass not yet begun, wait until ``pass_wait_s`` have passed since the
-        previous pass ended (recorded time, so a resumed session waits too): the tissue cools
-        as the thermal screen assumed. Pause or abort end the wait without emission."""
+        previous pass ended (recorded time, so a resumed session waits too; a pass whose last
+        spot a fault cut has no end: since its last recorded delivery): the tissue cools as
+        the thermal screen assumed. Pause or abort end the wait without emission."""
         if self.pass_wait_s <= 0.0 or job.number == 0 or self.delivered_count(job) > 0:
             return
         ended = [e.at for e in self.record.entries(self.session_id, "pass_end")
                  if e.body["pass_index"] == job.number - 1]
-        if not ended:
+        if not ended:  # it never ended (a fault cut its last spot): from its last delivery
+            ended = [e.at for kind in ("delivered", "reconciled")
+                     for e in self.record.entries(self.session_id, kind)
+                     if e.body["pass_index"] == job.number - 1]
+        if not ended:  # nothing of it fired
             return
         until = max(ended) + self.pass_wait_s
         until_monotonic = self._ended_monotonic.get(job.number - 1, -math.inf) + self.pass_wait_s

@@ -131,6 +131,22 @@ def test_cooling_wait_between_passes_is_enforced_and_recorded(record: TreatmentR
     assert not any(p.pass_number == 0 and p.waiting_for.startswith("cooling") for p in seen)
 
 
+def test_a_pass_without_an_end_is_cooled_after_from_its_last_delivery(
+        record: TreatmentRecord) -> None:
+    """A fault that cuts a pass's last spot leaves every spot delivered and no pass_end: the
+    next pass (a resume after the reset) started at once, without the cooling wait."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = session_for(dev, record, pass_wait_s=0.5)
+        first = session.jobs[0].spots.count
+        record.delivered(session.session_id, 0, np.arange(first), np.full(first, 1000))
+        started = time.monotonic()
+        session._cool_down(session.jobs[1])
+        waited_s = time.monotonic() - started
+    assert waited_s >= 0.4
+    assert [e.body for e in record.entries(session.session_id, "cooling_wait")] == [
+        {"pass_index": 1, "wait_s": 0.5}]
+
+
 def test_abort_while_cooling_fires_nothing_more(record: TreatmentRecord) -> None:
     def abort_when_cooling(p: SessionProgress) -> None:
         if p.waiting_for.startswith("cooling wait"):
