@@ -67,7 +67,7 @@ ACK_STATES: dict[str, frozenset[State]] = {
     "ARM": frozenset({State.ARMED}),
     "START": frozenset({State.EMITTING}),
     "RESUME": frozenset({State.EMITTING}),
-    "PAUSE": frozenset({State.PAUSED}),
+    "PAUSE": frozenset({State.PAUSED, State.FAULT}),  # FAULT: a fault cut the spot it waited for
     "DISARM": frozenset({State.READY}),
     "ABORT": frozenset({State.STANDBY}),
     "RESET_FAULT": frozenset({State.READY, State.STANDBY}),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from drivers.link import ACK_STATES
 from drivers.protocol import FrameDecoder, Message, decode_payload
 from drivers.protocol.messages import Cause, DeviceFlag, ErrorCode, FaultCode, Interlock, State
 from sim_hw.config import SimConfig
@@ -243,6 +244,8 @@ def test_a_fault_cuts_the_spot_a_pause_waits_for() -> None:
         ("EVT_DELIVERED", got[2].seq),
         ("EVT_STATE", State.EMITTING, State.FAULT, Cause.INTERLOCK, FaultCode.INTERLOCK_OPEN),
         ("ACK", beat, 0x02, State.FAULT)]
+    # the host's link takes that ACK as the PAUSE's reply, not as an invalid one
+    assert State(int(got[1]["state"])) in ACK_STATES["PAUSE"]
     device.advance(end_s + 0.1)
     assert sent(device) == [] and device.fired_count == 2
 
