@@ -49,6 +49,8 @@ IDEMPOTENT = frozenset({"IDENTIFY", "HEARTBEAT", "STATUS_REQUEST", "GALVO_JUMP",
 WHILE_CLOSING = frozenset({"HEARTBEAT", "STATUS_REQUEST", "PAUSE", "DISARM", "ABORT",
                            "RAISE_FAULT"})
 
+#: A PAUSE is answered within this long of the end of the spot under way (section 2, s).
+PAUSE_AFTER_S = 0.02
 READ_CHUNK = 65536
 POLL_S = 0.05
 #: The request timeouts a link takes (s): a reply within a poll at least, a silent device
@@ -224,6 +226,10 @@ class Link:
         #: the device's watchdog period (s; Device sets it from IDENTIFY): a device that sends
         #: nothing that long while it owes replies is lost (None: not checked)
         self.watchdog_s = watchdog_s
+        #: the device's longest spot (s; Device sets it from IDENTIFY, max_stack x
+        #: pulse_max_us): a PAUSE waits for the spot under way, the requests behind it held,
+        #: so while one is pending the device may be silent that much (+ 20 ms) longer
+        self.spot_s = 0.0
         self.lost: DeviceLost | None = None
         self.decoder = FrameDecoder()
         self.bad_messages = 0
@@ -288,7 +294,8 @@ class Link:
                                        f"host (only {', '.join(sorted(WHILE_CLOSING))} go out)")
             with self._lock:
                 now = time.monotonic()
-                if self._owed_since is None:
+                owed_from_now = self._owed_since is None
+                if owed_from_now:
                     self._owed_since = now
                 for request in requests:
                     request.seq = self._seq
@@ -306,6 +313,10 @@ class Link:
                 failure = None
             except DeviceLost as exc:
                 failure = exc
+            if owed_from_now:  # owed once the bytes have left, not while a slow write runs
+                with self._lock:
+                    if self._owed_since == now:
+                        self._owed_since = time.monotonic()
         if failure is not None:
             self._fail(failure)  # takes the lock itself
             raise self.lost or failure
@@ -389,7 +400,8 @@ class Link:
         markers = []
         with self._lock:  # as _event hands events out: the marker goes in after them
             for subscription in self._subscriptions:
-                if subscription.callback == callback:
+                if (subscription.callback == callback and subscription.active
+                        and subscription.thread.is_alive()):
                     marker = threading.Event()
                     subscription.pending.put(marker)
                     markers.append((subscription, marker))
@@ -486,14 +498,18 @@ class Link:
         by then was in that read, so the silence is proven up to it however late this thread
         ran (a host under load sees no silence that was not there). The device answers every
         request within 20 ms (firmware_protocol.md section 2), except a GALVO_JUMP (answered
-        once the mirrors settle, the requests behind it held until then): while one is
-        pending, silence is expected and not counted."""
+        once the mirrors settle, the requests behind it held until then: while one is
+        pending, silence is expected and not counted) and a PAUSE (answered within 20 ms of
+        the end of the spot under way, the requests behind it held: while one is pending, the
+        longest spot, :attr:`spot_s`, + 20 ms more)."""
         owed, watchdog_s = self._owed_since, self.watchdog_s
         if owed is None or watchdog_s is None or read_at - owed <= watchdog_s:
             return None
         with self._lock:
-            if any(h.request.name == "GALVO_JUMP" for h in self._pending.values()):
-                return None
+            names = {h.request.name for h in self._pending.values()}
+        if "GALVO_JUMP" in names or (
+                "PAUSE" in names and read_at - owed <= watchdog_s + self.spot_s + PAUSE_AFTER_S):
+            return None
         return read_at - owed, watchdog_s
 
     def _lost_in_silence(self, silent_s: float, watchdog_s: float) -> None:
@@ -510,7 +526,8 @@ class Link:
             halt = f"PAUSE and DISARM not sent: {exc}"
         self._fail(DeviceLost(
             f"nothing from the device for {silent_s:.2f} s while it owed replies (it answers "
-            f"within 20 ms; its watchdog period is {watchdog_s:.2f} s): the link from the "
+            f"within 20 ms, a PAUSE within 20 ms of the spot under way; its watchdog period "
+            f"is {watchdog_s:.2f} s): the link from the "
             f"device is lost; {halt}"))
 
     def _handle_frames(self, frames: list[RawFrame]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
 from drivers import DeviceLost, InvalidReply, open_device
@@ -344,3 +345,32 @@ def test_the_simulators_acks_report_the_states_their_requests_lead_to() -> None:
         dev.reset_fault()
         assert dev.link.bad_messages == 0
         assert dev.status().state is State.STANDBY
+
+
+def test_a_pause_held_behind_a_spot_longer_than_the_watchdog_is_no_silence() -> None:
+    """Spots of 16 x 60 ms (valid limits; the watchdog 500 ms): a PAUSE mid-spot is answered
+    once the spot has ended (section 2, rule 5), the device silent meanwhile. The host took
+    that silence for a lost link and stopped a device that was pausing as asked."""
+    url = ("sim://?clock=realtime&pulse_max_us=60000&max_stack=16&watchdog_ms=500"
+           "&heartbeat_ms=100&pre_emission_ms=20&footswitch=down&rep_rate_max_hz=1000"
+           "&avg_power_max_mw=30000")
+    with open_device(url) as dev:
+        spots = dev.prepare_pass(0, np.linspace(-5000, 5000, 5), np.zeros(5), 1000, 60000, 16)
+        dev.laser.set_rep_rate(1)
+        dev.load_plan(spots)
+        dev.arm(spots)
+        dev.start()
+        ended: list[str] = []
+        streaming = threading.Thread(
+            target=lambda: ended.extend(p.reason for p in dev.stream(spots)), daemon=True)
+        streaming.start()
+        device = dev.simulator.device
+        deadline = time.monotonic() + 10.0
+        while device.fired_count < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert device.fired_count == 1
+        time.sleep(0.1)  # 0.1 s into a 0.96 s spot
+        assert dev.link.request("PAUSE", timeout_s=3.0)["state"] == State.PAUSED
+        streaming.join(5.0)
+        assert dev.link.lost is None
+        assert ended[-1] == "paused" and dev.status().state is State.PAUSED
