@@ -198,10 +198,21 @@ class Device:
                     raise
                 time.sleep(min(exc.detail, 1000) / 1000.0 + 0.001)
 
+    def longest_spot_s(self) -> float:
+        """The longest a spot's pulses may last on this device (s): ``max_stack`` x
+        ``pulse_max_us`` (IDENTIFY_REPLY). A PAUSE that arrives mid-spot is answered only once
+        that spot has ended (firmware_protocol.md section 2), so its reply may take this long
+        on top of the usual 20 ms."""
+        limits = self.info.limits
+        return limits.max_stack * limits.pulse_max_us / 1e6
+
     def pause(self) -> None:
-        """Stop emitting after the current spot (EMITTING -> PAUSED); refused when not
-        emitting."""
-        self.link.request("PAUSE")
+        """Stop emitting once the spot under way (if any) has completed (EMITTING -> PAUSED);
+        refused when not emitting. The device answers when that spot's last pulse has ended,
+        so the reply is waited for the link's request timeout plus :meth:`longest_spot_s`
+        (an ABORT or a fault, by contrast, cuts the spot at once)."""
+        self.link.request("PAUSE",
+                          timeout_s=self.link.request_timeout_s + self.longest_spot_s())
 
     def resume(self) -> None:
         """Emit again (PAUSED -> EMITTING); needs the footswitch down."""
@@ -322,19 +333,22 @@ class Device:
         return self._close_done.wait(timeout_s)
 
     def _stop_budget_s(self) -> float:
-        """How long :meth:`stop_emission` waits for its replies: one watchdog period."""
-        return max(self.info.limits.watchdog_ms / 1000.0, STOP_BUDGET_MIN_S)
+        """How long :meth:`stop_emission` waits for its replies: one watchdog period, plus
+        the longest spot a PAUSE's reply may wait for (:meth:`longest_spot_s`)."""
+        return (max(self.info.limits.watchdog_ms / 1000.0, STOP_BUDGET_MIN_S)
+                + self.longest_spot_s())
 
     def stop_emission(self) -> bool:
-        """Stop emission at once, best effort: PAUSE (an emitting device stops), then DISARM if
-        ARMED or PAUSED, then the device's state. Returns True when the device confirmed it is
-        neither ARMED nor EMITTING, False when that is not confirmed: the link is lost or
-        closed (not asked), a step got no reply in time or failed (logged), or the device
-        still says it may fire. Never raises: callers that must know (a session records it)
-        use the result. On a link that stops answering the steps give up after one watchdog
-        period (a device that no longer hears the host stops emission itself by then), so it
-        returns fast; they wait for their replies within that period whatever the link's
-        request timeout: a short one does not cut them short."""
+        """Stop emission, best effort: PAUSE (an emitting device stops once the spot under
+        way, if any, has completed), then DISARM if ARMED or PAUSED, then the device's state.
+        Returns True when the device confirmed it is neither ARMED nor EMITTING, False when
+        that is not confirmed: the link is lost or closed (not asked), a step got no reply in
+        time or failed (logged), or the device still says it may fire. Never raises: callers
+        that must know (a session records it) use the result. On a link that stops answering
+        the steps give up after one watchdog period plus the longest spot a PAUSE may wait
+        for (:meth:`longest_spot_s`; a device that no longer hears the host stops emission
+        itself by then), so it returns fast; they wait for their replies within that budget
+        whatever the link's request timeout: a short one does not cut them short."""
         if self.link.lost is not None:
             return False
         deadline = time.monotonic() + self._stop_budget_s()
