@@ -25,7 +25,13 @@ import numpy as np
 
 from controller.errors import SessionBusy, SettingsError
 from controller.record import RecordError, TreatmentRecord
-from controller.safety import ENERGY_DRIFT_NOTED, SafetyMirror, Transition, check_energy
+from controller.safety import (
+    ENERGY_DRIFT_NOTED,
+    ENERGY_TOLERANCE,
+    SafetyMirror,
+    Transition,
+    check_energy,
+)
 from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
@@ -52,6 +58,7 @@ from drivers.errors import (
 from drivers.info import DeviceLimits, DeviceStatus, power_limited_rate_hz
 from drivers.protocol import Message
 from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, Interlock, State
+from drivers.stream import UNKNOWN_ENERGY
 
 log = logging.getLogger(__name__)
 
@@ -1025,9 +1032,11 @@ class TreatmentSession:
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
         stop_sent = False
+        low_uj = job.set_energy_uj * (1.0 - ENERGY_TOLERANCE)  # what would read as a deviation
         for progress in self.device.stream(job.spots, known_through, events,
-                                           report_gap_s=job.report_gap_s):
-            if len(progress.index):
+                                           report_gap_s=job.report_gap_s,
+                                           hold_below_uj=low_uj):
+            if len(progress.index) or len(progress.cut):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)
             self._check_events()
@@ -1043,10 +1052,20 @@ class TreatmentSession:
         raise AssertionError("the stream ended without a done Progress")  # pragma: no cover
 
     def _commit(self, job: PassJob, progress: Progress) -> None:
-        """Record confirmed spots (durably) and check the energy monitor."""
+        """Record confirmed spots (durably) and check the energy monitor. A spot the stream
+        marks as the last fired before a fault or an ABORT ended emission (``progress.cut``:
+        the device cuts the spot under way, its reading partial) is recorded with its reading
+        and a ``spot_cut`` entry, and not judged: a low reading there is no deviation."""
         self.record.delivered(self.session_id, job.number, progress.index, progress.measured_uj)
+        for spot in progress.cut.tolist():
+            by = (f"fault {progress.fault_code.name}" if progress.state is State.FAULT
+                  else "abort")
+            self.record.append(self.session_id, "spot_cut", pass_index=job.number,
+                               spot=int(spot), by=by)
         set_uj = job.set_energy_uj[progress.index]
-        verdict = check_energy(progress.index, set_uj, progress.measured_uj)
+        judged = np.where(np.isin(progress.index, progress.cut), UNKNOWN_ENERGY,
+                          progress.measured_uj)
+        verdict = check_energy(progress.index, set_uj, judged)
         if not verdict.ok:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=verdict.first_violation,
