@@ -79,7 +79,7 @@ class Device:
         limits = self.info.limits
         self.link.heartbeat_s = limits.heartbeat_ms / 1000.0
         self.link.watchdog_s = limits.watchdog_ms / 1000.0
-        self.link.spot_s = limits.max_stack * limits.pulse_max_us / 1e6
+        self.link.spot_s = self.longest_spot_s()
         self.scanner = GalvoScanner(self.link, limits, self.info.capabilities,
                                     refresh=self._read_limits)
         self.laser = PulseGenerator(self.link, limits)
