@@ -3,7 +3,9 @@ of the device (reset, galvo stuck, energy drift, over-temperature), deterministi
 
 Link faults act on whole frames: the byte stream is cut after every 0x00 delimiter and each
 cut piece that holds frame bytes is one frame. A delayed frame stalls the link (later bytes
-wait behind it), because a real link delays but never reorders bytes.
+wait behind it), because a real link delays but never reorders bytes. The faults of a
+direction may be narrowed to frames of some message types (:meth:`Faults.only`): e.g. every
+EVT_DELIVERED lost while ACKs and every other frame still pass.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import random
 import textwrap
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+from cobs import cobs
+
+from drivers.protocol.messages import BY_NAME
 from sim_hw.config import DRIFT_PERCENT, in_range, number
 from sim_hw.device import SimDevice
 
@@ -40,11 +45,25 @@ class LinkFaults:
     next_frames: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
     delay_ms: float = 20.0
     applied: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
+    #: message type ids the faults act on; None: every frame
+    only: frozenset[int] | None = None
 
     @property
     def active(self) -> bool:
         """Some fault is set in this direction (else bytes pass through without being framed)."""
         return any(self.probability.values()) or any(self.next_frames.values())
+
+    def hits(self, piece: bytes) -> bool:
+        """Whether the faults act on this frame (``piece``: its wire bytes, with delimiter):
+        always without ``only``; else when its message type is one of them (a frame that does
+        not decode is let through, its type unknown)."""
+        if self.only is None:
+            return True
+        try:
+            raw = cobs.decode(piece.strip(b"\0"))
+        except cobs.DecodeError:
+            return False
+        return len(raw) > 1 and raw[1] in self.only
 
 
 class _Direction:
@@ -68,7 +87,7 @@ class _Direction:
 
     def _frame(self, piece: bytes, real_s: float, has_frame: bool) -> None:
         release_s = max(real_s, self._queue[-1][0]) if self._queue else real_s
-        if has_frame:
+        if has_frame and self.settings.hits(piece):
             chosen = [a for a in ACTIONS if self._choose(a)]
             if "drop" in chosen:
                 return
@@ -119,6 +138,14 @@ def _check_action(action: str) -> None:
         raise ValueError(f"unknown link fault {action!r}; allowed: {', '.join(ACTIONS)}")
 
 
+def _type_ids(names: tuple[str, ...]) -> frozenset[int]:
+    """The type ids of message names (``EVT_DELIVERED``); ValueError naming an unknown one."""
+    for name in names:
+        if name not in BY_NAME:
+            raise ValueError(f"unknown message {name!r}; messages: {', '.join(BY_NAME)}")
+    return frozenset(BY_NAME[name].type_id for name in names)
+
+
 class Faults:
     """Scriptable faults of one served device; thread-safe (runs under the server's lock)."""
 
@@ -152,6 +179,18 @@ class Faults:
                 d.settings.probability.update(probabilities)
                 if delay_ms is not None:
                     d.settings.delay_ms = delay_ms
+
+    def only(self, messages: Collection[str], direction: str = "both") -> None:
+        """Narrow the link faults of ``direction`` (probabilities and next frames) to frames of
+        these messages, other frames passing untouched; set it before the fault, e.g.
+        ``only(["EVT_DELIVERED"], "out")`` then ``link("out", drop=1.0)``: every delivery
+        report lost, ACKs and other events still arriving. No messages: every frame again
+        (as after :meth:`clear`)."""
+        type_ids = _type_ids(tuple(messages))
+        self._directions(direction)
+        with self._lock:
+            for d in self._directions(direction):
+                d.settings.only = type_ids or None
 
     def next_frames(self, action: str, count: int, direction: str = "in") -> None:
         """Apply ``action`` to the next ``count`` frames, e.g. drop the next 3 host frames."""
@@ -195,11 +234,13 @@ class Faults:
         self._on_device(self._device.set_temperature, target)
 
     def clear(self) -> None:
-        """Stop every link fault (queued delays still drain); device faults stay as they are."""
+        """Stop every link fault, on frames of any type (queued delays still drain); device faults
+        stay as they are."""
         with self._lock:
             for d in self._dirs.values():
                 d.settings.probability = dict.fromkeys(ACTIONS, 0.0)
                 d.settings.next_frames = dict.fromkeys(ACTIONS, 0)
+                d.settings.only = None
 
     def _on_device(self, action: Callable[..., None], *args: object) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ from controller.session import (
 from drivers import Device, EventQueue, IllegalState, open_device
 from drivers.protocol import Message
 from drivers.protocol.messages import ErrorCode, State
+from drivers.stream import MIN_REPORT_GAP_S
 from tests.test_record_writers import flock_held
 from tests.test_session import assert_record_equals_truth, session_for
 
@@ -147,6 +148,58 @@ def test_a_device_the_host_no_longer_hears_is_stopped_within_its_watchdog(
     assert state not in (State.ARMED, State.EMITTING)  # told to stop, unanswered
     assert unseen <= metrics.spot_rate_hz * (watchdog_s + 0.35)
     assert record.verify().ok
+
+
+def test_a_device_whose_delivery_reports_stop_is_asked_within_its_report_gap(
+        record: TreatmentRecord) -> None:
+    """Only the device's EVT_DELIVERED frames lost, its ACKs and events still arriving (so
+    neither its watchdog nor the link's loss detection acts): the host asks the device's
+    status once no report came for the pass's report gap, and records the spots it fired
+    from it, energy unknown (-1), every gap again until the pass completes. Without the ask
+    the host saw none of them: the device fired on unrecorded (4,080 of the 4,225 spots,
+    3,970 of them unseen), then the stream waited for ever for credits only the lost reports
+    would bring."""
+    cut: dict[str, float] = {}
+    stalls: list[float] = []  # how long the host's count stood still after the cut, each time
+    seen = {"delivered": 0, "at": 0.0}
+
+    def progress(p: SessionProgress) -> None:
+        now = time.monotonic()
+        if p.delivered > 100 and not cut:
+            cut["at"], cut["fired"] = now, len(dev.simulator.device.ground_truth)
+            dev.simulator.faults.only(["EVT_DELIVERED"], "out")  # ACKs, events pass
+            dev.simulator.faults.link("out", drop=1.0)
+            seen.update(delivered=p.delivered, at=now)
+        elif cut and p.delivered != seen["delivered"]:
+            stalls.append(now - seen["at"])
+            seen.update(delivered=p.delivered, at=now)
+        elif cut and now - seen["at"] > 5.0:  # the host no longer learns what fires: stop
+            raise TimeoutError(f"no spot recorded for {now - seen['at']:.1f} s while the "
+                               f"device fired {len(dev.simulator.device.ground_truth)}")
+
+    with open_device(REALTIME) as dev:
+        session = session_for(dev, record, plan={"size_mm": 18.0, "passes": 1,
+                                                 "coverage": 15.0}, on_progress=progress)
+        metrics = session.jobs[0].plan.metrics.passes[0]
+        gap_s = max(session.jobs[0].report_gap_s, MIN_REPORT_GAP_S)
+        outcome = session.run()
+        truth = dev.simulator.device.ground_truth
+        dropped = dev.simulator.faults.applied("out")["drop"]
+        assert metrics.duration_s > 10 * gap_s  # many gaps after the cut
+        assert_record_equals_truth(session, truth)
+    assert outcome.status == "completed", outcome
+    assert dropped > 0
+    # noticed within the report gap each time (bound: gap + 1 s for a busy machine; the
+    # pass fires on 4 s after the cut, unseen without the ask)
+    assert len(stalls) >= 3 and max(stalls) < gap_s + 1.0, stalls
+    index, measured = record.delivered_spots(session.session_id, 0)
+    assert len(index) == session.jobs[0].spots.count
+    assert (measured[int(cut["fired"]) + 50:] == -1).all()  # from the status, not reports
+    # the device's events still came: the pass's end is its EVT_STATE, not a status report
+    ends = [e.body for e in record.entries(session.session_id, "transition")
+            if e.body["new"] == "STANDBY" and e.body["old"] == "EMITTING"]
+    assert ends == [{"cause": "plan_complete", "fault": "NONE", "new": "STANDBY",
+                     "old": "EMITTING"}]
 
 
 def running(session: TreatmentSession) -> tuple[threading.Thread, list[str]]:
