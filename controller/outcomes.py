@@ -84,6 +84,8 @@ def _fold_outcome(outcome: tuple[str, str], kind: str, body: dict[str, Any]
     if kind == "interrupted":
         return "interrupted", str(body.get("reason", ""))
     if kind == "energy_fault":
+        if body.get("unread"):
+            return "fault", f"energy readings lost ({body['unread']} spots in a row)"
         deviation = body.get("worst_deviation")
         return "fault", ("energy deviation" + (f" {percent(deviation)}"
                                                if isinstance(deviation, (int, float)) else ""))

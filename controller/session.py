@@ -63,6 +63,10 @@ from drivers.stream import UNKNOWN_ENERGY
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+#: Spots confirmed in a row without an energy reading (their reports lost) after which the
+#: session stops emission: the monitor no longer guards the pass (a damaged report holds
+#: about 10).
+MAX_UNREAD_SPOTS = 50
 #: How long a run's end waits for the link's thread to record the transitions received
 #: before it (s).
 EVENTS_CATCH_UP_S = 2.0
@@ -263,6 +267,7 @@ class TreatmentSession:
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self._closed = False
         self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
+        self._unread_run = 0  # spots confirmed in a row without a reading (_check_readings)
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
         #: a transition the record refused (on the link's thread); the run checks it
@@ -1032,6 +1037,7 @@ class TreatmentSession:
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
         stop_sent = False
+        self._unread_run = 0
         low_uj = job.set_energy_uj * (1.0 - ENERGY_TOLERANCE)  # what would read as a deviation
         for progress in self.device.stream(job.spots, known_through, events,
                                            report_gap_s=job.report_gap_s,
@@ -1074,6 +1080,24 @@ class TreatmentSession:
         elif verdict.checked and verdict.worst_deviation > ENERGY_DRIFT_NOTED:
             self.record.append(self.session_id, "energy_drift", pass_index=job.number,
                                worst_deviation=round(verdict.worst_deviation, 4))
+        self._check_readings(job, progress)
+
+    def _check_readings(self, job: PassJob, progress: Progress) -> None:
+        """Stop emission (RAISE_FAULT ENERGY_DEVIATION, an ``energy_fault`` entry with
+        ``unread``) once :data:`MAX_UNREAD_SPOTS` spots in a row were confirmed without a
+        reading (their reports lost while the device's replies still came: confirmed by its
+        status, energy unknown): the energy monitor no longer guards the pass. A cut spot is
+        not counted; a damaged report or two is (about 10 spots each) stays below."""
+        unread = (progress.measured_uj < 0) & ~np.isin(progress.index, progress.cut)
+        if unread.all():
+            self._unread_run += int(unread.size)
+        else:
+            self._unread_run = int(unread.size - 1 - np.flatnonzero(~unread)[-1])
+        if self._unread_run >= MAX_UNREAD_SPOTS and self.mirror.state is State.EMITTING:
+            self.record.append(self.session_id, "energy_fault", pass_index=job.number,
+                               spot=int(progress.index[-1]), unread=self._unread_run)
+            self._unread_run = 0
+            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
 
     def _report(self, job: PassJob, first: int, rate: float, done: int | None = None,
                 waiting_for: str = "") -> None:
