@@ -122,9 +122,7 @@ EXPORT_UNITS = {
     "pulse_us": "pulse length, µs",
     "measured_stack_uj": "energy the monitor measured, whole stack, µJ; -1: no reading "
                          "(lost, e.g. with the link: the spot was fired, its energy unknown)",
-    "reading": "ok, lost (measured_stack_uj -1), or cut: the spot fired last before a fault "
-               "or an ABORT ended emission, which cuts the spot under way (its reading may "
-               "be partial; not checked against the set energy)",
+    "reading": "ok, or lost (measured_stack_uj -1)",
     "batch_recorded_utc": "when the host recorded the batch of spots the device confirmed "
                           "(UTC, ISO 8601); its spots fired shortly before",
 }
@@ -285,16 +283,12 @@ BODIES: dict[str, Check] = {
     "pass_end": _object({"pass_index": INDEX}),
     "pass_confirmed": _object({"pass_index": INDEX, "last": _integer(-1, U32_MAX)}),
     "device_pass_index": _object({"pass_index": INDEX, "device_pass_index": _integer(0, 255)}),
-    #: a spot fired last before a fault or an ABORT ended emission, which cuts the spot under
-    #: way: its reading (in its ``delivered`` entry) may be partial and was not judged
-    "spot_cut": _object({"pass_index": INDEX, "spot": INDEX}),
 }
 #: How far into its pass an entry reaches: the spots it names must be among the pass's.
 REACH: dict[str, Callable[[dict[str, Any]], int]] = {
     "delivered": lambda body: body["first"] + body["count"],
     "pass_start": lambda body: body["first_index"],
     "pass_confirmed": lambda body: body["last"] + 1,
-    "spot_cut": lambda body: body["spot"] + 1,
 }
 
 
@@ -1123,7 +1117,6 @@ class TreatmentRecord:
         field_um = float(head.body["field_size_um"])
         stored: dict[int, np.ndarray] = {}
         rows: list[dict[str, Any]] = []
-        cut = {(e.body["pass_index"], e.body["spot"]) for e in entries if e.kind == "spot_cut"}
         for e in entries:
             if e.kind != "delivered":
                 continue
@@ -1147,8 +1140,7 @@ class TreatmentRecord:
                     "y_mm": round(float(y_mm[i]), 6), "set_pulse_uj": pulse_uj,
                     "stack": stack, "set_stack_uj": pulse_uj * stack,
                     "pulse_us": int(spot["pulse_us"]), "measured_stack_uj": measured,
-                    "reading": ("lost" if measured < 0 else
-                                "cut" if (k, first + i) in cut else "ok"),
+                    "reading": "ok" if measured >= 0 else "lost",
                     "batch_recorded_utc": when.replace("+00:00", "Z")})
         return rows
 

@@ -25,13 +25,7 @@ import numpy as np
 
 from controller.errors import SessionBusy, SettingsError
 from controller.record import RecordError, TreatmentRecord
-from controller.safety import (
-    ENERGY_DRIFT_NOTED,
-    ENERGY_TOLERANCE,
-    SafetyMirror,
-    Transition,
-    check_energy,
-)
+from controller.safety import ENERGY_DRIFT_NOTED, SafetyMirror, Transition, check_energy
 from controller.scanpath import Plan, build_plan
 from controller.settings import MAX_PASS_WAIT_S, TreatmentSettings, number, printable
 from controller.timing import GalvoTiming
@@ -58,15 +52,14 @@ from drivers.errors import (
 from drivers.info import DeviceLimits, DeviceStatus, power_limited_rate_hz
 from drivers.protocol import Message
 from drivers.protocol.messages import Capability, Cause, DeviceFlag, FaultCode, Interlock, State
-from drivers.stream import UNKNOWN_ENERGY
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
-#: Spots confirmed in a row without an energy reading (their reports lost) after which the
-#: session stops emission: the monitor no longer guards the pass (a damaged report holds
-#: about 10).
-MAX_UNREAD_SPOTS = 50
+#: Spots of a pass confirmed in a row without an energy reading (their reports lost) after
+#: which the session raises a fault: the monitor no longer guards the pass. Above two
+#: damaged reports' worth (a report holds up to 64 spots, firmware_protocol.md 6.1).
+MAX_UNREAD_SPOTS = 129
 #: How long a run's end waits for the link's thread to record the transitions received
 #: before it (s).
 EVENTS_CATCH_UP_S = 2.0
@@ -267,7 +260,8 @@ class TreatmentSession:
         self._delivering_thread: int | None = None  # the thread in run(), while it runs
         self._closed = False
         self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
-        self._unread_run = 0  # spots confirmed in a row without a reading (_check_readings)
+        #: spots of pass _unread_pass confirmed in a row without a reading (_check_readings)
+        self._unread_run, self._unread_pass = 0, -1
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
         #: a transition the record refused (on the link's thread); the run checks it
@@ -1037,12 +1031,9 @@ class TreatmentSession:
         done_before, known_through = self.record.delivered_summary(self.session_id, job.number)
         delivered_now = 0
         stop_sent = False
-        self._unread_run = 0
-        low_uj = job.set_energy_uj * (1.0 - ENERGY_TOLERANCE)  # what would read as a deviation
         for progress in self.device.stream(job.spots, known_through, events,
-                                           report_gap_s=job.report_gap_s,
-                                           hold_below_uj=low_uj):
-            if len(progress.index) or len(progress.cut):
+                                           report_gap_s=job.report_gap_s):
+            if len(progress.index):
                 self._commit(job, progress)
                 delivered_now += len(progress.index)
             self._check_events()
@@ -1058,20 +1049,10 @@ class TreatmentSession:
         raise AssertionError("the stream ended without a done Progress")  # pragma: no cover
 
     def _commit(self, job: PassJob, progress: Progress) -> None:
-        """Record confirmed spots (durably) and check the energy monitor. A spot the stream
-        marks as the last fired before a fault or an ABORT ended emission (``progress.cut``:
-        the device cuts the spot under way, its reading partial) is recorded with its reading
-        and a ``spot_cut`` entry, and not judged: a low reading there is no deviation."""
+        """Record confirmed spots (durably) and check the energy monitor."""
         self.record.delivered(self.session_id, job.number, progress.index, progress.measured_uj)
-        for spot in progress.cut.tolist():
-            by = (f"fault {progress.fault_code.name}" if progress.state is State.FAULT
-                  else "abort")
-            self.record.append(self.session_id, "spot_cut", pass_index=job.number,
-                               spot=int(spot), by=by)
         set_uj = job.set_energy_uj[progress.index]
-        judged = np.where(np.isin(progress.index, progress.cut), UNKNOWN_ENERGY,
-                          progress.measured_uj)
-        verdict = check_energy(progress.index, set_uj, judged)
+        verdict = check_energy(progress.index, set_uj, progress.measured_uj)
         if not verdict.ok:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=verdict.first_violation,
@@ -1083,19 +1064,21 @@ class TreatmentSession:
         self._check_readings(job, progress)
 
     def _check_readings(self, job: PassJob, progress: Progress) -> None:
-        """Stop emission (RAISE_FAULT ENERGY_DEVIATION, an ``energy_fault`` entry with
-        ``unread``) once :data:`MAX_UNREAD_SPOTS` spots in a row were confirmed without a
-        reading (their reports lost while the device's replies still came: confirmed by its
-        status, energy unknown): the energy monitor no longer guards the pass. A cut spot is
-        not counted; a damaged report or two is (about 10 spots each) stays below."""
-        unread = (progress.measured_uj < 0) & ~np.isin(progress.index, progress.cut)
+        """Raise ENERGY_DEVIATION (an ``energy_fault`` entry with ``unread``) once
+        :data:`MAX_UNREAD_SPOTS` spots of a pass in a row were confirmed without a reading
+        (their reports lost while the device's replies still came: confirmed by its status,
+        energy unknown): the energy monitor no longer guards the pass. In whatever state the
+        device is: after a pass that ended so, the next one does not fire blind."""
+        unread = progress.measured_uj < 0
+        run = self._unread_run if self._unread_pass == job.number else 0
         if unread.all():
-            self._unread_run += int(unread.size)
+            run += int(unread.size)
         else:
-            self._unread_run = int(unread.size - 1 - np.flatnonzero(~unread)[-1])
-        if self._unread_run >= MAX_UNREAD_SPOTS and self.mirror.state is State.EMITTING:
+            run = int(unread.size - 1 - np.flatnonzero(~unread)[-1])
+        self._unread_pass, self._unread_run = job.number, run
+        if run >= MAX_UNREAD_SPOTS:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
-                               spot=int(progress.index[-1]), unread=self._unread_run)
+                               spot=int(progress.index[-1]), unread=run)
             self._unread_run = 0
             self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
 

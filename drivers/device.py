@@ -238,8 +238,7 @@ class Device:
 
     def stream(self, spots: PassSpots, known_through: int | None = None,
                events: EventQueue | None = None,
-               report_gap_s: float | None = None,
-               hold_below_uj: np.ndarray | None = None) -> Iterator[Progress]:
+               report_gap_s: float | None = None) -> Iterator[Progress]:
         """Send the pass from the device's ``next_index`` under credit flow control.
 
         Yields Progress as spots are confirmed (and at least every 0.1 s); ends after the
@@ -251,13 +250,9 @@ class Device:
         ends). ``report_gap_s``: the longest an emitting device may go without a report for
         this pass (its longest spot interval plus the 10 ms report delay; at least 0.25 s,
         default the request timeout): silence beyond it makes the stream ask for the status,
-        and no answer stops the pass. ``hold_below_uj`` (per spot of the pass): a reading
-        below it on the last spot reported is held back until what follows that spot is
-        known, so that a spot cut by a fault or an ABORT (its reading partial) comes marked in
-        ``Progress.cut`` (see :class:`PassStreamer`).
+        and no answer stops the pass.
         """
-        return PassStreamer(self, spots, known_through, events, report_gap_s,
-                            hold_below_uj).run()
+        return PassStreamer(self, spots, known_through, events, report_gap_s).run()
 
     # -- service mode -----------------------------------------------------------------------
     def authenticate(self, key: bytes) -> None:

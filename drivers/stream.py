@@ -15,7 +15,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,11 +77,6 @@ class Progress:
     reason: str = ""
     fault_code: FaultCode = FaultCode.NONE
     cause: Cause | None = None
-    #: spots (of this Progress or an earlier one) that were the last fired before a fault or
-    #: an ABORT ended emission: the device cuts the spot under way there, so such a spot's
-    #: reading may be partial (firmware_protocol.md section 5, rules 7, 8). Its record is the
-    #: last one reported before that EVT_STATE.
-    cut: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 def _delivered(item: Queued) -> tuple[np.ndarray, Message] | None:
@@ -99,17 +94,8 @@ class PassStreamer:
 
     def __init__(self, device: Device, spots: PassSpots, known_through: int | None,
                  events: queue.SimpleQueue[Queued] | None = None,
-                 report_gap_s: float | None = None,
-                 hold_below_uj: np.ndarray | None = None) -> None:
+                 report_gap_s: float | None = None) -> None:
         self.device = device
-        #: per spot of the pass: a reading below this, on the last spot reported, is held
-        #: back (not in a Progress) until what follows it on the wire is known (a later
-        #: record, an EVT_STATE, the status asked for at once): a spot cut by a fault or an
-        #: ABORT reads low and comes last before that EVT_STATE (see Progress.cut)
-        self.hold_below_uj = hold_below_uj
-        self.hold_from: int | None = None  # the spot held back, and all after it
-        self.latest_open = False  # the last spot reported has no EVT_STATE or status after it
-        self.cut: list[int] = []
         #: silence that makes an emitting stream ask for the status (see Device.stream)
         self.report_gap_s = max(report_gap_s or device.link.request_timeout_s, MIN_REPORT_GAP_S)
         self.link = device.link
@@ -143,8 +129,6 @@ class PassStreamer:
         if st.state is not self.state:  # its EVT_STATE not seen: why is not known
             self.cause = None
         self.state, self.interlocks, self.fault_code = st.state, st.interlocks, st.fault_code
-        self.latest_open = False
-        self.hold_from = None
         buffered = self.device.info.limits.buffer_spots - st.credits
         confirmed = st.last_delivered if st.last_delivered is not None else -1
         if not self.known:  # the caller knows nothing: start from the device's count
@@ -180,8 +164,6 @@ class PassStreamer:
         self.measured.append(np.full(index.size, UNKNOWN_ENERGY, np.int64) if values is None
                              else values)
         self.last_seen = int(index[-1])
-        self.latest_open = values is not None
-        self.hold_from = None  # a spot held is followed by this one: it was not the last
 
     def handle_all(self, items: list[Queued]) -> None:
         """:meth:`handle` each item in order; consecutive delivered reports (runs and single
@@ -262,30 +244,11 @@ class PassStreamer:
         elif msg.name == "EVT_STATE":
             event = StateEvent.from_message(msg)
             self.state, self.cause, self.fault_code = event.new_state, event.cause, event.fault_code
-            if (self.latest_open and event.old_state is State.EMITTING
-                    and (event.new_state is State.FAULT or (
-                        event.new_state is State.STANDBY
-                        and event.cause is not Cause.PLAN_COMPLETE))):
-                self.cut.append(self.last_seen)  # the last spot fired: it may have been cut
-            self.latest_open = False
-            self.hold_from = None
             if self.state in ENDING_STATES:
                 self.ending = True
                 self.reconcile()
         elif msg.name == "EVT_INTERLOCK":
             self.interlocks = InterlockEvent.from_message(msg).new
-
-    def hold_if_low(self) -> None:
-        """Hold back the last spot reported when it reads below ``hold_below_uj`` and nothing
-        has followed it yet, and ask the status (its reply follows any EVT_STATE sent before
-        it), so that the hold ends within one round trip."""
-        if (self.hold_below_uj is None or self.hold_from is not None or not self.latest_open
-                or self.ending or not self.measured):
-            return
-        measured = int(self.measured[-1][-1])
-        if 0 <= measured < float(self.hold_below_uj[self.last_seen]):
-            self.hold_from = self.last_seen
-            self.reconcile()
 
     def reconcile(self) -> None:
         """Ask for the device's status, in order with the events; forget unacked batches."""
@@ -337,15 +300,9 @@ class PassStreamer:
         measured = (np.concatenate(self.measured, dtype=np.int64) if self.measured
                     else np.empty(0, np.int64))
         self.index, self.measured = [], []
-        if self.hold_from is not None and not done:  # kept for a later Progress
-            keep = index >= self.hold_from
-            if keep.any():
-                self.index, self.measured = [index[keep]], [measured[keep]]
-                index, measured = index[~keep], measured[~keep]
-        cut, self.cut = np.asarray(self.cut, np.int64), []
         return Progress(index, measured, self.state, self.interlocks, self.next_send,
                         self.last_seen if self.last_seen >= 0 else None, done,
-                        self.reason() if done else "", self.fault_code, self.cause, cut)
+                        self.reason() if done else "", self.fault_code, self.cause)
 
     def run(self) -> Iterator[Progress]:
         """The stream behind :meth:`Device.stream`: yields Progress until the pass ends
@@ -379,7 +336,6 @@ class PassStreamer:
                 except queue.Empty:
                     pass
                 self.handle_all(items)
-                self.hold_if_low()
                 now = time.monotonic()
                 oldest = self.unacked[0][0] if self.unacked else self.status_handle
                 if items:
@@ -398,7 +354,7 @@ class PassStreamer:
                 if self.ending and self.status_handle is None and not self.unacked:
                     yield self.progress(done=True)
                     return
-                if (self.index and self.hold_from is None) or now - last_tick >= IDLE_TICK_S:
+                if self.index or now - last_tick >= IDLE_TICK_S:
                     last_tick = now
                     yield self.progress()
         finally:
