@@ -106,7 +106,6 @@ class _Streamer(PassStreamer):
     def __init__(self) -> None:
         self.state, self.cause, self.fault_code = State.STANDBY, None, FaultCode.NONE
         self.interlocks, self.ending, self.reconciled = Interlock(0), False, False
-        self.latest_open, self.hold_from, self.cut, self.last_seen = False, None, [], -1
 
     def reconcile(self) -> None:
         self.reconciled = True
