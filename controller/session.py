@@ -680,7 +680,11 @@ class TreatmentSession:
             self.device.close()
 
     def _status(self) -> DeviceStatus:
+        """The device's status, adopted by the mirror after the events the device sent before
+        it: those are handed to the mirror on the link's thread, which may lag (under load a
+        status ahead of them recorded STANDBY -> ARMED, then the events' transitions after)."""
         status = self.device.status()
+        self.device.caught_up(self._on_event, EVENTS_CATCH_UP_S)
         self.mirror.on_status(status)
         return status
 

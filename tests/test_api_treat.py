@@ -196,6 +196,29 @@ def test_a_runs_end_is_recorded_after_the_transitions_before_it(
         assert api.session_outcomes(record)[done.session_id] == (outcome, "")
 
 
+def test_transitions_are_recorded_in_order_when_the_events_thread_lags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror adopts the session's status polls and the link thread's events: a status
+    ahead of events not yet handled recorded STANDBY -> ARMED, then the events' transitions
+    after it (seen once in CI under load). Each status now waits for the events before it."""
+    record_event = api.TreatmentSession._on_event
+
+    def slowly(self: api.TreatmentSession, item: object) -> None:
+        time.sleep(0.1)
+        record_event(self, item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api.TreatmentSession, "_on_event", slowly)
+    path = tmp_path / "r.db"
+    with api.open_device("sim://?pre_emission_ms=20&footswitch=down&seed=5") as dev:
+        done = api.treat(dev, [plan_for(dev)], path, operator="o", patient_ref="p")
+    assert done.status == "completed"
+    with api.TreatmentRecord(path, read_only=True) as record:
+        steps = [(e.body["old"], e.body["new"])
+                 for e in record.entries(done.session_id, "transition")]
+    assert steps == [(None, "STANDBY"), ("STANDBY", "READY"), ("READY", "ARMED"),
+                     ("ARMED", "EMITTING"), ("EMITTING", "STANDBY")]
+
+
 def test_the_readme_gui_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"),
