@@ -168,6 +168,18 @@ def test_resumable_sessions_are_those_not_ended(tmp_path: Path) -> None:
         assert api.session_outcomes(record)[cancelled.session_id] == ("cancelled", "")
 
 
+def slow_events(monkeypatch: pytest.MonkeyPatch, delay_s: float) -> None:
+    """Every session handles each device event ``delay_s`` late on the link's thread (a
+    loaded machine, a slow record)."""
+    handle = api.TreatmentSession._on_event
+
+    def slowly(self: api.TreatmentSession, item: object) -> None:
+        time.sleep(delay_s)
+        handle(self, item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api.TreatmentSession, "_on_event", slowly)
+
+
 @pytest.mark.parametrize("request_stop, outcome", [
     (lambda s: s.request_pause(), "paused"), (lambda s: s.request_abort(), "aborted")])
 def test_a_runs_end_is_recorded_after_the_transitions_before_it(
@@ -177,13 +189,7 @@ def test_a_runs_end_is_recorded_after_the_transitions_before_it(
     on a thread of its own: under load the stop's own DISARM or ABORT (and the ARM before
     it) were recorded after run_stopped or session_end, and an aborted session read "open"
     (resumable). Here the recording is slowed down; the run's end still comes last."""
-    record_event = api.TreatmentSession._on_event
-
-    def slowly(self: api.TreatmentSession, item: object) -> None:
-        time.sleep(0.2)
-        record_event(self, item)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(api.TreatmentSession, "_on_event", slowly)
+    slow_events(monkeypatch, 0.2)
     path = tmp_path / "r.db"
     with api.open_device(WAITING) as dev:
         done = api.treat(dev, [plan_for(dev)], path, operator="o", patient_ref="p",
@@ -201,13 +207,7 @@ def test_transitions_are_recorded_in_order_when_the_events_thread_lags(
     """The mirror adopts the session's status polls and the link thread's events: a status
     ahead of events not yet handled recorded STANDBY -> ARMED, then the events' transitions
     after it (seen once in CI under load). Each status now waits for the events before it."""
-    record_event = api.TreatmentSession._on_event
-
-    def slowly(self: api.TreatmentSession, item: object) -> None:
-        time.sleep(0.1)
-        record_event(self, item)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(api.TreatmentSession, "_on_event", slowly)
+    slow_events(monkeypatch, 0.1)
     path = tmp_path / "r.db"
     with api.open_device("sim://?pre_emission_ms=20&footswitch=down&seed=5") as dev:
         done = api.treat(dev, [plan_for(dev)], path, operator="o", patient_ref="p")

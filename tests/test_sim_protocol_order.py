@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from drivers.link import ACK_STATES
@@ -162,19 +163,26 @@ def mid_spot(rep_rate_hz: int = 20, into_s: float = 0.003,
     which that spot's last pulse ends."""
     device, host = new_device(footswitch=True, rep_rate_hz=rep_rate_hz, noise_percent=0.0,
                               **overrides)
-    spots = make_spots(20, energy_uj=5000, pulse_us=2000, stack=4)
+    fire_into(device, host, make_spots(20, energy_uj=5000, pulse_us=2000, stack=4), 2, into_s)
+    return device, host, float(device.ground_truth["time_s"][-1]) + SPOT_S
+
+
+def fire_into(device: SimDevice, host: RawHost, spots: np.ndarray, spot: int,
+              into_s: float) -> None:
+    """Load, arm and start a pass of ``spots``, then advance ``into_s`` into its ``spot``-th
+    spot (from 1), what the device sent until then read and dropped."""
     checksum = plan_checksum(spots)
-    host.send("LOAD_PLAN", pass_index=0, spot_count=20, plan_checksum=checksum, first_index=0)
+    host.send("LOAD_PLAN", pass_index=0, spot_count=len(spots), plan_checksum=checksum,
+              first_index=0)
     host.send("SPOT_BATCH", spots)
     host.send("ARM", plan_checksum=checksum)
     host.send("START")
-    while device.fired_count < 2:
+    while device.fired_count < spot:
         deadline = device.next_deadline()
         assert deadline is not None
         device.advance(deadline)
     device.advance(device.now_s + into_s)
     sent(device)
-    return device, host, float(device.ground_truth["time_s"][-1]) + SPOT_S
 
 
 def test_a_pause_is_answered_once_the_spot_under_way_has_ended() -> None:
@@ -292,18 +300,7 @@ def in_last_spot(into_s: float = 0.004) -> tuple[SimDevice, RawHost, float]:
     """A device firing a pass of 3 spots of 16 ms, ``into_s`` into its last spot (nothing
     sent since); the device time at which that spot's last pulse ends."""
     device, host = new_device(footswitch=True, rep_rate_hz=20, noise_percent=0.0, max_stack=8)
-    spots = make_spots(3, energy_uj=5000, pulse_us=2000, stack=8)
-    checksum = plan_checksum(spots)
-    host.send("LOAD_PLAN", pass_index=0, spot_count=3, plan_checksum=checksum, first_index=0)
-    host.send("SPOT_BATCH", spots)
-    host.send("ARM", plan_checksum=checksum)
-    host.send("START")
-    while device.fired_count < 3:
-        deadline = device.next_deadline()
-        assert deadline is not None
-        device.advance(deadline)
-    device.advance(device.now_s + into_s)
-    sent(device)
+    fire_into(device, host, make_spots(3, energy_uj=5000, pulse_us=2000, stack=8), 3, into_s)
     return device, host, float(device.ground_truth["time_s"][-1]) + LONG_SPOT_S
 
 
