@@ -37,10 +37,6 @@ NOT_RESETTABLE = ("count_mismatch", "device_mismatch", "record_error", "closed_b
 #: (a crash, a power cycle). A laser, galvo or interlock fault is the operator's to check.
 AUTO_RESETS = (FaultCode.WATCHDOG, FaultCode.DEVICE_RESET)
 
-#: The entry kinds a session's outcome is read from (:func:`session_outcomes`).
-OUTCOME_KINDS = ("session_end", "run_stopped", "session_resumed", "transition", "interrupted",
-                 "energy_fault", "device_error", "record_error", "device_mismatch", "link_lost",
-                 "reconnected", "operator_reset")
 #: Entries that say how a run stopped. The transitions into :data:`STOP_STATES` that follow
 #: them until a run starts again (:data:`RESTARTING_KINDS`, ARMED, EMITTING) are the stop's
 #: own PAUSE and DISARM, which the link's thread may record after them: they do not change
@@ -49,6 +45,8 @@ STOPPING_KINDS = frozenset({"session_end", "run_stopped", "interrupted", "energy
                             "device_error", "record_error", "device_mismatch", "link_lost"})
 RESTARTING_KINDS = frozenset({"session_resumed", "reconnected", "operator_reset"})
 STOP_STATES = frozenset({"PAUSED", "READY", "STANDBY"})
+#: The entry kinds a session's outcome is read from (:func:`session_outcomes`).
+OUTCOME_KINDS = (*sorted(STOPPING_KINDS), *sorted(RESTARTING_KINDS), "transition")
 #: What each outcome of :func:`session_outcomes` means (``log list --help``, README).
 OUTCOMES = {
     "completed": "every spot delivered",
