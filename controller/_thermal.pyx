@@ -1516,8 +1516,11 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, px, fy
-    cdef const double[:, ::1] start = cur[cc % 3, bs - cc * CHUNK_BLOCKS]
-    cdef const double[:, ::1] end = blur[cc % 3, bs - cc * CHUNK_BLOCKS]
+    # the block's far grid at its start and one block later (pointers: a memoryview slice
+    # would take and release a reference, atomically, at every call)
+    cdef const double* start = &cur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
+    cdef const double* end = &blur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
+    cdef Py_ssize_t nfx = cur.shape[3]
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
     # Far nodes around the box at ts, then bilinear per cell (row and column fractions).
     kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
@@ -1526,8 +1529,8 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     n_ky = <Py_ssize_t>floor((g.y0 + (w.r0 + rb - 0.5) * g.cell - g.fy0) / g.far) - ky0 + 2
     for a in range(n_ky):
         for k in range(n_kx):
-            nodes[a, k] = ((1.0 - frac) * start[ky0 + a, kx0 + k]
-                           + frac * end[ky0 + a, kx0 + k])
+            nodes[a, k] = ((1.0 - frac) * start[(ky0 + a) * nfx + kx0 + k]
+                           + frac * end[(ky0 + a) * nfx + kx0 + k])
     for c in range(ca, cb):
         px = (g.x0 + (w.c0 + c + 0.5) * g.cell - g.fx0) / g.far
         kx[c] = <Py_ssize_t>floor(px)
