@@ -1502,7 +1502,7 @@ cdef inline Py_ssize_t _block_of(const Geo* g, Py_ssize_t b, double ts) noexcept
 
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const double[:, :, :, ::1] cur, const double[:, :, :, ::1] blur,
-                      const Py_ssize_t* cand, Py_ssize_t n_cand, const double[::1] x,
+                      Py_ssize_t* cand, Py_ssize_t* n_cand, const double[::1] x,
                       const double[::1] y, const double[::1] t, const double[::1] e,
                       const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
                       Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
@@ -1511,8 +1511,12 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     """Far grid (linear in time within its block) plus the background near spots in reach at
     ts: exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
     smooth. Into acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``,
-    ``bt``'s buffers: scratch)."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp
+    ``bt``'s buffers: scratch). The near spots from the list cand[0..n_cand[0]); those handed
+    over by ts (fired before its block's hand-over) are taken out of it, in place (n_cand[0]
+    updated, the others' order kept): a list's calls come at nondecreasing ts, each later one
+    would skip them too."""
+    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, n_kept = 0
+    cdef double tj
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
     cdef double s, px, fy
@@ -1549,9 +1553,14 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
     # Gaussians; then the smooth ones' Taylor sum.
     n_smooth, n_sharp = 0, 0
-    for q in range(n_cand):
+    for q in range(n_cand[0]):
         j = cand[q]
-        if t[j] < lo_t or t[j] > ts:
+        tj = t[j]
+        if tj < lo_t:
+            continue  # handed over: out of the list
+        cand[n_kept] = j
+        n_kept += 1
+        if tj > ts:
             continue
         s = s0[j] + g.kappa4 * (ts - t[j])
         if not _in_reach(g, w, x[j] - w.xi, y[j] - w.yi, s):
@@ -1561,6 +1570,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         else:
             n_smooth = _add_term(terms, 0, n_smooth, w.xi - x[j], w.yi - y[j], s, e[j],
                                  ts - t[j])
+    n_cand[0] = n_kept
     _amplitudes(&terms[8, 0], &terms[7, 0], &terms[9, 0], n_sharp, g.loss_scale, g.table,
                 g.n_table)
     _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
@@ -1931,10 +1941,10 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 elif t[j] <= t_mid:  # (later ones fire after the peak samples)
                     cand[0, n_sharp] = j
                     n_sharp += 1
-    _background(g, &w, t[i], b, cur, blur, &cand[1, 0], n_bg, x, y, t, e,
+    _background(g, &w, t[i], b, cur, blur, &cand[1, 0], &n_bg, x, y, t, e,
                 s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
-        _background(g, &w, t_mid, b, cur, blur, &cand[1, 0], n_bg, x, y,
+        _background(g, &w, t_mid, b, cur, blur, &cand[1, 0], &n_bg, x, y,
                     t, e, s0, mid, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
@@ -1995,11 +2005,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 box_y = g.y0 + (w.r0 + 0.5 * (ra + rb - 1) + 0.5) * g.cell
                 taylor_s = DAMAGE_TAYLOR_RATIO * (((cb - ca - 1) * 0.5 * g.cell) ** 2
                                                   + ((rb - ra - 1) * 0.5 * g.cell) ** 2)
-                _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], n_slow,
+                _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], &n_slow,
                             x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
                             ca, cb)
                 slow_ready = True
-            _background(g, &w, ts, b, cur, blur, &cand[4, 0], n_slow, x, y,
+            _background(g, &w, ts, b, cur, blur, &cand[4, 0], &n_slow, x, y,
                         t, e, s0, acc, nodes, kx, ex, ey, line, terms, &bt, ra, rb, ca, cb)
             # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
             # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
