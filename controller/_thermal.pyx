@@ -895,39 +895,59 @@ cdef extern from *:
             out[c] = a[c] + frac * (b[c] - a[c]);
     }
 
-    /* A row of bilinear far-grid values: out[c] = (1 - f[c]) line[k[c]] + f[c] line[k[c] + 1]
-       (line: the row's values at the far nodes; k[c], f[c]: a cell's node and fraction). */
-    static void co2scan_far_row_any(
-            double *restrict out, const double *restrict f, const Py_ssize_t *restrict k,
-            const double *restrict line, Py_ssize_t n) {
-        for (Py_ssize_t c = 0; c < n; c++)
-            out[c] = (1.0 - f[c]) * line[k[c]] + f[c] * line[k[c] + 1];
-    }
-
-    #ifdef CO2SCAN_AVX2
-    /* co2scan_far_row_any four cells at a time (the node values gathered), the rest by it.
-       The same operations in the same order: the same bits. */
-    __attribute__((target("avx2"))) static void co2scan_far_row_avx2(
-            double *restrict out, const double *restrict f, const Py_ssize_t *restrict k,
-            const double *restrict line, Py_ssize_t n) {
-        const __m256d one = _mm256_set1_pd(1.0);
-        Py_ssize_t c = 0;
-        for (; c + 4 <= n; c += 4) {
-            __m256i kc = _mm256_loadu_si256((const __m256i *)(k + c));
-            __m256d f4 = _mm256_loadu_pd(f + c);
-            __m256d lo = _mm256_i64gather_pd(line, kc, 8);
-            __m256d hi = _mm256_i64gather_pd(line + 1, kc, 8);
-            _mm256_storeu_pd(out + c, _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(one, f4), lo),
-                                                    _mm256_mul_pd(f4, hi)));
+    /* The far grid's bilinear values on a box of nr rows and nc columns (out, rows stride
+       apart), from the far nodes about it (nodes: rows ldn apart, n_kx columns; node (0, 0)
+       is far node (ky0, kx0)): cell (r, c), centred at x0 + (col0 + c + 0.5) cell, y0 + (row0
+       + r + 0.5) cell, at far-grid coordinates px = (x - fx0) / far, py = (y - fy0) / far:
+       the row's values at the nodes, line[q] = (1 - fy) nodes[a][q] + fy nodes[a + 1][q]
+       (a = floor(py) - ky0, fy = py - floor(py)), then (1 - fx) line[k] + fx line[k + 1]
+       (k = floor(px) - kx0, fx = px - floor(px)), as thermal_ref. The columns' fractions
+       in f and 1 - f in g, their nodes in k (scratch, nc each), line: n_kx. The columns of a
+       node form a run: along a row, its two values broadcast over the run (no gathers). */
+    #define CO2SCAN_FAR_RUNS 16
+    CO2SCAN_CLONES static void co2scan_far_box(
+            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
+            const double *restrict nodes, Py_ssize_t ldn, Py_ssize_t n_kx, Py_ssize_t col0,
+            Py_ssize_t row0, Py_ssize_t kx0, Py_ssize_t ky0, double x0, double y0,
+            double cell, double fx0, double fy0, double far, double *restrict f,
+            double *restrict g, Py_ssize_t *restrict k, double *restrict line) {
+        Py_ssize_t run_end[CO2SCAN_FAR_RUNS], run_k[CO2SCAN_FAR_RUNS], n_runs = 0;
+        for (Py_ssize_t c = 0; c < nc; c++) {
+            double px = (x0 + (col0 + c + 0.5) * cell - fx0) / far;
+            Py_ssize_t kc = (Py_ssize_t)floor(px);
+            f[c] = px - kc;
+            g[c] = 1.0 - f[c];
+            k[c] = kc - kx0;
         }
-        co2scan_far_row_any(out + c, f + c, k + c, line, n - c);
-    }
-    #endif
-
-    static void co2scan_far_row(
-            double *restrict out, const double *restrict f, const Py_ssize_t *restrict k,
-            const double *restrict line, Py_ssize_t n) {
-        CO2SCAN_SIMD(co2scan_far_row, out, f, k, line, n);
+        for (Py_ssize_t c = 0; c < nc; c++) {
+            if (c == 0 || k[c] != k[c - 1]) {
+                if (n_runs == CO2SCAN_FAR_RUNS) {
+                    n_runs = -1;  /* too many: cell by cell */
+                    break;
+                }
+                run_k[n_runs++] = k[c];
+            }
+            run_end[n_runs - 1] = c + 1;
+        }
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            double py = (y0 + (row0 + r + 0.5) * cell - fy0) / far;
+            Py_ssize_t a = (Py_ssize_t)floor(py);
+            double fy = py - a;
+            const double *restrict n0 = nodes + (a - ky0) * ldn;
+            for (Py_ssize_t q = 0; q < n_kx; q++)
+                line[q] = (1.0 - fy) * n0[q] + fy * n0[ldn + q];
+            double *restrict o = out + r * stride;
+            if (n_runs < 0) {
+                for (Py_ssize_t c = 0; c < nc; c++)
+                    o[c] = g[c] * line[k[c]] + f[c] * line[k[c] + 1];
+                continue;
+            }
+            for (Py_ssize_t i = 0, c = 0; i < n_runs; i++) {
+                double lo = line[run_k[i]], hi = line[run_k[i] + 1];
+                for (; c < run_end[i]; c++)
+                    o[c] = g[c] * lo + f[c] * hi;
+            }
+        }
     }
 
     /* One row of the final maps: sampled[c] = peak[c] >= 0 (some window sampled the cell);
@@ -1045,8 +1065,11 @@ cdef extern from *:
                                          Py_ssize_t n, double dx0, double step, double dy,
                                          double s_a, double s_b, double ga, double gb,
                                          double amp_e, double inner, int skip_inner) nogil
-    void _far_row "co2scan_far_row"(double* out, const double* f, const Py_ssize_t* k,
-                                     const double* line, Py_ssize_t n) nogil
+    void _far_box "co2scan_far_box"(
+        double* out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc, const double* nodes,
+        Py_ssize_t ldn, Py_ssize_t n_kx, Py_ssize_t col0, Py_ssize_t row0, Py_ssize_t kx0,
+        Py_ssize_t ky0, double x0, double y0, double cell, double fx0, double fy0, double far,
+        double* f, double* g, Py_ssize_t* k, double* line) nogil
     void _combine_row "co2scan_combine_row"(double* peak, double* dose, unsigned char* sampled,
                                              const double* line_peak, const double* line_dose,
                                              const Py_ssize_t* k, const double* f,
@@ -1519,14 +1542,15 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     cdef double tj
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s, px, fy
+    cdef double s
     # the block's far grid at its start and one block later (pointers: a memoryview slice
     # would take and release a reference, atomically, at every call)
     cdef const double* start = &cur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
     cdef const double* end = &blur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
     cdef Py_ssize_t nfx = cur.shape[3]
     cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
-    # Far nodes around the box at ts, then bilinear per cell (row and column fractions).
+    # Far nodes around the box at ts, then bilinear per cell (row and column fractions;
+    # ex, ey, kx, line: scratch).
     kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
     ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + ra + 0.5) * g.cell - g.fy0) / g.far)
     n_kx = <Py_ssize_t>floor((g.x0 + (w.c0 + cb - 0.5) * g.cell - g.fx0) / g.far) - kx0 + 2
@@ -1535,19 +1559,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         for k in range(n_kx):
             nodes[a, k] = ((1.0 - frac) * start[(ky0 + a) * nfx + kx0 + k]
                            + frac * end[(ky0 + a) * nfx + kx0 + k])
-    for c in range(ca, cb):
-        px = (g.x0 + (w.c0 + c + 0.5) * g.cell - g.fx0) / g.far
-        kx[c] = <Py_ssize_t>floor(px)
-        ex[c] = px - kx[c]
-        kx[c] -= kx0
-    for r in range(ra, rb):
-        px = (g.y0 + (w.r0 + r + 0.5) * g.cell - g.fy0) / g.far
-        a = <Py_ssize_t>floor(px)
-        fy = px - a
-        a -= ky0
-        for k in range(n_kx):
-            line[k] = (1.0 - fy) * nodes[a, k] + fy * nodes[a + 1, k]
-        _far_row(&acc[r, ca], &ex[ca], &kx[ca], line, cb - ca)
+    _far_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, &nodes[0, 0], nodes.shape[1], n_kx,
+             w.c0 + ca, w.r0 + ra, kx0, ky0, g.x0, g.y0, g.cell, g.fx0, g.fy0, g.far, &ex[ca],
+             &ey[ca], &kx[ca], line)
     # Each spot's offsets, width, heat and age into ``terms``: the smooth ones (width at least
     # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the sharp
     # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
