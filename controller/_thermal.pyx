@@ -901,42 +901,57 @@ cdef extern from *:
             out[c] = a[c] + frac * (b[c] - a[c]);
     }
 
-    /* The far grid's bilinear values on a box of nr rows and nc columns (out, rows stride
-       apart), from the far nodes about it (nodes: rows ldn apart, n_kx columns; node (0, 0)
-       is far node (ky0, kx0)): cell (r, c), centred at x0 + (col0 + c + 0.5) cell, y0 + (row0
-       + r + 0.5) cell, at far-grid coordinates px = (x - fx0) / far, py = (y - fy0) / far:
-       the row's values at the nodes, line[q] = (1 - fy) nodes[a][q] + fy nodes[a + 1][q]
-       (a = floor(py) - ky0, fy = py - floor(py)), then (1 - fx) line[k] + fx line[k + 1]
-       (k = floor(px) - kx0, fx = px - floor(px)), as thermal_ref. The columns' fractions
-       in f and 1 - f in g, their nodes in k (scratch, nc each), line: n_kx. The columns of a
-       node form a run: along a row, its two values broadcast over the run (no gathers). */
+    /* The far grid's part of a box of nr rows and nc columns (out, rows stride apart): the
+       block's far grid linear in time (frac of the way from start to end, rows nfx apart)
+       at the far nodes about the box (into nodes, rows ldn apart), then bilinear per cell as
+       thermal_ref: cell (r, c), centred at x0 + (col0 + c + 0.5) cell, y0 + (row0 + r + 0.5)
+       cell, at far-grid coordinates px = (x - fx0) / far, py = (y - fy0) / far: the row's
+       values at the nodes, line[q] = (1 - fy) nodes[a][q] + fy nodes[a + 1][q] (a = floor(py)
+       less the first row's, fy = py - floor(py)), then (1 - fx) line[k] + fx line[k + 1]
+       (likewise). The columns' fractions in f and 1 - f in g, their nodes in k (scratch, nc
+       each). The columns of a node form a run: along a row, its two values broadcast over
+       the run (no gathers). */
     #define CO2SCAN_FAR_RUNS 16
     CO2SCAN_CLONES static void co2scan_far_box(
             double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
-            const double *restrict nodes, Py_ssize_t ldn, Py_ssize_t n_kx, Py_ssize_t col0,
-            Py_ssize_t row0, Py_ssize_t kx0, Py_ssize_t ky0, double x0, double y0,
-            double cell, double fx0, double fy0, double far, double *restrict f,
-            double *restrict g, Py_ssize_t *restrict k, double *restrict line) {
+            const double *restrict start, const double *restrict end, Py_ssize_t nfx,
+            double frac, Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell,
+            double fx0, double fy0, double far, double *restrict nodes, Py_ssize_t ldn,
+            double *restrict f, double *restrict g, Py_ssize_t *restrict k,
+            double *restrict line) {
         Py_ssize_t run_end[CO2SCAN_FAR_RUNS], run_k[CO2SCAN_FAR_RUNS], n_runs = 0;
-        for (Py_ssize_t c = 0; c < nc; c++) {
-            double px = (x0 + (col0 + c + 0.5) * cell - fx0) / far;
-            Py_ssize_t kc = (Py_ssize_t)floor(px);
-            f[c] = px - kc;
-            g[c] = 1.0 - f[c];
-            k[c] = kc - kx0;
+        if (nr <= 0 || nc <= 0)
+            return;
+        for (Py_ssize_t c = 0; c < nc; c++) {  /* (vectorises: floor kept as a double) */
+            double px = (x0 + ((double)(col0 + c) + 0.5) * cell - fx0) / far;
+            double node = floor(px);
+            f[c] = px - node;
+            g[c] = 1.0 - (px - node);
+            k[c] = (Py_ssize_t)node;
         }
+        Py_ssize_t kx0 = k[0], n_kx = k[nc - 1] - kx0 + 2;
+        Py_ssize_t ky0 = (Py_ssize_t)floor((y0 + ((double)row0 + 0.5) * cell - fy0) / far);
+        Py_ssize_t n_ky = (Py_ssize_t)floor((y0 + ((double)(row0 + nr - 1) + 0.5) * cell - fy0)
+                                            / far) - ky0 + 2;
+        for (Py_ssize_t a = 0; a < n_ky; a++)
+            for (Py_ssize_t q = 0; q < n_kx; q++)
+                nodes[a * ldn + q] = ((1.0 - frac) * start[(ky0 + a) * nfx + kx0 + q]
+                                      + frac * end[(ky0 + a) * nfx + kx0 + q]);
         for (Py_ssize_t c = 0; c < nc; c++) {
+            k[c] -= kx0;
+            if (n_runs < 0)
+                continue;
             if (c == 0 || k[c] != k[c - 1]) {
                 if (n_runs == CO2SCAN_FAR_RUNS) {
                     n_runs = -1;  /* too many: cell by cell */
-                    break;
+                    continue;
                 }
                 run_k[n_runs++] = k[c];
             }
             run_end[n_runs - 1] = c + 1;
         }
         for (Py_ssize_t r = 0; r < nr; r++) {
-            double py = (y0 + (row0 + r + 0.5) * cell - fy0) / far;
+            double py = (y0 + ((double)(row0 + r) + 0.5) * cell - fy0) / far;
             Py_ssize_t a = (Py_ssize_t)floor(py);
             double fy = py - a;
             const double *restrict n0 = nodes + (a - ky0) * ldn;
@@ -1072,10 +1087,10 @@ cdef extern from *:
                                          double s_a, double s_b, double ga, double gb,
                                          double amp_e, double inner, int skip_inner) nogil
     void _far_box "co2scan_far_box"(
-        double* out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc, const double* nodes,
-        Py_ssize_t ldn, Py_ssize_t n_kx, Py_ssize_t col0, Py_ssize_t row0, Py_ssize_t kx0,
-        Py_ssize_t ky0, double x0, double y0, double cell, double fx0, double fy0, double far,
-        double* f, double* g, Py_ssize_t* k, double* line) nogil
+        double* out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc, const double* start,
+        const double* end, Py_ssize_t nfx, double frac, Py_ssize_t col0, Py_ssize_t row0,
+        double x0, double y0, double cell, double fx0, double fy0, double far, double* nodes,
+        Py_ssize_t ldn, double* f, double* g, Py_ssize_t* k, double* line) nogil
     void _combine_row "co2scan_combine_row"(double* peak, double* dose, unsigned char* sampled,
                                              const double* line_peak, const double* line_dose,
                                              const Py_ssize_t* k, const double* f,
@@ -1553,21 +1568,11 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     # would take and release a reference, atomically, at every call)
     cdef const double* start = &cur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
     cdef const double* end = &blur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
-    cdef Py_ssize_t nfx = cur.shape[3]
-    cdef Py_ssize_t kx0, ky0, n_kx, n_ky, a, k
-    # Far nodes around the box at ts, then bilinear per cell (row and column fractions;
-    # ex, ey, kx, line: scratch).
-    kx0 = <Py_ssize_t>floor((g.x0 + (w.c0 + ca + 0.5) * g.cell - g.fx0) / g.far)
-    ky0 = <Py_ssize_t>floor((g.y0 + (w.r0 + ra + 0.5) * g.cell - g.fy0) / g.far)
-    n_kx = <Py_ssize_t>floor((g.x0 + (w.c0 + cb - 0.5) * g.cell - g.fx0) / g.far) - kx0 + 2
-    n_ky = <Py_ssize_t>floor((g.y0 + (w.r0 + rb - 0.5) * g.cell - g.fy0) / g.far) - ky0 + 2
-    for a in range(n_ky):
-        for k in range(n_kx):
-            nodes[a, k] = ((1.0 - frac) * start[(ky0 + a) * nfx + kx0 + k]
-                           + frac * end[(ky0 + a) * nfx + kx0 + k])
-    _far_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, &nodes[0, 0], nodes.shape[1], n_kx,
-             w.c0 + ca, w.r0 + ra, kx0, ky0, g.x0, g.y0, g.cell, g.fx0, g.fy0, g.far, &ex[ca],
-             &ey[ca], &kx[ca], line)
+    # Far nodes around the box at ts, then bilinear per cell (nodes, ex, ey, kx, line:
+    # scratch).
+    _far_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, start, end, cur.shape[3], frac,
+             w.c0 + ca, w.r0 + ra, g.x0, g.y0, g.cell, g.fx0, g.fy0, g.far, &nodes[0, 0],
+             nodes.shape[1], &ex[ca], &ey[ca], &kx[ca], line)
     # Each spot's offsets, width, heat and age into ``terms``: the smooth ones (width at least
     # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the sharp
     # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
