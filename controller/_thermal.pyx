@@ -1025,12 +1025,29 @@ cdef extern from *:
         CO2SCAN_SIMD(co2scan_combine_row, peak, dose, sampled, line_peak, line_dose, k, f, n);
     }
 
-    /* A Taylor sum on one row: acc[c] += (row + col[c]) + slope u[c]. */
-    CO2SCAN_CLONES static void co2scan_taylor_row(
-            double *restrict acc, const double *restrict u, const double *restrict col,
-            Py_ssize_t n, double row, double slope) {
-        for (Py_ssize_t c = 0; c < n; c++)
-            acc[c] = (acc[c] + (row + col[c])) + slope * u[c];
+    /* A 2nd-order Taylor sum (coefficients coef: 1, x, y, xx, yy, xy) about (xc, yc) on a
+       box of nr rows and nc columns (acc, rows stride apart) of cells centred x0 + (col0 + c +
+       0.5) cell, y0 + (row0 + r + 0.5) cell: with u, v the cell's offsets from (xc, yc), acc +=
+       (row + col) + slope u, col = cx u + cxx u u, row = c00 + cy v + cyy v v, slope = cxy v.
+       u and col: scratch (nc each). */
+    CO2SCAN_CLONES static void co2scan_taylor_box(
+            double *restrict acc, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
+            const double *restrict coef, Py_ssize_t col0, Py_ssize_t row0, double x0,
+            double y0, double cell, double xc, double yc, double *restrict u,
+            double *restrict col) {
+        double c00 = coef[0], cx = coef[1], cy = coef[2], cxx = coef[3], cyy = coef[4];
+        double cxy = coef[5];
+        for (Py_ssize_t c = 0; c < nc; c++) {
+            u[c] = x0 + ((double)(col0 + c) + 0.5) * cell - xc;
+            col[c] = cx * u[c] + cxx * u[c] * u[c];
+        }
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            double v = y0 + ((double)(row0 + r) + 0.5) * cell - yc;
+            double row = c00 + cy * v + cyy * v * v, slope = cxy * v;
+            double *restrict out = acc + r * stride;
+            for (Py_ssize_t c = 0; c < nc; c++)
+                out[c] = (out[c] + (row + col[c])) + slope * u[c];
+        }
     }
 
     /* One sample on one row: the peak (acc plus fresh, if given) into peak, the sample into
@@ -1095,8 +1112,10 @@ cdef extern from *:
                                              const double* line_peak, const double* line_dose,
                                              const Py_ssize_t* k, const double* f,
                                              Py_ssize_t n) nogil
-    void _taylor_row "co2scan_taylor_row"(double* acc, const double* u, const double* col,
-                                          Py_ssize_t n, double row, double slope) nogil
+    void _taylor_box "co2scan_taylor_box"(
+        double* acc, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc, const double* coef,
+        Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell, double xc,
+        double yc, double* u, double* col) nogil
     void _sample_row "co2scan_sample_row"(double* peak, const double* acc, const double* fresh,
                                           double* prev, const double* until, double* hot,
                                           double* span, Py_ssize_t n, double ts,
@@ -1635,22 +1654,14 @@ cdef void _taylor_add(const Geo* g, const Window* w, double[:, ::1] terms, Py_ss
     rows row0..row0 + 4 (as _add_term; heat -> amplitude in place, signed heat allowed) to acc
     on the window's rows ra..rb-1 and columns ca..cb-1 (``ex``, ``ey``: scratch)."""
     cdef double coef[6]
-    cdef double u, v, c00, cx, cy, cxx, cyy, cxy
-    cdef Py_ssize_t r, c
     if n == 0:
         return
     _amplitudes(&terms[row0 + 3, 0], &terms[row0 + 2, 0], &terms[row0 + 4, 0], n, g.loss_scale,
                 g.table, g.n_table)
     _taylor_sums(coef, &terms[row0, 0], &terms[row0 + 1, 0], &terms[row0 + 2, 0],
                  &terms[row0 + 3, 0], n, &_EXP2[0])
-    c00, cx, cy, cxx, cyy, cxy = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
-    for c in range(ca, cb):
-        u = g.x0 + (w.c0 + c + 0.5) * g.cell - xc
-        ex[c] = u
-        ey[c] = cx * u + cxx * u * u
-    for r in range(ra, rb):
-        v = g.y0 + (w.r0 + r + 0.5) * g.cell - yc
-        _taylor_row(&acc[r, ca], &ex[ca], &ey[ca], cb - ca, c00 + cy * v + cyy * v * v, cxy * v)
+    _taylor_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, coef, w.c0 + ca, w.r0 + ra, g.x0,
+                g.y0, g.cell, xc, yc, &ex[ca], &ey[ca])
 
 
 cdef inline bint _within(double origin, double cell, Py_ssize_t first, Py_ssize_t k,
