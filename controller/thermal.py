@@ -41,6 +41,8 @@ MAX_WINDOW_UM = 2000.0
 HOLE_SEARCH_LIMIT = 200_000_000
 #: Distances computed per numpy call in the hole search.
 HOLE_SEARCH_CHUNK = 4_000_000
+#: Cells per band of the reservoir's peak (a band's selected values, 1 MB at most, are copied).
+MASKED_MAX_BAND_CELLS = 131_072
 #: Molar gas constant, J/(mol K).
 GAS_CONSTANT = 8.314462618
 #: Rises below the floor are not integrated; the floor is set so that a cell held just below
@@ -522,6 +524,14 @@ def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_],
     return ~sampled & inside & (in_row | in_col)
 
 
+def _masked_max(a: F64, mask: NDArray[np.bool_]) -> float:
+    """``a[mask].max()`` (mask not all False) in bands of rows: no map-sized copy of the
+    selected cells, and each band's copy stays in the cache."""
+    rows = max(1, MASKED_MAX_BAND_CELLS // a.shape[1])
+    return float(np.max([a[r:r + rows][mask[r:r + rows]].max(initial=-np.inf)
+                         for r in range(0, a.shape[0], rows)]))
+
+
 def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
               params: TissueParams, kernel: ModuleType) -> ThermalResult:
     """Evaluate with the given kernel module (controller._thermal or controller.thermal_ref).
@@ -541,16 +551,22 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
                                                           lay)
         if params.map_margin_um is not None:  # the reservoir is the map margin's reach
             sampled &= _within(x, y, params.map_margin_um, lay)
+        if params.window_um >= MAX_WINDOW_UM or sampled.all():  # all sampled: no holes
+            break
         holes = _holes(x, y, lay, sampled, params.margin_um)
-        if not holes.any() or params.window_um >= MAX_WINDOW_UM:
+        if not holes.any():
             break
         reach_um = _window_reaching(x, y, lay, holes, params.margin_um)
         params = with_window(params, max(reach_um, params.window_um))
         if params.map_margin_um is not None:
             params = replace(params, map_margin_um=min(reach_um, params.window_um))
-    reservoir = sampled & ~kernel.lesion_mask(x, y, radius, lay)
-    damaged = reservoir & (damage >= params.damage_omega)
-    n_res = int(reservoir.sum())
+    # In place (no map-sized temporaries; each new map's pages are zeroed by the kernel):
+    # reservoir = sampled & ~lesion, damaged = reservoir & (damage >= omega) in the lesion mask.
+    mask = kernel.lesion_mask(x, y, radius, lay)
+    reservoir = np.logical_and(sampled, np.logical_not(mask, out=mask), out=sampled)
+    damaged = np.logical_and(reservoir, np.greater_equal(damage, params.damage_omega, out=mask),
+                             out=mask)
+    n_res = int(np.count_nonzero(reservoir))
     far_m = lay.far_um * 1e-6
     return ThermalResult(
         peak_rise_k=peak,
@@ -558,8 +574,8 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         damaged=damaged,
         reservoir=reservoir,
         extent_um=lay.extent_um,
-        peak_reservoir_rise_k=float(peak[reservoir].max()) if n_res else 0.0,
-        damaged_reservoir_fraction=float(damaged.sum()) / n_res if n_res else 0.0,
+        peak_reservoir_rise_k=_masked_max(peak, reservoir) if n_res else 0.0,
+        damaged_reservoir_fraction=float(np.count_nonzero(damaged)) / n_res if n_res else 0.0,
         heat_deposited_j=float(heat.sum()) * 1e-6,
         heat_content_j=float(far_end.sum()) * far_m * far_m * params.heat_capacity_j_m3_k
         * thickness_m,
