@@ -2351,10 +2351,11 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                           slot_start[k], slot_items[k])
 
 
-# The two full-resolution maps (50 MB each for a 2,500 x 2,500 map) are faulted in before the
-# windows run, in parallel (a 2 MiB-aligned part of each per thread): the kernel zeroes a page
-# on its first touch; left to the windows, the damage map's pages were faulted in (and zeroed)
-# one by one during the pass, inside the merge under a row lock, while the other thread waited.
+# The two full-resolution maps (50 MB each for a 2,500 x 2,500 map) and the far-grid states
+# are faulted in before the windows run, in parallel (a 2 MiB-aligned part of each per
+# thread): the kernel zeroes a page on its first touch; left to the windows, the damage map's
+# pages were faulted in (and zeroed) one by one during the pass, inside the merge under a row
+# lock, while the other thread waited.
 cdef extern from *:
     """
     #if defined(__linux__)
@@ -2394,25 +2395,26 @@ cdef extern from *:
     #endif
     }
 
-    /* Part `part` of `parts` of the maps before the windows: fine = -1 (written, which faults
-       its pages in), dose and sampled faulted in (dose is zero, sampled is written in full
-       by the final combine). */
-    static void co2scan_first_touch(double *fine, double *dose, unsigned char *sampled,
-                                    Py_ssize_t cells, Py_ssize_t part, Py_ssize_t parts) {
+    /* Part `part` of `parts` of the buffers before the windows: fine (`cells` doubles) set
+       to -1 (written, which faults its pages in), the `n` others ([start, start + size))
+       faulted in, contents unchanged. */
+    static void co2scan_first_touch(double *fine, Py_ssize_t cells, char **start,
+                                    const size_t *size, int n, Py_ssize_t part,
+                                    Py_ssize_t parts) {
         char *lo, *hi;
         co2scan_part((char *)fine, (size_t)cells * sizeof(double), part, parts, &lo, &hi);
         double *f = fine + (lo - (char *)fine + sizeof(double) - 1) / sizeof(double);
         for (double *end = fine + (hi - (char *)fine + sizeof(double) - 1) / sizeof(double);
                 f < end; f++)
             *f = -1.0;
-        co2scan_part((char *)dose, (size_t)cells * sizeof(double), part, parts, &lo, &hi);
-        co2scan_prefault(lo, hi);
-        co2scan_part((char *)sampled, (size_t)cells, part, parts, &lo, &hi);
-        co2scan_prefault(lo, hi);
+        for (int k = 0; k < n; k++) {
+            co2scan_part(start[k], size[k], part, parts, &lo, &hi);
+            co2scan_prefault(lo, hi);
+        }
     }
     """
-    void _first_touch "co2scan_first_touch"(double* fine, double* dose, unsigned char* sampled,
-                                             Py_ssize_t cells, Py_ssize_t part,
+    void _first_touch "co2scan_first_touch"(double* fine, Py_ssize_t cells, char** start,
+                                             const size_t* size, int n, Py_ssize_t part,
                                              Py_ssize_t parts) nogil
 
 
@@ -2498,9 +2500,17 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Py_ssize_t n_chunks = (g.n_blocks + ch.blocks - 1) // ch.blocks
     cdef Buckets mine
     cdef int tid, worker
+    # faulted in with fine, in parallel: dose (zero), sampled (set in full by _combine), the
+    # far-grid states and modes (zero)
+    cdef char* touch_start[6]
+    cdef size_t touch_size[6]
+    touch_start[:] = [<char*>&dose[0, 0], <char*>&sampled[0, 0], <char*>&cur[0, 0, 0, 0],
+                      <char*>&blur[0, 0, 0, 0], <char*>&modes[0, 0, 0, 0], <char*>&tmp[0, 0, 0]]
+    touch_size[:] = [dose.nbytes, sampled.nbytes, cur.nbytes, blur.nbytes, modes.nbytes,
+                     tmp.nbytes]
     with nogil:
         for part in prange(n_threads, schedule="static", chunksize=1):
-            _first_touch(&fine[0, 0], &dose[0, 0], &sampled[0, 0], g.ny * g.nx, part, n_threads)
+            _first_touch(&fine[0, 0], g.ny * g.nx, touch_start, touch_size, 6, part, n_threads)
         for b in range(g.n_blocks + 2):
             block_first[b] = _first_ge(t, _boundary(&g, b))
         # Chunk cc lives in slot cc % 3. The windows of chunk c run once chunk c + 1 is ready
