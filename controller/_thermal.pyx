@@ -19,6 +19,7 @@ cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
 from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
+from libc.stdlib cimport abort, free, malloc
 
 
 cdef extern from *:
@@ -1597,19 +1598,25 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
+#: Sharp spots of a window's damage samples whose data it keeps on the stack (more: the heap).
+DEF STACK_CANDS = 256
+
 
 cdef struct Batch:
     # Exact Gaussians on the window's rows ra..ra+nr-1 and columns ca..ca+nc-1 of one map
     # (target: its cell [ra, ca], stride: its row length), added in batches of OUTER_BATCH:
     # each one's offsets from the first column and row (dx, dy), width and amplitude; at the
     # flush their column factors into gx and row factors into gy (ld apart).
+    # (_batch_heat: the first cell's centre bx, by, and each one's heat in amp and age; the
+    # amplitudes at the flush, _batch_flush_heat.)
     double* target
     Py_ssize_t stride, ra, ca, nr, nc, n, ld
-    double step
+    double step, bx, by
     double dx[OUTER_BATCH]
     double dy[OUTER_BATCH]
     double s[OUTER_BATCH]
     double amp[OUTER_BATCH]
+    double age[OUTER_BATCH]
     double* gx
     double* gy
 
@@ -1641,6 +1648,32 @@ cdef inline void _batch_gaussian(const Geo* g, const Window* w, Batch* bt, doubl
     bt.n += 1
     if bt.n == OUTER_BATCH:
         _batch_flush(bt)
+
+
+cdef inline void _batch_base(const Geo* g, const Window* w, Batch* bt) noexcept nogil:
+    """The centre of the batch's first cell (after _batch_open), for _batch_heat."""
+    bt.bx = g.x0 + (w.c0 + bt.ca + 0.5) * g.cell
+    bt.by = g.y0 + (w.r0 + bt.ra + 0.5) * g.cell
+
+
+cdef inline void _batch_flush_heat(const Geo* g, Batch* bt) noexcept nogil:
+    """_batch_flush of a batch filled by _batch_heat: its amplitudes first (in place)."""
+    if bt.n > 0:
+        _amplitudes(&bt.amp[0], &bt.s[0], &bt.age[0], bt.n, g.loss_scale, g.table, g.n_table)
+        _batch_flush(bt)
+
+
+cdef inline void _batch_heat(const Geo* g, Batch* bt, double px, double py, double s,
+                             double heat, double age) noexcept nogil:
+    """_batch_gaussian(g, w, bt, dx, dy, s, heat / (pi s) x depth(age)), the centre given as
+    px = w.xi + dx, py = w.yi + dy (after _batch_base); the amplitudes at the flush, a batch
+    at a time (_batch_flush_heat: the same values)."""
+    bt.dx[bt.n] = bt.bx - px
+    bt.dy[bt.n] = bt.by - py
+    bt.s[bt.n], bt.amp[bt.n], bt.age[bt.n] = s, heat, age
+    bt.n += 1
+    if bt.n == OUTER_BATCH:
+        _batch_flush_heat(g, bt)
 
 
 cdef inline Py_ssize_t _block_of(const Geo* g, Py_ssize_t b, double ts) noexcept nogil:
@@ -1948,10 +1981,30 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext, item
     cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd, n_at, n_from
     cdef bint slow_ready = False, reuse = False, in_prev, resolved
-    cdef double lo_prev = 0.0, box_x = 0.0, box_y = 0.0, taylor_s = 0.0
+    cdef double box_x = 0.0, box_y = 0.0, taylor_s = 0.0
     cdef Rect box
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
-    cdef double lo_ts = 0.0
+    cdef double lo_ts = 0.0, k4 = g.kappa4, reach_log = g.reach_log, dxj, dyj
+    # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
+    # _batch_gaussian sees it, reach measure: _in_reach at width s is reach_m <= s reach_log),
+    # whether each was in reach at the last sample, and the list of those still to visit
+    # (the ones handed over drop out): on the stack, or (many) from the heap.
+    cdef double d_stack[STACK_CANDS * 8]
+    cdef int act_stack[STACK_CANDS]
+    cdef unsigned char live_stack[STACK_CANDS]
+    cdef void* heap = NULL
+    cdef double* d_t
+    cdef double* d_s0
+    cdef double* d_e
+    cdef double* d_x
+    cdef double* d_y
+    cdef double* d_px
+    cdef double* d_py
+    cdef double* d_m
+    cdef int* act
+    cdef unsigned char* was_live
+    cdef Py_ssize_t n_act, n_keep, k
+    cdef bint live
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
     cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
@@ -2066,6 +2119,26 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 elif t[j] <= t_mid:  # (later ones fire after the peak samples)
                     cand[0, n_sharp] = j
                     n_sharp += 1
+    if n_dsharp <= STACK_CANDS:
+        d_t, act, was_live = &d_stack[0], &act_stack[0], &live_stack[0]
+    else:
+        heap = malloc(n_dsharp * (8 * sizeof(double) + sizeof(int) + 1))
+        if heap == NULL:
+            abort()
+        d_t = <double*>heap
+        act = <int*>(d_t + 8 * n_dsharp)
+        was_live = <unsigned char*>(act + n_dsharp)
+    d_s0, d_e, d_x, d_y = d_t + n_dsharp, d_t + 2 * n_dsharp, d_t + 3 * n_dsharp, d_t + 4 * n_dsharp
+    d_px, d_py, d_m = d_t + 5 * n_dsharp, d_t + 6 * n_dsharp, d_t + 7 * n_dsharp
+    for q in range(n_dsharp):
+        j = cand[5, q]
+        d_t[q], d_s0[q], d_e[q], d_x[q], d_y[q] = t[j], s0[j], e[j], x[j], y[j]
+        dxj, dyj = x[j] - w.xi, y[j] - w.yi
+        d_px[q], d_py[q] = w.xi + dxj, w.yi + dyj
+        ax, ay = fabs(dxj) - g.window, fabs(dyj) - g.window
+        d_m[q] = _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
+        act[q], was_live[q] = <int>q, 0
+    n_act = n_dsharp
     _background(g, &w, t[i], b, cur, blur, &cand[1, 0], &n_bg, x, y, t, e,
                 s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
@@ -2144,55 +2217,75 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     # the ends' sums start from the slow part (or the last sample's whole sum)
                     fresh[r, c] = prev[r, c] if reuse else first[r, c]
                     first[r, c] = acc[r, c]  # the next interval's start
-            lo_prev = lo_ts
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             # Each spot exact, or once at least taylor_s wide in a Taylor sum about the box's
             # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
             # others (not resolved) listed in cand[3] (free once the hand-overs are known).
+            # In the last sample's sum (prev): in reach and not handed over then (was_live);
+            # a spot handed over (fired before lo_ts) is in no later sum: it drops out.
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_base(g, &w, &bt)
             _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
-            n_bnd, n_at, n_from = 0, 0, 0
-            for q in range(n_dsharp):
-                j = cand[5, q]
-                if t[j] > ts:  # not yet fired
+            _batch_base(g, &w, &bt_fresh)
+            n_bnd, n_at, n_from, n_keep = 0, 0, 0, 0
+            for k in range(n_act):
+                q = act[k]
+                tj = d_t[q]
+                if tj > ts:  # not yet fired
+                    act[n_keep] = <int>q
+                    n_keep += 1
                     continue
-                s_a = s0[j] + g.kappa4 * _max(t_prev - t[j], 0.0)
-                # in the last sample's sum (prev)?
-                in_prev = (reuse and t[j] <= t_prev and t[j] >= lo_prev
-                           and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s_a))
-                s = s0[j] + g.kappa4 * (ts - t[j])
+                s = d_s0[q] + k4 * (ts - tj)
+                live = tj >= lo_ts and not (d_m[q] > s * reach_log)
+                in_prev = reuse and was_live[q]
+                s_a = d_s0[q] + k4 * _max(t_prev - tj, 0.0)
                 resolved = False
-                if t[j] >= lo_ts and _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
-                    # not in the far grid at ts, and within reach
-                    resolved = t[j] <= t_prev and s <= RESOLVED_RATIO * s_a
-                    if resolved:
-                        n_at = _spot_value(g, &w, &bt, terms, 0, n_at, x[j], y[j], s, e[j],
-                                           ts - t[j], box_x, box_y, taylor_s)
-                    else:
-                        cand[3, n_bnd] = j
+                if live:  # not in the far grid at ts, and within reach
+                    resolved = tj <= t_prev and s <= RESOLVED_RATIO * s_a
+                    if not resolved:
+                        cand[3, n_bnd] = q
                         n_bnd += 1
+                    elif s < taylor_s:
+                        _batch_heat(g, &bt, d_px[q], d_py[q], s, d_e[q], ts - tj)
+                    else:
+                        n_at = _add_term(terms, 0, n_at, box_x - d_x[q], box_y - d_y[q], s,
+                                         d_e[q], ts - tj)
                 if resolved != in_prev:  # add it at the start, or take it out
-                    n_from = _spot_value(g, &w, &bt_fresh, terms, 5, n_from, x[j], y[j], s_a,
-                                         (1.0 if resolved else -1.0) * e[j], t_prev - t[j],
-                                         box_x, box_y, taylor_s)
-            _batch_flush(&bt)
-            _batch_flush(&bt_fresh)
+                    if s_a < taylor_s:
+                        _batch_heat(g, &bt_fresh, d_px[q], d_py[q], s_a,
+                                    (1.0 if resolved else -1.0) * d_e[q], t_prev - tj)
+                    else:
+                        n_from = _add_term(terms, 5, n_from, box_x - d_x[q], box_y - d_y[q],
+                                           s_a, (1.0 if resolved else -1.0) * d_e[q],
+                                           t_prev - tj)
+                was_live[q] = live
+                if tj >= lo_ts:
+                    act[n_keep] = <int>q
+                    n_keep += 1
+            n_act = n_keep
+            _batch_flush_heat(g, &bt)
+            _batch_flush_heat(g, &bt_fresh)
             _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
             _taylor_add(g, &w, terms, 5, n_from, box_x, box_y, fresh, ex, ey, ra, rb, ca, cb)
             for r in range(ra, rb):
                 for c in range(ca, cb):
                     mid[r, c] = _max(fresh[r, c], acc[r, c])
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_base(g, &w, &bt)
             _batch_open(&bt_fresh, mid, ra, rb, ca, cb, g.cell)
             n_at = 0
-            for q in range(n_bnd):
-                j = cand[3, q]
-                s = s0[j] + g.kappa4 * (ts - t[j])
-                n_at = _spot_value(g, &w, &bt, terms, 0, n_at, x[j], y[j], s, e[j], ts - t[j],
-                                   box_x, box_y, taylor_s)
-                _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, x[j], y[j], t[j], s0[j], e[j],
-                       t_prev, ts)
-            _batch_flush(&bt)
+            for k in range(n_bnd):
+                q = cand[3, k]
+                tj = d_t[q]
+                s = d_s0[q] + k4 * (ts - tj)
+                if s < taylor_s:
+                    _batch_heat(g, &bt, d_px[q], d_py[q], s, d_e[q], ts - tj)
+                else:
+                    n_at = _add_term(terms, 0, n_at, box_x - d_x[q], box_y - d_y[q], s, d_e[q],
+                                     ts - tj)
+                _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, d_x[q], d_y[q], tj, d_s0[q],
+                       d_e[q], t_prev, ts)
+            _batch_flush_heat(g, &bt)
             _batch_flush(&bt_fresh)
             _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
             for r in range(ra, rb):
@@ -2251,6 +2344,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], &win_peak[r, 0],
                    &win_dose[r, 0], nc)
         _unlock(&row_lock[w.r0 + r])
+    free(heap)
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
