@@ -20,6 +20,7 @@ from cython.parallel cimport parallel, prange, threadid
 
 from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
 from libc.stdlib cimport abort, free, malloc
+from libc.string cimport memcpy
 
 
 cdef extern from *:
@@ -2004,6 +2005,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef int* act
     cdef unsigned char* was_live
     cdef Py_ssize_t n_act, n_keep, k
+    cdef const double* src
     cdef bint live
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
     cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
@@ -2212,11 +2214,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
             # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
             # exact at ts for the peak and at their largest over the interval (mid).
+            # The start's sum begins as the slow part at t_prev (first, at the first damage
+            # sample; not read again) or the last sample's whole sum (prev): a row at a time.
+            src = &prev[0, 0] if reuse else &first[0, 0]
             for r in range(ra, rb):
-                for c in range(ca, cb):
-                    # the ends' sums start from the slow part (or the last sample's whole sum)
-                    fresh[r, c] = prev[r, c] if reuse else first[r, c]
-                    first[r, c] = acc[r, c]  # the next interval's start
+                memcpy(&fresh[r, ca], src + r * width + ca, (cb - ca) * sizeof(double))
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             # Each spot exact, or once at least taylor_s wide in a Taylor sum about the box's
             # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
@@ -2291,8 +2293,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             for r in range(ra, rb):
                 _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
                                 &until[r, ca], span, cb - ca, ts, t_prev)
-                for c in range(ca, cb):
-                    prev[r, c] = acc[r, c]  # this sample's whole sum, for the next
+                # this sample's whole sum, for the next
+                memcpy(&prev[r, ca], &acc[r, ca], (cb - ca) * sizeof(double))
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
