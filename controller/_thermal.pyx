@@ -879,21 +879,38 @@ cdef extern from *:
         return CO2SCAN_SIMD(co2scan_dose_row, dose, hot, span, n, floor_k, per_k, table, n_table);
     }
 
-    /* One row of a spot's largest rise over an interval: out[c] += ga gxa[c] (its Gaussian
-       at width s_a) where d^2 < s_a, gb gxb[c] (at width s_b) where d^2 > s_b, else amp_e / d^2
-       (the pulse's peak), with d^2 = (dx0 + c step)^2 + dy^2; nothing where |dx| <= inner if
-       skip_inner. Selects, so that it vectorises (fewer than 2^31 cells). */
-    CO2SCAN_CLONES static void co2scan_bound_row(
-            double *restrict out, const double *restrict gxa, const double *restrict gxb,
-            Py_ssize_t n, double dx0, double step, double dy, double s_a, double s_b, double ga,
-            double gb, double amp_e, double inner, int skip_inner) {
-        double dy2 = dy * dy;
-        for (int c = 0; c < (int)n; c++) {  /* int: its conversion to double vectorises */
-            double dx = dx0 + (double)c * step;
-            double d2 = dx * dx + dy2;
-            double a = ga * gxa[c], b = gb * gxb[c], peak = amp_e / d2;
-            double v = d2 < s_a ? a : (d2 > s_b ? b : peak);
-            out[c] += (skip_inner && fabs(dx) <= inner) ? 0.0 : v;
+    /* A spot's largest rise over an interval on nr rows of out (stride apart), row r at
+       dy = dy0 + r step from the spot: out[c] += ga gxa[c] (its Gaussian at width s_a, ga =
+       gya[r]) where d^2 < s_a, gb gxb[c] (at width s_b, gb = gyb[r]) where d^2 > s_b, else
+       amp_e / d^2 (the pulse's peak), with d^2 = (dx0 + c step)^2 + dy^2; nothing where
+       |dx| <= inner on the rows with |dy| <= inner if fresh. Selects, so that each row's
+       loop vectorises (fewer than 2^31 cells a row). */
+    CO2SCAN_CLONES static void co2scan_bound_rows(
+            double *restrict out, Py_ssize_t stride, const double *restrict gxa,
+            const double *restrict gxb, const double *restrict gya, const double *restrict gyb,
+            Py_ssize_t nr, Py_ssize_t n, double dx0, double dy0, double step, double s_a,
+            double s_b, double amp_e, double inner, int fresh) {
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            double dy = dy0 + r * step, dy2 = dy * dy, ga = gya[r], gb = gyb[r];
+            int skip_inner = fresh && fabs(dy) <= inner;
+            double *restrict row = out + r * stride;
+            for (int c = 0; c < (int)n; c++) {  /* int: its conversion to double vectorises */
+                double dx = dx0 + (double)c * step;
+                double d2 = dx * dx + dy2;
+                double a = ga * gxa[c], b = gb * gxb[c], peak = amp_e / d2;
+                double v = d2 < s_a ? a : (d2 > s_b ? b : peak);
+                row[c] += (skip_inner && fabs(dx) <= inner) ? 0.0 : v;
+            }
+        }
+    }
+
+    /* One damage sample of a row: peak = max(peak, acc); span = min(ts, until) - t_prev. */
+    CO2SCAN_CLONES static void co2scan_bounded_row(
+            double *restrict peak, const double *restrict acc, const double *restrict until,
+            double *restrict span, Py_ssize_t n, double ts, double t_prev) {
+        for (Py_ssize_t c = 0; c < n; c++) {
+            peak[c] = peak[c] > acc[c] ? peak[c] : acc[c];
+            span[c] = (ts < until[c] ? ts : until[c]) - t_prev;
         }
     }
 
@@ -1188,12 +1205,17 @@ cdef extern from *:
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
                                       const double* table, Py_ssize_t n_table) nogil
+    void _bound_rows "co2scan_bound_rows"(double* out, Py_ssize_t stride, const double* gxa,
+                                           const double* gxb, const double* gya,
+                                           const double* gyb, Py_ssize_t nr, Py_ssize_t n,
+                                           double dx0, double dy0, double step, double s_a,
+                                           double s_b, double amp_e, double inner,
+                                           int fresh) nogil
+    void _bounded_row "co2scan_bounded_row"(double* peak, const double* acc,
+                                             const double* until, double* span, Py_ssize_t n,
+                                             double ts, double t_prev) nogil
     void _lerp "co2scan_lerp"(double* out, const double* a, const double* b, Py_ssize_t n,
                               double frac) nogil
-    void _bound_row "co2scan_bound_row"(double* out, const double* gxa, const double* gxb,
-                                         Py_ssize_t n, double dx0, double step, double dy,
-                                         double s_a, double s_b, double ga, double gb,
-                                         double amp_e, double inner, int skip_inner) nogil
     void _far_box "co2scan_far_box"(
         double* out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc, const double* start,
         const double* end, Py_ssize_t nfx, double frac, Py_ssize_t col0, Py_ssize_t row0,
@@ -1850,7 +1872,7 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     amp: its heat / pi x the depth factor at the start. The Gaussians of widths s_a and s_b
     from their column and row factors (``gx``, ``gy``: scratch of 4 rows ld apart each, a
     batch's factor buffers between its flushes)."""
-    cdef double inner = g.window - COVER_MARGIN * g.cell, dy
+    cdef double inner = g.window - COVER_MARGIN * g.cell
     cdef double dx0 = g.x0 + (w.c0 + ca + 0.5) * g.cell - xj
     cdef double dy0 = g.y0 + (w.r0 + ra + 0.5) * g.cell - yj
     cdef double amp_e = amp * INV_E
@@ -1858,17 +1880,14 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     cdef double e0[2]
     cdef double widths[2]
     cdef double amps[2]
-    cdef Py_ssize_t r
     d0[0] = d0[1] = dx0
     e0[0] = e0[1] = dy0
     widths[0], widths[1] = s_a, s_b
     amps[0], amps[1] = amp / s_a, amp / s_b
     _gauss_factors(gx, gy, ld, &d0[0], &e0[0], &widths[0], &amps[0], 2, g.cell, cb - ca,
                    rb - ra, &_EXP2[0])
-    for r in range(rb - ra):
-        dy = dy0 + r * g.cell
-        _bound_row(&out[ra + r, ca], gx, gx + ld, cb - ca, dx0, g.cell, dy, s_a, s_b, gy[r],
-                   gy[ld + r], amp_e, inner, fresh and fabs(dy) <= inner)
+    _bound_rows(&out[ra, ca], out.shape[1], gx, gx + ld, gy, gy + ld, rb - ra, cb - ca, dx0, dy0,
+                g.cell, s_a, s_b, amp_e, inner, fresh)
 
 
 cdef struct Rect:
@@ -1924,10 +1943,7 @@ cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const
                                  Py_ssize_t n, double ts, double t_prev) noexcept nogil:
     """One damage sample of n consecutive cells: the peak from acc, and the interval since
     t_prev at the bound of its largest rise."""
-    cdef Py_ssize_t c
-    for c in range(n):
-        peak[c] = _max(peak[c], acc[c])
-        span[c] = (ts if ts < until[c] else until[c]) - t_prev
+    _bounded_row(peak, acc, until, span, n, ts, t_prev)
     _dose(g, dose, bound, span, n)
 
 
