@@ -2020,7 +2020,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double* d_m
     cdef int* act
     cdef unsigned char* was_live
-    cdef Py_ssize_t n_act, n_keep, k
+    cdef Py_ssize_t n_act, n_keep, k, n_run
     cdef const double* src
     cdef bint live
     cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
@@ -2076,18 +2076,33 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
         for bx in range(by * bk.nbx + bx0, by * bk.nbx + bx1):
-            for item in range(bk.start[bx], bk.start[bx + 1]):
+            # the bucket's spots after i (a search: its list is in firing order, i.e. in
+            # index order) fired before cap, into cand[4]; then merged from the back into the
+            # sorted list cand[5]
+            item, k = bk.start[bx], bk.start[bx + 1]
+            while item < k:
+                q = (item + k) // 2
+                if bk.items[q] <= i:
+                    item = q + 1
+                else:
+                    k = q
+            n_run = 0
+            for item in range(item, bk.start[bx + 1]):
                 j = bk.items[item]
-                if j <= i:
-                    continue
                 if t[j] >= cap:
                     break
-                q = n_ladc  # insertion into the sorted list (few)
-                while q > 0 and cand[5, q - 1] > j:
-                    cand[5, q] = cand[5, q - 1]
-                    q -= 1
-                cand[5, q] = j
-                n_ladc += 1
+                cand[4, n_run] = j
+                n_run += 1
+            k, q = n_ladc - 1, n_ladc + n_run - 1
+            n_ladc += n_run
+            while n_run > 0:
+                if k >= 0 and cand[5, k] > cand[4, n_run - 1]:
+                    cand[5, q] = cand[5, k]
+                    k -= 1
+                else:
+                    cand[5, q] = cand[4, n_run - 1]
+                    n_run -= 1
+                q -= 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
     hold = _hold(g, t[i], s0[i])
     t_end = _max(t_last, hold if hold < cap else cap)
@@ -2097,11 +2112,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             break
         ax = _max(fabs(x[j] - w.xi) - g.window, 0.0)
         ay = _max(fabs(y[j] - w.yi) - g.window, 0.0)
-        hold = _hold(g, t[j], s0[j])
         d2 = ax * ax + ay * ay
-        if (d2 <= s0[j] + g.kappa4 * (hold - t[j])
-                and t[j] + (d2 - s0[j]) / g.kappa4 > t_end):
-            t_end = _max(t_end, hold if hold < cap else cap)
+        if t[j] + (d2 - s0[j]) / g.kappa4 > t_end:  # (most peak before: no hold needed)
+            hold = _hold(g, t[j], s0[j])
+            if d2 <= s0[j] + g.kappa4 * (hold - t[j]):
+                t_end = _max(t_end, hold if hold < cap else cap)
     # Near spots within reach at the last (widest) sample, from the buckets within the widest
     # reach. Peak samples: background if old, else sharp. Damage samples: slow if handed over
     # or not pulsing on the window, else sharp; later ones also in the hand-over list.
@@ -2185,11 +2200,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         col_until[c] = t[i]
     until_max = t[i]
     for r in range(nr):
-        row_until[r] = t[i]
+        tj = t[i]  # the row's latest
         for c in range(nc):
-            row_until[r] = _max(row_until[r], until[r, c])
+            tj = _max(tj, until[r, c])
             col_until[c] = _max(col_until[c], until[r, c])
-        until_max = _max(until_max, row_until[r])
+        row_until[r] = tj
+        until_max = _max(until_max, tj)
     for r in range(nr):
         for c in range(nc):
             win_peak[r, c], win_dose[r, c] = -1.0, 0.0
