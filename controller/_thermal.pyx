@@ -1621,7 +1621,7 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
-#: Sharp spots of a window's damage samples whose data it keeps on the stack (more: the heap).
+#: Sharp spots of a window whose data it keeps on the stack (more: the heap).
 DEF STACK_CANDS = 256
 
 
@@ -2005,8 +2005,15 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
     # _batch_gaussian sees it, reach measure: _in_reach at width s is reach_m <= s reach_log),
     # whether each was in reach at the last sample, and the list of those still to visit
-    # (the ones handed over drop out): on the stack, or (many) from the heap.
-    cdef double d_stack[STACK_CANDS * 8]
+    # (the ones handed over drop out); the peak samples' sharp spots likewise (time, s0, heat,
+    # centre, reach measure): on the stack, or (many) from the heap.
+    cdef double d_stack[STACK_CANDS * 14]
+    cdef double* p_t
+    cdef double* p_s0
+    cdef double* p_e
+    cdef double* p_px
+    cdef double* p_py
+    cdef double* p_m
     cdef int act_stack[STACK_CANDS]
     cdef unsigned char live_stack[STACK_CANDS]
     cdef void* heap = NULL
@@ -2152,15 +2159,27 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 elif t[j] <= t_mid:  # (later ones fire after the peak samples)
                     cand[0, n_sharp] = j
                     n_sharp += 1
-    if n_dsharp <= STACK_CANDS:
+    if n_dsharp <= STACK_CANDS and n_sharp <= STACK_CANDS:
         d_t, act, was_live = &d_stack[0], &act_stack[0], &live_stack[0]
+        p_t = &d_stack[8 * STACK_CANDS]
     else:
-        heap = malloc(n_dsharp * (8 * sizeof(double) + sizeof(int) + 1))
+        heap = malloc(n_dsharp * (8 * sizeof(double) + sizeof(int) + 1)
+                      + n_sharp * 6 * sizeof(double))
         if heap == NULL:
             abort()
         d_t = <double*>heap
-        act = <int*>(d_t + 8 * n_dsharp)
+        p_t = d_t + 8 * n_dsharp
+        act = <int*>(p_t + 6 * n_sharp)
         was_live = <unsigned char*>(act + n_dsharp)
+    p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
+                                  p_t + 4 * n_sharp, p_t + 5 * n_sharp)
+    for q in range(n_sharp):
+        j = cand[0, q]
+        p_t[q], p_s0[q], p_e[q] = t[j], s0[j], e[j]
+        dxj, dyj = x[j] - w.xi, y[j] - w.yi
+        p_px[q], p_py[q] = w.xi + dxj, w.yi + dyj
+        ax, ay = fabs(dxj) - g.window, fabs(dyj) - g.window
+        p_m[q] = _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
     d_s0, d_e, d_x, d_y = d_t + n_dsharp, d_t + 2 * n_dsharp, d_t + 3 * n_dsharp, d_t + 4 * n_dsharp
     d_px, d_py, d_m = d_t + 5 * n_dsharp, d_t + 6 * n_dsharp, d_t + 7 * n_dsharp
     for q in range(n_dsharp):
@@ -2332,23 +2351,25 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
             any_fresh = False
             _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_base(g, &w, &bt)
             _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
+            _batch_base(g, &w, &bt_fresh)
             for q in range(n_sharp):
-                j = cand[0, q]
-                if t[j] > ts:
+                tj = p_t[q]
+                if tj > ts:
                     continue
-                s = s0[j] + g.kappa4 * (ts - t[j])
-                if _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
-                    fresh_j = started and t[j] > t_prev  # fired within this interval
+                s = p_s0[q] + k4 * (ts - tj)
+                if not (p_m[q] > s * reach_log):  # in reach
+                    fresh_j = started and tj > t_prev  # fired within this interval
                     if fresh_j and not any_fresh:
                         any_fresh = True
                         for r in range(ra, rb):
                             for c in range(ca, cb):
                                 fresh[r, c] = 0.0
-                    _batch_gaussian(g, &w, &bt_fresh if fresh_j else &bt, x[j] - w.xi,
-                                    y[j] - w.yi, s, e[j] / (M_PI * s) * _depth(g, ts - t[j]))
-            _batch_flush(&bt)
-            _batch_flush(&bt_fresh)
+                    _batch_heat(g, &bt_fresh if fresh_j else &bt, p_px[q], p_py[q], s, p_e[q],
+                                ts - tj)
+            _batch_flush_heat(g, &bt)
+            _batch_flush_heat(g, &bt_fresh)
             # the whole window (peak samples come before any damage sample) as one run
             _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
                            &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0], hot,
