@@ -2579,7 +2579,10 @@ def _sparse_zeros(shape, dtype=np.float64):
         return np.zeros(shape, dtype)
     buf = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1), flags=mmap.MAP_PRIVATE)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):  # (transparent_hugepage "always")
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
+        try:
+            buf.madvise(mmap.MADV_NOHUGEPAGE)
+        except OSError:  # a system without huge pages refuses the hint (EINVAL): no matter
+            pass
     return np.frombuffer(buf, dtype, count).reshape(shape)
 
 

@@ -169,6 +169,33 @@ def test_simd_ragged_windows(level: int, window_um: float) -> None:
     assert fast[0].max() > 1.0
 
 
+class _NoHugePages(bytearray):
+    """An anonymous mapping on a system that refuses the huge-page hint (EINVAL)."""
+
+    def madvise(self, option: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+
+def test_kernel_runs_where_the_huge_page_hint_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work lists' mappings ask not to be backed by huge pages; a system built without
+    them refuses, and the evaluation goes on with the same maps."""
+    import mmap
+    import types
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-400.0, 400.0, 30), rng.uniform(-400.0, 400.0, 30)
+    t = np.sort(rng.uniform(0.0, 0.05, 30))
+    e, s0 = np.full(30, 1e6), np.full(30, 4900.0)
+    lay = Layout.for_spots(x, y, t, TissueParams())
+    hinted = _thermal.peak_rise(x, y, t, e, s0, lay)
+    refusing = types.SimpleNamespace(
+        MAP_PRIVATE=mmap.MAP_PRIVATE, MADV_NOHUGEPAGE=getattr(mmap, "MADV_NOHUGEPAGE", 15),
+        mmap=lambda fileno, size, flags: _NoHugePages(size))
+    monkeypatch.setattr(_thermal, "mmap", refusing)
+    for a, b in zip(_thermal.peak_rise(x, y, t, e, s0, lay), hinted, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_kernels_reject_wrong_dtype() -> None:
     lay = Layout.for_spots(np.zeros(1), np.zeros(1), np.zeros(1), TissueParams())
     ints = np.zeros(1, dtype=np.int64)
