@@ -1644,11 +1644,12 @@ cdef struct Batch:
     double* gy
 
 
-cdef inline void _batch_open(Batch* bt, double[:, ::1] acc, Py_ssize_t ra, Py_ssize_t rb,
-                             Py_ssize_t ca, Py_ssize_t cb, double step) noexcept nogil:
+cdef inline void _batch_open(Batch* bt, double* acc, Py_ssize_t ld, Py_ssize_t ra,
+                             Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb,
+                             double step) noexcept nogil:
     """Start adding Gaussians to acc's rows ra..rb-1 and columns ca..cb-1 (cells step
-    apart)."""
-    bt.target, bt.stride = &acc[ra, ca], acc.shape[1]
+    apart; acc's rows ld apart)."""
+    bt.target, bt.stride = acc + ra * ld + ca, ld
     bt.ra, bt.ca, bt.nr, bt.nc, bt.n, bt.step = ra, ca, rb - ra, cb - ca, 0, step
 
 
@@ -1712,17 +1713,17 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const double[:, :, :, ::1] cur, const double[:, :, :, ::1] blur,
                       Py_ssize_t* cand, Py_ssize_t* n_cand, const double[::1] x,
                       const double[::1] y, const double[::1] t, const double[::1] e,
-                      const double[::1] s0, double[:, ::1] acc, double[:, ::1] nodes,
-                      Py_ssize_t* kx, double[::1] ex, double[::1] ey, double* line,
-                      double[:, ::1] terms, Batch* bt, Py_ssize_t ra, Py_ssize_t rb,
+                      const double[::1] s0, double* acc, double* nodes, Py_ssize_t ld,
+                      Py_ssize_t* kx, double* ex, double* ey, double* line,
+                      double* terms, Py_ssize_t ld_t, Batch* bt, Py_ssize_t ra, Py_ssize_t rb,
                       Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
     """Far grid (linear in time within its block) plus the background near spots in reach at
     ts: exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
     smooth. Into acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``,
-    ``bt``'s buffers: scratch). The near spots from the list cand[0..n_cand[0]); those handed
-    over by ts (fired before its block's hand-over) are taken out of it, in place (n_cand[0]
-    updated, the others' order kept): a list's calls come at nondecreasing ts, each later one
-    would skip them too."""
+    ``bt``'s buffers: scratch; acc's and nodes' rows ld apart, terms' ld_t apart). The near
+    spots from the list cand[0..n_cand[0]); those handed over by ts (fired before its block's
+    hand-over) are taken out of it, in place (n_cand[0] updated, the others' order kept): a
+    list's calls come at nondecreasing ts, each later one would skip them too."""
     cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, n_kept = 0
     cdef double tj
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
@@ -1734,9 +1735,9 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     cdef const double* end = &blur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
     # Far nodes around the box at ts, then bilinear per cell (nodes, ex, ey, kx, line:
     # scratch).
-    _far_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, start, end, cur.shape[3], frac,
-             w.c0 + ca, w.r0 + ra, g.x0, g.y0, g.cell, g.fx0, g.fy0, g.far, &nodes[0, 0],
-             nodes.shape[1], &ex[ca], &ey[ca], &kx[ca], line)
+    _far_box(acc + ra * ld + ca, ld, rb - ra, cb - ca, start, end, cur.shape[3], frac,
+             w.c0 + ca, w.r0 + ra, g.x0, g.y0, g.cell, g.fx0, g.fy0, g.far, nodes,
+             ld, ex + ca, ey + ca, &kx[ca], line)
     # Each spot's offsets, width, heat and age into ``terms``: the smooth ones (width at least
     # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the sharp
     # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
@@ -1755,31 +1756,35 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
         if not _in_reach(g, w, x[j] - w.xi, y[j] - w.yi, s):
             continue  # cut off at ts (listed: within reach at the window's end)
         if s < g.smooth_s:
-            n_sharp = _add_term(terms, 5, n_sharp, w.xi - x[j], w.yi - y[j], s, e[j], ts - t[j])
+            n_sharp = _add_term(terms, ld_t, 5, n_sharp, w.xi - x[j], w.yi - y[j], s, e[j],
+                                ts - t[j])
         else:
-            n_smooth = _add_term(terms, 0, n_smooth, w.xi - x[j], w.yi - y[j], s, e[j],
+            n_smooth = _add_term(terms, ld_t, 0, n_smooth, w.xi - x[j], w.yi - y[j], s, e[j],
                                  ts - t[j])
     n_cand[0] = n_kept
-    _amplitudes(&terms[8, 0], &terms[7, 0], &terms[9, 0], n_sharp, g.loss_scale, g.table,
-                g.n_table)
-    _batch_open(bt, acc, ra, rb, ca, cb, g.cell)
+    _amplitudes(terms + 8 * ld_t, terms + 7 * ld_t, terms + 9 * ld_t, n_sharp, g.loss_scale,
+                g.table, g.n_table)
+    _batch_open(bt, acc, ld, ra, rb, ca, cb, g.cell)
     for q in range(n_sharp):
-        _batch_gaussian(g, w, bt, -terms[5, q], -terms[6, q], terms[7, q], terms[8, q])
+        _batch_gaussian(g, w, bt, -terms[5 * ld_t + q], -terms[6 * ld_t + q],
+                        terms[7 * ld_t + q], terms[8 * ld_t + q])
     _batch_flush(bt)
-    _taylor_add(g, w, terms, 0, n_smooth, w.xi, w.yi, acc, ex, ey, ra, rb, ca, cb)
+    _taylor_add(g, w, terms, ld_t, 0, n_smooth, w.xi, w.yi, acc, ld, ex, ey, ra, rb, ca, cb)
 
 
-cdef inline Py_ssize_t _add_term(double[:, ::1] terms, Py_ssize_t row0, Py_ssize_t n, double dx,
-                                 double dy, double s, double heat, double age) noexcept nogil:
-    """List a smooth spot in terms' rows row0..row0 + 4 (offset from the expansion centre,
-    centre minus spot; width; heat; age) at position n; returns n + 1."""
-    terms[row0, n], terms[row0 + 1, n], terms[row0 + 2, n] = dx, dy, s
-    terms[row0 + 3, n], terms[row0 + 4, n] = heat, age
+cdef inline Py_ssize_t _add_term(double* terms, Py_ssize_t ld, Py_ssize_t row0, Py_ssize_t n,
+                                 double dx, double dy, double s, double heat,
+                                 double age) noexcept nogil:
+    """List a smooth spot in terms' rows row0..row0 + 4 (ld apart; offset from the expansion
+    centre, centre minus spot; width; heat; age) at position n; returns n + 1."""
+    cdef double* col = terms + row0 * ld + n
+    col[0], col[ld], col[2 * ld] = dx, dy, s
+    col[3 * ld], col[4 * ld] = heat, age
     return n + 1
 
 
 cdef inline Py_ssize_t _spot_value(const Geo* g, const Window* w, Batch* bt,
-                                   double[:, ::1] terms, Py_ssize_t row0, Py_ssize_t n,
+                                   double* terms, Py_ssize_t ld, Py_ssize_t row0, Py_ssize_t n,
                                    double xj, double yj, double s, double heat, double age,
                                    double xc, double yc, double taylor_s) noexcept nogil:
     """A spot's rise at width s (its heat and age) onto bt's cells: exact while narrower than
@@ -1788,25 +1793,26 @@ cdef inline Py_ssize_t _spot_value(const Geo* g, const Window* w, Batch* bt,
     if s < taylor_s:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s, heat / (M_PI * s) * _depth(g, age))
         return n
-    return _add_term(terms, row0, n, xc - xj, yc - yj, s, heat, age)
+    return _add_term(terms, ld, row0, n, xc - xj, yc - yj, s, heat, age)
 
 
-cdef void _taylor_add(const Geo* g, const Window* w, double[:, ::1] terms, Py_ssize_t row0,
-                      Py_ssize_t n, double xc, double yc, double[:, ::1] acc, double[::1] ex,
-                      double[::1] ey, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
-                      Py_ssize_t cb) noexcept nogil:
+cdef void _taylor_add(const Geo* g, const Window* w, double* terms, Py_ssize_t ld_t,
+                      Py_ssize_t row0, Py_ssize_t n, double xc, double yc, double* acc,
+                      Py_ssize_t ld, double* ex, double* ey, Py_ssize_t ra, Py_ssize_t rb,
+                      Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
     """Add the 2nd-order Taylor sum about (xc, yc) of the n smooth spots listed in terms'
-    rows row0..row0 + 4 (as _add_term; heat -> amplitude in place, signed heat allowed) to acc
-    on the window's rows ra..rb-1 and columns ca..cb-1 (``ex``, ``ey``: scratch)."""
+    rows row0..row0 + 4 (ld_t apart; as _add_term; heat -> amplitude in place, signed heat
+    allowed) to acc (rows ld apart) on the window's rows ra..rb-1 and columns ca..cb-1
+    (``ex``, ``ey``: scratch)."""
     cdef double coef[6]
+    cdef double* row = terms + row0 * ld_t
     if n == 0:
         return
-    _amplitudes(&terms[row0 + 3, 0], &terms[row0 + 2, 0], &terms[row0 + 4, 0], n, g.loss_scale,
+    _amplitudes(row + 3 * ld_t, row + 2 * ld_t, row + 4 * ld_t, n, g.loss_scale,
                 g.table, g.n_table)
-    _taylor_sums(coef, &terms[row0, 0], &terms[row0 + 1, 0], &terms[row0 + 2, 0],
-                 &terms[row0 + 3, 0], n, &_EXP2[0])
-    _taylor_box(&acc[ra, ca], acc.shape[1], rb - ra, cb - ca, coef, w.c0 + ca, w.r0 + ra, g.x0,
-                g.y0, g.cell, xc, yc, &ex[ca], &ey[ca])
+    _taylor_sums(coef, row, row + ld_t, row + 2 * ld_t, row + 3 * ld_t, n, &_EXP2[0])
+    _taylor_box(acc + ra * ld + ca, ld, rb - ra, cb - ca, coef, w.c0 + ca, w.r0 + ra, g.x0,
+                g.y0, g.cell, xc, yc, ex + ca, ey + ca)
 
 
 cdef inline bint _within(double origin, double cell, Py_ssize_t first, Py_ssize_t k,
@@ -1861,11 +1867,11 @@ cdef inline void _dose(const Geo* g, double* dose, const double* hot, const doub
                 dose[c] += _rate(g, hot[c]) * span[c]
 
 
-cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssize_t ra,
-                      Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj, double yj,
-                      double s_a, double s_b, double amp, bint fresh, double* gx,
+cdef void _add_bounds(const Geo* g, const Window* w, double* out, Py_ssize_t ld_o,
+                      Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj,
+                      double yj, double s_a, double s_b, double amp, bint fresh, double* gx,
                       double* gy, Py_ssize_t ld) noexcept nogil:
-    """Add spot j's largest rise over [ta, tb] to the cells of out's box (as
+    """Add spot j's largest rise over [ta, tb] to the cells of out's box (rows ld_o apart; as
     thermal_ref._Run.damage_sample): its Gaussian of width clamp(d^2, s_a, s_b) at the depth
     factor of the interval's start; a spot fired within the interval not on the cells its own
     window takes over (fresh: fired within it). s_a, s_b: its widths at the interval's ends;
@@ -1886,8 +1892,8 @@ cdef void _add_bounds(const Geo* g, const Window* w, double[:, ::1] out, Py_ssiz
     amps[0], amps[1] = amp / s_a, amp / s_b
     _gauss_factors(gx, gy, ld, &d0[0], &e0[0], &widths[0], &amps[0], 2, g.cell, cb - ca,
                    rb - ra, &_EXP2[0])
-    _bound_rows(&out[ra, ca], out.shape[1], gx, gx + ld, gy, gy + ld, rb - ra, cb - ca, dx0, dy0,
-                g.cell, s_a, s_b, amp_e, inner, fresh)
+    _bound_rows(out + ra * ld_o + ca, ld_o, gx, gx + ld, gy, gy + ld, rb - ra, cb - ca, dx0,
+                dy0, g.cell, s_a, s_b, amp_e, inner, fresh)
 
 
 cdef struct Rect:
@@ -1914,10 +1920,10 @@ cdef inline bint _pulsing(const Rect* r, double x, double y, double s_end,
     return near2 <= s_end and far2 >= s_start
 
 
-cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1] out,
-                        Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca, Py_ssize_t cb, double xj,
-                        double yj, double tj, double s0j, double ej, double ta,
-                        double tb) noexcept nogil:
+cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double* out,
+                        Py_ssize_t ld, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
+                        Py_ssize_t cb, double xj, double yj, double tj, double s0j, double ej,
+                        double ta, double tb) noexcept nogil:
     """Spot j's largest rise over [ta, tb] onto out's box: one Gaussian (the batch bt, whose
     target is out) where the box lies wholly on one side of the pulse's peak (d^2 <= s_a
     everywhere: falling, its width at ta; d^2 >= s_b everywhere: rising, at tb), else cell by
@@ -1934,8 +1940,8 @@ cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double[:, ::1]
     elif tj <= ta and near2 >= s_b:
         _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s_b, amp / s_b)
     else:
-        _add_bounds(g, w, out, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx, bt.gy,
-                    bt.ld)
+        _add_bounds(g, w, out, ld, ra, rb, ca, cb, xj, yj, s_a, s_b, amp, tj > ta, bt.gx,
+                    bt.gy, bt.ld)
 
 
 cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const double* acc,
@@ -1969,14 +1975,17 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[::1] x,
                   const double[::1] y, const double[::1] t, const double[::1] e,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
-                  double[:, :, ::1] scratch, Py_ssize_t[:, ::1] cand, double[:, ::1] terms,
-                  double[::1] ex, double[::1] ey, double[:, ::1] gauss,
-                  unsigned char* row_lock) noexcept nogil:
+                  double* scratch, Py_ssize_t width, Py_ssize_t* cand, Py_ssize_t ld_c,
+                  double* terms, Py_ssize_t ld_t, double* ex, double* ey, double* gauss,
+                  Py_ssize_t ld_g, unsigned char* row_lock) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
 
-    ``gauss``: 4 rows of OUTER_BATCH x its width / OUTER_BATCH (a multiple of 16) doubles,
+    The thread's scratch as pointers (a memoryview slice would take and release a reference,
+    atomically, on an object the threads share): ``scratch``, 12 planes of width x width
+    doubles; ``cand``, ``terms``: 6 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
+    ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
     the Gaussians' factors before their outer products are added.
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
@@ -2030,23 +2039,29 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Py_ssize_t n_act, n_keep, k, n_run
     cdef const double* src
     cdef bint live
-    cdef double[:, ::1] acc = scratch[0], first = scratch[1], mid = scratch[2]
-    cdef double[:, ::1] nodes = scratch[3], prev = scratch[4], until = scratch[5]
-    cdef double[:, ::1] fresh = scratch[6], spare = scratch[7]
-    cdef double[:, ::1] win_peak = scratch[8], win_dose = scratch[9]  # merged at the end
+    cdef Py_ssize_t plane = width * width  # scratch's planes, each of rows width apart
+    cdef double* acc = scratch
+    cdef double* first = scratch + plane
+    cdef double* mid = scratch + 2 * plane
+    cdef double* nodes = scratch + 3 * plane
+    cdef double* prev = scratch + 4 * plane
+    cdef double* until = scratch + 5 * plane
+    cdef double* fresh = scratch + 6 * plane
+    cdef double* spare = scratch + 7 * plane
+    cdef double* win_peak = scratch + 8 * plane  # merged at the end
+    cdef double* win_dose = scratch + 9 * plane
     # The larger ends of each cell's interval, and its spans (a row at a time, or the whole
     # window as one run of rows, padding columns included, for the peak samples).
-    cdef double* hot = &scratch[10, 0, 0]
-    cdef double* span = &scratch[11, 0, 0]
-    cdef Py_ssize_t width = acc.shape[1]
-    cdef double* line = &spare[0, 0]  # the background's far-node values along a row
-    cdef double* row_until = &spare[1, 0]
-    cdef double* col_until = &spare[2, 0]
-    cdef Py_ssize_t* kx = &cand[2, 0]
+    cdef double* hot = scratch + 10 * plane
+    cdef double* span = scratch + 11 * plane
+    cdef double* line = spare  # the background's far-node values along a row
+    cdef double* row_until = spare + width
+    cdef double* col_until = spare + 2 * width
+    cdef Py_ssize_t* kx = cand + 2 * ld_c
     cdef Batch bt, bt_fresh  # exact Gaussians onto acc (and the background's maps), onto fresh
-    bt.ld = bt_fresh.ld = gauss.shape[1] // OUTER_BATCH
-    bt.gx, bt.gy = &gauss[0, 0], &gauss[1, 0]
-    bt_fresh.gx, bt_fresh.gy = &gauss[2, 0], &gauss[3, 0]
+    bt.ld = bt_fresh.ld = ld_g // OUTER_BATCH
+    bt.gx, bt.gy = gauss, gauss + ld_g
+    bt_fresh.gx, bt_fresh.gy = gauss + 2 * ld_g, gauss + 3 * ld_g
     w.xi, w.yi = x[i], y[i]
     _cell_span(w.xi - g.window, w.xi + g.window, g.x0, g.cell, g.nx, &w.c0, &w.c1)
     _cell_span(w.yi - g.window, w.yi + g.window, g.y0, g.cell, g.ny, &w.r0, &w.r1)
@@ -2098,23 +2113,23 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 j = bk.items[item]
                 if t[j] >= cap:
                     break
-                cand[4, n_run] = j
+                cand[4 * ld_c + n_run] = j
                 n_run += 1
             k, q = n_ladc - 1, n_ladc + n_run - 1
             n_ladc += n_run
             while n_run > 0:
-                if k >= 0 and cand[5, k] > cand[4, n_run - 1]:
-                    cand[5, q] = cand[5, k]
+                if k >= 0 and cand[5 * ld_c + k] > cand[4 * ld_c + n_run - 1]:
+                    cand[5 * ld_c + q] = cand[5 * ld_c + k]
                     k -= 1
                 else:
-                    cand[5, q] = cand[4, n_run - 1]
+                    cand[5 * ld_c + q] = cand[4 * ld_c + n_run - 1]
                     n_run -= 1
                 q -= 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
     hold = _hold(g, t[i], s0[i])
     t_end = _max(t_last, hold if hold < cap else cap)
     for q in range(n_ladc):
-        j = cand[5, q]
+        j = cand[5 * ld_c + q]
         if t[j] >= t_end:
             break
         ax = _max(fabs(x[j] - w.xi) - g.window, 0.0)
@@ -2142,22 +2157,22 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                         and fabs(x[j] - w.xi) <= 2.0 * g.window + g.cell
                         and fabs(y[j] - w.yi) <= 2.0 * g.window + g.cell):
                     # fired since i, its window overlapping: may take cells over
-                    cand[3, n_late] = j
+                    cand[3 * ld_c + n_late] = j
                     n_late += 1
                 # Damage samples: slow if handed over or if its rise is monotone on the window
                 # over them, else sharp (bounded over each interval).
                 if t[j] < lo_next or not _pulsing(&box, x[j], y[j], s,
                                                   s0[j] + g.kappa4 * (t_mid - t[j])):
-                    cand[4, n_slow] = j
+                    cand[4 * ld_c + n_slow] = j
                     n_slow += 1
                 else:
-                    cand[5, n_dsharp] = j
+                    cand[5 * ld_c + n_dsharp] = j
                     n_dsharp += 1
                 if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
-                    cand[1, n_bg] = j
+                    cand[ld_c + n_bg] = j
                     n_bg += 1
                 elif t[j] <= t_mid:  # (later ones fire after the peak samples)
-                    cand[0, n_sharp] = j
+                    cand[n_sharp] = j
                     n_sharp += 1
     if n_dsharp <= STACK_CANDS and n_sharp <= STACK_CANDS:
         d_t, act, was_live = &d_stack[0], &act_stack[0], &live_stack[0]
@@ -2174,7 +2189,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
                                   p_t + 4 * n_sharp, p_t + 5 * n_sharp)
     for q in range(n_sharp):
-        j = cand[0, q]
+        j = cand[q]
         p_t[q], p_s0[q], p_e[q] = t[j], s0[j], e[j]
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         p_px[q], p_py[q] = w.xi + dxj, w.yi + dyj
@@ -2183,7 +2198,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     d_s0, d_e, d_x, d_y = d_t + n_dsharp, d_t + 2 * n_dsharp, d_t + 3 * n_dsharp, d_t + 4 * n_dsharp
     d_px, d_py, d_m = d_t + 5 * n_dsharp, d_t + 6 * n_dsharp, d_t + 7 * n_dsharp
     for q in range(n_dsharp):
-        j = cand[5, q]
+        j = cand[5 * ld_c + q]
         d_t[q], d_s0[q], d_e[q], d_x[q], d_y[q] = t[j], s0[j], e[j], x[j], y[j]
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         d_px[q], d_py[q] = w.xi + dxj, w.yi + dyj
@@ -2191,18 +2206,18 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         d_m[q] = _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
         act[q], was_live[q] = <int>q, 0
     n_act = n_dsharp
-    _background(g, &w, t[i], b, cur, blur, &cand[1, 0], &n_bg, x, y, t, e,
-                s0, first, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
+    _background(g, &w, t[i], b, cur, blur, cand + ld_c, &n_bg, x, y, t, e,
+                s0, first, nodes, width, kx, ex, ey, line, terms, ld_t, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
-        _background(g, &w, t_mid, b, cur, blur, &cand[1, 0], &n_bg, x, y,
-                    t, e, s0, mid, nodes, kx, ex, ey, line, terms, &bt, 0, nr, 0, nc)
+        _background(g, &w, t_mid, b, cur, blur, cand + ld_c, &n_bg, x, y, t, e, s0, mid,
+                    nodes, width, kx, ex, ey, line, terms, ld_t, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
         for c in range(width):  # padding columns never integrate
-            until[r, c] = t_end if c < nc else -INFINITY
+            until[r * width + c] = t_end if c < nc else -INFINITY
     for q in range(n_late):
-        j = cand[3, q]
+        j = cand[3 * ld_c + q]
         tj = t[j]
         if not (tj > t[i] or (tj == t[i] and j > i)):
             continue
@@ -2211,8 +2226,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         _covered(g.y0, g.cell, w.r0, nr, y[j], inner, &ra, &rb)
         for r in range(ra, rb):
             for c in range(ca, cb):
-                if tj < until[r, c]:
-                    until[r, c] = tj
+                if tj < until[r * width + c]:
+                    until[r * width + c] = tj
     # The latest hand-over of each row and of each column: the box of the cells still
     # integrating after a time is the span of the rows and of the columns whose latest is after it.
     for c in range(nc):
@@ -2221,13 +2236,13 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     for r in range(nr):
         tj = t[i]  # the row's latest
         for c in range(nc):
-            tj = _max(tj, until[r, c])
-            col_until[c] = _max(col_until[c], until[r, c])
+            tj = _max(tj, until[r * width + c])
+            col_until[c] = _max(col_until[c], until[r * width + c])
         row_until[r] = tj
         until_max = _max(until_max, tj)
     for r in range(nr):
         for c in range(nc):
-            win_peak[r, c], win_dose[r, c] = -1.0, 0.0
+            win_peak[r * width + c], win_dose[r * width + c] = -1.0, 0.0
     ra, rb, ca, cb = 0, nr, 0, nc
     ts = t[i]
     s_base, k_base = s_i, 0
@@ -2256,29 +2271,29 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 box_y = g.y0 + (w.r0 + 0.5 * (ra + rb - 1) + 0.5) * g.cell
                 taylor_s = DAMAGE_TAYLOR_RATIO * (((cb - ca - 1) * 0.5 * g.cell) ** 2
                                                   + ((rb - ra - 1) * 0.5 * g.cell) ** 2)
-                _background(g, &w, t_prev, b, cur, blur, &cand[4, 0], &n_slow,
-                            x, y, t, e, s0, first, nodes, kx, ex, ey, line, terms, &bt, ra, rb,
-                            ca, cb)
+                _background(g, &w, t_prev, b, cur, blur, cand + 4 * ld_c, &n_slow,
+                            x, y, t, e, s0, first, nodes, width, kx, ex, ey, line, terms, ld_t,
+                            &bt, ra, rb, ca, cb)
                 slow_ready = True
-            _background(g, &w, ts, b, cur, blur, &cand[4, 0], &n_slow, x, y,
-                        t, e, s0, acc, nodes, kx, ex, ey, line, terms, &bt, ra, rb, ca, cb)
+            _background(g, &w, ts, b, cur, blur, cand + 4 * ld_c, &n_slow, x, y, t, e, s0,
+                        acc, nodes, width, kx, ex, ey, line, terms, ld_t, &bt, ra, rb, ca, cb)
             # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
             # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
             # exact at ts for the peak and at their largest over the interval (mid).
             # The start's sum begins as the slow part at t_prev (first, at the first damage
             # sample; not read again) or the last sample's whole sum (prev): a row at a time.
-            src = &prev[0, 0] if reuse else &first[0, 0]
+            src = prev if reuse else first
             for r in range(ra, rb):
-                memcpy(&fresh[r, ca], src + r * width + ca, (cb - ca) * sizeof(double))
+                memcpy(&fresh[r * width + ca], src + r * width + ca, (cb - ca) * sizeof(double))
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             # Each spot exact, or once at least taylor_s wide in a Taylor sum about the box's
             # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
             # others (not resolved) listed in cand[3] (free once the hand-overs are known).
             # In the last sample's sum (prev): in reach and not handed over then (was_live);
             # a spot handed over (fired before lo_ts) is in no later sum: it drops out.
-            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt, acc, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt)
-            _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, fresh, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt_fresh)
             n_bnd, n_at, n_from, n_keep = 0, 0, 0, 0
             for k in range(n_act):
@@ -2296,21 +2311,21 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 if live:  # not in the far grid at ts, and within reach
                     resolved = tj <= t_prev and s <= RESOLVED_RATIO * s_a
                     if not resolved:
-                        cand[3, n_bnd] = q
+                        cand[3 * ld_c + n_bnd] = q
                         n_bnd += 1
                     elif s < taylor_s:
                         _batch_heat(g, &bt, d_px[q], d_py[q], s, d_e[q], ts - tj)
                     else:
-                        n_at = _add_term(terms, 0, n_at, box_x - d_x[q], box_y - d_y[q], s,
-                                         d_e[q], ts - tj)
+                        n_at = _add_term(terms, ld_t, 0, n_at, box_x - d_x[q], box_y - d_y[q],
+                                         s, d_e[q], ts - tj)
                 if resolved != in_prev:  # add it at the start, or take it out
                     if s_a < taylor_s:
                         _batch_heat(g, &bt_fresh, d_px[q], d_py[q], s_a,
                                     (1.0 if resolved else -1.0) * d_e[q], t_prev - tj)
                     else:
-                        n_from = _add_term(terms, 5, n_from, box_x - d_x[q], box_y - d_y[q],
-                                           s_a, (1.0 if resolved else -1.0) * d_e[q],
-                                           t_prev - tj)
+                        n_from = _add_term(terms, ld_t, 5, n_from, box_x - d_x[q],
+                                           box_y - d_y[q], s_a,
+                                           (1.0 if resolved else -1.0) * d_e[q], t_prev - tj)
                 was_live[q] = live
                 if tj >= lo_ts:
                     act[n_keep] = <int>q
@@ -2318,41 +2333,45 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             n_act = n_keep
             _batch_flush_heat(g, &bt)
             _batch_flush_heat(g, &bt_fresh)
-            _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
-            _taylor_add(g, &w, terms, 5, n_from, box_x, box_y, fresh, ex, ey, ra, rb, ca, cb)
+            _taylor_add(g, &w, terms, ld_t, 0, n_at, box_x, box_y, acc, width, ex, ey, ra, rb,
+                        ca, cb)
+            _taylor_add(g, &w, terms, ld_t, 5, n_from, box_x, box_y, fresh, width, ex, ey, ra,
+                        rb, ca, cb)
             for r in range(ra, rb):
                 for c in range(ca, cb):
-                    mid[r, c] = _max(fresh[r, c], acc[r, c])
-            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+                    mid[r * width + c] = _max(fresh[r * width + c], acc[r * width + c])
+            _batch_open(&bt, acc, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt)
-            _batch_open(&bt_fresh, mid, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, mid, width, ra, rb, ca, cb, g.cell)
             n_at = 0
             for k in range(n_bnd):
-                q = cand[3, k]
+                q = cand[3 * ld_c + k]
                 tj = d_t[q]
                 s = d_s0[q] + k4 * (ts - tj)
                 if s < taylor_s:
                     _batch_heat(g, &bt, d_px[q], d_py[q], s, d_e[q], ts - tj)
                 else:
-                    n_at = _add_term(terms, 0, n_at, box_x - d_x[q], box_y - d_y[q], s, d_e[q],
-                                     ts - tj)
-                _bound(g, &w, &bt_fresh, mid, ra, rb, ca, cb, d_x[q], d_y[q], tj, d_s0[q],
+                    n_at = _add_term(terms, ld_t, 0, n_at, box_x - d_x[q], box_y - d_y[q], s,
+                                     d_e[q], ts - tj)
+                _bound(g, &w, &bt_fresh, mid, width, ra, rb, ca, cb, d_x[q], d_y[q], tj, d_s0[q],
                        d_e[q], t_prev, ts)
             _batch_flush_heat(g, &bt)
             _batch_flush(&bt_fresh)
-            _taylor_add(g, &w, terms, 0, n_at, box_x, box_y, acc, ex, ey, ra, rb, ca, cb)
+            _taylor_add(g, &w, terms, ld_t, 0, n_at, box_x, box_y, acc, width, ex, ey, ra, rb,
+                        ca, cb)
             for r in range(ra, rb):
-                _sample_bounded(g, &win_peak[r, ca], &win_dose[r, ca], &acc[r, ca], &mid[r, ca],
-                                &until[r, ca], span, cb - ca, ts, t_prev)
+                _sample_bounded(g, &win_peak[r * width + ca], &win_dose[r * width + ca],
+                                &acc[r * width + ca], &mid[r * width + ca],
+                                &until[r * width + ca], span, cb - ca, ts, t_prev)
                 # this sample's whole sum, for the next
-                memcpy(&prev[r, ca], &acc[r, ca], (cb - ca) * sizeof(double))
+                memcpy(&prev[r * width + ca], &acc[r * width + ca], (cb - ca) * sizeof(double))
         else:
             frac = (ts - t[i]) / (t_mid - t[i]) if t_mid > t[i] else 0.0
-            _lerp(&acc[0, 0], &first[0, 0], &mid[0, 0], (nr - 1) * acc.shape[1] + nc, frac)
+            _lerp(acc, first, mid, (nr - 1) * width + nc, frac)
             any_fresh = False
-            _batch_open(&bt, acc, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt, acc, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt)
-            _batch_open(&bt_fresh, fresh, ra, rb, ca, cb, g.cell)
+            _batch_open(&bt_fresh, fresh, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt_fresh)
             for q in range(n_sharp):
                 tj = p_t[q]
@@ -2365,14 +2384,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                         any_fresh = True
                         for r in range(ra, rb):
                             for c in range(ca, cb):
-                                fresh[r, c] = 0.0
+                                fresh[r * width + c] = 0.0
                     _batch_heat(g, &bt_fresh if fresh_j else &bt, p_px[q], p_py[q], s, p_e[q],
                                 ts - tj)
             _batch_flush_heat(g, &bt)
             _batch_flush_heat(g, &bt_fresh)
             # the whole window (peak samples come before any damage sample) as one run
-            _sample_window(g, &win_peak[0, 0], &win_dose[0, 0], &acc[0, 0],
-                           &fresh[0, 0] if any_fresh else NULL, &prev[0, 0], &until[0, 0], hot,
+            _sample_window(g, win_peak, win_dose, acc,
+                           fresh if any_fresh else NULL, prev, until, hot,
                            span, (nr - 1) * width + nc, ts, t_prev, started)
         t_prev, s_prev, started = ts, s_i, True
         if s_i < s_peak:
@@ -2396,8 +2415,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             break
     for r in range(nr):
         _lock(&row_lock[w.r0 + r])
-        _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], &win_peak[r, 0],
-                   &win_dose[r, 0], nc)
+        _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], win_peak + r * width,
+                   win_dose + r * width, nc)
         _unlock(&row_lock[w.r0 + r])
     free(heap)
 
@@ -2696,9 +2715,13 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     k = b - c * ch.blocks
                     mine = bk
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
+                    # the thread's scratch by pointers (no memoryview slices: each would
+                    # take and release a reference, atomically, on an object both threads use)
                     _window(&g, &mine, i, b, cur, blur, x, y, t, e, s0, fine, dose,
-                            scratch[worker], cand[worker], terms[worker], ex[worker],
-                            ey[worker], gauss[worker], &row_lock[0])
+                            &scratch[worker, 0, 0, 0], scratch.shape[3], &cand[worker, 0, 0],
+                            cand.shape[2], &terms[worker, 0, 0], terms.shape[2],
+                            &ex[worker, 0], &ey[worker, 0], &gauss[worker, 0, 0],
+                            gauss.shape[2], &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
