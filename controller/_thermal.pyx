@@ -930,16 +930,19 @@ cdef extern from *:
        values at the nodes, line[q] = (1 - fy) nodes[a][q] + fy nodes[a + 1][q] (a = floor(py)
        less the first row's, fy = py - floor(py)), then (1 - fx) line[k] + fx line[k + 1]
        (likewise). The columns' fractions in f and 1 - f in g, their nodes in k (scratch, nc
-       each). co2scan_far_nodes: the columns and the nodes (returns n_kx, ky0 in *ky0);
-       co2scan_far_rows_any: the rows, the columns of a node (a run) with its two values
-       broadcast (no gathers); co2scan_far_rows512: the row's node values in a register,
-       permuted to the cells. */
-    static inline __attribute__((always_inline)) Py_ssize_t co2scan_far_nodes(
-            Py_ssize_t nr, Py_ssize_t nc, const double *restrict start,
-            const double *restrict end, Py_ssize_t nfx, double frac, Py_ssize_t col0,
-            Py_ssize_t row0, double x0, double y0, double cell, double fx0, double fy0,
-            double far, double *restrict nodes, Py_ssize_t ldn, double *restrict f,
-            double *restrict g, Py_ssize_t *restrict k, Py_ssize_t *ky0) {
+       each). The columns of a node form a run: along a row, its two values broadcast over
+       the run (no gathers). */
+    #define CO2SCAN_FAR_RUNS 16
+    CO2SCAN_CLONES static void co2scan_far_box(
+            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
+            const double *restrict start, const double *restrict end, Py_ssize_t nfx,
+            double frac, Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell,
+            double fx0, double fy0, double far, double *restrict nodes, Py_ssize_t ldn,
+            double *restrict f, double *restrict g, Py_ssize_t *restrict k,
+            double *restrict line) {
+        Py_ssize_t run_end[CO2SCAN_FAR_RUNS], run_k[CO2SCAN_FAR_RUNS], n_runs = 0;
+        if (nr <= 0 || nc <= 0)
+            return;
         for (Py_ssize_t c = 0; c < nc; c++) {  /* (vectorises: floor kept as a double) */
             double px = (x0 + ((double)(col0 + c) + 0.5) * cell - fx0) / far;
             double node = floor(px);
@@ -948,32 +951,21 @@ cdef extern from *:
             k[c] = (Py_ssize_t)node;
         }
         Py_ssize_t kx0 = k[0], n_kx = k[nc - 1] - kx0 + 2;
-        Py_ssize_t a0 = (Py_ssize_t)floor((y0 + ((double)row0 + 0.5) * cell - fy0) / far);
+        Py_ssize_t ky0 = (Py_ssize_t)floor((y0 + ((double)row0 + 0.5) * cell - fy0) / far);
         Py_ssize_t n_ky = (Py_ssize_t)floor((y0 + ((double)(row0 + nr - 1) + 0.5) * cell - fy0)
-                                            / far) - a0 + 2;
+                                            / far) - ky0 + 2;
         for (Py_ssize_t a = 0; a < n_ky; a++)
             for (Py_ssize_t q = 0; q < n_kx; q++)
-                nodes[a * ldn + q] = ((1.0 - frac) * start[(a0 + a) * nfx + kx0 + q]
-                                      + frac * end[(a0 + a) * nfx + kx0 + q]);
-        for (Py_ssize_t c = 0; c < nc; c++)
-            k[c] -= kx0;
-        *ky0 = a0;
-        return n_kx;
-    }
-
-    #define CO2SCAN_FAR_RUNS 16
-    static void co2scan_far_rows_any(
-            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
-            Py_ssize_t row0, double y0, double cell, double fy0, double far,
-            const double *restrict nodes, Py_ssize_t ldn, Py_ssize_t n_kx, Py_ssize_t ky0,
-            const double *restrict f, const double *restrict g, const Py_ssize_t *restrict k,
-            double *restrict line) {
-        Py_ssize_t run_end[CO2SCAN_FAR_RUNS], run_k[CO2SCAN_FAR_RUNS], n_runs = 0;
+                nodes[a * ldn + q] = ((1.0 - frac) * start[(ky0 + a) * nfx + kx0 + q]
+                                      + frac * end[(ky0 + a) * nfx + kx0 + q]);
         for (Py_ssize_t c = 0; c < nc; c++) {
+            k[c] -= kx0;
+            if (n_runs < 0)
+                continue;
             if (c == 0 || k[c] != k[c - 1]) {
                 if (n_runs == CO2SCAN_FAR_RUNS) {
                     n_runs = -1;  /* too many: cell by cell */
-                    break;
+                    continue;
                 }
                 run_k[n_runs++] = k[c];
             }
@@ -998,85 +990,6 @@ cdef extern from *:
                     o[c] = g[c] * lo + f[c] * hi;
             }
         }
-    }
-
-    CO2SCAN_CLONES static void co2scan_far_box_any(
-            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
-            const double *restrict start, const double *restrict end, Py_ssize_t nfx,
-            double frac, Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell,
-            double fx0, double fy0, double far, double *restrict nodes, Py_ssize_t ldn,
-            double *restrict f, double *restrict g, Py_ssize_t *restrict k,
-            double *restrict line) {
-        Py_ssize_t ky0, n_kx;
-        if (nr <= 0 || nc <= 0)
-            return;
-        n_kx = co2scan_far_nodes(nr, nc, start, end, nfx, frac, col0, row0, x0, y0, cell, fx0,
-                                 fy0, far, nodes, ldn, f, g, k, &ky0);
-        co2scan_far_rows_any(out, stride, nr, nc, row0, y0, cell, fy0, far, nodes, ldn, n_kx,
-                             ky0, f, g, k, line);
-    }
-
-    #ifdef CO2SCAN_AVX512
-    /* co2scan_far_box_any with each row's node values (at most eight) in one register,
-       permuted to the cells eight at a time (masked at the end of the row); the same
-       operations: the same bits. */
-    CO2SCAN_TARGET512 static void co2scan_far_box_avx512(
-            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
-            const double *restrict start, const double *restrict end, Py_ssize_t nfx,
-            double frac, Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell,
-            double fx0, double fy0, double far, double *restrict nodes, Py_ssize_t ldn,
-            double *restrict f, double *restrict g, Py_ssize_t *restrict k,
-            double *restrict line) {
-        Py_ssize_t ky0, n_kx;
-        if (nr <= 0 || nc <= 0)
-            return;
-        n_kx = co2scan_far_nodes(nr, nc, start, end, nfx, frac, col0, row0, x0, y0, cell, fx0,
-                                 fy0, far, nodes, ldn, f, g, k, &ky0);
-        if (n_kx > 8) {
-            co2scan_far_rows_any(out, stride, nr, nc, row0, y0, cell, fy0, far, nodes, ldn,
-                                 n_kx, ky0, f, g, k, line);
-            return;
-        }
-        const __mmask8 in = (__mmask8)((1u << n_kx) - 1);
-        const __m512i one = _mm512_set1_epi64(1);
-        for (Py_ssize_t r = 0; r < nr; r++) {
-            double py = (y0 + ((double)(row0 + r) + 0.5) * cell - fy0) / far;
-            Py_ssize_t a = (Py_ssize_t)floor(py);
-            double fy = py - a;
-            const double *n0 = nodes + (a - ky0) * ldn;
-            __m512d v = _mm512_add_pd(
-                _mm512_mul_pd(_mm512_set1_pd(1.0 - fy), _mm512_maskz_loadu_pd(in, n0)),
-                _mm512_mul_pd(_mm512_set1_pd(fy), _mm512_maskz_loadu_pd(in, n0 + ldn)));
-            double *o = out + r * stride;
-            for (Py_ssize_t c = 0; c < nc; c += 8) {
-                __mmask8 m = nc - c >= 8 ? 0xFF : (__mmask8)((1u << (nc - c)) - 1);
-                __m512i kc = _mm512_maskz_loadu_epi64(m, k + c);
-                __m512d lo = _mm512_permutexvar_pd(kc, v);
-                __m512d hi = _mm512_permutexvar_pd(_mm512_add_epi64(kc, one), v);
-                _mm512_mask_storeu_pd(o + c, m, _mm512_add_pd(
-                    _mm512_mul_pd(_mm512_maskz_loadu_pd(m, g + c), lo),
-                    _mm512_mul_pd(_mm512_maskz_loadu_pd(m, f + c), hi)));
-            }
-        }
-    }
-    #endif
-
-    static void co2scan_far_box(
-            double *restrict out, Py_ssize_t stride, Py_ssize_t nr, Py_ssize_t nc,
-            const double *restrict start, const double *restrict end, Py_ssize_t nfx,
-            double frac, Py_ssize_t col0, Py_ssize_t row0, double x0, double y0, double cell,
-            double fx0, double fy0, double far, double *restrict nodes, Py_ssize_t ldn,
-            double *restrict f, double *restrict g, Py_ssize_t *restrict k,
-            double *restrict line) {
-    #ifdef CO2SCAN_AVX512
-        if (co2scan_simd >= 2) {
-            co2scan_far_box_avx512(out, stride, nr, nc, start, end, nfx, frac, col0, row0, x0,
-                                   y0, cell, fx0, fy0, far, nodes, ldn, f, g, k, line);
-            return;
-        }
-    #endif
-        co2scan_far_box_any(out, stride, nr, nc, start, end, nfx, frac, col0, row0, x0, y0,
-                            cell, fx0, fy0, far, nodes, ldn, f, g, k, line);
     }
 
     /* One row of the final maps: sampled[c] = peak[c] >= 0 (some window sampled the cell);
