@@ -241,12 +241,23 @@ cdef extern from *:
 
     /* One Gaussian's factors along a line of n cells, step apart, the first d0 from its
        centre: out[k] = scale exp(-(d0 + k step)^2 / s), by the two-ratio recurrence
-       (ratio_step = exp(-2 step^2 / s)). */
+       (ratio_step = exp(-2 step^2 / s)). Where the first value or ratio lies outside the
+       normal range (exponent outside [-708, 709]: a narrow Gaussian far from the start of a
+       wide window), the recurrence would multiply an underflowed value by an overflowing
+       ratio; each cell is then evaluated on its own. */
     static inline void co2scan_gauss_line(
             double *restrict out, Py_ssize_t n, double d0, double step, double s, double scale,
             double ratio_step, const double *restrict exp2) {
-        double value = scale * co2scan_exp_any(-(d0 * d0) / s, exp2);
-        double ratio = co2scan_exp_any(-(2.0 * d0 * step + step * step) / s, exp2);
+        double e_value = -(d0 * d0) / s, e_ratio = -(2.0 * d0 * step + step * step) / s;
+        if (!(e_value >= -708.0 && e_ratio >= -708.0 && e_ratio <= 709.0)) {
+            for (Py_ssize_t k = 0; k < n; k++) {
+                double d = d0 + (double)k * step;
+                out[k] = scale * co2scan_exp_any(-(d * d) / s, exp2);
+            }
+            return;
+        }
+        double value = scale * co2scan_exp_any(e_value, exp2);
+        double ratio = co2scan_exp_any(e_ratio, exp2);
         for (Py_ssize_t k = 0; k < n; k++) {
             out[k] = value;
             value = value * ratio;

@@ -169,6 +169,28 @@ def test_simd_ragged_windows(level: int, window_um: float) -> None:
     assert fast[0].max() > 1.0
 
 
+@pytest.mark.parametrize("level", [0, *SIMD_LEVELS])
+@pytest.mark.parametrize(("grid_um", "window_um"), [(25.0, 1650.0), (40.0, 2000.0)])
+def test_kernels_agree_over_windows_widened_to_the_limit(level: int, grid_um: float,
+                                                         window_um: float) -> None:
+    """Windows widened towards MAX_WINDOW_UM (irregular plans): a narrow Gaussian's factor at
+    the window's far edge underflows (exponent below -708), where the two-ratio recurrence
+    had multiplied the underflowed value by an overflowing ratio (peak read 2.2x high or
+    0.54x low, damage 1e15x or 1e-6x); every level agrees with the reference."""
+    from dataclasses import replace
+
+    from controller.thermal import with_window
+    x, y = np.array([0.0, 150.0, -90.0]), np.array([0.0, 40.0, 120.0])
+    t, heat_uj, radius_um = np.array([0.0, 0.001, 0.002]), np.full(3, 2000.0), np.full(3, 60.0)
+    params = replace(with_window(TissueParams(grid_um=grid_um), window_um), depth_loss=False)
+    was = _thermal.set_simd_level(level)
+    try:
+        fast = assert_kernels_agree(x, y, t, heat_uj, radius_um, params)
+    finally:
+        _thermal.set_simd_level(was)
+    assert fast[0].max() > 50.0
+
+
 class _NoHugePages(bytearray):
     """An anonymous mapping on a system that refuses the huge-page hint (EINVAL)."""
 
