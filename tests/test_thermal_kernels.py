@@ -201,7 +201,8 @@ class _NoHugePages(bytearray):
 def test_kernel_runs_where_the_huge_page_hint_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The work lists' mappings ask not to be backed by huge pages; a system built without
-    them refuses, and the evaluation goes on with the same maps."""
+    them refuses, and the evaluation goes on with the same maps (the damage map's sums up to
+    their order)."""
     import mmap
     import types
     rng = np.random.default_rng(3)
@@ -214,8 +215,11 @@ def test_kernel_runs_where_the_huge_page_hint_is_refused(
         MAP_PRIVATE=mmap.MAP_PRIVATE, MADV_NOHUGEPAGE=getattr(mmap, "MADV_NOHUGEPAGE", 15),
         mmap=lambda fileno, size, flags: _NoHugePages(size))
     monkeypatch.setattr(_thermal, "mmap", refusing)
-    for a, b in zip(_thermal.peak_rise(x, y, t, e, s0, lay), hinted, strict=True):
-        np.testing.assert_array_equal(a, b)
+    refused = _thermal.peak_rise(x, y, t, e, s0, lay)
+    for k in (0, 2, 3):
+        np.testing.assert_array_equal(refused[k], hinted[k])
+    # (the damage map's sums follow the threads' scheduling: a few ulp)
+    np.testing.assert_allclose(refused[1], hinted[1], rtol=1e-14, atol=0.0)
 
 
 def test_kernels_reject_wrong_dtype() -> None:
