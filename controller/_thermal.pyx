@@ -1707,19 +1707,6 @@ cdef inline Py_ssize_t _add_term(double* terms, Py_ssize_t ld, Py_ssize_t row0, 
     return n + 1
 
 
-cdef inline Py_ssize_t _spot_value(const Geo* g, const Window* w, Batch* bt,
-                                   double* terms, Py_ssize_t ld, Py_ssize_t row0, Py_ssize_t n,
-                                   double xj, double yj, double s, double heat, double age,
-                                   double xc, double yc, double taylor_s) noexcept nogil:
-    """A spot's rise at width s (its heat and age) onto bt's cells: exact while narrower than
-    taylor_s, else listed in terms' rows row0..row0 + 4 (_add_term) for a Taylor sum about
-    (xc, yc) (_taylor_add); returns the list's length."""
-    if s < taylor_s:
-        _batch_gaussian(g, w, bt, xj - w.xi, yj - w.yi, s, heat / (M_PI * s) * _depth(g, age))
-        return n
-    return _add_term(terms, ld, row0, n, xc - xj, yc - yj, s, heat, age)
-
-
 cdef void _taylor_add(const Geo* g, const Window* w, double* terms, Py_ssize_t ld_t,
                       Py_ssize_t row0, Py_ssize_t n, double xc, double yc, double* acc,
                       Py_ssize_t ld, double* ex, double* ey, Py_ssize_t ra, Py_ssize_t rb,
