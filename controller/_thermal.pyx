@@ -1541,6 +1541,14 @@ cdef inline bint _in_reach(const Geo* g, const Window* w, double dx, double dy,
     return not ((ax > 0.0 and ax * ax > reach2) or (ay > 0.0 and ay * ay > reach2))
 
 
+cdef inline double _reach_measure(const Geo* g, double dx, double dy) noexcept nogil:
+    """The squared distance (max-norm) beyond the window of a spot centred (dx, dy) from the
+    window centre: a Gaussian of width s reaches the window (``_in_reach``) unless this
+    exceeds s x reach_log."""
+    cdef double ax = fabs(dx) - g.window, ay = fabs(dy) - g.window
+    return _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
+
+
 #: Gaussians whose outer products are added to a window's map in one pass (a multiple of 8:
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
@@ -2104,8 +2112,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         p_t[q], p_s0[q], p_e[q] = t[j], s0[j], e[j]
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         p_px[q], p_py[q] = w.xi + dxj, w.yi + dyj
-        ax, ay = fabs(dxj) - g.window, fabs(dyj) - g.window
-        p_m[q] = _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
+        p_m[q] = _reach_measure(g, dxj, dyj)
     d_s0, d_e, d_x, d_y = d_t + n_dsharp, d_t + 2 * n_dsharp, d_t + 3 * n_dsharp, d_t + 4 * n_dsharp
     d_px, d_py, d_m = d_t + 5 * n_dsharp, d_t + 6 * n_dsharp, d_t + 7 * n_dsharp
     for q in range(n_dsharp):
@@ -2113,8 +2120,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         d_t[q], d_s0[q], d_e[q], d_x[q], d_y[q] = t[j], s0[j], e[j], x[j], y[j]
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         d_px[q], d_py[q] = w.xi + dxj, w.yi + dyj
-        ax, ay = fabs(dxj) - g.window, fabs(dyj) - g.window
-        d_m[q] = _max(ax * ax if ax > 0.0 else 0.0, ay * ay if ay > 0.0 else 0.0)
+        d_m[q] = _reach_measure(g, dxj, dyj)
         act[q], was_live[q] = <int>q, 0
     n_act = n_dsharp
     _background(g, &w, t[i], b, cur, blur, cand + ld_c, &n_bg, x, y, t, e,

@@ -41,8 +41,6 @@ MAX_WINDOW_UM = 2000.0
 HOLE_SEARCH_LIMIT = 200_000_000
 #: Distances computed per numpy call in the hole search.
 HOLE_SEARCH_CHUNK = 4_000_000
-#: Cells per band of the reservoir's peak (a band's selected values, 1 MB at most, are copied).
-MASKED_MAX_BAND_CELLS = 131_072
 #: Molar gas constant, J/(mol K).
 GAS_CONSTANT = 8.314462618
 #: Rises below the floor are not integrated; the floor is set so that a cell held just below
@@ -524,14 +522,6 @@ def _holes(x: F64, y: F64, lay: Layout, sampled: NDArray[np.bool_],
     return ~sampled & inside & (in_row | in_col)
 
 
-def _masked_max(a: F64, mask: NDArray[np.bool_]) -> float:
-    """``a[mask].max()`` (mask not all False) in bands of rows: no map-sized copy of the
-    selected cells, and each band's copy stays in the cache."""
-    rows = max(1, MASKED_MAX_BAND_CELLS // a.shape[1])
-    return float(np.max([a[r:r + rows][mask[r:r + rows]].max(initial=-np.inf)
-                         for r in range(0, a.shape[0], rows)]))
-
-
 def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F64,
               params: TissueParams, kernel: ModuleType) -> ThermalResult:
     """Evaluate with the given kernel module (controller._thermal or controller.thermal_ref).
@@ -574,7 +564,8 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         damaged=damaged,
         reservoir=reservoir,
         extent_um=lay.extent_um,
-        peak_reservoir_rise_k=_masked_max(peak, reservoir) if n_res else 0.0,
+        peak_reservoir_rise_k=float(np.max(peak, where=reservoir, initial=-np.inf))
+        if n_res else 0.0,
         damaged_reservoir_fraction=float(np.count_nonzero(damaged)) / n_res if n_res else 0.0,
         heat_deposited_j=float(heat.sum()) * 1e-6,
         heat_content_j=float(far_end.sum()) * far_m * far_m * params.heat_capacity_j_m3_k
