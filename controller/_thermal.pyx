@@ -19,7 +19,6 @@ cimport openmp
 from cython.parallel cimport parallel, prange, threadid
 
 from libc.math cimport INFINITY, M_PI, ceil, exp, fabs, floor, log, pow, sqrt
-from libc.stdlib cimport abort, free, malloc
 from libc.string cimport memcpy
 
 
@@ -1553,8 +1552,9 @@ cdef inline double _reach_measure(const Geo* g, double dx, double dy) noexcept n
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
-#: Sharp spots of a window whose data it keeps on the stack (more: the heap).
-DEF STACK_CANDS = 256
+#: Doubles of a thread's buffer per spot for its windows' sharp spots (_window: 14, and an
+#: int and a byte).
+DEF SHARP_PER_SPOT = 15
 
 
 cdef struct Batch:
@@ -1896,7 +1896,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
                   double* scratch, Py_ssize_t width, Py_ssize_t* cand, Py_ssize_t ld_c,
                   double* terms, Py_ssize_t ld_t, double* ex, double* ey, double* gauss,
-                  Py_ssize_t ld_g, unsigned char* row_lock) noexcept nogil:
+                  Py_ssize_t ld_g, double* sharp, unsigned char* row_lock) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
@@ -1905,7 +1905,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     atomically, on an object the threads share): ``scratch``, 12 planes of width x width
     doubles; ``cand``, ``terms``: 6 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
     ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
-    the Gaussians' factors before their outer products are added.
+    the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
+    doubles per spot of the pass, the window's sharp spots gathered.
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
     every sample; the far grid and the older near spots (background) are evaluated at the
@@ -1934,17 +1935,13 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # _batch_gaussian sees it, reach measure: _in_reach at width s is reach_m <= s reach_log),
     # whether each was in reach at the last sample, and the list of those still to visit
     # (the ones handed over drop out); the peak samples' sharp spots likewise (time, s0, heat,
-    # centre, reach measure): on the stack, or (many) from the heap.
-    cdef double d_stack[STACK_CANDS * 14]
+    # centre, reach measure): in the thread's buffer ``sharp``.
     cdef double* p_t
     cdef double* p_s0
     cdef double* p_e
     cdef double* p_px
     cdef double* p_py
     cdef double* p_m
-    cdef int act_stack[STACK_CANDS]
-    cdef unsigned char live_stack[STACK_CANDS]
-    cdef void* heap = NULL
     cdef double* d_t
     cdef double* d_s0
     cdef double* d_e
@@ -2093,18 +2090,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 elif t[j] <= t_mid:  # (later ones fire after the peak samples)
                     cand[n_sharp] = j
                     n_sharp += 1
-    if n_dsharp <= STACK_CANDS and n_sharp <= STACK_CANDS:
-        d_t, act, was_live = &d_stack[0], &act_stack[0], &live_stack[0]
-        p_t = &d_stack[8 * STACK_CANDS]
-    else:
-        heap = malloc(n_dsharp * (8 * sizeof(double) + sizeof(int) + 1)
-                      + n_sharp * 6 * sizeof(double))
-        if heap == NULL:
-            abort()
-        d_t = <double*>heap
-        p_t = d_t + 8 * n_dsharp
-        act = <int*>(p_t + 6 * n_sharp)
-        was_live = <unsigned char*>(act + n_dsharp)
+    # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp doubles, n_dsharp ints
+    # and bytes fit in SHARP_PER_SPOT doubles per spot
+    d_t = sharp
+    p_t = d_t + 8 * n_dsharp
+    act = <int*>(p_t + 6 * n_sharp)
+    was_live = <unsigned char*>(act + n_dsharp)
     p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
                                   p_t + 4 * n_sharp, p_t + 5 * n_sharp)
     for q in range(n_sharp):
@@ -2335,7 +2326,6 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         _merge_row(&fine[w.r0 + r, w.c0], &dose[w.r0 + r, w.c0], win_peak + r * width,
                    win_dose + r * width, nc)
         _unlock(&row_lock[w.r0 + r])
-    free(heap)
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
@@ -2506,8 +2496,8 @@ cdef extern from *:
 def _sparse_zeros(shape, dtype=np.float64):
     """A zero array in a mapping of its own, in 4 KiB pages: the system zeroes only the
     pages written. For the lists sized for every spot of which a window or a block uses the
-    first few thousand entries (cand, terms, b_items: 45 MB at 100,000 spots, about 1.4 MB
-    written): numpy asks for 2 MiB pages for arrays of 4 MB or more, each zeroed in full
+    first few thousand entries (cand, terms, sharp, b_items: 57 MB at 100,000 spots, about
+    1.5 MB written): numpy asks for 2 MiB pages for arrays of 4 MB or more, each zeroed in full
     when one entry in it is written, and calloc clears every byte of a reused heap block
     (where glibc serves such sizes once a block that size has been freed)."""
     count = int(np.prod(shape))
@@ -2568,6 +2558,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
     cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 6, max(n, width)), np.intp)
     cdef double[:, :, ::1] terms = _sparse_zeros((n_threads, 10, max(n, width)))
+    cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
@@ -2638,7 +2629,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                             &scratch[worker, 0, 0, 0], scratch.shape[3], &cand[worker, 0, 0],
                             cand.shape[2], &terms[worker, 0, 0], terms.shape[2],
                             &ex[worker, 0], &ey[worker, 0], &gauss[worker, 0, 0],
-                            gauss.shape[2], &row_lock[0])
+                            gauss.shape[2], &sharp[worker, 0], &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
