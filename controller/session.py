@@ -262,6 +262,8 @@ class TreatmentSession:
         self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
         #: spots of pass _unread_pass confirmed in a row without a reading (_check_readings)
         self._unread_run, self._unread_pass = 0, -1
+        #: the fault this session raised on the device in the pass under way (_raise_fault)
+        self._raised: FaultCode | None = None
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
         #: a transition the record refused (on the link's thread); the run checks it
@@ -938,11 +940,18 @@ class TreatmentSession:
         command: Callable[[], None] = self.device.start
         ready, what = (lambda: not self.mirror.refusals(),
                        lambda: "; ".join(self.mirror.refusals()))
+        self._raised = None
         while True:
             with self._emitting(job, first, command, ready, what) as events:
                 ending = self._stream(job, first, events)
             if ending.reason == "complete":
                 self._end_pass(job, "complete")
+                if self._raised is not None:  # on the pass's last spots, the device already
+                    # done with it: the run stops here, as for that fault mid-pass
+                    raise SessionStop("fault", f"device fault {self._raised.name} raised on "
+                                      f"pass {job.number + 1}'s last spots (the pass fired "
+                                      "completely, every spot recorded): operator reset needed",
+                                      cause="device_fault")
                 return
             if self._closed_by_host():
                 raise self._stopped_by_close(job)
@@ -1061,7 +1070,7 @@ class TreatmentSession:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=verdict.first_violation,
                                worst_deviation=round(verdict.worst_deviation, 4))
-            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
+            self._raise_fault(FaultCode.ENERGY_DEVIATION)
         elif verdict.checked and verdict.worst_deviation > ENERGY_DRIFT_NOTED:
             self.record.append(self.session_id, "energy_drift", pass_index=job.number,
                                worst_deviation=round(verdict.worst_deviation, 4))
@@ -1072,7 +1081,8 @@ class TreatmentSession:
         :data:`MAX_UNREAD_SPOTS` spots of a pass in a row were confirmed without a reading
         (their reports lost while the device's replies still came: confirmed by its status,
         energy unknown): the energy monitor no longer guards the pass. In whatever state the
-        device is: after a pass that ended so, the next one does not fire blind."""
+        device is: after a pass that ended so (the limit reached only by the status after its
+        last spot), the run ends as a fault, and the next pass does not fire blind."""
         unread = progress.measured_uj < 0
         run = self._unread_run if self._unread_pass == job.number else 0
         if unread.all():
@@ -1084,7 +1094,14 @@ class TreatmentSession:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=int(progress.index[-1]), unread=run)
             self._unread_run = 0
-            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
+            self._raise_fault(FaultCode.ENERGY_DEVIATION)
+
+    def _raise_fault(self, code: FaultCode) -> None:
+        """Put the device into FAULT with ``code``, remembered for the pass under way: a pass
+        the device completed before it (the fault raised on its last spots) does not let the
+        run end as completed (:meth:`_attempt_pass`)."""
+        self._raised = code
+        self.device.raise_fault(code)
 
     def _report(self, job: PassJob, first: int, rate: float, done: int | None = None,
                 waiting_for: str = "") -> None:

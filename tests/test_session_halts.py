@@ -12,21 +12,25 @@ from typing import Any
 
 import pytest
 
-from controller.outcomes import session_outcomes
+from controller.outcomes import outcome_text, session_outcomes
 from controller.record import RecordError, RecordLocked, TreatmentRecord
+from controller.scanpath import Plan
 from controller.session import (
     MAX_UNREAD_SPOTS,
     NOT_CONFIRMED_STOPPED,
     SessionBusy,
     SessionProgress,
     TreatmentSession,
+    plan_for_device,
 )
+from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
 from drivers import Device, EventQueue, IllegalState, open_device
 from drivers.protocol import Message
-from drivers.protocol.messages import ErrorCode, State
+from drivers.protocol.messages import ErrorCode, FaultCode, State
 from drivers.stream import MIN_REPORT_GAP_S
+from tests.handpieces import unscreened
 from tests.test_record_writers import flock_held
-from tests.test_session import assert_record_equals_truth, session_for
+from tests.test_session import FAST, assert_record_equals_truth, session_for
 
 REALTIME = "sim://?pre_emission_ms=20&footswitch=down&seed=5&clock=realtime"
 PLAN = {"size_mm": 8.0, "passes": 1}
@@ -201,6 +205,58 @@ def test_a_device_whose_delivery_reports_stop_is_asked_within_its_report_gap(
     faults = [e.body for e in record.entries(session.session_id, "energy_fault")]
     assert len(faults) == 1 and faults[0]["unread"] >= MAX_UNREAD_SPOTS
     assert session_outcomes(record)[session.session_id][1].startswith("energy readings lost")
+
+
+def limit_plan(dev: Device, passes: int) -> Plan:
+    """A plan whose first pass has exactly MAX_UNREAD_SPOTS spots (a 16 x 1 mm rectangle at
+    8 % coverage; its second pass, offset, has 84)."""
+    return plan_for_device(TreatmentSettings(unscreened(), Pattern("rectangle", 16.0, 1.0),
+                                             DensitySpec(coverage_pct=8.0), depth_um=200.0,
+                                             passes=PassSettings(passes)), dev.info.limits)
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_readings_lost_up_to_a_passs_last_spot_end_the_run_as_a_fault(
+        record: TreatmentRecord, passes: int) -> None:
+    """Every EVT_DELIVERED lost in a pass of exactly MAX_UNREAD_SPOTS spots: no status while
+    it emits confirms its last spot, so the run of unread spots reaches the limit only with
+    the status after the pass's end (the device back in STANDBY). The session raised
+    ENERGY_DEVIATION then, but a session's last pass (here its only one) went on to end the run
+    "completed" (``session_end``; ``log list``: completed). Now the run ends as a fault, its
+    cause the lost readings, every spot fired recorded (energy unknown), nothing more fired;
+    after the operator's reset a resume fires only what is left."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = TreatmentSession(dev, [limit_plan(dev, passes)], record, operator="tester",
+                                   patient_ref="P-1")
+        assert session.jobs[0].spots.count == MAX_UNREAD_SPOTS
+        dev.simulator.faults.only(["EVT_DELIVERED"], "out")  # ACKs, events pass
+        dev.simulator.faults.link("out", drop=1.0)
+        outcome = session.run()
+        assert outcome.status == "fault" and outcome.cause == "device_fault", outcome
+        truth = dev.simulator.device.ground_truth
+        status = dev.status()
+        listed = outcome_text(session_outcomes(record)[session.session_id])  # as log list
+        assert_record_equals_truth(session, truth)
+        dev.simulator.faults.clear()  # the reports arrive again
+        session.operator_reset()
+        resumed = session.run()
+        fired_after = len(dev.simulator.device.ground_truth) - len(truth)
+        assert_record_equals_truth(session, dev.simulator.device.ground_truth)
+    assert "ENERGY_DEVIATION" in outcome.detail
+    assert outcome.delivered == {0: MAX_UNREAD_SPOTS, **({1: 0} if passes == 2 else {})}
+    assert truth["pass_index"].tolist() == [0] * MAX_UNREAD_SPOTS  # the next pass: nothing
+    assert status.state is State.FAULT and status.fault_code is FaultCode.ENERGY_DEVIATION
+    index, measured = record.delivered_spots(session.session_id, 0)
+    assert index.tolist() == list(range(MAX_UNREAD_SPOTS)) and (measured == -1).all()
+    (fault,) = [e.body for e in record.entries(session.session_id, "energy_fault")]
+    assert fault == {"pass_index": 0, "spot": MAX_UNREAD_SPOTS - 1, "unread": MAX_UNREAD_SPOTS}
+    first_run = next(e for e in record.entries(session.session_id)
+                     if e.kind in ("run_stopped", "session_end"))
+    assert first_run.kind == "run_stopped" and first_run.body["status"] == "fault"
+    assert listed == f"fault (energy readings lost ({MAX_UNREAD_SPOTS} spots in a row))"
+    assert resumed.status == "completed"
+    assert fired_after == (0 if passes == 1 else session.jobs[1].spots.count)
+    assert resumed.delivered == {j.number: j.spots.count for j in session.jobs}
 
 
 def running(session: TreatmentSession) -> tuple[threading.Thread, list[str]]:
