@@ -12,6 +12,7 @@ F64 = NDArray[np.float64]
 chunk_blocks: int
 #: Far-grid blocks a window may sample ahead of its own (as thermal_ref.LOOKAHEAD).
 lookahead: int
+snaps_per_block: int
 #: As thermal_ref.COVER_MARGIN, RESOLVED_RATIO and DAMAGE_TAYLOR_RATIO.
 cover_margin: float
 resolved_ratio: float

@@ -1174,6 +1174,9 @@ chunk_blocks = CHUNK_BLOCKS
 #: chunk run while the chunk after it is ready (as controller.thermal_ref.LOOKAHEAD).
 DEF LOOKAHEAD = 8
 lookahead = LOOKAHEAD
+#: Snapshots of the far grid per block (as controller.thermal_ref.SNAPS_PER_BLOCK).
+DEF SNAPS_PER_BLOCK = 4
+snaps_per_block = SNAPS_PER_BLOCK
 #: A later spot takes over a cell's damage integral only if the cell lies this many cells
 #: inside its window (as controller.thermal_ref.COVER_MARGIN).
 DEF COVER_MARGIN = 1e-6
@@ -1319,9 +1322,16 @@ cdef inline double _boundary(const Geo* g, Py_ssize_t b) noexcept nogil:
     return g.t0 + b * g.block
 
 
+cdef inline double _snap_time(const Geo* g, Py_ssize_t k) noexcept nogil:
+    """Snapshot k's time: SNAPS_PER_BLOCK a block, the first at its start (k >= 0)."""
+    return (_boundary(g, k // SNAPS_PER_BLOCK)
+            + (k % SNAPS_PER_BLOCK) * (g.block / SNAPS_PER_BLOCK))
+
+
 cdef inline double _hold(const Geo* g, double tj, double s0j) noexcept nogil:
-    """A spot's hold: the first block boundary at which a snapshot holds it (width snap_s)."""
-    return _boundary(g, <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0) / g.block))
+    """A spot's hold: the first snapshot that holds it (width snap_s)."""
+    return _snap_time(g, <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0)
+                                          / (g.block / SNAPS_PER_BLOCK)))
 
 
 cdef inline Py_ssize_t _reflect(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -1495,17 +1505,21 @@ cdef void _deposit(const Geo* g, double[:, :, ::1] far, double[:, ::1] total, Py
                 total[row, col] += wyx * mode_sum
 
 
-cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total,
-                    double[:, ::1] far_peak, double[:, ::1] far_dose, double[:, ::1] far_prev,
-                    Py_ssize_t b, const double[::1] x, const double[::1] y,
-                    const double[::1] t, const double[::1] e, const double[::1] s0,
-                    double[::1] ex) noexcept nogil:
-    """Far grid plus the near spots it resolves, at block boundary b, into the far peak map;
-    the damage integral over the block before it, at the larger of its two ends' rises."""
-    cdef double tb = _boundary(g, b), s, reach, amp, gy, d
+cdef void _snapshot(const Geo* g, const double[:, ::1] start, const double[:, ::1] end,
+                    double frac, double[:, ::1] total, double[:, ::1] far_peak,
+                    double[:, ::1] far_dose, double[:, ::1] far_prev, Py_ssize_t k,
+                    const double[::1] x, const double[::1] y, const double[::1] t,
+                    const double[::1] e, const double[::1] s0, double[::1] ex) noexcept nogil:
+    """Snapshot k: the far grid (frac of the way from its block's start to its end, as the
+    background routine reads it) plus the near spots it resolves, into the far peak map; the
+    damage integral since the snapshot before, at the larger of its two ends' rises."""
+    cdef double tb = _snap_time(g, k), s, reach, amp, gy, d
+    cdef double lo_t = _boundary(g, k // SNAPS_PER_BLOCK) - g.handover
     cdef Py_ssize_t j, r, c, c0, c1, r0, r1
-    total[:, :] = far
-    for j in range(_first_ge(t, tb - g.handover), _first_ge(t, tb)):
+    for r in range(g.nfy):
+        for c in range(g.nfx):
+            total[r, c] = (1.0 - frac) * start[r, c] + frac * end[r, c]
+    for j in range(_first_ge(t, lo_t), _first_ge(t, tb)):
         s = s0[j] + g.kappa4 * (tb - t[j])
         if s < g.snap_s:
             continue
@@ -1529,8 +1543,9 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] far, double[:, ::1] total
         for c in range(g.nfx):
             if total[r, c] > far_peak[r, c]:
                 far_peak[r, c] = total[r, c]
-            if b > 0:
-                far_dose[r, c] += _rate(g, _max(total[r, c], far_prev[r, c])) * g.block
+            if k > 0:
+                far_dose[r, c] += (_rate(g, _max(total[r, c], far_prev[r, c]))
+                                   * (g.block / SNAPS_PER_BLOCK))
             far_prev[r, c] = total[r, c]
 
 
@@ -2414,7 +2429,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
     block later, before the next deposits), snapshots and near-spot buckets of a chunk of
     blocks. Slot k holds block first_block + k; the caller fills slot 0 (zero at the start,
     else the previous chunk's last slot)."""
-    cdef Py_ssize_t k, b
+    cdef Py_ssize_t k, b, q
     cdef Buckets local = bk[0]
     for k in range(ch.blocks + 1):
         b = first_block + k
@@ -2426,8 +2441,10 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
             _blur(modes[ch.aged], modes[1 - ch.aged], tmp, slot_blur[k], taps, block_decay)
             ch.aged = 1 - ch.aged
         if k < ch.blocks and b < g.n_blocks:
-            _snapshot(g, slot_cur[k], total, far_peak, far_dose, far_prev, b, x, y, t, e, s0,
-                      wx)
+            for q in range(SNAPS_PER_BLOCK):
+                _snapshot(g, slot_cur[k], slot_blur[k], q / <double>SNAPS_PER_BLOCK, total,
+                          far_peak, far_dose, far_prev, b * SNAPS_PER_BLOCK + q, x, y, t, e,
+                          s0, wx)
             local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
             _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
                           _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y,
@@ -2641,7 +2658,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
-        _snapshot(&g, cur[slot, k], total, far_peak, far_dose, far_prev, g.n_blocks, x, y, t,
-                  e, s0, pwx)
+        _snapshot(&g, cur[slot, k], cur[slot, k], 0.0, total, far_peak, far_dose, far_prev,
+                  g.n_blocks * SNAPS_PER_BLOCK, x, y, t, e, s0, pwx)
         _combine(&g, fine, far_peak, dose, far_dose, sampled, col_node, col_frac, lines)
     return fine_np, dose_np, np.array(cur[slot, k]), sampled_np

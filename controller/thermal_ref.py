@@ -35,6 +35,10 @@ DAMAGE_TAYLOR_RATIO = 16.0
 
 #: Far-grid blocks a window may sample ahead of its own (the Cython kernel: at most its chunk).
 LOOKAHEAD = 8
+#: Snapshots of the far grid per block, the first at its start: a window samples on until a
+#: snapshot holds its spot, so the spacing of the snapshots sets how long it waits after its
+#: spot's width reaches snap_s.
+SNAPS_PER_BLOCK = 4
 
 
 def cell_span(lo_um: float, hi_um: float, origin_um: float, cell_um: float,
@@ -118,11 +122,17 @@ class _Run:
     def boundary(self, b: int) -> float:
         return self.lay.t0_s + b * self.lay.block_s
 
+    def snap_time(self, k: int) -> float:
+        """Snapshot k's time: SNAPS_PER_BLOCK a block, the first at its start."""
+        return self.boundary(k // SNAPS_PER_BLOCK) + (k % SNAPS_PER_BLOCK) * (
+            self.lay.block_s / SNAPS_PER_BLOCK)
+
     def hold(self, j: int) -> float:
-        """Spot j's hold: the first block boundary at which a snapshot holds it."""
+        """Spot j's hold: the first snapshot that holds it."""
         lay = self.lay
         age = (lay.snap_s_um2 - self.s0[j]) / (4.0 * lay.kappa_um2_s)
-        return self.boundary(math.ceil((self.t[j] + age - lay.t0_s) / lay.block_s))
+        return self.snap_time(math.ceil((self.t[j] + age - lay.t0_s)
+                                        / (lay.block_s / SNAPS_PER_BLOCK)))
 
     def block_of(self, b: int, ts: float) -> int:
         """The far-grid block holding ts for a window of block b, at most LOOKAHEAD - 1 ahead."""
@@ -145,7 +155,10 @@ class _Run:
             cur_blur = self.blur(cur)
             grids[b] = (cur.sum(axis=2), cur_blur.sum(axis=2))
             if b < lay.n_blocks:
-                self.snapshot(grids[b][0], b)
+                for q in range(SNAPS_PER_BLOCK):
+                    w = q / SNAPS_PER_BLOCK  # the far grid linear in time within its block
+                    self.snapshot((1.0 - w) * grids[b][0] + w * grids[b][1],
+                                  b * SNAPS_PER_BLOCK + q)
             if b == lay.n_blocks:
                 last = cur
             cur = self.deposit(cur_blur, b)
@@ -154,7 +167,7 @@ class _Run:
             for i in range(self.first_ge(self.boundary(b)), self.first_ge(self.boundary(b + 1))):
                 self.window(i, b, grids)
         end = cur.sum(axis=2)
-        self.snapshot(end, lay.n_blocks)
+        self.snapshot(end, lay.n_blocks * SNAPS_PER_BLOCK)
         fy, ky = np.modf((self.yc - lay.fy0_um) / lay.far_um)
         fx, kx = np.modf((self.xc - lay.fx0_um) / lay.far_um)
         ky, kx = ky.astype(np.intp), kx.astype(np.intp)
@@ -192,13 +205,15 @@ class _Run:
                       amount * (wy[:, None] * wx[None, :])[:, :, None] * modes)
         return out
 
-    def snapshot(self, far: F64, b: int) -> None:
-        """Far grid plus the near spots it resolves, at block boundary b, into the far peak map;
-        the damage integral over the block before it, at the larger of its two ends' rises."""
+    def snapshot(self, far: F64, k: int) -> None:
+        """Snapshot k: the far grid (``far``, at its time) plus the near spots it resolves,
+        into the far peak map; the damage integral since the snapshot before, at the larger of
+        its two ends' rises."""
         lay = self.lay
-        tb = self.boundary(b)
+        tb = self.snap_time(k)
         total = far.copy()
-        for j in range(self.first_ge(tb - lay.handover_s), self.first_ge(tb)):
+        for j in range(self.first_ge(self.boundary(k // SNAPS_PER_BLOCK) - lay.handover_s),
+                       self.first_ge(tb)):
             s = self.s0[j] + 4.0 * lay.kappa_um2_s * (tb - self.t[j])
             if s < lay.snap_s_um2:
                 continue
@@ -210,8 +225,9 @@ class _Run:
             amp = self.e[j] / (math.pi * s) * depth_factor(np.array(tb - self.t[j]), lay)
             total[r0:r1, c0:c1] += amp * ey[:, None] * ex[None, :]
         np.maximum(self.far_peak, total, out=self.far_peak)
-        if b > 0:
-            self.far_dose += damage_rate(np.maximum(total, self.far_prev), lay) * lay.block_s
+        if k > 0:
+            self.far_dose += (damage_rate(np.maximum(total, self.far_prev), lay)
+                              * (lay.block_s / SNAPS_PER_BLOCK))
         self.far_prev = total
 
     def window(self, i: int, b: int, grids: dict[int, tuple[F64, F64]]) -> None:
@@ -378,8 +394,8 @@ class _Run:
         the spot is in no snapshot), or later if a spot fired after i and before that end
         sends a pulse the samples would miss: its rise peaks at the window's
         nearest point (width d^2, d its distance to the window) after that end, and before a
-        snapshot holds it (d^2 at most its width at the block boundary at which a snapshot
-        first holds it, its hold). The samples then run to that hold, and so on; at most
+        snapshot holds it (d^2 at most its width at the first snapshot that holds it, its
+        hold). The samples then run to that hold, and so on; at most
         LOOKAHEAD blocks ahead (the far grid the window can see)."""
         lay = self.lay
         kappa4, w = 4.0 * lay.kappa_um2_s, lay.window_um

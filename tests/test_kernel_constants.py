@@ -36,6 +36,7 @@ _COMMON = max(_offset(SPOT_DTYPE, name) + SPOT_DTYPE[name].itemsize
 #: (kernel module, its Python name, the reference's value, what the reference calls it)
 SHARED: list[tuple[ModuleType, str, object, str]] = [
     (_thermal, "lookahead", thermal_ref.LOOKAHEAD, "thermal_ref.LOOKAHEAD"),
+    (_thermal, "snaps_per_block", thermal_ref.SNAPS_PER_BLOCK, "thermal_ref.SNAPS_PER_BLOCK"),
     (_thermal, "cover_margin", thermal_ref.COVER_MARGIN, "thermal_ref.COVER_MARGIN"),
     (_thermal, "resolved_ratio", thermal_ref.RESOLVED_RATIO, "thermal_ref.RESOLVED_RATIO"),
     (_thermal, "damage_taylor_ratio", thermal_ref.DAMAGE_TAYLOR_RATIO,
