@@ -1853,15 +1853,6 @@ cdef inline void _box_d2(const Rect* r, double x, double y, double* near2,
     near2[0], far2[0] = nx * nx + ny * ny, fx * fx + fy * fy
 
 
-cdef inline bint _pulsing(const Rect* r, double x, double y, double s_end,
-                          double s_start) noexcept nogil:
-    """Does a Gaussian at (x, y) growing from width s_start to s_end peak on some point of the
-    rectangle (its nearest point within sqrt(s_end), its farthest beyond sqrt(s_start))?"""
-    cdef double near2, far2
-    _box_d2(r, x, y, &near2, &far2)
-    return near2 <= s_end and far2 >= s_start
-
-
 cdef inline void _bound(const Geo* g, const Window* w, Batch* bt, double* out,
                         Py_ssize_t ld, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t ca,
                         Py_ssize_t cb, double xj, double yj, double tj, double s0j, double ej,
@@ -1895,11 +1886,295 @@ cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const
     _dose(g, dose, bound, span, n)
 
 
+# The second near-spot scan of a window (see _window): each spot of the buckets in its span
+# fired by t_end and within reach at the last sample, into the lists it belongs to, in bucket
+# order. The AVX2 and AVX-512 paths test 4 or 8 spots at once along a row of buckets (one run
+# of items: its spots fired after t_end are masked out instead of ending each bucket's scan)
+# and append each list's share with a compress (under AVX2, a permutation); the same
+# comparisons of the same values: the same lists.
+cdef extern from *:
+    """
+    typedef struct {
+        double t_end, t_i, t_mid, lo_next, k4, reach_log, window, near, xi, yi, bg_s;
+        double x_lo, x_hi, y_lo, y_hi;  /* the window's box of cell centres */
+        Py_ssize_t *list[5];  /* late, slow, damage sharp, background, peak sharp */
+        Py_ssize_t n[5];      /* their lengths */
+        Py_ssize_t cap;       /* each list's room */
+        /* the buckets: rows by0..by1-1, columns bx0..bx1-1 of nbx (start, items as Buckets);
+           the items' t, s0, x, y: rec[k], rec[ld + k], rec[2 ld + k], rec[3 ld + k] */
+        const Py_ssize_t *start, *items;
+        const double *rec;
+        Py_ssize_t ld, nbx, bx0, bx1, by0, by1;
+    } co2scan_near_t;
+
+    static void co2scan_near_any(co2scan_near_t *p) {
+        const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
+        const double *ry = p->rec + 3 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
+        Py_ssize_t *l4 = p->list[4];
+        Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        for (Py_ssize_t by = p->by0; by < p->by1; by++)
+            for (Py_ssize_t b = by * p->nbx + p->bx0; b < by * p->nbx + p->bx1; b++)
+                for (Py_ssize_t k = p->start[b]; k < p->start[b + 1]; k++) {
+                    double tj = rt[k];
+                    if (tj > p->t_end)
+                        break;  /* (a bucket lists its spots in firing order) */
+                    double s0j = rs0[k], xj = rx[k], yj = ry[k];
+                    double s = s0j + p->k4 * (p->t_end - tj);  /* its width at the last sample */
+                    double reach2 = s * p->reach_log;  /* in reach: as _in_reach */
+                    double ax = fabs(xj - p->xi) - p->window, ay = fabs(yj - p->yi) - p->window;
+                    if ((ax > 0.0 && ax * ax > reach2) || (ay > 0.0 && ay * ay > reach2))
+                        continue;
+                    Py_ssize_t j = p->items[k];
+                    /* fired since i, its window overlapping: may take cells over */
+                    if (tj >= p->lo_next && tj >= p->t_i && fabs(xj - p->xi) <= p->near
+                            && fabs(yj - p->yi) <= p->near)
+                        l0[n0++] = j;
+                    /* Damage samples: slow if handed over or if its rise is monotone on the
+                       window over them (it does not peak on the box: its nearest point
+                       within sqrt(s), its farthest beyond the width at t_mid), else sharp. */
+                    double nx = p->x_lo - xj > xj - p->x_hi ? p->x_lo - xj : xj - p->x_hi;
+                    double ny = p->y_lo - yj > yj - p->y_hi ? p->y_lo - yj : yj - p->y_hi;
+                    double fx = fabs(xj - p->x_lo) > fabs(xj - p->x_hi) ? fabs(xj - p->x_lo)
+                                                                        : fabs(xj - p->x_hi);
+                    double fy = fabs(yj - p->y_lo) > fabs(yj - p->y_hi) ? fabs(yj - p->y_lo)
+                                                                        : fabs(yj - p->y_hi);
+                    nx = nx > 0.0 ? nx : 0.0;
+                    ny = ny > 0.0 ? ny : 0.0;
+                    int pulsing = nx * nx + ny * ny <= s
+                                  && fx * fx + fy * fy >= s0j + p->k4 * (p->t_mid - tj);
+                    if (tj < p->lo_next || !pulsing)
+                        l1[n1++] = j;
+                    else
+                        l2[n2++] = j;
+                    /* Peak samples: background if old, else sharp (later ones fire after
+                       them) */
+                    if (tj < p->lo_next
+                            || (tj < p->t_i && s0j + p->k4 * (p->t_i - tj) >= p->bg_s))
+                        l3[n3++] = j;
+                    else if (tj <= p->t_mid)
+                        l4[n4++] = j;
+                }
+        p->n[0] = n0, p->n[1] = n1, p->n[2] = n2, p->n[3] = n3, p->n[4] = n4;
+    }
+
+    #ifdef CO2SCAN_AVX2
+    /* Lane selections for a 4-bit mask: the 32-bit halves of the selected 64-bit lanes first. */
+    static const int co2scan_pack4[16][8] = {
+        {0, 1, 0, 1, 0, 1, 0, 1}, {0, 1, 0, 1, 0, 1, 0, 1}, {2, 3, 0, 1, 0, 1, 0, 1},
+        {0, 1, 2, 3, 0, 1, 0, 1}, {4, 5, 0, 1, 0, 1, 0, 1}, {0, 1, 4, 5, 0, 1, 0, 1},
+        {2, 3, 4, 5, 0, 1, 0, 1}, {0, 1, 2, 3, 4, 5, 0, 1}, {6, 7, 0, 1, 0, 1, 0, 1},
+        {0, 1, 6, 7, 0, 1, 0, 1}, {2, 3, 6, 7, 0, 1, 0, 1}, {0, 1, 2, 3, 6, 7, 0, 1},
+        {4, 5, 6, 7, 0, 1, 0, 1}, {0, 1, 4, 5, 6, 7, 0, 1}, {2, 3, 4, 5, 6, 7, 0, 1},
+        {0, 1, 2, 3, 4, 5, 6, 7}};
+
+    /* Appends the spots j of the lanes in mask to list (n long, room for cap): returns its
+       new length. */
+    __attribute__((target("avx2,popcnt"))) static inline Py_ssize_t co2scan_near_put4(
+            Py_ssize_t *list, Py_ssize_t n, Py_ssize_t cap, __m256i j, int mask) {
+        __m256i v = _mm256_permutevar8x32_epi32(
+            j, _mm256_loadu_si256((const __m256i *)co2scan_pack4[mask]));
+        int count = _mm_popcnt_u32((unsigned)mask);
+        if (n + 4 <= cap)
+            _mm256_storeu_si256((__m256i *)(list + n), v);
+        else {
+            Py_ssize_t w[4];
+            _mm256_storeu_si256((__m256i *)w, v);
+            for (int k = 0; k < count; k++)
+                list[n + k] = w[k];
+        }
+        return n + count;
+    }
+
+    /* co2scan_near_any four spots at a time. */
+    __attribute__((target("avx2,popcnt"))) static void co2scan_near_avx2(co2scan_near_t *p) {
+        const __m256d t_end = _mm256_set1_pd(p->t_end), t_i = _mm256_set1_pd(p->t_i);
+        const __m256d t_mid = _mm256_set1_pd(p->t_mid), lo_next = _mm256_set1_pd(p->lo_next);
+        const __m256d k4 = _mm256_set1_pd(p->k4), reach_log = _mm256_set1_pd(p->reach_log);
+        const __m256d window = _mm256_set1_pd(p->window), near = _mm256_set1_pd(p->near);
+        const __m256d xi = _mm256_set1_pd(p->xi), yi = _mm256_set1_pd(p->yi);
+        const __m256d bg_s = _mm256_set1_pd(p->bg_s), zero = _mm256_setzero_pd();
+        const __m256d x_lo = _mm256_set1_pd(p->x_lo), x_hi = _mm256_set1_pd(p->x_hi);
+        const __m256d y_lo = _mm256_set1_pd(p->y_lo), y_hi = _mm256_set1_pd(p->y_hi);
+        const __m256d sign = _mm256_set1_pd(-0.0);
+        const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
+        const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
+        const double *ry = p->rec + 3 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
+        Py_ssize_t *l4 = p->list[4], cap = p->cap;
+        Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        for (Py_ssize_t by = p->by0; by < p->by1; by++) {
+            Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
+            for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 4) {
+                __m256i in = _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi - k), lane);
+                __m256d t = _mm256_maskload_pd(rt + k, in);
+                int valid = _mm256_movemask_pd(_mm256_castsi256_pd(in))
+                            & ~_mm256_movemask_pd(_mm256_cmp_pd(t, t_end, _CMP_GT_OQ));
+                __m256d s0 = _mm256_maskload_pd(rs0 + k, in);
+                __m256d x = _mm256_maskload_pd(rx + k, in);
+                __m256d y = _mm256_maskload_pd(ry + k, in);
+                __m256d s = _mm256_add_pd(s0, _mm256_mul_pd(k4, _mm256_sub_pd(t_end, t)));
+                __m256d reach2 = _mm256_mul_pd(s, reach_log);
+                __m256d adx = _mm256_andnot_pd(sign, _mm256_sub_pd(x, xi));
+                __m256d ady = _mm256_andnot_pd(sign, _mm256_sub_pd(y, yi));
+                __m256d ax = _mm256_sub_pd(adx, window), ay = _mm256_sub_pd(ady, window);
+                __m256d out = _mm256_or_pd(
+                    _mm256_and_pd(_mm256_cmp_pd(ax, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_pd(_mm256_mul_pd(ax, ax), reach2, _CMP_GT_OQ)),
+                    _mm256_and_pd(_mm256_cmp_pd(ay, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_pd(_mm256_mul_pd(ay, ay), reach2, _CMP_GT_OQ)));
+                int reach = valid & ~_mm256_movemask_pd(out);
+                if (!reach)
+                    continue;
+                __m256i j = _mm256_maskload_epi64((const long long *)(p->items + k), in);
+                __m256d handed = _mm256_cmp_pd(t, lo_next, _CMP_LT_OQ);
+                __m256d late = _mm256_and_pd(
+                    _mm256_and_pd(_mm256_cmp_pd(t, lo_next, _CMP_GE_OQ),
+                                  _mm256_cmp_pd(t, t_i, _CMP_GE_OQ)),
+                    _mm256_and_pd(_mm256_cmp_pd(adx, near, _CMP_LE_OQ),
+                                  _mm256_cmp_pd(ady, near, _CMP_LE_OQ)));
+                __m256d nx = _mm256_max_pd(
+                    _mm256_max_pd(_mm256_sub_pd(x_lo, x), _mm256_sub_pd(x, x_hi)), zero);
+                __m256d ny = _mm256_max_pd(
+                    _mm256_max_pd(_mm256_sub_pd(y_lo, y), _mm256_sub_pd(y, y_hi)), zero);
+                __m256d fx = _mm256_max_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(x, x_lo)),
+                                           _mm256_andnot_pd(sign, _mm256_sub_pd(x, x_hi)));
+                __m256d fy = _mm256_max_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(y, y_lo)),
+                                           _mm256_andnot_pd(sign, _mm256_sub_pd(y, y_hi)));
+                __m256d near2 = _mm256_add_pd(_mm256_mul_pd(nx, nx), _mm256_mul_pd(ny, ny));
+                __m256d far2 = _mm256_add_pd(_mm256_mul_pd(fx, fx), _mm256_mul_pd(fy, fy));
+                __m256d s_mid = _mm256_add_pd(s0, _mm256_mul_pd(k4, _mm256_sub_pd(t_mid, t)));
+                __m256d pulsing = _mm256_and_pd(_mm256_cmp_pd(near2, s, _CMP_LE_OQ),
+                                                _mm256_cmp_pd(far2, s_mid, _CMP_GE_OQ));
+                int slow = _mm256_movemask_pd(handed) | ~_mm256_movemask_pd(pulsing);
+                __m256d s_i = _mm256_add_pd(s0, _mm256_mul_pd(k4, _mm256_sub_pd(t_i, t)));
+                int bg = _mm256_movemask_pd(_mm256_or_pd(handed, _mm256_and_pd(
+                    _mm256_cmp_pd(t, t_i, _CMP_LT_OQ), _mm256_cmp_pd(s_i, bg_s, _CMP_GE_OQ))));
+                int sharp = ~bg & _mm256_movemask_pd(_mm256_cmp_pd(t, t_mid, _CMP_LE_OQ));
+                n0 = co2scan_near_put4(l0, n0, cap, j, reach & _mm256_movemask_pd(late));
+                n1 = co2scan_near_put4(l1, n1, cap, j, reach & slow);
+                n2 = co2scan_near_put4(l2, n2, cap, j, reach & ~slow);
+                n3 = co2scan_near_put4(l3, n3, cap, j, reach & bg);
+                n4 = co2scan_near_put4(l4, n4, cap, j, reach & sharp);
+            }
+        }
+        p->n[0] = n0, p->n[1] = n1, p->n[2] = n2, p->n[3] = n3, p->n[4] = n4;
+    }
+    #endif
+
+    #ifdef CO2SCAN_AVX512
+    /* co2scan_near_put4 for eight lanes. */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline Py_ssize_t
+    co2scan_near_put8(Py_ssize_t *list, Py_ssize_t n, Py_ssize_t cap, __m512i j,
+                      __mmask8 mask) {
+        __m512i v = _mm512_maskz_compress_epi64(mask, j);
+        int count = _mm_popcnt_u32(mask);
+        if (n + 8 <= cap)
+            _mm512_storeu_si512(list + n, v);
+        else
+            _mm512_mask_storeu_epi64(list + n, (__mmask8)((1u << count) - 1), v);
+        return n + count;
+    }
+
+    /* co2scan_near_any eight spots at a time. */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static void
+    co2scan_near_avx512(co2scan_near_t *p) {
+        const __m512d t_end = _mm512_set1_pd(p->t_end), t_i = _mm512_set1_pd(p->t_i);
+        const __m512d t_mid = _mm512_set1_pd(p->t_mid), lo_next = _mm512_set1_pd(p->lo_next);
+        const __m512d k4 = _mm512_set1_pd(p->k4), reach_log = _mm512_set1_pd(p->reach_log);
+        const __m512d window = _mm512_set1_pd(p->window), near = _mm512_set1_pd(p->near);
+        const __m512d xi = _mm512_set1_pd(p->xi), yi = _mm512_set1_pd(p->yi);
+        const __m512d bg_s = _mm512_set1_pd(p->bg_s), zero = _mm512_setzero_pd();
+        const __m512d x_lo = _mm512_set1_pd(p->x_lo), x_hi = _mm512_set1_pd(p->x_hi);
+        const __m512d y_lo = _mm512_set1_pd(p->y_lo), y_hi = _mm512_set1_pd(p->y_hi);
+        const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
+        const double *ry = p->rec + 3 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
+        Py_ssize_t *l4 = p->list[4], cap = p->cap;
+        Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        for (Py_ssize_t by = p->by0; by < p->by1; by++) {
+            Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
+            for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 8) {
+                __mmask8 in = hi - k >= 8 ? 0xFF : (__mmask8)((1u << (hi - k)) - 1);
+                __m512d t = _mm512_maskz_loadu_pd(in, rt + k);
+                __mmask8 valid = in & (__mmask8)~_mm512_cmp_pd_mask(t, t_end, _CMP_GT_OQ);
+                __m512d s0 = _mm512_maskz_loadu_pd(in, rs0 + k);
+                __m512d x = _mm512_maskz_loadu_pd(in, rx + k);
+                __m512d y = _mm512_maskz_loadu_pd(in, ry + k);
+                __m512d s = _mm512_add_pd(s0, _mm512_mul_pd(k4, _mm512_sub_pd(t_end, t)));
+                __m512d reach2 = _mm512_mul_pd(s, reach_log);
+                __m512d adx = _mm512_abs_pd(_mm512_sub_pd(x, xi));
+                __m512d ady = _mm512_abs_pd(_mm512_sub_pd(y, yi));
+                __m512d ax = _mm512_sub_pd(adx, window), ay = _mm512_sub_pd(ady, window);
+                __mmask8 out = (_mm512_cmp_pd_mask(ax, zero, _CMP_GT_OQ)
+                                & _mm512_cmp_pd_mask(_mm512_mul_pd(ax, ax), reach2, _CMP_GT_OQ))
+                               | (_mm512_cmp_pd_mask(ay, zero, _CMP_GT_OQ)
+                                  & _mm512_cmp_pd_mask(_mm512_mul_pd(ay, ay), reach2,
+                                                       _CMP_GT_OQ));
+                __mmask8 reach = valid & (__mmask8)~out;
+                if (!reach)
+                    continue;
+                __m512i j = _mm512_maskz_loadu_epi64(in, p->items + k);
+                __mmask8 handed = _mm512_cmp_pd_mask(t, lo_next, _CMP_LT_OQ);
+                __mmask8 late = _mm512_cmp_pd_mask(t, lo_next, _CMP_GE_OQ)
+                                & _mm512_cmp_pd_mask(t, t_i, _CMP_GE_OQ)
+                                & _mm512_cmp_pd_mask(adx, near, _CMP_LE_OQ)
+                                & _mm512_cmp_pd_mask(ady, near, _CMP_LE_OQ);
+                __m512d nx = _mm512_max_pd(
+                    _mm512_max_pd(_mm512_sub_pd(x_lo, x), _mm512_sub_pd(x, x_hi)), zero);
+                __m512d ny = _mm512_max_pd(
+                    _mm512_max_pd(_mm512_sub_pd(y_lo, y), _mm512_sub_pd(y, y_hi)), zero);
+                __m512d fx = _mm512_max_pd(_mm512_abs_pd(_mm512_sub_pd(x, x_lo)),
+                                           _mm512_abs_pd(_mm512_sub_pd(x, x_hi)));
+                __m512d fy = _mm512_max_pd(_mm512_abs_pd(_mm512_sub_pd(y, y_lo)),
+                                           _mm512_abs_pd(_mm512_sub_pd(y, y_hi)));
+                __m512d near2 = _mm512_add_pd(_mm512_mul_pd(nx, nx), _mm512_mul_pd(ny, ny));
+                __m512d far2 = _mm512_add_pd(_mm512_mul_pd(fx, fx), _mm512_mul_pd(fy, fy));
+                __m512d s_mid = _mm512_add_pd(s0, _mm512_mul_pd(k4, _mm512_sub_pd(t_mid, t)));
+                __mmask8 pulsing = _mm512_cmp_pd_mask(near2, s, _CMP_LE_OQ)
+                                   & _mm512_cmp_pd_mask(far2, s_mid, _CMP_GE_OQ);
+                __mmask8 slow = handed | (__mmask8)~pulsing;
+                __m512d s_i = _mm512_add_pd(s0, _mm512_mul_pd(k4, _mm512_sub_pd(t_i, t)));
+                __mmask8 bg = handed | (_mm512_cmp_pd_mask(t, t_i, _CMP_LT_OQ)
+                                        & _mm512_cmp_pd_mask(s_i, bg_s, _CMP_GE_OQ));
+                __mmask8 sharp = (__mmask8)~bg & _mm512_cmp_pd_mask(t, t_mid, _CMP_LE_OQ);
+                n0 = co2scan_near_put8(l0, n0, cap, j, reach & late);
+                n1 = co2scan_near_put8(l1, n1, cap, j, reach & slow);
+                n2 = co2scan_near_put8(l2, n2, cap, j, reach & (__mmask8)~slow);
+                n3 = co2scan_near_put8(l3, n3, cap, j, reach & bg);
+                n4 = co2scan_near_put8(l4, n4, cap, j, reach & sharp);
+            }
+        }
+        p->n[0] = n0, p->n[1] = n1, p->n[2] = n2, p->n[3] = n3, p->n[4] = n4;
+    }
+    #endif
+
+    static inline void co2scan_near(co2scan_near_t *p) {
+        CO2SCAN_SIMD3(co2scan_near, p);
+    }
+    """
+    ctypedef struct Near "co2scan_near_t":
+        double t_end, t_i, t_mid, lo_next, k4, reach_log, window, near, xi, yi, bg_s
+        double x_lo, x_hi, y_lo, y_hi
+        Py_ssize_t* list[5]
+        Py_ssize_t n[5]
+        Py_ssize_t cap
+        const Py_ssize_t* start
+        const Py_ssize_t* items
+        const double* rec
+        Py_ssize_t ld, nbx, bx0, bx1, by0, by1
+    void _near "co2scan_near"(Near* p) nogil
+
+
 cdef struct Buckets:
     double x0, y0, size, max_s0
     Py_ssize_t nbx, nby
     const Py_ssize_t* start
     const Py_ssize_t* items
+    # the items' times, s0, x and y in bucket order (planes ld apart): the scans read them
+    # in order instead of gathering them by index
+    const double* rec
+    Py_ssize_t ld
 
 
 cdef inline void _bucket_span(const Buckets* bk, double xc, double yc, double reach,
@@ -1952,6 +2227,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef bint slow_ready = False, reuse = False, in_prev, resolved
     cdef double box_x = 0.0, box_y = 0.0, taylor_s = 0.0
     cdef Rect box
+    cdef Near near
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
     cdef double lo_ts = 0.0, k4 = g.kappa4, reach_log = g.reach_log, dxj, dyj
     # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
@@ -2032,7 +2308,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # The end of the samples (as thermal_ref._Run.extended_end): later if a spot fired after i
     # and before it sends a pulse that peaks on the window after it, before the snapshots
     # could resolve it. Candidates from the buckets, in firing order. (A bucket lists its
-    # spots in firing order: the scans below stop at the first one fired too late.)
+    # spots in firing order: the scan below stops at the first one fired too late.)
     reach = g.window + sqrt(_max(g.snap_s, bk.max_s0) + g.kappa4 * g.block)
     _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
     for by in range(by0, by1):
@@ -2049,10 +2325,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     k = q
             n_run = 0
             for item in range(item, bk.start[bx + 1]):
-                j = bk.items[item]
-                if t[j] >= cap:
+                if bk.rec[item] >= cap:
                     break
-                cand[4 * ld_c + n_run] = j
+                cand[4 * ld_c + n_run] = bk.items[item]
                 n_run += 1
             k, q = n_ladc - 1, n_ladc + n_run - 1
             n_ladc += n_run
@@ -2083,36 +2358,19 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # or not pulsing on the window, else sharp; later ones also in the hand-over list.
     reach = g.window + sqrt((bk.max_s0 + g.kappa4 * (t_end - lo_t)) * g.reach_log)
     _bucket_span(bk, w.xi, w.yi, reach, &bx0, &bx1, &by0, &by1)
-    for by in range(by0, by1):
-        for bx in range(by * bk.nbx + bx0, by * bk.nbx + bx1):
-            for item in range(bk.start[bx], bk.start[bx + 1]):
-                j = bk.items[item]
-                if t[j] > t_end:
-                    break
-                s = s0[j] + g.kappa4 * (t_end - t[j])  # its width at the last sample
-                if not _in_reach(g, &w, x[j] - w.xi, y[j] - w.yi, s):
-                    continue
-                if (t[j] >= lo_next and t[j] >= t[i]
-                        and fabs(x[j] - w.xi) <= 2.0 * g.window + g.cell
-                        and fabs(y[j] - w.yi) <= 2.0 * g.window + g.cell):
-                    # fired since i, its window overlapping: may take cells over
-                    cand[3 * ld_c + n_late] = j
-                    n_late += 1
-                # Damage samples: slow if handed over or if its rise is monotone on the window
-                # over them, else sharp (bounded over each interval).
-                if t[j] < lo_next or not _pulsing(&box, x[j], y[j], s,
-                                                  s0[j] + g.kappa4 * (t_mid - t[j])):
-                    cand[4 * ld_c + n_slow] = j
-                    n_slow += 1
-                else:
-                    cand[5 * ld_c + n_dsharp] = j
-                    n_dsharp += 1
-                if t[j] < lo_next or (t[j] < t[i] and s0[j] + g.kappa4 * (t[i] - t[j]) >= bg_s):
-                    cand[ld_c + n_bg] = j
-                    n_bg += 1
-                elif t[j] <= t_mid:  # (later ones fire after the peak samples)
-                    cand[n_sharp] = j
-                    n_sharp += 1
+    near.t_end, near.t_i, near.t_mid, near.lo_next, near.bg_s = t_end, t[i], t_mid, lo_next, bg_s
+    near.k4, near.reach_log, near.window, near.near = (g.kappa4, g.reach_log, g.window,
+                                                       2.0 * g.window + g.cell)
+    near.xi, near.yi = w.xi, w.yi
+    near.x_lo, near.x_hi, near.y_lo, near.y_hi = box.x_lo, box.x_hi, box.y_lo, box.y_hi
+    near.list[0], near.list[1], near.list[2] = cand + 3 * ld_c, cand + 4 * ld_c, cand + 5 * ld_c
+    near.list[3], near.list[4], near.cap = cand + ld_c, cand, ld_c
+    for q in range(5):
+        near.n[q] = 0
+    near.start, near.items, near.rec, near.ld, near.nbx = bk.start, bk.items, bk.rec, bk.ld, bk.nbx
+    near.bx0, near.bx1, near.by0, near.by1 = bx0, bx1, by0, by1
+    _near(&near)
+    n_late, n_slow, n_dsharp, n_bg, n_sharp = near.n[0], near.n[1], near.n[2], near.n[3], near.n[4]
     # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp doubles, n_dsharp ints
     # and bytes fit in SHARP_PER_SPOT doubles per spot
     d_t = sharp
@@ -2352,9 +2610,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
 
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
-                        const double[::1] y, Py_ssize_t[::1] start,
-                        Py_ssize_t[::1] items) noexcept nogil:
-    """Counting sort of spots lo..hi-1 into square buckets (row-major, CSR in start/items)."""
+                        const double[::1] y, const double[::1] t, const double[::1] s0,
+                        Py_ssize_t[::1] start, Py_ssize_t[::1] items,
+                        double[:, ::1] rec) noexcept nogil:
+    """Counting sort of spots lo..hi-1 into square buckets (row-major, CSR in start/items),
+    their t, s0, x and y in the same order in rec's rows."""
     cdef Py_ssize_t j, k, n = bk.nbx * bk.nby
     for k in range(n + 1):
         start[k] = 0
@@ -2365,6 +2625,8 @@ cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const d
     for j in range(lo, hi):
         k = _bucket(bk, x[j], y[j])
         items[start[k]] = j
+        rec[0, start[k]], rec[1, start[k]] = t[j], s0[j]
+        rec[2, start[k]], rec[3, start[k]] = x[j], y[j]
         start[k] += 1
     for k in range(n, 0, -1):
         start[k] = start[k - 1]
@@ -2418,6 +2680,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                    double[:, :, :, ::1] modes, double[:, :, ::1] tmp,
                    double[:, :, ::1] slot_cur, double[:, :, ::1] slot_blur,
                    Py_ssize_t[:, ::1] slot_start, Py_ssize_t[:, ::1] slot_items,
+                   double[:, :, ::1] slot_rec,
                    double[:, ::1] far_peak, double[:, ::1] far_dose, double[:, ::1] far_prev,
                    double[:, ::1] total, const double[::1] taps,
                    const double[::1] block_decay, const double[::1] mode_weight,
@@ -2447,8 +2710,8 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                           s0, wx)
             local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
             _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
-                          _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y,
-                          slot_start[k], slot_items[k])
+                          _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y, t, s0,
+                          slot_start[k], slot_items[k], slot_rec[k])
 
 
 # The two full-resolution maps (50 MB each for a 2,500 x 2,500 map) and the far-grid states
@@ -2520,11 +2783,12 @@ cdef extern from *:
 
 def _sparse_zeros(shape, dtype=np.float64):
     """A zero array in a mapping of its own, in 4 KiB pages: the system zeroes only the
-    pages written. For the lists sized for every spot of which a window or a block uses the
-    first few thousand entries (cand, terms, sharp, b_items: 57 MB at 100,000 spots, about
-    1.5 MB written): numpy asks for 2 MiB pages for arrays of 4 MB or more, each zeroed in full
-    when one entry in it is written, and calloc clears every byte of a reused heap block
-    (where glibc serves such sizes once a block that size has been freed)."""
+    pages written. For the lists sized for every spot of which a window uses the first few
+    thousand entries (cand, terms, sharp: 50 MB at 100,000 spots), and the buckets' (b_items,
+    b_rec: 7 MB, for the most spots a block's buckets hold): numpy asks for 2 MiB pages for
+    arrays of 4 MB or more, each zeroed in full when one entry in it is written, and calloc
+    clears every byte of a reused heap block (where glibc serves such sizes once a block that
+    size has been freed)."""
     count = int(np.prod(shape))
     if not hasattr(mmap, "MAP_PRIVATE"):
         return np.zeros(shape, dtype)
@@ -2593,7 +2857,12 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     bk.nby = int((np.max(y) - bk.y0) / bk.size) + 1
     cdef Py_ssize_t[:, :, ::1] b_start = np.zeros((3, ch.blocks, bk.nbx * bk.nby + 1),
                                                   dtype=np.intp)
-    cdef Py_ssize_t[:, :, ::1] b_items = _sparse_zeros((3, ch.blocks, n), np.intp)
+    cdef Py_ssize_t b_most = 1, bb  # the most spots a block's buckets hold (as _produce)
+    for bb in range(g.n_blocks):
+        b_most = max(b_most, _first_gt(t, _boundary(&g, bb + 1) + ch.horizon)
+                     - _first_ge(t, _boundary(&g, bb) - g.handover))
+    cdef Py_ssize_t[:, :, ::1] b_items = _sparse_zeros((3, ch.blocks, b_most), np.intp)
+    cdef double[:, :, :, ::1] b_rec = _sparse_zeros((3, ch.blocks, 4, b_most))
     cdef Py_ssize_t[::1] block_first = np.zeros(g.n_blocks + 2, dtype=np.intp)
     cdef Py_ssize_t[::1] col_node = np.zeros(g.nx, dtype=np.intp)
     cdef double[::1] col_frac = np.zeros(g.nx)
@@ -2625,8 +2894,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                 cur[c, 0] = cur[c - 1, ch.blocks]
                 blur[c, 0] = blur[c - 1, ch.blocks]
             _produce(&g, &ch, &bk, c * ch.blocks, modes, tmp, cur[c], blur[c], b_start[c],
-                     b_items[c], far_peak, far_dose, far_prev, total, taps, block_decay,
-                     mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
+                     b_items[c], b_rec[c], far_peak, far_dose, far_prev, total, taps,
+                     block_decay, mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e,
+                     s0)
         for c in range(n_chunks):
             slot = c % 3
             lo = block_first[c * ch.blocks]
@@ -2638,6 +2908,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     blur[(c + 2) % 3, 0] = blur[(c + 1) % 3, ch.blocks]
                     _produce(&g, &ch, &bk, (c + 2) * ch.blocks, modes, tmp, cur[(c + 2) % 3],
                              blur[(c + 2) % 3], b_start[(c + 2) % 3], b_items[(c + 2) % 3],
+                             b_rec[(c + 2) % 3],
                              far_peak, far_dose, far_prev, total, taps, block_decay,
                              mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
                 for i in prange(lo, hi, schedule="dynamic", chunksize=8):
@@ -2648,6 +2919,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                     k = b - c * ch.blocks
                     mine = bk
                     mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
+                    mine.rec, mine.ld = &b_rec[slot, k, 0, 0], b_rec.shape[3]
                     # the thread's scratch by pointers (no memoryview slices: each would
                     # take and release a reference, atomically, on an object both threads use)
                     _window(&g, &mine, i, b, cur, blur, x, y, t, e, s0, fine, dose,
