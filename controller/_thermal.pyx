@@ -2003,7 +2003,7 @@ cdef extern from *:
         Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
         Py_ssize_t *l4 = p->list[4], cap = p->cap;
         Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
-        for (Py_ssize_t by = p->by0; by < p->by1; by++) {
+        for (Py_ssize_t by = p->by0; by < p->by1 && p->bx0 < p->bx1; by++) {
             Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
             for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 4) {
                 __m256i in = _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi - k), lane);
@@ -2092,7 +2092,7 @@ cdef extern from *:
         Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
         Py_ssize_t *l4 = p->list[4], cap = p->cap;
         Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
-        for (Py_ssize_t by = p->by0; by < p->by1; by++) {
+        for (Py_ssize_t by = p->by0; by < p->by1 && p->bx0 < p->bx1; by++) {
             Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
             for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 8) {
                 __mmask8 in = hi - k >= 8 ? 0xFF : (__mmask8)((1u << (hi - k)) - 1);
