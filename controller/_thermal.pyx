@@ -1329,9 +1329,22 @@ cdef inline double _snap_time(const Geo* g, Py_ssize_t k) noexcept nogil:
 
 
 cdef inline double _hold(const Geo* g, double tj, double s0j) noexcept nogil:
-    """A spot's hold: the first snapshot that holds it (width snap_s)."""
-    return _snap_time(g, <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0)
-                                          / (g.block / SNAPS_PER_BLOCK)))
+    """A spot's hold: the first snapshot that holds it (width snap_s, by _snapshot's test:
+    where the quotient falls on a snapshot, rounding may put the width there a step either
+    side of snap_s)."""
+    cdef Py_ssize_t k = <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0)
+                                         / (g.block / SNAPS_PER_BLOCK))
+    while s0j + g.kappa4 * (_snap_time(g, k) - tj) < g.snap_s:
+        k += 1
+    while k > 0 and s0j + g.kappa4 * (_snap_time(g, k - 1) - tj) >= g.snap_s:
+        k -= 1
+    return _snap_time(g, k)
+
+
+def hold_time(double tj, double s0j, layout):
+    """_hold, for the tests: the time of the first snapshot that holds a spot fired at tj."""
+    cdef Geo g = _geo(layout)  # (its tables are not read)
+    return _hold(&g, tj, s0j)
 
 
 cdef inline Py_ssize_t _reflect(Py_ssize_t k, Py_ssize_t n) noexcept nogil:

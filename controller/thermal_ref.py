@@ -128,11 +128,19 @@ class _Run:
             self.lay.block_s / SNAPS_PER_BLOCK)
 
     def hold(self, j: int) -> float:
-        """Spot j's hold: the first snapshot that holds it."""
+        """Spot j's hold: the first snapshot that holds it (by ``snapshot``'s width test:
+        where the quotient falls on a snapshot, rounding may put the width there a step
+        either side of snap_s)."""
         lay = self.lay
-        age = (lay.snap_s_um2 - self.s0[j]) / (4.0 * lay.kappa_um2_s)
-        return self.snap_time(math.ceil((self.t[j] + age - lay.t0_s)
-                                        / (lay.block_s / SNAPS_PER_BLOCK)))
+        kappa4 = 4.0 * lay.kappa_um2_s
+        k = math.ceil((self.t[j] + (lay.snap_s_um2 - self.s0[j]) / kappa4 - lay.t0_s)
+                      / (lay.block_s / SNAPS_PER_BLOCK))
+        while self.s0[j] + kappa4 * (self.snap_time(k) - self.t[j]) < lay.snap_s_um2:
+            k += 1
+        while k > 0 and self.s0[j] + kappa4 * (self.snap_time(k - 1) - self.t[j]) \
+                >= lay.snap_s_um2:
+            k -= 1
+        return self.snap_time(k)
 
     def block_of(self, b: int, ts: float) -> int:
         """The far-grid block holding ts for a window of block b, at most LOOKAHEAD - 1 ahead."""

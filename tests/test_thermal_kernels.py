@@ -293,3 +293,50 @@ def test_kernels_look_as_far_ahead() -> None:
     """The Cython kernel lets a window sample no further ahead than the chunk it has ready
     (that both kernels look as far ahead: tests/test_kernel_constants.py)."""
     assert 2 <= _thermal.lookahead <= _thermal.chunk_blocks
+
+
+def _hold_run(tj: float, s0_um2: float) -> thermal_ref._Run:
+    """The reference's state for a spot at 0 s and one fired at tj (default tissue)."""
+    x, y, t = np.zeros(2), np.zeros(2), np.array([0.0, tj])
+    lay = Layout.for_spots(x, y, t, TissueParams())
+    return thermal_ref._Run(x, y, t, np.ones(2), np.array([s0_um2, s0_um2]), lay)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2000), st.sampled_from([0.0, 3600.0, 22956.212316547953, 40000.0]),
+       st.integers(-3, 3))
+def test_a_spots_hold_is_the_first_snapshot_whose_width_test_takes_it(
+        k: int, s0_um2: float, ulps: int) -> None:
+    """A window samples on to its spot's hold, the snapshot from which the snapshots count the
+    spot (width >= snap_s by the snapshot's own test); firing times that put the hold's
+    quotient exactly on a snapshot, a few rounding steps either side, included (there the
+    width at the rounded-to snapshot fell short by 1e-14: the window stopped there and that
+    snapshot left the spot to the next, a quarter block in which nothing counted it)."""
+    probe = _hold_run(1.0, s0_um2)
+    lay = probe.lay
+    kappa4, step = 4.0 * lay.kappa_um2_s, lay.block_s / thermal_ref.SNAPS_PER_BLOCK
+    tj = lay.t0_s + k * step - (lay.snap_s_um2 - s0_um2) / kappa4
+    for _ in range(abs(ulps)):
+        tj = float(np.nextafter(tj, np.inf if ulps > 0 else -np.inf))
+    if tj <= 0.0:
+        return
+    run = _hold_run(tj, s0_um2)
+    hold = run.hold(1)
+    assert s0_um2 + kappa4 * (hold - tj) >= lay.snap_s_um2  # the snapshot there takes it
+    index = round((hold - lay.t0_s) / step)
+    before = run.snap_time(index - 1)  # (the hold is a snapshot time)
+    assert run.snap_time(index) == hold
+    assert s0_um2 + kappa4 * (before - tj) < lay.snap_s_um2  # and not the one before
+    assert _thermal.hold_time(tj, s0_um2, run.lay) == hold
+
+
+def test_the_hold_at_a_rounding_tie_is_the_next_snapshot() -> None:
+    """The case the session 18 review found: the quotient rounds onto snapshot 3682, whose
+    width is 319,999.99999998550 µm² against snap_s 320,000."""
+    tj, s0_um2 = 636.6979927159933, 22956.212316547953
+    run = _hold_run(tj, s0_um2)
+    lay = run.lay
+    kappa4 = 4.0 * lay.kappa_um2_s
+    assert lay.t0_s == 0.0 and lay.snap_s_um2 == 320_000.0
+    assert s0_um2 + kappa4 * (run.snap_time(3682) - tj) < lay.snap_s_um2  # the tie
+    assert run.hold(1) == run.snap_time(3683) == _thermal.hold_time(tj, s0_um2, lay)
