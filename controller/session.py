@@ -828,6 +828,7 @@ class TreatmentSession:
                            wait_s=self.pass_wait_s)
 
     def _run_pass(self, job: PassJob) -> None:
+        self._raised = None  # for the pass, across its attempts (a reconnect starts another)
         while True:
             try:
                 self._attempt_pass(self.jobs[job.number])  # as renumbered by a first load
@@ -925,6 +926,8 @@ class TreatmentSession:
         dev = self.device
         self._quiesce()
         first = self._reconcile(job)  # emission is off: the device's count is final
+        if self._raised is not None:  # raised in an attempt before, the link then lost
+            self._stop_for_raised_fault(job)
         if first >= job.spots.count:
             return
         status = self._status()
@@ -940,7 +943,6 @@ class TreatmentSession:
         command: Callable[[], None] = self.device.start
         ready, what = (lambda: not self.mirror.refusals(),
                        lambda: "; ".join(self.mirror.refusals()))
-        self._raised = None
         while True:
             with self._emitting(job, first, command, ready, what) as events:
                 ending = self._stream(job, first, events)
@@ -1096,10 +1098,23 @@ class TreatmentSession:
             self._unread_run = 0
             self._raise_fault(FaultCode.ENERGY_DEVIATION)
 
+    def _stop_for_raised_fault(self, job: PassJob) -> None:
+        """After a reconnect, a fault this session raised in the pass before the link was
+        lost (the command may never have reached the device): the device is put in FAULT
+        again unless it is, and the run stops as a fault; nothing more of the pass fires."""
+        code = self._raised
+        assert code is not None
+        if self._status().state is not State.FAULT:
+            self.device.raise_fault(code)
+        raise SessionStop("fault", f"device fault {code.name} raised in pass {job.number + 1} "
+                          "as the link to the device was lost: operator reset needed",
+                          cause="device_fault")
+
     def _raise_fault(self, code: FaultCode) -> None:
         """Put the device into FAULT with ``code``, remembered for the pass under way: a pass
         the device completed before it (the fault raised on its last spots) does not let the
-        run end as completed (:meth:`_attempt_pass`)."""
+        run end as completed (:meth:`_attempt_pass`), nor does a link lost as it is raised
+        (the attempt after the reconnect stops: :meth:`_stop_for_raised_fault`)."""
         self._raised = code
         self.device.raise_fault(code)
 

@@ -24,7 +24,7 @@ from controller.session import (
     plan_for_device,
 )
 from controller.settings import DensitySpec, PassSettings, Pattern, TreatmentSettings
-from drivers import Device, EventQueue, IllegalState, open_device
+from drivers import Device, DeviceLost, EventQueue, IllegalState, open_device
 from drivers.protocol import Message
 from drivers.protocol.messages import ErrorCode, FaultCode, State
 from drivers.stream import MIN_REPORT_GAP_S
@@ -257,6 +257,45 @@ def test_readings_lost_up_to_a_passs_last_spot_end_the_run_as_a_fault(
     assert resumed.status == "completed"
     assert fired_after == (0 if passes == 1 else session.jobs[1].spots.count)
     assert resumed.delivered == {j.number: j.spots.count for j in session.jobs}
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_a_fault_raised_as_the_link_is_lost_still_ends_the_run_as_a_fault(
+        record: TreatmentRecord, passes: int) -> None:
+    """As above, but the link is lost as the session raises ENERGY_DEVIATION (the command
+    never reaches the device) and the session reconnects to the same device: the attempt
+    after the reconnect found the pass fully recorded and returned, so the run ended
+    "completed" with the device in STANDBY and a second pass fired blind (found by the
+    session 18 review). Now the device is put in FAULT again and the run ends as a fault."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = TreatmentSession(dev, [limit_plan(dev, passes)], record, operator="tester",
+                                   patient_ref="P-1", reconnect=lambda: dev)
+        real, lost = dev.raise_fault, list[FaultCode]()
+
+        def raise_lost(code: FaultCode) -> None:
+            if not lost:  # the first one is lost with the link, unsent
+                lost.append(code)
+                raise DeviceLost("link lost (test)")
+            real(code)
+
+        dev.raise_fault = raise_lost  # type: ignore[method-assign]
+        dev.simulator.faults.only(["EVT_DELIVERED"], "out")
+        dev.simulator.faults.link("out", drop=1.0)
+        outcome = session.run()
+        truth = dev.simulator.device.ground_truth
+        status = dev.status()
+        assert_record_equals_truth(session, truth)
+    assert lost == [FaultCode.ENERGY_DEVIATION]
+    assert outcome.status == "fault" and outcome.cause == "device_fault", outcome
+    assert "ENERGY_DEVIATION" in outcome.detail and "link" in outcome.detail
+    assert status.state is State.FAULT and status.fault_code is FaultCode.ENERGY_DEVIATION
+    assert truth["pass_index"].tolist() == [0] * MAX_UNREAD_SPOTS  # the next pass: nothing
+    assert [e.kind for e in record.entries(session.session_id, "link_lost")] == ["link_lost"]
+    (fault,) = [e.body for e in record.entries(session.session_id, "energy_fault")]
+    assert fault["unread"] == MAX_UNREAD_SPOTS
+    # log list: the reconnect reopened the run; the fault it then stopped on is the device's
+    assert session_outcomes(record)[session.session_id] == ("fault",
+                                                            "device fault ENERGY_DEVIATION")
 
 
 def running(session: TreatmentSession) -> tuple[threading.Thread, list[str]]:
