@@ -1328,15 +1328,20 @@ cdef inline double _snap_time(const Geo* g, Py_ssize_t k) noexcept nogil:
             + (k % SNAPS_PER_BLOCK) * (g.block / SNAPS_PER_BLOCK))
 
 
+cdef inline double _held_width(const Geo* g, double tj, double s0j, double ts) noexcept nogil:
+    """A spot's width at snapshot time ts, as _snapshot and _hold test it against snap_s."""
+    return s0j + g.kappa4 * (ts - tj)
+
+
 cdef inline double _hold(const Geo* g, double tj, double s0j) noexcept nogil:
     """A spot's hold: the first snapshot that holds it (width snap_s, by _snapshot's test:
     where the quotient falls on a snapshot, rounding may put the width there a step either
     side of snap_s)."""
     cdef Py_ssize_t k = <Py_ssize_t>ceil((tj + (g.snap_s - s0j) / g.kappa4 - g.t0)
                                          / (g.block / SNAPS_PER_BLOCK))
-    while s0j + g.kappa4 * (_snap_time(g, k) - tj) < g.snap_s:
+    while _held_width(g, tj, s0j, _snap_time(g, k)) < g.snap_s:
         k += 1
-    while k > 0 and s0j + g.kappa4 * (_snap_time(g, k - 1) - tj) >= g.snap_s:
+    while k > 0 and _held_width(g, tj, s0j, _snap_time(g, k - 1)) >= g.snap_s:
         k -= 1
     return _snap_time(g, k)
 
@@ -1533,7 +1538,7 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] start, const double[:, ::
         for c in range(g.nfx):
             total[r, c] = (1.0 - frac) * start[r, c] + frac * end[r, c]
     for j in range(_first_ge(t, lo_t), _first_ge(t, tb)):
-        s = s0[j] + g.kappa4 * (tb - t[j])
+        s = _held_width(g, t[j], s0[j], tb)
         if s < g.snap_s:
             continue
         reach = sqrt(s * g.reach_log)

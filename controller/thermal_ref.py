@@ -127,18 +127,20 @@ class _Run:
         return self.boundary(k // SNAPS_PER_BLOCK) + (k % SNAPS_PER_BLOCK) * (
             self.lay.block_s / SNAPS_PER_BLOCK)
 
+    def held_width(self, j: int, ts: float) -> float:
+        """Spot j's width at snapshot time ts, as ``snapshot`` and ``hold`` test it."""
+        return float(self.s0[j] + 4.0 * self.lay.kappa_um2_s * (ts - self.t[j]))
+
     def hold(self, j: int) -> float:
         """Spot j's hold: the first snapshot that holds it (by ``snapshot``'s width test:
         where the quotient falls on a snapshot, rounding may put the width there a step
         either side of snap_s)."""
         lay = self.lay
-        kappa4 = 4.0 * lay.kappa_um2_s
-        k = math.ceil((self.t[j] + (lay.snap_s_um2 - self.s0[j]) / kappa4 - lay.t0_s)
-                      / (lay.block_s / SNAPS_PER_BLOCK))
-        while self.s0[j] + kappa4 * (self.snap_time(k) - self.t[j]) < lay.snap_s_um2:
+        age = (lay.snap_s_um2 - self.s0[j]) / (4.0 * lay.kappa_um2_s)
+        k = math.ceil((self.t[j] + age - lay.t0_s) / (lay.block_s / SNAPS_PER_BLOCK))
+        while self.held_width(j, self.snap_time(k)) < lay.snap_s_um2:
             k += 1
-        while k > 0 and self.s0[j] + kappa4 * (self.snap_time(k - 1) - self.t[j]) \
-                >= lay.snap_s_um2:
+        while k > 0 and self.held_width(j, self.snap_time(k - 1)) >= lay.snap_s_um2:
             k -= 1
         return self.snap_time(k)
 
@@ -222,7 +224,7 @@ class _Run:
         total = far.copy()
         for j in range(self.first_ge(self.boundary(k // SNAPS_PER_BLOCK) - lay.handover_s),
                        self.first_ge(tb)):
-            s = self.s0[j] + 4.0 * lay.kappa_um2_s * (tb - self.t[j])
+            s = self.held_width(j, tb)
             if s < lay.snap_s_um2:
                 continue
             reach = math.sqrt(s * lay.reach_log)
