@@ -828,7 +828,9 @@ class TreatmentSession:
                            wait_s=self.pass_wait_s)
 
     def _run_pass(self, job: PassJob) -> None:
-        self._raised = None  # for the pass, across its attempts (a reconnect starts another)
+        # for the pass, across its attempts (a reconnect starts another); from the record, a
+        # fault an earlier run raised that no operator reset followed
+        self._raised = self._unreset_fault()
         while True:
             try:
                 self._attempt_pass(self.jobs[job.number])  # as renumbered by a first load
@@ -1098,16 +1100,28 @@ class TreatmentSession:
             self._unread_run = 0
             self._raise_fault(FaultCode.ENERGY_DEVIATION)
 
+    def _unreset_fault(self) -> FaultCode | None:
+        """ENERGY_DEVIATION if the record holds an ``energy_fault`` of this session after its
+        last ``operator_reset``: the fault the session raised then may never have reached the
+        device (the link lost as it was raised, and no reconnect, or it failed), and nothing
+        more fires until the operator resets it."""
+        last = {kind: max((e.seq for e in self.record.entries(self.session_id, kind)),
+                          default=0) for kind in ("energy_fault", "operator_reset")}
+        return (FaultCode.ENERGY_DEVIATION if last["energy_fault"] > last["operator_reset"]
+                else None)
+
     def _stop_for_raised_fault(self, job: PassJob) -> None:
-        """After a reconnect, a fault this session raised in the pass before the link was
-        lost (the command may never have reached the device): the device is put in FAULT
-        again unless it is, and the run stops as a fault; nothing more of the pass fires."""
+        """A fault this session raised, in this pass before a reconnect or in an earlier run,
+        that no operator reset followed (the command may never have reached the device): the
+        device is put in FAULT again unless it is, and the run stops as a fault; nothing more
+        fires."""
         code = self._raised
         assert code is not None
         if self._status().state is not State.FAULT:
             self.device.raise_fault(code)
-        raise SessionStop("fault", f"device fault {code.name} raised in pass {job.number + 1} "
-                          "as the link to the device was lost: operator reset needed",
+        raise SessionStop("fault", f"device fault {code.name} raised by the session (pass "
+                          f"{job.number + 1}) and not reset by the operator since, the device "
+                          "may not have received it: operator reset needed",
                           cause="device_fault")
 
     def _raise_fault(self, code: FaultCode) -> None:

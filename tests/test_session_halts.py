@@ -287,7 +287,7 @@ def test_a_fault_raised_as_the_link_is_lost_still_ends_the_run_as_a_fault(
         assert_record_equals_truth(session, truth)
     assert lost == [FaultCode.ENERGY_DEVIATION]
     assert outcome.status == "fault" and outcome.cause == "device_fault", outcome
-    assert "ENERGY_DEVIATION" in outcome.detail and "link" in outcome.detail
+    assert "ENERGY_DEVIATION" in outcome.detail and "not reset" in outcome.detail
     assert status.state is State.FAULT and status.fault_code is FaultCode.ENERGY_DEVIATION
     assert truth["pass_index"].tolist() == [0] * MAX_UNREAD_SPOTS  # the next pass: nothing
     assert [e.kind for e in record.entries(session.session_id, "link_lost")] == ["link_lost"]
@@ -296,6 +296,44 @@ def test_a_fault_raised_as_the_link_is_lost_still_ends_the_run_as_a_fault(
     # log list: the reconnect reopened the run; the fault it then stopped on is the device's
     assert session_outcomes(record)[session.session_id] == ("fault",
                                                             "device fault ENERGY_DEVIATION")
+
+
+def test_a_fault_raised_as_the_link_is_lost_holds_a_resume_until_the_operator_resets(
+        record: TreatmentRecord) -> None:
+    """As above, but no reconnect: the run stops (link lost) with the device never told of
+    the fault. A resume fired the second pass blind, with no operator reset (found by the
+    session 18 review); now it puts the device in FAULT and stops until the operator resets."""
+    with open_device(f"sim://?{FAST}") as dev:
+        session = TreatmentSession(dev, [limit_plan(dev, 2)], record, operator="tester",
+                                   patient_ref="P-1")
+        real, lost = dev.raise_fault, list[FaultCode]()
+
+        def raise_lost(code: FaultCode) -> None:
+            if not lost:
+                lost.append(code)
+                raise DeviceLost("link lost (test)")
+            real(code)
+
+        dev.raise_fault = raise_lost  # type: ignore[method-assign]
+        dev.simulator.faults.only(["EVT_DELIVERED"], "out")
+        dev.simulator.faults.link("out", drop=1.0)
+        first = session.run()
+        dev.simulator.faults.clear()  # the reports arrive again
+        before = dev.status().state
+        held = session.run()  # a resume without a reset
+        after = dev.status()
+        fired_held = len(dev.simulator.device.ground_truth)
+        session.operator_reset()
+        resumed = session.run()
+        truth = dev.simulator.device.ground_truth
+        assert_record_equals_truth(session, truth)
+    assert first.status == "fault" and first.cause == "link_lost", first
+    assert before is not State.FAULT  # the device never got the fault
+    assert held.status == "fault" and held.cause == "device_fault", held
+    assert after.state is State.FAULT and after.fault_code is FaultCode.ENERGY_DEVIATION
+    assert fired_held == MAX_UNREAD_SPOTS  # nothing of the second pass fired blind
+    assert resumed.status == "completed"
+    assert resumed.delivered == {j.number: j.spots.count for j in session.jobs}
 
 
 def running(session: TreatmentSession) -> tuple[threading.Thread, list[str]]:
