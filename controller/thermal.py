@@ -533,6 +533,10 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
     the reservoir.
     """
     x, y, t, heat, radius = _as_spots(x_um, y_um, t_s, heat_uj, lesion_radius_um, params)
+    # Times from the first firing: the kernels step in milliseconds, which times far from
+    # zero cannot hold (1e15 s: steps of 0.125 s; the results depended on the offset).
+    t_first = float(t[0])
+    t = t - t_first
     thickness_m = params.thickness_um * 1e-6
     e_k_um2 = heat * 1e-6 / (params.heat_capacity_j_m3_k * thickness_m) * 1e12
     while True:
@@ -570,7 +574,7 @@ def _simulate(x_um: F64, y_um: F64, t_s: F64, heat_uj: F64, lesion_radius_um: F6
         heat_deposited_j=float(heat.sum()) * 1e-6,
         heat_content_j=float(far_end.sum()) * far_m * far_m * params.heat_capacity_j_m3_k
         * thickness_m,
-        heat_time_s=lay.t0_s + lay.n_blocks * lay.block_s,
+        heat_time_s=t_first + lay.t0_s + lay.n_blocks * lay.block_s,
         params=params,
     )
 

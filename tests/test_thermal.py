@@ -348,6 +348,24 @@ def test_rise_is_linear_in_heat() -> None:
     np.testing.assert_allclose(three.peak_rise_k, 3.0 * one.peak_rise_k, rtol=1e-12)
 
 
+@pytest.mark.parametrize("offset_s", [0.0, 1.8e9, 1e15, 1e17, 1e19])
+def test_a_pass_reads_the_same_whenever_it_was_fired(offset_s: float) -> None:
+    """Only the times between firings (as the caller's numbers hold them) matter: far from
+    zero, absolute times lost the kernels' millisecond steps (1e15 s read a peak of 446.8 K
+    against 369.5 K; 1e17 s corrupted the heap; 1e19 s read 0 K; found by the session 18
+    review). The times are now taken from the first firing; the heat's time keeps the
+    caller's clock."""
+    x, y = square_grid(10, 200.0)
+    fired = np.arange(len(x), dtype=np.float64) * 1e-3 + np.float64(offset_s)
+    heat, radius = np.full(len(x), 2000.0), np.full(len(x), 70.0)
+    late = simulate_pass(x, y, fired, heat, radius, TissueParams())
+    base = simulate_pass(x, y, fired - fired[0], heat, radius, TissueParams())
+    np.testing.assert_array_equal(late.peak_rise_k, base.peak_rise_k)
+    np.testing.assert_allclose(late.damage, base.damage, rtol=1e-12)  # (merge order)
+    assert late.peak_reservoir_rise_k > 0.0
+    assert late.heat_time_s == float(fired[0]) + base.heat_time_s
+
+
 def test_window_widened_until_every_cell_is_sampled() -> None:
     x, y = square_grid(3, 900.0)  # gaps wider than the default window
     t = np.arange(len(x)) / 100.0
