@@ -262,8 +262,6 @@ class TreatmentSession:
         self._stop_unconfirmed = False  # this run's halt of emission was not confirmed
         #: spots of pass _unread_pass confirmed in a row without a reading (_check_readings)
         self._unread_run, self._unread_pass = 0, -1
-        #: the fault this session raised on the device in the pass under way (_raise_fault)
-        self._raised: FaultCode | None = None
         #: what the mirror raised on an event (on the link's thread); the run checks it
         self._mirror_failure: Exception | None = None
         #: a transition the record refused (on the link's thread); the run checks it
@@ -828,9 +826,6 @@ class TreatmentSession:
                            wait_s=self.pass_wait_s)
 
     def _run_pass(self, job: PassJob) -> None:
-        # for the pass, across its attempts (a reconnect starts another); from the record, a
-        # fault an earlier run raised that no operator reset followed
-        self._raised = self._unreset_fault()
         while True:
             try:
                 self._attempt_pass(self.jobs[job.number])  # as renumbered by a first load
@@ -928,8 +923,9 @@ class TreatmentSession:
         dev = self.device
         self._quiesce()
         first = self._reconcile(job)  # emission is off: the device's count is final
-        if self._raised is not None:  # raised in an attempt before, the link then lost
-            self._stop_for_raised_fault(job)
+        raised = self._unreset_fault()  # in an attempt or a run before, the link then lost
+        if raised is not None:
+            self._stop_for_raised_fault(job, raised)
         if first >= job.spots.count:
             return
         status = self._status()
@@ -950,9 +946,10 @@ class TreatmentSession:
                 ending = self._stream(job, first, events)
             if ending.reason == "complete":
                 self._end_pass(job, "complete")
-                if self._raised is not None:  # on the pass's last spots, the device already
-                    # done with it: the run stops here, as for that fault mid-pass
-                    raise SessionStop("fault", f"device fault {self._raised.name} raised on "
+                raised = self._unreset_fault()
+                if raised is not None:  # on the pass's last spots, the device already done
+                    # with it: the run stops here, as for that fault mid-pass
+                    raise SessionStop("fault", f"device fault {raised.name} raised on "
                                       f"pass {job.number + 1}'s last spots (the pass fired "
                                       "completely, every spot recorded): operator reset needed",
                                       cause="device_fault")
@@ -1074,7 +1071,7 @@ class TreatmentSession:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=verdict.first_violation,
                                worst_deviation=round(verdict.worst_deviation, 4))
-            self._raise_fault(FaultCode.ENERGY_DEVIATION)
+            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
         elif verdict.checked and verdict.worst_deviation > ENERGY_DRIFT_NOTED:
             self.record.append(self.session_id, "energy_drift", pass_index=job.number,
                                worst_deviation=round(verdict.worst_deviation, 4))
@@ -1098,7 +1095,7 @@ class TreatmentSession:
             self.record.append(self.session_id, "energy_fault", pass_index=job.number,
                                spot=int(progress.index[-1]), unread=run)
             self._unread_run = 0
-            self._raise_fault(FaultCode.ENERGY_DEVIATION)
+            self.device.raise_fault(FaultCode.ENERGY_DEVIATION)
 
     def _unreset_fault(self) -> FaultCode | None:
         """ENERGY_DEVIATION if the record holds an ``energy_fault`` of this session after its
@@ -1107,30 +1104,22 @@ class TreatmentSession:
         more fires until the operator resets it."""
         last = {kind: max((e.seq for e in self.record.entries(self.session_id, kind)),
                           default=0) for kind in ("energy_fault", "operator_reset")}
+        # (every ENERGY_DEVIATION the session raises follows its energy_fault entry: the
+        # record is the latch, read where a pass starts or ends)
         return (FaultCode.ENERGY_DEVIATION if last["energy_fault"] > last["operator_reset"]
                 else None)
 
-    def _stop_for_raised_fault(self, job: PassJob) -> None:
+    def _stop_for_raised_fault(self, job: PassJob, code: FaultCode) -> None:
         """A fault this session raised, in this pass before a reconnect or in an earlier run,
         that no operator reset followed (the command may never have reached the device): the
         device is put in FAULT again unless it is, and the run stops as a fault; nothing more
         fires."""
-        code = self._raised
-        assert code is not None
         if self._status().state is not State.FAULT:
             self.device.raise_fault(code)
         raise SessionStop("fault", f"device fault {code.name} raised by the session (pass "
                           f"{job.number + 1}) and not reset by the operator since, the device "
                           "may not have received it: operator reset needed",
                           cause="device_fault")
-
-    def _raise_fault(self, code: FaultCode) -> None:
-        """Put the device into FAULT with ``code``, remembered for the pass under way: a pass
-        the device completed before it (the fault raised on its last spots) does not let the
-        run end as completed (:meth:`_attempt_pass`), nor does a link lost as it is raised
-        (the attempt after the reconnect stops: :meth:`_stop_for_raised_fault`)."""
-        self._raised = code
-        self.device.raise_fault(code)
 
     def _report(self, job: PassJob, first: int, rate: float, done: int | None = None,
                 waiting_for: str = "") -> None:

@@ -259,6 +259,21 @@ def test_readings_lost_up_to_a_passs_last_spot_end_the_run_as_a_fault(
     assert resumed.delivered == {j.number: j.spots.count for j in session.jobs}
 
 
+def lose_first_raise_fault(dev: Device) -> list[FaultCode]:
+    """The device's first RAISE_FAULT lost with the link, unsent (DeviceLost); the later ones
+    sent. Returns the list of the lost one's code."""
+    real, lost = dev.raise_fault, list[FaultCode]()
+
+    def raise_lost(code: FaultCode) -> None:
+        if not lost:
+            lost.append(code)
+            raise DeviceLost("link lost (test)")
+        real(code)
+
+    dev.raise_fault = raise_lost  # type: ignore[method-assign]
+    return lost
+
+
 @pytest.mark.parametrize("passes", [1, 2])
 def test_a_fault_raised_as_the_link_is_lost_still_ends_the_run_as_a_fault(
         record: TreatmentRecord, passes: int) -> None:
@@ -270,15 +285,7 @@ def test_a_fault_raised_as_the_link_is_lost_still_ends_the_run_as_a_fault(
     with open_device(f"sim://?{FAST}") as dev:
         session = TreatmentSession(dev, [limit_plan(dev, passes)], record, operator="tester",
                                    patient_ref="P-1", reconnect=lambda: dev)
-        real, lost = dev.raise_fault, list[FaultCode]()
-
-        def raise_lost(code: FaultCode) -> None:
-            if not lost:  # the first one is lost with the link, unsent
-                lost.append(code)
-                raise DeviceLost("link lost (test)")
-            real(code)
-
-        dev.raise_fault = raise_lost  # type: ignore[method-assign]
+        lost = lose_first_raise_fault(dev)
         dev.simulator.faults.only(["EVT_DELIVERED"], "out")
         dev.simulator.faults.link("out", drop=1.0)
         outcome = session.run()
@@ -306,15 +313,7 @@ def test_a_fault_raised_as_the_link_is_lost_holds_a_resume_until_the_operator_re
     with open_device(f"sim://?{FAST}") as dev:
         session = TreatmentSession(dev, [limit_plan(dev, 2)], record, operator="tester",
                                    patient_ref="P-1")
-        real, lost = dev.raise_fault, list[FaultCode]()
-
-        def raise_lost(code: FaultCode) -> None:
-            if not lost:
-                lost.append(code)
-                raise DeviceLost("link lost (test)")
-            real(code)
-
-        dev.raise_fault = raise_lost  # type: ignore[method-assign]
+        lose_first_raise_fault(dev)
         dev.simulator.faults.only(["EVT_DELIVERED"], "out")
         dev.simulator.faults.link("out", drop=1.0)
         first = session.run()
