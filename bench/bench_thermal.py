@@ -25,7 +25,7 @@ from controller.handpiece import get_handpiece
 from controller.scanpath import build_plan
 from controller.settings import DensitySpec, PassSettings, Pattern, ScanOrder, TreatmentSettings
 from controller.thermal import ThermalResult, TissueParams, _simulate
-from controller.thermal_screen import screen_plan
+from controller.thermal_screen import screen_plan, sized_for_pitch
 
 F64 = NDArray[np.float64]
 LESION_UM = 70.0  # 120 µm spot + 10 µm coagulation rim
@@ -153,7 +153,13 @@ def main() -> None:
                                     thermal_ref), 1)
         print(f"{name:8} {t_big:14.3f} {cpu_big:8.2f} {t_fast:13.4f} {t_ref:12.3f} "
               f"{t_ref / t_fast:7.0f} {_met(t_big < 1.0):>8} {_met(t_ref / t_fast >= 20.0):>8}")
-    print("targets (issue #7): 100k-spot pass < 1 s wall; Cython >= 20x the numpy reference\n")
+    print("targets (issue #7): 100k-spot pass < 1 s wall; Cython >= 20x the numpy reference")
+    sized = sized_for_pitch(params, 200.0)
+    walls = ", ".join(f"{name} {timed(partial(run, big, 200.0, 1e-3, order, sized), 1)[0]:.2f} s"
+                      for name, order in big_orders.items())
+    print(f"the same passes with the planner's windows for this pitch (sized_for_pitch: window "
+          f"{sized.window_um:g} µm, map margin {sized.map_margin_um:g} µm, far grid "
+          f"{sized.far_grid_um:g} µm), one run each: {walls}\n")
     print("scan order vs reservoir heating, real planner and timing model:")
     order_table()
 
