@@ -356,7 +356,9 @@ class _Run:
         larger of the two ends' sums, plus each other sharp spot's largest rise over the
         interval (its Gaussian of width clamp(d^2, s_a, s_b), the depth factor at the
         interval's start; a spot fired within the interval counts from its firing, and not on
-        the cells its own window takes over). A pulse between two samples is never missed.
+        the cells its own window takes over). A pulse between two samples is never missed,
+        except a resolved spot's: counted at the ends, not a bound (docs/thermal_model.md,
+        Limits).
         A sharp spot's value at an end is exact, or a Taylor sum about the centre of the first
         damage box (``box``: its centre and the width from which a spot is summed so) once
         wide (DAMAGE_TAYLOR_RATIO)."""

@@ -203,7 +203,8 @@ def test_pulses_between_damage_samples_are_counted() -> None:
     window's damage samples, outside that window, sends a pulse through the window's cells
     that peaks between two samples (up to q^3 apart in width). Counting each interval at the
     larger of its ends read four of 282 hot cells low, down to 0.82x; each interval is now
-    counted at a bound of its largest rise (docs/thermal_model.md, "Damage samples")."""
+    counted at a bound of its largest rise, but for the sharp spots it resolves (counted at
+    its ends: docs/thermal_model.md, "Damage samples" and Limits)."""
     p = TissueParams()
     x, y = square_grid(12, 200.0)
     perm = np.random.default_rng(7).permutation(len(x))
