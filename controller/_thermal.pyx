@@ -813,6 +813,12 @@ cdef extern from *:
         __atomic_clear(lock, __ATOMIC_RELEASE);
     }
 
+    /* The next `grain` items of a loop shared by the threads: the first of them (the counter
+       moved past them). */
+    static inline Py_ssize_t co2scan_take(Py_ssize_t *next, Py_ssize_t grain) {
+        return __atomic_fetch_add(next, grain, __ATOMIC_RELAXED);
+    }
+
     /* out[q] += a x[q] */
     CO2SCAN_CLONES static void co2scan_axpy(
             double *restrict out, const double *restrict x, Py_ssize_t n, double a) {
@@ -1132,6 +1138,7 @@ cdef extern from *:
                                          const double* win_dose, Py_ssize_t n) nogil
     void _lock "co2scan_lock"(unsigned char* lock) nogil
     void _unlock "co2scan_unlock"(unsigned char* lock) nogil
+    Py_ssize_t _take "co2scan_take"(Py_ssize_t* next, Py_ssize_t grain) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
@@ -1174,6 +1181,8 @@ chunk_blocks = CHUNK_BLOCKS
 #: chunk run while the chunk after it is ready (as controller.thermal_ref.LOOKAHEAD).
 DEF LOOKAHEAD = 8
 lookahead = LOOKAHEAD
+#: Windows a thread takes at a time from the chunk's shared counter.
+DEF WINDOW_GRAIN = 8
 #: Snapshots of the far grid per block (as controller.thermal_ref.SNAPS_PER_BLOCK).
 DEF SNAPS_PER_BLOCK = 4
 snaps_per_block = SNAPS_PER_BLOCK
@@ -2890,7 +2899,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Py_ssize_t c, i, b, k, lo, hi, slot, part
     cdef Py_ssize_t n_chunks = (g.n_blocks + ch.blocks - 1) // ch.blocks
     cdef Buckets mine
-    cdef int tid, worker
+    cdef int tid
+    cdef Py_ssize_t next_window, first  # the windows' shared counter; a run's first window
     # faulted in with fine, in parallel: dose (zero), sampled (set in full by _combine), the
     # far-grid states and modes (zero)
     cdef char* touch_start[6]
@@ -2919,6 +2929,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
             slot = c % 3
             lo = block_first[c * ch.blocks]
             hi = block_first[min((c + 1) * ch.blocks, g.n_blocks)]
+            next_window = lo
             with parallel():
                 tid = threadid()
                 if tid == 0 and c + 2 <= n_chunks:
@@ -2929,22 +2940,30 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                              b_rec[(c + 2) % 3],
                              far_peak, far_dose, far_prev, total, taps, block_decay,
                              mode_weight, mode_decay, pwx, pwy, pwq, mw, wxm, x, y, t, e, s0)
-                for i in prange(lo, hi, schedule="dynamic", chunksize=8):
-                    worker = threadid()
-                    b = c * ch.blocks
-                    while block_first[b + 1] <= i:
-                        b = b + 1
-                    k = b - c * ch.blocks
-                    mine = bk
-                    mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
-                    mine.rec, mine.ld = &b_rec[slot, k, 0, 0], b_rec.shape[3]
-                    # the thread's scratch by pointers (no memoryview slices: each would
-                    # take and release a reference, atomically, on an object both threads use)
-                    _window(&g, &mine, i, b, cur, blur, x, y, t, e, s0, fine, dose,
-                            &scratch[worker, 0, 0, 0], scratch.shape[3], &cand[worker, 0, 0],
-                            cand.shape[2], &terms[worker, 0, 0], terms.shape[2],
-                            &ex[worker, 0], &ey[worker, 0], &gauss[worker, 0, 0],
-                            gauss.shape[2], &sharp[worker, 0], &row_lock[0])
+                # The windows in runs of WINDOW_GRAIN, taken in turn from the shared counter
+                # (not a prange: GCC starts an omp for whose variables are both firstprivate
+                # and lastprivate, as Cython declares them, with a barrier, which kept the
+                # other threads waiting while thread 0 produced).
+                while True:
+                    first = _take(&next_window, WINDOW_GRAIN)
+                    if first >= hi:
+                        break
+                    for i in range(first, min(first + WINDOW_GRAIN, hi)):
+                        b = c * ch.blocks
+                        while block_first[b + 1] <= i:
+                            b = b + 1
+                        k = b - c * ch.blocks
+                        mine = bk
+                        mine.start, mine.items = &b_start[slot, k, 0], &b_items[slot, k, 0]
+                        mine.rec, mine.ld = &b_rec[slot, k, 0, 0], b_rec.shape[3]
+                        # the thread's scratch by pointers (no memoryview slices: each would
+                        # take and release a reference, atomically, on an object both threads
+                        # use)
+                        _window(&g, &mine, i, b, cur, blur, x, y, t, e, s0, fine, dose,
+                                &scratch[tid, 0, 0, 0], scratch.shape[3], &cand[tid, 0, 0],
+                                cand.shape[2], &terms[tid, 0, 0], terms.shape[2],
+                                &ex[tid, 0], &ey[tid, 0], &gauss[tid, 0, 0],
+                                gauss.shape[2], &sharp[tid, 0], &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
