@@ -6,7 +6,7 @@
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
 grid fields in controller.thermal.Layout. Blocks run in chunks on OpenMP threads
 (OMP_NUM_THREADS): thread 0 produces the next chunk's far grid while the others sample this
-chunk's windows; a window gathers its cells' peaks and damage integrals in its thread's
+chunk's windows, and then samples them too; a window gathers its cells' peaks and damage integrals in its thread's
 scratch and merges them into the one peak map (max) and damage map (sum) a row at a time, under
 that row's lock.
 """
@@ -814,7 +814,8 @@ cdef extern from *:
     }
 
     /* The next `grain` items of a loop shared by the threads: the first of them (the counter
-       moved past them). */
+       moved past them). Relaxed: it only hands out indices; the data the items read was
+       written before the parallel region began (its start and end order it). */
     static inline Py_ssize_t co2scan_take(Py_ssize_t *next, Py_ssize_t grain) {
         return __atomic_fetch_add(next, grain, __ATOMIC_RELAXED);
     }
@@ -2896,11 +2897,14 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, ::1] lines = np.zeros((n_threads, 2, g.nfx))
     sampled_np = np.empty((g.ny, g.nx), dtype=np.bool_)  # every cell set by _combine
     cdef unsigned char[:, ::1] sampled = sampled_np.view(np.uint8)
-    cdef Py_ssize_t c, i, b, k, lo, hi, slot, part
+    cdef Py_ssize_t c, i = 0, b = 0, k = 0, lo, hi, slot, part
     cdef Py_ssize_t n_chunks = (g.n_blocks + ch.blocks - 1) // ch.blocks
     cdef Buckets mine
     cdef int tid
-    cdef Py_ssize_t next_window, first  # the windows' shared counter; a run's first window
+    # The windows' shared counter (assigned only outside the parallel block: an assignment
+    # inside would make it private to each thread, and every thread would run every window),
+    # and a run's first window.
+    cdef Py_ssize_t next_window, first = 0
     # faulted in with fine, in parallel: dose (zero), sampled (set in full by _combine), the
     # far-grid states and modes (zero)
     cdef char* touch_start[6]
@@ -2943,7 +2947,10 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                 # The windows in runs of WINDOW_GRAIN, taken in turn from the shared counter
                 # (not a prange: GCC starts an omp for whose variables are both firstprivate
                 # and lastprivate, as Cython declares them, with a barrier, which kept the
-                # other threads waiting while thread 0 produced).
+                # other threads waiting while thread 0 produced). They now run while thread 0
+                # produces chunk c + 2: they read slots c and c + 1 (a window at most
+                # LOOKAHEAD <= CHUNK_BLOCKS blocks ahead), _produce writes slot c + 2 and its
+                # own far-grid scratch.
                 while True:
                     first = _take(&next_window, WINDOW_GRAIN)
                     if first >= hi:

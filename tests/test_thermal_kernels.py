@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -340,3 +345,38 @@ def test_the_hold_at_a_rounding_tie_is_the_next_snapshot() -> None:
     assert lay.t0_s == 0.0 and lay.snap_s_um2 == 320_000.0
     assert s0_um2 + kappa4 * (run.snap_time(3682) - tj) < lay.snap_s_um2  # the tie
     assert run.hold(1) == run.snap_time(3683) == _thermal.hold_time(tj, s0_um2, lay)
+
+
+#: Two bursts of a 12 x 12 grid 30 s apart (chunks with no window between them), evaluated
+#: with the thread count given by the environment; the maps saved to argv[1].
+THREADED_PASS = """
+import sys
+import numpy as np
+from controller.thermal import TissueParams, simulate_pass
+col, row = np.meshgrid(np.arange(12), np.arange(12))
+x = np.tile(col.ravel() * 200.0, 2)
+y = np.tile(row.ravel() * 200.0, 2)
+t = np.concatenate([np.arange(144) * 1e-3, 30.0 + np.arange(144) * 1e-3])
+res = simulate_pass(x, y, t, np.full(288, 2000.0), np.full(288, 70.0), TissueParams())
+np.savez(sys.argv[1], peak=res.peak_rise_k, damage=res.damage, reservoir=res.reservoir)
+"""
+
+
+def test_maps_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """The windows of a chunk are shared out from one counter (not a prange); had a change
+    made it private to each thread, every thread would run every window: the damage map
+    summed once per thread, the peak map the same. Only the order of the damage sums may
+    differ (rounding)."""
+    maps = {}
+    for n in ("1", "2", "3"):
+        out = tmp_path / f"maps{n}.npz"
+        subprocess.run([sys.executable, "-c", THREADED_PASS, str(out)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": n})
+        with np.load(out) as saved:
+            maps[n] = {name: saved[name] for name in saved.files}
+    one = maps["1"]
+    assert one["damage"].max() > 1.0  # damage summed over windows to compare
+    for n in ("2", "3"):
+        np.testing.assert_array_equal(maps[n]["peak"], one["peak"])
+        np.testing.assert_array_equal(maps[n]["reservoir"], one["reservoir"])
+        np.testing.assert_allclose(maps[n]["damage"], one["damage"], rtol=1e-14, atol=0.0)
