@@ -2,7 +2,8 @@
 
 Run: ``python -m bench thermal``. The timing patterns are square grids built here, fired at a
 fixed pulse period; the numpy reference is timed on a subset of the pattern, next to the
-Cython kernel on the same subset. The scan-order comparison uses the real planner
+Cython kernel on the same subset; then the same passes with the planner's windows
+(``sized_for_pitch``), one run each. The scan-order comparison uses the real planner
 (``build_plan``, its timing model) and the plan screen (``screen_plan``).
 """
 
@@ -129,7 +130,8 @@ def cpu_model() -> str:
 
 
 def main() -> None:
-    """Print pass times, Cython against numpy, then the scan-order comparison."""
+    """Print pass times, Cython against numpy, the passes with the planner's windows, then
+    the scan-order comparison."""
     params = TissueParams()
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     print(f"params: {params}")
