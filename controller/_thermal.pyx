@@ -6,9 +6,9 @@
 Same algorithm, loop for loop; the model and the scheme are in docs/thermal_model.md and the
 grid fields in controller.thermal.Layout. Blocks run in chunks on OpenMP threads
 (OMP_NUM_THREADS): thread 0 produces the far grid two chunks ahead while the others sample
-this chunk's windows, and then samples them too; a window gathers its cells' peaks and damage integrals in its thread's
-scratch and merges them into the one peak map (max) and damage map (sum) a row at a time, under
-that row's lock.
+this chunk's windows, and then samples them too; a window gathers its cells' peaks and damage
+integrals in its thread's scratch and merges them into the one peak map (max) and damage map
+(sum) a row at a time, under that row's lock.
 """
 
 import mmap
