@@ -1603,8 +1603,8 @@ cdef inline double _reach_measure(const Geo* g, double dx, double dy) noexcept n
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
-#: Doubles of a thread's buffer per spot for its windows' sharp spots (_window: 14, and an
-#: int and a byte).
+#: Doubles of a thread's buffer per spot for its windows' sharp spots and the background
+#: routine's spots, packed (_window: 14, and an int and a byte).
 DEF SHARP_PER_SPOT = 15
 
 
@@ -1692,11 +1692,170 @@ cdef inline Py_ssize_t _block_of(const Geo* g, Py_ssize_t b, double ts) noexcept
     return bs
 
 
+# The background routine's near spots, packed per window (``_pack``): each one's time, s0,
+# heat, offset from the window centre (centre minus spot, as _add_term lists it) and reach
+# measure (_reach_measure) in contiguous rows, so that each call scans them in order instead
+# of gathering them by index from the pass's arrays.
+cdef extern from *:
+    """
+    typedef struct {
+        double *t, *s0, *e, *dx, *dy, *m;
+        Py_ssize_t n;
+    } co2scan_recs_t;
+
+    /* The background routine's list pass over r's n spots at ts: the ones handed over
+       (t < lo_t) taken out in place (the others' order kept); the ones fired by ts and in
+       reach (not m > s reach_log, s = s0 + k4 (ts - t): as _in_reach) listed as terms
+       (centre minus spot dx, dy; width s; heat; age ts - t), the sharp ones (s < smooth_s)
+       in terms' rows 5-9, the others in rows 0-4 (rows ld apart), each list in its order. */
+    static void co2scan_bg_terms_any(co2scan_recs_t *r, double lo_t, double ts, double k4,
+                                     double reach_log, double smooth_s, double *terms,
+                                     Py_ssize_t ld, Py_ssize_t *n_sharp, Py_ssize_t *n_smooth) {
+        double *rt = r->t, *rs0 = r->s0, *re = r->e, *rdx = r->dx, *rdy = r->dy, *rm = r->m;
+        double *smooth = terms, *sharp = terms + 5 * ld;
+        Py_ssize_t n = r->n, kept = 0, nsh = 0, nsm = 0;
+        for (Py_ssize_t q = 0; q < n; q++) {
+            double tj = rt[q];
+            if (tj < lo_t)
+                continue;  /* handed over: out of the list */
+            if (kept != q) {
+                rt[kept] = tj, rs0[kept] = rs0[q], re[kept] = re[q];
+                rdx[kept] = rdx[q], rdy[kept] = rdy[q], rm[kept] = rm[q];
+            }
+            kept++;
+            if (tj > ts)
+                continue;
+            double s = rs0[q] + k4 * (ts - tj);
+            if (rm[q] > s * reach_log)
+                continue;  /* cut off at ts */
+            double *col = s < smooth_s ? sharp + nsh++ : smooth + nsm++;
+            col[0] = rdx[q], col[ld] = rdy[q], col[2 * ld] = s;
+            col[3 * ld] = re[q], col[4 * ld] = ts - tj;
+        }
+        r->n = kept;
+        *n_sharp = nsh, *n_smooth = nsm;
+    }
+
+    #ifdef CO2SCAN_AVX512
+    /* Stores the lanes of v in mask, in order, at p (room for 8 if room, else only theirs). */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline void
+    co2scan_put8_pd(double *p, __m512d v, __mmask8 mask, int room) {
+        __m512d c = _mm512_maskz_compress_pd(mask, v);
+        if (room)
+            _mm512_storeu_pd(p, c);
+        else
+            _mm512_mask_storeu_pd(p, (__mmask8)((1u << _mm_popcnt_u32(mask)) - 1), c);
+    }
+
+    /* co2scan_bg_terms_any eight spots at a time (the same comparisons and arithmetic). */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static void
+    co2scan_bg_terms_avx512(co2scan_recs_t *r, double lo_t, double ts, double k4,
+                            double reach_log, double smooth_s, double *terms, Py_ssize_t ld,
+                            Py_ssize_t *n_sharp, Py_ssize_t *n_smooth) {
+        const __m512d vlo = _mm512_set1_pd(lo_t), vts = _mm512_set1_pd(ts);
+        const __m512d vk4 = _mm512_set1_pd(k4), vrl = _mm512_set1_pd(reach_log);
+        const __m512d vsm = _mm512_set1_pd(smooth_s);
+        double *rt = r->t, *rs0 = r->s0, *re = r->e, *rdx = r->dx, *rdy = r->dy, *rm = r->m;
+        double *smooth = terms, *sharp = terms + 5 * ld;
+        Py_ssize_t n = r->n, kept = 0, nsh = 0, nsm = 0;
+        for (Py_ssize_t k = 0; k < n; k += 8) {
+            __mmask8 in = n - k >= 8 ? 0xFF : (__mmask8)((1u << (n - k)) - 1);
+            __m512d t = _mm512_maskz_loadu_pd(in, rt + k);
+            __mmask8 keep = in & _mm512_cmp_pd_mask(t, vlo, _CMP_NLT_UQ);
+            __mmask8 fired = keep & _mm512_cmp_pd_mask(t, vts, _CMP_NGT_UQ);
+            __m512d s0 = _mm512_maskz_loadu_pd(in, rs0 + k);
+            __m512d m = _mm512_maskz_loadu_pd(in, rm + k);
+            __m512d age = _mm512_sub_pd(vts, t);
+            __m512d s = _mm512_add_pd(s0, _mm512_mul_pd(vk4, age));
+            __mmask8 use = fired & _mm512_cmp_pd_mask(m, _mm512_mul_pd(s, vrl), _CMP_NGT_UQ);
+            __mmask8 sh = use & _mm512_cmp_pd_mask(s, vsm, _CMP_LT_OQ);
+            __mmask8 sm = use & (__mmask8)~sh;
+            __m512d e = _mm512_maskz_loadu_pd(in, re + k);
+            __m512d dx = _mm512_maskz_loadu_pd(in, rdx + k);
+            __m512d dy = _mm512_maskz_loadu_pd(in, rdy + k);
+            if (keep != in || kept != k) {  /* compact (all eight lanes loaded already) */
+                int room = k + 8 <= n;
+                co2scan_put8_pd(rt + kept, t, keep, room);
+                co2scan_put8_pd(rs0 + kept, s0, keep, room);
+                co2scan_put8_pd(re + kept, e, keep, room);
+                co2scan_put8_pd(rdx + kept, dx, keep, room);
+                co2scan_put8_pd(rdy + kept, dy, keep, room);
+                co2scan_put8_pd(rm + kept, m, keep, room);
+            }
+            kept += _mm_popcnt_u32(keep);
+            if (sh) {
+                int room = nsh + 8 <= ld;
+                co2scan_put8_pd(sharp + nsh, dx, sh, room);
+                co2scan_put8_pd(sharp + ld + nsh, dy, sh, room);
+                co2scan_put8_pd(sharp + 2 * ld + nsh, s, sh, room);
+                co2scan_put8_pd(sharp + 3 * ld + nsh, e, sh, room);
+                co2scan_put8_pd(sharp + 4 * ld + nsh, age, sh, room);
+                nsh += _mm_popcnt_u32(sh);
+            }
+            if (sm) {
+                int room = nsm + 8 <= ld;
+                co2scan_put8_pd(smooth + nsm, dx, sm, room);
+                co2scan_put8_pd(smooth + ld + nsm, dy, sm, room);
+                co2scan_put8_pd(smooth + 2 * ld + nsm, s, sm, room);
+                co2scan_put8_pd(smooth + 3 * ld + nsm, e, sm, room);
+                co2scan_put8_pd(smooth + 4 * ld + nsm, age, sm, room);
+                nsm += _mm_popcnt_u32(sm);
+            }
+        }
+        r->n = kept;
+        *n_sharp = nsh, *n_smooth = nsm;
+    }
+    #endif
+
+    static inline void co2scan_bg_terms(co2scan_recs_t *r, double lo_t, double ts, double k4,
+                                        double reach_log, double smooth_s, double *terms,
+                                        Py_ssize_t ld, Py_ssize_t *n_sharp,
+                                        Py_ssize_t *n_smooth) {
+    #ifdef CO2SCAN_AVX512
+        if (co2scan_simd >= 2) {
+            co2scan_bg_terms_avx512(r, lo_t, ts, k4, reach_log, smooth_s, terms, ld, n_sharp,
+                                    n_smooth);
+            return;
+        }
+    #endif
+        co2scan_bg_terms_any(r, lo_t, ts, k4, reach_log, smooth_s, terms, ld, n_sharp,
+                             n_smooth);
+    }
+    """
+    ctypedef struct Recs "co2scan_recs_t":
+        double* t
+        double* s0
+        double* e
+        double* dx
+        double* dy
+        double* m
+        Py_ssize_t n
+    void _bg_terms "co2scan_bg_terms"(Recs* r, double lo_t, double ts, double k4,
+                                      double reach_log, double smooth_s, double* terms,
+                                      Py_ssize_t ld, Py_ssize_t* n_sharp,
+                                      Py_ssize_t* n_smooth) nogil
+
+
+cdef inline double* _pack(const Geo* g, const Window* w, Recs* r, double* base,
+                          const Py_ssize_t* items, Py_ssize_t n, const double[::1] x,
+                          const double[::1] y, const double[::1] t, const double[::1] e,
+                          const double[::1] s0) noexcept nogil:
+    """Pack the spots items[0..n) into r (6 rows of n doubles from base, for
+    co2scan_bg_terms); returns the end of its rows."""
+    cdef Py_ssize_t q, j
+    r.t, r.s0, r.e = base, base + n, base + 2 * n
+    r.dx, r.dy, r.m, r.n = base + 3 * n, base + 4 * n, base + 5 * n, n
+    for q in range(n):
+        j = items[q]
+        r.t[q], r.s0[q], r.e[q] = t[j], s0[j], e[j]
+        r.dx[q], r.dy[q] = w.xi - x[j], w.yi - y[j]
+        r.m[q] = _reach_measure(g, x[j] - w.xi, y[j] - w.yi)
+    return base + 6 * n
+
+
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
                       const double[:, :, :, ::1] cur, const double[:, :, :, ::1] blur,
-                      Py_ssize_t* cand, Py_ssize_t* n_cand, const double[::1] x,
-                      const double[::1] y, const double[::1] t, const double[::1] e,
-                      const double[::1] s0, double* acc, double* nodes, Py_ssize_t ld,
+                      Recs* near, double* acc, double* nodes, Py_ssize_t ld,
                       Py_ssize_t* kx, double* ex, double* ey, double* line,
                       double* terms, Py_ssize_t ld_t, Batch* bt, Py_ssize_t ra, Py_ssize_t rb,
                       Py_ssize_t ca, Py_ssize_t cb) noexcept nogil:
@@ -1704,14 +1863,12 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     ts: exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
     smooth. Into acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``,
     ``bt``'s buffers: scratch; acc's and nodes' rows ld apart, terms' ld_t apart). The near
-    spots from the list cand[0..n_cand[0]); those handed over by ts (fired before its block's
-    hand-over) are taken out of it, in place (n_cand[0] updated, the others' order kept): a
+    spots packed in ``near`` (_pack); those handed over by ts (fired before its block's
+    hand-over) are taken out of it, in place (near.n updated, the others' order kept): a
     list's calls come at nondecreasing ts, each later one would skip them too."""
-    cdef Py_ssize_t q, j, r, c, n_smooth, n_sharp, n_kept = 0
-    cdef double tj
+    cdef Py_ssize_t q, n_smooth, n_sharp
     cdef Py_ssize_t bs = _block_of(g, b, ts), cc = bs // CHUNK_BLOCKS
     cdef double frac = (ts - _boundary(g, bs)) / g.block, lo_t = _boundary(g, bs) - g.handover
-    cdef double s
     # the block's far grid at its start and one block later (pointers: a memoryview slice
     # would take and release a reference, atomically, at every call)
     cdef const double* start = &cur[cc % 3, bs - cc * CHUNK_BLOCKS, 0, 0]
@@ -1725,26 +1882,10 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     # smooth_s) in rows 0-4, the sharp ones in rows 5-9, each list in its order; the sharp
     # ones' amplitudes in one vectorised pass (heat -> amplitude in place) and their exact
     # Gaussians; then the smooth ones' Taylor sum.
-    n_smooth, n_sharp = 0, 0
-    for q in range(n_cand[0]):
-        j = cand[q]
-        tj = t[j]
-        if tj < lo_t:
-            continue  # handed over: out of the list
-        cand[n_kept] = j
-        n_kept += 1
-        if tj > ts:
-            continue
-        s = s0[j] + g.kappa4 * (ts - t[j])
-        if not _in_reach(g, w, x[j] - w.xi, y[j] - w.yi, s):
-            continue  # cut off at ts (listed: within reach at the window's end)
-        if s < g.smooth_s:
-            n_sharp = _add_term(terms, ld_t, 5, n_sharp, w.xi - x[j], w.yi - y[j], s, e[j],
-                                ts - t[j])
-        else:
-            n_smooth = _add_term(terms, ld_t, 0, n_smooth, w.xi - x[j], w.yi - y[j], s, e[j],
-                                 ts - t[j])
-    n_cand[0] = n_kept
+    # (co2scan_bg_terms: the handed-over ones taken out; those not yet fired at ts or cut
+    # off at ts, listed at the window's end, skipped)
+    _bg_terms(near, lo_t, ts, g.kappa4, g.reach_log, g.smooth_s, terms, ld_t, &n_sharp,
+              &n_smooth)
     _amplitudes(terms + 8 * ld_t, terms + 7 * ld_t, terms + 9 * ld_t, n_sharp, g.loss_scale,
                 g.table, g.n_table)
     _batch_open(bt, acc, ld, ra, rb, ca, cb, g.cell)
@@ -2256,6 +2397,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double box_x = 0.0, box_y = 0.0, taylor_s = 0.0
     cdef Rect box
     cdef Near near
+    cdef Recs bg_near, slow_near  # the background routine's spots, packed
     cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
     cdef double lo_ts = 0.0, k4 = g.kappa4, reach_log = g.reach_log, dxj, dyj
     # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
@@ -2399,11 +2541,17 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     near.bx0, near.bx1, near.by0, near.by1 = bx0, bx1, by0, by1
     _near(&near)
     n_late, n_slow, n_dsharp, n_bg, n_sharp = near.n[0], near.n[1], near.n[2], near.n[3], near.n[4]
-    # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp doubles, n_dsharp ints
-    # and bytes fit in SHARP_PER_SPOT doubles per spot
+    # The background routine's spots packed likewise (peak samples: bg; damage samples:
+    # slow). Each spot in reach is in one of the slow and damage-sharp lists and in at most
+    # one of the bg and peak-sharp lists, so n_slow + n_dsharp and n_bg + n_sharp are at most
+    # the pass's spots: 8 n_dsharp + 6 (n_slow + n_bg + n_sharp) doubles, n_dsharp ints and
+    # bytes fit in SHARP_PER_SPOT doubles per spot
     d_t = sharp
     p_t = d_t + 8 * n_dsharp
-    act = <int*>(p_t + 6 * n_sharp)
+    act = <int*>_pack(g, &w, &slow_near,
+                      _pack(g, &w, &bg_near, p_t + 6 * n_sharp, cand + ld_c, n_bg, x, y, t,
+                            e, s0),
+                      cand + 4 * ld_c, n_slow, x, y, t, e, s0)
     was_live = <unsigned char*>(act + n_dsharp)
     p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
                                   p_t + 4 * n_sharp, p_t + 5 * n_sharp)
@@ -2423,11 +2571,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         d_m[q] = _reach_measure(g, dxj, dyj)
         act[q], was_live[q] = <int>q, 0
     n_act = n_dsharp
-    _background(g, &w, t[i], b, cur, blur, cand + ld_c, &n_bg, x, y, t, e,
-                s0, first, nodes, width, kx, ex, ey, line, terms, ld_t, &bt, 0, nr, 0, nc)
+    _background(g, &w, t[i], b, cur, blur, &bg_near, first, nodes, width, kx, ex, ey, line,
+                terms, ld_t, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
-        _background(g, &w, t_mid, b, cur, blur, cand + ld_c, &n_bg, x, y, t, e, s0, mid,
-                    nodes, width, kx, ex, ey, line, terms, ld_t, &bt, 0, nr, 0, nc)
+        _background(g, &w, t_mid, b, cur, blur, &bg_near, mid, nodes, width, kx, ex, ey, line,
+                    terms, ld_t, &bt, 0, nr, 0, nc)
     # Each cell's damage integral ends where the first later spot whose window covers it
     # fires (that window takes over), else at the last sample.
     for r in range(nr):
@@ -2488,12 +2636,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                 box_y = g.y0 + (w.r0 + 0.5 * (ra + rb - 1) + 0.5) * g.cell
                 taylor_s = DAMAGE_TAYLOR_RATIO * (((cb - ca - 1) * 0.5 * g.cell) ** 2
                                                   + ((rb - ra - 1) * 0.5 * g.cell) ** 2)
-                _background(g, &w, t_prev, b, cur, blur, cand + 4 * ld_c, &n_slow,
-                            x, y, t, e, s0, first, nodes, width, kx, ex, ey, line, terms, ld_t,
-                            &bt, ra, rb, ca, cb)
+                _background(g, &w, t_prev, b, cur, blur, &slow_near, first, nodes, width, kx,
+                            ex, ey, line, terms, ld_t, &bt, ra, rb, ca, cb)
                 slow_ready = True
-            _background(g, &w, ts, b, cur, blur, cand + 4 * ld_c, &n_slow, x, y, t, e, s0,
-                        acc, nodes, width, kx, ex, ey, line, terms, ld_t, &bt, ra, rb, ca, cb)
+            _background(g, &w, ts, b, cur, blur, &slow_near, acc, nodes, width, kx, ex, ey,
+                        line, terms, ld_t, &bt, ra, rb, ca, cb)
             # Sharp spots resolved by the interval (width grown at most RESOLVED_RATIO) at its
             # ends, with the slow part (fresh: at t_prev, acc: at ts); then the others
             # exact at ts for the peak and at their largest over the interval (mid).
