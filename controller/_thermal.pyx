@@ -1603,8 +1603,8 @@ cdef inline double _reach_measure(const Geo* g, double dx, double dy) noexcept n
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
-#: Doubles of a thread's buffer per spot for its windows' sharp spots and the background
-#: routine's spots, packed (_window: 14, and an int and a byte).
+#: Doubles of a thread's buffer per spot for its windows' sharp spots (_window: 14, and an
+#: int and a byte).
 DEF SHARP_PER_SPOT = 15
 
 
@@ -1692,10 +1692,10 @@ cdef inline Py_ssize_t _block_of(const Geo* g, Py_ssize_t b, double ts) noexcept
     return bs
 
 
-# The background routine's near spots, packed per window (``_pack``): each one's time, s0,
-# heat, offset from the window centre (centre minus spot, as _add_term lists it) and reach
-# measure (_reach_measure) in contiguous rows, so that each call scans them in order instead
-# of gathering them by index from the pass's arrays.
+# The background routine's near spots as records, written by co2scan_near for each window:
+# each one's time, s0, heat, offset from the window centre (centre minus spot, as _add_term
+# lists it) and reach measure (as _reach_measure) in contiguous rows, so that each call scans
+# them in order instead of gathering them by index from the pass's arrays.
 cdef extern from *:
     """
     typedef struct {
@@ -1836,21 +1836,10 @@ cdef extern from *:
                                       Py_ssize_t* n_smooth) nogil
 
 
-cdef inline double* _pack(const Geo* g, const Window* w, Recs* r, double* base,
-                          const Py_ssize_t* items, Py_ssize_t n, const double[::1] x,
-                          const double[::1] y, const double[::1] t, const double[::1] e,
-                          const double[::1] s0) noexcept nogil:
-    """Pack the spots items[0..n) into r (6 rows of n doubles from base, for
-    co2scan_bg_terms); returns the end of its rows."""
-    cdef Py_ssize_t q, j
-    r.t, r.s0, r.e = base, base + n, base + 2 * n
-    r.dx, r.dy, r.m, r.n = base + 3 * n, base + 4 * n, base + 5 * n, n
-    for q in range(n):
-        j = items[q]
-        r.t[q], r.s0[q], r.e[q] = t[j], s0[j], e[j]
-        r.dx[q], r.dy[q] = w.xi - x[j], w.yi - y[j]
-        r.m[q] = _reach_measure(g, x[j] - w.xi, y[j] - w.yi)
-    return base + 6 * n
+cdef inline void _recs(Recs* r, double* base, Py_ssize_t ld, Py_ssize_t n) noexcept nogil:
+    """r: the n records in the 6 rows ld apart from base (as co2scan_near writes them)."""
+    r.t, r.s0, r.e = base, base + ld, base + 2 * ld
+    r.dx, r.dy, r.m, r.n = base + 3 * ld, base + 4 * ld, base + 5 * ld, n
 
 
 cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
@@ -1863,7 +1852,7 @@ cdef void _background(const Geo* g, const Window* w, double ts, Py_ssize_t b,
     ts: exact Gaussians while sharp, a 2nd-order Taylor sum about the window centre once
     smooth. Into acc on the window's rows ra..rb-1 and columns ca..cb-1 (``line``, ``terms``,
     ``bt``'s buffers: scratch; acc's and nodes' rows ld apart, terms' ld_t apart). The near
-    spots packed in ``near`` (_pack); those handed over by ts (fired before its block's
+    spots in ``near`` (records, co2scan_near); those handed over by ts (fired before its block's
     hand-over) are taken out of it, in place (near.n updated, the others' order kept): a
     list's calls come at nondecreasing ts, each later one would skip them too."""
     cdef Py_ssize_t q, n_smooth, n_sharp
@@ -2069,19 +2058,32 @@ cdef extern from *:
         Py_ssize_t *list[5];  /* late, slow, damage sharp, background, peak sharp */
         Py_ssize_t n[5];      /* their lengths */
         Py_ssize_t cap;       /* each list's room */
+        /* the slow and the background list (list[1], list[3] unused) as records for the
+           background routine (co2scan_recs_t): rows t, s0, e, dx, dy, m of each, ld_out
+           apart from out[0] (slow) and out[1] (background) */
+        double *out[2];
+        Py_ssize_t ld_out;
         /* the buckets: rows by0..by1-1, columns bx0..bx1-1 of nbx (start, items as Buckets);
-           the items' t, s0, x, y: rec[k], rec[ld + k], rec[2 ld + k], rec[3 ld + k] */
+           the items' t, s0, x, y, e: rec[k], rec[ld + k], ..., rec[4 ld + k] */
         const Py_ssize_t *start, *items;
         const double *rec;
         Py_ssize_t ld, nbx, bx0, bx1, by0, by1;
     } co2scan_near_t;
 
+    /* A spot's record (as _pack would gather it) at position n of the rows from out. */
+    static inline void co2scan_near_rec(double *out, Py_ssize_t ld, Py_ssize_t n, double t,
+                                        double s0, double e, double dx, double dy, double m) {
+        out[n] = t, out[ld + n] = s0, out[2 * ld + n] = e;
+        out[3 * ld + n] = dx, out[4 * ld + n] = dy, out[5 * ld + n] = m;
+    }
+
     static void co2scan_near_any(co2scan_near_t *p) {
         const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
-        const double *ry = p->rec + 3 * p->ld;
-        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
-        Py_ssize_t *l4 = p->list[4];
+        const double *ry = p->rec + 3 * p->ld, *re = p->rec + 4 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l2 = p->list[2], *l4 = p->list[4];
+        double *o1 = p->out[0], *o3 = p->out[1];
         Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        Py_ssize_t ldo = p->ld_out;
         for (Py_ssize_t by = p->by0; by < p->by1; by++)
             for (Py_ssize_t b = by * p->nbx + p->bx0; b < by * p->nbx + p->bx1; b++)
                 for (Py_ssize_t k = p->start[b]; k < p->start[b + 1]; k++) {
@@ -2112,15 +2114,19 @@ cdef extern from *:
                     ny = ny > 0.0 ? ny : 0.0;
                     int pulsing = nx * nx + ny * ny <= s
                                   && fx * fx + fy * fy >= s0j + p->k4 * (p->t_mid - tj);
+                    /* its record: offset (centre minus spot) and reach measure as _pack */
+                    double ej = re[k], dxj = p->xi - xj, dyj = p->yi - yj;
+                    double mx = ax > 0.0 ? ax * ax : 0.0, my = ay > 0.0 ? ay * ay : 0.0;
+                    double m = mx > my ? mx : my;
                     if (tj < p->lo_next || !pulsing)
-                        l1[n1++] = j;
+                        co2scan_near_rec(o1, ldo, n1++, tj, s0j, ej, dxj, dyj, m);
                     else
                         l2[n2++] = j;
                     /* Peak samples: background if old, else sharp (later ones fire after
                        them) */
                     if (tj < p->lo_next
                             || (tj < p->t_i && s0j + p->k4 * (p->t_i - tj) >= p->bg_s))
-                        l3[n3++] = j;
+                        co2scan_near_rec(o3, ldo, n3++, tj, s0j, ej, dxj, dyj, m);
                     else if (tj <= p->t_mid)
                         l4[n4++] = j;
                 }
@@ -2155,6 +2161,29 @@ cdef extern from *:
         return n + count;
     }
 
+    /* co2scan_near_rec for the lanes in mask (their records appended to the rows from out,
+       ld apart, each n long with room for cap): returns the new length. */
+    __attribute__((target("avx2,popcnt"))) static inline Py_ssize_t co2scan_near_recs4(
+            double *out, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t cap, int mask, __m256d t,
+            __m256d s0, __m256d e, __m256d dx, __m256d dy, __m256d m) {
+        __m256i sel = _mm256_loadu_si256((const __m256i *)co2scan_pack4[mask]);
+        __m256d v[6] = {t, s0, e, dx, dy, m};
+        int count = _mm_popcnt_u32((unsigned)mask);
+        for (int r = 0; r < 6; r++) {
+            __m256d c = _mm256_castsi256_pd(
+                _mm256_permutevar8x32_epi32(_mm256_castpd_si256(v[r]), sel));
+            if (n + 4 <= cap)
+                _mm256_storeu_pd(out + r * ld + n, c);
+            else {
+                double w[4];
+                _mm256_storeu_pd(w, c);
+                for (int k = 0; k < count; k++)
+                    out[r * ld + n + k] = w[k];
+            }
+        }
+        return n + count;
+    }
+
     /* co2scan_near_any four spots at a time. */
     __attribute__((target("avx2,popcnt"))) static void co2scan_near_avx2(co2scan_near_t *p) {
         const __m256d t_end = _mm256_set1_pd(p->t_end), t_i = _mm256_set1_pd(p->t_i);
@@ -2168,10 +2197,11 @@ cdef extern from *:
         const __m256d sign = _mm256_set1_pd(-0.0);
         const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
         const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
-        const double *ry = p->rec + 3 * p->ld;
-        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
-        Py_ssize_t *l4 = p->list[4], cap = p->cap;
+        const double *ry = p->rec + 3 * p->ld, *re = p->rec + 4 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l2 = p->list[2], *l4 = p->list[4], cap = p->cap;
+        double *o1 = p->out[0], *o3 = p->out[1];
         Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        Py_ssize_t ldo = p->ld_out;
         for (Py_ssize_t by = p->by0; by < p->by1 && p->bx0 < p->bx1; by++) {
             Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
             for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 4) {
@@ -2221,10 +2251,20 @@ cdef extern from *:
                     _mm256_cmp_pd(t, t_i, _CMP_LT_OQ), _mm256_cmp_pd(s_i, bg_s, _CMP_GE_OQ))));
                 int sharp = ~bg & _mm256_movemask_pd(_mm256_cmp_pd(t, t_mid, _CMP_LE_OQ));
                 n0 = co2scan_near_put4(l0, n0, cap, j, reach & _mm256_movemask_pd(late));
-                n1 = co2scan_near_put4(l1, n1, cap, j, reach & slow);
                 n2 = co2scan_near_put4(l2, n2, cap, j, reach & ~slow);
-                n3 = co2scan_near_put4(l3, n3, cap, j, reach & bg);
                 n4 = co2scan_near_put4(l4, n4, cap, j, reach & sharp);
+                if (reach & (slow | bg)) {  /* records: as co2scan_near_any */
+                    __m256d e = _mm256_maskload_pd(re + k, in);
+                    __m256d dx = _mm256_sub_pd(xi, x), dy = _mm256_sub_pd(yi, y);
+                    __m256d mx = _mm256_max_pd(ax, zero), my = _mm256_max_pd(ay, zero);
+                    __m256d m = _mm256_max_pd(_mm256_mul_pd(mx, mx), _mm256_mul_pd(my, my));
+                    if (reach & slow)
+                        n1 = co2scan_near_recs4(o1, ldo, n1, cap, reach & slow, t, s0, e, dx,
+                                                dy, m);
+                    if (reach & bg)
+                        n3 = co2scan_near_recs4(o3, ldo, n3, cap, reach & bg, t, s0, e, dx,
+                                                dy, m);
+                }
             }
         }
         p->n[0] = n0, p->n[1] = n1, p->n[2] = n2, p->n[3] = n3, p->n[4] = n4;
@@ -2257,10 +2297,11 @@ cdef extern from *:
         const __m512d x_lo = _mm512_set1_pd(p->x_lo), x_hi = _mm512_set1_pd(p->x_hi);
         const __m512d y_lo = _mm512_set1_pd(p->y_lo), y_hi = _mm512_set1_pd(p->y_hi);
         const double *rt = p->rec, *rs0 = p->rec + p->ld, *rx = p->rec + 2 * p->ld;
-        const double *ry = p->rec + 3 * p->ld;
-        Py_ssize_t *l0 = p->list[0], *l1 = p->list[1], *l2 = p->list[2], *l3 = p->list[3];
-        Py_ssize_t *l4 = p->list[4], cap = p->cap;
+        const double *ry = p->rec + 3 * p->ld, *re = p->rec + 4 * p->ld;
+        Py_ssize_t *l0 = p->list[0], *l2 = p->list[2], *l4 = p->list[4], cap = p->cap;
+        double *o1 = p->out[0], *o3 = p->out[1];
         Py_ssize_t n0 = p->n[0], n1 = p->n[1], n2 = p->n[2], n3 = p->n[3], n4 = p->n[4];
+        Py_ssize_t ldo = p->ld_out;
         for (Py_ssize_t by = p->by0; by < p->by1 && p->bx0 < p->bx1; by++) {
             Py_ssize_t hi = p->start[by * p->nbx + p->bx1];
             for (Py_ssize_t k = p->start[by * p->nbx + p->bx0]; k < hi; k += 8) {
@@ -2308,10 +2349,35 @@ cdef extern from *:
                                         & _mm512_cmp_pd_mask(s_i, bg_s, _CMP_GE_OQ));
                 __mmask8 sharp = (__mmask8)~bg & _mm512_cmp_pd_mask(t, t_mid, _CMP_LE_OQ);
                 n0 = co2scan_near_put8(l0, n0, cap, j, reach & late);
-                n1 = co2scan_near_put8(l1, n1, cap, j, reach & slow);
                 n2 = co2scan_near_put8(l2, n2, cap, j, reach & (__mmask8)~slow);
-                n3 = co2scan_near_put8(l3, n3, cap, j, reach & bg);
                 n4 = co2scan_near_put8(l4, n4, cap, j, reach & sharp);
+                __mmask8 slow_r = reach & slow, bg_r = reach & bg;
+                if (slow_r | bg_r) {  /* records: as co2scan_near_any */
+                    __m512d e = _mm512_maskz_loadu_pd(in, re + k);
+                    __m512d dx = _mm512_sub_pd(xi, x), dy = _mm512_sub_pd(yi, y);
+                    __m512d mx = _mm512_max_pd(ax, zero), my = _mm512_max_pd(ay, zero);
+                    __m512d m = _mm512_max_pd(_mm512_mul_pd(mx, mx), _mm512_mul_pd(my, my));
+                    if (slow_r) {
+                        int room = n1 + 8 <= cap;
+                        co2scan_put8_pd(o1 + n1, t, slow_r, room);
+                        co2scan_put8_pd(o1 + ldo + n1, s0, slow_r, room);
+                        co2scan_put8_pd(o1 + 2 * ldo + n1, e, slow_r, room);
+                        co2scan_put8_pd(o1 + 3 * ldo + n1, dx, slow_r, room);
+                        co2scan_put8_pd(o1 + 4 * ldo + n1, dy, slow_r, room);
+                        co2scan_put8_pd(o1 + 5 * ldo + n1, m, slow_r, room);
+                        n1 += _mm_popcnt_u32(slow_r);
+                    }
+                    if (bg_r) {
+                        int room = n3 + 8 <= cap;
+                        co2scan_put8_pd(o3 + n3, t, bg_r, room);
+                        co2scan_put8_pd(o3 + ldo + n3, s0, bg_r, room);
+                        co2scan_put8_pd(o3 + 2 * ldo + n3, e, bg_r, room);
+                        co2scan_put8_pd(o3 + 3 * ldo + n3, dx, bg_r, room);
+                        co2scan_put8_pd(o3 + 4 * ldo + n3, dy, bg_r, room);
+                        co2scan_put8_pd(o3 + 5 * ldo + n3, m, bg_r, room);
+                        n3 += _mm_popcnt_u32(bg_r);
+                    }
+                }
             }
         }
         p->n[0] = n0, p->n[1] = n1, p->n[2] = n2, p->n[3] = n3, p->n[4] = n4;
@@ -2328,6 +2394,8 @@ cdef extern from *:
         Py_ssize_t* list[5]
         Py_ssize_t n[5]
         Py_ssize_t cap
+        double* out[2]
+        Py_ssize_t ld_out
         const Py_ssize_t* start
         const Py_ssize_t* items
         const double* rec
@@ -2340,8 +2408,8 @@ cdef struct Buckets:
     Py_ssize_t nbx, nby
     const Py_ssize_t* start
     const Py_ssize_t* items
-    # the items' times, s0, x and y in bucket order (planes ld apart): the scans read them
-    # in order instead of gathering them by index
+    # the items' times, s0, x, y and heat in bucket order (planes ld apart): the scans read
+    # them in order instead of gathering them by index
     const double* rec
     Py_ssize_t ld
 
@@ -2363,7 +2431,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   const double[::1] s0, double[:, ::1] fine, double[:, ::1] dose,
                   double* scratch, Py_ssize_t width, Py_ssize_t* cand, Py_ssize_t ld_c,
                   double* terms, Py_ssize_t ld_t, double* ex, double* ey, double* gauss,
-                  Py_ssize_t ld_g, double* sharp, unsigned char* row_lock) noexcept nogil:
+                  Py_ssize_t ld_g, double* sharp, double* recs,
+                  unsigned char* row_lock) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
@@ -2373,7 +2442,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     doubles; ``cand``, ``terms``: 6 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
     ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
     the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
-    doubles per spot of the pass, the window's sharp spots gathered.
+    doubles per spot of the pass, the window's sharp spots gathered. ``recs``: 12 rows ld_c
+    apart, the background routine's spots' records (slow: rows 0-5, bg: rows 6-11).
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
     every sample; the far grid and the older near spots (background) are evaluated at the
@@ -2533,25 +2603,23 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                                                        2.0 * g.window + g.cell)
     near.xi, near.yi = w.xi, w.yi
     near.x_lo, near.x_hi, near.y_lo, near.y_hi = box.x_lo, box.x_hi, box.y_lo, box.y_hi
-    near.list[0], near.list[1], near.list[2] = cand + 3 * ld_c, cand + 4 * ld_c, cand + 5 * ld_c
-    near.list[3], near.list[4], near.cap = cand + ld_c, cand, ld_c
+    near.list[0], near.list[1], near.list[2] = cand + 3 * ld_c, NULL, cand + 5 * ld_c
+    near.list[3], near.list[4], near.cap = NULL, cand, ld_c
+    near.out[0], near.out[1], near.ld_out = recs, recs + 6 * ld_c, ld_c
     for q in range(5):
         near.n[q] = 0
     near.start, near.items, near.rec, near.ld, near.nbx = bk.start, bk.items, bk.rec, bk.ld, bk.nbx
     near.bx0, near.bx1, near.by0, near.by1 = bx0, bx1, by0, by1
     _near(&near)
     n_late, n_slow, n_dsharp, n_bg, n_sharp = near.n[0], near.n[1], near.n[2], near.n[3], near.n[4]
-    # The background routine's spots packed likewise (peak samples: bg; damage samples:
-    # slow). Each spot in reach is in one of the slow and damage-sharp lists and in at most
-    # one of the bg and peak-sharp lists, so n_slow + n_dsharp and n_bg + n_sharp are at most
-    # the pass's spots: 8 n_dsharp + 6 (n_slow + n_bg + n_sharp) doubles, n_dsharp ints and
-    # bytes fit in SHARP_PER_SPOT doubles per spot
+    # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp doubles, n_dsharp ints
+    # and bytes fit in SHARP_PER_SPOT doubles per spot
     d_t = sharp
     p_t = d_t + 8 * n_dsharp
-    act = <int*>_pack(g, &w, &slow_near,
-                      _pack(g, &w, &bg_near, p_t + 6 * n_sharp, cand + ld_c, n_bg, x, y, t,
-                            e, s0),
-                      cand + 4 * ld_c, n_slow, x, y, t, e, s0)
+    act = <int*>(p_t + 6 * n_sharp)
+    # the background routine's spots (damage samples: slow; peak samples: bg), as records
+    _recs(&slow_near, recs, ld_c, n_slow)
+    _recs(&bg_near, recs + 6 * ld_c, ld_c, n_bg)
     was_live = <unsigned char*>(act + n_dsharp)
     p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
                                   p_t + 4 * n_sharp, p_t + 5 * n_sharp)
@@ -2786,10 +2854,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
 
 cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const double[::1] x,
                         const double[::1] y, const double[::1] t, const double[::1] s0,
+                        const double[::1] e,
                         Py_ssize_t[::1] start, Py_ssize_t[::1] items,
                         double[:, ::1] rec) noexcept nogil:
     """Counting sort of spots lo..hi-1 into square buckets (row-major, CSR in start/items),
-    their t, s0, x and y in the same order in rec's rows."""
+    their t, s0, x, y and e in the same order in rec's rows."""
     cdef Py_ssize_t j, k, n = bk.nbx * bk.nby
     for k in range(n + 1):
         start[k] = 0
@@ -2802,6 +2871,7 @@ cdef void _fill_buckets(const Buckets* bk, Py_ssize_t lo, Py_ssize_t hi, const d
         items[start[k]] = j
         rec[0, start[k]], rec[1, start[k]] = t[j], s0[j]
         rec[2, start[k]], rec[3, start[k]] = x[j], y[j]
+        rec[4, start[k]] = e[j]
         start[k] += 1
     for k in range(n, 0, -1):
         start[k] = start[k - 1]
@@ -2885,7 +2955,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
                           s0, wx)
             local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
             _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
-                          _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y, t, s0,
+                          _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y, t, s0, e,
                           slot_start[k], slot_items[k], slot_rec[k])
 
 
@@ -2960,7 +3030,7 @@ def _sparse_zeros(shape, dtype=np.float64):
     """A zero array in a mapping of its own, in 4 KiB pages: the system zeroes only the
     pages written. For the lists sized for every spot of which a window uses the first few
     thousand entries (cand, terms, sharp: 50 MB at 100,000 spots), and the buckets' (b_items,
-    b_rec: 7 MB, for the most spots a block's buckets hold): numpy asks for 2 MiB pages for
+    b_rec: 8 MB, for the most spots a block's buckets hold): numpy asks for 2 MiB pages for
     arrays of 4 MB or more, each zeroed in full when one entry in it is written, and calloc
     clears every byte of a reused heap block (where glibc serves such sizes once a block that
     size has been freed)."""
@@ -3023,6 +3093,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 6, max(n, width)), np.intp)
     cdef double[:, :, ::1] terms = _sparse_zeros((n_threads, 10, max(n, width)))
     cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n))
+    # the background routine's records: a window's slow and bg lists, 6 rows each, as cand's
+    cdef double[:, :, ::1] recs = _sparse_zeros((n_threads, 12, max(n, width)))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
     # Buckets of the spots that can be near spots of one block's windows.
     cdef Buckets bk
@@ -3037,7 +3109,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
         b_most = max(b_most, _first_gt(t, _boundary(&g, bb + 1) + ch.horizon)
                      - _first_ge(t, _boundary(&g, bb) - g.handover))
     cdef Py_ssize_t[:, :, ::1] b_items = _sparse_zeros((3, ch.blocks, b_most), np.intp)
-    cdef double[:, :, :, ::1] b_rec = _sparse_zeros((3, ch.blocks, 4, b_most))
+    cdef double[:, :, :, ::1] b_rec = _sparse_zeros((3, ch.blocks, 5, b_most))
     cdef Py_ssize_t[::1] block_first = np.zeros(g.n_blocks + 2, dtype=np.intp)
     cdef Py_ssize_t[::1] col_node = np.zeros(g.nx, dtype=np.intp)
     cdef double[::1] col_frac = np.zeros(g.nx)
@@ -3117,7 +3189,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                                 &scratch[tid, 0, 0, 0], scratch.shape[3], &cand[tid, 0, 0],
                                 cand.shape[2], &terms[tid, 0, 0], terms.shape[2],
                                 &ex[tid, 0], &ey[tid, 0], &gauss[tid, 0, 0],
-                                gauss.shape[2], &sharp[tid, 0], &row_lock[0])
+                                gauss.shape[2], &sharp[tid, 0], &recs[tid, 0, 0],
+                                &row_lock[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
