@@ -2049,7 +2049,9 @@ cdef inline void _sample_bounded(const Geo* g, double* peak, double* dose, const
 # order. The AVX2 and AVX-512 paths test 4 or 8 spots at once along a row of buckets (one run
 # of items: its spots fired after t_end are masked out instead of ending each bucket's scan)
 # and append each list's share with a compress (under AVX2, a permutation); the same
-# comparisons of the same values: the same lists.
+# comparisons of the same values: the same lists. The slow and background lists are written
+# as the background routine's records (co2scan_recs_t: time, s0, heat, offset, reach
+# measure), from the buckets' rows, instead of as indices to gather from.
 cdef extern from *:
     """
     typedef struct {
