@@ -635,7 +635,8 @@ cdef extern from *:
 
     /* co2scan_amplitudes_avx2 eight terms at a time, the last (fewer) under a mask instead of
        by co2scan_amplitudes_any; the lanes beyond n read no input (zero age: node 0) and their
-       divisions are masked. The same operations in the same order: the same bits. */
+       divisions are masked. Fewer than four terms by co2scan_amplitudes_any. The same
+       operations in the same order: the same bits. */
     CO2SCAN_TARGET512 static void co2scan_amplitudes_avx512(
             double *restrict amp, const double *restrict s, const double *restrict age,
             Py_ssize_t n, double loss_scale, const double *restrict table,
@@ -644,6 +645,11 @@ cdef extern from *:
         const __m512d scale = _mm512_set1_pd(loss_scale), pi = _mm512_set1_pd(M_PI);
         const __m512d last = _mm512_set1_pd((double)(n_table - 1));
         const __m256i top = _mm256_set1_epi32((int)(n_table - 2));
+        if (n < 4) {  /* one to three terms (most calls in a random-order pass): the scalar
+                         loop's chain of square root, divisions and table load is shorter */
+            co2scan_amplitudes_any(amp, s, age, n, loss_scale, table, n_table);
+            return;
+        }
         for (Py_ssize_t q = 0; q < n; q += 8) {
             __mmask8 m = n - q >= 8 ? 0xFF : (__mmask8)((1u << (n - q)) - 1);
             __m512d a = _mm512_maskz_loadu_pd(m, age + q);
