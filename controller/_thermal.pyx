@@ -555,7 +555,7 @@ cdef extern from *:
                                        const double *restrict table, Py_ssize_t n_table) {
         double v = sqrt(age > 0.0 ? age : 0.0) * loss_scale;
         double pos = (v / (1.0 + v)) * (n_table - 1);
-        Py_ssize_t k = (Py_ssize_t)pos;
+        Py_ssize_t k = pos >= 0.0 ? (Py_ssize_t)pos : 0;  /* NaN (an infinite age): node 0 */
         if (k > n_table - 2)
             k = n_table - 2;
         return table[k] + (pos - k) * (table[k + 1] - table[k]);
@@ -591,7 +591,9 @@ cdef extern from *:
             /* age > 0 ? age : 0 (max returns its second operand for NaN and for zeros) */
             __m256d v = _mm256_mul_pd(_mm256_sqrt_pd(_mm256_max_pd(a, zero)), scale);
             __m256d pos = _mm256_mul_pd(_mm256_div_pd(v, _mm256_add_pd(one, v)), last);
-            __m128i k = _mm_min_epi32(_mm256_cvttpd_epi32(pos), top);  /* pos >= 0 */
+            /* NaN (an infinite age) converts to INT_MIN: node 0, as the scalar loop */
+            __m128i k = _mm_max_epi32(_mm_min_epi32(_mm256_cvttpd_epi32(pos), top),
+                                      _mm_setzero_si128());
             __m128d n0 = _mm_loadu_pd(table + _mm_cvtsi128_si32(k));
             __m128d n1 = _mm_loadu_pd(table + _mm_extract_epi32(k, 1));
             __m128d n2 = _mm_loadu_pd(table + _mm_extract_epi32(k, 2));
@@ -656,7 +658,9 @@ cdef extern from *:
             /* age > 0 ? age : 0 (max returns its second operand for NaN and for zeros) */
             __m512d v = _mm512_mul_pd(_mm512_sqrt_pd(_mm512_max_pd(a, zero)), scale);
             __m512d pos = _mm512_mul_pd(_mm512_div_pd(v, _mm512_add_pd(one, v)), last);
-            __m256i k = _mm256_min_epi32(_mm512_cvttpd_epi32(pos), top);  /* pos >= 0 */
+            /* NaN (an infinite age) converts to INT_MIN: node 0, as the scalar loop */
+            __m256i k = _mm256_max_epi32(_mm256_min_epi32(_mm512_cvttpd_epi32(pos), top),
+                                         _mm256_setzero_si256());
             __m512d lo, hi;
             co2scan_node_pairs8(table, k, &lo, &hi);
             __m512d f = _mm512_add_pd(lo, _mm512_mul_pd(
@@ -1324,8 +1328,11 @@ cdef Geo _geo(layout):
     g.ln_a, g.ea_r = layout.rate_ln_a, layout.rate_ea_r_k
     g.base_k, g.floor_k = layout.rate_base_k, layout.rate_floor_k
     cdef const double[::1] table = layout.loss_table
-    g.table, g.n_table = &table[0], table.shape[0]
     cdef const double[::1] rate_table = layout.rate_table
+    if table.shape[0] < 2 or rate_table.shape[0] < 2:  # every lookup reads two adjacent nodes
+        raise ValueError(f"layout tables need at least 2 nodes (loss_table has "
+                         f"{table.shape[0]}, rate_table {rate_table.shape[0]})")
+    g.table, g.n_table = &table[0], table.shape[0]
     g.rate_table, g.n_rate = &rate_table[0], rate_table.shape[0]
     g.rate_per_k = layout.rate_per_k
     return g
@@ -1799,7 +1806,9 @@ cdef extern from *:
 
     /* The background routine's list pass over r's n spots at ts: the ones handed over
        (t < lo_t) taken out in place (the others' order kept); the ones fired by ts and in
-       reach (not m > s reach_log, s = s0 + k4 (ts - t): as _in_reach) listed as terms
+       reach (not m > s reach_log, s = s0 + k4 (ts - t): as _in_reach wherever s reach_log
+       is not negative, which the parameters' validation ensures: cutoff_rel <= 0.1 makes
+       reach_log positive, and widths are positive) listed as terms
        (centre minus spot dx, dy; width s; heat; age ts - t), the sharp ones (s < smooth_s)
        in terms' rows 5-9, the others in rows 0-4 (rows ld apart), each list in its order. */
     static void co2scan_bg_terms_any(co2scan_recs_t *r, double lo_t, double ts, double k4,
@@ -1831,7 +1840,8 @@ cdef extern from *:
     }
 
     #ifdef CO2SCAN_AVX512
-    /* Stores the lanes of v in mask, in order, at p (room for 8 if room, else only theirs). */
+    /* Stores the lanes of v in mask, in order, at p (room for 8 if room, else only theirs).
+       Also used by the near-spot scan's AVX-512 path, defined further down the module. */
     __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline void
     co2scan_put8_pd(double *p, __m512d v, __mmask8 mask, int room) {
         __m512d c = _mm512_maskz_compress_pd(mask, v);
@@ -2166,7 +2176,8 @@ cdef extern from *:
         Py_ssize_t ld, nbx, bx0, bx1, by0, by1;
     } co2scan_near_t;
 
-    /* A spot's record (as _pack would gather it) at position n of the rows from out. */
+    /* A spot's record (co2scan_recs_t's rows: t, s0, e, offset, reach measure) at position n of
+       the rows from out. */
     static inline void co2scan_near_rec(double *out, Py_ssize_t ld, Py_ssize_t n, double t,
                                         double s0, double e, double dx, double dy, double m) {
         out[n] = t, out[ld + n] = s0, out[2 * ld + n] = e;
@@ -2210,7 +2221,8 @@ cdef extern from *:
                     ny = ny > 0.0 ? ny : 0.0;
                     int pulsing = nx * nx + ny * ny <= s
                                   && fx * fx + fy * fy >= s0j + p->k4 * (p->t_mid - tj);
-                    /* its record: offset (centre minus spot) and reach measure as _pack */
+                    /* its record: offset (centre minus spot, as _add_term) and reach measure
+                       (as _reach_measure) */
                     double ej = re[k], dxj = p->xi - xj, dyj = p->yi - yj;
                     double mx = ax > 0.0 ? ax * ax : 0.0, my = ay > 0.0 ? ay * ay : 0.0;
                     double m = mx > my ? mx : my;
@@ -3125,11 +3137,11 @@ cdef extern from *:
 def _sparse_zeros(shape, dtype=np.float64):
     """A zero array in a mapping of its own, in 4 KiB pages: the system zeroes only the
     pages written. For the lists sized for every spot of which a window uses the first few
-    thousand entries (cand, terms, sharp: 50 MB at 100,000 spots), and the buckets' (b_items,
-    b_rec: 8 MB, for the most spots a block's buckets hold): numpy asks for 2 MiB pages for
-    arrays of 4 MB or more, each zeroed in full when one entry in it is written, and calloc
-    clears every byte of a reused heap block (where glibc serves such sizes once a block that
-    size has been freed)."""
+    thousand entries (cand, terms, sharp, recs: 69 MB at 100,000 spots on two threads), and
+    the buckets' (b_items, b_rec: 8 MB, for the most spots a block's buckets hold): numpy
+    asks for 2 MiB pages for arrays of 4 MB or more, each zeroed in full when one entry in it
+    is written, and calloc clears every byte of a reused heap block (where glibc serves such
+    sizes once a block that size has been freed)."""
     count = int(np.prod(shape))
     if not hasattr(mmap, "MAP_PRIVATE"):
         return np.zeros(shape, dtype)

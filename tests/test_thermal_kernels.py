@@ -174,6 +174,34 @@ def test_simd_ragged_windows(level: int, window_um: float) -> None:
     assert fast[0].max() > 1.0
 
 
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+@pytest.mark.parametrize("n", [25, 33])
+def test_simd_lists_filled_to_their_room(level: int, n: int) -> None:
+    """Spots piled on one place within 0.1 s (more than the window is cells wide, so that a
+    window's lists have room for n): the later windows list nearly every spot, and the
+    stores of the records and of the terms meet the end of their room: each level and
+    portable alike. (A store of a whole vector past the room fails this test.)"""
+    rng = np.random.default_rng(n)
+    x, y = rng.uniform(-1.0, 1.0, n), rng.uniform(-1.0, 1.0, n)
+    t = np.sort(rng.uniform(0.0, 0.1, n))
+    params = TissueParams(grid_um=40.0, window_um=150.0, far_grid_um=400.0)
+    fast = assert_simd_equals_portable(x, y, t, np.full(n, 1500.0), np.full(n, 60.0), params,
+                                       level)
+    assert fast[0].max() > 10.0
+
+
+def test_layout_tables_of_fewer_than_two_nodes_are_refused() -> None:
+    """Every table lookup reads two adjacent nodes: a hand-built layout with a one-node table
+    is refused before any is read."""
+    from dataclasses import replace
+    x, y, t = np.zeros(1), np.zeros(1), np.zeros(1)
+    lay = Layout.for_spots(x, y, t, TissueParams())
+    for field in ("loss_table", "rate_table"):
+        short = replace(lay, **{field: getattr(lay, field)[:1].copy()})
+        with pytest.raises(ValueError, match="at least 2 nodes"):
+            _thermal.peak_rise(x, y, t, np.ones(1), np.ones(1), short)
+
+
 @pytest.mark.parametrize("level", [0, *SIMD_LEVELS])
 @pytest.mark.parametrize(("grid_um", "window_um"), [(25.0, 1650.0), (40.0, 2000.0)])
 def test_kernels_agree_over_windows_widened_to_the_limit(level: int, grid_um: float,
