@@ -2540,7 +2540,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                   double* scratch, Py_ssize_t width, Py_ssize_t* cand, Py_ssize_t ld_c,
                   double* terms, Py_ssize_t ld_t, double* ex, double* ey, double* gauss,
                   Py_ssize_t ld_g, double* sharp, double* recs,
-                  unsigned char* row_lock) noexcept nogil:
+                  unsigned char* row_lock, const double* held) noexcept nogil:
     """Sample the temperature around spot i at its log-spaced times after firing: the peak,
     and the damage integral of each cell until a later window takes the cell over (see
     controller.thermal_ref._Run.window, which this mirrors loop for loop).
@@ -2552,6 +2552,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
     doubles per spot of the pass, the window's sharp spots gathered. ``recs``: 12 rows ld_c
     apart, the background routine's spots' records (slow: rows 0-5, bg: rows 6-11).
+    ``held``: each spot's hold (_hold), computed once for the pass.
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
     every sample; the far grid and the older near spots (background) are evaluated at the
@@ -2688,7 +2689,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                     n_run -= 1
                 q -= 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
-    hold = _hold(g, t[i], s0[i])
+    hold = held[i]
     t_end = _max(t_last, hold if hold < cap else cap)
     for q in range(n_ladc):
         j = cand[5 * ld_c + q]
@@ -2698,7 +2699,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         ay = _max(fabs(y[j] - w.yi) - g.window, 0.0)
         d2 = ax * ax + ay * ay
         if t[j] + (d2 - s0[j]) / g.kappa4 > t_end:  # (most peak before: no hold needed)
-            hold = _hold(g, t[j], s0[j])
+            hold = held[j]
             if d2 <= s0[j] + g.kappa4 * (hold - t[j]):
                 t_end = _max(t_end, hold if hold < cap else cap)
     # Near spots within reach at the last (widest) sample, from the buckets within the widest
@@ -3201,6 +3202,9 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 6, max(n, width)), np.intp)
     cdef double[:, :, ::1] terms = _sparse_zeros((n_threads, 10, max(n, width)))
     cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n))
+    # each spot's hold (_hold), for the windows' ends: once for the pass, not per window
+    cdef double[::1] held = np.empty(max(n, 1))
+    cdef Py_ssize_t j
     # the background routine's records: a window's slow and bg lists, 6 rows each, as cand's
     cdef double[:, :, ::1] recs = _sparse_zeros((n_threads, 12, max(n, width)))
     cdef double[:, :, ::1] gauss = np.zeros((n_threads, 4, OUTER_BATCH * 16 * ((width + 15) // 16)))
@@ -3243,6 +3247,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     with nogil:
         for part in prange(n_threads, schedule="static", chunksize=1):
             _first_touch(&fine[0, 0], g.ny * g.nx, touch_start, touch_size, 6, part, n_threads)
+            for j in range(n * part // n_threads, n * (part + 1) // n_threads):
+                held[j] = _hold(&g, t[j], s0[j])
         for b in range(g.n_blocks + 2):
             block_first[b] = _first_ge(t, _boundary(&g, b))
         # Chunk cc lives in slot cc % 3. The windows of chunk c run once chunk c + 1 is ready
@@ -3298,7 +3304,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
                                 cand.shape[2], &terms[tid, 0, 0], terms.shape[2],
                                 &ex[tid, 0], &ey[tid, 0], &gauss[tid, 0, 0],
                                 gauss.shape[2], &sharp[tid, 0], &recs[tid, 0, 0],
-                                &row_lock[0])
+                                &row_lock[0], &held[0])
         # The last snapshot, at the end of the last block, and the heat left at the end.
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
