@@ -1704,9 +1704,10 @@ cdef inline double _reach_measure(const Geo* g, double dx, double dy) noexcept n
 #: their factors are computed four or eight at a time).
 DEF OUTER_BATCH = 16
 
-#: Doubles of a thread's buffer per spot for its windows' sharp spots (_window: 14, and an
-#: int and a byte).
-DEF SHARP_PER_SPOT = 15
+#: Doubles of a thread's buffer per spot for its windows' sharp spots (_window: 24 and a bit),
+#: and a constant SHARP_EXTRA more.
+DEF SHARP_PER_SPOT = 25
+DEF SHARP_EXTRA = 96
 
 
 cdef struct Batch:
@@ -2511,6 +2512,220 @@ cdef extern from *:
     void _near "co2scan_near"(Near* p) nogil
 
 
+# A damage sample's pass over the window's sharp spots (see _window): each one's part at ts
+# classified and listed, in order: resolved ones exact (at_heat: as _batch_heat takes them)
+# or in the Taylor sum (terms' rows 0-4), the others to bound (their positions); and those
+# entering or leaving the start's sum (from_heat, terms' rows 5-9). The AVX-512 path
+# classifies eight spots at once with the same comparisons and arithmetic, and appends each
+# list's share by a compress: the same lists. Spots handed over stay in the arrays (a later
+# pass finds them not live and not live before, and lists nothing for them).
+cdef extern from *:
+    """
+    typedef struct {
+        const double *t, *s0, *e, *x, *y, *px, *py, *m;  /* the spots, n of them */
+        unsigned char *live;  /* in reach and not handed over at the last pass: bit q % 8 of
+                                 byte q / 8 */
+        Py_ssize_t n;
+        double ts, t_prev, lo_ts, k4, reach_log, taylor_s, box_x, box_y, bx, by;
+        int reuse;  /* the start's sum is the last pass's (live read), else none (0) */
+        /* at_heat, from_heat: 5 rows ld_h apart (offset from bx, by, width, heat, age);
+           terms: 10 rows ld_t apart (rows 0-4 at ts, 5-9 at t_prev); bnd: positions */
+        double *at_heat, *from_heat, *terms;
+        Py_ssize_t ld_h, ld_t;
+        Py_ssize_t *bnd;
+        Py_ssize_t n_at_heat, n_at, n_from_heat, n_from, n_bnd;  /* out */
+    } co2scan_dpass_t;
+
+    static inline void co2scan_put5(double *rows, Py_ssize_t ld, Py_ssize_t k, double a,
+                                    double b, double c, double d, double e) {
+        rows[k] = a, rows[ld + k] = b, rows[2 * ld + k] = c, rows[3 * ld + k] = d;
+        rows[4 * ld + k] = e;
+    }
+
+    static void co2scan_dpass_any(co2scan_dpass_t *p) {
+        const double ts = p->ts, t_prev = p->t_prev, lo_ts = p->lo_ts, k4 = p->k4;
+        const double reach_log = p->reach_log, taylor_s = p->taylor_s;
+        Py_ssize_t n_ah = 0, n_at = 0, n_fh = 0, n_ft = 0, n_bnd = 0;
+        for (Py_ssize_t q = 0; q < p->n; q++) {
+            double tj = p->t[q];
+            if (tj > ts)  /* not yet fired */
+                continue;
+            double s = p->s0[q] + k4 * (ts - tj);
+            int live = tj >= lo_ts && !(p->m[q] > s * reach_log);
+            unsigned char bit = (unsigned char)(1u << (q & 7));
+            int in_prev = p->reuse && (p->live[q >> 3] & bit);
+            double a = t_prev - tj;
+            double s_a = p->s0[q] + k4 * (a > 0.0 ? a : 0.0);
+            int resolved = 0;
+            if (live) {  /* not in the far grid at ts, and within reach */
+                resolved = tj <= t_prev && s <= 4.0 * s_a;
+                if (!resolved)
+                    p->bnd[n_bnd++] = q;
+                else if (s < taylor_s)
+                    co2scan_put5(p->at_heat, p->ld_h, n_ah++, p->bx - p->px[q],
+                                 p->by - p->py[q], s, p->e[q], ts - tj);
+                else
+                    co2scan_put5(p->terms, p->ld_t, n_at++, p->box_x - p->x[q],
+                                 p->box_y - p->y[q], s, p->e[q], ts - tj);
+            }
+            if (resolved != in_prev) {  /* add it at the start, or take it out */
+                double heat = (resolved ? 1.0 : -1.0) * p->e[q];
+                if (s_a < taylor_s)
+                    co2scan_put5(p->from_heat, p->ld_h, n_fh++, p->bx - p->px[q],
+                                 p->by - p->py[q], s_a, heat, t_prev - tj);
+                else
+                    co2scan_put5(p->terms + 5 * p->ld_t, p->ld_t, n_ft++, p->box_x - p->x[q],
+                                 p->box_y - p->y[q], s_a, heat, t_prev - tj);
+            }
+            if (live)
+                p->live[q >> 3] |= bit;
+            else
+                p->live[q >> 3] &= (unsigned char)~bit;
+        }
+        p->n_at_heat = n_ah, p->n_at = n_at, p->n_from_heat = n_fh, p->n_from = n_ft;
+        p->n_bnd = n_bnd;
+    }
+
+    #ifdef CO2SCAN_AVX512
+    /* The lanes of a, b, c, d, e in mask, in order, at column k of rows ld apart (room for
+       eight: rows hold at least k + 8 columns). */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline Py_ssize_t
+    co2scan_put5x8(double *rows, Py_ssize_t ld, Py_ssize_t k, __mmask8 mask, __m512d a,
+                   __m512d b, __m512d c, __m512d d, __m512d e) {
+        int room = k + 8 <= ld;
+        co2scan_put8_pd(rows + k, a, mask, room);
+        co2scan_put8_pd(rows + ld + k, b, mask, room);
+        co2scan_put8_pd(rows + 2 * ld + k, c, mask, room);
+        co2scan_put8_pd(rows + 3 * ld + k, d, mask, room);
+        co2scan_put8_pd(rows + 4 * ld + k, e, mask, room);
+        return k + _mm_popcnt_u32(mask);
+    }
+
+    /* co2scan_dpass_any eight spots at a time (the same comparisons and arithmetic). */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static void
+    co2scan_dpass_avx512(co2scan_dpass_t *p) {
+        const __m512d vts = _mm512_set1_pd(p->ts), vtp = _mm512_set1_pd(p->t_prev);
+        const __m512d vlo = _mm512_set1_pd(p->lo_ts), vk4 = _mm512_set1_pd(p->k4);
+        const __m512d vrl = _mm512_set1_pd(p->reach_log), vtay = _mm512_set1_pd(p->taylor_s);
+        const __m512d vbx = _mm512_set1_pd(p->bx), vby = _mm512_set1_pd(p->by);
+        const __m512d vcx = _mm512_set1_pd(p->box_x), vcy = _mm512_set1_pd(p->box_y);
+        const __m512d four = _mm512_set1_pd(4.0), zero = _mm512_setzero_pd();
+        const __m512d plus = _mm512_set1_pd(1.0), minus = _mm512_set1_pd(-1.0);
+        const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        double *terms_from = p->terms + 5 * p->ld_t;
+        Py_ssize_t n = p->n, n_ah = 0, n_at = 0, n_fh = 0, n_ft = 0, n_bnd = 0;
+        for (Py_ssize_t k = 0; k < n; k += 8) {
+            __mmask8 in = n - k >= 8 ? 0xFF : (__mmask8)((1u << (n - k)) - 1);
+            __m512d t = _mm512_maskz_loadu_pd(in, p->t + k);
+            __mmask8 fired = _mm512_mask_cmp_pd_mask(in, t, vts, _CMP_NGT_UQ);
+            unsigned char was = p->live[k >> 3];
+            if (!fired)
+                continue;
+            __m512d s0 = _mm512_maskz_loadu_pd(in, p->s0 + k);
+            __m512d m = _mm512_maskz_loadu_pd(in, p->m + k);
+            __m512d age = _mm512_sub_pd(vts, t);
+            __m512d s = _mm512_add_pd(s0, _mm512_mul_pd(vk4, age));
+            __mmask8 live = _mm512_mask_cmp_pd_mask(fired, t, vlo, _CMP_GE_OQ)
+                & _mm512_cmp_pd_mask(m, _mm512_mul_pd(s, vrl), _CMP_NGT_UQ);
+            __mmask8 in_prev = p->reuse ? (__mmask8)(was & fired) : 0;
+            __m512d age_p = _mm512_sub_pd(vtp, t);
+            __m512d s_a = _mm512_add_pd(s0, _mm512_mul_pd(vk4, _mm512_max_pd(age_p, zero)));
+            __mmask8 resolved = _mm512_mask_cmp_pd_mask(live, t, vtp, _CMP_LE_OQ)
+                & _mm512_cmp_pd_mask(s, _mm512_mul_pd(four, s_a), _CMP_LE_OQ);
+            __mmask8 bnd = live & (__mmask8)~resolved;
+            __mmask8 narrow = _mm512_cmp_pd_mask(s, vtay, _CMP_LT_OQ);
+            __mmask8 change = (__mmask8)(resolved ^ in_prev);
+            __mmask8 narrow_a = _mm512_cmp_pd_mask(s_a, vtay, _CMP_LT_OQ);
+            p->live[k >> 3] = (unsigned char)((was & (unsigned char)~fired) | live);
+            if (bnd) {
+                __m512i pos = _mm512_add_epi64(_mm512_set1_epi64(k), iota);
+                __m512i c = _mm512_maskz_compress_epi64(bnd, pos);
+                _mm512_mask_storeu_epi64(p->bnd + n_bnd,
+                                         (__mmask8)((1u << _mm_popcnt_u32(bnd)) - 1), c);
+                n_bnd += _mm_popcnt_u32(bnd);
+            }
+            if (!(resolved | change))
+                continue;
+            __m512d e = _mm512_maskz_loadu_pd(in, p->e + k);
+            if (resolved & narrow || change & narrow_a) {
+                __m512d dx = _mm512_sub_pd(vbx, _mm512_maskz_loadu_pd(in, p->px + k));
+                __m512d dy = _mm512_sub_pd(vby, _mm512_maskz_loadu_pd(in, p->py + k));
+                if (resolved & narrow)
+                    n_ah = co2scan_put5x8(p->at_heat, p->ld_h, n_ah, resolved & narrow, dx,
+                                          dy, s, e, age);
+                if (change & narrow_a)
+                    n_fh = co2scan_put5x8(p->from_heat, p->ld_h, n_fh, change & narrow_a, dx,
+                                          dy, s_a,
+                                          _mm512_mul_pd(_mm512_mask_blend_pd(resolved, minus,
+                                                                             plus), e),
+                                          age_p);
+            }
+            if (resolved & (__mmask8)~narrow || change & (__mmask8)~narrow_a) {
+                __m512d dx = _mm512_sub_pd(vcx, _mm512_maskz_loadu_pd(in, p->x + k));
+                __m512d dy = _mm512_sub_pd(vcy, _mm512_maskz_loadu_pd(in, p->y + k));
+                if (resolved & (__mmask8)~narrow)
+                    n_at = co2scan_put5x8(p->terms, p->ld_t, n_at, resolved & (__mmask8)~narrow,
+                                          dx, dy, s, e, age);
+                if (change & (__mmask8)~narrow_a)
+                    n_ft = co2scan_put5x8(terms_from, p->ld_t, n_ft,
+                                          change & (__mmask8)~narrow_a, dx, dy, s_a,
+                                          _mm512_mul_pd(_mm512_mask_blend_pd(resolved, minus,
+                                                                             plus), e),
+                                          age_p);
+            }
+        }
+        p->n_at_heat = n_ah, p->n_at = n_at, p->n_from_heat = n_fh, p->n_from = n_ft;
+        p->n_bnd = n_bnd;
+    }
+    #endif
+
+    static inline void co2scan_dpass(co2scan_dpass_t *p) {
+    #ifdef CO2SCAN_AVX512
+        if (co2scan_simd >= 2) {
+            co2scan_dpass_avx512(p);
+            return;
+        }
+    #endif
+        co2scan_dpass_any(p);
+    }
+    """
+    ctypedef struct DPass "co2scan_dpass_t":
+        const double* t
+        const double* s0
+        const double* e
+        const double* x
+        const double* y
+        const double* px
+        const double* py
+        const double* m
+        unsigned char* live
+        Py_ssize_t n
+        double ts, t_prev, lo_ts, k4, reach_log, taylor_s, box_x, box_y, bx, by
+        int reuse
+        double* at_heat
+        double* from_heat
+        double* terms
+        Py_ssize_t ld_h, ld_t
+        Py_ssize_t* bnd
+        Py_ssize_t n_at_heat, n_at, n_from_heat, n_from, n_bnd
+    void _dpass "co2scan_dpass"(DPass* p) nogil
+
+
+cdef inline void _heat_run(const Geo* g, Batch* bt, double* h, Py_ssize_t ld,
+                           Py_ssize_t n) noexcept nogil:
+    """_batch_heat of the n spots in h's 5 rows ld apart (offset from the batch's first cell,
+    centre minus spot; width; heat; age), then _batch_flush_heat (bt open and empty): the
+    same batches of OUTER_BATCH, read where they lie (heat -> amplitude in place)."""
+    cdef Py_ssize_t o, m
+    for o in range(0, n, OUTER_BATCH):
+        m = min(n - o, OUTER_BATCH)
+        _amplitudes(h + 3 * ld + o, h + 2 * ld + o, h + 4 * ld + o, m, g.loss_scale, g.table,
+                    g.n_table)
+        _gauss_factors(bt.gx, bt.gy, bt.ld, h + o, h + ld + o, h + 2 * ld + o, h + 3 * ld + o,
+                       m, bt.step, bt.nc, bt.nr, &_EXP2[0])
+        _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, m, bt.nr, bt.nc)
+
+
 cdef struct Buckets:
     double x0, y0, size, max_s0
     Py_ssize_t nbx, nby
@@ -2572,7 +2787,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Py_ssize_t j, q, r, c, n_sharp = 0, n_bg = 0, nr, nc, bx, by, bx0, bx1, by0, by1
     cdef Py_ssize_t ra, rb, ca, cb, n_late = 0, n_ext, item
     cdef Py_ssize_t n_ladc = 0, k_base, n_slow = 0, n_dsharp = 0, n_bnd, n_at, n_from
-    cdef bint slow_ready = False, reuse = False, in_prev, resolved
+    cdef bint slow_ready = False, reuse = False
     cdef double box_x = 0.0, box_y = 0.0, taylor_s = 0.0
     cdef Rect box
     cdef Near near
@@ -2582,8 +2797,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
     # _batch_gaussian sees it, reach measure: _in_reach at width s is reach_m <= s reach_log),
     # whether each was in reach at the last sample, and the list of those still to visit
-    # (the ones handed over drop out); the peak samples' sharp spots likewise (time, s0, heat,
-    # centre, reach measure): in the thread's buffer ``sharp``.
+    # (the ones handed over stay, listed for nothing); the peak samples' sharp spots likewise
+    # (time, s0, heat, centre, reach measure): in the thread's buffer ``sharp``, with the
+    # damage samples' exact spots listed (two lists of 5 rows, as _heat_run reads them).
     cdef double* p_t
     cdef double* p_s0
     cdef double* p_e
@@ -2598,9 +2814,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double* d_px
     cdef double* d_py
     cdef double* d_m
-    cdef int* act
     cdef unsigned char* was_live
-    cdef Py_ssize_t n_act, n_keep, k, n_run
+    cdef DPass dp  # a damage sample's pass over them (co2scan_dpass)
+    cdef Py_ssize_t k, n_run
     cdef const double* src
     cdef bint live
     cdef Py_ssize_t plane = width * width  # scratch's planes, each of rows width apart
@@ -2721,15 +2937,18 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     near.bx0, near.bx1, near.by0, near.by1 = bx0, bx1, by0, by1
     _near(&near)
     n_late, n_slow, n_dsharp, n_bg, n_sharp = near.n[0], near.n[1], near.n[2], near.n[3], near.n[4]
-    # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp doubles, n_dsharp ints
-    # and bytes fit in SHARP_PER_SPOT doubles per spot
+    # n_dsharp, n_sharp <= the pass's spots: 8 n_dsharp + 6 n_sharp + 2 x 5 (n_dsharp + 8)
+    # doubles and n_dsharp / 8 + 1 bytes fit in SHARP_PER_SPOT doubles per spot and
+    # SHARP_EXTRA more
     d_t = sharp
     p_t = d_t + 8 * n_dsharp
-    act = <int*>(p_t + 6 * n_sharp)
+    dp.ld_h = n_dsharp + 8  # (room for eight lanes past the last)
+    dp.at_heat = p_t + 6 * n_sharp
+    dp.from_heat = dp.at_heat + 5 * dp.ld_h
     # the background routine's spots (damage samples: slow; peak samples: bg), as records
     _recs(&slow_near, recs, ld_c, n_slow)
     _recs(&bg_near, recs + 6 * ld_c, ld_c, n_bg)
-    was_live = <unsigned char*>(act + n_dsharp)
+    was_live = <unsigned char*>(dp.from_heat + 5 * dp.ld_h)
     p_s0, p_e, p_px, p_py, p_m = (p_t + n_sharp, p_t + 2 * n_sharp, p_t + 3 * n_sharp,
                                   p_t + 4 * n_sharp, p_t + 5 * n_sharp)
     for q in range(n_sharp):
@@ -2746,8 +2965,11 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         d_px[q], d_py[q] = w.xi + dxj, w.yi + dyj
         d_m[q] = _reach_measure(g, dxj, dyj)
-        act[q], was_live[q] = <int>q, 0
-    n_act = n_dsharp
+    for q in range(n_dsharp // 8 + 1):
+        was_live[q] = 0
+    dp.t, dp.s0, dp.e, dp.x, dp.y, dp.px, dp.py, dp.m = d_t, d_s0, d_e, d_x, d_y, d_px, d_py, d_m
+    dp.live, dp.n, dp.k4, dp.reach_log = was_live, n_dsharp, k4, reach_log
+    dp.terms, dp.ld_t, dp.bnd = terms, ld_t, cand + 3 * ld_c
     _background(g, &w, t[i], b, cur, blur, &bg_near, first, nodes, width, kx, ex, ey, line,
                 terms, ld_t, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
@@ -2836,44 +3058,14 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             _batch_base(g, &w, &bt)
             _batch_open(&bt_fresh, fresh, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt_fresh)
-            n_bnd, n_at, n_from, n_keep = 0, 0, 0, 0
-            for k in range(n_act):
-                q = act[k]
-                tj = d_t[q]
-                if tj > ts:  # not yet fired
-                    act[n_keep] = <int>q
-                    n_keep += 1
-                    continue
-                s = d_s0[q] + k4 * (ts - tj)
-                live = tj >= lo_ts and not (d_m[q] > s * reach_log)
-                in_prev = reuse and was_live[q]
-                s_a = d_s0[q] + k4 * _max(t_prev - tj, 0.0)
-                resolved = False
-                if live:  # not in the far grid at ts, and within reach
-                    resolved = tj <= t_prev and s <= RESOLVED_RATIO * s_a
-                    if not resolved:
-                        cand[3 * ld_c + n_bnd] = q
-                        n_bnd += 1
-                    elif s < taylor_s:
-                        _batch_heat(g, &bt, d_px[q], d_py[q], s, d_e[q], ts - tj)
-                    else:
-                        n_at = _add_term(terms, ld_t, 0, n_at, box_x - d_x[q], box_y - d_y[q],
-                                         s, d_e[q], ts - tj)
-                if resolved != in_prev:  # add it at the start, or take it out
-                    if s_a < taylor_s:
-                        _batch_heat(g, &bt_fresh, d_px[q], d_py[q], s_a,
-                                    (1.0 if resolved else -1.0) * d_e[q], t_prev - tj)
-                    else:
-                        n_from = _add_term(terms, ld_t, 5, n_from, box_x - d_x[q],
-                                           box_y - d_y[q], s_a,
-                                           (1.0 if resolved else -1.0) * d_e[q], t_prev - tj)
-                was_live[q] = live
-                if tj >= lo_ts:
-                    act[n_keep] = <int>q
-                    n_keep += 1
-            n_act = n_keep
-            _batch_flush_heat(g, &bt)
-            _batch_flush_heat(g, &bt_fresh)
+            # (co2scan_dpass: the spots exact at ts into bt's list, at t_prev into bt_fresh's,
+            # the Taylor sums' into terms' rows 0-4 and 5-9, those to bound into cand[3])
+            dp.ts, dp.t_prev, dp.lo_ts, dp.reuse = ts, t_prev, lo_ts, reuse
+            dp.taylor_s, dp.box_x, dp.box_y, dp.bx, dp.by = taylor_s, box_x, box_y, bt.bx, bt.by
+            _dpass(&dp)
+            n_bnd, n_at, n_from = dp.n_bnd, dp.n_at, dp.n_from
+            _heat_run(g, &bt, dp.at_heat, dp.ld_h, dp.n_at_heat)
+            _heat_run(g, &bt_fresh, dp.from_heat, dp.ld_h, dp.n_from_heat)
             _taylor_add(g, &w, terms, ld_t, 0, n_at, box_x, box_y, acc, width, ex, ey, ra, rb,
                         ca, cb)
             _taylor_add(g, &w, terms, ld_t, 5, n_from, box_x, box_y, fresh, width, ex, ey, ra,
@@ -3201,7 +3393,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
     cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 6, max(n, width)), np.intp)
     cdef double[:, :, ::1] terms = _sparse_zeros((n_threads, 10, max(n, width)))
-    cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n))
+    cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n + SHARP_EXTRA))
     # each spot's hold (_hold), for the windows' ends: once for the pass, not per window
     cdef double[::1] held = np.empty(max(n, 1))
     cdef Py_ssize_t j
