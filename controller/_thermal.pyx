@@ -1842,7 +1842,7 @@ cdef extern from *:
 
     #ifdef CO2SCAN_AVX512
     /* Stores the lanes of v in mask, in order, at p (room for 8 if room, else only theirs).
-       Also used by the near-spot scan's AVX-512 path, defined further down the module. */
+       Also used further down the module (the near-spot scan, the damage samples' pass). */
     __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline void
     co2scan_put8_pd(double *p, __m512d v, __mmask8 mask, int room) {
         __m512d c = _mm512_maskz_compress_pd(mask, v);
@@ -1850,6 +1850,21 @@ cdef extern from *:
             _mm512_storeu_pd(p, c);
         else
             _mm512_mask_storeu_pd(p, (__mmask8)((1u << _mm_popcnt_u32(mask)) - 1), c);
+    }
+
+    /* The lanes of a, b, c, d, e in mask, in order, at column k of rows ld apart (room for
+       eight if the rows hold at least k + 8 columns, else only theirs); returns the new k.
+       (Also the damage samples' pass, co2scan_dpass, further down the module.) */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline Py_ssize_t
+    co2scan_put5x8(double *rows, Py_ssize_t ld, Py_ssize_t k, __mmask8 mask, __m512d a,
+                   __m512d b, __m512d c, __m512d d, __m512d e) {
+        int room = k + 8 <= ld;
+        co2scan_put8_pd(rows + k, a, mask, room);
+        co2scan_put8_pd(rows + ld + k, b, mask, room);
+        co2scan_put8_pd(rows + 2 * ld + k, c, mask, room);
+        co2scan_put8_pd(rows + 3 * ld + k, d, mask, room);
+        co2scan_put8_pd(rows + 4 * ld + k, e, mask, room);
+        return k + _mm_popcnt_u32(mask);
     }
 
     /* co2scan_bg_terms_any eight spots at a time (the same comparisons and arithmetic). */
@@ -1888,24 +1903,10 @@ cdef extern from *:
                 co2scan_put8_pd(rm + kept, m, keep, room);
             }
             kept += _mm_popcnt_u32(keep);
-            if (sh) {
-                int room = nsh + 8 <= ld;
-                co2scan_put8_pd(sharp + nsh, dx, sh, room);
-                co2scan_put8_pd(sharp + ld + nsh, dy, sh, room);
-                co2scan_put8_pd(sharp + 2 * ld + nsh, s, sh, room);
-                co2scan_put8_pd(sharp + 3 * ld + nsh, e, sh, room);
-                co2scan_put8_pd(sharp + 4 * ld + nsh, age, sh, room);
-                nsh += _mm_popcnt_u32(sh);
-            }
-            if (sm) {
-                int room = nsm + 8 <= ld;
-                co2scan_put8_pd(smooth + nsm, dx, sm, room);
-                co2scan_put8_pd(smooth + ld + nsm, dy, sm, room);
-                co2scan_put8_pd(smooth + 2 * ld + nsm, s, sm, room);
-                co2scan_put8_pd(smooth + 3 * ld + nsm, e, sm, room);
-                co2scan_put8_pd(smooth + 4 * ld + nsm, age, sm, room);
-                nsm += _mm_popcnt_u32(sm);
-            }
+            if (sh)
+                nsh = co2scan_put5x8(sharp, ld, nsh, sh, dx, dy, s, e, age);
+            if (sm)
+                nsm = co2scan_put5x8(smooth, ld, nsm, sm, dx, dy, s, e, age);
         }
         r->n = kept;
         *n_sharp = nsh, *n_smooth = nsm;
@@ -2163,7 +2164,7 @@ cdef extern from *:
         double t_end, t_i, t_mid, lo_next, k4, reach_log, window, near, xi, yi, bg_s;
         double x_lo, x_hi, y_lo, y_hi;  /* the window's box of cell centres */
         Py_ssize_t *list[5];  /* late, slow, damage sharp, background, peak sharp */
-        Py_ssize_t n[5];      /* their lengths */
+        Py_ssize_t n[5];      /* their lengths (of lists 1 and 3: of their records) */
         Py_ssize_t cap;       /* each list's room */
         /* the slow and the background list (list[1], list[3] unused) as records for the
            background routine (co2scan_recs_t): rows t, s0, e, dx, dy, m of each, ld_out
@@ -2394,6 +2395,22 @@ cdef extern from *:
         return n + count;
     }
 
+    /* The records of the spots in mask (t, s0, e, dx, dy, m), in order, appended at n of the
+       rows ld apart from out (room for cap); returns the new length. */
+    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline Py_ssize_t
+    co2scan_near_recs8(double *out, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t cap,
+                       __mmask8 mask, __m512d t, __m512d s0, __m512d e, __m512d dx,
+                       __m512d dy, __m512d m) {
+        int room = n + 8 <= cap;
+        co2scan_put8_pd(out + n, t, mask, room);
+        co2scan_put8_pd(out + ld + n, s0, mask, room);
+        co2scan_put8_pd(out + 2 * ld + n, e, mask, room);
+        co2scan_put8_pd(out + 3 * ld + n, dx, mask, room);
+        co2scan_put8_pd(out + 4 * ld + n, dy, mask, room);
+        co2scan_put8_pd(out + 5 * ld + n, m, mask, room);
+        return n + _mm_popcnt_u32(mask);
+    }
+
     /* co2scan_near_any eight spots at a time. */
     __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static void
     co2scan_near_avx512(co2scan_near_t *p) {
@@ -2466,26 +2483,10 @@ cdef extern from *:
                     __m512d dx = _mm512_sub_pd(xi, x), dy = _mm512_sub_pd(yi, y);
                     __m512d mx = _mm512_max_pd(ax, zero), my = _mm512_max_pd(ay, zero);
                     __m512d m = _mm512_max_pd(_mm512_mul_pd(mx, mx), _mm512_mul_pd(my, my));
-                    if (slow_r) {
-                        int room = n1 + 8 <= cap;
-                        co2scan_put8_pd(o1 + n1, t, slow_r, room);
-                        co2scan_put8_pd(o1 + ldo + n1, s0, slow_r, room);
-                        co2scan_put8_pd(o1 + 2 * ldo + n1, e, slow_r, room);
-                        co2scan_put8_pd(o1 + 3 * ldo + n1, dx, slow_r, room);
-                        co2scan_put8_pd(o1 + 4 * ldo + n1, dy, slow_r, room);
-                        co2scan_put8_pd(o1 + 5 * ldo + n1, m, slow_r, room);
-                        n1 += _mm_popcnt_u32(slow_r);
-                    }
-                    if (bg_r) {
-                        int room = n3 + 8 <= cap;
-                        co2scan_put8_pd(o3 + n3, t, bg_r, room);
-                        co2scan_put8_pd(o3 + ldo + n3, s0, bg_r, room);
-                        co2scan_put8_pd(o3 + 2 * ldo + n3, e, bg_r, room);
-                        co2scan_put8_pd(o3 + 3 * ldo + n3, dx, bg_r, room);
-                        co2scan_put8_pd(o3 + 4 * ldo + n3, dy, bg_r, room);
-                        co2scan_put8_pd(o3 + 5 * ldo + n3, m, bg_r, room);
-                        n3 += _mm_popcnt_u32(bg_r);
-                    }
+                    if (slow_r)
+                        n1 = co2scan_near_recs8(o1, ldo, n1, cap, slow_r, t, s0, e, dx, dy, m);
+                    if (bg_r)
+                        n3 = co2scan_near_recs8(o3, ldo, n3, cap, bg_r, t, s0, e, dx, dy, m);
                 }
             }
         }
@@ -2587,20 +2588,6 @@ cdef extern from *:
     }
 
     #ifdef CO2SCAN_AVX512
-    /* The lanes of a, b, c, d, e in mask, in order, at column k of rows ld apart (room for
-       eight: rows hold at least k + 8 columns). */
-    __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static inline Py_ssize_t
-    co2scan_put5x8(double *rows, Py_ssize_t ld, Py_ssize_t k, __mmask8 mask, __m512d a,
-                   __m512d b, __m512d c, __m512d d, __m512d e) {
-        int room = k + 8 <= ld;
-        co2scan_put8_pd(rows + k, a, mask, room);
-        co2scan_put8_pd(rows + ld + k, b, mask, room);
-        co2scan_put8_pd(rows + 2 * ld + k, c, mask, room);
-        co2scan_put8_pd(rows + 3 * ld + k, d, mask, room);
-        co2scan_put8_pd(rows + 4 * ld + k, e, mask, room);
-        return k + _mm_popcnt_u32(mask);
-    }
-
     /* co2scan_dpass_any eight spots at a time (the same comparisons and arithmetic). */
     __attribute__((target("avx512f,avx512dq,avx512vl,popcnt"))) static void
     co2scan_dpass_avx512(co2scan_dpass_t *p) {
@@ -2762,7 +2749,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
 
     The thread's scratch as pointers (a memoryview slice would take and release a reference,
     atomically, on an object the threads share): ``scratch``, 12 planes of width x width
-    doubles; ``cand``, ``terms``: 6 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
+    doubles; ``cand``, ``terms``: 5 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
     ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
     the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
     doubles per spot of the pass, the window's sharp spots gathered. ``recs``: 12 rows ld_c
@@ -2837,7 +2824,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef double* line = spare  # the background's far-node values along a row
     cdef double* row_until = spare + width
     cdef double* col_until = spare + 2 * width
-    cdef Py_ssize_t* kx = cand + 2 * ld_c
+    cdef Py_ssize_t* kx = cand + ld_c
     cdef Batch bt, bt_fresh  # exact Gaussians onto acc (and the background's maps), onto fresh
     bt.ld = bt_fresh.ld = ld_g // OUTER_BATCH
     bt.gx, bt.gy = gauss, gauss + ld_g
@@ -2879,8 +2866,8 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     for by in range(by0, by1):
         for bx in range(by * bk.nbx + bx0, by * bk.nbx + bx1):
             # the bucket's spots after i (a search: its list is in firing order, i.e. in
-            # index order) fired before cap, into cand[4]; then merged from the back into the
-            # sorted list cand[5]
+            # index order) fired before cap, into cand[3]; then merged from the back into the
+            # sorted list cand[4]
             item, k = bk.start[bx], bk.start[bx + 1]
             while item < k:
                 q = (item + k) // 2
@@ -2892,23 +2879,23 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             for item in range(item, bk.start[bx + 1]):
                 if bk.rec[item] >= cap:
                     break
-                cand[4 * ld_c + n_run] = bk.items[item]
+                cand[3 * ld_c + n_run] = bk.items[item]
                 n_run += 1
             k, q = n_ladc - 1, n_ladc + n_run - 1
             n_ladc += n_run
             while n_run > 0:
-                if k >= 0 and cand[5 * ld_c + k] > cand[4 * ld_c + n_run - 1]:
-                    cand[5 * ld_c + q] = cand[5 * ld_c + k]
+                if k >= 0 and cand[4 * ld_c + k] > cand[3 * ld_c + n_run - 1]:
+                    cand[4 * ld_c + q] = cand[4 * ld_c + k]
                     k -= 1
                 else:
-                    cand[5 * ld_c + q] = cand[4 * ld_c + n_run - 1]
+                    cand[4 * ld_c + q] = cand[3 * ld_c + n_run - 1]
                     n_run -= 1
                 q -= 1
     # its own spot: until the snapshots hold it (the block before counts at its larger end)
     hold = held[i]
     t_end = _max(t_last, hold if hold < cap else cap)
     for q in range(n_ladc):
-        j = cand[5 * ld_c + q]
+        j = cand[4 * ld_c + q]
         if t[j] >= t_end:
             break
         ax = _max(fabs(x[j] - w.xi) - g.window, 0.0)
@@ -2928,7 +2915,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
                                                        2.0 * g.window + g.cell)
     near.xi, near.yi = w.xi, w.yi
     near.x_lo, near.x_hi, near.y_lo, near.y_hi = box.x_lo, box.x_hi, box.y_lo, box.y_hi
-    near.list[0], near.list[1], near.list[2] = cand + 3 * ld_c, NULL, cand + 5 * ld_c
+    near.list[0], near.list[1], near.list[2] = cand + 2 * ld_c, NULL, cand + 4 * ld_c
     near.list[3], near.list[4], near.cap = NULL, cand, ld_c
     near.out[0], near.out[1], near.ld_out = recs, recs + 6 * ld_c, ld_c
     for q in range(5):
@@ -2960,7 +2947,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     d_s0, d_e, d_x, d_y = d_t + n_dsharp, d_t + 2 * n_dsharp, d_t + 3 * n_dsharp, d_t + 4 * n_dsharp
     d_px, d_py, d_m = d_t + 5 * n_dsharp, d_t + 6 * n_dsharp, d_t + 7 * n_dsharp
     for q in range(n_dsharp):
-        j = cand[5 * ld_c + q]
+        j = cand[4 * ld_c + q]
         d_t[q], d_s0[q], d_e[q], d_x[q], d_y[q] = t[j], s0[j], e[j], x[j], y[j]
         dxj, dyj = x[j] - w.xi, y[j] - w.yi
         d_px[q], d_py[q] = w.xi + dxj, w.yi + dyj
@@ -2969,7 +2956,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         was_live[q] = 0
     dp.t, dp.s0, dp.e, dp.x, dp.y, dp.px, dp.py, dp.m = d_t, d_s0, d_e, d_x, d_y, d_px, d_py, d_m
     dp.live, dp.n, dp.k4, dp.reach_log = was_live, n_dsharp, k4, reach_log
-    dp.terms, dp.ld_t, dp.bnd = terms, ld_t, cand + 3 * ld_c
+    dp.terms, dp.ld_t, dp.bnd = terms, ld_t, cand + 2 * ld_c
     _background(g, &w, t[i], b, cur, blur, &bg_near, first, nodes, width, kx, ex, ey, line,
                 terms, ld_t, &bt, 0, nr, 0, nc)
     if t_mid > t[i]:
@@ -2981,7 +2968,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         for c in range(width):  # padding columns never integrate
             until[r * width + c] = t_end if c < nc else -INFINITY
     for q in range(n_late):
-        j = cand[3 * ld_c + q]
+        j = cand[2 * ld_c + q]
         tj = t[j]
         if not (tj > t[i] or (tj == t[i] and j > i)):
             continue
@@ -3051,7 +3038,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             lo_ts = _boundary(g, _block_of(g, b, ts)) - g.handover
             # Each spot exact, or once at least taylor_s wide in a Taylor sum about the box's
             # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
-            # others (not resolved) listed in cand[3] (free once the hand-overs are known).
+            # others (not resolved) listed in cand[2] (free once the hand-overs are known).
             # In the last sample's sum (prev): in reach and not handed over then (was_live);
             # a spot handed over (fired before lo_ts) is in no later sum: it drops out.
             _batch_open(&bt, acc, width, ra, rb, ca, cb, g.cell)
@@ -3059,7 +3046,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             _batch_open(&bt_fresh, fresh, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt_fresh)
             # (co2scan_dpass: the spots exact at ts into bt's list, at t_prev into bt_fresh's,
-            # the Taylor sums' into terms' rows 0-4 and 5-9, those to bound into cand[3])
+            # the Taylor sums' into terms' rows 0-4 and 5-9, those to bound into cand[2])
             dp.ts, dp.t_prev, dp.lo_ts, dp.reuse = ts, t_prev, lo_ts, reuse
             dp.taylor_s, dp.box_x, dp.box_y, dp.bx, dp.by = taylor_s, box_x, box_y, bt.bx, bt.by
             _dpass(&dp)
@@ -3078,7 +3065,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             _batch_open(&bt_fresh, mid, width, ra, rb, ca, cb, g.cell)
             n_at = 0
             for k in range(n_bnd):
-                q = cand[3 * ld_c + k]
+                q = cand[2 * ld_c + k]
                 tj = d_t[q]
                 s = d_s0[q] + k4 * (ts - tj)
                 if s < taylor_s:
@@ -3391,7 +3378,7 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)
-    cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 6, max(n, width)), np.intp)
+    cdef Py_ssize_t[:, :, ::1] cand = _sparse_zeros((n_threads, 5, max(n, width)), np.intp)
     cdef double[:, :, ::1] terms = _sparse_zeros((n_threads, 10, max(n, width)))
     cdef double[:, ::1] sharp = _sparse_zeros((n_threads, SHARP_PER_SPOT * n + SHARP_EXTRA))
     # each spot's hold (_hold), for the windows' ends: once for the pass, not per window
