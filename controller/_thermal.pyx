@@ -890,6 +890,21 @@ cdef extern from *:
             out[q] += a * x[q];
     }
 
+    /* A Gaussian's weights at the far nodes first..first + n - 1 of a line (node k at
+       origin + k step): out[i] = scale exp(-d^2 / s), d = origin + (first + i) step -
+       centre (the snapshot's deposit, a column or a row at a time). The caller's nodes lie
+       within sqrt(s reach_log) + step of the centre with s >= 2 step^2, so d^2 / s stays
+       below reach_log + 2 sqrt(reach_log / 2) + 1/2 (20 at the smallest cutoff_rel):
+       co2scan_exp, as co2scan_exp_any there, without its branch (the loop vectorises). */
+    CO2SCAN_CLONES static void co2scan_node_gauss(
+            double *restrict out, Py_ssize_t n, double origin, double step, Py_ssize_t first,
+            double centre, double s, double scale, const double *restrict exp2) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double d = origin + (double)(first + i) * step - centre;
+            out[i] = scale * co2scan_exp(-(d * d) / s, exp2);
+        }
+    }
+
     /* The damage integral of one row: dose[c] += rate(hot[c]) span[c] where span[c] > 0 and
        hot[c] > floor, the rate linear between the nodes of its table (node k at floor +
        k / per_k; fewer than 2^31 nodes). Selects, not branches, so that it vectorises;
@@ -1239,6 +1254,9 @@ cdef extern from *:
     void _unlock "co2scan_unlock"(unsigned char* lock) nogil
     Py_ssize_t _take "co2scan_take"(Py_ssize_t* next, Py_ssize_t grain) nogil
     void _axpy "co2scan_axpy"(double* out, const double* x, Py_ssize_t n, double a) nogil
+    void _node_gauss "co2scan_node_gauss"(double* out, Py_ssize_t n, double origin,
+                                          double step, Py_ssize_t first, double centre,
+                                          double s, double scale, const double* exp2) nogil
     bint _dose_row "co2scan_dose_row"(double* dose, const double* hot, const double* span,
                                       Py_ssize_t n, double floor_k, double per_k,
                                       const double* table, Py_ssize_t n_table) nogil
@@ -1638,11 +1656,13 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] start, const double[:, ::
                     double frac, double[:, ::1] total, double[:, ::1] far_peak,
                     double[:, ::1] far_dose, double[:, ::1] far_prev, Py_ssize_t k,
                     const double[::1] x, const double[::1] y, const double[::1] t,
-                    const double[::1] e, const double[::1] s0, double[::1] ex) noexcept nogil:
+                    const double[::1] e, const double[::1] s0, double[::1] ex,
+                    double[::1] ey) noexcept nogil:
     """Snapshot k: the far grid (frac of the way from its block's start to its end, as the
     background routine reads it) plus the near spots it resolves, into the far peak map; the
-    damage integral since the snapshot before, at the larger of its two ends' rises."""
-    cdef double tb = _snap_time(g, k), s, reach, amp, gy, d
+    damage integral since the snapshot before, at the larger of its two ends' rises (``ex``,
+    ``ey``: scratch of at least nfx and nfy)."""
+    cdef double tb = _snap_time(g, k), s, reach, amp
     cdef double lo_t = _boundary(g, k // SNAPS_PER_BLOCK) - g.handover
     cdef Py_ssize_t j, r, c, c0, c1, r0, r1
     for r in range(g.nfy):
@@ -1660,14 +1680,10 @@ cdef void _snapshot(const Geo* g, const double[:, ::1] start, const double[:, ::
         c0, r0 = max(c0, 0), max(r0, 0)
         c1, r1 = min(c1, g.nfx), min(r1, g.nfy)
         amp = e[j] / (M_PI * s) * _depth(g, tb - t[j])
-        for c in range(c0, c1):
-            d = g.fx0 + c * g.far - x[j]
-            ex[c - c0] = _exp(-(d * d) / s)
+        _node_gauss(&ex[0], c1 - c0, g.fx0, g.far, c0, x[j], s, 1.0, &_EXP2[0])
+        _node_gauss(&ey[0], r1 - r0, g.fy0, g.far, r0, y[j], s, amp, &_EXP2[0])
         for r in range(r0, r1):
-            d = g.fy0 + r * g.far - y[j]
-            gy = amp * _exp(-(d * d) / s)
-            for c in range(c0, c1):
-                total[r, c] += gy * ex[c - c0]
+            _axpy(&total[r, c0], &ex[0], c1 - c0, ey[r - r0])
     for r in range(g.nfy):
         for c in range(g.nfx):
             if total[r, c] > far_peak[r, c]:
@@ -3240,7 +3256,7 @@ cdef void _produce(const Geo* g, Chunk* ch, const Buckets* bk, Py_ssize_t first_
             for q in range(SNAPS_PER_BLOCK):
                 _snapshot(g, slot_cur[k], slot_blur[k], q / <double>SNAPS_PER_BLOCK, total,
                           far_peak, far_dose, far_prev, b * SNAPS_PER_BLOCK + q, x, y, t, e,
-                          s0, wx)
+                          s0, wx, wy)
             local.start, local.items = &slot_start[k, 0], &slot_items[k, 0]
             _fill_buckets(&local, _first_ge(t, _boundary(g, b) - g.handover),
                           _first_gt(t, _boundary(g, b + 1) + ch.horizon), x, y, t, s0, e,
@@ -3488,6 +3504,6 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
         k = g.n_blocks - (n_chunks - 1) * ch.blocks
         slot = (n_chunks - 1) % 3
         _snapshot(&g, cur[slot, k], cur[slot, k], 0.0, total, far_peak, far_dose, far_prev,
-                  g.n_blocks * SNAPS_PER_BLOCK, x, y, t, e, s0, pwx)
+                  g.n_blocks * SNAPS_PER_BLOCK, x, y, t, e, s0, pwx, pwy)
         _combine(&g, fine, far_peak, dose, far_dose, sampled, col_node, col_frac, lines)
     return fine_np, dose_np, np.array(cur[slot, k]), sampled_np
