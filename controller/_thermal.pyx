@@ -1754,12 +1754,18 @@ cdef inline void _batch_open(Batch* bt, double* acc, Py_ssize_t ld, Py_ssize_t r
     bt.ra, bt.ca, bt.nr, bt.nc, bt.n, bt.step = ra, ca, rb - ra, cb - ca, 0, step
 
 
+cdef inline void _batch_add(Batch* bt, const double* dx, const double* dy, const double* s,
+                            const double* amp, Py_ssize_t n) noexcept nogil:
+    """Add n (at most OUTER_BATCH) Gaussians onto the batch's cells: their factors, then
+    their outer products, in order."""
+    _gauss_factors(bt.gx, bt.gy, bt.ld, dx, dy, s, amp, n, bt.step, bt.nc, bt.nr, &_EXP2[0])
+    _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, n, bt.nr, bt.nc)
+
+
 cdef inline void _batch_flush(Batch* bt) noexcept nogil:
     """Add the Gaussians collected so far, in the order they came."""
     if bt.n > 0:
-        _gauss_factors(bt.gx, bt.gy, bt.ld, &bt.dx[0], &bt.dy[0], &bt.s[0], &bt.amp[0], bt.n,
-                       bt.step, bt.nc, bt.nr, &_EXP2[0])
-        _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, bt.n, bt.nr, bt.nc)
+        _batch_add(bt, &bt.dx[0], &bt.dy[0], &bt.s[0], &bt.amp[0], bt.n)
         bt.n = 0
 
 
@@ -2544,6 +2550,7 @@ cdef extern from *:
                                  byte q / 8 */
         Py_ssize_t n;
         double ts, t_prev, lo_ts, k4, reach_log, taylor_s, box_x, box_y, bx, by;
+        double resolved;  /* RESOLVED_RATIO */
         int reuse;  /* the start's sum is the last pass's (live read), else none (0) */
         /* at_heat, from_heat: 5 rows ld_h apart (offset from bx, by, width, heat, age);
            terms: 10 rows ld_t apart (rows 0-4 at ts, 5-9 at t_prev); bnd: positions */
@@ -2575,7 +2582,7 @@ cdef extern from *:
             double s_a = p->s0[q] + k4 * (a > 0.0 ? a : 0.0);
             int resolved = 0;
             if (live) {  /* not in the far grid at ts, and within reach */
-                resolved = tj <= t_prev && s <= 4.0 * s_a;
+                resolved = tj <= t_prev && s <= p->resolved * s_a;
                 if (!resolved)
                     p->bnd[n_bnd++] = q;
                 else if (s < taylor_s)
@@ -2612,7 +2619,7 @@ cdef extern from *:
         const __m512d vrl = _mm512_set1_pd(p->reach_log), vtay = _mm512_set1_pd(p->taylor_s);
         const __m512d vbx = _mm512_set1_pd(p->bx), vby = _mm512_set1_pd(p->by);
         const __m512d vcx = _mm512_set1_pd(p->box_x), vcy = _mm512_set1_pd(p->box_y);
-        const __m512d four = _mm512_set1_pd(4.0), zero = _mm512_setzero_pd();
+        const __m512d ratio = _mm512_set1_pd(p->resolved), zero = _mm512_setzero_pd();
         const __m512d plus = _mm512_set1_pd(1.0), minus = _mm512_set1_pd(-1.0);
         const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
         double *terms_from = p->terms + 5 * p->ld_t;
@@ -2634,7 +2641,7 @@ cdef extern from *:
             __m512d age_p = _mm512_sub_pd(vtp, t);
             __m512d s_a = _mm512_add_pd(s0, _mm512_mul_pd(vk4, _mm512_max_pd(age_p, zero)));
             __mmask8 resolved = _mm512_mask_cmp_pd_mask(live, t, vtp, _CMP_LE_OQ)
-                & _mm512_cmp_pd_mask(s, _mm512_mul_pd(four, s_a), _CMP_LE_OQ);
+                & _mm512_cmp_pd_mask(s, _mm512_mul_pd(ratio, s_a), _CMP_LE_OQ);
             __mmask8 bnd = live & (__mmask8)~resolved;
             __mmask8 narrow = _mm512_cmp_pd_mask(s, vtay, _CMP_LT_OQ);
             __mmask8 change = (__mmask8)(resolved ^ in_prev);
@@ -2650,6 +2657,8 @@ cdef extern from *:
             if (!(resolved | change))
                 continue;
             __m512d e = _mm512_maskz_loadu_pd(in, p->e + k);
+            /* the start's heat: added (resolved now) or taken out */
+            __m512d e_from = _mm512_mul_pd(_mm512_mask_blend_pd(resolved, minus, plus), e);
             if (resolved & narrow || change & narrow_a) {
                 __m512d dx = _mm512_sub_pd(vbx, _mm512_maskz_loadu_pd(in, p->px + k));
                 __m512d dy = _mm512_sub_pd(vby, _mm512_maskz_loadu_pd(in, p->py + k));
@@ -2658,10 +2667,7 @@ cdef extern from *:
                                           dy, s, e, age);
                 if (change & narrow_a)
                     n_fh = co2scan_put5x8(p->from_heat, p->ld_h, n_fh, change & narrow_a, dx,
-                                          dy, s_a,
-                                          _mm512_mul_pd(_mm512_mask_blend_pd(resolved, minus,
-                                                                             plus), e),
-                                          age_p);
+                                          dy, s_a, e_from, age_p);
             }
             if (resolved & (__mmask8)~narrow || change & (__mmask8)~narrow_a) {
                 __m512d dx = _mm512_sub_pd(vcx, _mm512_maskz_loadu_pd(in, p->x + k));
@@ -2671,9 +2677,7 @@ cdef extern from *:
                                           dx, dy, s, e, age);
                 if (change & (__mmask8)~narrow_a)
                     n_ft = co2scan_put5x8(terms_from, p->ld_t, n_ft,
-                                          change & (__mmask8)~narrow_a, dx, dy, s_a,
-                                          _mm512_mul_pd(_mm512_mask_blend_pd(resolved, minus,
-                                                                             plus), e),
+                                          change & (__mmask8)~narrow_a, dx, dy, s_a, e_from,
                                           age_p);
             }
         }
@@ -2704,6 +2708,7 @@ cdef extern from *:
         unsigned char* live
         Py_ssize_t n
         double ts, t_prev, lo_ts, k4, reach_log, taylor_s, box_x, box_y, bx, by
+        double resolved
         int reuse
         double* at_heat
         double* from_heat
@@ -2724,9 +2729,7 @@ cdef inline void _heat_run(const Geo* g, Batch* bt, double* h, Py_ssize_t ld,
         m = min(n - o, OUTER_BATCH)
         _amplitudes(h + 3 * ld + o, h + 2 * ld + o, h + 4 * ld + o, m, g.loss_scale, g.table,
                     g.n_table)
-        _gauss_factors(bt.gx, bt.gy, bt.ld, h + o, h + ld + o, h + 2 * ld + o, h + 3 * ld + o,
-                       m, bt.step, bt.nc, bt.nr, &_EXP2[0])
-        _outer_sum(bt.target, bt.stride, bt.gy, bt.gx, bt.ld, m, bt.nr, bt.nc)
+        _batch_add(bt, h + o, h + ld + o, h + 2 * ld + o, h + 3 * ld + o, m)
 
 
 cdef struct Buckets:
@@ -2768,7 +2771,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     doubles; ``cand``, ``terms``: 5 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
     ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
     the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
-    doubles per spot of the pass, the window's sharp spots gathered. ``recs``: 12 rows ld_c
+    doubles per spot of the pass and SHARP_EXTRA more, the window's sharp spots gathered. ``recs``: 12 rows ld_c
     apart, the background routine's spots' records (slow: rows 0-5, bg: rows 6-11).
     ``held``: each spot's hold (_hold), computed once for the pass.
 
@@ -2795,12 +2798,12 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef Rect box
     cdef Near near
     cdef Recs bg_near, slow_near  # the background routine's spots, packed
-    cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2, s_a
+    cdef double ext_ratio, t_end, cap = _boundary(g, b + LOOKAHEAD), s_base, ax, ay, hold, d2
     cdef double lo_ts = 0.0, k4 = g.kappa4, reach_log = g.reach_log, dxj, dyj
     # The damage samples' sharp spots, gathered once (time, s0, heat, position, centre as
     # _batch_gaussian sees it, reach measure: _in_reach at width s is reach_m <= s reach_log),
-    # whether each was in reach at the last sample, and the list of those still to visit
-    # (the ones handed over stay, listed for nothing); the peak samples' sharp spots likewise
+    # whether each was live at the last sample (a bit per spot; spots handed over stay in the
+    # arrays and are listed for nothing); the peak samples' sharp spots likewise
     # (time, s0, heat, centre, reach measure): in the thread's buffer ``sharp``, with the
     # damage samples' exact spots listed (two lists of 5 rows, as _heat_run reads them).
     cdef double* p_t
@@ -2821,7 +2824,6 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     cdef DPass dp  # a damage sample's pass over them (co2scan_dpass)
     cdef Py_ssize_t k, n_run
     cdef const double* src
-    cdef bint live
     cdef Py_ssize_t plane = width * width  # scratch's planes, each of rows width apart
     cdef double* acc = scratch
     cdef double* first = scratch + plane
@@ -2972,6 +2974,7 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
         was_live[q] = 0
     dp.t, dp.s0, dp.e, dp.x, dp.y, dp.px, dp.py, dp.m = d_t, d_s0, d_e, d_x, d_y, d_px, d_py, d_m
     dp.live, dp.n, dp.k4, dp.reach_log = was_live, n_dsharp, k4, reach_log
+    dp.resolved = RESOLVED_RATIO
     dp.terms, dp.ld_t, dp.bnd = terms, ld_t, cand + 2 * ld_c
     _background(g, &w, t[i], b, cur, blur, &bg_near, first, nodes, width, kx, ex, ey, line,
                 terms, ld_t, &bt, 0, nr, 0, nc)
@@ -3056,13 +3059,15 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
             # centre: those at ts listed in terms' rows 0-4, at t_prev in rows 5-9. The
             # others (not resolved) listed in cand[2] (free once the hand-overs are known).
             # In the last sample's sum (prev): in reach and not handed over then (was_live);
-            # a spot handed over (fired before lo_ts) is in no later sum: it drops out.
+            # a spot handed over (fired before lo_ts) is in no later sum: it drops out. (lo_ts
+            # never decreases over a window's damage samples, as ts grows: a spot handed over
+            # stays so, and the pass lists nothing for it again.)
             _batch_open(&bt, acc, width, ra, rb, ca, cb, g.cell)
             _batch_base(g, &w, &bt)
             _batch_open(&bt_fresh, fresh, width, ra, rb, ca, cb, g.cell)
-            _batch_base(g, &w, &bt_fresh)
             # (co2scan_dpass: the spots exact at ts into bt's list, at t_prev into bt_fresh's,
-            # the Taylor sums' into terms' rows 0-4 and 5-9, those to bound into cand[2])
+            # both as offsets from bt's first cell, which is bt_fresh's too: the same box; the
+            # Taylor sums' into terms' rows 0-4 and 5-9, those to bound into cand[2])
             dp.ts, dp.t_prev, dp.lo_ts, dp.reuse = ts, t_prev, lo_ts, reuse
             dp.taylor_s, dp.box_x, dp.box_y, dp.bx, dp.by = taylor_s, box_x, box_y, bt.bx, bt.by
             _dpass(&dp)

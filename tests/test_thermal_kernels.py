@@ -190,6 +190,33 @@ def test_simd_lists_filled_to_their_room(level: int, n: int) -> None:
     assert fast[0].max() > 10.0
 
 
+def hand_over_problem() -> tuple:
+    """A spot every 0.05 s for 3 s on a 400 µm patch: windows whose damage samples run past
+    block boundaries, so that their sharp spots (more than eight, a ragged number) are handed
+    over while in the last sample's sum and stay out after, while others come into reach."""
+    rng = np.random.default_rng(1)
+    n = 60
+    x, y = rng.uniform(-200.0, 200.0, n), rng.uniform(-200.0, 200.0, n)
+    t = np.sort(np.arange(n) * 0.05 + rng.uniform(0.0, 0.025, n))
+    params = TissueParams(grid_um=25.0, window_um=100.0, far_grid_um=400.0)
+    assert Layout.for_spots(x, y, t, params).n_blocks >= 5
+    return x, y, t, rng.uniform(500.0, 3000.0, n), rng.uniform(30.0, 90.0, n), params
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS)
+def test_simd_damage_samples_across_hand_overs(level: int) -> None:
+    """Sharp spots handed over during a window's damage samples (each then out of every
+    later sample's sum): each level and portable alike."""
+    fast = assert_simd_equals_portable(*hand_over_problem(), level)
+    assert fast[1].max() > 0.0
+
+
+def test_kernels_agree_across_hand_overs_in_damage_samples() -> None:
+    """The same spots: the Cython kernel as the numpy reference."""
+    fast = assert_kernels_agree(*hand_over_problem())
+    assert fast[1].max() > 0.0
+
+
 def test_layout_tables_of_fewer_than_two_nodes_are_refused() -> None:
     """Every table lookup reads two adjacent nodes: a hand-built layout with a one-node table
     is refused before any is read."""
