@@ -190,7 +190,7 @@ def test_simd_lists_filled_to_their_room(level: int, n: int) -> None:
     assert fast[0].max() > 10.0
 
 
-def hand_over_problem() -> tuple:
+def hand_over_problem() -> tuple[F64, F64, F64, F64, F64, TissueParams]:
     """A spot every 0.05 s for 3 s on a 400 µm patch: windows whose damage samples run past
     block boundaries, so that their sharp spots (more than eight, a ragged number) are handed
     over while in the last sample's sum and stay out after, while others come into reach."""
