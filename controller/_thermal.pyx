@@ -11,6 +11,7 @@ integrals in its thread's scratch and merges them into the one peak map (max) an
 (sum) a row at a time, under that row's lock.
 """
 
+import math
 import mmap
 
 import numpy as np
@@ -893,15 +894,17 @@ cdef extern from *:
     /* A Gaussian's weights at the far nodes first..first + n - 1 of a line (node k at
        origin + k step): out[i] = scale exp(-d^2 / s), d = origin + (first + i) step -
        centre (the snapshot's deposit, a column or a row at a time). The caller's nodes lie
-       within sqrt(s reach_log) + step of the centre with s >= 2 step^2, so d^2 / s stays
-       below reach_log + 2 sqrt(reach_log / 2) + 1/2 (20 at the smallest cutoff_rel):
-       co2scan_exp, as co2scan_exp_any there, without its branch (the loop vectorises). */
+       within sqrt(s reach_log) of the centre (its first and last by ceil and floor), so
+       d^2 / s stays below reach_log (14 at the smallest cutoff_rel): co2scan_exp, as
+       co2scan_exp_any there, without its branch (the loop vectorises); its argument clamped
+       at -708 all the same, where co2scan_exp's range ends (a hand-built layout). */
     CO2SCAN_CLONES static void co2scan_node_gauss(
             double *restrict out, Py_ssize_t n, double origin, double step, Py_ssize_t first,
             double centre, double s, double scale, const double *restrict exp2) {
         for (Py_ssize_t i = 0; i < n; i++) {
             double d = origin + (double)(first + i) * step - centre;
-            out[i] = scale * co2scan_exp(-(d * d) / s, exp2);
+            double x = -(d * d) / s;
+            out[i] = scale * co2scan_exp(x > -708.0 ? x : -708.0, exp2);
         }
     }
 
@@ -1482,11 +1485,15 @@ def hold_time(double tj, double s0j, layout):
 
 
 cdef inline Py_ssize_t _reflect(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """Index k of a line of n nodes folded back at its edges (reflecting), as often as it
+    takes: a spot whose reach spans more than the far grid (a wide lesion on a small plan)
+    folds more than once (as thermal_ref._fold)."""
+    if 0 <= k < n:
+        return k
+    k = k % (2 * n)  # (C's remainder: negative for k < 0)
     if k < 0:
-        return -1 - k
-    if k >= n:
-        return 2 * n - 1 - k
-    return k
+        k += 2 * n
+    return k if k < n else 2 * n - 1 - k
 
 
 cdef inline Py_ssize_t _first_ge(const double[::1] t, double v) noexcept nogil:
@@ -2771,8 +2778,9 @@ cdef void _window(const Geo* g, const Buckets* bk, Py_ssize_t i, Py_ssize_t b,
     doubles; ``cand``, ``terms``: 5 and 10 rows ld_c and ld_t apart; ``ex``, ``ey``: rows.
     ``gauss``: 4 rows ld_g apart of OUTER_BATCH x ld_g / OUTER_BATCH (a multiple of 16) doubles,
     the Gaussians' factors before their outer products are added. ``sharp``: SHARP_PER_SPOT
-    doubles per spot of the pass and SHARP_EXTRA more, the window's sharp spots gathered. ``recs``: 12 rows ld_c
-    apart, the background routine's spots' records (slow: rows 0-5, bg: rows 6-11).
+    doubles per spot of the pass and SHARP_EXTRA more, the window's sharp spots gathered.
+    ``recs``: 12 rows ld_c apart, the background routine's spots' records (slow: rows 0-5,
+    bg: rows 6-11).
     ``held``: each spot's hold (_hold), computed once for the pass.
 
     Peak samples (to the first width >= 2 window^2): the young near spots (sharp) are exact at
@@ -3338,7 +3346,7 @@ cdef extern from *:
 def _sparse_zeros(shape, dtype=np.float64):
     """A zero array in a mapping of its own, in 4 KiB pages: the system zeroes only the
     pages written. For the lists sized for every spot of which a window uses the first few
-    thousand entries (cand, terms, sharp, recs: 69 MB at 100,000 spots on two threads), and
+    thousand entries (cand, terms, sharp, recs: 83 MB at 100,000 spots on two threads), and
     the buckets' (b_items, b_rec: 8 MB, for the most spots a block's buckets hold): numpy
     asks for 2 MiB pages for arrays of 4 MB or more, each zeroed in full when one entry in it
     is written, and calloc clears every byte of a reused heap block (where glibc serves such
@@ -3395,7 +3403,11 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     cdef double[:, :, :, ::1] blur = np.zeros((3, ch.blocks + 1, g.nfy, g.nfx))
     width = int(2.0 * g.window / g.cell) + 3
     cdef double[:, :, :, ::1] scratch = np.zeros((n_threads, 12, width, width))
-    longest = max(g.nfx, g.nfy, width) + 1
+    # a line's nodes or cells: the far grid's, a window's, and the most nodes a deposit
+    # weighs (within its reach at the hand-over, a block late at most: _weights)
+    deposit = 2.0 * math.sqrt((float(np.max(s0)) + g.kappa4 * (g.handover + g.block))
+                              * g.reach_log) / g.far
+    longest = max(g.nfx, g.nfy, width, int(deposit) + 3) + 1
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)

@@ -516,5 +516,11 @@ def _normalised_weights(centre_um: float, reach_um: float, s_um2: float, origin_
     last = math.floor((centre_um + reach_um - origin_um) / step_um)
     k = np.arange(first, last + 1)
     w = np.exp(-((origin_um + k * step_um - centre_um) ** 2) / s_um2)
-    k = np.where(k < 0, -1 - k, np.where(k >= n, 2 * n - 1 - k, k))
-    return k, w / w.sum()
+    return _fold(k, n), w / w.sum()
+
+
+def _fold(k: NDArray[np.intp], n: int) -> NDArray[np.intp]:
+    """Indices of a line of n nodes folded back at its edges (reflecting), as often as it
+    takes (a reach wider than the far grid folds more than once)."""
+    k = np.mod(k, 2 * n)
+    return np.where(k < n, k, 2 * n - 1 - k)

@@ -217,6 +217,25 @@ def test_kernels_agree_across_hand_overs_in_damage_samples() -> None:
     assert fast[1].max() > 0.0
 
 
+def test_kernels_agree_where_a_deposit_folds_more_than_once() -> None:
+    """Three spots of the widest lesion allowed (5000 µm, as _as_spots takes them) at the
+    smallest cut-off (cutoff_rel 1e-6): at the hand-over their Gaussians reach past the whole
+    far grid, so their weights fold back at its edges more than once. Both kernels fold as
+    often as it takes (they folded once: the reference wrapped a negative index round its
+    row, the Cython kernel wrote before it), and the Cython kernel's weight buffers hold the
+    widest reach (they held the grid's width: valgrind showed writes past them from a
+    radius of 2000 µm at the default cut-off)."""
+    x, y = np.array([0.0, 300.0, 150.0]), np.array([0.0, 0.0, 250.0])
+    t, heat_uj, radius_um = np.array([0.0, 0.001, 0.002]), np.full(3, 2000.0), 5000.0
+    params = TissueParams(cutoff_rel=1e-6)
+    lay = Layout.for_spots(x, y, t, params)
+    reach_um = np.sqrt((radius_um**2 + 4.0 * lay.kappa_um2_s * lay.handover_s) * lay.reach_log)
+    first_node = np.ceil((x.min() - reach_um - lay.fx0_um) / lay.far_um)
+    assert first_node < -lay.nfx  # beyond one fold
+    fast = assert_kernels_agree(x, y, t, heat_uj, np.full(3, radius_um), params)
+    assert float(fast[2].sum()) > 0.0  # the heat reached the far grid
+
+
 def test_layout_tables_of_fewer_than_two_nodes_are_refused() -> None:
     """Every table lookup reads two adjacent nodes: a hand-built layout with a one-node table
     is refused before any is read."""
