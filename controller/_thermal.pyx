@@ -895,7 +895,7 @@ cdef extern from *:
        origin + k step): out[i] = scale exp(-d^2 / s), d = origin + (first + i) step -
        centre (the snapshot's deposit, a column or a row at a time). The caller's nodes lie
        within sqrt(s reach_log) of the centre (its first and last by ceil and floor), so
-       d^2 / s stays below reach_log (14 at the smallest cutoff_rel): co2scan_exp, as
+       d^2 / s is at most reach_log (13.8 at the smallest cutoff_rel): co2scan_exp, as
        co2scan_exp_any there, without its branch (the loop vectorises); its argument clamped
        at -708 all the same, where co2scan_exp's range ends (a hand-built layout). */
     CO2SCAN_CLONES static void co2scan_node_gauss(
@@ -1490,7 +1490,7 @@ cdef inline Py_ssize_t _reflect(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     folds more than once (as thermal_ref._fold)."""
     if 0 <= k < n:
         return k
-    k = k % (2 * n)  # (C's remainder: negative for k < 0)
+    k = k % (2 * n)  # (C's remainder: at most 0 for k < 0)
     if k < 0:
         k += 2 * n
     return k if k < n else 2 * n - 1 - k
@@ -3407,7 +3407,8 @@ def peak_rise(const double[::1] x, const double[::1] y, const double[::1] t,
     # weighs (within its reach at the hand-over, a block late at most: _weights)
     deposit = 2.0 * math.sqrt((float(np.max(s0)) + g.kappa4 * (g.handover + g.block))
                               * g.reach_log) / g.far
-    longest = max(g.nfx, g.nfy, width, int(deposit) + 3) + 1
+    longest = max(g.nfx, g.nfy, width, int(deposit) + 3) + 1  # count <= floor(deposit) + 1,
+    # + 2 for rounding
     cdef double[:, ::1] ex = np.zeros((n_threads, longest)), ey = np.zeros((n_threads, longest))
     cdef double[::1] pwx = np.zeros(longest), pwy = np.zeros(longest), pwq = np.zeros(longest)
     cdef double[::1] mw = np.zeros(km), wxm = np.zeros(2 * longest * km)

@@ -221,10 +221,10 @@ def test_kernels_agree_where_a_deposit_folds_more_than_once() -> None:
     """Three spots of the widest lesion allowed (5000 µm, as _as_spots takes them) at the
     smallest cut-off (cutoff_rel 1e-6): at the hand-over their Gaussians reach past the whole
     far grid, so their weights fold back at its edges more than once. Both kernels fold as
-    often as it takes (they folded once: the reference wrapped a negative index round its
-    row, the Cython kernel wrote before it), and the Cython kernel's weight buffers hold the
-    widest reach (they held the grid's width: valgrind showed writes past them from a
-    radius of 2000 µm at the default cut-off)."""
+    often as it takes (they folded once: the reference raised IndexError or wrapped the
+    index, the Cython kernel wrote outside the row), and the Cython kernel's weight buffers
+    hold the widest reach (they held the grid's width: valgrind showed writes past them from
+    a radius of 2000 µm at the default cut-off). On the old build this test crashed."""
     x, y = np.array([0.0, 300.0, 150.0]), np.array([0.0, 0.0, 250.0])
     t, heat_uj, radius_um = np.array([0.0, 0.001, 0.002]), np.full(3, 2000.0), 5000.0
     params = TissueParams(cutoff_rel=1e-6)
@@ -234,6 +234,18 @@ def test_kernels_agree_where_a_deposit_folds_more_than_once() -> None:
     assert first_node < -lay.nfx  # beyond one fold
     fast = assert_kernels_agree(x, y, t, heat_uj, np.full(3, radius_um), params)
     assert float(fast[2].sum()) > 0.0  # the heat reached the far grid
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 23])
+def test_fold_is_repeated_reflection(n: int) -> None:
+    """The reference's fold of far-node indices equals reflecting at the edges again and
+    again, for indices many grid widths beyond either edge."""
+    def reflect_repeatedly(k: int) -> int:
+        while not 0 <= k < n:
+            k = -1 - k if k < 0 else 2 * n - 1 - k
+        return k
+    k = np.arange(-5 * n - 3, 5 * n + 4)
+    assert thermal_ref._fold(k, n).tolist() == [reflect_repeatedly(int(q)) for q in k]
 
 
 def test_layout_tables_of_fewer_than_two_nodes_are_refused() -> None:
