@@ -76,16 +76,20 @@ cdef extern from *:
     }
 
     /* name##_avx2(...) while the hand-written loops are in use, else name##_any(...);
-       CO2SCAN_SIMD3 also name##_avx512(...) at level 2. */
+       CO2SCAN_SIMD3 also name##_avx512(...) at level 2; CO2SCAN_SIMD512 name##_avx512(...)
+       at level 2, else name##_any(...) (no AVX2 path). */
     #ifdef CO2SCAN_AVX2
     #define CO2SCAN_SIMD(name, ...) \
         (co2scan_simd ? name##_avx2(__VA_ARGS__) : name##_any(__VA_ARGS__))
     #define CO2SCAN_SIMD3(name, ...) \
         (co2scan_simd >= 2 ? name##_avx512(__VA_ARGS__) \
          : co2scan_simd ? name##_avx2(__VA_ARGS__) : name##_any(__VA_ARGS__))
+    #define CO2SCAN_SIMD512(name, ...) \
+        (co2scan_simd >= 2 ? name##_avx512(__VA_ARGS__) : name##_any(__VA_ARGS__))
     #else
     #define CO2SCAN_SIMD(name, ...) name##_any(__VA_ARGS__)
     #define CO2SCAN_SIMD3(name, ...) name##_any(__VA_ARGS__)
+    #define CO2SCAN_SIMD512(name, ...) name##_any(__VA_ARGS__)
     #endif
 
     /* acc[r * stride + c] += ey[k * ld + r] ex[k * ld + c] for k < nk, r < nr, c < nc: the
@@ -1834,6 +1838,14 @@ cdef extern from *:
         Py_ssize_t n;
     } co2scan_recs_t;
 
+    /* a, b, c, d, e at column k of rows ld apart (a term's five values: offset, width, heat,
+       age; also the damage samples' pass, co2scan_dpass, further down the module) */
+    static inline void co2scan_put5(double *rows, Py_ssize_t ld, Py_ssize_t k, double a,
+                                    double b, double c, double d, double e) {
+        rows[k] = a, rows[ld + k] = b, rows[2 * ld + k] = c, rows[3 * ld + k] = d;
+        rows[4 * ld + k] = e;
+    }
+
     /* The background routine's list pass over r's n spots at ts: the ones handed over
        (t < lo_t) taken out in place (the others' order kept); the ones fired by ts and in
        reach (not m > s reach_log, s = s0 + k4 (ts - t): as _in_reach wherever s reach_log
@@ -1861,9 +1873,10 @@ cdef extern from *:
             double s = rs0[q] + k4 * (ts - tj);
             if (rm[q] > s * reach_log)
                 continue;  /* cut off at ts */
-            double *col = s < smooth_s ? sharp + nsh++ : smooth + nsm++;
-            col[0] = rdx[q], col[ld] = rdy[q], col[2 * ld] = s;
-            col[3 * ld] = re[q], col[4 * ld] = ts - tj;
+            if (s < smooth_s)
+                co2scan_put5(sharp, ld, nsh++, rdx[q], rdy[q], s, re[q], ts - tj);
+            else
+                co2scan_put5(smooth, ld, nsm++, rdx[q], rdy[q], s, re[q], ts - tj);
         }
         r->n = kept;
         *n_sharp = nsh, *n_smooth = nsm;
@@ -1946,15 +1959,8 @@ cdef extern from *:
                                         double reach_log, double smooth_s, double *terms,
                                         Py_ssize_t ld, Py_ssize_t *n_sharp,
                                         Py_ssize_t *n_smooth) {
-    #ifdef CO2SCAN_AVX512
-        if (co2scan_simd >= 2) {
-            co2scan_bg_terms_avx512(r, lo_t, ts, k4, reach_log, smooth_s, terms, ld, n_sharp,
-                                    n_smooth);
-            return;
-        }
-    #endif
-        co2scan_bg_terms_any(r, lo_t, ts, k4, reach_log, smooth_s, terms, ld, n_sharp,
-                             n_smooth);
+        CO2SCAN_SIMD512(co2scan_bg_terms, r, lo_t, ts, k4, reach_log, smooth_s, terms, ld,
+                        n_sharp, n_smooth);
     }
     """
     ctypedef struct Recs "co2scan_recs_t":
@@ -2567,12 +2573,6 @@ cdef extern from *:
         Py_ssize_t n_at_heat, n_at, n_from_heat, n_from, n_bnd;  /* out */
     } co2scan_dpass_t;
 
-    static inline void co2scan_put5(double *rows, Py_ssize_t ld, Py_ssize_t k, double a,
-                                    double b, double c, double d, double e) {
-        rows[k] = a, rows[ld + k] = b, rows[2 * ld + k] = c, rows[3 * ld + k] = d;
-        rows[4 * ld + k] = e;
-    }
-
     static void co2scan_dpass_any(co2scan_dpass_t *p) {
         const double ts = p->ts, t_prev = p->t_prev, lo_ts = p->lo_ts, k4 = p->k4;
         const double reach_log = p->reach_log, taylor_s = p->taylor_s;
@@ -2694,13 +2694,7 @@ cdef extern from *:
     #endif
 
     static inline void co2scan_dpass(co2scan_dpass_t *p) {
-    #ifdef CO2SCAN_AVX512
-        if (co2scan_simd >= 2) {
-            co2scan_dpass_avx512(p);
-            return;
-        }
-    #endif
-        co2scan_dpass_any(p);
+        CO2SCAN_SIMD512(co2scan_dpass, p);
     }
     """
     ctypedef struct DPass "co2scan_dpass_t":
